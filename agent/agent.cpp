@@ -1,0 +1,1120 @@
+#include "agent/agent.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <random>
+#include <stdexcept>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/log.h"
+#include "agent/origin_fetcher.h"
+#include "agent/owner_files.h"
+#include "agent/partial_file.h"
+#include "agent/url.h"
+#include "api/protocol/frame.h"
+#include "dopt/dopt.h"
+#include "storage/job_store.h"
+
+namespace dopt::agent {
+
+using json = nlohmann::json;
+using storage::ErrorContext;
+using storage::ErrorRecord;
+using storage::FileRecord;
+using storage::JobRecord;
+using storage::JobState;
+using storage::kUnknownSize;
+using storage::Priority;
+
+namespace {
+
+std::int64_t wall_now() { return static_cast<std::int64_t>(::time(nullptr)); }
+
+std::int64_t mono_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// A version 4 UUID from the kernel's random source.
+std::string new_uuid() {
+    unsigned char b[16];
+    std::size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n > 0) got += static_cast<std::size_t>(n);
+    }
+    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+    static const char* hex = "0123456789abcdef";
+    std::string s;
+    for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+        s += hex[b[i] >> 4];
+        s += hex[b[i] & 15];
+    }
+    return s;
+}
+
+// mkdir -p with `mode` for the folders it creates.
+void make_dirs(const std::string& path, mode_t mode) {
+    std::string cur;
+    std::size_t pos = 0;
+    while (pos != std::string::npos) {
+        pos = path.find('/', pos + 1);
+        cur = path.substr(0, pos);
+        if (cur.empty()) continue;
+        if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST)
+            throw std::runtime_error("cannot create " + cur + ": " + std::strerror(errno));
+    }
+}
+
+std::string dir_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string base_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+// Lexically normalises an absolute path ("." and ".." segments, repeated
+// slashes). Returns "" when the path climbs above "/" or names a folder.
+std::string normalise_path(const std::string& path) {
+    std::vector<std::string> parts;
+    std::size_t i = 0;
+    while (i < path.size()) {
+        std::size_t j = path.find('/', i);
+        if (j == std::string::npos) j = path.size();
+        std::string seg = path.substr(i, j - i);
+        if (seg == "..") {
+            if (parts.empty()) return "";
+            parts.pop_back();
+        } else if (!seg.empty() && seg != ".") {
+            parts.push_back(seg);
+        }
+        i = j + 1;
+    }
+    if (parts.empty() || path.back() == '/') return "";
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    return out;
+}
+
+bool is_waitable(JobState s) {
+    return s == JobState::Transferred || s == JobState::Acknowledged || s == JobState::Error ||
+           s == JobState::Cancelled;
+}
+
+bool is_running(JobState s) { return s == JobState::Connecting || s == JobState::Transferring; }
+
+std::string scheme_of(const std::string& url) {
+    auto colon = url.find(':');
+    return colon == std::string::npos ? "" : url.substr(0, colon);
+}
+
+json size_json(std::uint64_t v) { return v == kUnknownSize ? json(-1) : json(v); }
+
+}  // namespace
+
+// ---- Job ------------------------------------------------------------------
+
+struct Agent::Job : TransferSink {
+    Agent* agent = nullptr;
+    JobRecord rec;
+
+    // Runtime only; rebuilt after a restart.
+    TransferId transfer = 0;              // 0: no transfer running
+    int current_file = -1;
+    std::unique_ptr<PartialFile> partial;
+    std::uint64_t request_offset = 0;
+    std::int64_t next_retry_ms = 0;       // TRANSIENT_ERROR: when to try again
+    std::int64_t last_progress_ms = 0;    // for the no-progress timeout
+    std::int64_t last_checkpoint_ms = 0;
+    std::string last_transient;           // why the last attempt failed
+
+    FileRecord& file() { return rec.files[static_cast<std::size_t>(current_file)]; }
+    bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
+    Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }
+    std::uint32_t no_progress_timeout() const {
+        return rec.no_progress_timeout ? rec.no_progress_timeout
+                                       : agent->config_.no_progress_timeout;
+    }
+
+    int on_response(const ResponseInfo& info) override;
+    int on_body(const char* data, std::size_t len) override;
+    void on_done(const TransferOutcome& outcome) override;
+
+    json to_json() const;
+};
+
+json Agent::Job::to_json() const {
+    std::uint64_t total = 0, done = 0;
+    bool known = true;
+    json files = json::array();
+    for (const auto& f : rec.files) {
+        if (f.bytes_total == kUnknownSize) known = false;
+        else total += f.bytes_total;
+        done += f.bytes_transferred;
+        files.push_back({{"local_name", f.local_path},
+                         {"remote_name", f.remote_url},
+                         {"bytes_total", size_json(f.bytes_total)},
+                         {"bytes_transferred", f.bytes_transferred},
+                         {"completed", f.completed}});
+    }
+    json error = nullptr;
+    if (rec.error) {
+        const ErrorRecord& e = *rec.error;
+        json file = nullptr;
+        if (e.file_index >= 0)
+            file = {{"local_name", e.local_name},
+                    {"remote_name", e.remote_name},
+                    {"bytes_total", size_json(e.bytes_total)},
+                    {"bytes_transferred", e.bytes_transferred}};
+        error = {{"context", storage::context_name(e.context)},
+                 {"code", e.code},
+                 {"description", e.description},
+                 {"protocol", e.protocol},
+                 {"time", e.time},
+                 {"file", file}};
+    }
+    json j = {{"id", rec.id},
+              {"display_name", rec.display_name},
+              {"owner_uid", rec.owner_uid},
+              {"state", storage::state_name(rec.state)},
+              {"priority", static_cast<int>(rec.priority)},
+              {"mode", "http_only"},
+              {"auto_complete", rec.auto_complete},
+              {"no_progress_timeout", no_progress_timeout()},
+              {"created", rec.created},
+              {"modified", rec.modified},
+              {"transfer_completed", rec.transfer_completed},
+              {"bytes_total", known ? json(total) : json(-1)},
+              {"bytes_transferred", done},
+              {"bytes_from_peers", rec.bytes_from_peers},
+              {"bytes_from_origin", rec.bytes_from_origin},
+              {"files", files},
+              {"error", error}};
+    if (rec.state == JobState::TransientError) j["transient_error"] = last_transient;
+    return j;
+}
+
+// The final response of a transfer: decide where its body goes.
+int Agent::Job::on_response(const ResponseInfo& info) {
+    FileRecord& f = file();
+    if (info.status == 200 && partial->size() > 0) {
+        // The origin ignored Range, or If-Range said the file changed:
+        // start over with the version it is sending now.
+        LOG_INFO("job %s: %s answered 200 to a ranged request; restarting the file",
+                 rec.id.c_str(), f.remote_url.c_str());
+        int rc = partial->reset();
+        if (rc != 0) return rc;
+    } else if (info.status == 206 && info.body_offset != partial->size()) {
+        return DOPT_E_REMOTE_CHANGED;
+    }
+    f.etag = info.etag;
+    f.last_modified = info.last_modified;
+    if (info.total != UINT64_MAX) f.bytes_total = info.total;
+    f.bytes_transferred = partial->size();
+    // Validators are persisted before any byte they vouch for is written.
+    agent->store_->update_file(rec.id, f);
+    if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
+    return 0;
+}
+
+int Agent::Job::on_body(const char* data, std::size_t len) {
+    FileRecord& f = file();
+    if (f.bytes_total != kUnknownSize && partial->size() + len > f.bytes_total)
+        return DOPT_E_REMOTE_CHANGED;  // more bytes than the origin announced
+    int rc = partial->append(data, len);
+    if (rc != 0) return rc;
+    f.bytes_transferred = partial->size();
+    rec.bytes_from_origin += len;
+    std::int64_t now = mono_ms();
+    last_progress_ms = now;
+    if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
+    return 0;
+}
+
+void Agent::Job::on_done(const TransferOutcome& outcome) {
+    transfer = 0;
+    Agent& a = *agent;
+    FileRecord& f = file();
+    if (!outcome.ok) {
+        std::uint64_t held = partial ? partial->size() : 0;
+        if (outcome.code == DOPT_E_REMOTE_CHANGED || (outcome.code == 416 && request_offset > 0)) {
+            // What we hold no longer matches the origin: drop it and retry.
+            if (partial) partial->reset();
+            f.etag.clear();
+            f.last_modified.clear();
+            held = 0;
+        }
+        f.bytes_transferred = held;
+        partial.reset();
+        a.store_->update_file(rec.id, f);
+        if (outcome.transient || outcome.code == 416)
+            a.transient_failure(*this, outcome.description, outcome.retry_after);
+        else
+            a.fail(*this, static_cast<int>(outcome.context), outcome.code, outcome.description,
+                   current_file);
+        return;
+    }
+    if (f.bytes_total != kUnknownSize && partial->size() != f.bytes_total) {
+        std::string why = "the origin sent " + std::to_string(partial->size()) + " of " +
+                          std::to_string(f.bytes_total) + " bytes of " + f.remote_url;
+        f.bytes_transferred = partial->size();
+        partial.reset();
+        a.store_->update_file(rec.id, f);
+        a.transient_failure(*this, why, 0);
+        return;
+    }
+    f.bytes_total = partial->size();
+    int rc = partial->sync();
+    if (rc != 0) {
+        partial.reset();
+        a.fail(*this, static_cast<int>(ErrorContext::LocalFile), -rc,
+               "cannot write " + f.partial_path + ": " + std::strerror(-rc), current_file);
+        return;
+    }
+    std::string digest = partial->finish_sha256();
+    if (!f.sha256.empty() && digest != f.sha256) {
+        partial->reset();
+        partial.reset();
+        f.bytes_transferred = 0;
+        f.etag.clear();
+        f.last_modified.clear();
+        a.store_->update_file(rec.id, f);
+        a.fail(*this, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+               "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
+                   "; the data was discarded",
+               current_file);
+        return;
+    }
+    partial.reset();
+    f.completed = true;
+    f.bytes_transferred = f.bytes_total;
+    a.store_->update_file(rec.id, f);
+    a.store_->update_job(rec);
+    LOG_INFO("job %s: file %d done (%s)", rec.id.c_str(), current_file, f.local_path.c_str());
+    a.start_job(*this);  // the next file, or TRANSFERRED
+}
+
+// ---- construction and the main loop ---------------------------------------
+
+Agent::Agent(const Config& config) : config_(config) {
+    set_log_level(config_.log_level);
+    bool system_agent = geteuid() == 0;
+    make_dirs(config_.state_dir, system_agent ? 0755 : 0700);
+    make_dirs(config_.cache_dir, system_agent ? 0755 : 0700);
+    make_dirs(dir_of(config_.socket), system_agent ? 0755 : 0700);
+
+    std::string lock_path = config_.state_dir + "/doptd.lock";
+    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd_ < 0) throw std::runtime_error("cannot open " + lock_path + ": " + std::strerror(errno));
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+        throw std::runtime_error("another doptd is running on " + config_.state_dir +
+                                 " (it holds the lock " + lock_path + ")");
+
+    store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
+    FetcherSettings fs;
+    fs.proxy = config_.proxy;
+    fs.user_agent = config_.user_agent;
+    fs.ca_file = config_.ca_file;
+    fs.connect_timeout = static_cast<long>(config_.connect_timeout);
+    fs.low_speed_time = static_cast<long>(config_.low_speed_time);
+    fs.max_connections = config_.max_connections;
+    fetcher_ = std::make_unique<OriginFetcher>(fs);
+
+    std::int64_t now = mono_ms();
+    for (auto& rec : store_->load_all()) {
+        auto job = std::make_unique<Job>();
+        job->agent = this;
+        job->rec = std::move(rec);
+        job->last_progress_ms = now;
+        std::string id = job->rec.id;
+        jobs_[id] = std::move(job);
+    }
+    // Jobs that were moving bytes when the agent stopped start again.
+    std::size_t resumed = 0;
+    for (auto& [id, job] : jobs_) {
+        if (is_running(job->rec.state)) {
+            change_state(*job, static_cast<int>(JobState::Queued));
+            ++resumed;
+        } else if (job->rec.state == JobState::TransientError) {
+            job->next_retry_ms = now + 1000L * config_.retry_min_delay;
+        }
+    }
+    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this);
+    LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
+             jobs_.size(), resumed, config_.socket.c_str());
+    schedule_needed_ = true;
+}
+
+Agent::~Agent() {
+    ipc_.reset();
+    fetcher_.reset();
+    store_.reset();
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    if (signal_fd_ >= 0) ::close(signal_fd_);
+}
+
+int Agent::run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (signal_fd_ < 0) throw std::runtime_error(std::string("signalfd: ") + std::strerror(errno));
+    next_purge_ms_ = mono_ms();
+
+    while (!stopping_) {
+        if (schedule_needed_) schedule();
+        std::vector<pollfd> fds;
+        fds.push_back({signal_fd_, POLLIN, 0});
+        std::size_t ipc_first = ipc_->add_pollfds(fds);
+        fetcher_->wait(fds, next_timeout_ms());
+        if (fds[0].revents & POLLIN) {
+            signalfd_siginfo si{};
+            while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+                if (si.ssi_signo == SIGHUP) {
+                    reload_config();
+                } else {
+                    LOG_INFO("signal %u: stopping", si.ssi_signo);
+                    stopping_ = true;
+                }
+            }
+        }
+        fetcher_->perform();
+        ipc_->handle(fds, ipc_first);
+        timers();
+        answer_waits(false);
+    }
+    // Graceful stop: every transfer checkpointed, partial files kept; the
+    // jobs are QUEUED again on the next start.
+    for (auto& [id, job] : jobs_) {
+        if (job->transfer) stop_transfer(*job, true);
+    }
+    LOG_INFO("stopped");
+    return 0;
+}
+
+int Agent::next_timeout_ms() const {
+    if (schedule_needed_) return 0;
+    std::int64_t now = mono_ms();
+    std::int64_t deadline = next_purge_ms_;
+    if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
+    for (const auto& [id, job] : jobs_) {
+        if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
+    }
+    for (const auto& w : waits_) {
+        if (w.deadline_ms >= 0) deadline = std::min(deadline, w.deadline_ms);
+    }
+    std::int64_t t = deadline - now;
+    return static_cast<int>(std::clamp<std::int64_t>(t, 0, 3600 * 1000));
+}
+
+void Agent::reload_config() {
+    if (config_.source.empty()) {
+        LOG_INFO("SIGHUP: running on built-in defaults; nothing to reload");
+        return;
+    }
+    try {
+        std::vector<std::string> warnings;
+        Config fresh = load_config(config_.source, warnings);
+        for (const auto& w : warnings) LOG_WARN("%s", w.c_str());
+        // Paths and [p2p] need a restart; the rest applies now.
+        fresh.state_dir = config_.state_dir;
+        fresh.cache_dir = config_.cache_dir;
+        fresh.socket = config_.socket;
+        config_ = fresh;
+        set_log_level(config_.log_level);
+        FetcherSettings fs;
+        fs.proxy = config_.proxy;
+        fs.user_agent = config_.user_agent;
+        fs.ca_file = config_.ca_file;
+        fs.connect_timeout = static_cast<long>(config_.connect_timeout);
+        fs.low_speed_time = static_cast<long>(config_.low_speed_time);
+        fs.max_connections = config_.max_connections;
+        fetcher_->apply_settings(fs);
+        schedule_needed_ = true;
+        LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
+    } catch (const std::exception& e) {
+        LOG_ERROR("SIGHUP: keeping the old configuration: %s", e.what());
+    }
+}
+
+// ---- state changes ----------------------------------------------------------
+
+// Persists `to` and mirrors it in memory. Returns false (changing nothing)
+// when the transition table forbids it.
+bool Agent::change_state(Job& job, int to_int) {
+    auto to = static_cast<JobState>(to_int);
+    bool clear_error = to == JobState::Queued && job.rec.state == JobState::Error;
+    std::int64_t now = wall_now();
+    if (!store_->set_state(job.rec.id, to, now, std::nullopt, clear_error)) return false;
+    LOG_DEBUG("job %s: %s -> %s", job.rec.id.c_str(), storage::state_name(job.rec.state),
+              storage::state_name(to));
+    job.rec.state = to;
+    job.rec.modified = now;
+    if (to == JobState::Transferred) job.rec.transfer_completed = now;
+    if (clear_error) job.rec.error.reset();
+    schedule_needed_ = true;
+    return true;
+}
+
+void Agent::fail(Job& job, int context, std::int64_t code, const std::string& description,
+                 int file_index) {
+    ErrorRecord e;
+    e.context = static_cast<ErrorContext>(context);
+    e.code = code;
+    e.description = description;
+    e.time = wall_now();
+    e.file_index = file_index;
+    if (file_index >= 0) {
+        const FileRecord& f = job.rec.files[static_cast<std::size_t>(file_index)];
+        e.protocol = e.context == ErrorContext::LocalFile ? "" : scheme_of(f.remote_url);
+        e.local_name = f.local_path;
+        e.remote_name = f.remote_url;
+        e.bytes_total = f.bytes_total;
+        e.bytes_transferred = f.bytes_transferred;
+    }
+    if (job.transfer) stop_transfer(job, true);
+    if (!store_->set_state(job.rec.id, JobState::Error, e.time, e)) {
+        LOG_ERROR("job %s: cannot move from %s to error", job.rec.id.c_str(),
+                  storage::state_name(job.rec.state));
+        return;
+    }
+    LOG_WARN("job %s: error: %s", job.rec.id.c_str(), description.c_str());
+    job.rec.state = JobState::Error;
+    job.rec.modified = e.time;
+    job.rec.error = e;
+    schedule_needed_ = true;
+}
+
+// Retry later with exponential backoff and jitter, unless the job has made
+// no progress for its no-progress timeout: then it is a fatal error.
+void Agent::transient_failure(Job& job, const std::string& description, long retry_after) {
+    std::int64_t now = mono_ms();
+    if (now - job.last_progress_ms >= 1000LL * job.no_progress_timeout()) {
+        fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+             "no progress for " + std::to_string(job.no_progress_timeout()) +
+                 " s; last failure: " + description,
+             job.current_file >= 0 ? job.current_file : 0);
+        return;
+    }
+    job.rec.retry_count++;
+    store_->update_job(job.rec);
+    double delay = config_.retry_min_delay;
+    for (std::uint32_t i = 1; i < job.rec.retry_count && delay < config_.retry_max_delay; ++i) delay *= 2;
+    delay = std::min<double>(delay, config_.retry_max_delay);
+    static std::mt19937 rng{std::random_device{}()};
+    delay *= std::uniform_real_distribution<double>(0.75, 1.25)(rng);
+    if (retry_after > 0) delay = std::max<double>(delay, std::min<long>(retry_after, 3600));
+    job.next_retry_ms = now + static_cast<std::int64_t>(delay * 1000);
+    job.last_transient = description;
+    LOG_INFO("job %s: transient error (retry %u in %.1f s): %s", job.rec.id.c_str(),
+             job.rec.retry_count, delay, description.c_str());
+    if (job.rec.state != JobState::TransientError)
+        change_state(job, static_cast<int>(JobState::TransientError));
+}
+
+void Agent::checkpoint(Job& job) {
+    job.last_checkpoint_ms = mono_ms();
+    if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
+    store_->update_job(job.rec);
+}
+
+void Agent::stop_transfer(Job& job, bool save) {
+    if (job.transfer) fetcher_->stop(job.transfer);
+    job.transfer = 0;
+    if (job.partial && job.current_file >= 0) job.file().bytes_transferred = job.partial->size();
+    job.partial.reset();
+    if (save) checkpoint(job);
+}
+
+// ---- scheduling -------------------------------------------------------------
+
+// Runs the most urgent jobs: the first max_jobs of the best priority present
+// among runnable jobs; running jobs of a worse priority yield (QUEUED).
+void Agent::schedule() {
+    schedule_needed_ = false;
+    std::int64_t now = mono_ms();
+    std::vector<Job*> runnable;
+    for (auto& [id, job] : jobs_) {
+        JobState s = job->rec.state;
+        if (s == JobState::Queued || is_running(s) ||
+            (s == JobState::TransientError && job->next_retry_ms <= now))
+            runnable.push_back(job.get());
+    }
+    if (runnable.empty()) return;
+    std::sort(runnable.begin(), runnable.end(), [](const Job* a, const Job* b) {
+        if (a->rec.priority != b->rec.priority) return a->rec.priority < b->rec.priority;
+        bool ra = a->transfer != 0, rb = b->transfer != 0;
+        if (ra != rb) return ra;
+        if (a->rec.created != b->rec.created) return a->rec.created < b->rec.created;
+        return a->rec.id < b->rec.id;
+    });
+    Priority best = runnable.front()->rec.priority;
+    std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
+    std::vector<Job*> to_start;
+    for (std::size_t i = 0; i < runnable.size(); ++i) {
+        Job* job = runnable[i];
+        bool chosen = i < slots && job->rec.priority == best;
+        if (!chosen && (job->transfer || is_running(job->rec.state))) {
+            LOG_INFO("job %s yields to a more urgent job", job->rec.id.c_str());
+            stop_transfer(*job, true);
+            change_state(*job, static_cast<int>(JobState::Queued));
+        } else if (chosen && !job->transfer) {
+            to_start.push_back(job);
+        }
+    }
+    for (Job* job : to_start) start_job(*job);
+    schedule_needed_ = false;
+}
+
+// Starts (or continues with the next file of) a job; with every file done
+// the job becomes TRANSFERRED (and ACKNOWLEDGED when it auto-completes).
+void Agent::start_job(Job& job) {
+    auto& files = job.rec.files;
+    auto next = std::find_if(files.begin(), files.end(), [](const FileRecord& f) { return !f.completed; });
+    if (next == files.end()) {
+        job.current_file = -1;
+        change_state(job, static_cast<int>(JobState::Transferred));
+        if (job.rec.auto_complete) {
+            std::string message;
+            int rc = deliver_files(job, false, message);
+            if (rc == 0) change_state(job, static_cast<int>(JobState::Acknowledged));
+            else fail(job, static_cast<int>(ErrorContext::LocalFile), rc, message, -1);
+        }
+        return;
+    }
+    job.current_file = static_cast<int>(next - files.begin());
+    FileRecord& f = *next;
+    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+
+    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0) {
+        fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
+             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
+        return;
+    }
+    struct stat st{};
+    ::fstat(fd, &st);
+    // Keep what is on disk only when a validator lets us ask for "the rest
+    // of this same version" (If-Range); a weak ETag does not qualify.
+    bool strong_etag = !f.etag.empty() && f.etag.compare(0, 2, "W/") != 0;
+    std::string validator = strong_etag ? f.etag : f.last_modified;
+    std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
+    if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
+    int err = 0;
+    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), &err);
+    if (!job.partial) {
+        fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
+             "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
+        return;
+    }
+    f.bytes_transferred = keep;
+    TransferRequest req;
+    req.url = f.remote_url;
+    req.offset = keep;
+    req.if_range = validator;
+    req.headers = job.rec.headers;
+    bool foreground = job.rec.priority == Priority::Foreground;
+    req.max_recv_rate = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+    job.request_offset = keep;
+    job.last_checkpoint_ms = mono_ms();
+    LOG_DEBUG("job %s: GET %s from byte %llu", job.rec.id.c_str(), f.remote_url.c_str(),
+              static_cast<unsigned long long>(keep));
+    job.transfer = fetcher_->start(req, &job);
+}
+
+void Agent::timers() {
+    std::int64_t now = mono_ms();
+    for (auto& [id, job] : jobs_) {
+        if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
+            schedule_needed_ = true;
+    }
+    if (now >= next_purge_ms_) {
+        next_purge_ms_ = now + 3600 * 1000;
+        std::int64_t wall = wall_now();
+        // Jobs never completed are cancelled after max_job_age, as DO does.
+        for (auto& [id, job] : jobs_) {
+            if (!storage::is_final(job->rec.state) &&
+                job->rec.created + static_cast<std::int64_t>(config_.max_job_age) < wall) {
+                LOG_INFO("job %s: older than %u s; cancelling", id.c_str(), config_.max_job_age);
+                if (job->transfer) stop_transfer(*job, false);
+                remove_partials(*job);
+                change_state(*job, static_cast<int>(JobState::Cancelled));
+            }
+        }
+        int purged = store_->purge_ended(wall - static_cast<std::int64_t>(config_.retention));
+        if (purged > 0) {
+            for (auto it = jobs_.begin(); it != jobs_.end();) {
+                const JobRecord& r = it->second->rec;
+                bool gone = storage::is_final(r.state) &&
+                            r.modified < wall - static_cast<std::int64_t>(config_.retention);
+                it = gone ? jobs_.erase(it) : std::next(it);
+            }
+            LOG_INFO("purged %d ended jobs", purged);
+        }
+    }
+}
+
+// ---- files --------------------------------------------------------------------
+
+// Renames partial files to their final names (with the owner's rights).
+// only_completed: files not whole are removed instead (Complete from ERROR).
+int Agent::deliver_files(Job& job, bool only_completed, std::string& message) {
+    for (auto& f : job.rec.files) {
+        if (f.partial_path.empty()) continue;  // delivered already
+        if (!f.completed) {
+            if (!only_completed) continue;
+            unlink_as_owner(job.owner(), f.partial_path);
+            f.partial_path.clear();
+            store_->update_file(job.rec.id, f);
+            continue;
+        }
+        int rc = rename_as_owner(job.owner(), f.partial_path, f.local_path);
+        if (rc != 0) {
+            message = "cannot move " + f.partial_path + " to " + f.local_path + ": " + std::strerror(-rc);
+            return -rc;
+        }
+        f.partial_path.clear();
+        store_->update_file(job.rec.id, f);
+    }
+    return 0;
+}
+
+void Agent::remove_partials(Job& job) {
+    for (auto& f : job.rec.files) {
+        if (f.partial_path.empty()) continue;
+        int rc = unlink_as_owner(job.owner(), f.partial_path);
+        if (rc != 0 && rc != -ENOENT)
+            LOG_WARN("job %s: cannot remove %s: %s", job.rec.id.c_str(), f.partial_path.c_str(),
+                     std::strerror(-rc));
+    }
+}
+
+// ---- IPC ----------------------------------------------------------------------
+
+struct Agent::Request {
+    ConnId conn;
+    PeerCred peer;
+    std::int64_t seq = 0;
+    std::string op;
+    json body;
+    bool answered = false;
+};
+
+namespace {
+json reply(std::int64_t seq, int rc, const std::string& message = "") {
+    json r = {{"seq", seq}, {"rc", rc}};
+    if (rc != 0) r["message"] = message;
+    return r;
+}
+}  // namespace
+
+void Agent::on_close(ConnId conn) {
+    hello_done_.erase(conn);
+    waits_.erase(std::remove_if(waits_.begin(), waits_.end(),
+                                [conn](const PendingWait& w) { return w.conn == conn; }),
+                 waits_.end());
+}
+
+void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& body) {
+    Request req;
+    req.conn = conn;
+    req.peer = peer;
+    try {
+        req.body = json::parse(body);
+    } catch (const json::exception&) {
+        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "the request is not valid JSON").dump());
+        return;
+    }
+    if (!req.body.is_object() || !req.body.contains("op") || !req.body["op"].is_string() ||
+        !req.body.contains("seq") || !req.body["seq"].is_number_integer()) {
+        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "a request needs a string 'op' and an integer 'seq'").dump());
+        return;
+    }
+    req.op = req.body["op"].get<std::string>();
+    req.seq = req.body["seq"].get<std::int64_t>();
+    try {
+        handle(req);
+    } catch (const json::exception& e) {
+        ipc_->send(conn, reply(req.seq, DOPT_E_INVALID_ARG, std::string("bad field: ") + e.what()).dump());
+    } catch (const storage::StorageError& e) {
+        LOG_ERROR("job table: %s", e.what());
+        ipc_->send(conn, reply(req.seq, DOPT_E_INTERNAL, e.what()).dump());
+    } catch (const std::exception& e) {
+        LOG_ERROR("request %s: %s", req.op.c_str(), e.what());
+        ipc_->send(conn, reply(req.seq, DOPT_E_INTERNAL, e.what()).dump());
+    }
+}
+
+void Agent::handle(Request& req) {
+    auto send = [&](int rc, const std::string& msg, const Job* job) {
+        json r = reply(req.seq, rc, msg);
+        if (job) r["job"] = job->to_json();
+        ipc_->send(req.conn, r.dump());
+    };
+    if (req.op == "hello") {
+        int theirs = req.body.value("protocol", 0);
+        if (theirs != protocol::kVersion) {
+            send(DOPT_E_VERSION,
+                 "protocol version mismatch: the client speaks " + std::to_string(theirs) +
+                     ", doptd " DOPT_VERSION_STRING " speaks " + std::to_string(protocol::kVersion),
+                 nullptr);
+            return;
+        }
+        hello_done_[req.conn] = true;
+        json r = reply(req.seq, 0);
+        r["protocol"] = protocol::kVersion;
+        r["agent"] = "doptd " DOPT_VERSION_STRING;
+        r["uid"] = req.peer.uid;
+        ipc_->send(req.conn, r.dump());
+        return;
+    }
+    if (!hello_done_.count(req.conn)) {
+        send(DOPT_E_PROTOCOL, "the first request must be 'hello'", nullptr);
+        return;
+    }
+    if (req.op == "create") return op_create(req);
+    if (req.op == "list") return op_list(req);
+
+    static const char* job_ops[] = {"open", "status", "add_file", "set", "resume", "suspend",
+                                    "cancel", "complete", "wait"};
+    if (std::find_if(std::begin(job_ops), std::end(job_ops),
+                     [&](const char* o) { return req.op == o; }) == std::end(job_ops)) {
+        send(DOPT_E_PROTOCOL, "unknown op '" + req.op + "'", nullptr);
+        return;
+    }
+    if (!req.body.contains("job") || !req.body["job"].is_string()) {
+        send(DOPT_E_INVALID_ARG, "'" + req.op + "' needs a job id", nullptr);
+        return;
+    }
+    std::string id = req.body["job"].get<std::string>();
+    auto it = jobs_.find(id);
+    // Another user's job answers exactly as a missing one.
+    if (it == jobs_.end() || !it->second->visible_to(req.peer.uid)) {
+        send(DOPT_E_NOT_FOUND, "no job " + id, nullptr);
+        return;
+    }
+    Job& job = *it->second;
+    if (req.op == "open" || req.op == "status") return send(0, "", &job);
+    if (req.op == "add_file") return op_add_file(req, job);
+    if (req.op == "set") return op_set(req, job);
+    if (req.op == "resume") return op_resume(req, job);
+    if (req.op == "suspend") return op_suspend(req, job);
+    if (req.op == "cancel") return op_cancel(req, job);
+    if (req.op == "complete") return op_complete(req, job);
+    if (req.op == "wait") return op_wait(req, job);
+}
+
+void Agent::op_create(Request& req) {
+    auto job = std::make_unique<Job>();
+    job->agent = this;
+    JobRecord& r = job->rec;
+    r.id = new_uuid();
+    r.owner_uid = req.peer.uid;
+    r.owner_gid = req.peer.gid;
+    r.display_name = req.body.value("display_name", std::string());
+    if (r.display_name.size() > 1024) {
+        ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE, "display name longer than 1024 bytes").dump());
+        return;
+    }
+    r.state = JobState::Suspended;
+    r.created = r.modified = wall_now();
+    job->last_progress_ms = mono_ms();
+    store_->insert_job(r);  // persisted before the answer
+    json out = reply(req.seq, 0);
+    out["job"] = job->to_json();
+    jobs_[r.id] = std::move(job);
+    ipc_->send(req.conn, out.dump());
+}
+
+namespace {
+// errno from creating a partial file -> a DOPT_E_* code for add_file.
+int add_file_errno_code(int e) {
+    if (e == EEXIST) return DOPT_E_EXISTS;
+    if (e == ENAMETOOLONG) return DOPT_E_INVALID_ARG;
+    return DOPT_E_ACCESS;
+}
+}  // namespace
+
+void Agent::op_add_file(Request& req, Job& job) {
+    auto send = [&](int rc, const std::string& msg) {
+        json r = reply(req.seq, rc, msg);
+        if (rc == 0) r["job"] = job.to_json();
+        ipc_->send(req.conn, r.dump());
+    };
+    if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
+        return send(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
+                                              storage::state_name(job.rec.state));
+    if (job.rec.files.size() >= 1000) return send(DOPT_E_TOO_LARGE, "a job holds at most 1000 files");
+    std::string url = req.body.at("url").get<std::string>();
+    std::string path = req.body.at("local_path").get<std::string>();
+    UrlCheck uc = check_url(url);
+    if (uc.rc != 0) return send(uc.rc, uc.message);
+    if (path.empty() || path[0] != '/')
+        return send(DOPT_E_RELATIVE_PATH, "the local path '" + path + "' is not absolute");
+    if (path.size() >= PATH_MAX || path.find('\0') != std::string::npos)
+        return send(DOPT_E_INVALID_ARG, "the local path is too long or contains NUL");
+    std::string norm = normalise_path(path);
+    if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
+    for (const auto& [id, other] : jobs_) {
+        if (storage::is_final(other->rec.state)) continue;
+        for (const auto& f : other->rec.files) {
+            if (f.local_path == norm)
+                return send(DOPT_E_EXISTS, norm + " is already the destination of job " + id);
+        }
+    }
+    FileRecord f;
+    f.index = static_cast<int>(job.rec.files.size());
+    f.remote_url = url;
+    f.local_path = norm;
+    f.partial_path = dir_of(norm) + "/." + base_of(norm) + "." + job.rec.id.substr(0, 8) + ".dopt-partial";
+    // Creating the partial file now, as the owner, is the permission check:
+    // the kernel decides, and the name is reserved for this job.
+    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) {
+        int e = -fd;
+        std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
+                                      : std::string(std::strerror(e));
+        return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
+    }
+    ::close(fd);
+    try {
+        store_->add_file(job.rec.id, f);
+    } catch (...) {
+        unlink_as_owner(job.owner(), f.partial_path);
+        throw;
+    }
+    job.rec.files.push_back(f);
+    if (job.rec.display_name.empty()) {
+        job.rec.display_name = base_of(norm);
+        store_->update_job(job.rec);
+    }
+    send(0, "");
+}
+
+void Agent::op_set(Request& req, Job& job) {
+    auto send = [&](int rc, const std::string& msg) {
+        json r = reply(req.seq, rc, msg);
+        if (rc == 0) r["job"] = job.to_json();
+        ipc_->send(req.conn, r.dump());
+    };
+    if (storage::is_final(job.rec.state))
+        return send(DOPT_E_INVALID_STATE, std::string("the job is ") + storage::state_name(job.rec.state));
+    JobRecord next = job.rec;
+    const json& b = req.body;
+    if (b.contains("priority")) {
+        int p = b["priority"].get<int>();
+        if (p < 0 || p > 3) return send(DOPT_E_INVALID_ARG, "priority must be 0 (foreground) to 3 (low)");
+        next.priority = static_cast<Priority>(p);
+    }
+    if (b.contains("display_name")) {
+        next.display_name = b["display_name"].get<std::string>();
+        if (next.display_name.size() > 1024) return send(DOPT_E_TOO_LARGE, "display name longer than 1024 bytes");
+    }
+    if (b.contains("no_progress_timeout")) next.no_progress_timeout = b["no_progress_timeout"].get<std::uint32_t>();
+    if (b.contains("auto_complete")) next.auto_complete = b["auto_complete"].get<bool>();
+    if (b.contains("headers")) {
+        next.headers.clear();
+        std::size_t total = 0;
+        for (const auto& h : b["headers"]) {
+            std::string s = h.get<std::string>();
+            total += s.size();
+            if (s.find_first_of("\r\n") != std::string::npos || s.find(':') == std::string::npos || s[0] == ':')
+                return send(DOPT_E_INVALID_ARG, "a header must be 'Name: value' on one line");
+            next.headers.push_back(s);
+        }
+        if (next.headers.size() > 64 || total > 16384) return send(DOPT_E_TOO_LARGE, "too many header bytes");
+    }
+    int sha_index = -1;
+    std::string sha;
+    if (b.contains("file_sha256")) {
+        sha_index = b["file_sha256"].at("index").get<int>();
+        sha = b["file_sha256"].at("sha256").get<std::string>();
+        if (sha_index < 0 || static_cast<std::size_t>(sha_index) >= job.rec.files.size())
+            return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(sha_index));
+        std::transform(sha.begin(), sha.end(), sha.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos)
+            return send(DOPT_E_INVALID_ARG, "a SHA-256 is 64 hex digits");
+        const FileRecord& f = job.rec.files[static_cast<std::size_t>(sha_index)];
+        if (f.completed || (job.current_file == sha_index && job.transfer))
+            return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
+    }
+    bool priority_changed = next.priority != job.rec.priority;
+    job.rec.priority = next.priority;
+    job.rec.display_name = next.display_name;
+    job.rec.no_progress_timeout = next.no_progress_timeout;
+    job.rec.auto_complete = next.auto_complete;
+    job.rec.headers = next.headers;
+    store_->update_job(job.rec);
+    if (sha_index >= 0) {
+        job.rec.files[static_cast<std::size_t>(sha_index)].sha256 = sha;
+        store_->update_file(job.rec.id, job.rec.files[static_cast<std::size_t>(sha_index)]);
+    }
+    if (priority_changed) schedule_needed_ = true;
+    send(0, "");
+}
+
+void Agent::op_resume(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s == JobState::Queued || is_running(s)) {
+        // Already on its way: nothing to do.
+    } else if (job.rec.files.empty()) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = "the job has no files";
+    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError) {
+        job.rec.retry_count = 0;
+        job.last_progress_ms = mono_ms();
+        store_->update_job(job.rec);
+        change_state(job, static_cast<int>(JobState::Queued));
+    } else {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("a job that is ") + storage::state_name(s) + " cannot be resumed";
+    }
+    json r = reply(req.seq, rc, msg);
+    r["job"] = job.to_json();
+    ipc_->send(req.conn, r.dump());
+}
+
+void Agent::op_suspend(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s == JobState::Suspended) {
+    } else if (s == JobState::Queued || is_running(s) || s == JobState::TransientError) {
+        stop_transfer(job, true);
+        change_state(job, static_cast<int>(JobState::Suspended));
+    } else {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("a job that is ") + storage::state_name(s) + " cannot be suspended";
+    }
+    json r = reply(req.seq, rc, msg);
+    r["job"] = job.to_json();
+    ipc_->send(req.conn, r.dump());
+}
+
+void Agent::op_cancel(Request& req, Job& job) {
+    int rc = 0;
+    std::string msg;
+    if (storage::is_final(job.rec.state)) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("the job is already ") + storage::state_name(job.rec.state);
+    } else {
+        stop_transfer(job, false);
+        remove_partials(job);
+        change_state(job, static_cast<int>(JobState::Cancelled));
+    }
+    json r = reply(req.seq, rc, msg);
+    r["job"] = job.to_json();
+    ipc_->send(req.conn, r.dump());
+}
+
+void Agent::op_complete(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s != JobState::Transferred && s != JobState::Error) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("only a transferred job (or one in error) can be completed; this one is ") +
+              storage::state_name(s);
+    } else {
+        int err = deliver_files(job, s == JobState::Error, msg);
+        if (err != 0) rc = DOPT_E_LOCAL_IO;
+        else change_state(job, static_cast<int>(JobState::Acknowledged));
+    }
+    json r = reply(req.seq, rc, msg);
+    r["job"] = job.to_json();
+    ipc_->send(req.conn, r.dump());
+}
+
+// Pages of job objects, so that no reply outgrows the frame limit: the
+// client passes the last id it got as `after` until `more` is false.
+void Agent::op_list(Request& req) {
+    std::string after = req.body.value("after", std::string());
+    std::size_t limit = req.body.value("limit", static_cast<std::size_t>(1000));
+    limit = std::clamp<std::size_t>(limit, 1, 1000);
+    std::vector<const Job*> mine;
+    for (const auto& [id, job] : jobs_)
+        if (job->visible_to(req.peer.uid)) mine.push_back(job.get());
+    std::sort(mine.begin(), mine.end(), [](const Job* a, const Job* b) {
+        if (a->rec.created != b->rec.created) return a->rec.created < b->rec.created;
+        return a->rec.id < b->rec.id;
+    });
+    std::size_t start = 0;
+    if (!after.empty()) {
+        for (std::size_t i = 0; i < mine.size(); ++i)
+            if (mine[i]->rec.id == after) start = i + 1;
+    }
+    json jobs = json::array();
+    std::size_t bytes = 0, i = start;
+    for (; i < mine.size() && jobs.size() < limit; ++i) {
+        json j = mine[i]->to_json();
+        std::string s = j.dump();
+        if (bytes + s.size() > protocol::kMaxFrame - 4096 && !jobs.empty()) break;
+        bytes += s.size();
+        jobs.push_back(std::move(j));
+    }
+    json r = reply(req.seq, 0);
+    r["jobs"] = std::move(jobs);
+    r["more"] = i < mine.size();
+    ipc_->send(req.conn, r.dump());
+}
+
+void Agent::op_wait(Request& req, Job& job) {
+    std::int64_t timeout = req.body.value("timeout_ms", static_cast<std::int64_t>(-1));
+    PendingWait w{req.conn, req.seq, job.rec.id, timeout < 0 ? -1 : mono_ms() + timeout};
+    waits_.push_back(w);
+    ipc_->set_paused(req.conn, true);
+    answer_waits(false);
+}
+
+// Answers every parked wait whose job reached a waitable state, or whose
+// time ran out.
+void Agent::answer_waits(bool) {
+    if (waits_.empty()) return;
+    std::int64_t now = mono_ms();
+    std::vector<PendingWait> done;
+    for (auto it = waits_.begin(); it != waits_.end();) {
+        auto jt = jobs_.find(it->job_id);
+        bool gone = jt == jobs_.end();
+        bool ready = gone || is_waitable(jt->second->rec.state);
+        bool expired = it->deadline_ms >= 0 && now >= it->deadline_ms;
+        if (ready || expired) {
+            done.push_back(*it);
+            it = waits_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& w : done) {
+        auto jt = jobs_.find(w.job_id);
+        json r;
+        if (jt == jobs_.end()) {
+            r = reply(w.seq, DOPT_E_NOT_FOUND, "the job was purged");
+        } else {
+            bool ready = is_waitable(jt->second->rec.state);
+            r = reply(w.seq, ready ? 0 : DOPT_E_TIMEOUT, ready ? "" : "the wait timed out");
+            r["job"] = jt->second->to_json();
+        }
+        ipc_->send(w.conn, r.dump());
+        ipc_->set_paused(w.conn, false);
+    }
+}
+
+}  // namespace dopt::agent

@@ -1,0 +1,99 @@
+// Agent: doptd's core. One thread runs everything: the IPC socket, the job
+// scheduler, the origin transfers (libcurl multi) and the job table.
+//
+// Where a job's state lives: the JobStore (SQLite) is the truth that
+// survives; the Agent keeps every job in memory as well (jobs_) and writes
+// each change through to the store before it answers the client. Bytes of a
+// file in flight are checkpointed to the store about once a second; after a
+// crash the partial file on disk says how far the transfer got.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/ipc_server.h"
+
+namespace dopt::storage {
+class JobStore;
+}
+
+namespace dopt::agent {
+
+class OriginFetcher;
+
+class Agent : public IpcHandler {
+public:
+    // Takes the state lock, opens the job table, binds the socket and loads
+    // every job. Throws std::runtime_error when any of that fails.
+    explicit Agent(const Config& config);
+    ~Agent() override;
+    Agent(const Agent&) = delete;
+    Agent& operator=(const Agent&) = delete;
+
+    // Runs until SIGTERM or SIGINT (graceful: transfers stopped, progress
+    // persisted, partial files kept). SIGHUP reloads the config file.
+    // The caller must have blocked SIGTERM, SIGINT and SIGHUP in every thread.
+    int run();
+
+    void on_request(ConnId conn, const PeerCred& peer, const std::string& body) override;
+    void on_close(ConnId conn) override;
+
+    struct Job;       // a job and its runtime state (agent.cpp)
+    struct Request;   // one decoded IPC request
+
+private:
+    // Requests (agent_requests.cpp would be its own file were it longer).
+    void handle(Request& req);
+    void op_create(Request& req);
+    void op_add_file(Request& req, Job& job);
+    void op_set(Request& req, Job& job);
+    void op_resume(Request& req, Job& job);
+    void op_suspend(Request& req, Job& job);
+    void op_cancel(Request& req, Job& job);
+    void op_complete(Request& req, Job& job);
+    void op_list(Request& req);
+    void op_wait(Request& req, Job& job);
+
+    // Job life.
+    bool change_state(Job& job, int to);
+    void schedule();
+    void start_job(Job& job);
+    void stop_transfer(Job& job, bool checkpoint);
+    void fail(Job& job, int context, std::int64_t code, const std::string& description,
+              int file_index);
+    void transient_failure(Job& job, const std::string& description, long retry_after);
+    int deliver_files(Job& job, bool only_completed, std::string& message);
+    void remove_partials(Job& job);
+    void checkpoint(Job& job);
+    void timers();
+    void answer_waits(bool only_due);
+    void reload_config();
+    int next_timeout_ms() const;
+
+    friend struct Job;
+    Config config_;
+    int lock_fd_ = -1;
+    int signal_fd_ = -1;
+    bool stopping_ = false;
+    std::unique_ptr<storage::JobStore> store_;
+    std::unique_ptr<OriginFetcher> fetcher_;
+    std::unique_ptr<IpcServer> ipc_;
+    std::map<std::string, std::unique_ptr<Job>> jobs_;
+    std::map<ConnId, bool> hello_done_;
+
+    struct PendingWait {
+        ConnId conn;
+        std::int64_t seq;
+        std::string job_id;
+        std::int64_t deadline_ms;  // -1: none
+    };
+    std::vector<PendingWait> waits_;
+    std::int64_t next_purge_ms_ = 0;
+    bool schedule_needed_ = false;
+};
+
+}  // namespace dopt::agent

@@ -1,0 +1,417 @@
+// doptd's configuration: built-in defaults and the TOML file over them.
+//
+// Security: the config file is trusted input. The system agent reads
+// /etc/dopt/doptd.conf, which is root-owned; a per-user agent reads only a
+// file its own user names. Validation here exists to turn mistakes into clear
+// messages ("FILE:LINE: ..."), not to defend against a hostile author: whoever
+// can write the file already controls the agent (paths, proxy, CA bundle).
+#include "agent/config.h"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <limits>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+
+namespace dopt::agent {
+namespace {
+
+std::string errno_text(int err) {
+    char buf[256];
+    // GNU strerror_r (g++ defines _GNU_SOURCE): returns the message, which may
+    // or may not be in buf. Thread-safe, unlike strerror.
+    return ::strerror_r(err, buf, sizeof buf);
+}
+
+// An XDG base directory variable counts only when it is set to an absolute
+// path (the XDG spec: relative values are invalid and must be ignored).
+const char* xdg_dir(const char* name) {
+    const char* v = std::getenv(name);
+    return (v != nullptr && v[0] == '/') ? v : nullptr;
+}
+
+std::string home_dir() {
+    const char* home = std::getenv("HOME");
+    if (home != nullptr && home[0] == '/') return home;
+    struct passwd pw;
+    struct passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    int rc = ::getpwuid_r(::geteuid(), &pw, buf.data(), buf.size(), &found);
+    if (rc != 0 || found == nullptr || pw.pw_dir == nullptr || pw.pw_dir[0] != '/') {
+        throw ConfigError("cannot find the home directory of uid " +
+                          std::to_string(::geteuid()) +
+                          ": HOME is unset and the user database has none");
+    }
+    return pw.pw_dir;
+}
+
+std::string read_whole_file(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw ConfigError(path + ": cannot read: " + errno_text(errno));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+        int err = errno;
+        ::close(fd);
+        throw ConfigError(path + ": cannot read: " + errno_text(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        // Refuse a directory, FIFO or device: reading one fails or blocks.
+        ::close(fd);
+        throw ConfigError(path + ": cannot read: " +
+                          (S_ISDIR(st.st_mode) ? errno_text(EISDIR)
+                                               : std::string("not a regular file")));
+    }
+    std::string text;
+    char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int err = errno;
+            ::close(fd);
+            throw ConfigError(path + ": cannot read: " + errno_text(err));
+        }
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return text;
+}
+
+// "a.b.c.d:port" or "[v6]:port", port 1..65535. On success `unspecified` says
+// whether the address is 0.0.0.0 or ::.
+bool parse_endpoint(const std::string& s, bool& unspecified) {
+    std::string addr;
+    std::string port;
+    int family = AF_INET;
+    if (!s.empty() && s[0] == '[') {
+        std::size_t close = s.find(']');
+        if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+            return false;
+        }
+        addr = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+        family = AF_INET6;
+    } else {
+        std::size_t colon = s.rfind(':');
+        if (colon == std::string::npos) return false;
+        addr = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    }
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos) {
+        return false;
+    }
+    long p = std::stol(port);
+    if (p < 1 || p > 65535) return false;
+    unsigned char bytes[16] = {};
+    if (addr.find('\0') != std::string::npos) return false;
+    if (::inet_pton(family, addr.c_str(), bytes) != 1) return false;
+    std::size_t len = family == AF_INET ? 4 : 16;
+    unspecified = true;
+    for (std::size_t i = 0; i < len; ++i) unspecified = unspecified && bytes[i] == 0;
+    return true;
+}
+
+// "10.0.0.0/8" or "fd00::/8": an address, a slash and a prefix length that
+// fits the family. Host bits may be set ("10.1.2.3/8" means 10.0.0.0/8).
+bool parse_cidr(const std::string& s) {
+    std::size_t slash = s.find('/');
+    if (slash == std::string::npos) return false;
+    std::string addr = s.substr(0, slash);
+    std::string len = s.substr(slash + 1);
+    if (len.empty() || len.size() > 3 ||
+        len.find_first_not_of("0123456789") != std::string::npos) {
+        return false;
+    }
+    if (addr.find('\0') != std::string::npos) return false;
+    unsigned char bytes[16];
+    int bits = std::stoi(len);
+    if (::inet_pton(AF_INET, addr.c_str(), bytes) == 1) return bits <= 32;
+    if (::inet_pton(AF_INET6, addr.c_str(), bytes) == 1) return bits <= 128;
+    return false;
+}
+
+// Walks the parsed document, fills a Config and reports problems with the
+// file name and the line of the offending node.
+class ConfigReader {
+public:
+    ConfigReader(const std::string& file, std::vector<std::string>& warnings)
+        : file_(file), warnings_(warnings) {}
+
+    void read(const toml::table& root, Config& c) {
+        for (auto&& [key, node] : root) {
+            const std::string k(key.str());
+            if (k == "state_dir") c.state_dir = path(node, k, false);
+            else if (k == "cache_dir") c.cache_dir = path(node, k, false);
+            else if (k == "socket") c.socket = socket_path(node, k);
+            else if (k == "log_level") c.log_level = log_level(node, k);
+            else if (k == "jobs") read_jobs(table(node, k), c);
+            else if (k == "http") read_http(table(node, k), c);
+            else if (k == "p2p") read_p2p(table(node, k), c);
+            else unknown(key, k);
+        }
+        // Tables iterate in key order; report in file order.
+        std::stable_sort(unknown_.begin(), unknown_.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (auto& w : unknown_) warnings_.push_back(std::move(w.second));
+    }
+
+private:
+    void read_jobs(const toml::table& t, Config& c) {
+        const toml::node* min_node = nullptr;
+        const toml::node* max_node = nullptr;
+        for (auto&& [key, node] : t) {
+            const std::string k = "jobs." + std::string(key.str());
+            if (k == "jobs.max_jobs") c.max_jobs = integer<int>(node, k, 1, 64);
+            else if (k == "jobs.max_connections") c.max_connections = integer<int>(node, k, 1, 256);
+            else if (k == "jobs.no_progress_timeout") c.no_progress_timeout = seconds(node, k, 1);
+            else if (k == "jobs.retention") c.retention = seconds(node, k, 0);
+            else if (k == "jobs.max_job_age") c.max_job_age = seconds(node, k, 1);
+            else if (k == "jobs.retry_min_delay") {
+                c.retry_min_delay = seconds(node, k, 1);
+                min_node = &node;
+            } else if (k == "jobs.retry_max_delay") {
+                c.retry_max_delay = seconds(node, k, 1);
+                max_node = &node;
+            } else {
+                unknown(key, k);
+            }
+        }
+        if (c.retry_min_delay > c.retry_max_delay) {
+            // Blame the key the file set; the other one is a default.
+            const toml::node* blame = min_node != nullptr ? min_node : max_node;
+            fail(*blame, "jobs.retry_min_delay (" + std::to_string(c.retry_min_delay) +
+                             ") must not exceed jobs.retry_max_delay (" +
+                             std::to_string(c.retry_max_delay) + ")");
+        }
+    }
+
+    void read_http(const toml::table& t, Config& c) {
+        constexpr std::int64_t max_rate = std::numeric_limits<std::int64_t>::max();
+        for (auto&& [key, node] : t) {
+            const std::string k = "http." + std::string(key.str());
+            if (k == "http.proxy") c.proxy = header_safe_string(node, k, true);
+            else if (k == "http.user_agent") c.user_agent = header_safe_string(node, k, false);
+            else if (k == "http.connect_timeout") c.connect_timeout = seconds(node, k, 1);
+            else if (k == "http.low_speed_time") c.low_speed_time = seconds(node, k, 0);
+            else if (k == "http.max_rate_foreground") c.max_rate_foreground = integer<std::uint64_t>(node, k, 0, max_rate);
+            else if (k == "http.max_rate_background") c.max_rate_background = integer<std::uint64_t>(node, k, 0, max_rate);
+            else if (k == "http.ca_file") c.ca_file = path(node, k, true);
+            else unknown(key, k);
+        }
+    }
+
+    void read_p2p(const toml::table& t, Config& c) {
+        for (auto&& [key, node] : t) {
+            const std::string k = "p2p." + std::string(key.str());
+            if (k == "p2p.enabled") c.p2p_enabled = boolean(node, k);
+            else if (k == "p2p.listen") c.p2p_listen = listen_endpoint(node, k);
+            else if (k == "p2p.lan_discovery") c.lan_discovery = boolean(node, k);
+            else if (k == "p2p.peers") c.peers = peer_list(node, k);
+            else if (k == "p2p.allowed_networks") c.allowed_networks = cidr_list(node, k);
+            else unknown(key, k);
+        }
+    }
+
+    [[noreturn]] void fail(const toml::node& n, const std::string& what) const {
+        throw ConfigError(file_ + ":" + std::to_string(n.source().begin.line) + ": " + what);
+    }
+
+    void unknown(const toml::key& key, const std::string& name) {
+        const auto line = key.source().begin.line;
+        unknown_.emplace_back(line, file_ + ":" + std::to_string(line) + ": unknown key '" +
+                                        name + "'");
+    }
+
+    const toml::table& table(const toml::node& n, const std::string& name) const {
+        const toml::table* t = n.as_table();
+        if (t == nullptr) fail(n, name + " must be a table ([" + name + "])");
+        return *t;
+    }
+
+    const std::string& string(const toml::node& n, const std::string& name,
+                              const std::string& what) const {
+        const toml::value<std::string>* v = n.as_string();
+        if (v == nullptr) fail(n, name + " must be " + what);
+        return v->get();
+    }
+
+    bool boolean(const toml::node& n, const std::string& name) const {
+        const toml::value<bool>* v = n.as_boolean();
+        if (v == nullptr) fail(n, name + " must be true or false");
+        return v->get();
+    }
+
+    // An integer in [lo, hi]; T must hold every value of that range, so no
+    // value is ever narrowed silently.
+    template <typename T>
+    T integer(const toml::node& n, const std::string& name, std::int64_t lo,
+              std::int64_t hi, const char* unit = "") const {
+        const toml::value<std::int64_t>* v = n.as_integer();
+        if (v == nullptr || v->get() < lo || v->get() > hi) {
+            fail(n, name + " must be an integer from " + std::to_string(lo) + " to " +
+                        std::to_string(hi) + unit);
+        }
+        return static_cast<T>(v->get());
+    }
+
+    std::uint32_t seconds(const toml::node& n, const std::string& name, std::int64_t lo) const {
+        return integer<std::uint32_t>(n, name, lo, std::numeric_limits<std::uint32_t>::max(),
+                                      " (seconds)");
+    }
+
+    std::string path(const toml::node& n, const std::string& name, bool may_be_empty) const {
+        const std::string& s = string(n, name, "a string holding an absolute path");
+        if (may_be_empty && s.empty()) return s;
+        if (s.empty() || s[0] != '/' || s.find('\0') != std::string::npos) {
+            fail(n, name + " must be an absolute path, not \"" + s + "\"");
+        }
+        return s;
+    }
+
+    std::string socket_path(const toml::node& n, const std::string& name) const {
+        std::string s = path(n, name, false);
+        constexpr std::size_t max_len = sizeof(sockaddr_un{}.sun_path) - 1;
+        if (s.size() > max_len) {
+            fail(n, name + " must be at most " + std::to_string(max_len) +
+                        " bytes long (a Unix socket path limit)");
+        }
+        return s;
+    }
+
+    std::string log_level(const toml::node& n, const std::string& name) const {
+        const std::string& s = string(n, name, "one of \"error\", \"warn\", \"info\", \"debug\"");
+        if (s != "error" && s != "warn" && s != "info" && s != "debug") {
+            fail(n, name + " must be one of \"error\", \"warn\", \"info\", \"debug\", not \"" +
+                        s + "\"");
+        }
+        return s;
+    }
+
+    // A value that ends up in HTTP requests: a control character would split
+    // or corrupt the header it goes into.
+    std::string header_safe_string(const toml::node& n, const std::string& name,
+                                   bool may_be_empty) const {
+        const std::string& s = string(n, name, "a string");
+        if (!may_be_empty && s.empty()) fail(n, name + " must not be empty");
+        for (unsigned char ch : s) {
+            if (ch < 0x20 || ch == 0x7f) fail(n, name + " must not contain control characters");
+        }
+        return s;
+    }
+
+    std::string listen_endpoint(const toml::node& n, const std::string& name) const {
+        const std::string& s = string(n, name, "a string \"address:port\"");
+        if (s.empty()) return s;  // same as unset: no peering
+        bool unspecified = false;
+        if (!parse_endpoint(s, unspecified)) {
+            fail(n, name + " must be \"a.b.c.d:port\" or \"[v6]:port\" with a port from 1 "
+                           "to 65535, not \"" + s + "\"");
+        }
+        if (unspecified) {
+            // Peers are accepted only on chosen LAN addresses (DESIGN.md).
+            fail(n, name + " must be a specific LAN address, not \"" + s + "\"");
+        }
+        return s;
+    }
+
+    const toml::array& array(const toml::node& n, const std::string& name,
+                             const std::string& what) const {
+        const toml::array* a = n.as_array();
+        if (a == nullptr) fail(n, name + " must be an array of " + what);
+        return *a;
+    }
+
+    std::vector<std::string> peer_list(const toml::node& n, const std::string& name) const {
+        const std::string what = "\"address:port\" strings";
+        std::vector<std::string> out;
+        for (const toml::node& e : array(n, name, what)) {
+            const std::string& s = string(e, name, "an array of " + what);
+            bool unspecified = false;
+            if (!parse_endpoint(s, unspecified) || unspecified) {
+                fail(e, name + " entries must be \"a.b.c.d:port\" or \"[v6]:port\" with a "
+                               "port from 1 to 65535, not \"" + s + "\"");
+            }
+            out.push_back(s);
+        }
+        return out;
+    }
+
+    std::vector<std::string> cidr_list(const toml::node& n, const std::string& name) const {
+        const std::string what = "CIDR strings (\"10.0.0.0/8\", \"fd00::/8\")";
+        std::vector<std::string> out;
+        for (const toml::node& e : array(n, name, what)) {
+            const std::string& s = string(e, name, "an array of " + what);
+            if (!parse_cidr(s)) {
+                fail(e, name + " entries must be CIDR networks such as \"10.0.0.0/8\" or "
+                               "\"fd00::/8\", not \"" + s + "\"");
+            }
+            out.push_back(s);
+        }
+        return out;
+    }
+
+    const std::string& file_;
+    std::vector<std::string>& warnings_;
+    std::vector<std::pair<toml::source_index, std::string>> unknown_;  // (line, warning)
+};
+
+}  // namespace
+
+Config default_config() {
+    Config c;
+    if (::geteuid() == 0) {
+        c.state_dir = "/var/lib/dopt";
+        c.cache_dir = "/var/cache/dopt";
+        c.socket = "/run/dopt/doptd.sock";
+        return c;
+    }
+    const char* state = xdg_dir("XDG_STATE_HOME");
+    const char* cache = xdg_dir("XDG_CACHE_HOME");
+    const char* runtime = xdg_dir("XDG_RUNTIME_DIR");
+    std::string home;
+    if (state == nullptr || cache == nullptr) home = home_dir();
+    c.state_dir = state != nullptr ? std::string(state) + "/dopt" : home + "/.local/state/dopt";
+    c.cache_dir = cache != nullptr ? std::string(cache) + "/dopt" : home + "/.cache/dopt";
+    c.socket = runtime != nullptr ? std::string(runtime) + "/dopt/doptd.sock"
+                                  : c.state_dir + "/doptd.sock";
+    return c;
+}
+
+Config load_config(const std::string& path, std::vector<std::string>& warnings) {
+    const std::string text = read_whole_file(path);
+    Config c = default_config();
+    c.source = path;
+#if TOML_EXCEPTIONS
+    toml::table root;
+    try {
+        root = toml::parse(text, path);
+    } catch (const toml::parse_error& e) {
+        throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ":" +
+                          std::to_string(e.source().begin.column) + ": " +
+                          std::string(e.description()));
+    }
+#else
+    toml::parse_result parsed = toml::parse(text, path);
+    if (!parsed) {
+        const toml::parse_error& e = parsed.error();
+        throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ":" +
+                          std::to_string(e.source().begin.column) + ": " +
+                          std::string(e.description()));
+    }
+    toml::table root = std::move(parsed).table();
+#endif
+    ConfigReader(path, warnings).read(root, c);
+    return c;
+}
+
+}  // namespace dopt::agent

@@ -1,0 +1,65 @@
+// doptd's configuration: built-in defaults, overridden by a TOML file.
+// See docs/config.md for every key.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace dopt::agent {
+
+// A config file that cannot be used. what() names the file and line:
+// "/etc/dopt/doptd.conf:12: max_jobs must be a positive integer".
+class ConfigError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct Config {
+    // Paths. Defaults depend on who runs the agent (default_config()).
+    std::string state_dir;               // SQLite job table (jobs.db), lock file
+    std::string cache_dir;               // peer cache
+    std::string socket;                  // Unix socket libdopt connects to
+    std::string log_level = "info";      // error, warn, info, debug
+
+    // [jobs]
+    int max_jobs = 4;                    // jobs transferring at once
+    int max_connections = 8;             // origin connections at once, all jobs
+    std::uint32_t no_progress_timeout = 14 * 24 * 3600;  // seconds (BITS default)
+    std::uint32_t retention = 7 * 24 * 3600;      // ended jobs kept this long
+    std::uint32_t max_job_age = 30 * 24 * 3600;   // never-completed jobs cancelled after
+    std::uint32_t retry_min_delay = 5;   // seconds, first retry after a transient error
+    std::uint32_t retry_max_delay = 600; // seconds, backoff ceiling
+
+    // [http]
+    std::string proxy;                   // "" = from the environment (http_proxy, ...)
+    std::string user_agent = "dopt/0.1";
+    std::uint32_t connect_timeout = 30;  // seconds
+    std::uint32_t low_speed_time = 60;   // seconds below 1 byte/s before a stall is a transient error
+    std::uint64_t max_rate_foreground = 0;  // bytes/s from the origin, 0 = unlimited
+    std::uint64_t max_rate_background = 0;
+    std::string ca_file;                 // extra CA bundle, "" = system default
+
+    // [p2p]
+    bool p2p_enabled = false;            // peering off in the built-in defaults
+    std::string p2p_listen;              // "addr:port"; peering needs it
+    bool lan_discovery = true;
+    std::vector<std::string> peers;      // static "addr:port"
+    std::vector<std::string> allowed_networks;  // CIDRs; empty = listen subnets
+
+    std::string source;                  // file the config came from ("" = defaults)
+};
+
+// Built-in defaults. As root: /var/lib/dopt, /var/cache/dopt,
+// /run/dopt/doptd.sock. As a user: $XDG_STATE_HOME/dopt (~/.local/state/dopt),
+// $XDG_CACHE_HOME/dopt (~/.cache/dopt), $XDG_RUNTIME_DIR/dopt/doptd.sock
+// (falls back to state_dir/doptd.sock when XDG_RUNTIME_DIR is unset).
+Config default_config();
+
+// Reads `path` over the defaults. Throws ConfigError naming the file and line
+// for a syntax error, a wrong type or an out-of-range value. Unknown keys are
+// not errors: each is appended to `warnings` ("file:line: unknown key 'x'").
+Config load_config(const std::string& path, std::vector<std::string>& warnings);
+
+}  // namespace dopt::agent

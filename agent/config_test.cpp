@@ -1,0 +1,459 @@
+// Tests for agent/config.cpp: built-in defaults and TOML loading/validation.
+#include "agent/config.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <grp.h>
+#include <map>
+#include <optional>
+#include <pwd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using dopt::agent::Config;
+using dopt::agent::ConfigError;
+using dopt::agent::default_config;
+using dopt::agent::load_config;
+
+namespace {
+
+// A mkdtemp directory, removed with its files at the end of the test.
+class TempDir {
+public:
+    TempDir() {
+        char tmpl[] = "/tmp/dopt-config-test.XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    const std::string& path() const { return path_; }
+
+    std::string write(const std::string& name, const std::string& text) const {
+        std::string file = path_ + "/" + name;
+        std::ofstream out(file, std::ios::binary);
+        out << text;
+        REQUIRE(out.good());
+        return file;
+    }
+
+private:
+    std::string path_;
+};
+
+// What default_config() gives a non-root user under the given environment
+// (nullopt = unset). Runs in a forked child, which drops to "nobody" first
+// when the tests run as root, so the user branch is tested either way.
+struct UserDefaults {
+    std::string state_dir, cache_dir, socket, passwd_home, error;
+};
+
+UserDefaults user_defaults(const std::map<std::string, std::optional<std::string>>& env) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::close(fds[0]);
+        std::string out;
+        if (::geteuid() == 0) {
+            gid_t nogroup = 65534;
+            if (::setgroups(1, &nogroup) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
+                ::_exit(3);
+            }
+        }
+        for (const auto& [name, value] : env) {
+            if (value) ::setenv(name.c_str(), value->c_str(), 1);
+            else ::unsetenv(name.c_str());
+        }
+        try {
+            Config c = default_config();
+            const passwd* pw = ::getpwuid(::geteuid());
+            out = c.state_dir + "\n" + c.cache_dir + "\n" + c.socket + "\n" +
+                  (pw != nullptr ? pw->pw_dir : "") + "\n\n";
+        } catch (const std::exception& e) {
+            out = "\n\n\n\n" + std::string(e.what()) + "\n";
+        }
+        ssize_t n = ::write(fds[1], out.data(), out.size());
+        ::_exit(n == static_cast<ssize_t>(out.size()) ? 0 : 4);
+    }
+    ::close(fds[1]);
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    UserDefaults d;
+    std::string* fields[] = {&d.state_dir, &d.cache_dir, &d.socket, &d.passwd_home, &d.error};
+    std::size_t pos = 0;
+    for (std::string* f : fields) {
+        std::size_t nl = text.find('\n', pos);
+        REQUIRE(nl != std::string::npos);
+        *f = text.substr(pos, nl - pos);
+        pos = nl + 1;
+    }
+    return d;
+}
+
+// Loads `text` as a config file and returns the ConfigError message ("" when
+// it loaded).
+std::string load_error(const TempDir& dir, const std::string& text) {
+    std::string file = dir.write("doptd.conf", text);
+    std::vector<std::string> warnings;
+    try {
+        load_config(file, warnings);
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("user defaults follow the XDG base directory variables", "[config]") {
+    UserDefaults d = user_defaults({{"XDG_STATE_HOME", "/x/state"},
+                                    {"XDG_CACHE_HOME", "/x/cache"},
+                                    {"XDG_RUNTIME_DIR", "/run/user/1000"},
+                                    {"HOME", "/home/alice"}});
+    CHECK(d.error.empty());
+    CHECK(d.state_dir == "/x/state/dopt");
+    CHECK(d.cache_dir == "/x/cache/dopt");
+    CHECK(d.socket == "/run/user/1000/dopt/doptd.sock");
+}
+
+TEST_CASE("without XDG variables user defaults live under HOME", "[config]") {
+    UserDefaults d = user_defaults({{"XDG_STATE_HOME", std::nullopt},
+                                    {"XDG_CACHE_HOME", std::nullopt},
+                                    {"XDG_RUNTIME_DIR", std::nullopt},
+                                    {"HOME", "/home/alice"}});
+    CHECK(d.error.empty());
+    CHECK(d.state_dir == "/home/alice/.local/state/dopt");
+    CHECK(d.cache_dir == "/home/alice/.cache/dopt");
+    // No runtime dir: the socket sits in the state dir.
+    CHECK(d.socket == "/home/alice/.local/state/dopt/doptd.sock");
+}
+
+TEST_CASE("relative XDG variables are ignored, as the XDG spec requires", "[config]") {
+    UserDefaults d = user_defaults({{"XDG_STATE_HOME", "state"},
+                                    {"XDG_CACHE_HOME", ""},
+                                    {"XDG_RUNTIME_DIR", "run"},
+                                    {"HOME", "/home/bob"}});
+    CHECK(d.error.empty());
+    CHECK(d.state_dir == "/home/bob/.local/state/dopt");
+    CHECK(d.cache_dir == "/home/bob/.cache/dopt");
+    CHECK(d.socket == "/home/bob/.local/state/dopt/doptd.sock");
+}
+
+TEST_CASE("without HOME the user's home comes from the user database", "[config]") {
+    UserDefaults d = user_defaults({{"XDG_STATE_HOME", std::nullopt},
+                                    {"XDG_CACHE_HOME", "/c"},
+                                    {"XDG_RUNTIME_DIR", std::nullopt},
+                                    {"HOME", std::nullopt}});
+    REQUIRE(d.error.empty());
+    REQUIRE(!d.passwd_home.empty());
+    CHECK(d.state_dir == d.passwd_home + "/.local/state/dopt");
+    CHECK(d.cache_dir == "/c/dopt");
+    CHECK(d.socket == d.passwd_home + "/.local/state/dopt/doptd.sock");
+}
+
+TEST_CASE("root defaults are the system paths, peering off", "[config]") {
+    if (::geteuid() != 0) {
+        WARN("not root: root defaults not checked");
+        return;
+    }
+    Config c = default_config();
+    CHECK(c.state_dir == "/var/lib/dopt");
+    CHECK(c.cache_dir == "/var/cache/dopt");
+    CHECK(c.socket == "/run/dopt/doptd.sock");
+    CHECK_FALSE(c.p2p_enabled);
+    CHECK(c.source.empty());
+}
+
+TEST_CASE("an empty file keeps every default and records its source", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("empty.conf", "# nothing here\n");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    Config d = default_config();
+    CHECK(warnings.empty());
+    CHECK(c.source == file);
+    CHECK(c.state_dir == d.state_dir);
+    CHECK(c.cache_dir == d.cache_dir);
+    CHECK(c.socket == d.socket);
+    CHECK(c.log_level == "info");
+    CHECK(c.max_jobs == 4);
+    CHECK(c.retry_max_delay == 600);
+    CHECK(c.user_agent == "dopt/0.1");
+    CHECK_FALSE(c.p2p_enabled);
+    CHECK(c.lan_discovery);
+    CHECK(c.peers.empty());
+}
+
+TEST_CASE("a full valid file sets every key", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", R"(
+state_dir = "/srv/dopt/state"
+cache_dir = "/srv/dopt/cache"
+socket = "/run/dopt-test/doptd.sock"
+log_level = "debug"
+
+[jobs]
+max_jobs = 64
+max_connections = 256
+no_progress_timeout = 3600
+retention = 0
+max_job_age = 86400
+retry_min_delay = 2
+retry_max_delay = 120
+
+[http]
+proxy = "http://proxy.lan:3128"
+user_agent = "dopt-test/1"
+connect_timeout = 10
+low_speed_time = 0
+max_rate_foreground = 9223372036854775807
+max_rate_background = 1048576
+ca_file = "/etc/ssl/extra.pem"
+
+[p2p]
+enabled = true
+listen = "10.0.0.11:7881"
+lan_discovery = false
+peers = [
+  "10.0.0.12:7881",
+  "[fe80::1]:7881",
+]
+allowed_networks = ["10.0.0.0/8", "192.168.1.7/24", "fd00::/8", "0.0.0.0/0"]
+)");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.source == file);
+    CHECK(c.state_dir == "/srv/dopt/state");
+    CHECK(c.cache_dir == "/srv/dopt/cache");
+    CHECK(c.socket == "/run/dopt-test/doptd.sock");
+    CHECK(c.log_level == "debug");
+    CHECK(c.max_jobs == 64);
+    CHECK(c.max_connections == 256);
+    CHECK(c.no_progress_timeout == 3600);
+    CHECK(c.retention == 0);
+    CHECK(c.max_job_age == 86400);
+    CHECK(c.retry_min_delay == 2);
+    CHECK(c.retry_max_delay == 120);
+    CHECK(c.proxy == "http://proxy.lan:3128");
+    CHECK(c.user_agent == "dopt-test/1");
+    CHECK(c.connect_timeout == 10);
+    CHECK(c.low_speed_time == 0);
+    CHECK(c.max_rate_foreground == 9223372036854775807ULL);
+    CHECK(c.max_rate_background == 1048576);
+    CHECK(c.ca_file == "/etc/ssl/extra.pem");
+    CHECK(c.p2p_enabled);
+    CHECK(c.p2p_listen == "10.0.0.11:7881");
+    CHECK_FALSE(c.lan_discovery);
+    CHECK(c.peers == std::vector<std::string>{"10.0.0.12:7881", "[fe80::1]:7881"});
+    CHECK(c.allowed_networks ==
+          std::vector<std::string>{"10.0.0.0/8", "192.168.1.7/24", "fd00::/8", "0.0.0.0/0"});
+}
+
+TEST_CASE("the shipped config/doptd.conf loads without errors or warnings", "[config]") {
+    // The test binary may run from any directory; find the file from this
+    // source file's location.
+    std::filesystem::path shipped =
+        std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "doptd.conf";
+    if (!std::filesystem::exists(shipped)) {
+        WARN("config/doptd.conf not found next to the sources; skipped");
+        return;
+    }
+    std::vector<std::string> warnings;
+    Config c = load_config(shipped.string(), warnings);
+    CHECK(warnings.empty());
+    CHECK(c.state_dir == "/var/lib/dopt");
+    CHECK(c.cache_dir == "/var/cache/dopt");
+    CHECK(c.socket == "/run/dopt/doptd.sock");
+    CHECK(c.p2p_enabled);         // on in the shipped file ...
+    CHECK(c.p2p_listen.empty());  // ... but starts only once an admin sets listen
+    CHECK(c.lan_discovery);
+    CHECK(c.peers.empty());
+}
+
+TEST_CASE("each invalid value is an error naming its file, line and key", "[config]") {
+    struct Case {
+        const char* text;
+        int line;
+        const char* fragment;
+    };
+    const Case cases[] = {
+        // paths
+        {"# c\n\nstate_dir = \"var/lib/dopt\"\n", 3, "state_dir must be an absolute path"},
+        {"cache_dir = \"\"\n", 1, "cache_dir must be an absolute path"},
+        {"\ncache_dir = 5\n", 2, "cache_dir must be a string"},
+        {"socket = \"./doptd.sock\"\n", 1, "socket must be an absolute path"},
+        {"log_level = \"verbose\"\n", 1, "log_level must be one of"},
+        {"\nlog_level = 3\n", 2, "log_level must be one of"},
+        // [jobs]
+        {"jobs = 3\n", 1, "jobs must be a table"},
+        {"[jobs]\n\nmax_jobs = 0\n", 3, "jobs.max_jobs must be an integer from 1 to 64"},
+        {"[jobs]\nmax_jobs = 65\n", 2, "jobs.max_jobs must be an integer from 1 to 64"},
+        {"[jobs]\nmax_jobs = \"4\"\n", 2, "jobs.max_jobs must be an integer"},
+        {"[jobs]\nmax_jobs = 4.0\n", 2, "jobs.max_jobs must be an integer"},
+        {"[jobs]\nmax_connections = 257\n", 2, "jobs.max_connections must be an integer from 1 to 256"},
+        {"[jobs]\nretry_min_delay = 0\n", 2, "jobs.retry_min_delay must be an integer from 1"},
+        {"[jobs]\nretry_min_delay = 100\n\nretry_max_delay = 10\n", 2,
+         "jobs.retry_min_delay (100) must not exceed jobs.retry_max_delay (10)"},
+        {"[jobs]\n\n\nretry_max_delay = 2\n", 4,
+         "jobs.retry_min_delay (5) must not exceed jobs.retry_max_delay (2)"},
+        {"[jobs]\nno_progress_timeout = 0\n", 2, "jobs.no_progress_timeout must be an integer from 1"},
+        {"[jobs]\nmax_job_age = 0\n", 2, "jobs.max_job_age must be an integer from 1"},
+        {"[jobs]\nretention = -1\n", 2, "jobs.retention must be an integer from 0 to 4294967295"},
+        // integers that would wrap the field
+        {"[jobs]\nretention = 4294967296\n", 2, "jobs.retention must be an integer from 0 to 4294967295"},
+        {"[jobs]\nmax_jobs = 4294967297\n", 2, "jobs.max_jobs must be an integer from 1 to 64"},
+        {"[jobs]\nmax_connections = -9223372036854775808\n", 2, "jobs.max_connections must be an integer"},
+        {"[http]\nmax_rate_foreground = -1\n", 2, "http.max_rate_foreground must be an integer from 0"},
+        {"[http]\n\nconnect_timeout = 4294967296\n", 3, "http.connect_timeout must be an integer"},
+        // [http]
+        {"[http]\nconnect_timeout = 0\n", 2, "http.connect_timeout must be an integer from 1"},
+        {"[http]\nlow_speed_time = 1.5\n", 2, "http.low_speed_time must be an integer"},
+        {"[http]\nuser_agent = \"\"\n", 2, "http.user_agent must not be empty"},
+        {"[http]\nuser_agent = \"a\\r\\nX-Evil: 1\"\n", 2, "http.user_agent must not contain control"},
+        {"[http]\nproxy = 3128\n", 2, "http.proxy must be a string"},
+        {"[http]\nca_file = \"certs/ca.pem\"\n", 2, "http.ca_file must be an absolute path"},
+        // [p2p]
+        {"[p2p]\nenabled = \"yes\"\n", 2, "p2p.enabled must be true or false"},
+        {"[p2p]\nlan_discovery = 1\n", 2, "p2p.lan_discovery must be true or false"},
+        {"[p2p]\nlisten = \"10.0.0.1\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.0.1:0\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.0.1:65536\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.0.1:http\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.0.1:-1\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.0.256:7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"10.0.1:7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"::1:7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"[::1:7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"[::1]7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"peer.lan:7881\"\n", 2, "p2p.listen must be"},
+        {"[p2p]\nlisten = \"0.0.0.0:7881\"\n", 2, "p2p.listen must be a specific LAN address"},
+        {"[p2p]\nlisten = \"[::]:7881\"\n", 2, "p2p.listen must be a specific LAN address"},
+        {"[p2p]\nlisten = 7881\n", 2, "p2p.listen must be a string"},
+        {"[p2p]\npeers = \"10.0.0.2:7881\"\n", 2, "p2p.peers must be an array"},
+        {"[p2p]\npeers = [\n  \"10.0.0.2:7881\",\n  \"10.0.0.3:99999\",\n]\n", 4,
+         "p2p.peers entries must be"},
+        {"[p2p]\npeers = [\n  \"10.0.0.2:7881\",\n  7881,\n]\n", 4, "p2p.peers must be an array of"},
+        {"[p2p]\nallowed_networks = \"10.0.0.0/8\"\n", 2, "p2p.allowed_networks must be an array"},
+        {"[p2p]\nallowed_networks = [\n\"10.0.0.0/8\",\n\"10.0.0.0\"]\n", 4,
+         "p2p.allowed_networks entries must be CIDR"},
+        {"[p2p]\nallowed_networks = [\"10.0.0.0/33\"]\n", 2, "p2p.allowed_networks entries must be CIDR"},
+        {"[p2p]\nallowed_networks = [\"fd00::/129\"]\n", 2, "p2p.allowed_networks entries must be CIDR"},
+        {"[p2p]\nallowed_networks = [\"10.0.0.0/-1\"]\n", 2, "p2p.allowed_networks entries must be CIDR"},
+        {"[p2p]\nallowed_networks = [\"10.0.0.0/\"]\n", 2, "p2p.allowed_networks entries must be CIDR"},
+        {"[p2p]\nallowed_networks = [\"lan/24\"]\n", 2, "p2p.allowed_networks entries must be CIDR"},
+    };
+    TempDir dir;
+    const std::string file = dir.path() + "/doptd.conf";
+    for (const Case& c : cases) {
+        INFO("file:\n" << c.text);
+        std::string msg = load_error(dir, c.text);
+        CHECK_THAT(msg, Catch::StartsWith(file + ":" + std::to_string(c.line) + ": "));
+        CHECK_THAT(msg, Catch::Contains(c.fragment));
+    }
+}
+
+TEST_CASE("a socket path longer than sun_path allows is rejected", "[config]") {
+    TempDir dir;
+    std::string msg = load_error(dir, "\n\nsocket = \"/" + std::string(120, 'a') + "\"\n");
+    CHECK_THAT(msg, Catch::StartsWith(dir.path() + "/doptd.conf:3: "));
+    CHECK_THAT(msg, Catch::Contains("socket must be at most 107 bytes"));
+}
+
+TEST_CASE("valid LAN endpoints and CIDRs are accepted", "[config]") {
+    TempDir dir;
+    for (const char* ep : {"10.0.0.11:7881", "127.0.0.1:65535", "192.168.1.2:1", "[::1]:7881",
+                           "[fe80::1]:6881", "[2001:db8::2]:443"}) {
+        INFO(ep);
+        CHECK(load_error(dir, std::string("[p2p]\nlisten = \"") + ep + "\"\npeers = [\"" + ep +
+                                  "\"]\n") == "");
+    }
+    CHECK(load_error(dir, "[p2p]\nlisten = \"\"\n") == "");  // empty = not listening
+    CHECK(load_error(dir, "[p2p]\nallowed_networks = [\"10.0.0.0/8\", \"192.168.0.0/16\", "
+                          "\"127.0.0.1/32\", \"fd00::/8\", \"::/0\", \"2001:db8::/128\"]\n") == "");
+}
+
+TEST_CASE("an integer TOML cannot hold is a syntax error with line and column", "[config]") {
+    TempDir dir;
+    std::string msg = load_error(dir, "[jobs]\n\nretention = 99999999999999999999\n");
+    CHECK_THAT(msg, Catch::StartsWith(dir.path() + "/doptd.conf:3:"));
+}
+
+TEST_CASE("a syntax error names the file, line and column", "[config]") {
+    TempDir dir;
+    std::string msg = load_error(dir, "log_level = \"info\"\n\n[jobs]\nmax_jobs = = 3\n");
+    // "FILE:4:COL: message"
+    const std::string prefix = dir.path() + "/doptd.conf:4:";
+    REQUIRE_THAT(msg, Catch::StartsWith(prefix));
+    std::string rest = msg.substr(prefix.size());
+    std::size_t colon = rest.find(':');
+    REQUIRE(colon != std::string::npos);
+    REQUIRE(colon > 0);
+    CHECK(rest.substr(0, colon).find_first_not_of("0123456789") == std::string::npos);
+    CHECK(rest.size() > colon + 2);  // a message follows
+
+    CHECK_THAT(load_error(dir, "[jobs]\nmax_jobs = 3\n[jobs]\n"),
+               Catch::StartsWith(dir.path() + "/doptd.conf:3:"));  // table defined twice
+    CHECK_THAT(load_error(dir, "state_dir = \"/a\"\nstate_dir = \"/b\"\n"),
+               Catch::StartsWith(dir.path() + "/doptd.conf:2:"));  // key defined twice
+}
+
+TEST_CASE("unknown keys and tables warn with their line and do not fail", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf",
+                                 "colour = \"red\"\n"         // 1
+                                 "log_level = \"warn\"\n"     // 2
+                                 "\n"                         // 3
+                                 "[jobs]\n"                   // 4
+                                 "max_jobs = 2\n"             // 5
+                                 "foo = 1\n"                  // 6
+                                 "[extra]\n"                  // 7
+                                 "x = 1\n"                    // 8
+                                 "[p2p]\n"                    // 9
+                                 "enabled = true\n"           // 10
+                                 "listn = \"10.0.0.1:7881\"\n"  // 11
+                                 "[p2p.sub]\n"                // 12
+                                 "[http]\n"                   // 13
+                                 "user_agent = \"ua\"\n");    // 14
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(c.log_level == "warn");
+    CHECK(c.max_jobs == 2);
+    CHECK(c.p2p_enabled);
+    CHECK(c.user_agent == "ua");
+    CHECK(warnings == std::vector<std::string>{
+                          file + ":1: unknown key 'colour'",
+                          file + ":6: unknown key 'jobs.foo'",
+                          file + ":7: unknown key 'extra'",
+                          file + ":11: unknown key 'p2p.listn'",
+                          file + ":12: unknown key 'p2p.sub'",
+                      });
+}
+
+TEST_CASE("a file that cannot be read is an error naming it and the reason", "[config]") {
+    TempDir dir;
+    std::vector<std::string> warnings;
+    const std::string missing = dir.path() + "/missing.conf";
+    CHECK_THROWS_WITH(load_config(missing, warnings),
+                      Catch::StartsWith(missing) && Catch::Contains("No such file or directory"));
+    CHECK_THROWS_WITH(load_config(dir.path(), warnings),
+                      Catch::StartsWith(dir.path()) && Catch::Contains("Is a directory"));
+    CHECK_THROWS_AS(load_config("/dev/null/x", warnings), ConfigError);
+}

@@ -1,0 +1,209 @@
+#include "agent/ipc_server.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent/log.h"
+#include "api/protocol/frame.h"
+#include "dopt/dopt.h"
+
+namespace dopt::agent {
+
+namespace {
+constexpr std::size_t kMaxConnections = 1024;
+// A client that reads none of its replies is dropped past this backlog.
+constexpr std::size_t kMaxOutput = 64u << 20;
+}  // namespace
+
+IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler)
+    : path_(path), handler_(handler) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path)
+        throw std::runtime_error("socket path too long: " + path);
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (listen_fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            throw std::runtime_error(path + " exists and is not a socket; not replacing it");
+        LOG_INFO("replacing stale socket %s", path.c_str());
+        ::unlink(path.c_str());
+    }
+    // Create the socket with restrictive permissions, then widen as asked.
+    mode_t old = ::umask(0177);
+    int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int e = errno;
+    ::umask(old);
+    if (rc != 0) throw std::runtime_error("bind " + path + ": " + std::strerror(e));
+    if (::chmod(path.c_str(), mode) != 0)
+        throw std::runtime_error("chmod " + path + ": " + std::strerror(errno));
+    if (::listen(listen_fd_, 128) != 0)
+        throw std::runtime_error("listen " + path + ": " + std::strerror(errno));
+}
+
+IpcServer::~IpcServer() {
+    for (auto& [id, c] : conns_) ::close(c.fd);
+    if (listen_fd_ >= 0) {
+        ::close(listen_fd_);
+        ::unlink(path_.c_str());
+    }
+}
+
+std::size_t IpcServer::add_pollfds(std::vector<pollfd>& fds) const {
+    std::size_t first = fds.size();
+    fds.push_back({listen_fd_, POLLIN, 0});
+    auto& order = const_cast<std::vector<ConnId>&>(poll_order_);
+    order.clear();
+    for (const auto& [id, c] : conns_) {
+        short ev = 0;
+        if (!c.paused && !c.close_after_flush) ev |= POLLIN;
+        if (!c.out.empty()) ev |= POLLOUT;
+        fds.push_back({c.fd, ev, 0});
+        order.push_back(id);
+    }
+    return first;
+}
+
+void IpcServer::handle(const std::vector<pollfd>& fds, std::size_t first) {
+    if (fds[first].revents & POLLIN) accept_all();
+    for (std::size_t i = 0; i < poll_order_.size(); ++i) {
+        ConnId id = poll_order_[i];
+        auto it = conns_.find(id);
+        if (it == conns_.end()) continue;
+        short re = fds[first + 1 + i].revents;
+        if (re & POLLOUT) flush(it->second);
+        it = conns_.find(id);
+        if (it == conns_.end()) continue;
+        if (re & (POLLIN | POLLHUP | POLLERR)) read_from(id, it->second);
+    }
+}
+
+void IpcServer::accept_all() {
+    for (;;) {
+        int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                LOG_WARN("accept: %s", std::strerror(errno));
+            return;
+        }
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        if (conns_.size() >= kMaxConnections ||
+            ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+            LOG_WARN("refusing a connection (%zu open)", conns_.size());
+            ::close(fd);
+            continue;
+        }
+        Conn c;
+        c.fd = fd;
+        c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
+        conns_.emplace(next_id_++, std::move(c));
+    }
+}
+
+void IpcServer::read_from(ConnId id, Conn& c) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(c.fd, buf, sizeof buf);
+        if (n > 0) {
+            c.in.append(buf, static_cast<std::size_t>(n));
+            if (c.in.size() > protocol::kMaxFrame + 4 && c.paused) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        drop(id);  // EOF or error
+        return;
+    }
+    dispatch(id);
+}
+
+// Hands every whole frame to the handler, in order, until paused.
+void IpcServer::dispatch(ConnId id) {
+    for (;;) {
+        auto it = conns_.find(id);
+        if (it == conns_.end()) return;
+        Conn& c = it->second;
+        if (c.paused || c.close_after_flush || c.in.size() < 4) return;
+        std::uint32_t len = protocol::decode_length(reinterpret_cast<const unsigned char*>(c.in.data()));
+        if (len > protocol::kMaxFrame) {
+            LOG_WARN("connection from pid %d sent a %u-byte frame; closing it", c.peer.pid, len);
+            c.in.clear();
+            c.close_after_flush = true;  // send() drops the connection once flushed
+            send(id, "{\"seq\":0,\"rc\":" + std::to_string(DOPT_E_TOO_LARGE) +
+                         ",\"message\":\"frame of " + std::to_string(len) +
+                         " bytes exceeds the 1 MiB limit\"}");
+            return;
+        }
+        if (c.in.size() < 4 + static_cast<std::size_t>(len)) return;
+        std::string body = c.in.substr(4, len);
+        c.in.erase(0, 4 + static_cast<std::size_t>(len));
+        PeerCred peer = c.peer;
+        handler_->on_request(id, peer, body);
+    }
+}
+
+void IpcServer::send(ConnId id, const std::string& body) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    Conn& c = it->second;
+    unsigned char hdr[4];
+    protocol::encode_length(static_cast<std::uint32_t>(body.size()), hdr);
+    c.out.append(reinterpret_cast<const char*>(hdr), 4);
+    c.out.append(body);
+    if (c.out.size() > kMaxOutput) {
+        LOG_WARN("client pid %d reads none of its replies; dropping it", c.peer.pid);
+        drop(id);
+        return;
+    }
+    flush(c);
+}
+
+void IpcServer::flush(Conn& c) {
+    while (!c.out.empty()) {
+        ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            c.out.erase(0, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        c.out.clear();  // peer gone; the read side will notice
+        c.close_after_flush = true;
+        break;
+    }
+    if (c.close_after_flush && c.out.empty()) {
+        for (auto& [id, conn] : conns_) {
+            if (&conn == &c) {
+                drop(id);
+                return;
+            }
+        }
+    }
+}
+
+void IpcServer::set_paused(ConnId id, bool paused) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    it->second.paused = paused;
+    if (!paused) dispatch(id);
+}
+
+void IpcServer::drop(ConnId id) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    ::close(it->second.fd);
+    conns_.erase(it);
+    handler_->on_close(id);
+}
+
+}  // namespace dopt::agent

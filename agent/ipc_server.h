@@ -1,0 +1,82 @@
+// IpcServer: the agent's Unix socket. Non-blocking, driven by the agent's
+// main loop: it accepts connections, learns each caller's uid with
+// SO_PEERCRED, cuts the byte stream into frames (docs/protocol.md) and hands
+// each whole request to the Handler; replies are queued and written as the
+// socket drains.
+//
+// Contract:
+//  - A frame announcing more than kMaxFrame bytes gets an error reply and
+//    the connection is closed; nothing else is affected.
+//  - While a connection is paused (a parked `wait`), no further request of
+//    it is dispatched; its bytes stay buffered.
+//  - Not thread-safe: one thread (the main loop) uses it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include <poll.h>
+
+namespace dopt::agent {
+
+struct PeerCred {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
+using ConnId = std::uint64_t;
+
+class IpcHandler {
+public:
+    virtual ~IpcHandler() = default;
+    virtual void on_request(ConnId conn, const PeerCred& peer, const std::string& body) = 0;
+    virtual void on_close(ConnId conn) = 0;
+};
+
+class IpcServer {
+public:
+    // Binds `path` (a stale socket file there is replaced: the caller holds
+    // the state lock, so no live agent owns it) with permissions `mode`.
+    // Throws std::runtime_error naming the path and the cause.
+    IpcServer(const std::string& path, mode_t mode, IpcHandler* handler);
+    ~IpcServer();
+    IpcServer(const IpcServer&) = delete;
+    IpcServer& operator=(const IpcServer&) = delete;
+
+    // Appends the descriptors to poll; remember the returned first index.
+    std::size_t add_pollfds(std::vector<pollfd>& fds) const;
+    // Handles readiness reported for the descriptors added at `first`.
+    void handle(const std::vector<pollfd>& fds, std::size_t first);
+
+    void send(ConnId conn, const std::string& body);
+    void set_paused(ConnId conn, bool paused);
+    std::size_t connection_count() const { return conns_.size(); }
+
+private:
+    struct Conn {
+        int fd = -1;
+        PeerCred peer;
+        std::string in;
+        std::string out;
+        bool paused = false;
+        bool close_after_flush = false;
+    };
+    void accept_all();
+    void read_from(ConnId id, Conn& c);
+    void dispatch(ConnId id);
+    void flush(Conn& c);
+    void drop(ConnId id);
+
+    std::string path_;
+    int listen_fd_ = -1;
+    IpcHandler* handler_;
+    ConnId next_id_ = 1;
+    std::map<ConnId, Conn> conns_;
+    std::vector<ConnId> poll_order_;  // conn ids in the order add_pollfds added them
+};
+
+}  // namespace dopt::agent

@@ -1,0 +1,87 @@
+// doptd: the dopt agent. Runs in the foreground (systemd style), logs to
+// stderr. Exit codes: 0 stopped by a signal, 1 could not start or failed,
+// 2 bad command line or configuration.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <curl/curl.h>
+
+#include "agent/agent.h"
+#include "agent/config.h"
+#include "agent/log.h"
+#include "dopt/dopt.h"
+
+namespace {
+
+void usage(FILE* out) {
+    std::fprintf(out,
+                 "usage: doptd [--config FILE]\n"
+                 "  Runs the dopt agent in the foreground. Without --config it uses the\n"
+                 "  built-in defaults (system paths as root, XDG paths for a user).\n"
+                 "  --version   print the version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string config_path;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--config" && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (a.rfind("--config=", 0) == 0) {
+            config_path = a.substr(9);
+        } else if (a == "--version") {
+            std::printf("doptd %s\n", DOPT_VERSION_STRING);
+            return 0;
+        } else if (a == "--help" || a == "-h") {
+            usage(stdout);
+            return 0;
+        } else {
+            std::fprintf(stderr, "doptd: unknown argument '%s'\n", a.c_str());
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    // Signals are taken through a signalfd by the main loop: block them before
+    // any thread (curl's resolver) exists so every thread inherits the mask.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    dopt::agent::Config config;
+    try {
+        if (config_path.empty()) {
+            config = dopt::agent::default_config();
+        } else {
+            std::vector<std::string> warnings;
+            config = dopt::agent::load_config(config_path, warnings);
+            dopt::agent::set_log_level(config.log_level);
+            for (const auto& w : warnings) LOG_WARN("%s", w.c_str());
+        }
+    } catch (const dopt::agent::ConfigError& e) {
+        std::fprintf(stderr, "doptd: %s\n", e.what());
+        return 2;
+    }
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = 1;
+    try {
+        dopt::agent::Agent agent(config);
+        rc = agent.run();
+    } catch (const std::exception& e) {
+        LOG_ERROR("%s", e.what());
+        rc = 1;
+    }
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,309 @@
+#include "agent/origin_fetcher.h"
+
+#include <curl/curl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <strings.h>
+
+#include "agent/log.h"
+#include "dopt/dopt.h"
+
+namespace dopt::agent {
+
+using storage::ErrorContext;
+
+struct OriginFetcher::Transfer {
+    TransferId id = 0;
+    CURL* easy = nullptr;
+    curl_slist* headers = nullptr;
+    TransferSink* sink = nullptr;
+    TransferRequest request;
+    ResponseInfo response;               // of the response being received
+    long retry_after = 0;
+    bool response_delivered = false;     // on_response called for the final one
+    int abort_code = 0;                  // from a sink: why we aborted
+    char error_buffer[CURL_ERROR_SIZE] = {};
+};
+
+namespace {
+
+std::string trim(std::string s) {
+    while (!s.empty() && (s.back() == '\r' || s.back() == '\n' || s.back() == ' ' || s.back() == '\t'))
+        s.pop_back();
+    size_t i = 0;
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+    return s.substr(i);
+}
+
+bool header_is(const std::string& line, const char* name, std::string& value) {
+    size_t n = std::strlen(name);
+    if (line.size() <= n || line[n] != ':' || strncasecmp(line.c_str(), name, n) != 0) return false;
+    value = trim(line.substr(n + 1));
+    return true;
+}
+
+// "bytes 100-199/1000" -> start 100, total 1000 (total stays unknown for "*").
+void parse_content_range(const std::string& v, ResponseInfo& r) {
+    unsigned long long start = 0, end = 0, total = 0;
+    if (std::sscanf(v.c_str(), "bytes %llu-%llu/%llu", &start, &end, &total) == 3) {
+        r.body_offset = start;
+        r.total = total;
+    } else if (std::sscanf(v.c_str(), "bytes %llu-%llu/*", &start, &end) == 2) {
+        r.body_offset = start;
+    }
+}
+
+size_t on_header(char* data, size_t size, size_t nitems, void* userdata) {
+    auto* t = static_cast<OriginFetcher::Transfer*>(userdata);
+    std::string line(data, size * nitems);
+    std::string v;
+    if (line.compare(0, 5, "HTTP/") == 0) {
+        // A new response (redirects and 100-continue produce several).
+        t->response = ResponseInfo{};
+        size_t sp = line.find(' ');
+        if (sp != std::string::npos) t->response.status = std::strtol(line.c_str() + sp + 1, nullptr, 10);
+        t->retry_after = 0;
+    } else if (header_is(line, "ETag", v)) {
+        t->response.etag = v;
+    } else if (header_is(line, "Last-Modified", v)) {
+        t->response.last_modified = v;
+    } else if (header_is(line, "Content-Range", v)) {
+        parse_content_range(v, t->response);
+    } else if (header_is(line, "Content-Length", v)) {
+        if (t->response.status == 200) t->response.total = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (header_is(line, "Retry-After", v)) {
+        t->retry_after = std::strtol(v.c_str(), nullptr, 10);  // HTTP-dates count as 0
+    }
+    return size * nitems;
+}
+
+bool status_is_success(long s) { return s == 200 || s == 206; }
+
+// Delivers the final response to the sink once. Returns false to abort.
+bool deliver_response(OriginFetcher::Transfer* t) {
+    if (t->response_delivered) return t->abort_code == 0;
+    t->response_delivered = true;
+    if (!status_is_success(t->response.status)) return false;  // judged in finish()
+    if (t->response.status == 200) t->response.body_offset = 0;
+    int rc = t->sink->on_response(t->response);
+    if (rc != 0) {
+        t->abort_code = rc;
+        return false;
+    }
+    return true;
+}
+
+size_t on_body(char* data, size_t size, size_t nmemb, void* userdata) {
+    auto* t = static_cast<OriginFetcher::Transfer*>(userdata);
+    size_t len = size * nmemb;
+    if (!deliver_response(t)) return 0;  // CURLE_WRITE_ERROR ends it
+    int rc = t->sink->on_body(data, len);
+    if (rc != 0) {
+        t->abort_code = rc;
+        return 0;
+    }
+    return len;
+}
+
+bool is_transient_status(long s) { return s >= 500 || s == 408 || s == 429; }
+
+}  // namespace
+
+std::string describe_http_status(long status) {
+    switch (status) {
+    case 400: return "400 Bad Request";
+    case 401: return "401 Unauthorized";
+    case 403: return "403 Forbidden";
+    case 404: return "404 Not Found";
+    case 408: return "408 Request Timeout";
+    case 410: return "410 Gone";
+    case 416: return "416 Range Not Satisfiable";
+    case 429: return "429 Too Many Requests";
+    case 500: return "500 Internal Server Error";
+    case 502: return "502 Bad Gateway";
+    case 503: return "503 Service Unavailable";
+    case 504: return "504 Gateway Timeout";
+    default: return std::to_string(status);
+    }
+}
+
+OriginFetcher::OriginFetcher(const FetcherSettings& settings) : settings_(settings) {
+    multi_ = curl_multi_init();
+    apply_settings(settings);
+}
+
+OriginFetcher::~OriginFetcher() {
+    while (!transfers_.empty()) stop(transfers_.begin()->first);
+    curl_multi_cleanup(static_cast<CURLM*>(multi_));
+}
+
+void OriginFetcher::apply_settings(const FetcherSettings& settings) {
+    settings_ = settings;
+    curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                      static_cast<long>(settings.max_connections));
+}
+
+TransferId OriginFetcher::start(const TransferRequest& request, TransferSink* sink) {
+    auto t = std::make_unique<Transfer>();
+    t->id = next_id_++;
+    t->sink = sink;
+    t->request = request;
+    CURL* e = curl_easy_init();
+    t->easy = e;
+    curl_easy_setopt(e, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error_buffer);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+    bool https = request.url.compare(0, 8, "https://") == 0;
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, settings_.user_agent.c_str());
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, settings_.connect_timeout);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, settings_.low_speed_time);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+    if (!settings_.proxy.empty()) curl_easy_setopt(e, CURLOPT_PROXY, settings_.proxy.c_str());
+    if (!settings_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, settings_.ca_file.c_str());
+    if (request.max_recv_rate > 0)
+        curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE,
+                         static_cast<curl_off_t>(request.max_recv_rate));
+    // The job's own headers first, then ours; a range we need overrides any.
+    for (const auto& h : request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
+    if (request.offset > 0) {
+        std::string range = "Range: bytes=" + std::to_string(request.offset) + "-";
+        t->headers = curl_slist_append(t->headers, range.c_str());
+        if (!request.if_range.empty()) {
+            std::string if_range = "If-Range: " + request.if_range;
+            t->headers = curl_slist_append(t->headers, if_range.c_str());
+        }
+    }
+    if (t->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_multi_add_handle(static_cast<CURLM*>(multi_), e);
+    TransferId id = t->id;
+    transfers_[id] = std::move(t);
+    return id;
+}
+
+void OriginFetcher::stop(TransferId id) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) return;
+    Transfer& t = *it->second;
+    curl_multi_remove_handle(static_cast<CURLM*>(multi_), t.easy);
+    curl_easy_cleanup(t.easy);
+    curl_slist_free_all(t.headers);
+    transfers_.erase(it);
+}
+
+void OriginFetcher::wait(std::vector<pollfd>& extra, int timeout_ms) {
+    std::vector<curl_waitfd> fds(extra.size());
+    for (size_t i = 0; i < extra.size(); ++i) {
+        fds[i].fd = extra[i].fd;
+        fds[i].events = static_cast<short>(
+            ((extra[i].events & POLLIN) ? CURL_WAIT_POLLIN : 0) |
+            ((extra[i].events & POLLOUT) ? CURL_WAIT_POLLOUT : 0));
+        fds[i].revents = 0;
+    }
+    curl_multi_poll(static_cast<CURLM*>(multi_), fds.data(), static_cast<unsigned>(fds.size()),
+                    timeout_ms, nullptr);
+    for (size_t i = 0; i < extra.size(); ++i) {
+        short r = 0;
+        if (fds[i].revents & CURL_WAIT_POLLIN) r |= POLLIN;
+        if (fds[i].revents & CURL_WAIT_POLLOUT) r |= POLLOUT;
+        extra[i].revents = r;
+    }
+}
+
+void OriginFetcher::perform() {
+    int running = 0;
+    curl_multi_perform(static_cast<CURLM*>(multi_), &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(static_cast<CURLM*>(multi_), &queued)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        Transfer* t = nullptr;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+        if (t) finish(*t, msg->data.result);
+    }
+}
+
+// Classifies how a transfer ended, removes it, then tells its sink.
+void OriginFetcher::finish(Transfer& t, int curl_code) {
+    auto code = static_cast<CURLcode>(curl_code);
+    TransferOutcome out;
+    const std::string& url = t.request.url;
+    long status = t.response.status;
+    bool https = url.compare(0, 8, "https://") == 0;
+    (void)https;
+
+    if (code == CURLE_OK && status_is_success(status)) {
+        // A body-less success (empty file) never reached on_body.
+        if (deliver_response(&t)) {
+            out.ok = true;
+        } else {
+            code = CURLE_WRITE_ERROR;
+        }
+    }
+    if (!out.ok && t.abort_code != 0) {
+        // The sink refused the response or a write failed: it knows why.
+        out.code = t.abort_code;
+        out.context = t.abort_code == DOPT_E_REMOTE_CHANGED ? ErrorContext::RemoteFile
+                                                            : ErrorContext::LocalFile;
+        out.transient = t.abort_code == DOPT_E_REMOTE_CHANGED;
+        out.description = t.abort_code == DOPT_E_REMOTE_CHANGED
+                              ? "the origin answered " + url + " with an unexpected range; restarting"
+                              : std::string("writing the data of ") + url + " failed: " +
+                                    std::strerror(-t.abort_code);
+    } else if (!out.ok && status >= 300 && (code == CURLE_OK || code == CURLE_WRITE_ERROR)) {
+        out.code = status;
+        out.transient = is_transient_status(status);
+        out.context = ErrorContext::RemoteFile;
+        out.retry_after = t.retry_after;
+        out.description = "the origin answered " + describe_http_status(status) + " for " + url;
+    } else if (!out.ok) {
+        out.code = DOPT_E_TRANSPORT;
+        out.context = ErrorContext::Transport;
+        out.transient = true;
+        std::string detail = t.error_buffer[0] ? t.error_buffer : curl_easy_strerror(code);
+        switch (code) {
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CERTPROBLEM:
+            out.transient = false;
+            out.code = DOPT_E_TLS;
+            out.description = "the TLS certificate of " + url + " was refused: " + detail;
+            break;
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            out.transient = false;
+            out.context = ErrorContext::RemoteFile;
+            out.code = DOPT_E_UNSUPPORTED_SCHEME;
+            out.description = url + " redirected to a scheme that is not allowed (no https to http downgrade): " + detail;
+            break;
+        case CURLE_TOO_MANY_REDIRECTS:
+            out.transient = false;
+            out.context = ErrorContext::RemoteFile;
+            out.code = DOPT_E_HTTP;
+            out.description = url + " redirects too many times (a redirect loop?)";
+            break;
+        case CURLE_URL_MALFORMAT:
+            out.transient = false;
+            out.context = ErrorContext::RemoteFile;
+            out.code = DOPT_E_INVALID_URL;
+            out.description = detail;
+            break;
+        default:
+            out.description = "fetching " + url + " failed: " + detail;
+            break;
+        }
+    }
+    TransferSink* sink = t.sink;
+    stop(t.id);
+    sink->on_done(out);
+}
+
+}  // namespace dopt::agent

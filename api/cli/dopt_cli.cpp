@@ -1,0 +1,847 @@
+// dopt — the command-line client of doptd, built on libdopt only.
+//
+// Its interface (commands, --json field names, exit codes) is fixed by
+// DESIGN.md "Interfaces other tools rely on". Exit codes:
+//   0 success; 1 the job failed (its error printed); 2 bad usage or input
+//   (including an unknown or another user's job); 3 the agent could not be
+//   reached. Messages go to stderr, prefixed "dopt: ".
+#include "dopt/dopt.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+// Ordered, so --json prints "id" and "state" first as a person reads them.
+using json = nlohmann::ordered_json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitJobFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitNoAgent = 3;
+
+// ---- messages and exit codes ------------------------------------------------
+
+void say(const std::string& msg) { std::fprintf(stderr, "dopt: %s\n", msg.c_str()); }
+
+// Thrown by command code to end the program with `code` after printing
+// `message` (if any). Caught in main only.
+struct Exit {
+    int code;
+};
+
+[[noreturn]] void exit_with(int code, const std::string& message) {
+    if (!message.empty()) say(message);
+    throw Exit{code};
+}
+
+[[noreturn]] void usage_error(const std::string& message) {
+    say(message);
+    say("try 'dopt help'");
+    throw Exit{kExitUsage};
+}
+
+// Ends the program for a libdopt failure `rc` of `what` (e.g. "cannot add
+// file"), with `detail` from dopt_last_error(). See the exit codes above.
+[[noreturn]] void fail_with(int rc, const std::string& what, std::string detail,
+                            const std::string& job_id = "") {
+    if (detail.empty()) detail = dopt_strerror(rc);
+    switch (rc) {
+        case DOPT_E_CONNECT:
+        case DOPT_E_VERSION:
+        case DOPT_E_DISCONNECTED:
+        case DOPT_E_PROTOCOL:
+            exit_with(kExitNoAgent, "cannot reach the agent: " + detail);
+        case DOPT_E_NOT_FOUND:
+            exit_with(kExitUsage, "no such job" + (job_id.empty() ? "" : ": " + job_id));
+        case DOPT_E_INVALID_ARG:
+        case DOPT_E_INVALID_STATE:
+        case DOPT_E_INVALID_URL:
+        case DOPT_E_UNSUPPORTED_SCHEME:
+        case DOPT_E_RELATIVE_PATH:
+        case DOPT_E_ACCESS:
+        case DOPT_E_EXISTS:
+        case DOPT_E_TOO_LARGE:
+            exit_with(kExitUsage, what + ": " + detail);
+        default:
+            exit_with(kExitJobFailed, what + ": " + detail);
+    }
+}
+
+// fail_with for the failure that just happened on this thread.
+[[noreturn]] void api_error(int rc, const std::string& what, const std::string& job_id = "") {
+    fail_with(rc, what, dopt_last_error(), job_id);
+}
+
+void check(int rc, const std::string& what, const std::string& job_id = "") {
+    if (rc != DOPT_OK) api_error(rc, what, job_id);
+}
+
+// ---- command line -------------------------------------------------------------
+
+struct Options {
+    std::string command;
+    std::vector<std::string> args;  // positionals after the command
+    std::optional<std::string> socket;
+    bool json = false;
+    bool auto_complete = false;
+    std::vector<std::string> outputs;
+    std::vector<std::string> sha256s;
+    std::optional<std::string> priority;
+    std::optional<std::string> no_progress_timeout;
+    std::vector<std::string> headers;
+    std::optional<std::string> name;
+    std::optional<std::string> metainfo;
+    std::set<std::string> seen;  // canonical names of the options given
+};
+
+const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
+                                             "--header", "--name", "--metainfo", "--socket"};
+const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help"};
+
+std::string canonical(const std::string& opt) {
+    if (opt == "--output") return "-o";
+    if (opt == "-H") return "--header";
+    if (opt == "-h") return "--help";
+    return opt;
+}
+
+void store_option(Options* o, const std::string& opt, const std::string& value) {
+    if (opt == "-o") o->outputs.push_back(value);
+    else if (opt == "--sha256") o->sha256s.push_back(value);
+    else if (opt == "--priority") o->priority = value;
+    else if (opt == "--no-progress-timeout") o->no_progress_timeout = value;
+    else if (opt == "--header") o->headers.push_back(value);
+    else if (opt == "--name") o->name = value;
+    else if (opt == "--metainfo") o->metainfo = value;
+    else if (opt == "--socket") o->socket = value;
+}
+
+// Options may come before or after positionals; "--" ends options;
+// "--opt=value" and "--opt value" are both accepted.
+Options parse_args(int argc, char** argv) {
+    Options o;
+    bool options_done = false;
+    std::vector<std::string> positionals;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (options_done || a.size() < 2 || a[0] != '-') {
+            positionals.push_back(a);
+            continue;
+        }
+        if (a == "--") {
+            options_done = true;
+            continue;
+        }
+        std::optional<std::string> inline_value;
+        if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+            inline_value = a.substr(eq + 1);
+            a.resize(eq);
+        }
+        std::string opt = canonical(a);
+        if (kFlagOptions.count(opt)) {
+            if (inline_value) usage_error("option " + a + " takes no value");
+            if (opt == "--json") o.json = true;
+            if (opt == "--auto-complete") o.auto_complete = true;
+        } else if (kValueOptions.count(opt)) {
+            if (!inline_value && i + 1 >= argc) usage_error("option " + a + " needs a value");
+            store_option(&o, opt, inline_value ? *inline_value : argv[++i]);
+        } else {
+            usage_error("unknown option " + a);
+        }
+        o.seen.insert(opt);
+    }
+    if (!positionals.empty()) {
+        o.command = positionals.front();
+        o.args.assign(positionals.begin() + 1, positionals.end());
+    }
+    return o;
+}
+
+// Rejects options the command does not take.
+void allow_only(const Options& o, const std::set<std::string>& allowed) {
+    for (const auto& opt : o.seen)
+        if (opt != "--socket" && opt != "--help" && !allowed.count(opt))
+            usage_error("option " + opt + " does not apply to '" + o.command + "'");
+}
+
+void expect_args(const Options& o, std::size_t n, const char* what) {
+    if (o.args.size() < n) usage_error("'" + o.command + "' needs " + what);
+    if (o.args.size() > n) usage_error("too many arguments for '" + o.command + "': " + o.args[n]);
+}
+
+// ---- values -------------------------------------------------------------------
+
+// Joins a relative path with the working directory and normalises "." and
+// ".." lexically (symlinks are not resolved).
+std::string absolute_path(const std::string& path) {
+    if (path.empty()) usage_error("empty output path");
+    std::string full = path;
+    if (path[0] != '/') {
+        std::vector<char> buf(PATH_MAX);
+        if (!::getcwd(buf.data(), buf.size()))
+            exit_with(kExitUsage, std::string("cannot read the working directory: ") + std::strerror(errno));
+        full = std::string(buf.data()) + "/" + path;
+    }
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (start <= full.size()) {
+        std::size_t end = full.find('/', start);
+        if (end == std::string::npos) end = full.size();
+        std::string part = full.substr(start, end - start);
+        if (part == "..") {
+            if (!parts.empty()) parts.pop_back();
+        } else if (!part.empty() && part != ".") {
+            parts.push_back(part);
+        }
+        start = end + 1;
+    }
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    if (out.empty()) return "/";
+    if (full.back() == '/') out += "/";
+    return out;
+}
+
+std::string base_name(const std::string& path) {
+    std::string p = path;
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+bool is_sha256(const std::string& s) {
+    if (s.size() != 64) return false;
+    for (char c : s)
+        if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+    return true;
+}
+
+const char* priority_name(dopt_priority p) {
+    switch (p) {
+        case DOPT_PRIORITY_FOREGROUND: return "foreground";
+        case DOPT_PRIORITY_HIGH: return "high";
+        case DOPT_PRIORITY_NORMAL: return "normal";
+        case DOPT_PRIORITY_LOW: return "low";
+    }
+    return "unknown";
+}
+
+dopt_priority parse_priority(const std::string& s) {
+    for (dopt_priority p : {DOPT_PRIORITY_FOREGROUND, DOPT_PRIORITY_HIGH, DOPT_PRIORITY_NORMAL,
+                            DOPT_PRIORITY_LOW})
+        if (s == priority_name(p)) return p;
+    usage_error("unknown priority '" + s + "' (foreground, high, normal or low)");
+}
+
+std::uint32_t parse_seconds(const std::string& s) {
+    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos)
+        usage_error("not a number of seconds: '" + s + "'");
+    unsigned long long v = std::stoull(s);
+    if (v > UINT32_MAX) usage_error("too many seconds: " + s);
+    return static_cast<std::uint32_t>(v);
+}
+
+void check_header(const std::string& h) {
+    auto colon = h.find(':');
+    if (colon == std::string::npos || colon == 0 || h.find_first_of("\r\n") != std::string::npos)
+        usage_error("not a header \"Name: value\": '" + h + "'");
+}
+
+std::string human_bytes(std::uint64_t n) {
+    if (n == UINT64_MAX) return "?";
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+// Percent done, or -1 when the total is unknown.
+int percent(std::uint64_t done, std::uint64_t total) {
+    if (total == UINT64_MAX) return -1;
+    if (total == 0) return done > 0 ? 100 : 0;
+    return static_cast<int>(done >= total ? 100 : done * 100 / total);
+}
+
+std::string format_time(std::int64_t t) {
+    if (t == 0) return "-";
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    localtime_r(&tt, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
+}
+
+// ---- RAII over libdopt handles --------------------------------------------------
+
+struct ClientCloser {
+    void operator()(dopt_client* c) const { dopt_client_close(c); }
+};
+struct JobCloser {
+    void operator()(dopt_job* j) const { dopt_job_close(j); }
+};
+struct StatusFreer {
+    void operator()(dopt_job_status* s) const { dopt_job_status_free(s); }
+};
+struct ErrorFreer {
+    void operator()(dopt_error* e) const { dopt_error_free(e); }
+};
+using Client = std::unique_ptr<dopt_client, ClientCloser>;
+using Job = std::unique_ptr<dopt_job, JobCloser>;
+using Status = std::unique_ptr<dopt_job_status, StatusFreer>;
+using Error = std::unique_ptr<dopt_error, ErrorFreer>;
+
+// --socket, else $DOPT_SOCKET, else libdopt's default search.
+Client connect(const Options& o) {
+    const char* path = nullptr;
+    if (o.socket) path = o.socket->c_str();
+    else if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) path = env;
+    dopt_client* c = nullptr;
+    check(dopt_client_open(&c, path), "cannot reach the agent");
+    return Client(c);
+}
+
+Job open_job(dopt_client* client, const std::string& id) {
+    dopt_job* j = nullptr;
+    check(dopt_job_open(&j, client, id.c_str()), "cannot open job " + id, id);
+    return Job(j);
+}
+
+Status job_status(dopt_job* job) {
+    dopt_job_status* s = nullptr;
+    check(dopt_job_get_status(&s, job), "cannot read the job's status", dopt_job_id(job));
+    return Status(s);
+}
+
+// ---- JSON (printing only) --------------------------------------------------------
+
+json bytes_json(std::uint64_t n) { return n == UINT64_MAX ? json(-1) : json(n); }
+
+json file_json(const dopt_file_info& f) {
+    return {{"local_name", f.local_name},
+            {"remote_name", f.remote_name},
+            {"bytes_total", bytes_json(f.bytes_total)},
+            {"bytes_transferred", f.bytes_transferred}};
+}
+
+json error_json(const dopt_error* e) {
+    if (!e) return nullptr;
+    dopt_file_info f{};
+    json file = dopt_error_get_file(e, &f) == DOPT_OK ? file_json(f) : json(nullptr);
+    return {{"context", dopt_context_name(dopt_error_get_context(e))},
+            {"code", dopt_error_get_code(e)},
+            {"description", dopt_error_get_description(e)},
+            {"protocol", dopt_error_get_protocol(e)},
+            {"file", file}};
+}
+
+json job_json(const dopt_job_status* s) {
+    dopt_progress p{};
+    dopt_job_status_progress(s, &p);
+    dopt_times t{};
+    dopt_job_status_times(s, &t);
+    json files = json::array();
+    for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
+        dopt_file_info f{};
+        if (dopt_job_status_file(s, i, &f) == DOPT_OK) files.push_back(file_json(f));
+    }
+    return {{"id", dopt_job_status_id(s)},
+            {"display_name", dopt_job_status_display_name(s)},
+            {"state", dopt_state_name(dopt_job_status_state(s))},
+            {"priority", priority_name(dopt_job_status_priority(s))},
+            {"mode", dopt_job_status_mode(s)},
+            {"created", t.created},
+            {"modified", t.modified},
+            {"transfer_completed", t.transfer_completed},
+            {"bytes_total", bytes_json(p.bytes_total)},
+            {"bytes_transferred", p.bytes_transferred},
+            {"bytes_from_peers", p.bytes_from_peers},
+            {"bytes_from_origin", p.bytes_from_origin},
+            {"files", files},
+            {"error", error_json(dopt_job_status_error(s))}};
+}
+
+void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+// ---- job errors -----------------------------------------------------------------
+
+// Prints a failed job's error (description, context, code, file) on stderr.
+void print_job_error(const dopt_error* e, const std::string& id) {
+    if (!e) {
+        say("job " + id + " failed (the agent recorded no error)");
+        return;
+    }
+    say("job " + id + " failed: " + dopt_error_get_description(e));
+    std::string proto = dopt_error_get_protocol(e);
+    say("  context " + std::string(dopt_context_name(dopt_error_get_context(e))) + ", code " +
+        std::to_string(dopt_error_get_code(e)) + (proto.empty() ? "" : ", protocol " + proto));
+    dopt_file_info f{};
+    if (dopt_error_get_file(e, &f) == DOPT_OK)
+        say("  file " + std::string(f.local_name) + " from " + f.remote_name + " (" +
+            human_bytes(f.bytes_transferred) + " of " + human_bytes(f.bytes_total) + ")");
+}
+
+// Exit for a job that ended in ERROR or CANCELLED: prints why, returns 1.
+int report_failed_job(dopt_job* job, dopt_job_state st) {
+    std::string id = dopt_job_id(job);
+    if (st == DOPT_STATE_CANCELLED) {
+        say("job " + id + " was cancelled");
+        return kExitJobFailed;
+    }
+    dopt_error* e = nullptr;
+    int rc = dopt_job_get_error(&e, job);
+    Error err(e);
+    if (rc != DOPT_OK) say("job " + id + " failed; its error could not be read: " + dopt_last_error());
+    else print_job_error(err.get(), id);
+    say("the job stays in state error; 'dopt resume ID' retries it, 'dopt cancel ID' drops it");
+    return kExitJobFailed;
+}
+
+// ---- get / add ------------------------------------------------------------------
+
+// What `get` and `add` share: the files to add and the job's properties.
+struct JobSpec {
+    std::vector<std::pair<std::string, std::string>> files;  // url, absolute path
+    std::vector<std::string> sha256s;                       // k-th applies to file k
+    dopt_priority priority = DOPT_PRIORITY_NORMAL;
+    std::optional<std::uint32_t> no_progress_timeout;
+    std::vector<std::string> headers;
+    std::string name;
+    bool auto_complete = false;
+};
+
+JobSpec make_spec(const Options& o, dopt_priority default_priority) {
+    if (o.metainfo) exit_with(kExitUsage, "metainfo is not supported by this agent yet");
+    if (o.args.empty()) usage_error("'" + o.command + "' needs a URL");
+    if (o.outputs.size() != o.args.size())
+        usage_error("each URL needs its own -o PATH (" + std::to_string(o.args.size()) + " URLs, " +
+                    std::to_string(o.outputs.size()) + " -o)");
+    if (o.sha256s.size() > o.args.size()) usage_error("more --sha256 than files");
+    JobSpec spec;
+    for (std::size_t i = 0; i < o.args.size(); ++i)
+        spec.files.emplace_back(o.args[i], absolute_path(o.outputs[i]));
+    for (const auto& h : o.sha256s)
+        if (!is_sha256(h)) usage_error("--sha256 needs 64 hex digits, not '" + h + "'");
+    spec.sha256s = o.sha256s;
+    for (const auto& h : o.headers) check_header(h);
+    spec.headers = o.headers;
+    spec.priority = o.priority ? parse_priority(*o.priority) : default_priority;
+    if (o.no_progress_timeout) spec.no_progress_timeout = parse_seconds(*o.no_progress_timeout);
+    spec.name = o.name ? *o.name : base_name(spec.files.front().second);
+    spec.auto_complete = o.auto_complete;
+    return spec;
+}
+
+// Adds files and properties to a new job. On a failure the job is cancelled
+// (best effort) and the program exits.
+void configure(dopt_job* job, const JobSpec& spec) {
+    auto guard = [job](int rc, const std::string& what) {
+        if (rc == DOPT_OK) return;
+        std::string detail = dopt_last_error();
+        dopt_job_cancel(job);  // best effort: leave no half-made job behind
+        fail_with(rc, what, detail);
+    };
+    guard(dopt_job_set_auto_complete(job, spec.auto_complete), "cannot set auto-complete");
+    for (const auto& [url, path] : spec.files)
+        guard(dopt_job_add_file(job, url.c_str(), path.c_str()), "cannot add " + url + " -> " + path);
+    for (std::size_t i = 0; i < spec.sha256s.size(); ++i)
+        guard(dopt_job_set_file_sha256(job, i, spec.sha256s[i].c_str()), "cannot set the SHA-256");
+    guard(dopt_job_set_priority(job, spec.priority), "cannot set the priority");
+    if (spec.no_progress_timeout)
+        guard(dopt_job_set_no_progress_timeout(job, *spec.no_progress_timeout),
+              "cannot set the no-progress timeout");
+    for (const auto& h : spec.headers)
+        guard(dopt_job_add_http_header(job, h.c_str()), "cannot add header '" + h + "'");
+}
+
+Job create_job(dopt_client* client, const JobSpec& spec) {
+    dopt_job* j = nullptr;
+    check(dopt_job_create(&j, client, spec.name.c_str()), "cannot create a job");
+    Job job(j);
+    configure(job.get(), spec);
+    return job;
+}
+
+int cmd_add(const Options& o) {
+    allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+                   "--metainfo", "--auto-complete"});
+    JobSpec spec = make_spec(o, DOPT_PRIORITY_NORMAL);
+    Client client = connect(o);
+    Job job = create_job(client.get(), spec);
+    check(dopt_job_resume(job.get()), "cannot start the job", dopt_job_id(job.get()));
+    std::printf("%s\n", dopt_job_id(job.get()));
+    return kExitOk;
+}
+
+// ---- get: progress and Ctrl-C -----------------------------------------------
+
+// Written once before SIGINT is unblocked; read by the handler.
+char g_detach_message[160] = "dopt: interrupted\n";
+volatile std::sig_atomic_t g_progress_drawn = 0;
+
+void on_sigint(int) {
+    if (g_progress_drawn) (void)!::write(STDERR_FILENO, "\n", 1);
+    (void)!::write(STDERR_FILENO, g_detach_message, std::strlen(g_detach_message));
+    ::_exit(130);
+}
+
+// Ctrl-C during `get` detaches: the job goes on in the agent, we exit 130.
+// SIGINT stays blocked while the job is set up, so an early Ctrl-C detaches
+// only once the job runs.
+void block_sigint(bool block) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr);
+}
+
+void arm_detach(const std::string& id) {
+    std::snprintf(g_detach_message, sizeof g_detach_message, "dopt: detached; job %s continues\n",
+                  id.c_str());
+    struct sigaction sa{};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    block_sigint(false);
+}
+
+using Clock = std::chrono::steady_clock;
+
+struct ProgressBar {
+    Clock::time_point last_time = Clock::now();
+    std::uint64_t last_bytes = 0;
+    double rate = 0;  // bytes/s, smoothed
+
+    void draw(dopt_job* job) {
+        dopt_job_state st = DOPT_STATE_QUEUED;
+        dopt_progress p{};
+        if (dopt_job_get_progress(job, &p) != DOPT_OK || dopt_job_get_state(job, &st) != DOPT_OK) return;
+        auto now = Clock::now();
+        double dt = std::chrono::duration<double>(now - last_time).count();
+        if (dt > 0 && p.bytes_transferred >= last_bytes) {
+            double inst = static_cast<double>(p.bytes_transferred - last_bytes) / dt;
+            rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
+        }
+        last_time = now;
+        last_bytes = p.bytes_transferred;
+        int pct = percent(p.bytes_transferred, p.bytes_total);
+        std::string bar(30, ' ');
+        for (int i = 0; pct > 0 && i < pct * 30 / 100; ++i) bar[static_cast<std::size_t>(i)] = '#';
+        std::fprintf(stderr, "\r[%s] %4s  %s / %s  %s/s  %s\033[K", bar.c_str(),
+                     pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(),
+                     human_bytes(p.bytes_transferred).c_str(), human_bytes(p.bytes_total).c_str(),
+                     human_bytes(static_cast<std::uint64_t>(rate)).c_str(), dopt_state_name(st));
+        std::fflush(stderr);
+        g_progress_drawn = 1;
+    }
+};
+
+// Waits until the job is ACKNOWLEDGED (returns it) or ERROR/CANCELLED.
+// TRANSFERRED means "a moment more": the agent auto-completes the job; if it
+// has not after a while, we complete it ourselves.
+dopt_job_state wait_for_end(dopt_job* job, bool tty) {
+    ProgressBar bar;
+    std::optional<Clock::time_point> transferred_since;
+    for (;;) {
+        dopt_job_state st = DOPT_STATE_QUEUED;
+        int rc = dopt_job_wait(job, tty ? 200 : 1000, &st);
+        if (rc == DOPT_E_TIMEOUT) {
+            if (tty) bar.draw(job);
+            continue;
+        }
+        check(rc, "waiting for the job failed", dopt_job_id(job));
+        if (st != DOPT_STATE_TRANSFERRED) {
+            if (tty && g_progress_drawn) bar.draw(job);
+            return st;
+        }
+        if (!transferred_since) transferred_since = Clock::now();
+        if (Clock::now() - *transferred_since > std::chrono::seconds(10)) {
+            int crc = dopt_job_complete(job);
+            if (crc != DOPT_OK && crc != DOPT_E_INVALID_STATE) check(crc, "cannot complete the job");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+}
+
+int cmd_get(const Options& o) {
+    allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+                   "--metainfo", "--auto-complete"});
+    if (o.args.size() > 1) usage_error("'get' takes one URL; use 'dopt add' for several");
+    JobSpec spec = make_spec(o, DOPT_PRIORITY_FOREGROUND);
+    spec.auto_complete = true;
+    Client client = connect(o);
+    block_sigint(true);
+    Job job = create_job(client.get(), spec);
+    std::string id = dopt_job_id(job.get());
+    check(dopt_job_resume(job.get()), "cannot start the job", id);
+    arm_detach(id);
+    bool tty = ::isatty(STDERR_FILENO) == 1;
+    auto start = Clock::now();
+    dopt_job_state st = wait_for_end(job.get(), tty);
+    if (tty && g_progress_drawn) std::fputc('\n', stderr);
+    g_progress_drawn = 0;
+    if (st != DOPT_STATE_ACKNOWLEDGED) return report_failed_job(job.get(), st);
+    const std::string& path = spec.files.front().second;
+    struct stat sb;
+    if (::stat(path.c_str(), &sb) != 0)
+        exit_with(kExitJobFailed, "job " + id + " completed but " + path + " is missing");
+    double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    char line[64];
+    std::snprintf(line, sizeof line, " in %.1f s", secs);
+    say("saved " + path + " (" + human_bytes(static_cast<std::uint64_t>(sb.st_size)) + line + ")");
+    return kExitOk;
+}
+
+// ---- list / status / stats ------------------------------------------------------
+
+std::vector<Status> list_jobs(dopt_client* client) {
+    dopt_job_status** list = nullptr;
+    std::size_t n = 0;
+    check(dopt_client_list_jobs(&list, &n, client), "cannot list jobs");
+    std::vector<Status> out;
+    for (std::size_t i = 0; i < n; ++i) out.emplace_back(list[i]);
+    // The statuses are now owned by `out`; free only the array.
+    for (std::size_t i = 0; i < n; ++i) list[i] = nullptr;
+    dopt_job_status_list_free(list, n);
+    return out;
+}
+
+std::string job_name(const dopt_job_status* s) {
+    std::string name = dopt_job_status_display_name(s);
+    dopt_file_info f{};
+    if (name.empty() && dopt_job_status_file(s, 0, &f) == DOPT_OK) name = base_name(f.local_name);
+    return name;
+}
+
+int cmd_list(const Options& o) {
+    allow_only(o, {"--json"});
+    expect_args(o, 0, "no argument");
+    Client client = connect(o);
+    std::vector<Status> jobs = list_jobs(client.get());
+    if (o.json) {
+        json arr = json::array();
+        for (const auto& s : jobs) arr.push_back(job_json(s.get()));
+        print_json(arr);
+        return kExitOk;
+    }
+    std::printf("%-36s  %-15s  %4s  %s\n", "ID", "STATE", "DONE", "NAME");
+    for (const auto& s : jobs) {
+        dopt_progress p{};
+        dopt_job_status_progress(s.get(), &p);
+        int pct = percent(p.bytes_transferred, p.bytes_total);
+        std::printf("%-36s  %-15s  %4s  %s\n", dopt_job_status_id(s.get()),
+                    dopt_state_name(dopt_job_status_state(s.get())),
+                    pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(), job_name(s.get()).c_str());
+    }
+    return kExitOk;
+}
+
+void print_status(const dopt_job_status* s) {
+    dopt_progress p{};
+    dopt_job_status_progress(s, &p);
+    dopt_times t{};
+    dopt_job_status_times(s, &t);
+    int pct = percent(p.bytes_transferred, p.bytes_total);
+    std::printf("id:           %s\n", dopt_job_status_id(s));
+    std::printf("name:         %s\n", dopt_job_status_display_name(s));
+    std::printf("state:        %s\n", dopt_state_name(dopt_job_status_state(s)));
+    std::printf("priority:     %s\n", priority_name(dopt_job_status_priority(s)));
+    std::printf("mode:         %s\n", dopt_job_status_mode(s));
+    std::printf("progress:     %s of %s (%s), %u of %u files\n", human_bytes(p.bytes_transferred).c_str(),
+                human_bytes(p.bytes_total).c_str(), pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(),
+                p.files_transferred, p.files_total);
+    std::printf("from origin:  %llu bytes\n", static_cast<unsigned long long>(p.bytes_from_origin));
+    std::printf("from peers:   %llu bytes\n", static_cast<unsigned long long>(p.bytes_from_peers));
+    std::printf("created:      %s\n", format_time(t.created).c_str());
+    std::printf("modified:     %s\n", format_time(t.modified).c_str());
+    std::printf("transferred:  %s\n", format_time(t.transfer_completed).c_str());
+    for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
+        dopt_file_info f{};
+        if (dopt_job_status_file(s, i, &f) != DOPT_OK) continue;
+        std::printf("file %zu:       %s <- %s (%s of %s)\n", i + 1, f.local_name, f.remote_name,
+                    human_bytes(f.bytes_transferred).c_str(), human_bytes(f.bytes_total).c_str());
+    }
+    if (const dopt_error* e = dopt_job_status_error(s)) {
+        std::printf("error:        %s\n", dopt_error_get_description(e));
+        std::printf("error detail: context %s, code %lld, protocol %s\n",
+                    dopt_context_name(dopt_error_get_context(e)),
+                    static_cast<long long>(dopt_error_get_code(e)), dopt_error_get_protocol(e));
+        dopt_file_info f{};
+        if (dopt_error_get_file(e, &f) == DOPT_OK)
+            std::printf("error file:   %s <- %s\n", f.local_name, f.remote_name);
+    }
+}
+
+int cmd_status(const Options& o) {
+    allow_only(o, {"--json"});
+    expect_args(o, 1, "a job id");
+    Client client = connect(o);
+    Job job = open_job(client.get(), o.args[0]);
+    Status s = job_status(job.get());
+    if (o.json) print_json(job_json(s.get()));
+    else print_status(s.get());
+    return kExitOk;
+}
+
+int cmd_stats(const Options& o) {
+    allow_only(o, {"--json"});
+    expect_args(o, 0, "no argument");
+    Client client = connect(o);
+    std::vector<Status> jobs = list_jobs(client.get());
+    std::map<std::string, std::uint64_t> by_state;
+    for (int st = DOPT_STATE_QUEUED; st <= DOPT_STATE_CANCELLED; ++st)
+        by_state[dopt_state_name(static_cast<dopt_job_state>(st))] = 0;
+    std::uint64_t origin = 0, peers = 0;
+    for (const auto& s : jobs) {
+        dopt_progress p{};
+        dopt_job_status_progress(s.get(), &p);
+        origin += p.bytes_from_origin;
+        peers += p.bytes_from_peers;
+        ++by_state[dopt_state_name(dopt_job_status_state(s.get()))];
+    }
+    double eff = origin + peers ? 100.0 * static_cast<double>(peers) / static_cast<double>(origin + peers) : 0;
+    if (o.json) {
+        print_json({{"jobs", jobs.size()},
+                    {"states", by_state},
+                    {"bytes_from_origin", origin},
+                    {"bytes_from_peers", peers},
+                    {"peer_efficiency_percent", eff}});
+        return kExitOk;
+    }
+    std::printf("jobs:              %zu\n", jobs.size());
+    for (const auto& [name, n] : by_state)
+        if (n) std::printf("  %-16s %llu\n", (name + ":").c_str(), static_cast<unsigned long long>(n));
+    std::printf("bytes from origin: %llu (%s)\n", static_cast<unsigned long long>(origin), human_bytes(origin).c_str());
+    std::printf("bytes from peers:  %llu (%s)\n", static_cast<unsigned long long>(peers), human_bytes(peers).c_str());
+    std::printf("peer efficiency:   %.1f%%\n", eff);
+    return kExitOk;
+}
+
+// ---- wait / state changes ---------------------------------------------------------
+
+int cmd_wait(const Options& o) {
+    allow_only(o, {});
+    expect_args(o, 1, "a job id");
+    Client client = connect(o);
+    Job job = open_job(client.get(), o.args[0]);
+    dopt_job_state st = DOPT_STATE_QUEUED;
+    int rc;
+    while ((rc = dopt_job_wait(job.get(), -1, &st)) == DOPT_E_TIMEOUT) {
+    }
+    check(rc, "waiting for job " + o.args[0] + " failed", o.args[0]);
+    if (st == DOPT_STATE_TRANSFERRED || st == DOPT_STATE_ACKNOWLEDGED) return kExitOk;
+    return report_failed_job(job.get(), st);
+}
+
+int cmd_change(const Options& o) {
+    allow_only(o, {});
+    expect_args(o, 1, "a job id");
+    Client client = connect(o);
+    Job job = open_job(client.get(), o.args[0]);
+    int rc = DOPT_OK;
+    if (o.command == "suspend") rc = dopt_job_suspend(job.get());
+    else if (o.command == "resume") rc = dopt_job_resume(job.get());
+    else if (o.command == "cancel") rc = dopt_job_cancel(job.get());
+    else rc = dopt_job_complete(job.get());
+    check(rc, "cannot " + o.command + " job " + o.args[0], o.args[0]);
+    return kExitOk;
+}
+
+// ---- version / help ---------------------------------------------------------------
+
+const char kHelp[] =
+    "usage: dopt [--socket PATH] COMMAND [ARGS] [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  get URL -o PATH        download one file in the foreground, with progress;\n"
+    "                         exit 0 once it is in place (Ctrl-C detaches)\n"
+    "  add URL -o PATH [URL -o PATH ...]\n"
+    "                         create and start a job, print its id\n"
+    "  list [--json]          the caller's jobs\n"
+    "  status ID [--json]     one job\n"
+    "  wait ID                until transferred/acknowledged (exit 0) or\n"
+    "                         error/cancelled (exit 1)\n"
+    "  suspend|resume|cancel|complete ID\n"
+    "  stats [--json]         totals over the caller's jobs\n"
+    "  version, help\n"
+    "\n"
+    "options of get and add:\n"
+    "  -o, --output PATH              destination (relative to the working directory)\n"
+    "  --sha256 HEX                   expected SHA-256; the k-th applies to the k-th file\n"
+    "  --priority P                   foreground, high, normal, low\n"
+    "                                 (get: foreground, add: normal)\n"
+    "  --no-progress-timeout SECONDS  fail after this long without progress\n"
+    "  -H, --header \"Name: value\"     HTTP header sent to the origin (repeatable)\n"
+    "  --name NAME                    the job's display name\n"
+    "  --metainfo URL|FILE            (not supported by the agent yet)\n"
+    "  --auto-complete                (add) deliver files as soon as transferred\n"
+    "\n"
+    "--socket PATH, else $DOPT_SOCKET, else the per-user then the system agent.\n"
+    "exit codes: 0 success, 1 the job failed, 2 bad usage or input (or no such\n"
+    "job), 3 the agent could not be reached.\n";
+
+int cmd_version(const Options& o) {
+    allow_only(o, {});
+    expect_args(o, 0, "no argument");
+    std::printf("dopt %s (libdopt %s)\n", DOPT_VERSION_STRING, dopt_version());
+    return kExitOk;
+}
+
+int run(int argc, char** argv) {
+    Options o = parse_args(argc, argv);
+    if (o.command.empty() || o.command == "help" || o.seen.count("--help")) {
+        bool asked = o.command == "help" || o.seen.count("--help");
+        std::fputs(kHelp, asked ? stdout : stderr);
+        return asked ? kExitOk : kExitUsage;
+    }
+    const std::string& c = o.command;
+    if (c == "get") return cmd_get(o);
+    if (c == "add") return cmd_add(o);
+    if (c == "list") return cmd_list(o);
+    if (c == "status") return cmd_status(o);
+    if (c == "wait") return cmd_wait(o);
+    if (c == "stats") return cmd_stats(o);
+    if (c == "suspend" || c == "resume" || c == "cancel" || c == "complete") return cmd_change(o);
+    if (c == "version") return cmd_version(o);
+    if (c == "publish") exit_with(kExitUsage, "publish is not implemented yet");
+    usage_error("unknown command '" + c + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const Exit& e) {
+        return e.code;
+    } catch (const std::exception& e) {
+        say(std::string("internal error: ") + e.what());
+        return kExitJobFailed;
+    }
+}

@@ -1,0 +1,126 @@
+// Internals of libdopt shared by its source files. Not installed, not public:
+// the only public surface is api/include/dopt/dopt.h.
+//
+// Layout:
+//   client.cpp   connection, handshake, request/reply (Connection::call)
+//   job.cpp      dopt_job_* requests
+//   objects.cpp  status snapshots, error objects, job-object parsing
+//   text.cpp     dopt_version, dopt_strerror, names, the last-error string
+#pragma once
+
+#include "dopt/dopt.h"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+struct dopt_client {
+    int fd = -1;
+    std::mutex mu;           // serializes requests: one request, one reply
+    std::int64_t seq = 0;    // GUARDED_BY(mu)
+    bool broken = false;     // GUARDED_BY(mu); stream unusable after an I/O error
+    int peer_protocol = 0;   // the agent's protocol version (from hello)
+    std::uint32_t uid = 0;   // the caller's uid as the agent saw it
+    std::string agent;       // e.g. "doptd 0.1.0"
+    std::string path;        // the socket path connected to
+};
+
+struct dopt_job {
+    dopt_client* client = nullptr;  // not owned; must outlive the handle
+    std::string id;
+    // Headers added through this handle. The protocol's `set headers`
+    // replaces the whole list, so adding one sends all of them.
+    std::vector<std::string> headers;
+};
+
+struct dopt_error {
+    dopt_error_context context = DOPT_CONTEXT_NONE;
+    std::int64_t code = 0;
+    std::string description;
+    std::string protocol;
+    std::int64_t time = 0;
+    bool has_file = false;
+    std::string local_name;
+    std::string remote_name;
+    std::uint64_t bytes_total = UINT64_MAX;
+    std::uint64_t bytes_transferred = 0;
+};
+
+struct dopt_job_status {
+    struct File {
+        std::string local_name;
+        std::string remote_name;
+        std::uint64_t bytes_total = UINT64_MAX;
+        std::uint64_t bytes_transferred = 0;
+    };
+    std::string id;
+    std::string display_name;
+    dopt_job_state state = DOPT_STATE_QUEUED;
+    dopt_priority priority = DOPT_PRIORITY_NORMAL;
+    std::uint32_t owner_uid = 0;
+    std::string mode;
+    dopt_progress progress{};
+    dopt_times times{};
+    std::vector<File> files;
+    std::unique_ptr<dopt_error> error;  // null when the job has no error
+};
+
+namespace dopt::client {
+
+using nlohmann::json;
+
+// ---- last error (text.cpp) ----
+// Sets the calling thread's detail string. Never throws.
+void set_error(const std::string& detail) noexcept;
+void clear_error() noexcept;
+// Sets the detail and returns `code`, for `return fail(...)`.
+int fail(int code, const std::string& detail) noexcept;
+
+// ---- connection (client.cpp) ----
+// Sends `request` (op + fields; seq is filled in) and reads its reply.
+// Returns the reply's rc (DOPT_OK, or DOPT_E_* with its message set as the
+// last error) or a local failure (DOPT_E_DISCONNECTED, DOPT_E_PROTOCOL,
+// DOPT_E_TOO_LARGE). *reply holds the parsed reply whenever one arrived,
+// also for rc != 0 (wait's DOPT_E_TIMEOUT carries a job). Thread-safe.
+int call(dopt_client* client, json request, json* reply);
+
+// A reply that does not follow docs/protocol.md; guarded() maps it to
+// DOPT_E_PROTOCOL.
+struct ProtocolError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// ---- job objects (objects.cpp) ----
+// Parses the job object of docs/protocol.md. Throws ProtocolError or
+// nlohmann::json::exception on malformed input.
+std::unique_ptr<dopt_job_status> parse_job(const json& j);
+// "queued" -> DOPT_STATE_QUEUED; false for an unknown name.
+bool parse_state(const std::string& name, dopt_job_state* out);
+
+// Runs `fn` (returning int), mapping any exception to a DOPT_E_* code, so
+// nothing crosses the C boundary. Clears the last error first.
+template <typename Fn>
+int guarded(Fn&& fn) noexcept {
+    clear_error();
+    try {
+        return fn();
+    } catch (const std::bad_alloc&) {
+        return fail(DOPT_E_NOMEM, "out of memory");
+    } catch (const ProtocolError& e) {
+        return fail(DOPT_E_PROTOCOL, std::string("malformed reply from the agent: ") + e.what());
+    } catch (const nlohmann::json::exception& e) {
+        return fail(DOPT_E_PROTOCOL, std::string("malformed reply from the agent: ") + e.what());
+    } catch (const std::exception& e) {
+        return fail(DOPT_E_INTERNAL, std::string("internal error in libdopt: ") + e.what());
+    } catch (...) {
+        return fail(DOPT_E_INTERNAL, "internal error in libdopt");
+    }
+}
+
+}  // namespace dopt::client

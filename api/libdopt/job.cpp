@@ -1,0 +1,300 @@
+// dopt_job_* and dopt_client_list_jobs: each call is one request of
+// docs/protocol.md on the job's client.
+#include "api/libdopt/internal.h"
+
+#include <cctype>
+
+using namespace dopt::client;
+
+namespace {
+
+// Sends `op` for the job with extra `fields`; on success *job_out (may be
+// NULL) gets the parsed job object of the reply.
+int job_request(dopt_job* job, const char* op, json fields,
+                std::unique_ptr<dopt_job_status>* job_out = nullptr) {
+    fields["op"] = op;
+    fields["job"] = job->id;
+    json reply;
+    int rc = call(job->client, std::move(fields), &reply);
+    if (rc != DOPT_OK) return rc;
+    if (job_out) {
+        if (!reply.contains("job")) throw ProtocolError(std::string("no job in the reply to ") + op);
+        *job_out = parse_job(reply["job"]);
+    }
+    return DOPT_OK;
+}
+
+// A `set` request with one property.
+int set_property(dopt_job* job, const char* name, json value) {
+    return job_request(job, "set", json{{name, std::move(value)}});
+}
+
+// One status round trip.
+int fetch_status(dopt_job* job, std::unique_ptr<dopt_job_status>* out) {
+    return job_request(job, "status", json::object(), out);
+}
+
+bool is_sha256_hex(const char* s) {
+    std::size_t n = 0;
+    for (; s[n]; ++n)
+        if (!std::isxdigit(static_cast<unsigned char>(s[n]))) return false;
+    return n == 64;
+}
+
+std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// Creates a handle for the job object in `reply` (create / open).
+int make_handle(dopt_job** out, dopt_client* client, const json& reply) {
+    if (!reply.contains("job")) throw ProtocolError("no job in the reply");
+    const json& j = reply["job"];
+    auto status = parse_job(j);
+    auto job = std::make_unique<dopt_job>();
+    job->client = client;
+    job->id = status->id;
+    // Forward compatible: an agent that reports the job's headers lets
+    // dopt_job_add_http_header append to them instead of replacing them.
+    if (j.contains("headers") && j["headers"].is_array())
+        job->headers = j["headers"].get<std::vector<std::string>>();
+    *out = job.release();
+    return DOPT_OK;
+}
+
+#define DOPT_REQUIRE(cond, fn)                                                 \
+    do {                                                                       \
+        if (!(cond)) return fail(DOPT_E_INVALID_ARG, fn ": NULL argument");    \
+    } while (0)
+
+}  // namespace
+
+extern "C" {
+
+int dopt_client_list_jobs(dopt_job_status*** out, size_t* count, dopt_client* client) {
+    if (out) *out = nullptr;
+    if (count) *count = 0;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(out && count && client, "dopt_client_list_jobs");
+        json reply;
+        int rc = call(client, json{{"op", "list"}}, &reply);
+        if (rc != DOPT_OK) return rc;
+        const json& jobs = reply.at("jobs");
+        if (!jobs.is_array()) throw ProtocolError("jobs is not an array");
+        std::vector<std::unique_ptr<dopt_job_status>> parsed;
+        for (const json& j : jobs) parsed.push_back(parse_job(j));
+        if (parsed.empty()) return DOPT_OK;
+        auto* list = new dopt_job_status*[parsed.size()];
+        for (std::size_t i = 0; i < parsed.size(); ++i) list[i] = parsed[i].release();
+        *out = list;
+        *count = parsed.size();
+        return DOPT_OK;
+    });
+}
+
+int dopt_job_create(dopt_job** out, dopt_client* client, const char* display_name) {
+    if (out) *out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(out && client, "dopt_job_create");
+        json req{{"op", "create"}};
+        if (display_name) req["display_name"] = display_name;
+        json reply;
+        int rc = call(client, std::move(req), &reply);
+        return rc != DOPT_OK ? rc : make_handle(out, client, reply);
+    });
+}
+
+int dopt_job_open(dopt_job** out, dopt_client* client, const char* job_id) {
+    if (out) *out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(out && client && job_id, "dopt_job_open");
+        if (!*job_id) return fail(DOPT_E_INVALID_ARG, "dopt_job_open: empty job id");
+        json reply;
+        int rc = call(client, json{{"op", "open"}, {"job", job_id}}, &reply);
+        return rc != DOPT_OK ? rc : make_handle(out, client, reply);
+    });
+}
+
+void dopt_job_close(dopt_job* job) { delete job; }
+
+const char* dopt_job_id(const dopt_job* job) {
+    if (job) return job->id.c_str();
+    set_error("dopt_job_id: NULL argument");
+    return "";
+}
+
+int dopt_job_add_file(dopt_job* job, const char* url, const char* local_path) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && url && local_path, "dopt_job_add_file");
+        if (!*url) return fail(DOPT_E_INVALID_ARG, "dopt_job_add_file: empty URL");
+        if (!*local_path) return fail(DOPT_E_INVALID_ARG, "dopt_job_add_file: empty local path");
+        if (local_path[0] != '/')
+            return fail(DOPT_E_RELATIVE_PATH,
+                        std::string("the local path must be absolute: ") + local_path);
+        return job_request(job, "add_file", json{{"url", url}, {"local_path", local_path}});
+    });
+}
+
+int dopt_job_set_file_sha256(dopt_job* job, size_t file_index, const char* sha256_hex) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && sha256_hex, "dopt_job_set_file_sha256");
+        if (!is_sha256_hex(sha256_hex))
+            return fail(DOPT_E_INVALID_ARG,
+                        std::string("not a SHA-256 (64 hex digits): ") + sha256_hex);
+        return set_property(job, "file_sha256",
+                            json{{"index", file_index}, {"sha256", lower(sha256_hex)}});
+    });
+}
+
+int dopt_job_set_priority(dopt_job* job, dopt_priority priority) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_set_priority");
+        int p = static_cast<int>(priority);
+        if (p < DOPT_PRIORITY_FOREGROUND || p > DOPT_PRIORITY_LOW)
+            return fail(DOPT_E_INVALID_ARG, "priority out of range: " + std::to_string(p));
+        return set_property(job, "priority", p);
+    });
+}
+
+int dopt_job_set_display_name(dopt_job* job, const char* name) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && name, "dopt_job_set_display_name");
+        return set_property(job, "display_name", name);
+    });
+}
+
+int dopt_job_set_no_progress_timeout(dopt_job* job, uint32_t seconds) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_set_no_progress_timeout");
+        return set_property(job, "no_progress_timeout", seconds);
+    });
+}
+
+int dopt_job_add_http_header(dopt_job* job, const char* header) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && header, "dopt_job_add_http_header");
+        std::string h(header);
+        if (h.empty() || h.find_first_of("\r\n") != std::string::npos ||
+            h.find(':') == std::string::npos || h[0] == ':')
+            return fail(DOPT_E_INVALID_ARG, "not a header line \"Name: value\": " + h);
+        std::vector<std::string> all = job->headers;
+        all.push_back(h);
+        int rc = set_property(job, "headers", all);
+        if (rc == DOPT_OK) job->headers = std::move(all);
+        return rc;
+    });
+}
+
+int dopt_job_clear_http_headers(dopt_job* job) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_clear_http_headers");
+        int rc = set_property(job, "headers", json::array());
+        if (rc == DOPT_OK) job->headers.clear();
+        return rc;
+    });
+}
+
+int dopt_job_set_auto_complete(dopt_job* job, int on) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_set_auto_complete");
+        return set_property(job, "auto_complete", on != 0);
+    });
+}
+
+int dopt_job_resume(dopt_job* job) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_resume");
+        return job_request(job, "resume", json::object());
+    });
+}
+
+int dopt_job_suspend(dopt_job* job) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_suspend");
+        return job_request(job, "suspend", json::object());
+    });
+}
+
+int dopt_job_cancel(dopt_job* job) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_cancel");
+        return job_request(job, "cancel", json::object());
+    });
+}
+
+int dopt_job_complete(dopt_job* job) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_complete");
+        return job_request(job, "complete", json::object());
+    });
+}
+
+int dopt_job_wait(dopt_job* job, int timeout_ms, dopt_job_state* state_out) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_wait");
+        if (timeout_ms < -1)
+            return fail(DOPT_E_INVALID_ARG, "timeout_ms must be -1 or more");
+        json reply;
+        int rc = call(job->client, json{{"op", "wait"}, {"job", job->id}, {"timeout_ms", timeout_ms}},
+                      &reply);
+        if (rc != DOPT_OK && rc != DOPT_E_TIMEOUT) return rc;
+        if (state_out && reply.contains("job")) *state_out = parse_job(reply["job"])->state;
+        return rc;
+    });
+}
+
+int dopt_job_get_state(dopt_job* job, dopt_job_state* out) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && out, "dopt_job_get_state");
+        std::unique_ptr<dopt_job_status> s;
+        int rc = fetch_status(job, &s);
+        if (rc == DOPT_OK) *out = s->state;
+        return rc;
+    });
+}
+
+int dopt_job_get_progress(dopt_job* job, dopt_progress* out) {
+    if (out) *out = dopt_progress{};
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && out, "dopt_job_get_progress");
+        std::unique_ptr<dopt_job_status> s;
+        int rc = fetch_status(job, &s);
+        if (rc == DOPT_OK) *out = s->progress;
+        return rc;
+    });
+}
+
+int dopt_job_get_times(dopt_job* job, dopt_times* out) {
+    if (out) *out = dopt_times{};
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && out, "dopt_job_get_times");
+        std::unique_ptr<dopt_job_status> s;
+        int rc = fetch_status(job, &s);
+        if (rc == DOPT_OK) *out = s->times;
+        return rc;
+    });
+}
+
+int dopt_job_get_error(dopt_error** out, dopt_job* job) {
+    if (out) *out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(out && job, "dopt_job_get_error");
+        std::unique_ptr<dopt_job_status> s;
+        int rc = fetch_status(job, &s);
+        if (rc == DOPT_OK) *out = s->error.release();
+        return rc;
+    });
+}
+
+int dopt_job_get_status(dopt_job_status** out, dopt_job* job) {
+    if (out) *out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(out && job, "dopt_job_get_status");
+        std::unique_ptr<dopt_job_status> s;
+        int rc = fetch_status(job, &s);
+        if (rc == DOPT_OK) *out = s.release();
+        return rc;
+    });
+}
+
+}  // extern "C"

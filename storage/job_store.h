@@ -1,0 +1,134 @@
+// JobStore: the SQLite job table. Every job, its files and its last error
+// live here, so jobs survive crashes, restarts and reboots.
+//
+// Contract:
+//  - The database is opened in WAL mode with foreign keys on and a busy
+//    timeout; the schema is versioned with PRAGMA user_version and migrated
+//    forward on open, from every earlier version.
+//  - Each public mutating call is one transaction: it either happens whole or
+//    not at all.
+//  - set_state() checks the transition table (job_state.h) against the state
+//    stored in the database; an illegal transition changes nothing.
+//  - Not thread-safe: one JobStore is used by one thread (the agent's main
+//    loop). Errors throw StorageError.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "storage/job_state.h"
+
+struct sqlite3;
+
+namespace dopt::storage {
+
+class StorageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+constexpr std::uint64_t kUnknownSize = UINT64_MAX;
+
+struct FileRecord {
+    int index = 0;                       // 0-based position in the job
+    std::string remote_url;
+    std::string local_path;              // absolute final path
+    std::string partial_path;            // hidden partial file beside it
+    std::uint64_t bytes_total = kUnknownSize;
+    std::uint64_t bytes_transferred = 0;
+    std::string etag;                    // validators of the bytes we hold
+    std::string last_modified;
+    std::string sha256;                  // expected, lowercase hex; "" = none
+    bool completed = false;              // whole and verified
+};
+
+struct ErrorRecord {
+    ErrorContext context = ErrorContext::None;
+    std::int64_t code = 0;               // HTTP status, errno, or DOPT_E_*
+    std::string description;
+    std::string protocol;                // "http", "https", "peer", ""
+    std::int64_t time = 0;               // unix seconds
+    int file_index = -1;                 // -1: the error concerns no file
+    std::string local_name;
+    std::string remote_name;
+    std::uint64_t bytes_total = kUnknownSize;
+    std::uint64_t bytes_transferred = 0;
+};
+
+struct JobRecord {
+    std::string id;                      // UUID, lowercase
+    std::uint32_t owner_uid = 0;
+    std::uint32_t owner_gid = 0;
+    std::string display_name;
+    Priority priority = Priority::Normal;
+    JobState state = JobState::Suspended;
+    std::int64_t created = 0;            // unix seconds
+    std::int64_t modified = 0;
+    std::int64_t transfer_completed = 0; // 0 = not yet
+    std::uint32_t no_progress_timeout = 0;  // seconds; 0 = agent default
+    std::uint32_t retry_count = 0;
+    bool auto_complete = false;
+    std::vector<std::string> headers;    // "Name: value"
+    std::uint64_t bytes_from_origin = 0;
+    std::uint64_t bytes_from_peers = 0;
+    std::vector<FileRecord> files;       // ordered by index
+    std::optional<ErrorRecord> error;    // last fatal error
+};
+
+class JobStore {
+public:
+    // Opens (creating if needed) and migrates the database at `path`.
+    static std::unique_ptr<JobStore> open(const std::string& path);
+    ~JobStore();
+    JobStore(const JobStore&) = delete;
+    JobStore& operator=(const JobStore&) = delete;
+
+    static int schema_version();         // the version open() migrates to
+
+    // Inserts a new job with its files (if any). Throws if the id exists.
+    void insert_job(const JobRecord& job);
+    std::optional<JobRecord> load_job(const std::string& id);
+    // Every job, oldest first (created, then id).
+    std::vector<JobRecord> load_all();
+
+    // Job properties (name, priority, timeout, retry count, auto_complete,
+    // headers, byte counters, modified). State, files and error untouched.
+    void update_job(const JobRecord& job);
+
+    // Moves the job from the state stored in the database to `to`, in one
+    // transaction, stamping `modified = now` (and transfer_completed when
+    // `to` is Transferred). When `error` is given it replaces the job's
+    // error record; `clear_error` deletes it. Returns false, changing
+    // nothing, when the job does not exist or the transition is illegal.
+    bool set_state(const std::string& id, JobState to, std::int64_t now,
+                   const std::optional<ErrorRecord>& error = std::nullopt,
+                   bool clear_error = false);
+
+    void add_file(const std::string& job_id, const FileRecord& file);
+    // Size, progress, validators, sha256 and completed flag of one file.
+    void update_file(const std::string& job_id, const FileRecord& file);
+
+    void delete_job(const std::string& id);
+    // Deletes ACKNOWLEDGED/CANCELLED jobs modified before `before`; returns
+    // how many went.
+    int purge_ended(std::int64_t before);
+
+    sqlite3* handle() { return db_; }    // for tests
+
+private:
+    struct Statements;                   // prepared statements, job_store.cpp
+
+    explicit JobStore(sqlite3* db);
+    void insert_files_and_headers(const JobRecord& job);
+    void replace_headers(const std::string& job_id,
+                         const std::vector<std::string>& headers);
+
+    sqlite3* db_;
+    std::unique_ptr<Statements> statements_;  // prepared once, at open
+};
+
+}  // namespace dopt::storage

@@ -1,0 +1,640 @@
+// JobStore against real SQLite files in a fresh temporary directory per test.
+#include "storage/job_store.h"
+
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+using namespace dopt::storage;
+
+namespace {
+
+// A directory from mkdtemp, removed with its contents when the test ends.
+class TempDir {
+public:
+    TempDir() {
+        char name[] = "/tmp/dopt-storage-test-XXXXXX";
+        if (!mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
+        path_ = name;
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path_, ignored);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+void exec_sql(sqlite3* db, const std::string& sql) {
+    char* message = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+    const std::string text = message ? message : "";
+    sqlite3_free(message);
+    if (rc != SQLITE_OK) FAIL("SQL failed: " << text << "\n" << sql);
+}
+
+// The first column of the first row of `sql`, as text ("" when NULL).
+std::string query_text(sqlite3* db, const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK);
+    std::string value;
+    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+        value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    return value;
+}
+
+long long query_int(sqlite3* db, const std::string& sql) {
+    return std::stoll(query_text(db, sql));
+}
+
+// A raw connection for building or inspecting a database behind the store.
+struct RawDatabase {
+    explicit RawDatabase(const std::string& path) {
+        REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    }
+    ~RawDatabase() { sqlite3_close(db); }
+    sqlite3* db = nullptr;
+};
+
+FileRecord make_file(int index) {
+    FileRecord file;
+    file.index = index;
+    file.remote_url = "https://origin.example/pkg/part" + std::to_string(index) + ".bin";
+    file.local_path = "/home/ann/Downloads/part" + std::to_string(index) + ".bin";
+    file.partial_path = "/home/ann/Downloads/.part" + std::to_string(index) + ".bin.dopt";
+    return file;
+}
+
+ErrorRecord make_error(const std::string& description) {
+    ErrorRecord error;
+    error.context = ErrorContext::RemoteFile;
+    error.code = 403;
+    error.description = description;
+    error.protocol = "https";
+    error.time = 1'700'000'500;
+    error.file_index = 1;
+    error.local_name = "/home/ann/Downloads/part1.bin";
+    error.remote_name = "https://origin.example/pkg/part1.bin";
+    error.bytes_total = 5'000'000'000ULL;  // beyond 32 bits on purpose
+    error.bytes_transferred = 4096;
+    return error;
+}
+
+JobRecord make_job(const std::string& id, std::int64_t created = 1'700'000'000) {
+    JobRecord job;
+    job.id = id;
+    job.owner_uid = 1000;
+    job.owner_gid = 100;
+    job.display_name = "job " + id;
+    job.priority = Priority::High;
+    job.state = JobState::Queued;
+    job.created = created;
+    job.modified = created;
+    job.no_progress_timeout = 600;
+    job.retry_count = 2;
+    job.auto_complete = true;
+    job.headers = {"Authorization: Bearer abc", "X-Trace: 1", "Accept: */*"};
+    job.bytes_from_origin = 1234;
+    job.bytes_from_peers = 5678;
+    job.files = {make_file(0), make_file(1)};
+    job.files[1].bytes_total = 5'000'000'000ULL;
+    job.files[1].bytes_transferred = 4'000'000'000ULL;
+    job.files[1].etag = "\"abc\"";
+    job.files[1].last_modified = "Tue, 14 Nov 2023 22:13:20 GMT";
+    job.files[1].sha256 = std::string(64, 'a');
+    job.files[1].completed = true;
+    return job;
+}
+
+std::string uuid(int n) {
+    char text[40];
+    std::snprintf(text, sizeof text, "00000000-0000-4000-8000-%012d", n);
+    return text;
+}
+
+void check_same_file(const FileRecord& a, const FileRecord& b) {
+    CHECK(a.index == b.index);
+    CHECK(a.remote_url == b.remote_url);
+    CHECK(a.local_path == b.local_path);
+    CHECK(a.partial_path == b.partial_path);
+    CHECK(a.bytes_total == b.bytes_total);
+    CHECK(a.bytes_transferred == b.bytes_transferred);
+    CHECK(a.etag == b.etag);
+    CHECK(a.last_modified == b.last_modified);
+    CHECK(a.sha256 == b.sha256);
+    CHECK(a.completed == b.completed);
+}
+
+void check_same_error(const ErrorRecord& a, const ErrorRecord& b) {
+    CHECK(a.context == b.context);
+    CHECK(a.code == b.code);
+    CHECK(a.description == b.description);
+    CHECK(a.protocol == b.protocol);
+    CHECK(a.time == b.time);
+    CHECK(a.file_index == b.file_index);
+    CHECK(a.local_name == b.local_name);
+    CHECK(a.remote_name == b.remote_name);
+    CHECK(a.bytes_total == b.bytes_total);
+    CHECK(a.bytes_transferred == b.bytes_transferred);
+}
+
+void check_same_job(const JobRecord& a, const JobRecord& b) {
+    CHECK(a.id == b.id);
+    CHECK(a.owner_uid == b.owner_uid);
+    CHECK(a.owner_gid == b.owner_gid);
+    CHECK(a.display_name == b.display_name);
+    CHECK(a.priority == b.priority);
+    CHECK(a.state == b.state);
+    CHECK(a.created == b.created);
+    CHECK(a.modified == b.modified);
+    CHECK(a.transfer_completed == b.transfer_completed);
+    CHECK(a.no_progress_timeout == b.no_progress_timeout);
+    CHECK(a.retry_count == b.retry_count);
+    CHECK(a.auto_complete == b.auto_complete);
+    CHECK(a.headers == b.headers);
+    CHECK(a.bytes_from_origin == b.bytes_from_origin);
+    CHECK(a.bytes_from_peers == b.bytes_from_peers);
+    REQUIRE(a.files.size() == b.files.size());
+    for (std::size_t i = 0; i < a.files.size(); ++i) check_same_file(a.files[i], b.files[i]);
+    REQUIRE(a.error.has_value() == b.error.has_value());
+    if (a.error) check_same_error(*a.error, *b.error);
+}
+
+JobState state_of(JobStore& store, const std::string& id) {
+    const auto job = store.load_job(id);
+    REQUIRE(job);
+    return job->state;
+}
+
+// Migration 1 exactly as it shipped, frozen here on purpose: databases made
+// by it exist in the field, so every later dopt must open them. Never edit.
+constexpr const char* kShippedSchemaV1 = R"sql(
+CREATE TABLE jobs (
+    id                  TEXT PRIMARY KEY NOT NULL,
+    owner_uid           INTEGER NOT NULL,
+    owner_gid           INTEGER NOT NULL,
+    display_name        TEXT NOT NULL DEFAULT '',
+    priority            INTEGER NOT NULL,
+    state               INTEGER NOT NULL,
+    created             INTEGER NOT NULL,
+    modified            INTEGER NOT NULL,
+    transfer_completed  INTEGER NOT NULL DEFAULT 0,
+    no_progress_timeout INTEGER NOT NULL DEFAULT 0,
+    retry_count         INTEGER NOT NULL DEFAULT 0,
+    bytes_from_origin   INTEGER NOT NULL DEFAULT 0,
+    bytes_from_peers    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE job_headers (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx    INTEGER NOT NULL,
+    header TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE files (
+    job_id            TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx               INTEGER NOT NULL,
+    remote_url        TEXT NOT NULL,
+    local_path        TEXT NOT NULL,
+    partial_path      TEXT NOT NULL DEFAULT '',
+    bytes_total       INTEGER,
+    bytes_transferred INTEGER NOT NULL DEFAULT 0,
+    etag              TEXT NOT NULL DEFAULT '',
+    last_modified     TEXT NOT NULL DEFAULT '',
+    sha256            TEXT NOT NULL DEFAULT '',
+    completed         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE errors (
+    job_id            TEXT PRIMARY KEY NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    context           INTEGER NOT NULL,
+    code              INTEGER NOT NULL,
+    description       TEXT NOT NULL,
+    protocol          TEXT NOT NULL DEFAULT '',
+    time              INTEGER NOT NULL,
+    file_index        INTEGER NOT NULL DEFAULT -1,
+    local_name        TEXT NOT NULL DEFAULT '',
+    remote_name       TEXT NOT NULL DEFAULT '',
+    bytes_total       INTEGER,
+    bytes_transferred INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+)sql";
+
+}  // namespace
+
+TEST_CASE("a job with files, headers and an error round-trips through the store",
+          "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord job = make_job(uuid(1));
+    job.error = make_error("403 Forbidden");
+    store->insert_job(job);
+
+    const auto loaded = store->load_job(job.id);
+    REQUIRE(loaded);
+    check_same_job(*loaded, job);
+    CHECK(loaded->files[0].bytes_total == kUnknownSize);
+}
+
+TEST_CASE("an unknown size is stored as NULL, not as a huge number", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+    CHECK(query_text(store->handle(), "SELECT typeof(bytes_total) FROM files WHERE idx = 0") ==
+          "null");
+}
+
+TEST_CASE("load_job of an unknown id returns nothing", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    CHECK_FALSE(store->load_job(uuid(404)).has_value());
+}
+
+TEST_CASE("insert_job refuses an id that exists and leaves the first job intact",
+          "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    const JobRecord first = make_job(uuid(1));
+    store->insert_job(first);
+    JobRecord second = make_job(uuid(1));
+    second.display_name = "impostor";
+    second.files.push_back(make_file(2));
+    CHECK_THROWS_AS(store->insert_job(second), StorageError);
+    check_same_job(*store->load_job(first.id), first);
+}
+
+TEST_CASE("load_all returns every job oldest first, each with its own files", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord late = make_job(uuid(1), 300);
+    JobRecord early = make_job(uuid(2), 100);
+    early.files = {make_file(0)};
+    early.headers = {};
+    early.error = make_error("early failed");
+    JobRecord middle = make_job(uuid(3), 200);
+    middle.files = {};
+    for (const auto& job : {late, early, middle}) store->insert_job(job);
+
+    const auto all = store->load_all();
+    REQUIRE(all.size() == 3);
+    check_same_job(all[0], early);
+    check_same_job(all[1], middle);
+    check_same_job(all[2], late);
+}
+
+TEST_CASE("set_state performs a legal transition and stamps modified", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+
+    REQUIRE(store->set_state(uuid(1), JobState::Connecting, 1'700'000'100));
+    const auto job = store->load_job(uuid(1));
+    CHECK(job->state == JobState::Connecting);
+    CHECK(job->modified == 1'700'000'100);
+    CHECK(job->transfer_completed == 0);
+}
+
+TEST_CASE("set_state refuses an illegal transition and changes nothing", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord job = make_job(uuid(1));
+    job.state = JobState::Suspended;
+    job.error = make_error("old error");
+    store->insert_job(job);
+
+    CHECK_FALSE(store->set_state(uuid(1), JobState::Transferring, 1'700'009'999,
+                                 make_error("must not be stored")));
+    CHECK_FALSE(store->set_state(uuid(1), JobState::Suspended, 1'700'009'999, std::nullopt,
+                                 /*clear_error=*/true));
+    check_same_job(*store->load_job(uuid(1)), job);
+}
+
+TEST_CASE("set_state of a missing job returns false", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    CHECK_FALSE(store->set_state(uuid(404), JobState::Connecting, 1));
+    CHECK(query_int(store->handle(), "SELECT count(*) FROM jobs") == 0);
+}
+
+TEST_CASE("set_state never leaves a final state", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+    REQUIRE(store->set_state(uuid(1), JobState::Cancelled, 10));
+    CHECK_FALSE(store->set_state(uuid(1), JobState::Queued, 11));
+    CHECK(state_of(*store, uuid(1)) == JobState::Cancelled);
+}
+
+TEST_CASE("reaching Transferred stamps transfer_completed, and it stays", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+    REQUIRE(store->set_state(uuid(1), JobState::Connecting, 100));
+    REQUIRE(store->set_state(uuid(1), JobState::Transferring, 110));
+    CHECK(store->load_job(uuid(1))->transfer_completed == 0);
+    REQUIRE(store->set_state(uuid(1), JobState::Transferred, 120));
+    CHECK(store->load_job(uuid(1))->transfer_completed == 120);
+    REQUIRE(store->set_state(uuid(1), JobState::Acknowledged, 130));
+    const auto job = store->load_job(uuid(1));
+    CHECK(job->transfer_completed == 120);
+    CHECK(job->modified == 130);
+}
+
+TEST_CASE("set_state replaces the error record, and clear_error removes it", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+
+    REQUIRE(store->set_state(uuid(1), JobState::Error, 100, make_error("first")));
+    check_same_error(*store->load_job(uuid(1))->error, make_error("first"));
+
+    REQUIRE(store->set_state(uuid(1), JobState::Queued, 110));
+    CHECK(store->load_job(uuid(1))->error.has_value());  // kept unless asked
+
+    ErrorRecord second = make_error("second");
+    second.context = ErrorContext::Integrity;
+    second.file_index = -1;
+    second.bytes_total = kUnknownSize;
+    REQUIRE(store->set_state(uuid(1), JobState::Error, 120, second));
+    check_same_error(*store->load_job(uuid(1))->error, second);
+    CHECK(query_int(store->handle(), "SELECT count(*) FROM errors") == 1);
+
+    REQUIRE(store->set_state(uuid(1), JobState::Queued, 130, std::nullopt, /*clear_error=*/true));
+    CHECK_FALSE(store->load_job(uuid(1))->error.has_value());
+}
+
+TEST_CASE("update_file stores size, progress, validators and completion", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    const JobRecord job = make_job(uuid(1));
+    store->insert_job(job);
+
+    FileRecord file = job.files[0];
+    file.bytes_total = 1 << 20;
+    file.bytes_transferred = 4096;
+    file.etag = "\"v2\"";
+    file.last_modified = "Wed, 15 Nov 2023 00:00:00 GMT";
+    file.sha256 = std::string(64, 'f');
+    file.completed = true;
+    store->update_file(job.id, file);
+
+    const auto loaded = store->load_job(job.id);
+    check_same_file(loaded->files[0], file);
+    check_same_file(loaded->files[1], job.files[1]);  // the other file is untouched
+}
+
+TEST_CASE("update_file of a file that does not exist throws", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    store->insert_job(make_job(uuid(1)));
+    CHECK_THROWS_AS(store->update_file(uuid(1), make_file(7)), StorageError);
+    CHECK_THROWS_AS(store->update_file(uuid(404), make_file(0)), StorageError);
+}
+
+TEST_CASE("add_file appends a file, and adding one to a missing job throws", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord job = make_job(uuid(1));
+    job.files = {};
+    store->insert_job(job);
+
+    store->add_file(job.id, make_file(0));
+    store->add_file(job.id, make_file(1));
+    const auto loaded = store->load_job(job.id);
+    REQUIRE(loaded->files.size() == 2);
+    check_same_file(loaded->files[1], make_file(1));
+
+    CHECK_THROWS_AS(store->add_file(job.id, make_file(1)), StorageError);      // index taken
+    CHECK_THROWS_AS(store->add_file(uuid(404), make_file(0)), StorageError);   // foreign key
+}
+
+TEST_CASE("update_job changes properties and headers but not state, files or error",
+          "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord job = make_job(uuid(1));
+    job.error = make_error("kept");
+    store->insert_job(job);
+
+    JobRecord changed = job;
+    changed.display_name = "renamed";
+    changed.priority = Priority::Low;
+    changed.no_progress_timeout = 30;
+    changed.retry_count = 9;
+    changed.auto_complete = false;
+    changed.headers = {"X-Only: this"};
+    changed.bytes_from_origin = 1;
+    changed.bytes_from_peers = 99'000'000'000ULL;
+    changed.modified = job.modified + 5;
+    changed.state = JobState::Transferred;    // ignored: set_state's job
+    changed.files = {};                       // ignored
+    changed.error = std::nullopt;             // ignored
+    store->update_job(changed);
+
+    JobRecord expected = changed;
+    expected.state = job.state;
+    expected.files = job.files;
+    expected.error = job.error;
+    check_same_job(*store->load_job(job.id), expected);
+
+    changed.id = uuid(404);
+    CHECK_THROWS_AS(store->update_job(changed), StorageError);
+}
+
+TEST_CASE("delete_job removes the job with its files, headers and error", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord doomed = make_job(uuid(1));
+    doomed.error = make_error("x");
+    store->insert_job(doomed);
+    store->insert_job(make_job(uuid(2)));
+
+    store->delete_job(uuid(1));
+    CHECK_FALSE(store->load_job(uuid(1)).has_value());
+    sqlite3* db = store->handle();
+    for (const char* table : {"files", "job_headers", "errors"}) {
+        INFO(table);
+        CHECK(query_int(db, std::string("SELECT count(*) FROM ") + table +
+                                " WHERE job_id = '" + uuid(1) + "'") == 0);
+    }
+    CHECK(store->load_job(uuid(2))->files.size() == 2);
+}
+
+TEST_CASE("purge_ended deletes only ended jobs modified before the cutoff", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    const JobState states[] = {JobState::Acknowledged, JobState::Cancelled, JobState::Error,
+                               JobState::Transferred, JobState::Suspended};
+    int n = 0;
+    for (JobState state : states) {
+        for (std::int64_t modified : {100, 200}) {
+            JobRecord job = make_job(uuid(++n));
+            job.state = state;
+            job.modified = modified;
+            job.error = make_error("e");
+            store->insert_job(job);
+        }
+    }
+
+    CHECK(store->purge_ended(150) == 2);  // Acknowledged@100 and Cancelled@100
+    sqlite3* db = store->handle();
+    CHECK(query_int(db, "SELECT count(*) FROM jobs") == 8);
+    CHECK(query_int(db, "SELECT count(*) FROM jobs WHERE state IN (7, 8) AND modified < 150") ==
+          0);
+    CHECK(query_int(db, "SELECT count(*) FROM files") == 16);   // cascaded
+    CHECK(query_int(db, "SELECT count(*) FROM errors") == 8);
+    CHECK(query_int(db, "SELECT count(*) FROM job_headers") == 24);
+    CHECK(store->purge_ended(150) == 0);
+}
+
+TEST_CASE("purge_ended finds ended jobs through the jobs_by_state index", "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(store->handle(),
+                               "EXPLAIN QUERY PLAN DELETE FROM jobs WHERE state IN (7, 8) "
+                               "AND modified < 1",
+                               -1, &stmt, nullptr) == SQLITE_OK);
+    std::string details;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        details += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+        details += "\n";
+    }
+    sqlite3_finalize(stmt);
+    INFO(details);
+    CHECK(details.find("jobs_by_state") != std::string::npos);
+}
+
+TEST_CASE("the database runs in WAL mode with foreign keys, a busy timeout and "
+          "synchronous=NORMAL",
+          "[job_store]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    sqlite3* db = store->handle();
+    CHECK(query_text(db, "PRAGMA journal_mode") == "wal");
+    CHECK(query_int(db, "PRAGMA foreign_keys") == 1);
+    CHECK(query_int(db, "PRAGMA busy_timeout") == 5000);
+    CHECK(query_int(db, "PRAGMA synchronous") == 1);  // NORMAL
+    CHECK(query_int(db, "PRAGMA user_version") == JobStore::schema_version());
+}
+
+TEST_CASE("a v1 database is migrated to the current schema with its data intact",
+          "[job_store][migration]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    {
+        RawDatabase raw(path);
+        exec_sql(raw.db, kShippedSchemaV1);
+        exec_sql(raw.db,
+                 "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
+                 "created, modified, transfer_completed, no_progress_timeout, retry_count, "
+                 "bytes_from_origin, bytes_from_peers) VALUES ('" + uuid(1) +
+                     "', 1000, 100, 'old job', 1, 4, 10, 20, 0, 600, 3, 111, 222);"
+                     "INSERT INTO job_headers VALUES ('" + uuid(1) + "', 0, 'X-A: 1');"
+                     "INSERT INTO job_headers VALUES ('" + uuid(1) + "', 1, 'X-B: 2');"
+                     "INSERT INTO files (job_id, idx, remote_url, local_path, bytes_total, "
+                     "bytes_transferred) VALUES ('" + uuid(1) +
+                     "', 0, 'https://o/a', '/tmp/a', NULL, 7);"
+                     "INSERT INTO errors (job_id, context, code, description, time) VALUES ('" +
+                     uuid(1) + "', 2, 404, 'Not Found', 15);");
+    }
+
+    auto store = JobStore::open(path);
+    CHECK(query_int(store->handle(), "PRAGMA user_version") == JobStore::schema_version());
+    CHECK(query_int(store->handle(),
+                    "SELECT count(*) FROM sqlite_schema WHERE name = 'jobs_by_state'") == 1);
+
+    const auto job = store->load_job(uuid(1));
+    REQUIRE(job);
+    CHECK(job->display_name == "old job");
+    CHECK(job->owner_uid == 1000);
+    CHECK(job->priority == Priority::High);
+    CHECK(job->state == JobState::Error);
+    CHECK(job->retry_count == 3);
+    CHECK(job->bytes_from_peers == 222);
+    CHECK_FALSE(job->auto_complete);  // v1 jobs waited for the client's Complete
+    CHECK(job->headers == std::vector<std::string>{"X-A: 1", "X-B: 2"});
+    REQUIRE(job->files.size() == 1);
+    CHECK(job->files[0].bytes_total == kUnknownSize);
+    CHECK(job->files[0].bytes_transferred == 7);
+    REQUIRE(job->error);
+    CHECK(job->error->code == 404);
+    CHECK(job->error->file_index == -1);
+
+    // The migrated database is fully usable.
+    REQUIRE(store->set_state(uuid(1), JobState::Queued, 30, std::nullopt, true));
+    store->insert_job(make_job(uuid(2)));
+    CHECK(store->load_job(uuid(2))->auto_complete);
+}
+
+TEST_CASE("a database from a newer dopt is refused, not downgraded", "[job_store][migration]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    { auto store = JobStore::open(path); }
+    const int newer = JobStore::schema_version() + 1;
+    {
+        RawDatabase raw(path);
+        exec_sql(raw.db, "PRAGMA user_version = " + std::to_string(newer));
+    }
+
+    try {
+        JobStore::open(path);
+        FAIL("open() accepted a database newer than the code");
+    } catch (const StorageError& e) {
+        const std::string message = e.what();
+        INFO(message);
+        CHECK(message.find("newer") != std::string::npos);
+        CHECK(message.find(std::to_string(newer)) != std::string::npos);
+    }
+    RawDatabase raw(path);
+    CHECK(query_int(raw.db, "PRAGMA user_version") == newer);
+}
+
+TEST_CASE("a file that is not a database fails open with StorageError", "[job_store]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    std::ofstream(path) << "this is not an SQLite database, not even close........\n";
+    CHECK_THROWS_AS(JobStore::open(path), StorageError);
+    CHECK_THROWS_AS(JobStore::open(dir.file("no/such/dir/jobs.db")), StorageError);
+}
+
+TEST_CASE("jobs survive closing and reopening the store", "[job_store]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    JobRecord job = make_job(uuid(1));
+    {
+        auto store = JobStore::open(path);
+        store->insert_job(job);
+        REQUIRE(store->set_state(job.id, JobState::Connecting, 50));
+        REQUIRE(store->set_state(job.id, JobState::Error, 60, make_error("gone")));
+    }
+    auto store = JobStore::open(path);
+    job.state = JobState::Error;
+    job.modified = 60;
+    job.error = make_error("gone");
+    check_same_job(*store->load_job(job.id), job);
+}
+
+TEST_CASE("2,000 jobs inserted one call each all load back", "[job_store][volume]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    constexpr int kJobs = 2000;
+    for (int i = 0; i < kJobs; ++i) store->insert_job(make_job(uuid(i), i));
+    const auto all = store->load_all();
+    REQUIRE(all.size() == kJobs);
+    CHECK(all.front().id == uuid(0));
+    CHECK(all.back().id == uuid(kJobs - 1));
+    CHECK(all.back().files.size() == 2);
+    CHECK(all.back().headers.size() == 3);
+}

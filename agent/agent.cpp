@@ -203,6 +203,7 @@ json Agent::Job::to_json() const {
               {"bytes_from_peers", rec.bytes_from_peers},
               {"bytes_from_origin", rec.bytes_from_origin},
               {"files", files},
+              {"headers", rec.headers},
               {"error", error}};
     if (rec.state == JobState::TransientError) j["transient_error"] = last_transient;
     return j;
@@ -872,7 +873,8 @@ void Agent::op_add_file(Request& req, Job& job) {
     std::string norm = normalise_path(path);
     if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
     for (const auto& [id, other] : jobs_) {
-        if (storage::is_final(other->rec.state)) continue;
+        // A job in ERROR does not hold its destination: a new job may retry it.
+        if (storage::is_final(other->rec.state) || other->rec.state == JobState::Error) continue;
         for (const auto& f : other->rec.files) {
             if (f.local_path == norm)
                 return send(DOPT_E_EXISTS, norm + " is already the destination of job " + id);

@@ -192,7 +192,10 @@ int open_default(std::unique_ptr<dopt_client>* out) {
     std::string best_detail;
     for (const auto& p : paths) {
         int rc = open_path(out, p);
-        if (rc == DOPT_OK) return DOPT_OK;
+        if (rc == DOPT_OK) {
+            clear_error();  // an earlier candidate's failure is no longer news
+            return DOPT_OK;
+        }
         if (best == DOPT_OK || rank(rc) > rank(best)) {
             best = rc;
             best_detail = dopt_last_error();

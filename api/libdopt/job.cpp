@@ -3,6 +3,7 @@
 #include "api/libdopt/internal.h"
 
 #include <cctype>
+#include <cstring>
 
 using namespace dopt::client;
 
@@ -76,13 +77,22 @@ int dopt_client_list_jobs(dopt_job_status*** out, size_t* count, dopt_client* cl
     if (count) *count = 0;
     return guarded([&]() -> int {
         DOPT_REQUIRE(out && count && client, "dopt_client_list_jobs");
-        json reply;
-        int rc = call(client, json{{"op", "list"}}, &reply);
-        if (rc != DOPT_OK) return rc;
-        const json& jobs = reply.at("jobs");
-        if (!jobs.is_array()) throw ProtocolError("jobs is not an array");
+        // The agent answers in pages that fit a frame; ask for the next page
+        // after the last id received until it says there are no more.
         std::vector<std::unique_ptr<dopt_job_status>> parsed;
-        for (const json& j : jobs) parsed.push_back(parse_job(j));
+        std::string after;
+        for (;;) {
+            json req{{"op", "list"}};
+            if (!after.empty()) req["after"] = after;
+            json reply;
+            int rc = call(client, req, &reply);
+            if (rc != DOPT_OK) return rc;
+            const json& jobs = reply.at("jobs");
+            if (!jobs.is_array()) throw ProtocolError("jobs is not an array");
+            for (const json& j : jobs) parsed.push_back(parse_job(j));
+            if (!reply.value("more", false) || jobs.empty()) break;
+            after = jobs.back().at("id").get<std::string>();
+        }
         if (parsed.empty()) return DOPT_OK;
         auto* list = new dopt_job_status*[parsed.size()];
         for (std::size_t i = 0; i < parsed.size(); ++i) list[i] = parsed[i].release();
@@ -149,7 +159,10 @@ int dopt_job_set_file_sha256(dopt_job* job, size_t file_index, const char* sha25
 int dopt_job_set_priority(dopt_job* job, dopt_priority priority) {
     return guarded([&]() -> int {
         DOPT_REQUIRE(job, "dopt_job_set_priority");
-        int p = static_cast<int>(priority);
+        // Read as int: a C caller may pass a value outside the C++ enum's range.
+        int p = 0;
+        static_assert(sizeof p == sizeof priority);
+        std::memcpy(&p, &priority, sizeof p);
         if (p < DOPT_PRIORITY_FOREGROUND || p > DOPT_PRIORITY_LOW)
             return fail(DOPT_E_INVALID_ARG, "priority out of range: " + std::to_string(p));
         return set_property(job, "priority", p);

@@ -1,0 +1,155 @@
+"""The agent as a process: kill -9 and SIGTERM mid-transfer, priorities,
+one agent per state_dir, stale sockets, config errors."""
+
+import os
+import subprocess
+import time
+import unittest
+
+from harness import MiB, IntegrationTest, clean_env, doptd_path, make_file
+
+
+class Lifecycle(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.nginx = self.sb.nginx(self.www, slow_rate="2m")
+
+    def test_kill_9_mid_transfer_then_restart_finishes_with_little_refetched(self):
+        size = 32 * MiB
+        sha = make_file(os.path.join(self.www, "big.bin"), size)
+        self.start_agent()
+        path = os.path.join(self.dest(), "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        st = self.agent.wait_bytes(job_id, int(size * 0.3), timeout=60)
+        self.assertLess(st["bytes_transferred"], size * 0.6, "too fast to kill mid-transfer")
+        self.agent.kill9()
+        killed_at = st["bytes_transferred"]
+        self.agent.start()
+        self.assertNotIn(self.status(job_id)["state"], ("acknowledged", "cancelled", "error"))
+        self.dopt("wait", job_id, check=0, timeout=90)
+        self.dopt("complete", job_id, check=0)
+        self.assertFileSha(path, sha)
+        time.sleep(0.5)  # let nginx log the connection the kill broke
+        entries = [e for e in self.nginx.log_entries() if e[4] == "/slow/big.bin"]
+        sent = self.nginx.body_bytes_sent("/slow/big.bin")
+        print("\n  kill -9 at %.1f MiB of %d MiB: nginx sent %.1f MiB, refetched %.2f MiB"
+              " in %d requests %s" % (killed_at / MiB, size // MiB, sent / MiB,
+                                      (sent - size) / MiB, len(entries),
+                                      [(e[0], e[1], e[2]) for e in entries]))
+        self.assertLessEqual(sent, size + 8 * MiB, "the restart refetched too much")
+
+    def test_sigterm_exits_0_quickly_and_the_job_finishes_after_restart(self):
+        size = 32 * MiB
+        sha = make_file(os.path.join(self.www, "big.bin"), size)
+        self.start_agent()
+        path = os.path.join(self.dest(), "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        self.agent.wait_bytes(job_id, 2 * MiB, timeout=60)
+        t0 = time.monotonic()
+        rc = self.agent.terminate(timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, "doptd exit status after SIGTERM")
+        self.assertLess(took, 5, "doptd took %.1fs to stop on SIGTERM" % took)
+        self.assertFalse(os.path.exists(path))
+        self.agent.start()
+        st = self.status(job_id)
+        self.assertIn(st["state"], ("queued", "connecting", "transferring", "transient_error",
+                                    "transferred"),
+                      "job after SIGTERM and restart")
+        self.assertEqual(st["files"][0]["local_name"], path)
+        self.dopt("wait", job_id, check=0, timeout=90)
+        self.dopt("complete", job_id, check=0)
+        self.assertFileSha(path, sha)
+
+    def test_high_priority_job_runs_first_and_low_waits_queued(self):
+        # max_jobs = 1: a LOW job that is running must yield its slot to HIGH.
+        size = 16 * MiB
+        sha_low = make_file(os.path.join(self.www, "low.bin"), size)
+        sha_high = make_file(os.path.join(self.www, "high.bin"), size)
+        self.start_agent("[jobs]\nmax_jobs = 1\n")
+        dest = self.dest()
+        p_low, p_high = os.path.join(dest, "low.bin"), os.path.join(dest, "high.bin")
+        low = self.agent.add(self.nginx.url("/slow/low.bin"), "-o", p_low,
+                             "--priority", "low")
+        self.agent.wait_bytes(low, 512 * 1024, timeout=30)
+        high = self.agent.add(self.nginx.url("/slow/high.bin"), "-o", p_high,
+                              "--priority", "high")
+        time.sleep(2)  # the scheduler's turn; data already in flight may land
+        low_bytes0 = self.status(low)["bytes_transferred"]
+        low_states = set()
+        deadline = time.monotonic() + 60
+        while True:
+            h = self.status(high)
+            lo = self.status(low)
+            if h["state"] in ("transferred", "error", "cancelled"):
+                break
+            low_states.add(lo["state"])
+            self.assertNotEqual(lo["state"], "transferred", "LOW finished before HIGH")
+            self.assertLess(lo["bytes_transferred"] - low_bytes0, 2 * MiB,
+                            "LOW kept transferring while HIGH ran (LOW %s, HIGH %s %d bytes)"
+                            % (lo["state"], h["state"], h["bytes_transferred"]))
+            self.assertLess(time.monotonic(), deadline, "HIGH did not finish in 60s")
+            time.sleep(0.2)
+        self.assertEqual(h["state"], "transferred")
+        self.assertEqual(low_states, {"queued"}, "LOW's states while HIGH ran")
+        self.dopt("wait", low, check=0, timeout=60)
+        for job_id, path, sha in ((high, p_high, sha_high), (low, p_low, sha_low)):
+            self.dopt("complete", job_id, check=0)
+            self.assertFileSha(path, sha)
+
+    def test_a_second_agent_on_the_same_state_dir_refuses_to_start(self):
+        self.start_agent()
+        second = self.sb.agent(name="agent2", start=False, state_dir=self.agent.state_dir)
+        p = second.spawn()
+        try:
+            rc = p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.fail("a second doptd on the same state_dir is still running")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("lock", second.log_text().lower(),
+                      "the refusal should say the state_dir is locked")
+        self.agent.dopt("list", check=0)  # the first one is unharmed
+
+    def test_stale_socket_from_kill_9_is_replaced_on_restart(self):
+        self.start_agent()
+        self.agent.kill9()
+        self.assertTrue(os.path.exists(self.agent.socket), "kill -9 left no socket file")
+        rc, _, _ = self.dopt("list")
+        self.assertEqual(rc, 3, "a dead agent's socket must be exit 3")
+        self.agent.start()
+        self.dopt("list", check=0)
+
+    def run_doptd_with(self, text, timeout=10):
+        cfg = self.sb.path("bad.toml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        p = subprocess.Popen([doptd_path(), "--config", cfg], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=clean_env())
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            return None, cfg, ""
+        return p.returncode, cfg, err.decode(errors="replace")
+
+    def test_bad_config_value_exits_2_naming_file_and_line(self):
+        d = self.sb.path("cfg")
+        # Line 3 holds the bad value (a dotted key keeps the paths top-level).
+        text = ('state_dir = "%s/state"\nsocket = "%s/s.sock"\njobs.max_jobs = "x"\n'
+                'cache_dir = "%s/cache"\n' % (d, d, d))
+        rc, cfg, err = self.run_doptd_with(text)
+        self.assertIsNotNone(rc, "doptd started with a bad config")
+        self.assertEqual(rc, 2, "stderr: %s" % err)
+        self.assertIn("%s:3" % cfg, err)
+
+    def test_unknown_key_only_warns_and_the_agent_starts(self):
+        self.start_agent("frobnicate_level = 7\n")
+        self.agent.dopt("list", check=0)
+        self.assertIn("frobnicate_level", self.agent.log_text(),
+                      "the unknown key should be named in a warning")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/json_writer.h"
 #include "agent/log.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
@@ -122,7 +123,6 @@ std::string scheme_of(const std::string& url) {
     return colon == std::string::npos ? "" : url.substr(0, colon);
 }
 
-json size_json(std::uint64_t v) { return v == kUnknownSize ? json(-1) : json(v); }
 
 }  // namespace
 
@@ -154,59 +154,77 @@ struct Agent::Job : TransferSink {
     int on_body(const char* data, std::size_t len) override;
     void on_done(const TransferOutcome& outcome) override;
 
-    json to_json() const;
+    std::string to_json() const;  // the job object, as JSON text
 };
 
-json Agent::Job::to_json() const {
+// The job object of docs/protocol.md, written directly as text: `list`
+// sends thousands of them.
+std::string Agent::Job::to_json() const {
+    std::string out;
+    out.reserve(768);
+    JsonWriter w(out);
+    auto size = [&](std::string_view k, std::uint64_t v) {
+        if (v == kUnknownSize) w.field(k, -1);
+        else w.field(k, v);
+    };
     std::uint64_t total = 0, done = 0;
     bool known = true;
-    json files = json::array();
     for (const auto& f : rec.files) {
         if (f.bytes_total == kUnknownSize) known = false;
         else total += f.bytes_total;
         done += f.bytes_transferred;
-        files.push_back({{"local_name", f.local_path},
-                         {"remote_name", f.remote_url},
-                         {"bytes_total", size_json(f.bytes_total)},
-                         {"bytes_transferred", f.bytes_transferred},
-                         {"completed", f.completed}});
     }
-    json error = nullptr;
-    if (rec.error) {
+    w.begin_object()
+        .field("id", rec.id)
+        .field("display_name", rec.display_name)
+        .field("owner_uid", rec.owner_uid)
+        .field("state", storage::state_name(rec.state))
+        .field("priority", static_cast<int>(rec.priority))
+        .field("mode", "http_only")
+        .field("auto_complete", rec.auto_complete)
+        .field("no_progress_timeout", no_progress_timeout())
+        .field("created", rec.created)
+        .field("modified", rec.modified)
+        .field("transfer_completed", rec.transfer_completed);
+    if (known) w.field("bytes_total", total);
+    else w.field("bytes_total", -1);
+    w.field("bytes_transferred", done)
+        .field("bytes_from_peers", rec.bytes_from_peers)
+        .field("bytes_from_origin", rec.bytes_from_origin);
+    w.key("files").begin_array();
+    for (const auto& f : rec.files) {
+        w.begin_object().field("local_name", f.local_path).field("remote_name", f.remote_url);
+        size("bytes_total", f.bytes_total);
+        w.field("bytes_transferred", f.bytes_transferred).field("completed", f.completed).end_object();
+    }
+    w.end_array();
+    w.key("headers").begin_array();
+    for (const auto& h : rec.headers) w.value(h);
+    w.end_array();
+    w.key("error");
+    if (!rec.error) {
+        w.null();
+    } else {
         const ErrorRecord& e = *rec.error;
-        json file = nullptr;
-        if (e.file_index >= 0)
-            file = {{"local_name", e.local_name},
-                    {"remote_name", e.remote_name},
-                    {"bytes_total", size_json(e.bytes_total)},
-                    {"bytes_transferred", e.bytes_transferred}};
-        error = {{"context", storage::context_name(e.context)},
-                 {"code", e.code},
-                 {"description", e.description},
-                 {"protocol", e.protocol},
-                 {"time", e.time},
-                 {"file", file}};
+        w.begin_object()
+            .field("context", storage::context_name(e.context))
+            .field("code", e.code)
+            .field("description", e.description)
+            .field("protocol", e.protocol)
+            .field("time", e.time)
+            .key("file");
+        if (e.file_index < 0) {
+            w.null();
+        } else {
+            w.begin_object().field("local_name", e.local_name).field("remote_name", e.remote_name);
+            size("bytes_total", e.bytes_total);
+            w.field("bytes_transferred", e.bytes_transferred).end_object();
+        }
+        w.end_object();
     }
-    json j = {{"id", rec.id},
-              {"display_name", rec.display_name},
-              {"owner_uid", rec.owner_uid},
-              {"state", storage::state_name(rec.state)},
-              {"priority", static_cast<int>(rec.priority)},
-              {"mode", "http_only"},
-              {"auto_complete", rec.auto_complete},
-              {"no_progress_timeout", no_progress_timeout()},
-              {"created", rec.created},
-              {"modified", rec.modified},
-              {"transfer_completed", rec.transfer_completed},
-              {"bytes_total", known ? json(total) : json(-1)},
-              {"bytes_transferred", done},
-              {"bytes_from_peers", rec.bytes_from_peers},
-              {"bytes_from_origin", rec.bytes_from_origin},
-              {"files", files},
-              {"headers", rec.headers},
-              {"error", error}};
-    if (rec.state == JobState::TransientError) j["transient_error"] = last_transient;
-    return j;
+    if (rec.state == JobState::TransientError) w.field("transient_error", last_transient);
+    w.end_object();
+    return out;
 }
 
 // The final response of a transfer: decide where its body goes.
@@ -243,6 +261,7 @@ int Agent::Job::on_body(const char* data, std::size_t len) {
     std::int64_t now = mono_ms();
     last_progress_ms = now;
     if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
+    if (agent->subscriptions_.count(rec.id)) agent->notify_modification(*this, false);
     return 0;
 }
 
@@ -303,7 +322,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     partial.reset();
     f.completed = true;
     f.bytes_transferred = f.bytes_total;
-    a.store_->update_file(rec.id, f);
+    std::int64_t note = a.store_->update_file(rec.id, f, DOPT_NOTIFY_FILE_TRANSFERRED, wall_now());
+    a.queue_notification(rec.id, note, DOPT_NOTIFY_FILE_TRANSFERRED, current_file);
     a.store_->update_job(rec);
     LOG_INFO("job %s: file %d done (%s)", rec.id.c_str(), current_file, f.local_path.c_str());
     a.start_job(*this);  // the next file, or TRANSFERRED
@@ -342,7 +362,17 @@ Agent::Agent(const Config& config) : config_(config) {
         job->rec = std::move(rec);
         job->last_progress_ms = now;
         std::string id = job->rec.id;
+        last_seq_ = std::max(last_seq_, job->rec.seq);
+        for (const auto& f : job->rec.files) destinations_.emplace(f.local_path, id);
+        track_active(*job);
         jobs_[id] = std::move(job);
+    }
+    for (const auto& n : store_->load_notifications()) {
+        Outgoing o;
+        o.id = n.id;
+        o.kind = n.kind;
+        o.file_index = n.file_index;
+        outbox_[n.job_id].push_back(o);
     }
     // Jobs that were moving bytes when the agent stopped start again.
     std::size_t resumed = 0;
@@ -399,10 +429,11 @@ int Agent::run() {
         ipc_->handle(fds, ipc_first);
         timers();
         answer_waits(false);
+        deliver_notifications();
     }
     // Graceful stop: every transfer checkpointed, partial files kept; the
     // jobs are QUEUED again on the next start.
-    for (auto& [id, job] : jobs_) {
+    for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
         if (job->transfer) stop_transfer(*job, true);
     }
     LOG_INFO("stopped");
@@ -414,11 +445,16 @@ int Agent::next_timeout_ms() const {
     std::int64_t now = mono_ms();
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
-    for (const auto& [id, job] : jobs_) {
+    for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
     }
     for (const auto& w : waits_) {
         if (w.deadline_ms >= 0) deadline = std::min(deadline, w.deadline_ms);
+    }
+    for (const auto& [job_id, list] : outbox_) {
+        if (!subscriptions_.count(job_id)) continue;
+        for (const auto& o : list)
+            if (!o.in_flight) deadline = std::min(deadline, o.next_attempt_ms);
     }
     std::int64_t t = deadline - now;
     return static_cast<int>(std::clamp<std::int64_t>(t, 0, 3600 * 1000));
@@ -456,20 +492,45 @@ void Agent::reload_config() {
 
 // ---- state changes ----------------------------------------------------------
 
+// Keeps active_ (the jobs the scheduler and timers look at) in step with
+// the job's state.
+void Agent::track_active(Job& job) {
+    if (storage::is_active(job.rec.state)) active_.insert(&job);
+    else active_.erase(&job);
+}
+
+// Drops every index entry of a job about to be erased from jobs_.
+void Agent::forget_job(Job& job) {
+    active_.erase(&job);
+    outbox_.erase(job.rec.id);
+    subscriptions_.erase(job.rec.id);
+    for (const auto& f : job.rec.files) {
+        for (auto [it, end] = destinations_.equal_range(f.local_path); it != end;) {
+            it = it->second == job.rec.id ? destinations_.erase(it) : std::next(it);
+        }
+    }
+}
+
 // Persists `to` and mirrors it in memory. Returns false (changing nothing)
 // when the transition table forbids it.
 bool Agent::change_state(Job& job, int to_int) {
     auto to = static_cast<JobState>(to_int);
     bool clear_error = to == JobState::Queued && job.rec.state == JobState::Error;
     std::int64_t now = wall_now();
-    if (!store_->set_state(job.rec.id, to, now, std::nullopt, clear_error)) return false;
+    int notify = to == JobState::Transferred ? DOPT_NOTIFY_TRANSFERRED : 0;
+    std::int64_t note = 0;
+    if (!store_->set_state(job.rec.id, to, now, std::nullopt, clear_error, notify, &note))
+        return false;
+    if (note) queue_notification(job.rec.id, note, notify, -1);
     LOG_DEBUG("job %s: %s -> %s", job.rec.id.c_str(), storage::state_name(job.rec.state),
               storage::state_name(to));
     job.rec.state = to;
+    track_active(job);
     job.rec.modified = now;
     if (to == JobState::Transferred) job.rec.transfer_completed = now;
     if (clear_error) job.rec.error.reset();
     schedule_needed_ = true;
+    notify_modification(job, true);
     return true;
 }
 
@@ -490,16 +551,20 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
         e.bytes_transferred = f.bytes_transferred;
     }
     if (job.transfer) stop_transfer(job, true);
-    if (!store_->set_state(job.rec.id, JobState::Error, e.time, e)) {
+    std::int64_t note = 0;
+    if (!store_->set_state(job.rec.id, JobState::Error, e.time, e, false, DOPT_NOTIFY_ERROR, &note)) {
         LOG_ERROR("job %s: cannot move from %s to error", job.rec.id.c_str(),
                   storage::state_name(job.rec.state));
         return;
     }
     LOG_WARN("job %s: error: %s", job.rec.id.c_str(), description.c_str());
     job.rec.state = JobState::Error;
+    track_active(job);
     job.rec.modified = e.time;
     job.rec.error = e;
     schedule_needed_ = true;
+    queue_notification(job.rec.id, note, DOPT_NOTIFY_ERROR, -1);
+    notify_modification(job, true);
 }
 
 // Retry later with exponential backoff and jitter, unless the job has made
@@ -551,19 +616,18 @@ void Agent::schedule() {
     schedule_needed_ = false;
     std::int64_t now = mono_ms();
     std::vector<Job*> runnable;
-    for (auto& [id, job] : jobs_) {
+    for (Job* job : active_) {
         JobState s = job->rec.state;
         if (s == JobState::Queued || is_running(s) ||
             (s == JobState::TransientError && job->next_retry_ms <= now))
-            runnable.push_back(job.get());
+            runnable.push_back(job);
     }
     if (runnable.empty()) return;
     std::sort(runnable.begin(), runnable.end(), [](const Job* a, const Job* b) {
         if (a->rec.priority != b->rec.priority) return a->rec.priority < b->rec.priority;
         bool ra = a->transfer != 0, rb = b->transfer != 0;
         if (ra != rb) return ra;
-        if (a->rec.created != b->rec.created) return a->rec.created < b->rec.created;
-        return a->rec.id < b->rec.id;
+        return a->rec.seq < b->rec.seq;
     });
     Priority best = runnable.front()->rec.priority;
     std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
@@ -641,7 +705,7 @@ void Agent::start_job(Job& job) {
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
-    for (auto& [id, job] : jobs_) {
+    for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
             schedule_needed_ = true;
     }
@@ -664,6 +728,7 @@ void Agent::timers() {
                 const JobRecord& r = it->second->rec;
                 bool gone = storage::is_final(r.state) &&
                             r.modified < wall - static_cast<std::int64_t>(config_.retention);
+                if (gone) forget_job(*it->second);
                 it = gone ? jobs_.erase(it) : std::next(it);
             }
             LOG_INFO("purged %d ended jobs", purged);
@@ -723,10 +788,30 @@ json reply(std::int64_t seq, int rc, const std::string& message = "") {
     if (rc != 0) r["message"] = message;
     return r;
 }
+
+// `r` serialized with one more member, `key`, holding already-serialized JSON.
+std::string with_member(const json& r, const char* key, const std::string& raw_json) {
+    std::string s = r.dump();
+    s.pop_back();  // the closing brace
+    s += ",\"";
+    s += key;
+    s += "\":";
+    s += raw_json;
+    s += '}';
+    return s;
+}
 }  // namespace
 
 void Agent::on_close(ConnId conn) {
     hello_done_.erase(conn);
+    for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+        it->second.erase(conn);
+        it = it->second.empty() ? subscriptions_.erase(it) : std::next(it);
+    }
+    // What was in flight to it goes to the next subscriber, at once.
+    for (auto& [job_id, list] : outbox_)
+        for (auto& o : list)
+            if (o.in_flight == conn) o.in_flight = 0;
     waits_.erase(std::remove_if(waits_.begin(), waits_.end(),
                                 [conn](const PendingWait& w) { return w.conn == conn; }),
                  waits_.end());
@@ -765,8 +850,7 @@ void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& bod
 void Agent::handle(Request& req) {
     auto send = [&](int rc, const std::string& msg, const Job* job) {
         json r = reply(req.seq, rc, msg);
-        if (job) r["job"] = job->to_json();
-        ipc_->send(req.conn, r.dump());
+        ipc_->send(req.conn, job ? with_member(r, "job", job->to_json()) : r.dump());
     };
     if (req.op == "hello") {
         int theirs = req.body.value("protocol", 0);
@@ -791,9 +875,11 @@ void Agent::handle(Request& req) {
     }
     if (req.op == "create") return op_create(req);
     if (req.op == "list") return op_list(req);
+    if (req.op == "ack") return op_ack(req);
 
-    static const char* job_ops[] = {"open", "status", "add_file", "set", "resume", "suspend",
-                                    "cancel", "complete", "wait"};
+    static const char* job_ops[] = {"open",     "status", "add_file", "set",         "resume",
+                                    "suspend",  "cancel", "complete", "wait",        "subscribe",
+                                    "unsubscribe"};
     if (std::find_if(std::begin(job_ops), std::end(job_ops),
                      [&](const char* o) { return req.op == o; }) == std::end(job_ops)) {
         send(DOPT_E_PROTOCOL, "unknown op '" + req.op + "'", nullptr);
@@ -819,6 +905,8 @@ void Agent::handle(Request& req) {
     if (req.op == "cancel") return op_cancel(req, job);
     if (req.op == "complete") return op_complete(req, job);
     if (req.op == "wait") return op_wait(req, job);
+    if (req.op == "subscribe") return op_subscribe(req, job);
+    if (req.op == "unsubscribe") return op_unsubscribe(req, job);
 }
 
 void Agent::op_create(Request& req) {
@@ -835,12 +923,12 @@ void Agent::op_create(Request& req) {
     }
     r.state = JobState::Suspended;
     r.created = r.modified = wall_now();
+    r.seq = ++last_seq_;
     job->last_progress_ms = mono_ms();
     store_->insert_job(r);  // persisted before the answer
-    json out = reply(req.seq, 0);
-    out["job"] = job->to_json();
+    std::string out = with_member(reply(req.seq, 0), "job", job->to_json());
     jobs_[r.id] = std::move(job);
-    ipc_->send(req.conn, out.dump());
+    ipc_->send(req.conn, out);
 }
 
 namespace {
@@ -855,8 +943,7 @@ int add_file_errno_code(int e) {
 void Agent::op_add_file(Request& req, Job& job) {
     auto send = [&](int rc, const std::string& msg) {
         json r = reply(req.seq, rc, msg);
-        if (rc == 0) r["job"] = job.to_json();
-        ipc_->send(req.conn, r.dump());
+        ipc_->send(req.conn, rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
     };
     if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
         return send(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
@@ -872,13 +959,13 @@ void Agent::op_add_file(Request& req, Job& job) {
         return send(DOPT_E_INVALID_ARG, "the local path is too long or contains NUL");
     std::string norm = normalise_path(path);
     if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
-    for (const auto& [id, other] : jobs_) {
+    for (auto [it, end] = destinations_.equal_range(norm); it != end; ++it) {
+        auto other = jobs_.find(it->second);
         // A job in ERROR does not hold its destination: a new job may retry it.
-        if (storage::is_final(other->rec.state) || other->rec.state == JobState::Error) continue;
-        for (const auto& f : other->rec.files) {
-            if (f.local_path == norm)
-                return send(DOPT_E_EXISTS, norm + " is already the destination of job " + id);
-        }
+        if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
+            other->second->rec.state == JobState::Error)
+            continue;
+        return send(DOPT_E_EXISTS, norm + " is already the destination of job " + it->second);
     }
     FileRecord f;
     f.index = static_cast<int>(job.rec.files.size());
@@ -902,6 +989,7 @@ void Agent::op_add_file(Request& req, Job& job) {
         throw;
     }
     job.rec.files.push_back(f);
+    destinations_.emplace(norm, job.rec.id);
     if (job.rec.display_name.empty()) {
         job.rec.display_name = base_of(norm);
         store_->update_job(job.rec);
@@ -912,8 +1000,7 @@ void Agent::op_add_file(Request& req, Job& job) {
 void Agent::op_set(Request& req, Job& job) {
     auto send = [&](int rc, const std::string& msg) {
         json r = reply(req.seq, rc, msg);
-        if (rc == 0) r["job"] = job.to_json();
-        ipc_->send(req.conn, r.dump());
+        ipc_->send(req.conn, rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
     };
     if (storage::is_final(job.rec.state))
         return send(DOPT_E_INVALID_STATE, std::string("the job is ") + storage::state_name(job.rec.state));
@@ -989,9 +1076,7 @@ void Agent::op_resume(Request& req, Job& job) {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be resumed";
     }
-    json r = reply(req.seq, rc, msg);
-    r["job"] = job.to_json();
-    ipc_->send(req.conn, r.dump());
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
 void Agent::op_suspend(Request& req, Job& job) {
@@ -1006,9 +1091,7 @@ void Agent::op_suspend(Request& req, Job& job) {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be suspended";
     }
-    json r = reply(req.seq, rc, msg);
-    r["job"] = job.to_json();
-    ipc_->send(req.conn, r.dump());
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
 void Agent::op_cancel(Request& req, Job& job) {
@@ -1022,9 +1105,7 @@ void Agent::op_cancel(Request& req, Job& job) {
         remove_partials(job);
         change_state(job, static_cast<int>(JobState::Cancelled));
     }
-    json r = reply(req.seq, rc, msg);
-    r["job"] = job.to_json();
-    ipc_->send(req.conn, r.dump());
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
 void Agent::op_complete(Request& req, Job& job) {
@@ -1040,9 +1121,7 @@ void Agent::op_complete(Request& req, Job& job) {
         if (err != 0) rc = DOPT_E_LOCAL_IO;
         else change_state(job, static_cast<int>(JobState::Acknowledged));
     }
-    json r = reply(req.seq, rc, msg);
-    r["job"] = job.to_json();
-    ipc_->send(req.conn, r.dump());
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
 // Pages of job objects, so that no reply outgrows the frame limit: the
@@ -1054,28 +1133,27 @@ void Agent::op_list(Request& req) {
     std::vector<const Job*> mine;
     for (const auto& [id, job] : jobs_)
         if (job->visible_to(req.peer.uid)) mine.push_back(job.get());
-    std::sort(mine.begin(), mine.end(), [](const Job* a, const Job* b) {
-        if (a->rec.created != b->rec.created) return a->rec.created < b->rec.created;
-        return a->rec.id < b->rec.id;
-    });
+    std::sort(mine.begin(), mine.end(), [](const Job* a, const Job* b) { return a->rec.seq < b->rec.seq; });
+    // Resume after the cursor's position (creation order). A cursor job
+    // purged between pages ends the listing rather than repeating it.
     std::size_t start = 0;
     if (!after.empty()) {
-        for (std::size_t i = 0; i < mine.size(); ++i)
-            if (mine[i]->rec.id == after) start = i + 1;
+        auto ct = jobs_.find(after);
+        std::int64_t cursor = ct != jobs_.end() ? ct->second->rec.seq : INT64_MAX;
+        while (start < mine.size() && mine[start]->rec.seq <= cursor) ++start;
     }
-    json jobs = json::array();
-    std::size_t bytes = 0, i = start;
-    for (; i < mine.size() && jobs.size() < limit; ++i) {
-        json j = mine[i]->to_json();
-        std::string s = j.dump();
-        if (bytes + s.size() > protocol::kMaxFrame - 4096 && !jobs.empty()) break;
-        bytes += s.size();
-        jobs.push_back(std::move(j));
+    std::string jobs = "[";
+    std::size_t count = 0, i = start;
+    for (; i < mine.size() && count < limit; ++i) {
+        std::string j = mine[i]->to_json();
+        if (jobs.size() + j.size() > protocol::kMaxFrame - 4096 && count > 0) break;
+        if (count++ > 0) jobs += ',';
+        jobs += j;
     }
+    jobs += ']';
     json r = reply(req.seq, 0);
-    r["jobs"] = std::move(jobs);
     r["more"] = i < mine.size();
-    ipc_->send(req.conn, r.dump());
+    ipc_->send(req.conn, with_member(r, "jobs", jobs));
 }
 
 void Agent::op_wait(Request& req, Job& job) {
@@ -1106,17 +1184,149 @@ void Agent::answer_waits(bool) {
     }
     for (const auto& w : done) {
         auto jt = jobs_.find(w.job_id);
-        json r;
         if (jt == jobs_.end()) {
-            r = reply(w.seq, DOPT_E_NOT_FOUND, "the job was purged");
+            ipc_->send(w.conn, reply(w.seq, DOPT_E_NOT_FOUND, "the job was purged").dump());
         } else {
             bool ready = is_waitable(jt->second->rec.state);
-            r = reply(w.seq, ready ? 0 : DOPT_E_TIMEOUT, ready ? "" : "the wait timed out");
-            r["job"] = jt->second->to_json();
+            json r = reply(w.seq, ready ? 0 : DOPT_E_TIMEOUT, ready ? "" : "the wait timed out");
+            ipc_->send(w.conn, with_member(r, "job", jt->second->to_json()));
         }
-        ipc_->send(w.conn, r.dump());
         ipc_->set_paused(w.conn, false);
     }
+}
+
+}  // namespace dopt::agent
+
+namespace dopt::agent {
+
+// ---- notifications ----------------------------------------------------------
+
+void Agent::op_subscribe(Request& req, Job& job) {
+    Subscription sub;
+    sub.notify = req.body.value("notify", 0u) & (DOPT_NOTIFY_TRANSFERRED | DOPT_NOTIFY_ERROR |
+                                                 DOPT_NOTIFY_MODIFICATION | DOPT_NOTIFY_FILE_TRANSFERRED);
+    sub.percent = std::clamp(req.body.value("percent", 1u), 1u, 100u);
+    sub.seconds = std::max(req.body.value("seconds", 1u), 1u);
+    sub.last_sent_bytes = 0;
+    subscriptions_[job.rec.id][req.conn] = sub;
+    ipc_->send(req.conn, with_member(reply(req.seq, 0), "job", job.to_json()));
+    deliver_notifications();
+}
+
+void Agent::op_unsubscribe(Request& req, Job& job) {
+    auto it = subscriptions_.find(job.rec.id);
+    if (it != subscriptions_.end()) {
+        it->second.erase(req.conn);
+        if (it->second.empty()) subscriptions_.erase(it);
+    }
+    auto ot = outbox_.find(job.rec.id);
+    if (ot != outbox_.end())
+        for (auto& o : ot->second)
+            if (o.in_flight == req.conn) o.in_flight = 0;
+    ipc_->send(req.conn, reply(req.seq, 0).dump());
+}
+
+// The client's callback returned `rc` for a notification: DOPT_OK removes
+// it; anything else sends it again after a backoff (1 s doubling to 60 s).
+void Agent::op_ack(Request& req) {
+    std::int64_t id = req.body.at("notification").get<std::int64_t>();
+    int rc = req.body.value("rc", 0);
+    for (auto& [job_id, list] : outbox_) {
+        auto it = std::find_if(list.begin(), list.end(), [&](const Outgoing& o) { return o.id == id; });
+        if (it == list.end()) continue;
+        auto jt = jobs_.find(job_id);
+        if (it->in_flight != req.conn || jt == jobs_.end() || !jt->second->visible_to(req.peer.uid))
+            break;
+        if (rc == 0) {
+            store_->delete_notification(id);
+            list.erase(it);
+            if (list.empty()) outbox_.erase(job_id);
+        } else {
+            it->in_flight = 0;
+            std::int64_t delay = 1000LL << std::min(it->attempts - 1, 6u);
+            it->next_attempt_ms = mono_ms() + std::min<std::int64_t>(delay, 60000);
+            LOG_DEBUG("notification %lld of job %s: callback returned %d; again in %lld ms",
+                      static_cast<long long>(id), job_id.c_str(), rc, static_cast<long long>(delay));
+        }
+        ipc_->send(req.conn, reply(req.seq, 0).dump());
+        return;
+    }
+    ipc_->send(req.conn, reply(req.seq, DOPT_E_NOT_FOUND, "no notification " + std::to_string(id) +
+                                                         " is awaiting this connection's ack").dump());
+}
+
+void Agent::queue_notification(const std::string& job_id, std::int64_t id, int kind, int file_index) {
+    if (id <= 0) return;
+    Outgoing o;
+    o.id = id;
+    o.kind = kind;
+    o.file_index = file_index;
+    outbox_[job_id].push_back(o);
+}
+
+namespace {
+const char* event_name(int kind) {
+    switch (kind) {
+    case DOPT_NOTIFY_TRANSFERRED: return "transferred";
+    case DOPT_NOTIFY_ERROR: return "error";
+    case DOPT_NOTIFY_FILE_TRANSFERRED: return "file_transferred";
+    default: return "modification";
+    }
+}
+}  // namespace
+
+// Per job, one notification in flight at a time: the oldest one that a
+// subscribed connection asked for, sent once its backoff has passed.
+void Agent::deliver_notifications() {
+    if (outbox_.empty() || subscriptions_.empty()) return;
+    std::int64_t now = mono_ms();
+    for (auto& [job_id, list] : outbox_) {
+        auto st = subscriptions_.find(job_id);
+        auto jt = jobs_.find(job_id);
+        if (st == subscriptions_.end() || jt == jobs_.end()) continue;
+        if (std::any_of(list.begin(), list.end(), [](const Outgoing& o) { return o.in_flight != 0; }))
+            continue;
+        for (auto& o : list) {
+            auto sub = std::find_if(st->second.begin(), st->second.end(), [&](const auto& kv) {
+                return (kv.second.notify & static_cast<unsigned>(o.kind)) != 0;
+            });
+            if (sub == st->second.end()) continue;  // nobody here wants this one
+            if (o.next_attempt_ms > now) break;     // keep per-job order
+            json ev = {{"event", event_name(o.kind)}, {"notification", o.id}};
+            if (o.file_index >= 0) ev["file_index"] = o.file_index;
+            o.in_flight = sub->first;
+            o.attempts++;
+            ipc_->send(sub->first, with_member(ev, "job", jt->second->to_json()));
+            break;
+        }
+    }
+}
+
+// Modification events: on every state change, and on progress when it moved
+// by the subscriber's percent of the bytes or its seconds passed. Never
+// queued behind a connection that is not reading.
+void Agent::notify_modification(Job& job, bool state_changed) {
+    auto st = subscriptions_.find(job.rec.id);
+    if (st == subscriptions_.end()) return;
+    std::int64_t now = mono_ms();
+    std::uint64_t total = 0, done = 0;
+    for (const auto& f : job.rec.files) {
+        if (f.bytes_total != kUnknownSize) total += f.bytes_total;
+        done += f.bytes_transferred;
+    }
+    std::vector<ConnId> targets;
+    for (auto& [conn, sub] : st->second) {
+        if (!(sub.notify & DOPT_NOTIFY_MODIFICATION)) continue;
+        bool due = state_changed || now - sub.last_sent_ms >= 1000LL * sub.seconds ||
+                   (total > 0 && (done - std::min(done, sub.last_sent_bytes)) * 100 >= total * sub.percent);
+        if (!due || ipc_->pending_output(conn) > (1u << 20)) continue;
+        sub.last_sent_ms = now;
+        sub.last_sent_bytes = done;
+        targets.push_back(conn);
+    }
+    if (targets.empty()) return;
+    std::string ev = with_member(json{{"event", "modification"}, {"notification", 0}}, "job", job.to_json());
+    for (ConnId conn : targets) ipc_->send(conn, ev);
 }
 
 }  // namespace dopt::agent

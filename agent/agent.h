@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/config.h"
@@ -57,9 +59,20 @@ private:
     void op_complete(Request& req, Job& job);
     void op_list(Request& req);
     void op_wait(Request& req, Job& job);
+    void op_subscribe(Request& req, Job& job);
+    void op_unsubscribe(Request& req, Job& job);
+    void op_ack(Request& req);
+
+    // Notifications (callbacks): the durable outbox and the modification
+    // events of subscribed connections.
+    void queue_notification(const std::string& job_id, std::int64_t id, int kind, int file_index);
+    void deliver_notifications();
+    void notify_modification(Job& job, bool state_changed);
 
     // Job life.
     bool change_state(Job& job, int to);
+    void track_active(Job& job);
+    void forget_job(Job& job);
     void schedule();
     void start_job(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
@@ -83,6 +96,8 @@ private:
     std::unique_ptr<OriginFetcher> fetcher_;
     std::unique_ptr<IpcServer> ipc_;
     std::map<std::string, std::unique_ptr<Job>> jobs_;
+    std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
+    std::unordered_multimap<std::string, std::string> destinations_;  // local path -> job id
     std::map<ConnId, bool> hello_done_;
 
     struct PendingWait {
@@ -92,7 +107,29 @@ private:
         std::int64_t deadline_ms;  // -1: none
     };
     std::vector<PendingWait> waits_;
+
+    // One connection's interest in one job (`subscribe`).
+    struct Subscription {
+        unsigned notify = 0;            // DOPT_NOTIFY_* bits
+        unsigned percent = 1;           // modification throttle
+        unsigned seconds = 1;
+        std::int64_t last_sent_ms = 0;
+        std::uint64_t last_sent_bytes = 0;
+    };
+    std::map<std::string, std::map<ConnId, Subscription>> subscriptions_;  // by job id
+
+    // A pending outbox entry (mirrors the notifications table).
+    struct Outgoing {
+        std::int64_t id = 0;
+        int kind = 0;
+        int file_index = -1;
+        ConnId in_flight = 0;           // sent there, awaiting its ack
+        unsigned attempts = 0;
+        std::int64_t next_attempt_ms = 0;
+    };
+    std::map<std::string, std::vector<Outgoing>> outbox_;  // by job id, oldest first
     std::int64_t next_purge_ms_ = 0;
+    std::int64_t last_seq_ = 0;      // creation order of the newest job
     bool schedule_needed_ = false;
 };
 

@@ -198,6 +198,11 @@ void IpcServer::set_paused(ConnId id, bool paused) {
     if (!paused) dispatch(id);
 }
 
+std::size_t IpcServer::pending_output(ConnId id) const {
+    auto it = conns_.find(id);
+    return it == conns_.end() ? 0 : it->second.out.size();
+}
+
 void IpcServer::drop(ConnId id) {
     auto it = conns_.find(id);
     if (it == conns_.end()) return;

@@ -54,6 +54,8 @@ public:
 
     void send(ConnId conn, const std::string& body);
     void set_paused(ConnId conn, bool paused);
+    // Bytes queued for `conn` and not yet written (0 for an unknown conn).
+    std::size_t pending_output(ConnId conn) const;
     std::size_t connection_count() const { return conns_.size(); }
 
 private:

@@ -1,96 +1,198 @@
 #include "agent/partial_file.h"
 
-#include <cerrno>
-#include <fcntl.h>
-#include <openssl/evp.h>
-#include <unistd.h>
-
 #include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <fcntl.h>
+#include <mutex>
+#include <openssl/evp.h>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace dopt::agent {
 
 namespace {
-// Writeback is started for every this many bytes written, so dirty pages
-// never pile up into one long sync at the end.
+constexpr std::size_t kBufferSize = 1u << 20;
+// The main loop blocks in append() while this much waits for the disk.
+constexpr std::size_t kMaxQueued = 64;
+// Writeback is started for every this many bytes written.
 constexpr std::uint64_t kWritebackChunk = 16u << 20;
 }  // namespace
 
-struct PartialFile::Hasher {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    ~Hasher() { EVP_MD_CTX_free(ctx); }
+// The writer thread and everything it touches. Fields marked GUARDED_BY(mu)
+// are shared with the main loop.
+struct PartialFile::Writer {
+    int fd = -1;
+    EVP_MD_CTX* sha = nullptr;            // null: no hashing
+    std::vector<char> current;            // main loop only: filling buffer
+
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::vector<char>> queue;  // GUARDED_BY(mu)
+    bool busy = false;                    // GUARDED_BY(mu): a buffer is being written
+    bool stop = false;                    // GUARDED_BY(mu)
+    int error = 0;                        // GUARDED_BY(mu): first -errno, sticky
+
+    // Writer thread only.
+    std::uint64_t offset = 0;
+    std::uint64_t writeback_started = 0;
+    std::thread thread;
+
+    void run() {
+        std::unique_lock<std::mutex> lock(mu);
+        for (;;) {
+            cv.wait(lock, [&] { return stop || !queue.empty(); });
+            if (queue.empty()) return;  // stop, and nothing left
+            std::vector<char> buf = std::move(queue.front());
+            queue.pop_front();
+            busy = true;
+            bool failed = error != 0;
+            lock.unlock();
+            int rc = failed ? 0 : write_out(buf);
+            lock.lock();
+            if (rc != 0 && error == 0) error = rc;
+            busy = false;
+            cv.notify_all();
+        }
+    }
+
+    int write_out(const std::vector<char>& buf) {
+        std::size_t done = 0;
+        while (done < buf.size()) {
+            ssize_t n = ::pwrite(fd, buf.data() + done, buf.size() - done,
+                                 static_cast<off_t>(offset + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return -errno;
+            done += static_cast<std::size_t>(n);
+        }
+        if (sha) EVP_DigestUpdate(sha, buf.data(), buf.size());
+        offset += buf.size();
+        if (offset - writeback_started >= kWritebackChunk) {
+            // Asynchronous: queues the pages for writeback without waiting.
+            ::sync_file_range(fd, static_cast<off_t>(writeback_started),
+                              static_cast<off_t>(offset - writeback_started), SYNC_FILE_RANGE_WRITE);
+            writeback_started = offset;
+        }
+        return 0;
+    }
+
+    // Main loop: hands the filling buffer to the writer.
+    void submit() {
+        if (current.empty()) return;
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return queue.size() < kMaxQueued; });
+        queue.push_back(std::move(current));
+        current = std::vector<char>();
+        cv.notify_all();
+    }
+
+    // Main loop: waits until everything submitted is written. Returns the
+    // sticky error.
+    int drain() {
+        submit();
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return queue.empty() && !busy; });
+        return error;
+    }
+
+    int sticky_error() {
+        std::lock_guard<std::mutex> lock(mu);
+        return error;
+    }
 };
 
-PartialFile::PartialFile(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
+PartialFile::PartialFile(std::uint64_t size) : size_(size), writer_(std::make_unique<Writer>()) {}
 
 PartialFile::~PartialFile() {
-    if (fd_ >= 0) ::close(fd_);
+    writer_->drain();
+    {
+        std::lock_guard<std::mutex> lock(writer_->mu);
+        writer_->stop = true;
+    }
+    writer_->cv.notify_all();
+    if (writer_->thread.joinable()) writer_->thread.join();
+    if (writer_->sha) EVP_MD_CTX_free(writer_->sha);
+    if (writer_->fd >= 0) ::close(writer_->fd);
 }
 
 std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes,
                                                 bool want_sha256, int* err) {
-    std::unique_ptr<PartialFile> pf(new PartialFile(fd, keep_bytes));
+    std::unique_ptr<PartialFile> pf(new PartialFile(keep_bytes));
+    Writer& w = *pf->writer_;
+    w.fd = fd;
+    w.offset = w.writeback_started = keep_bytes;
     if (::ftruncate(fd, static_cast<off_t>(keep_bytes)) != 0) {
         *err = -errno;
         return nullptr;
     }
-    pf->writeback_started_ = keep_bytes;
-    if (!want_sha256) return pf;
-    pf->hasher_ = std::make_unique<Hasher>();
-    if (!pf->hasher_->ctx || EVP_DigestInit_ex(pf->hasher_->ctx, EVP_sha256(), nullptr) != 1) {
-        *err = -ENOMEM;
-        return nullptr;
-    }
-    std::vector<char> buf(1 << 20);
-    std::uint64_t off = 0;
-    while (off < keep_bytes) {
-        size_t want = static_cast<size_t>(std::min<std::uint64_t>(buf.size(), keep_bytes - off));
-        ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            *err = n < 0 ? -errno : -EIO;
+    if (want_sha256) {
+        w.sha = EVP_MD_CTX_new();
+        if (!w.sha || EVP_DigestInit_ex(w.sha, EVP_sha256(), nullptr) != 1) {
+            *err = -ENOMEM;
             return nullptr;
         }
-        EVP_DigestUpdate(pf->hasher_->ctx, buf.data(), static_cast<size_t>(n));
-        off += static_cast<std::uint64_t>(n);
+        // The prefix kept from an earlier run is hashed once, here.
+        std::vector<char> buf(kBufferSize);
+        std::uint64_t off = 0;
+        while (off < keep_bytes) {
+            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), keep_bytes - off));
+            ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(off));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                *err = n < 0 ? -errno : -EIO;
+                return nullptr;
+            }
+            EVP_DigestUpdate(w.sha, buf.data(), static_cast<std::size_t>(n));
+            off += static_cast<std::uint64_t>(n);
+        }
     }
+    w.thread = std::thread([&w] { w.run(); });
     return pf;
 }
 
 int PartialFile::append(const char* data, std::size_t len) {
-    std::size_t done = 0;
-    while (done < len) {
-        ssize_t n = ::pwrite(fd_, data + done, len - done, static_cast<off_t>(size_ + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -errno;
-        done += static_cast<std::size_t>(n);
-    }
-    if (hasher_) EVP_DigestUpdate(hasher_->ctx, data, len);
-    size_ += len;
-    if (size_ - writeback_started_ >= kWritebackChunk) {
-        // Asynchronous: queues the pages for writeback without waiting.
-        ::sync_file_range(fd_, static_cast<off_t>(writeback_started_),
-                          static_cast<off_t>(size_ - writeback_started_), SYNC_FILE_RANGE_WRITE);
-        writeback_started_ = size_;
+    Writer& w = *writer_;
+    if (int e = w.sticky_error()) return e;
+    while (len > 0) {
+        if (w.current.capacity() < kBufferSize) w.current.reserve(kBufferSize);
+        std::size_t room = kBufferSize - w.current.size();
+        std::size_t n = std::min(room, len);
+        w.current.insert(w.current.end(), data, data + n);
+        data += n;
+        len -= n;
+        size_ += n;
+        if (w.current.size() == kBufferSize) w.submit();
     }
     return 0;
 }
 
 int PartialFile::reset() {
-    if (::ftruncate(fd_, 0) != 0) return -errno;
+    Writer& w = *writer_;
+    w.current.clear();
+    w.drain();
+    std::lock_guard<std::mutex> lock(w.mu);  // the writer is idle: drain() returned
+    if (::ftruncate(w.fd, 0) != 0) return -errno;
+    w.offset = w.writeback_started = 0;
+    w.error = 0;
     size_ = 0;
-    writeback_started_ = 0;
-    if (hasher_) EVP_DigestInit_ex(hasher_->ctx, EVP_sha256(), nullptr);
+    if (w.sha) EVP_DigestInit_ex(w.sha, EVP_sha256(), nullptr);
     return 0;
 }
 
-int PartialFile::sync() { return ::fdatasync(fd_) == 0 ? 0 : -errno; }
+int PartialFile::sync() {
+    if (int e = writer_->drain()) return e;
+    return ::fdatasync(writer_->fd) == 0 ? 0 : -errno;
+}
 
 std::string PartialFile::finish_sha256() {
-    if (!hasher_) return "";
+    Writer& w = *writer_;
+    w.drain();
+    if (!w.sha) return "";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    EVP_DigestFinal_ex(hasher_->ctx, md, &len);
+    EVP_DigestFinal_ex(w.sha, md, &len);
     static const char* hex = "0123456789abcdef";
     std::string out;
     for (unsigned int i = 0; i < len; ++i) {

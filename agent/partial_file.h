@@ -1,7 +1,19 @@
 // PartialFile: the hidden file beside a job's destination that receives its
-// bytes. Appends at the current end, starts writeback as it goes (so the
-// final sync is short), and hashes as the bytes arrive when a SHA-256 is
-// expected (no second pass, except over a prefix already on disk on resume).
+// bytes.
+//
+// Appends are copied into 1 MiB buffers that a writer thread of this file
+// writes, hashes (when a SHA-256 is expected) and hands to writeback as it
+// goes, so the thread that receives from the network never waits on the
+// disk or the hash, and the final sync before Complete is short.
+//
+// Contract:
+//  - One thread (the agent's main loop) calls every method; the writer
+//    thread is internal.
+//  - A write error (ENOSPC for a full disk, EIO, ...) is sticky: the next
+//    append() or sync() returns it.
+//  - Bytes accepted by append() reach the file in order, so after a crash the
+//    file holds a complete prefix of what was appended (its size says how
+//    long).
 #pragma once
 
 #include <cstdint>
@@ -12,35 +24,34 @@ namespace dopt::agent {
 
 class PartialFile {
 public:
-    // Takes ownership of `fd` (opened read-write by the owner's rights).
+    // Takes ownership of `fd` (opened read-write with the owner's rights).
     // The file is truncated to `keep_bytes` (what is trusted of an earlier
     // run); when `want_sha256` the kept prefix is hashed now.
     // Returns nullptr with -errno in *err on failure.
     static std::unique_ptr<PartialFile> adopt(int fd, std::uint64_t keep_bytes,
                                               bool want_sha256, int* err);
-    ~PartialFile();
+    ~PartialFile();  // waits for pending writes; closes the file
     PartialFile(const PartialFile&) = delete;
     PartialFile& operator=(const PartialFile&) = delete;
 
+    // Bytes accepted so far (written or queued).
     std::uint64_t size() const { return size_; }
 
-    // Appends. Returns 0 or -errno (ENOSPC for a full disk).
+    // Queues bytes for writing. 0, or -errno of an earlier failed write.
     int append(const char* data, std::size_t len);
     // Drops everything (the origin sent a different version). 0 or -errno.
     int reset();
-    // Flushes to stable storage. 0 or -errno.
+    // Writes everything queued and flushes it to stable storage. 0 or -errno.
     int sync();
-    // Lowercase hex SHA-256 of everything appended since byte 0; "" when
-    // hashing was not requested. Call once, after the last append.
+    // Lowercase hex SHA-256 of every byte since byte 0; "" when hashing was
+    // not requested. Call once, after sync().
     std::string finish_sha256();
 
 private:
-    PartialFile(int fd, std::uint64_t size);
-    int fd_;
+    struct Writer;
+    explicit PartialFile(std::uint64_t size);
     std::uint64_t size_;
-    std::uint64_t writeback_started_ = 0;  // bytes handed to sync_file_range
-    struct Hasher;
-    std::unique_ptr<Hasher> hasher_;
+    std::unique_ptr<Writer> writer_;
 };
 
 }  // namespace dopt::agent

@@ -9,7 +9,7 @@
  * http://127.0.0.1:9/never-fetched, the discard port). Prints the rate; the
  * goal is >= 2,000 jobs/s. bench/api-jobs runs it against an agent of its own.
  *
- * Last line of output: "RESULT jobs_per_second=<rate> jobs=<n> seconds=<s>".
+ * Last line of output: "jobs_per_second=<rate> jobs=<n> seconds=<s>".
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -90,6 +90,6 @@ int main(int argc, char **argv)
     printf("created %ld jobs (create + add_file each) in %.3f s: %.0f jobs/s, "
            "mean %.0f us/job, slowest %.1f ms\n",
            n, seconds, rate, seconds / (double)n * 1e6, worst * 1e3);
-    printf("RESULT jobs_per_second=%.0f jobs=%ld seconds=%.3f\n", rate, n, seconds);
+    printf("jobs_per_second=%.0f jobs=%ld seconds=%.3f\n", rate, n, seconds);
     return 0;
 }

@@ -85,7 +85,26 @@ ALTER TABLE jobs ADD COLUMN auto_complete INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_by_state ON jobs(state, modified);
 )sql";
 
-constexpr std::array<const char*, 2> kMigrations = {kSchemaV1, kSchemaV2};
+// v3: the notification outbox. A row is written in the same transaction as
+// the state change it reports and deleted when a client acknowledges it.
+// And `seq`, the creation order (`created` has one-second resolution); jobs
+// from v2 keep their (created, id) order through it.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE jobs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET seq = (SELECT count(*) FROM jobs AS older
+                       WHERE older.created < jobs.created
+                          OR (older.created = jobs.created AND older.id <= jobs.id));
+CREATE TABLE notifications (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    kind       INTEGER NOT NULL,
+    file_index INTEGER NOT NULL DEFAULT -1,
+    created    INTEGER NOT NULL
+);
+CREATE INDEX notifications_by_job ON notifications(job_id, id);
+)sql";
+
+constexpr std::array<const char*, 3> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -302,7 +321,7 @@ void migrate(sqlite3* db, const std::string& path) {
 #define DOPT_JOB_COLUMNS                                                        \
     "id, owner_uid, owner_gid, display_name, priority, state, created, "       \
     "modified, transfer_completed, no_progress_timeout, retry_count, "         \
-    "auto_complete, bytes_from_origin, bytes_from_peers"
+    "auto_complete, bytes_from_origin, bytes_from_peers, seq"
 #define DOPT_FILE_COLUMNS                                                       \
     "job_id, idx, remote_url, local_path, partial_path, bytes_total, "         \
     "bytes_transferred, etag, last_modified, sha256, completed"
@@ -336,6 +355,7 @@ JobRecord read_job(const Query& row) {
     job.auto_complete = row.integer(11) != 0;
     job.bytes_from_origin = static_cast<std::uint64_t>(row.integer(12));
     job.bytes_from_peers = static_cast<std::uint64_t>(row.integer(13));
+    job.seq = row.integer(14);
     return job;
 }
 
@@ -378,7 +398,7 @@ ErrorRecord read_error(const Query& row) {
 struct JobStore::Statements {
     explicit Statements(sqlite3* db)
         : insert_job(db, "INSERT INTO jobs (" DOPT_JOB_COLUMNS ") "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           insert_header(db, "INSERT INTO job_headers (" DOPT_HEADER_COLUMNS ") VALUES (?, ?, ?)"),
           delete_headers(db, "DELETE FROM job_headers WHERE job_id = ?"),
           insert_file(db, "INSERT INTO files (" DOPT_FILE_COLUMNS ") "
@@ -391,7 +411,7 @@ struct JobStore::Statements {
                              "WHERE job_id = ? ORDER BY idx"),
           select_files(db, "SELECT " DOPT_FILE_COLUMNS " FROM files WHERE job_id = ? ORDER BY idx"),
           select_error(db, "SELECT " DOPT_ERROR_COLUMNS " FROM errors WHERE job_id = ?"),
-          select_all_jobs(db, "SELECT " DOPT_JOB_COLUMNS " FROM jobs ORDER BY created, id"),
+          select_all_jobs(db, "SELECT " DOPT_JOB_COLUMNS " FROM jobs ORDER BY seq, created, id"),
           select_all_headers(db, "SELECT " DOPT_HEADER_COLUMNS " FROM job_headers "
                                  "ORDER BY job_id, idx"),
           select_all_files(db, "SELECT " DOPT_FILE_COLUMNS " FROM files ORDER BY job_id, idx"),
@@ -409,7 +429,12 @@ struct JobStore::Statements {
                           "etag = ?, last_modified = ?, sha256 = ?, completed = ? "
                           "WHERE job_id = ? AND idx = ?"),
           delete_job(db, "DELETE FROM jobs WHERE id = ?"),
-          purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?") {
+          purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?"),
+          insert_notification(db, "INSERT INTO notifications (job_id, kind, file_index, created) "
+                                  "VALUES (?, ?, ?, ?)"),
+          select_notifications(db, "SELECT id, job_id, kind, file_index, created "
+                                   "FROM notifications ORDER BY id"),
+          delete_notification(db, "DELETE FROM notifications WHERE id = ?") {
         static_assert(static_cast<int>(JobState::Acknowledged) == 7 &&
                           static_cast<int>(JobState::Cancelled) == 8,
                       "purge_ended's SQL names the ended states by number");
@@ -421,6 +446,7 @@ struct JobStore::Statements {
     PreparedStatement select_all_jobs, select_all_headers, select_all_files, select_all_errors;
     PreparedStatement update_job, select_state, update_state, update_file;
     PreparedStatement delete_job, purge_ended;
+    PreparedStatement insert_notification, select_notifications, delete_notification;
 };
 
 #undef DOPT_JOB_COLUMNS
@@ -507,6 +533,7 @@ void JobStore::insert_job(const JobRecord& job) {
             .bind(std::int64_t{job.auto_complete})
             .bind(static_cast<std::int64_t>(job.bytes_from_origin))
             .bind(static_cast<std::int64_t>(job.bytes_from_peers))
+            .bind(job.seq)
             .run();
     }
     insert_files_and_headers(job);
@@ -626,7 +653,8 @@ void JobStore::update_job(const JobRecord& job) {
 
 // When both `error` and `clear_error` are given, the new error wins.
 bool JobStore::set_state(const std::string& id, JobState to, std::int64_t now,
-                         const std::optional<ErrorRecord>& error, bool clear_error) {
+                         const std::optional<ErrorRecord>& error, bool clear_error,
+                         int notify_kind, std::int64_t* notification_id) {
     Transaction transaction(db_, Transaction::Kind::Write);
     JobState from;
     {
@@ -648,8 +676,43 @@ bool JobStore::set_state(const std::string& id, JobState to, std::int64_t now,
     } else if (clear_error) {
         Query(statements_->delete_error, "clearing a job's error").bind(id).run();
     }
+    if (notify_kind != 0) {
+        std::int64_t nid = insert_notification(id, notify_kind, -1, now);
+        if (notification_id) *notification_id = nid;
+    }
     transaction.commit();
     return true;
+}
+
+// REQUIRES: a write transaction is open.
+std::int64_t JobStore::insert_notification(const std::string& job_id, int kind, int file_index,
+                                           std::int64_t now) {
+    Query(statements_->insert_notification, "adding a notification")
+        .bind(job_id)
+        .bind(std::int64_t{kind})
+        .bind(std::int64_t{file_index})
+        .bind(now)
+        .run();
+    return sqlite3_last_insert_rowid(db_);
+}
+
+std::vector<Notification> JobStore::load_notifications() {
+    std::vector<Notification> out;
+    Query query(statements_->select_notifications, "reading the outbox");
+    while (query.next_row()) {
+        Notification n;
+        n.id = query.integer(0);
+        n.job_id = query.text(1);
+        n.kind = static_cast<int>(query.integer(2));
+        n.file_index = static_cast<int>(query.integer(3));
+        n.created = query.integer(4);
+        out.push_back(std::move(n));
+    }
+    return out;
+}
+
+void JobStore::delete_notification(std::int64_t id) {
+    Query(statements_->delete_notification, "removing a notification").bind(id).run();
 }
 
 // A missing job fails the foreign key; a taken index fails the primary key.
@@ -659,7 +722,10 @@ void JobStore::add_file(const std::string& job_id, const FileRecord& file) {
     query.run();
 }
 
-void JobStore::update_file(const std::string& job_id, const FileRecord& file) {
+std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& file,
+                                   int notify_kind, std::int64_t now) {
+    std::optional<Transaction> transaction;
+    if (notify_kind != 0) transaction.emplace(db_, Transaction::Kind::Write);
     const int changed = Query(statements_->update_file, "updating a job's file")
                             .bind_size(file.bytes_total)
                             .bind(static_cast<std::int64_t>(file.bytes_transferred))
@@ -674,6 +740,10 @@ void JobStore::update_file(const std::string& job_id, const FileRecord& file) {
         fail("updating file " + std::to_string(file.index) + " of job " + job_id,
              "no such file");
     }
+    if (!transaction) return 0;
+    std::int64_t id = insert_notification(job_id, notify_kind, file.index, now);
+    transaction->commit();
+    return id;
 }
 
 // Files, headers and the error go with the job (ON DELETE CASCADE).

@@ -66,6 +66,7 @@ struct JobRecord {
     std::string display_name;
     Priority priority = Priority::Normal;
     JobState state = JobState::Suspended;
+    std::int64_t seq = 0;                // creation order, given by the caller
     std::int64_t created = 0;            // unix seconds
     std::int64_t modified = 0;
     std::int64_t transfer_completed = 0; // 0 = not yet
@@ -77,6 +78,16 @@ struct JobRecord {
     std::uint64_t bytes_from_peers = 0;
     std::vector<FileRecord> files;       // ordered by index
     std::optional<ErrorRecord> error;    // last fatal error
+};
+
+// A durable notification in the outbox (docs/protocol.md, "Notifications"):
+// kept until a client acknowledges it with DOPT_OK, or the job is purged.
+struct Notification {
+    std::int64_t id = 0;                 // increasing: per-job order is id order
+    std::string job_id;
+    int kind = 0;                        // a DOPT_NOTIFY_* bit
+    int file_index = -1;                 // for file_transferred
+    std::int64_t created = 0;            // unix seconds
 };
 
 class JobStore {
@@ -92,7 +103,7 @@ public:
     // Inserts a new job with its files (if any). Throws if the id exists.
     void insert_job(const JobRecord& job);
     std::optional<JobRecord> load_job(const std::string& id);
-    // Every job, oldest first (created, then id).
+    // Every job, oldest first (seq, then created, then id).
     std::vector<JobRecord> load_all();
 
     // Job properties (name, priority, timeout, retry count, auto_complete,
@@ -104,13 +115,24 @@ public:
     // `to` is Transferred). When `error` is given it replaces the job's
     // error record; `clear_error` deletes it. Returns false, changing
     // nothing, when the job does not exist or the transition is illegal.
+    // When `notify_kind` is not 0, an outbox notification of that kind is
+    // added in the same transaction and its id stored in *notification_id.
     bool set_state(const std::string& id, JobState to, std::int64_t now,
                    const std::optional<ErrorRecord>& error = std::nullopt,
-                   bool clear_error = false);
+                   bool clear_error = false, int notify_kind = 0,
+                   std::int64_t* notification_id = nullptr);
 
     void add_file(const std::string& job_id, const FileRecord& file);
     // Size, progress, validators, sha256 and completed flag of one file.
-    void update_file(const std::string& job_id, const FileRecord& file);
+    // With `notify_kind` not 0, adds an outbox notification for this file in
+    // the same transaction and returns its id (else 0).
+    std::int64_t update_file(const std::string& job_id, const FileRecord& file,
+                             int notify_kind = 0, std::int64_t now = 0);
+
+    // The outbox: every pending notification, oldest first; removal once a
+    // client acknowledged it.
+    std::vector<Notification> load_notifications();
+    void delete_notification(std::int64_t id);
 
     void delete_job(const std::string& id);
     // Deletes ACKNOWLEDGED/CANCELLED jobs modified before `before`; returns
@@ -124,6 +146,8 @@ private:
 
     explicit JobStore(sqlite3* db);
     void insert_files_and_headers(const JobRecord& job);
+    std::int64_t insert_notification(const std::string& job_id, int kind, int file_index,
+                                     std::int64_t now);
     void replace_headers(const std::string& job_id,
                          const std::vector<std::string>& headers);
 

@@ -638,3 +638,57 @@ TEST_CASE("2,000 jobs inserted one call each all load back", "[job_store][volume
     CHECK(all.back().files.size() == 2);
     CHECK(all.back().headers.size() == 3);
 }
+
+TEST_CASE("a notification is stored in the same transaction as the state change it reports",
+          "[store][outbox]") {
+    TempDir dir;
+    auto store = JobStore::open(dir.file("jobs.db"));
+    JobRecord job = make_job(uuid(1));
+    job.files = {make_file(0), make_file(1)};
+    store->insert_job(job);
+
+    std::int64_t error_note = 0;
+    REQUIRE(store->set_state(job.id, JobState::Connecting, 10));
+    REQUIRE(store->set_state(job.id, JobState::Error, 11, make_error("403"), false, 2, &error_note));
+    CHECK(error_note > 0);
+    // An illegal transition adds no notification either.
+    std::int64_t refused = 0;
+    CHECK_FALSE(store->set_state(job.id, JobState::Transferred, 12, std::nullopt, false, 1, &refused));
+    CHECK(refused == 0);
+
+    FileRecord file = make_file(0);
+    file.completed = true;
+    std::int64_t file_note = store->update_file(job.id, file, 8, 13);
+    CHECK(file_note > error_note);
+    CHECK(store->update_file(job.id, file) == 0);
+
+    auto pending = store->load_notifications();
+    REQUIRE(pending.size() == 2);
+    CHECK(pending[0].id == error_note);
+    CHECK(pending[0].kind == 2);
+    CHECK(pending[0].file_index == -1);
+    CHECK(pending[1].kind == 8);
+    CHECK(pending[1].file_index == 0);
+    CHECK(pending[1].created == 13);
+}
+
+TEST_CASE("notifications survive a reopen and go when acknowledged or when their job goes",
+          "[store][outbox]") {
+    TempDir dir;
+    std::int64_t first = 0, second = 0;
+    {
+        auto store = JobStore::open(dir.file("jobs.db"));
+        store->insert_job(make_job(uuid(1)));
+        store->insert_job(make_job(uuid(2)));
+        REQUIRE(store->set_state(uuid(1), JobState::Error, 5, make_error("x"), false, 2, &first));
+        REQUIRE(store->set_state(uuid(2), JobState::Error, 5, make_error("y"), false, 2, &second));
+    }
+    auto store = JobStore::open(dir.file("jobs.db"));
+    REQUIRE(store->load_notifications().size() == 2);
+    store->delete_notification(first);
+    auto left = store->load_notifications();
+    REQUIRE(left.size() == 1);
+    CHECK(left[0].id == second);
+    store->delete_job(uuid(2));
+    CHECK(store->load_notifications().empty());
+}

@@ -206,6 +206,10 @@ int open_default(std::unique_ptr<dopt_client>* out) {
 
 }  // namespace
 
+int open_connection(std::unique_ptr<dopt_client>* out, const std::string& path) {
+    return open_path(out, path);
+}
+
 }  // namespace dopt::client
 
 using namespace dopt::client;
@@ -228,6 +232,7 @@ int dopt_client_open(dopt_client** out, const char* socket_path) {
 
 void dopt_client_close(dopt_client* client) {
     if (!client) return;
+    stop_dispatcher(client);  // first: no callback runs once this returns
     if (client->fd >= 0) ::close(client->fd);
     delete client;
 }

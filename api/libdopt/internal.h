@@ -5,6 +5,7 @@
 //   client.cpp   connection, handshake, request/reply (Connection::call)
 //   job.cpp      dopt_job_* requests
 //   objects.cpp  status snapshots, error objects, job-object parsing
+//   dispatcher.cpp  callbacks: the second connection and its dispatcher thread
 //   text.cpp     dopt_version, dopt_strerror, names, the last-error string
 #pragma once
 
@@ -20,6 +21,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace dopt::client {
+class Dispatcher;
+}
+
 struct dopt_client {
     int fd = -1;
     std::mutex mu;           // serializes requests: one request, one reply
@@ -29,6 +34,10 @@ struct dopt_client {
     std::uint32_t uid = 0;   // the caller's uid as the agent saw it
     std::string agent;       // e.g. "doptd 0.1.0"
     std::string path;        // the socket path connected to
+    // Callbacks (dispatcher.cpp): created on the first registration, stopped
+    // by dopt_client_close. Never locked together with `mu`.
+    std::mutex dispatcher_mu;
+    std::shared_ptr<dopt::client::Dispatcher> dispatcher;  // GUARDED_BY(dispatcher_mu)
 };
 
 struct dopt_job {
@@ -89,6 +98,20 @@ int fail(int code, const std::string& detail) noexcept;
 // DOPT_E_TOO_LARGE). *reply holds the parsed reply whenever one arrived,
 // also for rc != 0 (wait's DOPT_E_TIMEOUT carries a job). Thread-safe.
 int call(dopt_client* client, json request, json* reply);
+
+// Connects to `path` and says hello: DOPT_OK with *out set, or a code with
+// the detail set. The dispatcher uses it for its own connection.
+int open_connection(std::unique_ptr<dopt_client>* out, const std::string& path);
+
+// ---- callbacks (dispatcher.cpp) ----
+// Registers `callbacks` (copied) for `job` on its client's dispatcher,
+// starting it on the first registration; NULL callbacks unregister.
+int set_callbacks(dopt_job* job, const dopt_callbacks* callbacks, void* userdata);
+// Removes the job's registration, if this handle holds one, and waits for
+// a callback of it in flight (unless called from that callback). Never throws.
+void forget_job(dopt_job* job) noexcept;
+// Stops and joins the dispatcher (detaches when called from it). Never throws.
+void stop_dispatcher(dopt_client* client) noexcept;
 
 // A reply that does not follow docs/protocol.md; guarded() maps it to
 // DOPT_E_PROTOCOL.

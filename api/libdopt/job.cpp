@@ -125,7 +125,23 @@ int dopt_job_open(dopt_job** out, dopt_client* client, const char* job_id) {
     });
 }
 
-void dopt_job_close(dopt_job* job) { delete job; }
+void dopt_job_close(dopt_job* job) {
+    if (!job) return;
+    forget_job(job);  // no callback of this handle runs once this returns
+    delete job;
+}
+
+int dopt_job_set_callbacks(dopt_job* job, const dopt_callbacks* callbacks, void* userdata) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_set_callbacks");
+        if (callbacks && callbacks->version != DOPT_CALLBACKS_VERSION)
+            return fail(DOPT_E_INVALID_ARG,
+                        "dopt_job_set_callbacks: unknown dopt_callbacks version " +
+                            std::to_string(callbacks->version) + " (this libdopt knows " +
+                            std::to_string(DOPT_CALLBACKS_VERSION) + ")");
+        return set_callbacks(job, callbacks, userdata);
+    });
+}
 
 const char* dopt_job_id(const dopt_job* job) {
     if (job) return job->id.c_str();

@@ -3,12 +3,18 @@
 // HTTP/1.1 origin on 127.0.0.1, RAII handles for the C API, and SHA-256.
 // Nothing here leaves the machine: loopback TCP and Unix sockets only.
 //
-// Include once per test binary (it registers a Catch2 listener), after
-// defining CATCH_CONFIG_EXTERNAL_INTERFACES.
+// Include once per test binary (it registers a Catch2 listener that prints
+// the agent's log when an assertion fails), before any other include of
+// catch.hpp: it needs CATCH_CONFIG_EXTERNAL_INTERFACES, and defines it itself
+// when catch.hpp is not included yet.
 #pragma once
 
 #include "dopt/dopt.h"
 
+#if !defined(TWOBLUECUBES_SINGLE_INCLUDE_CATCH_HPP_INCLUDED) && \
+    !defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
+#define CATCH_CONFIG_EXTERNAL_INTERFACES
+#endif
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -54,6 +60,7 @@ inline std::atomic<bool>& test_failed() {
     return flag;
 }
 
+#if defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
 struct FailureListener : Catch::TestEventListenerBase {
     using TestEventListenerBase::TestEventListenerBase;
     void testCaseStarting(Catch::TestCaseInfo const& info) override {
@@ -66,6 +73,7 @@ struct FailureListener : Catch::TestEventListenerBase {
     }
 };
 CATCH_REGISTER_LISTENER(FailureListener)
+#endif  // without it, the log is printed only when a REQUIRE unwinds
 
 // ---- RAII handles ----------------------------------------------------------
 

@@ -251,6 +251,60 @@ DOPT_EXPORT int dopt_job_get_times(dopt_job *job, dopt_times *out);
  * after the job moves on. */
 DOPT_EXPORT int dopt_job_get_error(dopt_error **out, dopt_job *job);
 
+/* ---- callbacks (IBackgroundCopyCallback) -------------------------------- */
+
+/* Which callbacks fire (dopt_callbacks.notify_flags). */
+#define DOPT_NOTIFY_TRANSFERRED 0x1u      /* the job became TRANSFERRED */
+#define DOPT_NOTIFY_ERROR 0x2u            /* the job became ERROR */
+#define DOPT_NOTIFY_MODIFICATION 0x4u     /* progress or state changed */
+#define DOPT_NOTIFY_FILE_TRANSFERRED 0x8u /* one file of the job is whole */
+
+#define DOPT_CALLBACKS_VERSION 1
+
+/* Callbacks of one job. Set `version` to DOPT_CALLBACKS_VERSION (use
+ * DOPT_CALLBACKS_INIT); fields are only ever appended.
+ *
+ * Delivery promise: `transferred`, `error` and `file_transferred` are durable
+ * notifications. The agent stores each in its job table when it happens and
+ * delivers it at least once, in per-job order, to a client that has
+ * registered callbacks for the job, even across restarts of the agent or of
+ * the application (re-open the job by id and register again). A callback
+ * that returns anything but DOPT_OK is called again later, with backoff,
+ * until it returns DOPT_OK. `error` fires on every transition to ERROR, never
+ * for TRANSIENT_ERROR; a 403 from the origin has context REMOTE_FILE.
+ * `modification` is not durable: it reports progress and state changes,
+ * throttled to every modification_percent of the bytes or
+ * modification_seconds, whichever comes first (DO's CallbackFreqPercent and
+ * CallbackFreqSeconds), and is dropped while the application is not there.
+ *
+ * Threading: all callbacks of a client run on one dispatcher thread of that
+ * client, never two at once. A callback may call any dopt function, including
+ * on the same job and dopt_job_set_callbacks. After dopt_job_set_callbacks
+ * (job, NULL, ...), dopt_job_close or dopt_client_close returns (called from
+ * another thread), no callback of that job (client) runs any more.
+ *
+ * The `job` given to a callback is the handle that registered it. `error`,
+ * `status` and `file` are valid only during the call (copy with
+ * dopt_error_copy to keep an error). */
+typedef struct dopt_callbacks {
+    unsigned int version;
+    unsigned int notify_flags;  /* DOPT_NOTIFY_*; 0: every callback that is set */
+    int (*transferred)(dopt_job *job, void *userdata);
+    int (*error)(dopt_job *job, const dopt_error *error, void *userdata);
+    void (*modification)(dopt_job *job, const dopt_job_status *status, void *userdata);
+    int (*file_transferred)(dopt_job *job, const dopt_file_info *file, void *userdata);
+    uint32_t modification_percent;  /* 0: 1 percent */
+    uint32_t modification_seconds;  /* 0: 1 second */
+} dopt_callbacks;
+
+#define DOPT_CALLBACKS_INIT {DOPT_CALLBACKS_VERSION, 0, NULL, NULL, NULL, NULL, 0, 0}
+
+/* Registers (or, with callbacks NULL, removes) the job's callbacks; the
+ * struct is copied. Pending durable notifications of the job are delivered
+ * soon after. DOPT_E_INVALID_ARG for an unknown version. */
+DOPT_EXPORT int dopt_job_set_callbacks(dopt_job *job, const dopt_callbacks *callbacks,
+                                       void *userdata);
+
 /* ---- status snapshots --------------------------------------------------- */
 
 /* A consistent snapshot of everything about one job. Caller frees it. */

@@ -1,0 +1,76 @@
+// JsonWriter: appends JSON text to a string, for the replies the agent sends
+// most (job objects, thousands per `list` page) without building a tree.
+// The caller keeps the structure valid (begin/end pairs, key before value);
+// strings are escaped per RFC 8259 and must be UTF-8 (every string the agent
+// holds came through a JSON request or from the agent itself).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace dopt::agent {
+
+class JsonWriter {
+public:
+    explicit JsonWriter(std::string& out) : out_(out) {}
+
+    JsonWriter& begin_object() { return open('{'); }
+    JsonWriter& end_object() { return close('}'); }
+    JsonWriter& begin_array() { return open('['); }
+    JsonWriter& end_array() { return close(']'); }
+
+    JsonWriter& key(std::string_view k) {
+        comma();
+        string(k);
+        out_ += ':';
+        after_key_ = true;
+        return *this;
+    }
+    JsonWriter& value(std::string_view v) { comma(); string(v); return *this; }
+    JsonWriter& value(const char* v) { return value(std::string_view(v)); }
+    JsonWriter& value(bool v) { comma(); out_ += v ? "true" : "false"; return *this; }
+    JsonWriter& value(std::int64_t v) { comma(); out_ += std::to_string(v); return *this; }
+    JsonWriter& value(std::uint64_t v) { comma(); out_ += std::to_string(v); return *this; }
+    JsonWriter& value(std::uint32_t v) { return value(std::uint64_t{v}); }
+    JsonWriter& value(int v) { return value(std::int64_t{v}); }
+    JsonWriter& null() { comma(); out_ += "null"; return *this; }
+    // Already-serialized JSON, inserted as one value.
+    JsonWriter& raw(std::string_view json) { comma(); out_ += json; return *this; }
+
+    template <typename T>
+    JsonWriter& field(std::string_view k, const T& v) { key(k); return value(v); }
+
+private:
+    JsonWriter& open(char c) { comma(); out_ += c; first_ = true; return *this; }
+    JsonWriter& close(char c) { out_ += c; first_ = false; return *this; }
+    void comma() {
+        if (after_key_) after_key_ = false;
+        else if (!first_) out_ += ',';
+        first_ = false;
+    }
+    void string(std::string_view s) {
+        static const char* hex = "0123456789abcdef";
+        out_ += '"';
+        for (char ch : s) {
+            auto c = static_cast<unsigned char>(ch);
+            if (c == '"' || c == '\\') {
+                out_ += '\\';
+                out_ += ch;
+            } else if (c < 0x20) {
+                out_ += "\\u00";
+                out_ += hex[c >> 4];
+                out_ += hex[c & 15];
+            } else {
+                out_ += ch;
+            }
+        }
+        out_ += '"';
+    }
+
+    std::string& out_;
+    bool first_ = true;
+    bool after_key_ = false;
+};
+
+}  // namespace dopt::agent

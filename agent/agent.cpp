@@ -22,6 +22,7 @@
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
 #include "agent/partial_file.h"
+#include "agent/privilege_separation.h"
 #include "agent/url.h"
 #include "api/protocol/frame.h"
 #include "dopt/dopt.h"
@@ -176,7 +177,10 @@ std::string Agent::Job::to_json() const {
     }
     w.begin_object()
         .field("id", rec.id)
-        .field("display_name", rec.display_name)
+        // A job without a name of its own goes by its first file's name.
+        .field("display_name", !rec.display_name.empty() || rec.files.empty()
+                                   ? rec.display_name
+                                   : base_of(rec.files.front().local_path))
         .field("owner_uid", rec.owner_uid)
         .field("state", storage::state_name(rec.state))
         .field("priority", static_cast<int>(rec.priority))
@@ -298,7 +302,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         return;
     }
     f.bytes_total = partial->size();
-    int rc = partial->sync();
+    int rc = a.config_.sync_on_complete ? partial->sync() : partial->flush();
     if (rc != 0) {
         partial.reset();
         a.fail(*this, static_cast<int>(ErrorContext::LocalFile), -rc,
@@ -333,7 +337,9 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
 
 Agent::Agent(const Config& config) : config_(config) {
     set_log_level(config_.log_level);
-    bool system_agent = geteuid() == 0;
+    // A privilege-separated agent no longer runs as root but is still the
+    // system agent: folders and socket for every user.
+    bool system_agent = geteuid() == 0 || privilege_separated();
     make_dirs(config_.state_dir, system_agent ? 0755 : 0700);
     make_dirs(config_.cache_dir, system_agent ? 0755 : 0700);
     make_dirs(dir_of(config_.socket), system_agent ? 0755 : 0700);
@@ -365,6 +371,7 @@ Agent::Agent(const Config& config) : config_(config) {
         last_seq_ = std::max(last_seq_, job->rec.seq);
         for (const auto& f : job->rec.files) destinations_.emplace(f.local_path, id);
         track_active(*job);
+        by_seq_[job->rec.seq] = job.get();
         jobs_[id] = std::move(job);
     }
     for (const auto& n : store_->load_notifications()) {
@@ -502,6 +509,7 @@ void Agent::track_active(Job& job) {
 // Drops every index entry of a job about to be erased from jobs_.
 void Agent::forget_job(Job& job) {
     active_.erase(&job);
+    by_seq_.erase(job.rec.seq);
     outbox_.erase(job.rec.id);
     subscriptions_.erase(job.rec.id);
     for (const auto& f : job.rec.files) {
@@ -654,6 +662,9 @@ void Agent::start_job(Job& job) {
     auto next = std::find_if(files.begin(), files.end(), [](const FileRecord& f) { return !f.completed; });
     if (next == files.end()) {
         job.current_file = -1;
+        // Every file was whole already (a crash after the last one): pass
+        // through CONNECTING, as the transition table wants.
+        if (!is_running(job.rec.state)) change_state(job, static_cast<int>(JobState::Connecting));
         change_state(job, static_cast<int>(JobState::Transferred));
         if (job.rec.auto_complete) {
             std::string message;
@@ -682,7 +693,7 @@ void Agent::start_job(Job& job) {
     std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
     if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
     int err = 0;
-    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), &err);
+    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), config_.sync_on_complete, &err);
     if (!job.partial) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
              "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
@@ -927,6 +938,7 @@ void Agent::op_create(Request& req) {
     job->last_progress_ms = mono_ms();
     store_->insert_job(r);  // persisted before the answer
     std::string out = with_member(reply(req.seq, 0), "job", job->to_json());
+    by_seq_[r.seq] = job.get();
     jobs_[r.id] = std::move(job);
     ipc_->send(req.conn, out);
 }
@@ -990,10 +1002,6 @@ void Agent::op_add_file(Request& req, Job& job) {
     }
     job.rec.files.push_back(f);
     destinations_.emplace(norm, job.rec.id);
-    if (job.rec.display_name.empty()) {
-        job.rec.display_name = base_of(norm);
-        store_->update_job(job.rec);
-    }
     send(0, "");
 }
 
@@ -1130,29 +1138,27 @@ void Agent::op_list(Request& req) {
     std::string after = req.body.value("after", std::string());
     std::size_t limit = req.body.value("limit", static_cast<std::size_t>(1000));
     limit = std::clamp<std::size_t>(limit, 1, 1000);
-    std::vector<const Job*> mine;
-    for (const auto& [id, job] : jobs_)
-        if (job->visible_to(req.peer.uid)) mine.push_back(job.get());
-    std::sort(mine.begin(), mine.end(), [](const Job* a, const Job* b) { return a->rec.seq < b->rec.seq; });
     // Resume after the cursor's position (creation order). A cursor job
     // purged between pages ends the listing rather than repeating it.
-    std::size_t start = 0;
+    auto it = by_seq_.begin();
     if (!after.empty()) {
         auto ct = jobs_.find(after);
-        std::int64_t cursor = ct != jobs_.end() ? ct->second->rec.seq : INT64_MAX;
-        while (start < mine.size() && mine[start]->rec.seq <= cursor) ++start;
+        it = ct == jobs_.end() ? by_seq_.end() : by_seq_.upper_bound(ct->second->rec.seq);
     }
     std::string jobs = "[";
-    std::size_t count = 0, i = start;
-    for (; i < mine.size() && count < limit; ++i) {
-        std::string j = mine[i]->to_json();
+    std::size_t count = 0;
+    for (; it != by_seq_.end() && count < limit; ++it) {
+        if (!it->second->visible_to(req.peer.uid)) continue;
+        std::string j = it->second->to_json();
         if (jobs.size() + j.size() > protocol::kMaxFrame - 4096 && count > 0) break;
         if (count++ > 0) jobs += ',';
         jobs += j;
     }
     jobs += ']';
+    bool more = false;
+    for (; it != by_seq_.end() && !more; ++it) more = it->second->visible_to(req.peer.uid);
     json r = reply(req.seq, 0);
-    r["more"] = i < mine.size();
+    r["more"] = more;
     ipc_->send(req.conn, with_member(r, "jobs", jobs));
 }
 

@@ -97,6 +97,7 @@ private:
     std::unique_ptr<IpcServer> ipc_;
     std::map<std::string, std::unique_ptr<Job>> jobs_;
     std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
+    std::map<std::int64_t, Job*> by_seq_;  // every job, in creation order
     std::unordered_multimap<std::string, std::string> destinations_;  // local path -> job id
     std::map<ConnId, bool> hello_done_;
 

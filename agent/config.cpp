@@ -154,6 +154,7 @@ public:
             else if (k == "cache_dir") c.cache_dir = path(node, k, false);
             else if (k == "socket") c.socket = socket_path(node, k);
             else if (k == "log_level") c.log_level = log_level(node, k);
+            else if (k == "user") c.user = user_name(node, k);
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
             else if (k == "p2p") read_p2p(table(node, k), c);
@@ -176,6 +177,7 @@ private:
             else if (k == "jobs.no_progress_timeout") c.no_progress_timeout = seconds(node, k, 1);
             else if (k == "jobs.retention") c.retention = seconds(node, k, 0);
             else if (k == "jobs.max_job_age") c.max_job_age = seconds(node, k, 1);
+            else if (k == "jobs.sync_on_complete") c.sync_on_complete = boolean(node, k);
             else if (k == "jobs.retry_min_delay") {
                 c.retry_min_delay = seconds(node, k, 1);
                 min_node = &node;
@@ -294,6 +296,18 @@ private:
             fail(n, name + " must be one of \"error\", \"warn\", \"info\", \"debug\", not \"" +
                         s + "\"");
         }
+        return s;
+    }
+
+    // An account name, looked up only at start (main.cpp). The file is
+    // trusted: this catches typos, not attacks. "" = no account.
+    std::string user_name(const toml::node& n, const std::string& name) const {
+        const std::string& s = string(n, name, "a string holding a user name");
+        bool ok = s.size() <= 256 && (s.empty() || s[0] != '-');
+        for (unsigned char ch : s) {
+            ok = ok && ch > 0x20 && ch != 0x7f && ch != ':' && ch != '/';
+        }
+        if (!ok) fail(n, name + " must be a user name (no spaces, ':' or '/'), not \"" + s + "\"");
         return s;
     }
 

@@ -22,6 +22,10 @@ struct Config {
     std::string cache_dir;               // peer cache
     std::string socket;                  // Unix socket libdopt connects to
     std::string log_level = "info";      // error, warn, info, debug
+    // The account the system agent runs its network-facing part as. Used only
+    // when doptd starts as root: "" keeps everything root (a warning at
+    // start); a name makes doptd privilege-separated (docs/config.md, "user").
+    std::string user;
 
     // [jobs]
     int max_jobs = 4;                    // jobs transferring at once
@@ -31,6 +35,10 @@ struct Config {
     std::uint32_t max_job_age = 30 * 24 * 3600;   // never-completed jobs cancelled after
     std::uint32_t retry_min_delay = 5;   // seconds, first retry after a transient error
     std::uint32_t retry_max_delay = 600; // seconds, backoff ceiling
+    // Flush each file to stable storage before it counts as transferred (so
+    // a power cut never leaves a delivered file with missing bytes). Off
+    // trades that for speed where the disk is slower than the network.
+    bool sync_on_complete = true;
 
     // [http]
     std::string proxy;                   // "" = from the environment (http_proxy, ...)

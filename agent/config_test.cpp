@@ -217,6 +217,7 @@ retention = 0
 max_job_age = 86400
 retry_min_delay = 2
 retry_max_delay = 120
+sync_on_complete = false
 
 [http]
 proxy = "http://proxy.lan:3128"
@@ -252,6 +253,7 @@ allowed_networks = ["10.0.0.0/8", "192.168.1.7/24", "fd00::/8", "0.0.0.0/0"]
     CHECK(c.max_job_age == 86400);
     CHECK(c.retry_min_delay == 2);
     CHECK(c.retry_max_delay == 120);
+    CHECK_FALSE(c.sync_on_complete);
     CHECK(c.proxy == "http://proxy.lan:3128");
     CHECK(c.user_agent == "dopt-test/1");
     CHECK(c.connect_timeout == 10);
@@ -307,6 +309,7 @@ TEST_CASE("each invalid value is an error naming its file, line and key", "[conf
         {"[jobs]\n\nmax_jobs = 0\n", 3, "jobs.max_jobs must be an integer from 1 to 64"},
         {"[jobs]\nmax_jobs = 65\n", 2, "jobs.max_jobs must be an integer from 1 to 64"},
         {"[jobs]\nmax_jobs = \"4\"\n", 2, "jobs.max_jobs must be an integer"},
+        {"[jobs]\nsync_on_complete = 1\n", 2, "jobs.sync_on_complete must be"},
         {"[jobs]\nmax_jobs = 4.0\n", 2, "jobs.max_jobs must be an integer"},
         {"[jobs]\nmax_connections = 257\n", 2, "jobs.max_connections must be an integer from 1 to 256"},
         {"[jobs]\nretry_min_delay = 0\n", 2, "jobs.retry_min_delay must be an integer from 1"},
@@ -456,4 +459,38 @@ TEST_CASE("a file that cannot be read is an error naming it and the reason", "[c
     CHECK_THROWS_WITH(load_config(dir.path(), warnings),
                       Catch::StartsWith(dir.path()) && Catch::Contains("Is a directory"));
     CHECK_THROWS_AS(load_config("/dev/null/x", warnings), ConfigError);
+}
+
+TEST_CASE("user names the account of the privilege-separated system agent", "[config]") {
+    TempDir dir;
+    std::vector<std::string> warnings;
+    CHECK(default_config().user.empty());
+    CHECK(load_config(dir.write("a.conf", "# none\n"), warnings).user.empty());
+    CHECK(load_config(dir.write("b.conf", "user = \"dopt\"\n"), warnings).user == "dopt");
+    CHECK(load_config(dir.write("c.conf", "user = \"\"\n"), warnings).user.empty());
+    // A name the user database does not know is not a config error: it is
+    // looked up at start (main.cpp), where it stops the agent.
+    CHECK(load_config(dir.write("d.conf", "user = \"no-such-user-x\"\n"), warnings).user ==
+          "no-such-user-x");
+    CHECK(warnings.empty());
+
+    const std::string file = dir.path() + "/doptd.conf";
+    for (const char* text : {"\nuser = 5\n", "\nuser = \"a b\"\n", "\nuser = \"a:b\"\n",
+                             "\nuser = \"../x\"\n", "\nuser = \"-x\"\n", "\nuser = \"a\\tb\"\n"}) {
+        INFO("file:\n" << text);
+        std::string msg = load_error(dir, text);
+        CHECK_THAT(msg, Catch::StartsWith(file + ":2: user must be"));
+    }
+}
+
+TEST_CASE("the shipped config/doptd.conf runs the agent as user dopt", "[config]") {
+    std::filesystem::path shipped =
+        std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "doptd.conf";
+    if (!std::filesystem::exists(shipped)) {
+        WARN("config/doptd.conf not found next to the sources; skipped");
+        return;
+    }
+    std::vector<std::string> warnings;
+    CHECK(load_config(shipped.string(), warnings).user == "dopt");
+    CHECK(warnings.empty());
 }

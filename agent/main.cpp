@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <pwd.h>
+#include <stdexcept>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <curl/curl.h>
@@ -13,6 +16,7 @@
 #include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/log.h"
+#include "agent/privilege_separation.h"
 #include "dopt/dopt.h"
 
 namespace {
@@ -23,6 +27,34 @@ void usage(FILE* out) {
                  "  Runs the dopt agent in the foreground. Without --config it uses the\n"
                  "  built-in defaults (system paths as root, XDG paths for a user).\n"
                  "  --version   print the version\n");
+}
+
+// As root with `user` set: privilege-separated (privilege_separation.h).
+// As root without it: everything stays root, with a warning. Not root: the
+// agent is its user's own and `user` means nothing.
+void start_as(const dopt::agent::Config& config) {
+    if (::geteuid() == 0) {
+        if (config.user.empty()) {
+            LOG_WARN("running as root without privilege separation: the part that talks to "
+                     "the network keeps root; set `user` in the config (docs/config.md)");
+            return;
+        }
+        dopt::agent::ServiceAccount account;
+        try {
+            account = dopt::agent::lookup_account(config.user);
+        } catch (const std::runtime_error& e) {  // name the file that asked for it
+            throw std::runtime_error(config.source.empty() ? e.what()
+                                                           : config.source + ": " + e.what());
+        }
+        dopt::agent::separate_privileges(config, account);
+        return;
+    }
+    if (config.user.empty()) return;
+    const passwd* me = ::getpwuid(::geteuid());
+    if (me == nullptr || config.user != me->pw_name)
+        LOG_WARN("user = \"%s\" ignored: doptd is not running as root, so it runs as "
+                 "uid %u and never switches", config.user.c_str(),
+                 static_cast<unsigned>(::geteuid()));
 }
 
 }  // namespace
@@ -71,6 +103,15 @@ int main(int argc, char** argv) {
     } catch (const dopt::agent::ConfigError& e) {
         std::fprintf(stderr, "doptd: %s\n", e.what());
         return 2;
+    }
+
+    // Who runs the network-facing part: decided before curl or any thread
+    // exists (fork and the uid switch want a single-threaded process).
+    try {
+        start_as(config);
+    } catch (const std::exception& e) {
+        LOG_ERROR("%s", e.what());
+        return 1;
     }
 
     curl_global_init(CURL_GLOBAL_DEFAULT);

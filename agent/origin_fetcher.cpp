@@ -251,7 +251,8 @@ void OriginFetcher::finish(Transfer& t, int curl_code) {
     }
     if (!out.ok && t.abort_code != 0) {
         // The sink refused the response or a write failed: it knows why.
-        out.code = t.abort_code;
+        // A write failure is -errno; the error record holds errno itself.
+        out.code = t.abort_code == DOPT_E_REMOTE_CHANGED ? t.abort_code : -t.abort_code;
         out.context = t.abort_code == DOPT_E_REMOTE_CHANGED ? ErrorContext::RemoteFile
                                                             : ErrorContext::LocalFile;
         out.transient = t.abort_code == DOPT_E_REMOTE_CHANGED;

@@ -6,20 +6,72 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <functional>
 #include <vector>
+
+#include "agent/privilege_separation.h"
 
 namespace dopt::agent {
 
 namespace {
 
+// The owner-rights process, once main.cpp has started one; -1 otherwise.
+int g_channel = -1;
+
 bool needs_switch(const Owner& owner) { return geteuid() == 0 && owner.uid != 0; }
 
-// Supplementary groups of `uid`, computed in the parent: getgrouplist is not
-// async-signal-safe and must not run in the forked child.
+// In the child: become the owner. Only syscalls from here on.
+bool drop_to_owner(const Owner& owner, const std::vector<gid_t>& groups) {
+    if (owner.uid == static_cast<uid_t>(-1) || owner.gid == static_cast<gid_t>(-1)) return false;
+    if (setgroups(groups.size(), groups.data()) != 0) return false;
+    if (setresgid(owner.gid, owner.gid, owner.gid) != 0) return false;
+    if (setresuid(owner.uid, owner.uid, owner.uid) != 0) return false;
+    return true;
+}
+
+// Opens a regular file, never through a symlink in the last component.
+// O_NONBLOCK during the open keeps a FIFO planted there from blocking us.
+int open_regular(const std::string& path, int flags, mode_t mode) {
+    int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, mode);
+    if (fd < 0) return -errno;
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return -EINVAL;
+    }
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        ::close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+// The operation itself, with whatever rights this process has.
+int perform(const OwnerOp& op) {
+    switch (op.kind) {
+    case OwnerOpKind::Open: return open_regular(op.path, op.flags, op.mode);
+    case OwnerOpKind::Rename:
+        return ::rename(op.path.c_str(), op.to.c_str()) == 0 ? 0 : -errno;
+    case OwnerOpKind::Unlink: return ::unlink(op.path.c_str()) == 0 ? 0 : -errno;
+    }
+    return -EINVAL;
+}
+
+// Without an owner-rights process: directly, or in a forked child when this
+// (root) process acts for another user.
+int run_here(const OwnerOp& op) {
+    if (g_channel >= 0) return owner_rights_call(g_channel, op);
+    if (!needs_switch(op.owner)) return perform(op);
+    return run_forked_as_owner(op, groups_of(op.owner));
+}
+
+}  // namespace
+
 std::vector<gid_t> groups_of(const Owner& owner) {
     std::vector<gid_t> groups(64);
     passwd pw{};
@@ -36,15 +88,7 @@ std::vector<gid_t> groups_of(const Owner& owner) {
     return groups;
 }
 
-// In the child: become the owner. Only syscalls from here on.
-bool drop_to_owner(const Owner& owner, const std::vector<gid_t>& groups) {
-    if (setgroups(groups.size(), groups.data()) != 0) return false;
-    if (setresgid(owner.gid, owner.gid, owner.gid) != 0) return false;
-    if (setresuid(owner.uid, owner.uid, owner.uid) != 0) return false;
-    return true;
-}
-
-bool send_result(int sock, int result, int fd) {
+bool send_owner_result(int sock, int result, int fd) {
     msghdr msg{};
     iovec iov{&result, sizeof result};
     msg.msg_iov = &iov;
@@ -60,36 +104,46 @@ bool send_result(int sock, int result, int fd) {
         cm->cmsg_len = CMSG_LEN(sizeof(int));
         std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
     }
-    return sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof result);
+    ssize_t n;
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n == static_cast<ssize_t>(sizeof result);
 }
 
-// Receives (result, optional fd). Returns the result; *fd gets the descriptor.
-int recv_result(int sock, int* fd) {
+int recv_owner_result(int sock, int* fd) {
+    *fd = -1;
     int result = -EIO;
     msghdr msg{};
     iovec iov{&result, sizeof result};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     ssize_t n;
     do {
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
-    if (n != static_cast<ssize_t>(sizeof result)) return -EIO;
-    *fd = -1;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-            std::memcpy(fd, CMSG_DATA(cm), sizeof(int));
+    bool broken = n != static_cast<ssize_t>(sizeof result) || (msg.msg_flags & MSG_TRUNC);
+    if (n > 0) {
+        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+            std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (std::size_t i = 0; i < count; ++i) {
+                int got = -1;
+                std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
+                if (*fd < 0 && !broken) *fd = got;
+                else ::close(got);
+            }
+        }
     }
+    if (broken) return -EIO;
     return result;
 }
 
-// Runs `op` as the owner in a forked child. `op` returns a descriptor
-// (>= 0, handed back) or -errno (for open); or 0 / -errno (rename, unlink).
-int run_as_owner(const Owner& owner, bool returns_fd, const std::function<int()>& op) {
-    std::vector<gid_t> groups = groups_of(owner);
+int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
+    bool returns_fd = op.kind == OwnerOpKind::Open;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
     pid_t pid = fork();
@@ -101,46 +155,49 @@ int run_as_owner(const Owner& owner, bool returns_fd, const std::function<int()>
     }
     if (pid == 0) {
         close(sv[0]);
-        int result = drop_to_owner(owner, groups) ? op() : -EPERM;
-        send_result(sv[1], result, returns_fd && result >= 0 ? result : -1);
+        int result = drop_to_owner(op.owner, groups) ? perform(op) : -EPERM;
+        send_owner_result(sv[1], result, returns_fd && result >= 0 ? result : -1);
         _exit(0);
     }
     close(sv[1]);
     int fd = -1;
-    int result = recv_result(sv[0], &fd);
+    int result = recv_owner_result(sv[0], &fd);
     close(sv[0]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (returns_fd && result >= 0) {
-        if (fd < 0) return -EIO;
-        return fd;
-    }
+    if (returns_fd && result >= 0) return fd >= 0 ? fd : -EIO;
+    if (fd >= 0) ::close(fd);
     return result;
 }
 
-int open_direct(const std::string& path, int flags, mode_t mode) {
-    int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
-    return fd >= 0 ? fd : -errno;
-}
-
-}  // namespace
+void route_owner_files_through(int channel) { g_channel = channel; }
 
 int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t mode) {
-    if (!needs_switch(owner)) return open_direct(path, flags, mode);
-    return run_as_owner(owner, true, [&] { return open_direct(path, flags, mode); });
+    OwnerOp op;
+    op.kind = OwnerOpKind::Open;
+    op.owner = owner;
+    op.path = path;
+    op.flags = flags;
+    op.mode = mode;
+    return run_here(op);
 }
 
 int rename_as_owner(const Owner& owner, const std::string& from, const std::string& to) {
-    auto op = [&] { return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : -errno; };
-    if (!needs_switch(owner)) return op();
-    return run_as_owner(owner, false, op);
+    OwnerOp op;
+    op.kind = OwnerOpKind::Rename;
+    op.owner = owner;
+    op.path = from;
+    op.to = to;
+    return run_here(op);
 }
 
 int unlink_as_owner(const Owner& owner, const std::string& path) {
-    auto op = [&] { return ::unlink(path.c_str()) == 0 ? 0 : -errno; };
-    if (!needs_switch(owner)) return op();
-    return run_as_owner(owner, false, op);
+    OwnerOp op;
+    op.kind = OwnerOpKind::Unlink;
+    op.owner = owner;
+    op.path = path;
+    return run_here(op);
 }
 
 gid_t primary_gid_of(uid_t uid, gid_t fallback) {

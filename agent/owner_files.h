@@ -1,19 +1,29 @@
 // File operations done with the rights of a job's owner.
 //
-// The agent never writes a path its job's owner could not write. When the
-// agent runs as that user (per-user agent) the calls are plain syscalls. When
-// it runs as root for another user, each call runs in a forked child that
-// drops to the owner's groups, gid and uid before touching the path, and an
-// opened descriptor comes back over SCM_RIGHTS. Nothing checks access()
-// first: the kernel decides, as the owner.
+// The agent never writes a path its job's owner could not write. Which way a
+// call takes is chosen once at start (main.cpp):
+//
+// - per-user agent (not root): plain syscalls, as the agent's own user;
+// - privilege-separated system agent (`user` set): the request goes over a
+//   socketpair to the owner-rights process (privilege_separation.h), which
+//   kept root and runs it in a child dropped to the owner;
+// - root without `user`: each call for another user runs in a child this
+//   process forks, dropped to the owner's groups, gid and uid.
+//
+// A child that drops to the owner hands an opened descriptor back over
+// SCM_RIGHTS. Nothing checks access() first: the kernel decides, as the owner.
 //
 // Every call refuses to follow a symlink in the last component (O_NOFOLLOW;
-// rename and unlink act on the link itself, never its target).
+// rename and unlink act on the link itself, never its target), and open
+// returns only regular files (a FIFO or device there is EINVAL; it is opened
+// O_NONBLOCK first, so a FIFO cannot hang the call).
 // Results: 0 / a descriptor on success, -errno on failure.
 #pragma once
 
+#include <fcntl.h>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace dopt::agent {
 
@@ -30,5 +40,42 @@ int unlink_as_owner(const Owner& owner, const std::string& path);
 // The owner's primary gid (from the password database); `fallback` when
 // the uid has no entry.
 gid_t primary_gid_of(uid_t uid, gid_t fallback);
+
+// ---- for the owner-rights process (privilege_separation.cpp) ---------------
+
+// The only open flags a request may carry (O_RDONLY is 0).
+constexpr int kOwnerOpenFlags = O_WRONLY | O_RDWR | O_CREAT | O_EXCL | O_TRUNC;
+
+enum class OwnerOpKind { Open = 1, Rename = 2, Unlink = 3 };
+
+// One file operation for one owner. `to` is used by Rename only; `flags`
+// and `mode` by Open only.
+struct OwnerOp {
+    OwnerOpKind kind = OwnerOpKind::Open;
+    Owner owner;
+    std::string path;
+    std::string to;
+    int flags = 0;
+    mode_t mode = 0;
+};
+
+// The supplementary groups of `owner` (getgrouplist of its name), or just
+// its gid when the uid has no entry. Not async-signal-safe: call before fork.
+std::vector<gid_t> groups_of(const Owner& owner);
+
+// Runs `op` in a forked child that sets `groups`, then the owner's gid and
+// uid, and does nothing else before the syscall. The caller must be root.
+// Returns a descriptor (Open), 0 (Rename, Unlink) or -errno.
+int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups);
+
+// From now on every call above is sent over `channel` to the owner-rights
+// process (a SOCK_SEQPACKET socket; the caller keeps it open for good).
+void route_owner_files_through(int channel);
+
+// One (result, optional descriptor) message over a SOCK_SEQPACKET socket.
+bool send_owner_result(int sock, int result, int fd);
+// Returns the result (-EIO when the message is broken or the peer gone);
+// *fd gets the descriptor, or -1. Extra descriptors are closed.
+int recv_owner_result(int sock, int* fd);
 
 }  // namespace dopt::agent

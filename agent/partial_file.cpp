@@ -35,6 +35,8 @@ struct PartialFile::Writer {
     bool stop = false;                    // GUARDED_BY(mu)
     int error = 0;                        // GUARDED_BY(mu): first -errno, sticky
 
+    bool start_writeback = true;
+
     // Writer thread only.
     std::uint64_t offset = 0;
     std::uint64_t writeback_started = 0;
@@ -69,7 +71,7 @@ struct PartialFile::Writer {
         }
         if (sha) EVP_DigestUpdate(sha, buf.data(), buf.size());
         offset += buf.size();
-        if (offset - writeback_started >= kWritebackChunk) {
+        if (start_writeback && offset - writeback_started >= kWritebackChunk) {
             // Asynchronous: queues the pages for writeback without waiting.
             ::sync_file_range(fd, static_cast<off_t>(writeback_started),
                               static_cast<off_t>(offset - writeback_started), SYNC_FILE_RANGE_WRITE);
@@ -117,11 +119,12 @@ PartialFile::~PartialFile() {
     if (writer_->fd >= 0) ::close(writer_->fd);
 }
 
-std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes,
-                                                bool want_sha256, int* err) {
+std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes, bool want_sha256,
+                                                bool start_writeback, int* err) {
     std::unique_ptr<PartialFile> pf(new PartialFile(keep_bytes));
     Writer& w = *pf->writer_;
     w.fd = fd;
+    w.start_writeback = start_writeback;
     w.offset = w.writeback_started = keep_bytes;
     if (::ftruncate(fd, static_cast<off_t>(keep_bytes)) != 0) {
         *err = -errno;
@@ -180,6 +183,8 @@ int PartialFile::reset() {
     if (w.sha) EVP_DigestInit_ex(w.sha, EVP_sha256(), nullptr);
     return 0;
 }
+
+int PartialFile::flush() { return writer_->drain(); }
 
 int PartialFile::sync() {
     if (int e = writer_->drain()) return e;

@@ -26,10 +26,12 @@ class PartialFile {
 public:
     // Takes ownership of `fd` (opened read-write with the owner's rights).
     // The file is truncated to `keep_bytes` (what is trusted of an earlier
-    // run); when `want_sha256` the kept prefix is hashed now.
+    // run); when `want_sha256` the kept prefix is hashed now. With
+    // `start_writeback` the writer hands written pages to the disk as it goes
+    // (for a file that will be sync()ed: the final flush is then short).
     // Returns nullptr with -errno in *err on failure.
-    static std::unique_ptr<PartialFile> adopt(int fd, std::uint64_t keep_bytes,
-                                              bool want_sha256, int* err);
+    static std::unique_ptr<PartialFile> adopt(int fd, std::uint64_t keep_bytes, bool want_sha256,
+                                              bool start_writeback, int* err);
     ~PartialFile();  // waits for pending writes; closes the file
     PartialFile(const PartialFile&) = delete;
     PartialFile& operator=(const PartialFile&) = delete;
@@ -43,6 +45,8 @@ public:
     int reset();
     // Writes everything queued and flushes it to stable storage. 0 or -errno.
     int sync();
+    // Writes everything queued (to the page cache, no flush). 0 or -errno.
+    int flush();
     // Lowercase hex SHA-256 of every byte since byte 0; "" when hashing was
     // not requested. Call once, after sync().
     std::string finish_sha256();

@@ -152,10 +152,11 @@ origin_bytes() {
     awk -v u="$1" '$1 == u { s += $3 } END { printf "%d", s }' "$TMP/nginx/logs/access.log"
 }
 
-# start_agent NAME: doptd with its state, cache and socket in $TMP/NAME,
-# peering off. Waits until `dopt list` answers. Sets AGENT_PID, AGENT_SOCK.
+# start_agent NAME [TOML]: doptd with its state, cache and socket in
+# $TMP/NAME, peering off, TOML (tables) appended to its config. Waits until
+# `dopt list` answers. Sets AGENT_PID, AGENT_SOCK.
 start_agent() {
-    local dir=$TMP/${1:-agent}
+    local dir=$TMP/${1:-agent} extra=${2:-}
     mkdir -p "$dir/state" "$dir/cache"
     AGENT_SOCK=$dir/doptd.sock
     cat >"$dir/doptd.conf" <<EOF
@@ -166,6 +167,7 @@ log_level = "${BENCH_LOG_LEVEL:-info}"
 
 [p2p]
 enabled = false
+$extra
 EOF
     "$DOPTD" --config "$dir/doptd.conf" >"$dir/doptd.log" 2>&1 &
     AGENT_PID=$!

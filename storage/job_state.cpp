@@ -56,7 +56,8 @@ constexpr std::array<Exits, kStateCount> kTransitions = {{
     {S::TransientError, any_of(S::Queued, S::Connecting, S::Error, S::Suspended,
                                S::Cancelled)},
     // Acknowledged: the client (or auto-complete) completed the job.
-    {S::Transferred, any_of(S::Acknowledged, S::Cancelled)},
+    // Error: the agent's own Complete (auto-complete) could not deliver.
+    {S::Transferred, any_of(S::Acknowledged, S::Cancelled, S::Error)},
     {S::Acknowledged, 0},
     {S::Cancelled, 0},
 }};

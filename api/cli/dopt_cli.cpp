@@ -11,6 +11,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <climits>
 #include <csignal>
@@ -341,50 +342,136 @@ Status job_status(dopt_job* job) {
 
 // ---- JSON (printing only) --------------------------------------------------------
 
-json bytes_json(std::uint64_t n) { return n == UINT64_MAX ? json(-1) : json(n); }
+// JsonOut: appends compact JSON text to a string, so `list --json` writes
+// 10,000 jobs without a tree per job. The caller keeps the structure valid
+// (begin/end pairs, key before value). Strings are escaped as nlohmann's
+// dump() escapes them (short escapes for \b \f \n \r \t, \u00xx for other
+// control characters, UTF-8 as is); libdopt hands out valid UTF-8 only.
+class JsonOut {
+public:
+    explicit JsonOut(std::string& out) : out_(out) {}
 
-json file_json(const dopt_file_info& f) {
-    return {{"local_name", f.local_name},
-            {"remote_name", f.remote_name},
-            {"bytes_total", bytes_json(f.bytes_total)},
-            {"bytes_transferred", f.bytes_transferred}};
+    JsonOut& begin_object() { return open('{'); }
+    JsonOut& end_object() { return close('}'); }
+    JsonOut& begin_array() { return open('['); }
+    JsonOut& end_array() { return close(']'); }
+    JsonOut& key(const char* k) {
+        comma();
+        string(k);
+        out_ += ':';
+        after_key_ = true;
+        return *this;
+    }
+    JsonOut& value(const char* v) { comma(); string(v); return *this; }
+    JsonOut& value(std::int64_t v) { comma(); number(v); return *this; }
+    JsonOut& value(std::uint64_t v) { comma(); number(v); return *this; }
+    // A byte count: -1 for UINT64_MAX (unknown), as docs/protocol.md has it.
+    JsonOut& bytes(std::uint64_t v) { return v == UINT64_MAX ? value(std::int64_t{-1}) : value(v); }
+    JsonOut& null() { comma(); out_ += "null"; return *this; }
+
+private:
+    JsonOut& open(char c) { comma(); out_ += c; first_ = true; return *this; }
+    JsonOut& close(char c) { out_ += c; first_ = false; return *this; }
+    void comma() {
+        if (after_key_) after_key_ = false;
+        else if (!first_) out_ += ',';
+        first_ = false;
+    }
+    template <typename T>
+    void number(T v) {
+        char buf[24];
+        auto r = std::to_chars(buf, buf + sizeof buf, v);
+        out_.append(buf, r.ptr);
+    }
+    void string(const char* s) {
+        static const char hex[] = "0123456789abcdef";
+        out_ += '"';
+        const char* run = s;  // start of the bytes not yet copied
+        for (const char* p = s;; ++p) {
+            auto c = static_cast<unsigned char>(*p);
+            if (c >= 0x20 && c != '"' && c != '\\') continue;
+            out_.append(run, p);
+            run = p + 1;
+            if (c == 0) break;
+            out_ += '\\';
+            switch (c) {
+                case '"': out_ += '"'; break;
+                case '\\': out_ += '\\'; break;
+                case '\b': out_ += 'b'; break;
+                case '\f': out_ += 'f'; break;
+                case '\n': out_ += 'n'; break;
+                case '\r': out_ += 'r'; break;
+                case '\t': out_ += 't'; break;
+                default:
+                    out_ += "u00";
+                    out_ += hex[c >> 4];
+                    out_ += hex[c & 15];
+            }
+        }
+        out_ += '"';
+    }
+
+    std::string& out_;
+    bool first_ = true;
+    bool after_key_ = false;
+};
+
+void write_file(JsonOut& w, const dopt_file_info& f) {
+    w.begin_object();
+    w.key("local_name").value(f.local_name);
+    w.key("remote_name").value(f.remote_name);
+    w.key("bytes_total").bytes(f.bytes_total);
+    w.key("bytes_transferred").value(f.bytes_transferred);
+    w.end_object();
 }
 
-json error_json(const dopt_error* e) {
-    if (!e) return nullptr;
+void write_error(JsonOut& w, const dopt_error* e) {
+    if (!e) {
+        w.null();
+        return;
+    }
+    w.begin_object();
+    w.key("context").value(dopt_context_name(dopt_error_get_context(e)));
+    w.key("code").value(dopt_error_get_code(e));
+    w.key("description").value(dopt_error_get_description(e));
+    w.key("protocol").value(dopt_error_get_protocol(e));
+    w.key("file");
     dopt_file_info f{};
-    json file = dopt_error_get_file(e, &f) == DOPT_OK ? file_json(f) : json(nullptr);
-    return {{"context", dopt_context_name(dopt_error_get_context(e))},
-            {"code", dopt_error_get_code(e)},
-            {"description", dopt_error_get_description(e)},
-            {"protocol", dopt_error_get_protocol(e)},
-            {"file", file}};
+    if (dopt_error_get_file(e, &f) == DOPT_OK) write_file(w, f);
+    else w.null();
+    w.end_object();
 }
 
-json job_json(const dopt_job_status* s) {
+// The job object of `status --json` and `list --json` (DESIGN.md), compact,
+// appended to `out`.
+void write_job(std::string& out, const dopt_job_status* s) {
     dopt_progress p{};
     dopt_job_status_progress(s, &p);
     dopt_times t{};
     dopt_job_status_times(s, &t);
-    json files = json::array();
+    JsonOut w(out);
+    w.begin_object();
+    w.key("id").value(dopt_job_status_id(s));
+    w.key("display_name").value(dopt_job_status_display_name(s));
+    w.key("state").value(dopt_state_name(dopt_job_status_state(s)));
+    w.key("priority").value(priority_name(dopt_job_status_priority(s)));
+    w.key("mode").value(dopt_job_status_mode(s));
+    w.key("created").value(t.created);
+    w.key("modified").value(t.modified);
+    w.key("transfer_completed").value(t.transfer_completed);
+    w.key("bytes_total").bytes(p.bytes_total);
+    w.key("bytes_transferred").value(p.bytes_transferred);
+    w.key("bytes_from_peers").value(p.bytes_from_peers);
+    w.key("bytes_from_origin").value(p.bytes_from_origin);
+    w.key("files").begin_array();
     for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
         dopt_file_info f{};
-        if (dopt_job_status_file(s, i, &f) == DOPT_OK) files.push_back(file_json(f));
+        if (dopt_job_status_file(s, i, &f) == DOPT_OK) write_file(w, f);
     }
-    return {{"id", dopt_job_status_id(s)},
-            {"display_name", dopt_job_status_display_name(s)},
-            {"state", dopt_state_name(dopt_job_status_state(s))},
-            {"priority", priority_name(dopt_job_status_priority(s))},
-            {"mode", dopt_job_status_mode(s)},
-            {"created", t.created},
-            {"modified", t.modified},
-            {"transfer_completed", t.transfer_completed},
-            {"bytes_total", bytes_json(p.bytes_total)},
-            {"bytes_transferred", p.bytes_transferred},
-            {"bytes_from_peers", p.bytes_from_peers},
-            {"bytes_from_origin", p.bytes_from_origin},
-            {"files", files},
-            {"error", error_json(dopt_job_status_error(s))}};
+    w.end_array();
+    w.key("error");
+    write_error(w, dopt_job_status_error(s));
+    w.end_object();
 }
 
 void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
@@ -645,9 +732,20 @@ int cmd_list(const Options& o) {
     Client client = connect(o);
     std::vector<Status> jobs = list_jobs(client.get());
     if (o.json) {
-        json arr = json::array();
-        for (const auto& s : jobs) arr.push_back(job_json(s.get()));
-        print_json(arr);
+        // One job object a line, written as it is made: no tree, and no
+        // more than about 64 KiB of text held at a time.
+        std::string buf = "[";
+        buf.reserve(1 << 17);
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            buf += i ? ",\n" : "\n";
+            write_job(buf, jobs[i].get());
+            if (buf.size() >= (1 << 16)) {
+                std::fwrite(buf.data(), 1, buf.size(), stdout);
+                buf.clear();
+            }
+        }
+        buf += "]\n";
+        std::fwrite(buf.data(), 1, buf.size(), stdout);
         return kExitOk;
     }
     std::printf("%-36s  %-15s  %4s  %s\n", "ID", "STATE", "DONE", "NAME");
@@ -704,8 +802,13 @@ int cmd_status(const Options& o) {
     Client client = connect(o);
     Job job = open_job(client.get(), o.args[0]);
     Status s = job_status(job.get());
-    if (o.json) print_json(job_json(s.get()));
-    else print_status(s.get());
+    if (o.json) {
+        std::string text;
+        write_job(text, s.get());
+        print_json(json::parse(text));  // indented for a person; json is ordered
+    } else {
+        print_status(s.get());
+    }
     return kExitOk;
 }
 

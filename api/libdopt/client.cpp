@@ -71,13 +71,19 @@ int check_reply(dopt_client* client, const json& reply, std::int64_t seq) {
 }  // namespace
 
 int call(dopt_client* client, json request, json* reply) {
+    return call(client, std::move(request), reply, [](const std::string& body) {
+        return json::parse(body, nullptr, /*allow_exceptions=*/false);
+    });
+}
+
+int call(dopt_client* client, json request, json* reply, const ReplyParser& parse) {
     std::lock_guard<std::mutex> lock(client->mu);
     std::int64_t seq = ++client->seq;
     request["seq"] = seq;
     std::string body;
     int rc = exchange_locked(client, request.dump(), &body);
     if (rc != DOPT_OK) return rc;
-    json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    json parsed = parse(body);
     if (parsed.is_discarded()) {
         client->broken = true;
         return fail(DOPT_E_PROTOCOL, "the agent's reply is not valid JSON");

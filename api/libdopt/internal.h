@@ -4,7 +4,7 @@
 // Layout:
 //   client.cpp   connection, handshake, request/reply (Connection::call)
 //   job.cpp      dopt_job_* requests
-//   objects.cpp  status snapshots, error objects, job-object parsing
+//   objects.cpp  status snapshots, error objects, job-object parsing (JsonReader)
 //   dispatcher.cpp  callbacks: the second connection and its dispatcher thread
 //   text.cpp     dopt_version, dopt_strerror, names, the last-error string
 #pragma once
@@ -12,11 +12,13 @@
 #include "dopt/dopt.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -98,6 +100,13 @@ int fail(int code, const std::string& detail) noexcept;
 // DOPT_E_TOO_LARGE). *reply holds the parsed reply whenever one arrived,
 // also for rc != 0 (wait's DOPT_E_TIMEOUT carries a job). Thread-safe.
 int call(dopt_client* client, json request, json* reply);
+// The same with the reply's text read by `parse` (under the client's lock),
+// for replies too big to want as a tree (list): it returns at least the
+// envelope members (rc, seq, message) as a tree and keeps the rest where it
+// likes, or a discarded value for text that is not JSON (the client is then
+// broken). What it throws passes through.
+using ReplyParser = std::function<json(const std::string& body)>;
+int call(dopt_client* client, json request, json* reply, const ReplyParser& parse);
 
 // Connects to `path` and says hello: DOPT_OK with *out set, or a code with
 // the detail set. The dispatcher uses it for its own connection.
@@ -119,9 +128,73 @@ struct ProtocolError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// ---- JSON text without a tree (objects.cpp) ----
+
+// Malformed JSON text (RFC 8259); a ProtocolError like any other, but a
+// caller can tell it from a well-formed reply with unexpected contents.
+struct JsonSyntaxError : ProtocolError {
+    using ProtocolError::ProtocolError;
+};
+
+// A pull reader over one JSON text: the caller walks the structure it
+// expects and reads each value straight into its destination; skip_value()
+// passes over (and validates) anything else. Syntax errors (including
+// invalid UTF-8 and unpaired surrogates in strings) throw JsonSyntaxError;
+// a value of the wrong type or range throws ProtocolError. The text must
+// outlive the reader.
+//
+//   JsonReader::Nest obj;
+//   std::string_view key;
+//   while (r.next_member(&obj, &key))   // reads '{' first, then ',' or '}'
+//       if (key == "id") r.read_string(&id); else r.skip_value();
+class JsonReader {
+public:
+    explicit JsonReader(std::string_view text) : text_(text) {}
+
+    // Where an object or array being walked is; one per nesting level.
+    struct Nest {
+        bool first = true;
+    };
+    // Next member of the object at hand: true with *key set (valid until the
+    // next call on this reader) and the reader at its value; false after '}'.
+    bool next_member(Nest* nest, std::string_view* key);
+    // Next element of the array at hand: true with the reader at it; false after ']'.
+    bool next_element(Nest* nest);
+
+    // The next non-blank character, not consumed; '\0' at the end.
+    char peek();
+    // Consumes a null if one is next.
+    bool null();
+    void read_string(std::string* out);
+    // An integer (also 1e3 or 2.0); `what` names it in the error.
+    std::int64_t read_i64(const char* what);
+    bool read_bool(const char* what);
+    void skip_value(int depth = 0);
+    // Skips the next value and returns its text.
+    std::string_view raw_value();
+    // Requires the end of the text (blanks allowed).
+    void finish();
+
+private:
+    [[noreturn]] void fail(const char* what) const;
+    void expect(char c);
+    void literal(std::string_view word);
+    std::string_view string_view(std::string* scratch);
+    std::size_t utf8_length(std::size_t p) const;
+    std::uint32_t hex4();
+    bool number(std::size_t* start, std::size_t* end);
+
+    std::string_view text_;
+    std::size_t pos_ = 0;
+    std::string key_;  // decoded member name when it holds an escape
+};
+
 // ---- job objects (objects.cpp) ----
-// Parses the job object of docs/protocol.md. Throws ProtocolError or
-// nlohmann::json::exception on malformed input.
+// Parses the job object of docs/protocol.md: members in any order, unknown
+// ones skipped. Throws ProtocolError (JsonSyntaxError for malformed text).
+std::unique_ptr<dopt_job_status> read_job(JsonReader& r);
+std::unique_ptr<dopt_job_status> parse_job(std::string_view text);
+// The same for a job object already in a tree (replies of one job, events).
 std::unique_ptr<dopt_job_status> parse_job(const json& j);
 // "queued" -> DOPT_STATE_QUEUED; false for an unknown name.
 bool parse_state(const std::string& name, dopt_job_state* out);

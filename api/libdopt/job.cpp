@@ -63,6 +63,59 @@ int make_handle(dopt_job** out, dopt_client* client, const json& reply) {
     return DOPT_OK;
 }
 
+// One reply to `list`, read without a tree (a page holds up to 1000 jobs).
+struct ListPage {
+    std::vector<std::unique_ptr<dopt_job_status>>* jobs = nullptr;  // the page's are appended
+    std::size_t first = 0;  // where this page's jobs start in *jobs
+    bool has_jobs = false;
+    bool more = false;
+    // A well-formed reply with a bad job (unknown state, ...): reported
+    // once the envelope is known good, as for any other reply.
+    std::string problem;
+};
+
+// Reads the members of a list reply: jobs into page->jobs, more, and the
+// envelope (rc, seq, message) returned as a tree. Throws ProtocolError.
+json read_list_reply(const std::string& body, ListPage* page) {
+    JsonReader r(body);
+    if (r.peek() != '{') return json::parse(body, nullptr, /*allow_exceptions=*/false);
+    json envelope = json::object();
+    JsonReader::Nest obj;
+    std::string_view key;
+    while (r.next_member(&obj, &key)) {
+        if (key == "jobs") {
+            page->jobs->resize(page->first);  // a repeated member replaces the first
+            page->has_jobs = true;
+            if (r.peek() != '[') throw ProtocolError("jobs is not an array");
+            JsonReader::Nest arr;
+            while (r.next_element(&arr)) page->jobs->push_back(read_job(r));
+        } else if (key == "more") {
+            page->more = !r.null() && r.read_bool("more");
+        } else if (key == "rc" || key == "seq" || key == "message") {
+            std::string name(key);  // key is only valid until the reader moves on
+            envelope[name] = json::parse(r.raw_value());
+        } else {
+            r.skip_value();
+        }
+    }
+    r.finish();
+    return envelope;
+}
+
+// ReplyParser for list: malformed text comes back discarded (call() then
+// breaks the client), a bad job is kept in page->problem and the envelope
+// read again from a tree of the whole reply (rare: the slow way is fine).
+json parse_list_reply(const std::string& body, ListPage* page) {
+    try {
+        return read_list_reply(body, page);
+    } catch (const JsonSyntaxError&) {
+        return json(json::value_t::discarded);
+    } catch (const ProtocolError& e) {
+        page->problem = e.what();
+        return json::parse(body, nullptr, /*allow_exceptions=*/false);
+    }
+}
+
 #define DOPT_REQUIRE(cond, fn)                                                 \
     do {                                                                       \
         if (!(cond)) return fail(DOPT_E_INVALID_ARG, fn ": NULL argument");    \
@@ -84,14 +137,17 @@ int dopt_client_list_jobs(dopt_job_status*** out, size_t* count, dopt_client* cl
         for (;;) {
             json req{{"op", "list"}};
             if (!after.empty()) req["after"] = after;
+            ListPage page;
+            page.jobs = &parsed;
+            page.first = parsed.size();
             json reply;
-            int rc = call(client, req, &reply);
+            int rc = call(client, req, &reply,
+                          [&page](const std::string& body) { return parse_list_reply(body, &page); });
             if (rc != DOPT_OK) return rc;
-            const json& jobs = reply.at("jobs");
-            if (!jobs.is_array()) throw ProtocolError("jobs is not an array");
-            for (const json& j : jobs) parsed.push_back(parse_job(j));
-            if (!reply.value("more", false) || jobs.empty()) break;
-            after = jobs.back().at("id").get<std::string>();
+            if (!page.problem.empty()) throw ProtocolError(page.problem);
+            if (!page.has_jobs) throw ProtocolError("no jobs in the reply to list");
+            if (!page.more || parsed.size() == page.first) break;
+            after = parsed.back()->id;
         }
         if (parsed.empty()) return DOPT_OK;
         auto* list = new dopt_job_status*[parsed.size()];

@@ -145,7 +145,8 @@ DOPT_EXPORT const char *dopt_version(void);
 DOPT_EXPORT const char *dopt_strerror(int code);
 
 /* Detail of the last failure on the calling thread (thread-local, never NULL,
- * "" when there is none). Valid until the next dopt_* call on this thread. */
+ * "" when there is none). Valid until the next dopt_* call on this thread
+ * that can fail (accessors of snapshots and errors leave it alone). */
 DOPT_EXPORT const char *dopt_last_error(void);
 
 /* Name of a state as the CLI's --json prints it ("queued", "transient_error",
@@ -224,11 +225,15 @@ DOPT_EXPORT int dopt_job_set_auto_complete(dopt_job *job, int on);
 
 /* State changes. Each is persisted before it returns; a request the current
  * state does not allow returns DOPT_E_INVALID_STATE and changes nothing.
- *  resume:   SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled)
- *  suspend:  QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR -> SUSPENDED
+ *  resume:   SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled);
+ *            a no-op DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job;
+ *            DOPT_E_INVALID_STATE for a job without files
+ *  suspend:  QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR -> SUSPENDED;
+ *            a no-op DOPT_OK on a SUSPENDED job
  *  cancel:   any state but ACKNOWLEDGED/CANCELLED -> CANCELLED, partial files removed
  *  complete: TRANSFERRED -> ACKNOWLEDGED, files renamed to their final names;
- *            ERROR -> ACKNOWLEDGED keeping only the files fully transferred. */
+ *            ERROR -> ACKNOWLEDGED keeping only the files fully transferred;
+ *            DOPT_E_LOCAL_IO (state unchanged) when a rename fails. */
 DOPT_EXPORT int dopt_job_resume(dopt_job *job);
 DOPT_EXPORT int dopt_job_suspend(dopt_job *job);
 DOPT_EXPORT int dopt_job_cancel(dopt_job *job);
@@ -301,7 +306,13 @@ typedef struct dopt_callbacks {
 
 /* Registers (or, with callbacks NULL, removes) the job's callbacks; the
  * struct is copied. Pending durable notifications of the job are delivered
- * soon after. DOPT_E_INVALID_ARG for an unknown version. */
+ * soon after. A struct with no callback set and notify_flags 0 removes them
+ * too. One registration per job per client: registering through a second
+ * handle of the same job replaces the first. A durable notification whose
+ * callback is NULL (or whose bit is not in notify_flags) is acknowledged with
+ * DOPT_OK when it arrives. Errors: DOPT_E_INVALID_ARG (NULL job, unknown
+ * version), DOPT_E_CONNECT / DOPT_E_VERSION (the callback connection could
+ * not be opened), DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_set_callbacks(dopt_job *job, const dopt_callbacks *callbacks,
                                        void *userdata);
 

@@ -1,0 +1,83 @@
+// Privilege separation of the system-wide agent (DESIGN.md, "Where bytes
+// live, and whose rights write them").
+//
+// A doptd started as root with `user` set splits in two at start, before any
+// thread exists:
+//
+//   doptd (runs as `user`)  <-- socketpair (SOCK_SEQPACKET) -->  owner-rights
+//   IPC, SQLite, curl, jobs                                      process (root)
+//
+// The owner-rights process is a child that keeps root and does one thing:
+// open, rename or unlink a path as a given owner. For each request it forks a
+// grandchild that sets the owner's groups, gid and uid and makes the one
+// syscall (open with O_NOFOLLOW | O_CLOEXEC, regular files only); an opened
+// descriptor comes back to the agent over SCM_RIGHTS. It has no other
+// descriptor than its end of the socketpair (and stdin/stdout/stderr), serves
+// only the process that created the pair (SO_PEERCRED), refuses malformed
+// requests, and exits when the agent's end closes (or the agent dies).
+//
+// Wire format (one SOCK_SEQPACKET message each way):
+//   request: OwnerRightsRequest (below), then `path_len` bytes of the path and
+//            `to_len` bytes of the rename target; no NUL terminators.
+//   reply:   an int (>= 0 success, else -errno), with the descriptor attached
+//            (SCM_RIGHTS) for a successful open.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/owner_files.h"
+
+namespace dopt::agent {
+
+// The account the network-facing part runs as.
+struct ServiceAccount {
+    std::string name;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;  // supplementary groups, primary included
+};
+
+// Looks `name` up in the user database. Throws std::runtime_error
+// "user 'x' does not exist" (or names the lookup error).
+ServiceAccount lookup_account(const std::string& name);
+
+// As root, before any thread exists: creates state_dir and cache_dir (0700)
+// and the socket's folder (0755), hands them and the agent's own files in
+// state_dir (lock, jobs.db and its WAL files) to `account`, starts the
+// owner-rights process, routes owner_files.h through it, and drops this
+// process to `account` for good (groups, gid, uid; setuid(0) then must fail;
+// not dumpable; no_new_privs). Throws std::runtime_error when any step fails;
+// the caller must then exit.
+void separate_privileges(const Config& config, const ServiceAccount& account);
+
+// True once separate_privileges() succeeded in this process: the agent is
+// the system agent although it no longer runs as root.
+bool privilege_separated();
+
+// The agent's side of one request: sends `op`, waits for the answer.
+// Returns a descriptor (open), 0 or -errno (-EIO: the process is gone).
+// Serialized by a mutex; the descriptor is the caller's.
+int owner_rights_call(int channel, const OwnerOp& op);
+
+// The fixed part of a request. Exposed for the tests.
+struct OwnerRightsRequest {
+    std::uint32_t version;  // kOwnerRightsVersion
+    std::uint32_t op;       // OwnerOpKind
+    std::uint32_t uid;
+    std::uint32_t gid;
+    std::int32_t flags;     // a subset of kOwnerOpenFlags (open only)
+    std::uint32_t mode;     // at most 0777 (open only)
+    std::uint32_t path_len; // 1 .. PATH_MAX-1
+    std::uint32_t to_len;   // rename: 1 .. PATH_MAX-1; otherwise 0
+};
+constexpr std::uint32_t kOwnerRightsVersion = 1;
+
+// Checks and decodes one request message. Returns "" and fills `op`, or
+// says what is wrong with it.
+std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op);
+
+}  // namespace dopt::agent

@@ -1,0 +1,155 @@
+"""HTTPS, redirects, proxies and per-job request headers, against real nginx
+servers on 127.0.0.1: one TLS origin with a certificate made for the test,
+one plain origin, one nginx working as a forward proxy.
+
+    dopt ──https──> nginx (TLS, self-signed cert for 127.0.0.1)
+         ──http───> nginx (plain)            /auth/ wants "X-Token: secret"
+         ──http───> nginx (forward proxy) ──> nginx (plain)
+"""
+
+import os
+import subprocess
+import unittest
+from unittest import mock
+
+import harness
+from harness import IntegrationTest, Nginx, MiB, make_file
+
+DOPT_E_UNSUPPORTED_SCHEME = -9
+DOPT_E_TLS = -23
+
+
+class TlsNginx(Nginx):
+    """nginx serving `docroot` over TLS with a certificate for 127.0.0.1;
+    /down/NAME redirects to `downgrade_to` + NAME (a plain http URL)."""
+
+    def __init__(self, workdir, docroot, downgrade_to=""):
+        super().__init__(workdir, docroot)
+        self.cert = os.path.join(self.dir, "cert.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+        self.downgrade_to = downgrade_to
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", self.key, "-out", self.cert, "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+
+    def _conf(self):
+        conf = super()._conf()
+        conf = conf.replace(f"listen 127.0.0.1:{self.port};",
+                            f"listen 127.0.0.1:{self.port} ssl;\n"
+                            f"        ssl_certificate {self.cert};\n"
+                            f"        ssl_certificate_key {self.key};")
+        return conf.replace("location /forbidden/",
+                            f"location /down/ {{ rewrite ^/down/(.*)$ {self.downgrade_to}$1 redirect; }}\n"
+                            "        location /forbidden/")
+
+    def url(self, path):
+        return "https://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
+
+
+class HeaderNginx(Nginx):
+    """Plain nginx whose /auth/ answers 403 unless the request carries
+    "X-Token: secret"."""
+
+    def _conf(self):
+        return super()._conf().replace(
+            "location /forbidden/",
+            f"location /auth/ {{ alias {self.docroot}/; "
+            "if ($http_x_token != \"secret\") { return 403; } }\n        location /forbidden/")
+
+
+class ProxyNginx(Nginx):
+    """nginx as a forward HTTP proxy (absolute-form requests to IP hosts)."""
+
+    def _conf(self):
+        return super()._conf().replace(
+            "location / { }",
+            "location / { proxy_pass http://$http_host; proxy_buffering off; }")
+
+
+class HttpFeaturesTest(IntegrationTest):
+
+    def start_tls(self, downgrade_to=""):
+        n = TlsNginx(self.sb.path("tls"), self.www, downgrade_to)
+        self.sb.children.append(n)
+        return n.start()
+
+    def test_https_download_with_the_origin_ca_configured(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 3 * MiB)
+        tls = self.start_tls()
+        self.start_agent(f'[http]\nca_file = "{tls.cert}"\n')
+        out = os.path.join(self.dest(), "f.bin")
+        rc, _, err = self.dopt("get", tls.url("f.bin"), "-o", out)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(out, sha)
+
+    def test_an_untrusted_certificate_is_refused_with_no_insecure_fallback(self):
+        make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        tls = self.start_tls()
+        self.start_agent()  # the system CA store does not know the test's CA
+        out = os.path.join(self.dest(), "f.bin")
+        rc, _, err = self.dopt("get", tls.url("f.bin"), "-o", out, timeout=60)
+        self.assertEqual(rc, 1, err)
+        job = self.agent.job_for(out)
+        self.assertEqual(job["state"], "error")
+        e = job["error"]
+        self.assertEqual(e["context"], "transport")
+        self.assertEqual(e["code"], DOPT_E_TLS)
+        self.assertEqual(e["protocol"], "https")
+        self.assertIn("certificate", e["description"].lower())
+        self.assertIn(tls.url("f.bin"), e["description"])
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(tls.body_bytes_sent("/f.bin"), 0, "no byte may cross an untrusted TLS link")
+
+    def test_https_may_not_redirect_to_plain_http(self):
+        make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        plain = self.sb.nginx(self.www, name="plain")
+        tls = self.start_tls(downgrade_to=plain.url(""))
+        self.start_agent(f'[http]\nca_file = "{tls.cert}"\n')
+        out = os.path.join(self.dest(), "f.bin")
+        rc, _, err = self.dopt("get", tls.url("down/f.bin"), "-o", out, timeout=60)
+        self.assertEqual(rc, 1, err)
+        e = self.agent.job_for(out)["error"]
+        self.assertEqual(e["context"], "remote_file")
+        self.assertEqual(e["code"], DOPT_E_UNSUPPORTED_SCHEME)
+        self.assertEqual(plain.body_bytes_sent("/f.bin"), 0)
+        self.assertFalse(os.path.exists(out))
+
+    def test_a_job_sends_its_own_request_headers(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        n = HeaderNginx(self.sb.path("hdr"), self.www)
+        self.sb.children.append(n)
+        n.start()
+        self.start_agent()
+        with_token = os.path.join(self.dest(), "a.bin")
+        rc, _, err = self.dopt("get", n.url("auth/f.bin"), "-o", with_token,
+                               "--header", "X-Token: secret")
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(with_token, sha)
+        without = os.path.join(self.dest(), "b.bin")
+        rc, _, _ = self.dopt("get", n.url("auth/f.bin"), "-o", without)
+        self.assertEqual(rc, 1)
+        self.assertEqual(self.agent.job_for(without)["error"]["code"], 403)
+
+    def test_the_configured_proxy_carries_the_transfer(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 2 * MiB)
+        origin = self.sb.nginx(self.www, name="origin")
+        proxy = ProxyNginx(self.sb.path("proxy"), self.sb.path("proxy-www"))
+        self.sb.children.append(proxy)
+        proxy.start()
+        # The harness tells children no_proxy=127.0.0.1 (which libcurl honours
+        # even for a configured proxy); this agent must not get it.
+        env = {k: v for k, v in harness.clean_env().items() if k.lower() != "no_proxy"}
+        with mock.patch.object(harness, "clean_env", return_value=env):
+            self.start_agent(f'[http]\nproxy = "http://127.0.0.1:{proxy.port}"\n')
+        out = os.path.join(self.dest(), "f.bin")
+        rc, _, err = self.dopt("get", origin.url("f.bin"), "-o", out)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(out, sha)
+        proxied = [e for e in proxy.log_entries() if e[4].endswith("/f.bin")]
+        self.assertTrue(proxied, "the request did not go through the proxy")
+        self.assertEqual(sum(e[1] for e in proxied), 2 * MiB)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,355 @@
+"""The privilege-separated system agent (docs/config.md, "System-wide agent
+and privilege separation"): doptd started as root with `user = "nobody"`.
+
+Needs root (skipped otherwise) and the Debian accounts `nobody` (the agent's
+account) and `daemon` (uid 1, a second local user running the `dopt` CLI).
+
+    doptd (uid nobody) --socketpair-- doptd-owner (root) --fork--> child as owner
+        ^ Unix socket 0666
+    dopt (root)   dopt (daemon)
+
+Everything lives under the test's temporary directory, made 0755 so that
+nobody and daemon can reach the state, the socket and the destinations.
+"""
+
+import glob
+import os
+import pwd
+import signal
+import subprocess
+import unittest
+
+from harness import IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, make_file, sha256_file, wait_for
+
+DAEMON_UID = 1
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of field -> text."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def ids(status, field):
+    """The numbers of a Uid:/Gid: line: real, effective, saved, filesystem."""
+    return [int(x) for x in status[field].split()]
+
+
+def children_of(pid):
+    """PIDs whose parent is `pid`."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids.append(int(d))
+    return kids
+
+
+def gone_or_zombie(pid):
+    try:
+        return proc_status(pid).get("State", "").startswith("Z")
+    except OSError:
+        return True
+
+
+class SystemAgent(IntegrationTest):
+    """doptd as root with user = "nobody"; clients as root and as daemon."""
+
+    def setUp(self):
+        if not IS_ROOT:
+            self.skipTest("the system agent starts as root: run these tests as root")
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+            self.daemon = pwd.getpwnam("daemon")
+        except KeyError:
+            self.skipTest("needs the accounts 'nobody' and 'daemon'")
+        super().setUp()
+        os.chmod(self.sb.dir, 0o755)
+        self.sha = make_file(os.path.join(self.www, "file.bin"), 3 * MiB, seed=1)
+        make_file(os.path.join(self.www, "big.bin"), 24 * MiB, seed=2)
+        self.nginx = self.sb.nginx(self.www, slow_rate="1m")
+        self.agent = self.start_system_agent()
+
+    def start_system_agent(self, user="nobody", start=True):
+        workdir = self.sb.path("agent")
+        socket_path = os.path.join(workdir, "run", "doptd.sock")
+        extra = 'user = "%s"\nsocket = "%s"\n' % (user, socket_path)
+        a = self.sb.agent(extra, start=False)
+        a.socket = socket_path
+        return a.start() if start else a
+
+    def folder(self, name, uid=0, mode=0o755):
+        d = self.sb.path(name)
+        os.makedirs(d)
+        os.chown(d, uid, uid)
+        os.chmod(d, mode)
+        return d
+
+    def dopt_as_daemon(self, *args, timeout=60):
+        """`dopt ARGS` run as daemon (uid 1, gid 1, no other groups)."""
+        cmd = [dopt_path(), "--socket", self.agent.socket] + [str(a) for a in args]
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=clean_env(),
+                           stdin=subprocess.DEVNULL, cwd="/", user=DAEMON_UID,
+                           group=self.daemon.pw_gid, extra_groups=[])
+        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def as_daemon(self, code):
+        """Runs Python `code` as daemon (to plant files as that user would)."""
+        subprocess.run(["python3", "-c", code], check=True, user=DAEMON_UID,
+                       group=self.daemon.pw_gid, extra_groups=[], env=clean_env(), cwd="/")
+
+    def helper_pid(self):
+        kids = children_of(self.agent.proc.pid)
+        self.assertEqual(len(kids), 1, "doptd should have exactly one child, the "
+                                       "owner-rights process: %s" % kids)
+        return kids[0]
+
+    # -- who runs as whom --------------------------------------------------------
+
+    def test_main_process_is_nobody_and_one_helper_child_is_root(self):
+        st = proc_status(self.agent.proc.pid)
+        self.assertEqual(ids(st, "Uid"), [self.nobody.pw_uid] * 4)
+        self.assertEqual(ids(st, "Gid"), [self.nobody.pw_gid] * 4)
+        self.assertEqual(int(st["CapEff"], 16), 0)
+        self.assertEqual(int(st["CapPrm"], 16), 0)
+        self.assertEqual(st["NoNewPrivs"], "1")
+        groups = {int(g) for g in st["Groups"].split()}
+        self.assertEqual(groups, set(os.getgrouplist("nobody", self.nobody.pw_gid)))
+
+        helper = self.helper_pid()
+        hst = proc_status(helper)
+        self.assertEqual(ids(hst, "Uid"), [0, 0, 0, 0])
+        self.assertEqual(hst["Name"], "doptd-owner")
+
+        # What the agent made its own: state, the db files, the socket folder.
+        state = self.agent.state_dir
+        for p in (state, os.path.join(state, "jobs.db"), os.path.join(state, "doptd.lock"),
+                  os.path.dirname(self.agent.socket)):
+            self.assertEqual(os.stat(p).st_uid, self.nobody.pw_uid, p)
+        run = os.stat(os.path.dirname(self.agent.socket))
+        self.assertEqual(run.st_mode & 0o7777, 0o755)
+        self.assertEqual(os.stat(self.agent.socket).st_mode & 0o777, 0o666)
+        self.assertIn("privilege-separated", self.agent.log_text())
+
+    def test_helper_has_only_its_socketpair_and_no_listening_socket(self):
+        helper = self.helper_pid()
+        fds = {int(fd): os.readlink("/proc/%d/fd/%s" % (helper, fd))
+               for fd in os.listdir("/proc/%d/fd" % helper)}
+        extra = {fd: t for fd, t in fds.items() if fd > 2}
+        self.assertEqual(len(extra), 1, "the helper should hold one descriptor beyond "
+                                        "stdin/stdout/stderr: %s" % fds)
+        target = list(extra.values())[0]
+        self.assertTrue(target.startswith("socket:["), target)
+        inode = target[len("socket:["):-1]
+        entries = {}
+        with open("/proc/%d/net/unix" % helper) as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                entries[parts[6]] = parts
+        self.assertIn(inode, entries, "the helper's socket is not a Unix socket")
+        e = entries[inode]
+        flags, sock_type, state = int(e[3], 16), int(e[4], 16), int(e[5], 16)
+        self.assertEqual(flags & 0x10000, 0, "the helper's socket is listening: %s" % e)
+        self.assertEqual(sock_type, 5, "expected SOCK_SEQPACKET: %s" % e)
+        self.assertEqual(state, 3, "expected a connected socket: %s" % e)
+        self.assertEqual(len(e), 7, "the helper's socket has a path: %s" % e)
+
+    def test_helper_exits_within_a_second_when_the_agent_is_killed(self):
+        helper = self.helper_pid()
+        self.agent.kill9()
+        wait_for(lambda: gone_or_zombie(helper), 1.0, interval=0.02,
+                 what="the owner-rights process to exit after kill -9 of doptd")
+
+    def test_sigterm_stops_both_and_sighup_reloads_after_the_drop(self):
+        helper = self.helper_pid()
+        self.agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: reloaded" in self.agent.log_text(), 10,
+                 what="the reload to be logged")
+        path = os.path.join(self.folder("rootdir"), "file.bin")
+        self.agent.dopt("get", self.nginx.url("/file.bin"), "-o", path, check=True)
+        self.assertEqual(self.agent.terminate(), 0)
+        wait_for(lambda: gone_or_zombie(helper), 1.0, interval=0.02,
+                 what="the owner-rights process to exit with the agent")
+        self.assertFalse(os.path.exists(self.agent.socket))
+
+    # -- whose rights write the files ---------------------------------------------
+
+    def test_roots_job_lands_in_a_root_owned_folder(self):
+        d = self.folder("rootdir", uid=0, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        self.agent.dopt("get", self.nginx.url("/file.bin"), "-o", path, check=True)
+        self.assertEqual(sha256_file(path), self.sha)
+        self.assertEqual(os.stat(path).st_uid, 0)
+        self.assertEqual(os.listdir(d), ["file.bin"])
+
+    def test_another_users_job_lands_in_its_folder_owned_by_it(self):
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(sha256_file(path), self.sha)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
+        self.assertEqual(os.listdir(d), ["file.bin"])
+        self.agent.job_for(path)  # root sees every user's jobs
+
+    def test_another_user_cannot_write_into_etc_or_a_root_folder(self):
+        name = "dopt-system-agent-test-%d" % os.getpid()
+        etc_path = "/etc/" + name
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", etc_path)
+        self.assertEqual(rc, 2, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(glob.glob("/etc/*%s*" % name) + glob.glob("/etc/.*%s*" % name), [])
+
+        d = self.folder("rootonly", uid=0, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o", path)
+        self.assertEqual(rc, 2, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(os.listdir(d), [])
+        self.assertTrue(self.agent.running())
+
+    def precious(self):
+        """A root-owned file in a root-owned folder, and its content."""
+        d = self.folder("precious", uid=0, mode=0o755)
+        path = os.path.join(d, "precious")
+        with open(path, "wb") as f:
+            f.write(b"root's own bytes\n")
+        os.chmod(path, 0o644)
+        return path, b"root's own bytes\n"
+
+    def assert_untouched(self, path, content):
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), content)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_mode & 0o7777), (0, 0o644))
+
+    def test_a_symlink_planted_as_the_final_file_is_replaced_not_written_through(self):
+        target, content = self.precious()
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        self.as_daemon("import os; os.symlink(%r, %r)" % (target, path))
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assert_untouched(target, content)
+        self.assertFalse(os.path.islink(path))
+        self.assertEqual(sha256_file(path), self.sha)
+        self.assertEqual(os.lstat(path).st_uid, DAEMON_UID)
+
+    def test_a_symlink_planted_as_the_partial_file_is_not_followed(self):
+        target, content = self.precious()
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "big.bin")
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/slow/big.bin"), "-o", path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        job_id = out.strip().splitlines()[-1]
+        self.agent.wait_bytes(job_id, 1)
+        rc, out, err = self.dopt_as_daemon("suspend", job_id)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
+        self.assertEqual(len(partials), 1, os.listdir(d))
+        # The user swaps its partial file for a link to root's file.
+        self.as_daemon("import os; os.unlink(%r); os.symlink(%r, %r)"
+                       % (partials[0], target, partials[0]))
+        rc, out, err = self.dopt_as_daemon("resume", job_id)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        st = self.agent.wait_state(job_id, ("error",), timeout=30)
+        self.assertEqual(st["error"]["context"], "local_file", st)
+        self.assert_untouched(target, content)
+        self.assertTrue(os.path.islink(partials[0]))
+        self.assertFalse(os.path.exists(path))
+
+    def test_roots_job_in_a_users_folder_does_not_follow_a_partial_swapped_for_a_link(self):
+        # The classic attack on a root daemon: root writes into a folder a
+        # user controls, and the user swaps a file there for a symlink.
+        # Root's rights would let the write through; O_NOFOLLOW must not.
+        target, content = self.precious()
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        self.agent.wait_bytes(job_id, 1)
+        self.agent.dopt("suspend", job_id, check=True)
+        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
+        self.assertEqual(len(partials), 1, os.listdir(d))
+        self.assertEqual(os.stat(partials[0]).st_uid, 0)
+        self.as_daemon("import os; os.unlink(%r); os.symlink(%r, %r)"
+                       % (partials[0], target, partials[0]))
+        self.agent.dopt("resume", job_id, check=True)
+        st = self.agent.wait_state(job_id, ("error",), timeout=30)
+        self.assertEqual(st["error"]["context"], "local_file", st)
+        self.assert_untouched(target, content)
+        self.assertTrue(os.path.islink(partials[0]))
+
+
+class SystemAgentStart(IntegrationTest):
+    """Start-up decisions about `user`."""
+
+    def setUp(self):
+        if not IS_ROOT:
+            self.skipTest("the system agent starts as root: run these tests as root")
+        super().setUp()
+        os.chmod(self.sb.dir, 0o755)
+
+    def test_an_unknown_user_stops_the_agent_with_exit_1_naming_it(self):
+        a = self.sb.agent('user = "no-such-dopt-user"', start=False)
+        proc = a.spawn()
+        proc.wait(10)
+        self.assertEqual(proc.returncode, 1, a.log_text())
+        self.assertIn("user 'no-such-dopt-user' does not exist", a.log_text())
+        self.assertFalse(os.path.exists(a.socket))
+
+    def test_root_without_user_runs_as_root_and_warns_once(self):
+        a = self.sb.agent('user = ""')
+        self.assertEqual(ids(proc_status(a.proc.pid), "Uid"), [0, 0, 0, 0])
+        self.assertEqual(a.log_text().count("without privilege separation"), 1, a.log_text())
+
+    def test_a_root_agents_state_is_taken_over_when_user_is_set(self):
+        # An install that ran as root before: its job table carries over.
+        sha = make_file(os.path.join(self.www, "f.bin"), MiB, seed=3)
+        nginx = self.sb.nginx(self.www)
+        sock = self.sb.path("agent", "run", "doptd.sock")
+        a = self.sb.agent('user = ""\nsocket = "%s"' % sock, start=False)
+        a.socket = sock
+        a.start()
+        first = self.sb.path("first.bin")
+        a.dopt("get", nginx.url("/f.bin"), "-o", first, check=True)
+        self.assertEqual(a.terminate(), 0)
+        self.assertEqual(os.stat(os.path.join(a.state_dir, "jobs.db")).st_uid, 0)
+        with open(a.config) as f:
+            text = f.read().replace('user = ""', 'user = "nobody"')
+        with open(a.config, "w") as f:
+            f.write(text)
+        a.start()
+        nobody = pwd.getpwnam("nobody").pw_uid
+        self.assertEqual(ids(proc_status(a.proc.pid), "Uid"), [nobody] * 4)
+        for name in ("jobs.db", "doptd.lock"):
+            self.assertEqual(os.stat(os.path.join(a.state_dir, name)).st_uid, nobody, name)
+        self.assertEqual(a.job_for(first)["state"], "acknowledged")
+        second = self.sb.path("second.bin")
+        a.dopt("get", nginx.url("/f.bin"), "-o", second, check=True)
+        self.assertEqual(sha256_file(second), sha)
+
+    def test_a_socket_folder_shared_with_other_files_is_not_handed_over(self):
+        # The harness puts the socket beside the config and the log: the agent
+        # must refuse to chown such a folder rather than take it.
+        a = self.sb.agent('user = "nobody"', start=False)
+        proc = a.spawn()
+        proc.wait(10)
+        self.assertEqual(proc.returncode, 1, a.log_text())
+        self.assertIn("folder of its own", a.log_text())
+        self.assertEqual(os.stat(a.dir).st_uid, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

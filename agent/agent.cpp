@@ -678,7 +678,7 @@ void Agent::start_job(Job& job) {
     FileRecord& f = *next;
     if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
 
-    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0600);
+    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0644);
     if (fd < 0) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
@@ -984,20 +984,32 @@ void Agent::op_add_file(Request& req, Job& job) {
     f.remote_url = url;
     f.local_path = norm;
     f.partial_path = dir_of(norm) + "/." + base_of(norm) + "." + job.rec.id.substr(0, 8) + ".dopt-partial";
-    // Creating the partial file now, as the owner, is the permission check:
-    // the kernel decides, and the name is reserved for this job.
-    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, 0644);
-    if (fd < 0) {
-        int e = -fd;
+    // Can the owner write there? An agent that runs as the owner asks the
+    // kernel about the folder (cheap: no file is made until the transfer
+    // starts). Otherwise the partial file is created now with the owner's
+    // rights, which both answers and reserves the name. Either way the
+    // transfer later opens the file with the owner's rights, so this is an
+    // early answer for the client, not the permission decision.
+    if (base_of(f.partial_path).size() > NAME_MAX)
+        return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
+    int rc = 0;
+    if (acts_as_owner_itself(job.owner())) {
+        rc = check_writable_folder(dir_of(norm));
+    } else {
+        int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0) ::close(fd);
+        rc = fd < 0 ? fd : 0;
+    }
+    if (rc != 0) {
+        int e = -rc;
         std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
                                       : std::string(std::strerror(e));
         return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
     }
-    ::close(fd);
     try {
         store_->add_file(job.rec.id, f);
     } catch (...) {
-        unlink_as_owner(job.owner(), f.partial_path);
+        if (!acts_as_owner_itself(job.owner())) unlink_as_owner(job.owner(), f.partial_path);
         throw;
     }
     job.rec.files.push_back(f);

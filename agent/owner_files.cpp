@@ -173,6 +173,15 @@ int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
 
 void route_owner_files_through(int channel) { g_channel = channel; }
 
+bool acts_as_owner_itself(const Owner& owner) { return g_channel < 0 && !needs_switch(owner); }
+
+int check_writable_folder(const std::string& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) return -errno;
+    if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+    return ::faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) == 0 ? 0 : -errno;
+}
+
 int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t mode) {
     OwnerOp op;
     op.kind = OwnerOpKind::Open;

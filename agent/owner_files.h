@@ -37,6 +37,17 @@ int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t
 int rename_as_owner(const Owner& owner, const std::string& from, const std::string& to);
 int unlink_as_owner(const Owner& owner, const std::string& path);
 
+// True when file operations for `owner` are plain syscalls of this process
+// (a per-user agent, or root acting for root): the kernel's answer to the
+// agent is then the answer to the owner.
+bool acts_as_owner_itself(const Owner& owner);
+
+// Whether this process may create files in `dir`: 0, or -errno (ENOENT: no
+// such folder, ENOTDIR, EACCES, EROFS). Only meaningful when
+// acts_as_owner_itself(); it is an early, friendly answer, not a permission
+// decision: the file is still opened with the owner's rights later.
+int check_writable_folder(const std::string& dir);
+
 // The owner's primary gid (from the password database); `fallback` when
 // the uid has no entry.
 gid_t primary_gid_of(uid_t uid, gid_t fallback);

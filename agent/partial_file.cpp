@@ -36,6 +36,10 @@ struct PartialFile::Writer {
     int error = 0;                        // GUARDED_BY(mu): first -errno, sticky
 
     bool start_writeback = true;
+    // No hash and no writeback to start: the main loop writes each full
+    // buffer itself. On two cores shared with the origin, a third busy thread
+    // costs more than the write it would take over.
+    bool write_inline = false;
 
     // Writer thread only.
     std::uint64_t offset = 0;
@@ -83,6 +87,12 @@ struct PartialFile::Writer {
     // Main loop: hands the filling buffer to the writer.
     void submit() {
         if (current.empty()) return;
+        if (write_inline) {
+            int rc = error ? 0 : write_out(current);
+            if (rc != 0 && error == 0) error = rc;
+            current.clear();
+            return;
+        }
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return queue.size() < kMaxQueued; });
         queue.push_back(std::move(current));
@@ -151,7 +161,8 @@ std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes
             off += static_cast<std::uint64_t>(n);
         }
     }
-    w.thread = std::thread([&w] { w.run(); });
+    w.write_inline = !want_sha256 && !start_writeback;
+    if (!w.write_inline) w.thread = std::thread([&w] { w.run(); });
     return pf;
 }
 

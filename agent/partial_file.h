@@ -1,10 +1,12 @@
 // PartialFile: the hidden file beside a job's destination that receives its
 // bytes.
 //
-// Appends are copied into 1 MiB buffers that a writer thread of this file
-// writes, hashes (when a SHA-256 is expected) and hands to writeback as it
-// goes, so the thread that receives from the network never waits on the
-// disk or the hash, and the final sync before Complete is short.
+// Appends are copied into 1 MiB buffers. When the file is hashed or will be
+// synced, a writer thread of this file writes each buffer, hashes it and
+// hands it to writeback as it goes, so the thread that receives from the
+// network never waits on the disk or the hash, and the final sync before
+// Complete is short. Otherwise the caller writes each full buffer itself
+// (on two cores, a third busy thread costs more than the write).
 //
 // Contract:
 //  - One thread (the agent's main loop) calls every method; the writer

@@ -19,6 +19,7 @@ TMP=
 ORIGIN_PID=
 ORIGIN_PORT=
 AGENT_PID=
+AGENT_PIDS=()           # every agent start_agent started
 AGENT_SOCK=
 BENCH_CLEANUP_DIRS=()   # more dirs bench_cleanup removes (outside $TMP)
 
@@ -28,12 +29,14 @@ bench_die() { bench_log "error: $*"; exit 1; }
 # Stops what this run started (by pid only) and removes its temp dir.
 bench_cleanup() {
     local rc=$?
-    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
-        kill -TERM "$AGENT_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$AGENT_PID" 2>/dev/null || true
-        wait "$AGENT_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${AGENT_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [[ -n $ORIGIN_PID ]] && kill -0 "$ORIGIN_PID" 2>/dev/null; then
         kill -QUIT "$ORIGIN_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$ORIGIN_PID" 2>/dev/null || break; sleep 0.1; done
@@ -171,6 +174,7 @@ $extra
 EOF
     "$DOPTD" --config "$dir/doptd.conf" >"$dir/doptd.log" 2>&1 &
     AGENT_PID=$!
+    AGENT_PIDS+=("$AGENT_PID")
     for _ in $(seq 100); do
         if "$DOPT" --socket "$AGENT_SOCK" list >/dev/null 2>&1; then
             return 0

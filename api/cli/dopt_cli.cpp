@@ -652,6 +652,17 @@ struct ProgressBar {
 // Waits until the job is ACKNOWLEDGED (returns it) or ERROR/CANCELLED.
 // TRANSFERRED means "a moment more": the agent auto-completes the job; if it
 // has not after a while, we complete it ourselves.
+// The agent went away while we waited (a restart, an upgrade): the job lives
+// on in its job table, so wait for the agent to come back, up to a minute in
+// all. libdopt reconnects on the next call. Returns false when time is up.
+bool ride_out_restart() {
+    static int seconds_waited = 0;
+    if (seconds_waited == 0) say("lost the agent; waiting for it to come back (the job goes on)");
+    if (++seconds_waited > 60) return false;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return true;
+}
+
 dopt_job_state wait_for_end(dopt_job* job, bool tty) {
     ProgressBar bar;
     std::optional<Clock::time_point> transferred_since;
@@ -662,6 +673,7 @@ dopt_job_state wait_for_end(dopt_job* job, bool tty) {
             if (tty) bar.draw(job);
             continue;
         }
+        if (rc == DOPT_E_DISCONNECTED && ride_out_restart()) continue;
         check(rc, "waiting for the job failed", dopt_job_id(job));
         if (st != DOPT_STATE_TRANSFERRED) {
             if (tty && g_progress_drawn) bar.draw(job);
@@ -855,7 +867,8 @@ int cmd_wait(const Options& o) {
     Job job = open_job(client.get(), o.args[0]);
     dopt_job_state st = DOPT_STATE_QUEUED;
     int rc;
-    while ((rc = dopt_job_wait(job.get(), -1, &st)) == DOPT_E_TIMEOUT) {
+    while ((rc = dopt_job_wait(job.get(), -1, &st)) == DOPT_E_TIMEOUT ||
+           (rc == DOPT_E_DISCONNECTED && ride_out_restart())) {
     }
     check(rc, "waiting for job " + o.args[0] + " failed", o.args[0]);
     if (st == DOPT_STATE_TRANSFERRED || st == DOPT_STATE_ACKNOWLEDGED) return kExitOk;

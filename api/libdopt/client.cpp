@@ -68,6 +68,11 @@ int check_reply(dopt_client* client, const json& reply, std::int64_t seq) {
     return fail(rc, message.empty() ? std::string(dopt_strerror(rc)) : message);
 }
 
+// A client whose connection broke (the agent restarted, say) connects again
+// to the same path before its next request; the request that failed is not
+// sent again (it may have been carried out). REQUIRES: client->mu held.
+void reconnect_locked(dopt_client* client);
+
 }  // namespace
 
 int call(dopt_client* client, json request, json* reply) {
@@ -78,6 +83,7 @@ int call(dopt_client* client, json request, json* reply) {
 
 int call(dopt_client* client, json request, json* reply, const ReplyParser& parse) {
     std::lock_guard<std::mutex> lock(client->mu);
+    if (client->broken && client->peer_protocol != 0) reconnect_locked(client);
     std::int64_t seq = ++client->seq;
     request["seq"] = seq;
     std::string body;
@@ -119,6 +125,40 @@ int connect_unix(const std::string& path) {
         return -1;
     }
     return fd;
+}
+
+void set_io_timeout(int fd, int seconds) {
+    timeval tv{};
+    tv.tv_sec = seconds;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void reconnect_locked(dopt_client* client) {
+    int fd = connect_unix(client->path);
+    if (fd < 0) return;  // still broken; the caller's request says so
+    // Whatever listens there must say hello promptly to count as the agent.
+    set_io_timeout(fd, 2);
+    int old = client->fd;
+    client->fd = fd;
+    client->broken = false;
+    json req = {{"op", "hello"},
+                {"seq", ++client->seq},
+                {"protocol", protocol::kVersion},
+                {"client", std::string("libdopt ") + DOPT_VERSION_STRING}};
+    std::string body;
+    bool ok = exchange_locked(client, req.dump(), &body) == DOPT_OK;
+    json reply = ok ? json::parse(body, nullptr, false) : json();
+    ok = ok && reply.is_object() && reply.value("rc", -1) == 0 &&
+         reply.value("protocol", 0) == protocol::kVersion;
+    if (ok) {
+        set_io_timeout(fd, 0);
+        ::close(old);
+    } else {
+        ::close(fd);
+        client->fd = old;
+        client->broken = true;
+    }
 }
 
 // Says hello on a connected client. DOPT_OK, DOPT_E_VERSION, or another code

@@ -444,7 +444,9 @@ TEST_CASE("wait's timeout still gives the job's state") {
     CHECK(st == DOPT_STATE_TRANSFERRING);
 }
 
-TEST_CASE("the agent closing the connection is DOPT_E_DISCONNECTED, then and after") {
+TEST_CASE("the agent closing the connection is DOPT_E_DISCONNECTED and a silent socket stays so") {
+    // The next call connects again; a listener that never answers hello
+    // (this one serves a single connection) keeps the client disconnected.
     Connected c([](const json&) -> json { return nullptr; });
     dopt_job_state st;
     CHECK(dopt_job_get_state(c.job, &st) == DOPT_E_DISCONNECTED);

@@ -2,11 +2,12 @@
 one agent per state_dir, stale sockets, config errors."""
 
 import os
+import signal
 import subprocess
 import time
 import unittest
 
-from harness import MiB, IntegrationTest, clean_env, doptd_path, make_file
+from harness import MiB, IntegrationTest, clean_env, doptd_path, dopt_path, make_file
 
 
 class Lifecycle(IntegrationTest):
@@ -149,6 +150,63 @@ class Lifecycle(IntegrationTest):
         self.agent.dopt("list", check=0)
         self.assertIn("frobnicate_level", self.agent.log_text(),
                       "the unknown key should be named in a warning")
+
+    def test_dopt_get_rides_out_a_kill_9_and_restart_of_the_agent(self):
+        size = 16 * MiB
+        sha = make_file(os.path.join(self.www, "big.bin"), size)
+        self.start_agent()
+        path = os.path.join(self.dest(), "big.bin")
+        get = subprocess.Popen([dopt_path(), "--socket", self.agent.socket, "get",
+                                self.nginx.url("/slow/big.bin"), "-o", path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+        try:
+            deadline = time.monotonic() + 30
+            while not self.agent.jobs() or self.agent.jobs()[-1]["bytes_transferred"] < 2 * MiB:
+                self.assertLess(time.monotonic(), deadline, "the transfer did not start")
+                time.sleep(0.1)
+            self.agent.kill9()
+            time.sleep(1.5)
+            self.agent.start()
+            out, err = get.communicate(timeout=120)
+        finally:
+            if get.poll() is None:
+                get.kill()
+                get.wait()
+        self.assertEqual(get.returncode, 0, err.decode())
+        self.assertIn(b"waiting for it to come back", err)
+        self.assertFileSha(path, sha)
+
+    def test_sighup_reloads_the_config_and_a_bad_one_keeps_the_old(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        nginx = self.nginx
+        self.start_agent()
+        with open(self.agent.config) as f:
+            text = f.read()
+        # debug -> info: the debug lines of state changes must stop.
+        with open(self.agent.config, "w") as f:
+            f.write(text.replace('log_level = "debug"', 'log_level = "info"'))
+        self.agent.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "SIGHUP: reloaded" not in self.agent.log_text():
+            self.assertLess(time.monotonic(), deadline, "no reload logged")
+            time.sleep(0.1)
+        mark = len(self.agent.log_text())
+        out = os.path.join(self.dest(), "f.bin")
+        self.dopt("get", nginx.url("f.bin"), "-o", out, check=0)
+        self.assertFileSha(out, sha)
+        self.assertNotIn(" debug: ", self.agent.log_text()[mark:])
+
+        # A config with a bad line is refused whole; the agent keeps serving.
+        with open(self.agent.config, "w") as f:
+            f.write(text + "\n[jobs]\nmax_jobs = 0\n")
+        self.agent.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "keeping the old configuration" not in self.agent.log_text():
+            self.assertLess(time.monotonic(), deadline, "the bad config was not reported")
+            time.sleep(0.1)
+        self.assertIn(self.agent.config + ":", self.agent.log_text())
+        self.assertTrue(self.agent.running())
+        self.agent.dopt("list", check=0)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,11 @@ DOPT_EXPORT const char *dopt_context_name(dopt_error_context context);
  * owns *out and releases it with dopt_client_close. */
 DOPT_EXPORT int dopt_client_open(dopt_client **out, const char *socket_path);
 
+/* A call that finds the connection lost (the agent stopped or restarted)
+ * returns DOPT_E_DISCONNECTED and is not repeated; the client connects again
+ * to the same socket on its next call, so an application can ride out an
+ * agent restart by retrying. */
+
 /* Disconnects and frees the client. Jobs go on in the agent. Job handles
  * opened through this client must be closed before it. NULL: no-op. */
 DOPT_EXPORT void dopt_client_close(dopt_client *client);

@@ -435,7 +435,7 @@ int Agent::run() {
         fetcher_->perform();
         ipc_->handle(fds, ipc_first);
         timers();
-        answer_waits(false);
+        answer_waits();
         deliver_notifications();
     }
     // Graceful stop: every transfer checkpointed, partial files kept; the
@@ -1179,12 +1179,12 @@ void Agent::op_wait(Request& req, Job& job) {
     PendingWait w{req.conn, req.seq, job.rec.id, timeout < 0 ? -1 : mono_ms() + timeout};
     waits_.push_back(w);
     ipc_->set_paused(req.conn, true);
-    answer_waits(false);
+    answer_waits();
 }
 
 // Answers every parked wait whose job reached a waitable state, or whose
 // time ran out.
-void Agent::answer_waits(bool) {
+void Agent::answer_waits() {
     if (waits_.empty()) return;
     std::int64_t now = mono_ms();
     std::vector<PendingWait> done;

@@ -48,7 +48,7 @@ public:
     struct Request;   // one decoded IPC request
 
 private:
-    // Requests (agent_requests.cpp would be its own file were it longer).
+    // IPC requests, one handler an op (docs/protocol.md).
     void handle(Request& req);
     void op_create(Request& req);
     void op_add_file(Request& req, Job& job);
@@ -83,7 +83,7 @@ private:
     void remove_partials(Job& job);
     void checkpoint(Job& job);
     void timers();
-    void answer_waits(bool only_due);
+    void answer_waits();
     void reload_config();
     int next_timeout_ms() const;
 

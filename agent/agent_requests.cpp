@@ -1,0 +1,442 @@
+// The IPC requests of docs/protocol.md: one handler an op. Every change is
+// persisted (JobStore) before the reply is queued.
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "agent/agent_internal.h"
+#include "agent/log.h"
+#include "agent/url.h"
+#include "api/protocol/frame.h"
+#include "dopt/dopt.h"
+
+namespace dopt::agent {
+
+using storage::ErrorContext;
+using storage::FileRecord;
+using storage::JobRecord;
+using storage::JobState;
+using storage::Priority;
+using storage::kUnknownSize;
+
+json reply(std::int64_t seq, int rc, const std::string& message) {
+    json r = {{"seq", seq}, {"rc", rc}};
+    if (rc != 0) r["message"] = message;
+    return r;
+}
+
+std::string with_member(const json& r, const char* key, const std::string& raw_json) {
+    std::string s = r.dump();
+    s.pop_back();  // the closing brace
+    s += ",\"";
+    s += key;
+    s += "\":";
+    s += raw_json;
+    s += '}';
+    return s;
+}
+
+void Agent::on_close(ConnId conn) {
+    hello_done_.erase(conn);
+    for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+        it->second.erase(conn);
+        it = it->second.empty() ? subscriptions_.erase(it) : std::next(it);
+    }
+    // What was in flight to it goes to the next subscriber, at once.
+    for (auto& [job_id, list] : outbox_)
+        for (auto& o : list)
+            if (o.in_flight == conn) o.in_flight = 0;
+    waits_.erase(std::remove_if(waits_.begin(), waits_.end(),
+                                [conn](const PendingWait& w) { return w.conn == conn; }),
+                 waits_.end());
+}
+
+void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& body) {
+    Request req;
+    req.conn = conn;
+    req.peer = peer;
+    try {
+        req.body = json::parse(body);
+    } catch (const json::exception&) {
+        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "the request is not valid JSON").dump());
+        return;
+    }
+    if (!req.body.is_object() || !req.body.contains("op") || !req.body["op"].is_string() ||
+        !req.body.contains("seq") || !req.body["seq"].is_number_integer()) {
+        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "a request needs a string 'op' and an integer 'seq'").dump());
+        return;
+    }
+    req.op = req.body["op"].get<std::string>();
+    req.seq = req.body["seq"].get<std::int64_t>();
+    try {
+        handle(req);
+    } catch (const json::exception& e) {
+        ipc_->send(conn, reply(req.seq, DOPT_E_INVALID_ARG, std::string("bad field: ") + e.what()).dump());
+    } catch (const storage::StorageError& e) {
+        LOG_ERROR("job table: %s", e.what());
+        ipc_->send(conn, reply(req.seq, DOPT_E_INTERNAL, e.what()).dump());
+    } catch (const std::exception& e) {
+        LOG_ERROR("request %s: %s", req.op.c_str(), e.what());
+        ipc_->send(conn, reply(req.seq, DOPT_E_INTERNAL, e.what()).dump());
+    }
+}
+
+void Agent::handle(Request& req) {
+    auto send = [&](int rc, const std::string& msg, const Job* job) {
+        json r = reply(req.seq, rc, msg);
+        ipc_->send(req.conn, job ? with_member(r, "job", job->to_json()) : r.dump());
+    };
+    if (req.op == "hello") {
+        int theirs = req.body.value("protocol", 0);
+        if (theirs != protocol::kVersion) {
+            send(DOPT_E_VERSION,
+                 "protocol version mismatch: the client speaks " + std::to_string(theirs) +
+                     ", doptd " DOPT_VERSION_STRING " speaks " + std::to_string(protocol::kVersion),
+                 nullptr);
+            return;
+        }
+        hello_done_[req.conn] = true;
+        json r = reply(req.seq, 0);
+        r["protocol"] = protocol::kVersion;
+        r["agent"] = "doptd " DOPT_VERSION_STRING;
+        r["uid"] = req.peer.uid;
+        ipc_->send(req.conn, r.dump());
+        return;
+    }
+    if (!hello_done_.count(req.conn)) {
+        send(DOPT_E_PROTOCOL, "the first request must be 'hello'", nullptr);
+        return;
+    }
+    if (req.op == "create") return op_create(req);
+    if (req.op == "list") return op_list(req);
+    if (req.op == "ack") return op_ack(req);
+
+    static const char* job_ops[] = {"open",     "status", "add_file", "set",         "resume",
+                                    "suspend",  "cancel", "complete", "wait",        "subscribe",
+                                    "unsubscribe"};
+    if (std::find_if(std::begin(job_ops), std::end(job_ops),
+                     [&](const char* o) { return req.op == o; }) == std::end(job_ops)) {
+        send(DOPT_E_PROTOCOL, "unknown op '" + req.op + "'", nullptr);
+        return;
+    }
+    if (!req.body.contains("job") || !req.body["job"].is_string()) {
+        send(DOPT_E_INVALID_ARG, "'" + req.op + "' needs a job id", nullptr);
+        return;
+    }
+    std::string id = req.body["job"].get<std::string>();
+    auto it = jobs_.find(id);
+    // Another user's job answers exactly as a missing one.
+    if (it == jobs_.end() || !it->second->visible_to(req.peer.uid)) {
+        send(DOPT_E_NOT_FOUND, "no job " + id, nullptr);
+        return;
+    }
+    Job& job = *it->second;
+    if (req.op == "open" || req.op == "status") return send(0, "", &job);
+    if (req.op == "add_file") return op_add_file(req, job);
+    if (req.op == "set") return op_set(req, job);
+    if (req.op == "resume") return op_resume(req, job);
+    if (req.op == "suspend") return op_suspend(req, job);
+    if (req.op == "cancel") return op_cancel(req, job);
+    if (req.op == "complete") return op_complete(req, job);
+    if (req.op == "wait") return op_wait(req, job);
+    if (req.op == "subscribe") return op_subscribe(req, job);
+    if (req.op == "unsubscribe") return op_unsubscribe(req, job);
+}
+
+void Agent::op_create(Request& req) {
+    auto job = std::make_unique<Job>();
+    job->agent = this;
+    JobRecord& r = job->rec;
+    r.id = new_uuid();
+    r.owner_uid = req.peer.uid;
+    r.owner_gid = req.peer.gid;
+    r.display_name = req.body.value("display_name", std::string());
+    if (r.display_name.size() > 1024) {
+        ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE, "display name longer than 1024 bytes").dump());
+        return;
+    }
+    r.state = JobState::Suspended;
+    r.created = r.modified = wall_now();
+    r.seq = ++last_seq_;
+    job->last_progress_ms = mono_ms();
+    store_->insert_job(r);  // persisted before the answer
+    std::string out = with_member(reply(req.seq, 0), "job", job->to_json());
+    by_seq_[r.seq] = job.get();
+    jobs_[r.id] = std::move(job);
+    ipc_->send(req.conn, out);
+}
+
+namespace {
+// errno from creating a partial file -> a DOPT_E_* code for add_file.
+int add_file_errno_code(int e) {
+    if (e == EEXIST) return DOPT_E_EXISTS;
+    if (e == ENAMETOOLONG) return DOPT_E_INVALID_ARG;
+    return DOPT_E_ACCESS;
+}
+}  // namespace
+
+void Agent::op_add_file(Request& req, Job& job) {
+    auto send = [&](int rc, const std::string& msg) {
+        json r = reply(req.seq, rc, msg);
+        ipc_->send(req.conn, rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
+    };
+    if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
+        return send(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
+                                              storage::state_name(job.rec.state));
+    if (job.rec.files.size() >= 1000) return send(DOPT_E_TOO_LARGE, "a job holds at most 1000 files");
+    std::string url = req.body.at("url").get<std::string>();
+    std::string path = req.body.at("local_path").get<std::string>();
+    UrlCheck uc = check_url(url);
+    if (uc.rc != 0) return send(uc.rc, uc.message);
+    if (path.empty() || path[0] != '/')
+        return send(DOPT_E_RELATIVE_PATH, "the local path '" + path + "' is not absolute");
+    if (path.size() >= PATH_MAX || path.find('\0') != std::string::npos)
+        return send(DOPT_E_INVALID_ARG, "the local path is too long or contains NUL");
+    std::string norm = normalise_path(path);
+    if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
+    for (auto [it, end] = destinations_.equal_range(norm); it != end; ++it) {
+        auto other = jobs_.find(it->second);
+        // A job in ERROR does not hold its destination: a new job may retry it.
+        if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
+            other->second->rec.state == JobState::Error)
+            continue;
+        return send(DOPT_E_EXISTS, norm + " is already the destination of job " + it->second);
+    }
+    FileRecord f;
+    f.index = static_cast<int>(job.rec.files.size());
+    f.remote_url = url;
+    f.local_path = norm;
+    f.partial_path = dir_of(norm) + "/." + base_of(norm) + "." + job.rec.id.substr(0, 8) + ".dopt-partial";
+    // Can the owner write there? An agent that runs as the owner asks the
+    // kernel about the folder (cheap: no file is made until the transfer
+    // starts). Otherwise the partial file is created now with the owner's
+    // rights, which both answers and reserves the name. Either way the
+    // transfer later opens the file with the owner's rights, so this is an
+    // early answer for the client, not the permission decision.
+    if (base_of(f.partial_path).size() > NAME_MAX)
+        return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
+    int rc = 0;
+    if (acts_as_owner_itself(job.owner())) {
+        rc = check_writable_folder(dir_of(norm));
+    } else {
+        int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0) ::close(fd);
+        rc = fd < 0 ? fd : 0;
+    }
+    if (rc != 0) {
+        int e = -rc;
+        std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
+                                      : std::string(std::strerror(e));
+        return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
+    }
+    try {
+        store_->add_file(job.rec.id, f);
+    } catch (...) {
+        if (!acts_as_owner_itself(job.owner())) unlink_as_owner(job.owner(), f.partial_path);
+        throw;
+    }
+    job.rec.files.push_back(f);
+    destinations_.emplace(norm, job.rec.id);
+    send(0, "");
+}
+
+void Agent::op_set(Request& req, Job& job) {
+    auto send = [&](int rc, const std::string& msg) {
+        json r = reply(req.seq, rc, msg);
+        ipc_->send(req.conn, rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
+    };
+    if (storage::is_final(job.rec.state))
+        return send(DOPT_E_INVALID_STATE, std::string("the job is ") + storage::state_name(job.rec.state));
+    JobRecord next = job.rec;
+    const json& b = req.body;
+    if (b.contains("priority")) {
+        int p = b["priority"].get<int>();
+        if (p < 0 || p > 3) return send(DOPT_E_INVALID_ARG, "priority must be 0 (foreground) to 3 (low)");
+        next.priority = static_cast<Priority>(p);
+    }
+    if (b.contains("display_name")) {
+        next.display_name = b["display_name"].get<std::string>();
+        if (next.display_name.size() > 1024) return send(DOPT_E_TOO_LARGE, "display name longer than 1024 bytes");
+    }
+    if (b.contains("no_progress_timeout")) next.no_progress_timeout = b["no_progress_timeout"].get<std::uint32_t>();
+    if (b.contains("auto_complete")) next.auto_complete = b["auto_complete"].get<bool>();
+    if (b.contains("headers")) {
+        next.headers.clear();
+        std::size_t total = 0;
+        for (const auto& h : b["headers"]) {
+            std::string s = h.get<std::string>();
+            total += s.size();
+            if (s.find_first_of("\r\n") != std::string::npos || s.find(':') == std::string::npos || s[0] == ':')
+                return send(DOPT_E_INVALID_ARG, "a header must be 'Name: value' on one line");
+            next.headers.push_back(s);
+        }
+        if (next.headers.size() > 64 || total > 16384) return send(DOPT_E_TOO_LARGE, "too many header bytes");
+    }
+    int sha_index = -1;
+    std::string sha;
+    if (b.contains("file_sha256")) {
+        sha_index = b["file_sha256"].at("index").get<int>();
+        sha = b["file_sha256"].at("sha256").get<std::string>();
+        if (sha_index < 0 || static_cast<std::size_t>(sha_index) >= job.rec.files.size())
+            return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(sha_index));
+        std::transform(sha.begin(), sha.end(), sha.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos)
+            return send(DOPT_E_INVALID_ARG, "a SHA-256 is 64 hex digits");
+        const FileRecord& f = job.rec.files[static_cast<std::size_t>(sha_index)];
+        if (f.completed || (job.current_file == sha_index && job.transfer))
+            return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
+    }
+    bool priority_changed = next.priority != job.rec.priority;
+    job.rec.priority = next.priority;
+    job.rec.display_name = next.display_name;
+    job.rec.no_progress_timeout = next.no_progress_timeout;
+    job.rec.auto_complete = next.auto_complete;
+    job.rec.headers = next.headers;
+    store_->update_job(job.rec);
+    if (sha_index >= 0) {
+        job.rec.files[static_cast<std::size_t>(sha_index)].sha256 = sha;
+        store_->update_file(job.rec.id, job.rec.files[static_cast<std::size_t>(sha_index)]);
+    }
+    if (priority_changed) schedule_needed_ = true;
+    send(0, "");
+}
+
+void Agent::op_resume(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s == JobState::Queued || is_running(s)) {
+        // Already on its way: nothing to do.
+    } else if (job.rec.files.empty()) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = "the job has no files";
+    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError) {
+        job.rec.retry_count = 0;
+        job.last_progress_ms = mono_ms();
+        store_->update_job(job.rec);
+        change_state(job, static_cast<int>(JobState::Queued));
+    } else {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("a job that is ") + storage::state_name(s) + " cannot be resumed";
+    }
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+}
+
+void Agent::op_suspend(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s == JobState::Suspended) {
+    } else if (s == JobState::Queued || is_running(s) || s == JobState::TransientError) {
+        stop_transfer(job, true);
+        change_state(job, static_cast<int>(JobState::Suspended));
+    } else {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("a job that is ") + storage::state_name(s) + " cannot be suspended";
+    }
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+}
+
+void Agent::op_cancel(Request& req, Job& job) {
+    int rc = 0;
+    std::string msg;
+    if (storage::is_final(job.rec.state)) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("the job is already ") + storage::state_name(job.rec.state);
+    } else {
+        stop_transfer(job, false);
+        remove_partials(job);
+        change_state(job, static_cast<int>(JobState::Cancelled));
+    }
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+}
+
+void Agent::op_complete(Request& req, Job& job) {
+    JobState s = job.rec.state;
+    int rc = 0;
+    std::string msg;
+    if (s != JobState::Transferred && s != JobState::Error) {
+        rc = DOPT_E_INVALID_STATE;
+        msg = std::string("only a transferred job (or one in error) can be completed; this one is ") +
+              storage::state_name(s);
+    } else {
+        int err = deliver_files(job, s == JobState::Error, msg);
+        if (err != 0) rc = DOPT_E_LOCAL_IO;
+        else change_state(job, static_cast<int>(JobState::Acknowledged));
+    }
+    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+}
+
+// Pages of job objects, so that no reply outgrows the frame limit: the
+// client passes the last id it got as `after` until `more` is false.
+void Agent::op_list(Request& req) {
+    std::string after = req.body.value("after", std::string());
+    std::size_t limit = req.body.value("limit", static_cast<std::size_t>(1000));
+    limit = std::clamp<std::size_t>(limit, 1, 1000);
+    // Resume after the cursor's position (creation order). A cursor job
+    // purged between pages ends the listing rather than repeating it.
+    auto it = by_seq_.begin();
+    if (!after.empty()) {
+        auto ct = jobs_.find(after);
+        it = ct == jobs_.end() ? by_seq_.end() : by_seq_.upper_bound(ct->second->rec.seq);
+    }
+    std::string jobs = "[";
+    std::size_t count = 0;
+    for (; it != by_seq_.end() && count < limit; ++it) {
+        if (!it->second->visible_to(req.peer.uid)) continue;
+        std::string j = it->second->to_json();
+        if (jobs.size() + j.size() > protocol::kMaxFrame - 4096 && count > 0) break;
+        if (count++ > 0) jobs += ',';
+        jobs += j;
+    }
+    jobs += ']';
+    bool more = false;
+    for (; it != by_seq_.end() && !more; ++it) more = it->second->visible_to(req.peer.uid);
+    json r = reply(req.seq, 0);
+    r["more"] = more;
+    ipc_->send(req.conn, with_member(r, "jobs", jobs));
+}
+
+void Agent::op_wait(Request& req, Job& job) {
+    std::int64_t timeout = req.body.value("timeout_ms", static_cast<std::int64_t>(-1));
+    PendingWait w{req.conn, req.seq, job.rec.id, timeout < 0 ? -1 : mono_ms() + timeout};
+    waits_.push_back(w);
+    ipc_->set_paused(req.conn, true);
+    answer_waits();
+}
+
+// Answers every parked wait whose job reached a waitable state, or whose
+// time ran out.
+void Agent::answer_waits() {
+    if (waits_.empty()) return;
+    std::int64_t now = mono_ms();
+    std::vector<PendingWait> done;
+    for (auto it = waits_.begin(); it != waits_.end();) {
+        auto jt = jobs_.find(it->job_id);
+        bool gone = jt == jobs_.end();
+        bool ready = gone || is_waitable(jt->second->rec.state);
+        bool expired = it->deadline_ms >= 0 && now >= it->deadline_ms;
+        if (ready || expired) {
+            done.push_back(*it);
+            it = waits_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& w : done) {
+        auto jt = jobs_.find(w.job_id);
+        if (jt == jobs_.end()) {
+            ipc_->send(w.conn, reply(w.seq, DOPT_E_NOT_FOUND, "the job was purged").dump());
+        } else {
+            bool ready = is_waitable(jt->second->rec.state);
+            json r = reply(w.seq, ready ? 0 : DOPT_E_TIMEOUT, ready ? "" : "the wait timed out");
+            ipc_->send(w.conn, with_member(r, "job", jt->second->to_json()));
+        }
+        ipc_->set_paused(w.conn, false);
+    }
+}
+
+}  // namespace dopt::agent

@@ -57,17 +57,16 @@ IpcServer::~IpcServer() {
     }
 }
 
-std::size_t IpcServer::add_pollfds(std::vector<pollfd>& fds) const {
+std::size_t IpcServer::add_pollfds(std::vector<pollfd>& fds) {
     std::size_t first = fds.size();
     fds.push_back({listen_fd_, POLLIN, 0});
-    auto& order = const_cast<std::vector<ConnId>&>(poll_order_);
-    order.clear();
+    poll_order_.clear();
     for (const auto& [id, c] : conns_) {
         short ev = 0;
         if (!c.paused && !c.close_after_flush) ev |= POLLIN;
         if (!c.out.empty()) ev |= POLLOUT;
         fds.push_back({c.fd, ev, 0});
-        order.push_back(id);
+        poll_order_.push_back(id);
     }
     return first;
 }

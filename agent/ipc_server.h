@@ -48,7 +48,7 @@ public:
     IpcServer& operator=(const IpcServer&) = delete;
 
     // Appends the descriptors to poll; remember the returned first index.
-    std::size_t add_pollfds(std::vector<pollfd>& fds) const;
+    std::size_t add_pollfds(std::vector<pollfd>& fds);
     // Handles readiness reported for the descriptors added at `first`.
     void handle(const std::vector<pollfd>& fds, std::size_t first);
 

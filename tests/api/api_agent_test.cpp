@@ -3,6 +3,7 @@
 // move, a tiny HTTP/1.1 origin on 127.0.0.1. Nothing leaves the machine.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include "agent_fixture.h"
+#include "api/protocol/frame.h"
 
 #include <nlohmann/json.hpp>
 
@@ -52,26 +53,11 @@ std::string frame(const std::string& body, std::uint32_t announced) {
 }
 std::string frame(const std::string& body) { return frame(body, static_cast<std::uint32_t>(body.size())); }
 
-bool read_exact(int fd, char* p, size_t n) {
-    while (n > 0) {
-        ssize_t r = ::read(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        p += r;
-        n -= static_cast<size_t>(r);
-    }
-    return true;
-}
-
-// One reply frame; REQUIREs it to arrive whole and to be JSON.
+// One reply frame; REQUIREs it to arrive whole, within the frame limit, and
+// to be JSON.
 json raw_reply(int fd) {
-    unsigned char hdr[4];
-    REQUIRE(read_exact(fd, reinterpret_cast<char*>(hdr), 4));
-    std::uint32_t n = (std::uint32_t{hdr[0]} << 24) | (std::uint32_t{hdr[1]} << 16) |
-                      (std::uint32_t{hdr[2]} << 8) | hdr[3];
-    REQUIRE(n <= (1u << 20));
-    std::string body(n, '\0');
-    REQUIRE(read_exact(fd, body.data(), n));
+    std::string body;
+    REQUIRE(dopt::protocol::read_frame(fd, body) == dopt::protocol::FrameResult::Ok);
     INFO(body);
     json j = json::parse(body, nullptr, false);
     REQUIRE(!j.is_discarded());
@@ -576,13 +562,8 @@ int child_raw_rc(const std::string& socket, const json& request) {
     for (const json& req : {hello_req(1), request}) {
         std::string out = frame(req.dump());
         if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) break;
-        unsigned char hdr[4];
-        if (!read_exact(fd, reinterpret_cast<char*>(hdr), 4)) break;
-        std::uint32_t n = (std::uint32_t{hdr[0]} << 24) | (std::uint32_t{hdr[1]} << 16) |
-                          (std::uint32_t{hdr[2]} << 8) | hdr[3];
-        if (n > (1u << 20)) break;
-        std::string body(n, '\0');
-        if (!read_exact(fd, body.data(), n)) break;
+        std::string body;
+        if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) break;
         json j = json::parse(body, nullptr, false);
         if (j.is_discarded() || !j.contains("rc")) break;
         rc = j["rc"].get<int>();

@@ -6,6 +6,7 @@
 // that sends reply text verbatim (no agent, no network).
 #include "dopt/dopt.h"
 
+#include "api/protocol/frame.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -28,33 +29,14 @@ namespace {
 
 using nlohmann::json;
 
-bool read_exact(int fd, void* buf, size_t n) {
-    auto* p = static_cast<char*>(buf);
-    while (n > 0) {
-        ssize_t r = ::read(fd, p, n);
-        if (r <= 0) return false;
-        p += r;
-        n -= static_cast<size_t>(r);
-    }
-    return true;
-}
-
 bool read_request(int fd, json* out) {
-    unsigned char hdr[4];
-    if (!read_exact(fd, hdr, 4)) return false;
-    uint32_t n = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) | hdr[3];
-    std::string body(n, '\0');
-    if (!read_exact(fd, body.data(), n)) return false;
+    std::string body;
+    if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) return false;
     *out = json::parse(body);
     return true;
 }
 
-void write_body(int fd, const std::string& body) {
-    uint32_t n = static_cast<uint32_t>(body.size());
-    char hdr[4] = {char(n >> 24), char(n >> 16), char(n >> 8), char(n)};
-    std::string frame = std::string(hdr, 4) + body;
-    (void)!::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
-}
+void write_body(int fd, const std::string& body) { (void)dopt::protocol::write_frame(fd, body); }
 
 // Replaces every "@SEQ@" in `text` with `seq`.
 std::string with_seq(std::string text, std::int64_t seq) {

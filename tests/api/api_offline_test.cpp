@@ -3,6 +3,7 @@
 // listeners on a Unix socket in a private temporary directory.
 #include "dopt/dopt.h"
 
+#include "api/protocol/frame.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -37,23 +38,9 @@ struct TempDir {
     }
 };
 
-bool read_exact(int fd, void* buf, size_t n) {
-    auto* p = static_cast<char*>(buf);
-    while (n > 0) {
-        ssize_t r = ::read(fd, p, n);
-        if (r <= 0) return false;
-        p += r;
-        n -= static_cast<size_t>(r);
-    }
-    return true;
-}
-
 bool read_json(int fd, json* out) {
-    unsigned char hdr[4];
-    if (!read_exact(fd, hdr, 4)) return false;
-    uint32_t n = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) | hdr[3];
-    std::string body(n, '\0');
-    if (!read_exact(fd, body.data(), n)) return false;
+    std::string body;
+    if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) return false;
     *out = json::parse(body);
     return true;
 }
@@ -62,12 +49,7 @@ void write_raw(int fd, const std::string& bytes) {
     (void)!::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
 }
 
-void write_json(int fd, const json& j) {
-    std::string body = j.dump();
-    uint32_t n = static_cast<uint32_t>(body.size());
-    char hdr[4] = {char(n >> 24), char(n >> 16), char(n >> 8), char(n)};
-    write_raw(fd, std::string(hdr, 4) + body);
-}
+void write_json(int fd, const json& j) { (void)dopt::protocol::write_frame(fd, j.dump()); }
 
 // Listens on a fresh socket and serves ONE connection with `serve` in a
 // thread. The destructor wakes a pending accept and joins.

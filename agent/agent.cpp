@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <ftw.h>
 #include <random>
 #include <stdexcept>
 #include <sys/file.h>
@@ -27,6 +28,7 @@
 #include "agent/url.h"
 #include "api/protocol/frame.h"
 #include "dopt/dopt.h"
+#include "p2p/session.h"
 #include "storage/job_store.h"
 
 namespace dopt::agent {
@@ -125,6 +127,50 @@ std::string scheme_of(const std::string& url) {
 }
 
 
+void remove_tree(const std::string& path) {
+    ::nftw(
+        path.c_str(),
+        [](const char* p, const struct stat*, int type, FTW*) {
+            if (type == FTW_DP) ::rmdir(p);
+            else ::unlink(p);
+            return 0;
+        },
+        16, FTW_DEPTH | FTW_PHYS);
+}
+
+bool base64_decode(const std::string& in, std::string& out) {
+    auto value = [](char c) -> int {
+        if (c >= 'A' && c <= 'Z') return c - 'A';
+        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+        if (c >= '0' && c <= '9') return c - '0' + 52;
+        if (c == '+') return 62;
+        if (c == '/') return 63;
+        return -1;
+    };
+    out.clear();
+    if (in.size() % 4 != 0) return false;
+    for (std::size_t i = 0; i < in.size(); i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; ++k) {
+            char c = in[i + static_cast<std::size_t>(k)];
+            if (c == '=' && i + 4 == in.size() && k >= 2) {
+                v[k] = 0;
+                ++pad;
+            } else {
+                if (pad) return false;  // data after padding
+                v[k] = value(c);
+                if (v[k] < 0) return false;
+            }
+        }
+        std::uint32_t n = (static_cast<std::uint32_t>(v[0]) << 18) | (static_cast<std::uint32_t>(v[1]) << 12) |
+                          (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
+        out += static_cast<char>((n >> 16) & 0xff);
+        if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
+        if (pad < 1) out += static_cast<char>(n & 0xff);
+    }
+    return true;
+}
 
 // ---- Job ------------------------------------------------------------------
 
@@ -154,7 +200,7 @@ std::string Agent::Job::to_json() const {
         .field("owner_uid", rec.owner_uid)
         .field("state", storage::state_name(rec.state))
         .field("priority", static_cast<int>(rec.priority))
-        .field("mode", "http_only")
+        .field("mode", mode())
         .field("auto_complete", rec.auto_complete)
         .field("no_progress_timeout", no_progress_timeout())
         .field("created", rec.created)
@@ -169,7 +215,11 @@ std::string Agent::Job::to_json() const {
     for (const auto& f : rec.files) {
         w.begin_object().field("local_name", f.local_path).field("remote_name", f.remote_url);
         size("bytes_total", f.bytes_total);
-        w.field("bytes_transferred", f.bytes_transferred).field("completed", f.completed).end_object();
+        w.field("bytes_transferred", f.bytes_transferred)
+            .field("completed", f.completed)
+            .field("metainfo", f.metainfo_source.empty() ? "pending" : f.metainfo_source);
+        if (!f.info_hash.empty()) w.field("info_hash", f.info_hash);
+        w.end_object();
     }
     w.end_array();
     w.key("headers").begin_array();
@@ -197,8 +247,21 @@ std::string Agent::Job::to_json() const {
         w.end_object();
     }
     if (rec.state == JobState::TransientError) w.field("transient_error", last_transient);
+    if (!http_only_reason.empty()) w.field("http_only_reason", http_only_reason);
     w.end_object();
     return out;
+}
+
+// "peer_assisted" when some file goes (or went) through a torrent,
+// "http_only" when every file was decided to go without, "pending" before
+// the agent has looked for metainfo.
+const char* Agent::Job::mode() const {
+    bool pending = false;
+    for (const auto& f : rec.files) {
+        if (!f.info_hash.empty()) return "peer_assisted";
+        if (f.metainfo_source.empty() && !f.completed) pending = true;
+    }
+    return pending && agent->peers_ ? "pending" : "http_only";
 }
 
 // The final response of a transfer: decide where its body goes.
@@ -361,6 +424,7 @@ Agent::Agent(const Config& config) : config_(config) {
             job->next_retry_ms = now + 1000L * config_.retry_min_delay;
         }
     }
+    start_peering();
     ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this);
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
              jobs_.size(), resumed, config_.socket.c_str());
@@ -369,6 +433,13 @@ Agent::Agent(const Config& config) : config_(config) {
 
 Agent::~Agent() {
     ipc_.reset();
+    for (auto& [id, job] : jobs_) {
+        if (job->swarm_fd >= 0) ::close(job->swarm_fd);
+        job->swarm = nullptr;
+    }
+    origin_pieces_.clear();
+    swarms_.clear();
+    peers_.reset();
     fetcher_.reset();
     store_.reset();
     if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -389,7 +460,9 @@ int Agent::run() {
         if (schedule_needed_) schedule();
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
+        if (peers_) fds.push_back({peers_->alert_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
+        retired_sinks_.clear();
         fetcher_->wait(fds, next_timeout_ms());
         if (fds[0].revents & POLLIN) {
             signalfd_siginfo si{};
@@ -403,6 +476,7 @@ int Agent::run() {
             }
         }
         fetcher_->perform();
+        handle_alerts();
         ipc_->handle(fds, ipc_first);
         timers();
         answer_waits();
@@ -411,8 +485,9 @@ int Agent::run() {
     // Graceful stop: every transfer checkpointed, partial files kept; the
     // jobs are QUEUED again on the next start.
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
-        if (job->transfer) stop_transfer(*job, true);
+        if (job->busy()) stop_transfer(*job, true);
     }
+    stop_peering();
     LOG_INFO("stopped");
     return 0;
 }
@@ -422,6 +497,7 @@ int Agent::next_timeout_ms() const {
     std::int64_t now = mono_ms();
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
+    if (!swarms_.empty()) deadline = std::min(deadline, next_swarm_tick_ms_);
     for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
     }
@@ -528,7 +604,7 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
         e.bytes_total = f.bytes_total;
         e.bytes_transferred = f.bytes_transferred;
     }
-    if (job.transfer) stop_transfer(job, true);
+    if (job.busy()) stop_transfer(job, true);
     std::int64_t note = 0;
     if (!store_->set_state(job.rec.id, JobState::Error, e.time, e, false, DOPT_NOTIFY_ERROR, &note)) {
         LOG_ERROR("job %s: cannot move from %s to error", job.rec.id.c_str(),
@@ -578,9 +654,14 @@ void Agent::checkpoint(Job& job) {
     store_->update_job(job.rec);
 }
 
+// Stops whatever moves the job's bytes: its origin transfer, its metainfo
+// fetch or its place in a swarm. save=false is for a job being cancelled:
+// a torrent no other job wants goes with it.
 void Agent::stop_transfer(Job& job, bool save) {
     if (job.transfer) fetcher_->stop(job.transfer);
     job.transfer = 0;
+    if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
+    if (job.swarm) detach_swarm(job, !save);
     if (job.partial && job.current_file >= 0) job.file().bytes_transferred = job.partial->size();
     job.partial.reset();
     if (save) checkpoint(job);
@@ -603,7 +684,7 @@ void Agent::schedule() {
     if (runnable.empty()) return;
     std::sort(runnable.begin(), runnable.end(), [](const Job* a, const Job* b) {
         if (a->rec.priority != b->rec.priority) return a->rec.priority < b->rec.priority;
-        bool ra = a->transfer != 0, rb = b->transfer != 0;
+        bool ra = a->busy(), rb = b->busy();
         if (ra != rb) return ra;
         return a->rec.seq < b->rec.seq;
     });
@@ -613,11 +694,11 @@ void Agent::schedule() {
     for (std::size_t i = 0; i < runnable.size(); ++i) {
         Job* job = runnable[i];
         bool chosen = i < slots && job->rec.priority == best;
-        if (!chosen && (job->transfer || is_running(job->rec.state))) {
+        if (!chosen && (job->busy() || is_running(job->rec.state))) {
             LOG_INFO("job %s yields to a more urgent job", job->rec.id.c_str());
             stop_transfer(*job, true);
             change_state(*job, static_cast<int>(JobState::Queued));
-        } else if (chosen && !job->transfer) {
+        } else if (chosen && !job->busy()) {
             to_start.push_back(job);
         }
     }
@@ -646,6 +727,7 @@ void Agent::start_job(Job& job) {
     }
     job.current_file = static_cast<int>(next - files.begin());
     FileRecord& f = *next;
+    if (start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
 
     int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0644);
@@ -698,7 +780,7 @@ void Agent::timers() {
             if (!storage::is_final(job->rec.state) &&
                 job->rec.created + static_cast<std::int64_t>(config_.max_job_age) < wall) {
                 LOG_INFO("job %s: older than %u s; cancelling", id.c_str(), config_.max_job_age);
-                if (job->transfer) stop_transfer(*job, false);
+                if (job->busy()) stop_transfer(*job, false);
                 remove_partials(*job);
                 change_state(*job, static_cast<int>(JobState::Cancelled));
             }
@@ -714,6 +796,7 @@ void Agent::timers() {
             }
             LOG_INFO("purged %d ended jobs", purged);
         }
+        evict_cache();
     }
 }
 

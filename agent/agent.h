@@ -18,14 +18,14 @@
 
 #include "agent/config.h"
 #include "agent/ipc_server.h"
+#include "agent/origin_fetcher.h"
+#include "storage/job_store.h"
 
-namespace dopt::storage {
-class JobStore;
+namespace dopt::p2p {
+class PeerSession;
 }
 
 namespace dopt::agent {
-
-class OriginFetcher;
 
 class Agent : public IpcHandler {
 public:
@@ -46,6 +46,8 @@ public:
 
     struct Job;       // a job and its runtime state (agent.cpp)
     struct Request;   // one decoded IPC request
+    struct Swarm;       // a torrent in the peer session (agent_internal.h)
+    struct OriginPiece; // an origin request for one piece
 
 private:
     // IPC requests, one handler an op (docs/protocol.md).
@@ -62,6 +64,9 @@ private:
     void op_subscribe(Request& req, Job& job);
     void op_unsubscribe(Request& req, Job& job);
     void op_ack(Request& req);
+    void op_cache_list(Request& req);
+    void op_cache_clear(Request& req);
+    void op_peer_stats(Request& req);
 
     // Notifications (callbacks): the durable outbox and the modification
     // events of subscribed connections.
@@ -86,6 +91,29 @@ private:
     void answer_waits();
     void reload_config();
     int next_timeout_ms() const;
+
+    // Peering (agent_swarm.cpp): metainfo discovery, the torrents, origin
+    // pieces, writing verified pieces into partial files, the peer cache.
+    void start_peering();
+    void stop_peering();
+    bool start_file_with_peers(Job& job);
+    void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
+                             std::string bytes);
+    void use_http_only(Job& job, const std::string& why);
+    void attach_swarm(Job& job);
+    void detach_swarm(Job& job, bool cancelled);
+    Swarm* add_swarm(const storage::CacheEntry& entry);
+    void remove_swarm(Swarm& swarm, bool delete_files);
+    void pump_swarm(Swarm& swarm);
+    void fetch_origin_pieces(Swarm& swarm);
+    void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
+    void handle_alerts();
+    void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
+    void finish_swarm_file(Job& job);
+    void origin_does_not_match(Swarm& swarm, const std::string& why);
+    void drop_origin_pieces(Swarm& swarm);
+    void fail_swarm_users(Swarm& swarm, int context, std::int64_t code, const std::string& why);
+    void evict_cache();
 
     friend struct Job;
     Config config_;
@@ -129,6 +157,13 @@ private:
         std::int64_t next_attempt_ms = 0;
     };
     std::map<std::string, std::vector<Outgoing>> outbox_;  // by job id, oldest first
+    std::unique_ptr<p2p::PeerSession> peers_;  // null when peering is off
+    std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // by info-hash
+    std::map<std::string, storage::CacheEntry> cache_;      // the cache index, by info-hash
+    std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only
+    std::vector<std::unique_ptr<TransferSink>> retired_sinks_;  // freed at the loop's top
+    std::vector<std::unique_ptr<OriginPiece>> origin_pieces_;   // in flight
+    std::int64_t next_swarm_tick_ms_ = 0;
     std::int64_t next_purge_ms_ = 0;
     std::int64_t last_seq_ = 0;      // creation order of the newest job
     bool schedule_needed_ = false;

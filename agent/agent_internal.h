@@ -4,8 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
+
+#include <libtorrent/torrent_handle.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +18,7 @@
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
 #include "agent/partial_file.h"
+#include "p2p/metainfo.h"
 #include "storage/job_store.h"
 
 namespace dopt::agent {
@@ -30,6 +36,10 @@ std::string normalise_path(const std::string& path);
 bool is_waitable(storage::JobState s);  // what `wait` returns at
 bool is_running(storage::JobState s);   // CONNECTING or TRANSFERRING
 std::string scheme_of(const std::string& url);
+// rm -r of a folder the agent owns (a torrent's storage in cache_dir).
+void remove_tree(const std::string& path);
+// Standard base64 (RFC 4648, padding required). False on bad input.
+bool base64_decode(const std::string& in, std::string& out);
 
 // A reply envelope: seq, rc, and message when rc != 0.
 json reply(std::int64_t seq, int rc, const std::string& message = "");
@@ -52,7 +62,18 @@ struct Agent::Job : TransferSink {
     std::int64_t last_checkpoint_ms = 0;
     std::string last_transient;           // why the last attempt failed
 
+    // Peering (agent_swarm.cpp). While the current file goes through a
+    // torrent, `swarm` is set, transfer is 0 and each verified piece is
+    // written into the partial file through `swarm_fd` (owner's rights).
+    Swarm* swarm = nullptr;
+    int swarm_fd = -1;
+    std::vector<bool> written;            // pieces in the partial file
+    int written_count = 0;
+    std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
+    std::string http_only_reason;         // why the file goes without peers
+
     storage::FileRecord& file() { return rec.files[static_cast<std::size_t>(current_file)]; }
+    bool busy() const { return transfer != 0 || swarm != nullptr; }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
     Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }
     std::uint32_t no_progress_timeout() const {
@@ -65,6 +86,54 @@ struct Agent::Job : TransferSink {
     void on_done(const TransferOutcome& outcome) override;
 
     std::string to_json() const;  // the job object, as JSON text
+    const char* mode() const;     // "peer_assisted", "http_only" or "pending"
+};
+
+// One torrent in the libtorrent session: content being fetched for jobs, or
+// complete and kept in the peer cache to seed.
+struct Agent::Swarm {
+    std::string info_hash;
+    p2p::Metainfo meta;
+    lt::torrent_handle handle;
+    std::string origin_url;               // where the origin pieces come from ("": none)
+    bool from_job_metainfo = false;       // metainfo the job gave (a mismatch is fatal)
+    std::set<Job*> users;                 // jobs whose current file this is
+    std::vector<bool> have;               // verified, held by libtorrent
+    int have_count = 0;
+    std::vector<bool> reading;            // read_piece() asked, alert pending
+    std::vector<bool> from_origin;        // fetched by our origin fetcher
+    std::map<int, OriginPiece*> origin_inflight;
+    std::vector<int> order;               // this agent's origin piece order
+    std::int64_t attached_ms = 0;         // when the first current user came
+    std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
+    std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
+    std::uint32_t origin_failures = 0;    // in a row, for the backoff
+    int origin_hash_failures = 0;
+    std::int64_t next_resume_save_ms = 0;
+    std::int64_t next_claim_repeat_ms = 0;
+    bool complete = false;
+    bool paused = false;
+
+    std::uint64_t piece_size(int piece) const {
+        return static_cast<std::uint64_t>(meta.info->piece_size(lt::piece_index_t{piece}));
+    }
+    std::uint64_t piece_offset(int piece) const {
+        return static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(meta.piece_length);
+    }
+};
+
+// One origin range request for one piece; the bytes go to libtorrent.
+struct Agent::OriginPiece : TransferSink {
+    Agent* agent = nullptr;
+    Swarm* swarm = nullptr;
+    int piece = 0;
+    TransferId id = 0;
+    std::int64_t started_ms = 0;
+    std::vector<char> data;
+
+    int on_response(const ResponseInfo& info) override;
+    int on_body(const char* data, std::size_t len) override;
+    void on_done(const TransferOutcome& outcome) override;
 };
 
 // One decoded IPC request and who sent it (SO_PEERCRED).

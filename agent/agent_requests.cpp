@@ -5,13 +5,18 @@
 #include <climits>
 #include <cstring>
 #include <fcntl.h>
+#include <optional>
 #include <unistd.h>
+
+#include <libtorrent/torrent_status.hpp>
 
 #include "agent/agent_internal.h"
 #include "agent/log.h"
 #include "agent/url.h"
 #include "api/protocol/frame.h"
 #include "dopt/dopt.h"
+#include "p2p/metainfo.h"
+#include "p2p/session.h"
 
 namespace dopt::agent {
 
@@ -113,6 +118,9 @@ void Agent::handle(Request& req) {
     if (req.op == "create") return op_create(req);
     if (req.op == "list") return op_list(req);
     if (req.op == "ack") return op_ack(req);
+    if (req.op == "cache_list") return op_cache_list(req);
+    if (req.op == "cache_clear") return op_cache_clear(req);
+    if (req.op == "peer_stats") return op_peer_stats(req);
 
     static const char* job_ops[] = {"open",     "status", "add_file", "set",         "resume",
                                     "suspend",  "cancel", "complete", "wait",        "subscribe",
@@ -289,6 +297,34 @@ void Agent::op_set(Request& req, Job& job) {
         if (f.completed || (job.current_file == sha_index && job.transfer))
             return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
     }
+    // Metainfo for one file: bencoded bytes (base64, checked now) or a URL
+    // fetched when the file starts.
+    int meta_index = -1;
+    std::optional<p2p::Metainfo> meta;
+    std::string meta_bytes, meta_url;
+    if (b.contains("file_metainfo")) {
+        const json& m = b["file_metainfo"];
+        meta_index = m.at("index").get<int>();
+        if (meta_index < 0 || static_cast<std::size_t>(meta_index) >= job.rec.files.size())
+            return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(meta_index));
+        const FileRecord& f = job.rec.files[static_cast<std::size_t>(meta_index)];
+        if (f.completed || (job.current_file == meta_index && job.busy()))
+            return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
+        if (m.contains("url")) {
+            meta_url = m["url"].get<std::string>();
+            std::string scheme = scheme_of(meta_url);
+            if (scheme != "http" && scheme != "https")
+                return send(DOPT_E_INVALID_URL, "a metainfo URL must be http:// or https://: " + meta_url);
+        } else {
+            if (!base64_decode(m.at("base64").get<std::string>(), meta_bytes))
+                return send(DOPT_E_INVALID_ARG, "the metainfo is not valid base64");
+            try {
+                meta = p2p::parse_metainfo(meta_bytes);
+            } catch (const p2p::MetainfoError& e) {
+                return send(DOPT_E_INVALID_ARG, std::string("unusable metainfo: ") + e.what());
+            }
+        }
+    }
     bool priority_changed = next.priority != job.rec.priority;
     job.rec.priority = next.priority;
     job.rec.display_name = next.display_name;
@@ -299,6 +335,27 @@ void Agent::op_set(Request& req, Job& job) {
     if (sha_index >= 0) {
         job.rec.files[static_cast<std::size_t>(sha_index)].sha256 = sha;
         store_->update_file(job.rec.id, job.rec.files[static_cast<std::size_t>(sha_index)]);
+    }
+    if (meta_index >= 0) {
+        FileRecord& f = job.rec.files[static_cast<std::size_t>(meta_index)];
+        f.metainfo_source = "job";
+        f.metainfo_url = meta_url;
+        f.info_hash.clear();
+        if (meta) {
+            storage::CacheEntry& e = cache_[meta->info_hash];
+            if (e.info_hash.empty()) {
+                e.info_hash = meta->info_hash;
+                e.name = meta->name;
+                e.size = meta->size;
+                e.origin_url = f.remote_url;
+                e.owner_uid = job.rec.owner_uid;
+                e.last_used = wall_now();
+                e.metainfo = meta_bytes;
+                store_->put_cache_entry(e);
+            }
+            f.info_hash = meta->info_hash;
+        }
+        store_->update_file(job.rec.id, f);
     }
     if (priority_changed) schedule_needed_ = true;
     send(0, "");
@@ -437,6 +494,92 @@ void Agent::answer_waits() {
         }
         ipc_->set_paused(w.conn, false);
     }
+}
+
+}  // namespace dopt::agent
+
+namespace dopt::agent {
+
+// The peer cache entries the caller may see: their own (root: all).
+void Agent::op_cache_list(Request& req) {
+    json list = json::array();
+    for (const auto& [ih, e] : cache_) {
+        if (req.peer.uid != 0 && e.owner_uid != req.peer.uid) continue;
+        auto s = swarms_.find(ih);
+        bool in_use = s != swarms_.end() && !s->second->users.empty();
+        list.push_back({{"info_hash", ih},
+                        {"name", e.name},
+                        {"size", e.size},
+                        {"origin_url", e.origin_url},
+                        {"owner_uid", e.owner_uid},
+                        {"complete", e.complete},
+                        {"seeding", s != swarms_.end() && s->second->complete && peers_ != nullptr},
+                        {"in_use", in_use},
+                        {"last_used", e.last_used}});
+    }
+    json r = reply(req.seq, 0);
+    r["entries"] = list;
+    ipc_->send(req.conn, r.dump());
+}
+
+// Removes the caller's cache entries (root: every one) that no running job
+// is using; answers how many went and how many bytes.
+void Agent::op_cache_clear(Request& req) {
+    std::vector<std::string> drop;
+    std::uint64_t bytes = 0;
+    int kept = 0;
+    for (const auto& [ih, e] : cache_) {
+        if (req.peer.uid != 0 && e.owner_uid != req.peer.uid) continue;
+        bool wanted = false;
+        for (const auto& [id, job] : jobs_) {
+            if (storage::is_final(job->rec.state)) continue;
+            for (const auto& f : job->rec.files)
+                if (f.info_hash == ih && !f.completed) wanted = true;
+        }
+        if (wanted) {
+            ++kept;
+            continue;
+        }
+        drop.push_back(ih);
+        bytes += e.size;
+    }
+    for (const auto& ih : drop) {
+        auto s = swarms_.find(ih);
+        if (s != swarms_.end()) {
+            remove_swarm(*s->second, true);
+        } else {
+            cache_.erase(ih);
+            store_->delete_cache_entry(ih);
+            remove_tree(config_.cache_dir + "/" + ih);
+        }
+    }
+    LOG_INFO("peer cache: uid %u cleared %zu entries (%llu bytes)", req.peer.uid, drop.size(),
+             static_cast<unsigned long long>(bytes));
+    json r = reply(req.seq, 0);
+    r["removed"] = drop.size();
+    r["bytes"] = bytes;
+    r["kept_in_use"] = kept;
+    ipc_->send(req.conn, r.dump());
+}
+
+// Session-wide peer figures: what this agent gave to and got from the LAN.
+void Agent::op_peer_stats(Request& req) {
+    json r = reply(req.seq, 0);
+    r["peering"] = peers_ != nullptr;
+    std::uint64_t up = 0, down = 0;
+    int peers = 0;
+    for (const auto& [ih, s] : swarms_) {
+        if (!s->handle.is_valid()) continue;
+        lt::torrent_status st = s->handle.status({});
+        up += static_cast<std::uint64_t>(st.all_time_upload);
+        down += static_cast<std::uint64_t>(st.all_time_download);
+        peers += st.num_peers;
+    }
+    r["bytes_to_peers"] = up;
+    r["torrents"] = swarms_.size();
+    r["connected_peers"] = peers;
+    if (peers_) r["listen_port"] = peers_->listen_port();
+    ipc_->send(req.conn, r.dump());
 }
 
 }  // namespace dopt::agent

@@ -158,6 +158,7 @@ public:
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
             else if (k == "p2p") read_p2p(table(node, k), c);
+            else if (k == "cache") read_cache(table(node, k), c);
             else unknown(key, k);
         }
         // Tables iterate in key order; report in file order.
@@ -197,8 +198,10 @@ private:
         }
     }
 
+    static constexpr std::int64_t kMaxRate = std::numeric_limits<std::int64_t>::max();
+
     void read_http(const toml::table& t, Config& c) {
-        constexpr std::int64_t max_rate = std::numeric_limits<std::int64_t>::max();
+        constexpr std::int64_t max_rate = kMaxRate;
         for (auto&& [key, node] : t) {
             const std::string k = "http." + std::string(key.str());
             if (k == "http.proxy") c.proxy = header_safe_string(node, k, true);
@@ -220,8 +223,36 @@ private:
             else if (k == "p2p.lan_discovery") c.lan_discovery = boolean(node, k);
             else if (k == "p2p.peers") c.peers = peer_list(node, k);
             else if (k == "p2p.allowed_networks") c.allowed_networks = cidr_list(node, k);
+            else if (k == "p2p.metainfo_probe") c.metainfo_probe = boolean(node, k);
+            else if (k == "p2p.metainfo_suffix") c.metainfo_suffix = url_suffix(node, k);
+            else if (k == "p2p.origin_requests") c.origin_requests = integer<int>(node, k, 1, 64);
+            else if (k == "p2p.max_upload_rate") c.max_upload_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
+            else if (k == "p2p.max_download_rate") c.max_download_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
+            else if (k == "p2p.throttle_lan") c.throttle_lan = boolean(node, k);
             else unknown(key, k);
         }
+    }
+
+    void read_cache(const toml::table& t, Config& c) {
+        for (auto&& [key, node] : t) {
+            const std::string k = "cache." + std::string(key.str());
+            if (k == "cache.max_size") c.cache_max_size = integer<std::uint64_t>(node, k, 0, kMaxRate, " (bytes)");
+            else if (k == "cache.max_disk_percent") c.cache_max_disk_percent = integer<int>(node, k, 0, 100);
+            else if (k == "cache.max_age") c.cache_max_age = seconds(node, k, 0);
+            else if (k == "cache.min_file_size") c.cache_min_file_size = integer<std::uint64_t>(node, k, 0, kMaxRate, " (bytes)");
+            else unknown(key, k);
+        }
+    }
+
+    // A suffix appended to a URL's path: printable ASCII, no '?', '#' or space.
+    std::string url_suffix(const toml::node& n, const std::string& name) const {
+        const std::string& s = string(n, name, "a string such as \".torrent\"");
+        bool ok = !s.empty();
+        for (char ch : s) {
+            if (ch <= ' ' || ch > '~' || ch == '?' || ch == '#') ok = false;
+        }
+        if (!ok) fail(n, name + " must be a non-empty URL path suffix such as \".torrent\", not \"" + s + "\"");
+        return s;
     }
 
     [[noreturn]] void fail(const toml::node& n, const std::string& what) const {

@@ -55,6 +55,18 @@ struct Config {
     bool lan_discovery = true;
     std::vector<std::string> peers;      // static "addr:port"
     std::vector<std::string> allowed_networks;  // CIDRs; empty = listen subnets
+    bool metainfo_probe = true;          // look for URL + metainfo_suffix beside the content
+    std::string metainfo_suffix = ".torrent";
+    int origin_requests = 4;             // piece requests to the origin at once, per file
+    std::uint64_t max_upload_rate = 0;   // bytes/s to peers, 0 = unlimited
+    std::uint64_t max_download_rate = 0; // bytes/s from peers, 0 = unlimited
+    bool throttle_lan = false;           // apply the two limits to LAN peers too
+
+    // [cache] the peer cache in cache_dir
+    std::uint64_t cache_max_size = 10ULL << 30;   // bytes
+    int cache_max_disk_percent = 10;     // of the file system cache_dir is on
+    std::uint32_t cache_max_age = 3 * 24 * 3600;  // seconds unused before eviction (DO's default)
+    std::uint64_t cache_min_file_size = 1 << 20;  // smaller content is not cached
 
     std::string source;                  // file the config came from ("" = defaults)
 };

@@ -176,8 +176,9 @@ TransferId OriginFetcher::start(const TransferRequest& request, TransferSink* si
                          static_cast<curl_off_t>(request.max_recv_rate));
     // The job's own headers first, then ours; a range we need overrides any.
     for (const auto& h : request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
-    if (request.offset > 0) {
+    if (request.offset > 0 || request.length > 0) {
         std::string range = "Range: bytes=" + std::to_string(request.offset) + "-";
+        if (request.length > 0) range += std::to_string(request.offset + request.length - 1);
         t->headers = curl_slist_append(t->headers, range.c_str());
         if (!request.if_range.empty()) {
             std::string if_range = "If-Range: " + request.if_range;

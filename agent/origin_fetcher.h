@@ -41,6 +41,7 @@ struct FetcherSettings {
 struct TransferRequest {
     std::string url;
     std::uint64_t offset = 0;
+    std::uint64_t length = 0;            // > 0: only bytes offset..offset+length-1 (a piece)
     std::string if_range;                // ETag or Last-Modified of bytes held
     std::vector<std::string> headers;    // "Name: value"
     std::uint64_t max_recv_rate = 0;     // bytes/s, 0 = unlimited

@@ -104,7 +104,27 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_by_job ON notifications(job_id, id);
 )sql";
 
-constexpr std::array<const char*, 3> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3};
+// v4: peering. Each file records where its metainfo came from and the
+// torrent it belongs to; `cache` is the peer cache index: one row a torrent
+// (its metainfo, libtorrent's resume data, and what the LRU eviction needs).
+constexpr const char* kSchemaV4 = R"sql(
+ALTER TABLE files ADD COLUMN metainfo_source TEXT NOT NULL DEFAULT '';
+ALTER TABLE files ADD COLUMN metainfo_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE files ADD COLUMN info_hash TEXT NOT NULL DEFAULT '';
+CREATE TABLE cache (
+    info_hash   TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    origin_url  TEXT NOT NULL,
+    owner_uid   INTEGER NOT NULL,
+    complete    INTEGER NOT NULL DEFAULT 0,
+    last_used   INTEGER NOT NULL,
+    metainfo    BLOB NOT NULL,
+    resume_data BLOB
+) WITHOUT ROWID;
+)sql";
+
+constexpr std::array<const char*, 4> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -163,6 +183,11 @@ public:
         check(sqlite3_bind_int64(stmt_, next_parameter_++, value));
         return *this;
     }
+    Query& bind_blob(const std::string& value) {
+        check(sqlite3_bind_blob(stmt_, next_parameter_++, value.data(),
+                                static_cast<int>(value.size()), SQLITE_TRANSIENT));
+        return *this;
+    }
     Query& bind(const std::string& value) {
         check(sqlite3_bind_text(stmt_, next_parameter_++, value.data(),
                                 static_cast<int>(value.size()), SQLITE_TRANSIENT));
@@ -196,6 +221,12 @@ public:
         const auto* bytes = sqlite3_column_text(stmt_, column);
         if (!bytes) return {};
         return std::string(reinterpret_cast<const char*>(bytes),
+                           static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
+    }
+    std::string blob(int column) const {
+        const void* bytes = sqlite3_column_blob(stmt_, column);
+        if (!bytes) return {};
+        return std::string(static_cast<const char*>(bytes),
                            static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
     }
     std::uint64_t size(int column) const {
@@ -324,11 +355,14 @@ void migrate(sqlite3* db, const std::string& path) {
     "auto_complete, bytes_from_origin, bytes_from_peers, seq"
 #define DOPT_FILE_COLUMNS                                                       \
     "job_id, idx, remote_url, local_path, partial_path, bytes_total, "         \
-    "bytes_transferred, etag, last_modified, sha256, completed"
+    "bytes_transferred, etag, last_modified, sha256, completed, metainfo_source, " \
+    "metainfo_url, info_hash"
 #define DOPT_ERROR_COLUMNS                                                      \
     "job_id, context, code, description, protocol, time, file_index, "         \
     "local_name, remote_name, bytes_total, bytes_transferred"
 #define DOPT_HEADER_COLUMNS "job_id, idx, header"
+#define DOPT_CACHE_COLUMNS \
+    "info_hash, name, size, origin_url, owner_uid, complete, last_used, metainfo, resume_data"
 
 template <typename Enum>
 Enum enum_from_column(std::int64_t value, int count, const char* what, const std::string& id) {
@@ -372,6 +406,9 @@ FileRecord read_file(const Query& row) {
     file.last_modified = row.text(8);
     file.sha256 = row.text(9);
     file.completed = row.integer(10) != 0;
+    file.metainfo_source = row.text(11);
+    file.metainfo_url = row.text(12);
+    file.info_hash = row.text(13);
     return file;
 }
 
@@ -402,7 +439,7 @@ struct JobStore::Statements {
           insert_header(db, "INSERT INTO job_headers (" DOPT_HEADER_COLUMNS ") VALUES (?, ?, ?)"),
           delete_headers(db, "DELETE FROM job_headers WHERE job_id = ?"),
           insert_file(db, "INSERT INTO files (" DOPT_FILE_COLUMNS ") "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           replace_error(db, "INSERT OR REPLACE INTO errors (" DOPT_ERROR_COLUMNS ") "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           delete_error(db, "DELETE FROM errors WHERE job_id = ?"),
@@ -426,7 +463,8 @@ struct JobStore::Statements {
                            "transfer_completed = CASE WHEN ?4 THEN ?2 "
                            "ELSE transfer_completed END WHERE id = ?3"),
           update_file(db, "UPDATE files SET bytes_total = ?, bytes_transferred = ?, "
-                          "etag = ?, last_modified = ?, sha256 = ?, completed = ? "
+                          "etag = ?, last_modified = ?, sha256 = ?, completed = ?, "
+                          "metainfo_source = ?, metainfo_url = ?, info_hash = ? "
                           "WHERE job_id = ? AND idx = ?"),
           delete_job(db, "DELETE FROM jobs WHERE id = ?"),
           purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?"),
@@ -434,7 +472,11 @@ struct JobStore::Statements {
                                   "VALUES (?, ?, ?, ?)"),
           select_notifications(db, "SELECT id, job_id, kind, file_index, created "
                                    "FROM notifications ORDER BY id"),
-          delete_notification(db, "DELETE FROM notifications WHERE id = ?") {
+          delete_notification(db, "DELETE FROM notifications WHERE id = ?"),
+          put_cache(db, "INSERT OR REPLACE INTO cache (" DOPT_CACHE_COLUMNS ") "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+          select_cache(db, "SELECT " DOPT_CACHE_COLUMNS " FROM cache ORDER BY last_used"),
+          delete_cache(db, "DELETE FROM cache WHERE info_hash = ?") {
         static_assert(static_cast<int>(JobState::Acknowledged) == 7 &&
                           static_cast<int>(JobState::Cancelled) == 8,
                       "purge_ended's SQL names the ended states by number");
@@ -447,12 +489,14 @@ struct JobStore::Statements {
     PreparedStatement update_job, select_state, update_state, update_file;
     PreparedStatement delete_job, purge_ended;
     PreparedStatement insert_notification, select_notifications, delete_notification;
+    PreparedStatement put_cache, select_cache, delete_cache;
 };
 
 #undef DOPT_JOB_COLUMNS
 #undef DOPT_FILE_COLUMNS
 #undef DOPT_ERROR_COLUMNS
 #undef DOPT_HEADER_COLUMNS
+#undef DOPT_CACHE_COLUMNS
 
 namespace {
 
@@ -467,7 +511,10 @@ void bind_file(Query& query, const std::string& job_id, const FileRecord& file) 
         .bind(file.etag)
         .bind(file.last_modified)
         .bind(file.sha256)
-        .bind(std::int64_t{file.completed});
+        .bind(std::int64_t{file.completed})
+        .bind(file.metainfo_source)
+        .bind(file.metainfo_url)
+        .bind(file.info_hash);
 }
 
 void bind_error(Query& query, const std::string& job_id, const ErrorRecord& error) {
@@ -733,6 +780,9 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
                             .bind(file.last_modified)
                             .bind(file.sha256)
                             .bind(std::int64_t{file.completed})
+                            .bind(file.metainfo_source)
+                            .bind(file.metainfo_url)
+                            .bind(file.info_hash)
                             .bind(job_id)
                             .bind(std::int64_t{file.index})
                             .run();
@@ -749,6 +799,43 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
 // Files, headers and the error go with the job (ON DELETE CASCADE).
 void JobStore::delete_job(const std::string& id) {
     Query(statements_->delete_job, "deleting a job").bind(id).run();
+}
+
+void JobStore::put_cache_entry(const CacheEntry& e) {
+    Query(statements_->put_cache, "recording a peer cache entry")
+        .bind(e.info_hash)
+        .bind(e.name)
+        .bind(static_cast<std::int64_t>(e.size))
+        .bind(e.origin_url)
+        .bind(std::int64_t{e.owner_uid})
+        .bind(std::int64_t{e.complete})
+        .bind(e.last_used)
+        .bind_blob(e.metainfo)
+        .bind_blob(e.resume_data)
+        .run();
+}
+
+std::vector<CacheEntry> JobStore::load_cache() {
+    std::vector<CacheEntry> out;
+    Query query(statements_->select_cache, "loading the peer cache index");
+    while (query.next_row()) {
+        CacheEntry e;
+        e.info_hash = query.text(0);
+        e.name = query.text(1);
+        e.size = static_cast<std::uint64_t>(query.integer(2));
+        e.origin_url = query.text(3);
+        e.owner_uid = static_cast<std::uint32_t>(query.integer(4));
+        e.complete = query.integer(5) != 0;
+        e.last_used = query.integer(6);
+        e.metainfo = query.blob(7);
+        e.resume_data = query.blob(8);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+void JobStore::delete_cache_entry(const std::string& info_hash) {
+    Query(statements_->delete_cache, "removing a peer cache entry").bind(info_hash).run();
 }
 
 int JobStore::purge_ended(std::int64_t before) {

@@ -44,6 +44,26 @@ struct FileRecord {
     std::string last_modified;
     std::string sha256;                  // expected, lowercase hex; "" = none
     bool completed = false;              // whole and verified
+    // Peering (DESIGN.md "Trust"): where this file's metainfo came from:
+    // "" not looked for yet, "job" given with the job, "origin" found beside
+    // the content, "none" HTTP only.
+    std::string metainfo_source;
+    std::string metainfo_url;            // a job's metainfo URL, fetched when it starts
+    std::string info_hash;               // the torrent (a `cache` entry); "" = none
+};
+
+// One torrent in the peer cache (whole or not): its metainfo and what
+// libtorrent needs to resume it without a recheck.
+struct CacheEntry {
+    std::string info_hash;               // lowercase hex
+    std::string name;
+    std::uint64_t size = 0;
+    std::string origin_url;              // where the agent fetched it from
+    std::uint32_t owner_uid = 0;         // the user whose job brought it in
+    bool complete = false;
+    std::int64_t last_used = 0;          // unix seconds; LRU eviction order
+    std::string metainfo;                // bencoded
+    std::string resume_data;             // bencoded, may be empty
 };
 
 struct ErrorRecord {
@@ -133,6 +153,12 @@ public:
     // client acknowledged it.
     std::vector<Notification> load_notifications();
     void delete_notification(std::int64_t id);
+
+    // The peer cache index: insert or replace one entry; every entry, least
+    // recently used first; remove one.
+    void put_cache_entry(const CacheEntry& entry);
+    std::vector<CacheEntry> load_cache();
+    void delete_cache_entry(const std::string& info_hash);
 
     void delete_job(const std::string& id);
     // Deletes ACKNOWLEDGED/CANCELLED jobs modified before `before`; returns

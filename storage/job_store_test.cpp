@@ -692,3 +692,48 @@ TEST_CASE("notifications survive a reopen and go when acknowledged or when their
     store->delete_job(uuid(2));
     CHECK(store->load_notifications().empty());
 }
+
+TEST_CASE("peer cache entries and a file's metainfo fields survive a reopen", "[job_store]") {
+    TempDir dir;
+    std::string blob("d4:infod6:lengthi5ee\0binary\xff", 29);
+    {
+        auto store = JobStore::open(dir.file("jobs.db"));
+        JobRecord job = make_job(uuid(1));
+        job.files[0].metainfo_source = "origin";
+        job.files[0].info_hash = std::string(40, 'a');
+        store->insert_job(job);
+        job.files[0].metainfo_url = "http://127.0.0.1/x.torrent";
+        store->update_file(job.id, job.files[0]);
+
+        CacheEntry e;
+        e.info_hash = std::string(40, 'a');
+        e.name = "x.iso";
+        e.size = 5;
+        e.origin_url = "http://127.0.0.1/x.iso";
+        e.owner_uid = 1000;
+        e.last_used = 42;
+        e.metainfo = blob;
+        store->put_cache_entry(e);
+        e.info_hash = std::string(40, 'b');
+        e.last_used = 7;
+        e.complete = true;
+        e.resume_data = blob;
+        store->put_cache_entry(e);
+    }
+    auto store = JobStore::open(dir.file("jobs.db"));
+    auto job = store->load_job(uuid(1));
+    REQUIRE(job);
+    CHECK(job->files[0].metainfo_source == "origin");
+    CHECK(job->files[0].metainfo_url == "http://127.0.0.1/x.torrent");
+    CHECK(job->files[0].info_hash == std::string(40, 'a'));
+    auto cache = store->load_cache();
+    REQUIRE(cache.size() == 2);
+    CHECK(cache[0].info_hash == std::string(40, 'b'));  // least recently used first
+    CHECK(cache[0].complete);
+    CHECK(cache[0].resume_data == blob);
+    CHECK(cache[1].metainfo == blob);
+    CHECK(cache[1].resume_data.empty());
+    CHECK(cache[1].owner_uid == 1000);
+    store->delete_cache_entry(std::string(40, 'b'));
+    CHECK(store->load_cache().size() == 1);
+}

@@ -1,4 +1,5 @@
-// dopt — the command-line client of doptd, built on libdopt only.
+// dopt — the command-line client of doptd, built on libdopt; `publish` alone
+// uses p2p/metainfo (libtorrent) and needs no agent.
 //
 // Its interface (commands, --json field names, exit codes) is fixed by
 // DESIGN.md "Interfaces other tools rely on". Exit codes:
@@ -6,6 +7,7 @@
 //   (including an unknown or another user's job); 3 the agent could not be
 //   reached. Messages go to stderr, prefixed "dopt: ".
 #include "dopt/dopt.h"
+#include "p2p/metainfo.h"
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +21,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -27,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -112,11 +117,13 @@ struct Options {
     std::vector<std::string> headers;
     std::optional<std::string> name;
     std::optional<std::string> metainfo;
+    std::optional<std::string> web_seed;
     std::set<std::string> seen;  // canonical names of the options given
 };
 
 const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
-                                             "--header", "--name", "--metainfo", "--socket"};
+                                             "--header", "--name", "--metainfo", "--socket",
+                                             "--web-seed"};
 const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help"};
 
 std::string canonical(const std::string& opt) {
@@ -135,6 +142,7 @@ void store_option(Options* o, const std::string& opt, const std::string& value) 
     else if (opt == "--name") o->name = value;
     else if (opt == "--metainfo") o->metainfo = value;
     else if (opt == "--socket") o->socket = value;
+    else if (opt == "--web-seed") o->web_seed = value;
 }
 
 // Options may come before or after positionals; "--" ends options;
@@ -416,12 +424,14 @@ private:
     bool after_key_ = false;
 };
 
-void write_file(JsonOut& w, const dopt_file_info& f) {
+// metainfo: where a job's file got its piece hashes (nullptr: not a job's file).
+void write_file(JsonOut& w, const dopt_file_info& f, const char* metainfo = nullptr) {
     w.begin_object();
     w.key("local_name").value(f.local_name);
     w.key("remote_name").value(f.remote_name);
     w.key("bytes_total").bytes(f.bytes_total);
     w.key("bytes_transferred").value(f.bytes_transferred);
+    if (metainfo && *metainfo) w.key("metainfo").value(metainfo);
     w.end_object();
 }
 
@@ -466,7 +476,7 @@ void write_job(std::string& out, const dopt_job_status* s) {
     w.key("files").begin_array();
     for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
         dopt_file_info f{};
-        if (dopt_job_status_file(s, i, &f) == DOPT_OK) write_file(w, f);
+        if (dopt_job_status_file(s, i, &f) == DOPT_OK) write_file(w, f, dopt_job_status_file_metainfo(s, i));
     }
     w.end_array();
     w.key("error");
@@ -521,10 +531,11 @@ struct JobSpec {
     std::vector<std::string> headers;
     std::string name;
     bool auto_complete = false;
+    std::string metainfo_url;       // --metainfo URL
+    std::string metainfo_bytes;     // --metainfo FILE, read by the CLI
 };
 
 JobSpec make_spec(const Options& o, dopt_priority default_priority) {
-    if (o.metainfo) exit_with(kExitUsage, "metainfo is not supported by this agent yet");
     if (o.args.empty()) usage_error("'" + o.command + "' needs a URL");
     if (o.outputs.size() != o.args.size())
         usage_error("each URL needs its own -o PATH (" + std::to_string(o.args.size()) + " URLs, " +
@@ -542,6 +553,24 @@ JobSpec make_spec(const Options& o, dopt_priority default_priority) {
     if (o.no_progress_timeout) spec.no_progress_timeout = parse_seconds(*o.no_progress_timeout);
     spec.name = o.name ? *o.name : base_name(spec.files.front().second);
     spec.auto_complete = o.auto_complete;
+    if (o.metainfo) {
+        if (o.args.size() != 1) usage_error("--metainfo applies to a job of one file");
+        const std::string& m = *o.metainfo;
+        if (m.rfind("http://", 0) == 0 || m.rfind("https://", 0) == 0) {
+            spec.metainfo_url = m;
+        } else {
+            // A local file: read here, with the caller's rights, and checked
+            // before any job is made.
+            try {
+                std::string path = absolute_path(m);
+                dopt::p2p::load_metainfo_file(path);
+                std::ifstream in(path, std::ios::binary);
+                spec.metainfo_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+            } catch (const dopt::p2p::MetainfoError& e) {
+                exit_with(kExitUsage, std::string("--metainfo: ") + e.what());
+            }
+        }
+    }
     return spec;
 }
 
@@ -565,6 +594,11 @@ void configure(dopt_job* job, const JobSpec& spec) {
               "cannot set the no-progress timeout");
     for (const auto& h : spec.headers)
         guard(dopt_job_add_http_header(job, h.c_str()), "cannot add header '" + h + "'");
+    if (!spec.metainfo_url.empty())
+        guard(dopt_job_set_file_metainfo_url(job, 0, spec.metainfo_url.c_str()), "cannot set the metainfo");
+    if (!spec.metainfo_bytes.empty())
+        guard(dopt_job_set_file_metainfo(job, 0, spec.metainfo_bytes.data(), spec.metainfo_bytes.size()),
+              "cannot set the metainfo");
 }
 
 Job create_job(dopt_client* client, const JobSpec& spec) {
@@ -841,12 +875,22 @@ int cmd_stats(const Options& o) {
         ++by_state[dopt_state_name(dopt_job_status_state(s.get()))];
     }
     double eff = origin + peers ? 100.0 * static_cast<double>(peers) / static_cast<double>(origin + peers) : 0;
+    // What the agent gave to LAN peers (all users' content: the agent's own figure).
+    json agent = json::object();
+    char* text = nullptr;
+    if (dopt_peer_stats_json(client.get(), &text) == DOPT_OK) {
+        agent = json::parse(text);
+        dopt_string_free(text);
+    }
     if (o.json) {
         print_json({{"jobs", jobs.size()},
                     {"states", by_state},
                     {"bytes_from_origin", origin},
                     {"bytes_from_peers", peers},
-                    {"peer_efficiency_percent", eff}});
+                    {"peer_efficiency_percent", eff},
+                    {"peering", agent.value("peering", false)},
+                    {"bytes_to_peers", agent.value("bytes_to_peers", std::uint64_t{0})},
+                    {"connected_peers", agent.value("connected_peers", 0)}});
         return kExitOk;
     }
     std::printf("jobs:              %zu\n", jobs.size());
@@ -855,6 +899,13 @@ int cmd_stats(const Options& o) {
     std::printf("bytes from origin: %llu (%s)\n", static_cast<unsigned long long>(origin), human_bytes(origin).c_str());
     std::printf("bytes from peers:  %llu (%s)\n", static_cast<unsigned long long>(peers), human_bytes(peers).c_str());
     std::printf("peer efficiency:   %.1f%%\n", eff);
+    if (agent.value("peering", false)) {
+        std::uint64_t up = agent.value("bytes_to_peers", std::uint64_t{0});
+        std::printf("bytes to peers:    %llu (%s)\n", static_cast<unsigned long long>(up), human_bytes(up).c_str());
+        std::printf("connected peers:   %d\n", agent.value("connected_peers", 0));
+    } else {
+        std::printf("peering:           off\n");
+    }
     return kExitOk;
 }
 
@@ -889,6 +940,124 @@ int cmd_change(const Options& o) {
     return kExitOk;
 }
 
+// ---- publish ------------------------------------------------------------------------
+
+// Writes `bytes` to `path` through a temporary file beside it and a rename,
+// so a web server never serves half a .torrent. Mode 0666 less the umask.
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+    std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+    ::unlink(tmp.c_str());  // left by a crashed run with our pid, if any
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) exit_with(kExitUsage, "cannot write " + path + ": " + std::strerror(errno));
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            exit_with(kExitJobFailed, "cannot write " + path + ": " + std::strerror(err));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        exit_with(kExitJobFailed, "cannot write " + path + ": " + std::strerror(err));
+    }
+}
+
+// dopt publish FILE [--web-seed URL] [-o OUT]: the metainfo an origin hosts
+// beside FILE (DESIGN.md "Trust"). Needs no agent.
+int cmd_publish(const Options& o) {
+    allow_only(o, {"-o", "--web-seed"});
+    expect_args(o, 1, "a file");
+    if (o.outputs.size() > 1) usage_error("'publish' takes one -o");
+    const std::string& file = o.args[0];
+    if (file.empty()) usage_error("empty file name");
+    // Relative paths are used as given: the kernel takes them relative to the
+    // working directory.
+    std::string out = o.outputs.empty() ? file + ".torrent" : o.outputs[0];
+    if (out.empty()) usage_error("empty output path");
+    std::string web_seed = o.web_seed.value_or("");
+    if (o.web_seed && web_seed.empty()) usage_error("empty --web-seed");
+
+    struct stat in_sb, out_sb;
+    if (::stat(out.c_str(), &out_sb) == 0) {
+        if (S_ISDIR(out_sb.st_mode)) exit_with(kExitUsage, "-o " + out + " is a folder; give a file name");
+        if (::stat(file.c_str(), &in_sb) == 0 && in_sb.st_dev == out_sb.st_dev &&
+            in_sb.st_ino == out_sb.st_ino)
+            exit_with(kExitUsage, "-o " + out + " is the file being published");
+    }
+
+    std::string bytes;
+    dopt::p2p::Metainfo m;
+    try {
+        bytes = dopt::p2p::make_metainfo(file, web_seed);
+        m = dopt::p2p::parse_metainfo(bytes);
+    } catch (const dopt::p2p::MetainfoError& e) {
+        exit_with(kExitUsage, e.what());
+    }
+    write_file_atomically(out, bytes);
+
+    const auto& ih = m.info->info_hashes();
+    std::printf("metainfo:     %s (%zu bytes)\n", out.c_str(), bytes.size());
+    std::printf("name:         %s\n", m.name.c_str());
+    std::printf("size:         %llu bytes\n", static_cast<unsigned long long>(m.size));
+    std::printf("info-hash:    %s\n", m.info_hash.c_str());
+    if (ih.has_v1() && ih.has_v2()) {
+        std::string v2;
+        for (std::uint8_t c : ih.v2) {
+            char b[3];
+            std::snprintf(b, sizeof b, "%02x", c);
+            v2 += b;
+        }
+        std::printf("info-hash v2: %s\n", v2.c_str());
+    }
+    std::printf("pieces:       %d of %d bytes (%s)\n", m.num_pieces, m.piece_length,
+                human_bytes(static_cast<std::uint64_t>(m.piece_length)).c_str());
+    std::printf("web seed:     %s\n", web_seed.empty() ? "(none)" : web_seed.c_str());
+    return kExitOk;
+}
+
+// ---- cache ------------------------------------------------------------------------
+
+// dopt cache list [--json] | dopt cache clear: the caller's peer cache entries.
+int cmd_cache(const Options& o) {
+    allow_only(o, {"--json"});
+    if (o.args.size() != 1 || (o.args[0] != "list" && o.args[0] != "clear"))
+        usage_error("'cache' needs 'list' or 'clear'");
+    Client client = connect(o);
+    if (o.args[0] == "clear") {
+        std::uint64_t bytes = 0;
+        check(dopt_cache_clear(client.get(), &bytes), "cannot clear the peer cache");
+        std::printf("removed %s from the peer cache\n", human_bytes(bytes).c_str());
+        return kExitOk;
+    }
+    char* text = nullptr;
+    check(dopt_cache_list_json(client.get(), &text), "cannot list the peer cache");
+    json entries = json::parse(text);
+    dopt_string_free(text);
+    if (o.json) {
+        print_json(entries);
+        return kExitOk;
+    }
+    if (entries.empty()) {
+        std::printf("the peer cache holds nothing of yours\n");
+        return kExitOk;
+    }
+    std::printf("%-40s  %10s  %-8s  %s\n", "INFO-HASH", "SIZE", "STATE", "NAME");
+    for (const auto& e : entries) {
+        std::string state = !e.value("complete", false) ? "partial" : e.value("seeding", false) ? "seeding" : "complete";
+        if (e.value("in_use", false)) state = "in use";
+        std::printf("%-40.40s  %10s  %-8s  %s\n", e.value("info_hash", "").c_str(),
+                    human_bytes(e.value("size", std::uint64_t{0})).c_str(), state.c_str(),
+                    e.value("name", "").c_str());
+    }
+    return kExitOk;
+}
+
 // ---- version / help ---------------------------------------------------------------
 
 const char kHelp[] =
@@ -904,7 +1073,14 @@ const char kHelp[] =
     "  wait ID                until transferred/acknowledged (exit 0) or\n"
     "                         error/cancelled (exit 1)\n"
     "  suspend|resume|cancel|complete ID\n"
-    "  stats [--json]         totals over the caller's jobs\n"
+    "  stats [--json]         totals over the caller's jobs: bytes from peers and\n"
+    "                         from the origin, peer efficiency, bytes given to peers\n"
+    "  cache list [--json]    the caller's content in the agent's peer cache\n"
+    "  cache clear            remove it (content a running job needs stays)\n"
+    "  publish FILE [--web-seed URL] [-o OUT]\n"
+    "                         write hybrid (v1+v2) metainfo for FILE, for an origin\n"
+    "                         to serve beside it (OUT: FILE.torrent by default);\n"
+    "                         prints its info-hash and pieces; needs no agent\n"
     "  version, help\n"
     "\n"
     "options of get and add:\n"
@@ -915,7 +1091,8 @@ const char kHelp[] =
     "  --no-progress-timeout SECONDS  fail after this long without progress\n"
     "  -H, --header \"Name: value\"     HTTP header sent to the origin (repeatable)\n"
     "  --name NAME                    the job's display name\n"
-    "  --metainfo URL|FILE            (not supported by the agent yet)\n"
+    "  --metainfo URL|FILE            the content's metainfo (.torrent); default: the\n"
+    "                                 origin's beside the content, if any\n"
     "  --auto-complete                (add) deliver files as soon as transferred\n"
     "\n"
     "--socket PATH, else $DOPT_SOCKET, else the per-user then the system agent.\n"
@@ -945,7 +1122,8 @@ int run(int argc, char** argv) {
     if (c == "stats") return cmd_stats(o);
     if (c == "suspend" || c == "resume" || c == "cancel" || c == "complete") return cmd_change(o);
     if (c == "version") return cmd_version(o);
-    if (c == "publish") exit_with(kExitUsage, "publish is not implemented yet");
+    if (c == "publish") return cmd_publish(o);
+    if (c == "cache") return cmd_cache(o);
     usage_error("unknown command '" + c + "'");
 }
 

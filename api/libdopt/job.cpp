@@ -3,6 +3,7 @@
 #include "api/libdopt/internal.h"
 
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 
 using namespace dopt::client;
@@ -40,6 +41,22 @@ bool is_sha256_hex(const char* s) {
     for (; s[n]; ++n)
         if (!std::isxdigit(static_cast<unsigned char>(s[n]))) return false;
     return n == 64;
+}
+
+std::string base64_encode(const unsigned char* p, std::size_t n) {
+    static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    out.reserve((n + 2) / 3 * 4);
+    for (std::size_t i = 0; i < n; i += 3) {
+        std::uint32_t v = static_cast<std::uint32_t>(p[i]) << 16;
+        if (i + 1 < n) v |= static_cast<std::uint32_t>(p[i + 1]) << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        out += digits[(v >> 18) & 63];
+        out += digits[(v >> 12) & 63];
+        out += i + 1 < n ? digits[(v >> 6) & 63] : '=';
+        out += i + 2 < n ? digits[v & 63] : '=';
+    }
+    return out;
 }
 
 std::string lower(std::string s) {
@@ -227,6 +244,76 @@ int dopt_job_set_file_sha256(dopt_job* job, size_t file_index, const char* sha25
                             json{{"index", file_index}, {"sha256", lower(sha256_hex)}});
     });
 }
+
+int dopt_job_set_file_metainfo(dopt_job* job, size_t file_index, const void* bytes, size_t length) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && bytes, "dopt_job_set_file_metainfo");
+        if (length == 0) return fail(DOPT_E_INVALID_ARG, "dopt_job_set_file_metainfo: empty metainfo");
+        if (length > 700 * 1024)
+            return fail(DOPT_E_TOO_LARGE,
+                        "metainfo over 700 KiB: host it and use dopt_job_set_file_metainfo_url");
+        return set_property(job, "file_metainfo",
+                            json{{"index", file_index},
+                                 {"base64", base64_encode(static_cast<const unsigned char*>(bytes), length)}});
+    });
+}
+
+int dopt_job_set_file_metainfo_url(dopt_job* job, size_t file_index, const char* url) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job && url, "dopt_job_set_file_metainfo_url");
+        if (!*url) return fail(DOPT_E_INVALID_ARG, "dopt_job_set_file_metainfo_url: empty URL");
+        return set_property(job, "file_metainfo", json{{"index", file_index}, {"url", url}});
+    });
+}
+
+// Returns a malloc'd copy for the caller (dopt_string_free).
+static char* c_string(const std::string& s) {
+    char* out = static_cast<char*>(std::malloc(s.size() + 1));
+    if (!out) throw std::bad_alloc();
+    std::memcpy(out, s.c_str(), s.size() + 1);
+    return out;
+}
+
+int dopt_cache_list_json(dopt_client* client, char** json_out) {
+    if (json_out) *json_out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(client && json_out, "dopt_cache_list_json");
+        json reply;
+        int rc = call(client, json{{"op", "cache_list"}}, &reply);
+        if (rc != DOPT_OK) return rc;
+        if (!reply.contains("entries")) throw ProtocolError("no entries in the reply to cache_list");
+        *json_out = c_string(reply["entries"].dump());
+        return DOPT_OK;
+    });
+}
+
+int dopt_cache_clear(dopt_client* client, uint64_t* bytes_removed) {
+    if (bytes_removed) *bytes_removed = 0;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(client, "dopt_cache_clear");
+        json reply;
+        int rc = call(client, json{{"op", "cache_clear"}}, &reply);
+        if (rc != DOPT_OK) return rc;
+        if (bytes_removed) *bytes_removed = reply.value("bytes", std::uint64_t{0});
+        return DOPT_OK;
+    });
+}
+
+int dopt_peer_stats_json(dopt_client* client, char** json_out) {
+    if (json_out) *json_out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(client && json_out, "dopt_peer_stats_json");
+        json reply;
+        int rc = call(client, json{{"op", "peer_stats"}}, &reply);
+        if (rc != DOPT_OK) return rc;
+        reply.erase("seq");
+        reply.erase("rc");
+        *json_out = c_string(reply.dump());
+        return DOPT_OK;
+    });
+}
+
+void dopt_string_free(char* s) { std::free(s); }
 
 int dopt_job_set_priority(dopt_job* job, dopt_priority priority) {
     return guarded([&]() -> int {

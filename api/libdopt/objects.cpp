@@ -389,11 +389,12 @@ dopt_error_context parse_context(std::string_view name) {
 // {local_name, remote_name, bytes_total, bytes_transferred}; other members
 // are skipped.
 void read_file(JsonReader& r, std::string* local, std::string* remote, std::uint64_t* total,
-               std::uint64_t* transferred) {
+               std::uint64_t* transferred, std::string* metainfo = nullptr) {
     JsonReader::Nest obj;
     std::string_view key;
     while (r.next_member(&obj, &key)) {
         if (key == "local_name") read_str(r, "local_name", local);
+        else if (key == "metainfo" && metainfo) read_str(r, "metainfo", metainfo);
         else if (key == "remote_name") read_str(r, "remote_name", remote);
         else if (key == "bytes_total") *total = read_total(r, "bytes_total");
         else if (key == "bytes_transferred") *transferred = read_count(r, "bytes_transferred");
@@ -415,7 +416,7 @@ void read_files(JsonReader& r, dopt_job_status* s) {
             throw ProtocolError("a file is not an object");
         }
         dopt_job_status::File& f = s->files.emplace_back();
-        read_file(r, &f.local_name, &f.remote_name, &f.bytes_total, &f.bytes_transferred);
+        read_file(r, &f.local_name, &f.remote_name, &f.bytes_total, &f.bytes_transferred, &f.metainfo);
     }
 }
 
@@ -651,6 +652,11 @@ int dopt_job_status_file(const dopt_job_status* s, size_t index, dopt_file_info*
         fill_file_info(out, f.local_name, f.remote_name, f.bytes_total, f.bytes_transferred);
         return DOPT_OK;
     });
+}
+
+const char* dopt_job_status_file_metainfo(const dopt_job_status* s, size_t index) {
+    if (null_arg(s, "dopt_job_status_file_metainfo")) return "";
+    return index < s->files.size() ? s->files[index].metainfo.c_str() : "";
 }
 
 const dopt_error* dopt_job_status_error(const dopt_job_status* s) {

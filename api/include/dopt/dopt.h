@@ -177,6 +177,19 @@ DOPT_EXPORT void dopt_client_close(dopt_client *client);
 
 /* Status snapshots of every job the caller owns (root: every job), oldest
  * first. The caller owns the array and frees it with dopt_job_status_list_free. */
+/* The peer cache (docs/api.md, "Peering"). dopt_cache_list_json: the
+ * entries the caller may see (their own; root: all) as a JSON array of
+ * objects {info_hash, name, size, origin_url, owner_uid, complete, seeding,
+ * in_use, last_used}; *json_out is freed with dopt_string_free.
+ * dopt_cache_clear: removes the caller's entries that no unfinished job
+ * needs; *bytes_removed (may be NULL) gets their size.
+ * dopt_peer_stats_json: {peering, bytes_to_peers, torrents, connected_peers,
+ * listen_port} of the agent, freed with dopt_string_free. */
+DOPT_EXPORT int dopt_cache_list_json(dopt_client *client, char **json_out);
+DOPT_EXPORT int dopt_cache_clear(dopt_client *client, uint64_t *bytes_removed);
+DOPT_EXPORT int dopt_peer_stats_json(dopt_client *client, char **json_out);
+DOPT_EXPORT void dopt_string_free(char *s);
+
 DOPT_EXPORT int dopt_client_list_jobs(dopt_job_status ***out, size_t *count,
                                       dopt_client *client);
 DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count);
@@ -209,6 +222,21 @@ DOPT_EXPORT int dopt_job_add_file(dopt_job *job, const char *url, const char *lo
  * order added); checked as the bytes arrive. DOPT_E_INVALID_ARG for bad hex. */
 DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
                                          const char *sha256_hex);
+
+/* Metainfo (a .torrent) for file number file_index: the piece hashes that
+ * make LAN peers' bytes usable (docs/api.md, "Peering"). Without it the agent
+ * looks for metainfo beside the content (URL + ".torrent"), else the file
+ * goes over HTTP only.
+ *  _metainfo:     the bencoded bytes (at most 700 KiB here), checked now:
+ *                 DOPT_E_INVALID_ARG with a description when they are not
+ *                 single-file v1, v2 or hybrid metainfo.
+ *  _metainfo_url: an http(s) URL the agent fetches when the file starts;
+ *                 metainfo there that cannot be used is a fatal job error.
+ * Both: DOPT_E_INVALID_STATE once the file is being transferred. */
+DOPT_EXPORT int dopt_job_set_file_metainfo(dopt_job *job, size_t file_index,
+                                           const void *bytes, size_t length);
+DOPT_EXPORT int dopt_job_set_file_metainfo_url(dopt_job *job, size_t file_index,
+                                               const char *url);
 
 DOPT_EXPORT int dopt_job_set_priority(dopt_job *job, dopt_priority priority);
 DOPT_EXPORT int dopt_job_set_display_name(dopt_job *job, const char *name);
@@ -340,6 +368,10 @@ DOPT_EXPORT size_t dopt_job_status_file_count(const dopt_job_status *status);
 /* DOPT_E_INVALID_ARG when index is out of range. */
 DOPT_EXPORT int dopt_job_status_file(const dopt_job_status *status, size_t index,
                                      dopt_file_info *out);
+/* Where file number index got its piece hashes: "job", "origin" (found
+ * beside the content), "none" (HTTP only) or "pending"; "" when out of
+ * range or the agent did not say. */
+DOPT_EXPORT const char *dopt_job_status_file_metainfo(const dopt_job_status *status, size_t index);
 /* The error, owned by the snapshot; NULL when there is none. */
 DOPT_EXPORT const dopt_error *dopt_job_status_error(const dopt_job_status *status);
 

@@ -1,0 +1,904 @@
+// Peering: how a file goes through the LAN swarm (DESIGN.md "Data flow",
+// "Trust", "Where bytes live").
+//
+//  1. Metainfo: the job's own (bytes given with the job, or a URL fetched
+//     now), else the origin's beside the content (URL path + ".torrent"),
+//     else none: HTTP only, and the file says so ("metainfo": "none").
+//  2. The torrent joins the PeerSession with its storage in
+//     cache_dir/<info-hash>. LAN peers give pieces through libtorrent; this
+//     agent fetches from the origin only the pieces no connected peer has,
+//     is giving us or was claimed by another agent (p2p/origin_picker.h),
+//     and hands them to libtorrent (add_piece), which checks every piece
+//     against its hash.
+//  3. Each piece libtorrent holds verified is read back (read_piece) and
+//     written into the owner's partial file at its offset, so Complete is a
+//     rename and the cached copy stays to seed.
+//  4. Complete torrents stay in the session, seeding, within the cache
+//     limits ([cache]); least recently used go first.
+//
+// Everything here runs on the agent's one thread; libtorrent's alerts are
+// drained here too (handle_alerts).
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <functional>
+#include <optional>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/read_resume_data.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/torrent_status.hpp>
+#include <libtorrent/write_resume_data.hpp>
+#include <openssl/evp.h>
+
+#include "agent/agent.h"
+#include "agent/agent_internal.h"
+#include "agent/log.h"
+#include "agent/owner_files.h"
+#include "dopt/dopt.h"
+#include "p2p/origin_picker.h"
+#include "p2p/session.h"
+
+namespace dopt::agent {
+
+using storage::CacheEntry;
+using storage::ErrorContext;
+using storage::FileRecord;
+using storage::JobState;
+using storage::kUnknownSize;
+
+namespace {
+
+// A metainfo download: the whole body in memory, at most kMaxMetainfoBytes.
+class MetainfoFetch : public TransferSink {
+public:
+    MetainfoFetch(Agent::Job* job, std::function<void(Agent::Job&, const TransferOutcome&, long,
+                                                      std::string)> done)
+        : job_(job), done_(std::move(done)) {}
+    int on_response(const ResponseInfo& info) override {
+        status_ = info.status;
+        if (info.status != 200) return DOPT_E_REMOTE_CHANGED;  // a range is not metainfo
+        if (info.total != UINT64_MAX && info.total > p2p::kMaxMetainfoBytes) return DOPT_E_TOO_LARGE;
+        return 0;
+    }
+    int on_body(const char* data, std::size_t len) override {
+        if (bytes_.size() + len > p2p::kMaxMetainfoBytes) return DOPT_E_TOO_LARGE;
+        bytes_.append(data, len);
+        return 0;
+    }
+    void on_done(const TransferOutcome& outcome) override {
+        done_(*job_, outcome, status_, std::move(bytes_));  // may retire this sink
+    }
+
+private:
+    Agent::Job* job_;
+    std::function<void(Agent::Job&, const TransferOutcome&, long, std::string)> done_;
+    long status_ = 0;
+    std::string bytes_;
+};
+
+// The URL of the metainfo published beside `url`: its path with `suffix`
+// appended, the query kept (DESIGN.md "Trust").
+std::string metainfo_url_beside(const std::string& url, const std::string& suffix) {
+    std::size_t end = url.find_first_of("?#");
+    if (end == std::string::npos) return url + suffix;
+    return url.substr(0, end) + suffix + url.substr(end);
+}
+
+// Lowercase hex SHA-256 of a whole file; "" when it cannot be read.
+std::string sha256_of_fd(int fd) {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    std::vector<char> buf(1 << 20);
+    off_t off = 0;
+    for (;;) {
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            EVP_MD_CTX_free(ctx);
+            return "";
+        }
+        if (n == 0) break;
+        EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(n));
+        off += n;
+    }
+    unsigned char md[32];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+        out += hex[md[i] >> 4];
+        out += hex[md[i] & 15];
+    }
+    return out;
+}
+
+std::vector<char> to_vector(const std::string& s) { return std::vector<char>(s.begin(), s.end()); }
+
+}  // namespace
+
+// ---- session life -----------------------------------------------------------
+
+// Builds the PeerSession when [p2p] is enabled with a listen address, and
+// puts every complete torrent of the cache index back in it to seed.
+// Incomplete torrents that no unfinished job needs are removed.
+void Agent::start_peering() {
+    for (auto& e : store_->load_cache()) cache_[e.info_hash] = std::move(e);
+    if (!config_.p2p_enabled || config_.p2p_listen.empty()) {
+        if (config_.p2p_enabled)
+            LOG_WARN("[p2p] enabled but no listen address: peering stays off (HTTP only)");
+        return;
+    }
+    p2p::SessionSettings s;
+    s.listen = config_.p2p_listen;
+    s.lan_discovery = config_.lan_discovery;
+    s.peers = config_.peers;
+    s.allowed_networks = config_.allowed_networks;
+    s.upload_rate_limit = config_.max_upload_rate;
+    s.download_rate_limit = config_.max_download_rate;
+    s.throttle_lan = config_.throttle_lan;
+    peers_ = std::make_unique<p2p::PeerSession>(s);
+    for (const auto& p : config_.peers) {
+        // "addr:port" or "[v6]:port": keep the address.
+        std::string ip = p.substr(0, p.rfind(':'));
+        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+        if (config_.p2p_listen.rfind(ip + ":", 0) != 0 && config_.p2p_listen.rfind("[" + ip + "]:", 0) != 0)
+            static_peer_ips_.push_back(ip);  // not this agent itself
+    }
+    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
+             config_.lan_discovery ? "on" : "off", config_.peers.size());
+
+    std::set<std::string> needed;
+    for (const auto& [id, job] : jobs_) {
+        if (storage::is_final(job->rec.state)) continue;
+        for (const auto& f : job->rec.files)
+            if (!f.info_hash.empty() && !f.completed) needed.insert(f.info_hash);
+    }
+    for (auto it = cache_.begin(); it != cache_.end();) {
+        const CacheEntry& e = it->second;
+        if (e.complete) {
+            add_swarm(e);
+            ++it;
+        } else if (!needed.count(e.info_hash)) {
+            // A torrent no job wants any more (its job ended while we were down).
+            std::string dir = config_.cache_dir + "/" + e.info_hash;
+            LOG_INFO("peer cache: dropping unfinished %s (%s)", e.info_hash.c_str(), e.name.c_str());
+            store_->delete_cache_entry(e.info_hash);
+            remove_tree(dir);
+            it = cache_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    evict_cache();
+}
+
+// Graceful stop: every torrent's resume data saved (waits up to 5 s).
+void Agent::stop_peering() {
+    if (!peers_) return;
+    int pending = 0;
+    for (auto& [ih, s] : swarms_) {
+        if (s->handle.is_valid()) {
+            s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
+            ++pending;
+        }
+    }
+    std::int64_t deadline = mono_ms() + 5000;
+    while (pending > 0 && mono_ms() < deadline) {
+        pollfd p{peers_->alert_fd(), POLLIN, 0};
+        ::poll(&p, 1, 200);
+        for (lt::alert* a : peers_->pop_alerts()) {
+            if (auto* r = lt::alert_cast<lt::save_resume_data_alert>(a)) {
+                auto buf = lt::write_resume_data_buf(r->params);
+                for (auto& [key, s] : swarms_) {
+                    if (s->handle == r->handle) {
+                        auto c = cache_.find(key);
+                        if (c != cache_.end()) {
+                            c->second.resume_data.assign(buf.begin(), buf.end());
+                            store_->put_cache_entry(c->second);
+                        }
+                    }
+                }
+                --pending;
+            } else if (lt::alert_cast<lt::save_resume_data_failed_alert>(a)) {
+                --pending;
+            }
+        }
+    }
+    swarms_.clear();
+    peers_.reset();
+}
+
+// ---- metainfo ---------------------------------------------------------------
+
+// Decides how the current file goes. Returns true when peering took it (a
+// metainfo fetch or the swarm); false: the caller goes on with HTTP only.
+bool Agent::start_file_with_peers(Job& job) {
+    FileRecord& f = job.file();
+    if (!peers_ || f.metainfo_source == "none") return false;
+    if (!job.rec.headers.empty() && f.metainfo_source != "job") {
+        // Content behind credentials is not shared unless the job asks for it
+        // (by giving metainfo).
+        use_http_only(job, "the job sends its own HTTP headers");
+        return false;
+    }
+    if (!f.info_hash.empty() && cache_.count(f.info_hash)) {
+        attach_swarm(job);
+        return true;
+    }
+    std::string url;
+    if (!f.metainfo_url.empty()) url = f.metainfo_url;
+    else if (f.metainfo_source.empty() && config_.metainfo_probe)
+        url = metainfo_url_beside(f.remote_url, config_.metainfo_suffix);
+    if (url.empty()) {
+        use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
+        return false;
+    }
+    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    TransferRequest req;
+    req.url = url;
+    req.headers = job.rec.headers;
+    auto fetch = std::make_unique<MetainfoFetch>(
+        &job, [this](Job& j, const TransferOutcome& o, long status, std::string bytes) {
+            on_metainfo_fetched(j, o, status, std::move(bytes));
+        });
+    job.transfer = fetcher_->start(req, fetch.get());
+    job.metainfo_fetch = std::move(fetch);
+    LOG_DEBUG("job %s: looking for metainfo at %s", job.rec.id.c_str(), url.c_str());
+    return true;
+}
+
+void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
+                                std::string bytes) {
+    job.transfer = 0;
+    retired_sinks_.push_back(std::move(job.metainfo_fetch));
+    FileRecord& f = job.file();
+    bool from_job = !f.metainfo_url.empty();
+    std::string parse_error;
+    std::optional<p2p::Metainfo> meta;
+    if (outcome.ok) {
+        try {
+            meta = p2p::parse_metainfo(bytes);
+        } catch (const p2p::MetainfoError& e) {
+            parse_error = e.what();
+        }
+    }
+    if (!meta) {
+        if (!from_job) {
+            // No metainfo beside the content (404, an HTML page, garbage): quietly HTTP only.
+            use_http_only(job, outcome.ok ? "the origin's metainfo is not usable: " + parse_error
+                                          : "no metainfo beside the content");
+            start_job(job);
+            return;
+        }
+        if (!outcome.ok && outcome.transient) {
+            transient_failure(job, outcome.description, outcome.retry_after);
+            return;
+        }
+        fail(job, static_cast<int>(outcome.ok ? ErrorContext::Integrity : outcome.context),
+             outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
+             outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
+                        : "cannot fetch the job's metainfo: " + outcome.description,
+             job.current_file);
+        return;
+    }
+    CacheEntry& e = cache_[meta->info_hash];
+    if (e.info_hash.empty()) {
+        e.info_hash = meta->info_hash;
+        e.name = meta->name;
+        e.size = meta->size;
+        e.origin_url = f.remote_url;
+        e.owner_uid = job.rec.owner_uid;
+        e.last_used = wall_now();
+        e.metainfo = bytes;
+        store_->put_cache_entry(e);
+    }
+    f.info_hash = meta->info_hash;
+    f.metainfo_source = from_job ? "job" : "origin";
+    store_->update_file(job.rec.id, f);
+    LOG_INFO("job %s: metainfo %s for %s (%s, %d pieces of %d KiB)", job.rec.id.c_str(),
+             meta->info_hash.c_str(), f.remote_url.c_str(), f.metainfo_source.c_str(),
+             meta->num_pieces, meta->piece_length / 1024);
+    start_job(job);
+}
+
+// The current file goes over HTTP only from now on; `why` is logged and
+// shown in the job object.
+void Agent::use_http_only(Job& job, const std::string& why) {
+    FileRecord& f = job.file();
+    job.http_only_reason = why;
+    if (f.metainfo_source == "none" && f.info_hash.empty()) return;
+    LOG_INFO("job %s: %s over HTTP only: %s", job.rec.id.c_str(), f.remote_url.c_str(), why.c_str());
+    f.metainfo_source = "none";
+    f.info_hash.clear();
+    store_->update_file(job.rec.id, f);
+}
+
+// ---- torrents -----------------------------------------------------------------
+
+Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
+    auto it = swarms_.find(e.info_hash);
+    if (it != swarms_.end()) return it->second.get();
+    p2p::Metainfo meta;
+    try {
+        meta = p2p::parse_metainfo(e.metainfo);
+    } catch (const p2p::MetainfoError& err) {
+        LOG_ERROR("peer cache: entry %s has unusable metainfo (%s); dropping it", e.info_hash.c_str(),
+                  err.what());
+        return nullptr;
+    }
+    auto s = std::make_unique<Swarm>();
+    s->info_hash = e.info_hash;
+    s->meta = meta;
+    s->origin_url = e.origin_url;
+    std::string dir = config_.cache_dir + "/" + e.info_hash;
+    ::mkdir(dir.c_str(), 0700);
+    s->handle = peers_->add_torrent(meta.info, dir, to_vector(e.resume_data));
+    auto n = static_cast<std::size_t>(meta.num_pieces);
+    s->have.assign(n, false);
+    s->reading.assign(n, false);
+    s->from_origin.assign(n, false);
+    s->order = p2p::random_piece_order(meta.num_pieces);
+    s->next_resume_save_ms = mono_ms() + 30000;
+    Swarm* raw = s.get();
+    swarms_[e.info_hash] = std::move(s);
+    return raw;
+}
+
+void Agent::remove_swarm(Swarm& s, bool delete_files) {
+    drop_origin_pieces(s);
+    if (s.handle.is_valid()) peers_->remove_torrent(s.handle, delete_files);
+    std::string ih = s.info_hash;
+    swarms_.erase(ih);  // s is gone
+    if (delete_files) {
+        cache_.erase(ih);
+        store_->delete_cache_entry(ih);
+        remove_tree(config_.cache_dir + "/" + ih);
+    }
+}
+
+// The job's current file joins its torrent: the partial file is opened with
+// the owner's rights and receives every verified piece.
+void Agent::attach_swarm(Job& job) {
+    FileRecord& f = job.file();
+    const CacheEntry& e = cache_.at(f.info_hash);
+    if (e.size < config_.cache_min_file_size) {
+        use_http_only(job, "smaller than [cache] min_file_size");
+        start_job(job);
+        return;
+    }
+    if (f.bytes_total != kUnknownSize && f.bytes_total != e.size) {
+        use_http_only(job, "the metainfo's size does not match the origin's");
+        start_job(job);
+        return;
+    }
+    Swarm* s = add_swarm(e);
+    if (!s) {
+        use_http_only(job, "unusable metainfo");
+        start_job(job);
+        return;
+    }
+    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+        fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
+             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
+        return;
+    }
+    if (::ftruncate(fd, static_cast<off_t>(s->meta.size)) != 0) {
+        int err = errno;
+        ::close(fd);
+        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+             "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
+        return;
+    }
+    job.swarm_fd = fd;
+    job.swarm = s;
+    job.written.assign(static_cast<std::size_t>(s->meta.num_pieces), false);
+    job.written_count = 0;
+    f.bytes_total = s->meta.size;
+    f.bytes_transferred = 0;
+    store_->update_file(job.rec.id, f);
+    if (s->users.empty()) s->attached_ms = mono_ms();
+    s->users.insert(&job);
+    if (s->origin_url.empty()) s->origin_url = f.remote_url;
+    s->from_job_metainfo = f.metainfo_source == "job";
+    if (s->paused) {
+        s->handle.resume();
+        s->paused = false;
+    }
+    job.last_progress_ms = mono_ms();
+    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    change_state(job, static_cast<int>(JobState::Transferring));
+    LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
+             s->info_hash.c_str());
+    pump_swarm(*s);
+}
+
+// The job stops using its torrent (suspend, cancel, error, yield, done).
+// The torrent stays: seeding when complete, paused when no job wants it,
+// removed with its files when the last job that wanted it was cancelled.
+void Agent::detach_swarm(Job& job, bool cancelled) {
+    Swarm* s = job.swarm;
+    if (!s) return;
+    if (job.swarm_fd >= 0) ::close(job.swarm_fd);
+    job.swarm_fd = -1;
+    job.swarm = nullptr;
+    s->users.erase(&job);
+    if (!s->users.empty() || s->complete) return;
+    drop_origin_pieces(*s);
+    bool wanted = false;
+    for (const auto& [id, other] : jobs_) {
+        if (other.get() == &job || storage::is_final(other->rec.state)) continue;
+        for (const auto& f : other->rec.files)
+            if (f.info_hash == s->info_hash && !f.completed) wanted = true;
+    }
+    if (cancelled && !wanted) {
+        remove_swarm(*s, true);
+        return;
+    }
+    s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
+    s->handle.pause();
+    s->paused = true;
+}
+
+// ---- moving pieces --------------------------------------------------------------
+
+// Looks at what libtorrent holds and schedules the work that follows:
+// pieces to copy into partial files, pieces to fetch from the origin.
+void Agent::pump_swarm(Swarm& s) {
+    if (!s.handle.is_valid() || s.users.empty()) return;
+    lt::torrent_status st = s.handle.status(lt::torrent_handle::query_pieces);
+    if (st.state == lt::torrent_status::checking_files ||
+        st.state == lt::torrent_status::checking_resume_data)
+        return;
+    if (st.errc) return;  // reported by an alert
+    for (int i = 0; i < s.meta.num_pieces; ++i) {
+        auto idx = static_cast<std::size_t>(i);
+        if (!s.have[idx] && !st.pieces.empty() && st.pieces.get_bit(lt::piece_index_t{i})) {
+            s.have[idx] = true;
+            ++s.have_count;
+        }
+        if (!s.have[idx] || s.reading[idx]) continue;
+        for (Job* j : s.users) {
+            if (!j->written[idx]) {
+                s.handle.read_piece(lt::piece_index_t{i});
+                s.reading[idx] = true;
+                break;
+            }
+        }
+    }
+    fetch_origin_pieces(s);
+}
+
+// Origin-aware scheduling: up to [p2p] origin_requests pieces in flight to
+// the origin, chosen among those no connected peer has, is giving us or was
+// claimed by another agent. When the peers stall (no piece from them for
+// 4 s), the origin takes everything that is missing.
+void Agent::fetch_origin_pieces(Swarm& s) {
+    std::int64_t now = mono_ms();
+    if (s.origin_url.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms)
+        return;
+    auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    std::vector<lt::peer_info> peers;
+    s.handle.get_peer_info(peers);
+    // While LAN discovery is young (the first 1.5 s), or a peer is still in
+    // its handshake (it may hold everything), one request at a time: agents
+    // starting together should not fetch the same pieces before they can
+    // see and claim them, nor fetch what a peer about to connect holds.
+    int limit = config_.origin_requests;
+    bool handshaking = std::any_of(peers.begin(), peers.end(), [&](const lt::peer_info& p) {
+        return p.pieces.size() != static_cast<int>(n);
+    });
+    bool young = now - s.attached_ms < 1500;
+    if (handshaking || young) limit = 1;
+    if (young && !static_peer_ips_.empty()) {
+        // A configured peer not connected yet may hold every piece: give it
+        // the discovery window before asking the origin.
+        std::set<std::string> connected;
+        for (const auto& p : peers) connected.insert(p.ip.address().to_string());
+        for (const auto& ip : static_peer_ips_)
+            if (!connected.count(ip)) return;
+    }
+    int want = limit - static_cast<int>(s.origin_inflight.size());
+    if (want <= 0) return;
+
+    bool stalled = now - std::max(s.last_peer_piece_ms, s.attached_ms) > 4000;
+    std::vector<int> peers_with(n, 0);
+    for (const auto& p : peers) {
+        if (p.pieces.size() != static_cast<int>(n)) continue;
+        for (std::size_t i = 0; i < n; ++i)
+            if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) ++peers_with[i];
+    }
+    // Busy: in flight to the origin, or fetched and handed to libtorrent but
+    // not yet verified (from_origin until a hash failure clears it).
+    std::vector<bool> busy = s.from_origin;
+    for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
+    if (!stalled) {
+        std::vector<lt::partial_piece_info> queue;
+        s.handle.get_download_queue(queue);
+        for (const auto& q : queue) busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
+        for (const auto& c : peers_->claims(s.handle))
+            if (c.piece >= 0 && static_cast<std::size_t>(c.piece) < n && c.claimant != peers_->id())
+                busy[static_cast<std::size_t>(c.piece)] = true;
+    }
+    p2p::OriginPickInput in;
+    in.have = &s.have;
+    in.busy = &busy;
+    in.peers_with = &peers_with;
+    in.order = &s.order;
+    in.peers_stalled = stalled;
+    Job* lead = *s.users.begin();
+    for (int piece : p2p::pick_origin_pieces(in, want)) {
+        auto op = std::make_unique<OriginPiece>();
+        op->agent = this;
+        op->swarm = &s;
+        op->piece = piece;
+        op->started_ms = now;
+        op->data.reserve(s.piece_size(piece));
+        TransferRequest req;
+        req.url = s.origin_url;
+        req.offset = s.piece_offset(piece);
+        req.length = s.piece_size(piece);
+        bool foreground = lead->rec.priority == storage::Priority::Foreground;
+        req.max_recv_rate = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+        op->id = fetcher_->start(req, op.get());
+        peers_->claim(s.handle, piece);
+        s.origin_inflight[piece] = op.get();
+        origin_pieces_.push_back(std::move(op));
+    }
+}
+
+int Agent::OriginPiece::on_response(const ResponseInfo& info) {
+    if (!swarm) return DOPT_E_INTERNAL;
+    // A 200 means the origin ignored Range: useless for pieces.
+    if (info.status != 206 || info.body_offset != swarm->piece_offset(piece)) return DOPT_E_REMOTE_CHANGED;
+    if (info.total != UINT64_MAX && info.total != swarm->meta.size) return DOPT_E_REMOTE_CHANGED;
+    return 0;
+}
+
+int Agent::OriginPiece::on_body(const char* bytes, std::size_t len) {
+    if (!swarm || data.size() + len > swarm->piece_size(piece)) return DOPT_E_REMOTE_CHANGED;
+    data.insert(data.end(), bytes, bytes + len);
+    return 0;
+}
+
+void Agent::OriginPiece::on_done(const TransferOutcome& outcome) { agent->on_origin_piece_done(*this, outcome); }
+
+void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome) {
+    Swarm* sp = op.swarm;
+    auto owned = std::find_if(origin_pieces_.begin(), origin_pieces_.end(),
+                              [&](const auto& p) { return p.get() == &op; });
+    std::unique_ptr<OriginPiece> keep;
+    if (owned != origin_pieces_.end()) {
+        keep = std::move(*owned);
+        origin_pieces_.erase(owned);
+    }
+    if (!sp) return;
+    Swarm& s = *sp;
+    s.origin_inflight.erase(op.piece);
+    std::int64_t now = mono_ms();
+    if (outcome.ok && op.data.size() == s.piece_size(op.piece)) {
+        s.origin_failures = 0;
+        s.from_origin[static_cast<std::size_t>(op.piece)] = true;
+        s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data));
+        for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(op.piece);
+        pump_swarm(s);
+        return;
+    }
+    if (!outcome.ok && !outcome.transient && outcome.code != DOPT_E_REMOTE_CHANGED) {
+        // 404, 403, ...: the content is gone from the origin.
+        fail_swarm_users(s, static_cast<int>(outcome.context), outcome.code, outcome.description);
+        return;
+    }
+    if (outcome.ok || outcome.code == DOPT_E_REMOTE_CHANGED) {
+        origin_does_not_match(s, outcome.ok ? "a short piece" : outcome.description);
+        return;
+    }
+    // Transient: back off; peers may still give the piece meanwhile.
+    ++s.origin_failures;
+    double delay = config_.retry_min_delay;
+    for (std::uint32_t i = 1; i < s.origin_failures && delay < config_.retry_max_delay; ++i) delay *= 2;
+    delay = std::min<double>(delay, config_.retry_max_delay);
+    if (outcome.retry_after > 0) delay = std::max<double>(delay, std::min<long>(outcome.retry_after, 3600));
+    s.origin_retry_ms = now + static_cast<std::int64_t>(delay * 1000);
+    LOG_INFO("swarm %s: origin piece %d failed (%s); origin again in %.0f s", s.info_hash.c_str(),
+             op.piece, outcome.description.c_str(), delay);
+    std::vector<Job*> users(s.users.begin(), s.users.end());
+    for (Job* j : users) {
+        j->last_transient = outcome.description;
+        if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
+            fail(*j, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+                 "no progress for " + std::to_string(j->no_progress_timeout()) +
+                     " s; last failure: " + outcome.description,
+                 j->current_file);
+    }
+}
+
+// The origin does not serve this content as its metainfo describes it (no
+// range support, another size, pieces failing their hashes). Metainfo the
+// job gave makes that the job's error; metainfo found beside the content is
+// simply not used: the file goes over HTTP only.
+void Agent::origin_does_not_match(Swarm& s, const std::string& why) {
+    std::vector<Job*> users(s.users.begin(), s.users.end());
+    for (Job* j : users) {
+        if (s.from_job_metainfo) {
+            fail(*j, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+                 s.origin_url + " does not match the job's metainfo: " + why, j->current_file);
+        } else {
+            detach_swarm(*j, false);
+            use_http_only(*j, "the origin's content does not match its metainfo: " + why);
+            start_job(*j);
+        }
+    }
+}
+
+// Stops every origin request of a swarm; their sinks are freed.
+void Agent::drop_origin_pieces(Swarm& s) {
+    for (auto& [piece, op] : s.origin_inflight) {
+        fetcher_->stop(op->id);
+        op->swarm = nullptr;
+    }
+    s.origin_inflight.clear();
+    origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
+                                        [](const auto& op) { return op->swarm == nullptr; }),
+                         origin_pieces_.end());
+}
+
+void Agent::fail_swarm_users(Swarm& s, int context, std::int64_t code, const std::string& why) {
+    std::vector<Job*> users(s.users.begin(), s.users.end());
+    for (Job* j : users) fail(*j, context, code, why, j->current_file);
+}
+
+// A verified piece, read back from libtorrent: into every partial file
+// that lacks it.
+void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
+    auto idx = static_cast<std::size_t>(piece);
+    s.reading[idx] = false;
+    std::uint64_t off = s.piece_offset(piece);
+    std::vector<Job*> done;
+    std::vector<Job*> users(s.users.begin(), s.users.end());
+    for (Job* j : users) {
+        if (j->written[idx]) continue;
+        std::size_t put = 0;
+        int err = 0;
+        while (put < len) {
+            ssize_t n = ::pwrite(j->swarm_fd, data + put, len - put, static_cast<off_t>(off + put));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                err = n < 0 ? errno : EIO;
+                break;
+            }
+            put += static_cast<std::size_t>(n);
+        }
+        if (err) {
+            FileRecord& f = j->file();
+            fail(*j, static_cast<int>(ErrorContext::LocalFile), err,
+                 "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
+            continue;
+        }
+        j->written[idx] = true;
+        ++j->written_count;
+        FileRecord& f = j->file();
+        f.bytes_transferred += len;
+        std::int64_t now = mono_ms();
+        j->last_progress_ms = now;
+        if (now - j->last_checkpoint_ms >= 1000) checkpoint(*j);
+        if (subscriptions_.count(j->rec.id)) notify_modification(*j, false);
+        if (j->written_count == s.meta.num_pieces) done.push_back(j);
+    }
+    for (Job* j : done) finish_swarm_file(*j);
+}
+
+// Every piece is in the partial file: flush it, check the whole-file
+// SHA-256 when one is known, and go on with the job's next file.
+void Agent::finish_swarm_file(Job& job) {
+    FileRecord& f = job.file();
+    int fd = job.swarm_fd;
+    if (config_.sync_on_complete && ::fdatasync(fd) != 0) {
+        int err = errno;
+        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+             "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
+        return;
+    }
+    if (!f.sha256.empty()) {
+        std::string digest = sha256_of_fd(fd);
+        if (digest != f.sha256) {
+            detach_swarm(job, false);
+            unlink_as_owner(job.owner(), f.partial_path);
+            f.bytes_transferred = 0;
+            store_->update_file(job.rec.id, f);
+            fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+                 "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
+                     "; the data was discarded",
+                 job.current_file);
+            return;
+        }
+    }
+    Swarm* s = job.swarm;
+    auto c = cache_.find(s->info_hash);
+    if (c != cache_.end()) {
+        c->second.last_used = wall_now();
+        store_->put_cache_entry(c->second);
+    }
+    detach_swarm(job, false);
+    f.completed = true;
+    f.bytes_transferred = f.bytes_total;
+    std::int64_t note = store_->update_file(job.rec.id, f, DOPT_NOTIFY_FILE_TRANSFERRED, wall_now());
+    queue_notification(job.rec.id, note, DOPT_NOTIFY_FILE_TRANSFERRED, job.current_file);
+    store_->update_job(job.rec);
+    LOG_INFO("job %s: file %d done through the swarm (%llu bytes from peers, %llu from the origin)",
+             job.rec.id.c_str(), job.current_file,
+             static_cast<unsigned long long>(job.rec.bytes_from_peers),
+             static_cast<unsigned long long>(job.rec.bytes_from_origin));
+    start_job(job);
+}
+
+// ---- alerts ---------------------------------------------------------------------
+
+void Agent::handle_alerts() {
+    if (!peers_) return;
+    auto swarm_of = [&](const lt::torrent_handle& h) -> Swarm* {
+        for (auto& [ih, s] : swarms_)
+            if (s->handle == h) return s.get();
+        return nullptr;
+    };
+    std::set<Swarm*> to_pump;
+    for (lt::alert* a : peers_->pop_alerts()) {
+        if (auto* pf = lt::alert_cast<lt::piece_finished_alert>(a)) {
+            Swarm* s = swarm_of(pf->handle);
+            if (!s) continue;
+            int piece = static_cast<int>(pf->piece_index);
+            if (!s->from_origin[static_cast<std::size_t>(piece)]) {
+                s->last_peer_piece_ms = mono_ms();
+                for (Job* j : s->users) j->rec.bytes_from_peers += s->piece_size(piece);
+            }
+            to_pump.insert(s);
+        } else if (auto* rp = lt::alert_cast<lt::read_piece_alert>(a)) {
+            Swarm* s = swarm_of(rp->handle);
+            if (!s) continue;
+            if (rp->error) {
+                s->reading[static_cast<std::size_t>(static_cast<int>(rp->piece))] = false;
+                LOG_WARN("swarm %s: cannot read piece %d back: %s", s->info_hash.c_str(),
+                         static_cast<int>(rp->piece), rp->error.message().c_str());
+                fail_swarm_users(*s, static_cast<int>(ErrorContext::LocalFile), DOPT_E_LOCAL_IO,
+                                 "peer cache: cannot read " + s->meta.name + ": " + rp->error.message());
+                continue;
+            }
+            write_piece(*s, static_cast<int>(rp->piece), rp->buffer.get(),
+                        static_cast<std::size_t>(rp->size));
+        } else if (auto* hf = lt::alert_cast<lt::hash_failed_alert>(a)) {
+            Swarm* s = swarm_of(hf->handle);
+            if (!s) continue;
+            int piece = static_cast<int>(hf->piece_index);
+            auto idx = static_cast<std::size_t>(piece);
+            if (s->from_origin[idx]) {
+                s->from_origin[idx] = false;
+                LOG_WARN("swarm %s: piece %d from the origin failed its hash check", s->info_hash.c_str(), piece);
+                if (++s->origin_hash_failures >= 2) {
+                    origin_does_not_match(*s, "its pieces fail the metainfo's hashes");
+                    continue;
+                }
+            } else {
+                LOG_WARN("swarm %s: piece %d from a peer failed its hash check; discarded",
+                         s->info_hash.c_str(), piece);
+            }
+            to_pump.insert(s);
+        } else if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
+            LOG_WARN("banned peer %s (it sent pieces that failed their hash check)",
+                     ban->endpoint.address().to_string().c_str());
+        } else if (auto* blocked = lt::alert_cast<lt::peer_blocked_alert>(a)) {
+            LOG_DEBUG("refused peer %s (outside [p2p] allowed_networks)",
+                      blocked->endpoint.address().to_string().c_str());
+        } else if (auto* fe = lt::alert_cast<lt::file_error_alert>(a)) {
+            Swarm* s = swarm_of(fe->handle);
+            if (!s) continue;
+            std::string why = "peer cache: " + std::string(fe->filename()) + ": " + fe->error.message();
+            LOG_ERROR("swarm %s: %s", s->info_hash.c_str(), why.c_str());
+            fail_swarm_users(*s, static_cast<int>(ErrorContext::LocalFile),
+                             fe->error.value() ? fe->error.value() : DOPT_E_LOCAL_IO, why);
+        } else if (auto* tf = lt::alert_cast<lt::torrent_finished_alert>(a)) {
+            Swarm* s = swarm_of(tf->handle);
+            if (!s) continue;
+            s->complete = true;
+            auto c = cache_.find(s->info_hash);
+            if (c != cache_.end() && !c->second.complete) {
+                c->second.complete = true;
+                store_->put_cache_entry(c->second);
+            }
+            s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
+            to_pump.insert(s);
+        } else if (auto* rd = lt::alert_cast<lt::save_resume_data_alert>(a)) {
+            Swarm* s = swarm_of(rd->handle);
+            if (!s) continue;
+            auto c = cache_.find(s->info_hash);
+            if (c == cache_.end()) continue;
+            auto buf = lt::write_resume_data_buf(rd->params);
+            c->second.resume_data.assign(buf.begin(), buf.end());
+            store_->put_cache_entry(c->second);
+        } else if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
+            LOG_DEBUG("peer %s connected", pc->endpoint.address().to_string().c_str());
+        } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {
+            LOG_DEBUG("peer %s disconnected: %s", pd->endpoint.address().to_string().c_str(),
+                      pd->error.message().c_str());
+        } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
+            LOG_ERROR("peering: cannot listen on %s: %s", config_.p2p_listen.c_str(),
+                      lf->error.message().c_str());
+        }
+    }
+    for (Swarm* s : to_pump) {
+        // A swarm may be gone by now (a failure removed it).
+        for (auto& [ih, live] : swarms_)
+            if (live.get() == s) pump_swarm(*s);
+    }
+    std::int64_t now = mono_ms();
+    if (now >= next_swarm_tick_ms_) {
+        next_swarm_tick_ms_ = now + 250;
+        peers_->tick();
+        std::vector<Swarm*> all;
+        for (auto& [ih, s] : swarms_) all.push_back(s.get());
+        for (Swarm* s : all) {
+            pump_swarm(*s);
+            // Claims reach only peers connected when they were sent: repeat
+            // them once a second for peers that came since.
+            if (now >= s->next_claim_repeat_ms && !s->origin_inflight.empty()) {
+                s->next_claim_repeat_ms = now + 1000;
+                for (const auto& [piece, op] : s->origin_inflight) peers_->claim(s->handle, piece);
+            }
+            if (!s->complete && !s->users.empty() && now >= s->next_resume_save_ms) {
+                s->next_resume_save_ms = now + 30000;
+                s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
+            }
+        }
+    }
+}
+
+// ---- the peer cache ---------------------------------------------------------------
+
+// Drops complete torrents no job is using, least recently used first,
+// while the cache is over [cache] max_size or max_disk_percent of its file
+// system; and any unused longer than max_age.
+void Agent::evict_cache() {
+    std::uint64_t limit = config_.cache_max_size;
+    struct statvfs vfs{};
+    if (::statvfs(config_.cache_dir.c_str(), &vfs) == 0) {
+        std::uint64_t disk = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+        limit = std::min<std::uint64_t>(limit, disk / 100 * static_cast<std::uint64_t>(config_.cache_max_disk_percent));
+    }
+    std::int64_t oldest = wall_now() - static_cast<std::int64_t>(config_.cache_max_age);
+    std::vector<const CacheEntry*> entries;
+    std::uint64_t total = 0;
+    for (const auto& [ih, e] : cache_) {
+        if (!e.complete) continue;
+        entries.push_back(&e);
+        total += e.size;
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const CacheEntry* a, const CacheEntry* b) { return a->last_used < b->last_used; });
+    std::vector<std::string> drop;
+    for (const CacheEntry* e : entries) {
+        auto s = swarms_.find(e->info_hash);
+        if (s != swarms_.end() && !s->second->users.empty()) continue;
+        if (total <= limit && e->last_used >= oldest) continue;
+        drop.push_back(e->info_hash);
+        total -= e->size;
+    }
+    for (const auto& ih : drop) {
+        LOG_INFO("peer cache: evicting %s (%s)", ih.c_str(), cache_[ih].name.c_str());
+        auto s = swarms_.find(ih);
+        if (s != swarms_.end()) {
+            remove_swarm(*s->second, true);
+        } else {
+            cache_.erase(ih);
+            store_->delete_cache_entry(ih);
+            remove_tree(config_.cache_dir + "/" + ih);
+        }
+    }
+}
+
+}  // namespace dopt::agent

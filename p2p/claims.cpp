@@ -1,0 +1,279 @@
+// The dopt_claim extension: payload coding, the claim table, and the
+// libtorrent plugins (session -> torrent -> peer). See claims.h.
+#include "p2p/claims.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include <libtorrent/bdecode.hpp>
+#include <libtorrent/entry.hpp>
+#include <libtorrent/peer_connection_handle.hpp>
+
+namespace dopt::p2p {
+
+std::int64_t monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+namespace {
+
+void put_be(char* out, std::uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<char>(v & 0xff);
+        v >>= 8;
+    }
+}
+
+std::uint64_t get_be(const char* in, int bytes) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+    return v;
+}
+
+}  // namespace
+
+std::array<char, kClaimPayloadSize> encode_claim_payload(int piece, std::uint64_t claimant) {
+    std::array<char, kClaimPayloadSize> out{};
+    put_be(out.data(), static_cast<std::uint32_t>(piece), 4);
+    put_be(out.data() + 4, claimant, 8);
+    return out;
+}
+
+std::array<char, kClaimFrameSize> encode_claim_frame(int peer_msg_id, int piece,
+                                                     std::uint64_t claimant) {
+    std::array<char, kClaimFrameSize> out{};
+    put_be(out.data(), kClaimFrameSize - 4, 4);  // length of what follows
+    out[4] = 20;                                  // BEP 10 "extended" message
+    out[5] = static_cast<char>(peer_msg_id);
+    const auto payload = encode_claim_payload(piece, claimant);
+    std::copy(payload.begin(), payload.end(), out.begin() + 6);
+    return out;
+}
+
+std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, int num_pieces) {
+    if (payload.size() != static_cast<std::ptrdiff_t>(kClaimPayloadSize)) return std::nullopt;
+    const std::uint64_t piece = get_be(payload.data(), 4);
+    if (piece >= static_cast<std::uint64_t>(std::max(num_pieces, 0))) return std::nullopt;
+    return ClaimMessage{static_cast<int>(piece), get_be(payload.data() + 4, 8)};
+}
+
+// ---- ClaimTable ----
+
+ClaimTable::ClaimTable(std::int64_t lifetime_ms) : lifetime_ms_(lifetime_ms) {}
+
+void ClaimTable::add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
+                     std::int64_t now_ms) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& list = claims_[torrent];
+    for (auto& c : list) {
+        if (c.piece == piece && c.claimant == claimant) {
+            c.expires_ms = now_ms + lifetime_ms_;
+            return;
+        }
+    }
+    if (list.size() >= kMaxClaimsPerTorrent) return;
+    list.push_back(Claim{piece, claimant, now_ms + lifetime_ms_});
+}
+
+void ClaimTable::drop(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = claims_.find(torrent);
+    if (it == claims_.end()) return;
+    auto& list = it->second;
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](const Claim& c) {
+                                  return c.piece == piece && c.claimant == claimant;
+                              }),
+               list.end());
+    if (list.empty()) claims_.erase(it);
+}
+
+void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    claims_.erase(torrent);
+}
+
+void ClaimTable::expire(std::int64_t now_ms) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = claims_.begin(); it != claims_.end();) {
+        auto& list = it->second;
+        list.erase(std::remove_if(list.begin(), list.end(),
+                                  [&](const Claim& c) { return c.expires_ms <= now_ms; }),
+                   list.end());
+        it = list.empty() ? claims_.erase(it) : std::next(it);
+    }
+}
+
+std::vector<Claim> ClaimTable::get(const lt::info_hash_t& torrent, std::int64_t now_ms) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<Claim> out;
+    auto it = claims_.find(torrent);
+    if (it == claims_.end()) return out;
+    for (const auto& c : it->second)
+        if (c.expires_ms > now_ms) out.push_back(c);
+    return out;
+}
+
+// ---- the plugins (network thread only) ----
+
+// One per BitTorrent connection of a torrent that has a ClaimTorrent.
+class ClaimPeer : public lt::peer_plugin {
+public:
+    ClaimPeer(lt::peer_connection_handle pc, lt::info_hash_t torrent, int num_pieces,
+              std::shared_ptr<ClaimTable> table)
+        : pc_(std::move(pc)), torrent_(torrent), num_pieces_(num_pieces),
+          table_(std::move(table)) {}
+
+    lt::string_view type() const override { return kClaimExtensionName; }
+
+    void add_handshake(lt::entry& e) override { e["m"][kClaimExtensionName] = kClaimMessageId; }
+
+    // A peer that does not advertise dopt_claim is not a dopt agent: returning
+    // false removes this plugin from its connection.
+    bool on_extension_handshake(const lt::bdecode_node& h) override {
+        const lt::bdecode_node m = h.dict_find_dict("m");
+        if (!m) return false;
+        const std::int64_t id = m.dict_find_int_value(kClaimExtensionName, 0);
+        if (id <= 0 || id > 255) return false;
+        peer_msg_id_ = static_cast<int>(id);
+        return true;
+    }
+
+    // Called for each fragment of an extended message; `length` is the whole
+    // payload's length, `body` what has arrived so far. A message with our id
+    // is always consumed (returning false would make libtorrent disconnect
+    // the peer for an unknown message); a malformed one is dropped.
+    bool on_extended(int length, int msg, lt::span<char const> body) override {
+        if (msg != kClaimMessageId) return false;
+        if (body.size() < length) return true;  // wait for the rest
+        if (auto c = parse_claim_payload(body, num_pieces_)) {
+            table_->add(torrent_, c->piece, c->claimant, monotonic_ms());
+            remember_claimant(c->claimant);
+        }
+        return true;
+    }
+
+    // The claimant has the piece now: its claim is moot.
+    bool on_have(lt::piece_index_t piece) override {
+        for (std::uint64_t claimant : claimants_)
+            table_->drop(torrent_, static_cast<int>(piece), claimant);
+        return false;  // libtorrent still handles the HAVE
+    }
+
+    void send_claim(int piece, std::uint64_t claimant) {
+        if (peer_msg_id_ == 0 || !pc_.native_handle() || pc_.is_disconnecting()) return;
+        const auto frame = encode_claim_frame(peer_msg_id_, piece, claimant);
+        pc_.send_buffer(frame.data(), static_cast<int>(frame.size()));
+    }
+
+private:
+    // A connection is one agent with one id; keep a few ids at most so a
+    // hostile peer cannot grow this.
+    void remember_claimant(std::uint64_t claimant) {
+        if (std::find(claimants_.begin(), claimants_.end(), claimant) != claimants_.end())
+            return;
+        if (claimants_.size() < 4) claimants_.push_back(claimant);
+    }
+
+    lt::peer_connection_handle pc_;
+    const lt::info_hash_t torrent_;
+    const int num_pieces_;
+    std::shared_ptr<ClaimTable> table_;
+    int peer_msg_id_ = 0;  // the peer's id for dopt_claim; 0 until its handshake
+    std::vector<std::uint64_t> claimants_;
+};
+
+// One per torrent announced with ClaimsPlugin::expect_torrent.
+class ClaimTorrent : public lt::torrent_plugin {
+public:
+    ClaimTorrent(lt::info_hash_t torrent, int num_pieces, std::shared_ptr<ClaimTable> table)
+        : torrent_(torrent), num_pieces_(num_pieces), table_(std::move(table)) {}
+
+    std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
+        if (pc.type() != lt::connection_type::bittorrent) return nullptr;
+        prune();
+        auto peer = std::make_shared<ClaimPeer>(pc, torrent_, num_pieces_, table_);
+        // libtorrent owns the peer plugin; we keep weak references only.
+        peers_.push_back(peer);
+        return peer;
+    }
+
+    void send_claim(int piece, std::uint64_t claimant) {
+        if (piece < 0 || piece >= num_pieces_) return;
+        prune();
+        for (const auto& weak : peers_)
+            if (auto peer = weak.lock()) peer->send_claim(piece, claimant);
+    }
+
+private:
+    void prune() {
+        peers_.erase(std::remove_if(peers_.begin(), peers_.end(),
+                                    [](const std::weak_ptr<ClaimPeer>& p) { return p.expired(); }),
+                     peers_.end());
+    }
+
+    const lt::info_hash_t torrent_;
+    const int num_pieces_;
+    std::shared_ptr<ClaimTable> table_;
+    std::vector<std::weak_ptr<ClaimPeer>> peers_;
+};
+
+ClaimsPlugin::ClaimsPlugin(std::shared_ptr<ClaimTable> table) : table_(std::move(table)) {}
+
+void ClaimsPlugin::expect_torrent(const lt::info_hash_t& torrent, int num_pieces) {
+    std::lock_guard<std::mutex> lock(expected_mutex_);
+    expected_[torrent] = num_pieces;
+}
+
+void ClaimsPlugin::forget_expected(const lt::info_hash_t& torrent) {
+    std::lock_guard<std::mutex> lock(expected_mutex_);
+    expected_.erase(torrent);
+}
+
+std::shared_ptr<lt::torrent_plugin> ClaimsPlugin::new_torrent(const lt::torrent_handle& handle,
+                                                              lt::client_data_t) {
+    // info_hashes() reads an immutable field directly (no call into the
+    // network thread), so it is safe here.
+    const lt::info_hash_t ih = handle.info_hashes();
+    int num_pieces = 0;
+    {
+        std::lock_guard<std::mutex> lock(expected_mutex_);
+        auto it = expected_.find(ih);
+        if (it == expected_.end()) return nullptr;
+        num_pieces = it->second;
+    }
+    for (auto it = torrents_.begin(); it != torrents_.end();)
+        it = it->second.expired() ? torrents_.erase(it) : std::next(it);
+    auto plugin = std::make_shared<ClaimTorrent>(ih, num_pieces, table_);
+    torrents_[ih] = plugin;
+    return plugin;
+}
+
+void ClaimsPlugin::send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant) {
+    auto it = torrents_.find(torrent);
+    if (it == torrents_.end()) return;
+    if (auto plugin = it->second.lock()) plugin->send_claim(piece, claimant);
+}
+
+bool run_on_network_thread(const lt::torrent_handle& handle, std::function<void()> fn) {
+    if (!handle.is_valid()) return false;
+    lt::torrent_handle h = handle;  // add_extension is not const
+    try {
+        h.add_extension(
+            [fn = std::move(fn)](const lt::torrent_handle&,
+                                 lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
+                fn();
+                return nullptr;
+            });
+    } catch (const lt::system_error&) {
+        return false;  // the torrent went away between the check and the call
+    }
+    return true;
+}
+
+}  // namespace dopt::p2p

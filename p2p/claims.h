@@ -1,0 +1,141 @@
+// Claims: the "dopt_claim" BEP 10 extension. An agent that starts fetching a
+// piece from the origin tells its LAN peers, so they fetch another piece
+// instead of the same one (the lower claimant id wins a tie).
+//
+// Wire format (BEP 10 extended message, so the frame on the wire is
+// <len:4 BE = 14><type:1 = 20><peer's id for dopt_claim:1><payload:12>):
+//   payload = piece index (4 bytes, big-endian) + claimant id (8 bytes,
+//   big-endian). Anything else is ignored, never fatal.
+//
+// Threads:
+//  - ClaimTable is shared: libtorrent's network thread adds and drops claims,
+//    the agent's main thread reads and expires them. It has its own mutex.
+//  - ClaimsPlugin and the torrent/peer plugins it creates (claims.cpp) live on
+//    libtorrent's network thread; the only members the main thread may call
+//    are the ones marked "any thread".
+//  - run_on_network_thread() is how the main thread gets work done there.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include <libtorrent/extensions.hpp>
+#include <libtorrent/info_hash.hpp>
+#include <libtorrent/span.hpp>
+#include <libtorrent/torrent_handle.hpp>
+
+#include "p2p/session.h"  // Claim
+
+namespace dopt::p2p {
+
+// The extension's name in the BEP 10 handshake ("m" dictionary).
+inline constexpr char kClaimExtensionName[] = "dopt_claim";
+// The id we ask peers to use when they send us a dopt_claim message. It must
+// not be one of the ids libtorrent's bt_peer_connection handles itself
+// (upload_only 3, ut_holepunch 4, lt_donthave 7, share_mode 8).
+inline constexpr int kClaimMessageId = 17;
+inline constexpr std::size_t kClaimPayloadSize = 12;
+// 4 (length) + 1 (type 20) + 1 (extended id) + payload.
+inline constexpr std::size_t kClaimFrameSize = 6 + kClaimPayloadSize;
+// How long a received claim holds unless the claimant announces the piece.
+inline constexpr std::int64_t kClaimLifetimeMs = 20'000;
+// A hostile peer can invent claimant ids; no torrent keeps more claims.
+inline constexpr std::size_t kMaxClaimsPerTorrent = 8192;
+
+// CLOCK_MONOTONIC in milliseconds (the clock Claim::expires_ms uses).
+std::int64_t monotonic_ms();
+
+struct ClaimMessage {
+    int piece = 0;
+    std::uint64_t claimant = 0;
+};
+
+// The 12-byte payload for `piece` and `claimant`.
+std::array<char, kClaimPayloadSize> encode_claim_payload(int piece, std::uint64_t claimant);
+// The whole BEP 10 frame for a peer that asked for `peer_msg_id` (1..255).
+std::array<char, kClaimFrameSize> encode_claim_frame(int peer_msg_id, int piece,
+                                                     std::uint64_t claimant);
+// Parses a received payload. nullopt unless it is exactly 12 bytes and the
+// piece is in [0, num_pieces). Never throws, whatever the bytes.
+std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, int num_pieces);
+
+// Received claims, per torrent. Any thread; every member takes the mutex.
+class ClaimTable {
+public:
+    explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs);
+
+    // Records (or refreshes) `claimant`'s claim on `piece`, expiring at
+    // now_ms + lifetime. Ignored when the torrent already holds
+    // kMaxClaimsPerTorrent claims.
+    void add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
+             std::int64_t now_ms);
+    // Drops `claimant`'s claim on `piece` (it has the piece now).
+    void drop(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant);
+    // Drops every claim for a torrent (it was removed).
+    void drop_torrent(const lt::info_hash_t& torrent);
+    // Drops claims whose expires_ms <= now_ms.
+    void expire(std::int64_t now_ms);
+    // The torrent's claims that have not expired at now_ms, oldest first.
+    std::vector<Claim> get(const lt::info_hash_t& torrent, std::int64_t now_ms) const;
+
+private:
+    const std::int64_t lifetime_ms_;
+    mutable std::mutex mutex_;
+    std::map<lt::info_hash_t, std::vector<Claim>> claims_;  // guarded by mutex_
+};
+
+class ClaimTorrent;  // claims.cpp
+
+// The session plugin (put it in session_params.extensions). It gives each
+// torrent announced with expect_torrent() a torrent plugin, which gives each
+// BitTorrent connection a peer plugin that advertises dopt_claim, stores the
+// claims the peer sends in the ClaimTable and can send ours.
+class ClaimsPlugin : public lt::plugin {
+public:
+    explicit ClaimsPlugin(std::shared_ptr<ClaimTable> table);
+
+    // Any thread, before session::add_torrent: the torrent with this info-hash
+    // has `num_pieces` pieces (needed to validate received piece indexes;
+    // the plugin cannot ask the torrent safely itself). Torrents added
+    // without it get no claims plugin.
+    void expect_torrent(const lt::info_hash_t& torrent, int num_pieces);
+    // Any thread: undoes expect_torrent (after add_torrent returned).
+    void forget_expected(const lt::info_hash_t& torrent);
+
+    // Network thread (libtorrent calls it).
+    std::shared_ptr<lt::torrent_plugin> new_torrent(const lt::torrent_handle& handle,
+                                                    lt::client_data_t) override;
+
+    // Network thread only: sends claim {piece, claimant} to every connected
+    // peer of the torrent that advertised dopt_claim. Does nothing for an
+    // unknown torrent or a piece out of range.
+    void send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant);
+
+private:
+    std::shared_ptr<ClaimTable> table_;
+    std::mutex expected_mutex_;
+    std::map<lt::info_hash_t, int> expected_;  // guarded by expected_mutex_
+    // Touched only on the network thread (new_torrent, send_claim).
+    std::map<lt::info_hash_t, std::weak_ptr<ClaimTorrent>> torrents_;
+};
+
+// Runs `fn` on libtorrent's network thread, soon and asynchronously; returns
+// false (and drops fn) when the handle no longer refers to a torrent.
+//
+// Why this works: peer connections and plugins may only be touched on the
+// network thread, and libtorrent offers no public "post" for that. But
+// torrent_handle::add_extension(ext) is an async_call of
+// torrent::add_extension_fun, which runs on the network thread, calls
+// ext(handle, userdata) there, and adds a plugin only when ext returns one.
+// Our ext runs `fn` and returns nullptr, so no plugin is added. (Checked
+// against libtorrent 2.0.8: src/torrent_handle.cpp and src/torrent.cpp.)
+bool run_on_network_thread(const lt::torrent_handle& handle, std::function<void()> fn);
+
+}  // namespace dopt::p2p

@@ -1,0 +1,210 @@
+// Metainfo: reading, checking and publishing .torrent files. See metainfo.h.
+#include "p2p/metainfo.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include <libtorrent/bdecode.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/error_code.hpp>
+#include <libtorrent/file_storage.hpp>
+#include <libtorrent/info_hash.hpp>
+
+namespace lt = libtorrent;
+
+namespace dopt::p2p {
+
+namespace {
+
+constexpr int kMiB = 1024 * 1024;
+constexpr int kMinPiece = kMiB;
+constexpr int kMaxPiece = 16 * kMiB;
+constexpr std::uint64_t kTargetPieces = 2048;  // "about 2,000"
+
+std::string hex(const char* data, std::size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(n * 2);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto c = static_cast<unsigned char>(data[i]);
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+std::string plural(long long n, const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// The folder holding `path` (absolute or relative), for set_piece_hashes().
+std::string parent_dir(const std::string& path) {
+    std::string p = path;
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    auto slash = p.rfind('/');
+    if (slash == std::string::npos) return ".";
+    return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+}  // namespace
+
+Metainfo parse_metainfo(std::string_view bytes) {
+    if (bytes.empty()) throw MetainfoError("not a .torrent file: it is empty");
+    if (bytes.size() > kMaxMetainfoBytes)
+        throw MetainfoError("metainfo too large: " + std::to_string(bytes.size()) +
+                            " bytes (at most " + std::to_string(kMaxMetainfoBytes) + ")");
+
+    lt::error_code ec;
+    int error_pos = 0;
+    lt::bdecode_node root =
+        lt::bdecode(lt::span<char const>(bytes.data(), static_cast<std::ptrdiff_t>(bytes.size())),
+                    ec, &error_pos);
+    if (ec)
+        throw MetainfoError("not a .torrent file: " + ec.message() + " at byte " +
+                            std::to_string(error_pos));
+    if (root.type() != lt::bdecode_node::dict_t)
+        throw MetainfoError("not a .torrent file: the top level is not a dictionary");
+    if (root.dict_find_dict("info").type() != lt::bdecode_node::dict_t)
+        throw MetainfoError("not a .torrent file: it has no 'info' dictionary");
+
+    std::shared_ptr<lt::torrent_info> ti;
+    try {
+        ti = std::make_shared<lt::torrent_info>(root, ec);
+    } catch (const std::exception& e) {
+        throw MetainfoError(std::string("invalid metainfo: ") + e.what());
+    }
+    if (ec) throw MetainfoError("invalid metainfo: " + ec.message());
+    if (!ti->is_valid()) throw MetainfoError("invalid metainfo: it describes no files");
+
+    const lt::file_storage& fs = ti->files();
+    lt::file_index_t the_file{-1};
+    int real_files = 0;
+    for (lt::file_index_t i : fs.file_range()) {
+        if (fs.pad_file_at(i)) continue;
+        ++real_files;
+        the_file = i;
+    }
+    if (real_files != 1)
+        throw MetainfoError("the metainfo describes " + plural(real_files, "file", "files") +
+                            "; dopt takes single-file metainfo");
+    if (fs.file_flags(the_file) & lt::file_storage::flag_symlink)
+        throw MetainfoError("the metainfo describes a symbolic link, not a file");
+    std::int64_t size = fs.file_size(the_file);
+    if (size <= 0) throw MetainfoError("the metainfo describes an empty file");
+
+    const lt::info_hash_t& ih = ti->info_hashes();
+    // v2 (and hybrid): the piece hashes of a file longer than one piece are
+    // in "piece layers", outside the info dictionary. Without them pieces
+    // cannot be checked as they arrive.
+    if (ih.has_v2() && ti->piece_layer(the_file).empty())
+        throw MetainfoError("incomplete metainfo: it has no piece layers for its file "
+                            "(v2 metainfo must carry them)");
+
+    // The agent fetches from the origin itself and never talks to trackers.
+    ti->clear_trackers();
+    ti->set_web_seeds({});
+
+    Metainfo m;
+    if (ih.has_v1()) m.info_hash = hex(ih.v1.data(), ih.v1.size());
+    else m.info_hash = hex(ih.v2.data(), ih.v2.size());
+    m.name = std::string(fs.file_name(the_file));
+    m.size = static_cast<std::uint64_t>(size);
+    m.piece_length = ti->piece_length();
+    m.num_pieces = ti->num_pieces();
+    m.info = std::move(ti);
+    return m;
+}
+
+Metainfo load_metainfo_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
+    struct stat sb;
+    if (::fstat(::fileno(f), &sb) != 0) {
+        int err = errno;
+        std::fclose(f);
+        throw MetainfoError("cannot read " + path + ": " + std::strerror(err));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        std::fclose(f);
+        throw MetainfoError("cannot read " + path + ": it is a folder");
+    }
+    std::string bytes;
+    char buf[65536];
+    for (;;) {
+        std::size_t n = std::fread(buf, 1, sizeof buf, f);
+        bytes.append(buf, n);
+        if (bytes.size() > kMaxMetainfoBytes) {
+            std::fclose(f);
+            throw MetainfoError(path + ": metainfo too large (more than " +
+                                std::to_string(kMaxMetainfoBytes) + " bytes)");
+        }
+        if (n < sizeof buf) break;
+    }
+    bool failed = std::ferror(f) != 0;
+    int err = errno;
+    std::fclose(f);
+    if (failed) throw MetainfoError("cannot read " + path + ": " + std::strerror(err));
+    try {
+        return parse_metainfo(bytes);
+    } catch (const MetainfoError& e) {
+        throw MetainfoError(path + ": " + e.what());
+    }
+}
+
+int choose_piece_size(std::uint64_t size) {
+    int piece = kMinPiece;
+    auto pieces = [size](int p) {
+        auto up = static_cast<std::uint64_t>(p);
+        return size / up + (size % up != 0);  // no overflow near UINT64_MAX
+    };
+    while (piece < kMaxPiece && pieces(piece) > kTargetPieces) piece *= 2;
+    return piece;
+}
+
+std::string make_metainfo(const std::string& path, const std::string& web_seed) {
+    if (path.empty()) throw MetainfoError("no file given");
+    struct stat sb;
+    if (::stat(path.c_str(), &sb) != 0)
+        throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        throw MetainfoError(path + " is a folder; dopt publishes single files");
+    if (!S_ISREG(sb.st_mode)) throw MetainfoError(path + " is not a regular file");
+    if (sb.st_size == 0) throw MetainfoError(path + " is empty; there is nothing to publish");
+    if (!web_seed.empty() && web_seed.rfind("http://", 0) != 0 && web_seed.rfind("https://", 0) != 0)
+        throw MetainfoError("the web seed must be an http:// or https:// URL, not '" + web_seed + "'");
+    // stat() said readable? Only open() can tell; check now for a clear message
+    // rather than libtorrent's hashing error.
+    if (std::FILE* f = std::fopen(path.c_str(), "rb")) std::fclose(f);
+    else throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
+
+    const std::string parent = parent_dir(path);
+    try {
+        lt::file_storage fs;
+        lt::add_files(fs, path);
+        if (fs.num_files() != 1)
+            throw MetainfoError("cannot publish " + path + ": expected one file, found " +
+                                std::to_string(fs.num_files()));
+        // A file replaced between stat() and here is caught by the hashing.
+        lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(fs.total_size())));
+        ct.set_creator("dopt");
+        if (!web_seed.empty()) ct.add_url_seed(web_seed);
+        lt::error_code ec;
+        lt::set_piece_hashes(ct, parent, ec);
+        if (ec) throw MetainfoError("cannot hash " + path + ": " + ec.message());
+        std::string out;
+        lt::bencode(std::back_inserter(out), ct.generate());
+        return out;
+    } catch (const MetainfoError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw MetainfoError("cannot make metainfo for " + path + ": " + e.what());
+    }
+}
+
+}  // namespace dopt::p2p

@@ -1,0 +1,478 @@
+// PeerSession: the libtorrent session with dopt's safety defaults. See
+// session.h for the contract and DESIGN.md "Safety defaults" for why.
+#include "p2p/session.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#include <libtorrent/add_torrent_params.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/extensions/smart_ban.hpp>
+#include <libtorrent/fingerprint.hpp>
+#include <libtorrent/ip_filter.hpp>
+#include <libtorrent/posix_disk_io.hpp>
+#include <libtorrent/read_resume_data.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/session_params.hpp>
+#include <libtorrent/settings_pack.hpp>
+#include <libtorrent/torrent_status.hpp>
+
+#include "p2p/claims.h"
+
+namespace dopt::p2p {
+
+namespace {
+
+// ---- parsing the settings ----
+
+// "addr:port" or "[v6addr]:port". Throws std::runtime_error naming `what`
+// and the value when it is not one; port 0 only when allow_port0.
+lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, bool allow_port0) {
+    auto fail = [&]() -> lt::tcp::endpoint {
+        throw std::runtime_error(std::string(what) + ": \"" + value +
+                                 "\" is not an address:port (IPv6 as [addr]:port)");
+    };
+    std::string host, port;
+    if (!value.empty() && value.front() == '[') {
+        const auto close = value.find(']');
+        if (close == std::string::npos || close + 1 >= value.size() || value[close + 1] != ':')
+            return fail();
+        host = value.substr(1, close - 1);
+        port = value.substr(close + 2);
+    } else {
+        const auto colon = value.find(':');
+        if (colon == std::string::npos || value.find(':', colon + 1) != std::string::npos)
+            return fail();
+        host = value.substr(0, colon);
+        port = value.substr(colon + 1);
+    }
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+        return fail();
+    const int port_num = std::stoi(port);
+    if (port_num > 65535 || (port_num == 0 && !allow_port0)) return fail();
+    lt::error_code ec;
+    const lt::address addr = lt::make_address(host, ec);
+    if (ec || host.empty()) return fail();
+    if (value.front() == '[' && !addr.is_v6()) return fail();
+    return lt::tcp::endpoint(addr, static_cast<unsigned short>(port_num));
+}
+
+// The first and last address of a network.
+struct AddressRange {
+    lt::address first;
+    lt::address last;
+};
+
+template <std::size_t N>
+AddressRange range_from_bytes(const std::array<unsigned char, N>& addr,
+                              const std::array<unsigned char, N>& mask) {
+    std::array<unsigned char, N> lo{}, hi{};
+    for (std::size_t i = 0; i < N; ++i) {
+        lo[i] = static_cast<unsigned char>(addr[i] & mask[i]);
+        hi[i] = static_cast<unsigned char>(addr[i] | static_cast<unsigned char>(~mask[i]));
+    }
+    if constexpr (N == 4)
+        return {lt::address_v4(lo), lt::address_v4(hi)};
+    else
+        return {lt::address_v6(lo), lt::address_v6(hi)};
+}
+
+template <std::size_t N>
+std::array<unsigned char, N> prefix_mask(int prefix) {
+    std::array<unsigned char, N> mask{};
+    for (std::size_t i = 0; i < N; ++i) {
+        const int bits = std::max(0, std::min(8, prefix - static_cast<int>(i) * 8));
+        mask[i] = static_cast<unsigned char>(bits == 0 ? 0 : (0xff << (8 - bits)) & 0xff);
+    }
+    return mask;
+}
+
+AddressRange range_of(const lt::address& addr, int prefix) {
+    if (addr.is_v4()) return range_from_bytes<4>(addr.to_v4().to_bytes(), prefix_mask<4>(prefix));
+    return range_from_bytes<16>(addr.to_v6().to_bytes(), prefix_mask<16>(prefix));
+}
+
+// "a.b.c.d/n", "v6addr/n", or a bare address (one host). Host bits are
+// ignored ("192.168.1.7/24" is 192.168.1.0/24). Throws naming the value.
+AddressRange parse_cidr(const std::string& value) {
+    auto fail = [&]() -> AddressRange {
+        throw std::runtime_error("allowed_networks: \"" + value +
+                                 "\" is not a network (address/prefix, e.g. 192.168.1.0/24)");
+    };
+    const auto slash = value.find('/');
+    const std::string host = value.substr(0, slash);
+    lt::error_code ec;
+    const lt::address addr = lt::make_address(host, ec);
+    if (ec || host.empty()) return fail();
+    const int max_prefix = addr.is_v4() ? 32 : 128;
+    int prefix = max_prefix;
+    if (slash != std::string::npos) {
+        const std::string bits = value.substr(slash + 1);
+        if (bits.empty() || bits.size() > 3 ||
+            bits.find_first_not_of("0123456789") != std::string::npos)
+            return fail();
+        prefix = std::stoi(bits);
+        if (prefix > max_prefix) return fail();
+    }
+    return range_of(addr, prefix);
+}
+
+// Networks admitted when allowed_networks is empty: the subnet of the
+// listen address on the interface that holds it; 127.0.0.0/8 (or ::1) for a
+// loopback address; for a wildcard address or one no interface holds, the
+// private, link-local and loopback ranges.
+std::vector<AddressRange> default_networks(const lt::address& listen) {
+    if (listen.is_loopback()) {
+        if (listen.is_v4()) return {parse_cidr("127.0.0.0/8")};
+        return {parse_cidr("::1/128")};
+    }
+    if (!listen.is_unspecified()) {
+        ifaddrs* list = nullptr;
+        if (getifaddrs(&list) == 0) {
+            std::vector<AddressRange> found;
+            for (ifaddrs* ifa = list; ifa != nullptr && found.empty(); ifa = ifa->ifa_next) {
+                if (ifa->ifa_addr == nullptr || ifa->ifa_netmask == nullptr) continue;
+                if (listen.is_v4() && ifa->ifa_addr->sa_family == AF_INET) {
+                    std::array<unsigned char, 4> a{}, m{};
+                    std::memcpy(a.data(), &reinterpret_cast<sockaddr_in*>(ifa->ifa_addr)->sin_addr, 4);
+                    std::memcpy(m.data(), &reinterpret_cast<sockaddr_in*>(ifa->ifa_netmask)->sin_addr, 4);
+                    if (lt::address_v4(a) == listen.to_v4()) found.push_back(range_from_bytes<4>(a, m));
+                } else if (listen.is_v6() && ifa->ifa_addr->sa_family == AF_INET6) {
+                    std::array<unsigned char, 16> a{}, m{};
+                    std::memcpy(a.data(), &reinterpret_cast<sockaddr_in6*>(ifa->ifa_addr)->sin6_addr, 16);
+                    std::memcpy(m.data(), &reinterpret_cast<sockaddr_in6*>(ifa->ifa_netmask)->sin6_addr, 16);
+                    if (lt::address_v6(a) == lt::address_v6(listen.to_v6().to_bytes()))
+                        found.push_back(range_from_bytes<16>(a, m));
+                }
+            }
+            freeifaddrs(list);
+            if (!found.empty()) return found;
+        }
+    }
+    std::vector<AddressRange> nets;
+    for (const char* cidr : {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                             "127.0.0.0/8", "fe80::/10", "fc00::/7", "::1/128"})
+        nets.push_back(parse_cidr(cidr));
+    return nets;
+}
+
+// Blocks everything, then admits `allowed` and the static peers.
+lt::ip_filter build_ip_filter(const std::vector<AddressRange>& allowed,
+                              const std::vector<lt::tcp::endpoint>& peers) {
+    lt::ip_filter filter;
+    filter.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"),
+                    lt::ip_filter::blocked);
+    filter.add_rule(lt::make_address("::"),
+                    lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                    lt::ip_filter::blocked);
+    for (const auto& net : allowed) filter.add_rule(net.first, net.last, 0);
+    for (const auto& peer : peers) filter.add_rule(peer.address(), peer.address(), 0);
+    return filter;
+}
+
+int clamp_rate(std::uint64_t bytes_per_second) {
+    return static_cast<int>(std::min<std::uint64_t>(bytes_per_second, INT_MAX));
+}
+
+std::string listen_interfaces_value(const lt::tcp::endpoint& ep) {
+    const std::string port = std::to_string(ep.port());
+    if (ep.address().is_v6()) return "[" + ep.address().to_string() + "]:" + port;
+    return ep.address().to_string() + ":" + port;
+}
+
+// The complete settings pack: every setting that could make the session
+// talk to anything beyond the configured LAN is set here explicitly, since
+// libtorrent's own defaults turn DHT, UPnP, NAT-PMP and LSD on.
+lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoint& listen) {
+    lt::settings_pack pack;
+    pack.set_bool(lt::settings_pack::enable_dht, false);
+    pack.set_str(lt::settings_pack::dht_bootstrap_nodes, "");
+    pack.set_bool(lt::settings_pack::enable_lsd, s.lan_discovery);
+    pack.set_bool(lt::settings_pack::enable_upnp, false);
+    pack.set_bool(lt::settings_pack::enable_natpmp, false);
+    pack.set_bool(lt::settings_pack::enable_outgoing_utp, false);
+    pack.set_bool(lt::settings_pack::enable_incoming_utp, false);
+    pack.set_bool(lt::settings_pack::enable_outgoing_tcp, true);
+    pack.set_bool(lt::settings_pack::enable_incoming_tcp, true);
+    // Listen on the configured address and port only: no fallback to
+    // another port, no retries on port + 1, ...
+    pack.set_str(lt::settings_pack::listen_interfaces, listen_interfaces_value(listen));
+    pack.set_bool(lt::settings_pack::listen_system_port_fallback, false);
+    pack.set_int(lt::settings_pack::max_retry_port_bind, 0);
+    // There are no trackers (add_torrent strips them); should one slip in,
+    // announce to as little as possible.
+    pack.set_bool(lt::settings_pack::announce_to_all_trackers, false);
+    pack.set_bool(lt::settings_pack::announce_to_all_tiers, false);
+    pack.set_str(lt::settings_pack::user_agent, "dopt/0.1");
+    pack.set_str(lt::settings_pack::peer_fingerprint, lt::generate_fingerprint("DO", 0, 1, 0, 0));
+    // Several agents behind one NAT, or on 127.0.0.1 in tests.
+    pack.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+    pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
+    pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));
+    // error, status (torrent_finished, hash_failed, state changes), storage
+    // (read_piece, save_resume_data, file errors), peer (peer_ban,
+    // peer_error), connect, piece_progress (piece_finished), ip_block
+    // (peer_blocked), performance_warning.
+    pack.set_int(lt::settings_pack::alert_mask,
+                 lt::alert_category::error | lt::alert_category::status |
+                     lt::alert_category::storage | lt::alert_category::peer |
+                     lt::alert_category::connect | lt::alert_category::piece_progress |
+                     lt::alert_category::ip_block | lt::alert_category::performance_warning);
+    return pack;
+}
+
+// smart_ban is a torrent plugin; session_params wants session plugins.
+// (libtorrent's own wrapper for this lives in an internal header.)
+struct SmartBanPlugin : lt::plugin {
+    std::shared_ptr<lt::torrent_plugin> new_torrent(const lt::torrent_handle& handle,
+                                                    lt::client_data_t userdata) override {
+        return lt::create_smart_ban_plugin(handle, userdata);
+    }
+};
+
+// Owns the eventfd behind alert_fd().
+class EventFd {
+public:
+    EventFd() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+        if (fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+    }
+    ~EventFd() { close(fd_); }
+    EventFd(const EventFd&) = delete;
+    EventFd& operator=(const EventFd&) = delete;
+    int fd() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+std::uint64_t random_id() {
+    std::uint64_t id = 0;
+    auto* p = reinterpret_cast<unsigned char*>(&id);
+    std::size_t got = 0;
+    while (got < sizeof id) {
+        const ssize_t n = getrandom(p + got, sizeof id - got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw std::runtime_error(std::string("getrandom: ") + std::strerror(errno));
+        got += static_cast<std::size_t>(n);
+    }
+    return id;
+}
+
+// LSD re-announces after adding a torrent, in ms (libtorrent's own schedule
+// is 0/2/6 s at best; an agent that just added a job wants peers now).
+constexpr std::int64_t kLsdRepeatsMs[] = {1000, 3000, 8000};
+constexpr std::int64_t kReconnectEveryMs = 10'000;
+
+}  // namespace
+
+struct PeerSession::Impl {
+    struct Torrent {
+        lt::torrent_handle handle;
+        std::int64_t added_ms = 0;
+        std::size_t lsd_repeats_done = 0;
+    };
+
+    SessionSettings settings;
+    std::vector<lt::tcp::endpoint> static_peers;
+    std::uint64_t id = random_id();
+    std::int64_t last_reconnect_ms = 0;
+    std::vector<Torrent> torrents;  // the ones add_torrent added
+    std::vector<lt::alert*> alerts;
+    // Declaration order matters: the session is destroyed first, while the
+    // eventfd its alert notify writes to and the plugin it uses still exist.
+    EventFd alert_fd;
+    std::shared_ptr<ClaimTable> claim_table = std::make_shared<ClaimTable>();
+    std::shared_ptr<ClaimsPlugin> claims = std::make_shared<ClaimsPlugin>(claim_table);
+    std::unique_ptr<lt::session> session;
+
+    void connect_static_peers(const lt::torrent_handle& h) {
+        for (const auto& peer : static_peers) h.connect_peer(peer);
+    }
+};
+
+PeerSession::PeerSession(const SessionSettings& settings) : impl_(std::make_unique<Impl>()) {
+    Impl& d = *impl_;
+    d.settings = settings;
+    const lt::tcp::endpoint listen = parse_endpoint(settings.listen, "listen", true);
+    for (const auto& peer : settings.peers)
+        d.static_peers.push_back(parse_endpoint(peer, "peers", false));
+    std::vector<AddressRange> allowed;
+    for (const auto& cidr : settings.allowed_networks) allowed.push_back(parse_cidr(cidr));
+    if (allowed.empty()) allowed = default_networks(listen.address());
+
+    lt::session_params params(make_settings(settings, listen),
+                              {std::make_shared<SmartBanPlugin>(), d.claims});
+    params.disk_io_constructor = lt::posix_disk_io_constructor;
+    // In the params, so it holds from the first accepted connection on.
+    params.ip_filter = build_ip_filter(allowed, d.static_peers);
+    d.session = std::make_unique<lt::session>(std::move(params));
+
+    if (settings.throttle_lan) {
+        // libtorrent puts LAN addresses in the "local" peer class, which the
+        // global rate limits do not apply to. Map every address to the
+        // global class only, which is what libtorrent itself does when the
+        // old ignore_limits_on_local_network setting is off.
+        const std::uint32_t global =
+            1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
+        lt::ip_filter classes;
+        classes.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"), global);
+        classes.add_rule(lt::make_address("::"),
+                         lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), global);
+        d.session->set_peer_class_filter(classes);
+    }
+    // Runs on libtorrent's thread when the alert queue stops being empty: it
+    // must only wake the main loop.
+    const int fd = d.alert_fd.fd();
+    d.session->set_alert_notify([fd] {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t n = write(fd, &one, sizeof one);
+    });
+}
+
+PeerSession::~PeerSession() {
+    if (impl_ && impl_->session) impl_->session->set_alert_notify([] {});
+}
+
+std::uint64_t PeerSession::id() const { return impl_->id; }
+
+int PeerSession::listen_port() const { return impl_->session->listen_port(); }
+
+lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_info> info,
+                                            const std::string& save_path,
+                                            const std::vector<char>& resume_data) {
+    Impl& d = *impl_;
+    if (!info) throw std::invalid_argument("add_torrent: no metainfo");
+    lt::add_torrent_params p;
+    if (!resume_data.empty()) {
+        lt::error_code ec;
+        lt::add_torrent_params resumed =
+            lt::read_resume_data({resume_data.data(), static_cast<long>(resume_data.size())}, ec);
+        // Resume data for another torrent, or unreadable: start fresh (a
+        // full check of what is on disk).
+        if (!ec && resumed.info_hashes == info->info_hashes()) p = std::move(resumed);
+    }
+    // A private copy: libtorrent may modify the torrent_info it is given,
+    // and the caller's may be shared with other sessions or threads.
+    auto ti = std::make_shared<lt::torrent_info>(*info);
+    ti->clear_trackers();
+    ti->set_web_seeds({});
+    p.ti = std::move(ti);
+    p.save_path = save_path;
+    p.storage_mode = lt::storage_mode_sparse;
+    p.trackers.clear();
+    p.tracker_tiers.clear();
+    p.url_seeds.clear();
+    p.http_seeds.clear();
+    p.dht_nodes.clear();
+    p.flags &= ~(lt::torrent_flags::paused | lt::torrent_flags::auto_managed |
+                 lt::torrent_flags::upload_mode | lt::torrent_flags::share_mode |
+                 lt::torrent_flags::seed_mode | lt::torrent_flags::stop_when_ready);
+    p.flags |= lt::torrent_flags::apply_ip_filter | lt::torrent_flags::disable_dht |
+               lt::torrent_flags::disable_pex;
+    if (!d.settings.lan_discovery) p.flags |= lt::torrent_flags::disable_lsd;
+
+    // The claims plugin attaches to the torrent inside session::add_torrent
+    // (on the network thread) and needs its piece count.
+    const lt::info_hash_t ih = info->info_hashes();
+    d.claims->expect_torrent(ih, info->num_pieces());
+    lt::torrent_handle h;
+    try {
+        h = d.session->add_torrent(std::move(p));
+    } catch (...) {
+        d.claims->forget_expected(ih);
+        throw;
+    }
+    d.claims->forget_expected(ih);
+
+    d.connect_static_peers(h);
+    if (d.settings.lan_discovery) h.force_lsd_announce();
+    bool known = false;
+    for (const auto& t : d.torrents) known = known || t.handle == h;
+    if (!known) d.torrents.push_back({h, monotonic_ms(), 0});
+    return h;
+}
+
+void PeerSession::remove_torrent(const lt::torrent_handle& handle, bool delete_files) {
+    Impl& d = *impl_;
+    if (!handle.is_valid()) return;
+    d.claim_table->drop_torrent(handle.info_hashes());
+    d.torrents.erase(std::remove_if(d.torrents.begin(), d.torrents.end(),
+                                    [&](const Impl::Torrent& t) { return t.handle == handle; }),
+                     d.torrents.end());
+    d.session->remove_torrent(handle, delete_files ? lt::session::delete_files
+                                                   : lt::remove_flags_t{});
+}
+
+void PeerSession::tick() {
+    Impl& d = *impl_;
+    const std::int64_t now = monotonic_ms();
+    d.torrents.erase(std::remove_if(d.torrents.begin(), d.torrents.end(),
+                                    [](const Impl::Torrent& t) { return !t.handle.is_valid(); }),
+                     d.torrents.end());
+    const bool reconnect =
+        !d.static_peers.empty() && now - d.last_reconnect_ms >= kReconnectEveryMs;
+    if (reconnect) d.last_reconnect_ms = now;
+
+    for (auto& t : d.torrents) {
+        // A torrent removed behind our back (through native()) makes handle
+        // calls throw; it is pruned on the next tick.
+        try {
+            const std::size_t n = std::size(kLsdRepeatsMs);
+            if (d.settings.lan_discovery && t.lsd_repeats_done < n &&
+                now - t.added_ms >= kLsdRepeatsMs[t.lsd_repeats_done]) {
+                t.handle.force_lsd_announce();
+                // Catch up without announcing twice in one tick.
+                while (t.lsd_repeats_done < n &&
+                       now - t.added_ms >= kLsdRepeatsMs[t.lsd_repeats_done])
+                    ++t.lsd_repeats_done;
+            }
+            // status() without extra fields is a cheap round trip to the
+            // network thread; connect_peer to a connected peer is a no-op.
+            if (reconnect && !t.handle.status({}).is_seeding) d.connect_static_peers(t.handle);
+        } catch (const lt::system_error&) {
+        }
+    }
+
+    d.claim_table->expire(now);
+}
+
+void PeerSession::claim(const lt::torrent_handle& handle, int piece) {
+    Impl& d = *impl_;
+    if (!handle.is_valid()) return;
+    run_on_network_thread(handle, [plugin = d.claims, ih = handle.info_hashes(), piece,
+                                   id = d.id] { plugin->send_claim(ih, piece, id); });
+}
+
+std::vector<Claim> PeerSession::claims(const lt::torrent_handle& handle) const {
+    if (!handle.is_valid()) return {};
+    return impl_->claim_table->get(handle.info_hashes(), monotonic_ms());
+}
+
+int PeerSession::alert_fd() const { return impl_->alert_fd.fd(); }
+
+std::vector<lt::alert*> PeerSession::pop_alerts() {
+    Impl& d = *impl_;
+    // Clear the eventfd before popping: an alert posted after this read makes
+    // it readable again (libtorrent notifies when the queue stops being
+    // empty), so none is left waiting without a wake-up.
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t n = read(d.alert_fd.fd(), &count, sizeof count);
+    d.session->pop_alerts(&d.alerts);
+    return d.alerts;
+}
+
+lt::session& PeerSession::native() { return *impl_->session; }
+
+}  // namespace dopt::p2p

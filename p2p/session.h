@@ -1,0 +1,107 @@
+// PeerSession: doptd's one libtorrent session, built with dopt's safety
+// defaults (DESIGN.md "Safety defaults") and the "claims" extension that lets
+// agents on one LAN tell each other which pieces they fetch from the origin.
+//
+// Contract:
+//  - The constructor builds the session from a complete settings pack and an
+//    explicit plugin list: no DHT, UPnP, NAT-PMP, trackers, ut_pex or
+//    ut_metadata; uTP off; TCP only, listening only on `listen`; LSD as
+//    configured; an IP filter that admits only `allowed_networks` (default:
+//    the subnet of the listen address, from the interface that holds it;
+//    127.0.0.0/8 for a loopback address); POSIX disk I/O (a full disk is an
+//    error, never a SIGBUS); smart_ban on, so a peer that sends bad pieces is
+//    banned. Throws std::runtime_error with a clear message when the settings
+//    cannot be used (a malformed listen address, a bad CIDR).
+//  - Every method is called from one thread (the agent's main loop). Alerts
+//    are drained there too: alert_fd() becomes readable when libtorrent has
+//    alerts waiting; pop_alerts() returns them (valid until the next call).
+//  - add_torrent() takes metainfo whose web seeds and trackers the caller
+//    has already stripped; it stores the content under save_path only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <libtorrent/alert.hpp>
+#include <libtorrent/torrent_handle.hpp>
+#include <libtorrent/torrent_info.hpp>
+
+namespace lt = libtorrent;
+
+namespace dopt::p2p {
+
+struct SessionSettings {
+    std::string listen;                          // "addr:port", IPv4 or [IPv6]
+    bool lan_discovery = true;                   // LSD (BEP 14)
+    std::vector<std::string> peers;              // static "addr:port"
+    std::vector<std::string> allowed_networks;   // CIDRs; empty: the listen subnet
+    std::uint64_t upload_rate_limit = 0;         // bytes/s to peers, 0 = unlimited
+    std::uint64_t download_rate_limit = 0;       // bytes/s from peers, 0 = unlimited
+    bool throttle_lan = false;  // apply the two limits to LAN peers too
+                                // (libtorrent exempts them by default)
+};
+
+// A claim another agent sent: it is fetching `piece` from the origin.
+struct Claim {
+    int piece = 0;
+    std::uint64_t claimant = 0;  // the sender's session id (lower wins a tie)
+    std::int64_t expires_ms = 0; // CLOCK_MONOTONIC milliseconds
+};
+
+class PeerSession {
+public:
+    explicit PeerSession(const SessionSettings& settings);
+    ~PeerSession();
+    PeerSession(const PeerSession&) = delete;
+    PeerSession& operator=(const PeerSession&) = delete;
+
+    // This session's random id, sent with its claims.
+    std::uint64_t id() const;
+    // The port peers connect to (the configured one, or the one the OS chose
+    // for port 0).
+    int listen_port() const;
+
+    // Adds a torrent (not paused, not auto-managed, seeding once complete)
+    // with its storage in save_path; `resume_data` (from save_resume_data,
+    // may be empty) spares a full recheck. Connects the static peers to it
+    // and announces it on LSD now and again a few times in the next seconds
+    // (tick() does the repeats), not only on libtorrent's 0/2/6 s schedule.
+    // Resume data for another torrent, or unreadable, means a fresh start.
+    // The session keeps its own copy of `info`. Only torrents added here
+    // speak the claims extension (not ones added through native()).
+    // Note: libtorrent drops handle.add_piece() calls while the torrent is
+    // still checking its files; wait for the downloading state first.
+    lt::torrent_handle add_torrent(std::shared_ptr<const lt::torrent_info> info,
+                                   const std::string& save_path,
+                                   const std::vector<char>& resume_data);
+    // Removes a torrent; with delete_files its files in save_path go too.
+    void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
+
+    // Once a second: LSD re-announces for young torrents; static peers
+    // reconnected to incomplete torrents that lost them; expired claims
+    // dropped.
+    void tick();
+
+    // Tells every connected peer of this torrent that supports the claims
+    // extension that this agent is fetching `piece` from the origin. Returns
+    // at once; the message goes out on libtorrent's thread. Peers that are
+    // not connected yet (or a piece out of range) get nothing: callers that
+    // need a claim to reach late peers send it again.
+    void claim(const lt::torrent_handle& handle, int piece);
+    // Claims from other agents for this torrent that have not expired
+    // (claims live 20 s, or until the claimant has the piece).
+    std::vector<Claim> claims(const lt::torrent_handle& handle) const;
+
+    int alert_fd() const;
+    std::vector<lt::alert*> pop_alerts();
+
+    lt::session& native();  // for what this class does not wrap
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dopt::p2p

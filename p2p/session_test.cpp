@@ -1,0 +1,575 @@
+// PeerSession and the claims extension, with real libtorrent sessions on
+// 127.0.0.1 (OS-chosen ports, LSD off: never run LSD outside a network
+// namespace). Each test builds its own small torrent with lt::create_torrent.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/ip_filter.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/settings_pack.hpp>
+#include <libtorrent/torrent_status.hpp>
+#include <libtorrent/write_resume_data.hpp>
+
+#include "p2p/claims.h"
+#include "p2p/session.h"
+
+namespace fs = std::filesystem;
+using dopt::p2p::PeerSession;
+using dopt::p2p::SessionSettings;
+
+namespace {
+
+// A directory under /tmp, removed with everything in it at scope exit.
+class TempDir {
+public:
+    TempDir() {
+        std::string tmpl = "/tmp/dopt-p2p-test-XXXXXX";
+        if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    fs::path sub(const std::string& name) const {
+        fs::create_directories(path_ / name);
+        return path_ / name;
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+struct TestTorrent {
+    std::shared_ptr<const lt::torrent_info> info;
+    std::vector<char> bytes;  // the file's content
+};
+
+// A single-file torrent (v1 + v2 hybrid, lt::create_torrent's default) of
+// `size` random bytes, the file written to dir/name.
+TestTorrent make_torrent(const fs::path& dir, const std::string& name, std::size_t size,
+                         int piece_size) {
+    TestTorrent t;
+    t.bytes.resize(size);
+    std::mt19937_64 rng(std::random_device{}());
+    for (auto& b : t.bytes) b = static_cast<char>(rng() & 0xff);
+    std::ofstream(dir / name, std::ios::binary).write(t.bytes.data(), static_cast<long>(size));
+
+    lt::file_storage files;
+    files.add_file(name, static_cast<std::int64_t>(size));
+    lt::create_torrent ct(files, piece_size);
+    lt::set_piece_hashes(ct, dir.string());
+    std::vector<char> buf;
+    lt::bencode(std::back_inserter(buf), ct.generate());
+    t.info = std::make_shared<lt::torrent_info>(buf, lt::from_span);
+    return t;
+}
+
+std::vector<char> piece_bytes(const TestTorrent& t, int piece) {
+    const auto begin = static_cast<std::size_t>(piece) *
+                       static_cast<std::size_t>(t.info->piece_length());
+    const auto len = static_cast<std::size_t>(t.info->piece_size(lt::piece_index_t(piece)));
+    return std::vector<char>(t.bytes.begin() + static_cast<long>(begin),
+                             t.bytes.begin() + static_cast<long>(begin + len));
+}
+
+std::vector<char> read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+SessionSettings loopback_settings() {
+    SessionSettings s;
+    s.listen = "127.0.0.1:0";
+    s.lan_discovery = false;
+    return s;
+}
+
+std::string address_of(const PeerSession& s) {
+    return "127.0.0.1:" + std::to_string(s.listen_port());
+}
+
+// Drives sessions the way the agent's main loop does: poll on their
+// alert_fds, pop alerts, tick once a second, until `done` or the timeout.
+class Pump {
+public:
+    using AlertFn = std::function<void(std::size_t session_index, lt::alert*)>;
+
+    explicit Pump(std::vector<PeerSession*> sessions, AlertFn on_alert = {})
+        : sessions_(std::move(sessions)), on_alert_(std::move(on_alert)) {}
+
+    bool run_until(const std::function<bool()>& done,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                   const std::function<void()>& every_second = {}) {
+        using clock = std::chrono::steady_clock;
+        const auto deadline = clock::now() + timeout;
+        auto next_tick = clock::now();
+        while (clock::now() < deadline) {
+            std::vector<pollfd> fds;
+            for (auto* s : sessions_) fds.push_back({s->alert_fd(), POLLIN, 0});
+            poll(fds.data(), fds.size(), 100);
+            for (std::size_t i = 0; i < sessions_.size(); ++i)
+                for (lt::alert* a : sessions_[i]->pop_alerts())
+                    if (on_alert_) on_alert_(i, a);
+            if (clock::now() >= next_tick) {
+                for (auto* s : sessions_) s->tick();
+                if (every_second) every_second();
+                next_tick = clock::now() + std::chrono::seconds(1);
+            }
+            if (done()) return true;
+        }
+        return false;
+    }
+
+private:
+    std::vector<PeerSession*> sessions_;
+    AlertFn on_alert_;
+};
+
+bool is_state(const lt::torrent_handle& h, lt::torrent_status::state_t state) {
+    return h.status({}).state == state;
+}
+
+// A torrent ready for add_piece: libtorrent drops pieces added while it is
+// still checking files.
+bool ready_for_pieces(const lt::torrent_handle& h) {
+    const auto state = h.status({}).state;
+    return state == lt::torrent_status::downloading || state == lt::torrent_status::seeding ||
+           state == lt::torrent_status::finished;
+}
+
+// A hand-made BitTorrent peer on a plain TCP socket, for sending what a
+// well-behaved libtorrent never would.
+class RawPeer {
+public:
+    explicit RawPeer(int port) : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<std::uint16_t>(port));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd_ < 0 || connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+            throw std::runtime_error("RawPeer: cannot connect");
+    }
+    ~RawPeer() { close(fd_); }
+    RawPeer(const RawPeer&) = delete;
+    RawPeer& operator=(const RawPeer&) = delete;
+
+    void send(const std::string& bytes) {
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+            const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+            if (n <= 0) throw std::runtime_error("RawPeer: send failed");
+            done += static_cast<std::size_t>(n);
+        }
+    }
+    // BitTorrent handshake announcing the extension protocol (BEP 10).
+    void handshake(const lt::sha1_hash& info_hash) {
+        std::string h("\x13" "BitTorrent protocol", 20);
+        std::string reserved(8, '\0');
+        reserved[5] = 0x10;
+        h += reserved;
+        h.append(info_hash.data(), info_hash.size());
+        h += "-XX0000-hostilepeer0";
+        send(h);
+    }
+    // A length-prefixed message: <len><type><body>.
+    static std::string message(char type, const std::string& body) {
+        std::string m(4, '\0');
+        const auto len = static_cast<std::uint32_t>(body.size() + 1);
+        for (int i = 0; i < 4; ++i) m[static_cast<std::size_t>(i)] = static_cast<char>(len >> (24 - 8 * i));
+        m += type;
+        return m + body;
+    }
+    static std::string extended(int id, const std::string& payload) {
+        return message(20, std::string(1, static_cast<char>(id)) + payload);
+    }
+
+private:
+    int fd_;
+};
+
+// Runs `check` in a child process inside a new, empty network namespace
+// (nothing there can reach this machine's networks). Returns 0 when check()
+// returned true, 1 when false, 77 when no namespace could be made.
+int run_in_private_netns(const std::function<bool()>& check) {
+    const pid_t pid = fork();
+    if (pid < 0) return 77;
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) _exit(77);
+        bool ok = false;
+        try {
+            ok = check();
+        } catch (...) {
+        }
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
+    return WEXITSTATUS(status);
+}
+
+bool has_claim(const std::vector<dopt::p2p::Claim>& claims, int piece, std::uint64_t claimant) {
+    for (const auto& c : claims)
+        if (c.piece == piece && c.claimant == claimant) return true;
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("the session is built with the safety defaults and rejects bad settings",
+          "[p2p][session]") {
+    SECTION("settings pack") {
+        SessionSettings s = loopback_settings();
+        PeerSession session(s);
+        const lt::settings_pack pack = session.native().get_settings();
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_dht));
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_upnp));
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_natpmp));
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_lsd));
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_outgoing_utp));
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::enable_incoming_utp));
+        CHECK(pack.get_str(lt::settings_pack::dht_bootstrap_nodes).empty());
+        CHECK(pack.get_str(lt::settings_pack::listen_interfaces) == "127.0.0.1:0");
+        CHECK(pack.get_str(lt::settings_pack::user_agent) == "dopt/0.1");
+        CHECK(pack.get_bool(lt::settings_pack::allow_multiple_connections_per_ip));
+        CHECK(session.listen_port() > 0);
+        CHECK(session.id() != PeerSession(s).id());
+    }
+    SECTION("LSD as configured (on: only inside a private network namespace)") {
+        TempDir tmp;
+        const TestTorrent t = make_torrent(tmp.sub("src"), "l.bin", 300 * 1024, 256 * 1024);
+        const int rc = run_in_private_netns([&] {
+            SessionSettings s = loopback_settings();
+            s.lan_discovery = true;
+            PeerSession session(s);
+            // add_torrent and tick() announce on LSD; nothing here can
+            // reach a real network.
+            const lt::torrent_handle h = session.add_torrent(t.info, tmp.sub("a").string(), {});
+            Pump({&session}).run_until([] { return false; }, std::chrono::milliseconds(1500));
+            return h.is_valid() &&
+                   session.native().get_settings().get_bool(lt::settings_pack::enable_lsd);
+        });
+        if (rc == 77) WARN("skipped: cannot create a network namespace");
+        else CHECK(rc == 0);
+    }
+    SECTION("an IPv6 listen address") {
+        SessionSettings s = loopback_settings();
+        s.listen = "[::1]:0";
+        PeerSession session(s);
+        CHECK(session.native().get_settings().get_str(lt::settings_pack::listen_interfaces) ==
+              "[::1]:0");
+        const lt::ip_filter f = session.native().get_ip_filter();
+        CHECK(f.access(lt::make_address("::1")) == 0);
+        CHECK(f.access(lt::make_address("127.0.0.1")) == lt::ip_filter::blocked);
+    }
+    SECTION("IP filter: the loopback listen address admits 127.0.0.0/8 only") {
+        PeerSession session(loopback_settings());
+        const lt::ip_filter f = session.native().get_ip_filter();
+        CHECK(f.access(lt::make_address("127.0.0.1")) == 0);
+        CHECK(f.access(lt::make_address("127.255.0.9")) == 0);
+        CHECK(f.access(lt::make_address("192.168.1.1")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("8.8.8.8")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("::1")) == lt::ip_filter::blocked);
+    }
+    SECTION("IP filter: allowed_networks and static peers") {
+        SessionSettings s = loopback_settings();
+        s.allowed_networks = {"10.99.0.0/16", "fd00:1::/64"};
+        s.peers = {"192.0.2.7:6881", "[2001:db8::5]:6881"};
+        PeerSession session(s);
+        const lt::ip_filter f = session.native().get_ip_filter();
+        CHECK(f.access(lt::make_address("10.99.3.4")) == 0);
+        CHECK(f.access(lt::make_address("10.100.0.1")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("127.0.0.1")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("192.0.2.7")) == 0);
+        CHECK(f.access(lt::make_address("192.0.2.8")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("fd00:1::99")) == 0);
+        CHECK(f.access(lt::make_address("fd00:2::1")) == lt::ip_filter::blocked);
+        CHECK(f.access(lt::make_address("2001:db8::5")) == 0);
+    }
+    SECTION("throttle_lan puts LAN peers in the rate-limited global class") {
+        const std::uint32_t global =
+            1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
+        const std::uint32_t local =
+            1u << static_cast<std::uint32_t>(lt::session::local_peer_class_id);
+        SessionSettings s = loopback_settings();
+        s.upload_rate_limit = 1000000;
+        {
+            PeerSession session(s);
+            const auto classes = session.native().get_peer_class_filter();
+            CHECK(classes.access(lt::make_address("192.168.1.1")) == local);
+            CHECK(session.native().get_settings().get_int(lt::settings_pack::upload_rate_limit) ==
+                  1000000);
+        }
+        s.throttle_lan = true;
+        PeerSession session(s);
+        const auto classes = session.native().get_peer_class_filter();
+        CHECK(classes.access(lt::make_address("192.168.1.1")) == global);
+        CHECK(classes.access(lt::make_address("127.0.0.1")) == global);
+    }
+    SECTION("malformed settings throw, naming the value") {
+        using Catch::Matchers::Contains;
+        SessionSettings s = loopback_settings();
+        for (const char* bad : {"nonsense", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
+                                "127.0.0.1:x1", "::1:80", "[127.0.0.1]:80", "host.example:80"}) {
+            s.listen = bad;
+            CHECK_THROWS_WITH(PeerSession(s), Contains(bad));
+        }
+        s = loopback_settings();
+        for (const char* bad : {"10.0.0.0/33", "banana/8", "10.0.0/8", "10.0.0.0/", "/8"}) {
+            s.allowed_networks = {bad};
+            CHECK_THROWS_WITH(PeerSession(s), Contains(bad));
+        }
+        s = loopback_settings();
+        s.peers = {"192.0.2.1:0"};
+        CHECK_THROWS_WITH(PeerSession(s), Contains("192.0.2.1:0"));
+    }
+}
+
+TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it byte for byte",
+          "[p2p][session]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "payload.bin", 3 * 1024 * 1024 + 12345,
+                                       256 * 1024);
+    const fs::path a_dir = tmp.sub("a");
+    const fs::path b_dir = tmp.sub("b");
+
+    PeerSession a(loopback_settings());
+    const lt::torrent_handle ha = a.add_torrent(t.info, a_dir.string(), {});
+    int hash_failures = 0;
+    bool a_finished = false, b_finished = false;
+    std::vector<PeerSession*> sessions{&a};
+    auto on_alert = [&](std::size_t i, lt::alert* al) {
+        if (lt::alert_cast<lt::hash_failed_alert>(al)) ++hash_failures;
+        if (lt::alert_cast<lt::torrent_finished_alert>(al)) (i == 0 ? a_finished : b_finished) = true;
+    };
+    Pump pump_a(sessions, on_alert);
+    REQUIRE(pump_a.run_until([&] { return ready_for_pieces(ha); }));
+    for (int i = 0; i < t.info->num_pieces(); ++i) ha.add_piece(lt::piece_index_t(i), piece_bytes(t, i));
+    REQUIRE(pump_a.run_until([&] { return a_finished; }));
+    CHECK(is_state(ha, lt::torrent_status::seeding));
+
+    SessionSettings bs = loopback_settings();
+    bs.peers = {address_of(a)};
+    PeerSession b(bs);
+    const lt::torrent_handle hb = b.add_torrent(t.info, b_dir.string(), {});
+    Pump pump_ab({&a, &b}, on_alert);
+    REQUIRE(pump_ab.run_until([&] { return b_finished; }));
+    CHECK(hash_failures == 0);
+    CHECK(read_file(b_dir / "payload.bin") == t.bytes);
+    CHECK(read_file(a_dir / "payload.bin") == t.bytes);
+
+    // Resume data spares the check: b re-adds the torrent and seeds at once.
+    std::vector<char> resume;
+    bool removed = false, checked_files = false;
+    Pump pump_b({&b}, [&](std::size_t, lt::alert* al) {
+        if (auto* r = lt::alert_cast<lt::save_resume_data_alert>(al))
+            resume = lt::write_resume_data_buf(r->params);
+        if (lt::alert_cast<lt::torrent_removed_alert>(al)) removed = true;
+        if (auto* sc = lt::alert_cast<lt::state_changed_alert>(al))
+            checked_files = checked_files || sc->state == lt::torrent_status::checking_files;
+    });
+    hb.save_resume_data(lt::torrent_handle::save_info_dict);
+    REQUIRE(pump_b.run_until([&] { return !resume.empty(); }));
+    b.remove_torrent(hb, false);
+    REQUIRE(pump_b.run_until([&] { return removed; }));
+    const lt::torrent_handle hb2 = b.add_torrent(t.info, b_dir.string(), resume);
+    REQUIRE(pump_b.run_until([&] { return is_state(hb2, lt::torrent_status::seeding); }));
+    CHECK_FALSE(checked_files);
+
+    // Unusable resume data means a fresh start: the files are checked.
+    removed = false;
+    b.remove_torrent(hb2, false);
+    REQUIRE(pump_b.run_until([&] { return removed; }));
+    const lt::torrent_handle hb3 = b.add_torrent(t.info, b_dir.string(), {'x', 'y'});
+    REQUIRE(pump_b.run_until([&] { return is_state(hb3, lt::torrent_status::seeding); }));
+    CHECK(checked_files);
+    CHECK(read_file(b_dir / "payload.bin") == t.bytes);
+}
+
+TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant has the piece",
+          "[p2p][claims]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
+    PeerSession a(loopback_settings());
+    SessionSettings bs = loopback_settings();
+    bs.peers = {address_of(a)};
+    PeerSession b(bs);
+    // Both incomplete (no pieces at all), so the connection stays up.
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    Pump pump({&a, &b});
+
+    // A claim goes only to peers connected at the time; resend once a second
+    // until the connection and the extension handshakes are done.
+    a.claim(ha, 5);
+    REQUIRE(pump.run_until([&] { return has_claim(b.claims(hb), 5, a.id()); },
+                           std::chrono::seconds(20), [&] { a.claim(ha, 5); }));
+    const auto claims = b.claims(hb);
+    REQUIRE(claims.size() == 1);
+    const std::int64_t left = claims[0].expires_ms - dopt::p2p::monotonic_ms();
+    CHECK(left > 15'000);
+    CHECK(left <= dopt::p2p::kClaimLifetimeMs);
+    CHECK(a.claims(ha).empty());  // a does not hear its own claims
+
+    // Out-of-range pieces are not sent (and do not crash anything).
+    a.claim(ha, t.info->num_pieces());
+    a.claim(ha, -1);
+
+    // Now connected: one claim, sent once, arrives.
+    b.claim(hb, 7);
+    REQUIRE(pump.run_until([&] { return has_claim(a.claims(ha), 7, b.id()); },
+                           std::chrono::seconds(10)));
+    CHECK(a.claims(ha).size() == 1);
+
+    // b gets piece 7 (and announces it with HAVE): its claim ends at a.
+    REQUIRE(ready_for_pieces(hb));
+    hb.add_piece(lt::piece_index_t(7), piece_bytes(t, 7));
+    CHECK(pump.run_until([&] { return a.claims(ha).empty(); }, std::chrono::seconds(10)));
+    CHECK(has_claim(b.claims(hb), 5, a.id()));  // unrelated claims stay
+
+    // Removing the torrent forgets its claims.
+    b.remove_torrent(hb, true);
+    CHECK(b.claims(hb).empty());
+}
+
+TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[p2p][session]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "f.bin", 1024 * 1024, 256 * 1024);
+    SessionSettings as = loopback_settings();
+    as.allowed_networks = {"10.99.0.0/16"};
+    PeerSession a(as);
+    SessionSettings bs = loopback_settings();
+    bs.peers = {address_of(a)};
+    PeerSession b(bs);
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    b.add_torrent(t.info, tmp.sub("b").string(), {});
+
+    bool blocked = false, a_connected = false;
+    Pump pump({&a, &b}, [&](std::size_t i, lt::alert* al) {
+        if (i != 0) return;
+        if (auto* pb = lt::alert_cast<lt::peer_blocked_alert>(al))
+            blocked = blocked || pb->endpoint.address() == lt::make_address("127.0.0.1");
+        if (lt::alert_cast<lt::peer_connect_alert>(al)) a_connected = true;
+    });
+    CHECK(pump.run_until([&] { return blocked; }, std::chrono::seconds(15)));
+    CHECK_FALSE(a_connected);
+    // b keeps retrying (tick() reconnects static peers); a never takes it.
+    pump.run_until([] { return false; }, std::chrono::seconds(1));
+    CHECK_FALSE(a_connected);
+    CHECK(ha.status({}).num_peers == 0);
+}
+
+TEST_CASE("a hostile peer's malformed claims are ignored and the connection lives on",
+          "[p2p][claims]") {
+    using dopt::p2p::encode_claim_payload;
+    using dopt::p2p::kClaimMessageId;
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "h.bin", 1024 * 1024, 256 * 1024);
+    REQUIRE(t.info->info_hashes().has_v1());
+    PeerSession a(loopback_settings());
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    Pump pump({&a});
+    REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
+
+    RawPeer peer(a.listen_port());
+    peer.handshake(t.info->info_hashes().v1);
+    // Our extension handshake: we speak dopt_claim (as id 3).
+    peer.send(RawPeer::extended(0, "d1:md10:dopt_claimi3eee"));
+    const std::uint64_t hostile = 0xbad0bad0bad0bad0ull;
+    const auto good = encode_claim_payload(2, hostile);
+    const std::string good_payload(good.begin(), good.end());
+    peer.send(RawPeer::extended(kClaimMessageId, ""));                          // empty
+    peer.send(RawPeer::extended(kClaimMessageId, good_payload.substr(0, 11)));  // short
+    peer.send(RawPeer::extended(kClaimMessageId, good_payload + "x"));          // long
+    const auto out_of_range = encode_claim_payload(t.info->num_pieces(), hostile);
+    peer.send(RawPeer::extended(kClaimMessageId, std::string(out_of_range.begin(), out_of_range.end())));
+    const auto negative = encode_claim_payload(-1, hostile);
+    peer.send(RawPeer::extended(kClaimMessageId, std::string(negative.begin(), negative.end())));
+    peer.send(RawPeer::extended(kClaimMessageId, std::string(100000, 'z')));     // big
+    // Then a good claim, split over two writes: it still arrives, so the
+    // connection survived everything above.
+    const std::string good_msg = RawPeer::extended(kClaimMessageId, good_payload);
+    peer.send(good_msg.substr(0, 9));
+    pump.run_until([] { return false; }, std::chrono::milliseconds(300));
+    peer.send(good_msg.substr(9));
+
+    REQUIRE(pump.run_until([&] { return has_claim(a.claims(ha), 2, hostile); },
+                           std::chrono::seconds(10)));
+    CHECK(a.claims(ha).size() == 1);
+}
+
+TEST_CASE("claim payloads are parsed strictly and malformed ones are ignored", "[p2p][claims]") {
+    using namespace dopt::p2p;
+    const auto payload = encode_claim_payload(5, 0x0102030405060708ull);
+    const std::vector<char> expected{0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK(std::vector<char>(payload.begin(), payload.end()) == expected);
+
+    auto parsed = parse_claim_payload({payload.data(), 12}, 10);
+    REQUIRE(parsed);
+    CHECK(parsed->piece == 5);
+    CHECK(parsed->claimant == 0x0102030405060708ull);
+
+    CHECK_FALSE(parse_claim_payload({payload.data(), 11}, 10));  // short
+    CHECK_FALSE(parse_claim_payload({payload.data(), 0}, 10));   // empty
+    const std::vector<char> longer(13, 0);
+    CHECK_FALSE(parse_claim_payload({longer.data(), 13}, 10));   // long
+    CHECK_FALSE(parse_claim_payload({payload.data(), 12}, 5));   // piece == num_pieces
+    CHECK_FALSE(parse_claim_payload({payload.data(), 12}, 0));   // no pieces
+    const auto huge = encode_claim_payload(-1, 1);               // 0xffffffff
+    CHECK_FALSE(parse_claim_payload({huge.data(), 12}, 1 << 30));
+    const auto last = encode_claim_payload(9, 1);
+    CHECK(parse_claim_payload({last.data(), 12}, 10));
+
+    const auto frame = encode_claim_frame(42, 5, 0x0102030405060708ull);
+    const std::vector<char> expected_frame{0, 0, 0, 14, 20, 42, 0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK(std::vector<char>(frame.begin(), frame.end()) == expected_frame);
+}
+
+TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]") {
+    using namespace dopt::p2p;
+    ClaimTable table(1000);
+    lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
+    lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
+    table.add(t1, 3, 77, 0);
+    table.add(t2, 4, 77, 0);
+    CHECK(table.get(t1, 0).size() == 1);
+    CHECK(table.get(t1, 0)[0].expires_ms == 1000);
+    table.add(t1, 3, 77, 500);  // refresh, not a second claim
+    REQUIRE(table.get(t1, 500).size() == 1);
+    CHECK(table.get(t1, 500)[0].expires_ms == 1500);
+    CHECK(table.get(t2, 1000).empty());  // expired for readers at once
+    table.expire(1200);
+    CHECK(table.get(t1, 1200).size() == 1);
+    CHECK(table.get(t2, 0).empty());  // gone from the table
+    table.drop(t1, 3, 78);            // another claimant: no effect
+    CHECK(table.get(t1, 1200).size() == 1);
+    table.drop(t1, 3, 77);
+    CHECK(table.get(t1, 1200).empty());
+
+    for (std::uint64_t i = 0; i < kMaxClaimsPerTorrent + 10; ++i) table.add(t1, 1, i, 0);
+    CHECK(table.get(t1, 0).size() == kMaxClaimsPerTorrent);
+    table.drop_torrent(t1);
+    CHECK(table.get(t1, 0).empty());
+}

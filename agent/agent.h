@@ -100,6 +100,7 @@ private:
     void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
                              std::string bytes);
     void use_http_only(Job& job, const std::string& why);
+    void drop_unwanted_cache_entry(const std::string& info_hash);
     void attach_swarm(Job& job);
     void detach_swarm(Job& job, bool cancelled);
     Swarm* add_swarm(const storage::CacheEntry& entry);

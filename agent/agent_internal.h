@@ -106,6 +106,7 @@ struct Agent::Swarm {
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
+    std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
     std::uint32_t origin_failures = 0;    // in a row, for the backoff
     int origin_hash_failures = 0;

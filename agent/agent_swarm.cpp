@@ -145,11 +145,12 @@ void Agent::start_peering() {
     s.throttle_lan = config_.throttle_lan;
     peers_ = std::make_unique<p2p::PeerSession>(s);
     for (const auto& p : config_.peers) {
-        // "addr:port" or "[v6]:port": keep the address.
+        if (p == config_.p2p_listen) continue;  // this agent itself
+        // "addr:port" or "[v6]:port": keep the address (an incoming
+        // connection shows the peer's address, not its listen port).
         std::string ip = p.substr(0, p.rfind(':'));
         if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-        if (config_.p2p_listen.rfind(ip + ":", 0) != 0 && config_.p2p_listen.rfind("[" + ip + "]:", 0) != 0)
-            static_peer_ips_.push_back(ip);  // not this agent itself
+        static_peer_ips_.push_back(ip);
     }
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
@@ -315,9 +316,32 @@ void Agent::use_http_only(Job& job, const std::string& why) {
     job.http_only_reason = why;
     if (f.metainfo_source == "none" && f.info_hash.empty()) return;
     LOG_INFO("job %s: %s over HTTP only: %s", job.rec.id.c_str(), f.remote_url.c_str(), why.c_str());
+    std::string ih = f.info_hash;
     f.metainfo_source = "none";
     f.info_hash.clear();
     store_->update_file(job.rec.id, f);
+    if (!ih.empty()) drop_unwanted_cache_entry(ih);
+}
+
+// Removes an unfinished torrent (its cache entry, files and place in the
+// session) that no unfinished job wants any more.
+void Agent::drop_unwanted_cache_entry(const std::string& info_hash) {
+    auto c = cache_.find(info_hash);
+    if (c == cache_.end() || c->second.complete) return;
+    for (const auto& [id, job] : jobs_) {
+        if (storage::is_final(job->rec.state)) continue;
+        for (const auto& f : job->rec.files)
+            if (f.info_hash == info_hash && !f.completed) return;
+    }
+    auto s = swarms_.find(info_hash);
+    if (s != swarms_.end()) {
+        if (!s->second->users.empty()) return;
+        remove_swarm(*s->second, true);
+        return;
+    }
+    cache_.erase(c);
+    store_->delete_cache_entry(info_hash);
+    remove_tree(config_.cache_dir + "/" + info_hash);
 }
 
 // ---- torrents -----------------------------------------------------------------
@@ -485,36 +509,71 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     if (s.origin_url.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms)
         return;
     auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    // Claims first, then the peers' bitfields: a claim is dropped when its
+    // claimant announces the piece, so in this order a piece is always seen
+    // either claimed or held, never neither.
+    std::vector<p2p::Claim> claims = peers_->claims(s.handle);
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
+    // The origin link is shared by the whole swarm: each agent takes its
+    // share of origin_requests (at least one), so pieces finish early and
+    // spread over the LAN while the rest are still coming.
+    int sharing = 1 + static_cast<int>(peers.size());
+    int limit = std::max(1, (config_.origin_requests + sharing - 1) / sharing);
     // While LAN discovery is young (the first 1.5 s), or a peer is still in
     // its handshake (it may hold everything), one request at a time: agents
     // starting together should not fetch the same pieces before they can
     // see and claim them, nor fetch what a peer about to connect holds.
-    int limit = config_.origin_requests;
     bool handshaking = std::any_of(peers.begin(), peers.end(), [&](const lt::peer_info& p) {
         return p.pieces.size() != static_cast<int>(n);
     });
     bool young = now - s.attached_ms < 1500;
     if (handshaking || young) limit = 1;
     if (young && !static_peer_ips_.empty()) {
-        // A configured peer not connected yet may hold every piece: give it
-        // the discovery window before asking the origin.
+        // A configured peer not connected yet, or still in its handshake,
+        // may hold every piece: give it the discovery window before asking
+        // the origin.
+        if (handshaking) return;
         std::set<std::string> connected;
         for (const auto& p : peers) connected.insert(p.ip.address().to_string());
         for (const auto& ip : static_peer_ips_)
             if (!connected.count(ip)) return;
     }
+    // Two agents that claimed the same piece at the same moment: the lower
+    // claimant id keeps it, the other drops its request (if it is young:
+    // an older request has bytes worth keeping).
+    for (const auto& c : claims) {
+        auto it = s.origin_inflight.find(c.piece);
+        if (it == s.origin_inflight.end() || c.claimant >= peers_->id()) continue;
+        if (now - it->second->started_ms > 1000) continue;
+        LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them",
+                  s.info_hash.c_str(), c.piece);
+        fetcher_->stop(it->second->id);
+        it->second->swarm = nullptr;
+        s.origin_inflight.erase(it);
+    }
+    origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
+                                        [](const auto& op) { return op->swarm == nullptr; }),
+                         origin_pieces_.end());
     int want = limit - static_cast<int>(s.origin_inflight.size());
     if (want <= 0) return;
 
-    bool stalled = now - std::max(s.last_peer_piece_ms, s.attached_ms) > 4000;
     std::vector<int> peers_with(n, 0);
+    bool peers_offer = false;  // some peer holds a piece we lack
     for (const auto& p : peers) {
         if (p.pieces.size() != static_cast<int>(n)) continue;
-        for (std::size_t i = 0; i < n; ++i)
-            if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) ++peers_with[i];
+        for (std::size_t i = 0; i < n; ++i) {
+            if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
+                ++peers_with[i];
+                if (!s.have[i]) peers_offer = true;
+            }
+        }
     }
+    // Stalled: peers have offered pieces we lack for 4 s and none came.
+    if (!peers_offer) s.peers_offer_since_ms = 0;
+    else if (s.peers_offer_since_ms == 0) s.peers_offer_since_ms = now;
+    bool stalled = peers_offer &&
+                   now - std::max(s.last_peer_piece_ms, s.peers_offer_since_ms) > 4000;
     // Busy: in flight to the origin, or fetched and handed to libtorrent but
     // not yet verified (from_origin until a hash failure clears it).
     std::vector<bool> busy = s.from_origin;
@@ -522,8 +581,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     if (!stalled) {
         std::vector<lt::partial_piece_info> queue;
         s.handle.get_download_queue(queue);
-        for (const auto& q : queue) busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
-        for (const auto& c : peers_->claims(s.handle))
+        // A piece a peer is sending us right now; one whose blocks came
+        // from a peer that left is not busy (the origin completes it).
+        for (const auto& q : queue)
+            if (q.requested > 0 || q.writing > 0)
+                busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
+        for (const auto& c : claims)
             if (c.piece >= 0 && static_cast<std::size_t>(c.piece) < n && c.claimant != peers_->id())
                 busy[static_cast<std::size_t>(c.piece)] = true;
     }
@@ -545,10 +608,16 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         req.url = s.origin_url;
         req.offset = s.piece_offset(piece);
         req.length = s.piece_size(piece);
+        // The [http] cap is per file: shared among its piece requests.
         bool foreground = lead->rec.priority == storage::Priority::Foreground;
-        req.max_recv_rate = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+        std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+        req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
+        if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
         op->id = fetcher_->start(req, op.get());
         peers_->claim(s.handle, piece);
+        LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)",
+                  s.info_hash.c_str(), piece, peers.size(), peers_with[static_cast<std::size_t>(piece)],
+                  stalled ? "peers stalled" : "no peer offers it");
         s.origin_inflight[piece] = op.get();
         origin_pieces_.push_back(std::move(op));
     }
@@ -587,16 +656,18 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
         s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data));
-        for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(op.piece);
         pump_swarm(s);
         return;
     }
-    if (!outcome.ok && !outcome.transient && outcome.code != DOPT_E_REMOTE_CHANGED) {
+    // 416: the piece lies past the end of the origin's content, which is
+    // shorter than the metainfo says.
+    bool mismatch = outcome.code == DOPT_E_REMOTE_CHANGED || outcome.code == 416;
+    if (!outcome.ok && !outcome.transient && !mismatch) {
         // 404, 403, ...: the content is gone from the origin.
         fail_swarm_users(s, static_cast<int>(outcome.context), outcome.code, outcome.description);
         return;
     }
-    if (outcome.ok || outcome.code == DOPT_E_REMOTE_CHANGED) {
+    if (outcome.ok || mismatch) {
         origin_does_not_match(s, outcome.ok ? "a short piece" : outcome.description);
         return;
     }
@@ -749,12 +820,17 @@ void Agent::handle_alerts() {
         return nullptr;
     };
     std::set<Swarm*> to_pump;
+    bool evict_needed = false;
     for (lt::alert* a : peers_->pop_alerts()) {
         if (auto* pf = lt::alert_cast<lt::piece_finished_alert>(a)) {
             Swarm* s = swarm_of(pf->handle);
             if (!s) continue;
             int piece = static_cast<int>(pf->piece_index);
-            if (!s->from_origin[static_cast<std::size_t>(piece)]) {
+            // Counted once, where the verified piece came from (an origin
+            // piece that a peer completed first is ignored by libtorrent).
+            if (s->from_origin[static_cast<std::size_t>(piece)]) {
+                for (Job* j : s->users) j->rec.bytes_from_origin += s->piece_size(piece);
+            } else {
                 s->last_peer_piece_ms = mono_ms();
                 for (Job* j : s->users) j->rec.bytes_from_peers += s->piece_size(piece);
             }
@@ -813,6 +889,7 @@ void Agent::handle_alerts() {
             }
             s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
             to_pump.insert(s);
+            evict_needed = true;
         } else if (auto* rd = lt::alert_cast<lt::save_resume_data_alert>(a)) {
             Swarm* s = swarm_of(rd->handle);
             if (!s) continue;
@@ -836,6 +913,7 @@ void Agent::handle_alerts() {
         for (auto& [ih, live] : swarms_)
             if (live.get() == s) pump_swarm(*s);
     }
+    if (evict_needed) evict_cache();  // a torrent completed: the cache grew
     std::int64_t now = mono_ms();
     if (now >= next_swarm_tick_ms_) {
         next_swarm_tick_ms_ = now + 250;
@@ -845,10 +923,15 @@ void Agent::handle_alerts() {
         for (Swarm* s : all) {
             pump_swarm(*s);
             // Claims reach only peers connected when they were sent: repeat
-            // them once a second for peers that came since.
-            if (now >= s->next_claim_repeat_ms && !s->origin_inflight.empty()) {
+            // them for peers that came since, for pieces in flight and those
+            // fetched but not yet verified and announced.
+            if (now >= s->next_claim_repeat_ms && !s->users.empty() && !s->complete) {
                 s->next_claim_repeat_ms = now + 1000;
-                for (const auto& [piece, op] : s->origin_inflight) peers_->claim(s->handle, piece);
+                for (int i = 0; i < s->meta.num_pieces; ++i) {
+                    auto idx = static_cast<std::size_t>(i);
+                    if (s->origin_inflight.count(i) || (s->from_origin[idx] && !s->have[idx]))
+                        peers_->claim(s->handle, i);
+                }
             }
             if (!s->complete && !s->users.empty() && now >= s->next_resume_save_ms) {
                 s->next_resume_save_ms = now + 30000;

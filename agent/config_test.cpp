@@ -494,3 +494,39 @@ TEST_CASE("the shipped config/doptd.conf runs the agent as user dopt", "[config]
     CHECK(load_config(shipped.string(), warnings).user == "dopt");
     CHECK(warnings.empty());
 }
+
+TEST_CASE("peering and peer cache keys load, and bad values name their line", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", R"([p2p]
+metainfo_probe = false
+metainfo_suffix = ".meta"
+origin_requests = 8
+max_upload_rate = 1000
+throttle_lan = true
+[cache]
+max_size = 5000000
+max_disk_percent = 50
+max_age = 60
+min_file_size = 0
+)");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK_FALSE(c.metainfo_probe);
+    CHECK(c.metainfo_suffix == ".meta");
+    CHECK(c.origin_requests == 8);
+    CHECK(c.max_upload_rate == 1000);
+    CHECK(c.throttle_lan);
+    CHECK(c.cache_max_size == 5000000);
+    CHECK(c.cache_max_disk_percent == 50);
+    CHECK(c.cache_max_age == 60);
+    CHECK(c.cache_min_file_size == 0);
+
+    CHECK_THAT(load_error(dir, "[p2p]\norigin_requests = 0\n"),
+               Catch::Contains(":2: p2p.origin_requests must be an integer from 1 to 64"));
+    CHECK_THAT(load_error(dir, "[p2p]\n\nmetainfo_suffix = \"a?b\"\n"),
+               Catch::Contains(":3: p2p.metainfo_suffix must be a non-empty URL path suffix"));
+    CHECK_THAT(load_error(dir, "[cache]\nmax_disk_percent = 101\n"),
+               Catch::Contains(":2: cache.max_disk_percent must be an integer from 0 to 100"));
+    CHECK_THAT(load_error(dir, "cache = 3\n"), Catch::Contains(":1: cache must be a table"));
+}

@@ -844,6 +844,9 @@ def make_metainfo(path, web_seed, out=None, piece_length=MiB, tools=("dopt", "mk
             except unittest.SkipTest:
                 errors.append("dopt: DOPT_BUILD_DIR unset")
                 continue
+            if not os.access(dopt, os.X_OK):
+                errors.append("dopt: no %s" % dopt)
+                continue
             p = subprocess.run([dopt, "publish", path, "--web-seed", web_seed, "-o", out],
                                capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                env=child_env())

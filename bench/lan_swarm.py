@@ -1,0 +1,662 @@
+#!/usr/bin/env python3
+"""bench/lan-swarm: N workstations fetch one file from a shaped origin over a
+LAN in network namespaces, with plain HTTP (curl), BitTorrent with a web
+seed (aria2c) and dopt, side by side. Run through bench/lan-swarm; see
+bench/README.md ("LAN swarm").
+
+Per run it measures the origin's egress (tx_bytes of its link) over the file
+size, each client's done time from one common start instant, checks every
+downloaded file's sha256, and compares the last done time with the lower
+bound of Kumar & Ross (2006) for distributing a file of S bytes from a
+server of upload U to N clients of upload and download C:
+
+    T_min = max(S/U, S/C, N*S/(U + N*C))
+
+Python 3 standard library only; the LAN comes from tests/lan/netns.py.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lan"))
+import netns  # noqa: E402
+from netns import MiB  # noqa: E402
+
+FILE_NAME = "swarm.bin"
+ALL_METHODS = ("curl", "aria2", "dopt")
+
+ARIA2_HOOK = """#!/bin/sh
+# aria2c --on-bt-download-complete: all pieces are in and verified.
+date +%s.%N > "$SWARM_DONE_FILE.tmp" && mv "$SWARM_DONE_FILE.tmp" "$SWARM_DONE_FILE"
+"""
+
+
+def log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+class MethodFailed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+
+
+class Swarm:
+    """One LAN of N workstations with the file and its metainfo on the
+    origin; runs one method at a time on it."""
+
+    def __init__(self, args, n):
+        self.args = args
+        self.n = n
+        self.size = args.size * MiB
+        self.lan = netns.Lan(hosts=n, origin_rate=args.origin_rate, lan_rate=args.lan_rate,
+                             workdir=args.work_dir, keep=args.keep)
+        self.path = os.path.join(self.lan.docroot, FILE_NAME)
+        log("lan-swarm: N=%d: writing %d MiB of random bytes" % (n, args.size))
+        self.sha = netns.make_file(self.path, self.size)
+        self.url = self.lan.origin_url(FILE_NAME)
+        self.torrent, self.metainfo_tool = netns.make_metainfo(
+            self.path, self.url, piece_length=args.piece_size * MiB)
+        log("lan-swarm: metainfo %s made by %s" % (os.path.basename(self.torrent),
+                                                  self.metainfo_tool))
+        self.origin = self.lan.start_origin()
+        # Read the file once so every run finds it in the page cache.
+        netns.sha256_file(self.path)
+        U = netns.parse_rate(args.origin_rate)
+        C = netns.parse_rate(args.lan_rate)
+        S = self.size * 8.0
+        self.t_min = max(S / U, S / C, n * S / (U + n * C))
+        self.timeout = args.timeout or (60 + 2.5 * n * S / U)
+        self.hook = os.path.join(self.lan.dir, "aria2-done.sh")
+        with open(self.hook, "w") as f:
+            f.write(ARIA2_HOOK)
+        os.chmod(self.hook, 0o755)
+
+    def close(self):
+        self.lan.teardown()
+
+    # -- one run ------------------------------------------------------------
+
+    def run(self, method, rep):
+        """Runs `method` once; returns the result dict (ok False with an
+        error when the method failed)."""
+        res = {"bench": "lan-swarm", "time": datetime.datetime.now().isoformat(timespec="seconds"),
+               "method": method, "run": rep, "clients": self.n, "size_mib": self.args.size,
+               "size_bytes": self.size, "origin_rate": self.args.origin_rate,
+               "lan_rate": self.args.lan_rate, "piece_mib": self.args.piece_size,
+               "metainfo_tool": self.metainfo_tool, "t_min": round(self.t_min, 3), "ok": False}
+        dirs = []
+        for h in self.lan.hosts:
+            d = os.path.join(h.dir, "run-%s-%d" % (method, rep))
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            dirs.append(d)
+        try:
+            runner = getattr(self, "_run_" + method)
+            runner(dirs, res)
+            res["ok"] = True
+        except MethodFailed as e:
+            res["error"] = str(e)
+        except unittest.SkipTest as e:
+            res["error"] = "skipped: %s" % e
+        except Exception as e:
+            res["error"] = "%s: %s" % (type(e).__name__, e)
+            if self.args.verbose:
+                traceback.print_exc()
+        finally:
+            if not self.args.keep:
+                for d in dirs:
+                    shutil.rmtree(d, ignore_errors=True)
+        return res
+
+    def _measure_start(self):
+        return {"tx": self.lan.origin_tx_bytes(), "log": self.origin.log_offset()}
+
+    def _finish(self, res, start, t0, done, outputs, egress_at_done):
+        """Fills the common figures of a run in which every client is done."""
+        time.sleep(0.5)  # the last ACKs and FINs
+        tx = self.lan.origin_tx_bytes() - start["tx"]
+        body = self.origin.body_bytes_sent(since=start["log"])
+        by_host = self.origin.bytes_by_host(since=start["log"])
+        times = [d - t0 for d in done]
+        bad = []
+        for h, p in zip(self.lan.hosts, outputs):
+            if not os.path.exists(p):
+                bad.append("%s: no file" % h.name)
+            elif netns.sha256_file(p) != self.sha:
+                bad.append("%s: sha256 differs" % h.name)
+        res.update({
+            "egress_bytes": tx, "egress_ratio": round(tx / self.size, 4),
+            "egress_at_done_ratio": round(egress_at_done / self.size, 4),
+            "origin_http_body_bytes": body, "origin_http_ratio": round(body / self.size, 4),
+            "origin_bytes_by_host": by_host,
+            "done_s": [round(t, 3) for t in times],
+            "first_done_s": round(min(times), 3), "last_done_s": round(max(times), 3),
+            "last_over_tmin": round(max(times) / self.t_min, 3),
+            "sha256_ok": not bad,
+        })
+        if bad:
+            raise MethodFailed("wrong output: " + ", ".join(bad))
+
+    def _wait_all(self, check_done, t0, what):
+        """Polls check_done(i) -> done timestamp or None (raises
+        MethodFailed on a client failure) until every client is done.
+        Returns (done timestamps, origin egress when the last finished)."""
+        done = [None] * self.n
+        deadline = t0 + self.timeout
+        while True:
+            for i in range(self.n):
+                if done[i] is None:
+                    done[i] = check_done(i)
+            if all(d is not None for d in done):
+                return done, self.lan.origin_tx_bytes()
+            if time.time() > deadline:
+                late = [self.lan.hosts[i].name for i in range(self.n) if done[i] is None]
+                raise MethodFailed("%s: not done after %.0f s: %s" % (what, self.timeout,
+                                                                     " ".join(late)))
+            time.sleep(0.02)
+
+    # -- curl -----------------------------------------------------------------
+
+    def _run_curl(self, dirs, res):
+        outputs = [os.path.join(d, FILE_NAME) for d in dirs]
+        errs = [open(os.path.join(d, "curl.err"), "wb") for d in dirs]
+        start = self._measure_start()
+        t0 = time.time()
+        procs = [self.lan.run(h, ["curl", "-sS", "--fail", "--max-time", str(int(self.timeout)),
+                                  "-o", out, self.url], stdout=subprocess.DEVNULL, stderr=e)
+                 for h, out, e in zip(self.lan.hosts, outputs, errs)]
+        for e in errs:
+            e.close()
+        ended = [None] * self.n
+
+        def check(i):
+            if ended[i] is None and procs[i].poll() is not None:
+                ended[i] = time.time()
+                if procs[i].returncode != 0:
+                    raise MethodFailed("curl on %s: exit %d: %s" % (
+                        self.lan.hosts[i].name, procs[i].returncode,
+                        netns.tail(os.path.join(dirs[i], "curl.err"), 3)))
+            return ended[i]
+
+        try:
+            done, at_done = self._wait_all(check, t0, "curl")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+
+    # -- aria2 ----------------------------------------------------------------
+
+    def _run_aria2(self, dirs, res):
+        if not shutil.which("aria2c"):
+            raise MethodFailed("aria2c is not installed (scripts/setup-deps installs aria2)")
+        outputs = [os.path.join(d, FILE_NAME) for d in dirs]
+        marks = [os.path.join(d, "done") for d in dirs]
+        procs = []
+        start = self._measure_start()
+        t0 = time.time()
+        for h, d, mark in zip(self.lan.hosts, dirs, marks):
+            env = netns.child_env()
+            env["SWARM_DONE_FILE"] = mark
+            argv = ["aria2c", "--dir=" + d,
+                    "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=true",
+                    "--bt-lpd-interface=" + h.ifname, "--listen-port=6881",
+                    "--disable-ipv6=true",
+                    # keep seeding until we stop it, once every client is done
+                    "--seed-ratio=0.0",
+                    "--file-allocation=none", "--allow-overwrite=true",
+                    "--auto-file-renaming=false", "--bt-save-metadata=false",
+                    "--summary-interval=0", "--console-log-level=warn",
+                    "--log=" + os.path.join(d, "aria2.log"), "--log-level=notice",
+                    "--on-bt-download-complete=" + self.hook,
+                    "--stop-with-process=%d" % os.getpid(),
+                    self.torrent]
+            with open(os.path.join(d, "aria2.out"), "wb") as out:
+                procs.append(self.lan.run(h, argv, stdout=out, stderr=out, env=env))
+
+        def check(i):
+            if os.path.exists(marks[i]):
+                with open(marks[i]) as f:
+                    return float(f.read().strip())
+            if procs[i].poll() is not None:
+                raise MethodFailed("aria2c on %s exited with %d before it was done: %s" % (
+                    self.lan.hosts[i].name, procs[i].returncode,
+                    netns.tail(os.path.join(dirs[i], "aria2.out"), 3)))
+            return None
+
+        try:
+            done, at_done = self._wait_all(check, t0, "aria2")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+
+    # -- dopt -----------------------------------------------------------------
+
+    def _run_dopt(self, dirs, res):
+        try:
+            netns.harness.doptd_path()
+        except unittest.SkipTest as e:
+            raise MethodFailed(str(e))
+        for exe in (netns.harness.doptd_path(), netns.harness.dopt_path()):
+            if not os.access(exe, os.X_OK):
+                raise MethodFailed("no %s (build doptd and dopt_cli)" % exe)
+        # curl -o and aria2 leave the file in the page cache; so does dopt
+        # here (sync_on_complete = false), or the one shared VM disk, not the
+        # network, decides who is last. --dopt-config can turn it back on.
+        extra = ('log_level = "%s"\n[http]\nlow_speed_time = 30\n'
+                 '[jobs]\nsync_on_complete = false\n' % self.args.dopt_log_level) + \
+            (self.args.dopt_config or "")
+        agents = []
+        try:
+            for h, d in zip(self.lan.hosts, dirs):
+                a = self.lan.start_agent(h, extra_toml=extra, peers="all",
+                                         name="agent-" + os.path.basename(d), start=False)
+                agents.append(a)
+            for a in agents:
+                a.spawn()
+            for a in agents:
+                try:
+                    netns.wait_for(lambda: a.dopt("list", timeout=5)[0] == 0 or
+                                   a.proc.poll() is not None, 20, what="doptd")
+                except AssertionError:
+                    pass
+                if not a.running() or a.dopt("list", timeout=5)[0] != 0:
+                    raise MethodFailed("doptd on %s did not start: %s" % (
+                        a.host.name, netns.tail(a.log, 5)))
+            outputs = [os.path.join(d, FILE_NAME) for d in dirs]
+            start = self._measure_start()
+            t0 = time.time()
+            procs = [a.get_async(self.url, out, stderr=subprocess.PIPE)
+                     for a, out in zip(agents, outputs)]
+            ended = [None] * self.n
+
+            def check(i):
+                if ended[i] is None and procs[i].poll() is not None:
+                    ended[i] = time.time()
+                    if procs[i].returncode != 0:
+                        err = procs[i].stderr.read().decode(errors="replace").strip()
+                        raise MethodFailed("dopt get on %s: exit %d: %s | agent log: %s" % (
+                            self.lan.hosts[i].name, procs[i].returncode, err[-300:],
+                            netns.tail(agents[i].log, 3)))
+                return ended[i]
+
+            try:
+                done, at_done = self._wait_all(check, t0, "dopt")
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+            self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+            per = []
+            for a in agents:
+                try:
+                    jobs = a.jobs()
+                    j = jobs[-1] if jobs else {}
+                    per.append({k: j.get(k) for k in ("state", "bytes_from_peers",
+                                                       "bytes_from_origin")})
+                except Exception as e:
+                    per.append({"error": str(e)})
+            res["dopt_jobs"] = per
+        finally:
+            for a in agents:
+                a.stop()
+            if not self.args.keep:
+                for a in agents:
+                    shutil.rmtree(a.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# reporting
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(results, n, methods):
+    rows = []
+    for m in methods:
+        rs = [r for r in results if r["method"] == m and r["clients"] == n]
+        ok = [r for r in rs if r["ok"]]
+        row = {"method": m, "clients": n, "runs": len(rs), "ok": len(ok)}
+        if ok:
+            for key in ("egress_ratio", "first_done_s", "last_done_s", "last_over_tmin"):
+                xs = [r[key] for r in ok]
+                row[key] = (med(xs), min(xs), max(xs))
+        shares = [j["bytes_from_peers"] / r["size_bytes"] for r in ok
+                  for j in r.get("dopt_jobs", []) if isinstance(j.get("bytes_from_peers"), int)]
+        if shares:
+            row["from_peers"] = (med(shares), min(shares), max(shares))
+        errs = [r.get("error", "") for r in rs if not r["ok"]]
+        row["errors"] = errs
+        rows.append(row)
+    return rows
+
+
+def print_table(rows, n, args, t_min):
+    print()
+    print("LAN swarm: N=%d clients, %d MiB, origin %s, LAN %s, %d run(s) each; "
+          "T_min = %.2f s" % (n, args.size, args.origin_rate, args.lan_rate, args.runs, t_min))
+    hdr = "%-6s %5s  %-22s %-22s %-22s %-22s" % ("method", "ok", "egress/size",
+                                                  "first done (s)", "last done (s)",
+                                                  "last/T_min")
+    print(hdr)
+    print("-" * len(hdr))
+
+    def cell(t, fmt):
+        return (fmt + " [" + fmt + "-" + fmt + "]") % t
+
+    for r in rows:
+        okcol = "%d/%d" % (r["ok"], r["runs"])
+        if r["ok"]:
+            print("%-6s %5s  %-22s %-22s %-22s %-22s" % (
+                r["method"], okcol, cell(r["egress_ratio"], "%.2f"),
+                cell(r["first_done_s"], "%.1f"), cell(r["last_done_s"], "%.1f"),
+                cell(r["last_over_tmin"], "%.2f")))
+            if "from_peers" in r:
+                print("       bytes from peers per client (job status): %.0f%% [%.0f%%-%.0f%%]"
+                      % tuple(100 * x for x in r["from_peers"]))
+        else:
+            print("%-6s %5s  FAILED" % (r["method"], okcol))
+        for e in sorted(set(r["errors"])):
+            print("       ! %s" % e[:400])
+    print("(median [min-max] over the successful runs; egress = bytes on the origin's link "
+          "/ file size)")
+    for r in rows:
+        if r["ok"]:
+            print("RESULT lan-swarm clients=%d method=%s egress=%.2fx last_done=%.1fs "
+                  "last/T_min=%.2f ok=%d/%d" % (n, r["method"], r["egress_ratio"][0],
+                                                r["last_done_s"][0], r["last_over_tmin"][0],
+                                                r["ok"], r["runs"]))
+        else:
+            print("RESULT lan-swarm clients=%d method=%s FAILED ok=0/%d" % (n, r["method"],
+                                                                             r["runs"]))
+    sys.stdout.flush()
+
+
+def plot(all_rows, args, path):
+    if not shutil.which("gnuplot"):
+        log("lan-swarm: no gnuplot, no plot (scripts/setup-deps installs gnuplot-nox)")
+        return False
+    ns = sorted({r["clients"] for r in all_rows})
+    methods = [m for m in args.methods if any(r["method"] == m and r["ok"] for r in all_rows)]
+    if not methods:
+        log("lan-swarm: nothing succeeded, no plot")
+        return False
+    tmp = tempfile.mkdtemp(prefix="dopt-lan-swarm-plot-")
+    try:
+        data = os.path.join(tmp, "data")
+        title = "%d MiB, origin %s, LAN %s" % (args.size, args.origin_rate, args.lan_rate)
+        if len(ns) == 1:
+            with open(data, "w") as f:
+                f.write("# method egress egmin egmax tmin tmmin tmmax\n")
+                for r in all_rows:
+                    if r["ok"] and r["method"] in methods:
+                        f.write("%s %g %g %g %g %g %g\n" % ((r["method"],) + r["egress_ratio"] +
+                                                            r["last_over_tmin"]))
+            script = f"""
+set terminal pngcairo size 1000,450 noenhanced
+set output '{path}'
+set multiplot layout 1,2 title 'LAN swarm: N={ns[0]}, {title}'
+set style fill solid 0.6 border -1
+set boxwidth 0.6
+set yrange [0:*]
+set offsets 0.5, 0.5, 0, 0
+set xtics scale 0
+set grid ytics
+set key off
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#444444'
+set title 'origin egress / file size (median, min-max)'
+plot '{data}' using 0:2:xtic(1) with boxes lc rgb '#4477aa', \\
+     '' using 0:2:3:4 with yerrorbars lc rgb 'black' pt 0, \\
+     '' using 0:4:(sprintf('%.2f', $2)) with labels offset 0,0.8
+set title 'last done / T_min (median, min-max)'
+plot '{data}' using 0:5:xtic(1) with boxes lc rgb '#cc6677', \\
+     '' using 0:5:6:7 with yerrorbars lc rgb 'black' pt 0, \\
+     '' using 0:7:(sprintf('%.2f', $5)) with labels offset 0,0.8
+unset multiplot
+"""
+        else:
+            plots_e, plots_t = [], []
+            for m in methods:
+                fn = os.path.join(tmp, m)
+                with open(fn, "w") as f:
+                    for r in all_rows:
+                        if r["method"] == m and r["ok"]:
+                            f.write("%d %g %g %g %g %g %g\n" % ((r["clients"],) + r["egress_ratio"] +
+                                                                r["last_over_tmin"]))
+                plots_e.append("'%s' using 1:2:3:4 with yerrorlines lw 2 title '%s'" % (fn, m))
+                plots_t.append("'%s' using 1:5:6:7 with yerrorlines lw 2 title '%s'" % (fn, m))
+            script = f"""
+set terminal pngcairo size 1100,450 noenhanced
+set output '{path}'
+set multiplot layout 1,2 title 'LAN swarm vs number of clients: {title}'
+set xlabel 'clients (N)'
+set xtics ({", ".join(str(n) for n in ns)})
+set logscale x 2
+set xrange [{ns[0] / 1.25}:{ns[-1] * 1.25}]
+set yrange [0:*]
+set grid
+set key top left
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#444444'
+set title 'origin egress / file size'
+plot {", ".join(plots_e)}
+set title 'last done / T_min'
+plot {", ".join(plots_t)}
+unset multiplot
+"""
+        sp = os.path.join(tmp, "plot.gp")
+        with open(sp, "w") as f:
+            f.write(script)
+        p = subprocess.run(["gnuplot", sp], capture_output=True, text=True)
+        if p.returncode != 0:
+            log("lan-swarm: gnuplot failed: %s" % p.stderr.strip())
+            return False
+        log("lan-swarm: plot written to %s" % path)
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+
+
+def machine_info():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%s, %d cores, Linux %s" % (cpu, os.cpu_count() or 0, platform.release())
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="bench/lan-swarm",
+        description="N workstations fetch one file over a LAN in network namespaces: "
+                    "curl vs aria2 (BitTorrent + web seed) vs dopt.")
+    ap.add_argument("--clients", default="8",
+                    help="number of workstations, or a list (2,4,8,16) for a plot vs N "
+                         "(default 8)")
+    ap.add_argument("--size", type=int, default=128, help="file size in MiB (default 128)")
+    ap.add_argument("--origin-rate", default="100mbit",
+                    help="origin upload, a tc rate (default 100mbit)")
+    ap.add_argument("--lan-rate", default="1gbit",
+                    help="each workstation's up and down link, a tc rate (default 1gbit)")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions of each method (default 3)")
+    ap.add_argument("--methods", default=",".join(ALL_METHODS),
+                    help="comma-separated, of curl,aria2,dopt (default all)")
+    ap.add_argument("--piece-size", type=int, default=1,
+                    help="metainfo piece size in MiB, a power of 2 (default 1)")
+    ap.add_argument("--results", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                      "dopt-lan-swarm.jsonl"),
+                    help="JSON lines file the raw results are appended to "
+                         "(default $TMPDIR/dopt-lan-swarm.jsonl)")
+    ap.add_argument("--plot", metavar="FILE.png", help="write a PNG plot with gnuplot")
+    ap.add_argument("--replot", metavar="RESULTS.jsonl",
+                    help="run nothing: print the tables (and --plot) of the results in this "
+                         "file that match --clients, --size, --origin-rate, --lan-rate")
+    ap.add_argument("--timeout", type=float,
+                    help="seconds a run may take (default 60 + 2.5 x N x S/U)")
+    ap.add_argument("--dopt-config", default="",
+                    help="extra TOML for every agent's config (one key a line)")
+    ap.add_argument("--dopt-log-level", default="info")
+    ap.add_argument("--work-dir", help="parent of the temp dir (default $TMPDIR or /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir and logs")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        a.clients = [int(x) for x in str(a.clients).split(",") if x.strip()]
+    except ValueError:
+        ap.error("--clients: integers, comma-separated")
+    if not a.clients or any(not 1 <= n <= netns.MAX_HOSTS for n in a.clients):
+        ap.error("--clients: 1..%d" % netns.MAX_HOSTS)
+    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in a.methods:
+        if m not in ALL_METHODS:
+            ap.error("unknown method %r (curl, aria2, dopt)" % m)
+    if a.size < 1 or a.runs < 1:
+        ap.error("--size and --runs must be positive")
+    if a.piece_size < 1 or a.piece_size & (a.piece_size - 1):
+        ap.error("--piece-size must be a power of 2")
+    for r in (a.origin_rate, a.lan_rate):
+        try:
+            netns.parse_rate(r)
+        except ValueError as e:
+            ap.error(str(e))
+    return a
+
+
+def replot(args):
+    results = []
+    with open(args.replot) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if (r.get("bench") == "lan-swarm" and r.get("clients") in args.clients and
+                    r.get("size_mib") == args.size and r.get("origin_rate") == args.origin_rate
+                    and r.get("lan_rate") == args.lan_rate and r.get("method") in args.methods):
+                results.append(r)
+    if not results:
+        log("lan-swarm: no results in %s match" % args.replot)
+        return 1
+    all_rows = []
+    for n in args.clients:
+        rs = [r for r in results if r["clients"] == n]
+        if rs:
+            rows = summarize(rs, n, args.methods)
+            args.runs = max(r["ok"] + len(r["errors"]) for r in rows)
+            print_table(rows, n, args, rs[0]["t_min"])
+            all_rows.extend(rows)
+    if args.plot:
+        plot(all_rows, args, args.plot)
+    return 0
+
+
+def main(argv):
+    args = parse_args(argv)
+    if args.replot:
+        return replot(args)
+    reason = netns.unavailable_reason()
+    if reason:
+        log("lan-swarm: %s" % reason)
+        return 1
+    for tool in ("curl", netns.NGINX):
+        if not shutil.which(tool):
+            log("lan-swarm: %s is missing (run scripts/setup-deps)" % tool)
+            return 1
+    # SIGTERM/SIGHUP unwind through the finally blocks (teardown).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+    build = os.environ.get("DOPT_BUILD_DIR", "")
+    if "dopt" in args.methods:
+        try:
+            with open(os.path.join(build, "CMakeCache.txt")) as f:
+                btype = next((l.split("=", 1)[1].strip() for l in f
+                              if l.startswith("CMAKE_BUILD_TYPE:")), "")
+        except OSError:
+            btype = ""
+        if btype != "Release":
+            log("lan-swarm: warning: %s is a '%s' build; dopt figures count only from Release"
+                % (build or "(no DOPT_BUILD_DIR)", btype or "unknown"))
+    log("lan-swarm: %s" % machine_info())
+    all_rows = []
+    results = []
+    rf = open(args.results, "a")
+    try:
+        for n in args.clients:
+            sw = Swarm(args, n)
+            try:
+                log("lan-swarm: N=%d, T_min=%.2f s, timeout %.0f s a run"
+                    % (n, sw.t_min, sw.timeout))
+                for rep in range(args.runs):
+                    # rotate the order so no method always goes first
+                    k = rep % len(args.methods)
+                    order = args.methods[k:] + args.methods[:k]
+                    for m in order:
+                        t = time.time()
+                        r = sw.run(m, rep)
+                        r["machine"] = machine_info()
+                        results.append(r)
+                        rf.write(json.dumps(r, sort_keys=True) + "\n")
+                        rf.flush()
+                        if r["ok"]:
+                            log("lan-swarm: N=%d run %d %-5s egress %.2fx, first %.1f s, "
+                                "last %.1f s (%.2f x T_min)" % (
+                                    n, rep + 1, m, r["egress_ratio"], r["first_done_s"],
+                                    r["last_done_s"], r["last_over_tmin"]))
+                        else:
+                            log("lan-swarm: N=%d run %d %-5s FAILED after %.1f s: %s"
+                                % (n, rep + 1, m, time.time() - t, r.get("error")))
+                rows = summarize(results, n, args.methods)
+                print_table(rows, n, args, sw.t_min)
+                all_rows.extend(rows)
+            finally:
+                sw.close()
+    finally:
+        rf.close()
+    log("lan-swarm: raw results appended to %s" % args.results)
+    if args.plot:
+        plot(all_rows, args, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        log("lan-swarm: interrupted")
+        sys.exit(130)

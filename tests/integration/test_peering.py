@@ -1,0 +1,570 @@
+"""Peering and the peer cache on loopback: real doptd agents peering with
+each other over 127.0.0.x through libtorrent, a real nginx origin serving the
+content and (mostly) its metainfo beside it (URL + ".torrent", made with
+`dopt publish`). Needs no root.
+
+Every agent config sets `[p2p] listen` on a loopback address at a free port,
+`lan_discovery = false` (LSD must never run outside a network namespace) and
+static `peers`. Agent A listens on 127.0.0.1 and agent B on 127.0.0.2 (both
+loopback on Linux; the default allowed_networks of a loopback listen address
+is 127.0.0.0/8): two agents on the *same* address do not wait for each other
+before they go to the origin (see SameLoopbackAddress below), so the tests
+that measure peering give each agent an address of its own, as on a LAN.
+
+Figures (bytes_from_peers / bytes_from_origin of the job objects, body bytes
+the origin's access log shows after a mark) are printed on stderr.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+import harness
+from harness import MiB, wait_for
+
+A_IP = "127.0.0.1"
+B_IP = "127.0.0.2"
+
+
+def free_port(ip):
+    """A port nobody listens on at `ip` right now (bound and released)."""
+    if ip == "127.0.0.1":
+        return harness.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def publish(path, web_seed, out):
+    """`dopt publish PATH --web-seed URL -o OUT`; returns the (v1) info-hash
+    it printed, the name of the torrent's cache entry and folder."""
+    p = subprocess.run([harness.dopt_path(), "publish", path, "--web-seed", web_seed, "-o", out],
+                       capture_output=True, text=True, env=harness.clean_env(), timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("dopt publish %s: exit %d: %s" % (path, p.returncode, p.stderr))
+    m = re.search(r"^info-hash:\s+([0-9a-f]{40})\s*$", p.stdout, re.M)
+    if not m:
+        raise AssertionError("dopt publish printed no info-hash: %r" % p.stdout)
+    return m.group(1)
+
+
+def p2p_toml(listen, peers=(), extra=""):
+    peer_list = ", ".join('"%s"' % p for p in peers)
+    return ('[p2p]\nenabled = true\nlisten = "%s"\nlan_discovery = false\npeers = [%s]\n'
+            % (listen, peer_list)) + extra
+
+
+def say(*args):
+    sys.stderr.write("\n  " + " ".join(str(a) for a in args))
+    sys.stderr.flush()
+
+
+class PeeringTest(harness.IntegrationTest):
+    """self.www is the origin's docroot; self.origin the nginx (start_origin)."""
+
+    def setUp(self):
+        super().setUp()
+        self.origin = None
+        self.hashes = {}  # content name -> info-hash
+
+    # -- origin ---------------------------------------------------------------
+
+    def start_origin(self):
+        self.origin = self.sb.nginx(self.www)
+        return self.origin
+
+    def url(self, name):
+        return self.origin.url(name)
+
+    def serve(self, name, size, torrent=True):
+        """Puts `size` random bytes at /<name> (and, with torrent, its metainfo
+        at /<name>.torrent); returns the content's sha256. Call after
+        start_origin (the web seed names the origin's port)."""
+        path = os.path.join(self.www, name)
+        sha = harness.make_file(path, size)
+        if torrent:
+            self.hashes[name] = publish(path, self.url(name), path + ".torrent")
+        return sha
+
+    def mark(self):
+        """The current end of the origin's access log."""
+        return len(self.origin.log_entries())
+
+    def sent_since(self, mark, path):
+        """Body bytes the origin sent for `path` after `mark`."""
+        return sum(e[1] for e in self.origin.log_entries()[mark:] if e[4] == path)
+
+    def requests_since(self, mark):
+        return self.origin.log_entries()[mark:]
+
+    # -- agents ---------------------------------------------------------------
+
+    def pair(self, start_b=True, extra=""):
+        """Agents A (127.0.0.1) and B (127.0.0.2), each the other's static
+        peer; B is started only with start_b."""
+        pa, pb = free_port(A_IP), free_port(B_IP)
+        a_addr, b_addr = "%s:%d" % (A_IP, pa), "%s:%d" % (B_IP, pb)
+        a = self.sb.agent(p2p_toml(a_addr, [b_addr], extra), name="A")
+        b = self.sb.agent(p2p_toml(b_addr, [a_addr], extra), name="B", start=start_b)
+        return a, b
+
+    def lone_agent(self, extra=""):
+        """One peering agent with no peers."""
+        return self.sb.agent(p2p_toml("%s:%d" % (A_IP, free_port(A_IP)), [], extra), name="A")
+
+    def dest_of(self, agent, name):
+        d = os.path.join(agent.dir, "out")
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, name)
+
+    def get(self, agent, url, name, *args, timeout=90):
+        """`dopt get URL -o <agent>/out/<name> ARGS` that must succeed; returns
+        (destination, job object)."""
+        dest = self.dest_of(agent, name)
+        agent.dopt("get", url, "-o", dest, *args, check=True, timeout=timeout)
+        return dest, agent.job_for(dest)
+
+    def cache(self, agent):
+        _, out, _ = agent.dopt("cache", "list", "--json", check=True)
+        return json.loads(out)
+
+    def cache_entry(self, agent, info_hash):
+        return next((e for e in self.cache(agent) if e["info_hash"] == info_hash), None)
+
+    def wait_seeding(self, agent, info_hash, timeout=20):
+        return wait_for(lambda: (self.cache_entry(agent, info_hash) or {}).get("seeding"),
+                        timeout, what="%s seeding %s (cache list: %s)"
+                        % (agent.dir, info_hash, self.cache(agent)))
+
+    @staticmethod
+    def connect_delay(agent, job_id):
+        """Seconds from the job joining its swarm to the first peer connection
+        in the agent's log (None when not logged)."""
+        t0 = t1 = None
+        for line in agent.log_text().splitlines():
+            m = re.match(r"(\d\d):(\d\d):(\d\d\.\d+) ", line)
+            if not m:
+                continue
+            t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+            if t0 is None and job_id in line and "through the swarm" in line:
+                t0 = t
+            elif t0 is not None and re.search(r"peer \S+ connected", line):
+                t1 = t
+                break
+        return None if t0 is None or t1 is None else round(t1 - t0, 3)
+
+    def assertFromPeers(self, job, size, mark, path, what, agent=None):
+        """At least 95% of the job's bytes came from peers and the origin sent
+        at most 5% of them after `mark` (the .torrent probe aside)."""
+        sent = self.sent_since(mark, path)
+        say("%s: bytes_from_peers %d, bytes_from_origin %d, origin sent %d of %d%s"
+            % (what, job["bytes_from_peers"], job["bytes_from_origin"], sent, size,
+               "; first peer connected after %s s" % self.connect_delay(agent, job["id"])
+               if agent else ""))
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        self.assertGreaterEqual(job["bytes_from_peers"], 0.95 * size, job)
+        self.assertLessEqual(job["bytes_from_origin"], 0.05 * size, job)
+        self.assertLessEqual(sent, 0.05 * size, self.requests_since(mark))
+
+
+# ---------------------------------------------------------------------------
+
+
+class CacheSurvivesRestart(PeeringTest):
+    SIZE = 24 * MiB
+
+    def _download_restart_and_share(self, how):
+        """A downloads, is stopped (`how`: "sigterm" or "kill9") and started
+        again; returns (a, b, sha, info_hash, B's destination, B's job, mark)
+        after B downloaded the same URL."""
+        self.start_origin()
+        sha = self.serve("pkg.bin", self.SIZE)
+        ih = self.hashes["pkg.bin"]
+        a, b = self.pair(start_b=False)
+        url = self.url("pkg.bin")
+        da, ja = self.get(a, url, "pkg.bin")
+        self.assertFileSha(da, sha)
+        self.assertEqual(ja["mode"], "peer_assisted", ja)
+        self.assertEqual(ja["files"][0]["metainfo"], "origin", ja)
+        self.assertEqual(ja["files"][0].get("info_hash", ih), ih, ja)
+        self.assertEqual(ja["bytes_from_origin"], self.SIZE, ja)
+        self.assertTrue(self.cache_entry(a, ih)["complete"], self.cache(a))
+
+        if how == "sigterm":
+            self.assertEqual(a.terminate(), 0, "doptd A did not exit 0 on SIGTERM")
+        else:
+            a.kill9()
+        a.start()
+        e = self.cache_entry(a, ih)
+        self.assertIsNotNone(e, "the entry is gone from A's cache after %s and restart" % how)
+        self.assertTrue(e["complete"], e)
+        self.assertEqual(e["size"], self.SIZE, e)
+        self.assertEqual(e["origin_url"], url, e)
+        self.assertTrue(os.path.isdir(os.path.join(a.cache_dir, ih)))
+        self.wait_seeding(a, ih)
+
+        b.start()
+        mark = self.mark()
+        db, jb = self.get(b, url, "pkg.bin")
+        self.assertFileSha(db, sha)
+        return a, b, sha, ih, db, jb, mark
+
+    def test_after_sigterm_and_restart_the_cache_serves_a_peer(self):
+        """A's complete entry survives SIGTERM and restart (cache list, folder,
+        seeding); B then gets >= 95% from A, and the origin sends B the
+        .torrent and (almost) nothing of the content."""
+        a, b, sha, ih, db, jb, mark = self._download_restart_and_share("sigterm")
+        self.assertFromPeers(jb, self.SIZE, mark, "/pkg.bin", "after SIGTERM", b)
+        probes = [e for e in self.requests_since(mark) if e[4] == "/pkg.bin.torrent"]
+        self.assertEqual([e[0] for e in probes], [200], self.requests_since(mark))
+        self.assertEqual(jb["files"][0]["metainfo"], "origin", jb)
+        # A counts what it gave (libtorrent's all-time upload, updated about
+        # once a second).
+        stats = wait_for(lambda: (lambda s: s if s["bytes_to_peers"] >= 0.95 * self.SIZE else None)(
+            json.loads(a.dopt("stats", "--json", check=True)[1])), 10,
+            what="A's stats counting the bytes it gave B")
+        self.assertTrue(stats["peering"], stats)
+        say("A's stats: bytes_to_peers %d" % stats["bytes_to_peers"])
+        bstats = json.loads(b.dopt("stats", "--json", check=True)[1])
+        self.assertEqual(bstats["bytes_from_peers"], jb["bytes_from_peers"], bstats)
+
+    def test_after_kill9_and_restart_the_cache_still_serves_correct_bytes(self):
+        """The same after kill -9 of A (resume data may be older than the
+        content): B's file is byte-identical; the share from peers is
+        printed and must still be >= 95%."""
+        a, b, sha, ih, db, jb, mark = self._download_restart_and_share("kill9")
+        self.assertFromPeers(jb, self.SIZE, mark, "/pkg.bin", "after kill -9", b)
+
+
+class CacheClear(PeeringTest):
+    def test_cache_clear_removes_the_entry_and_the_next_download_uses_the_origin(self):
+        """`dopt cache clear` empties A's cache list and removes
+        cache_dir/<info-hash>; B (A as its static peer) then gets every byte
+        from the origin."""
+        size = 4 * MiB
+        self.start_origin()
+        sha = self.serve("lib.bin", size)
+        ih = self.hashes["lib.bin"]
+        a, b = self.pair(start_b=False)
+        url = self.url("lib.bin")
+        self.get(a, url, "lib.bin")
+        self.assertEqual([e["info_hash"] for e in self.cache(a)], [ih])
+        folder = os.path.join(a.cache_dir, ih)
+        self.assertTrue(os.path.isdir(folder))
+
+        _, out, _ = a.dopt("cache", "clear", check=True)
+        self.assertIn("removed 4.0 MiB", out)
+        self.assertEqual(self.cache(a), [])
+        self.assertFalse(os.path.exists(folder), os.listdir(a.cache_dir))
+        _, out, _ = a.dopt("cache", "list", check=True)
+        self.assertIn("holds nothing", out)
+        # Nothing comes back at restart either.
+        a.restart()
+        self.assertEqual(self.cache(a), [])
+        self.assertFalse(os.path.exists(folder))
+
+        b.start()
+        mark = self.mark()
+        db, jb = self.get(b, url, "lib.bin")
+        self.assertFileSha(db, sha)
+        say("after cache clear: bytes_from_peers %d, bytes_from_origin %d"
+            % (jb["bytes_from_peers"], jb["bytes_from_origin"]))
+        self.assertEqual(jb["bytes_from_origin"], size, jb)
+        self.assertEqual(jb["bytes_from_peers"], 0, jb)
+        self.assertEqual(self.sent_since(mark, "/lib.bin"), size)
+
+
+class Eviction(PeeringTest):
+    def test_max_size_evicts_the_least_recently_used_entry(self):
+        """[cache] max_size a bit above one file: after two downloads (and a
+        restart: eviction runs at start, hourly and on cache clear, not when
+        a torrent completes) the first is evicted, folder and all; the second
+        stays and is seeded."""
+        size = 4 * MiB
+        self.start_origin()
+        self.serve("one.bin", size)
+        sha2 = self.serve("two.bin", size)
+        ih1, ih2 = self.hashes["one.bin"], self.hashes["two.bin"]
+        a = self.lone_agent("[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (size + MiB))
+        self.get(a, self.url("one.bin"), "one.bin")
+        time.sleep(1.1)  # last_used is in seconds: make the order unambiguous
+        self.get(a, self.url("two.bin"), "two.bin")
+        before = sorted(e["info_hash"] for e in self.cache(a))
+        say("cache list right after the two downloads: %s (%s)"
+            % (before, "over max_size, not evicted until restart or the hourly pass"
+               if len(before) == 2 else "evicted at once"))
+        a.restart()
+        entries = self.cache(a)
+        self.assertEqual([e["info_hash"] for e in entries], [ih2], entries)
+        self.assertTrue(entries[0]["complete"], entries)
+        self.assertFalse(os.path.exists(os.path.join(a.cache_dir, ih1)), os.listdir(a.cache_dir))
+        self.assertTrue(os.path.isdir(os.path.join(a.cache_dir, ih2)))
+        self.assertIn("peer cache: evicting %s (one.bin)" % ih1, a.log_text())
+        self.assertNotIn("peer cache: evicting %s" % ih2, a.log_text())
+        self.wait_seeding(a, ih2)
+        # The delivered files are the user's, untouched by eviction.
+        self.assertFileSha(self.dest_of(a, "two.bin"), sha2)
+        self.assertTrue(os.path.exists(self.dest_of(a, "one.bin")))
+
+
+class SmallFile(PeeringTest):
+    def test_content_under_min_file_size_goes_http_only(self):
+        """512 KiB with metainfo beside it, default min_file_size 1 MiB:
+        HTTP only (mode http_only, metainfo none), all from the origin, and
+        nothing complete in the peer cache."""
+        size = 512 * 1024
+        self.start_origin()
+        sha = self.serve("small.bin", size)
+        a = self.lone_agent()
+        dest, job = self.get(a, self.url("small.bin"), "small.bin")
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "http_only", job)
+        st = a.status(job["id"])
+        self.assertEqual(st["files"][0]["metainfo"], "none", st)
+        self.assertEqual(st["bytes_from_origin"], size, st)
+        self.assertEqual(st["bytes_from_peers"], 0, st)
+        entries = self.cache(a)
+        say("cache list after a small file: %s" % entries)
+        self.assertEqual([e for e in entries if e["complete"]], [], entries)
+        self.assertEqual(os.listdir(a.cache_dir), [])
+        stats = json.loads(a.dopt("stats", "--json", check=True)[1])
+        self.assertEqual(stats["bytes_to_peers"], 0, stats)
+
+    def test_content_under_min_file_size_leaves_no_cache_entry(self):
+        self.start_origin()
+        self.serve("small.bin", 512 * 1024)
+        a = self.lone_agent()
+        self.get(a, self.url("small.bin"), "small.bin")
+        self.assertEqual(self.cache(a), [])
+
+
+class JobMetainfo(PeeringTest):
+    SIZE = 24 * MiB
+
+    def _content_without_metainfo_beside(self):
+        """/app.bin with no /app.bin.torrent; its metainfo at
+        <sandbox>/meta/app.torrent and at /meta/app.torrent on the origin."""
+        self.start_origin()
+        sha = self.serve("app.bin", self.SIZE, torrent=False)
+        meta_dir = self.sb.path("meta")
+        os.makedirs(meta_dir)
+        local = os.path.join(meta_dir, "app.torrent")
+        ih = publish(os.path.join(self.www, "app.bin"), self.url("app.bin"), local)
+        os.makedirs(os.path.join(self.www, "meta"))
+        shutil.copy(local, os.path.join(self.www, "meta", "app.torrent"))
+        return sha, ih, local
+
+    def test_metainfo_file_and_url_given_with_the_job(self):
+        """A: `--metainfo FILE` (not beside the content): peer_assisted,
+        metainfo "job", no probe beside the content. B: `--metainfo URL`
+        (another path on the origin): gets it from A."""
+        sha, ih, local = self._content_without_metainfo_beside()
+        a, b = self.pair()
+        url = self.url("app.bin")
+        mark = self.mark()
+        da, ja = self.get(a, url, "app.bin", "--metainfo", local)
+        self.assertFileSha(da, sha)
+        self.assertEqual(ja["mode"], "peer_assisted", ja)
+        self.assertEqual(ja["files"][0]["metainfo"], "job", ja)
+        self.assertEqual(ja["files"][0].get("info_hash", ih), ih, ja)
+        self.assertNotIn("/app.bin.torrent", [e[4] for e in self.requests_since(mark)])
+        self.assertTrue(self.cache_entry(a, ih)["complete"], self.cache(a))
+        self.wait_seeding(a, ih)
+
+        mark = self.mark()
+        db, jb = self.get(b, url, "app.bin", "--metainfo", self.url("meta/app.torrent"))
+        self.assertFileSha(db, sha)
+        self.assertEqual(jb["files"][0]["metainfo"], "job", jb)
+        paths = [e[4] for e in self.requests_since(mark)]
+        self.assertIn("/meta/app.torrent", paths)
+        self.assertNotIn("/app.bin.torrent", paths)
+        self.assertFromPeers(jb, self.SIZE, mark, "/app.bin", "--metainfo URL, from A", b)
+
+    def test_garbage_metainfo_file_is_a_usage_error_and_makes_no_job(self):
+        self.start_origin()
+        self.serve("app.bin", MiB, torrent=False)
+        a = self.lone_agent()
+        bad = self.sb.path("garbage.torrent")
+        with open(bad, "wb") as f:
+            f.write(os.urandom(700))
+        dest = self.dest_of(a, "app.bin")
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest, "--metainfo", bad)
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("--metainfo", err)
+        self.assertIn(bad, err)
+        self.assertEqual(a.jobs(), [])
+        self.assertFalse(os.path.exists(dest))
+        # A missing file too.
+        rc, out, err = a.dopt("add", self.url("app.bin"), "-o", dest, "--metainfo",
+                              self.sb.path("nope.torrent"))
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("nope.torrent", err)
+        self.assertEqual(a.jobs(), [])
+        self.assertEqual(self.origin.log_entries(), [], "the origin was asked for something")
+
+    def test_garbage_metainfo_url_is_an_integrity_error(self):
+        """Metainfo the job itself gave is trusted to be right: garbage at its
+        URL is a fatal error (context integrity), not a quiet HTTP fallback."""
+        self.start_origin()
+        self.serve("app.bin", MiB, torrent=False)
+        with open(os.path.join(self.www, "garbage.torrent"), "wb") as f:
+            f.write(os.urandom(700))
+        a = self.lone_agent()
+        dest = self.dest_of(a, "app.bin")
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
+                              "--metainfo", self.url("garbage.torrent"))
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("garbage.torrent", err)
+        job = a.job_for(dest)
+        st = a.status(job["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "integrity", st)
+        self.assertIn("garbage.torrent", st["error"]["description"])
+        self.assertFalse(os.path.exists(dest))
+        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
+
+    def test_missing_metainfo_url_is_a_remote_file_error(self):
+        self.start_origin()
+        self.serve("app.bin", MiB, torrent=False)
+        a = self.lone_agent()
+        dest = self.dest_of(a, "app.bin")
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
+                              "--metainfo", self.url("nope.torrent"))
+        self.assertEqual(rc, 1, (out, err))
+        st = a.status(a.job_for(dest)["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "remote_file", st)
+        self.assertEqual(st["error"]["code"], 404, st)
+        self.assertFalse(os.path.exists(dest))
+        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
+
+
+class WrongMetainfoBeside(PeeringTest):
+    """Metainfo of another file published under URL + ".torrent": the
+    download must still be right, over HTTP only."""
+
+    def _wrong(self, name, size, other_size):
+        """/<name> of `size` bytes; /<name>.torrent describes another file of
+        `other_size` bytes (made elsewhere). Returns the content's sha256."""
+        self.start_origin()
+        sha = self.serve(name, size, torrent=False)
+        other = self.sb.path("other", name)
+        harness.make_file(other, other_size)
+        self.hashes[name] = publish(other, self.url(name), os.path.join(self.www, name + ".torrent"))
+        return sha
+
+    def _check_http_only(self, name, size, sha):
+        a = self.lone_agent()
+        dest = self.dest_of(a, name)
+        rc, out, err = a.dopt("get", self.url(name), "-o", dest, timeout=90)
+        job = a.job_for(dest)
+        self.assertEqual(rc, 0, "dopt get failed: %s\n%s" % (err, json.dumps(job, indent=1)))
+        self.assertFileSha(dest, sha)
+        st = a.status(job["id"])
+        self.assertEqual(st["state"], "acknowledged", st)
+        self.assertEqual(st["mode"], "http_only", st)
+        self.assertEqual(st["files"][0]["metainfo"], "none", st)
+        self.assertEqual(st["bytes_from_peers"], 0, st)
+        why = re.findall(r"over HTTP only: (.*)", a.log_text())
+        say("%s: bytes_from_origin %d, origin sent %d for %d bytes; why HTTP only: %s"
+            % (name, st["bytes_from_origin"], self.origin.body_bytes_sent("/" + name), size, why))
+        self.assertTrue(why, "the agent logged no reason for HTTP only")
+        entries = self.cache(a)
+        self.assertEqual([e for e in entries if e["complete"]], [], entries)
+        say("%s: cache list %s; cache_dir holds %s"
+            % (name, [(e["info_hash"], e["complete"]) for e in entries], os.listdir(a.cache_dir)))
+        return a, st
+
+    def test_metainfo_of_a_smaller_file_falls_back_to_http(self):
+        sha = self._wrong("big.bin", 3 * MiB, 2 * MiB)
+        self._check_http_only("big.bin", 3 * MiB, sha)
+
+    def test_metainfo_of_a_larger_file_falls_back_to_http(self):
+        self.start_origin()
+        sha = self.serve("short.bin", 1 * MiB, torrent=False)
+        other = self.sb.path("other", "short.bin")
+        os.makedirs(os.path.dirname(other))
+        with open(other, "wb") as f:
+            f.truncate(256 * MiB)  # sparse: 256 pieces, hashed quickly
+        publish(other, self.url("short.bin"), os.path.join(self.www, "short.bin.torrent"))
+        self._check_http_only("short.bin", 1 * MiB, sha)
+
+    def test_metainfo_of_a_slightly_larger_file_does_not_give_a_wrong_file(self):
+        """3 MiB metainfo beside 2 MiB of content: whichever piece the agent
+        asks first (see the test above), a wrong file is never delivered."""
+        sha = self._wrong("short.bin", 2 * MiB, 3 * MiB)
+        a = self.lone_agent()
+        dest = self.dest_of(a, "short.bin")
+        rc, _, err = a.dopt("get", self.url("short.bin"), "-o", dest, timeout=90)
+        st = a.status(a.job_for(dest)["id"])
+        say("short.bin: exit %d, state %s, error %s" % (rc, st["state"], st["error"]))
+        if rc == 0:
+            self.assertFileSha(dest, sha)
+            self.assertEqual(st["mode"], "http_only", st)
+        else:
+            self.assertEqual(st["state"], "error", st)
+            self.assertFalse(os.path.exists(dest))
+
+    def test_metainfo_of_another_file_of_the_same_size_falls_back_to_http(self):
+        """Same size, other bytes: the origin's pieces fail their hashes."""
+        sha = self._wrong("same.bin", 2 * MiB, 2 * MiB)
+        self._check_http_only("same.bin", 2 * MiB, sha)
+
+
+class CustomHeaders(PeeringTest):
+    SIZE = 2 * MiB
+
+    def test_a_job_with_headers_goes_http_only_despite_metainfo_beside(self):
+        """Content fetched with the job's own headers (credentials) is not
+        shared: no probe for the .torrent, HTTP only, nothing cached."""
+        self.start_origin()
+        sha = self.serve("private.bin", self.SIZE)
+        a = self.lone_agent()
+        dest, job = self.get(a, self.url("private.bin"), "private.bin", "--header", "X-Token: 1")
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "http_only", job)
+        self.assertEqual(job["files"][0]["metainfo"], "none", job)
+        self.assertEqual(job["bytes_from_origin"], self.SIZE, job)
+        self.assertEqual([e[4] for e in self.origin.log_entries()], ["/private.bin"])
+        self.assertEqual(self.cache(a), [])
+
+    def test_headers_with_job_metainfo_go_through_the_swarm(self):
+        """...unless the job gives metainfo itself."""
+        self.start_origin()
+        sha = self.serve("private.bin", self.SIZE)
+        a = self.lone_agent()
+        meta = os.path.join(self.www, "private.bin.torrent")
+        dest, job = self.get(a, self.url("private.bin"), "private.bin", "--header", "X-Token: 1",
+                             "--metainfo", meta)
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        self.assertEqual(job["files"][0]["metainfo"], "job", job)
+        self.assertNotIn("/private.bin.torrent", [e[4] for e in self.origin.log_entries()])
+        self.assertTrue(self.cache_entry(a, self.hashes["private.bin"])["complete"])
+
+
+class SameLoopbackAddress(PeeringTest):
+    def test_two_agents_on_one_address_share_the_content(self):
+        size = 8 * MiB
+        self.start_origin()
+        sha = self.serve("pkg.bin", size)
+        pa, pb = harness.free_port(), harness.free_port()
+        a = self.sb.agent(p2p_toml("127.0.0.1:%d" % pa, ["127.0.0.1:%d" % pb]), name="A")
+        b = self.sb.agent(p2p_toml("127.0.0.1:%d" % pb, ["127.0.0.1:%d" % pa]), name="B")
+        url = self.url("pkg.bin")
+        self.get(a, url, "pkg.bin")
+        self.wait_seeding(a, self.hashes["pkg.bin"])
+        mark = self.mark()
+        db, jb = self.get(b, url, "pkg.bin")
+        self.assertFileSha(db, sha)
+        self.assertFromPeers(jb, size, mark, "/pkg.bin", "same address", b)
+
+
+if __name__ == "__main__":
+    unittest.main()

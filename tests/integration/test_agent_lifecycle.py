@@ -81,8 +81,10 @@ class Lifecycle(IntegrationTest):
         low_states = set()
         deadline = time.monotonic() + 60
         while True:
-            h = self.status(high)
+            # LOW first: if HIGH is still running when read afterwards, LOW
+            # was read while HIGH ran (the other order races HIGH's end).
             lo = self.status(low)
+            h = self.status(high)
             if h["state"] in ("transferred", "error", "cancelled"):
                 break
             low_states.add(lo["state"])

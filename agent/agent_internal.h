@@ -41,6 +41,13 @@ void remove_tree(const std::string& path);
 // Standard base64 (RFC 4648, padding required). False on bad input.
 bool base64_decode(const std::string& in, std::string& out);
 
+// Reads the envelope of one request body (docs/protocol.md): a JSON object
+// with a string `op` and an integer `seq`. Returns "" with req->body, op and
+// seq set, or why the body is refused (answered DOPT_E_PROTOCOL with seq 0).
+// Never throws but for std::bad_alloc. The per-op fields are read by the
+// handlers (a json::exception there answers DOPT_E_INVALID_ARG).
+std::string decode_request(const std::string& body, Agent::Request* req);
+
 // A reply envelope: seq, rc, and message when rc != 0.
 json reply(std::int64_t seq, int rc, const std::string& message = "");
 // `r` serialized with one more member, `key`, holding already-serialized JSON.

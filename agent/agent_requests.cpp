@@ -59,23 +59,29 @@ void Agent::on_close(ConnId conn) {
                  waits_.end());
 }
 
+std::string decode_request(const std::string& body, Agent::Request* req) {
+    try {
+        req->body = json::parse(body);
+    } catch (const json::exception&) {
+        return "the request is not valid JSON";
+    }
+    if (!req->body.is_object() || !req->body.contains("op") || !req->body["op"].is_string() ||
+        !req->body.contains("seq") || !req->body["seq"].is_number_integer())
+        return "a request needs a string 'op' and an integer 'seq'";
+    req->op = req->body["op"].get<std::string>();
+    req->seq = req->body["seq"].get<std::int64_t>();
+    return "";
+}
+
 void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& body) {
     Request req;
     req.conn = conn;
     req.peer = peer;
-    try {
-        req.body = json::parse(body);
-    } catch (const json::exception&) {
-        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "the request is not valid JSON").dump());
+    std::string refused = decode_request(body, &req);
+    if (!refused.empty()) {
+        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, refused).dump());
         return;
     }
-    if (!req.body.is_object() || !req.body.contains("op") || !req.body["op"].is_string() ||
-        !req.body.contains("seq") || !req.body["seq"].is_number_integer()) {
-        ipc_->send(conn, reply(0, DOPT_E_PROTOCOL, "a request needs a string 'op' and an integer 'seq'").dump());
-        return;
-    }
-    req.op = req.body["op"].get<std::string>();
-    req.seq = req.body["seq"].get<std::int64_t>();
     try {
         handle(req);
     } catch (const json::exception& e) {

@@ -34,6 +34,7 @@
 #include <libtorrent/torrent_status.hpp>
 #include <libtorrent/write_resume_data.hpp>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
@@ -361,6 +362,7 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     s->info_hash = e.info_hash;
     s->meta = meta;
     s->origin_url = e.origin_url;
+    s->complete = e.complete;  // a seed from the cache: never paused
     std::string dir = config_.cache_dir + "/" + e.info_hash;
     ::mkdir(dir.c_str(), 0700);
     s->handle = peers_->add_torrent(meta.info, dir, to_vector(e.resume_data));
@@ -486,7 +488,7 @@ void Agent::pump_swarm(Swarm& s) {
         auto idx = static_cast<std::size_t>(i);
         if (!s.have[idx] && !st.pieces.empty() && st.pieces.get_bit(lt::piece_index_t{i})) {
             s.have[idx] = true;
-            ++s.have_count;
+            if (++s.have_count == s.meta.num_pieces) s.complete = true;
         }
         if (!s.have[idx] || s.reading[idx]) continue;
         for (Job* j : s.users) {
@@ -731,6 +733,25 @@ void Agent::fail_swarm_users(Swarm& s, int context, std::int64_t code, const std
 void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
     auto idx = static_cast<std::size_t>(piece);
     s.reading[idx] = false;
+    // libtorrent checked the piece when it arrived, not when it reads it back:
+    // a cached copy altered on disk since would pass unseen. With v1 hashes
+    // the bytes are checked again before they reach a user's file; a bad
+    // piece makes libtorrent recheck the whole cached copy and fetch again
+    // what fails.
+    if (s.meta.info->info_hashes().has_v1()) {
+        unsigned char md[SHA_DIGEST_LENGTH];
+        SHA1(reinterpret_cast<const unsigned char*>(data), len, md);
+        lt::sha1_hash expected = s.meta.info->hash_for_piece(lt::piece_index_t{piece});
+        if (std::memcmp(md, expected.data(), SHA_DIGEST_LENGTH) != 0) {
+            LOG_ERROR("swarm %s: piece %d in the peer cache no longer matches its hash; "
+                      "rechecking the cached copy", s.info_hash.c_str(), piece);
+            s.handle.force_recheck();
+            std::fill(s.have.begin(), s.have.end(), false);
+            s.have_count = 0;
+            s.complete = false;
+            return;
+        }
+    }
     std::uint64_t off = s.piece_offset(piece);
     std::vector<Job*> done;
     std::vector<Job*> users(s.users.begin(), s.users.end());

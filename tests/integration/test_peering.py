@@ -313,6 +313,34 @@ class Eviction(PeeringTest):
         self.assertTrue(os.path.exists(self.dest_of(a, "one.bin")))
 
 
+class AlteredCache(PeeringTest):
+    def test_a_cached_copy_altered_on_disk_never_reaches_a_users_file(self):
+        """The agent's own cached copy is altered on disk while it is down;
+        a new job for the same content reads the pieces back, finds the bad
+        one by its hash, rechecks the copy and fetches it again: the file
+        delivered is the origin's."""
+        size = 4 * 1024 * 1024
+        self.start_origin()
+        sha = self.serve("tool.bin", size)
+        a = self.lone_agent()
+        self.get(a, self.url("tool.bin"), "first.bin")
+        a.stop()
+        cached = [os.path.join(r, f) for r, _, fs in os.walk(a.cache_dir) for f in fs
+                  if f == "tool.bin"]
+        self.assertEqual(len(cached), 1, cached)
+        with open(cached[0], "r+b") as f:
+            f.seek(1500000)
+            b = f.read(1)
+            f.seek(1500000)
+            f.write(bytes([b[0] ^ 0xFF]))
+        a.start()
+        mark = self.mark()
+        dest, job = self.get(a, self.url("tool.bin"), "second.bin")
+        self.assertFileSha(dest, sha)
+        self.assertIn("no longer matches its hash", a.log_text())
+        self.assertGreater(self.sent_since(mark, "/tool.bin"), 0, "the bad piece came again")
+
+
 class SmallFile(PeeringTest):
     def test_content_under_min_file_size_goes_http_only(self):
         """512 KiB with metainfo beside it, default min_file_size 1 MiB:

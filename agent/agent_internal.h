@@ -109,6 +109,7 @@ struct Agent::Swarm {
     int have_count = 0;
     std::vector<bool> reading;            // read_piece() asked, alert pending
     std::vector<bool> from_origin;        // fetched by our origin fetcher
+    std::vector<bool> verified_now;       // hash-checked by libtorrent in this run
     std::map<int, OriginPiece*> origin_inflight;
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came

@@ -370,6 +370,7 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     s->have.assign(n, false);
     s->reading.assign(n, false);
     s->from_origin.assign(n, false);
+    s->verified_now.assign(n, false);
     s->order = p2p::random_piece_order(meta.num_pieces);
     s->next_resume_save_ms = mono_ms() + 30000;
     Swarm* raw = s.get();
@@ -734,11 +735,11 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
     auto idx = static_cast<std::size_t>(piece);
     s.reading[idx] = false;
     // libtorrent checked the piece when it arrived, not when it reads it back:
-    // a cached copy altered on disk since would pass unseen. With v1 hashes
-    // the bytes are checked again before they reach a user's file; a bad
-    // piece makes libtorrent recheck the whole cached copy and fetch again
-    // what fails.
-    if (s.meta.info->info_hashes().has_v1()) {
+    // a cached copy altered on disk since would pass unseen. A piece that did
+    // not arrive in this run (the cache of an earlier one) is checked again
+    // against its v1 hash before it reaches a user's file; a bad one makes
+    // libtorrent recheck the whole cached copy and fetch again what fails.
+    if (!s.verified_now[idx] && s.meta.info->info_hashes().has_v1()) {
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1(reinterpret_cast<const unsigned char*>(data), len, md);
         lt::sha1_hash expected = s.meta.info->hash_for_piece(lt::piece_index_t{piece});
@@ -847,6 +848,7 @@ void Agent::handle_alerts() {
             Swarm* s = swarm_of(pf->handle);
             if (!s) continue;
             int piece = static_cast<int>(pf->piece_index);
+            s->verified_now[static_cast<std::size_t>(piece)] = true;
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
             if (s->from_origin[static_cast<std::size_t>(piece)]) {

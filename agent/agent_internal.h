@@ -122,6 +122,7 @@ struct Agent::Swarm {
     std::int64_t next_claim_repeat_ms = 0;
     bool complete = false;
     bool paused = false;
+    bool checked = false;                 // libtorrent finished checking the cached copy
 
     std::uint64_t piece_size(int piece) const {
         return static_cast<std::uint64_t>(meta.info->piece_size(lt::piece_index_t{piece}));

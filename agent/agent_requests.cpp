@@ -568,17 +568,16 @@ void Agent::op_cache_clear(Request& req) {
     ipc_->send(req.conn, r.dump());
 }
 
-// Session-wide peer figures: what this agent gave to and got from the LAN.
+// Session-wide peer figures: what this agent gave to the LAN, its torrents and peers.
 void Agent::op_peer_stats(Request& req) {
     json r = reply(req.seq, 0);
     r["peering"] = peers_ != nullptr;
-    std::uint64_t up = 0, down = 0;
+    std::uint64_t up = 0;
     int peers = 0;
     for (const auto& [ih, s] : swarms_) {
         if (!s->handle.is_valid()) continue;
         lt::torrent_status st = s->handle.status({});
         up += static_cast<std::uint64_t>(st.all_time_upload);
-        down += static_cast<std::uint64_t>(st.all_time_download);
         peers += st.num_peers;
     }
     r["bytes_to_peers"] = up;

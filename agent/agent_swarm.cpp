@@ -747,6 +747,7 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
             LOG_ERROR("swarm %s: piece %d in the peer cache no longer matches its hash; "
                       "rechecking the cached copy", s.info_hash.c_str(), piece);
             s.handle.force_recheck();
+            s.checked = false;
             std::fill(s.have.begin(), s.have.end(), false);
             s.have_count = 0;
             s.complete = false;
@@ -848,7 +849,9 @@ void Agent::handle_alerts() {
             Swarm* s = swarm_of(pf->handle);
             if (!s) continue;
             int piece = static_cast<int>(pf->piece_index);
-            s->verified_now[static_cast<std::size_t>(piece)] = true;
+            // Pieces restored while the torrent is checked are announced too;
+            // only those that arrive afterwards were hashed from the wire.
+            if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
             if (s->from_origin[static_cast<std::size_t>(piece)]) {
@@ -888,6 +891,8 @@ void Agent::handle_alerts() {
                          s->info_hash.c_str(), piece);
             }
             to_pump.insert(s);
+        } else if (auto* tc = lt::alert_cast<lt::torrent_checked_alert>(a)) {
+            if (Swarm* s = swarm_of(tc->handle)) s->checked = true;
         } else if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
             LOG_WARN("banned peer %s (it sent pieces that failed their hash check)",
                      ban->endpoint.address().to_string().c_str());

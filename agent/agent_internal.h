@@ -46,6 +46,7 @@ bool base64_decode(const std::string& in, std::string& out);
 // seq set, or why the body is refused (answered DOPT_E_PROTOCOL with seq 0).
 // Never throws but for std::bad_alloc. The per-op fields are read by the
 // handlers (a json::exception there answers DOPT_E_INVALID_ARG).
+// In request_envelope.cpp, which tests/fuzz links alone.
 std::string decode_request(const std::string& body, Agent::Request* req);
 
 // A reply envelope: seq, rc, and message when rc != 0.

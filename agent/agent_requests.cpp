@@ -59,20 +59,6 @@ void Agent::on_close(ConnId conn) {
                  waits_.end());
 }
 
-std::string decode_request(const std::string& body, Agent::Request* req) {
-    try {
-        req->body = json::parse(body);
-    } catch (const json::exception&) {
-        return "the request is not valid JSON";
-    }
-    if (!req->body.is_object() || !req->body.contains("op") || !req->body["op"].is_string() ||
-        !req->body.contains("seq") || !req->body["seq"].is_number_integer())
-        return "a request needs a string 'op' and an integer 'seq'";
-    req->op = req->body["op"].get<std::string>();
-    req->seq = req->body["seq"].get<std::int64_t>();
-    return "";
-}
-
 void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& body) {
     Request req;
     req.conn = conn;

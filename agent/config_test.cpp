@@ -418,6 +418,26 @@ TEST_CASE("a syntax error names the file, line and column", "[config]") {
                Catch::StartsWith(dir.path() + "/doptd.conf:2:"));  // key defined twice
 }
 
+// Found by tests/fuzz (fuzz_config): toml++ 3.3.0 reaches __builtin_unreachable
+// on some non-ASCII characters outside strings (marzer/tomlplusplus#295).
+// Debian's build of the library handles them; these pin that down.
+TEST_CASE("non-ASCII characters outside strings are syntax errors", "[config]") {
+    TempDir dir;
+    CHECK_THAT(load_error(dir, "\xcc\xaa"), Catch::StartsWith(dir.path() + "/doptd.conf:1:"));
+    CHECK_THAT(load_error(dir, "log_level = \"info\" \xc3\xa9\n"),
+               Catch::StartsWith(dir.path() + "/doptd.conf:1:"));
+    CHECK_THAT(load_error(dir, "[jobs]\n\xc2\xa7 = 1\n"),
+               Catch::StartsWith(dir.path() + "/doptd.conf:2:"));
+    // The line that trips it in the input the fuzzer found
+    // (tests/fuzz/corpus/config/crash-toml-unreachable.conf).
+    CHECK_THAT(load_error(dir, "state_dir = 1979-05-2\xcb\xab" "07:32:00Z\ncache_dir = [4\n"),
+               Catch::StartsWith(dir.path() + "/doptd.conf:1:"));
+    // Inside a string they are text (upstream #190: after a line-ending backslash).
+    std::string file = dir.write("doptd.conf", "[http]\nuser_agent = \"\"\"\\\n\xc2\xa7 dopt\"\"\"\n");
+    std::vector<std::string> warnings;
+    CHECK(load_config(file, warnings).user_agent == "\xc2\xa7 dopt");
+}
+
 TEST_CASE("unknown keys and tables warn with their line and do not fail", "[config]") {
     TempDir dir;
     std::string file = dir.write("doptd.conf",

@@ -76,9 +76,7 @@ void reconnect_locked(dopt_client* client);
 }  // namespace
 
 int call(dopt_client* client, json request, json* reply) {
-    return call(client, std::move(request), reply, [](const std::string& body) {
-        return json::parse(body, nullptr, /*allow_exceptions=*/false);
-    });
+    return call(client, std::move(request), reply, parse_tree);
 }
 
 int call(dopt_client* client, json request, json* reply, const ReplyParser& parse) {
@@ -92,7 +90,7 @@ int call(dopt_client* client, json request, json* reply, const ReplyParser& pars
     json parsed = parse(body);
     if (parsed.is_discarded()) {
         client->broken = true;
-        return fail(DOPT_E_PROTOCOL, "the agent's reply is not valid JSON");
+        return fail(DOPT_E_PROTOCOL, "the agent's reply is not valid JSON (or nests too deeply)");
     }
     rc = check_reply(client, parsed, seq);
     *reply = std::move(parsed);
@@ -148,7 +146,7 @@ void reconnect_locked(dopt_client* client) {
                 {"client", std::string("libdopt ") + DOPT_VERSION_STRING}};
     std::string body;
     bool ok = exchange_locked(client, req.dump(), &body) == DOPT_OK;
-    json reply = ok ? json::parse(body, nullptr, false) : json();
+    json reply = ok ? parse_tree(body) : json();
     ok = ok && reply.is_object() && reply.value("rc", -1) == 0 &&
          reply.value("protocol", 0) == protocol::kVersion;
     if (ok) {

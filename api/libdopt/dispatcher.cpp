@@ -392,7 +392,7 @@ private:
     bool read_one() {
         std::string body;
         if (proto::read_frame(fd_, body) != proto::FrameResult::Ok) return false;
-        json m = json::parse(body, nullptr, /*allow_exceptions=*/false);
+        json m = parse_tree(body);
         if (m.is_discarded() || !m.is_object()) return false;
         if (m.contains("event")) return on_event(m);
         return on_reply(m);

@@ -190,6 +190,12 @@ private:
     std::string key_;  // decoded member name when it holds an escape
 };
 
+// A reply's text as a tree; discarded (as nlohmann's parse without
+// exceptions gives it) when the text is not JSON or nests deeper than
+// JsonReader allows: the tree's users (dump(), parse_job(const json&))
+// recurse once per level, and a 1 MiB reply of '[' would overflow the stack.
+json parse_tree(const std::string& text);
+
 // ---- job objects (objects.cpp) ----
 // Parses the job object of docs/protocol.md: members in any order, unknown
 // ones skipped. Throws ProtocolError (JsonSyntaxError for malformed text).

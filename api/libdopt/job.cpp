@@ -95,7 +95,7 @@ struct ListPage {
 // envelope (rc, seq, message) returned as a tree. Throws ProtocolError.
 json read_list_reply(const std::string& body, ListPage* page) {
     JsonReader r(body);
-    if (r.peek() != '{') return json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (r.peek() != '{') return parse_tree(body);
     json envelope = json::object();
     JsonReader::Nest obj;
     std::string_view key;
@@ -129,7 +129,7 @@ json parse_list_reply(const std::string& body, ListPage* page) {
         return json(json::value_t::discarded);
     } catch (const ProtocolError& e) {
         page->problem = e.what();
-        return json::parse(body, nullptr, /*allow_exceptions=*/false);
+        return parse_tree(body);
     }
 }
 

@@ -340,6 +340,18 @@ std::string_view JsonReader::raw_value() {
     return text_.substr(start, pos_ - start);
 }
 
+json parse_tree(const std::string& text) {
+    bool too_deep = false;
+    json tree = json::parse(
+        text,
+        [&too_deep](int depth, json::parse_event_t, json&) {
+            if (depth > kMaxDepth) too_deep = true;
+            return !too_deep;  // nothing more is kept once too deep
+        },
+        /*allow_exceptions=*/false);
+    return too_deep ? json(json::value_t::discarded) : tree;
+}
+
 // ---- job objects ----------------------------------------------------------------
 
 namespace {

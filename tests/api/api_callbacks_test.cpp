@@ -17,7 +17,11 @@ using namespace std::chrono_literals;
 namespace {
 
 // What the callbacks of one job saw. Thread-safe: callbacks run on the
-// dispatcher thread, the test reads from its own.
+// dispatcher thread, the test reads from its own. Declare it (and whatever
+// its callbacks touch) before the Job it records: the Job's destructor
+// (dopt_job_close) waits for a callback in flight, so the Recorder must
+// outlive it (ThreadSanitizer caught ~Recorder racing a callback's
+// notify_all when it was declared after).
 struct Recorder {
     struct SeenError {
         dopt_error_context context = DOPT_CONTEXT_NONE;
@@ -208,8 +212,8 @@ TEST_CASE("dopt_job_set_callbacks rejects a NULL job and an unknown struct versi
     CHECK(dopt_job_set_callbacks(nullptr, nullptr, nullptr) == DOPT_E_INVALID_ARG);
 
     AgentFixture f;
-    Job job = f.create_job();
     Recorder r;
+    Job job = f.create_job();
     cb = r.all();
     cb.version = 0;
     CHECK(dopt_job_set_callbacks(job.get(), &cb, &r) == DOPT_E_INVALID_ARG);
@@ -226,12 +230,12 @@ TEST_CASE("dopt_job_set_callbacks rejects a NULL job and an unknown struct versi
 
 TEST_CASE("A 403 calls error once with REMOTE_FILE 403 and the file in progress") {
     CallbackFixture f;
+    Recorder r;
     Job job = f.create_job();
     const std::string dest0 = f.files + "/first.bin", dest1 = f.files + "/second.bin";
     const std::string url0 = f.origin->url("/a.bin"), url1 = f.origin->url("/status/403/b.bin");
     add_file(job.get(), url0, dest0);
     add_file(job.get(), url1, dest1);
-    Recorder r;
     set_callbacks(job.get(), r.durable_only(), r);
     resume(job.get());
 
@@ -257,8 +261,8 @@ TEST_CASE("A 403 calls error once with REMOTE_FILE 403 and the file in progress"
 
 TEST_CASE("An error callback that fails is called again until it returns DOPT_OK") {
     CallbackFixture f;
-    Job job = f.job_for("/status/403/a.bin", "a.bin");
     Recorder r;
+    Job job = f.job_for("/status/403/a.bin", "a.bin");
     r.fail_first = 2;  // DOPT_E_INTERNAL, DOPT_E_INTERNAL, DOPT_OK
     set_callbacks(job.get(), r.durable_only(), r);
     resume(job.get());
@@ -272,8 +276,8 @@ TEST_CASE("An error callback that fails is called again until it returns DOPT_OK
 
 TEST_CASE("Transient 503s then 200 never call error and call transferred once") {
     CallbackFixture f;
-    Job job = f.job_for("/fail/3/503/c.bin", "c.bin");
     Recorder r;
+    Job job = f.job_for("/fail/3/503/c.bin", "c.bin");
     set_callbacks(job.get(), r.durable_only(), r);
     resume(job.get());
 
@@ -290,9 +294,9 @@ TEST_CASE("Transient 503s then 200 never call error and call transferred once") 
 // is killed with SIGKILL before any call succeeds.
 TEST_CASE("An unacknowledged error is delivered again after kill -9 of the agent (same client)") {
     CallbackFixture f;
-    Job job = f.job_for("/status/403/a.bin", "a.bin");
     Recorder r;
     std::atomic<bool> agent_dead{false};
+    Job job = f.job_for("/status/403/a.bin", "a.bin");
     r.error_rc = [&](Recorder&, int) { return agent_dead ? DOPT_OK : DOPT_E_INTERNAL; };
     set_callbacks(job.get(), r.durable_only(), r);
     resume(job.get());
@@ -315,9 +319,9 @@ TEST_CASE("An unacknowledged error is delivered again after kill -9 of the agent
     CallbackFixture f;
     std::string id;
     {
+        Recorder r;
         Job job = f.job_for("/status/403/a.bin", "a.bin");
         id = dopt_job_id(job.get());
-        Recorder r;
         r.fail_first = 1000;  // never acknowledged
         set_callbacks(job.get(), r.durable_only(), r);
         resume(job.get());
@@ -328,8 +332,8 @@ TEST_CASE("An unacknowledged error is delivered again after kill -9 of the agent
     f.client.reset();
     f.agent.start();
     Client client = f.open_client();
-    Job job = f.open_job(id, client.get());
     Recorder r;
+    Job job = f.open_job(id, client.get());
     set_callbacks(job.get(), r.durable_only(), r);
     REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
     std::lock_guard<std::mutex> lock(r.mu);
@@ -382,8 +386,8 @@ TEST_CASE("An application that exits before acknowledging gets the error when it
     CHECK(got == 'E');
 
     Client client = f.open_client();
-    Job again = f.open_job(id, client.get());
     Recorder r;
+    Job again = f.open_job(id, client.get());
     set_callbacks(again.get(), r.durable_only(), r);
     REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
     std::lock_guard<std::mutex> lock(r.mu);
@@ -394,8 +398,8 @@ TEST_CASE("An application that exits before acknowledging gets the error when it
 TEST_CASE("Resume after a fixed error completes and calls transferred") {
     CallbackFixture f;
     // The fault origin answers 403 to the first request of this path only.
-    Job job = f.job_for("/fail/1/403/d.bin", "d.bin");
     Recorder r;
+    Job job = f.job_for("/fail/1/403/d.bin", "d.bin");
     set_callbacks(job.get(), r.durable_only(), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }));
@@ -415,9 +419,9 @@ TEST_CASE("modification fires on state changes and progress and is throttled") {
     HttpOrigin origin;
     // 4 MiB in 64 KiB pieces 40 ms apart: about 2.6 s and 64 writes.
     origin.add("/slow.bin", Route{200, random_bytes(4 << 20, 3), 64 << 10, 40});
+    Recorder r;
     Job job = f.create_job();
     add_file(job.get(), origin.url("/slow.bin"), f.files + "/slow.bin");
-    Recorder r;
     set_callbacks(job.get(), r.all(/*percent=*/50, /*seconds=*/60), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return x.transferred >= 1; }));
@@ -444,9 +448,9 @@ void check_nothing_after(const std::function<void(Job&)>& stop) {
     AgentFixture f;
     HttpOrigin origin;
     origin.add("/slow.bin", Route{200, random_bytes(4 << 20, 5), 16 << 10, 20});
+    Recorder r;
     Job job = f.create_job();
     add_file(job.get(), origin.url("/slow.bin"), f.files + "/slow.bin");
-    Recorder r;
     r.modification_pause = 30ms;  // widen the window of a callback in flight
     set_callbacks(job.get(), r.all(/*percent=*/1, /*seconds=*/1), r);
     resume(job.get());
@@ -472,10 +476,10 @@ TEST_CASE("No callback runs after dopt_job_close returns") {
 
 TEST_CASE("A callback may call dopt functions on its own job") {
     CallbackFixture f;
-    Job job = f.job_for("/c.bin", "c.bin");
     Recorder r;
     std::atomic<int> state_rc{1}, complete_rc{1}, unregister_rc{1};
     std::atomic<int> state{-1};
+    Job job = f.job_for("/c.bin", "c.bin");
     r.on_transferred = [&](dopt_job* j) {
         dopt_job_state s = DOPT_STATE_QUEUED;
         state_rc = dopt_job_get_state(j, &s);

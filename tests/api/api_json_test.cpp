@@ -261,6 +261,45 @@ TEST_CASE("status reads the same strings as list") {
     dopt_client_close(client);
 }
 
+// Found while fuzzing (tests/fuzz, fuzz_ipc): a reply read into a tree
+// whose job or entries nest 500,000 levels deep (1 MB, within a frame)
+// overflowed the stack in dump(), which recursed once per level.
+TEST_CASE("replies nested too deeply are DOPT_E_PROTOCOL, not a stack overflow") {
+    auto nested = [](std::size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+    std::string deep;
+    RawAgent agent([&](const json& req) {
+        if (req["op"] == "open") return R"({"rc":0,"seq":@SEQ@,"job":{"id":"x","state":"queued","d":)" + deep + "}}";
+        if (req["op"] == "cache_list") return R"({"rc":0,"seq":@SEQ@,"entries":)" + deep + "}";
+        return R"({"rc":0,"seq":@SEQ@,"peering":false,"d":)" + deep + "}";  // peer_stats
+    });
+    // A fresh client for each call: a protocol error breaks the connection.
+    auto rcs = [&]() {
+        std::vector<int> out;
+        dopt_client* client = nullptr;
+        REQUIRE(dopt_client_open(&client, agent.path().c_str()) == DOPT_OK);
+        dopt_job* job = nullptr;
+        out.push_back(dopt_job_open(&job, client, "x"));
+        dopt_job_close(job);
+        dopt_client_close(client);
+        REQUIRE(dopt_client_open(&client, agent.path().c_str()) == DOPT_OK);
+        char* text = nullptr;
+        out.push_back(dopt_cache_list_json(client, &text));
+        dopt_string_free(text);
+        dopt_client_close(client);
+        REQUIRE(dopt_client_open(&client, agent.path().c_str()) == DOPT_OK);
+        out.push_back(dopt_peer_stats_json(client, &text));
+        dopt_string_free(text);
+        dopt_client_close(client);
+        return out;
+    };
+    deep = nested(500000);
+    CHECK(rcs() == std::vector<int>{DOPT_E_PROTOCOL, DOPT_E_PROTOCOL, DOPT_E_PROTOCOL});
+    deep = nested(129);
+    CHECK(rcs() == std::vector<int>{DOPT_E_PROTOCOL, DOPT_E_PROTOCOL, DOPT_E_PROTOCOL});
+    deep = nested(100);  // deep, but within the limit
+    CHECK(rcs() == std::vector<int>{DOPT_OK, DOPT_OK, DOPT_OK});
+}
+
 TEST_CASE("members in any order with unknown ones and nulls are read") {
     std::string job = R"( { "future" : {"a":[1,2.5e3,{"b":null}],"c":"\"}"} , "files" : [ )"
                       R"({"extra":[[]],"bytes_transferred":3,"remote_name":"r","local_name":"l"} ] ,)"

@@ -15,28 +15,34 @@
 
 namespace {
 
-// One file, rewritten for each input and removed at exit.
+// One file, rewritten for each input. It is unlinked at once and read
+// through /proc/self/fd, so that a crash leaves nothing behind. In /dev/shm
+// when there is one: on ext4, truncating and rewriting a file makes close()
+// write it out, which would cost more than the parsing.
 struct ConfigFile {
     std::string path;
+    int fd = -1;
     ConfigFile() {
-        char tmpl[] = "/tmp/dopt-fuzz-config-XXXXXX";
-        int fd = ::mkstemp(tmpl);
-        if (fd < 0) std::abort();
-        ::close(fd);
-        path = tmpl;
+        for (const char* dir : {"/dev/shm", "/tmp"}) {
+            std::string name = std::string(dir) + "/dopt-fuzz-config-XXXXXX";
+            fd = ::mkstemp(name.data());
+            if (fd < 0) continue;
+            ::unlink(name.c_str());
+            path = "/proc/self/fd/" + std::to_string(fd);
+            return;
+        }
+        std::abort();
     }
-    ~ConfigFile() { ::unlink(path.c_str()); }
+    ~ConfigFile() { ::close(fd); }
 
     void write(const std::uint8_t* data, std::size_t size) const {
-        int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
-        if (fd < 0) std::abort();
-        while (size > 0) {
-            ssize_t n = ::write(fd, data, size);
+        std::size_t done = 0;
+        while (done < size) {
+            ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(done));
             if (n <= 0) std::abort();
-            data += n;
-            size -= static_cast<std::size_t>(n);
+            done += static_cast<std::size_t>(n);
         }
-        ::close(fd);
+        if (::ftruncate(fd, static_cast<off_t>(size)) != 0) std::abort();
     }
 };
 

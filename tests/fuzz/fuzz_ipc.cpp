@@ -3,7 +3,8 @@
 //
 //  1. as a client's requests, by doptd: the real IpcServer on a Unix socket
 //     cuts it into frames (4-byte big-endian length, 1 MiB at most) and hands
-//     each body to decode_request(), the envelope check of Agent::on_request.
+//     each body to decode_request() (agent/request_envelope.cpp), the
+//     envelope check of Agent::on_request.
 //     The per-op fields are read inside the Agent's handlers, which need a
 //     job table and are not reached here.
 //  2. as the agent's replies, by libdopt: a client on a socketpair makes a
@@ -13,7 +14,6 @@
 //
 // The contract checked: no crash, no sanitizer report, no leak, no
 // exception out of dopt_* (each returns a DOPT_E_* code instead).
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

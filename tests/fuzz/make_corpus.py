@@ -10,7 +10,9 @@ valid and near-valid inputs; crash inputs found by fuzzing are added by hand
              client reads them (list, open, status, wait, cache_list,
              peer_stats, cache_clear)
   config/    the shipped config/doptd.conf and variants
-  metainfo/  small .torrent files: v1, v2, hybrid, and refused ones
+  metainfo/  small .torrent files: v1, v2, hybrid, and refused ones;
+             published-hybrid.torrent is `dopt publish` output (not
+             written here: it needs a build)
 """
 import hashlib
 import json
@@ -122,6 +124,13 @@ def ipc_seeds():
            '"priority":null,"unknown":{"a":[1,true,false,null,-0.5e-3]}}]}')
     write("ipc", "reply-list-escapes", frame(odd))
     write("ipc", "reply-error", frame({"seq": 1, "rc": -6, "message": "no job x"}))
+    # Nesting past libdopt's limit (128) in a job read as a tree: the shape
+    # of the stack overflow found while fuzzing (the crash itself needs
+    # ~1 MB, more than -max_len; tests/api/api_json_test.cpp has it).
+    deep = "[" * 200 + "]" * 200
+    write("ipc", "reply-deep-job", frame('{"seq":1,"rc":0,"jobs":[],"more":false}') +
+          frame('{"seq":2,"rc":0,"job":{"id":"x","state":"queued","d":%s}}' % deep) +
+          frame('{"seq":3,"rc":0,"job":{"id":"x","state":"queued","d":%s}}' % ("[" * 100 + "]" * 100)))
     write("ipc", "reply-event", frame({"event": "error", "notification": 42, "job": JOB_ERROR}))
 
 
@@ -262,8 +271,8 @@ def torrent(data, name="file.bin", piece_length=BLOCK, v1=True, v2=False, extra=
         root, layer = v2_file(data, piece_length)
         info["meta version"] = 2
         info["file tree"] = {name: {"": {"length": len(data), "pieces root": root}}}
-        if layer and layers:
-            top["piece layers"] = {root: layer}
+        if layers:  # libtorrent wants the key even when empty (files of one piece)
+            top["piece layers"] = {root: layer} if layer else {}
     if extra:
         info.update(extra)
     top["info"] = info
@@ -278,6 +287,8 @@ def metainfo_seeds():
     write("metainfo", "v2-one-piece.torrent", torrent(small, v1=False, v2=True))
     write("metainfo", "hybrid-three-pieces.torrent", torrent(two, v2=True))
     write("metainfo", "v2-no-piece-layers.torrent", torrent(two, v1=False, v2=True, layers=False))
+    write("metainfo", "v2-one-piece-no-layers-key.torrent",
+          torrent(small, v1=False, v2=True, layers=False))
     # Refused: several files, a symbolic link, an empty file, no info.
     multi = {"name": "dir", "piece length": BLOCK, "pieces": v1_pieces(small + small, BLOCK),
              "files": [{"length": len(small), "path": ["a"]},

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -44,10 +45,29 @@ bool base64_decode(const std::string& in, std::string& out);
 // Reads the envelope of one request body (docs/protocol.md): a JSON object
 // with a string `op` and an integer `seq`. Returns "" with req->body, op and
 // seq set, or why the body is refused (answered DOPT_E_PROTOCOL with seq 0).
-// Never throws but for std::bad_alloc. The per-op fields are read by the
+// Never throws but for std::bad_alloc. A body nesting deeper than
+// kMaxRequestDepth is refused (nothing a client sends goes past 4; a tree
+// 500,000 levels deep would overflow the stack of whatever recurses on it).
+// The per-op fields are read by the
 // handlers (a json::exception there answers DOPT_E_INVALID_ARG).
 // In request_envelope.cpp, which tests/fuzz links alone.
 std::string decode_request(const std::string& body, Agent::Request* req);
+constexpr int kMaxRequestDepth = 64;
+
+// A request field of the wrong type or out of range: answered
+// DOPT_E_INVALID_ARG with its message, like a json::exception.
+struct BadField : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The integer field `name` of a request: `v` must be a JSON integer (not a
+// float, a string or null) within [lo, hi], else BadField naming it.
+// nlohmann's get<int>() would convert 1e300 or 2^40 without a word (and a
+// float out of an integer's range is undefined behaviour).
+std::int64_t integer_field(const json& v, const char* name, std::int64_t lo, std::int64_t hi);
+// obj[name] read as above when the member is present, else `fallback`.
+std::int64_t integer_member(const json& obj, const char* name, std::int64_t fallback, std::int64_t lo,
+                            std::int64_t hi);
 
 // A reply envelope: seq, rc, and message when rc != 0.
 json reply(std::int64_t seq, int rc, const std::string& message = "");

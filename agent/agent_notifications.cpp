@@ -27,10 +27,11 @@ using storage::kUnknownSize;
 
 void Agent::op_subscribe(Request& req, Job& job) {
     Subscription sub;
-    sub.notify = req.body.value("notify", 0u) & (DOPT_NOTIFY_TRANSFERRED | DOPT_NOTIFY_ERROR |
-                                                 DOPT_NOTIFY_MODIFICATION | DOPT_NOTIFY_FILE_TRANSFERRED);
-    sub.percent = std::clamp(req.body.value("percent", 1u), 1u, 100u);
-    sub.seconds = std::max(req.body.value("seconds", 1u), 1u);
+    auto notify = static_cast<unsigned>(integer_member(req.body, "notify", 0, 0, UINT32_MAX));
+    sub.notify = notify & (DOPT_NOTIFY_TRANSFERRED | DOPT_NOTIFY_ERROR | DOPT_NOTIFY_MODIFICATION |
+                           DOPT_NOTIFY_FILE_TRANSFERRED);
+    sub.percent = static_cast<unsigned>(std::clamp<std::int64_t>(integer_member(req.body, "percent", 1, 0, UINT32_MAX), 1, 100));
+    sub.seconds = static_cast<unsigned>(std::max<std::int64_t>(integer_member(req.body, "seconds", 1, 0, UINT32_MAX), 1));
     sub.last_sent_bytes = 0;
     subscriptions_[job.rec.id][req.conn] = sub;
     ipc_->send(req.conn, with_member(reply(req.seq, 0), "job", job.to_json()));
@@ -53,8 +54,8 @@ void Agent::op_unsubscribe(Request& req, Job& job) {
 // The client's callback returned `rc` for a notification: DOPT_OK removes
 // it; anything else sends it again after a backoff (1 s doubling to 60 s).
 void Agent::op_ack(Request& req) {
-    std::int64_t id = req.body.at("notification").get<std::int64_t>();
-    int rc = req.body.value("rc", 0);
+    std::int64_t id = integer_field(req.body.at("notification"), "notification", INT64_MIN, INT64_MAX);
+    auto rc = static_cast<int>(integer_member(req.body, "rc", 0, INT32_MIN, INT32_MAX));
     for (auto& [job_id, list] : outbox_) {
         auto it = std::find_if(list.begin(), list.end(), [&](const Outgoing& o) { return o.id == id; });
         if (it == list.end()) continue;

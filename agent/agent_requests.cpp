@@ -72,6 +72,8 @@ void Agent::on_request(ConnId conn, const PeerCred& peer, const std::string& bod
         handle(req);
     } catch (const json::exception& e) {
         ipc_->send(conn, reply(req.seq, DOPT_E_INVALID_ARG, std::string("bad field: ") + e.what()).dump());
+    } catch (const BadField& e) {
+        ipc_->send(conn, reply(req.seq, DOPT_E_INVALID_ARG, std::string("bad field: ") + e.what()).dump());
     } catch (const storage::StorageError& e) {
         LOG_ERROR("job table: %s", e.what());
         ipc_->send(conn, reply(req.seq, DOPT_E_INTERNAL, e.what()).dump());
@@ -87,7 +89,7 @@ void Agent::handle(Request& req) {
         ipc_->send(req.conn, job ? with_member(r, "job", job->to_json()) : r.dump());
     };
     if (req.op == "hello") {
-        int theirs = req.body.value("protocol", 0);
+        auto theirs = integer_member(req.body, "protocol", 0, INT32_MIN, INT32_MAX);
         if (theirs != protocol::kVersion) {
             send(DOPT_E_VERSION,
                  "protocol version mismatch: the client speaks " + std::to_string(theirs) +
@@ -253,15 +255,14 @@ void Agent::op_set(Request& req, Job& job) {
     JobRecord next = job.rec;
     const json& b = req.body;
     if (b.contains("priority")) {
-        int p = b["priority"].get<int>();
-        if (p < 0 || p > 3) return send(DOPT_E_INVALID_ARG, "priority must be 0 (foreground) to 3 (low)");
-        next.priority = static_cast<Priority>(p);
+        // 0 (foreground) to 3 (low)
+        next.priority = static_cast<Priority>(integer_field(b["priority"], "priority", 0, 3));
     }
     if (b.contains("display_name")) {
         next.display_name = b["display_name"].get<std::string>();
         if (next.display_name.size() > 1024) return send(DOPT_E_TOO_LARGE, "display name longer than 1024 bytes");
     }
-    if (b.contains("no_progress_timeout")) next.no_progress_timeout = b["no_progress_timeout"].get<std::uint32_t>();
+    if (b.contains("no_progress_timeout")) next.no_progress_timeout = static_cast<std::uint32_t>(integer_field(b["no_progress_timeout"], "no_progress_timeout", 0, UINT32_MAX));
     if (b.contains("auto_complete")) next.auto_complete = b["auto_complete"].get<bool>();
     if (b.contains("headers")) {
         next.headers.clear();
@@ -278,7 +279,7 @@ void Agent::op_set(Request& req, Job& job) {
     int sha_index = -1;
     std::string sha;
     if (b.contains("file_sha256")) {
-        sha_index = b["file_sha256"].at("index").get<int>();
+        sha_index = static_cast<int>(integer_field(b["file_sha256"].at("index"), "index", INT32_MIN, INT32_MAX));
         sha = b["file_sha256"].at("sha256").get<std::string>();
         if (sha_index < 0 || static_cast<std::size_t>(sha_index) >= job.rec.files.size())
             return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(sha_index));
@@ -296,7 +297,7 @@ void Agent::op_set(Request& req, Job& job) {
     std::string meta_bytes, meta_url;
     if (b.contains("file_metainfo")) {
         const json& m = b["file_metainfo"];
-        meta_index = m.at("index").get<int>();
+        meta_index = static_cast<int>(integer_field(m.at("index"), "index", INT32_MIN, INT32_MAX));
         if (meta_index < 0 || static_cast<std::size_t>(meta_index) >= job.rec.files.size())
             return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(meta_index));
         const FileRecord& f = job.rec.files[static_cast<std::size_t>(meta_index)];
@@ -423,8 +424,8 @@ void Agent::op_complete(Request& req, Job& job) {
 // client passes the last id it got as `after` until `more` is false.
 void Agent::op_list(Request& req) {
     std::string after = req.body.value("after", std::string());
-    std::size_t limit = req.body.value("limit", static_cast<std::size_t>(1000));
-    limit = std::clamp<std::size_t>(limit, 1, 1000);
+    auto limit = static_cast<std::size_t>(std::clamp<std::int64_t>(
+        integer_member(req.body, "limit", 1000, INT64_MIN, INT64_MAX), 1, 1000));
     // Resume after the cursor's position (creation order). A cursor job
     // purged between pages ends the listing rather than repeating it.
     auto it = by_seq_.begin();
@@ -450,7 +451,9 @@ void Agent::op_list(Request& req) {
 }
 
 void Agent::op_wait(Request& req, Job& job) {
-    std::int64_t timeout = req.body.value("timeout_ms", static_cast<std::int64_t>(-1));
+    // Negative: no timeout. At most ~290 million years, so that the deadline
+    // cannot overflow.
+    std::int64_t timeout = integer_member(req.body, "timeout_ms", -1, INT64_MIN, INT64_MAX / 1024);
     PendingWait w{req.conn, req.seq, job.rec.id, timeout < 0 ? -1 : mono_ms() + timeout};
     waits_.push_back(w);
     ipc_->set_paused(req.conn, true);

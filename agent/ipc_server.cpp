@@ -120,7 +120,11 @@ void IpcServer::read_from(ConnId id, Conn& c) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        drop(id);  // EOF or error
+        // EOF or error. Whole requests read before it are still carried
+        // out (a client may send a cancel and close at once); their
+        // replies have nowhere to go.
+        if (n == 0) dispatch(id);
+        drop(id);
         return;
     }
     dispatch(id);

@@ -2,8 +2,12 @@
 agent keeps serving afterwards. One agent for the whole class, so the last
 test sees an agent that has been fed all of the above."""
 
+import json
 import os
+import socket
+import struct
 import sys
+import time
 import unittest
 
 from harness import IS_ROOT, MiB, Sandbox, build_dir, make_file, sha256_file, test_failed
@@ -84,6 +88,91 @@ class BadInput(unittest.TestCase):
 
     def test_no_agent_is_exit_3(self):
         self.assertExit(3, self.dopt("list", socket_path="/nonexistent"))
+
+    def raw_session(self):
+        """A connection to the agent's socket speaking the protocol by hand
+        (docs/protocol.md): returns call(request dict or bytes) -> reply dict."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.agent.socket)
+        self.addCleanup(s.close)
+
+        def read_exact(n):
+            data = b""
+            while len(data) < n:
+                chunk = s.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError("the agent closed the connection")
+                data += chunk
+            return data
+
+        def call(req):
+            body = req if isinstance(req, bytes) else json.dumps(req).encode()
+            s.sendall(struct.pack(">I", len(body)) + body)
+            (n,) = struct.unpack(">I", read_exact(4))
+            return json.loads(read_exact(n))
+
+        self.assertEqual(call({"op": "hello", "seq": 1, "protocol": 1})["rc"], 0)
+        return call
+
+    def test_request_fields_of_the_wrong_type_or_range_are_invalid_arg(self):
+        # Found by reviewing what the IPC fuzzer cannot reach: integer fields
+        # were read with get<int>(), which converts 1e300 or 2**40 silently.
+        call = self.raw_session()
+        job = call({"op": "create", "seq": 2, "display_name": "bad fields"})
+        self.assertEqual(job["rc"], 0, job)
+        jid = job["job"]["id"]
+        invalid_arg = -1
+        bad = [
+            {"op": "set", "job": jid, "priority": 1e300},
+            {"op": "set", "job": jid, "priority": 2 ** 40},
+            {"op": "set", "job": jid, "priority": 4},
+            {"op": "set", "job": jid, "priority": "1"},
+            {"op": "set", "job": jid, "priority": None},
+            {"op": "set", "job": jid, "no_progress_timeout": -1},
+            {"op": "set", "job": jid, "no_progress_timeout": 2 ** 32},
+            {"op": "set", "job": jid, "no_progress_timeout": 1.5},
+            {"op": "set", "job": jid, "file_sha256": {"index": 1e300, "sha256": "0" * 64}},
+            {"op": "set", "job": jid, "file_metainfo": {"index": -1e300, "url": "http://127.0.0.1/x"}},
+            {"op": "list", "limit": 1e300},
+            {"op": "wait", "job": jid, "timeout_ms": 1e300},
+            {"op": "wait", "job": jid, "timeout_ms": 2 ** 63 - 1},
+            {"op": "subscribe", "job": jid, "notify": -1},
+            {"op": "subscribe", "job": jid, "percent": 1e300},
+        ]
+        for seq, req in enumerate(bad, start=10):
+            req["seq"] = seq
+            r = call(req)
+            self.assertEqual((r["seq"], r["rc"]), (seq, invalid_arg), "%r -> %r" % (req, r))
+            self.assertIn("must be an integer", r.get("message", ""), req)
+        # Within range they work, and a request nesting deeper than the agent
+        # reads is refused as a protocol error, not a stack overflow.
+        self.assertEqual(call({"op": "set", "seq": 50, "job": jid, "priority": 3})["rc"], 0)
+        self.assertEqual(call({"op": "list", "seq": 51, "limit": -5})["rc"], 0)
+        deep = b'{"op":"list","seq":52,"x":' + b"[" * 200000 + b"]" * 200000 + b"}"
+        r = call(deep)
+        self.assertEqual(r["rc"], -4, r)
+        self.assertIn("nests deeper", r["message"])
+        self.assertEqual(call({"op": "cancel", "seq": 53, "job": jid})["rc"], 0)
+
+    def test_requests_sent_just_before_the_client_closes_are_carried_out(self):
+        call = self.raw_session()
+        job = call({"op": "create", "seq": 2, "display_name": "cancel and close"})
+        jid = job["job"]["id"]
+        frames = b""
+        for req in ({"op": "hello", "seq": 1, "protocol": 1}, {"op": "cancel", "seq": 2, "job": jid}):
+            body = json.dumps(req).encode()
+            frames += struct.pack(">I", len(body)) + body
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(self.agent.socket)
+            s.sendall(frames)  # and close without reading a reply
+        deadline = 50
+        for _ in range(deadline):
+            state = call({"op": "status", "seq": 3, "job": jid})
+            if state["rc"] != 0 or state["job"]["state"] == "cancelled":
+                break
+            time.sleep(0.1)
+        self.assertEqual(state["job"]["state"], "cancelled", state)
 
     def test_zz_agent_still_serves_a_good_job_after_bad_input(self):
         # Named to run last in this class.

@@ -9,12 +9,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "agent/config.h"
 #include "agent/ipc_server.h"
@@ -110,6 +113,8 @@ private:
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
     void handle_alerts();
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
+    bool copy_piece_from_cache(Swarm& swarm, int piece);
+    bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);
     void finish_swarm_file(Job& job);
     void origin_does_not_match(Swarm& swarm, const std::string& why);
     void drop_origin_pieces(Swarm& swarm);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <stdexcept>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,7 @@ struct Agent::Job : TransferSink {
     // written into the partial file through `swarm_fd` (owner's rights).
     Swarm* swarm = nullptr;
     int swarm_fd = -1;
+    bool swarm_copy_refused = false;  // copy_file_range into swarm_fd refused (EXDEV, ...)
     std::vector<bool> written;            // pieces in the partial file
     int written_count = 0;
     std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
@@ -144,6 +146,16 @@ struct Agent::Swarm {
     bool complete = false;
     bool paused = false;
     bool checked = false;                 // libtorrent finished checking the cached copy
+    // The cached copy, read-only, for copying verified pieces into partial
+    // files in the kernel (copy_file_range); -1 until first needed.
+    int cache_fd = -1;
+
+    Swarm() = default;
+    Swarm(const Swarm&) = delete;
+    Swarm& operator=(const Swarm&) = delete;
+    ~Swarm() {
+        if (cache_fd >= 0) ::close(cache_fd);
+    }
 
     std::uint64_t piece_size(int piece) const {
         return static_cast<std::uint64_t>(meta.info->piece_size(lt::piece_index_t{piece}));

@@ -10,9 +10,11 @@
 //     is giving us or was claimed by another agent (p2p/origin_picker.h),
 //     and hands them to libtorrent (add_piece), which checks every piece
 //     against its hash.
-//  3. Each piece libtorrent holds verified is read back (read_piece) and
-//     written into the owner's partial file at its offset, so Complete is a
-//     rename and the cached copy stays to seed.
+//  3. Each piece libtorrent holds verified is copied into the owner's
+//     partial file at its offset (copy_file_range from the cached copy when
+//     libtorrent hashed it in this run; else read back with read_piece and
+//     hashed again), so Complete is a rename and the cached copy stays to
+//     seed.
 //  4. Complete torrents stay in the session, seeding, within the cache
 //     limits ([cache]); least recently used go first.
 //
@@ -425,6 +427,7 @@ void Agent::attach_swarm(Job& job) {
         return;
     }
     job.swarm_fd = fd;
+    job.swarm_copy_refused = false;
     job.swarm = s;
     job.written.assign(static_cast<std::size_t>(s->meta.num_pieces), false);
     job.written_count = 0;
@@ -494,11 +497,16 @@ void Agent::pump_swarm(Swarm& s) {
         if (!s.have[idx] || s.reading[idx]) continue;
         for (Job* j : s.users) {
             if (!j->written[idx]) {
+                // Hashed in this run: copied from the cached copy in the
+                // kernel. Otherwise read back through libtorrent and hashed
+                // again (write_piece).
+                if (s.verified_now[idx] && copy_piece_from_cache(s, i)) break;
                 s.handle.read_piece(lt::piece_index_t{i});
                 s.reading[idx] = true;
                 break;
             }
         }
+        if (!s.handle.is_valid() || s.users.empty()) return;  // the swarm's jobs failed
     }
     fetch_origin_pieces(s);
 }
@@ -754,21 +762,73 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
             return;
         }
     }
+    deliver_piece(s, piece, [data](Job& j, off_t off, std::size_t len) {
+        std::size_t put = 0;
+        while (put < len) {
+            ssize_t n = ::pwrite(j.swarm_fd, data + put, len - put, off + static_cast<off_t>(put));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return n < 0 ? errno : EIO;
+            put += static_cast<std::size_t>(n);
+        }
+        return 0;
+    });
+}
+
+// A piece libtorrent hashed in this run, copied from the cached copy into
+// every partial file that lacks it without passing through this process
+// (copy_file_range). True when every one has it; false when some are left
+// for read_piece: a file on another file system, where the kernel refuses
+// (from then on for that job), or the cached copy cannot be opened
+// (read_piece then reports the error).
+bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
+    if (s.cache_fd < 0) {
+        std::string path = s.meta.info->files().file_path(lt::file_index_t{0},
+                                                           config_.cache_dir + "/" + s.info_hash);
+        s.cache_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (s.cache_fd < 0) {
+            LOG_WARN("swarm %s: cannot open %s: %s", s.info_hash.c_str(), path.c_str(), std::strerror(errno));
+            return false;
+        }
+    }
+    int src = s.cache_fd;
+    return deliver_piece(s, piece, [src, &s](Job& j, off_t off, std::size_t len) {
+        if (j.swarm_copy_refused) return -1;
+        loff_t in = off, out = off;
+        std::size_t put = 0;
+        while (put < len) {
+            ssize_t n = ::copy_file_range(src, &in, j.swarm_fd, &out, len - put, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && put == 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                                      errno == EOPNOTSUPP || errno == EBADF)) {
+                LOG_DEBUG("swarm %s: copy_file_range into job %s's file refused (%s); reading "
+                          "pieces back instead", s.info_hash.c_str(), j.rec.id.c_str(), std::strerror(errno));
+                j.swarm_copy_refused = true;
+                return -1;
+            }
+            if (n <= 0) return n < 0 ? errno : EIO;  // 0: the cached copy is short
+            put += static_cast<std::size_t>(n);
+        }
+        return 0;
+    });
+}
+
+// Writes a verified piece into every partial file that lacks it with
+// put(job, offset, length) -> 0, an errno (the job fails), or -1 (not
+// written: left for another way), and finishes the files now whole. True
+// when no file was left without it.
+bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off_t, std::size_t)>& put) {
+    auto idx = static_cast<std::size_t>(piece);
     std::uint64_t off = s.piece_offset(piece);
+    std::uint64_t len = s.piece_size(piece);
+    bool left = false;
     std::vector<Job*> done;
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) {
         if (j->written[idx]) continue;
-        std::size_t put = 0;
-        int err = 0;
-        while (put < len) {
-            ssize_t n = ::pwrite(j->swarm_fd, data + put, len - put, static_cast<off_t>(off + put));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                err = n < 0 ? errno : EIO;
-                break;
-            }
-            put += static_cast<std::size_t>(n);
+        int err = put(*j, static_cast<off_t>(off), static_cast<std::size_t>(len));
+        if (err < 0) {
+            left = true;
+            continue;
         }
         if (err) {
             FileRecord& f = j->file();
@@ -787,6 +847,7 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
         if (j->written_count == s.meta.num_pieces) done.push_back(j);
     }
     for (Job* j : done) finish_swarm_file(*j);
+    return !left;
 }
 
 // Every piece is in the partial file: flush it, check the whole-file

@@ -242,6 +242,35 @@ class CacheSurvivesRestart(PeeringTest):
         self.assertFromPeers(jb, self.SIZE, mark, "/pkg.bin", "after kill -9", b)
 
 
+class DestinationOnAnotherFileSystem(PeeringTest):
+    """Verified pieces go from the cached copy into the partial file with
+    copy_file_range, which the kernel may refuse across file systems
+    (EXDEV); the agent then reads them back through libtorrent. Either way
+    the file is right."""
+
+    def test_a_destination_on_a_tmpfs_gets_the_right_bytes(self):
+        if not harness.IS_ROOT:
+            self.skipTest("needs root to mount a tmpfs for the destination")
+        self.start_origin()
+        sha = self.serve("other-fs.bin", 12 * MiB)
+        a = self.lone_agent()
+        dest_dir = os.path.join(a.dir, "out")
+        os.makedirs(dest_dir)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "dopt-test", dest_dir], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", dest_dir])
+        dest, job = self.get(a, self.url("other-fs.bin"), "other-fs.bin")
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        self.assertEqual(job["bytes_from_origin"], 12 * MiB, job)
+        # The same content again, to a folder on the cache's file system: from
+        # the cache, copied in the kernel.
+        other = os.path.join(a.dir, "same-fs")
+        os.makedirs(other)
+        a.dopt("get", self.url("other-fs.bin"), "-o", os.path.join(other, "again.bin"),
+               check=True, timeout=90)
+        self.assertFileSha(os.path.join(other, "again.bin"), sha)
+
+
 class CacheClear(PeeringTest):
     def test_cache_clear_removes_the_entry_and_the_next_download_uses_the_origin(self):
         """`dopt cache clear` empties A's cache list and removes

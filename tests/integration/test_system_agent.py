@@ -19,7 +19,8 @@ import signal
 import subprocess
 import unittest
 
-from harness import IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, make_file, sha256_file, wait_for
+from harness import (IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, free_port, make_file,
+                     sha256_file, wait_for)
 
 DAEMON_UID = 1
 
@@ -349,6 +350,81 @@ class SystemAgentStart(IntegrationTest):
         self.assertEqual(proc.returncode, 1, a.log_text())
         self.assertIn("folder of its own", a.log_text())
         self.assertEqual(os.stat(a.dir).st_uid, 0)
+
+
+def listening_socket_inodes(port):
+    """Inodes of the TCP sockets listening on `port` (IPv4)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes_of(pid):
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out
+
+
+class SystemAgentPeering(SystemAgent):
+    """The same system agent with peering on (listen on 127.0.0.1 only, no
+    LAN discovery, no peers) and metainfo beside the content: the libtorrent
+    session, the network-facing part, lives in the unprivileged process; the
+    peer cache belongs to the agent's account; users' files are still
+    written with their own rights."""
+
+    def start_system_agent(self, user="nobody", start=True):
+        self.p2p_port = free_port()
+        workdir = self.sb.path("agent")
+        socket_path = os.path.join(workdir, "run", "doptd.sock")
+        extra = ('user = "%s"\nsocket = "%s"\n[p2p]\nenabled = true\nlisten = "127.0.0.1:%d"\n'
+                 'lan_discovery = false\npeers = []\n' % (user, socket_path, self.p2p_port))
+        publish = subprocess.run(
+            [dopt_path(), "publish", os.path.join(self.www, "file.bin"), "--web-seed",
+             self.nginx.url("/file.bin"), "-o", os.path.join(self.www, "file.bin.torrent")],
+            capture_output=True, text=True, env=clean_env(), timeout=60)
+        self.assertEqual(publish.returncode, 0, publish.stderr)
+        a = self.sb.agent(extra, start=False)
+        a.socket = socket_path
+        return a.start() if start else a
+
+    # The parent's tests run here too, with peering on; these are added.
+
+    def test_the_listening_peer_socket_is_the_unprivileged_processes(self):
+        listening = wait_for(lambda: listening_socket_inodes(self.p2p_port), 10,
+                             what="a socket listening on 127.0.0.1:%d" % self.p2p_port)
+        main = self.agent.proc.pid
+        self.assertEqual(ids(proc_status(main), "Uid"), [self.nobody.pw_uid] * 4)
+        self.assertTrue(listening & socket_inodes_of(main), "doptd (nobody) does not hold the peer socket")
+        self.assertFalse(listening & socket_inodes_of(self.helper_pid()),
+                         "the root helper holds the peer socket")
+
+    def test_a_users_peer_assisted_job_lands_owned_by_it_and_the_cache_by_the_agent(self):
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(sha256_file(path), self.sha)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
+        self.assertEqual(os.listdir(d), ["file.bin"])
+        job = self.agent.job_for(path)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        entries = os.listdir(self.agent.cache_dir)
+        self.assertEqual(len(entries), 1, entries)
+        for root, dirs, files in os.walk(self.agent.cache_dir):
+            for name in dirs + files:
+                self.assertEqual(os.lstat(os.path.join(root, name)).st_uid, self.nobody.pw_uid,
+                                 os.path.join(root, name))
 
 
 if __name__ == "__main__":

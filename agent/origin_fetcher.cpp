@@ -3,7 +3,9 @@
 #include <curl/curl.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <ctime>
 #include <strings.h>
 
 #include "agent/log.h"
@@ -54,6 +56,19 @@ void parse_content_range(const std::string& v, ResponseInfo& r) {
     }
 }
 
+// Retry-After as delay-seconds or as an HTTP-date: seconds from now, rounded
+// up (0 when absent, past or malformed).
+long parse_retry_after(const std::string& v) {
+    if (!v.empty() && v[0] >= '0' && v[0] <= '9') return std::strtol(v.c_str(), nullptr, 10);
+    time_t when = curl_getdate(v.c_str(), nullptr);
+    if (when < 0) return 0;
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    double left = static_cast<double>(when) - static_cast<double>(now.tv_sec) -
+                  static_cast<double>(now.tv_nsec) / 1e9;
+    return left > 0 ? static_cast<long>(std::ceil(left)) : 0;
+}
+
 size_t on_header(char* data, size_t size, size_t nitems, void* userdata) {
     auto* t = static_cast<OriginFetcher::Transfer*>(userdata);
     std::string line(data, size * nitems);
@@ -73,12 +88,24 @@ size_t on_header(char* data, size_t size, size_t nitems, void* userdata) {
     } else if (header_is(line, "Content-Length", v)) {
         if (t->response.status == 200) t->response.total = std::strtoull(v.c_str(), nullptr, 10);
     } else if (header_is(line, "Retry-After", v)) {
-        t->retry_after = std::strtol(v.c_str(), nullptr, 10);  // HTTP-dates count as 0
+        t->retry_after = parse_retry_after(v);
     }
     return size * nitems;
 }
 
 bool status_is_success(long s) { return s == 200 || s == 206; }
+
+// A 206 answers "the rest of the version named by If-Range" only when it
+// carries that same validator. An origin (or a cache) that ignores If-Range
+// may send a range of another version: that 206 must not be appended. A
+// response that names no validator of the kind asked for is taken at its word.
+bool range_is_of_the_same_version(const TransferRequest& req, const ResponseInfo& r) {
+    const std::string& want = req.if_range;
+    if (want.empty()) return true;
+    bool etag = want[0] == '"' || want.compare(0, 2, "W/") == 0;
+    const std::string& got = etag ? r.etag : r.last_modified;
+    return got.empty() || got == want;
+}
 
 // Delivers the final response to the sink once. Returns false to abort.
 bool deliver_response(OriginFetcher::Transfer* t) {
@@ -86,6 +113,13 @@ bool deliver_response(OriginFetcher::Transfer* t) {
     t->response_delivered = true;
     if (!status_is_success(t->response.status)) return false;  // judged in finish()
     if (t->response.status == 200) t->response.body_offset = 0;
+    if (t->response.status == 206 && !range_is_of_the_same_version(t->request, t->response)) {
+        LOG_INFO("%s: a 206 of another version (ETag %s, Last-Modified %s; If-Range was %s)",
+                 t->request.url.c_str(), t->response.etag.c_str(),
+                 t->response.last_modified.c_str(), t->request.if_range.c_str());
+        t->abort_code = DOPT_E_REMOTE_CHANGED;
+        return false;
+    }
     int rc = t->sink->on_response(t->response);
     if (rc != 0) {
         t->abort_code = rc;
@@ -258,7 +292,8 @@ void OriginFetcher::finish(Transfer& t, int curl_code) {
                                                             : ErrorContext::LocalFile;
         out.transient = t.abort_code == DOPT_E_REMOTE_CHANGED;
         out.description = t.abort_code == DOPT_E_REMOTE_CHANGED
-                              ? "the origin answered " + url + " with an unexpected range; restarting"
+                              ? "the origin answered " + url +
+                                    " with an unexpected range or another version of the file; restarting"
                               : std::string("writing the data of ") + url + " failed: " +
                                     std::strerror(-t.abort_code);
     } else if (!out.ok && status >= 300 && (code == CURLE_OK || code == CURLE_WRITE_ERROR)) {

@@ -19,7 +19,9 @@ excluded), so two tests that use different file names never share a counter.
   /status/CODE/FILE            always answers CODE (403, 404, 500, ...)
   /fail/N/CODE/FILE            the first N requests answer CODE (503, 429, ...),
                                then FILE normally. ?retry_after=S adds
-                               "Retry-After: S" (429 always gets one, default 1)
+                               "Retry-After: S" (429 always gets one, default 1);
+                               ?retry_after_date=S sends it as the HTTP-date
+                               S seconds from now instead
   /reset/K/FILE                the first response whose body would exceed K
                                bytes sends K bytes, then resets the connection
                                (RST); later requests are normal
@@ -42,11 +44,21 @@ excluded), so two tests that use different file names never share a counter.
   /lie/D/FILE                  pretends FILE is D bytes longer than it is:
                                Content-Length / Content-Range use the claimed
                                size, the body stops at the real end of the file
-                               and the connection is closed
+                               and the connection is closed. A negative D
+                               claims |D| bytes fewer, and the whole file is
+                               sent anyway (the body overruns Content-Length)
+  /redirect-loop/FILE          302 to itself, forever
+  /redirect/N/FILE             N redirects (302, /redirect/N-1/FILE ...), then
+                               FILE
   ?norange=1                   on any of the above: Range ignored as /norange/
                                does (e.g. /reset/K/FILE?norange=1)
+  ?noifrange=1                 on any of the above: If-Range ignored, Range
+                               honoured (a broken cache: a 206 of whatever
+                               version it holds now, e.g. with /changing/)
   GET /_stats                  JSON: {path: {"requests", "body_bytes", "cuts",
-                               "log": [[status, range, if_range, sent], ...]}}
+                               "log": [[status, range, if_range, sent], ...],
+                               "times": [arrival of each request, seconds
+                               (monotonic clock of the origin), log order]}}
                                ("cuts": responses cut short by /reset/,
                                /reset-each/, /drop/ or /changing/)
   GET /_reset                  clears every counter and the stats
@@ -124,14 +136,15 @@ class State:
         with self.lock:
             self.counters[key] = value
 
-    def record(self, path, status, rng, if_range, sent, cut=False):
+    def record(self, path, status, rng, if_range, sent, arrival, cut=False):
         with self.lock:
             s = self.stats.setdefault(path, {"requests": 0, "body_bytes": 0, "cuts": 0,
-                                             "log": []})
+                                             "log": [], "times": []})
             s["requests"] += 1
             s["body_bytes"] += sent
             s["cuts"] += 1 if cut else 0
             s["log"].append([status, rng, if_range, sent])
+            s["times"].append(arrival)
 
     def snapshot(self):
         with self.lock:
@@ -182,10 +195,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             sent = len(body)
         self.st.record(self.path_only, code, self.headers.get("Range"),
-                       self.headers.get("If-Range"), sent)
+                       self.headers.get("If-Range"), sent, self.arrival)
 
     def handle_request(self, head):
         self.close_connection = True
+        self.arrival = time.monotonic()
         url = urllib.parse.urlsplit(self.path)
         self.path_only = urllib.parse.unquote(url.path)
         self.query = dict(urllib.parse.parse_qsl(url.query))
@@ -219,6 +233,9 @@ class Handler(BaseHTTPRequestHandler):
                 if self.st.bump(("fail", p)) <= n:
                     extra = []
                     ra = self.query.get("retry_after")
+                    if self.query.get("retry_after_date") is not None:
+                        ra = email.utils.formatdate(
+                            time.time() + float(self.query["retry_after_date"]), usegmt=True)
                     if ra is None and code == 429:
                         ra = "1"
                     if ra is not None:
@@ -249,6 +266,14 @@ class Handler(BaseHTTPRequestHandler):
                 res = Resource(data=content(name, size, "a"), etag='"a"',
                                mtime=1700000000)
                 return self.serve(res, head, cut=k, rst=False, cut_key=("cut", p))
+            if kind == "redirect-loop":
+                return self.simple(302, "loop\n", [("Location", p)])
+            if kind == "redirect":
+                n, rest = int(parts[1]), "/".join(parts[2:])
+                if n > 0:
+                    return self.simple(302, "redirect\n",
+                                       [("Location", "/redirect/%d/%s" % (n - 1, rest))])
+                return self.serve(self.file_resource(rest), head)
             if kind == "norange":
                 return self.serve(self.file_resource("/".join(parts[1:])), head,
                                   ranges=False)
@@ -303,7 +328,7 @@ class Handler(BaseHTTPRequestHandler):
             ranges = False
         if ranges:
             rng = self.parse_range(size)
-            if rng is not None and not self.if_range_ok(res):
+            if rng is not None and self.query.get("noifrange") != "1" and not self.if_range_ok(res):
                 rng = None
         if rng == "416":
             return self.simple(416, "range not satisfiable\n",
@@ -330,6 +355,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             # How much of the body actually goes out.
             real_end = min(end + 1, res.size)  # /lie/: bytes past the real end don't exist
+            if res.claimed_size < res.size and end + 1 == size:
+                real_end = res.size  # /lie/-D/: the body overruns Content-Length
             todo = max(0, real_end - start)
             cutting = cut is not None and todo > cut
             if cutting:
@@ -364,7 +391,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wait_or_gone(None)
         finally:
             self.st.record(self.path_only, status, self.headers.get("Range"),
-                           self.headers.get("If-Range"), sent, cut=cutting)
+                           self.headers.get("If-Range"), sent, self.arrival, cut=cutting)
 
     def wait_or_gone(self, seconds):
         """Sleeps `seconds` (None: until the server stops); raises ClientGone

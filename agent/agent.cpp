@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/agent_internal.h"
+#include "agent/crash_point.h"
 #include "agent/json_writer.h"
 #include "agent/log.h"
 #include "agent/origin_fetcher.h"
@@ -265,7 +266,20 @@ const char* Agent::Job::mode() const {
 }
 
 // The final response of a transfer: decide where its body goes.
-int Agent::Job::on_response(const ResponseInfo& info) {
+namespace {
+
+// -errno for a sink whose job table write failed: ENOSPC when SQLite says
+// its disk is full.
+int job_table_failed(const std::string& job_id, const storage::StorageError& e) {
+    LOG_ERROR("job %s: the job table cannot be written: %s", job_id.c_str(), e.what());
+    return std::strstr(e.what(), "full") ? -ENOSPC : -EIO;
+}
+
+}  // namespace
+
+// Both run inside libcurl's callbacks, which no exception may cross: a job
+// table that cannot be written ends the transfer as a local error.
+int Agent::Job::on_response(const ResponseInfo& info) try {
     FileRecord& f = file();
     if (info.status == 200 && partial->size() > 0) {
         // The origin ignored Range, or If-Range said the file changed:
@@ -285,9 +299,11 @@ int Agent::Job::on_response(const ResponseInfo& info) {
     agent->store_->update_file(rec.id, f);
     if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
     return 0;
+} catch (const storage::StorageError& e) {
+    return job_table_failed(rec.id, e);
 }
 
-int Agent::Job::on_body(const char* data, std::size_t len) {
+int Agent::Job::on_body(const char* data, std::size_t len) try {
     FileRecord& f = file();
     if (f.bytes_total != kUnknownSize && partial->size() + len > f.bytes_total)
         return DOPT_E_REMOTE_CHANGED;  // more bytes than the origin announced
@@ -296,10 +312,19 @@ int Agent::Job::on_body(const char* data, std::size_t len) {
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
     std::int64_t now = mono_ms();
-    last_progress_ms = now;
+    // Progress is at least 1 byte/s on average since the last progress: an
+    // origin trickling below that (each transfer ending in a stall) must
+    // not hold off the no-progress timeout forever.
+    bytes_since_progress += len;
+    if (bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
+        last_progress_ms = now;
+        bytes_since_progress = 0;
+    }
     if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
     if (agent->subscriptions_.count(rec.id)) agent->notify_modification(*this, false);
     return 0;
+} catch (const storage::StorageError& e) {
+    return job_table_failed(rec.id, e);
 }
 
 void Agent::Job::on_done(const TransferOutcome& outcome) {
@@ -356,6 +381,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
                current_file);
         return;
     }
+    DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
     f.bytes_transferred = f.bytes_total;
@@ -475,12 +501,20 @@ int Agent::run() {
                 }
             }
         }
-        fetcher_->perform();
-        handle_alerts();
-        ipc_->handle(fds, ipc_first);
-        timers();
-        answer_waits();
-        deliver_notifications();
+        // A job table that cannot be written (its disk full) fails the one
+        // step that wrote; the agent carries on with every other job, and
+        // timers() requeues a job left running with nothing moving it.
+        try {
+            fetcher_->perform();
+            handle_alerts();
+            ipc_->handle(fds, ipc_first);
+            timers();
+            answer_waits();
+            deliver_notifications();
+        } catch (const storage::StorageError& e) {
+            LOG_ERROR("job table: %s; carrying on", e.what());
+            job_table_failed_ = true;
+        }
     }
     // Graceful stop: every transfer checkpointed, partial files kept; the
     // jobs are QUEUED again on the next start.
@@ -648,10 +682,17 @@ void Agent::transient_failure(Job& job, const std::string& description, long ret
         change_state(job, static_cast<int>(JobState::TransientError));
 }
 
+// Never throws: a job table that cannot be written (its disk full) leaves
+// the job running on what it holds in memory; the next checkpoint tries
+// again, and after a crash the job resumes from the last one written.
 void Agent::checkpoint(Job& job) {
     job.last_checkpoint_ms = mono_ms();
-    if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
-    store_->update_job(job.rec);
+    try {
+        if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
+        store_->update_job(job.rec);
+    } catch (const storage::StorageError& e) {
+        LOG_ERROR("job %s: cannot checkpoint: %s", job.rec.id.c_str(), e.what());
+    }
 }
 
 // Stops whatever moves the job's bytes: its origin transfer, its metainfo
@@ -772,6 +813,19 @@ void Agent::timers() {
         if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
             schedule_needed_ = true;
     }
+    if (job_table_failed_) {
+        // A state change the job table refused leaves a job CONNECTING or
+        // TRANSFERRING with nothing moving its bytes: queue it again (its
+        // partial file holds what it had).
+        job_table_failed_ = false;
+        for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+            if (!is_running(job->rec.state) || job->busy()) continue;
+            LOG_WARN("job %s: running with no transfer after a job table failure; queueing it again",
+                     job->rec.id.c_str());
+            job->partial.reset();
+            if (!change_state(*job, static_cast<int>(JobState::Queued))) job_table_failed_ = true;
+        }
+    }
     if (now >= next_purge_ms_) {
         next_purge_ms_ = now + 3600 * 1000;
         std::int64_t wall = wall_now();
@@ -805,6 +859,7 @@ void Agent::timers() {
 // Renames partial files to their final names (with the owner's rights).
 // only_completed: files not whole are removed instead (Complete from ERROR).
 int Agent::deliver_files(Job& job, bool only_completed, std::string& message) {
+    DOPT_CRASH_POINT("complete_start");
     for (auto& f : job.rec.files) {
         if (f.partial_path.empty()) continue;  // delivered already
         if (!f.completed) {
@@ -819,9 +874,11 @@ int Agent::deliver_files(Job& job, bool only_completed, std::string& message) {
             message = "cannot move " + f.partial_path + " to " + f.local_path + ": " + std::strerror(-rc);
             return -rc;
         }
+        DOPT_CRASH_POINT("complete_renamed");
         f.partial_path.clear();
         store_->update_file(job.rec.id, f);
     }
+    DOPT_CRASH_POINT("complete_delivered");
     return 0;
 }
 

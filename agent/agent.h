@@ -171,6 +171,7 @@ private:
     std::vector<std::unique_ptr<OriginPiece>> origin_pieces_;   // in flight
     std::int64_t next_swarm_tick_ms_ = 0;
     std::int64_t next_purge_ms_ = 0;
+    bool job_table_failed_ = false;  // a StorageError reached the main loop (timers() recovers)
     std::int64_t last_seq_ = 0;      // creation order of the newest job
     bool schedule_needed_ = false;
 };

@@ -54,6 +54,9 @@ bool base64_decode(const std::string& in, std::string& out);
 // In request_envelope.cpp, which tests/fuzz links alone.
 std::string decode_request(const std::string& body, Agent::Request* req);
 constexpr int kMaxRequestDepth = 64;
+// Limits that keep a job object well inside one reply frame.
+constexpr std::size_t kMaxUrlBytes = 16384;
+constexpr std::size_t kMaxJobFileBytes = 512 * 1024;
 
 // A request field of the wrong type or out of range: answered
 // DOPT_E_INVALID_ARG with its message, like a json::exception.
@@ -88,6 +91,7 @@ struct Agent::Job : TransferSink {
     std::uint64_t request_offset = 0;
     std::int64_t next_retry_ms = 0;       // TRANSIENT_ERROR: when to try again
     std::int64_t last_progress_ms = 0;    // for the no-progress timeout
+    std::uint64_t bytes_since_progress = 0;  // origin bytes not yet counted as progress
     std::int64_t last_checkpoint_ms = 0;
     std::string last_transient;           // why the last attempt failed
 

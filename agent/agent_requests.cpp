@@ -191,12 +191,23 @@ void Agent::op_add_file(Request& req, Job& job) {
     if (job.rec.files.size() >= 1000) return send(DOPT_E_TOO_LARGE, "a job holds at most 1000 files");
     std::string url = req.body.at("url").get<std::string>();
     std::string path = req.body.at("local_path").get<std::string>();
+    // Every reply carries the whole job object, which must fit in a frame
+    // (1 MiB) with room to spare: URLs are capped, and so are the bytes of
+    // all of a job's URLs and paths together (a path appears twice in the
+    // job object: the file and its partial file).
+    if (url.size() > kMaxUrlBytes)
+        return send(DOPT_E_TOO_LARGE, "a URL is at most " + std::to_string(kMaxUrlBytes) + " bytes");
     UrlCheck uc = check_url(url);
     if (uc.rc != 0) return send(uc.rc, uc.message);
     if (path.empty() || path[0] != '/')
         return send(DOPT_E_RELATIVE_PATH, "the local path '" + path + "' is not absolute");
     if (path.size() >= PATH_MAX || path.find('\0') != std::string::npos)
         return send(DOPT_E_INVALID_ARG, "the local path is too long or contains NUL");
+    std::size_t job_bytes = url.size() + 2 * path.size();
+    for (const auto& f : job.rec.files) job_bytes += f.remote_url.size() + 2 * f.local_path.size();
+    if (job_bytes > kMaxJobFileBytes)
+        return send(DOPT_E_TOO_LARGE, "the URLs and paths of a job's files are at most " +
+                                          std::to_string(kMaxJobFileBytes) + " bytes in all");
     std::string norm = normalise_path(path);
     if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
     for (auto [it, end] = destinations_.equal_range(norm); it != end; ++it) {

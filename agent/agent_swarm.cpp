@@ -40,6 +40,7 @@
 
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
+#include "agent/crash_point.h"
 #include "agent/log.h"
 #include "agent/owner_files.h"
 #include "dopt/dopt.h"
@@ -388,6 +389,7 @@ void Agent::remove_swarm(Swarm& s, bool delete_files) {
     if (delete_files) {
         cache_.erase(ih);
         store_->delete_cache_entry(ih);
+        DOPT_CRASH_POINT("cache_row_deleted");
         remove_tree(config_.cache_dir + "/" + ih);
     }
 }
@@ -666,7 +668,10 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     if (outcome.ok && op.data.size() == s.piece_size(op.piece)) {
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
-        s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data));
+        // overwrite_existing: blocks a peer sent for this piece are replaced,
+        // so that a peer's bad block is not blamed on the origin.
+        s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data),
+                           lt::torrent_handle::overwrite_existing);
         pump_swarm(s);
         return;
     }
@@ -836,6 +841,7 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
                  "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
             continue;
         }
+        DOPT_CRASH_POINT("swarm_piece_write");
         j->written[idx] = true;
         ++j->written_count;
         FileRecord& f = j->file();
@@ -1068,6 +1074,7 @@ void Agent::evict_cache() {
         } else {
             cache_.erase(ih);
             store_->delete_cache_entry(ih);
+            DOPT_CRASH_POINT("cache_row_deleted");
             remove_tree(config_.cache_dir + "/" + ih);
         }
     }

@@ -123,7 +123,8 @@ void IpcServer::read_from(ConnId id, Conn& c) {
         // EOF or error. Whole requests read before it are still carried
         // out (a client may send a cancel and close at once); their
         // replies have nowhere to go.
-        if (n == 0) dispatch(id);
+        c.at_eof = true;
+        dispatch(id);
         drop(id);
         return;
     }
@@ -180,9 +181,11 @@ void IpcServer::flush(Conn& c) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        c.out.clear();  // peer gone; the read side will notice
-        c.close_after_flush = true;
-        break;
+        // The peer is gone. Requests it sent before are still carried out;
+        // read_from drops the connection when it sees the end.
+        c.out.clear();
+        c.at_eof = true;
+        return;
     }
     if (c.close_after_flush && c.out.empty()) {
         for (auto& [id, conn] : conns_) {

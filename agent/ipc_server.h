@@ -66,6 +66,7 @@ private:
         std::string out;
         bool paused = false;
         bool close_after_flush = false;
+        bool at_eof = false;  // the client closed: requests still read are carried out, replies dropped
     };
     void accept_all();
     void read_from(ConnId id, Conn& c);

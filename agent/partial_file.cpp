@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <vector>
 
+#include "agent/crash_point.h"
+
 namespace dopt::agent {
 
 namespace {
@@ -73,6 +75,7 @@ struct PartialFile::Writer {
             if (n < 0) return -errno;
             done += static_cast<std::size_t>(n);
         }
+        DOPT_CRASH_POINT("partial_write");
         if (sha) EVP_DigestUpdate(sha, buf.data(), buf.size());
         offset += buf.size();
         if (start_writeback && offset - writeback_started >= kWritebackChunk) {

@@ -470,6 +470,23 @@ std::vector<lt::alert*> PeerSession::pop_alerts() {
     std::uint64_t count = 0;
     [[maybe_unused]] const ssize_t n = read(d.alert_fd.fd(), &count, sizeof count);
     d.session->pop_alerts(&d.alerts);
+    // A peer banned for sending pieces that failed their hash check is
+    // refused from now on (until the session ends), from any port and for
+    // every torrent. libtorrent bans only its peer-list entry, which with
+    // allow_multiple_connections_per_ip is the address *and port*: the same
+    // address connecting in again from another port was let back in, asked
+    // for pieces and able to send more bad data.
+    lt::ip_filter filter;
+    bool banned_any = false;
+    for (lt::alert* a : d.alerts) {
+        if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
+            if (!banned_any) filter = d.session->get_ip_filter();
+            banned_any = true;
+            const lt::address addr = ban->endpoint.address();
+            filter.add_rule(addr, addr, lt::ip_filter::blocked);
+        }
+    }
+    if (banned_any) d.session->set_ip_filter(filter);
     return d.alerts;
 }
 

@@ -10,13 +10,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -164,7 +167,19 @@ bool ready_for_pieces(const lt::torrent_handle& h) {
 // well-behaved libtorrent never would.
 class RawPeer {
 public:
-    explicit RawPeer(int port) : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    // Connects to 127.0.0.1:port from `from` (a loopback address; nullptr:
+    // whichever the kernel picks).
+    explicit RawPeer(int port, const char* from = nullptr)
+        : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+        if (fd_ >= 0 && from != nullptr) {
+            sockaddr_in src{};
+            src.sin_family = AF_INET;
+            if (inet_pton(AF_INET, from, &src.sin_addr) != 1 ||
+                bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+                close(fd_);
+                throw std::runtime_error("RawPeer: cannot bind the source address");
+            }
+        }
         sockaddr_in sa{};
         sa.sin_family = AF_INET;
         sa.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -208,6 +223,113 @@ public:
 
 private:
     int fd_;
+};
+
+// A peer listening on 127.0.0.2 (its own thread, one connection at a time)
+// that speaks plain BitTorrent, claims every piece, unchokes whoever is
+// interested and answers every request with zeros.
+class CorruptSeeder {
+public:
+    CorruptSeeder(const lt::sha1_hash& info_hash, int num_pieces)
+        : info_hash_(info_hash), num_pieces_(num_pieces),
+          fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+        socklen_t len = sizeof sa;
+        if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+            listen(fd_, 8) != 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+            throw std::runtime_error("CorruptSeeder: cannot listen on 127.0.0.2");
+        port_ = ntohs(sa.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~CorruptSeeder() {
+        stop_ = true;
+        thread_.join();
+        close(fd_);
+    }
+    CorruptSeeder(const CorruptSeeder&) = delete;
+    CorruptSeeder& operator=(const CorruptSeeder&) = delete;
+    std::string endpoint() const { return "127.0.0.2:" + std::to_string(port_); }
+    int blocks_sent() const { return blocks_sent_; }
+
+private:
+    // Waits up to 100 ms for fd to be readable.
+    bool readable(int fd) {
+        pollfd p{fd, POLLIN, 0};
+        return poll(&p, 1, 100) > 0;
+    }
+    // Exactly n bytes, or false (closed, or stopping).
+    bool read_exact(int fd, char* buf, std::size_t n) {
+        std::size_t got = 0;
+        while (got < n) {
+            if (stop_) return false;
+            if (!readable(fd)) continue;
+            const ssize_t r = ::recv(fd, buf + got, n - got, 0);
+            if (r <= 0) return false;
+            got += static_cast<std::size_t>(r);
+        }
+        return true;
+    }
+    bool send_all(int fd, const std::string& bytes) {
+        return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+    }
+    static std::string be32(std::uint32_t v) {
+        std::string out(4, '\0');
+        for (int i = 0; i < 4; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>(v >> (24 - 8 * i));
+        return out;
+    }
+    void serve(int fd) {
+        // libtorrent tries an encrypted handshake first; anything but a plain
+        // one is dropped, and it comes back in plain BitTorrent.
+        char hs[68];
+        if (!read_exact(fd, hs, sizeof hs) || std::string(hs + 1, 19) != "BitTorrent protocol" ||
+            std::memcmp(hs + 28, info_hash_.data(), 20) != 0)
+            return;
+        std::string reply("\x13" "BitTorrent protocol", 20);
+        reply += std::string(8, '\0');
+        reply.append(info_hash_.data(), info_hash_.size());
+        reply += "-XX0000-corruptseed0";
+        std::string bits(static_cast<std::size_t>((num_pieces_ + 7) / 8), '\0');
+        for (int i = 0; i < num_pieces_; ++i)
+            bits[static_cast<std::size_t>(i / 8)] = static_cast<char>(bits[static_cast<std::size_t>(i / 8)] | (0x80 >> (i % 8)));
+        if (!send_all(fd, reply + RawPeer::message(5, bits))) return;
+        for (;;) {
+            char head[4];
+            if (!read_exact(fd, head, 4)) return;
+            std::uint32_t len = 0;
+            for (char c : head) len = (len << 8) | static_cast<unsigned char>(c);
+            if (len == 0) continue;
+            if (len > (1u << 20)) return;
+            std::string body(len, '\0');
+            if (!read_exact(fd, body.data(), len)) return;
+            if (body[0] == 2 && !send_all(fd, RawPeer::message(1, ""))) return;  // interested: unchoke
+            if (body[0] == 6 && len == 13) {  // request: <index><begin><length>, answered with zeros
+                std::uint32_t block = 0;
+                for (int i = 9; i < 13; ++i) block = (block << 8) | static_cast<unsigned char>(body[static_cast<std::size_t>(i)]);
+                if (block > 16 * 1024) return;
+                if (!send_all(fd, RawPeer::message(7, body.substr(1, 8) + std::string(block, '\0')))) return;
+                ++blocks_sent_;
+            }
+        }
+    }
+    void run() {
+        while (!stop_) {
+            if (!readable(fd_)) continue;
+            const int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0) continue;
+            serve(c);
+            close(c);
+        }
+    }
+
+    lt::sha1_hash info_hash_;
+    int num_pieces_;
+    int fd_;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> blocks_sent_{0};
+    std::thread thread_;
 };
 
 // Runs `check` in a child process inside a new, empty network namespace
@@ -572,4 +694,42 @@ TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]")
     CHECK(table.get(t1, 0).size() == kMaxClaimsPerTorrent);
     table.drop_torrent(t1);
     CHECK(table.get(t1, 0).empty());
+}
+
+TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port",
+          "[p2p][session]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "bad.bin", 1024 * 1024, 256 * 1024);
+    REQUIRE(t.info->info_hashes().has_v1());
+    CorruptSeeder seeder(t.info->info_hashes().v1, t.info->num_pieces());
+    SessionSettings bs = loopback_settings();
+    bs.peers = {seeder.endpoint()};
+    PeerSession b(bs);
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::address bad = lt::make_address("127.0.0.2");
+    bool banned = false, blocked = false;
+    int connects = 0;
+    Pump pump({&b}, [&](std::size_t, lt::alert* al) {
+        if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(al))
+            banned = banned || ban->endpoint.address() == bad;
+        if (auto* pb = lt::alert_cast<lt::peer_blocked_alert>(al))
+            blocked = blocked || pb->endpoint.address() == bad;
+        if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(al))
+            connects += pc->endpoint.address() == bad ? 1 : 0;
+    });
+    REQUIRE(pump.run_until([&] { return banned; }, std::chrono::seconds(20)));
+    CHECK(seeder.blocks_sent() > 0);
+    const lt::ip_filter filter = b.native().get_ip_filter();
+    CHECK((filter.access(bad) & lt::ip_filter::blocked) != 0);
+    CHECK((filter.access(lt::make_address("127.0.0.1")) & lt::ip_filter::blocked) == 0);
+    CHECK((filter.access(lt::make_address("127.0.0.3")) & lt::ip_filter::blocked) == 0);
+
+    // The same address connecting in from a new port is refused at once.
+    const int connects_before = connects;
+    RawPeer back(b.listen_port(), "127.0.0.2");
+    back.handshake(t.info->info_hashes().v1);
+    CHECK(pump.run_until([&] { return blocked; }, std::chrono::seconds(10)));
+    pump.run_until([] { return false; }, std::chrono::milliseconds(500));
+    CHECK(connects == connects_before);
+    CHECK(hb.status({}).num_peers == 0);
 }

@@ -8,6 +8,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "agent/crash_point.h"
+
 namespace dopt::storage {
 namespace {
 
@@ -716,6 +718,7 @@ bool JobStore::set_state(const std::string& id, JobState to, std::int64_t now,
         .bind(id)
         .bind(std::int64_t{to == JobState::Transferred})
         .run();
+    DOPT_CRASH_POINT("store_mid_commit");
     if (error) {
         Query query(statements_->replace_error, "storing a job's error");
         bind_error(query, id, *error);
@@ -791,6 +794,7 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
              "no such file");
     }
     if (!transaction) return 0;
+    DOPT_CRASH_POINT("store_file_mid_commit");
     std::int64_t id = insert_notification(job_id, notify_kind, file.index, now);
     transaction->commit();
     return id;

@@ -84,8 +84,17 @@ int call(dopt_client* client, json request, json* reply, const ReplyParser& pars
     if (client->broken && client->peer_protocol != 0) reconnect_locked(client);
     std::int64_t seq = ++client->seq;
     request["seq"] = seq;
+    // A string argument that is not UTF-8 (dopt.h: strings are UTF-8) is the
+    // caller's malformed argument, not a protocol failure: nothing was sent
+    // and the client stays usable.
+    std::string text;
+    try {
+        text = request.dump();
+    } catch (const json::type_error&) {
+        return fail(DOPT_E_INVALID_ARG, "a string argument is not valid UTF-8");
+    }
     std::string body;
-    int rc = exchange_locked(client, request.dump(), &body);
+    int rc = exchange_locked(client, text, &body);
     if (rc != DOPT_OK) return rc;
     json parsed = parse(body);
     if (parsed.is_discarded()) {

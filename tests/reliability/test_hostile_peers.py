@@ -1,0 +1,412 @@
+"""Hostile LAN peers (issue 5): a real doptd on 127.0.0.1 downloading from a
+real nginx (a `limit_rate` location, metainfo beside the content made with
+`dopt publish`), with a hostile peer from hostile_peer.py on another
+loopback address (127.0.0.3 and up) in its swarm: as a static peer ([p2p]
+peers) the agent connects to, or connecting in itself. Needs no root.
+
+Every download must end byte-identical. The slowdown against a run of the
+same download without the hostile peer (same test, a fresh agent) is
+printed; only a generous bound is asserted (3x + 10 s). Where libtorrent
+bans (corrupt data), the test shows the ban from both sides: the agent's
+log, and the hostile peer's connections closed and new ones turned away.
+
+Known bug (expected failure, PoisoningPeer): a peer's bad blocks in a
+piece it never completes are blamed on the origin once the origin's copy
+of the piece is added over them; two such and the file goes HTTP only.
+
+Also: the agent never serves what is outside its cache (an unknown
+info-hash gets nothing; requests outside the torrent get nothing; a
+metainfo name that tries to leave cache_dir neither writes nor reads
+outside it).
+
+Figures go to stderr, prefixed with "  ".
+"""
+
+import hashlib
+import os
+import struct
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+import harness  # noqa: E402
+import test_peering as peering  # noqa: E402  (helpers only: publish, p2p_toml, free_port)
+import hostile_peer as hp  # noqa: E402
+from harness import MiB, wait_for  # noqa: E402
+
+AGENT_IP = "127.0.0.1"
+HOSTILE_IP = "127.0.0.3"   # the static peer that misbehaves
+HOSTILE_IP_2 = "127.0.0.6"  # a second one
+FLOOD_IP = "127.0.0.4"     # the flooder
+PROBE_IP = "127.0.0.5"     # inbound probes (unknown info-hash, bad requests)
+
+SIZE = 8 * MiB             # 8 pieces of 1 MiB (dopt publish's smallest piece size)
+ORIGIN_RATE = "512k"       # per connection (after a first second at full speed); the agent opens 4 at once
+SLOWDOWN_FACTOR = 3
+SLOWDOWN_SLACK = 10.0      # seconds
+
+
+def say(*args):
+    sys.stderr.write("\n  " + " ".join(str(a) for a in args))
+    sys.stderr.flush()
+
+
+class HostileTest(harness.IntegrationTest):
+    """self.origin: nginx over self.www with /slow/ at ORIGIN_RATE."""
+
+    def setUp(self):
+        super().setUp()
+        self.origin = self.sb.nginx(self.www, slow_rate=ORIGIN_RATE)
+        self.hostiles = []
+
+    def tearDown(self):
+        for h in self.hostiles:
+            h.stop()
+        super().tearDown()
+
+    def serve(self, name, size=SIZE):
+        """/<name> (random bytes) and /<name>.torrent beside it (dopt
+        publish); returns (sha256, hp.Metainfo, content bytes)."""
+        path = os.path.join(self.www, name)
+        sha = harness.make_file(path, size)
+        peering.publish(path, self.url(name), path + ".torrent")
+        with open(path, "rb") as f:
+            content = f.read()
+        return sha, hp.Metainfo.load(path + ".torrent"), content
+
+    def url(self, name):
+        # Through the rate-limited location; the metainfo is found beside
+        # it there too (/slow/ is an alias of the docroot).
+        return self.origin.url("slow/" + name)
+
+    def new_agent(self, name, peers=(), extra=""):
+        """A peering agent on AGENT_IP; .p2p_port is its listen port."""
+        port = peering.free_port(AGENT_IP)
+        a = self.sb.agent(peering.p2p_toml("%s:%d" % (AGENT_IP, port), list(peers), extra),
+                          name=name)
+        a.p2p_port = port
+        return a
+
+    def timed_get(self, agent, name, timeout=120):
+        """`dopt get` of /slow/<name> into <agent>/out; returns (seconds,
+        destination, job object)."""
+        out = os.path.join(agent.dir, "out")
+        os.makedirs(out, exist_ok=True)
+        dest = os.path.join(out, name)
+        t0 = time.monotonic()
+        agent.dopt("get", self.url(name), "-o", dest, check=True, timeout=timeout)
+        return time.monotonic() - t0, dest, agent.job_for(dest)
+
+    def hostile(self, meta, mode, ip=HOSTILE_IP, pieces=None):
+        h = hp.HostileListener(ip, meta, mode, pieces=pieces).start()
+        self.hostiles.append(h)
+        return h
+
+    def baseline(self, name, sha):
+        """The same download by an agent with no peers: its seconds."""
+        secs, dest, job = self.timed_get(self.new_agent("base"), name)
+        self.assertFileSha(dest, sha)
+        return secs
+
+    def assertBoundedSlowdown(self, what, secs, base, job):
+        ratio = secs / base
+        say("%s: %.2f s with the hostile peer, %.2f s without: slowdown %.2fx "
+            "(mode %s, %d bytes from peers, %d from the origin)"
+            % (what, secs, base, ratio, job["mode"], job["bytes_from_peers"],
+               job["bytes_from_origin"]))
+        self.assertLessEqual(secs, SLOWDOWN_FACTOR * base + SLOWDOWN_SLACK,
+                             "%s: %.1f s against %.1f s without it" % (what, secs, base))
+
+    def probe_handshake(self, agent, src_ip, info_hash):
+        """An inbound connection from src_ip with `info_hash`: what happened
+        ("handshake", "eof", "reset", ...) and the bytes the agent sent."""
+        c = hp.PeerClient((AGENT_IP, agent.p2p_port), src_ip, info_hash)
+        try:
+            result = c.connect(timeout=5)
+            if result == "handshake":
+                # Anything after the handshake (bitfield, have_all) counts too.
+                c.read_until({"bitfield", "have_all"}, 2)
+            return result, c.received
+        finally:
+            c.close()
+
+
+class CorruptPeer(HostileTest):
+    def test_corrupt_pieces_are_discarded_and_the_peer_is_banned(self):
+        """A static peer advertising every piece and answering every request
+        with wrong bytes: the file is still right, the peer is banned (the
+        agent logs it, closes its connection, and turns it away when it
+        comes back inbound) and the slowdown stays bounded."""
+        sha, meta, _ = self.serve("pkg.bin")
+        base = self.baseline("pkg.bin", sha)
+        h = self.hostile(meta, "corrupt")
+        a = self.new_agent("A", [h.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        self.assertBoundedSlowdown("corrupt peer", secs, base, job)
+        s = h.summary()
+        say("corrupt peer: %s" % s)
+        self.assertGreater(s["pieces_sent"], 0, "the agent never asked the corrupt peer: no test")
+        log = a.log_text()
+        self.assertIn("from a peer failed its hash check", log)
+        wait_for(lambda: "banned peer %s" % HOSTILE_IP in a.log_text(), 10,
+                 what="the agent banning %s" % HOSTILE_IP)
+        wait_for(lambda: h.summary()["open"] == 0, 10, what="the banned peer's connections closed")
+        # Back from another port (libtorrent's own ban is of the address and
+        # port; p2p/session.cpp blocks the address): refused before any byte.
+        n = s["connections"]
+        result, got = self.probe_handshake(a, HOSTILE_IP, meta.info_hash)
+        say("corrupt peer coming back inbound from %s: %s (%d bytes from the agent)"
+            % (HOSTILE_IP, result, len(got)))
+        self.assertNotEqual(result, "handshake",
+                            "the banned address was let back in with the same torrent")
+        self.assertEqual(h.summary()["connections"], n)
+
+
+class PoisoningPeer(HostileTest):
+    def test_a_peers_bad_blocks_are_not_blamed_on_the_origin(self):
+        """A static peer advertises every piece, answers the first block
+        asked of a piece with wrong bytes and rejects the rest, so no piece
+        ever completes from it. After 4 s the agent takes the pieces from the
+        origin and hands them to libtorrent with add_piece(). Found here:
+        without overwrite_existing libtorrent kept the blocks it already
+        held, the peer's bad block stayed in, the piece failed its hash
+        check and the agent counted it against the origin ("piece N from the
+        origin failed its hash check"); two such failures and the agent
+        decided the origin did not match its metainfo (HTTP only, all the
+        bytes again; with the job's own metainfo, an integrity error)."""
+        sha, meta, _ = self.serve("pkg.bin", 4 * MiB)
+        h = self.hostile(meta, "poison")
+        a = self.new_agent("A", [h.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        log = a.log_text()
+        s = h.summary()
+        say("poison: %.2f s, mode %s, %d bytes from the origin; peer %s; origin pieces failing "
+            "their hash: %d; peer banned: %s" % (secs, job["mode"], job["bytes_from_origin"],
+                                                 {k: s[k] for k in ("requests", "pieces_sent")},
+                                                 log.count("from the origin failed its hash check"),
+                                                 "banned peer %s" % HOSTILE_IP in log))
+        if s["pieces_sent"] == 0:  # not the failure this test expects
+            self.skipTest("the peer never sent its bad block: no test")
+        self.assertNotIn("from the origin failed its hash check", log,
+                         "an origin piece failed its hash check; the origin serves the right bytes")
+
+
+class LyingPeers(HostileTest):
+    def test_peers_that_advertise_everything_and_never_deliver(self):
+        """Two static peers advertise every piece: the "liar" unchokes and
+        then ignores every request, the "choker" never unchokes. The agent
+        sees its peers stalled (4 s without a piece) and takes every piece
+        from the origin; neither is banned (they sent nothing wrong)."""
+        sha, meta, _ = self.serve("pkg.bin")
+        base = self.baseline("pkg.bin", sha)
+        liar = self.hostile(meta, "liar")
+        choker = self.hostile(meta, "choker", ip=HOSTILE_IP_2)
+        a = self.new_agent("A", [liar.endpoint, choker.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        for h in (liar, choker):
+            s = h.summary()
+            say("%s: %s" % (h.mode, s))
+            self.assertGreater(s["handshakes"], 0, "the agent never reached the %s: no test" % h.mode)
+        self.assertGreater(liar.summary()["requests"], 0, "the agent never asked the liar: no test")
+        self.assertBoundedSlowdown("liar + choker", secs, base, job)
+        self.assertEqual(job["bytes_from_peers"], 0, job)
+        self.assertEqual(job["bytes_from_origin"], SIZE, job)
+        self.assertNotIn("banned peer", a.log_text())
+
+
+class StallingPeer(HostileTest):
+    def test_a_peer_that_handshakes_and_then_says_nothing(self):
+        """Handshake, then silence with the socket open (no bitfield, no
+        keep-alive): the download is not held up beyond the bound."""
+        sha, meta, _ = self.serve("pkg.bin")
+        base = self.baseline("pkg.bin", sha)
+        h = self.hostile(meta, "staller")
+        a = self.new_agent("A", [h.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        s = h.summary()
+        say("staller: %s" % s)
+        self.assertGreater(s["handshakes"], 0, "the agent never reached the staller: no test")
+        self.assertBoundedSlowdown("staller", secs, base, job)
+        self.assertEqual(job["bytes_from_origin"], SIZE, job)
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+class Flooder(HostileTest):
+    def test_hundreds_of_inbound_connections_during_a_download(self):
+        """While the agent downloads, 127.0.0.4 opens 300 connections at a
+        time to its listen port, 4 rounds with the torrent's handshake and 2
+        half-open: the file is right, the agent keeps answering its CLI, its
+        descriptors stay bounded and come back down afterwards."""
+        sha, meta, _ = self.serve("pkg.bin")
+        base = self.baseline("pkg.bin", sha)
+        a = self.new_agent("A")
+        port = a.p2p_port
+        fds_before = fd_count(a.proc.pid)
+        figures = {"fds_max": fds_before, "cli_max_s": 0.0, "flood": []}
+        stop = threading.Event()
+
+        def flood():
+            while not stop.is_set() and len(figures["flood"]) < 6:
+                ih = meta.info_hash if len(figures["flood"]) % 3 != 2 else None
+                figures["flood"].append(hp.flood((AGENT_IP, port), FLOOD_IP, connections=300,
+                                                 rounds=1, info_hash=ih, hold=0.4))
+
+        def sample():
+            while not stop.is_set():
+                figures["fds_max"] = max(figures["fds_max"], fd_count(a.proc.pid))
+                t0 = time.monotonic()
+                a.dopt("stats", "--json", check=True, timeout=30)
+                figures["cli_max_s"] = max(figures["cli_max_s"], time.monotonic() - t0)
+                time.sleep(0.1)
+
+        threads = [threading.Thread(target=flood, daemon=True),
+                   threading.Thread(target=sample, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            secs, dest, job = self.timed_get(a, "pkg.bin")
+        finally:
+            threads[0].join(60)
+            stop.set()
+            threads[1].join(30)
+        self.assertFileSha(dest, sha)
+        totals = {k: sum(f[k] for f in figures["flood"]) for k in figures["flood"][0]}
+        say("flood: %d rounds of 300: %s; doptd fds %d before, %d at most; slowest "
+            "`dopt stats` %.2f s" % (len(figures["flood"]), totals, fds_before,
+                                     figures["fds_max"], figures["cli_max_s"]))
+        self.assertGreater(totals["connected"], 0, "no flood connection got through: no test")
+        self.assertBoundedSlowdown("flood", secs, base, job)
+        self.assertTrue(a.running(), "doptd died under the flood")
+        self.assertLess(figures["cli_max_s"], 10, "the agent stopped answering under the flood")
+        after = wait_for(lambda: (lambda n: n if n <= fds_before + 10 else None)(
+            fd_count(a.proc.pid)), 30, what="doptd's descriptors coming back down")
+        say("flood: doptd fds %d after" % after)
+
+
+class NothingOutsideTheCache(HostileTest):
+    def _seeding_session(self, a, meta):
+        """A PeerClient connected to `a` with the torrent's info-hash, told
+        it is interested and unchoked; None when never unchoked."""
+        c = hp.PeerClient((AGENT_IP, a.p2p_port), PROBE_IP, meta.info_hash)
+        self.assertEqual(c.connect(timeout=5), "handshake")
+        c.send(hp.message(hp.INTERESTED))
+        if c.read_until({"unchoke"}, 10) is None:
+            c.close()
+            self.fail("the agent never unchoked the probe (ended: %s; messages %s)"
+                      % (c.ended, [m for m, _ in c.messages]))
+        return c
+
+    def test_unknown_torrents_and_requests_outside_the_torrent_get_nothing(self):
+        """The agent seeds a 2 MiB torrent. A peer naming a torrent the agent
+        does not have is disconnected without a byte. On fresh connections
+        with the right info-hash: a valid request gets the right bytes (the
+        control); a piece index past the end, index 2^32-1, an offset past a
+        piece's end, a block past the end of the last piece, a block of
+        1 MiB and an offset near 2^32 get no piece message."""
+        sha, meta, content = self.serve("pkg.bin", 2 * MiB)
+        a = self.new_agent("A")
+        self.timed_get(a, "pkg.bin")
+        control, got = self.probe_handshake(a, PROBE_IP, meta.info_hash)
+        self.assertEqual(control, "handshake", "the agent does not seed pkg.bin: no test")
+        for info_hash in (hashlib.sha1(b"not a torrent here").digest(), bytes(20),
+                          meta.info_hash[:19] + bytes([meta.info_hash[19] ^ 1])):
+            result, got = self.probe_handshake(a, PROBE_IP, info_hash)
+            say("unknown info-hash %s: %s, %d bytes" % (info_hash.hex(), result, len(got)))
+            self.assertIn(result, ("eof", "reset"))
+            self.assertEqual(got, b"")
+
+        c = self._seeding_session(a, meta)
+        c.send(hp.request_msg(1, 16384, 16384))
+        got = c.read_until({"piece"}, 10)
+        c.close()
+        self.assertIsNotNone(got, "the control request got no piece: no test")
+        off = meta.piece_length + 16384
+        self.assertEqual(got[1], struct.pack(">II", 1, 16384) + content[off:off + 16384])
+        last = meta.num_pieces - 1
+        bad = {"index past the end": (meta.num_pieces, 0, 16384),
+               "index 2^32-1": (0xFFFFFFFF, 0, 16384),
+               "offset past the piece": (0, meta.piece_length, 16384),
+               "block past the last piece": (last, meta.piece_size(last) - 8192, 16384),
+               "block of 1 MiB": (0, 0, MiB),
+               "offset 2^32-16384": (0, 0xFFFFC000, 16384)}
+        for what, (index, begin, length) in bad.items():
+            c = self._seeding_session(a, meta)
+            c.send(hp.request_msg(index, begin, length))
+            n = len(c.messages)
+            got = c.read_until({"piece"}, 3)
+            say("request %s (%d, %d, %d): %s; the agent sent %s, then %s"
+                % (what, index, begin, length, "a piece!" if got else "no piece",
+                   [m for m, _ in c.messages[n:]] or "nothing",
+                   "closed (%s)" % c.ended if c.ended else "kept the connection open"))
+            c.close()
+            self.assertIsNone(got, "request %s answered with data" % what)
+        self.assertTrue(a.running())
+
+    def test_metainfo_names_that_leave_the_cache_neither_write_nor_read_outside(self):
+        """Two hand-made v1 metainfo files beside their content, named
+        "../../../outside-dotdot.bin" (from cache_dir/<info-hash>, the
+        sandbox itself) and an absolute path in the sandbox. Each target is
+        made beforehand with the very content (reading it would give valid
+        pieces) and an old mtime. Afterwards: the files delivered are right,
+        every byte came from the origin, the targets are unchanged and no
+        file appeared outside the places the agent may write."""
+        a = self.new_agent("A")
+        allowed = [a.cache_dir, os.path.join(a.dir, "out"), a.state_dir, self.www,
+                   self.origin.dir]
+
+        def outside_files():
+            found = set()
+            for root, _, files in os.walk(self.sb.dir):
+                if any(root == d or root.startswith(d + os.sep) for d in allowed):
+                    continue
+                found.update(os.path.join(root, f) for f in files)
+            return found - {a.log, a.config, a.socket}
+
+        size = 2 * MiB
+        cases = []
+        for label, name_for in (("dotdot", lambda t: "../../../" + os.path.basename(t)),
+                                ("absolute", lambda t: t)):
+            name = "trav-%s.bin" % label
+            path = os.path.join(self.www, name)
+            sha = harness.make_file(path, size)
+            with open(path, "rb") as f:
+                content = f.read()
+            target = self.sb.path("outside-%s.bin" % label)
+            with open(path + ".torrent", "wb") as f:
+                f.write(hp.make_v1_metainfo(content, name_for(target)))
+            with open(target, "wb") as f:
+                f.write(content)
+            os.utime(target, (1_000_000_000, 1_000_000_000))
+            cases.append((name, name_for(target), sha, target))
+        before = outside_files()
+        for name, meta_name, sha, target in cases:
+            _, dest, job = self.timed_get(a, name)
+            self.assertFileSha(dest, sha)
+            st = a.status(job["id"])
+            say("metainfo name %r: mode %s, metainfo %s, %d bytes from the origin"
+                % (meta_name, st["mode"], st["files"][0]["metainfo"], st["bytes_from_origin"]))
+            self.assertEqual(st["bytes_from_origin"], size,
+                             "the agent took bytes from somewhere but the origin: %s" % st)
+            self.assertEqual(harness.sha256_file(target), sha, "%s changed" % target)
+            self.assertEqual(os.stat(target).st_mtime, 1_000_000_000, "%s was written" % target)
+        in_cache = [os.path.relpath(os.path.join(r, f), a.cache_dir)
+                    for r, _, fs in os.walk(a.cache_dir) for f in fs]
+        say("cache_dir holds %s" % in_cache)
+        self.assertEqual(outside_files() - before, set(), "files appeared outside cache_dir")
+
+
+if __name__ == "__main__":
+    unittest.main()

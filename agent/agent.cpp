@@ -448,6 +448,8 @@ Agent::Agent(const Config& config) : config_(config) {
             ++resumed;
         } else if (job->rec.state == JobState::TransientError) {
             job->next_retry_ms = now + 1000L * config_.retry_min_delay;
+        } else if (job->rec.state == JobState::Transferred && job->rec.auto_complete) {
+            auto_complete(*job);  // the agent stopped before (or while) it delivered
         }
     }
     start_peering();
@@ -747,6 +749,15 @@ void Agent::schedule() {
     schedule_needed_ = false;
 }
 
+// Delivers a TRANSFERRED job that completes itself: ACKNOWLEDGED, or ERROR
+// (local_file) when a file cannot be moved into place.
+void Agent::auto_complete(Job& job) {
+    std::string message;
+    int rc = deliver_files(job, false, message);
+    if (rc == 0) change_state(job, static_cast<int>(JobState::Acknowledged));
+    else fail(job, static_cast<int>(ErrorContext::LocalFile), rc, message, -1);
+}
+
 // Starts (or continues with the next file of) a job; with every file done
 // the job becomes TRANSFERRED (and ACKNOWLEDGED when it auto-completes).
 void Agent::start_job(Job& job) {
@@ -758,12 +769,7 @@ void Agent::start_job(Job& job) {
         // through CONNECTING, as the transition table wants.
         if (!is_running(job.rec.state)) change_state(job, static_cast<int>(JobState::Connecting));
         change_state(job, static_cast<int>(JobState::Transferred));
-        if (job.rec.auto_complete) {
-            std::string message;
-            int rc = deliver_files(job, false, message);
-            if (rc == 0) change_state(job, static_cast<int>(JobState::Acknowledged));
-            else fail(job, static_cast<int>(ErrorContext::LocalFile), rc, message, -1);
-        }
+        if (job.rec.auto_complete) auto_complete(job);
         return;
     }
     job.current_file = static_cast<int>(next - files.begin());
@@ -785,6 +791,10 @@ void Agent::start_job(Job& job) {
     std::string validator = strong_etag ? f.etag : f.last_modified;
     std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
     if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
+    // Whole already (the agent stopped before it recorded so): ask for the
+    // last byte again, which checks the version (If-Range) where asking for
+    // none would be a 416, taken as "changed".
+    if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
     job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), config_.sync_on_complete, &err);
     if (!job.partial) {
@@ -870,6 +880,14 @@ int Agent::deliver_files(Job& job, bool only_completed, std::string& message) {
             continue;
         }
         int rc = rename_as_owner(job.owner(), f.partial_path, f.local_path);
+        struct stat st {};
+        if (rc == -ENOENT && ::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) == f.bytes_total) {
+            // Renamed before a crash that came before the job table knew.
+            LOG_INFO("job %s: %s was delivered before the agent stopped", job.rec.id.c_str(),
+                     f.local_path.c_str());
+            rc = 0;
+        }
         if (rc != 0) {
             message = "cannot move " + f.partial_path + " to " + f.local_path + ": " + std::strerror(-rc);
             return -rc;

@@ -83,6 +83,7 @@ private:
     void forget_job(Job& job);
     void schedule();
     void start_job(Job& job);
+    void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
     void fail(Job& job, int context, std::int64_t code, const std::string& description,
               int file_index);
@@ -104,6 +105,8 @@ private:
                              std::string bytes);
     void use_http_only(Job& job, const std::string& why);
     void drop_unwanted_cache_entry(const std::string& info_hash);
+    bool wanted_by_unfinished_job(const std::string& info_hash, const Job* except = nullptr) const;
+    void remove_orphan_cache_folders();
     void attach_swarm(Job& job);
     void detach_swarm(Job& job, bool cancelled);
     Swarm* add_swarm(const storage::CacheEntry& entry);

@@ -22,6 +22,7 @@
 // drained here too (handle_alerts).
 #include <algorithm>
 #include <cerrno>
+#include <dirent.h>
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
@@ -159,18 +160,13 @@ void Agent::start_peering() {
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
 
-    std::set<std::string> needed;
-    for (const auto& [id, job] : jobs_) {
-        if (storage::is_final(job->rec.state)) continue;
-        for (const auto& f : job->rec.files)
-            if (!f.info_hash.empty() && !f.completed) needed.insert(f.info_hash);
-    }
+    remove_orphan_cache_folders();
     for (auto it = cache_.begin(); it != cache_.end();) {
         const CacheEntry& e = it->second;
         if (e.complete) {
             add_swarm(e);
             ++it;
-        } else if (!needed.count(e.info_hash)) {
+        } else if (!wanted_by_unfinished_job(e.info_hash)) {
             // A torrent no job wants any more (its job ended while we were down).
             std::string dir = config_.cache_dir + "/" + e.info_hash;
             LOG_INFO("peer cache: dropping unfinished %s (%s)", e.info_hash.c_str(), e.name.c_str());
@@ -327,16 +323,42 @@ void Agent::use_http_only(Job& job, const std::string& why) {
     if (!ih.empty()) drop_unwanted_cache_entry(ih);
 }
 
+// Whether a job not ended (other than `except`) has a file not yet whole
+// whose content is this torrent.
+bool Agent::wanted_by_unfinished_job(const std::string& info_hash, const Job* except) const {
+    for (const auto& [id, job] : jobs_) {
+        if (job.get() == except || storage::is_final(job->rec.state)) continue;
+        for (const auto& f : job->rec.files)
+            if (f.info_hash == info_hash && !f.completed) return true;
+    }
+    return false;
+}
+
+// Folders in cache_dir named like an info-hash with no cache entry: left by
+// a crash between deleting an entry's row and its folder (eviction, clear).
+void Agent::remove_orphan_cache_folders() {
+    DIR* d = ::opendir(config_.cache_dir.c_str());
+    if (!d) return;
+    std::vector<std::string> orphans;
+    while (dirent* ent = ::readdir(d)) {
+        std::string name = ent->d_name;
+        bool hash_like = (name.size() == 40 || name.size() == 64) &&
+                         name.find_first_not_of("0123456789abcdef") == std::string::npos;
+        if (hash_like && !cache_.count(name)) orphans.push_back(name);
+    }
+    ::closedir(d);
+    for (const auto& name : orphans) {
+        LOG_INFO("peer cache: removing %s, which has no cache entry", name.c_str());
+        remove_tree(config_.cache_dir + "/" + name);
+    }
+}
+
 // Removes an unfinished torrent (its cache entry, files and place in the
 // session) that no unfinished job wants any more.
 void Agent::drop_unwanted_cache_entry(const std::string& info_hash) {
     auto c = cache_.find(info_hash);
     if (c == cache_.end() || c->second.complete) return;
-    for (const auto& [id, job] : jobs_) {
-        if (storage::is_final(job->rec.state)) continue;
-        for (const auto& f : job->rec.files)
-            if (f.info_hash == info_hash && !f.completed) return;
-    }
+    if (wanted_by_unfinished_job(info_hash)) return;
     auto s = swarms_.find(info_hash);
     if (s != swarms_.end()) {
         if (!s->second->users.empty()) return;
@@ -464,13 +486,7 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
     s->users.erase(&job);
     if (!s->users.empty() || s->complete) return;
     drop_origin_pieces(*s);
-    bool wanted = false;
-    for (const auto& [id, other] : jobs_) {
-        if (other.get() == &job || storage::is_final(other->rec.state)) continue;
-        for (const auto& f : other->rec.files)
-            if (f.info_hash == s->info_hash && !f.completed) wanted = true;
-    }
-    if (cancelled && !wanted) {
+    if (cancelled && !wanted_by_unfinished_job(s->info_hash, &job)) {
         remove_swarm(*s, true);
         return;
     }
@@ -1062,6 +1078,9 @@ void Agent::evict_cache() {
     for (const CacheEntry* e : entries) {
         auto s = swarms_.find(e->info_hash);
         if (s != swarms_.end() && !s->second->users.empty()) continue;
+        // Also content a job will need when it runs again (at start no job
+        // is attached yet).
+        if (wanted_by_unfinished_job(e->info_hash)) continue;
         if (total <= limit && e->last_used >= oldest) continue;
         drop.push_back(e->info_hash);
         total -= e->size;

@@ -466,7 +466,7 @@ struct JobStore::Statements {
                            "ELSE transfer_completed END WHERE id = ?3"),
           update_file(db, "UPDATE files SET bytes_total = ?, bytes_transferred = ?, "
                           "etag = ?, last_modified = ?, sha256 = ?, completed = ?, "
-                          "metainfo_source = ?, metainfo_url = ?, info_hash = ? "
+                          "metainfo_source = ?, metainfo_url = ?, info_hash = ?, partial_path = ? "
                           "WHERE job_id = ? AND idx = ?"),
           delete_job(db, "DELETE FROM jobs WHERE id = ?"),
           purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?"),
@@ -786,6 +786,7 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
                             .bind(file.metainfo_source)
                             .bind(file.metainfo_url)
                             .bind(file.info_hash)
+                            .bind(file.partial_path)
                             .bind(job_id)
                             .bind(std::int64_t{file.index})
                             .run();

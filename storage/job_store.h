@@ -143,7 +143,8 @@ public:
                    std::int64_t* notification_id = nullptr);
 
     void add_file(const std::string& job_id, const FileRecord& file);
-    // Size, progress, validators, sha256 and completed flag of one file.
+    // Size, progress, validators, sha256, completed flag and partial path
+    // ("" once delivered or removed) of one file.
     // With `notify_kind` not 0, adds an outbox notification for this file in
     // the same transaction and returns its id (else 0).
     std::int64_t update_file(const std::string& job_id, const FileRecord& file,

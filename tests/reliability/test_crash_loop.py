@@ -30,12 +30,9 @@ before the request started) stay within the bound the design gives
 (RefetchBound below). Figures are printed; DOPT_CRASH_REPORT=FILE also
 writes them as JSON (scripts/crash-loop prints them).
 
-Known agent bugs the loop meets are pinned one by one, deterministically,
-by the expectedFailure tests of CompleteAfterACrash and CacheAfterACrash;
-the loop counts the jobs they hit (figures: "known bug") instead of
-failing on them, and only when the job shows exactly that bug's signature
-(known_complete_bug; an auto-complete job found TRANSFERRED after a
-restart).
+The agent bugs the loop found are pinned one by one, deterministically,
+by the tests of CompleteAfterACrash and CacheAfterACrash (each says what it
+found); the loop fails on them as on anything else.
 
 Environment: DOPT_CRASH_ITERATIONS (default 18, every crash point once:
 about 45 s on 2 cores; scripts/crash-loop runs 50), DOPT_CRASH_SEED
@@ -732,17 +729,9 @@ class CrashLoop(unittest.TestCase):
             "refetched_before_any_crash": cls.refetch["before_any_crash"],
             "integrity_after_each_kill_ok": all(c["integrity"] == "ok" for c in cls.crashes),
             "integrity_final": cls.final_integrity,
-            "complete_refused_after_a_crash_mid_complete (known bug)":
-                [p.id for p in cls.plans if known_complete_bug(p)],
-            "auto_complete_not_redone_after_restart (known bug)":
-                [p.id for p in cls.plans if p.id in cls.auto_complete_stuck and
-                 p.transferred_at_restart],
-            "complete_refused_otherwise": [(p.id, p.refused) for p in cls.plans
-                                           if p.refused and not known_complete_bug(p)],
-            "auto_complete_left_transferred_otherwise": [
-                i for i in cls.auto_complete_stuck
-                if not next(p for p in cls.plans if p.id == i).transferred_at_restart],
-            "cache_folders_without_a_row (known bug)": cls.orphan_cache_folders,
+            "complete_refused": [(p.id, p.refused) for p in cls.plans if p.refused],
+            "auto_complete_left_transferred": list(cls.auto_complete_stuck),
+            "cache_folders_without_a_row": cls.orphan_cache_folders,
             "violations": cls.violations,
         }
         f = cls.figures
@@ -795,9 +784,9 @@ class CrashLoop(unittest.TestCase):
                             (e.get("file") or {}).get("local_name") != p.files[-1].dest:
                         problems.append("%s: wrong SHA-256 of %s, error %s"
                                         % (p.id, p.files[-1].dest, json.dumps(e)))
-                elif p.refused and not known_complete_bug(p):
+                elif p.refused:
                     problems.append("%s (%s): Complete refused: %s" % (p.id, p.kind, p.refused))
-                elif p.error is not None and not known_complete_bug(p):
+                elif p.error is not None:
                     problems.append("%s (%s): ended in error %s" % (p.id, p.kind,
                                                                      json.dumps(p.error)))
                 continue
@@ -807,8 +796,7 @@ class CrashLoop(unittest.TestCase):
                 problems.append("%s (%s): state %s, error %s"
                                 % (p.id, p.kind, j["state"], json.dumps(j.get("error"))))
         for p in self.plans:
-            if p.id in self.auto_complete_stuck and not known_complete_bug(p) \
-                    and not p.transferred_at_restart:
+            if p.id in self.auto_complete_stuck:
                 problems.append("%s: auto-complete, left TRANSFERRED by the agent for %d s "
                                 "(completed by the test)" % (p.id, AUTO_COMPLETE_GRACE))
         self._fail_if(problems, "jobs not in their expected end state")
@@ -825,7 +813,7 @@ class CrashLoop(unittest.TestCase):
                         problems.append("%s: %s differs from the origin" % (p.id, f.dest))
             elif j and j["state"] == "cancelled":
                 for f in p.files:
-                    if known_complete_bug(p) and os.path.exists(f.dest):
+                    if os.path.exists(f.dest):  # delivered before it was cancelled
                         if harness.sha256_file(f.dest) != f.sha:
                             problems.append("%s: %s differs from the origin" % (p.id, f.dest))
                     elif os.path.exists(f.dest):
@@ -928,9 +916,8 @@ class CompleteAfterACrash(harness.IntegrationTest):
     def test_complete_cut_before_any_rename_succeeds_after_restart(self):
         self._complete_cut_at("complete_start")
 
-    @unittest.expectedFailure
     def test_complete_cut_between_rename_and_commit_succeeds_after_restart(self):
-        # Agent bug (agent/agent.cpp Agent::deliver_files, storage/job_store.cpp
+        # Found here, fixed (agent/agent.cpp Agent::deliver_files, storage/job_store.cpp
         # update_file): deliver_files clears FileRecord::partial_path after
         # each rename, but JobStore::update_file does not store partial_path,
         # so the job table still names the renamed partial file. After the
@@ -939,14 +926,12 @@ class CompleteAfterACrash(harness.IntegrationTest):
         # reaches ACKNOWLEDGED and the second file's partial stays.
         self._complete_cut_at("complete_renamed")
 
-    @unittest.expectedFailure
     def test_complete_cut_after_every_rename_succeeds_after_restart(self):
         # The same bug: every file renamed, ACKNOWLEDGED not yet recorded.
         self._complete_cut_at("complete_delivered")
 
-    @unittest.expectedFailure
     def test_a_file_whole_on_disk_at_the_crash_is_not_fetched_again(self):
-        # Agent bug (agent/agent.cpp Agent::start_job and Job::on_done): a
+        # Found here, fixed (agent/agent.cpp Agent::start_job and Job::on_done): a
         # crash after a file's last byte was written and synced, before the
         # job table marked it completed, leaves a partial file of
         # bytes_total bytes. After the restart start_job keeps them all and
@@ -969,9 +954,8 @@ class CompleteAfterACrash(harness.IntegrationTest):
         say("after the restart: %s" % [(e[0], e[1], e[2]) for e in again])
         self.assertEqual(sum(e[1] for e in again), 0, "bytes fetched again: %s" % again)
 
-    @unittest.expectedFailure
     def test_auto_complete_cut_before_any_rename_delivers_after_restart(self):
-        # Agent bug (agent/agent.cpp Agent::Agent and Agent::start_job): the
+        # Found here, fixed (agent/agent.cpp Agent::Agent and Agent::start_job): the
         # auto-complete delivery runs only in start_job, right after the job
         # turns TRANSFERRED. A job that was TRANSFERRED when the agent died
         # is loaded as TRANSFERRED, which is not active, so nothing delivers
@@ -996,9 +980,8 @@ class CacheAfterACrash(harness.IntegrationTest):
         self.sb.children.append(self.nginx)
         self.nginx.start()
 
-    @unittest.expectedFailure
     def test_content_a_queued_job_needs_is_not_evicted_at_restart(self):
-        # Agent bug (agent/agent_swarm.cpp Agent::evict_cache, called by
+        # Found here, fixed (agent/agent_swarm.cpp Agent::evict_cache, called by
         # start_peering): a torrent counts as in use only while a job is
         # attached to its swarm (Swarm::users), and at start no job is
         # attached yet. A complete cache entry over [cache] max_size is
@@ -1010,9 +993,11 @@ class CacheAfterACrash(harness.IntegrationTest):
         path = os.path.join(self.www, "x.bin")
         sha = harness.make_file(path, size)
         publish(path, self.nginx.url("x.bin"))
+        # The cache may hold the content until the restart, which lowers
+        # max_size under its size: eviction at start is the one under test.
         a = CrashAgent(self.sb.path("agent"), p2p_toml(
             "127.0.0.1:%d" % free_port("127.0.0.1"), [],
-            "[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (2 * MiB)))
+            "[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (64 * MiB)))
         self.sb.children.append(a)
         self.sb.agents.append(a)
         # The first job writes the 4 pieces (visits 1-4); the second dies as
@@ -1029,6 +1014,10 @@ class CacheAfterACrash(harness.IntegrationTest):
         self.assertIn("crash point swarm_piece_write: visit 5, SIGKILL", a.run_log())
         mark = len(self.nginx.requests())
         a.crash_at = None
+        with open(a.config) as f:
+            text = f.read()
+        with open(a.config, "w") as f:
+            f.write(text.replace("max_size = %d" % (64 * MiB), "max_size = %d" % (2 * MiB)))
         self.assertTrue(a.start_or_die(), harness.tail(a.log))
         a.wait_state(job_id, "transferred", timeout=60)
         a.dopt("complete", job_id, check=True)
@@ -1040,9 +1029,8 @@ class CacheAfterACrash(harness.IntegrationTest):
         self.assertNotIn("peer cache: evicting", a.run_log())
         self.assertEqual(again, 0, "bytes of x.bin fetched again from the origin")
 
-    @unittest.expectedFailure
     def test_a_crash_mid_eviction_leaves_no_cache_folder_behind(self):
-        # Agent bug (agent/agent_swarm.cpp Agent::remove_swarm and
+        # Found here, fixed (agent/agent_swarm.cpp Agent::remove_swarm and
         # evict_cache; start_peering): eviction deletes the cache row, then
         # the folder. A crash between the two leaves cache_dir/<info-hash>
         # with no row; nothing at start looks for such folders, so they stay
@@ -1074,24 +1062,6 @@ class CacheAfterACrash(harness.IntegrationTest):
         folders = set(os.listdir(a.cache_dir))
         say("cache rows %s, folders %s" % (sorted(rows), sorted(folders)))
         self.assertEqual(folders - rows, set(), "cache folders without a row")
-
-
-KNOWN_COMPLETE_BUG = re.compile(r"cannot move (\S+) to (\S+): No such file or directory")
-
-
-def known_complete_bug(plan):
-    """The agent bug CompleteAfterACrash pins: a crash after Complete renamed
-    a partial file, before the job was ACKNOWLEDGED, leaves the job table
-    naming the partial file; every later Complete (or the auto-complete)
-    fails with "cannot move PARTIAL to FINAL: No such file or directory"
-    although FINAL is in place. True when `plan` met exactly that: the
-    message names one of its files, and that file is in place, right."""
-    text = plan.refused or ((plan.error or {}).get("description") or "")
-    m = KNOWN_COMPLETE_BUG.search(text)
-    if not m:
-        return False
-    f = next((f for f in plan.files if f.dest == m.group(2)), None)
-    return f is not None and os.path.exists(f.dest) and harness.sha256_file(f.dest) == f.sha
 
 
 def merge(ranges):

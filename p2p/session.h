@@ -10,7 +10,8 @@
 //    the subnet of the listen address, from the interface that holds it;
 //    127.0.0.0/8 for a loopback address); POSIX disk I/O (a full disk is an
 //    error, never a SIGBUS); smart_ban on, so a peer that sends bad pieces is
-//    banned. Throws std::runtime_error with a clear message when the settings
+//    banned, and a banned peer's address is then blocked in the IP filter
+//    (any port, every torrent, until the session ends). Throws std::runtime_error with a clear message when the settings
 //    cannot be used (a malformed listen address, a bad CIDR).
 //  - Every method is called from one thread (the agent's main loop). Alerts
 //    are drained there too: alert_fd() becomes readable when libtorrent has

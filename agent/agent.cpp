@@ -343,11 +343,19 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         f.bytes_transferred = held;
         partial.reset();
         a.store_->update_file(rec.id, f);
-        if (outcome.transient || outcome.code == 416)
+        if (outcome.transient || outcome.code == 416) {
             a.transient_failure(*this, outcome.description, outcome.retry_after);
-        else
+        } else if (outcome.context == ErrorContext::LocalFile && outcome.code > 0) {
+            // A write that failed (code: errno): say which file and why.
+            int err = static_cast<int>(outcome.code);
+            a.fail(*this, static_cast<int>(outcome.context), outcome.code,
+                   "cannot write " + f.partial_path + ": " + std::strerror(err) +
+                       (err == ENOSPC ? " (the disk is full)" : ""),
+                   current_file);
+        } else {
             a.fail(*this, static_cast<int>(outcome.context), outcome.code, outcome.description,
                    current_file);
+        }
         return;
     }
     if (f.bytes_total != kUnknownSize && partial->size() != f.bytes_total) {

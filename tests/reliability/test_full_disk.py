@@ -115,6 +115,9 @@ class FullDisk(IntegrationTest):
         st = self.finish(agent, j_full)
         print("\n  full tmpfs: %s" % st["error"])
         self.assertFullDiskError(st, full_path)
+        # The description names the partial file beside it and says why.
+        self.assertIn(os.path.dirname(full_path), st["error"]["description"], st["error"])
+        self.assertIn("the disk is full", st["error"]["description"], st["error"])
         self.assertFalse(os.path.exists(full_path), "a partial file at the final path")
         self.assertIn(agent.status(j_other)["state"],
                       ("queued", "connecting", "transferring", "transferred"),

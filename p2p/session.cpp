@@ -219,6 +219,12 @@ lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoin
     pack.set_str(lt::settings_pack::peer_fingerprint, lt::generate_fingerprint("DO", 0, 1, 0, 0));
     // Several agents behind one NAT, or on 127.0.0.1 in tests.
     pack.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+    // Keep connections to peers that have just become seeds: libtorrent
+    // closes an "uninteresting upload-only peer" when the peer says it is
+    // upload-only before we have seen its last HAVE, and the agent, seeing
+    // no peer with that piece, fetched it from the origin again (up to 6
+    // agents one piece, near the end of a swarm). A LAN swarm is small.
+    pack.set_bool(lt::settings_pack::close_redundant_connections, false);
     pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
     pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));
     // error, status (torrent_finished, hash_failed, state changes), storage

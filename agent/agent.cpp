@@ -265,7 +265,6 @@ const char* Agent::Job::mode() const {
     return pending && agent->peers_ ? "pending" : "http_only";
 }
 
-// The final response of a transfer: decide where its body goes.
 namespace {
 
 // -errno for a sink whose job table write failed: ENOSPC when SQLite says
@@ -277,8 +276,10 @@ int job_table_failed(const std::string& job_id, const storage::StorageError& e) 
 
 }  // namespace
 
-// Both run inside libcurl's callbacks, which no exception may cross: a job
-// table that cannot be written ends the transfer as a local error.
+// The final response of a transfer: decide where its body goes.
+// on_response and on_body run inside libcurl's callbacks, which no exception
+// may cross: a job table that cannot be written ends the transfer as a
+// local error.
 int Agent::Job::on_response(const ResponseInfo& info) try {
     FileRecord& f = file();
     if (info.status == 200 && partial->size() > 0) {

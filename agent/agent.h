@@ -170,6 +170,7 @@ private:
     std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // by info-hash
     std::map<std::string, storage::CacheEntry> cache_;      // the cache index, by info-hash
     std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only
+    std::string self_address_;  // [p2p] listen's address ("" when unspecified)
     std::vector<std::unique_ptr<TransferSink>> retired_sinks_;  // freed at the loop's top
     std::vector<std::unique_ptr<OriginPiece>> origin_pieces_;   // in flight
     std::int64_t next_swarm_tick_ms_ = 0;

@@ -140,7 +140,13 @@ struct Agent::Swarm {
     std::map<int, OriginPiece*> origin_inflight;
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came
+    // Peers (addresses) whose connection for this swarm ended since it was
+    // attached: a peer without this torrent closes the connection at the
+    // handshake, and a duplicate of two simultaneous connections is
+    // dropped. The discovery window does not wait for them.
+    std::set<std::string> peers_hung_up;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
+    std::int64_t last_piece_ms = 0;       // the last piece verified, from anyone
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
     std::uint32_t origin_failures = 0;    // in a row, for the backoff

@@ -149,14 +149,21 @@ void Agent::start_peering() {
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;
     peers_ = std::make_unique<p2p::PeerSession>(s);
+    // "addr:port" or "[v6]:port": the address (an incoming connection
+    // shows the peer's address, not its listen port).
+    auto address_of = [](const std::string& endpoint) {
+        std::string ip = endpoint.substr(0, endpoint.rfind(':'));
+        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+        return ip;
+    };
     for (const auto& p : config_.peers) {
         if (p == config_.p2p_listen) continue;  // this agent itself
-        // "addr:port" or "[v6]:port": keep the address (an incoming
-        // connection shows the peer's address, not its listen port).
-        std::string ip = p.substr(0, p.rfind(':'));
-        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-        static_peer_ips_.push_back(ip);
+        static_peer_ips_.push_back(address_of(p));
     }
+    // How peers see this agent, for the designated fetchers; unknown when
+    // listening on every address.
+    self_address_ = address_of(config_.p2p_listen);
+    if (self_address_ == "0.0.0.0" || self_address_ == "::") self_address_.clear();
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
 
@@ -458,7 +465,10 @@ void Agent::attach_swarm(Job& job) {
     f.bytes_total = s->meta.size;
     f.bytes_transferred = 0;
     store_->update_file(job.rec.id, f);
-    if (s->users.empty()) s->attached_ms = mono_ms();
+    if (s->users.empty()) {
+        s->attached_ms = mono_ms();
+        s->peers_hung_up.clear();
+    }
     s->users.insert(&job);
     if (s->origin_url.empty()) s->origin_url = f.remote_url;
     s->from_job_metainfo = f.metainfo_source == "job";
@@ -561,12 +571,13 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     if (young && !static_peer_ips_.empty()) {
         // A configured peer not connected yet, or still in its handshake,
         // may hold every piece: give it the discovery window before asking
-        // the origin.
+        // the origin. One that hung up on this swarm does not hold it (an
+        // agent seeds everything it has), or is connected another way.
         if (handshaking) return;
         std::set<std::string> connected;
         for (const auto& p : peers) connected.insert(p.ip.address().to_string());
         for (const auto& ip : static_peer_ips_)
-            if (!connected.count(ip)) return;
+            if (!connected.count(ip) && !s.peers_hung_up.count(ip)) return;
     }
     // Two agents that claimed the same piece at the same moment: the lower
     // claimant id keeps it, the other drops its request (if it is young:
@@ -603,6 +614,48 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     else if (s.peers_offer_since_ms == 0) s.peers_offer_since_ms = now;
     bool stalled = peers_offer &&
                    now - std::max(s.last_peer_piece_ms, s.peers_offer_since_ms) > 4000;
+    // The swarm's budget: origin_requests pieces in flight to the origin for
+    // the whole swarm, ours and those other agents claimed. With one each,
+    // 16 agents kept 16 pieces in flight, which all finished together at
+    // the end, and each agent still had 15 MiB to get from its peers after
+    // the origin was done (bench/lan-swarm, N=16). Within the budget pieces
+    // come one after another and spread over the LAN as they come. The
+    // budget holds only while the swarm delivers: when no piece came for
+    // 1 s (claims of agents that fetch nothing, or a slow origin), or the
+    // peers stall, the agent fetches anyway.
+    int share_count = 1, share_index = 0;  // this agent's share of the pieces
+    if (!stalled) {
+        std::set<int> in_swarm;
+        for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
+        for (const auto& c : claims)
+            if (c.claimant != peers_->id() && c.piece >= 0 && static_cast<std::size_t>(c.piece) < n &&
+                !s.have[static_cast<std::size_t>(c.piece)])
+                in_swarm.insert(c.piece);
+        int room = config_.origin_requests - static_cast<int>(in_swarm.size());
+        bool delivering = now - std::max(s.last_piece_ms, s.attached_ms) < 1000;
+        if (room <= 0 && delivering) return;
+        want = std::min(want, std::max(room, 1));
+        // Designated fetchers (p2p/origin_picker.h): only the first
+        // origin_requests of the downloading agents (this one and its
+        // connected peers that are not seeds) fetch from the origin, so a
+        // freed place in the budget is not taken by every agent at once
+        // (four agents fetched the same last piece within 30 ms).
+        // They split the pieces between them (piece % fetchers == place),
+        // so that two of them never fetch the same last pieces.
+        if (delivering && !self_address_.empty()) {
+            std::set<std::string> downloading;  // a peer may have two connections
+            for (const auto& p : peers)
+                if (!(p.flags & lt::peer_info::seed)) downloading.insert(p.ip.address().to_string());
+            downloading.erase(self_address_);  // other agents on this address
+            std::vector<std::uint64_t> others;
+            for (const auto& ip : downloading) others.push_back(p2p::fetcher_key(s.info_hash, ip));
+            int place = p2p::fetcher_rank(p2p::fetcher_key(s.info_hash, self_address_), others);
+            int fetchers = std::min(config_.origin_requests, 1 + static_cast<int>(others.size()));
+            if (place >= fetchers) return;
+            share_count = fetchers;
+            share_index = place;
+        }
+    }
     // Busy: in flight to the origin, or fetched and handed to libtorrent but
     // not yet verified (from_origin until a hash failure clears it).
     std::vector<bool> busy = s.from_origin;
@@ -625,6 +678,8 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.peers_with = &peers_with;
     in.order = &s.order;
     in.peers_stalled = stalled;
+    in.share_count = share_count;
+    in.share_index = share_index;
     Job* lead = *s.users.begin();
     for (int piece : p2p::pick_origin_pieces(in, want)) {
         auto op = std::make_unique<OriginPiece>();
@@ -935,6 +990,7 @@ void Agent::handle_alerts() {
             // Pieces restored while the torrent is checked are announced too;
             // only those that arrive afterwards were hashed from the wire.
             if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
+            s->last_piece_ms = mono_ms();
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
             if (s->from_origin[static_cast<std::size_t>(piece)]) {
@@ -1014,6 +1070,8 @@ void Agent::handle_alerts() {
         } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {
             LOG_DEBUG("peer %s disconnected: %s", pd->endpoint.address().to_string().c_str(),
                       pd->error.message().c_str());
+            if (Swarm* s = swarm_of(pd->handle))
+                s->peers_hung_up.insert(pd->endpoint.address().to_string());
         } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
             LOG_ERROR("peering: cannot listen on %s: %s", config_.p2p_listen.c_str(),
                       lf->error.message().c_str());

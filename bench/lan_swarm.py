@@ -53,6 +53,95 @@ class MethodFailed(Exception):
     pass
 
 
+class StartGate:
+    """Starts the clients of a run at one instant. Each client runs as
+    `sh -c 'read _ < FIFO; exec ARGV...'`; release() waits until every
+    client is blocked reading the FIFO, then writes one line for each and
+    returns that instant, the run's t0. (Spawning 16 clients one after
+    another takes about 0.5 s on two cores: without the gate the last one
+    started that much after the first, and its lateness counted as its
+    download time.)"""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "start-gate")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.mkfifo(self.path, 0o600)
+        # Read-write: opening never blocks, and lines written stay in the
+        # pipe for a client that opens it late.
+        self.fd = os.open(self.path, os.O_RDWR)
+
+    def wrap(self, argv):
+        return ["/bin/sh", "-c", 'read _ < "$0"; exec "$@"', self.path] + [str(a) for a in argv]
+
+    def _waiting(self, pid):
+        try:
+            return os.readlink("/proc/%d/fd/0" % pid) == self.path
+        except OSError:
+            return False
+
+    def release(self, procs, timeout=30):
+        deadline = time.time() + timeout
+        while not all(self._waiting(p.pid) for p in procs):
+            if any(p.poll() is not None for p in procs):
+                raise MethodFailed("a client exited before the start")
+            if time.time() > deadline:
+                raise MethodFailed("clients not at the start gate after %d s" % timeout)
+            time.sleep(0.005)
+        t0 = time.time()
+        os.write(self.fd, b"\n" * len(procs))
+        return t0
+
+    def close(self):
+        os.close(self.fd)
+        os.unlink(self.path)
+
+
+# Samples the origin's tx_bytes every 50 ms: "unix_time bytes" lines.
+SAMPLER = """
+import sys, time
+stat = open("/sys/class/net/%s/statistics/tx_bytes" % sys.argv[2], "rb", buffering=0)
+out = open(sys.argv[1], "w", buffering=1)
+while True:
+    stat.seek(0)
+    out.write("%.3f %s\\n" % (time.time(), stat.read().decode().strip()))
+    time.sleep(0.05)
+"""
+
+
+class EgressTimeline:
+    """The origin's egress over a run, from a sampler in its namespace:
+    when the origin link started carrying the file and when it stopped
+    (a figure for finding where the time of a run goes)."""
+
+    def __init__(self, lan, path):
+        self.path = path
+        self.proc = lan.run(lan.origin, ["python3", "-c", SAMPLER, path, netns.IFNAME])
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def busy(self, t0, tx0, total, size):
+        """(start, end) in seconds after t0: when the origin had sent 1% of
+        the file, and when it had sent all but 1% of `total`."""
+        first = last = None
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) != 2:
+                        continue
+                    t, tx = float(parts[0]) - t0, int(parts[1]) - tx0
+                    if first is None and tx >= 0.01 * size:
+                        first = t
+                    if last is None and tx >= total - 0.01 * size:
+                        last = t
+        except OSError:
+            pass
+        return first, last
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -106,6 +195,8 @@ class Swarm:
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
             dirs.append(d)
+        self.gate = StartGate(self.lan.dir)
+        self.timeline = EgressTimeline(self.lan, os.path.join(self.lan.dir, "egress-%s-%d" % (method, rep)))
         try:
             runner = getattr(self, "_run_" + method)
             runner(dirs, res)
@@ -119,6 +210,8 @@ class Swarm:
             if self.args.verbose:
                 traceback.print_exc()
         finally:
+            self.timeline.stop()
+            self.gate.close()
             if not self.args.keep:
                 for d in dirs:
                     shutil.rmtree(d, ignore_errors=True)
@@ -150,6 +243,9 @@ class Swarm:
             "last_over_tmin": round(max(times) / self.t_min, 3),
             "sha256_ok": not bad,
         })
+        busy = self.timeline.busy(t0, start["tx"], egress_at_done, self.size)
+        if None not in busy:
+            res["origin_busy_s"] = [round(t, 3) for t in busy]
         if bad:
             raise MethodFailed("wrong output: " + ", ".join(bad))
 
@@ -176,13 +272,14 @@ class Swarm:
     def _run_curl(self, dirs, res):
         outputs = [os.path.join(d, FILE_NAME) for d in dirs]
         errs = [open(os.path.join(d, "curl.err"), "wb") for d in dirs]
-        start = self._measure_start()
-        t0 = time.time()
-        procs = [self.lan.run(h, ["curl", "-sS", "--fail", "--max-time", str(int(self.timeout)),
-                                  "-o", out, self.url], stdout=subprocess.DEVNULL, stderr=e)
+        procs = [self.lan.run(h, self.gate.wrap(["curl", "-sS", "--fail", "--max-time",
+                                                 str(int(self.timeout)), "-o", out, self.url]),
+                              stdout=subprocess.DEVNULL, stderr=e)
                  for h, out, e in zip(self.lan.hosts, outputs, errs)]
         for e in errs:
             e.close()
+        start = self._measure_start()
+        t0 = self.gate.release(procs)
         ended = [None] * self.n
 
         def check(i):
@@ -211,8 +308,6 @@ class Swarm:
         outputs = [os.path.join(d, FILE_NAME) for d in dirs]
         marks = [os.path.join(d, "done") for d in dirs]
         procs = []
-        start = self._measure_start()
-        t0 = time.time()
         for h, d, mark in zip(self.lan.hosts, dirs, marks):
             env = netns.child_env()
             env["SWARM_DONE_FILE"] = mark
@@ -230,7 +325,10 @@ class Swarm:
                     "--stop-with-process=%d" % os.getpid(),
                     self.torrent]
             with open(os.path.join(d, "aria2.out"), "wb") as out:
-                procs.append(self.lan.run(h, argv, stdout=out, stderr=out, env=env))
+                procs.append(self.lan.run(h, self.gate.wrap(argv), stdout=out, stderr=out,
+                                          env=env))
+        start = self._measure_start()
+        t0 = self.gate.release(procs)
 
         def check(i):
             if os.path.exists(marks[i]):
@@ -290,10 +388,10 @@ class Swarm:
                     raise MethodFailed("doptd on %s did not start: %s" % (
                         a.host.name, netns.tail(a.log, 5)))
             outputs = [os.path.join(d, FILE_NAME) for d in dirs]
-            start = self._measure_start()
-            t0 = time.time()
-            procs = [a.get_async(self.url, out, stderr=subprocess.PIPE)
+            procs = [a.get_async(self.url, out, stderr=subprocess.PIPE, wrap=self.gate.wrap)
                      for a, out in zip(agents, outputs)]
+            start = self._measure_start()
+            t0 = self.gate.release(procs)
             ended = [None] * self.n
 
             def check(i):
@@ -634,10 +732,12 @@ def main(argv):
                         rf.write(json.dumps(r, sort_keys=True) + "\n")
                         rf.flush()
                         if r["ok"]:
+                            busy = r.get("origin_busy_s")
                             log("lan-swarm: N=%d run %d %-5s egress %.2fx, first %.1f s, "
-                                "last %.1f s (%.2f x T_min)" % (
+                                "last %.1f s (%.2f x T_min)%s" % (
                                     n, rep + 1, m, r["egress_ratio"], r["first_done_s"],
-                                    r["last_done_s"], r["last_over_tmin"]))
+                                    r["last_done_s"], r["last_over_tmin"],
+                                    "; origin busy %.2f-%.2f s" % tuple(busy) if busy else ""))
                         else:
                             log("lan-swarm: N=%d run %d %-5s FAILED after %.1f s: %s"
                                 % (n, rep + 1, m, time.time() - t, r.get("error")))

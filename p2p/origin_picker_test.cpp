@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "p2p/origin_picker.h"
 
@@ -62,4 +64,54 @@ TEST_CASE("a random piece order is a permutation and differs between agents", "[
     CHECK(*std::min_element(a.begin(), a.end()) == 0);
     CHECK(*std::max_element(a.begin(), a.end()) == 499);
     CHECK(a != b);  // 1 in 500! to fail
+}
+
+TEST_CASE("fetcher keys are the same everywhere and differ by torrent and address") {
+    using dopt::p2p::fetcher_key;
+    // FNV-1a 64 of "ab/10.0.0.1", worked out independently (Python).
+    CHECK(fetcher_key("ab", "10.0.0.1") == 0xb8e93543fc261a33ULL);
+    CHECK(fetcher_key("ab", "10.0.0.1") != fetcher_key("ab", "10.0.0.2"));
+    CHECK(fetcher_key("ab", "10.0.0.1") != fetcher_key("ac", "10.0.0.1"));
+}
+
+TEST_CASE("fetcher rank: agents agree on who comes first") {
+    using dopt::p2p::fetcher_key;
+    using dopt::p2p::fetcher_rank;
+    std::vector<std::string> addrs;
+    for (int i = 1; i <= 16; ++i) addrs.push_back("10.77.0." + std::to_string(10 + i));
+    std::vector<std::uint64_t> keys;
+    for (const auto& a : addrs) keys.push_back(fetcher_key("0123abcd", a));
+    // Each agent ranks itself against the other fifteen: the ranks are
+    // 0..15, each once, so exactly the first four see themselves below 4.
+    std::set<int> ranks;
+    int designated = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        std::vector<std::uint64_t> others;
+        for (std::size_t j = 0; j < keys.size(); ++j)
+            if (j != i) others.push_back(keys[j]);
+        int r = fetcher_rank(keys[i], others);
+        ranks.insert(r);
+        if (r < 4) ++designated;
+    }
+    CHECK(ranks.size() == 16);
+    CHECK(*ranks.rbegin() == 15);
+    CHECK(designated == 4);
+    // One address shared (agents on loopback): all first.
+    std::uint64_t k = fetcher_key("0123abcd", "127.0.0.1");
+    CHECK(fetcher_rank(k, {k, k, k}) == 0);
+}
+
+TEST_CASE("a designated fetcher picks only its share of the pieces") {
+    Picture p(10);
+    OriginPickInput in;
+    in.have = &p.have;
+    in.busy = &p.busy;
+    in.peers_with = &p.peers;
+    in.order = &p.order;
+    in.share_count = 3;
+    in.share_index = 1;
+    CHECK(pick_origin_pieces(in, 10) == std::vector<int>{1, 4, 7});
+    p.busy[4] = true;
+    p.peers[7] = 1;
+    CHECK(pick_origin_pieces(in, 10) == std::vector<int>{1});
 }

@@ -489,11 +489,14 @@ class LanAgent(harness.Agent):
         """`dopt get URL -o DEST ARGS...`; returns (exit code, stdout, stderr)."""
         return self.dopt("get", url, "-o", dest, *args, timeout=timeout)
 
-    def get_async(self, url, dest, *args, stdout=subprocess.DEVNULL, stderr=None):
+    def get_async(self, url, dest, *args, stdout=subprocess.DEVNULL, stderr=None, wrap=None):
         """Starts `dopt get URL -o DEST ARGS...` and returns its Popen (the
-        Lan stops it at teardown if it is still running)."""
+        Lan stops it at teardown if it is still running). wrap(argv), when
+        given, returns the command line to run instead (a start gate)."""
         cmd = [harness.dopt_path(), "--socket", self.socket, "get", url, "-o", dest] + \
               [str(a) for a in args]
+        if wrap:
+            cmd = wrap(cmd)
         p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr if stderr is not None
                              else subprocess.PIPE, stdin=subprocess.DEVNULL,
                              env=child_env(), start_new_session=True, preexec_fn=_pdeathsig)

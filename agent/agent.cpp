@@ -271,7 +271,7 @@ namespace {
 // its disk is full.
 int job_table_failed(const std::string& job_id, const storage::StorageError& e) {
     LOG_ERROR("job %s: the job table cannot be written: %s", job_id.c_str(), e.what());
-    return std::strstr(e.what(), "full") ? -ENOSPC : -EIO;
+    return e.disk_full() ? -ENOSPC : -EIO;
 }
 
 }  // namespace

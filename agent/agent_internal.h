@@ -69,7 +69,8 @@ struct BadField : std::runtime_error {
 // nlohmann's get<int>() would convert 1e300 or 2^40 without a word (and a
 // float out of an integer's range is undefined behaviour).
 std::int64_t integer_field(const json& v, const char* name, std::int64_t lo, std::int64_t hi);
-// obj[name] read as above when the member is present, else `fallback`.
+// obj[name] read as above when the member is present, else `fallback` (also
+// when obj is not an object; decode_request refuses such requests anyway).
 std::int64_t integer_member(const json& obj, const char* name, std::int64_t fallback, std::int64_t lo,
                             std::int64_t hi);
 
@@ -145,8 +146,8 @@ struct Agent::Swarm {
     // handshake, and a duplicate of two simultaneous connections is
     // dropped. The discovery window does not wait for them.
     std::set<std::string> peers_hung_up;
+    std::map<lt::tcp::endpoint, std::int64_t> peer_first_seen_ms;  // connected peers
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
-    std::int64_t last_piece_ms = 0;       // the last piece verified, from anyone
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
     std::uint32_t origin_failures = 0;    // in a row, for the backoff
@@ -157,7 +158,9 @@ struct Agent::Swarm {
     bool paused = false;
     bool checked = false;                 // libtorrent finished checking the cached copy
     // The cached copy, read-only, for copying verified pieces into partial
-    // files in the kernel (copy_file_range); -1 until first needed.
+    // files in the kernel (copy_file_range); -1 until first needed,
+    // kCacheFdFailed when it could not be opened.
+    static constexpr int kCacheFdFailed = -2;
     int cache_fd = -1;
 
     Swarm() = default;

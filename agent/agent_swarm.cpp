@@ -554,17 +554,31 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
+    // When each connected peer was first seen. A peer counts once its
+    // bitfield came; one still without after 2 s (a handshake takes
+    // milliseconds on a LAN) does not count at all, so that a peer that
+    // connects and says nothing cannot slow the agent down.
+    std::map<lt::tcp::endpoint, std::int64_t> first_seen;
+    for (const auto& p : peers) {
+        auto it = s.peer_first_seen_ms.find(p.ip);
+        first_seen[p.ip] = it == s.peer_first_seen_ms.end() ? now : it->second;
+    }
+    s.peer_first_seen_ms.swap(first_seen);
+    auto seen_for = [&](const lt::peer_info& p) { return now - s.peer_first_seen_ms[p.ip]; };
+    auto has_bitfield = [&](const lt::peer_info& p) { return p.pieces.size() == static_cast<int>(n); };
     // The origin link is shared by the whole swarm: each agent takes its
-    // share of origin_requests (at least one), so pieces finish early and
-    // spread over the LAN while the rest are still coming.
-    int sharing = 1 + static_cast<int>(peers.size());
-    int limit = std::max(1, (config_.origin_requests + sharing - 1) / sharing);
+    // share of swarm_origin_requests (at least one, at most
+    // origin_requests), so pieces finish early and spread over the LAN
+    // while the rest are still coming.
+    int sharing = 1 + static_cast<int>(std::count_if(peers.begin(), peers.end(), has_bitfield));
+    int limit = std::clamp((config_.swarm_origin_requests + sharing - 1) / sharing, 1,
+                           config_.origin_requests);
     // While LAN discovery is young (the first 1.5 s), or a peer is still in
     // its handshake (it may hold everything), one request at a time: agents
     // starting together should not fetch the same pieces before they can
     // see and claim them, nor fetch what a peer about to connect holds.
     bool handshaking = std::any_of(peers.begin(), peers.end(), [&](const lt::peer_info& p) {
-        return p.pieces.size() != static_cast<int>(n);
+        return !has_bitfield(p) && seen_for(p) < 2000;
     });
     bool young = now - s.attached_ms < 1500;
     if (handshaking || young) limit = 1;
@@ -614,15 +628,16 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     else if (s.peers_offer_since_ms == 0) s.peers_offer_since_ms = now;
     bool stalled = peers_offer &&
                    now - std::max(s.last_peer_piece_ms, s.peers_offer_since_ms) > 4000;
-    // The swarm's budget: origin_requests pieces in flight to the origin for
-    // the whole swarm, ours and those other agents claimed. With one each,
+    // The swarm's budget: swarm_origin_requests pieces in flight to the
+    // origin, ours and those other agents claimed. With one each,
     // 16 agents kept 16 pieces in flight, which all finished together at
     // the end, and each agent still had 15 MiB to get from its peers after
     // the origin was done (bench/lan-swarm, N=16). Within the budget pieces
     // come one after another and spread over the LAN as they come. The
-    // budget holds only while the swarm delivers: when no piece came for
-    // 1 s (claims of agents that fetch nothing, or a slow origin), or the
-    // peers stall, the agent fetches anyway.
+    // budget holds only while the swarm delivers: when no piece came from a
+    // peer for 1 s (claims of agents that fetch nothing, a designated
+    // fetcher gone quiet, a slow origin), or the peers stall, the agent
+    // fetches anyway.
     int share_count = 1, share_index = 0;  // this agent's share of the pieces
     if (!stalled) {
         std::set<int> in_swarm;
@@ -631,26 +646,30 @@ void Agent::fetch_origin_pieces(Swarm& s) {
             if (c.claimant != peers_->id() && c.piece >= 0 && static_cast<std::size_t>(c.piece) < n &&
                 !s.have[static_cast<std::size_t>(c.piece)])
                 in_swarm.insert(c.piece);
-        int room = config_.origin_requests - static_cast<int>(in_swarm.size());
-        bool delivering = now - std::max(s.last_piece_ms, s.attached_ms) < 1000;
+        int room = config_.swarm_origin_requests - static_cast<int>(in_swarm.size());
+        bool delivering = now - std::max(s.last_peer_piece_ms, s.attached_ms) < 1000;
         if (room <= 0 && delivering) return;
         want = std::min(want, std::max(room, 1));
         // Designated fetchers (p2p/origin_picker.h): only the first
-        // origin_requests of the downloading agents (this one and its
+        // swarm_origin_requests of the downloading agents (this one and its
         // connected peers that are not seeds) fetch from the origin, so a
         // freed place in the budget is not taken by every agent at once
         // (four agents fetched the same last piece within 30 ms).
         // They split the pieces between them (piece % fetchers == place),
         // so that two of them never fetch the same last pieces.
         if (delivering && !self_address_.empty()) {
+            // Downloading peers: not seeds, and with a piece by now (a peer
+            // that has shown no piece for 3 s fetches nothing for anyone).
             std::set<std::string> downloading;  // a peer may have two connections
             for (const auto& p : peers)
-                if (!(p.flags & lt::peer_info::seed)) downloading.insert(p.ip.address().to_string());
+                if (has_bitfield(p) && !(p.flags & lt::peer_info::seed) &&
+                    (p.pieces.count() > 0 || seen_for(p) < 3000))
+                    downloading.insert(p.ip.address().to_string());
             downloading.erase(self_address_);  // other agents on this address
             std::vector<std::uint64_t> others;
             for (const auto& ip : downloading) others.push_back(p2p::fetcher_key(s.info_hash, ip));
             int place = p2p::fetcher_rank(p2p::fetcher_key(s.info_hash, self_address_), others);
-            int fetchers = std::min(config_.origin_requests, 1 + static_cast<int>(others.size()));
+            int fetchers = std::min(config_.swarm_origin_requests, 1 + static_cast<int>(others.size()));
             if (place >= fetchers) return;
             share_count = fetchers;
             share_index = place;
@@ -737,6 +756,8 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     s.origin_inflight.erase(op.piece);
     std::int64_t now = mono_ms();
     if (outcome.ok && op.data.size() == s.piece_size(op.piece)) {
+        LOG_DEBUG("swarm %s: piece %d came from the origin in %lld ms", s.info_hash.c_str(), op.piece,
+                  static_cast<long long>(now - op.started_ms));
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
         // overwrite_existing: blocks a peer sent for this piece are replaced,
@@ -857,12 +878,16 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
 // (from then on for that job), or the cached copy cannot be opened
 // (read_piece then reports the error).
 bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
+    if (s.cache_fd == Swarm::kCacheFdFailed) return false;
     if (s.cache_fd < 0) {
         std::string path = s.meta.info->files().file_path(lt::file_index_t{0},
                                                            config_.cache_dir + "/" + s.info_hash);
         s.cache_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         if (s.cache_fd < 0) {
-            LOG_WARN("swarm %s: cannot open %s: %s", s.info_hash.c_str(), path.c_str(), std::strerror(errno));
+            // Said once: the pieces are read back through libtorrent instead.
+            LOG_WARN("swarm %s: cannot open %s: %s; reading pieces back instead", s.info_hash.c_str(),
+                     path.c_str(), std::strerror(errno));
+            s.cache_fd = Swarm::kCacheFdFailed;
             return false;
         }
     }
@@ -990,7 +1015,6 @@ void Agent::handle_alerts() {
             // Pieces restored while the torrent is checked are announced too;
             // only those that arrive afterwards were hashed from the wire.
             if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
-            s->last_piece_ms = mono_ms();
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
             if (s->from_origin[static_cast<std::size_t>(piece)]) {

@@ -226,6 +226,8 @@ private:
             else if (k == "p2p.metainfo_probe") c.metainfo_probe = boolean(node, k);
             else if (k == "p2p.metainfo_suffix") c.metainfo_suffix = url_suffix(node, k);
             else if (k == "p2p.origin_requests") c.origin_requests = integer<int>(node, k, 1, 64);
+            else if (k == "p2p.swarm_origin_requests")
+                c.swarm_origin_requests = integer<int>(node, k, 1, 64);
             else if (k == "p2p.max_upload_rate") c.max_upload_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
             else if (k == "p2p.max_download_rate") c.max_download_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
             else if (k == "p2p.throttle_lan") c.throttle_lan = boolean(node, k);

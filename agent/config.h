@@ -57,7 +57,8 @@ struct Config {
     std::vector<std::string> allowed_networks;  // CIDRs; empty = listen subnets
     bool metainfo_probe = true;          // look for URL + metainfo_suffix beside the content
     std::string metainfo_suffix = ".torrent";
-    int origin_requests = 4;             // piece requests to the origin at once, per file
+    int origin_requests = 4;             // piece requests to the origin at once, per file, this agent
+    int swarm_origin_requests = 8;       // the same over the whole swarm; also its origin fetchers
     std::uint64_t max_upload_rate = 0;   // bytes/s to peers, 0 = unlimited
     std::uint64_t max_download_rate = 0; // bytes/s from peers, 0 = unlimited
     bool throttle_lan = false;           // apply the two limits to LAN peers too

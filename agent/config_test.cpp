@@ -521,6 +521,7 @@ TEST_CASE("peering and peer cache keys load, and bad values name their line", "[
 metainfo_probe = false
 metainfo_suffix = ".meta"
 origin_requests = 8
+swarm_origin_requests = 12
 max_upload_rate = 1000
 throttle_lan = true
 [cache]
@@ -535,6 +536,7 @@ min_file_size = 0
     CHECK_FALSE(c.metainfo_probe);
     CHECK(c.metainfo_suffix == ".meta");
     CHECK(c.origin_requests == 8);
+    CHECK(c.swarm_origin_requests == 12);
     CHECK(c.max_upload_rate == 1000);
     CHECK(c.throttle_lan);
     CHECK(c.cache_max_size == 5000000);
@@ -542,6 +544,8 @@ min_file_size = 0
     CHECK(c.cache_max_age == 60);
     CHECK(c.cache_min_file_size == 0);
 
+    CHECK_THAT(load_error(dir, "[p2p]\nswarm_origin_requests = 65\n"),
+               Catch::Contains(":2: p2p.swarm_origin_requests must be an integer from 1 to 64"));
     CHECK_THAT(load_error(dir, "[p2p]\norigin_requests = 0\n"),
                Catch::Contains(":2: p2p.origin_requests must be an integer from 1 to 64"));
     CHECK_THAT(load_error(dir, "[p2p]\n\nmetainfo_suffix = \"a?b\"\n"),

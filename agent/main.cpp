@@ -68,7 +68,12 @@ int main(int argc, char** argv) {
         } else if (a.rfind("--config=", 0) == 0) {
             config_path = a.substr(9);
         } else if (a == "--version") {
+#if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS
+            // A test build: it dies on purpose where DOPT_CRASH_AT says.
+            std::printf("doptd %s (crash points compiled in: a test build)\n", DOPT_VERSION_STRING);
+#else
             std::printf("doptd %s\n", DOPT_VERSION_STRING);
+#endif
             return 0;
         } else if (a == "--help" || a == "-h") {
             usage(stdout);

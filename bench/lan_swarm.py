@@ -195,6 +195,11 @@ class Swarm:
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
             dirs.append(d)
+        # Start with nothing left to write back: a run leaves up to 2 GiB of
+        # dirty pages (N files, and dopt's cached copies), and their
+        # writeback during the next run made that run 30 % slower (with
+        # --keep, which does not delete them).
+        os.sync()
         self.gate = StartGate(self.lan.dir)
         self.timeline = EgressTimeline(self.lan, os.path.join(self.lan.dir, "egress-%s-%d" % (method, rep)))
         try:

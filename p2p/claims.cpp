@@ -66,29 +66,27 @@ std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, in
 
 ClaimTable::ClaimTable(std::int64_t lifetime_ms) : lifetime_ms_(lifetime_ms) {}
 
-void ClaimTable::add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
+bool ClaimTable::add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
                      std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto& list = claims_[torrent];
     for (auto& c : list) {
         if (c.piece == piece && c.claimant == claimant) {
             c.expires_ms = now_ms + lifetime_ms_;
-            return;
+            return false;
         }
     }
-    if (list.size() >= kMaxClaimsPerTorrent) return;
+    if (list.size() >= kMaxClaimsPerTorrent) return false;
     list.push_back(Claim{piece, claimant, now_ms + lifetime_ms_});
+    return true;
 }
 
-void ClaimTable::drop(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant) {
+void ClaimTable::drop_piece(const lt::info_hash_t& torrent, int piece) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = claims_.find(torrent);
     if (it == claims_.end()) return;
     auto& list = it->second;
-    list.erase(std::remove_if(list.begin(), list.end(),
-                              [&](const Claim& c) {
-                                  return c.piece == piece && c.claimant == claimant;
-                              }),
+    list.erase(std::remove_if(list.begin(), list.end(), [&](const Claim& c) { return c.piece == piece; }),
                list.end());
     if (list.empty()) claims_.erase(it);
 }
@@ -121,13 +119,16 @@ std::vector<Claim> ClaimTable::get(const lt::info_hash_t& torrent, std::int64_t 
 
 // ---- the plugins (network thread only) ----
 
+class ClaimTorrent;
+
 // One per BitTorrent connection of a torrent that has a ClaimTorrent.
 class ClaimPeer : public lt::peer_plugin {
 public:
     ClaimPeer(lt::peer_connection_handle pc, lt::info_hash_t torrent, int num_pieces,
-              std::shared_ptr<ClaimTable> table)
+              std::shared_ptr<ClaimTable> table, std::uint64_t own_id,
+              std::weak_ptr<ClaimTorrent> relay)
         : pc_(std::move(pc)), torrent_(torrent), num_pieces_(num_pieces),
-          table_(std::move(table)) {}
+          table_(std::move(table)), own_id_(own_id), relay_(std::move(relay)) {}
 
     lt::string_view type() const override { return kClaimExtensionName; }
 
@@ -151,17 +152,15 @@ public:
     bool on_extended(int length, int msg, lt::span<char const> body) override {
         if (msg != kClaimMessageId) return false;
         if (body.size() < length) return true;  // wait for the rest
-        if (auto c = parse_claim_payload(body, num_pieces_)) {
-            table_->add(torrent_, c->piece, c->claimant, monotonic_ms());
-            remember_claimant(c->claimant);
-        }
+        auto c = parse_claim_payload(body, num_pieces_);
+        if (c && c->claimant != own_id_ && table_->add(torrent_, c->piece, c->claimant, monotonic_ms()))
+            pass_on(*c);
         return true;
     }
 
-    // The claimant has the piece now: its claim is moot.
+    // A peer has the piece now: every claim on it is moot.
     bool on_have(lt::piece_index_t piece) override {
-        for (std::uint64_t claimant : claimants_)
-            table_->drop(torrent_, static_cast<int>(piece), claimant);
+        table_->drop_piece(torrent_, static_cast<int>(piece));
         return false;  // libtorrent still handles the HAVE
     }
 
@@ -172,42 +171,41 @@ public:
     }
 
 private:
-    // A connection is one agent with one id; keep a few ids at most so a
-    // hostile peer cannot grow this.
-    void remember_claimant(std::uint64_t claimant) {
-        if (std::find(claimants_.begin(), claimants_.end(), claimant) != claimants_.end())
-            return;
-        if (claimants_.size() < 4) claimants_.push_back(claimant);
-    }
+    void pass_on(const ClaimMessage& c);  // after ClaimTorrent
 
     lt::peer_connection_handle pc_;
     const lt::info_hash_t torrent_;
     const int num_pieces_;
     std::shared_ptr<ClaimTable> table_;
+    const std::uint64_t own_id_;
+    std::weak_ptr<ClaimTorrent> relay_;
     int peer_msg_id_ = 0;  // the peer's id for dopt_claim; 0 until its handshake
-    std::vector<std::uint64_t> claimants_;
 };
 
 // One per torrent announced with ClaimsPlugin::expect_torrent.
-class ClaimTorrent : public lt::torrent_plugin {
+class ClaimTorrent : public lt::torrent_plugin, public std::enable_shared_from_this<ClaimTorrent> {
 public:
-    ClaimTorrent(lt::info_hash_t torrent, int num_pieces, std::shared_ptr<ClaimTable> table)
-        : torrent_(torrent), num_pieces_(num_pieces), table_(std::move(table)) {}
+    ClaimTorrent(lt::info_hash_t torrent, int num_pieces, std::shared_ptr<ClaimTable> table,
+                 std::uint64_t own_id)
+        : torrent_(torrent), num_pieces_(num_pieces), table_(std::move(table)), own_id_(own_id) {}
 
     std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
         if (pc.type() != lt::connection_type::bittorrent) return nullptr;
         prune();
-        auto peer = std::make_shared<ClaimPeer>(pc, torrent_, num_pieces_, table_);
+        auto peer = std::make_shared<ClaimPeer>(pc, torrent_, num_pieces_, table_, own_id_,
+                                                weak_from_this());
         // libtorrent owns the peer plugin; we keep weak references only.
         peers_.push_back(peer);
         return peer;
     }
 
-    void send_claim(int piece, std::uint64_t claimant) {
+    // To every dopt peer of the torrent but `except` (the one a passed-on
+    // claim came from).
+    void send_claim(int piece, std::uint64_t claimant, const ClaimPeer* except = nullptr) {
         if (piece < 0 || piece >= num_pieces_) return;
         prune();
         for (const auto& weak : peers_)
-            if (auto peer = weak.lock()) peer->send_claim(piece, claimant);
+            if (auto peer = weak.lock(); peer && peer.get() != except) peer->send_claim(piece, claimant);
     }
 
 private:
@@ -220,10 +218,16 @@ private:
     const lt::info_hash_t torrent_;
     const int num_pieces_;
     std::shared_ptr<ClaimTable> table_;
+    const std::uint64_t own_id_;
     std::vector<std::weak_ptr<ClaimPeer>> peers_;
 };
 
-ClaimsPlugin::ClaimsPlugin(std::shared_ptr<ClaimTable> table) : table_(std::move(table)) {}
+void ClaimPeer::pass_on(const ClaimMessage& c) {
+    if (auto torrent = relay_.lock()) torrent->send_claim(c.piece, c.claimant, this);
+}
+
+ClaimsPlugin::ClaimsPlugin(std::shared_ptr<ClaimTable> table, std::uint64_t own_id)
+    : table_(std::move(table)), own_id_(own_id) {}
 
 void ClaimsPlugin::expect_torrent(const lt::info_hash_t& torrent, int num_pieces) {
     std::lock_guard<std::mutex> lock(expected_mutex_);
@@ -249,7 +253,7 @@ std::shared_ptr<lt::torrent_plugin> ClaimsPlugin::new_torrent(const lt::torrent_
     }
     for (auto it = torrents_.begin(); it != torrents_.end();)
         it = it->second.expired() ? torrents_.erase(it) : std::next(it);
-    auto plugin = std::make_shared<ClaimTorrent>(ih, num_pieces, table_);
+    auto plugin = std::make_shared<ClaimTorrent>(ih, num_pieces, table_, own_id_);
     torrents_[ih] = plugin;
     return plugin;
 }

@@ -44,7 +44,7 @@ inline constexpr int kClaimMessageId = 17;
 inline constexpr std::size_t kClaimPayloadSize = 12;
 // 4 (length) + 1 (type 20) + 1 (extended id) + payload.
 inline constexpr std::size_t kClaimFrameSize = 6 + kClaimPayloadSize;
-// How long a received claim holds unless the claimant announces the piece.
+// How long a received claim holds unless a peer announces the piece.
 inline constexpr std::int64_t kClaimLifetimeMs = 20'000;
 // A hostile peer can invent claimant ids; no torrent keeps more claims.
 inline constexpr std::size_t kMaxClaimsPerTorrent = 8192;
@@ -72,12 +72,14 @@ public:
     explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs);
 
     // Records (or refreshes) `claimant`'s claim on `piece`, expiring at
-    // now_ms + lifetime. Ignored when the torrent already holds
-    // kMaxClaimsPerTorrent claims.
-    void add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
+    // now_ms + lifetime; true when the claim is new (not a refresh).
+    // Ignored (false) when the torrent already holds kMaxClaimsPerTorrent
+    // claims.
+    bool add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
              std::int64_t now_ms);
-    // Drops `claimant`'s claim on `piece` (it has the piece now).
-    void drop(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant);
+    // Drops every claim on `piece`: a peer has it now, so no agent fetches
+    // it from the origin any more.
+    void drop_piece(const lt::info_hash_t& torrent, int piece);
     // Drops every claim for a torrent (it was removed).
     void drop_torrent(const lt::info_hash_t& torrent);
     // Drops claims whose expires_ms <= now_ms.
@@ -97,9 +99,17 @@ class ClaimTorrent;  // claims.cpp
 // torrent announced with expect_torrent() a torrent plugin, which gives each
 // BitTorrent connection a peer plugin that advertises dopt_claim, stores the
 // claims the peer sends in the ClaimTable and can send ours.
+//
+// A claim heard for the first time is passed on once to the other dopt
+// peers of the torrent (not to the one it came from): two agents that are
+// not connected to each other (both of their simultaneous connections were
+// dropped as duplicates, or one is still connecting) still hear each
+// other's claims through any agent both are connected to. Refreshes are not
+// passed on, so a claim crosses each connection about once. Claims naming
+// `own_id` (ours, coming back) are neither stored nor passed on.
 class ClaimsPlugin : public lt::plugin {
 public:
-    explicit ClaimsPlugin(std::shared_ptr<ClaimTable> table);
+    ClaimsPlugin(std::shared_ptr<ClaimTable> table, std::uint64_t own_id);
 
     // Any thread, before session::add_torrent: the torrent with this info-hash
     // has `num_pieces` pieces (needed to validate received piece indexes;
@@ -120,6 +130,7 @@ public:
 
 private:
     std::shared_ptr<ClaimTable> table_;
+    const std::uint64_t own_id_;
     std::mutex expected_mutex_;
     std::map<lt::info_hash_t, int> expected_;  // guarded by expected_mutex_
     // Touched only on the network thread (new_torrent, send_claim).

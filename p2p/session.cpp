@@ -314,7 +314,7 @@ struct PeerSession::Impl {
     // eventfd its alert notify writes to and the plugin it uses still exist.
     EventFd alert_fd;
     std::shared_ptr<ClaimTable> claim_table = std::make_shared<ClaimTable>();
-    std::shared_ptr<ClaimsPlugin> claims = std::make_shared<ClaimsPlugin>(claim_table);
+    std::shared_ptr<ClaimsPlugin> claims = std::make_shared<ClaimsPlugin>(claim_table, id);
     std::unique_ptr<lt::session> session;
 
     void connect_static_peers(const lt::torrent_handle& h) {

@@ -576,6 +576,40 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     CHECK(b.claims(hb).empty());
 }
 
+TEST_CASE("a claim reaches an agent not connected to the claimant through one that is",
+          "[p2p][claims]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "r.bin", 4 * 1024 * 1024, 256 * 1024);
+    // a - b - c: b connects to both, a and c know nobody (no LSD, no PEX).
+    PeerSession a(loopback_settings());
+    PeerSession c(loopback_settings());
+    SessionSettings bs = loopback_settings();
+    bs.peers = {address_of(a), address_of(c)};
+    PeerSession b(bs);
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::torrent_handle hc = c.add_torrent(t.info, tmp.sub("c").string(), {});
+    Pump pump({&a, &b, &c});
+    REQUIRE(pump.run_until([&] { return ha.status({}).num_peers == 1 && hc.status({}).num_peers == 1; },
+                           std::chrono::seconds(20)));
+
+    // Sent once by a, once by b to c; resent until the extension handshakes
+    // are done.
+    a.claim(ha, 5);
+    REQUIRE(pump.run_until([&] { return has_claim(c.claims(hc), 5, a.id()); },
+                           std::chrono::seconds(20), [&] { a.claim(ha, 5); }));
+    CHECK(has_claim(b.claims(hb), 5, a.id()));
+    CHECK(hc.status({}).num_peers == 1);  // c heard it from b: a and c never met
+    // Passed back to a, it is not stored there: a does not hear its own claims.
+    pump.run_until([] { return false; }, std::chrono::milliseconds(300));
+    CHECK(a.claims(ha).empty());
+
+    // c gets piece 5 and says so: the claim ends at b, which c told.
+    REQUIRE(ready_for_pieces(hc));
+    hc.add_piece(lt::piece_index_t(5), piece_bytes(t, 5));
+    CHECK(pump.run_until([&] { return b.claims(hb).empty(); }, std::chrono::seconds(10)));
+}
+
 TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[p2p][session]") {
     TempDir tmp;
     const TestTorrent t = make_torrent(tmp.sub("src"), "f.bin", 1024 * 1024, 256 * 1024);
@@ -674,24 +708,30 @@ TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]")
     ClaimTable table(1000);
     lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
     lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
-    table.add(t1, 3, 77, 0);
-    table.add(t2, 4, 77, 0);
+    CHECK(table.add(t1, 3, 77, 0));
+    CHECK(table.add(t2, 4, 77, 0));
     CHECK(table.get(t1, 0).size() == 1);
     CHECK(table.get(t1, 0)[0].expires_ms == 1000);
-    table.add(t1, 3, 77, 500);  // refresh, not a second claim
+    CHECK_FALSE(table.add(t1, 3, 77, 500));  // refresh, not a second claim
     REQUIRE(table.get(t1, 500).size() == 1);
     CHECK(table.get(t1, 500)[0].expires_ms == 1500);
     CHECK(table.get(t2, 1000).empty());  // expired for readers at once
     table.expire(1200);
     CHECK(table.get(t1, 1200).size() == 1);
     CHECK(table.get(t2, 0).empty());  // gone from the table
-    table.drop(t1, 3, 78);            // another claimant: no effect
-    CHECK(table.get(t1, 1200).size() == 1);
-    table.drop(t1, 3, 77);
+    CHECK(table.add(t1, 3, 78, 1200));  // two claimants of one piece
+    CHECK(table.add(t1, 4, 78, 1200));
+    table.drop_piece(t1, 5);  // another piece: no effect
+    CHECK(table.get(t1, 1200).size() == 3);
+    table.drop_piece(t1, 3);  // somebody has piece 3: both claims end
+    REQUIRE(table.get(t1, 1200).size() == 1);
+    CHECK(table.get(t1, 1200)[0].piece == 4);
+    table.drop_piece(t1, 4);
     CHECK(table.get(t1, 1200).empty());
 
     for (std::uint64_t i = 0; i < kMaxClaimsPerTorrent + 10; ++i) table.add(t1, 1, i, 0);
     CHECK(table.get(t1, 0).size() == kMaxClaimsPerTorrent);
+    CHECK_FALSE(table.add(t1, 2, 1, 0));  // full: not taken
     table.drop_torrent(t1);
     CHECK(table.get(t1, 0).empty());
 }

@@ -11,6 +11,8 @@
 #include "agent/crash_point.h"
 
 namespace dopt::storage {
+
+bool StorageError::disk_full() const { return (sqlite_code_ & 0xff) == SQLITE_FULL; }
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
@@ -133,16 +135,17 @@ constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 // Thin RAII over the C API. Every failure becomes a StorageError that says
 // what was being done and what SQLite said.
 
-[[noreturn]] void fail(const std::string& what, const char* sqlite_message) {
-    throw StorageError("job store: " + what + ": " + sqlite_message);
+[[noreturn]] void fail(const std::string& what, const char* sqlite_message, int sqlite_code = 0) {
+    throw StorageError("job store: " + what + ": " + sqlite_message, sqlite_code);
 }
 
 void exec(sqlite3* db, const char* sql, const std::string& what) {
     char* message = nullptr;
-    if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
+    if (rc != SQLITE_OK) {
         std::string text = message ? message : sqlite3_errmsg(db);
         sqlite3_free(message);
-        fail(what, text.c_str());
+        fail(what, text.c_str(), rc);
     }
 }
 
@@ -152,7 +155,8 @@ public:
     PreparedStatement(sqlite3* db, const char* sql) : db_(db) {
         if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_,
                                nullptr) != SQLITE_OK) {
-            fail(std::string("preparing \"") + sql + "\"", sqlite3_errmsg(db));
+            fail(std::string("preparing \"") + sql + "\"", sqlite3_errmsg(db),
+                 sqlite3_extended_errcode(db));
         }
     }
     ~PreparedStatement() { sqlite3_finalize(stmt_); }
@@ -209,7 +213,7 @@ public:
         const int rc = sqlite3_step(stmt_);
         if (rc == SQLITE_ROW) return true;
         if (rc == SQLITE_DONE) return false;
-        fail(what_, sqlite3_errmsg(db_));
+        fail(what_, sqlite3_errmsg(db_), rc);
     }
     // Runs a statement that returns no rows; returns how many rows it changed.
     int run() {
@@ -238,7 +242,7 @@ public:
 
 private:
     void check(int rc) {
-        if (rc != SQLITE_OK) fail(what_, sqlite3_errmsg(db_));
+        if (rc != SQLITE_OK) fail(what_, sqlite3_errmsg(db_), rc);
     }
 
     sqlite3* db_;
@@ -291,7 +295,7 @@ std::string pragma_text(sqlite3* db, const char* sql, const std::string& what) {
         value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
     }
     sqlite3_finalize(stmt);
-    if (rc != SQLITE_ROW) fail(what, rc == SQLITE_DONE ? "no value" : sqlite3_errmsg(db));
+    if (rc != SQLITE_ROW) fail(what, rc == SQLITE_DONE ? "no value" : sqlite3_errmsg(db), rc);
     return value;
 }
 
@@ -545,7 +549,7 @@ std::unique_ptr<JobStore> JobStore::open(const std::string& path) {
                                        SQLITE_OPEN_NOMUTEX,
                                    nullptr);
     DatabaseHandle db(raw);
-    if (rc != SQLITE_OK) fail("opening " + path, raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc));
+    if (rc != SQLITE_OK) fail("opening " + path, raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc), rc);
     configure(db.get(), path);
     migrate(db.get(), path);
     std::unique_ptr<JobStore> store(new JobStore(db.get()));

@@ -26,9 +26,19 @@ struct sqlite3;
 
 namespace dopt::storage {
 
+// A job table operation that failed; what() says what was being done and
+// what SQLite said.
 class StorageError : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    explicit StorageError(const std::string& what, int sqlite_code = 0)
+        : std::runtime_error(what), sqlite_code_(sqlite_code) {}
+    // SQLite's (extended) result code; 0 when the error is not SQLite's.
+    int sqlite_code() const { return sqlite_code_; }
+    // SQLite said the disk is full (SQLITE_FULL: it also maps ENOSPC so).
+    bool disk_full() const;
+
+private:
+    int sqlite_code_;
 };
 
 constexpr std::uint64_t kUnknownSize = UINT64_MAX;

@@ -737,3 +737,12 @@ TEST_CASE("peer cache entries and a file's metainfo fields survive a reopen", "[
     store->delete_cache_entry(std::string(40, 'b'));
     CHECK(store->load_cache().size() == 1);
 }
+
+TEST_CASE("a StorageError says whether SQLite found the disk full") {
+    // SQLite reports ENOSPC from a write as SQLITE_FULL; the agent turns it
+    // into ENOSPC for the job, and any other failure into EIO.
+    CHECK(StorageError("job store: x: database or disk is full", SQLITE_FULL).disk_full());
+    CHECK_FALSE(StorageError("job store: x: disk I/O error", SQLITE_IOERR_WRITE).disk_full());
+    // The text alone decides nothing: a path may contain the word "full".
+    CHECK_FALSE(StorageError("job store: opening /srv/full/jobs.db: unable to open").disk_full());
+}

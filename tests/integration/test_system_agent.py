@@ -83,11 +83,14 @@ class SystemAgent(IntegrationTest):
         self.nginx = self.sb.nginx(self.www, slow_rate="1m")
         self.agent = self.start_system_agent()
 
+    def agent_config(self, user, socket_path):
+        """The TOML the system agent adds to the sandbox's config."""
+        return 'user = "%s"\nsocket = "%s"\n' % (user, socket_path)
+
     def start_system_agent(self, user="nobody", start=True):
         workdir = self.sb.path("agent")
         socket_path = os.path.join(workdir, "run", "doptd.sock")
-        extra = 'user = "%s"\nsocket = "%s"\n' % (user, socket_path)
-        a = self.sb.agent(extra, start=False)
+        a = self.sb.agent(self.agent_config(user, socket_path), start=False)
         a.socket = socket_path
         return a.start() if start else a
 
@@ -382,20 +385,16 @@ class SystemAgentPeering(SystemAgent):
     peer cache belongs to the agent's account; users' files are still
     written with their own rights."""
 
-    def start_system_agent(self, user="nobody", start=True):
+    def agent_config(self, user, socket_path):
         self.p2p_port = free_port()
-        workdir = self.sb.path("agent")
-        socket_path = os.path.join(workdir, "run", "doptd.sock")
-        extra = ('user = "%s"\nsocket = "%s"\n[p2p]\nenabled = true\nlisten = "127.0.0.1:%d"\n'
-                 'lan_discovery = false\npeers = []\n' % (user, socket_path, self.p2p_port))
         publish = subprocess.run(
             [dopt_path(), "publish", os.path.join(self.www, "file.bin"), "--web-seed",
              self.nginx.url("/file.bin"), "-o", os.path.join(self.www, "file.bin.torrent")],
             capture_output=True, text=True, env=clean_env(), timeout=60)
         self.assertEqual(publish.returncode, 0, publish.stderr)
-        a = self.sb.agent(extra, start=False)
-        a.socket = socket_path
-        return a.start() if start else a
+        return super().agent_config(user, socket_path) + (
+            '[p2p]\nenabled = true\nlisten = "127.0.0.1:%d"\nlan_discovery = false\npeers = []\n'
+            % self.p2p_port)
 
     # The parent's tests run here too, with peering on; these are added.
 

@@ -123,6 +123,9 @@ def crash_points_compiled_in():
     first = probe(CRASH_POINTS[0][0])
     if "crash point armed" not in first.stderr:
         return False
+    # A test build says so in --version, so nobody ships it by mistake.
+    if "crash points compiled in" not in first.stdout:
+        raise AssertionError("doptd --version does not say it is a test build: %r" % first.stdout)
     for name, _ in CRASH_POINTS:
         p = probe(name)
         if p.returncode != 0 or ("crash point armed: %s " % name) not in p.stderr:

@@ -539,17 +539,21 @@ void Agent::pump_swarm(Swarm& s) {
     fetch_origin_pieces(s);
 }
 
-// Origin-aware scheduling: up to [p2p] origin_requests pieces in flight to
-// the origin, chosen among those no connected peer has, is giving us or was
-// claimed by another agent. When the peers stall (no piece from them for
-// 4 s), the origin takes everything that is missing.
+// Origin-aware scheduling: pieces in flight to the origin, up to [p2p]
+// origin_requests for this agent and swarm_origin_requests for the whole
+// swarm, fetched by the swarm's designated fetchers only, each from its own
+// share of the pieces, chosen among those no connected peer has, is giving
+// us or was claimed by another agent. While the swarm does not deliver
+// (no piece from a peer for 1 s) every agent may fetch; when the peers
+// stall (no piece from them for 4 s while they offer some), the origin
+// takes everything that is missing.
 void Agent::fetch_origin_pieces(Swarm& s) {
     std::int64_t now = mono_ms();
     if (s.origin_url.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms)
         return;
     auto n = static_cast<std::size_t>(s.meta.num_pieces);
-    // Claims first, then the peers' bitfields: a claim is dropped when its
-    // claimant announces the piece, so in this order a piece is always seen
+    // Claims first, then the peers' bitfields: a claim is dropped when a
+    // peer announces the piece, so in this order a piece is always seen
     // either claimed or held, never neither.
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
     std::vector<lt::peer_info> peers;

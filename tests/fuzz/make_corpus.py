@@ -24,6 +24,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
 
+# The tests' shared bencode encoder (tests/integration/bencode.py): this is a
+# standalone script, so put its folder on the path first.
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import bencode  # noqa: E402
+
 
 def write(target, name, data):
     folder = os.path.join(CORPUS, target)
@@ -204,23 +209,6 @@ min_file_size = 1048576
 
 # ---- metainfo ------------------------------------------------------------
 
-def bencode(v):
-    if isinstance(v, bool):
-        raise TypeError("no booleans in bencoding")
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
-
-
 BLOCK = 16 * 1024
 
 
@@ -276,7 +264,7 @@ def torrent(data, name="file.bin", piece_length=BLOCK, v1=True, v2=False, extra=
     if extra:
         info.update(extra)
     top["info"] = info
-    return bencode(top)
+    return bencode.encode(top)
 
 
 def metainfo_seeds():
@@ -293,17 +281,17 @@ def metainfo_seeds():
     multi = {"name": "dir", "piece length": BLOCK, "pieces": v1_pieces(small + small, BLOCK),
              "files": [{"length": len(small), "path": ["a"]},
                        {"length": len(small), "path": ["b"]}]}
-    write("metainfo", "v1-two-files.torrent", bencode({"info": multi}))
+    write("metainfo", "v1-two-files.torrent", bencode.encode({"info": multi}))
     padded = dict(multi, files=[{"length": len(small), "path": ["a"]},
                                 {"length": BLOCK - len(small), "path": [".pad", "6144"],
                                  "attr": "p"}])
     padded["pieces"] = v1_pieces(small + b"\0" * (BLOCK - len(small)), BLOCK)
-    write("metainfo", "v1-pad-file.torrent", bencode({"info": padded}))
+    write("metainfo", "v1-pad-file.torrent", bencode.encode({"info": padded}))
     write("metainfo", "v1-symlink.torrent",
           torrent(small, extra={"attr": "l", "symlink path": ["target"]}))
-    write("metainfo", "v1-empty-file.torrent", bencode({"info": {
+    write("metainfo", "v1-empty-file.torrent", bencode.encode({"info": {
         "name": "e", "piece length": BLOCK, "length": 0, "pieces": b""}}))
-    write("metainfo", "no-info.torrent", bencode({"announce": "http://t/a"}))
+    write("metainfo", "no-info.torrent", bencode.encode({"announce": "http://t/a"}))
     write("metainfo", "not-bencoded.torrent", b"<html>404</html>")
 
 

@@ -1,8 +1,8 @@
 """`dopt publish FILE [--web-seed URL] [-o OUT]` writes hybrid (v1+v2)
 metainfo an origin can serve beside FILE; bad input is exit 2. Needs no agent:
-only the dopt binary of the build. The .torrent is checked with a small
-bencode reader here (standard library only): its info-hash, v1 piece hashes
-and v2 fields against the file itself."""
+only the dopt binary of the build. The .torrent is read with bencode.py
+(strict: canonical form, dict keys sorted) and checked: its info-hash, v1
+piece hashes and v2 fields against the file itself."""
 
 import hashlib
 import os
@@ -10,58 +10,8 @@ import subprocess
 import sys
 import unittest
 
+import bencode
 from harness import MiB, Sandbox, build_dir, clean_env, dopt_path, make_file, test_failed
-
-
-def bdecode(data):
-    """Decodes bencoded `data` (bytes). Returns (value, info_span) where
-    info_span is (start, end) of the top-level 'info' value's bytes, or None.
-    Dict keys and strings stay bytes. Raises ValueError on bad input."""
-    spans = {}
-
-    def item(i, depth):
-        if depth > 100:
-            raise ValueError("too deep")
-        c = data[i:i + 1]
-        if c == b"i":
-            end = data.index(b"e", i)
-            return int(data[i + 1:end]), end + 1
-        if c == b"l":
-            i += 1
-            out = []
-            while data[i:i + 1] != b"e":
-                v, i = item(i, depth + 1)
-                out.append(v)
-            return out, i + 1
-        if c == b"d":
-            i += 1
-            out = {}
-            last = None
-            while data[i:i + 1] != b"e":
-                k, i = item(i, depth + 1)
-                if not isinstance(k, bytes):
-                    raise ValueError("dict key is not a string")
-                if last is not None and k <= last:
-                    raise ValueError("dict keys out of order: %r after %r" % (k, last))
-                last = k
-                start = i
-                out[k], i = item(i, depth + 1)
-                if depth == 0 and k == b"info":
-                    spans["info"] = (start, i)
-            return out, i + 1
-        if c.isdigit():
-            colon = data.index(b":", i)
-            n = int(data[i:colon])
-            end = colon + 1 + n
-            if end > len(data):
-                raise ValueError("string runs past the end")
-            return data[colon + 1:end], end
-        raise ValueError("unexpected %r at %d" % (c, i))
-
-    value, end = item(0, 0)
-    if end != len(data):
-        raise ValueError("%d bytes after the end" % (len(data) - end))
-    return value, spans.get("info")
 
 
 class Publish(unittest.TestCase):
@@ -96,11 +46,13 @@ class Publish(unittest.TestCase):
     def read_torrent(self, path):
         with open(path, "rb") as f:
             data = f.read()
-        meta, span = bdecode(data)
+        # strict: dict keys sorted and unique, integers and lengths canonical
+        # (ValueError otherwise), as BEP 3 wants of what dopt writes.
+        meta = bencode.decode(data, strict=True)
         self.assertIsInstance(meta, dict)
         self.assertIn(b"info", meta)
-        self.assertIsNotNone(span)
-        return meta, data[span[0]:span[1]]
+        start, end = bencode.info_span(data)
+        return meta, data[start:end]
 
     def test_publish_writes_hybrid_metainfo_with_the_web_seed(self):
         size = 3 * MiB + 12345

@@ -59,6 +59,7 @@ INTEGRATION_DIR = os.path.join(os.path.dirname(HERE), "integration")
 if INTEGRATION_DIR not in sys.path:
     sys.path.insert(0, INTEGRATION_DIR)
 import harness  # noqa: E402  (Agent, merge_toml, make_file, sha256_file, ...)
+import bencode  # noqa: E402  (tests/integration/bencode.py)
 
 MiB = 1024 * 1024
 PREFIX = "dlan"                 # namespace names: dlan-<pid>-<serial>-<role>
@@ -800,21 +801,6 @@ class Lan:
 # metainfo
 
 
-def _bencode(x):
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    if isinstance(x, list):
-        return b"l" + b"".join(_bencode(v) for v in x) + b"e"
-    if isinstance(x, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
-        return b"d" + b"".join(_bencode(k) + _bencode(v) for k, v in items) + b"e"
-    raise TypeError(type(x))
-
-
 def python_metainfo(path, web_seed, out, piece_length=MiB):
     """A v1 single-file metainfo with a BEP 19 web seed (url-list), no
     tracker: the fallback when neither `dopt publish` nor mktorrent works."""
@@ -828,7 +814,7 @@ def python_metainfo(path, web_seed, out, piece_length=MiB):
                      "piece length": piece_length, "pieces": b"".join(pieces)},
             "url-list": [web_seed], "created by": "dopt tests/lan/netns.py"}
     with open(out, "wb") as f:
-        f.write(_bencode(meta))
+        f.write(bencode.encode(meta))
 
 
 def make_metainfo(path, web_seed, out=None, piece_length=MiB, tools=("dopt", "mktorrent", "python")):

@@ -6,9 +6,10 @@ doptd agent's swarm and misbehave. Nothing here listens or connects
 anywhere but the loopback addresses a test gives it.
 
 Contents:
-  bdecode / bencode / Metainfo  -- a tiny bencode reader and writer; the v1
-      info-hash is the SHA-1 of the info dictionary's bytes as they appear
-      in the .torrent (so hybrid v1+v2 metainfo from `dopt publish` works).
+  Metainfo / make_v1_metainfo  -- what a peer needs of a .torrent, read
+      and written with tests/integration/bencode.py; the v1 info-hash is the
+      SHA-1 of the info dictionary's bytes as they appear in the .torrent
+      (so hybrid v1+v2 metainfo from `dopt publish` works).
   HostileListener(ip, metainfo, mode) -- listens on ip:<port>; every peer
       that connects (the agent, which knows it as a static peer) gets:
         "corrupt": a bitfield with every piece; interested -> unchoke;
@@ -44,8 +45,15 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INTEGRATION_DIR = os.path.join(os.path.dirname(HERE), "integration")
+if INTEGRATION_DIR not in sys.path:  # bencode.py, also when run as a script
+    sys.path.insert(0, INTEGRATION_DIR)
+import bencode  # noqa: E402
 
 PROTOCOL = b"BitTorrent protocol"
 # Reserved bytes: the fast extension (BEP 6) only; no extension protocol.
@@ -66,73 +74,15 @@ MESSAGE_NAMES = {CHOKE: "choke", UNCHOKE: "unchoke", INTERESTED: "interested",
                  ALLOWED_FAST: "allowed_fast", EXTENDED: "extended", None: "keepalive"}
 
 
-# ---- bencode -----------------------------------------------------------------
-
-def bdecode(data, i=0):
-    """Decodes one value at data[i:]; returns (value, end). Dict keys and
-    strings stay bytes. Raises ValueError on malformed input."""
-    c = data[i:i + 1]
-    if c == b"i":
-        end = data.index(b"e", i)
-        return int(data[i + 1:end]), end + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while data[i:i + 1] != b"e":
-            v, i = bdecode(data, i)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while data[i:i + 1] != b"e":
-            k, i = bdecode(data, i)
-            v, i = bdecode(data, i)
-            out[k] = v
-        return out, i + 1
-    if c.isdigit():
-        colon = data.index(b":", i)
-        n = int(data[i:colon])
-        return data[colon + 1:colon + 1 + n], colon + 1 + n
-    raise ValueError("bad bencode at byte %d" % i)
-
-
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, (bytes, bytearray)):
-        return b"%d:%s" % (len(v), bytes(v))
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
-
-
-def info_span(data):
-    """(start, end) of the bytes of the top-level "info" value."""
-    if data[:1] != b"d":
-        raise ValueError("not a dictionary")
-    i = 1
-    while data[i:i + 1] != b"e":
-        k, i = bdecode(data, i)
-        start = i
-        _, i = bdecode(data, i)
-        if k == b"info":
-            return start, i
-    raise ValueError("no info dictionary")
-
+# ---- metainfo ----------------------------------------------------------------
 
 class Metainfo:
     """What a hostile peer needs of a single-file .torrent."""
 
     def __init__(self, data):
-        start, end = info_span(data)
+        start, end = bencode.info_span(data)
         self.info_hash = hashlib.sha1(data[start:end]).digest()  # v1
-        info, _ = bdecode(data, start)
+        info, _ = bencode.decode_at(data, start)
         self.name = info.get(b"name", b"").decode(errors="replace")
         self.piece_length = info[b"piece length"]
         if b"length" in info:
@@ -165,8 +115,8 @@ def make_v1_metainfo(content, name, piece_length=256 * 1024):
     (any bytes: tests use it for names that try to leave the save path)."""
     pieces = b"".join(hashlib.sha1(content[i:i + piece_length]).digest()
                       for i in range(0, len(content), piece_length))
-    return bencode({"info": {"length": len(content), "name": name,
-                             "piece length": piece_length, "pieces": pieces}})
+    return bencode.encode({"info": {"length": len(content), "name": name,
+                                    "piece length": piece_length, "pieces": pieces}})
 
 
 # ---- wire --------------------------------------------------------------------

@@ -1059,7 +1059,13 @@ void Agent::handle_alerts() {
             }
             to_pump.insert(s);
         } else if (auto* tc = lt::alert_cast<lt::torrent_checked_alert>(a)) {
-            if (Swarm* s = swarm_of(tc->handle)) s->checked = true;
+            // pump_swarm waits out the check: start now, not on the next
+            // tick (up to 250 ms later: one client fetched from the origin
+            // 0.17 s after curl would have in 3 runs of 5).
+            if (Swarm* s = swarm_of(tc->handle)) {
+                s->checked = true;
+                to_pump.insert(s);
+            }
         } else if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
             LOG_WARN("banned peer %s (it sent pieces that failed their hash check)",
                      ban->endpoint.address().to_string().c_str());

@@ -37,6 +37,9 @@ from netns import MiB  # noqa: E402
 
 FILE_NAME = "swarm.bin"
 ALL_METHODS = ("curl", "aria2", "dopt")
+# Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
+# baseline of "one client is no slower through the swarm".
+EXTRA_METHODS = ("dopt-http",)
 
 ARIA2_HOOK = """#!/bin/sh
 # aria2c --on-bt-download-complete: all pieces are in and verified.
@@ -203,7 +206,7 @@ class Swarm:
         self.gate = StartGate(self.lan.dir)
         self.timeline = EgressTimeline(self.lan, os.path.join(self.lan.dir, "egress-%s-%d" % (method, rep)))
         try:
-            runner = getattr(self, "_run_" + method)
+            runner = getattr(self, "_run_" + method.replace("-", "_"))
             runner(dirs, res)
             res["ok"] = True
         except MethodFailed as e:
@@ -361,7 +364,10 @@ class Swarm:
 
     # -- dopt -----------------------------------------------------------------
 
-    def _run_dopt(self, dirs, res):
+    def _run_dopt_http(self, dirs, res):
+        self._run_dopt(dirs, res, extra_config="[p2p]\nmetainfo_probe = false\n")
+
+    def _run_dopt(self, dirs, res, extra_config=""):
         try:
             netns.harness.doptd_path()
         except unittest.SkipTest as e:
@@ -374,7 +380,7 @@ class Swarm:
         # network, decides who is last. --dopt-config can turn it back on.
         extra = ('log_level = "%s"\n[http]\nlow_speed_time = 30\n'
                  '[jobs]\nsync_on_complete = false\n' % self.args.dopt_log_level) + \
-            (self.args.dopt_config or "")
+            (self.args.dopt_config or "") + extra_config
         agents = []
         try:
             for h, d in zip(self.lan.hosts, dirs):
@@ -619,7 +625,8 @@ def parse_args(argv):
                     help="each workstation's up and down link, a tc rate (default 1gbit)")
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each method (default 3)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS),
-                    help="comma-separated, of curl,aria2,dopt (default all)")
+                    help="comma-separated, of curl,aria2,dopt (default all) and dopt-http "
+                         "(dopt without metainfo: its HTTP-only path)")
     ap.add_argument("--piece-size", type=int, default=1,
                     help="metainfo piece size in MiB, a power of 2 (default 1)")
     ap.add_argument("--results", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
@@ -647,8 +654,8 @@ def parse_args(argv):
         ap.error("--clients: 1..%d" % netns.MAX_HOSTS)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in a.methods:
-        if m not in ALL_METHODS:
-            ap.error("unknown method %r (curl, aria2, dopt)" % m)
+        if m not in ALL_METHODS + EXTRA_METHODS:
+            ap.error("unknown method %r (curl, aria2, dopt, dopt-http)" % m)
     if a.size < 1 or a.runs < 1:
         ap.error("--size and --runs must be positive")
     if a.piece_size < 1 or a.piece_size & (a.piece_size - 1):
@@ -705,7 +712,7 @@ def main(argv):
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
     build = os.environ.get("DOPT_BUILD_DIR", "")
-    if "dopt" in args.methods:
+    if any(m.startswith("dopt") for m in args.methods):
         try:
             with open(os.path.join(build, "CMakeCache.txt")) as f:
                 btype = next((l.split("=", 1)[1].strip() for l in f

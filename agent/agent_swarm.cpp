@@ -555,7 +555,16 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
     // either claimed or held, never neither.
+    // Other agents' claims on pieces of this torrent (the table keeps
+    // neither ours nor out-of-range ones; filtered once more here, since
+    // every use below indexes by piece).
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
+    claims.erase(std::remove_if(claims.begin(), claims.end(),
+                                [&](const p2p::Claim& c) {
+                                    return c.claimant == peers_->id() || c.piece < 0 ||
+                                           static_cast<std::size_t>(c.piece) >= n;
+                                }),
+                 claims.end());
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
     // When each connected peer was first seen. A peer counts once its
@@ -647,9 +656,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         std::set<int> in_swarm;
         for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
         for (const auto& c : claims)
-            if (c.claimant != peers_->id() && c.piece >= 0 && static_cast<std::size_t>(c.piece) < n &&
-                !s.have[static_cast<std::size_t>(c.piece)])
-                in_swarm.insert(c.piece);
+            if (!s.have[static_cast<std::size_t>(c.piece)]) in_swarm.insert(c.piece);
         int room = config_.swarm_origin_requests - static_cast<int>(in_swarm.size());
         bool delivering = now - std::max(s.last_peer_piece_ms, s.attached_ms) < 1000;
         if (room <= 0 && delivering) return;
@@ -691,9 +698,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         for (const auto& q : queue)
             if (q.requested > 0 || q.writing > 0)
                 busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
-        for (const auto& c : claims)
-            if (c.piece >= 0 && static_cast<std::size_t>(c.piece) < n && c.claimant != peers_->id())
-                busy[static_cast<std::size_t>(c.piece)] = true;
+        for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
     }
     p2p::OriginPickInput in;
     in.have = &s.have;

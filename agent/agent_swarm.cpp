@@ -565,10 +565,13 @@ void Agent::fetch_origin_pieces(Swarm& s) {
                                            static_cast<std::size_t>(c.piece) >= n;
                                 }),
                  claims.end());
+    // Which peers have told their pieces, then the peers: a peer in `told`
+    // has its pieces in `peers` (p2p/session.h).
+    const std::set<lt::tcp::endpoint> told = peers_->peers_that_told(s.handle);
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
-    // When each connected peer was first seen. A peer counts once its
-    // bitfield came; one still without after 2 s (a handshake takes
+    // When each connected peer was first seen. A peer counts once it told
+    // its pieces; one that has not after 2 s (a handshake takes
     // milliseconds on a LAN) does not count at all, so that a peer that
     // connects and says nothing cannot slow the agent down.
     std::map<lt::tcp::endpoint, std::int64_t> first_seen;
@@ -578,7 +581,11 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     }
     s.peer_first_seen_ms.swap(first_seen);
     auto seen_for = [&](const lt::peer_info& p) { return now - s.peer_first_seen_ms[p.ip]; };
-    auto has_bitfield = [&](const lt::peer_info& p) { return p.pieces.size() == static_cast<int>(n); };
+    // (libtorrent sizes p.pieces for the torrent, all zeros, as soon as a
+    // connection starts: only `told` says the bits mean something.)
+    auto has_bitfield = [&](const lt::peer_info& p) {
+        return told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
+    };
     // The origin link is shared by the whole swarm: each agent takes its
     // share of swarm_origin_requests (at least one, at most
     // origin_requests), so pieces finish early and spread over the LAN
@@ -628,7 +635,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     std::vector<int> peers_with(n, 0);
     bool peers_offer = false;  // some peer holds a piece we lack
     for (const auto& p : peers) {
-        if (p.pieces.size() != static_cast<int>(n)) continue;
+        if (!has_bitfield(p)) continue;
         for (std::size_t i = 0; i < n; ++i) {
             if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
                 ++peers_with[i];

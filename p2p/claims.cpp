@@ -94,6 +94,7 @@ void ClaimTable::drop_piece(const lt::info_hash_t& torrent, int piece) {
 void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
     std::lock_guard<std::mutex> lock(mutex_);
     claims_.erase(torrent);
+    told_.erase(torrent);
 }
 
 void ClaimTable::expire(std::int64_t now_ms) {
@@ -117,6 +118,25 @@ std::vector<Claim> ClaimTable::get(const lt::info_hash_t& torrent, std::int64_t 
     return out;
 }
 
+void ClaimTable::peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    told_[torrent].insert(peer);
+}
+
+void ClaimTable::peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = told_.find(torrent);
+    if (it == told_.end()) return;
+    it->second.erase(peer);
+    if (it->second.empty()) told_.erase(it);
+}
+
+std::set<lt::tcp::endpoint> ClaimTable::peers_that_told(const lt::info_hash_t& torrent) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = told_.find(torrent);
+    return it == told_.end() ? std::set<lt::tcp::endpoint>{} : it->second;
+}
+
 // ---- the plugins (network thread only) ----
 
 class ClaimTorrent;
@@ -127,23 +147,33 @@ public:
     ClaimPeer(lt::peer_connection_handle pc, lt::info_hash_t torrent, int num_pieces,
               std::shared_ptr<ClaimTable> table, std::uint64_t own_id,
               std::weak_ptr<ClaimTorrent> relay)
-        : pc_(std::move(pc)), torrent_(torrent), num_pieces_(num_pieces),
+        : pc_(std::move(pc)), remote_(pc_.remote()), torrent_(torrent), num_pieces_(num_pieces),
           table_(std::move(table)), own_id_(own_id), relay_(std::move(relay)) {}
+    // libtorrent destroys the plugin with its connection.
+    ~ClaimPeer() override { table_->peer_gone(torrent_, remote_); }
 
     lt::string_view type() const override { return kClaimExtensionName; }
 
     void add_handshake(lt::entry& e) override { e["m"][kClaimExtensionName] = kClaimMessageId; }
 
-    // A peer that does not advertise dopt_claim is not a dopt agent: returning
-    // false removes this plugin from its connection.
+    // A peer that does not advertise dopt_claim is not a dopt agent: it gets
+    // no claims (peer_msg_id_ stays 0). The plugin stays on its connection
+    // (returning false would remove it) to see when the peer tells its
+    // pieces.
     bool on_extension_handshake(const lt::bdecode_node& h) override {
         const lt::bdecode_node m = h.dict_find_dict("m");
-        if (!m) return false;
-        const std::int64_t id = m.dict_find_int_value(kClaimExtensionName, 0);
-        if (id <= 0 || id > 255) return false;
-        peer_msg_id_ = static_cast<int>(id);
+        const std::int64_t id = m ? m.dict_find_int_value(kClaimExtensionName, 0) : 0;
+        if (id > 0 && id <= 255) peer_msg_id_ = static_cast<int>(id);
         return true;
     }
+
+    // The peer tells which pieces it holds. libtorrent calls these before it
+    // updates the peer's piece list, on the same thread and in the same
+    // call, so a peer_info taken after peers_that_told() includes them.
+    // Each returns false: libtorrent still handles the message.
+    bool on_bitfield(lt::bitfield const&) override { return told_pieces(); }
+    bool on_have_all() override { return told_pieces(); }
+    bool on_have_none() override { return told_pieces(); }
 
     // Called for each fragment of an extended message; `length` is the whole
     // payload's length, `body` what has arrived so far. A message with our id
@@ -158,10 +188,11 @@ public:
         return true;
     }
 
-    // A peer has the piece now: every claim on it is moot.
+    // A peer has the piece now: every claim on it is moot. (A peer that
+    // held nothing at the start may skip the bitfield and send HAVEs.)
     bool on_have(lt::piece_index_t piece) override {
         table_->drop_piece(torrent_, static_cast<int>(piece));
-        return false;  // libtorrent still handles the HAVE
+        return told_pieces();
     }
 
     void send_claim(int piece, std::uint64_t claimant) {
@@ -172,14 +203,21 @@ public:
 
 private:
     void pass_on(const ClaimMessage& c);  // after ClaimTorrent
+    bool told_pieces() {
+        if (!told_) table_->peer_told_pieces(torrent_, remote_);
+        told_ = true;
+        return false;
+    }
 
     lt::peer_connection_handle pc_;
+    const lt::tcp::endpoint remote_;
     const lt::info_hash_t torrent_;
     const int num_pieces_;
     std::shared_ptr<ClaimTable> table_;
     const std::uint64_t own_id_;
     std::weak_ptr<ClaimTorrent> relay_;
     int peer_msg_id_ = 0;  // the peer's id for dopt_claim; 0 until its handshake
+    bool told_ = false;    // the peer has told its pieces
 };
 
 // One per torrent announced with ClaimsPlugin::expect_torrent.

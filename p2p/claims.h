@@ -24,10 +24,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include <libtorrent/extensions.hpp>
 #include <libtorrent/info_hash.hpp>
+#include <libtorrent/socket.hpp>
 #include <libtorrent/span.hpp>
 #include <libtorrent/torrent_handle.hpp>
 
@@ -66,7 +68,8 @@ std::array<char, kClaimFrameSize> encode_claim_frame(int peer_msg_id, int piece,
 // piece is in [0, num_pieces). Never throws, whatever the bytes.
 std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, int num_pieces);
 
-// Received claims, per torrent. Any thread; every member takes the mutex.
+// Received claims, per torrent, and which connections have told which
+// pieces they hold. Any thread; every member takes the mutex.
 class ClaimTable {
 public:
     explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs);
@@ -80,17 +83,27 @@ public:
     // Drops every claim on `piece`: a peer has it now, so no agent fetches
     // it from the origin any more.
     void drop_piece(const lt::info_hash_t& torrent, int piece);
-    // Drops every claim for a torrent (it was removed).
+    // Drops every claim for a torrent (it was removed), and what its peers
+    // told.
     void drop_torrent(const lt::info_hash_t& torrent);
     // Drops claims whose expires_ms <= now_ms.
     void expire(std::int64_t now_ms);
     // The torrent's claims that have not expired at now_ms, oldest first.
     std::vector<Claim> get(const lt::info_hash_t& torrent, std::int64_t now_ms) const;
 
+    // The connection to `peer` has told which pieces it holds (a bitfield,
+    // have-all, have-none or a first HAVE).
+    void peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
+    // The connection to `peer` is gone.
+    void peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
+    // The torrent's connections that have told their pieces.
+    std::set<lt::tcp::endpoint> peers_that_told(const lt::info_hash_t& torrent) const;
+
 private:
     const std::int64_t lifetime_ms_;
     mutable std::mutex mutex_;
     std::map<lt::info_hash_t, std::vector<Claim>> claims_;  // guarded by mutex_
+    std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> told_;  // guarded by mutex_
 };
 
 class ClaimTorrent;  // claims.cpp
@@ -98,7 +111,11 @@ class ClaimTorrent;  // claims.cpp
 // The session plugin (put it in session_params.extensions). It gives each
 // torrent announced with expect_torrent() a torrent plugin, which gives each
 // BitTorrent connection a peer plugin that advertises dopt_claim, stores the
-// claims the peer sends in the ClaimTable and can send ours.
+// claims the peer sends in the ClaimTable and can send ours. The peer plugin
+// also records in the table when the peer has told its pieces (any
+// BitTorrent peer, dopt or not): libtorrent's peer_info::pieces is sized
+// for the torrent, all zeros, from the moment a connection starts, so it
+// cannot tell a peer that holds nothing from one that has not said yet.
 //
 // A claim heard for the first time is passed on once to the other dopt
 // peers of the torrent (not to the one it came from): two agents that are

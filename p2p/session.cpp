@@ -475,6 +475,11 @@ void PeerSession::claim(const lt::torrent_handle& handle, int piece) {
                                    id = d.id] { plugin->send_claim(ih, piece, id); });
 }
 
+std::set<lt::tcp::endpoint> PeerSession::peers_that_told(const lt::torrent_handle& handle) const {
+    if (!handle.is_valid()) return {};
+    return impl_->claim_table->peers_that_told(handle.info_hashes());
+}
+
 std::vector<Claim> PeerSession::claims(const lt::torrent_handle& handle) const {
     if (!handle.is_valid()) return {};
     return impl_->claim_table->get(handle.info_hashes(), monotonic_ms());

@@ -22,10 +22,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <libtorrent/alert.hpp>
+#include <libtorrent/socket.hpp>
 #include <libtorrent/torrent_handle.hpp>
 #include <libtorrent/torrent_info.hpp>
 
@@ -94,6 +96,12 @@ public:
     // Claims from other agents for this torrent that have not expired
     // (claims live 20 s, or until the claimant has the piece).
     std::vector<Claim> claims(const lt::torrent_handle& handle) const;
+    // This torrent's connections (remote endpoints, as in peer_info::ip)
+    // whose peer has told which pieces it holds. Until then a peer's
+    // peer_info::pieces is all zeros, whatever it holds. Take this before
+    // get_peer_info: a peer in the set has its pieces in the peer_info
+    // taken after.
+    std::set<lt::tcp::endpoint> peers_that_told(const lt::torrent_handle& handle) const;
 
     int alert_fd() const;
     std::vector<lt::alert*> pop_alerts();

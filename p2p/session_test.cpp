@@ -610,6 +610,48 @@ TEST_CASE("a claim reaches an agent not connected to the claimant through one th
     CHECK(pump.run_until([&] { return b.claims(hb).empty(); }, std::chrono::seconds(10)));
 }
 
+TEST_CASE("a peer counts as having told its pieces only once it has sent them",
+          "[p2p][claims]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "t.bin", 1024 * 1024, 256 * 1024);
+    const int n = t.info->num_pieces();
+    PeerSession a(loopback_settings());
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    Pump pump({&a});
+    REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
+    auto peer_infos = [&] {
+        std::vector<lt::peer_info> peers;
+        ha.get_peer_info(peers);
+        return peers;
+    };
+
+    auto peer = std::make_unique<RawPeer>(a.listen_port());
+    peer->handshake(t.info->info_hashes().v1);
+    REQUIRE(pump.run_until([&] { return peer_infos().size() == 1; }, std::chrono::seconds(10)));
+    // Connected and silent: libtorrent already shows a piece list of the
+    // torrent's size (all zeros), which is why the session tracks this.
+    pump.run_until([] { return false; }, std::chrono::milliseconds(300));
+    const auto silent = peer_infos();
+    REQUIRE(silent.size() == 1);
+    CHECK(silent[0].pieces.size() == n);
+    CHECK(silent[0].pieces.count() == 0);
+    CHECK(a.peers_that_told(ha).empty());
+
+    // A bitfield with pieces 0 and 2.
+    peer->send(RawPeer::message(5, std::string(1, static_cast<char>(0xa0))));
+    REQUIRE(pump.run_until([&] { return a.peers_that_told(ha).size() == 1; },
+                           std::chrono::seconds(10)));
+    const auto told = a.peers_that_told(ha);
+    const auto after = peer_infos();
+    REQUIRE(after.size() == 1);
+    CHECK(told.count(after[0].ip) == 1);
+    CHECK(after[0].pieces.count() == 2);
+
+    // Gone: no longer in the set.
+    peer.reset();
+    CHECK(pump.run_until([&] { return a.peers_that_told(ha).empty(); }, std::chrono::seconds(10)));
+}
+
 TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[p2p][session]") {
     TempDir tmp;
     const TestTorrent t = make_torrent(tmp.sub("src"), "f.bin", 1024 * 1024, 256 * 1024);

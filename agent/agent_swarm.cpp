@@ -570,49 +570,14 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     const std::set<lt::tcp::endpoint> told = peers_->peers_that_told(s.handle);
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
-    // When each connected peer was first seen. A peer counts once it told
-    // its pieces; one that has not after 2 s (a handshake takes
-    // milliseconds on a LAN) does not count at all, so that a peer that
-    // connects and says nothing cannot slow the agent down.
+    // When each connected peer was first seen (a peer that has not told its
+    // pieces 2 s after it connected does not count: p2p/origin_picker.h).
     std::map<lt::tcp::endpoint, std::int64_t> first_seen;
     for (const auto& p : peers) {
         auto it = s.peer_first_seen_ms.find(p.ip);
         first_seen[p.ip] = it == s.peer_first_seen_ms.end() ? now : it->second;
     }
     s.peer_first_seen_ms.swap(first_seen);
-    auto seen_for = [&](const lt::peer_info& p) { return now - s.peer_first_seen_ms[p.ip]; };
-    // (libtorrent sizes p.pieces for the torrent, all zeros, as soon as a
-    // connection starts: only `told` says the bits mean something.)
-    auto has_bitfield = [&](const lt::peer_info& p) {
-        return told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
-    };
-    // The origin link is shared by the whole swarm: each agent takes its
-    // share of swarm_origin_requests (at least one, at most
-    // origin_requests), so pieces finish early and spread over the LAN
-    // while the rest are still coming.
-    int sharing = 1 + static_cast<int>(std::count_if(peers.begin(), peers.end(), has_bitfield));
-    int limit = std::clamp((config_.swarm_origin_requests + sharing - 1) / sharing, 1,
-                           config_.origin_requests);
-    // While LAN discovery is young (the first 1.5 s), or a peer is still in
-    // its handshake (it may hold everything), one request at a time: agents
-    // starting together should not fetch the same pieces before they can
-    // see and claim them, nor fetch what a peer about to connect holds.
-    bool handshaking = std::any_of(peers.begin(), peers.end(), [&](const lt::peer_info& p) {
-        return !has_bitfield(p) && seen_for(p) < 2000;
-    });
-    bool young = now - s.attached_ms < 1500;
-    if (handshaking || young) limit = 1;
-    if (young && !static_peer_ips_.empty()) {
-        // A configured peer not connected yet, or still in its handshake,
-        // may hold every piece: give it the discovery window before asking
-        // the origin. One that hung up on this swarm does not hold it (an
-        // agent seeds everything it has), or is connected another way.
-        if (handshaking) return;
-        std::set<std::string> connected;
-        for (const auto& p : peers) connected.insert(p.ip.address().to_string());
-        for (const auto& ip : static_peer_ips_)
-            if (!connected.count(ip) && !s.peers_hung_up.count(ip)) return;
-    }
     // Two agents that claimed the same piece at the same moment: the lower
     // claimant id keeps it, the other drops its request (if it is young:
     // an older request has bytes worth keeping).
@@ -629,70 +594,51 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
                          origin_pieces_.end());
-    int want = limit - static_cast<int>(s.origin_inflight.size());
-    if (want <= 0) return;
 
-    std::vector<int> peers_with(n, 0);
-    bool peers_offer = false;  // some peer holds a piece we lack
+    // How many requests to start, and from which share of the pieces
+    // (p2p/origin_picker.h has the rules).
+    p2p::OriginPlanInput plan_in;
+    plan_in.now_ms = now;
+    plan_in.attached_ms = s.attached_ms;
+    plan_in.last_peer_piece_ms = s.last_peer_piece_ms;
+    plan_in.peers_offer_since_ms = s.peers_offer_since_ms;
+    std::vector<int> peers_with(n, 0);  // connected peers that hold each piece
     for (const auto& p : peers) {
-        if (!has_bitfield(p)) continue;
-        for (std::size_t i = 0; i < n; ++i) {
-            if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
-                ++peers_with[i];
-                if (!s.have[i]) peers_offer = true;
+        p2p::SwarmPeer sp;
+        sp.address = p.ip.address().to_string();
+        // libtorrent sizes p.pieces for the torrent, all zeros, as soon as a
+        // connection starts: only `told` says the bits mean something.
+        sp.told = told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
+        sp.seed = static_cast<bool>(p.flags & lt::peer_info::seed);
+        sp.connected_ms = now - s.peer_first_seen_ms[p.ip];
+        if (sp.told) {
+            sp.pieces = p.pieces.count();
+            for (std::size_t i = 0; i < n; ++i) {
+                if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
+                    ++peers_with[i];
+                    if (!s.have[i]) sp.offers = true;
+                }
             }
         }
+        plan_in.peers.push_back(std::move(sp));
     }
-    // Stalled: peers have offered pieces we lack for 4 s and none came.
-    if (!peers_offer) s.peers_offer_since_ms = 0;
-    else if (s.peers_offer_since_ms == 0) s.peers_offer_since_ms = now;
-    bool stalled = peers_offer &&
-                   now - std::max(s.last_peer_piece_ms, s.peers_offer_since_ms) > 4000;
-    // The swarm's budget: swarm_origin_requests pieces in flight to the
-    // origin, ours and those other agents claimed. With one each,
-    // 16 agents kept 16 pieces in flight, which all finished together at
-    // the end, and each agent still had 15 MiB to get from its peers after
-    // the origin was done (bench/lan-swarm, N=16). Within the budget pieces
-    // come one after another and spread over the LAN as they come. The
-    // budget holds only while the swarm delivers: when no piece came from a
-    // peer for 1 s (claims of agents that fetch nothing, a designated
-    // fetcher gone quiet, a slow origin), or the peers stall, the agent
-    // fetches anyway.
-    int share_count = 1, share_index = 0;  // this agent's share of the pieces
-    if (!stalled) {
-        std::set<int> in_swarm;
-        for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
-        for (const auto& c : claims)
-            if (!s.have[static_cast<std::size_t>(c.piece)]) in_swarm.insert(c.piece);
-        int room = config_.swarm_origin_requests - static_cast<int>(in_swarm.size());
-        bool delivering = now - std::max(s.last_peer_piece_ms, s.attached_ms) < 1000;
-        if (room <= 0 && delivering) return;
-        want = std::min(want, std::max(room, 1));
-        // Designated fetchers (p2p/origin_picker.h): only the first
-        // swarm_origin_requests of the downloading agents (this one and its
-        // connected peers that are not seeds) fetch from the origin, so a
-        // freed place in the budget is not taken by every agent at once
-        // (four agents fetched the same last piece within 30 ms).
-        // They split the pieces between them (piece % fetchers == place),
-        // so that two of them never fetch the same last pieces.
-        if (delivering && !self_address_.empty()) {
-            // Downloading peers: not seeds, and with a piece by now (a peer
-            // that has shown no piece for 3 s fetches nothing for anyone).
-            std::set<std::string> downloading;  // a peer may have two connections
-            for (const auto& p : peers)
-                if (has_bitfield(p) && !(p.flags & lt::peer_info::seed) &&
-                    (p.pieces.count() > 0 || seen_for(p) < 3000))
-                    downloading.insert(p.ip.address().to_string());
-            downloading.erase(self_address_);  // other agents on this address
-            std::vector<std::uint64_t> others;
-            for (const auto& ip : downloading) others.push_back(p2p::fetcher_key(s.info_hash, ip));
-            int place = p2p::fetcher_rank(p2p::fetcher_key(s.info_hash, self_address_), others);
-            int fetchers = std::min(config_.swarm_origin_requests, 1 + static_cast<int>(others.size()));
-            if (place >= fetchers) return;
-            share_count = fetchers;
-            share_index = place;
-        }
-    }
+    plan_in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
+    plan_in.hung_up = s.peers_hung_up;
+    std::set<int> in_swarm;  // pieces in flight in the whole swarm
+    for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
+    for (const auto& c : claims)
+        if (!s.have[static_cast<std::size_t>(c.piece)]) in_swarm.insert(c.piece);
+    plan_in.our_requests = static_cast<int>(s.origin_inflight.size());
+    plan_in.swarm_requests = static_cast<int>(in_swarm.size());
+    plan_in.origin_requests = config_.origin_requests;
+    plan_in.swarm_origin_requests = config_.swarm_origin_requests;
+    plan_in.info_hash = s.info_hash;
+    plan_in.self_address = self_address_;
+    const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
+    s.peers_offer_since_ms = plan.peers_offer_since_ms;
+    if (plan.want <= 0) return;
+    const bool stalled = plan.stalled;
+
     // Busy: in flight to the origin, or fetched and handed to libtorrent but
     // not yet verified (from_origin until a hash failure clears it).
     std::vector<bool> busy = s.from_origin;
@@ -713,10 +659,10 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.peers_with = &peers_with;
     in.order = &s.order;
     in.peers_stalled = stalled;
-    in.share_count = share_count;
-    in.share_index = share_index;
+    in.share_count = plan.share_count;
+    in.share_index = plan.share_index;
     Job* lead = *s.users.begin();
-    for (int piece : p2p::pick_origin_pieces(in, want)) {
+    for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
         auto op = std::make_unique<OriginPiece>();
         op->agent = this;
         op->swarm = &s;

@@ -56,4 +56,56 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others) {
                                           [self](std::uint64_t k) { return k < self; }));
 }
 
+OriginPlan plan_origin_requests(const OriginPlanInput& in) {
+    OriginPlan out;
+    const std::int64_t now = in.now_ms;
+    bool offer = std::any_of(in.peers.begin(), in.peers.end(),
+                             [](const SwarmPeer& p) { return p.told && p.offers; });
+    if (offer) out.peers_offer_since_ms = in.peers_offer_since_ms != 0 ? in.peers_offer_since_ms : now;
+    out.stalled = offer && now - std::max(in.last_peer_piece_ms, out.peers_offer_since_ms) > 4000;
+
+    const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(),
+                                                           [](const SwarmPeer& p) { return p.told; }));
+    int limit = std::clamp((in.swarm_origin_requests + sharing - 1) / sharing, 1,
+                           std::max(in.origin_requests, 1));
+    const bool handshaking = std::any_of(in.peers.begin(), in.peers.end(), [](const SwarmPeer& p) {
+        return !p.told && p.connected_ms < 2000;
+    });
+    const bool young = now - in.attached_ms < 1500;
+    if (handshaking || young) limit = 1;
+    if (young && !in.static_peers.empty()) {
+        if (handshaking) return out;
+        std::set<std::string> connected;
+        for (const auto& p : in.peers) connected.insert(p.address);
+        for (const auto& ip : in.static_peers)
+            if (!connected.count(ip) && !in.hung_up.count(ip)) return out;
+    }
+    int want = limit - in.our_requests;
+    if (want <= 0) return out;
+
+    if (!out.stalled) {
+        const int room = in.swarm_origin_requests - in.swarm_requests;
+        const bool delivering = now - std::max(in.last_peer_piece_ms, in.attached_ms) < 1000;
+        if (room <= 0 && delivering) return out;
+        want = std::min(want, std::max(room, 1));
+        if (delivering && !in.self_address.empty()) {
+            std::set<std::string> downloading;  // a peer may have two connections
+            for (const auto& p : in.peers)
+                if (p.told && !p.seed && (p.pieces > 0 || p.connected_ms < 3000))
+                    downloading.insert(p.address);
+            downloading.erase(in.self_address);  // other agents on this address
+            std::vector<std::uint64_t> others;
+            for (const auto& ip : downloading) others.push_back(fetcher_key(in.info_hash, ip));
+            const int place = fetcher_rank(fetcher_key(in.info_hash, in.self_address), others);
+            const int fetchers =
+                std::min(in.swarm_origin_requests, 1 + static_cast<int>(others.size()));
+            if (place >= fetchers) return out;
+            out.share_count = fetchers;
+            out.share_index = place;
+        }
+    }
+    out.want = want;
+    return out;
+}
+
 }  // namespace dopt::p2p

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,5 +51,68 @@ std::uint64_t fetcher_key(const std::string& info_hash, const std::string& addre
 // How many of `others` have a smaller key than `self`: 0 is the first
 // fetcher. Agents on one address (tests on loopback) share a place.
 int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
+
+// ---- how many origin requests to start now ----
+//
+// The rules (agent/agent_swarm.cpp gathers the inputs and then picks the
+// pieces with pick_origin_pieces; docs/performance.md says what each rule
+// bought, measured):
+//  - Share of the link: each agent takes swarm_origin_requests / (1 + peers
+//    that told their pieces), at least 1, at most origin_requests.
+//  - One request at a time while the swarm is young (1.5 s after a job
+//    attached) or a peer is in its handshake (connected < 2 s and has not
+//    told its pieces): agents starting together should not fetch the same
+//    pieces before they can see and claim them.
+//  - Discovery window: while young, with static peers configured, none at
+//    all while a peer is in its handshake or a static peer is neither
+//    connected nor has hung up on this swarm (it may hold every piece).
+//  - Stalled: peers have offered pieces we lack for 4 s and none came. Then
+//    the budget and the designation below do not hold.
+//  - The swarm's budget: swarm_origin_requests pieces in flight in the
+//    whole swarm (ours and the claims of others on pieces we lack). Full:
+//    none, unless the swarm is not delivering (no piece from a peer for
+//    1 s), when this agent fetches one anyway.
+//  - Designated fetchers (while delivering, and only when the agent knows
+//    its own address): the first swarm_origin_requests of the downloading
+//    agents by fetcher_key fetch, each from its share of the pieces. A
+//    downloading agent is this one, and every peer on another address
+//    that told its pieces, is not a seed, and holds a piece or connected
+//    less than 3 s ago.
+
+// One connection of the swarm.
+struct SwarmPeer {
+    std::string address;        // the peer's IP address
+    bool told = false;          // it has told its pieces (PeerSession::peers_that_told)
+    int pieces = 0;             // how many pieces it holds (when told)
+    bool offers = false;        // it holds a piece we lack (when told)
+    bool seed = false;          // it holds every piece
+    std::int64_t connected_ms = 0;  // how long it has been connected
+};
+
+struct OriginPlanInput {
+    std::int64_t now_ms = 0;
+    std::int64_t attached_ms = 0;         // when a job last attached to the idle swarm
+    std::int64_t last_peer_piece_ms = 0;  // when a piece last came from a peer (0: never)
+    std::int64_t peers_offer_since_ms = 0;  // the previous plan's (0 at first)
+    std::vector<SwarmPeer> peers;
+    std::vector<std::string> static_peers;  // configured peer addresses
+    std::set<std::string> hung_up;          // addresses that hung up on this swarm
+    int our_requests = 0;    // ours in flight to the origin
+    int swarm_requests = 0;  // pieces in flight in the swarm: ours, and others' claims on pieces we lack
+    int origin_requests = 4;        // [p2p] origin_requests
+    int swarm_origin_requests = 8;  // [p2p] swarm_origin_requests
+    std::string info_hash;          // for fetcher_key
+    std::string self_address;       // this agent's address; empty: unknown (no designation)
+};
+
+struct OriginPlan {
+    int want = 0;  // how many more origin requests to start now
+    bool stalled = false;
+    int share_count = 1;  // pick only pieces with index % share_count == share_index
+    int share_index = 0;
+    std::int64_t peers_offer_since_ms = 0;  // keep it for the next plan
+};
+
+OriginPlan plan_origin_requests(const OriginPlanInput& in);
 
 }  // namespace dopt::p2p

@@ -115,3 +115,171 @@ TEST_CASE("a designated fetcher picks only its share of the pieces") {
     p.peers[7] = 1;
     CHECK(pick_origin_pieces(in, 10) == std::vector<int>{1});
 }
+
+// ---- plan_origin_requests: how many requests, and whose share ----
+
+namespace {
+using dopt::p2p::OriginPlan;
+using dopt::p2p::OriginPlanInput;
+using dopt::p2p::plan_origin_requests;
+using dopt::p2p::SwarmPeer;
+
+// A swarm attached 10 s ago (not young), no peers, the default limits.
+OriginPlanInput settled_swarm() {
+    OriginPlanInput in;
+    in.now_ms = 100'000;
+    in.attached_ms = 90'000;
+    in.origin_requests = 4;
+    in.swarm_origin_requests = 8;
+    in.info_hash = "0123abcd";
+    in.self_address = "10.77.0.1";
+    return in;
+}
+
+SwarmPeer told_peer(const std::string& address, int pieces, bool offers = false) {
+    SwarmPeer p;
+    p.address = address;
+    p.told = true;
+    p.pieces = pieces;
+    p.offers = offers;
+    p.connected_ms = 10'000;
+    return p;
+}
+}  // namespace
+
+TEST_CASE("alone, an agent keeps origin_requests in flight", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.want == 4);
+    CHECK_FALSE(plan.stalled);
+    CHECK(plan.share_count == 1);
+    in.our_requests = 3;
+    in.swarm_requests = 3;
+    CHECK(plan_origin_requests(in).want == 1);
+    in.our_requests = 4;
+    in.swarm_requests = 4;
+    CHECK(plan_origin_requests(in).want == 0);
+}
+
+TEST_CASE("a young swarm asks one piece at a time, and none while a static peer may come",
+          "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.attached_ms = in.now_ms - 500;
+    CHECK(plan_origin_requests(in).want == 1);  // no static peers: one at a time
+    in.static_peers = {"10.77.0.2"};
+    CHECK(plan_origin_requests(in).want == 0);  // not connected yet
+    in.hung_up = {"10.77.0.2"};
+    CHECK(plan_origin_requests(in).want == 1);  // it hung up: it does not hold this
+    in.hung_up.clear();
+    in.peers = {told_peer("10.77.0.2", 0)};
+    CHECK(plan_origin_requests(in).want == 1);  // connected, holds nothing
+    in.attached_ms = in.now_ms - 1500;
+    CHECK(plan_origin_requests(in).want == 4);  // no longer young: 8 / 2 agents
+}
+
+TEST_CASE("a peer that connected but has not told its pieces holds the origin back",
+          "[p2p][plan]") {
+    // The race CI once hit: libtorrent shows a just-connected seed as
+    // holding nothing, and the agent fetched from the origin in that tick.
+    OriginPlanInput in = settled_swarm();
+    in.attached_ms = in.now_ms - 700;
+    in.static_peers = {"10.77.0.2"};
+    SwarmPeer seed;
+    seed.address = "10.77.0.2";
+    seed.connected_ms = 0;
+    in.peers = {seed};
+    CHECK(plan_origin_requests(in).want == 0);
+    // Once it told (a seed: it offers what we lack), nothing from the origin
+    // would be picked anyway; the plan allows one request.
+    in.peers = {told_peer("10.77.0.2", 8, true)};
+    in.peers[0].seed = true;
+    CHECK(plan_origin_requests(in).want == 1);
+    // Past the window: a peer still in its handshake limits us to one...
+    in.attached_ms = in.now_ms - 5000;
+    seed.connected_ms = 1500;
+    in.peers = {seed};
+    CHECK(plan_origin_requests(in).want == 1);
+    // ...and after 2 s of silence it does not count at all.
+    in.peers[0].connected_ms = 2000;
+    CHECK(plan_origin_requests(in).want == 4);
+}
+
+TEST_CASE("the swarm's link is shared among the agents that told their pieces", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();  // no designation here
+    in.peers = {told_peer("10.77.0.2", 1), told_peer("10.77.0.3", 1), told_peer("10.77.0.4", 1)};
+    CHECK(plan_origin_requests(in).want == 2);  // 8 / 4 agents
+    for (int i = 5; i < 40; ++i) in.peers.push_back(told_peer("10.77.0." + std::to_string(i), 1));
+    CHECK(plan_origin_requests(in).want == 1);  // never below one
+}
+
+TEST_CASE("the swarm's budget holds while the swarm delivers", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();
+    in.swarm_requests = 8;  // others' claims fill the budget
+    in.last_peer_piece_ms = in.now_ms - 200;
+    CHECK(plan_origin_requests(in).want == 0);
+    in.swarm_requests = 7;
+    CHECK(plan_origin_requests(in).want == 1);  // one place left
+    in.swarm_requests = 8;
+    in.last_peer_piece_ms = in.now_ms - 1000;   // no piece from a peer for 1 s
+    CHECK(plan_origin_requests(in).want == 1);  // one anyway
+}
+
+TEST_CASE("peers that offer pieces and give none for 4 s have stalled", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();
+    in.peers = {told_peer("10.77.0.2", 5, true)};
+    in.last_peer_piece_ms = in.now_ms - 200;
+    in.swarm_requests = 8;
+    OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.peers_offer_since_ms == in.now_ms);  // the offer starts now
+    CHECK_FALSE(plan.stalled);
+    CHECK(plan.want == 0);  // budget full, swarm delivering
+    in.peers_offer_since_ms = plan.peers_offer_since_ms;
+    in.now_ms += 4001;
+    plan = plan_origin_requests(in);
+    CHECK(plan.stalled);
+    CHECK(plan.want == 4);  // the budget no longer holds (8 / 2 agents)
+    CHECK(plan.peers_offer_since_ms == in.peers_offer_since_ms);
+    in.peers[0].offers = false;  // nothing left to offer: no stall, the timer resets
+    plan = plan_origin_requests(in);
+    CHECK_FALSE(plan.stalled);
+    CHECK(plan.peers_offer_since_ms == 0);
+}
+
+TEST_CASE("only the designated fetchers fetch, each from its own share", "[p2p][plan]") {
+    // Twelve downloading agents, each planning from its own view: exactly
+    // swarm_origin_requests (8) of them fetch, with shares 0..7 of 8.
+    std::vector<std::string> addrs;
+    for (int i = 1; i <= 12; ++i) addrs.push_back("10.77.0." + std::to_string(i));
+    std::set<int> shares;
+    int fetching = 0;
+    for (const auto& self : addrs) {
+        OriginPlanInput in = settled_swarm();
+        in.self_address = self;
+        in.last_peer_piece_ms = in.now_ms - 100;  // delivering
+        for (const auto& a : addrs)
+            if (a != self) in.peers.push_back(told_peer(a, 1));
+        // Not downloading agents: a seed, one silent for 3 s, one on our
+        // own address.
+        in.peers.push_back(told_peer("10.77.1.1", 64));
+        in.peers.back().seed = true;
+        in.peers.push_back(told_peer("10.77.1.2", 0));
+        in.peers.push_back(told_peer(self, 1));
+        const OriginPlan plan = plan_origin_requests(in);
+        if (plan.want == 0) continue;
+        ++fetching;
+        CHECK(plan.share_count == 8);
+        shares.insert(plan.share_index);
+    }
+    CHECK(fetching == 8);
+    CHECK(shares == std::set<int>{0, 1, 2, 3, 4, 5, 6, 7});
+
+    // Not delivering: everyone fetches, from every piece.
+    OriginPlanInput in = settled_swarm();
+    for (const auto& a : addrs) in.peers.push_back(told_peer(a, 1));
+    const OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.want == 1);
+    CHECK(plan.share_count == 1);
+}

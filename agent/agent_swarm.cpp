@@ -149,21 +149,18 @@ void Agent::start_peering() {
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;
     peers_ = std::make_unique<p2p::PeerSession>(s);
-    // "addr:port" or "[v6]:port": the address (an incoming connection
-    // shows the peer's address, not its listen port).
-    auto address_of = [](const std::string& endpoint) {
-        std::string ip = endpoint.substr(0, endpoint.rfind(':'));
-        if (ip.size() > 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-        return ip;
-    };
+    // The addresses alone, written as peer_info::ip writes them (an incoming
+    // connection shows the peer's address, not its listen port). The
+    // PeerSession above has parsed these strings already: they are valid.
+    const lt::tcp::endpoint listen = p2p::parse_endpoint(config_.p2p_listen, "listen", true);
     for (const auto& p : config_.peers) {
-        if (p == config_.p2p_listen) continue;  // this agent itself
-        static_peer_ips_.push_back(address_of(p));
+        const lt::tcp::endpoint peer = p2p::parse_endpoint(p, "peers", false);
+        if (peer == listen) continue;  // this agent itself
+        static_peer_ips_.push_back(peer.address().to_string());
     }
     // How peers see this agent, for the designated fetchers; unknown when
     // listening on every address.
-    self_address_ = address_of(config_.p2p_listen);
-    if (self_address_ == "0.0.0.0" || self_address_ == "::") self_address_.clear();
+    if (!listen.address().is_unspecified()) self_address_ = listen.address().to_string();
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
 

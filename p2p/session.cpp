@@ -33,12 +33,8 @@
 
 namespace dopt::p2p {
 
-namespace {
-
 // ---- parsing the settings ----
 
-// "addr:port" or "[v6addr]:port". Throws std::runtime_error naming `what`
-// and the value when it is not one; port 0 only when allow_port0.
 lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, bool allow_port0) {
     auto fail = [&]() -> lt::tcp::endpoint {
         throw std::runtime_error(std::string(what) + ": \"" + value +
@@ -68,6 +64,8 @@ lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, boo
     if (value.front() == '[' && !addr.is_v6()) return fail();
     return lt::tcp::endpoint(addr, static_cast<unsigned short>(port_num));
 }
+
+namespace {
 
 // The first and last address of a network.
 struct AddressRange {

@@ -53,6 +53,11 @@ struct Claim {
     std::int64_t expires_ms = 0; // CLOCK_MONOTONIC milliseconds
 };
 
+// "addr:port" or "[v6addr]:port", the form of SessionSettings::listen and
+// SessionSettings::peers. Throws std::runtime_error naming `what` and the value
+// when it is not one; port 0 only when allow_port0.
+lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, bool allow_port0);
+
 class PeerSession {
 public:
     explicit PeerSession(const SessionSettings& settings);

@@ -36,6 +36,7 @@
 #include "p2p/session.h"
 
 namespace fs = std::filesystem;
+using dopt::p2p::parse_endpoint;
 using dopt::p2p::PeerSession;
 using dopt::p2p::SessionSettings;
 
@@ -467,6 +468,21 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
         s.peers = {"192.0.2.1:0"};
         CHECK_THROWS_WITH(PeerSession(s), Contains("192.0.2.1:0"));
     }
+}
+
+TEST_CASE("parse_endpoint reads the settings' addr:port forms", "[p2p][session]") {
+    const lt::tcp::endpoint v4 = parse_endpoint("10.77.0.2:6881", "peers", false);
+    CHECK(v4.address().to_string() == "10.77.0.2");
+    CHECK(v4.port() == 6881);
+    // IPv6 comes back in the canonical form peer_info::ip uses, whatever
+    // the config wrote (the agent compares the two as strings).
+    const lt::tcp::endpoint v6 = parse_endpoint("[fd00:0:0::0:1]:7000", "peers", false);
+    CHECK(v6.address().to_string() == "fd00::1");
+    CHECK(v6.port() == 7000);
+    CHECK(parse_endpoint("127.0.0.1:0", "listen", true).port() == 0);
+    CHECK_THROWS_WITH(parse_endpoint("127.0.0.1:0", "peers", false),
+                      Catch::Matchers::Contains("peers: \"127.0.0.1:0\""));
+    CHECK_THROWS(parse_endpoint("", "listen", true));
 }
 
 TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it byte for byte",

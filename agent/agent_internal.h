@@ -147,6 +147,17 @@ struct Agent::Swarm {
     // dropped. The discovery window does not wait for them.
     std::set<std::string> peers_hung_up;
     std::map<lt::tcp::endpoint, std::int64_t> peer_first_seen_ms;  // connected peers
+    // Connected peers that owe us data: we want their pieces and they keep
+    // us choked or leave our requests unanswered. Since when (0: they owe
+    // nothing), and the payload they had sent by then.
+    struct PeerOwes {
+        std::int64_t since_ms = 0;
+        std::int64_t payload = 0;
+    };
+    std::map<lt::tcp::endpoint, PeerOwes> peer_owes;
+    // Addresses that owed us data for 2 s since the swarm was attached:
+    // disconnected whenever they connect, until the swarm is attached again.
+    std::set<std::string> peers_failed;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure

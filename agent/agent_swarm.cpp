@@ -465,6 +465,7 @@ void Agent::attach_swarm(Job& job) {
     if (s->users.empty()) {
         s->attached_ms = mono_ms();
         s->peers_hung_up.clear();
+        s->peers_failed.clear();
     }
     s->users.insert(&job);
     if (s->origin_url.empty()) s->origin_url = f.remote_url;
@@ -575,6 +576,28 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         first_seen[p.ip] = it == s.peer_first_seen_ms.end() ? now : it->second;
     }
     s.peer_first_seen_ms.swap(first_seen);
+    // Since when each peer owes us data (Swarm::PeerOwes): we want its
+    // pieces and it keeps us choked, or our requests to it are unanswered.
+    // An agent unchokes at once (p2p/session.cpp) and answers in
+    // milliseconds on a LAN; one that has owed for 2 s counts nowhere
+    // (p2p/origin_picker.h) and is disconnected (below), so a peer that
+    // advertises pieces and never delivers cannot hold the origin back.
+    // Payload from it starts the count again.
+    std::map<lt::tcp::endpoint, Swarm::PeerOwes> owes;
+    for (const auto& p : peers) {
+        const bool owed = (p.flags & lt::peer_info::interesting) &&
+                          ((p.flags & lt::peer_info::remote_choked) || p.download_queue_length > 0);
+        Swarm::PeerOwes o;
+        o.payload = p.total_download;
+        if (owed) {
+            auto it = s.peer_owes.find(p.ip);
+            const bool still = it != s.peer_owes.end() && it->second.since_ms != 0 &&
+                               p.total_download <= it->second.payload;
+            o.since_ms = still ? it->second.since_ms : now;
+        }
+        owes[p.ip] = o;
+    }
+    s.peer_owes.swap(owes);
     // Two agents that claimed the same piece at the same moment: the lower
     // claimant id keeps it, the other drops its request (if it is young:
     // an older request has bytes worth keeping).
@@ -599,7 +622,8 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     plan_in.attached_ms = s.attached_ms;
     plan_in.last_peer_piece_ms = s.last_peer_piece_ms;
     plan_in.peers_offer_since_ms = s.peers_offer_since_ms;
-    std::vector<int> peers_with(n, 0);  // connected peers that hold each piece
+    std::vector<int> peers_with(n, 0);  // connected peers that hold each piece (and deliver)
+    std::set<lt::tcp::endpoint> failing;  // peers that owed us data for 2 s
     for (const auto& p : peers) {
         p2p::SwarmPeer sp;
         sp.address = p.ip.address().to_string();
@@ -608,7 +632,24 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         sp.told = told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
         sp.seed = static_cast<bool>(p.flags & lt::peer_info::seed);
         sp.connected_ms = now - s.peer_first_seen_ms[p.ip];
-        if (sp.told) {
+        const std::int64_t owes_since = s.peer_owes[p.ip].since_ms;
+        const bool owes_too_long = owes_since != 0 && now - owes_since >= 2000;
+        sp.failing = owes_too_long || s.peers_failed.count(sp.address) > 0;
+        if (sp.failing) {
+            // Disconnected, now and each time it comes back while this
+            // swarm is attached: blocks asked of it are asked of no other
+            // peer, and libtorrent gives them to the peers that deliver
+            // only at their next message, so a failing peer's connection
+            // costs more than its pieces are worth.
+            failing.insert(p.ip);
+            if (s.peers_failed.insert(sp.address).second)
+                LOG_INFO("swarm %s: peer %s has owed us data for 2 s (kept us choked or left "
+                         "our requests unanswered): disconnected, and again whenever it comes "
+                         "back while this swarm has jobs",
+                         s.info_hash.c_str(), sp.address.c_str());
+            peers_->disconnect_peer(s.handle, p.ip);
+        }
+        if (sp.told && !sp.failing) {
             sp.pieces = p.pieces.count();
             for (std::size_t i = 0; i < n; ++i) {
                 if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
@@ -644,10 +685,18 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         std::vector<lt::partial_piece_info> queue;
         s.handle.get_download_queue(queue);
         // A piece a peer is sending us right now; one whose blocks came
-        // from a peer that left is not busy (the origin completes it).
-        for (const auto& q : queue)
-            if (q.requested > 0 || q.writing > 0)
-                busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
+        // from a peer that left, or are asked of a failing peer, is not
+        // busy (the origin completes it).
+        for (const auto& q : queue) {
+            for (int b = 0; b < q.blocks_in_piece; ++b) {
+                const lt::block_info& block = q.blocks[b];
+                if (block.state == lt::block_info::writing ||
+                    (block.state == lt::block_info::requested && !failing.count(block.peer()))) {
+                    busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
+                    break;
+                }
+            }
+        }
         for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
     }
     p2p::OriginPickInput in;

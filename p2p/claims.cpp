@@ -10,6 +10,8 @@
 
 #include <libtorrent/bdecode.hpp>
 #include <libtorrent/entry.hpp>
+#include <libtorrent/error_code.hpp>
+#include <libtorrent/operations.hpp>
 #include <libtorrent/peer_connection_handle.hpp>
 
 namespace dopt::p2p {
@@ -195,6 +197,11 @@ public:
         return told_pieces();
     }
 
+    const lt::tcp::endpoint& remote() const { return remote_; }
+    void disconnect() {
+        pc_.disconnect(lt::errors::timed_out_no_request, lt::operation_t::bittorrent);
+    }
+
     void send_claim(int piece, std::uint64_t claimant) {
         if (peer_msg_id_ == 0 || !pc_.native_handle() || pc_.is_disconnecting()) return;
         const auto frame = encode_claim_frame(peer_msg_id_, piece, claimant);
@@ -246,6 +253,12 @@ public:
             if (auto peer = weak.lock(); peer && peer.get() != except) peer->send_claim(piece, claimant);
     }
 
+    void disconnect(const lt::tcp::endpoint& remote) {
+        prune();
+        for (const auto& weak : peers_)
+            if (auto peer = weak.lock(); peer && peer->remote() == remote) peer->disconnect();
+    }
+
 private:
     void prune() {
         peers_.erase(std::remove_if(peers_.begin(), peers_.end(),
@@ -294,6 +307,12 @@ std::shared_ptr<lt::torrent_plugin> ClaimsPlugin::new_torrent(const lt::torrent_
     auto plugin = std::make_shared<ClaimTorrent>(ih, num_pieces, table_, own_id_);
     torrents_[ih] = plugin;
     return plugin;
+}
+
+void ClaimsPlugin::disconnect_peer(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
+    auto it = torrents_.find(torrent);
+    if (it == torrents_.end()) return;
+    if (auto plugin = it->second.lock()) plugin->disconnect(peer);
 }
 
 void ClaimsPlugin::send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant) {

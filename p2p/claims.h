@@ -144,6 +144,8 @@ public:
     // peer of the torrent that advertised dopt_claim. Does nothing for an
     // unknown torrent or a piece out of range.
     void send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant);
+    // Network thread only: closes the torrent's connection to `peer`.
+    void disconnect_peer(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
 
 private:
     std::shared_ptr<ClaimTable> table_;

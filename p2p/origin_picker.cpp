@@ -59,13 +59,13 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others) {
 OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     OriginPlan out;
     const std::int64_t now = in.now_ms;
+    auto counts = [](const SwarmPeer& p) { return p.told && !p.failing; };
     bool offer = std::any_of(in.peers.begin(), in.peers.end(),
-                             [](const SwarmPeer& p) { return p.told && p.offers; });
+                             [&](const SwarmPeer& p) { return counts(p) && p.offers; });
     if (offer) out.peers_offer_since_ms = in.peers_offer_since_ms != 0 ? in.peers_offer_since_ms : now;
     out.stalled = offer && now - std::max(in.last_peer_piece_ms, out.peers_offer_since_ms) > 4000;
 
-    const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(),
-                                                           [](const SwarmPeer& p) { return p.told; }));
+    const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(), counts));
     int limit = std::clamp((in.swarm_origin_requests + sharing - 1) / sharing, 1,
                            std::max(in.origin_requests, 1));
     const bool handshaking = std::any_of(in.peers.begin(), in.peers.end(), [](const SwarmPeer& p) {
@@ -91,7 +91,7 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
         if (delivering && !in.self_address.empty()) {
             std::set<std::string> downloading;  // a peer may have two connections
             for (const auto& p : in.peers)
-                if (p.told && !p.seed && (p.pieces > 0 || p.connected_ms < 3000))
+                if (counts(p) && !p.seed && (p.pieces > 0 || p.connected_ms < 3000))
                     downloading.insert(p.address);
             downloading.erase(in.self_address);  // other agents on this address
             std::vector<std::uint64_t> others;

@@ -57,8 +57,14 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 // The rules (agent/agent_swarm.cpp gathers the inputs and then picks the
 // pieces with pick_origin_pieces; docs/performance.md says what each rule
 // bought, measured):
+//  - A peer counts (below, and in the pieces peers hold) once it has told
+//    its pieces, and as long as it is not failing: it has not owed us
+//    data (kept us choked, or left our requests unanswered, while we want
+//    its pieces) for 2 s. A peer that advertises pieces and never delivers
+//    would otherwise hold the origin back until the whole swarm stalled,
+//    and again after each burst.
 //  - Share of the link: each agent takes swarm_origin_requests / (1 + peers
-//    that told their pieces), at least 1, at most origin_requests.
+//    that count), at least 1, at most origin_requests.
 //  - One request at a time while the swarm is young (1.5 s after a job
 //    attached) or a peer is in its handshake (connected < 2 s and has not
 //    told its pieces): agents starting together should not fetch the same
@@ -76,8 +82,8 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 //    its own address): the first swarm_origin_requests of the downloading
 //    agents by fetcher_key fetch, each from its share of the pieces. A
 //    downloading agent is this one, and every peer on another address
-//    that told its pieces, is not a seed, and holds a piece or connected
-//    less than 3 s ago.
+//    that counts, is not a seed, and holds a piece or connected less than
+//    3 s ago.
 
 // One connection of the swarm.
 struct SwarmPeer {
@@ -86,6 +92,7 @@ struct SwarmPeer {
     int pieces = 0;             // how many pieces it holds (when told)
     bool offers = false;        // it holds a piece we lack (when told)
     bool seed = false;          // it holds every piece
+    bool failing = false;       // it has owed us data for 2 s (see the rules above)
     std::int64_t connected_ms = 0;  // how long it has been connected
 };
 

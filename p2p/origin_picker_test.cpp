@@ -283,3 +283,32 @@ TEST_CASE("only the designated fetchers fetch, each from its own share", "[p2p][
     CHECK(plan.want == 1);
     CHECK(plan.share_count == 1);
 }
+
+TEST_CASE("a peer that owes us data for 2 s counts nowhere", "[p2p][plan]") {
+    // It advertises pieces we lack and never delivers (a liar, a choker).
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();
+    in.peers = {told_peer("10.77.0.2", 8, true)};
+    in.last_peer_piece_ms = in.now_ms - 200;
+    in.swarm_requests = 8;
+    OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.peers_offer_since_ms == in.now_ms);  // it offers: the stall timer runs
+    CHECK(plan.want == 0);
+    in.peers[0].failing = true;
+    plan = plan_origin_requests(in);
+    CHECK(plan.peers_offer_since_ms == 0);  // its offer is worth nothing
+    in.swarm_requests = 0;
+    CHECK(plan_origin_requests(in).want == 4);  // alone again: origin_requests, not 8 / 2
+
+    // Nor is it a downloading agent that takes a fetcher's place.
+    in = settled_swarm();
+    in.last_peer_piece_ms = in.now_ms - 100;  // delivering
+    in.self_address = "10.77.0.9";
+    for (int i = 1; i <= 8; ++i) {
+        in.peers.push_back(told_peer("10.77.0." + std::to_string(i), 3));
+        in.peers.back().failing = true;
+    }
+    plan = plan_origin_requests(in);
+    CHECK(plan.want == 4);
+    CHECK(plan.share_count == 1);
+}

@@ -237,6 +237,11 @@ lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoin
     // start, by a peer that had not added the torrent yet, or both of two
     // simultaneous connections dropped as duplicates, is worth retrying soon.
     pack.set_int(lt::settings_pack::min_reconnect_time, 2);
+    // Every interested peer is unchoked at once (libtorrent's default
+    // unchokes 8 and rotates every 15 s): agents on a LAN cooperate, there
+    // is no tit-for-tat to play, and the agent reads a peer that keeps it
+    // choked for 2 s as one that will not deliver (agent/agent_swarm.cpp).
+    pack.set_int(lt::settings_pack::unchoke_slots_limit, -1);
     pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
     pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));
     // error, status (torrent_finished, hash_failed, state changes), storage
@@ -471,6 +476,14 @@ void PeerSession::claim(const lt::torrent_handle& handle, int piece) {
     if (!handle.is_valid()) return;
     run_on_network_thread(handle, [plugin = d.claims, ih = handle.info_hashes(), piece,
                                    id = d.id] { plugin->send_claim(ih, piece, id); });
+}
+
+void PeerSession::disconnect_peer(const lt::torrent_handle& handle, const lt::tcp::endpoint& peer) {
+    Impl& d = *impl_;
+    if (!handle.is_valid()) return;
+    run_on_network_thread(handle, [plugin = d.claims, ih = handle.info_hashes(), peer] {
+        plugin->disconnect_peer(ih, peer);
+    });
 }
 
 std::set<lt::tcp::endpoint> PeerSession::peers_that_told(const lt::torrent_handle& handle) const {

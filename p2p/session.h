@@ -11,8 +11,10 @@
 //    127.0.0.0/8 for a loopback address); POSIX disk I/O (a full disk is an
 //    error, never a SIGBUS); smart_ban on, so a peer that sends bad pieces is
 //    banned, and a banned peer's address is then blocked in the IP filter
-//    (any port, every torrent, until the session ends). Throws std::runtime_error with a clear message when the settings
-//    cannot be used (a malformed listen address, a bad CIDR).
+//    (any port, every torrent, until the session ends); every interested
+//    peer unchoked (no upload slots: agents cooperate). Throws
+//    std::runtime_error with a clear message when the settings cannot be
+//    used (a malformed listen address, a bad CIDR).
 //  - Every method is called from one thread (the agent's main loop). Alerts
 //    are drained there too: alert_fd() becomes readable when libtorrent has
 //    alerts waiting; pop_alerts() returns them (valid until the next call).
@@ -107,6 +109,11 @@ public:
     // get_peer_info: a peer in the set has its pieces in the peer_info
     // taken after.
     std::set<lt::tcp::endpoint> peers_that_told(const lt::torrent_handle& handle) const;
+    // Closes this torrent's connection to `peer` (a remote endpoint, as in
+    // peer_info::ip), soon, on libtorrent's thread; its outstanding requests
+    // go back to the piece picker for other peers. A static peer is
+    // connected again by tick().
+    void disconnect_peer(const lt::torrent_handle& handle, const lt::tcp::endpoint& peer);
 
     int alert_fd() const;
     std::vector<lt::alert*> pop_alerts();

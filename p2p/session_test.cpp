@@ -377,6 +377,7 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
         CHECK(pack.get_str(lt::settings_pack::listen_interfaces) == "127.0.0.1:0");
         CHECK(pack.get_str(lt::settings_pack::user_agent) == "dopt/0.1");
         CHECK(pack.get_bool(lt::settings_pack::allow_multiple_connections_per_ip));
+        CHECK(pack.get_int(lt::settings_pack::unchoke_slots_limit) == -1);
         CHECK(session.listen_port() > 0);
         CHECK(session.id() != PeerSession(s).id());
     }
@@ -590,6 +591,33 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     // Removing the torrent forgets its claims.
     b.remove_torrent(hb, true);
     CHECK(b.claims(hb).empty());
+}
+
+TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][session]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.sub("src"), "d.bin", 1024 * 1024, 256 * 1024);
+    PeerSession a(loopback_settings());
+    SessionSettings bs = loopback_settings();
+    bs.peers = {address_of(a)};
+    PeerSession b(bs);
+    // Both incomplete, so the connection stays up until it is closed.
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    Pump pump({&a, &b});
+    auto peers_of = [](const lt::torrent_handle& h) {
+        std::vector<lt::peer_info> peers;
+        h.get_peer_info(peers);
+        return peers;
+    };
+    REQUIRE(pump.run_until([&] { return peers_of(ha).size() == 1; }, std::chrono::seconds(20)));
+    const lt::tcp::endpoint b_seen_from_a = peers_of(ha)[0].ip;
+
+    a.disconnect_peer(ha, b_seen_from_a);
+    CHECK(pump.run_until([&] { return peers_of(ha).empty() && peers_of(hb).empty(); },
+                         std::chrono::seconds(2)));
+    // Another endpoint, or a handle no longer valid: nothing happens.
+    a.disconnect_peer(ha, lt::tcp::endpoint(lt::make_address("127.0.0.9"), 1));
+    a.disconnect_peer(lt::torrent_handle(), b_seen_from_a);
 }
 
 TEST_CASE("a claim reaches an agent not connected to the claimant through one that is",

@@ -2,7 +2,8 @@
 real nginx (a `limit_rate` location, metainfo beside the content made with
 `dopt publish`), with a hostile peer from hostile_peer.py on another
 loopback address (127.0.0.3 and up) in its swarm: as a static peer ([p2p]
-peers) the agent connects to, or connecting in itself. Needs no root.
+peers) the agent connects to, or connecting in itself. LiarInASwarm runs
+three agents (127.0.0.1, .7, .8) with two hostile peers. Needs no root.
 
 Every download must end byte-identical. The slowdown against a run of the
 same download without the hostile peer (same test, a fresh agent) is
@@ -47,6 +48,8 @@ SIZE = 8 * MiB             # 8 pieces of 1 MiB (dopt publish's smallest piece si
 ORIGIN_RATE = "512k"       # per connection (after a first second at full speed); the agent opens 4 at once
 SLOWDOWN_FACTOR = 3
 SLOWDOWN_SLACK = 10.0      # seconds
+LIAR_SWARM_FACTOR = 1.5    # LiarInASwarm: a tighter bound, the point of that test
+LIAR_SWARM_SLACK = 4.0     # seconds: 2 s before a peer that owes us data stops counting, and noise
 
 
 def say(*args):
@@ -199,9 +202,10 @@ class PoisoningPeer(HostileTest):
 class LyingPeers(HostileTest):
     def test_peers_that_advertise_everything_and_never_deliver(self):
         """Two static peers advertise every piece: the "liar" unchokes and
-        then ignores every request, the "choker" never unchokes. The agent
-        sees its peers stalled (4 s without a piece) and takes every piece
-        from the origin; neither is banned (they sent nothing wrong)."""
+        then ignores every request, the "choker" never unchokes. Each has
+        owed the agent data for 2 s, so the agent disconnects it and takes
+        every piece from the origin; neither is banned (they sent nothing
+        wrong)."""
         sha, meta, _ = self.serve("pkg.bin")
         base = self.baseline("pkg.bin", sha)
         liar = self.hostile(meta, "liar")
@@ -218,6 +222,63 @@ class LyingPeers(HostileTest):
         self.assertEqual(job["bytes_from_peers"], 0, job)
         self.assertEqual(job["bytes_from_origin"], SIZE, job)
         self.assertNotIn("banned peer", a.log_text())
+
+
+class LiarInASwarm(HostileTest):
+    SWARM_IPS = ("127.0.0.1", "127.0.0.7", "127.0.0.8")
+    SWARM_SIZE = 16 * MiB
+
+    def swarm_get(self, label, name, sha, extra_peers=()):
+        """Three agents (SWARM_IPS), each a static peer of the others and of
+        extra_peers, `dopt get` /slow/<name> at the same moment: the
+        seconds until the last is done, and each one's job."""
+        endpoints = ["%s:%d" % (ip, peering.free_port(ip)) for ip in self.SWARM_IPS]
+        agents = [self.sb.agent(peering.p2p_toml(ep, [e for e in endpoints if e != ep] +
+                                                 list(extra_peers)), name="%s%d" % (label, i))
+                  for i, ep in enumerate(endpoints)]
+        results = [None] * len(agents)
+
+        def get(i):
+            try:
+                results[i] = self.timed_get(agents[i], name)
+            except Exception as e:  # reported below, on the test's thread
+                results[i] = e
+
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(len(agents))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+            self.assertFileSha(r[1], sha)
+        return max(r[0] for r in results), [r[2] for r in results]
+
+    def test_a_liar_does_not_hold_back_a_swarm_that_delivers(self):
+        """Three agents start together with a liar and a choker among their
+        static peers, both advertising every piece. Each agent disconnects
+        them once they have owed it data for 2 s, and whenever they come
+        back. Before: every piece looked held by a peer, the origin got
+        nothing until the whole swarm stalled (4 s without a piece from any
+        peer), the agents swapped what that burst brought and stalled
+        again, one burst at a time (18.3 s against 4.5 s); and blocks asked
+        of the liar after it reconnected were asked of no other peer (10 s
+        against 4 s)."""
+        sha, meta, _ = self.serve("pkg.bin", self.SWARM_SIZE)
+        base, _ = self.swarm_get("base", "pkg.bin", sha)
+        liar = self.hostile(meta, "liar")
+        choker = self.hostile(meta, "choker", ip=HOSTILE_IP_2)
+        secs, jobs = self.swarm_get("hostile", "pkg.bin", sha, [liar.endpoint, choker.endpoint])
+        say("swarm of 3 with a liar and a choker: last done %.2f s, without them %.2f s: "
+            "slowdown %.2fx; from the origin %s MiB"
+            % (secs, base, secs / base, [round(j["bytes_from_origin"] / MiB, 1) for j in jobs]))
+        self.assertGreater(liar.summary()["requests"], 0, "the agents never asked the liar: no test")
+        for a in self.sb.agents[-3:]:
+            for ip in (HOSTILE_IP, HOSTILE_IP_2):
+                self.assertIn("peer %s has owed us data" % ip, a.log_text(), a.dir)
+        self.assertLessEqual(secs, LIAR_SWARM_FACTOR * base + LIAR_SWARM_SLACK,
+                             "the liar held the swarm back: %.1f s against %.1f s" % (secs, base))
 
 
 class StallingPeer(HostileTest):

@@ -146,15 +146,16 @@ struct Agent::Swarm {
     // handshake, and a duplicate of two simultaneous connections is
     // dropped. The discovery window does not wait for them.
     std::set<std::string> peers_hung_up;
-    std::map<lt::tcp::endpoint, std::int64_t> peer_first_seen_ms;  // connected peers
-    // Connected peers that owe us data: we want their pieces and they keep
-    // us choked or leave our requests unanswered. Since when (0: they owe
-    // nothing), and the payload they had sent by then.
-    struct PeerOwes {
-        std::int64_t since_ms = 0;
-        std::int64_t payload = 0;
+    // What the swarm remembers of each connected peer from one pump to the
+    // next (fetch_origin_pieces).
+    struct SeenPeer {
+        std::int64_t first_seen_ms = 0;
+        // Since when it owes us data (0: it does not): we want its pieces
+        // and it keeps us choked or leaves our requests unanswered.
+        std::int64_t owes_since_ms = 0;
+        std::int64_t payload = 0;  // bytes of pieces it had sent us by then
     };
-    std::map<lt::tcp::endpoint, PeerOwes> peer_owes;
+    std::map<lt::tcp::endpoint, SeenPeer> peers_seen;  // connected peers only
     // Addresses that owed us data for 2 s since the swarm was attached:
     // disconnected whenever they connect, until the swarm is attached again.
     std::set<std::string> peers_failed;

@@ -568,36 +568,30 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     const std::set<lt::tcp::endpoint> told = peers_->peers_that_told(s.handle);
     std::vector<lt::peer_info> peers;
     s.handle.get_peer_info(peers);
-    // When each connected peer was first seen (a peer that has not told its
-    // pieces 2 s after it connected does not count: p2p/origin_picker.h).
-    std::map<lt::tcp::endpoint, std::int64_t> first_seen;
+    // Each connected peer: when it was first seen (a peer that has not told
+    // its pieces 2 s after it connected does not count), and since when it
+    // owes us data: we want its pieces and it keeps us choked, or our
+    // requests to it are unanswered. An agent unchokes at once
+    // (p2p/session.cpp) and answers in milliseconds on a LAN; one that has
+    // owed for 2 s counts nowhere (p2p/origin_picker.h) and is disconnected
+    // (below), so a peer that advertises pieces and never delivers cannot
+    // hold the origin back. Payload from it starts the count again.
+    std::map<lt::tcp::endpoint, Swarm::SeenPeer> seen;
     for (const auto& p : peers) {
-        auto it = s.peer_first_seen_ms.find(p.ip);
-        first_seen[p.ip] = it == s.peer_first_seen_ms.end() ? now : it->second;
-    }
-    s.peer_first_seen_ms.swap(first_seen);
-    // Since when each peer owes us data (Swarm::PeerOwes): we want its
-    // pieces and it keeps us choked, or our requests to it are unanswered.
-    // An agent unchokes at once (p2p/session.cpp) and answers in
-    // milliseconds on a LAN; one that has owed for 2 s counts nowhere
-    // (p2p/origin_picker.h) and is disconnected (below), so a peer that
-    // advertises pieces and never delivers cannot hold the origin back.
-    // Payload from it starts the count again.
-    std::map<lt::tcp::endpoint, Swarm::PeerOwes> owes;
-    for (const auto& p : peers) {
+        auto it = s.peers_seen.find(p.ip);
+        const Swarm::SeenPeer* before = it == s.peers_seen.end() ? nullptr : &it->second;
+        Swarm::SeenPeer& entry = seen[p.ip];
+        entry.first_seen_ms = before ? before->first_seen_ms : now;
+        entry.payload = p.total_download;
         const bool owed = (p.flags & lt::peer_info::interesting) &&
                           ((p.flags & lt::peer_info::remote_choked) || p.download_queue_length > 0);
-        Swarm::PeerOwes o;
-        o.payload = p.total_download;
         if (owed) {
-            auto it = s.peer_owes.find(p.ip);
-            const bool still = it != s.peer_owes.end() && it->second.since_ms != 0 &&
-                               p.total_download <= it->second.payload;
-            o.since_ms = still ? it->second.since_ms : now;
+            const bool still = before && before->owes_since_ms != 0 &&
+                               p.total_download <= before->payload;
+            entry.owes_since_ms = still ? before->owes_since_ms : now;
         }
-        owes[p.ip] = o;
     }
-    s.peer_owes.swap(owes);
+    s.peers_seen.swap(seen);
     // Two agents that claimed the same piece at the same moment: the lower
     // claimant id keeps it, the other drops its request (if it is young:
     // an older request has bytes worth keeping).
@@ -631,8 +625,9 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         // connection starts: only `told` says the bits mean something.
         sp.told = told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
         sp.seed = static_cast<bool>(p.flags & lt::peer_info::seed);
-        sp.connected_ms = now - s.peer_first_seen_ms[p.ip];
-        const std::int64_t owes_since = s.peer_owes[p.ip].since_ms;
+        const Swarm::SeenPeer& seen_peer = s.peers_seen[p.ip];
+        sp.connected_ms = now - seen_peer.first_seen_ms;
+        const std::int64_t owes_since = seen_peer.owes_since_ms;
         const bool owes_too_long = owes_since != 0 && now - owes_since >= 2000;
         sp.failing = owes_too_long || s.peers_failed.count(sp.address) > 0;
         if (sp.failing) {
@@ -687,16 +682,13 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         // A piece a peer is sending us right now; one whose blocks came
         // from a peer that left, or are asked of a failing peer, is not
         // busy (the origin completes it).
-        for (const auto& q : queue) {
-            for (int b = 0; b < q.blocks_in_piece; ++b) {
-                const lt::block_info& block = q.blocks[b];
-                if (block.state == lt::block_info::writing ||
-                    (block.state == lt::block_info::requested && !failing.count(block.peer()))) {
-                    busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
-                    break;
-                }
-            }
-        }
+        auto in_progress = [&](const lt::block_info& b) {
+            return b.state == lt::block_info::writing ||
+                   (b.state == lt::block_info::requested && !failing.count(b.peer()));
+        };
+        for (const auto& q : queue)
+            if (std::any_of(q.blocks, q.blocks + q.blocks_in_piece, in_progress))
+                busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
         for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
     }
     p2p::OriginPickInput in;

@@ -115,6 +115,32 @@ std::string address_of(const PeerSession& s) {
     return "127.0.0.1:" + std::to_string(s.listen_port());
 }
 
+SessionSettings with_static_peer(const PeerSession& peer) {
+    SessionSettings s = loopback_settings();
+    s.peers = {address_of(peer)};
+    return s;
+}
+
+// Two sessions on loopback, b with a as its static peer, both with torrent
+// `t` and no pieces at all (so their connection stays up), stored under
+// dir/a and dir/b.
+struct EmptyPair {
+    EmptyPair(const TestTorrent& t, const TempDir& dir)
+        : a(loopback_settings()), b(with_static_peer(a)),
+          ha(a.add_torrent(t.info, dir.sub("a").string(), {})),
+          hb(b.add_torrent(t.info, dir.sub("b").string(), {})) {}
+    PeerSession a;
+    PeerSession b;
+    const lt::torrent_handle ha;
+    const lt::torrent_handle hb;
+};
+
+std::vector<lt::peer_info> peer_infos(const lt::torrent_handle& h) {
+    std::vector<lt::peer_info> peers;
+    h.get_peer_info(peers);
+    return peers;
+}
+
 // Drives sessions the way the agent's main loop does: poll on their
 // alert_fds, pop alerts, tick once a second, until `done` or the timeout.
 class Pump {
@@ -509,9 +535,7 @@ TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it by
     REQUIRE(pump_a.run_until([&] { return a_finished; }));
     CHECK(is_state(ha, lt::torrent_status::seeding));
 
-    SessionSettings bs = loopback_settings();
-    bs.peers = {address_of(a)};
-    PeerSession b(bs);
+    PeerSession b(with_static_peer(a));
     const lt::torrent_handle hb = b.add_torrent(t.info, b_dir.string(), {});
     Pump pump_ab({&a, &b}, on_alert);
     REQUIRE(pump_ab.run_until([&] { return b_finished; }));
@@ -551,13 +575,11 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
           "[p2p][claims]") {
     TempDir tmp;
     const TestTorrent t = make_torrent(tmp.sub("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
-    PeerSession a(loopback_settings());
-    SessionSettings bs = loopback_settings();
-    bs.peers = {address_of(a)};
-    PeerSession b(bs);
-    // Both incomplete (no pieces at all), so the connection stays up.
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    EmptyPair pair(t, tmp);
+    PeerSession& a = pair.a;
+    PeerSession& b = pair.b;
+    const lt::torrent_handle& ha = pair.ha;
+    const lt::torrent_handle& hb = pair.hb;
     Pump pump({&a, &b});
 
     // A claim goes only to peers connected at the time; resend once a second
@@ -596,28 +618,18 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
 TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][session]") {
     TempDir tmp;
     const TestTorrent t = make_torrent(tmp.sub("src"), "d.bin", 1024 * 1024, 256 * 1024);
-    PeerSession a(loopback_settings());
-    SessionSettings bs = loopback_settings();
-    bs.peers = {address_of(a)};
-    PeerSession b(bs);
-    // Both incomplete, so the connection stays up until it is closed.
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
-    Pump pump({&a, &b});
-    auto peers_of = [](const lt::torrent_handle& h) {
-        std::vector<lt::peer_info> peers;
-        h.get_peer_info(peers);
-        return peers;
-    };
-    REQUIRE(pump.run_until([&] { return peers_of(ha).size() == 1; }, std::chrono::seconds(20)));
-    const lt::tcp::endpoint b_seen_from_a = peers_of(ha)[0].ip;
+    EmptyPair pair(t, tmp);  // its connection stays up until it is closed
+    Pump pump({&pair.a, &pair.b});
+    REQUIRE(pump.run_until([&] { return peer_infos(pair.ha).size() == 1; },
+                           std::chrono::seconds(20)));
+    const lt::tcp::endpoint b_seen_from_a = peer_infos(pair.ha)[0].ip;
 
-    a.disconnect_peer(ha, b_seen_from_a);
-    CHECK(pump.run_until([&] { return peers_of(ha).empty() && peers_of(hb).empty(); },
+    pair.a.disconnect_peer(pair.ha, b_seen_from_a);
+    CHECK(pump.run_until([&] { return peer_infos(pair.ha).empty() && peer_infos(pair.hb).empty(); },
                          std::chrono::seconds(2)));
     // Another endpoint, or a handle no longer valid: nothing happens.
-    a.disconnect_peer(ha, lt::tcp::endpoint(lt::make_address("127.0.0.9"), 1));
-    a.disconnect_peer(lt::torrent_handle(), b_seen_from_a);
+    pair.a.disconnect_peer(pair.ha, lt::tcp::endpoint(lt::make_address("127.0.0.9"), 1));
+    pair.a.disconnect_peer(lt::torrent_handle(), b_seen_from_a);
 }
 
 TEST_CASE("a claim reaches an agent not connected to the claimant through one that is",
@@ -663,19 +675,14 @@ TEST_CASE("a peer counts as having told its pieces only once it has sent them",
     const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
     Pump pump({&a});
     REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
-    auto peer_infos = [&] {
-        std::vector<lt::peer_info> peers;
-        ha.get_peer_info(peers);
-        return peers;
-    };
 
     auto peer = std::make_unique<RawPeer>(a.listen_port());
     peer->handshake(t.info->info_hashes().v1);
-    REQUIRE(pump.run_until([&] { return peer_infos().size() == 1; }, std::chrono::seconds(10)));
+    REQUIRE(pump.run_until([&] { return peer_infos(ha).size() == 1; }, std::chrono::seconds(10)));
     // Connected and silent: libtorrent already shows a piece list of the
     // torrent's size (all zeros), which is why the session tracks this.
     pump.run_until([] { return false; }, std::chrono::milliseconds(300));
-    const auto silent = peer_infos();
+    const auto silent = peer_infos(ha);
     REQUIRE(silent.size() == 1);
     CHECK(silent[0].pieces.size() == n);
     CHECK(silent[0].pieces.count() == 0);
@@ -686,7 +693,7 @@ TEST_CASE("a peer counts as having told its pieces only once it has sent them",
     REQUIRE(pump.run_until([&] { return a.peers_that_told(ha).size() == 1; },
                            std::chrono::seconds(10)));
     const auto told = a.peers_that_told(ha);
-    const auto after = peer_infos();
+    const auto after = peer_infos(ha);
     REQUIRE(after.size() == 1);
     CHECK(told.count(after[0].ip) == 1);
     CHECK(after[0].pieces.count() == 2);
@@ -702,9 +709,7 @@ TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[
     SessionSettings as = loopback_settings();
     as.allowed_networks = {"10.99.0.0/16"};
     PeerSession a(as);
-    SessionSettings bs = loopback_settings();
-    bs.peers = {address_of(a)};
-    PeerSession b(bs);
+    PeerSession b(with_static_peer(a));
     const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
     b.add_torrent(t.info, tmp.sub("b").string(), {});
 

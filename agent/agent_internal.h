@@ -161,6 +161,14 @@ struct Agent::Swarm {
     std::set<std::string> peers_failed;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
+    std::int64_t peers_slow_since_ms = 0;   // since when peers are too slow (origin_picker.h)
+    // The rate peers give us pieces: bytes of pieces verified from peers,
+    // and the rate over the last window of 2 s or more (-1: not measured yet).
+    std::int64_t peer_piece_bytes = 0;
+    std::int64_t peer_rate = -1;
+    std::int64_t peer_rate_mark_ms = 0;
+    std::int64_t peer_rate_mark_bytes = 0;
+    std::int64_t origin_piece_ms = 0;     // how long our origin pieces take (average; 0: none yet)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
     std::uint32_t origin_failures = 0;    // in a row, for the backoff
     int origin_hash_failures = 0;

@@ -463,9 +463,15 @@ void Agent::attach_swarm(Job& job) {
     f.bytes_transferred = 0;
     store_->update_file(job.rec.id, f);
     if (s->users.empty()) {
+        // Timers and rates from before (the swarm may have been idle for
+        // hours) say nothing about the peers now.
         s->attached_ms = mono_ms();
         s->peers_hung_up.clear();
         s->peers_failed.clear();
+        s->peers_offer_since_ms = 0;
+        s->peers_slow_since_ms = 0;
+        s->peer_rate = -1;
+        s->peer_rate_mark_ms = 0;
     }
     s->users.insert(&job);
     if (s->origin_url.empty()) s->origin_url = f.remote_url;
@@ -667,10 +673,30 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     plan_in.swarm_origin_requests = config_.swarm_origin_requests;
     plan_in.info_hash = s.info_hash;
     plan_in.self_address = self_address_;
+    // Peers too slow? The rate peers give us pieces, over windows of 2 s.
+    if (s.peer_rate_mark_ms == 0 || now - s.peer_rate_mark_ms >= 2000) {
+        if (s.peer_rate_mark_ms != 0)
+            s.peer_rate = (s.peer_piece_bytes - s.peer_rate_mark_bytes) * 1000 / (now - s.peer_rate_mark_ms);
+        s.peer_rate_mark_ms = now;
+        s.peer_rate_mark_bytes = s.peer_piece_bytes;
+    }
+    plan_in.all_in_swarm = s.peer_rate >= 0;
+    for (std::size_t i = 0; i < n && plan_in.all_in_swarm; ++i)
+        if (!s.have[i] && peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i)))
+            plan_in.all_in_swarm = false;
+    plan_in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
+    plan_in.peer_rate = std::max<std::int64_t>(s.peer_rate, 0);
+    plan_in.origin_piece_ms = s.origin_piece_ms;
+    plan_in.peers_slow_since_ms = s.peers_slow_since_ms;
     const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
     s.peers_offer_since_ms = plan.peers_offer_since_ms;
+    s.peers_slow_since_ms = plan.peers_slow_since_ms;
     if (plan.want <= 0) return;
     const bool stalled = plan.stalled;
+    if (plan.peers_slow)
+        LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
+                  s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
+                  static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
 
     // Busy: in flight to the origin, or fetched and handed to libtorrent but
     // not yet verified (from_origin until a hash failure clears it).
@@ -696,7 +722,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.busy = &busy;
     in.peers_with = &peers_with;
     in.order = &s.order;
-    in.peers_stalled = stalled;
+    in.held_too = stalled || plan.peers_slow;
     in.share_count = plan.share_count;
     in.share_index = plan.share_index;
     Job* lead = *s.users.begin();
@@ -720,7 +746,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         peers_->claim(s.handle, piece);
         LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)",
                   s.info_hash.c_str(), piece, peers.size(), peers_with[static_cast<std::size_t>(piece)],
-                  stalled ? "peers stalled" : "no peer offers it");
+                  stalled ? "peers stalled" : plan.peers_slow ? "peers too slow" : "no peer offers it");
         s.origin_inflight[piece] = op.get();
         origin_pieces_.push_back(std::move(op));
     }
@@ -758,6 +784,8 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     if (outcome.ok && op.data.size() == s.piece_size(op.piece)) {
         LOG_DEBUG("swarm %s: piece %d came from the origin in %lld ms", s.info_hash.c_str(), op.piece,
                   static_cast<long long>(now - op.started_ms));
+        s.origin_piece_ms = s.origin_piece_ms == 0 ? now - op.started_ms
+                                                   : (3 * s.origin_piece_ms + (now - op.started_ms)) / 4;
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
         // overwrite_existing: blocks a peer sent for this piece are replaced,
@@ -1021,6 +1049,7 @@ void Agent::handle_alerts() {
                 for (Job* j : s->users) j->rec.bytes_from_origin += s->piece_size(piece);
             } else {
                 s->last_peer_piece_ms = mono_ms();
+                s->peer_piece_bytes += static_cast<std::int64_t>(s->piece_size(piece));
                 for (Job* j : s->users) j->rec.bytes_from_peers += s->piece_size(piece);
             }
             to_pump.insert(s);

@@ -12,10 +12,10 @@ std::vector<int> pick_origin_pieces(const OriginPickInput& in, int want) {
     const auto& have = *in.have;
     const auto& busy = *in.busy;
     const auto& peers = *in.peers_with;
-    // Two passes over our order: pieces no peer holds, then (only when the
-    // peers stalled) pieces some peer holds.
+    // Two passes over our order: pieces no peer holds, then (only when
+    // held_too) pieces some peer holds.
     for (int pass = 0; pass < 2 && static_cast<int>(out.size()) < want; ++pass) {
-        if (pass == 1 && !in.peers_stalled) break;
+        if (pass == 1 && !in.held_too) break;
         for (int piece : *in.order) {
             auto i = static_cast<std::size_t>(piece);
             if (have[i] || busy[i]) continue;
@@ -64,6 +64,13 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
                              [&](const SwarmPeer& p) { return counts(p) && p.offers; });
     if (offer) out.peers_offer_since_ms = in.peers_offer_since_ms != 0 ? in.peers_offer_since_ms : now;
     out.stalled = offer && now - std::max(in.last_peer_piece_ms, out.peers_offer_since_ms) > 4000;
+    // Peers too slow: what we lack, at the peers' rate, against one origin
+    // piece (2 s when we have fetched none yet).
+    const std::int64_t origin_ms = in.origin_piece_ms > 0 ? in.origin_piece_ms : 2000;
+    const bool slow = in.all_in_swarm && in.lack_bytes > 0 &&
+                      in.lack_bytes * 1000 > 2 * origin_ms * in.peer_rate;
+    if (slow) out.peers_slow_since_ms = in.peers_slow_since_ms != 0 ? in.peers_slow_since_ms : now;
+    out.peers_slow = slow && !out.stalled && now - out.peers_slow_since_ms >= 1000;
 
     const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(), counts));
     int limit = std::clamp((in.swarm_origin_requests + sharing - 1) / sharing, 1,
@@ -83,6 +90,12 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     int want = limit - in.our_requests;
     if (want <= 0) return out;
 
+    if (out.peers_slow) {
+        const int room = in.swarm_origin_requests - in.swarm_requests;
+        if (room <= 0) return out;
+        out.want = std::min(want, room);
+        return out;
+    }
     if (!out.stalled) {
         const int room = in.swarm_origin_requests - in.swarm_requests;
         const bool delivering = now - std::max(in.last_peer_piece_ms, in.attached_ms) < 1000;

@@ -8,8 +8,9 @@
 //    connected peer right now).
 //  - First the pieces no connected peer has, in this agent's own order (a
 //    random permutation, so agents starting together spread their choices).
-//  - Pieces some peer has only when `peers_stalled` (the peers stopped
-//    delivering): then the origin takes over smoothly instead of waiting.
+//  - Pieces some peer has only when `held_too` (the peers stopped
+//    delivering, or deliver too slowly: OriginPlan): then the origin takes
+//    over smoothly instead of waiting.
 //  - Only pieces in this agent's share (share_count, share_index).
 #pragma once
 
@@ -25,7 +26,7 @@ struct OriginPickInput {
     const std::vector<bool>* busy = nullptr;
     const std::vector<int>* peers_with = nullptr;  // connected peers that hold each piece
     const std::vector<int>* order = nullptr;       // every piece index once, in preference order
-    bool peers_stalled = false;
+    bool held_too = false;  // pieces some peer holds may be picked too
     // This agent's share of the pieces: only pieces with index %
     // share_count == share_index (the designated fetchers split the pieces
     // between them, so that two of them never pick the same last piece).
@@ -74,6 +75,15 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 //    connected nor has hung up on this swarm (it may hold every piece).
 //  - Stalled: peers have offered pieces we lack for 4 s and none came. Then
 //    the budget and the designation below do not hold.
+//  - Peers too slow: every piece we lack is in the swarm (a peer that
+//    counts holds it, or it is in flight from the origin), yet at the rate
+//    the peers give us pieces what we lack would take more than twice as
+//    long as one origin piece does, and that for 1 s. When the LAN, not
+//    the origin, is the narrow link, the origin falls idle once the swarm
+//    holds the whole file; then every agent may use the room left in the
+//    swarm's budget (none beyond it, no designation) for pieces peers hold
+//    but are not sending it. With a fast LAN this does not hold: peers
+//    give a piece faster than the origin can.
 //  - The swarm's budget: swarm_origin_requests pieces in flight in the
 //    whole swarm (ours and the claims of others on pieces we lack). Full:
 //    none, unless the swarm is not delivering (no piece from a peer for
@@ -110,14 +120,22 @@ struct OriginPlanInput {
     int swarm_origin_requests = 8;  // [p2p] swarm_origin_requests
     std::string info_hash;          // for fetcher_key
     std::string self_address;       // this agent's address; empty: unknown (no designation)
+    // For "peers too slow":
+    bool all_in_swarm = false;           // every piece we lack is held by a peer that counts, or in flight
+    std::int64_t lack_bytes = 0;         // what we lack
+    std::int64_t peer_rate = 0;          // bytes/s the peers that count give us now
+    std::int64_t origin_piece_ms = 0;    // how long our origin pieces take (0: none yet)
+    std::int64_t peers_slow_since_ms = 0;  // the previous plan's (0 at first)
 };
 
 struct OriginPlan {
     int want = 0;  // how many more origin requests to start now
     bool stalled = false;
+    bool peers_slow = false;  // peers too slow: pieces peers hold may come from the origin
     int share_count = 1;  // pick only pieces with index % share_count == share_index
     int share_index = 0;
     std::int64_t peers_offer_since_ms = 0;  // keep it for the next plan
+    std::int64_t peers_slow_since_ms = 0;   // keep it for the next plan
 };
 
 OriginPlan plan_origin_requests(const OriginPlanInput& in);

@@ -18,13 +18,13 @@ struct Picture {
     explicit Picture(int n) : have(n), busy(n), peers(n), order(n) {
         for (int i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
     }
-    std::vector<int> pick(int want, bool stalled = false) const {
+    std::vector<int> pick(int want, bool held_too = false) const {
         OriginPickInput in;
         in.have = &have;
         in.busy = &busy;
         in.peers_with = &peers;
         in.order = &order;
-        in.peers_stalled = stalled;
+        in.held_too = held_too;
         return pick_origin_pieces(in, want);
     }
 };
@@ -311,4 +311,67 @@ TEST_CASE("a peer that owes us data for 2 s counts nowhere", "[p2p][plan]") {
     plan = plan_origin_requests(in);
     CHECK(plan.want == 4);
     CHECK(plan.share_count == 1);
+}
+
+TEST_CASE("peers too slow: with the whole file in the swarm, the budget's room serves us too",
+          "[p2p][plan]") {
+    // A LAN slower than the origin: every piece we lack is in the swarm, 16
+    // MiB at 2 MiB/s from peers takes 8 s, an origin piece 500 ms.
+    OriginPlanInput in = settled_swarm();
+    in.self_address = "10.77.0.9";
+    for (int i = 1; i <= 8; ++i) in.peers.push_back(told_peer("10.77.0." + std::to_string(i), 3, true));
+    in.last_peer_piece_ms = in.now_ms - 100;  // delivering, not stalled
+    in.swarm_requests = 5;
+    in.all_in_swarm = true;
+    in.lack_bytes = 16 << 20;
+    in.peer_rate = 2 << 20;
+    in.origin_piece_ms = 500;
+    OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.peers_slow_since_ms == in.now_ms);  // slow from now on...
+    CHECK_FALSE(plan.peers_slow);                   // ...but not yet for 1 s
+    CHECK((plan.want == 0 || plan.share_count == 8));  // the designation holds
+    in.peers_slow_since_ms = plan.peers_slow_since_ms;
+    in.now_ms += 1000;
+    in.last_peer_piece_ms = in.now_ms - 100;
+    plan = plan_origin_requests(in);
+    CHECK(plan.peers_slow);
+    CHECK(plan.want == 1);  // our share of the budget: 8 / 9 agents
+    CHECK(plan.share_count == 1);
+
+    in.swarm_requests = 8;  // no room in the swarm's budget: nothing beyond it
+    CHECK(plan_origin_requests(in).want == 0);
+    in.swarm_requests = 5;
+
+    in.peer_rate = 5 << 20;  // 16 MiB in 3.2 s: still more than 2 x 500 ms
+    CHECK(plan_origin_requests(in).peers_slow);
+    in.peer_rate = 20 << 20;  // 0.8 s: peers are faster than the origin
+    plan = plan_origin_requests(in);
+    CHECK_FALSE(plan.peers_slow);
+    CHECK(plan.peers_slow_since_ms == 0);  // the timer starts again
+}
+
+TEST_CASE("peers are not too slow while a piece we lack is not in the swarm", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();
+    in.peers = {told_peer("10.77.0.2", 3, true)};
+    in.last_peer_piece_ms = in.now_ms - 100;
+    in.lack_bytes = 16 << 20;
+    in.peer_rate = 0;
+    in.peers_slow_since_ms = in.now_ms - 5000;
+    CHECK_FALSE(plan_origin_requests(in).peers_slow);  // the origin still has new pieces to give
+    in.all_in_swarm = true;
+    CHECK(plan_origin_requests(in).peers_slow);
+    in.origin_piece_ms = 0;  // none fetched yet: an origin piece counts as 2 s
+    in.peer_rate = (16 << 20) / 5;  // 5 s for what we lack, more than 2 x 2 s
+    CHECK(plan_origin_requests(in).peers_slow);
+    in.peer_rate = (16 << 20) / 3;  // 3 s
+    CHECK_FALSE(plan_origin_requests(in).peers_slow);
+}
+
+TEST_CASE("pieces peers hold are picked when held_too", "[p2p][picker]") {
+    Picture p(3);
+    p.peers = {1, 2, 1};
+    p.busy[1] = true;  // a peer is sending it to us
+    CHECK(p.pick(3).empty());
+    CHECK(p.pick(3, true) == std::vector<int>{0, 2});
 }

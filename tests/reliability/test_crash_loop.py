@@ -327,10 +327,13 @@ class CrashLoop(unittest.TestCase):
             cls._run()
         except BaseException as e:
             # First the reason, in a few lines: CI shows the head of the
-            # output, and the logs that follow are long.
+            # output, and the logs that follow are long. A message that
+            # carries a log tail has its cause at the end.
+            lines = str(e).splitlines()
+            if len(lines) > 12:
+                lines = lines[:3] + ["..."] + lines[-8:]
             say("\ncrash loop stopped after %d iterations: %s: %s"
-                % (len(getattr(cls, "crashes", [])), type(e).__name__,
-                   "\n  ".join(str(e).splitlines()[:12])))
+                % (len(getattr(cls, "crashes", [])), type(e).__name__, "\n  ".join(lines)))
             cls.failed = True
             cls._teardown()
             raise

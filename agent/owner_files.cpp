@@ -154,7 +154,12 @@ int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
         return -e;
     }
     if (pid == 0) {
-        close(sv[0]);
+        // None of the agent's descriptors: the child runs as the owner, and
+        // a copy of doptd.lock's descriptor would keep the agent's lock held
+        // after a kill -9 of the agent, for as long as this child lives.
+        const unsigned keep = static_cast<unsigned>(sv[1]);
+        if (keep > STDERR_FILENO + 1) ::close_range(STDERR_FILENO + 1, keep - 1, 0);
+        ::close_range(keep + 1, ~0U, 0);
         int result = drop_to_owner(op.owner, groups) ? perform(op) : -EPERM;
         send_owner_result(sv[1], result, returns_fd && result >= 0 ? result : -1);
         _exit(0);

@@ -74,8 +74,9 @@ struct OwnerOp {
 // its gid when the uid has no entry. Not async-signal-safe: call before fork.
 std::vector<gid_t> groups_of(const Owner& owner);
 
-// Runs `op` in a forked child that sets `groups`, then the owner's gid and
-// uid, and does nothing else before the syscall. The caller must be root.
+// Runs `op` in a forked child that closes every descriptor but stdio and
+// its result socket, sets `groups`, then the owner's gid and uid, and does
+// nothing else before the syscall. The caller must be root.
 // Returns a descriptor (Open), 0 (Rename, Unlink) or -errno.
 int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups);
 

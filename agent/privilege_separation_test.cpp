@@ -137,3 +137,21 @@ TEST_CASE("an owner open never follows a symlink and returns only regular files"
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
 }
+
+TEST_CASE("the child that acts as the owner holds none of the agent's descriptors", "[privsep]") {
+    if (::geteuid() != 0) {
+        WARN("skipped: only root switches to the owner in a child (run as root to test it)");
+        return;
+    }
+    // doptd.lock, sockets, jobs.db: a child that kept them would hold the
+    // agent's lock after a kill -9 of the agent. In the child,
+    // /proc/self/fd/N is a magic link when N is open there (O_NOFOLLOW
+    // refuses it: ELOOP) and missing when it is closed (ENOENT).
+    int held = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(held > STDERR_FILENO);
+    const Owner nobody{65534, 65534};
+    CHECK(open_as_owner(nobody, "/proc/self/fd/" + std::to_string(held), O_RDONLY, 0) == -ENOENT);
+    // stdio stays: the same check sees descriptor 2.
+    CHECK(open_as_owner(nobody, "/proc/self/fd/2", O_RDONLY, 0) == -ELOOP);
+    ::close(held);
+}

@@ -680,12 +680,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         s.peer_rate_mark_ms = now;
         s.peer_rate_mark_bytes = s.peer_piece_bytes;
     }
-    plan_in.all_in_swarm = s.peer_rate >= 0;
+    plan_in.all_in_swarm = true;
     for (std::size_t i = 0; i < n && plan_in.all_in_swarm; ++i)
         if (!s.have[i] && peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i)))
             plan_in.all_in_swarm = false;
     plan_in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
-    plan_in.peer_rate = std::max<std::int64_t>(s.peer_rate, 0);
+    plan_in.peer_rate = s.peer_rate;
     plan_in.origin_piece_ms = s.origin_piece_ms;
     plan_in.peers_slow_since_ms = s.peers_slow_since_ms;
     const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);

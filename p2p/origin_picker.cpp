@@ -67,7 +67,7 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     // Peers too slow: what we lack, at the peers' rate, against one origin
     // piece (2 s when we have fetched none yet).
     const std::int64_t origin_ms = in.origin_piece_ms > 0 ? in.origin_piece_ms : 2000;
-    const bool slow = in.all_in_swarm && in.lack_bytes > 0 &&
+    const bool slow = in.all_in_swarm && in.peer_rate >= 0 && in.lack_bytes > 0 &&
                       in.lack_bytes * 1000 > 2 * origin_ms * in.peer_rate;
     if (slow) out.peers_slow_since_ms = in.peers_slow_since_ms != 0 ? in.peers_slow_since_ms : now;
     out.peers_slow = slow && !out.stalled && now - out.peers_slow_since_ms >= 1000;

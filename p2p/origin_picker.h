@@ -123,7 +123,7 @@ struct OriginPlanInput {
     // For "peers too slow":
     bool all_in_swarm = false;           // every piece we lack is held by a peer that counts, or in flight
     std::int64_t lack_bytes = 0;         // what we lack
-    std::int64_t peer_rate = 0;          // bytes/s the peers that count give us now
+    std::int64_t peer_rate = -1;         // bytes/s peers give us now (-1: not measured yet)
     std::int64_t origin_piece_ms = 0;    // how long our origin pieces take (0: none yet)
     std::int64_t peers_slow_since_ms = 0;  // the previous plan's (0 at first)
 };

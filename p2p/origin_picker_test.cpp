@@ -356,8 +356,11 @@ TEST_CASE("peers are not too slow while a piece we lack is not in the swarm", "[
     in.peers = {told_peer("10.77.0.2", 3, true)};
     in.last_peer_piece_ms = in.now_ms - 100;
     in.lack_bytes = 16 << 20;
-    in.peer_rate = 0;
     in.peers_slow_since_ms = in.now_ms - 5000;
+    in.all_in_swarm = true;
+    CHECK_FALSE(plan_origin_requests(in).peers_slow);  // the peers' rate is not measured yet
+    in.peer_rate = 0;
+    in.all_in_swarm = false;
     CHECK_FALSE(plan_origin_requests(in).peers_slow);  // the origin still has new pieces to give
     in.all_in_swarm = true;
     CHECK(plan_origin_requests(in).peers_slow);

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <strings.h>
@@ -21,6 +22,9 @@ struct OriginFetcher::Transfer {
     curl_slist* headers = nullptr;
     TransferSink* sink = nullptr;
     TransferRequest request;
+    std::string url;                     // asked now: request.url, or where it redirected
+    int redirects = 0;                   // followed so far
+    std::size_t redirect_body = 0;       // bytes of a redirect's body dropped
     ResponseInfo response;               // of the response being received
     long retry_after = 0;
     bool response_delivered = false;     // on_response called for the final one
@@ -95,6 +99,11 @@ size_t on_header(char* data, size_t size, size_t nitems, void* userdata) {
 
 bool status_is_success(long s) { return s == 200 || s == 206; }
 
+constexpr int kMaxRedirects = 10;
+constexpr std::size_t kMaxRedirectBody = 64 * 1024;
+
+bool is_followed_redirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
+
 // A 206 answers "the rest of the version named by If-Range" only when it
 // carries that same validator. An origin (or a cache) that ignores If-Range
 // may send a range of another version: that 206 must not be appended. A
@@ -131,6 +140,13 @@ bool deliver_response(OriginFetcher::Transfer* t) {
 size_t on_body(char* data, size_t size, size_t nmemb, void* userdata) {
     auto* t = static_cast<OriginFetcher::Transfer*>(userdata);
     size_t len = size * nmemb;
+    if (is_followed_redirect(t->response.status)) {
+        // Read and dropped, so that the transfer ends well (libcurl names
+        // the redirect's target only then) and the connection may carry the
+        // next request; a redirect with a large body is not followed.
+        t->redirect_body += len;
+        return t->redirect_body <= kMaxRedirectBody ? len : 0;
+    }
     if (!deliver_response(t)) return 0;  // CURLE_WRITE_ERROR ends it
     int rc = t->sink->on_body(data, len);
     if (rc != 0) {
@@ -141,6 +157,56 @@ size_t on_body(char* data, size_t size, size_t nmemb, void* userdata) {
 }
 
 bool is_transient_status(long s) { return s >= 500 || s == 408 || s == 429; }
+
+// Scheme, host and port of a URL, as libcurl reads it (lowercase scheme,
+// default port filled in). Empty scheme when the URL cannot be parsed.
+struct UrlOrigin {
+    std::string scheme, host, port;
+};
+
+UrlOrigin origin_of(const std::string& url) {
+    UrlOrigin o;
+    CURLU* u = curl_url();
+    if (!u) return o;
+    if (curl_url_set(u, CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK) {
+        auto part = [u](CURLUPart what, unsigned flags) {
+            char* v = nullptr;
+            std::string out;
+            if (curl_url_get(u, what, &v, flags) == CURLUE_OK && v) out = v;
+            curl_free(v);
+            return out;
+        };
+        o.scheme = part(CURLUPART_SCHEME, 0);
+        o.host = part(CURLUPART_HOST, 0);
+        o.port = part(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+    }
+    curl_url_cleanup(u);
+    return o;
+}
+
+bool same_origin(const UrlOrigin& a, const UrlOrigin& b) {
+    return !a.scheme.empty() && a.scheme == b.scheme && strcasecmp(a.host.c_str(), b.host.c_str()) == 0 &&
+           a.port == b.port;
+}
+
+// The request's header list: the job's own headers (only when the request
+// goes to the origin of the job's URL), then ours; a range we need
+// overrides any.
+curl_slist* request_headers(const TransferRequest& request, bool with_job_headers) {
+    curl_slist* list = nullptr;
+    if (with_job_headers)
+        for (const auto& h : request.headers) list = curl_slist_append(list, h.c_str());
+    if (request.offset > 0 || request.length > 0) {
+        std::string range = "Range: bytes=" + std::to_string(request.offset) + "-";
+        if (request.length > 0) range += std::to_string(request.offset + request.length - 1);
+        list = curl_slist_append(list, range.c_str());
+        if (!request.if_range.empty()) {
+            std::string if_range = "If-Range: " + request.if_range;
+            list = curl_slist_append(list, if_range.c_str());
+        }
+    }
+    return list;
+}
 
 }  // namespace
 
@@ -189,11 +255,10 @@ TransferId OriginFetcher::start(const TransferRequest& request, TransferSink* si
     curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error_buffer);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
-    bool https = request.url.compare(0, 8, "https://") == 0;
+    // Redirects are followed here (follow_redirect), not by libcurl, which
+    // would send the job's headers to whatever host a redirect names.
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https");
     curl_easy_setopt(e, CURLOPT_USERAGENT, settings_.user_agent.c_str());
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, settings_.connect_timeout);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -208,17 +273,8 @@ TransferId OriginFetcher::start(const TransferRequest& request, TransferSink* si
     if (request.max_recv_rate > 0)
         curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE,
                          static_cast<curl_off_t>(request.max_recv_rate));
-    // The job's own headers first, then ours; a range we need overrides any.
-    for (const auto& h : request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
-    if (request.offset > 0 || request.length > 0) {
-        std::string range = "Range: bytes=" + std::to_string(request.offset) + "-";
-        if (request.length > 0) range += std::to_string(request.offset + request.length - 1);
-        t->headers = curl_slist_append(t->headers, range.c_str());
-        if (!request.if_range.empty()) {
-            std::string if_range = "If-Range: " + request.if_range;
-            t->headers = curl_slist_append(t->headers, if_range.c_str());
-        }
-    }
+    t->url = request.url;
+    t->headers = request_headers(request, true);
     if (t->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     curl_multi_add_handle(static_cast<CURLM*>(multi_), e);
     TransferId id = t->id;
@@ -267,14 +323,68 @@ void OriginFetcher::perform() {
     }
 }
 
+// A redirect response that ended well, whose target the transfer may go
+// to: restarts the transfer there and returns true.
+// Otherwise returns false; when the redirect is refused, `curl_code` and
+// t.error_buffer then say why (a scheme not allowed, too many, malformed).
+bool OriginFetcher::follow_redirect(Transfer& t, int& curl_code) {
+    if (!is_followed_redirect(t.response.status) || curl_code != CURLE_OK) return false;
+    char* location = nullptr;
+    curl_easy_getinfo(t.easy, CURLINFO_REDIRECT_URL, &location);
+    if (!location) return false;  // no Location: judged as an HTTP status
+    const std::string target = location;
+    const UrlOrigin to = origin_of(target);
+    if (to.scheme.empty()) {
+        curl_code = CURLE_URL_MALFORMAT;
+        std::snprintf(t.error_buffer, CURL_ERROR_SIZE, "%s redirected to a malformed URL",
+                      t.request.url.c_str());
+        return false;
+    }
+    bool from_https = origin_of(t.url).scheme == "https";
+    if ((to.scheme != "http" && to.scheme != "https") || (from_https && to.scheme != "https")) {
+        curl_code = CURLE_UNSUPPORTED_PROTOCOL;
+        std::snprintf(t.error_buffer, CURL_ERROR_SIZE, "a redirect from %s to %s",
+                      from_https ? "https" : "http", to.scheme.c_str());
+        return false;
+    }
+    if (t.redirects >= kMaxRedirects) {
+        curl_code = CURLE_TOO_MANY_REDIRECTS;
+        return false;
+    }
+    restart_at(t, target, same_origin(origin_of(t.request.url), to));
+    return true;
+}
+
+// Starts the transfer again at `url` on the same easy handle (so on the
+// same connection when the host is the same), with the job's own headers
+// only when `with_job_headers`.
+void OriginFetcher::restart_at(Transfer& t, const std::string& url, bool with_job_headers) {
+    auto* multi = static_cast<CURLM*>(multi_);
+    curl_multi_remove_handle(multi, t.easy);
+    ++t.redirects;
+    t.url = url;
+    t.response = ResponseInfo{};
+    t.response_delivered = false;
+    t.redirect_body = 0;
+    t.retry_after = 0;
+    t.error_buffer[0] = '\0';
+    curl_slist_free_all(t.headers);
+    t.headers = request_headers(t.request, with_job_headers);
+    if (!with_job_headers && !t.request.headers.empty())
+        LOG_DEBUG("%s: redirect %d goes to another origin; the job's own headers stay behind",
+                  t.request.url.c_str(), t.redirects);
+    curl_easy_setopt(t.easy, CURLOPT_URL, t.url.c_str());
+    curl_easy_setopt(t.easy, CURLOPT_HTTPHEADER, t.headers);
+    curl_multi_add_handle(multi, t.easy);
+}
+
 // Classifies how a transfer ended, removes it, then tells its sink.
 void OriginFetcher::finish(Transfer& t, int curl_code) {
+    if (follow_redirect(t, curl_code)) return;
     auto code = static_cast<CURLcode>(curl_code);
     TransferOutcome out;
     const std::string& url = t.request.url;
     long status = t.response.status;
-    bool https = url.compare(0, 8, "https://") == 0;
-    (void)https;
 
     if (code == CURLE_OK && status_is_success(status)) {
         // A body-less success (empty file) never reached on_body.

@@ -12,9 +12,14 @@
 //    unless the transfer was stop()ped, which calls nothing.
 //  - Sinks must not call start()/stop() from on_response()/on_body() (curl
 //    forbids it inside its callbacks); from on_done() they may.
-//  - Redirects are followed (at most 10); an https URL may only redirect to
-//    https (no downgrade). Proxies: [http] proxy, else the usual environment
-//    variables (http_proxy, https_proxy, no_proxy), as libcurl reads them.
+//  - Redirects (301, 302, 303, 307, 308) are followed, at most 10; once at
+//    an https URL a transfer may only be redirected to https (no downgrade).
+//    The request's own headers (TransferRequest::headers) go only to the
+//    origin (scheme, host and port) of request.url: a redirect elsewhere
+//    carries none of them. Range and If-Range go everywhere. A redirect
+//    whose body passes 64 KiB is not followed.
+//  - Proxies: [http] proxy, else the usual environment variables
+//    (http_proxy, https_proxy, no_proxy), as libcurl reads them.
 #pragma once
 
 #include <cstdint>
@@ -103,6 +108,8 @@ public:
 
 private:
     void finish(Transfer& t, int curl_code);
+    bool follow_redirect(Transfer& t, int& curl_code);
+    void restart_at(Transfer& t, const std::string& url, bool with_job_headers);
     void* multi_;
     FetcherSettings settings_;
     TransferId next_id_ = 1;

@@ -1,10 +1,12 @@
 """HTTPS, redirects, proxies and per-job request headers, against real nginx
 servers on 127.0.0.1: one TLS origin with a certificate made for the test,
-one plain origin, one nginx working as a forward proxy.
+one plain origin, one nginx working as a forward proxy, two plain origins
+that log the headers they receive.
 
     dopt ──https──> nginx (TLS, self-signed cert for 127.0.0.1)
          ──http───> nginx (plain)            /auth/ wants "X-Token: secret"
          ──http───> nginx (forward proxy) ──> nginx (plain)
+         ──http───> nginx (first) ──302──> nginx (other port): headers logged
 """
 
 import os
@@ -56,6 +58,38 @@ class HeaderNginx(Nginx):
             "location /forbidden/",
             f"location /auth/ {{ alias {self.docroot}/; "
             "if ($http_x_token != \"secret\") { return 403; } }\n        location /forbidden/")
+
+
+class HeaderLogNginx(Nginx):
+    """Plain nginx that logs the X-Api-Key and PRIVATE-TOKEN headers of each
+    request ("-" when absent). /here/NAME redirects (302) to /NAME on itself,
+    /elsewhere/NAME to `elsewhere` + NAME."""
+
+    def __init__(self, workdir, docroot, elsewhere=""):
+        super().__init__(workdir, docroot)
+        self.elsewhere = elsewhere
+        self.headers_log = os.path.join(self.dir, "headers.log")
+
+    def _conf(self):
+        conf = super()._conf().replace(
+            "    access_log ",
+            "    log_format headers '$request_uri\\t$http_x_api_key\\t$http_private_token';\n"
+            f"    access_log {self.headers_log} headers;\n"
+            "    access_log ", 1)
+        return conf.replace(
+            "location /forbidden/",
+            "location /here/ { rewrite ^/here/(.*)$ /$1 redirect; }\n"
+            f"        location /elsewhere/ {{ rewrite ^/elsewhere/(.*)$ {self.elsewhere}$1 redirect; }}\n"
+            "        location /forbidden/")
+
+    def headers_seen(self, path):
+        """[(X-Api-Key, PRIVATE-TOKEN)] of each request for `path`."""
+        try:
+            with open(self.headers_log) as f:
+                rows = [line.rstrip("\n").split("\t") for line in f]
+        except FileNotFoundError:
+            return []
+        return [(r[1], r[2]) for r in rows if len(r) == 3 and r[0] == path]
 
 
 class ProxyNginx(Nginx):
@@ -130,6 +164,36 @@ class HttpFeaturesTest(IntegrationTest):
         rc, _, _ = self.dopt("get", n.url("auth/f.bin"), "-o", without)
         self.assertEqual(rc, 1)
         self.assertEqual(self.agent.job_for(without)["error"]["code"], 403)
+
+    def test_a_redirect_to_another_origin_carries_none_of_the_jobs_headers(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        other = HeaderLogNginx(self.sb.path("other"), self.www)
+        self.sb.children.append(other)
+        other.start()
+        first = HeaderLogNginx(self.sb.path("first"), self.www, elsewhere=other.url(""))
+        self.sb.children.append(first)
+        first.start()
+        self.start_agent()
+        secrets = ("X-Api-Key: key-123", "PRIVATE-TOKEN: token-456")
+        headers = [a for h in secrets for a in ("--header", h)]
+
+        # Same host, another port: another origin. The download still works...
+        out = os.path.join(self.dest(), "away.bin")
+        rc, _, err = self.dopt("get", first.url("elsewhere/f.bin"), "-o", out, *headers)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(out, sha)
+        # ...the first origin got the headers, the redirect's target none.
+        self.assertEqual(set(first.headers_seen("/elsewhere/f.bin")), {("key-123", "token-456")})
+        seen_elsewhere = other.headers_seen("/f.bin")
+        self.assertTrue(seen_elsewhere, "the redirect was not followed")
+        self.assertEqual(set(seen_elsewhere), {("-", "-")}, "the job's headers left their origin")
+
+        # The control: a redirect within the same origin keeps them.
+        out = os.path.join(self.dest(), "here.bin")
+        rc, _, err = self.dopt("get", first.url("here/f.bin"), "-o", out, *headers)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(out, sha)
+        self.assertEqual(set(first.headers_seen("/f.bin")), {("key-123", "token-456")})
 
     def test_the_configured_proxy_carries_the_transfer(self):
         sha = make_file(os.path.join(self.www, "f.bin"), 2 * MiB)

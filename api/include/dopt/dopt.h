@@ -246,7 +246,9 @@ DOPT_EXPORT int dopt_job_set_display_name(dopt_job *job, const char *name);
 DOPT_EXPORT int dopt_job_set_no_progress_timeout(dopt_job *job, uint32_t seconds);
 
 /* Adds an HTTP request header ("Name: value") sent to the origin for every
- * file of the job. Headers with CR or LF are DOPT_E_INVALID_ARG. */
+ * file of the job: only to the scheme, host and port of the file's URL, never
+ * to another one a redirect leads to. Headers with CR or LF are
+ * DOPT_E_INVALID_ARG. */
 DOPT_EXPORT int dopt_job_add_http_header(dopt_job *job, const char *header);
 
 /* Removes every custom header of the job. */

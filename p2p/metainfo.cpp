@@ -24,7 +24,6 @@ namespace {
 
 constexpr int kMiB = 1024 * 1024;
 constexpr int kMinPiece = kMiB;
-constexpr int kMaxPiece = 16 * kMiB;
 constexpr std::uint64_t kTargetPieces = 2048;  // "about 2,000"
 
 std::string hex(const char* data, std::size_t n) {
@@ -81,6 +80,10 @@ Metainfo parse_metainfo(std::string_view bytes) {
     }
     if (ec) throw MetainfoError("invalid metainfo: " + ec.message());
     if (!ti->is_valid()) throw MetainfoError("invalid metainfo: it describes no files");
+    if (ti->piece_length() > kMaxPieceLength)
+        throw MetainfoError("the metainfo's piece length is " + std::to_string(ti->piece_length()) +
+                            " bytes; dopt takes pieces of at most " +
+                            std::to_string(kMaxPieceLength) + " bytes (16 MiB)");
 
     const lt::file_storage& fs = ti->files();
     lt::file_index_t the_file{-1};
@@ -163,7 +166,7 @@ int choose_piece_size(std::uint64_t size) {
         auto up = static_cast<std::uint64_t>(p);
         return size / up + (size % up != 0);  // no overflow near UINT64_MAX
     };
-    while (piece < kMaxPiece && pieces(piece) > kTargetPieces) piece *= 2;
+    while (piece < kMaxPieceLength && pieces(piece) > kTargetPieces) piece *= 2;
     return piece;
 }
 

@@ -3,7 +3,9 @@
 //
 // Contract:
 //  - parse_metainfo() accepts v1, v2 and hybrid metainfo describing exactly
-//    a single file. Web seeds and trackers in it are dropped:
+//    a single file, in pieces of at most kMaxPieceLength (the agent holds
+//    several whole pieces in memory per swarm; libtorrent alone would take
+//    pieces of up to 1 GiB). Web seeds and trackers in it are dropped:
 //    the agent fetches from the origin itself and never talks to trackers.
 //    Anything else throws MetainfoError with a message a person can act on.
 //  - make_metainfo() writes hybrid (v1 + v2) metainfo for one file, with the
@@ -36,6 +38,8 @@ struct Metainfo {
 
 // Largest metainfo accepted (from a job or an origin).
 constexpr std::size_t kMaxMetainfoBytes = 16 * 1024 * 1024;
+// Largest piece accepted: the largest make_metainfo() (`dopt publish`) makes.
+constexpr int kMaxPieceLength = 16 * 1024 * 1024;
 
 Metainfo parse_metainfo(std::string_view bytes);
 // Reads a whole file, then parse_metainfo(). Throws MetainfoError naming the
@@ -43,7 +47,8 @@ Metainfo parse_metainfo(std::string_view bytes);
 Metainfo load_metainfo_file(const std::string& path);
 
 // The piece size make_metainfo() uses for a file of `size` bytes: a power of
-// two, at least 1 MiB, aiming at no more than about 2,000 pieces, at most 16 MiB.
+// two, at least 1 MiB, aiming at no more than about 2,000 pieces, at most
+// kMaxPieceLength.
 int choose_piece_size(std::uint64_t size);
 
 // Hybrid v1+v2 metainfo (bencoded) for the file at `path`, hashed now, with

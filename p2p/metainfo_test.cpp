@@ -242,6 +242,25 @@ TEST_CASE("what is not metainfo is refused with a message", "[metainfo]") {
     CHECK_THAT(message_of(huge), Catch::Contains("too large"));
 }
 
+TEST_CASE("pieces over 16 MiB are refused, naming the piece length", "[metainfo]") {
+    TempDir dir;
+    write_random(dir.file("f.bin"), 3 * MiB, 5);
+    for (lt::create_flags_t flags : {lt::create_flags_t{}, lt::create_torrent::v1_only,
+                                     lt::create_torrent::v2_only}) {
+        std::string at_most = bencoded(make_with_flags(dir.path, dir.file("f.bin"), flags, static_cast<int>(16 * MiB)));
+        CHECK(parse_metainfo(at_most).piece_length == static_cast<int>(16 * MiB));
+        std::string over = bencoded(make_with_flags(dir.path, dir.file("f.bin"), flags, static_cast<int>(32 * MiB)));
+        CHECK_THAT(message_of(over), Catch::Contains("piece length is 33554432 bytes") &&
+                                         Catch::Contains("at most 16777216"));
+    }
+    SECTION("load_metainfo_file too") {
+        write_text(dir.file("big.torrent"),
+                   bencoded(make_with_flags(dir.path, dir.file("f.bin"), {}, static_cast<int>(64 * MiB))));
+        CHECK_THROWS_WITH(load_metainfo_file(dir.file("big.torrent")),
+                          Catch::Contains("big.torrent") && Catch::Contains("67108864"));
+    }
+}
+
 TEST_CASE("load_metainfo_file names the path", "[metainfo]") {
     TempDir dir;
     CHECK_THROWS_WITH(load_metainfo_file(dir.file("nope.torrent")),

@@ -126,6 +126,11 @@ TEST_CASE("empty and huge strings get their documented codes", "[abuse]") {
     REQUIRE_RC(dopt_job_set_file_metainfo_url(j, 0, ""), DOPT_E_INVALID_ARG);
     REQUIRE_RC(dopt_job_set_file_metainfo_url(j, 0, "ftp://127.0.0.1/x.torrent"), DOPT_E_INVALID_URL);
     REQUIRE_RC(dopt_job_set_file_metainfo(j, 0, "d", 1), DOPT_E_INVALID_ARG);
+    // Well-formed v1 metainfo in one piece of 32 MiB: over the 16 MiB limit.
+    const std::string huge_pieces = "d4:infod6:lengthi10e4:name1:x12:piece lengthi33554432e6:pieces20:" +
+                                    std::string(20, 'h') + "ee";
+    REQUIRE_RC(dopt_job_set_file_metainfo(j, 0, huge_pieces.data(), huge_pieces.size()), DOPT_E_INVALID_ARG);
+    CHECK_THAT(dopt_last_error(), Catch::Contains("piece length is 33554432 bytes"));
     std::string big_meta(700 * 1024 + 1, 'd');
     REQUIRE_RC(dopt_job_set_file_metainfo(j, 0, big_meta.data(), big_meta.size()), DOPT_E_TOO_LARGE);
     REQUIRE_RC(dopt_job_set_priority(j, static_cast<dopt_priority>(99)), DOPT_E_INVALID_ARG);

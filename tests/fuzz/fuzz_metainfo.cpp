@@ -17,6 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             dopt::p2p::parse_metainfo(std::string_view(reinterpret_cast<const char*>(data), size));
         // What the agent relies on afterwards.
         if (!m.info || m.size == 0 || m.num_pieces <= 0 || m.piece_length <= 0 ||
+            m.piece_length > dopt::p2p::kMaxPieceLength ||
             (m.info_hash.size() != 40 && m.info_hash.size() != 64)) {
             std::fprintf(stderr, "parse_metainfo accepted metainfo it should refuse\n");
             std::abort();

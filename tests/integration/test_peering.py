@@ -15,6 +15,7 @@ Figures (bytes_from_peers / bytes_from_origin of the job objects, body bytes
 the origin's access log shows after a mark) are printed on stderr.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import sys
 import time
 import unittest
 
+import bencode
 import harness
 from harness import MiB, wait_for
 
@@ -572,6 +574,80 @@ class WrongMetainfoBeside(PeeringTest):
         """Same size, other bytes: the origin's pieces fail their hashes."""
         sha = self._wrong("same.bin", 2 * MiB, 2 * MiB)
         self._check_http_only("same.bin", 2 * MiB, sha)
+
+
+def metainfo_with_pieces(path, web_seed, piece_length):
+    """v1 metainfo (bencoded) for the file at `path` in pieces of
+    `piece_length` bytes, made here: `dopt publish` makes none over 16 MiB."""
+    hashes = []
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(piece_length), b""):
+            hashes.append(hashlib.sha1(piece).digest())
+    return bencode.encode({"info": {"name": os.path.basename(path), "length": os.path.getsize(path),
+                                    "piece length": piece_length, "pieces": b"".join(hashes)},
+                           "url-list": web_seed})
+
+
+class PiecesOver16MiB(PeeringTest):
+    """Metainfo whose pieces are larger than 16 MiB (libtorrent takes up to
+    1 GiB; the agent holds whole pieces in memory) is refused wherever it
+    comes from."""
+    SIZE = 3 * MiB
+    TOO_LARGE = 32 * MiB
+
+    def _serve_with_pieces(self, name, piece_length):
+        """/<name> and /<name>.torrent in pieces of `piece_length`; returns
+        the content's sha256 and the metainfo's path."""
+        sha = self.serve(name, self.SIZE, torrent=False)
+        meta = os.path.join(self.www, name + ".torrent")
+        with open(meta, "wb") as f:
+            f.write(metainfo_with_pieces(os.path.join(self.www, name), self.url(name), piece_length))
+        return sha, meta
+
+    def test_beside_the_content_it_means_http_only_with_a_log_line(self):
+        self.start_origin()
+        sha, _ = self._serve_with_pieces("big-pieces.bin", self.TOO_LARGE)
+        ok_sha, _ = self._serve_with_pieces("ok-pieces.bin", 16 * MiB)
+        a = self.lone_agent()
+        dest, job = self.get(a, self.url("big-pieces.bin"), "big-pieces.bin")
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "http_only", job)
+        self.assertEqual(job["files"][0]["metainfo"], "none", job)
+        self.assertIn("/big-pieces.bin.torrent", [e[4] for e in self.origin.log_entries()])
+        why = re.findall(r"big-pieces\.bin over HTTP only: (.*)", a.log_text())
+        self.assertTrue(any("piece length is 33554432 bytes" in w for w in why), why)
+        self.assertEqual(self.cache(a), [])
+        # The control: 16 MiB pieces (the most `dopt publish` makes) are used.
+        dest, job = self.get(a, self.url("ok-pieces.bin"), "ok-pieces.bin")
+        self.assertFileSha(dest, ok_sha)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        self.assertEqual(job["files"][0]["metainfo"], "origin", job)
+
+    def test_given_with_the_job_it_is_refused(self):
+        """A file: exit 2 and no job. A URL: the job fails (context
+        integrity), the content is never fetched."""
+        self.start_origin()
+        _, meta = self._serve_with_pieces("app.bin", self.TOO_LARGE)
+        local = self.sb.path("app.torrent")
+        shutil.copy(meta, local)
+        os.rename(meta, os.path.join(self.www, "big.torrent"))  # no longer beside the content
+        a = self.lone_agent()
+        dest = self.dest_of(a, "app.bin")
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest, "--metainfo", local)
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("piece length is 33554432 bytes", err)
+        self.assertEqual(a.jobs(), [])
+        self.assertEqual(self.origin.log_entries(), [], "the origin was asked for something")
+
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
+                              "--metainfo", self.url("big.torrent"))
+        self.assertEqual(rc, 1, (out, err))
+        st = a.status(a.job_for(dest)["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "integrity", st)
+        self.assertIn("piece length is 33554432 bytes", st["error"]["description"])
+        self.assertFalse(os.path.exists(dest))
+        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
 
 
 class CustomHeaders(PeeringTest):

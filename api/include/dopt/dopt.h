@@ -229,7 +229,8 @@ DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
  * goes over HTTP only.
  *  _metainfo:     the bencoded bytes (at most 700 KiB here), checked now:
  *                 DOPT_E_INVALID_ARG with a description when they are not
- *                 single-file v1, v2 or hybrid metainfo.
+ *                 single-file v1, v2 or hybrid metainfo in pieces of at
+ *                 most 16 MiB.
  *  _metainfo_url: an http(s) URL the agent fetches when the file starts;
  *                 metainfo there that cannot be used is a fatal job error.
  * Both: DOPT_E_INVALID_STATE once the file is being transferred. */

@@ -57,6 +57,7 @@ private:
     void handle(Request& req);
     void op_create(Request& req);
     void op_add_file(Request& req, Job& job);
+    const Job* destination_holder(const std::string& path) const;
     void op_set(Request& req, Job& job);
     void op_resume(Request& req, Job& job);
     void op_suspend(Request& req, Job& job);

@@ -180,6 +180,19 @@ int add_file_errno_code(int e) {
 }
 }  // namespace
 
+// The job that holds `path` as its destination, nullptr when none does.
+// A job in ERROR does not hold its destination: a new job may retry it.
+const Agent::Job* Agent::destination_holder(const std::string& path) const {
+    for (auto [it, end] = destinations_.equal_range(path); it != end; ++it) {
+        auto other = jobs_.find(it->second);
+        if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
+            other->second->rec.state == JobState::Error)
+            continue;
+        return other->second.get();
+    }
+    return nullptr;
+}
+
 void Agent::op_add_file(Request& req, Job& job) {
     auto send = [&](int rc, const std::string& msg) {
         json r = reply(req.seq, rc, msg);
@@ -210,14 +223,6 @@ void Agent::op_add_file(Request& req, Job& job) {
                                           std::to_string(kMaxJobFileBytes) + " bytes in all");
     std::string norm = normalise_path(path);
     if (norm.empty()) return send(DOPT_E_INVALID_ARG, "'" + path + "' does not name a file");
-    for (auto [it, end] = destinations_.equal_range(norm); it != end; ++it) {
-        auto other = jobs_.find(it->second);
-        // A job in ERROR does not hold its destination: a new job may retry it.
-        if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
-            other->second->rec.state == JobState::Error)
-            continue;
-        return send(DOPT_E_EXISTS, norm + " is already the destination of job " + it->second);
-    }
     FileRecord f;
     f.index = static_cast<int>(job.rec.files.size());
     f.remote_url = url;
@@ -228,7 +233,9 @@ void Agent::op_add_file(Request& req, Job& job) {
     // starts). Otherwise the partial file is created now with the owner's
     // rights, which both answers and reserves the name. Either way the
     // transfer later opens the file with the owner's rights, so this is an
-    // early answer for the client, not the permission decision.
+    // early answer for the client, not the permission decision. It comes
+    // before the look for another job with that destination, so that a path
+    // the caller may not write says only that.
     if (base_of(f.partial_path).size() > NAME_MAX)
         return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
     int rc = 0;
@@ -244,6 +251,13 @@ void Agent::op_add_file(Request& req, Job& job) {
         std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
                                       : std::string(std::strerror(e));
         return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
+    }
+    if (const Job* holder = destination_holder(norm)) {
+        if (!acts_as_owner_itself(job.owner())) unlink_as_owner(job.owner(), f.partial_path);
+        // Another user's job id is not the caller's to know.
+        std::string whose = holder->rec.owner_uid == job.rec.owner_uid ? "job " + holder->rec.id
+                                                                       : "another user's job";
+        return send(DOPT_E_EXISTS, norm + " is already the destination of " + whose);
     }
     try {
         store_->add_file(job.rec.id, f);

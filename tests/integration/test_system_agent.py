@@ -224,6 +224,45 @@ class SystemAgent(IntegrationTest):
         self.assertEqual(os.listdir(d), [])
         self.assertTrue(self.agent.running())
 
+    def test_adding_another_users_destination_never_names_that_users_job(self):
+        """A destination root's live job holds: in a folder daemon cannot
+        write, daemon hears only that; in a folder both may write, that
+        another user's job has it, not which. Its own jobs are still named."""
+        rootonly = self.folder("rootonly", uid=0, mode=0o755)
+        shared = self.folder("shared", uid=0, mode=0o1777)
+        root_jobs = []
+        for d in (rootonly, shared):
+            job_id = self.agent.add(self.nginx.url("/file.bin"), "-o", os.path.join(d, "x.bin"))
+            self.agent.dopt("suspend", job_id)  # live either way: suspended or transferred
+            root_jobs.append(job_id)
+
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o",
+                                           os.path.join(rootonly, "x.bin"))
+        self.assertEqual(rc, 2, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertIn("cannot write", err)
+        self.assertNotIn("already the destination", err)
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o",
+                                           os.path.join(shared, "x.bin"))
+        self.assertEqual(rc, 2, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertIn("is already the destination of another user's job", err)
+        for job_id in root_jobs:
+            self.assertNotIn(job_id, out + err)
+            self.assertNotIn(job_id[:8], out + err)
+        self.assertEqual([n for n in os.listdir(shared)
+                          if os.lstat(os.path.join(shared, n)).st_uid == DAEMON_UID], [],
+                         "daemon's refused partial file was left behind")
+
+        # The control: a destination of daemon's own job is named to daemon.
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o",
+                                           os.path.join(shared, "y.bin"))
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        own = out.strip().splitlines()[-1]
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o",
+                                           os.path.join(shared, "y.bin"))
+        self.assertEqual(rc, 2, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertIn("is already the destination of job " + own, err)
+        self.assertTrue(self.agent.running())
+
     def precious(self):
         """A root-owned file in a root-owned folder, and its content."""
         d = self.folder("precious", uid=0, mode=0o755)

@@ -72,7 +72,8 @@ std::string new_uuid() {
     return s;
 }
 
-// mkdir -p with `mode` for the folders it creates.
+// mkdir -p: the last folder `mode`, the parents it creates 0755 (less the
+// umask), as `mkdir -p` would.
 void make_dirs(const std::string& path, mode_t mode) {
     std::string cur;
     std::size_t pos = 0;
@@ -80,9 +81,26 @@ void make_dirs(const std::string& path, mode_t mode) {
         pos = path.find('/', pos + 1);
         cur = path.substr(0, pos);
         if (cur.empty()) continue;
-        if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST)
+        bool last = pos == std::string::npos || pos + 1 == path.size();
+        if (::mkdir(cur.c_str(), last ? mode : 0755) != 0 && errno != EEXIST)
             throw std::runtime_error("cannot create " + cur + ": " + std::strerror(errno));
+        if (last) break;
     }
+}
+
+// Creates `path` if missing and sets it to 0700 whatever mode it had: the
+// agent's own folders (the job table holds URLs and header values) are no
+// other user's business. Throws when the mode cannot be set.
+void make_private_folder(const std::string& path) {
+    make_dirs(path, 0700);
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fchmod(fd, 0700) != 0) {
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("cannot make " + path + " private to the agent (mode 0700): " +
+                                 std::strerror(err));
+    }
+    ::close(fd);
 }
 
 std::string dir_of(const std::string& path) {
@@ -408,8 +426,8 @@ Agent::Agent(const Config& config) : config_(config) {
     // A privilege-separated agent no longer runs as root but is still the
     // system agent: folders and socket for every user.
     bool system_agent = geteuid() == 0 || privilege_separated();
-    make_dirs(config_.state_dir, system_agent ? 0755 : 0700);
-    make_dirs(config_.cache_dir, system_agent ? 0755 : 0700);
+    make_private_folder(config_.state_dir);
+    make_private_folder(config_.cache_dir);
     make_dirs(dir_of(config_.socket), system_agent ? 0755 : 0700);
 
     std::string lock_path = config_.state_dir + "/doptd.lock";

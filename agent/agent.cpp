@@ -421,6 +421,15 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
 
 // ---- construction and the main loop ---------------------------------------
 
+namespace {
+IpcLimits ipc_limits(const Config& config) {
+    IpcLimits l;
+    l.max_connections_per_user = static_cast<std::size_t>(config.max_connections_per_user);
+    l.max_reply_backlog_per_user = static_cast<std::size_t>(config.max_reply_backlog_per_user);
+    return l;
+}
+}  // namespace
+
 Agent::Agent(const Config& config) : config_(config) {
     set_log_level(config_.log_level);
     // A privilege-separated agent no longer runs as root but is still the
@@ -480,7 +489,8 @@ Agent::Agent(const Config& config) : config_(config) {
         }
     }
     start_peering();
-    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this);
+    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
+                                       ipc_limits(config_));
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
              jobs_.size(), resumed, config_.socket.c_str());
     schedule_needed_ = true;
@@ -599,6 +609,7 @@ void Agent::reload_config() {
         fs.low_speed_time = static_cast<long>(config_.low_speed_time);
         fs.max_connections = config_.max_connections;
         fetcher_->apply_settings(fs);
+        ipc_->set_limits(ipc_limits(config_));
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {

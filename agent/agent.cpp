@@ -72,7 +72,8 @@ std::string new_uuid() {
     return s;
 }
 
-// mkdir -p with `mode` for the folders it creates.
+// mkdir -p: the last folder `mode`, the parents it creates 0755 (less the
+// umask), as `mkdir -p` would.
 void make_dirs(const std::string& path, mode_t mode) {
     std::string cur;
     std::size_t pos = 0;
@@ -80,9 +81,26 @@ void make_dirs(const std::string& path, mode_t mode) {
         pos = path.find('/', pos + 1);
         cur = path.substr(0, pos);
         if (cur.empty()) continue;
-        if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST)
+        bool last = pos == std::string::npos || pos + 1 == path.size();
+        if (::mkdir(cur.c_str(), last ? mode : 0755) != 0 && errno != EEXIST)
             throw std::runtime_error("cannot create " + cur + ": " + std::strerror(errno));
+        if (last) break;
     }
+}
+
+// Creates `path` if missing and sets it to 0700 whatever mode it had: the
+// agent's own folders (the job table holds URLs and header values) are no
+// other user's business. Throws when the mode cannot be set.
+void make_private_folder(const std::string& path) {
+    make_dirs(path, 0700);
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fchmod(fd, 0700) != 0) {
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("cannot make " + path + " private to the agent (mode 0700): " +
+                                 std::strerror(err));
+    }
+    ::close(fd);
 }
 
 std::string dir_of(const std::string& path) {
@@ -403,13 +421,22 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
 
 // ---- construction and the main loop ---------------------------------------
 
+namespace {
+IpcLimits ipc_limits(const Config& config) {
+    IpcLimits l;
+    l.max_connections_per_user = static_cast<std::size_t>(config.max_connections_per_user);
+    l.max_reply_backlog_per_user = static_cast<std::size_t>(config.max_reply_backlog_per_user);
+    return l;
+}
+}  // namespace
+
 Agent::Agent(const Config& config) : config_(config) {
     set_log_level(config_.log_level);
     // A privilege-separated agent no longer runs as root but is still the
     // system agent: folders and socket for every user.
     bool system_agent = geteuid() == 0 || privilege_separated();
-    make_dirs(config_.state_dir, system_agent ? 0755 : 0700);
-    make_dirs(config_.cache_dir, system_agent ? 0755 : 0700);
+    make_private_folder(config_.state_dir);
+    make_private_folder(config_.cache_dir);
     make_dirs(dir_of(config_.socket), system_agent ? 0755 : 0700);
 
     std::string lock_path = config_.state_dir + "/doptd.lock";
@@ -462,7 +489,8 @@ Agent::Agent(const Config& config) : config_(config) {
         }
     }
     start_peering();
-    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this);
+    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
+                                       ipc_limits(config_));
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
              jobs_.size(), resumed, config_.socket.c_str());
     schedule_needed_ = true;
@@ -581,6 +609,7 @@ void Agent::reload_config() {
         fs.low_speed_time = static_cast<long>(config_.low_speed_time);
         fs.max_connections = config_.max_connections;
         fetcher_->apply_settings(fs);
+        ipc_->set_limits(ipc_limits(config_));
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {

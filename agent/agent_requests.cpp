@@ -160,6 +160,18 @@ void Agent::op_create(Request& req) {
         ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE, "display name longer than 1024 bytes").dump());
         return;
     }
+    // Every job a uid has in the table counts, ended ones too (they take
+    // room until purged): one user cannot fill the state folder's disk.
+    auto owned = std::count_if(jobs_.begin(), jobs_.end(),
+                               [&](const auto& j) { return j.second->rec.owner_uid == req.peer.uid; });
+    if (owned >= config_.max_jobs_per_user) {
+        ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE,
+                                   "uid " + std::to_string(req.peer.uid) + " has " + std::to_string(owned) +
+                                       " jobs, the most [jobs] max_jobs_per_user allows; cancel or "
+                                       "complete some (ended jobs count until purged after "
+                                       "[jobs] retention)").dump());
+        return;
+    }
     r.state = JobState::Suspended;
     r.created = r.modified = wall_now();
     r.seq = ++last_seq_;

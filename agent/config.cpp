@@ -158,6 +158,7 @@ public:
             else if (k == "log_level") c.log_level = log_level(node, k);
             else if (k == "user") c.user = user_name(node, k);
             else if (k == "jobs") read_jobs(table(node, k), c);
+            else if (k == "ipc") read_ipc(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
             else if (k == "p2p") read_p2p(table(node, k), c);
             else if (k == "cache") read_cache(table(node, k), c);
@@ -176,6 +177,7 @@ private:
         for (auto&& [key, node] : t) {
             const std::string k = "jobs." + std::string(key.str());
             if (k == "jobs.max_jobs") c.max_jobs = integer<int>(node, k, 1, 64);
+            else if (k == "jobs.max_jobs_per_user") c.max_jobs_per_user = integer<int>(node, k, 1, 1000000);
             else if (k == "jobs.max_connections") c.max_connections = integer<int>(node, k, 1, 256);
             else if (k == "jobs.no_progress_timeout") c.no_progress_timeout = seconds(node, k, 1);
             else if (k == "jobs.retention") c.retention = seconds(node, k, 0);
@@ -201,6 +203,18 @@ private:
     }
 
     static constexpr std::int64_t kMaxRate = std::numeric_limits<std::int64_t>::max();
+
+    void read_ipc(const toml::table& t, Config& c) {
+        for (auto&& [key, node] : t) {
+            const std::string k = "ipc." + std::string(key.str());
+            if (k == "ipc.max_connections_per_user")
+                c.max_connections_per_user = integer<int>(node, k, 1, 1024);
+            else if (k == "ipc.max_reply_backlog_per_user")
+                c.max_reply_backlog_per_user =
+                    integer<std::uint64_t>(node, k, 65536, 32 << 20, " (bytes)");
+            else unknown(key, k);
+        }
+    }
 
     void read_http(const toml::table& t, Config& c) {
         constexpr std::int64_t max_rate = kMaxRate;

@@ -29,6 +29,7 @@ struct Config {
 
     // [jobs]
     int max_jobs = 4;                    // jobs transferring at once
+    int max_jobs_per_user = 1000;        // jobs one uid may have in the table, any state
     int max_connections = 8;             // origin connections at once, all jobs
     std::uint32_t no_progress_timeout = 14 * 24 * 3600;  // seconds (BITS default)
     std::uint32_t retention = 7 * 24 * 3600;      // ended jobs kept this long
@@ -39,6 +40,10 @@ struct Config {
     // a power cut never leaves a delivered file with missing bytes). Off
     // trades that for speed where the disk is slower than the network.
     bool sync_on_complete = true;
+
+    // [ipc] what one uid may hold of the socket (ipc_server.h)
+    int max_connections_per_user = 128;
+    std::uint64_t max_reply_backlog_per_user = 8u << 20;  // bytes of unread replies
 
     // [http]
     std::string proxy;                   // "" = from the environment (http_proxy, ...)

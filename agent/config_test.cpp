@@ -194,6 +194,9 @@ TEST_CASE("an empty file keeps every default and records its source", "[config]"
     CHECK(c.socket == d.socket);
     CHECK(c.log_level == "info");
     CHECK(c.max_jobs == 4);
+    CHECK(c.max_jobs_per_user == 1000);
+    CHECK(c.max_connections_per_user == 128);
+    CHECK(c.max_reply_backlog_per_user == 8u << 20);
     CHECK(c.retry_max_delay == 600);
     CHECK(c.user_agent == "dopt/0.1");
     CHECK_FALSE(c.p2p_enabled);
@@ -211,6 +214,7 @@ log_level = "debug"
 
 [jobs]
 max_jobs = 64
+max_jobs_per_user = 50
 max_connections = 256
 no_progress_timeout = 3600
 retention = 0
@@ -218,6 +222,10 @@ max_job_age = 86400
 retry_min_delay = 2
 retry_max_delay = 120
 sync_on_complete = false
+
+[ipc]
+max_connections_per_user = 4
+max_reply_backlog_per_user = 65536
 
 [http]
 proxy = "http://proxy.lan:3128"
@@ -247,7 +255,10 @@ allowed_networks = ["10.0.0.0/8", "192.168.1.7/24", "fd00::/8", "0.0.0.0/0"]
     CHECK(c.socket == "/run/dopt-test/doptd.sock");
     CHECK(c.log_level == "debug");
     CHECK(c.max_jobs == 64);
+    CHECK(c.max_jobs_per_user == 50);
     CHECK(c.max_connections == 256);
+    CHECK(c.max_connections_per_user == 4);
+    CHECK(c.max_reply_backlog_per_user == 65536);
     CHECK(c.no_progress_timeout == 3600);
     CHECK(c.retention == 0);
     CHECK(c.max_job_age == 86400);
@@ -320,6 +331,15 @@ TEST_CASE("each invalid value is an error naming its file, line and key", "[conf
         {"[jobs]\nno_progress_timeout = 0\n", 2, "jobs.no_progress_timeout must be an integer from 1"},
         {"[jobs]\nmax_job_age = 0\n", 2, "jobs.max_job_age must be an integer from 1"},
         {"[jobs]\nretention = -1\n", 2, "jobs.retention must be an integer from 0 to 4294967295"},
+        {"[jobs]\nmax_jobs_per_user = 0\n", 2, "jobs.max_jobs_per_user must be an integer from 1 to 1000000"},
+        // [ipc]
+        {"ipc = 1\n", 1, "ipc must be a table"},
+        {"[ipc]\nmax_connections_per_user = 0\n", 2,
+         "ipc.max_connections_per_user must be an integer from 1 to 1024"},
+        {"[ipc]\n\nmax_reply_backlog_per_user = 1024\n", 3,
+         "ipc.max_reply_backlog_per_user must be an integer from 65536 to 33554432 (bytes)"},
+        {"[ipc]\nmax_reply_backlog_per_user = 33554433\n", 2,
+         "ipc.max_reply_backlog_per_user must be an integer from 65536 to 33554432"},
         // integers that would wrap the field
         {"[jobs]\nretention = 4294967296\n", 2, "jobs.retention must be an integer from 0 to 4294967295"},
         {"[jobs]\nmax_jobs = 4294967297\n", 2, "jobs.max_jobs must be an integer from 1 to 64"},

@@ -16,13 +16,13 @@
 namespace dopt::agent {
 
 namespace {
-constexpr std::size_t kMaxConnections = 1024;
+constexpr std::size_t kMaxConnections = 1024;  // all uids together
 // A client that reads none of its replies is dropped past this backlog.
 constexpr std::size_t kMaxOutput = 64u << 20;
 }  // namespace
 
-IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler)
-    : path_(path), handler_(handler) {
+IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler, IpcLimits limits)
+    : path_(path), handler_(handler), limits_(limits) {
     sockaddr_un addr{};
     if (path.size() >= sizeof addr.sun_path)
         throw std::runtime_error("socket path too long: " + path);
@@ -63,7 +63,7 @@ std::size_t IpcServer::add_pollfds(std::vector<pollfd>& fds) {
     poll_order_.clear();
     for (const auto& [id, c] : conns_) {
         short ev = 0;
-        if (!c.paused && !c.close_after_flush) ev |= POLLIN;
+        if (!on_hold(c) && !c.close_after_flush) ev |= POLLIN;
         if (!c.out.empty()) ev |= POLLOUT;
         fds.push_back({c.fd, ev, 0});
         poll_order_.push_back(id);
@@ -72,7 +72,6 @@ std::size_t IpcServer::add_pollfds(std::vector<pollfd>& fds) {
 }
 
 void IpcServer::handle(const std::vector<pollfd>& fds, std::size_t first) {
-    if (fds[first].revents & POLLIN) accept_all();
     for (std::size_t i = 0; i < poll_order_.size(); ++i) {
         ConnId id = poll_order_[i];
         auto it = conns_.find(id);
@@ -81,8 +80,15 @@ void IpcServer::handle(const std::vector<pollfd>& fds, std::size_t first) {
         if (re & POLLOUT) flush(it->second);
         it = conns_.find(id);
         if (it == conns_.end()) continue;
-        if (re & (POLLIN | POLLHUP | POLLERR)) read_from(id, it->second);
+        if (re & (POLLIN | POLLHUP | POLLERR))
+            read_from(id, it->second, (re & (POLLHUP | POLLERR)) != 0);
+        // A connection held for its uid's backlog resumes once the backlog
+        // drains, perhaps through another connection: dispatch what it holds.
+        dispatch(id);
     }
+    // After the reads: a connection its client closed no longer counts
+    // against the uid's limit when the client's next one arrives.
+    if (fds[first].revents & POLLIN) accept_all();
 }
 
 void IpcServer::accept_all() {
@@ -102,33 +108,72 @@ void IpcServer::accept_all() {
             ::close(fd);
             continue;
         }
+        PeerCred peer{cred.pid, cred.uid, cred.gid};
+        if (!admit(fd, peer)) {
+            ::close(fd);
+            continue;
+        }
         Conn c;
         c.fd = fd;
-        c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
+        c.peer = peer;
+        ++usage_[peer.uid].connections;
         conns_.emplace(next_id_++, std::move(c));
     }
 }
 
-void IpcServer::read_from(ConnId id, Conn& c) {
+// Whether the uid may open one more connection. When not, the client gets
+// one error frame (seq 0: libdopt reads it as the answer to its hello) and
+// the caller closes the descriptor.
+bool IpcServer::admit(int fd, const PeerCred& peer) {
+    Usage& u = usage_[peer.uid];
+    if (u.connections < limits_.max_connections_per_user) return true;
+    if (!u.refusal_logged) {
+        LOG_WARN("uid %u has %zu connections open, the most [ipc] max_connections_per_user "
+                 "allows; refusing more until it closes some",
+                 static_cast<unsigned>(peer.uid), u.connections);
+        u.refusal_logged = true;
+    }
+    std::string body = "{\"seq\":0,\"rc\":" + std::to_string(DOPT_E_CONNECT) +
+                       ",\"message\":\"doptd refuses more than " +
+                       std::to_string(limits_.max_connections_per_user) +
+                       " connections at once from one user ([ipc] max_connections_per_user); uid " +
+                       std::to_string(peer.uid) + " has them all open\"}";
+    unsigned char hdr[4];
+    protocol::encode_length(static_cast<std::uint32_t>(body.size()), hdr);
+    std::string frame(reinterpret_cast<const char*>(hdr), 4);
+    frame += body;
+    // A fresh socket's buffer takes a few hundred bytes; nothing to retry.
+    ssize_t n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    return false;
+}
+
+// Reads what the client sent, dispatching whole requests as they come.
+// While the connection is on hold it stops once a whole frame's worth is
+// buffered (the rest waits in the socket), unless the client hung up: then
+// what is left in the socket (bounded by its buffer) is read to find the end.
+void IpcServer::read_from(ConnId id, Conn& c, bool hung_up) {
     char buf[65536];
     for (;;) {
+        if (!hung_up && on_hold(c) && c.in.size() > protocol::kMaxFrame + 4) return;
         ssize_t n = ::read(c.fd, buf, sizeof buf);
         if (n > 0) {
             c.in.append(buf, static_cast<std::size_t>(n));
-            if (c.in.size() > protocol::kMaxFrame + 4 && c.paused) break;
+            dispatch(id);
+            if (conns_.find(id) == conns_.end()) return;  // a reply closed it
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         // EOF or error. Whole requests read before it are still carried
         // out (a client may send a cancel and close at once); their
         // replies have nowhere to go.
         c.at_eof = true;
+        discard_out(c, c.out.size());
         dispatch(id);
         drop(id);
         return;
     }
-    dispatch(id);
 }
 
 // Hands every whole frame to the handler, in order, until paused.
@@ -137,7 +182,7 @@ void IpcServer::dispatch(ConnId id) {
         auto it = conns_.find(id);
         if (it == conns_.end()) return;
         Conn& c = it->second;
-        if (c.paused || c.close_after_flush || c.in.size() < 4) return;
+        if (on_hold(c) || c.close_after_flush || c.in.size() < 4) return;
         std::uint32_t len = protocol::decode_length(reinterpret_cast<const unsigned char*>(c.in.data()));
         if (len > protocol::kMaxFrame) {
             LOG_WARN("connection from pid %d sent a %u-byte frame; closing it", c.peer.pid, len);
@@ -162,8 +207,8 @@ void IpcServer::send(ConnId id, const std::string& body) {
     Conn& c = it->second;
     unsigned char hdr[4];
     protocol::encode_length(static_cast<std::uint32_t>(body.size()), hdr);
-    c.out.append(reinterpret_cast<const char*>(hdr), 4);
-    c.out.append(body);
+    queue_out(c, std::string(reinterpret_cast<const char*>(hdr), 4));
+    queue_out(c, body);
     if (c.out.size() > kMaxOutput) {
         LOG_WARN("client pid %d reads none of its replies; dropping it", c.peer.pid);
         drop(id);
@@ -176,14 +221,14 @@ void IpcServer::flush(Conn& c) {
     while (!c.out.empty()) {
         ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
         if (n > 0) {
-            c.out.erase(0, static_cast<std::size_t>(n));
+            discard_out(c, static_cast<std::size_t>(n));
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         // The peer is gone. Requests it sent before are still carried out;
         // read_from drops the connection when it sees the end.
-        c.out.clear();
+        discard_out(c, c.out.size());
         c.at_eof = true;
         return;
     }
@@ -212,9 +257,29 @@ std::size_t IpcServer::pending_output(ConnId id) const {
 void IpcServer::drop(ConnId id) {
     auto it = conns_.find(id);
     if (it == conns_.end()) return;
-    ::close(it->second.fd);
+    Conn& c = it->second;
+    discard_out(c, c.out.size());
+    auto u = usage_.find(c.peer.uid);
+    if (--u->second.connections == 0) usage_.erase(u);
+    ::close(c.fd);
     conns_.erase(it);
     handler_->on_close(id);
+}
+
+void IpcServer::queue_out(Conn& c, const std::string& bytes) {
+    c.out += bytes;
+    usage_[c.peer.uid].backlog += bytes.size();
+}
+
+void IpcServer::discard_out(Conn& c, std::size_t n) {
+    c.out.erase(0, n);
+    usage_[c.peer.uid].backlog -= n;
+}
+
+bool IpcServer::backlogged(const Conn& c) const {
+    if (c.out.empty() || c.at_eof) return false;
+    auto u = usage_.find(c.peer.uid);
+    return u != usage_.end() && u->second.backlog > limits_.max_reply_backlog_per_user;
 }
 
 }  // namespace dopt::agent

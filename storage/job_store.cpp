@@ -5,7 +5,12 @@
 #include <sqlite3.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <unordered_map>
 
 #include "agent/crash_point.h"
@@ -303,6 +308,28 @@ std::int64_t pragma_integer(sqlite3* db, const char* sql, const std::string& wha
     return std::stoll(pragma_text(db, sql, what));
 }
 
+// The job table holds URLs and header values (tokens, API keys): the
+// database and its side files are made readable and writable by the agent's
+// user only (0600), whatever mode they had (an older agent left 0644) and
+// whatever the umask. The database is created here, before SQLite opens it,
+// because SQLite creates -wal, -shm and -journal with the database's mode.
+// Links are not followed. Throws when a file cannot be made private.
+void make_private(const std::string& path) {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+        const std::string file = path + suffix;
+        const int create = suffix[0] == '\0' ? O_CREAT : 0;
+        int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | create, 0600);
+        if (fd < 0 && errno == ENOENT && create == 0) continue;
+        if (fd < 0) fail("making " + file + " private to the agent", std::strerror(errno));
+        struct stat st{};
+        int rc = ::fstat(fd, &st);
+        if (rc == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) != 0600) rc = ::fchmod(fd, 0600);
+        int err = errno;
+        ::close(fd);
+        if (rc != 0) fail("making " + file + " private to the agent (mode 0600)", std::strerror(err));
+    }
+}
+
 // WAL: readers never block the writer and a commit is one append.
 // synchronous=NORMAL: in WAL mode a commit does not fsync (checkpoints do), so
 // a crash of the process — kill -9 included — never loses or corrupts a
@@ -543,6 +570,7 @@ void bind_error(Query& query, const std::string& job_id, const ErrorRecord& erro
 // JobStore.
 
 std::unique_ptr<JobStore> JobStore::open(const std::string& path) {
+    make_private(path);
     sqlite3* raw = nullptr;
     const int rc = sqlite3_open_v2(path.c_str(), &raw,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |

@@ -122,7 +122,9 @@ struct Notification {
 
 class JobStore {
 public:
-    // Opens (creating if needed) and migrates the database at `path`.
+    // Opens (creating if needed) and migrates the database at `path`. The
+    // database and its -wal, -shm and -journal files are set to mode 0600
+    // first, whatever mode they had (they hold URLs and header values).
     static std::unique_ptr<JobStore> open(const std::string& path);
     ~JobStore();
     JobStore(const JobStore&) = delete;

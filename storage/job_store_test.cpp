@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -245,6 +246,45 @@ TEST_CASE("a job with files, headers and an error round-trips through the store"
     REQUIRE(loaded);
     check_same_job(*loaded, job);
     CHECK(loaded->files[0].bytes_total == kUnknownSize);
+}
+
+// The mode bits of `path`, or -1 when it does not exist.
+int mode_of(const std::string& path) {
+    struct stat st{};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
+}
+
+TEST_CASE("the database and its WAL files are private (0600) even when they were 0644",
+          "[job_store]") {
+    TempDir dir;
+    const std::string db = dir.file("jobs.db");
+    const mode_t old_umask = ::umask(022);  // what a daemon usually has
+    JobStore::open(db)->insert_job(make_job(uuid(1)));
+    ::chmod(db.c_str(), 0644);  // as an older agent left it
+    {
+        std::ofstream stale_wal(db + "-wal");  // empty: SQLite ignores it
+    }
+    ::chmod((db + "-wal").c_str(), 0644);
+
+    auto store = JobStore::open(db);
+    store->insert_job(make_job(uuid(2)));  // writes the WAL and its index
+    ::umask(old_umask);
+    CHECK(mode_of(db) == 0600);
+    CHECK(mode_of(db + "-wal") == 0600);
+    CHECK(mode_of(db + "-shm") == 0600);
+    CHECK(store->load_job(uuid(1)));
+}
+
+TEST_CASE("a new database is created private (0600) whatever the umask", "[job_store]") {
+    TempDir dir;
+    const std::string db = dir.file("jobs.db");
+    const mode_t old_umask = ::umask(0);
+    auto store = JobStore::open(db);
+    store->insert_job(make_job(uuid(1)));
+    ::umask(old_umask);
+    CHECK(mode_of(db) == 0600);
+    CHECK(mode_of(db + "-wal") == 0600);
+    CHECK(mode_of(db + "-shm") == 0600);
 }
 
 TEST_CASE("an unknown size is stored as NULL, not as a huge number", "[job_store]") {

@@ -31,7 +31,13 @@ int exchange_locked(dopt_client* client, const std::string& out, std::string* bo
         return fail(DOPT_E_TOO_LARGE, "the request exceeds the 1 MiB frame limit");
     if (r != proto::FrameResult::Ok) {
         client->broken = true;
-        return fail(DOPT_E_DISCONNECTED, "sending to the agent failed: " + errno_text(errno));
+        int err = errno;
+        // The agent may have said why before it closed (a connection over
+        // its per-user limit gets one error frame): that answer wins.
+        if ((err == EPIPE || err == ECONNRESET) &&
+            proto::read_frame(client->fd, *body) == proto::FrameResult::Ok)
+            return DOPT_OK;
+        return fail(DOPT_E_DISCONNECTED, "sending to the agent failed: " + errno_text(err));
     }
     r = proto::read_frame(client->fd, *body);
     if (r == proto::FrameResult::Ok) return DOPT_OK;

@@ -228,6 +228,7 @@ public:
              << "socket = \"" << socket_ << "\"\n"
              << "log_level = \"debug\"\n"
              << "[jobs]\n"
+             << "max_jobs_per_user = 10000\n"  // the listing test makes 2503
              << "retry_min_delay = 1\n"
              << "retry_max_delay = 2\n";
         REQUIRE(conf.good());

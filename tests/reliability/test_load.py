@@ -77,7 +77,12 @@ class Load(IntegrationTest):
                 f.write(os.urandom(SLOW_SIZE))
         nginx = self.sb.nginx(self.www, slow_rate="64k")
         # Peering off; the scheduler runs 4 jobs at once, the rest queue.
-        agent = self.start_agent("[jobs]\nmax_jobs = 4\n[p2p]\nenabled = false\n")
+        # All clients are one user: the per-user limits must fit them (two
+        # connections a client), also when DOPT_LOAD_* ask for more.
+        agent = self.start_agent("[jobs]\nmax_jobs = 4\nmax_jobs_per_user = %d\n"
+                                 "[ipc]\nmax_connections_per_user = %d\n"
+                                 "[p2p]\nenabled = false\n"
+                                 % (max(1000, CLIENTS * JOBS + 100), min(1024, max(128, 2 * CLIENTS + 64))))
         pid = agent.proc.pid
         client = load_client_binary(self.sb.dir)
 

@@ -162,8 +162,11 @@ DOPT_EXPORT const char *dopt_context_name(dopt_error_context context);
  * socket_path NULL: $DOPT_SOCKET, then the per-user socket
  * ($XDG_RUNTIME_DIR/dopt/doptd.sock), then the system socket
  * (/run/dopt/doptd.sock). When no agent answers, returns DOPT_E_CONNECT (or
- * DOPT_E_VERSION on a protocol mismatch) and sets *out to NULL. The caller
- * owns *out and releases it with dopt_client_close. */
+ * DOPT_E_VERSION on a protocol mismatch) and sets *out to NULL; also
+ * DOPT_E_CONNECT when the caller's user already has as many connections open
+ * as the agent allows ([ipc] max_connections_per_user, named in
+ * dopt_last_error). The caller owns *out and releases it with
+ * dopt_client_close. */
 DOPT_EXPORT int dopt_client_open(dopt_client **out, const char *socket_path);
 
 /* A call that finds the connection lost (the agent stopped or restarted)
@@ -198,7 +201,10 @@ DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count)
 
 /* Creates a job owned by the caller, persisted before this returns. A new job
  * is SUSPENDED (as in BITS): add files, set properties, then dopt_job_resume.
- * display_name may be NULL. The caller owns *out (dopt_job_close). */
+ * display_name may be NULL. DOPT_E_TOO_LARGE when the caller's user already
+ * has as many jobs as the agent allows ([jobs] max_jobs_per_user, named in
+ * dopt_last_error; ended jobs count until purged). The caller owns *out
+ * (dopt_job_close). */
 DOPT_EXPORT int dopt_job_create(dopt_job **out, dopt_client *client,
                                 const char *display_name);
 

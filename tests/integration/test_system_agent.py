@@ -304,7 +304,6 @@ class SystemAgent(IntegrationTest):
         self.assert_untouched(target, content)
         self.assertTrue(os.path.islink(partials[0]))
 
-
     # -- what the owner-rights process refuses ------------------------------------
 
     def test_roots_and_system_accounts_jobs_outside_system_job_dirs_are_refused(self):

@@ -156,8 +156,11 @@ const char* op_name(OwnerOpKind k) {
 }
 
 [[noreturn]] void serve_owner_rights(int sock, pid_t agent, const OwnerPolicy& policy) {
-    // Gone with the agent: the socketpair's EOF below, and this for a crash
-    // that leaves a grandchild holding the socket.
+    // Gone with the agent: the socketpair's EOF below, seen at the latest
+    // when the child of a request is killed at its deadline. The death signal
+    // covers only an agent that dies before it drops root: the kernel checks
+    // it like a kill(2) from the dying agent, which as the account may not
+    // signal root (seen: a doptd-owner left behind, its agent gone).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != agent) _exit(0);
     ::prctl(PR_SET_NAME, "doptd-owner", 0, 0, 0);

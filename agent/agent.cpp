@@ -599,6 +599,9 @@ void Agent::reload_config() {
         fresh.state_dir = config_.state_dir;
         fresh.cache_dir = config_.cache_dir;
         fresh.socket = config_.socket;
+        // Fixed in the owner-rights process at start: a restart too.
+        fresh.system_job_dirs = config_.system_job_dirs;
+        fresh.file_op_timeout = config_.file_op_timeout;
         config_ = fresh;
         set_log_level(config_.log_level);
         FetcherSettings fs;
@@ -815,7 +818,7 @@ void Agent::start_job(Job& job) {
     if (start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
 
-    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0644);
+    int fd = open_partial_as_owner(job.owner(), f.partial_path, job.file_mode());
     if (fd < 0) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);

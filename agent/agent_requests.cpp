@@ -12,6 +12,7 @@
 
 #include "agent/agent_internal.h"
 #include "agent/log.h"
+#include "agent/privilege_separation.h"
 #include "agent/url.h"
 #include "api/protocol/frame.h"
 #include "dopt/dopt.h"
@@ -156,6 +157,10 @@ void Agent::op_create(Request& req) {
     r.owner_uid = req.peer.uid;
     r.owner_gid = req.peer.gid;
     r.display_name = req.body.value("display_name", std::string());
+    // The client's umask (libdopt sends it): the job's files get
+    // 0666 & ~umask, as if the client had made them. Older clients: 022.
+    if (req.body.contains("umask"))
+        r.umask = static_cast<std::uint32_t>(integer_field(req.body["umask"], "umask", 0, 0777));
     if (r.display_name.size() > 1024) {
         ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE, "display name longer than 1024 bytes").dump());
         return;
@@ -254,7 +259,7 @@ void Agent::op_add_file(Request& req, Job& job) {
     if (acts_as_owner_itself(job.owner())) {
         rc = check_writable_folder(dir_of(norm));
     } else {
-        int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, 0644);
+        int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, job.file_mode());
         if (fd >= 0) ::close(fd);
         rc = fd < 0 ? fd : 0;
     }
@@ -262,6 +267,9 @@ void Agent::op_add_file(Request& req, Job& job) {
         int e = -rc;
         std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
                                       : std::string(std::strerror(e));
+        if (e == EPERM && privilege_separated())
+            why += " (the system agent writes files of root and of system accounts only under "
+                   "system_job_dirs: docs/config.md)";
         return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
     }
     if (const Job* holder = destination_holder(norm)) {

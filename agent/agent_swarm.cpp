@@ -441,7 +441,7 @@ void Agent::attach_swarm(Job& job) {
         start_job(job);
         return;
     }
-    int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT, 0644);
+    int fd = open_partial_as_owner(job.owner(), f.partial_path, job.file_mode());
     if (fd < 0) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);

@@ -157,6 +157,7 @@ public:
             else if (k == "socket") c.socket = socket_path(node, k);
             else if (k == "log_level") c.log_level = log_level(node, k);
             else if (k == "user") c.user = user_name(node, k);
+            else if (k == "system_job_dirs") c.system_job_dirs = path_list(node, k);
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "ipc") read_ipc(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
@@ -183,6 +184,7 @@ private:
             else if (k == "jobs.retention") c.retention = seconds(node, k, 0);
             else if (k == "jobs.max_job_age") c.max_job_age = seconds(node, k, 1);
             else if (k == "jobs.sync_on_complete") c.sync_on_complete = boolean(node, k);
+            else if (k == "jobs.file_op_timeout") c.file_op_timeout = integer<std::uint32_t>(node, k, 1, 3600);
             else if (k == "jobs.retry_min_delay") {
                 c.retry_min_delay = seconds(node, k, 1);
                 min_node = &node;
@@ -406,6 +408,12 @@ private:
             }
             out.push_back(s);
         }
+        return out;
+    }
+
+    std::vector<std::string> path_list(const toml::node& n, const std::string& name) const {
+        std::vector<std::string> out;
+        for (const toml::node& e : array(n, name, "absolute paths")) out.push_back(path(e, name, false));
         return out;
     }
 

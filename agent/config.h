@@ -26,6 +26,10 @@ struct Config {
     // when doptd starts as root: "" keeps everything root (a warning at
     // start); a name makes doptd privilege-separated (docs/config.md, "user").
     std::string user;
+    // Real folders (and what is below them) where a privilege-separated
+    // agent writes files of root and of system accounts (uid below UID_MIN);
+    // empty: nowhere (docs/config.md, "system_job_dirs").
+    std::vector<std::string> system_job_dirs;
 
     // [jobs]
     int max_jobs = 4;                    // jobs transferring at once
@@ -40,6 +44,9 @@ struct Config {
     // a power cut never leaves a delivered file with missing bytes). Off
     // trades that for speed where the disk is slower than the network.
     bool sync_on_complete = true;
+    // Seconds a file operation for another user (in a child with the
+    // owner's rights) may take before the child is killed and the job fails.
+    std::uint32_t file_op_timeout = 10;
 
     // [ipc] what one uid may hold of the socket (ipc_server.h)
     int max_connections_per_user = 128;

@@ -523,6 +523,32 @@ TEST_CASE("user names the account of the privilege-separated system agent", "[co
     }
 }
 
+TEST_CASE("system_job_dirs and file_op_timeout load, and bad values name their line", "[config]") {
+    TempDir dir;
+    std::vector<std::string> warnings;
+    Config c = load_config(dir.write("a.conf", "# none\n"), warnings);
+    CHECK(c.system_job_dirs.empty());
+    CHECK(c.file_op_timeout == 10);
+    c = load_config(dir.write("b.conf", "system_job_dirs = [\"/srv/dl\", \"/var/cache/x\"]\n"
+                                        "[jobs]\nfile_op_timeout = 2\n"),
+                    warnings);
+    CHECK(c.system_job_dirs == std::vector<std::string>{"/srv/dl", "/var/cache/x"});
+    CHECK(c.file_op_timeout == 2);
+    CHECK(warnings.empty());
+
+    const std::string file = dir.path() + "/doptd.conf";
+    for (const char* text : {"\nsystem_job_dirs = \"/srv\"\n", "\nsystem_job_dirs = [\"srv\"]\n",
+                             "\nsystem_job_dirs = [\"\"]\n", "\nsystem_job_dirs = [5]\n"}) {
+        INFO("file:\n" << text);
+        CHECK_THAT(load_error(dir, text), Catch::StartsWith(file + ":2: system_job_dirs must be"));
+    }
+    for (const char* text : {"[jobs]\nfile_op_timeout = 0\n", "[jobs]\nfile_op_timeout = 3601\n",
+                             "[jobs]\nfile_op_timeout = \"10\"\n"}) {
+        INFO("file:\n" << text);
+        CHECK_THAT(load_error(dir, text), Catch::StartsWith(file + ":2: jobs.file_op_timeout must be"));
+    }
+}
+
 TEST_CASE("the shipped config/doptd.conf runs the agent as user dopt", "[config]") {
     std::filesystem::path shipped =
         std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "doptd.conf";

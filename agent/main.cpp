@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
 
     // Who runs the network-facing part: decided before curl or any thread
     // exists (fork and the uid switch want a single-threaded process).
+    dopt::agent::set_owner_op_timeout_ms(static_cast<int>(config.file_op_timeout) * 1000);
     try {
         start_as(config);
     } catch (const std::exception& e) {

@@ -1,9 +1,14 @@
 #include "agent/owner_files.h"
 
 #include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,6 +26,11 @@ namespace {
 // The owner-rights process, once main.cpp has started one; -1 otherwise.
 int g_channel = -1;
 
+int g_timeout_ms = 10 * 1000;
+
+// Children killed at their deadline that had not exited yet: reaped later.
+std::vector<pid_t> g_unreaped;
+
 bool needs_switch(const Owner& owner) { return geteuid() == 0 && owner.uid != 0; }
 
 // In the child: become the owner. Only syscalls from here on.
@@ -32,29 +42,73 @@ bool drop_to_owner(const Owner& owner, const std::vector<gid_t>& groups) {
     return true;
 }
 
-// Opens a regular file, never through a symlink in the last component.
-// O_NONBLOCK during the open keeps a FIFO planted there from blocking us.
-int open_regular(const std::string& path, int flags, mode_t mode) {
-    int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, mode);
+// Opens a regular file (relative to `dir_fd`, or AT_FDCWD), never through a
+// symlink in the last component. O_NONBLOCK during the open keeps a FIFO
+// planted there from blocking us. Without O_EXCL the file must be this
+// process's uid's and have one link; with it, it gets exactly `mode`.
+int open_regular(int dir_fd, const char* path, int flags, mode_t mode) {
+    int fd = ::openat(dir_fd, path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, mode);
     if (fd < 0) return -errno;
     struct stat st{};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int rc = 0;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = -EINVAL;
+    else if ((flags & O_EXCL) == 0 && (st.st_uid != ::geteuid() || st.st_nlink != 1)) rc = -EEXIST;
+    else if ((flags & O_EXCL) != 0 && ::fchmod(fd, mode) != 0) rc = -errno;
+    int fl = rc == 0 ? ::fcntl(fd, F_GETFL) : -1;
+    if (rc == 0 && (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)) rc = -errno;
+    if (rc != 0) {
         ::close(fd);
-        return -EINVAL;
-    }
-    int fl = ::fcntl(fd, F_GETFL);
-    if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
-        int e = errno;
-        ::close(fd);
-        return -e;
+        return rc;
     }
     return fd;
 }
 
+// True when the real path of the folder `dir_fd` is one of `dirs` or inside
+// one.
+bool folder_inside(int dir_fd, const std::vector<std::string>& dirs) {
+    char link[64];
+    char real[PATH_MAX];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", dir_fd);
+    ssize_t n = ::readlink(link, real, sizeof real - 1);
+    if (n <= 0) return false;
+    const std::string folder(real, static_cast<std::size_t>(n));
+    for (const auto& d : dirs) {
+        if (folder == d || d == "/") return true;
+        if (folder.size() > d.size() && folder.compare(0, d.size(), d) == 0 && folder[d.size()] == '/')
+            return true;
+    }
+    return false;
+}
+
+// The operation of a confined request (OwnerOp::confine_to): in the folder
+// of op.path as opened and checked here, by name within it.
+int perform_confined(const OwnerOp& op) {
+    const std::string::size_type slash = op.path.rfind('/');
+    const std::string dir = slash == 0 ? "/" : op.path.substr(0, slash);
+    const std::string name = op.path.substr(slash + 1);
+    int dfd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -errno;
+    int rc = -EPERM;
+    if (folder_inside(dfd, *op.confine_to)) {
+        switch (op.kind) {
+        case OwnerOpKind::Open: rc = open_regular(dfd, name.c_str(), op.flags, op.mode); break;
+        case OwnerOpKind::Rename: {
+            const std::string to = op.to.substr(op.to.rfind('/') + 1);  // same folder: checked
+            rc = ::renameat(dfd, name.c_str(), dfd, to.c_str()) == 0 ? 0 : -errno;
+            break;
+        }
+        case OwnerOpKind::Unlink: rc = ::unlinkat(dfd, name.c_str(), 0) == 0 ? 0 : -errno; break;
+        }
+    }
+    ::close(dfd);
+    return rc;
+}
+
 // The operation itself, with whatever rights this process has.
 int perform(const OwnerOp& op) {
+    if (op.confine_to != nullptr) return perform_confined(op);
     switch (op.kind) {
-    case OwnerOpKind::Open: return open_regular(op.path, op.flags, op.mode);
+    case OwnerOpKind::Open: return open_regular(AT_FDCWD, op.path.c_str(), op.flags, op.mode);
     case OwnerOpKind::Rename:
         return ::rename(op.path.c_str(), op.to.c_str()) == 0 ? 0 : -errno;
     case OwnerOpKind::Unlink: return ::unlink(op.path.c_str()) == 0 ? 0 : -errno;
@@ -67,7 +121,41 @@ int perform(const OwnerOp& op) {
 int run_here(const OwnerOp& op) {
     if (g_channel >= 0) return owner_rights_call(g_channel, op);
     if (!needs_switch(op.owner)) return perform(op);
-    return run_forked_as_owner(op, groups_of(op.owner));
+    return run_forked_as_owner(op, groups_of(op.owner), g_timeout_ms);
+}
+
+// Waits up to `timeout_ms` for `sock` to have something to read (or hang up).
+bool readable_within(int sock, int timeout_ms) {
+    pollfd p{sock, POLLIN, 0};
+    int n;
+    do {
+        n = ::poll(&p, 1, timeout_ms);  // EINTR restarts the whole wait: signals are rare here
+    } while (n < 0 && errno == EINTR);
+    return n > 0;
+}
+
+// Test builds only (DOPT_CRASH_POINTS): with DOPT_STOP_OWNER_OP=TEXT in the
+// environment, the child for a rename whose target contains TEXT stops
+// itself (SIGSTOP) before the rename, as if its owner had stopped it: what a
+// deadline on owner operations must survive (docs/config.md,
+// file_op_timeout). Read before the fork: the child only looks at a bool.
+bool stops_itself(const OwnerOp& op) {
+#if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS
+    static const char* text = std::getenv("DOPT_STOP_OWNER_OP");
+    return text != nullptr && *text != '\0' && op.kind == OwnerOpKind::Rename &&
+           op.to.find(text) != std::string::npos;
+#else
+    (void)op;
+    return false;
+#endif
+}
+
+void reap_killed_children() {
+    for (auto it = g_unreaped.begin(); it != g_unreaped.end();) {
+        int status = 0;
+        pid_t r = ::waitpid(*it, &status, WNOHANG);
+        it = r == 0 ? std::next(it) : g_unreaped.erase(it);
+    }
 }
 
 }  // namespace
@@ -142,8 +230,10 @@ int recv_owner_result(int sock, int* fd) {
     return result;
 }
 
-int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
+int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups, int timeout_ms) {
+    reap_killed_children();
     bool returns_fd = op.kind == OwnerOpKind::Open;
+    const bool stop_child = stops_itself(op);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
     pid_t pid = fork();
@@ -160,16 +250,33 @@ int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
         const unsigned keep = static_cast<unsigned>(sv[1]);
         if (keep > STDERR_FILENO + 1) ::close_range(STDERR_FILENO + 1, keep - 1, 0);
         ::close_range(keep + 1, ~0U, 0);
-        int result = drop_to_owner(op.owner, groups) ? perform(op) : -EPERM;
+        bool dropped = drop_to_owner(op.owner, groups);
+        if (stop_child) ::raise(SIGSTOP);  // a test build's stand-in for the owner's kill -STOP
+        int result = dropped ? perform(op) : -EPERM;
         send_owner_result(sv[1], result, returns_fd && result >= 0 ? result : -1);
         _exit(0);
     }
     close(sv[1]);
     int fd = -1;
-    int result = recv_owner_result(sv[0], &fd);
+    int result = -ETIMEDOUT;
+    if (readable_within(sv[0], timeout_ms)) result = recv_owner_result(sv[0], &fd);
     close(sv[0]);
+    // The child runs as the owner, who may stop it (SIGSTOP) at any time,
+    // even after it answered: it is killed, never waited for while stopped.
+    ::kill(pid, SIGKILL);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    if (result == -ETIMEDOUT) {
+        // Stopped, it dies at once; hung in a call (a mount that never
+        // answers), it may take long: it is reaped later then.
+        bool reaped = false;
+        for (int i = 0; i < 100 && !reaped; ++i) {
+            reaped = ::waitpid(pid, &status, WNOHANG) != 0;
+            if (!reaped) ::usleep(10 * 1000);
+        }
+        if (!reaped) g_unreaped.push_back(pid);
+    } else {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
     }
     if (returns_fd && result >= 0) return fd >= 0 ? fd : -EIO;
     if (fd >= 0) ::close(fd);
@@ -177,6 +284,10 @@ int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups) {
 }
 
 void route_owner_files_through(int channel) { g_channel = channel; }
+
+void set_owner_op_timeout_ms(int timeout_ms) { g_timeout_ms = timeout_ms; }
+
+int owner_op_timeout_ms() { return g_timeout_ms; }
 
 bool acts_as_owner_itself(const Owner& owner) { return g_channel < 0 && !needs_switch(owner); }
 
@@ -195,6 +306,18 @@ int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t
     op.flags = flags;
     op.mode = mode;
     return run_here(op);
+}
+
+int open_partial_as_owner(const Owner& owner, const std::string& path, mode_t mode) {
+    // Two rounds: a file that appears between the two opens of the first
+    // is opened (or refused) in the second.
+    for (int round = 0; round < 2; ++round) {
+        int fd = open_as_owner(owner, path, O_RDWR, 0);
+        if (fd != -ENOENT) return fd;
+        fd = open_as_owner(owner, path, O_RDWR | O_CREAT | O_EXCL, mode);
+        if (fd != -EEXIST) return fd;
+    }
+    return -EEXIST;
 }
 
 int rename_as_owner(const Owner& owner, const std::string& from, const std::string& to) {

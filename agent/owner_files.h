@@ -16,7 +16,11 @@
 // Every call refuses to follow a symlink in the last component (O_NOFOLLOW;
 // rename and unlink act on the link itself, never its target), and open
 // returns only regular files (a FIFO or device there is EINVAL; it is opened
-// O_NONBLOCK first, so a FIFO cannot hang the call).
+// O_NONBLOCK first, so a FIFO cannot hang the call). An open without O_EXCL
+// returns only a file of the uid that opens it with no other link (else
+// -EEXIST): a file planted or hard-linked there by someone else is never
+// written. A file created (O_CREAT | O_EXCL) gets exactly `mode`, whatever
+// the umask of the process that creates it.
 // Results: 0 / a descriptor on success, -errno on failure.
 #pragma once
 
@@ -34,6 +38,10 @@ struct Owner {
 
 // Opens `path` as the owner. `flags` gain O_NOFOLLOW | O_CLOEXEC.
 int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t mode);
+// Opens a job's partial file for reading and writing: the owner's existing
+// one (one link), or a new one created with O_EXCL and `mode`. A file of
+// someone else's there is -EEXIST and stays untouched.
+int open_partial_as_owner(const Owner& owner, const std::string& path, mode_t mode);
 int rename_as_owner(const Owner& owner, const std::string& from, const std::string& to);
 int unlink_as_owner(const Owner& owner, const std::string& path);
 
@@ -68,6 +76,13 @@ struct OwnerOp {
     std::string to;
     int flags = 0;
     mode_t mode = 0;
+    // Set by the owner-rights process only (never sent): the folder of
+    // `path`, after every symlink, must be one of these or inside one (real
+    // paths). The child checks it on the folder it opened, then acts
+    // relative to that descriptor, so a folder swapped meanwhile changes
+    // nothing. The child then uses the heap: only for a single-threaded
+    // parent.
+    const std::vector<std::string>* confine_to = nullptr;
 };
 
 // The supplementary groups of `owner` (getgrouplist of its name), or just
@@ -77,8 +92,16 @@ std::vector<gid_t> groups_of(const Owner& owner);
 // Runs `op` in a forked child that closes every descriptor but stdio and
 // its result socket, sets `groups`, then the owner's gid and uid, and does
 // nothing else before the syscall. The caller must be root.
-// Returns a descriptor (Open), 0 (Rename, Unlink) or -errno.
-int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups);
+// Returns a descriptor (Open), 0 (Rename, Unlink) or -errno. A child that
+// has not answered after `timeout_ms` (a folder on a mount that never
+// answers, a stopped child) is killed: -ETIMEDOUT.
+int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups, int timeout_ms);
+
+// How long a file operation for another user may take (run_forked_as_owner
+// and the owner-rights process use it); the agent sets it from
+// `[jobs] file_op_timeout` at start.
+void set_owner_op_timeout_ms(int timeout_ms);
+int owner_op_timeout_ms();
 
 // From now on every call above is sent over `channel` to the owner-rights
 // process (a SOCK_SEQPACKET socket; the caller keeps it open for good).

@@ -1,15 +1,21 @@
 #include "agent/privilege_separation.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
 #include <grp.h>
 #include <linux/capability.h>
 #include <mutex>
+#include <poll.h>
 #include <pwd.h>
+#include <sstream>
 #include <stdexcept>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -149,9 +155,12 @@ const char* op_name(OwnerOpKind k) {
     return "?";
 }
 
-[[noreturn]] void serve_owner_rights(int sock, pid_t agent) {
-    // Gone with the agent: the socketpair's EOF below, and this for a crash
-    // that leaves a grandchild holding the socket.
+[[noreturn]] void serve_owner_rights(int sock, pid_t agent, const OwnerPolicy& policy) {
+    // Gone with the agent: the socketpair's EOF below, seen at the latest
+    // when the child of a request is killed at its deadline. The death signal
+    // covers only an agent that dies before it drops root: the kernel checks
+    // it like a kill(2) from the dying agent, which as the account may not
+    // signal root (seen: a doptd-owner left behind, its agent gone).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != agent) _exit(0);
     ::prctl(PR_SET_NAME, "doptd-owner", 0, 0, 0);
@@ -201,8 +210,23 @@ const char* op_name(OwnerOpKind k) {
             send_owner_result(sock, -EINVAL, -1);
             continue;
         }
+        why = check_owner_policy(op, policy);
+        if (!why.empty()) {
+            LOG_WARN("owner-rights: refused to %s %s as %u:%u: %s", op_name(op.kind),
+                     op.path.c_str(), static_cast<unsigned>(op.owner.uid),
+                     static_cast<unsigned>(op.owner.gid), why.c_str());
+            send_owner_result(sock, -EPERM, -1);
+            continue;
+        }
         // Groups are looked up here, before the fork: NSS is not for a child.
-        int result = run_forked_as_owner(op, groups_of(op.owner));
+        int result = run_forked_as_owner(op, groups_of(op.owner), owner_op_timeout_ms());
+        if (result == -EPERM && op.confine_to != nullptr)
+            LOG_WARN("owner-rights: refused to %s %s as %u: uid 0 and system accounts get "
+                     "files only under system_job_dirs", op_name(op.kind), op.path.c_str(),
+                     static_cast<unsigned>(op.owner.uid));
+        if (result == -ETIMEDOUT)
+            LOG_WARN("owner-rights: %s %s as %u took more than %d ms; killed", op_name(op.kind),
+                     op.path.c_str(), static_cast<unsigned>(op.owner.uid), owner_op_timeout_ms());
         LOG_DEBUG("owner-rights: %s %s%s%s as %u:%u: %s", op_name(op.kind), op.path.c_str(),
                   op.to.empty() ? "" : " -> ", op.to.c_str(),
                   static_cast<unsigned>(op.owner.uid), static_cast<unsigned>(op.owner.gid),
@@ -253,6 +277,50 @@ bool path_ok(const std::string& p) {
     return !p.empty() && p.size() < PATH_MAX && p[0] == '/' && p.find('\0') == std::string::npos;
 }
 
+// The owner-rights process's rules, read as root from root's config.
+OwnerPolicy owner_policy_of(const Config& config) {
+    OwnerPolicy p;
+    p.first_regular_uid = read_first_regular_uid("/etc/login.defs");
+    for (const auto& d : config.system_job_dirs) {
+        char* real = ::realpath(d.c_str(), nullptr);
+        if (real == nullptr) {
+            LOG_WARN("system_job_dirs: %s: %s; ignored until a restart finds it", d.c_str(),
+                     std::strerror(errno));
+            continue;
+        }
+        p.system_job_dirs.emplace_back(real);
+        std::free(real);
+    }
+    return p;
+}
+
+// NAME of a partial file name ".NAME.<8 hex digits>.dopt-partial", or "".
+std::string partial_target_name(const std::string& base) {
+    static const std::string suffix = ".dopt-partial";
+    constexpr std::size_t id_len = 8;
+    const std::size_t fixed = 1 + 1 + id_len + suffix.size();  // ".", ".", id, suffix
+    if (base.size() <= fixed || base[0] != '.' ||
+        base.compare(base.size() - suffix.size(), suffix.size(), suffix) != 0)
+        return "";
+    const std::size_t id_at = base.size() - suffix.size() - id_len;
+    if (base[id_at - 1] != '.') return "";
+    for (std::size_t i = id_at; i < id_at + id_len; ++i)
+        if (!std::isxdigit(static_cast<unsigned char>(base[i]))) return "";
+    std::string name = base.substr(1, id_at - 2);
+    return name == "." || name == ".." ? "" : name;
+}
+
+// Whether `gid` may go with `uid` (check_owner_policy).
+bool gid_of_user(uid_t uid, gid_t gid, uid_t first_regular_uid) {
+    passwd pw{};
+    passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr)
+        return gid >= first_regular_uid;
+    const std::vector<gid_t> groups = groups_of(Owner{uid, pw.pw_gid});
+    return std::find(groups.begin(), groups.end(), gid) != groups.end();
+}
+
 }  // namespace
 
 ServiceAccount lookup_account(const std::string& name) {
@@ -291,6 +359,7 @@ void separate_privileges(const Config& config, const ServiceAccount& account) {
     // every user must reach it.
     hand_over_folder(socket_dir, 0755, true, account, {});
 
+    const OwnerPolicy policy = owner_policy_of(config);
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         throw sys_error("socketpair");
@@ -299,7 +368,7 @@ void separate_privileges(const Config& config, const ServiceAccount& account) {
     if (pid < 0) throw sys_error("fork");
     if (pid == 0) {
         ::close(sv[0]);
-        serve_owner_rights(sv[1], agent);
+        serve_owner_rights(sv[1], agent, policy);
     }
     ::close(sv[1]);
     route_owner_files_through(sv[0]);
@@ -353,6 +422,49 @@ std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op)
     return "";
 }
 
+uid_t read_first_regular_uid(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream words(line);
+        std::string key;
+        long value = 0;
+        if (words >> key >> value && key == "UID_MIN" && value > 0 && value < 65534)
+            return static_cast<uid_t>(value);
+    }
+    return 1000;
+}
+
+std::string check_owner_policy(OwnerOp& op, const OwnerPolicy& policy) {
+    const std::string name = partial_target_name(base_of(op.path));
+    if (name.empty()) return "not a partial file name (.NAME.<id>.dopt-partial)";
+    switch (op.kind) {
+    case OwnerOpKind::Open:
+        if (op.flags != O_RDWR && op.flags != (O_RDWR | O_CREAT | O_EXCL))
+            return "open flags other than O_RDWR, or O_RDWR|O_CREAT|O_EXCL";
+        if ((op.mode & ~0666u) != 0) return "a mode beyond 0666";
+        break;
+    case OwnerOpKind::Rename: {
+        const std::string dir = dir_of(op.path);
+        if (op.to != (dir == "/" ? "" : dir) + "/" + name)
+            return "a rename to another name than " + name + " in the same folder";
+        break;
+    }
+    case OwnerOpKind::Unlink: break;
+    }
+    if (!gid_of_user(op.owner.uid, op.owner.gid, policy.first_regular_uid))
+        return "gid " + std::to_string(op.owner.gid) + " is not one of uid " +
+               std::to_string(op.owner.uid) + "'s groups";
+    op.confine_to = nullptr;
+    if (op.owner.uid == 0 || op.owner.uid < policy.first_regular_uid) {
+        if (policy.system_job_dirs.empty())
+            return "uid 0 and system accounts get files only under system_job_dirs, "
+                   "and it is empty";
+        op.confine_to = &policy.system_job_dirs;
+    }
+    return "";
+}
+
 int owner_rights_call(int channel, const OwnerOp& op) {
     if (op.path.size() >= PATH_MAX || op.to.size() >= PATH_MAX) return -ENAMETOOLONG;
     OwnerRightsRequest h{};
@@ -376,11 +488,27 @@ int owner_rights_call(int channel, const OwnerOp& op) {
         n = ::send(channel, msg.data(), msg.size(), MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     int fd = -1;
-    int result = n == static_cast<ssize_t>(msg.size()) ? recv_owner_result(channel, &fd) : -EIO;
-    if (n != static_cast<ssize_t>(msg.size()) && !gone_logged) {
+    int result = -EIO;
+    const bool sent = n == static_cast<ssize_t>(msg.size());
+    const char* gone_why = sent ? nullptr : std::strerror(errno);
+    // The owner-rights process answers within its own deadline for the
+    // child; this one only guards against a process that stopped answering
+    // (a late answer would be taken for the next request's).
+    pollfd p{channel, POLLIN, 0};
+    int ready = 0;
+    do {
+        ready = sent ? ::poll(&p, 1, owner_op_timeout_ms() + 5000) : 0;
+    } while (ready < 0 && errno == EINTR);
+    if (sent && ready <= 0) {
+        ::shutdown(channel, SHUT_RDWR);  // it exits; every later call is -EIO
+        gone_why = "it stopped answering";
+    } else if (sent) {
+        result = recv_owner_result(channel, &fd);
+    }
+    if (gone_why != nullptr && !gone_logged) {
         gone_logged = true;
         LOG_ERROR("the owner-rights process is gone (%s): no job file can be opened, moved or "
-                  "removed until doptd restarts", std::strerror(errno));
+                  "removed until doptd restarts", gone_why);
     }
     if (op.kind == OwnerOpKind::Open && result >= 0) return fd >= 0 ? fd : -EIO;
     if (fd >= 0) ::close(fd);

@@ -8,13 +8,19 @@
 //   IPC, SQLite, curl, jobs                                      process (root)
 //
 // The owner-rights process is a child that keeps root and does one thing:
-// open, rename or unlink a path as a given owner. For each request it forks a
-// grandchild that sets the owner's groups, gid and uid and makes the one
-// syscall (open with O_NOFOLLOW | O_CLOEXEC, regular files only); an opened
-// descriptor comes back to the agent over SCM_RIGHTS. It has no other
-// descriptor than its end of the socketpair (and stdin/stdout/stderr), serves
-// only the process that created the pair (SO_PEERCRED), refuses malformed
-// requests, and exits when the agent's end closes (or the agent dies).
+// open, rename or unlink a job's partial file as a given owner. For each
+// request it forks a grandchild that sets the owner's groups, gid and uid and
+// makes the one syscall (open with O_NOFOLLOW | O_CLOEXEC, regular files
+// only); an opened descriptor comes back to the agent over SCM_RIGHTS. It has
+// no other descriptor than its end of the socketpair (and
+// stdin/stdout/stderr), serves only the process that created the pair
+// (SO_PEERCRED), refuses malformed requests, and exits when the agent's end
+// closes (or the agent dies).
+//
+// It trusts nothing the agent sends (the agent parses network input): every
+// request must pass check_owner_policy() below, so a compromised agent can
+// reach no more than the names the agent makes, in folders regular users
+// could write anyway, or in the folders root listed in `system_job_dirs`.
 //
 // Wire format (one SOCK_SEQPACKET message each way):
 //   request: OwnerRightsRequest (below), then `path_len` bytes of the path and
@@ -79,5 +85,30 @@ constexpr std::uint32_t kOwnerRightsVersion = 1;
 // Checks and decodes one request message. Returns "" and fills `op`, or
 // says what is wrong with it.
 std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op);
+
+// What the owner-rights process lets a (decoded) request do. Fixed at start,
+// from root's config: the agent cannot change it.
+struct OwnerPolicy {
+    // Below it a uid is a system account (UID_MIN of /etc/login.defs).
+    uid_t first_regular_uid = 1000;
+    // `system_job_dirs`, as real paths: the only folders (with what is below
+    // them) where root and system accounts get files.
+    std::vector<std::string> system_job_dirs;
+};
+
+// UID_MIN from the login.defs file `path`; 1000 when it says nothing usable.
+uid_t read_first_regular_uid(const std::string& path);
+
+// Checks a decoded request against `policy`. Returns "" when the
+// owner-rights process may run it, or why not:
+// - the path's last component is a partial file name, ".NAME.<8 hex
+//   digits>.dopt-partial"; a rename moves it to NAME in the same folder;
+// - open either creates (O_RDWR | O_CREAT | O_EXCL, mode within 0666) or
+//   reopens (O_RDWR);
+// - the gid is one of the uid's groups in the user database (a uid the
+//   database does not know: a gid at or above first_regular_uid);
+// - uid 0 or a system uid: `op.confine_to` is set to system_job_dirs (it
+//   must then not be empty), which the child checks on the real folder.
+std::string check_owner_policy(OwnerOp& op, const OwnerPolicy& policy);
 
 }  // namespace dopt::agent

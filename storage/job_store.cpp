@@ -133,7 +133,14 @@ CREATE TABLE cache (
 ) WITHOUT ROWID;
 )sql";
 
-constexpr std::array<const char*, 4> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
+// v5: the umask of the client that created the job; its files are created
+// 0666 & ~umask. Jobs from before keep the 0644 they always had (umask 022).
+constexpr const char* kSchemaV5 = R"sql(
+ALTER TABLE jobs ADD COLUMN umask INTEGER NOT NULL DEFAULT 18;
+)sql";
+
+constexpr std::array<const char*, 5> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                                    kSchemaV5};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -385,7 +392,7 @@ void migrate(sqlite3* db, const std::string& path) {
 #define DOPT_JOB_COLUMNS                                                        \
     "id, owner_uid, owner_gid, display_name, priority, state, created, "       \
     "modified, transfer_completed, no_progress_timeout, retry_count, "         \
-    "auto_complete, bytes_from_origin, bytes_from_peers, seq"
+    "auto_complete, bytes_from_origin, bytes_from_peers, seq, umask"
 #define DOPT_FILE_COLUMNS                                                       \
     "job_id, idx, remote_url, local_path, partial_path, bytes_total, "         \
     "bytes_transferred, etag, last_modified, sha256, completed, metainfo_source, " \
@@ -423,6 +430,7 @@ JobRecord read_job(const Query& row) {
     job.bytes_from_origin = static_cast<std::uint64_t>(row.integer(12));
     job.bytes_from_peers = static_cast<std::uint64_t>(row.integer(13));
     job.seq = row.integer(14);
+    job.umask = static_cast<std::uint32_t>(row.integer(15)) & 0777u;
     return job;
 }
 
@@ -468,7 +476,7 @@ ErrorRecord read_error(const Query& row) {
 struct JobStore::Statements {
     explicit Statements(sqlite3* db)
         : insert_job(db, "INSERT INTO jobs (" DOPT_JOB_COLUMNS ") "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           insert_header(db, "INSERT INTO job_headers (" DOPT_HEADER_COLUMNS ") VALUES (?, ?, ?)"),
           delete_headers(db, "DELETE FROM job_headers WHERE job_id = ?"),
           insert_file(db, "INSERT INTO files (" DOPT_FILE_COLUMNS ") "
@@ -615,6 +623,7 @@ void JobStore::insert_job(const JobRecord& job) {
             .bind(static_cast<std::int64_t>(job.bytes_from_origin))
             .bind(static_cast<std::int64_t>(job.bytes_from_peers))
             .bind(job.seq)
+            .bind(std::int64_t{job.umask})
             .run();
     }
     insert_files_and_headers(job);

@@ -103,6 +103,7 @@ struct JobRecord {
     std::uint32_t no_progress_timeout = 0;  // seconds; 0 = agent default
     std::uint32_t retry_count = 0;
     bool auto_complete = false;
+    std::uint32_t umask = 022;           // the creating client's; files get 0666 & ~umask
     std::vector<std::string> headers;    // "Name: value"
     std::uint64_t bytes_from_origin = 0;
     std::uint64_t bytes_from_peers = 0;

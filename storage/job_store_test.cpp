@@ -604,6 +604,7 @@ TEST_CASE("a v1 database is migrated to the current schema with its data intact"
     CHECK(job->retry_count == 3);
     CHECK(job->bytes_from_peers == 222);
     CHECK_FALSE(job->auto_complete);  // v1 jobs waited for the client's Complete
+    CHECK(job->umask == 022);         // files of older jobs stay 0644
     CHECK(job->headers == std::vector<std::string>{"X-A: 1", "X-B: 2"});
     REQUIRE(job->files.size() == 1);
     CHECK(job->files[0].bytes_total == kUnknownSize);
@@ -614,8 +615,11 @@ TEST_CASE("a v1 database is migrated to the current schema with its data intact"
 
     // The migrated database is fully usable.
     REQUIRE(store->set_state(uuid(1), JobState::Queued, 30, std::nullopt, true));
-    store->insert_job(make_job(uuid(2)));
+    auto fresh = make_job(uuid(2));
+    fresh.umask = 077;
+    store->insert_job(fresh);
     CHECK(store->load_job(uuid(2))->auto_complete);
+    CHECK(store->load_job(uuid(2))->umask == 077);
 }
 
 TEST_CASE("a database from a newer dopt is refused, not downgraded", "[job_store][migration]") {

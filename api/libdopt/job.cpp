@@ -3,6 +3,7 @@
 #include "api/libdopt/internal.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -34,6 +35,25 @@ int set_property(dopt_job* job, const char* name, json value) {
 // One status round trip.
 int fetch_status(dopt_job* job, std::unique_ptr<dopt_job_status>* out) {
     return job_request(job, "status", json::object(), out);
+}
+
+// This process's umask, or -1 when it cannot be read. umask() cannot be
+// read without setting it, for every thread at once: the kernel's
+// /proc/self/status "Umask:" line (Linux 4.7+) is read instead.
+long own_umask() {
+    FILE* f = std::fopen("/proc/self/status", "re");
+    if (!f) return -1;
+    char line[256];
+    long mask = -1;
+    while (std::fgets(line, sizeof line, f)) {
+        if (std::strncmp(line, "Umask:", 6) != 0) continue;
+        char* end = nullptr;
+        long v = std::strtol(line + 6, &end, 8);
+        if (end != line + 6 && v >= 0 && v <= 0777) mask = v;
+        break;
+    }
+    std::fclose(f);
+    return mask;
 }
 
 bool is_sha256_hex(const char* s) {
@@ -181,6 +201,8 @@ int dopt_job_create(dopt_job** out, dopt_client* client, const char* display_nam
         DOPT_REQUIRE(out && client, "dopt_job_create");
         json req{{"op", "create"}};
         if (display_name) req["display_name"] = display_name;
+        long mask = own_umask();
+        if (mask >= 0) req["umask"] = mask;
         json reply;
         int rc = call(client, std::move(req), &reply);
         return rc != DOPT_OK ? rc : make_handle(out, client, reply);

@@ -17,10 +17,12 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 import unittest
+from unittest import mock
 
-from harness import (IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, free_port, make_file,
-                     sha256_file, wait_for)
+from harness import (IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, doptd_path, free_port,
+                     make_file, sha256_file, wait_for)
 
 DAEMON_UID = 1
 
@@ -78,14 +80,21 @@ class SystemAgent(IntegrationTest):
             self.skipTest("needs the accounts 'nobody' and 'daemon'")
         super().setUp()
         os.chmod(self.sb.dir, 0o755)
+        self.jobs_dir = self.sb.path("jobs")
+        os.mkdir(self.jobs_dir, 0o755)
         self.sha = make_file(os.path.join(self.www, "file.bin"), 3 * MiB, seed=1)
         make_file(os.path.join(self.www, "big.bin"), 24 * MiB, seed=2)
         self.nginx = self.sb.nginx(self.www, slow_rate="1m")
         self.agent = self.start_system_agent()
 
     def agent_config(self, user, socket_path):
-        """The TOML the system agent adds to the sandbox's config."""
-        return 'user = "%s"\nsocket = "%s"\n' % (user, socket_path)
+        """The TOML the system agent adds to the sandbox's config: root's and
+        daemon's (a system account's) jobs may write under jobs/ only."""
+        return ('user = "%s"\nsocket = "%s"\nsystem_job_dirs = ["%s"]\n'
+                '[jobs]\nfile_op_timeout = %d\n'
+                % (user, socket_path, self.jobs_dir, self.file_op_timeout))
+
+    file_op_timeout = 10
 
     def start_system_agent(self, user="nobody", start=True):
         workdir = self.sb.path("agent")
@@ -94,19 +103,19 @@ class SystemAgent(IntegrationTest):
         a.socket = socket_path
         return a.start() if start else a
 
-    def folder(self, name, uid=0, mode=0o755):
-        d = self.sb.path(name)
+    def folder(self, name, uid=0, mode=0o755, parent=None):
+        d = os.path.join(parent or self.jobs_dir, name)
         os.makedirs(d)
         os.chown(d, uid, uid)
         os.chmod(d, mode)
         return d
 
-    def dopt_as_daemon(self, *args, timeout=60):
+    def dopt_as_daemon(self, *args, timeout=60, umask=0o022):
         """`dopt ARGS` run as daemon (uid 1, gid 1, no other groups)."""
         cmd = [dopt_path(), "--socket", self.agent.socket] + [str(a) for a in args]
         p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=clean_env(),
                            stdin=subprocess.DEVNULL, cwd="/", user=DAEMON_UID,
-                           group=self.daemon.pw_gid, extra_groups=[])
+                           group=self.daemon.pw_gid, extra_groups=[], umask=umask)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
     def as_daemon(self, code):
@@ -334,6 +343,115 @@ class SystemAgent(IntegrationTest):
         self.assert_untouched(target, content)
         self.assertTrue(os.path.islink(partials[0]))
 
+    # -- what the owner-rights process refuses ------------------------------------
+
+    def test_roots_and_system_accounts_jobs_outside_system_job_dirs_are_refused(self):
+        # doptd-owner itself refuses: the unprivileged agent passes the request
+        # on, so a compromised agent gets no further.
+        for who, uid in (("root", 0), ("daemon", DAEMON_UID)):
+            d = self.folder("elsewhere-" + who, uid=uid, parent=self.sb.dir)
+            path = os.path.join(d, "file.bin")
+            if uid == 0:
+                rc, out, err = self.agent.dopt("add", self.nginx.url("/file.bin"), "-o", path)
+            else:
+                rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/file.bin"), "-o", path)
+            self.assertEqual(rc, 2, "%s: stdout: %s\nstderr: %s" % (who, out, err))
+            self.assertIn("system_job_dirs", err, who)
+            self.assertEqual(os.listdir(d), [], who)
+        log = self.agent.log_text()
+        self.assertIn("owner-rights: refused to open", log)
+        self.assertIn("uid 0 and system accounts get files only under system_job_dirs", log)
+        self.assertTrue(self.agent.running())
+
+    # -- partial files: created once, reopened only when the owner's --------------
+
+    def test_a_file_planted_where_a_partial_file_was_is_not_written(self):
+        # A shared sticky folder: once root's partial file is gone, another user
+        # may put a file of its own under that name. Root must not write it
+        # (and deliver it, still that user's, as root's file).
+        d = self.folder("shared", uid=0, mode=0o1777)
+        path = os.path.join(d, "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        self.agent.wait_bytes(job_id, 1)
+        self.agent.dopt("suspend", job_id, check=True)
+        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
+        self.assertEqual(len(partials), 1, os.listdir(d))
+        os.unlink(partials[0])  # cleaned away (tmpreaper, an administrator)
+        self.as_daemon("open(%r, 'w').write('daemon was here\\n')" % partials[0])
+        self.agent.dopt("resume", job_id, check=True)
+        st = self.agent.wait_state(job_id, ("error",), timeout=30)
+        self.assertEqual(st["error"]["context"], "local_file", st)
+        with open(partials[0]) as f:
+            self.assertEqual(f.read(), "daemon was here\n")
+        self.assertEqual(os.stat(partials[0]).st_uid, DAEMON_UID)
+        self.assertFalse(os.path.exists(path))
+
+    def test_files_get_the_mode_the_clients_umask_gives(self):
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
+                                           umask=0o027)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(os.stat(path).st_mode & 0o7777, 0o640)
+        root_path = os.path.join(self.folder("rootdir"), "file.bin")
+        old = os.umask(0o077)
+        try:
+            self.agent.dopt("get", self.nginx.url("/file.bin"), "-o", root_path, check=True)
+        finally:
+            os.umask(old)
+        self.assertEqual(os.stat(root_path).st_mode & 0o7777, 0o600)
+
+    # -- a file operation that never ends ----------------------------------------
+
+    def test_a_stopped_owner_child_fails_its_job_and_the_agent_keeps_serving(self):
+        # The child that renames a finished file into place runs as the job's
+        # owner, who may stop it (kill -STOP) or point it into a mount that
+        # never answers. A test build's DOPT_STOP_OWNER_OP makes that child
+        # stop itself; the deadline (file_op_timeout = 2) must end it.
+        version = subprocess.run([doptd_path(), "--version"], capture_output=True,
+                                 text=True, timeout=10).stdout
+        if "crash points compiled in" not in version:
+            self.skipTest("needs a test build (-DDOPT_CRASH_POINTS=ON) for DOPT_STOP_OWNER_OP")
+        self.agent.terminate()
+        with open(self.agent.config) as f:
+            text = f.read().replace("file_op_timeout = %d" % self.file_op_timeout,
+                                    "file_op_timeout = 2")
+        with open(self.agent.config, "w") as f:
+            f.write(text)
+        with mock.patch.dict(os.environ, {"DOPT_STOP_OWNER_OP": "stuck"}):
+            self.agent.start()
+        daemon_dir = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        other_path = os.path.join(daemon_dir, "big.bin")
+        rc, out, err = self.dopt_as_daemon("add", self.nginx.url("/slow/big.bin"), "-o",
+                                           other_path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        other_id = out.strip().splitlines()[-1]
+        self.agent.wait_bytes(other_id, 1)
+
+        stuck_path = os.path.join(self.folder("stuck"), "file.bin")
+        started = time.monotonic()
+        stuck_id = self.agent.add(self.nginx.url("/file.bin"), "-o", stuck_path,
+                                  "--auto-complete")
+        st = self.agent.wait_state(stuck_id, ("error", "acknowledged"), timeout=30)
+        # 3 MiB from a local origin, then the 2 s deadline.
+        self.assertLess(time.monotonic() - started, 2 + 3, st)
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "local_file", st)
+        self.assertIn("timed out", st["error"]["description"], st)
+        self.assertFalse(os.path.exists(stuck_path))
+        self.assertIn("took more than 2000 ms; killed", self.agent.log_text())
+
+        # The agent serves on: IPC answers at once, the other job moves.
+        before = self.agent.status(other_id)["bytes_transferred"]
+        started = time.monotonic()
+        self.agent.dopt("list", check=True)
+        self.assertLess(time.monotonic() - started, 1.0)
+        wait_for(lambda: self.agent.status(other_id)["bytes_transferred"] > before,
+                 10, what="the other job to go on")
+        # No stopped child is left behind.
+        helper = self.helper_pid()
+        self.assertEqual(children_of(helper), [])
+
 
 class SystemAgentStart(IntegrationTest):
     """Start-up decisions about `user`."""
@@ -370,7 +488,8 @@ class SystemAgentStart(IntegrationTest):
         self.assertEqual(a.terminate(), 0)
         self.assertEqual(os.stat(os.path.join(a.state_dir, "jobs.db")).st_uid, 0)
         with open(a.config) as f:
-            text = f.read().replace('user = ""', 'user = "nobody"')
+            text = f.read().replace('user = ""', 'user = "nobody"\nsystem_job_dirs = ["%s"]'
+                                    % self.sb.dir)
         with open(a.config, "w") as f:
             f.write(text)
         a.start()

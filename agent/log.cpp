@@ -1,10 +1,13 @@
 #include "agent/log.h"
 
 #include <atomic>
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <strings.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -41,6 +44,47 @@ int syslog_priority(LogLevel level) {
 }
 }  // namespace
 
+std::string redact_url_secrets(const std::string& text) {
+    auto starts_with_scheme = [&](size_t i) -> size_t {  // length of "http[s]://", or 0
+        for (const char* scheme : {"http://", "https://"}) {
+            size_t n = std::strlen(scheme);
+            if (text.size() - i >= n && strncasecmp(text.c_str() + i, scheme, n) == 0) return n;
+        }
+        return 0;
+    };
+    auto ends_url = [](char c) {
+        return std::isspace(static_cast<unsigned char>(c)) || c == '\'' || c == '"' || c == '<' ||
+               c == '>';
+    };
+    std::string out;
+    out.reserve(text.size());
+    size_t i = 0;
+    while (i < text.size()) {
+        size_t scheme_len = starts_with_scheme(i);
+        if (scheme_len == 0) {
+            out += text[i++];
+            continue;
+        }
+        size_t end = i + scheme_len;
+        while (end < text.size() && !ends_url(text[end])) ++end;
+        const std::string url = text.substr(i, end - i);
+        size_t authority_end = url.find_first_of("/?#", scheme_len);
+        if (authority_end == std::string::npos) authority_end = url.size();
+        size_t at = url.rfind('@', authority_end);
+        out += url.substr(0, scheme_len);
+        size_t host_start = scheme_len;
+        if (at != std::string::npos && at >= scheme_len) {
+            out += "[redacted]@";
+            host_start = at + 1;
+        }
+        size_t secret = url.find_first_of("?#", authority_end);
+        out += url.substr(host_start, (secret == std::string::npos ? url.size() : secret) - host_start);
+        if (secret != std::string::npos) out += "?[redacted]";
+        i = end;
+    }
+    return out;
+}
+
 bool set_log_level(const std::string& level) {
     static const char* names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; ++i) {
@@ -74,8 +118,10 @@ void log(LogLevel level, const char* fmt, ...) {
     va_end(ap);
     size_t len = static_cast<size_t>(n) + (m < 0 ? 0 : static_cast<size_t>(m));
     if (len > sizeof line - 2) len = sizeof line - 2;
-    line[len++] = '\n';
-    ssize_t w = ::write(STDERR_FILENO, line, len);
+    std::string text(line, len);
+    if (text.find("://") != std::string::npos) text = redact_url_secrets(text);
+    text += '\n';
+    ssize_t w = ::write(STDERR_FILENO, text.data(), text.size());
     (void)w;
 }
 

@@ -13,7 +13,16 @@ enum class LogLevel { Error = 0, Warn = 1, Info = 2, Debug = 3 };
 bool set_log_level(const std::string& level);
 bool log_enabled(LogLevel level);
 
+// Writes one line to stderr, with the secrets of any http(s) URL in it
+// removed (redact_url_secrets): a job's URL may carry a password or a token,
+// and the journal is readable by more users than the job's owner.
 void log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// `text` with, in every http:// or https:// URL in it (up to whitespace or a
+// quote), the userinfo ("user:pass@") replaced by "[redacted]@" and the query
+// and fragment by "?[redacted]". Host and path stay, so a line still says
+// which file it is about. Job URLs reach the log only through this.
+std::string redact_url_secrets(const std::string& text);
 
 }  // namespace dopt::agent
 

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "agent/log.h"
 #include "agent/url.h"
 #include "dopt/dopt.h"
 
@@ -23,4 +24,19 @@ TEST_CASE("schemes other than http and https are refused", "[url]") {
     CHECK(r.rc == DOPT_E_UNSUPPORTED_SCHEME);
     CHECK(r.message.find("ftp") != std::string::npos);
     CHECK(check_url("file:///etc/passwd").rc != DOPT_OK);
+}
+
+TEST_CASE("log lines lose the userinfo, query and fragment of every URL", "[url][log]") {
+    using dopt::agent::redact_url_secrets;
+    CHECK(redact_url_secrets("job 1: GET https://user:pw@host:8443/a/b.iso?token=s3cret from byte 0") ==
+          "job 1: GET https://[redacted]@host:8443/a/b.iso?[redacted] from byte 0");
+    CHECK(redact_url_secrets("'HTTP://h/x#frag' and http://h2/y?k=v") ==
+          "'HTTP://h/x?[redacted]' and http://h2/y?[redacted]");
+    // An '@' in the path is not userinfo; a URL without secrets is unchanged.
+    CHECK(redact_url_secrets("http://h/a@b/c") == "http://h/a@b/c");
+    CHECK(redact_url_secrets("swarm 0123: piece 4 from http://127.0.0.1:80/f.iso") ==
+          "swarm 0123: piece 4 from http://127.0.0.1:80/f.iso");
+    CHECK(redact_url_secrets("https://tok@h?q") == "https://[redacted]@h?[redacted]");
+    CHECK(redact_url_secrets("no url here: a://b?c") == "no url here: a://b?c");
+    CHECK(redact_url_secrets("http://") == "http://");
 }

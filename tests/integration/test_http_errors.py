@@ -49,6 +49,22 @@ class FatalHttpErrors(IntegrationTest):
         self.assertEqual(job["error"]["code"], 404)
         self.assertEqual(job["error"]["context"], "remote_file")
 
+    def test_the_log_never_shows_a_urls_password_or_token(self):
+        # The journal is readable by more users than the job's owner (adm,
+        # systemd-journal): the URL's userinfo and query must not reach it,
+        # though the agent logs the URL at debug and the 404 at warn.
+        path = os.path.join(self.dest(), "missing.bin")
+        url = self.nginx.url("/missing.bin?token=Tok3nValue").replace(
+            "http://", "http://alice:Passw0rdValue@")
+        rc, out, err = self.dopt("get", url, "-o", path, timeout=60)
+        self.assertEqual(rc, 1, "stdout %r stderr %r" % (out, err))
+        self.assertEqual(self.agent.job_for(path)["error"]["code"], 404)
+        with open(self.agent.log, errors="replace") as f:
+            log = f.read()
+        self.assertIn("/missing.bin?[redacted]", log)
+        for secret in ("Tok3nValue", "Passw0rdValue", "alice"):
+            self.assertNotIn(secret, log)
+
 
 class FaultyOrigin(IntegrationTest):
 

@@ -127,10 +127,12 @@ class StatePrivacy(IntegrationTest):
         self.check_private(agent, root, self.nobody)
 
     def test_privilege_separated_agent_makes_open_state_private(self):
-        agent = self.sb.agent('user = "nobody"\nsocket = "%s"\n'
-                              % self.sb.path("agent", "run", "doptd.sock"), start=False)
-        agent.socket = self.sb.path("agent", "run", "doptd.sock")
         root = pwd.getpwuid(0)
+        # Root adds the jobs: their folders must be in system_job_dirs.
+        agent = self.sb.agent('user = "nobody"\nsocket = "%s"\nsystem_job_dirs = ["%s", "%s"]\n'
+                              % (self.sb.path("agent", "run", "doptd.sock"), self.dest(root),
+                                 self.dest(self.nobody)), start=False)
+        agent.socket = self.sb.path("agent", "run", "doptd.sock")
         self.leave_state_open(agent, root)
         agent.start()
         self.check_private(agent, self.nobody, self.daemon)

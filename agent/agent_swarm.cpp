@@ -45,6 +45,7 @@
 #include "agent/log.h"
 #include "agent/owner_files.h"
 #include "dopt/dopt.h"
+#include "p2p/claims.h"  // kClaimHoldMs
 #include "p2p/origin_picker.h"
 #include "p2p/session.h"
 
@@ -148,6 +149,7 @@ void Agent::start_peering() {
     s.upload_rate_limit = config_.max_upload_rate;
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;
+    s.claims_per_peer = config_.swarm_origin_requests;
     peers_ = std::make_unique<p2p::PeerSession>(s);
     // The addresses alone, written as peer_info::ip writes them (an incoming
     // connection shows the peer's address, not its listen port). The
@@ -563,6 +565,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     // neither ours nor out-of-range ones; filtered once more here, since
     // every use below indexes by piece).
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
+    for (const auto& address : peers_->claims_not_honoured(s.handle))
+        if (s.claims_not_honoured.insert(address).second)
+            LOG_INFO("swarm %s: a claim from peer %s held %lld s without the piece coming: "
+                     "its claims are not honoured any more",
+                     s.info_hash.c_str(), address.c_str(),
+                     static_cast<long long>(p2p::kClaimHoldMs / 1000));
     claims.erase(std::remove_if(claims.begin(), claims.end(),
                                 [&](const p2p::Claim& c) {
                                     return c.claimant == peers_->id() || c.piece < 0 ||

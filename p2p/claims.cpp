@@ -66,20 +66,26 @@ std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, in
 
 // ---- ClaimTable ----
 
-ClaimTable::ClaimTable(std::int64_t lifetime_ms) : lifetime_ms_(lifetime_ms) {}
+ClaimTable::ClaimTable(std::int64_t lifetime_ms, std::int64_t hold_ms, std::size_t per_peer)
+    : lifetime_ms_(lifetime_ms), hold_ms_(hold_ms), per_peer_(per_peer) {}
 
 bool ClaimTable::add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
-                     std::int64_t now_ms) {
+                     const lt::tcp::endpoint& from, std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto& list = claims_[torrent];
-    for (auto& c : list) {
-        if (c.piece == piece && c.claimant == claimant) {
-            c.expires_ms = now_ms + lifetime_ms_;
+    TorrentClaims& t = claims_[torrent];
+    if (t.not_honoured.count(from.address())) return false;
+    std::size_t from_peer = 0;
+    for (auto& e : t.entries) {
+        if (e.claim.piece == piece && e.claim.claimant == claimant) {
+            e.claim.expires_ms = std::min(now_ms + lifetime_ms_, e.hold_until_ms);
             return false;
         }
+        if (e.from == from) ++from_peer;
     }
-    if (list.size() >= kMaxClaimsPerTorrent) return false;
-    list.push_back(Claim{piece, claimant, now_ms + lifetime_ms_});
+    if (from_peer >= per_peer_ || t.entries.size() >= kMaxClaimsPerTorrent) return false;
+    const std::int64_t hold_until = now_ms + hold_ms_;
+    t.entries.push_back(Entry{Claim{piece, claimant, std::min(now_ms + lifetime_ms_, hold_until)},
+                              from, hold_until});
     return true;
 }
 
@@ -87,10 +93,11 @@ void ClaimTable::drop_piece(const lt::info_hash_t& torrent, int piece) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = claims_.find(torrent);
     if (it == claims_.end()) return;
-    auto& list = it->second;
-    list.erase(std::remove_if(list.begin(), list.end(), [&](const Claim& c) { return c.piece == piece; }),
+    auto& list = it->second.entries;
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](const Entry& e) { return e.claim.piece == piece; }),
                list.end());
-    if (list.empty()) claims_.erase(it);
+    if (it->second.empty()) claims_.erase(it);
 }
 
 void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
@@ -102,11 +109,18 @@ void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
 void ClaimTable::expire(std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = claims_.begin(); it != claims_.end();) {
-        auto& list = it->second;
-        list.erase(std::remove_if(list.begin(), list.end(),
-                                  [&](const Claim& c) { return c.expires_ms <= now_ms; }),
-                   list.end());
-        it = list.empty() ? claims_.erase(it) : std::next(it);
+        TorrentClaims& t = it->second;
+        // Still live when its hold came: the piece was never announced.
+        for (const auto& e : t.entries)
+            if (e.claim.expires_ms <= now_ms && e.claim.expires_ms == e.hold_until_ms)
+                t.not_honoured.insert(e.from.address());
+        t.entries.erase(std::remove_if(t.entries.begin(), t.entries.end(),
+                                       [&](const Entry& e) {
+                                           return e.claim.expires_ms <= now_ms ||
+                                                  t.not_honoured.count(e.from.address()) > 0;
+                                       }),
+                        t.entries.end());
+        it = t.empty() ? claims_.erase(it) : std::next(it);
     }
 }
 
@@ -115,9 +129,16 @@ std::vector<Claim> ClaimTable::get(const lt::info_hash_t& torrent, std::int64_t 
     std::vector<Claim> out;
     auto it = claims_.find(torrent);
     if (it == claims_.end()) return out;
-    for (const auto& c : it->second)
-        if (c.expires_ms > now_ms) out.push_back(c);
+    for (const auto& e : it->second.entries)
+        if (e.claim.expires_ms > now_ms && !it->second.not_honoured.count(e.from.address()))
+            out.push_back(e.claim);
     return out;
+}
+
+std::set<lt::address> ClaimTable::not_honoured(const lt::info_hash_t& torrent) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = claims_.find(torrent);
+    return it == claims_.end() ? std::set<lt::address>{} : it->second.not_honoured;
 }
 
 void ClaimTable::peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
@@ -127,6 +148,13 @@ void ClaimTable::peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp:
 
 void ClaimTable::peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (auto c = claims_.find(torrent); c != claims_.end()) {
+        auto& list = c->second.entries;
+        list.erase(std::remove_if(list.begin(), list.end(),
+                                  [&](const Entry& e) { return e.from == peer; }),
+                   list.end());
+        if (c->second.empty()) claims_.erase(c);
+    }
     auto it = told_.find(torrent);
     if (it == told_.end()) return;
     it->second.erase(peer);
@@ -185,7 +213,8 @@ public:
         if (msg != kClaimMessageId) return false;
         if (body.size() < length) return true;  // wait for the rest
         auto c = parse_claim_payload(body, num_pieces_);
-        if (c && c->claimant != own_id_ && table_->add(torrent_, c->piece, c->claimant, monotonic_ms()))
+        if (c && c->claimant != own_id_ &&
+            table_->add(torrent_, c->piece, c->claimant, remote_, monotonic_ms()))
             pass_on(*c);
         return true;
     }

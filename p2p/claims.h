@@ -46,8 +46,17 @@ inline constexpr int kClaimMessageId = 17;
 inline constexpr std::size_t kClaimPayloadSize = 12;
 // 4 (length) + 1 (type 20) + 1 (extended id) + payload.
 inline constexpr std::size_t kClaimFrameSize = 6 + kClaimPayloadSize;
-// How long a received claim holds unless a peer announces the piece.
+// How long a received claim holds unless a peer announces the piece or the
+// claimant repeats it.
 inline constexpr std::int64_t kClaimLifetimeMs = 20'000;
+// How long a claim holds at most, repeated or not: an agent fetches a piece
+// from the origin in well under this (1 MiB at 100 Mbit/s shared by 8
+// requests: 0.7 s), and a claim is meant to end with the piece announced.
+inline constexpr std::int64_t kClaimHoldMs = 10'000;
+// Live claims one connection may hold by default (SessionSettings sets the
+// agent's swarm_origin_requests: a connection passes on other agents'
+// claims too, and a whole swarm keeps about that many pieces in flight).
+inline constexpr std::size_t kDefaultClaimsPerPeer = 8;
 // A hostile peer can invent claimant ids; no torrent keeps more claims.
 inline constexpr std::size_t kMaxClaimsPerTorrent = 8192;
 
@@ -70,39 +79,71 @@ std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, in
 
 // Received claims, per torrent, and which connections have told which
 // pieces they hold. Any thread; every member takes the mutex.
+//
+// Rules against a peer that claims pieces and never fetches them (it would
+// keep every agent of the swarm from the origin for as long as it likes):
+//  - A connection holds at most `per_peer` live claims; more are ignored.
+//  - A connection's claims end when it closes.
+//  - A claim holds at most `hold_ms` from when it was first heard, repeated
+//    or not. One that reaches it without a peer announcing the piece has
+//    lapsed, and the address it came from is not honoured any more for this
+//    torrent: its claims are dropped, its new ones ignored (and so not
+//    passed on), on any connection, until the torrent leaves the table. A
+//    claim passed on counts against the connection it came through.
 class ClaimTable {
 public:
-    explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs);
+    explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs,
+                        std::int64_t hold_ms = kClaimHoldMs,
+                        std::size_t per_peer = kDefaultClaimsPerPeer);
 
-    // Records (or refreshes) `claimant`'s claim on `piece`, expiring at
-    // now_ms + lifetime; true when the claim is new (not a refresh).
-    // Ignored (false) when the torrent already holds kMaxClaimsPerTorrent
-    // claims.
+    // Records (or refreshes) `claimant`'s claim on `piece`, heard from the
+    // connection to `from`, expiring at now_ms + lifetime (never later than
+    // its hold); true when the claim is new (not a refresh). Ignored (false)
+    // when `from`'s address is not honoured, when the connection already
+    // holds per_peer claims, or when the torrent holds
+    // kMaxClaimsPerTorrent claims.
     bool add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
-             std::int64_t now_ms);
+             const lt::tcp::endpoint& from, std::int64_t now_ms);
     // Drops every claim on `piece`: a peer has it now, so no agent fetches
     // it from the origin any more.
     void drop_piece(const lt::info_hash_t& torrent, int piece);
-    // Drops every claim for a torrent (it was removed), and what its peers
-    // told.
+    // Drops every claim for a torrent (it was removed), what its peers
+    // told, and which addresses are not honoured.
     void drop_torrent(const lt::info_hash_t& torrent);
-    // Drops claims whose expires_ms <= now_ms.
+    // Drops claims whose expires_ms <= now_ms; claims that reached their
+    // hold make their address not honoured (see above).
     void expire(std::int64_t now_ms);
-    // The torrent's claims that have not expired at now_ms, oldest first.
+    // The torrent's claims that have neither expired nor reached their hold
+    // at now_ms, from addresses still honoured, oldest first.
     std::vector<Claim> get(const lt::info_hash_t& torrent, std::int64_t now_ms) const;
+    // The addresses whose claims are not honoured for this torrent.
+    std::set<lt::address> not_honoured(const lt::info_hash_t& torrent) const;
 
     // The connection to `peer` has told which pieces it holds (a bitfield,
     // have-all, have-none or a first HAVE).
     void peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
-    // The connection to `peer` is gone.
+    // The connection to `peer` is gone: its claims end.
     void peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
     // The torrent's connections that have told their pieces.
     std::set<lt::tcp::endpoint> peers_that_told(const lt::info_hash_t& torrent) const;
 
 private:
+    struct Entry {
+        Claim claim;
+        lt::tcp::endpoint from;        // the connection it was heard on
+        std::int64_t hold_until_ms = 0;  // first heard + hold_ms
+    };
+    struct TorrentClaims {
+        std::vector<Entry> entries;
+        std::set<lt::address> not_honoured;
+        bool empty() const { return entries.empty() && not_honoured.empty(); }
+    };
+
     const std::int64_t lifetime_ms_;
+    const std::int64_t hold_ms_;
+    const std::size_t per_peer_;
     mutable std::mutex mutex_;
-    std::map<lt::info_hash_t, std::vector<Claim>> claims_;  // guarded by mutex_
+    std::map<lt::info_hash_t, TorrentClaims> claims_;  // guarded by mutex_
     std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> told_;  // guarded by mutex_
 };
 

@@ -307,6 +307,12 @@ struct PeerSession::Impl {
         std::size_t lsd_repeats_done = 0;
     };
 
+    explicit Impl(const SessionSettings& s)
+        : settings(s),
+          claim_table(std::make_shared<ClaimTable>(
+              kClaimLifetimeMs, kClaimHoldMs,
+              static_cast<std::size_t>(std::max(1, s.claims_per_peer)))) {}
+
     SessionSettings settings;
     std::vector<lt::tcp::endpoint> static_peers;
     std::uint64_t id = random_id();
@@ -316,7 +322,7 @@ struct PeerSession::Impl {
     // Declaration order matters: the session is destroyed first, while the
     // eventfd its alert notify writes to and the plugin it uses still exist.
     EventFd alert_fd;
-    std::shared_ptr<ClaimTable> claim_table = std::make_shared<ClaimTable>();
+    std::shared_ptr<ClaimTable> claim_table;
     std::shared_ptr<ClaimsPlugin> claims = std::make_shared<ClaimsPlugin>(claim_table, id);
     std::unique_ptr<lt::session> session;
 
@@ -325,9 +331,9 @@ struct PeerSession::Impl {
     }
 };
 
-PeerSession::PeerSession(const SessionSettings& settings) : impl_(std::make_unique<Impl>()) {
+PeerSession::PeerSession(const SessionSettings& settings)
+    : impl_(std::make_unique<Impl>(settings)) {
     Impl& d = *impl_;
-    d.settings = settings;
     const lt::tcp::endpoint listen = parse_endpoint(settings.listen, "listen", true);
     for (const auto& peer : settings.peers)
         d.static_peers.push_back(parse_endpoint(peer, "peers", false));
@@ -494,6 +500,14 @@ std::set<lt::tcp::endpoint> PeerSession::peers_that_told(const lt::torrent_handl
 std::vector<Claim> PeerSession::claims(const lt::torrent_handle& handle) const {
     if (!handle.is_valid()) return {};
     return impl_->claim_table->get(handle.info_hashes(), monotonic_ms());
+}
+
+std::set<std::string> PeerSession::claims_not_honoured(const lt::torrent_handle& handle) const {
+    std::set<std::string> out;
+    if (!handle.is_valid()) return out;
+    for (const auto& a : impl_->claim_table->not_honoured(handle.info_hashes()))
+        out.insert(a.to_string());
+    return out;
 }
 
 int PeerSession::alert_fd() const { return impl_->alert_fd.fd(); }

@@ -46,6 +46,7 @@ struct SessionSettings {
     std::uint64_t download_rate_limit = 0;       // bytes/s from peers, 0 = unlimited
     bool throttle_lan = false;  // apply the two limits to LAN peers too
                                 // (libtorrent exempts them by default)
+    int claims_per_peer = 8;    // live claims one connection may hold (claims.h)
 };
 
 // A claim another agent sent: it is fetching `piece` from the origin.
@@ -101,8 +102,13 @@ public:
     // need a claim to reach late peers send it again.
     void claim(const lt::torrent_handle& handle, int piece);
     // Claims from other agents for this torrent that have not expired
-    // (claims live 20 s, or until the claimant has the piece).
+    // (claims live 20 s unless repeated and 10 s at most, or until a peer
+    // announces the piece; p2p/claims.h has the rules against peers that
+    // claim and never fetch).
     std::vector<Claim> claims(const lt::torrent_handle& handle) const;
+    // The addresses whose claims for this torrent are not honoured any
+    // more: one of their claims held 10 s without the piece announced.
+    std::set<std::string> claims_not_honoured(const lt::torrent_handle& handle) const;
     // This torrent's connections (remote endpoints, as in peer_info::ip)
     // whose peer has told which pieces it holds. Until then a peer's
     // peer_info::pieces is all zeros, whatever it holds. Take this before

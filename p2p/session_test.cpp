@@ -590,8 +590,8 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     const auto claims = b.claims(hb);
     REQUIRE(claims.size() == 1);
     const std::int64_t left = claims[0].expires_ms - dopt::p2p::monotonic_ms();
-    CHECK(left > 15'000);
-    CHECK(left <= dopt::p2p::kClaimLifetimeMs);
+    CHECK(left > dopt::p2p::kClaimHoldMs - 5'000);
+    CHECK(left <= dopt::p2p::kClaimHoldMs);  // a claim holds no longer, repeated or not
     CHECK(a.claims(ha).empty());  // a does not hear its own claims
 
     // Out-of-range pieces are not sent (and do not crash anything).
@@ -796,22 +796,24 @@ TEST_CASE("claim payloads are parsed strictly and malformed ones are ignored", "
 
 TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]") {
     using namespace dopt::p2p;
-    ClaimTable table(1000);
+    ClaimTable table(1000, 10'000, kMaxClaimsPerTorrent);
     lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
     lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
-    CHECK(table.add(t1, 3, 77, 0));
-    CHECK(table.add(t2, 4, 77, 0));
+    const lt::tcp::endpoint peer(lt::make_address("10.0.0.2"), 6881);
+    CHECK(table.add(t1, 3, 77, peer, 0));
+    CHECK(table.add(t2, 4, 77, peer, 0));
     CHECK(table.get(t1, 0).size() == 1);
     CHECK(table.get(t1, 0)[0].expires_ms == 1000);
-    CHECK_FALSE(table.add(t1, 3, 77, 500));  // refresh, not a second claim
+    CHECK_FALSE(table.add(t1, 3, 77, peer, 500));  // refresh, not a second claim
     REQUIRE(table.get(t1, 500).size() == 1);
     CHECK(table.get(t1, 500)[0].expires_ms == 1500);
     CHECK(table.get(t2, 1000).empty());  // expired for readers at once
     table.expire(1200);
     CHECK(table.get(t1, 1200).size() == 1);
     CHECK(table.get(t2, 0).empty());  // gone from the table
-    CHECK(table.add(t1, 3, 78, 1200));  // two claimants of one piece
-    CHECK(table.add(t1, 4, 78, 1200));
+    CHECK(table.not_honoured(t2).empty());  // expired unrepeated: nothing held too long
+    CHECK(table.add(t1, 3, 78, peer, 1200));  // two claimants of one piece
+    CHECK(table.add(t1, 4, 78, peer, 1200));
     table.drop_piece(t1, 5);  // another piece: no effect
     CHECK(table.get(t1, 1200).size() == 3);
     table.drop_piece(t1, 3);  // somebody has piece 3: both claims end
@@ -820,11 +822,75 @@ TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]")
     table.drop_piece(t1, 4);
     CHECK(table.get(t1, 1200).empty());
 
-    for (std::uint64_t i = 0; i < kMaxClaimsPerTorrent + 10; ++i) table.add(t1, 1, i, 0);
+    for (std::uint64_t i = 0; i < kMaxClaimsPerTorrent + 10; ++i) table.add(t1, 1, i, peer, 0);
     CHECK(table.get(t1, 0).size() == kMaxClaimsPerTorrent);
-    CHECK_FALSE(table.add(t1, 2, 1, 0));  // full: not taken
+    CHECK_FALSE(table.add(t1, 2, 1, peer, 0));  // full: not taken
     table.drop_torrent(t1);
     CHECK(table.get(t1, 0).empty());
+}
+
+TEST_CASE("a peer's claims are capped, end with its connection, and stop counting when "
+          "they hold too long", "[p2p][claims]") {
+    using namespace dopt::p2p;
+    ClaimTable table(20'000, 10'000, 8);
+    lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
+    lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
+    const lt::tcp::endpoint hostile(lt::make_address("10.0.0.66"), 6881);
+    const lt::tcp::endpoint hostile_again(lt::make_address("10.0.0.66"), 40000);
+    const lt::tcp::endpoint honest(lt::make_address("10.0.0.2"), 6881);
+
+    // At most 8 live claims per connection, whatever the claimant ids.
+    for (int piece = 0; piece < 20; ++piece)
+        table.add(t1, piece, 1000 + static_cast<std::uint64_t>(piece), hostile, 0);
+    CHECK(table.get(t1, 0).size() == 8);
+    CHECK_FALSE(table.add(t1, 30, 5, hostile, 0));
+    CHECK(table.add(t1, 30, 5, honest, 0));  // another connection has its own
+    // A claim held is not the connection's to repeat beyond the cap either.
+    CHECK_FALSE(table.add(t1, 0, 1000, hostile, 100));  // a refresh: allowed, not new
+    CHECK(table.get(t1, 100).size() == 9);
+
+    // The connection closes: its claims end, the others stay.
+    table.peer_gone(t1, hostile);
+    REQUIRE(table.get(t1, 100).size() == 1);
+    CHECK(table.get(t1, 100)[0].piece == 30);
+    table.drop_piece(t1, 30);  // the honest claim turned into a piece
+
+    // Repeated every second, a claim still holds 10 s at most.
+    CHECK(table.add(t1, 7, 99, hostile_again, 1000));
+    CHECK(table.add(t1, 8, 98, hostile_again, 1000));
+    CHECK(table.add(t2, 2, 97, hostile_again, 1000));  // another torrent
+    for (std::int64_t now = 2000; now < 11'000; now += 1000) {
+        table.add(t1, 7, 99, hostile_again, now);
+        table.add(t1, 8, 98, hostile_again, now);
+        table.add(t2, 2, 97, hostile_again, now);
+        table.expire(now);
+    }
+    table.drop_piece(t2, 2);  // this one turned into a piece, on the other torrent
+    CHECK(table.get(t1, 10'999).size() == 2);
+    CHECK(table.get(t1, 11'000).empty());  // for readers at once
+    CHECK(table.not_honoured(t1).empty());
+    table.expire(11'000);
+    // Neither piece was announced: the address is not honoured any more,
+    // from any port, and its new claims are refused (not passed on).
+    const std::set<lt::address> bad{hostile.address()};
+    CHECK(table.not_honoured(t1) == bad);
+    CHECK_FALSE(table.add(t1, 9, 96, hostile_again, 11'000));
+    CHECK_FALSE(table.add(t1, 9, 96, hostile, 11'000));
+    CHECK(table.get(t1, 11'000).empty());
+    CHECK(table.add(t1, 9, 95, honest, 11'000));  // others still are
+    CHECK(table.not_honoured(t2).empty());  // its claim there ended with a piece
+    CHECK(table.add(t2, 3, 97, hostile_again, 11'000));
+    // A claim that ends with its piece announced within 10 s costs nothing.
+    CHECK(table.add(t1, 10, 94, honest, 12'000));
+    table.drop_piece(t1, 10);
+    table.drop_piece(t1, 9);
+    table.expire(30'000);
+    CHECK(table.not_honoured(t1) == bad);
+    CHECK(table.add(t1, 11, 93, honest, 30'000));
+    // Removing the torrent forgets it all.
+    table.drop_torrent(t1);
+    CHECK(table.not_honoured(t1).empty());
+    CHECK(table.add(t1, 9, 96, hostile, 40'000));
 }
 
 TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port",

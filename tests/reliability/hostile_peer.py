@@ -21,7 +21,12 @@ Contents:
                    requests never answered;
         "choker":  a bitfield with every piece; never unchokes;
         "staller": the handshake, then nothing at all (what it is sent is
-                   read and dropped; the socket stays open).
+                   read and dropped; the socket stays open);
+        "claimer": a dopt agent's extension handshake (BEP 10, dopt_claim),
+                   have_none, then every second a claim (dopt_claim) on
+                   every piece: each piece's first claimant id again (a
+                   refresh) and a fresh random one. It never fetches
+                   anything, so no claim ever turns into a HAVE.
       connect_in(dst) opens a connection to the agent from the same address
       and behaves the same on it (a banned peer coming back).
       Every connection is recorded (Connection: bytes and messages seen,
@@ -58,6 +63,10 @@ import bencode  # noqa: E402
 PROTOCOL = b"BitTorrent protocol"
 # Reserved bytes: the fast extension (BEP 6) only; no extension protocol.
 RESERVED = bytes([0, 0, 0, 0, 0, 0, 0, 0x04])
+# The same with the extension protocol (BEP 10), for the claimer.
+RESERVED_EXTENDED = bytes([0, 0, 0, 0, 0, 0x10, 0, 0x04])
+CLAIM_EXTENSION = b"dopt_claim"  # p2p/claims.h
+OUR_CLAIM_ID = 3                 # the id we ask the agent to use
 PEER_ID_PREFIX = b"-HP0001-"  # + 12 random bytes: libtorrent drops a duplicate peer id
 
 
@@ -207,7 +216,7 @@ class Connection:
 
 
 class HostileListener:
-    MODES = ("corrupt", "poison", "liar", "choker", "staller")
+    MODES = ("corrupt", "poison", "liar", "choker", "staller", "claimer")
 
     def __init__(self, ip, metainfo, mode, port=0, pieces=None):
         """pieces: the piece indices advertised (None: all of them)."""
@@ -223,6 +232,8 @@ class HostileListener:
         self.sock.listen(64)
         self.ip, self.port = self.sock.getsockname()
         self.connections = []
+        self.claims_sent = 0
+        self.claimants = {}  # claimer: piece -> its first claimant id
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = []
@@ -256,6 +267,7 @@ class HostileListener:
                 "handshakes": sum(c.handshake_ok for c in cs),
                 "requests": sum(c.requests for c in cs),
                 "pieces_sent": sum(c.pieces_sent for c in cs),
+                "claims_sent": self.claims_sent,
                 "open": sum(c.ended is None for c in cs),
                 "ended": [c.ended for c in cs]}
 
@@ -289,6 +301,40 @@ class HostileListener:
             n += 1
         return bytes(out[:length])
 
+    def _reserved(self):
+        return RESERVED_EXTENDED if self.mode == "claimer" else RESERVED
+
+    def _claim_forever(self, conn, c):
+        """claimer: what a dopt agent says, then claims on every piece, once
+        a second, until the connection or the listener ends."""
+        self._send(conn, c, message(EXTENDED, b"\x00" + bencode.encode(
+            {"m": {CLAIM_EXTENSION: OUR_CLAIM_ID}})))
+        self._send(conn, c, message(HAVE_NONE))
+        their_id = None  # the agent's id for dopt_claim, from its extension handshake
+        next_round = time.monotonic()
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if their_id is not None and now >= next_round:
+                next_round = now + 1.0
+                for piece in range(self.meta.num_pieces):
+                    first = self.claimants.setdefault(piece, struct.unpack(">Q", os.urandom(8))[0])
+                    for claimant in (first, struct.unpack(">Q", os.urandom(8))[0]):
+                        self._send(conn, c, message(EXTENDED, bytes([their_id]) +
+                                                    struct.pack(">IQ", piece, claimant)))
+                        with self.lock:
+                            self.claims_sent += 1
+            r, _, _ = select.select([conn], [], [], 0.2)
+            if not r:
+                continue
+            msg_id, payload = read_message(conn, time.monotonic() + 10)
+            c.messages.append(MESSAGE_NAMES.get(msg_id, str(msg_id)))
+            if msg_id == EXTENDED and payload[:1] == b"\x00":
+                try:
+                    hs, _ = bencode.decode_at(payload, 1)
+                    their_id = hs.get(b"m", {}).get(CLAIM_EXTENSION) or their_id
+                except (ValueError, AttributeError):
+                    pass
+
     def connect_in(self, dst):
         """Connects to the agent at dst from this peer's address and serves
         that connection in this peer's mode (in a thread). Returns its
@@ -307,7 +353,7 @@ class HostileListener:
         try:
             s.settimeout(10)
             s.connect(dst)
-            s.sendall(handshake(self.meta.info_hash, self.peer_id))
+            s.sendall(handshake(self.meta.info_hash, self.peer_id, self._reserved()))
         except OSError as e:
             c.ended = "connect: %s" % e
             c.ended_at = time.monotonic()
@@ -349,8 +395,11 @@ class HostileListener:
         if c.their_info_hash != self.meta.info_hash:
             raise Closed("unknown info-hash")
         if not outgoing:
-            self._send(conn, c, handshake(self.meta.info_hash, self.peer_id))
+            self._send(conn, c, handshake(self.meta.info_hash, self.peer_id, self._reserved()))
         c.handshake_ok = True
+        if self.mode == "claimer":
+            self._claim_forever(conn, c)
+            return
         answered = set()  # poison: pieces whose one block was sent
         if self.mode == "staller":
             # Nothing at all from here on; what comes is read and dropped.

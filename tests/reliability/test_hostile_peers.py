@@ -282,6 +282,35 @@ class LiarInASwarm(HostileTest):
                              "the liar held the swarm back: %.1f s against %.1f s" % (secs, base))
 
 
+class ClaimingPeer(HostileTest):
+    CLAIM_HOLD = 10.0   # seconds: p2p/claims.h kClaimHoldMs
+    SLACK = 5.0         # seconds
+
+    def test_a_peer_that_claims_every_piece_and_fetches_none(self):
+        """A static peer that speaks the claims extension, holds nothing
+        (have_none) and claims every piece once a second, each time with
+        the piece's first claimant id (a refresh) and a new random one. It
+        never fetches anything. The agent honours at most
+        swarm_origin_requests (8) of its claims at once, and none after one
+        has held 10 s without its piece announced: the file comes from the
+        origin within the hold. Before: every piece stayed claimed, the
+        agent fetched nothing and the job waited for no_progress_timeout
+        (14 days)."""
+        sha, meta, _ = self.serve("pkg.bin")
+        base = self.baseline("pkg.bin", sha)
+        h = self.hostile(meta, "claimer")
+        a = self.new_agent("A", [h.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin", timeout=base + 60)
+        self.assertFileSha(dest, sha)
+        s = h.summary()
+        say("claimer: %.2f s with it, %.2f s without; %s" % (secs, base, s))
+        self.assertGreater(s["claims_sent"], 0, "the claimer never sent a claim: no test")
+        self.assertIn("a claim from peer %s held" % HOSTILE_IP, a.log_text())
+        self.assertEqual(job["bytes_from_origin"], SIZE, job)
+        self.assertLessEqual(secs, base + self.CLAIM_HOLD + self.SLACK,
+                             "the claims held the file back: %.1f s against %.1f s" % (secs, base))
+
+
 class StallingPeer(HostileTest):
     def test_a_peer_that_handshakes_and_then_says_nothing(self):
         """Handshake, then silence with the socket open (no bitfield, no

@@ -132,8 +132,10 @@ struct Agent::Swarm {
     std::string info_hash;
     p2p::Metainfo meta;
     lt::torrent_handle handle;
-    std::string origin_url;               // where the origin pieces come from ("": none)
-    bool from_job_metainfo = false;       // metainfo the job gave (a mismatch is fatal)
+    // The user whose URL (and headers) origin pieces come from: each job
+    // fetches from its own origin only, never from the URL another job (or
+    // user) registered the content with. nullptr: no user.
+    Job* origin_job = nullptr;
     std::set<Job*> users;                 // jobs whose current file this is
     std::vector<bool> have;               // verified, held by libtorrent
     int have_count = 0;

@@ -392,7 +392,6 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     auto s = std::make_unique<Swarm>();
     s->info_hash = e.info_hash;
     s->meta = meta;
-    s->origin_url = e.origin_url;
     s->complete = e.complete;  // a seed from the cache: never paused
     std::string dir = config_.cache_dir + "/" + e.info_hash;
     ::mkdir(dir.c_str(), 0700);
@@ -476,8 +475,7 @@ void Agent::attach_swarm(Job& job) {
         s->peer_rate_mark_ms = 0;
     }
     s->users.insert(&job);
-    if (s->origin_url.empty()) s->origin_url = f.remote_url;
-    s->from_job_metainfo = f.metainfo_source == "job";
+    if (!s->origin_job) s->origin_job = &job;
     if (s->paused) {
         s->handle.resume();
         s->paused = false;
@@ -500,6 +498,14 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
     job.swarm_fd = -1;
     job.swarm = nullptr;
     s->users.erase(&job);
+    if (s->origin_job == &job) {
+        // Its origin's pieces stop with it; the next user fetches from its own.
+        drop_origin_pieces(*s);
+        s->origin_job = s->users.empty() ? nullptr : *s->users.begin();
+        s->origin_hash_failures = 0;
+        s->origin_failures = 0;
+        s->origin_retry_ms = 0;
+    }
     if (!s->users.empty() || s->complete) return;
     drop_origin_pieces(*s);
     if (cancelled && !wanted_by_unfinished_job(s->info_hash, &job)) {
@@ -555,8 +561,7 @@ void Agent::pump_swarm(Swarm& s) {
 // takes everything that is missing.
 void Agent::fetch_origin_pieces(Swarm& s) {
     std::int64_t now = mono_ms();
-    if (s.origin_url.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms)
-        return;
+    if (!s.origin_job || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
     auto n = static_cast<std::size_t>(s.meta.num_pieces);
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
@@ -733,7 +738,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.held_too = stalled || plan.peers_slow;
     in.share_count = plan.share_count;
     in.share_index = plan.share_index;
-    Job* lead = *s.users.begin();
+    Job& lead = *s.origin_job;
     for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
         auto op = std::make_unique<OriginPiece>();
         op->agent = this;
@@ -742,11 +747,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         op->started_ms = now;
         op->data.reserve(s.piece_size(piece));
         TransferRequest req;
-        req.url = s.origin_url;
+        req.url = lead.file().remote_url;
+        req.headers = lead.rec.headers;
         req.offset = s.piece_offset(piece);
         req.length = s.piece_size(piece);
         // The [http] cap is per file: shared among its piece requests.
-        bool foreground = lead->rec.priority == storage::Priority::Foreground;
+        bool foreground = lead.rec.priority == storage::Priority::Foreground;
         std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
         req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
         if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
@@ -807,8 +813,10 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     // shorter than the metainfo says.
     bool mismatch = outcome.code == DOPT_E_REMOTE_CHANGED || outcome.code == 416;
     if (!outcome.ok && !outcome.transient && !mismatch) {
-        // 404, 403, ...: the content is gone from the origin.
-        fail_swarm_users(s, static_cast<int>(outcome.context), outcome.code, outcome.description);
+        // 404, 403, ...: the content is gone from that job's origin; the
+        // others go on with theirs.
+        Job& j = *s.origin_job;
+        fail(j, static_cast<int>(outcome.context), outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
@@ -835,21 +843,22 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     }
 }
 
-// The origin does not serve this content as its metainfo describes it (no
-// range support, another size, pieces failing their hashes). Metainfo the
-// job gave makes that the job's error; metainfo found beside the content is
-// simply not used: the file goes over HTTP only.
+// The origin of the swarm's origin job does not serve this content as its
+// metainfo describes it (no range support, another size, pieces failing
+// their hashes). Metainfo the job gave makes that the job's error; metainfo
+// found beside the content is simply not used: the file goes over HTTP
+// only. The other users go on, each with its own origin.
 void Agent::origin_does_not_match(Swarm& s, const std::string& why) {
-    std::vector<Job*> users(s.users.begin(), s.users.end());
-    for (Job* j : users) {
-        if (s.from_job_metainfo) {
-            fail(*j, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
-                 s.origin_url + " does not match the job's metainfo: " + why, j->current_file);
-        } else {
-            detach_swarm(*j, false);
-            use_http_only(*j, "the origin's content does not match its metainfo: " + why);
-            start_job(*j);
-        }
+    Job* j = s.origin_job;
+    if (!j) return;
+    const FileRecord& f = j->file();
+    if (f.metainfo_source == "job") {
+        fail(*j, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+             f.remote_url + " does not match the job's metainfo: " + why, j->current_file);
+    } else {
+        detach_swarm(*j, false);
+        use_http_only(*j, "the origin's content does not match its metainfo: " + why);
+        start_job(*j);
     }
 }
 

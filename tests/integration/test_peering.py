@@ -682,6 +682,35 @@ class CustomHeaders(PeeringTest):
         self.assertTrue(self.cache_entry(a, self.hashes["private.bin"])["complete"])
 
 
+class OriginPerJob(PeeringTest):
+    SIZE = 4 * MiB
+
+    def test_a_job_fetches_origin_pieces_from_its_own_url_only(self):
+        """One job gives the public metainfo of /pkg.bin with another URL
+        (/other/pkg.bin, which is not there: 404, that job's error). A
+        second job for /pkg.bin finds the same info-hash beside its URL
+        and joins the same torrent: its origin pieces come from /pkg.bin,
+        and the first job's URL hears nothing of it. Before: the swarm kept
+        the URL the content was first registered with, so the second job
+        fetched from the first one's server and went to ERROR on its 404."""
+        self.start_origin()
+        sha = self.serve("pkg.bin", self.SIZE)
+        a = self.lone_agent()
+        meta = os.path.join(self.www, "pkg.bin.torrent")
+        other = self.dest_of(a, "other.bin")
+        first = a.add(self.url("other/pkg.bin"), "-o", other, "--metainfo", meta)
+        wait_for(lambda: a.status(first)["state"] == "error", 20, what="the first job's 404")
+        self.assertIsNotNone(self.cache_entry(a, self.hashes["pkg.bin"]), "no shared torrent: no test")
+        mark = self.mark()
+        dest, job = self.get(a, self.url("pkg.bin"), "pkg.bin")
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+        self.assertEqual(job["files"][0]["metainfo"], "origin", job)
+        paths = [e[4] for e in self.requests_since(mark)]
+        self.assertNotIn("/other/pkg.bin", paths)
+        self.assertEqual(self.sent_since(mark, "/pkg.bin"), self.SIZE, paths)
+
+
 class SameLoopbackAddress(PeeringTest):
     def test_two_agents_on_one_address_share_the_content(self):
         size = 8 * MiB

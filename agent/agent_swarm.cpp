@@ -44,6 +44,7 @@
 #include "agent/crash_point.h"
 #include "agent/log.h"
 #include "agent/owner_files.h"
+#include "agent/url.h"
 #include "dopt/dopt.h"
 #include "p2p/claims.h"  // kClaimHoldMs
 #include "p2p/origin_picker.h"
@@ -229,11 +230,18 @@ void Agent::stop_peering() {
 bool Agent::start_file_with_peers(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.metainfo_source == "none") return false;
-    if (!job.rec.headers.empty() && f.metainfo_source != "job") {
-        // Content behind credentials is not shared unless the job asks for it
-        // (by giving metainfo).
-        use_http_only(job, "the job sends its own HTTP headers");
-        return false;
+    // Content behind credentials (headers, or in the URL) is not shared
+    // unless the job asks for it (by giving metainfo): nothing is probed
+    // for metainfo with them, cached or seeded.
+    if (f.metainfo_source != "job") {
+        if (!job.rec.headers.empty()) {
+            use_http_only(job, "the job sends its own HTTP headers");
+            return false;
+        }
+        if (url_may_carry_credentials(f.remote_url)) {
+            use_http_only(job, "the URL has a user name, password or query string");
+            return false;
+        }
     }
     if (!f.info_hash.empty() && cache_.count(f.info_hash)) {
         attach_swarm(job);

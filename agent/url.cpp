@@ -68,4 +68,13 @@ UrlCheck check_url(const std::string& url) {
     return r;
 }
 
+bool url_may_carry_credentials(const std::string& url) {
+    std::unique_ptr<CURLU, UrlDeleter> u(curl_url());
+    if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+        return true;
+    for (CURLUPart part : {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_OPTIONS, CURLUPART_QUERY})
+        if (get_part(u.get(), part)) return true;
+    return false;
+}
+
 }  // namespace dopt::agent

@@ -16,4 +16,11 @@ struct UrlCheck {
 // will fetch it.
 UrlCheck check_url(const std::string& url);
 
+// Whether the URL may carry credentials: a user name or password
+// (user:pass@host) or a query string (?token=...). Such content is treated
+// like content fetched with custom headers: not shared with peers unless
+// the job gives metainfo. A URL libcurl cannot parse counts as carrying
+// them.
+bool url_may_carry_credentials(const std::string& url);
+
 }  // namespace dopt::agent

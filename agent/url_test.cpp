@@ -5,6 +5,7 @@
 #include "dopt/dopt.h"
 
 using dopt::agent::check_url;
+using dopt::agent::url_may_carry_credentials;
 
 TEST_CASE("http and https URLs with a host are accepted", "[url]") {
     CHECK(check_url("http://127.0.0.1:8080/a/b.iso").rc == DOPT_OK);
@@ -39,4 +40,15 @@ TEST_CASE("log lines lose the userinfo, query and fragment of every URL", "[url]
     CHECK(redact_url_secrets("https://tok@h?q") == "https://[redacted]@h?[redacted]");
     CHECK(redact_url_secrets("no url here: a://b?c") == "no url here: a://b?c");
     CHECK(redact_url_secrets("http://") == "http://");
+}
+
+TEST_CASE("user names, passwords and query strings may carry credentials", "[url]") {
+    CHECK_FALSE(url_may_carry_credentials("http://127.0.0.1:8080/a/b.iso"));
+    CHECK_FALSE(url_may_carry_credentials("https://host/a/b.iso#part"));
+    CHECK(url_may_carry_credentials("https://user:pass@host/f"));
+    CHECK(url_may_carry_credentials("https://user@host/f"));
+    CHECK(url_may_carry_credentials("https://:pass@host/f"));
+    CHECK(url_may_carry_credentials("https://host/f?token=s3cret"));
+    CHECK(url_may_carry_credentials("https://host/f?x"));
+    CHECK(url_may_carry_credentials("not a url"));
 }

@@ -667,6 +667,31 @@ class CustomHeaders(PeeringTest):
         self.assertEqual([e[4] for e in self.origin.log_entries()], ["/private.bin"])
         self.assertEqual(self.cache(a), [])
 
+    def test_credentials_in_the_url_go_http_only_despite_metainfo_beside(self):
+        """The same for credentials in the URL: a user name and password,
+        or a query string (?token=...). Before: no custom headers, so the
+        agent probed for the .torrent with the credentials, cached the
+        content and seeded it to the LAN."""
+        self.start_origin()
+        sha = self.serve("private.bin", self.SIZE)
+        a = self.lone_agent()
+        host = self.url("private.bin").split("//", 1)[1]
+        for i, url in enumerate(("http://user:s3cret@" + host, self.url("private.bin?token=s3cret"))):
+            mark = self.mark()
+            dest, job = self.get(a, url, "private-%d.bin" % i)
+            self.assertFileSha(dest, sha)
+            self.assertEqual(job["mode"], "http_only", job)
+            self.assertEqual(job["files"][0]["metainfo"], "none", job)
+            self.assertEqual(job["bytes_from_origin"], self.SIZE, job)
+            # No probe for /private.bin.torrent (the log drops the query).
+            self.assertEqual([e[4] for e in self.requests_since(mark)], ["/private.bin"])
+        self.assertEqual(self.cache(a), [])
+        # Metainfo given with the job: shared, as with headers.
+        dest, job = self.get(a, self.url("private.bin?token=s3cret"), "private-m.bin",
+                             "--metainfo", os.path.join(self.www, "private.bin.torrent"))
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["mode"], "peer_assisted", job)
+
     def test_headers_with_job_metainfo_go_through_the_swarm(self):
         """...unless the job gives metainfo itself."""
         self.start_origin()

@@ -233,7 +233,8 @@ DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
 /* Metainfo (a .torrent) for file number file_index: the piece hashes that
  * make LAN peers' bytes usable (docs/api.md, "Peering"). Without it the agent
  * looks for metainfo beside the content (URL + ".torrent"), else the file
- * goes over HTTP only.
+ * goes over HTTP only; a job with custom headers, or a URL with a user name,
+ * password or query string, goes over HTTP only without it.
  *  _metainfo:     the bencoded bytes (at most 700 KiB here), checked now:
  *                 DOPT_E_INVALID_ARG with a description when they are not
  *                 single-file v1, v2 or hybrid metainfo in pieces of at

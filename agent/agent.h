@@ -124,8 +124,15 @@ private:
     void drop_origin_pieces(Swarm& swarm);
     void fail_swarm_users(Swarm& swarm, int context, std::int64_t code, const std::string& why);
     void evict_cache();
+    std::vector<std::string> cache_entries_to_drop() const;
+    std::uint64_t cache_limit() const;
+    bool wanted_by_active_job(const std::string& info_hash) const;
+    void forget_cached_content(const std::string& info_hash);
 
     friend struct Job;
+    // A job left unfinished content (suspend, error): evict_cache() on the
+    // next pass of handle_alerts, not inside the caller's loops.
+    bool evict_pending_ = false;
     Config config_;
     int lock_fd_ = -1;
     int signal_fd_ = -1;

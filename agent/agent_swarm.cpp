@@ -516,6 +516,7 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
     }
     if (!s->users.empty() || s->complete) return;
     drop_origin_pieces(*s);
+    evict_pending_ = true;  // unfinished content no job is fetching now counts
     if (cancelled && !wanted_by_unfinished_job(s->info_hash, &job)) {
         remove_swarm(*s, true);
         return;
@@ -1166,7 +1167,11 @@ void Agent::handle_alerts() {
         for (auto& [ih, live] : swarms_)
             if (live.get() == s) pump_swarm(*s);
     }
-    if (evict_needed) evict_cache();  // a torrent completed: the cache grew
+    // A torrent completed (the cache grew), or a job left unfinished content.
+    if (evict_needed || evict_pending_) {
+        evict_pending_ = false;
+        evict_cache();
+    }
     std::int64_t now = mono_ms();
     if (now >= next_swarm_tick_ms_) {
         next_swarm_tick_ms_ = now + 250;
@@ -1198,39 +1203,64 @@ void Agent::handle_alerts() {
 
 // ---- the peer cache ---------------------------------------------------------------
 
-// Drops complete torrents no job is using, least recently used first,
-// while the cache is over [cache] max_size or max_disk_percent of its file
-// system; and any unused longer than max_age.
-void Agent::evict_cache() {
+// The peer cache's size limit: [cache] max_size, and max_disk_percent of
+// the file system cache_dir is on.
+std::uint64_t Agent::cache_limit() const {
     std::uint64_t limit = config_.cache_max_size;
     struct statvfs vfs{};
     if (::statvfs(config_.cache_dir.c_str(), &vfs) == 0) {
         std::uint64_t disk = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
         limit = std::min<std::uint64_t>(limit, disk / 100 * static_cast<std::uint64_t>(config_.cache_max_disk_percent));
     }
-    std::int64_t oldest = wall_now() - static_cast<std::int64_t>(config_.cache_max_age);
-    std::vector<const CacheEntry*> entries;
-    std::uint64_t total = 0;
-    for (const auto& [ih, e] : cache_) {
-        if (!e.complete) continue;
-        entries.push_back(&e);
-        total += e.size;
+    return limit;
+}
+
+// Whether a job in an active state (queued, connecting, transferring,
+// transient error: storage::is_active) has a file not yet whole whose
+// content is this torrent.
+bool Agent::wanted_by_active_job(const std::string& info_hash) const {
+    for (const auto& [id, job] : jobs_) {
+        if (!storage::is_active(job->rec.state)) continue;
+        for (const auto& f : job->rec.files)
+            if (f.info_hash == info_hash && !f.completed) return true;
     }
-    std::sort(entries.begin(), entries.end(),
-              [](const CacheEntry* a, const CacheEntry* b) { return a->last_used < b->last_used; });
-    std::vector<std::string> drop;
-    for (const CacheEntry* e : entries) {
-        auto s = swarms_.find(e->info_hash);
-        if (s != swarms_.end() && !s->second->users.empty()) continue;
-        // Also content a job will need when it runs again (at start no job
-        // is attached yet).
-        if (wanted_by_unfinished_job(e->info_hash)) continue;
-        if (total <= limit && e->last_used >= oldest) continue;
-        drop.push_back(e->info_hash);
-        total -= e->size;
+    return false;
+}
+
+// Unfinished content about to be dropped: the files of the (suspended or
+// failed) jobs that want it forget it. When such a job runs again, metainfo
+// found beside the content is looked for again, metainfo the job named by
+// URL fetched again; metainfo the job gave as bytes lived in the cache
+// entry, so that file goes over HTTP only.
+void Agent::forget_cached_content(const std::string& info_hash) {
+    for (auto& [id, job] : jobs_) {
+        if (storage::is_final(job->rec.state)) continue;
+        for (auto& f : job->rec.files) {
+            if (f.info_hash != info_hash || f.completed) continue;
+            f.info_hash.clear();
+            if (f.metainfo_source == "origin") f.metainfo_source.clear();
+            else if (f.metainfo_source == "job" && f.metainfo_url.empty()) f.metainfo_source = "none";
+            store_->update_file(job->rec.id, f);
+        }
     }
-    for (const auto& ih : drop) {
-        LOG_INFO("peer cache: evicting %s (%s)", ih.c_str(), cache_[ih].name.c_str());
+}
+
+// Keeps the peer cache within [cache] max_size and max_disk_percent of its
+// file system. All of it counts: complete content and unfinished content.
+// Dropped, least recently used first, while over the limit, and whatever
+// has been unused longer than max_age:
+//  - complete content no job is using or will need;
+//  - parked content: unfinished content no active job wants (its jobs are
+//    suspended or failed). A user's parked content (by the entry's owner)
+//    is also dropped while it is over half the limit: agent-owned disk
+//    outside the user's quota, which they could otherwise fill by
+//    suspending jobs near their end and deleting the partial files.
+// Unfinished content an active job wants is never dropped.
+void Agent::evict_cache() {
+    for (const auto& ih : cache_entries_to_drop()) {
+        LOG_INFO("peer cache: evicting %s (%s%s)", ih.c_str(), cache_[ih].name.c_str(),
+                 cache_[ih].complete ? "" : ", unfinished, its jobs suspended or failed");
+        if (!cache_[ih].complete) forget_cached_content(ih);
         auto s = swarms_.find(ih);
         if (s != swarms_.end()) {
             remove_swarm(*s->second, true);
@@ -1241,6 +1271,47 @@ void Agent::evict_cache() {
             remove_tree(config_.cache_dir + "/" + ih);
         }
     }
+}
+
+// The entries evict_cache() drops, in that order (the rules above).
+std::vector<std::string> Agent::cache_entries_to_drop() const {
+    const std::uint64_t limit = cache_limit();
+    std::int64_t oldest = wall_now() - static_cast<std::int64_t>(config_.cache_max_age);
+    std::vector<const CacheEntry*> entries;  // the ones that may go
+    std::map<std::uint32_t, std::uint64_t> parked_bytes;  // by owner
+    std::uint64_t total = 0;
+    for (const auto& [ih, e] : cache_) {
+        total += e.size;
+        auto s = swarms_.find(ih);
+        if (s != swarms_.end() && !s->second->users.empty()) continue;
+        if (e.complete) {
+            // Also content a job will need when it runs again (at start no
+            // job is attached yet).
+            if (!wanted_by_unfinished_job(ih)) entries.push_back(&e);
+        } else if (!wanted_by_active_job(ih)) {
+            entries.push_back(&e);
+            parked_bytes[e.owner_uid] += e.size;
+        }
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const CacheEntry* a, const CacheEntry* b) { return a->last_used < b->last_used; });
+    // First each user's parked content over their share, then whatever
+    // keeps the cache over the limit or is too old.
+    std::vector<std::string> drop;
+    std::set<const CacheEntry*> dropped;
+    for (const CacheEntry* e : entries) {
+        if (e->complete || parked_bytes[e->owner_uid] <= limit / 2) continue;
+        dropped.insert(e);
+        drop.push_back(e->info_hash);
+        parked_bytes[e->owner_uid] -= e->size;
+        total -= e->size;
+    }
+    for (const CacheEntry* e : entries) {
+        if (dropped.count(e) || (total <= limit && e->last_used >= oldest)) continue;
+        drop.push_back(e->info_hash);
+        total -= e->size;
+    }
+    return drop;
 }
 
 }  // namespace dopt::agent

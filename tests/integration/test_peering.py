@@ -344,6 +344,64 @@ class Eviction(PeeringTest):
         self.assertTrue(os.path.exists(self.dest_of(a, "one.bin")))
 
 
+class UnfinishedContentCounts(PeeringTest):
+    SIZE = 4 * MiB
+
+    def suspend_after_a_piece(self, a, name):
+        """`dopt add` of /slow/<name>, suspended once a piece is in: its
+        content is unfinished and parked in the cache. Returns the job id."""
+        job = a.add(self.url("slow/" + name), "-o", self.dest_of(a, name))
+        wait_for(lambda: a.status(job)["bytes_transferred"] > 0, 30, what="a piece of " + name)
+        a.dopt("suspend", job, check=True)
+        self.assertEqual(a.status(job)["mode"], "peer_assisted")
+        return job
+
+    def wait_cache(self, a, want, what):
+        """Waits until the cache holds exactly `want` ({name: complete})."""
+        return wait_for(lambda: (lambda got: got if got == want else None)(
+            {e["name"]: e["complete"] for e in self.cache(a)}), 10,
+            what="%s: cache %s (now %s)" % (what, want, self.cache(a)))
+
+    def test_unfinished_content_counts_against_the_cache_limits(self):
+        """[cache] max_size 10 MiB, files of 4 MiB, one user. Two complete
+        downloads (8 MiB, no job needs them). A third, from a slow origin,
+        suspended after a piece: its unfinished content counts, so the
+        older complete entry is evicted (12 MiB > 10). A fourth, suspended
+        the same way: the user's parked unfinished content (8 MiB) is over
+        half the limit, so the older one goes; resumed, that job finds its
+        metainfo again and finishes through the swarm. Before: only
+        complete content counted, so a user could keep any amount of
+        unfinished content in the agent's cache (suspended jobs, partial
+        files deleted), outside their own quota."""
+        self.origin = self.sb.nginx(self.www, slow_rate="256k")
+        sha = {name: self.serve(name, self.SIZE)
+               for name in ("one.bin", "two.bin", "three.bin", "four.bin")}
+        a = self.lone_agent("[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (10 * MiB))
+        self.get(a, self.url("three.bin"), "three.bin")
+        time.sleep(1.1)  # last_used is in seconds: make the order unambiguous
+        self.get(a, self.url("four.bin"), "four.bin")
+        self.wait_cache(a, {"three.bin": True, "four.bin": True}, "two complete downloads")
+
+        time.sleep(1.1)
+        first = self.suspend_after_a_piece(a, "one.bin")
+        self.wait_cache(a, {"four.bin": True, "one.bin": False}, "one.bin parked")
+        self.assertIn("peer cache: evicting %s (three.bin)" % self.hashes["three.bin"],
+                      a.log_text())
+
+        time.sleep(1.1)
+        self.suspend_after_a_piece(a, "two.bin")
+        self.wait_cache(a, {"four.bin": True, "two.bin": False}, "two.bin parked, over the share")
+        self.assertIn("evicting %s (one.bin, unfinished" % self.hashes["one.bin"], a.log_text())
+        self.assertFalse(os.path.exists(os.path.join(a.cache_dir, self.hashes["one.bin"])))
+
+        a.dopt("resume", first, check=True)
+        a.wait_state(first, "transferred", timeout=60)
+        st = a.status(first)
+        self.assertEqual(st["mode"], "peer_assisted", st)
+        a.dopt("complete", first, check=True)
+        self.assertFileSha(self.dest_of(a, "one.bin"), sha["one.bin"])
+
+
 class AlteredCache(PeeringTest):
     def test_a_cached_copy_altered_on_disk_never_reaches_a_users_file(self):
         """The agent's own cached copy is altered on disk while it is down;

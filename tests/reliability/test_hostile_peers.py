@@ -3,7 +3,8 @@ real nginx (a `limit_rate` location, metainfo beside the content made with
 `dopt publish`), with a hostile peer from hostile_peer.py on another
 loopback address (127.0.0.3 and up) in its swarm: as a static peer ([p2p]
 peers) the agent connects to, or connecting in itself. LiarInASwarm runs
-three agents (127.0.0.1, .7, .8) with two hostile peers. Needs no root.
+three agents (127.0.0.1, .7, .8) with two hostile peers, ClaimerInASwarm
+the same three with a peer that claims every piece. Needs no root.
 
 Every download must end byte-identical. The slowdown against a run of the
 same download without the hostile peer (same test, a fresh agent) is
@@ -224,7 +225,7 @@ class LyingPeers(HostileTest):
         self.assertNotIn("banned peer", a.log_text())
 
 
-class LiarInASwarm(HostileTest):
+class SwarmTest(HostileTest):
     SWARM_IPS = ("127.0.0.1", "127.0.0.7", "127.0.0.8")
     SWARM_SIZE = 16 * MiB
 
@@ -255,6 +256,8 @@ class LiarInASwarm(HostileTest):
             self.assertFileSha(r[1], sha)
         return max(r[0] for r in results), [r[2] for r in results]
 
+
+class LiarInASwarm(SwarmTest):
     def test_a_liar_does_not_hold_back_a_swarm_that_delivers(self):
         """Three agents start together with a liar and a choker among their
         static peers, both advertising every piece. Each agent disconnects
@@ -309,6 +312,25 @@ class ClaimingPeer(HostileTest):
         self.assertEqual(job["bytes_from_origin"], SIZE, job)
         self.assertLessEqual(secs, base + self.CLAIM_HOLD + self.SLACK,
                              "the claims held the file back: %.1f s against %.1f s" % (secs, base))
+
+
+class ClaimerInASwarm(SwarmTest):
+    def test_a_claimer_does_not_hold_back_a_swarm(self):
+        """Three agents start together with the claimer among their static
+        peers: each hears its claims directly and passed on by the others.
+        Each agent stops honouring the claimer (and an agent that passed its
+        claims on) once a claim has held 10 s without its piece: the last
+        agent is done within the hold of the time without it."""
+        sha, meta, _ = self.serve("pkg.bin", self.SWARM_SIZE)
+        base, _ = self.swarm_get("base", "pkg.bin", sha)
+        h = self.hostile(meta, "claimer")
+        secs, jobs = self.swarm_get("hostile", "pkg.bin", sha, [h.endpoint])
+        say("swarm of 3 with a claimer: last done %.2f s, without it %.2f s; from the origin %s "
+            "MiB; %s" % (secs, base, [round(j["bytes_from_origin"] / MiB, 1) for j in jobs],
+                         h.summary()))
+        self.assertGreater(h.summary()["claims_sent"], 0, "the claimer never sent a claim: no test")
+        self.assertLessEqual(secs, base + ClaimingPeer.CLAIM_HOLD + ClaimingPeer.SLACK,
+                             "the claims held the swarm back: %.1f s against %.1f s" % (secs, base))
 
 
 class StallingPeer(HostileTest):

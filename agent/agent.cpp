@@ -103,6 +103,18 @@ void make_private_folder(const std::string& path) {
     ::close(fd);
 }
 
+OwnerOp owner_op_of(OwnerOpKind kind, const Owner& owner, const std::string& path,
+                    const std::string& to, int flags, mode_t mode) {
+    OwnerOp op;
+    op.kind = kind;
+    op.owner = owner;
+    op.path = path;
+    op.to = to;
+    op.flags = flags;
+    op.mode = mode;
+    return op;
+}
+
 std::string dir_of(const std::string& path) {
     auto slash = path.rfind('/');
     return slash == 0 ? "/" : path.substr(0, slash);
@@ -498,6 +510,7 @@ Agent::Agent(const Config& config) : config_(config) {
 
 Agent::~Agent() {
     ipc_.reset();
+    abandon_owner_ops();
     for (auto& [id, job] : jobs_) {
         if (job->swarm_fd >= 0) ::close(job->swarm_fd);
         job->swarm = nullptr;
@@ -527,6 +540,7 @@ int Agent::run() {
         fds.push_back({signal_fd_, POLLIN, 0});
         if (peers_) fds.push_back({peers_->alert_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
+        std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
         fetcher_->wait(fds, next_timeout_ms());
         if (fds[0].revents & POLLIN) {
@@ -545,6 +559,7 @@ int Agent::run() {
         // timers() requeues a job left running with nothing moving it.
         try {
             fetcher_->perform();
+            handle_owner_ops(fds, owner_first);
             handle_alerts();
             ipc_->handle(fds, ipc_first);
             timers();
@@ -571,6 +586,8 @@ int Agent::next_timeout_ms() const {
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
     if (!swarms_.empty()) deadline = std::min(deadline, next_swarm_tick_ms_);
+    int owner_ops_ms = owner_ops_timeout_ms();
+    if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
     }
@@ -742,6 +759,8 @@ void Agent::checkpoint(Job& job) {
 // fetch or its place in a swarm. save=false is for a job being cancelled:
 // a torrent no other job wants goes with it.
 void Agent::stop_transfer(Job& job, bool save) {
+    ++job.epoch;  // an open in flight for the transfer is dropped when it completes
+    job.opening = false;
     if (job.transfer) fetcher_->stop(job.transfer);
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
@@ -791,12 +810,20 @@ void Agent::schedule() {
 }
 
 // Delivers a TRANSFERRED job that completes itself: ACKNOWLEDGED, or ERROR
-// (local_file) when a file cannot be moved into place.
+// (local_file) when a file cannot be moved into place. Until then a `wait`
+// does not take the job for TRANSFERRED (delivering).
 void Agent::auto_complete(Job& job) {
-    std::string message;
-    int rc = deliver_files(job, false, message);
-    if (rc == 0) change_state(job, static_cast<int>(JobState::Acknowledged));
-    else fail(job, static_cast<int>(ErrorContext::LocalFile), rc, message, -1);
+    job.delivering = true;
+    after_owner_ops(job, [this](Job& j) {
+        deliver_files(j, false, static_cast<int>(JobState::Transferred),
+                      [this](Job& jj, int err, const std::string& message) {
+                          jj.delivering = false;
+                          if (err == 0)
+                              change_state(jj, static_cast<int>(JobState::Acknowledged));
+                          else if (jj.rec.state == JobState::Transferred)
+                              fail(jj, static_cast<int>(ErrorContext::LocalFile), err, message, -1);
+                      });
+    });
 }
 
 // Starts (or continues with the next file of) a job; with every file done
@@ -818,7 +845,25 @@ void Agent::start_job(Job& job) {
     if (start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
 
-    int fd = open_partial_as_owner(job.owner(), f.partial_path, job.file_mode());
+    // The transfer starts once the partial file is open: the job is busy
+    // (opening) meanwhile. A job stopped meanwhile (suspend, cancel, yield,
+    // error) has another epoch then, and the descriptor is dropped.
+    job.opening = true;
+    const std::uint64_t epoch = job.epoch;
+    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
+        if (j.epoch != epoch) {
+            if (fd >= 0) ::close(fd);
+            return;
+        }
+        j.opening = false;
+        start_http_transfer(j, fd);
+    });
+}
+
+// The origin transfer of the current file into its partial file `fd` (or
+// the error that opening it gave).
+void Agent::start_http_transfer(Job& job, int fd) {
+    FileRecord& f = job.file();
     if (fd < 0) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
@@ -894,8 +939,10 @@ void Agent::timers() {
         if (purged > 0) {
             for (auto it = jobs_.begin(); it != jobs_.end();) {
                 const JobRecord& r = it->second->rec;
+                // A continuation finds its job (owner_op): kept until the next purge.
                 bool gone = storage::is_final(r.state) &&
-                            r.modified < wall - static_cast<std::int64_t>(config_.retention);
+                            r.modified < wall - static_cast<std::int64_t>(config_.retention) &&
+                            !it->second->owner_ops_pending();
                 if (gone) forget_job(*it->second);
                 it = gone ? jobs_.erase(it) : std::next(it);
             }
@@ -907,48 +954,168 @@ void Agent::timers() {
 
 // ---- files --------------------------------------------------------------------
 
-// Renames partial files to their final names (with the owner's rights).
-// only_completed: files not whole are removed instead (Complete from ERROR).
-int Agent::deliver_files(Job& job, bool only_completed, std::string& message) {
-    DOPT_CRASH_POINT("complete_start");
-    for (auto& f : job.rec.files) {
-        if (f.partial_path.empty()) continue;  // delivered already
-        if (!f.completed) {
-            if (!only_completed) continue;
-            unlink_as_owner(job.owner(), f.partial_path);
-            f.partial_path.clear();
-            store_->update_file(job.rec.id, f);
-            continue;
-        }
-        int rc = rename_as_owner(job.owner(), f.partial_path, f.local_path);
-        struct stat st {};
-        if (rc == -ENOENT && ::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-            static_cast<std::uint64_t>(st.st_size) == f.bytes_total) {
-            // Renamed before a crash that came before the job table knew.
-            LOG_INFO("job %s: %s was delivered before the agent stopped", job.rec.id.c_str(),
-                     f.local_path.c_str());
-            rc = 0;
-        }
-        if (rc != 0) {
-            message = "cannot move " + f.partial_path + " to " + f.local_path + ": " + std::strerror(-rc);
-            return -rc;
-        }
-        DOPT_CRASH_POINT("complete_renamed");
-        f.partial_path.clear();
-        store_->update_file(job.rec.id, f);
+// A job's owner operations (open, rename, unlink of its partial files with
+// its owner's rights, owner_files.h) never make the main loop wait: each
+// runs in a child (or the owner-rights process's), and its continuation
+// runs on the main loop when the answer comes, or -ETIMEDOUT at the
+// deadline ([jobs] file_op_timeout). Contracts:
+// - Order: one operation of a job is in flight at a time. A step queued
+//   with after_owner_ops() (or an owner_op() asked meanwhile) runs once
+//   every operation asked before it has completed and its continuation has
+//   run; a continuation that asks for the next operation of its own chain
+//   (open_partial's second open, a delivery's next file) goes first.
+//   Operations of different jobs run concurrently, in no order.
+// - A continuation gets the job as it is then; it checks that the job still
+//   wants the result (epoch: not stopped meanwhile; state: not cancelled)
+//   and else drops it, closing a descriptor. A cancelled job's partial
+//   files are removed after its operation in flight (remove_partials), so
+//   an open that creates one cannot come after the unlink.
+// - A job with operations in flight or queued is not purged; a
+//   continuation whose job is gone only closes a descriptor.
+// - Crash safety: the job table is written only by continuations, after the
+//   operation's result, as when operations were synchronous. A kill -9 with
+//   operations in flight leaves it as before them: a CONNECTING job is
+//   queued again at start, a TRANSFERRED one that auto-completes is
+//   delivered again (a file renamed whose row did not say so yet is found
+//   in place), a partial file created by an add_file not yet recorded stays
+//   unused, as before.
+void Agent::after_owner_ops(Job& job, OwnerStep step) {
+    if (job.owner_ops_pending()) {
+        job.owner_queue.push_back(std::move(step));
+        return;
     }
-    DOPT_CRASH_POINT("complete_delivered");
-    return 0;
+    step(job);
 }
 
-void Agent::remove_partials(Job& job) {
-    for (auto& f : job.rec.files) {
-        if (f.partial_path.empty()) continue;
-        int rc = unlink_as_owner(job.owner(), f.partial_path);
-        if (rc != 0 && rc != -ENOENT)
-            LOG_WARN("job %s: cannot remove %s: %s", job.rec.id.c_str(), f.partial_path.c_str(),
-                     std::strerror(-rc));
+void Agent::owner_op(Job& job, const OwnerOp& op, OwnerResult then) {
+    if (job.owner_op_running) {
+        job.owner_queue.push_back([this, op, then](Job& j) { owner_op(j, op, then); });
+        return;
     }
+    job.owner_op_running = true;
+    submit_owner_op(op, [this, id = job.rec.id, returns_fd = op.kind == OwnerOpKind::Open,
+                         then](int result) {
+        auto it = jobs_.find(id);
+        if (it == jobs_.end()) {
+            if (returns_fd && result >= 0) ::close(result);
+            return;
+        }
+        Job& j = *it->second;
+        j.owner_op_running = false;
+        try {
+            then(j, result);
+        } catch (const storage::StorageError& e) {
+            LOG_ERROR("job %s: job table: %s; carrying on", id.c_str(), e.what());
+            job_table_failed_ = true;
+        }
+        run_owner_queue(j);
+    });
+}
+
+// Runs the queued steps until one starts an operation.
+void Agent::run_owner_queue(Job& job) {
+    while (!job.owner_op_running && !job.owner_queue.empty()) {
+        OwnerStep step = std::move(job.owner_queue.front());
+        job.owner_queue.pop_front();
+        try {
+            step(job);
+        } catch (const storage::StorageError& e) {
+            LOG_ERROR("job %s: job table: %s; carrying on", job.rec.id.c_str(), e.what());
+            job_table_failed_ = true;
+        }
+    }
+}
+
+// Opens the job's partial file `path` with the owner's rights: the owner's
+// existing one (one link), or a new one created O_EXCL with the job's file
+// mode; then `then(job, descriptor or -errno)`. A file that appears between
+// the two opens is opened (or refused) in a second round.
+void Agent::open_partial(Job& job, const std::string& path, OwnerResult then, int round) {
+    owner_op(job, owner_op_of(OwnerOpKind::Open, job.owner(), path, "", O_RDWR),
+             [this, path, then, round](Job& j, int fd) {
+                 if (fd != -ENOENT) return then(j, fd);
+                 owner_op(j, owner_op_of(OwnerOpKind::Open, j.owner(), path, "",
+                                         O_RDWR | O_CREAT | O_EXCL, j.file_mode()),
+                          [this, path, then, round](Job& jj, int fd2) {
+                              if (fd2 == -EEXIST && round == 0) return open_partial(jj, path, then, 1);
+                              then(jj, fd2);
+                          });
+             });
+}
+
+// Renames partial files to their final names (with the owner's rights), one
+// at a time, then done(job, 0 or errno, message). only_completed: files not
+// whole are removed instead (Complete from ERROR). The job must be in
+// `from_state` now and before each file: a job cancelled meanwhile stops
+// the delivery (ECANCELED), and its remaining partial files are removed.
+void Agent::deliver_files(Job& job, bool only_completed, int from_state, Delivered done) {
+    DOPT_CRASH_POINT("complete_start");
+    deliver_next(job, only_completed, from_state, std::move(done));
+}
+
+void Agent::deliver_next(Job& job, bool only_completed, int from_state, Delivered done) {
+    if (job.rec.state != static_cast<JobState>(from_state))
+        return done(job, ECANCELED, std::string("the job became ") + storage::state_name(job.rec.state) +
+                                        " before its files were moved into place");
+    auto& files = job.rec.files;
+    auto next = std::find_if(files.begin(), files.end(), [&](const FileRecord& f) {
+        return !f.partial_path.empty() && (f.completed || only_completed);
+    });
+    if (next == files.end()) {
+        DOPT_CRASH_POINT("complete_delivered");
+        return done(job, 0, "");
+    }
+    const std::size_t index = static_cast<std::size_t>(next - files.begin());
+    // The file is where it belongs (or gone): recorded, then the next one.
+    auto recorded = [this, index, only_completed, from_state, done](Job& j) {
+        FileRecord& f = j.rec.files[index];
+        f.partial_path.clear();
+        try {
+            store_->update_file(j.rec.id, f);
+        } catch (const storage::StorageError& e) {
+            job_table_failed_ = true;
+            return done(j, EIO, std::string("the job table cannot be written: ") + e.what());
+        }
+        deliver_next(j, only_completed, from_state, done);
+    };
+    if (!next->completed) {
+        owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), next->partial_path),
+                 [recorded](Job& j, int) { recorded(j); });
+        return;
+    }
+    owner_op(job, owner_op_of(OwnerOpKind::Rename, job.owner(), next->partial_path, next->local_path),
+             [index, recorded, done](Job& j, int rc) {
+                 const FileRecord& f = j.rec.files[index];
+                 struct stat st {};
+                 if (rc == -ENOENT && ::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                     static_cast<std::uint64_t>(st.st_size) == f.bytes_total) {
+                     // Renamed before a crash that came before the job table knew.
+                     LOG_INFO("job %s: %s was delivered before the agent stopped", j.rec.id.c_str(),
+                              f.local_path.c_str());
+                     rc = 0;
+                 }
+                 if (rc != 0)
+                     return done(j, -rc, "cannot move " + f.partial_path + " to " + f.local_path +
+                                             ": " + std::strerror(-rc));
+                 DOPT_CRASH_POINT("complete_renamed");
+                 recorded(j);
+             });
+}
+
+// Removes the job's partial files (cancel, max_job_age), after whatever
+// owner operation of the job is in flight. Failures are logged only.
+void Agent::remove_partials(Job& job) {
+    after_owner_ops(job, [this](Job& j) {
+        for (const auto& f : j.rec.files) {
+            if (f.partial_path.empty()) continue;
+            owner_op(j, owner_op_of(OwnerOpKind::Unlink, j.owner(), f.partial_path),
+                     [path = f.partial_path](Job& jj, int rc) {
+                         if (rc != 0 && rc != -ENOENT)
+                             LOG_WARN("job %s: cannot remove %s: %s", jj.rec.id.c_str(), path.c_str(),
+                                      std::strerror(-rc));
+                     });
+        }
+    });
 }
 
 }  // namespace dopt::agent

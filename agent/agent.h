@@ -22,6 +22,7 @@
 #include "agent/config.h"
 #include "agent/ipc_server.h"
 #include "agent/origin_fetcher.h"
+#include "agent/owner_files.h"
 #include "storage/job_store.h"
 
 namespace dopt::p2p {
@@ -56,13 +57,21 @@ private:
     // IPC requests, one handler an op (docs/protocol.md).
     void handle(Request& req);
     void op_create(Request& req);
+    // A reply sent at once or later, when an owner operation completes.
+    using Reply = std::function<void(const std::string& body)>;
+    void answer_later(const Request& req, const std::function<void(Reply)>& start);
     void op_add_file(Request& req, Job& job);
+    void add_file(Job& job, std::int64_t seq, const std::string& url, const std::string& path,
+                  const Reply& answer);
+    void add_file_checked(Job& job, std::int64_t seq, const storage::FileRecord& f, int rc,
+                          bool created, const Reply& answer);
     const Job* destination_holder(const std::string& path) const;
     void op_set(Request& req, Job& job);
     void op_resume(Request& req, Job& job);
     void op_suspend(Request& req, Job& job);
     void op_cancel(Request& req, Job& job);
     void op_complete(Request& req, Job& job);
+    void complete(Job& job, std::int64_t seq, const Reply& answer);
     void op_list(Request& req);
     void op_wait(Request& req, Job& job);
     void op_subscribe(Request& req, Job& job);
@@ -84,12 +93,23 @@ private:
     void forget_job(Job& job);
     void schedule();
     void start_job(Job& job);
+    void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
     void fail(Job& job, int context, std::int64_t code, const std::string& description,
               int file_index);
     void transient_failure(Job& job, const std::string& description, long retry_after);
-    int deliver_files(Job& job, bool only_completed, std::string& message);
+    // Owner operations of a job (agent.cpp, "files"): off the main loop,
+    // one at a time, in the order asked.
+    using OwnerStep = std::function<void(Job& job)>;
+    using OwnerResult = std::function<void(Job& job, int result)>;
+    void after_owner_ops(Job& job, OwnerStep step);
+    void owner_op(Job& job, const OwnerOp& op, OwnerResult then);
+    void run_owner_queue(Job& job);
+    void open_partial(Job& job, const std::string& path, OwnerResult then, int round = 0);
+    using Delivered = std::function<void(Job& job, int err, const std::string& message)>;
+    void deliver_files(Job& job, bool only_completed, int from_state, Delivered done);
+    void deliver_next(Job& job, bool only_completed, int from_state, Delivered done);
     void remove_partials(Job& job);
     void checkpoint(Job& job);
     void timers();
@@ -109,6 +129,7 @@ private:
     bool wanted_by_unfinished_job(const std::string& info_hash, const Job* except = nullptr) const;
     void remove_orphan_cache_folders();
     void attach_swarm(Job& job);
+    void join_swarm(Job& job, int fd);
     void detach_swarm(Job& job, bool cancelled);
     Swarm* add_swarm(const storage::CacheEntry& entry);
     void remove_swarm(Swarm& swarm, bool delete_files);

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -31,6 +33,9 @@ std::int64_t wall_now();  // unix seconds
 std::int64_t mono_ms();   // CLOCK_MONOTONIC, milliseconds
 std::string new_uuid();   // a version 4 UUID
 std::string dir_of(const std::string& path);
+// One owner operation (owner_files.h); `to` for Rename, flags and mode for Open.
+OwnerOp owner_op_of(OwnerOpKind kind, const Owner& owner, const std::string& path,
+                    const std::string& to = "", int flags = 0, mode_t mode = 0);
 std::string base_of(const std::string& path);
 // Lexically normalises an absolute path; "" when it climbs above "/" or
 // names a folder.
@@ -107,8 +112,19 @@ struct Agent::Job : TransferSink {
     std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
     std::string http_only_reason;         // why the file goes without peers
 
+    // Owner operations (Agent::owner_op): one of the job's in flight at a
+    // time; the steps that wait for it are queued, in the order asked.
+    bool owner_op_running = false;
+    std::deque<std::function<void(Job&)>> owner_queue;
+    // Changes whenever the job stops moving bytes (stop_transfer): an open
+    // for a transfer that completes in another epoch drops its descriptor.
+    std::uint64_t epoch = 0;
+    bool opening = false;     // the current file's partial file is being opened
+    bool delivering = false;  // auto_complete moves the files into place
+
     storage::FileRecord& file() { return rec.files[static_cast<std::size_t>(current_file)]; }
-    bool busy() const { return transfer != 0 || swarm != nullptr; }
+    bool busy() const { return transfer != 0 || swarm != nullptr || opening; }
+    bool owner_ops_pending() const { return owner_op_running || !owner_queue.empty(); }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
     Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }
     // The mode of the files the job creates: 0666 less its client's umask.

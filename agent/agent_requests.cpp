@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
 #include <optional>
 #include <unistd.h>
 
@@ -210,17 +211,48 @@ const Agent::Job* Agent::destination_holder(const std::string& path) const {
     return nullptr;
 }
 
+// The reply to a request that may need an owner operation: `start` gets
+// the function that sends it, and calls it at once or later, on the main
+// loop, when the operation completes. Until then the connection is paused:
+// no later request of it is read first, so its replies keep their order.
+// Whoever holds the function must call it exactly once.
+void Agent::answer_later(const Request& req, const std::function<void(Reply)>& start) {
+    enum Progress { kRunning, kAnswered, kWaiting };
+    auto progress = std::make_shared<Progress>(kRunning);
+    const ConnId conn = req.conn;
+    start([this, conn, progress](const std::string& body) {
+        ipc_->send(conn, body);
+        if (*progress == kWaiting) ipc_->set_paused(conn, false);
+        *progress = kAnswered;
+    });
+    if (*progress == kRunning) {
+        *progress = kWaiting;
+        ipc_->set_paused(conn, true);
+    }
+}
+
+// add_file: the fields are read now (a bad one is answered at once); the
+// rest waits for the job's owner operations in flight, since it may create
+// the partial file with the owner's rights.
 void Agent::op_add_file(Request& req, Job& job) {
+    std::string url = req.body.at("url").get<std::string>();
+    std::string path = req.body.at("local_path").get<std::string>();
+    const std::int64_t seq = req.seq;
+    answer_later(req, [&](const Reply& answer) {
+        after_owner_ops(job, [this, seq, url, path, answer](Job& j) { add_file(j, seq, url, path, answer); });
+    });
+}
+
+void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const std::string& path,
+                     const Reply& answer) {
     auto send = [&](int rc, const std::string& msg) {
-        json r = reply(req.seq, rc, msg);
-        ipc_->send(req.conn, rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
+        json r = reply(seq, rc, msg);
+        answer(rc == 0 ? with_member(r, "job", job.to_json()) : r.dump());
     };
     if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
         return send(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
                                               storage::state_name(job.rec.state));
     if (job.rec.files.size() >= 1000) return send(DOPT_E_TOO_LARGE, "a job holds at most 1000 files");
-    std::string url = req.body.at("url").get<std::string>();
-    std::string path = req.body.at("local_path").get<std::string>();
     // Every reply carries the whole job object, which must fit in a frame
     // (1 MiB) with room to spare: URLs are capped, and so are the bytes of
     // all of a job's URLs and paths together (a path appears twice in the
@@ -255,14 +287,26 @@ void Agent::op_add_file(Request& req, Job& job) {
     // the caller may not write says only that.
     if (base_of(f.partial_path).size() > NAME_MAX)
         return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
-    int rc = 0;
-    if (acts_as_owner_itself(job.owner())) {
-        rc = check_writable_folder(dir_of(norm));
-    } else {
-        int fd = open_as_owner(job.owner(), f.partial_path, O_RDWR | O_CREAT | O_EXCL, job.file_mode());
+    if (acts_as_owner_itself(job.owner()))
+        return add_file_checked(job, seq, f, check_writable_folder(dir_of(norm)), false, answer);
+    OwnerOp create = owner_op_of(OwnerOpKind::Open, job.owner(), f.partial_path, "",
+                                 O_RDWR | O_CREAT | O_EXCL, job.file_mode());
+    owner_op(job, create, [this, seq, f, answer](Job& j, int fd) {
         if (fd >= 0) ::close(fd);
-        rc = fd < 0 ? fd : 0;
-    }
+        add_file_checked(j, seq, f, fd < 0 ? fd : 0, true, answer);
+    });
+}
+
+// The rest of add_file once the owner's answer `rc` is known (0, or -errno
+// from the folder check or the creation of the partial file; `created`: the
+// partial file was made, and goes again if the file is not added).
+void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, int rc, bool created,
+                             const Reply& answer) {
+    auto send = [&](int code, const std::string& msg) {
+        json r = reply(seq, code, msg);
+        answer(code == 0 ? with_member(r, "job", job.to_json()) : r.dump());
+    };
+    const std::string& norm = f.local_path;
     if (rc != 0) {
         int e = -rc;
         std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
@@ -272,18 +316,29 @@ void Agent::op_add_file(Request& req, Job& job) {
                    "system_job_dirs: docs/config.md)";
         return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);
     }
+    // A refusal once the partial file was made: it is removed before the
+    // reply, so that the client finds nothing left of its request.
+    auto refuse = [&](int code, const std::string& msg) {
+        if (!created) return send(code, msg);
+        owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), f.partial_path),
+                 [body = reply(seq, code, msg).dump(), answer](Job&, int) { answer(body); });
+    };
+    // The job may have moved on while the owner's answer came (a resume, a
+    // cancel from another connection).
+    if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
+        return refuse(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
+                                                storage::state_name(job.rec.state));
     if (const Job* holder = destination_holder(norm)) {
-        if (!acts_as_owner_itself(job.owner())) unlink_as_owner(job.owner(), f.partial_path);
         // Another user's job id is not the caller's to know.
         std::string whose = holder->rec.owner_uid == job.rec.owner_uid ? "job " + holder->rec.id
                                                                        : "another user's job";
-        return send(DOPT_E_EXISTS, norm + " is already the destination of " + whose);
+        return refuse(DOPT_E_EXISTS, norm + " is already the destination of " + whose);
     }
     try {
         store_->add_file(job.rec.id, f);
-    } catch (...) {
-        if (!acts_as_owner_itself(job.owner())) unlink_as_owner(job.owner(), f.partial_path);
-        throw;
+    } catch (const storage::StorageError& e) {
+        LOG_ERROR("job table: %s", e.what());
+        return refuse(DOPT_E_INTERNAL, e.what());
     }
     job.rec.files.push_back(f);
     destinations_.emplace(norm, job.rec.id);
@@ -449,20 +504,41 @@ void Agent::op_cancel(Request& req, Job& job) {
     ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
+// complete: the files are moved into place with the owner's rights, after
+// the job's owner operations in flight; the reply comes when they are.
 void Agent::op_complete(Request& req, Job& job) {
+    const std::int64_t seq = req.seq;
+    answer_later(req, [&](const Reply& answer) {
+        after_owner_ops(job, [this, seq, answer](Job& j) { complete(j, seq, answer); });
+    });
+}
+
+void Agent::complete(Job& job, std::int64_t seq, const Reply& answer) {
     JobState s = job.rec.state;
-    int rc = 0;
-    std::string msg;
     if (s != JobState::Transferred && s != JobState::Error) {
-        rc = DOPT_E_INVALID_STATE;
-        msg = std::string("only a transferred job (or one in error) can be completed; this one is ") +
-              storage::state_name(s);
-    } else {
-        int err = deliver_files(job, s == JobState::Error, msg);
-        if (err != 0) rc = DOPT_E_LOCAL_IO;
-        else change_state(job, static_cast<int>(JobState::Acknowledged));
+        std::string msg = std::string("only a transferred job (or one in error) can be completed; this one is ") +
+                          storage::state_name(s);
+        return answer(with_member(reply(seq, DOPT_E_INVALID_STATE, msg), "job", job.to_json()));
     }
-    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+    deliver_files(job, s == JobState::Error, static_cast<int>(s),
+                  [this, seq, answer](Job& j, int err, const std::string& message) {
+                      int rc = 0;
+                      std::string msg = message;
+                      if (err == ECANCELED) {
+                          rc = DOPT_E_INVALID_STATE;
+                      } else if (err != 0) {
+                          rc = DOPT_E_LOCAL_IO;
+                      } else {
+                          try {
+                              change_state(j, static_cast<int>(JobState::Acknowledged));
+                          } catch (const storage::StorageError& e) {
+                              LOG_ERROR("job table: %s", e.what());
+                              rc = DOPT_E_INTERNAL;
+                              msg = e.what();
+                          }
+                      }
+                      answer(with_member(reply(seq, rc, msg), "job", j.to_json()));
+                  });
 }
 
 // Pages of job objects, so that no reply outgrows the frame limit: the
@@ -514,7 +590,8 @@ void Agent::answer_waits() {
     for (auto it = waits_.begin(); it != waits_.end();) {
         auto jt = jobs_.find(it->job_id);
         bool gone = jt == jobs_.end();
-        bool ready = gone || is_waitable(jt->second->rec.state);
+        // A job that auto-completes is TRANSFERRED while it delivers: not yet.
+        bool ready = gone || (is_waitable(jt->second->rec.state) && !jt->second->delivering);
         bool expired = it->deadline_ms >= 0 && now >= it->deadline_ms;
         if (ready || expired) {
             done.push_back(*it);
@@ -528,7 +605,7 @@ void Agent::answer_waits() {
         if (jt == jobs_.end()) {
             ipc_->send(w.conn, reply(w.seq, DOPT_E_NOT_FOUND, "the job was purged").dump());
         } else {
-            bool ready = is_waitable(jt->second->rec.state);
+            bool ready = is_waitable(jt->second->rec.state) && !jt->second->delivering;
             json r = reply(w.seq, ready ? 0 : DOPT_E_TIMEOUT, ready ? "" : "the wait timed out");
             ipc_->send(w.conn, with_member(r, "job", jt->second->to_json()));
         }

@@ -444,16 +444,36 @@ void Agent::attach_swarm(Job& job) {
         start_job(job);
         return;
     }
-    Swarm* s = add_swarm(e);
-    if (!s) {
-        use_http_only(job, "unusable metainfo");
-        start_job(job);
-        return;
-    }
-    int fd = open_partial_as_owner(job.owner(), f.partial_path, job.file_mode());
+    // The job is busy (opening) until its partial file is open; one stopped
+    // meanwhile has another epoch, and the descriptor is dropped.
+    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    job.opening = true;
+    const std::uint64_t epoch = job.epoch;
+    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
+        if (j.epoch != epoch) {
+            if (fd >= 0) ::close(fd);
+            return;
+        }
+        j.opening = false;
+        join_swarm(j, fd);
+    });
+}
+
+// The job's current file joins its torrent, its partial file open as `fd`
+// (or the error that opening it gave).
+void Agent::join_swarm(Job& job, int fd) {
+    FileRecord& f = job.file();
     if (fd < 0) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
+        return;
+    }
+    auto entry = cache_.find(f.info_hash);  // cache_clear may have dropped it meanwhile
+    Swarm* s = entry == cache_.end() ? nullptr : add_swarm(entry->second);
+    if (!s) {
+        ::close(fd);
+        use_http_only(job, entry == cache_.end() ? "the metainfo left the peer cache" : "unusable metainfo");
+        start_job(job);
         return;
     }
     if (::ftruncate(fd, static_cast<off_t>(s->meta.size)) != 0) {
@@ -1021,7 +1041,9 @@ void Agent::finish_swarm_file(Job& job) {
         std::string digest = sha256_of_fd(fd);
         if (digest != f.sha256) {
             detach_swarm(job, false);
-            unlink_as_owner(job.owner(), f.partial_path);
+            // A resume's open comes after it (owner_op's order).
+            owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), f.partial_path),
+                     [](Job&, int) {});
             f.bytes_transferred = 0;
             store_->update_file(job.rec.id, f);
             fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,

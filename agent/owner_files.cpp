@@ -1,5 +1,6 @@
 #include "agent/owner_files.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <csignal>
@@ -15,8 +16,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ctime>
+#include <deque>
+#include <map>
 #include <vector>
 
+#include "agent/log.h"
 #include "agent/privilege_separation.h"
 
 namespace dopt::agent {
@@ -28,8 +33,10 @@ int g_channel = -1;
 
 int g_timeout_ms = 10 * 1000;
 
-// Children killed at their deadline that had not exited yet: reaped later.
+// Children killed that had not exited yet: reaped later, tried every
+// kReapEveryMs.
 std::vector<pid_t> g_unreaped;
+constexpr int kReapEveryMs = 100;
 
 bool needs_switch(const Owner& owner) { return geteuid() == 0 && owner.uid != 0; }
 
@@ -116,22 +123,10 @@ int perform(const OwnerOp& op) {
     return -EINVAL;
 }
 
-// Without an owner-rights process: directly, or in a forked child when this
-// (root) process acts for another user.
-int run_here(const OwnerOp& op) {
-    if (g_channel >= 0) return owner_rights_call(g_channel, op);
-    if (!needs_switch(op.owner)) return perform(op);
-    return run_forked_as_owner(op, groups_of(op.owner), g_timeout_ms);
-}
-
-// Waits up to `timeout_ms` for `sock` to have something to read (or hang up).
-bool readable_within(int sock, int timeout_ms) {
-    pollfd p{sock, POLLIN, 0};
-    int n;
-    do {
-        n = ::poll(&p, 1, timeout_ms);  // EINTR restarts the whole wait: signals are rare here
-    } while (n < 0 && errno == EINTR);
-    return n > 0;
+std::int64_t now_ms() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
 // Test builds only (DOPT_CRASH_POINTS): with DOPT_STOP_OWNER_OP=TEXT in the
@@ -150,12 +145,15 @@ bool stops_itself(const OwnerOp& op) {
 #endif
 }
 
-void reap_killed_children() {
+// Returns how many are left (a child hung in a call on a mount that never
+// answers dies only when the call returns).
+std::size_t reap_killed_children() {
     for (auto it = g_unreaped.begin(); it != g_unreaped.end();) {
         int status = 0;
         pid_t r = ::waitpid(*it, &status, WNOHANG);
         it = r == 0 ? std::next(it) : g_unreaped.erase(it);
     }
+    return g_unreaped.size();
 }
 
 }  // namespace
@@ -176,9 +174,10 @@ std::vector<gid_t> groups_of(const Owner& owner) {
     return groups;
 }
 
-bool send_owner_result(int sock, int result, int fd) {
+bool send_owner_result(int sock, std::uint32_t id, int result, int fd) {
+    OwnerRightsReply reply{static_cast<std::int32_t>(result), id};
     msghdr msg{};
-    iovec iov{&result, sizeof result};
+    iovec iov{&reply, sizeof reply};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -196,14 +195,15 @@ bool send_owner_result(int sock, int result, int fd) {
     do {
         n = sendmsg(sock, &msg, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    return n == static_cast<ssize_t>(sizeof result);
+    return n == static_cast<ssize_t>(sizeof reply);
 }
 
-int recv_owner_result(int sock, int* fd) {
+int recv_owner_result(int sock, std::uint32_t* id, int* fd) {
     *fd = -1;
-    int result = -EIO;
+    *id = 0;
+    OwnerRightsReply reply{-EIO, 0};
     msghdr msg{};
-    iovec iov{&result, sizeof result};
+    iovec iov{&reply, sizeof reply};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
@@ -211,9 +211,10 @@ int recv_owner_result(int sock, int* fd) {
     msg.msg_controllen = sizeof control;
     ssize_t n;
     do {
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
-    bool broken = n != static_cast<ssize_t>(sizeof result) || (msg.msg_flags & MSG_TRUNC);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -EAGAIN;
+    bool broken = n != static_cast<ssize_t>(sizeof reply) || (msg.msg_flags & MSG_TRUNC);
     if (n > 0) {
         for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
             if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
@@ -227,12 +228,14 @@ int recv_owner_result(int sock, int* fd) {
         }
     }
     if (broken) return -EIO;
-    return result;
+    *id = reply.id;
+    return reply.result;
 }
 
-int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups, int timeout_ms) {
+int start_owner_child(const OwnerOp& op, const std::vector<gid_t>& groups, int timeout_ms,
+                      OwnerChild& child) {
     reap_killed_children();
-    bool returns_fd = op.kind == OwnerOpKind::Open;
+    const bool switch_user = needs_switch(op.owner);
     const bool stop_child = stops_itself(op);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
@@ -250,38 +253,250 @@ int run_forked_as_owner(const OwnerOp& op, const std::vector<gid_t>& groups, int
         const unsigned keep = static_cast<unsigned>(sv[1]);
         if (keep > STDERR_FILENO + 1) ::close_range(STDERR_FILENO + 1, keep - 1, 0);
         ::close_range(keep + 1, ~0U, 0);
-        bool dropped = drop_to_owner(op.owner, groups);
+        bool dropped = !switch_user || drop_to_owner(op.owner, groups);
         if (stop_child) ::raise(SIGSTOP);  // a test build's stand-in for the owner's kill -STOP
         int result = dropped ? perform(op) : -EPERM;
-        send_owner_result(sv[1], result, returns_fd && result >= 0 ? result : -1);
+        send_owner_result(sv[1], 0, result, op.kind == OwnerOpKind::Open && result >= 0 ? result : -1);
         _exit(0);
     }
     close(sv[1]);
-    int fd = -1;
-    int result = -ETIMEDOUT;
-    if (readable_within(sv[0], timeout_ms)) result = recv_owner_result(sv[0], &fd);
-    close(sv[0]);
-    // The child runs as the owner, who may stop it (SIGSTOP) at any time,
-    // even after it answered: it is killed, never waited for while stopped.
-    ::kill(pid, SIGKILL);
+    child.pid = pid;
+    child.sock = sv[0];
+    child.deadline_ms = now_ms() + timeout_ms;
+    child.returns_fd = op.kind == OwnerOpKind::Open;
+    return 0;
+}
+
+namespace {
+// Kills the child and reaps it if it is gone already; else later.
+void end_child(OwnerChild& child) {
+    ::close(child.sock);
+    child.sock = -1;
+    ::kill(child.pid, SIGKILL);
     int status = 0;
-    if (result == -ETIMEDOUT) {
-        // Stopped, it dies at once; hung in a call (a mount that never
-        // answers), it may take long: it is reaped later then.
-        bool reaped = false;
-        for (int i = 0; i < 100 && !reaped; ++i) {
-            reaped = ::waitpid(pid, &status, WNOHANG) != 0;
-            if (!reaped) ::usleep(10 * 1000);
-        }
-        if (!reaped) g_unreaped.push_back(pid);
-    } else {
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-    }
-    if (returns_fd && result >= 0) return fd >= 0 ? fd : -EIO;
+    if (::waitpid(child.pid, &status, WNOHANG) == 0) g_unreaped.push_back(child.pid);
+    child.pid = -1;
+}
+}  // namespace
+
+int finish_owner_child(OwnerChild& child) {
+    std::uint32_t id = 0;
+    int fd = -1;
+    int result = recv_owner_result(child.sock, &id, &fd);
+    end_child(child);
+    if (child.returns_fd && result >= 0) return fd >= 0 ? fd : -EIO;
     if (fd >= 0) ::close(fd);
     return result;
 }
+
+int kill_owner_child(OwnerChild& child) {
+    end_child(child);
+    return -ETIMEDOUT;
+}
+
+// ---- without waiting --------------------------------------------------------
+
+namespace {
+
+// An operation whose answer is known already: its `done` runs at the next
+// handle_owner_ops().
+struct Answered {
+    int result;
+    OwnerOpDone done;
+};
+std::vector<Answered> g_answered;
+
+// Operations in children of this process.
+struct LocalCall {
+    OwnerChild child;
+    OwnerOpDone done;
+};
+std::vector<LocalCall> g_local;
+
+// Operations sent to the owner-rights process, by request id. Its answer
+// comes within its own deadline for the child; the agent's deadline (5 s
+// later) only guards against a process that stopped answering.
+struct ChannelCall {
+    std::int64_t deadline_ms = 0;
+    bool returns_fd = false;
+    OwnerOpDone done;
+};
+std::map<std::uint32_t, ChannelCall> g_calls;
+std::deque<std::string> g_unsent;  // requests the socket had no room for yet
+std::uint32_t g_next_id = 1;
+bool g_channel_gone = false;
+
+// The descriptors add_owner_op_pollfds() added, in order.
+std::vector<int> g_polled;
+
+void channel_gone(const char* why) {
+    if (!g_channel_gone)
+        LOG_ERROR("the owner-rights process is gone (%s): no job file can be opened, moved or "
+                  "removed until doptd restarts", why);
+    g_channel_gone = true;
+    ::shutdown(g_channel, SHUT_RDWR);  // it exits
+    for (auto& [id, call] : g_calls) g_answered.push_back({-EIO, std::move(call.done)});
+    g_calls.clear();
+    g_unsent.clear();
+}
+
+// Sends what waits in g_unsent, as far as the socket takes it.
+void flush_unsent() {
+    while (!g_unsent.empty() && !g_channel_gone) {
+        const std::string& msg = g_unsent.front();
+        ssize_t n = ::send(g_channel, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n != static_cast<ssize_t>(msg.size())) return channel_gone(std::strerror(errno));
+        g_unsent.pop_front();
+    }
+}
+
+void submit_to_channel(const OwnerOp& op, OwnerOpDone done) {
+    std::uint32_t id = g_next_id++;
+    if (id == 0) id = g_next_id++;
+    std::string msg = encode_owner_request(op, id);
+    if (g_channel_gone || msg.empty()) {
+        g_answered.push_back({g_channel_gone ? -EIO : -ENAMETOOLONG, std::move(done)});
+        return;
+    }
+    g_calls[id] = ChannelCall{now_ms() + g_timeout_ms + 5000, op.kind == OwnerOpKind::Open,
+                              std::move(done)};
+    g_unsent.push_back(std::move(msg));
+    flush_unsent();
+}
+
+// Reads every answer the owner-rights process has sent.
+void read_channel() {
+    for (;;) {
+        std::uint32_t id = 0;
+        int fd = -1;
+        int result = recv_owner_result(g_channel, &id, &fd);
+        if (id == 0) {  // requests have ids from 1: nothing more to read, or no process
+            if (result == -EAGAIN) return;
+            return channel_gone("its socket closed");
+        }
+        auto it = g_calls.find(id);
+        if (it == g_calls.end()) {  // answered after its guard deadline: nobody waits
+            if (fd >= 0) ::close(fd);
+            continue;
+        }
+        if (it->second.returns_fd && result >= 0) result = fd >= 0 ? fd : -EIO;
+        else if (fd >= 0) ::close(fd);
+        g_answered.push_back({result, std::move(it->second.done)});
+        g_calls.erase(it);
+    }
+}
+
+}  // namespace
+
+void submit_owner_op(const OwnerOp& op, OwnerOpDone done) {
+    if (g_channel >= 0) return submit_to_channel(op, std::move(done));
+    LocalCall call;
+    // Groups are looked up here, before the fork: NSS is not for a child.
+    std::vector<gid_t> groups = needs_switch(op.owner) ? groups_of(op.owner) : std::vector<gid_t>{};
+    int rc = start_owner_child(op, groups, g_timeout_ms, call.child);
+    if (rc != 0) {
+        g_answered.push_back({rc, std::move(done)});
+        return;
+    }
+    call.done = std::move(done);
+    g_local.push_back(std::move(call));
+}
+
+std::size_t add_owner_op_pollfds(std::vector<pollfd>& fds) {
+    std::size_t first = fds.size();
+    g_polled.clear();
+    if (g_channel >= 0 && !g_channel_gone && (!g_calls.empty() || !g_unsent.empty())) {
+        fds.push_back({g_channel, static_cast<short>(POLLIN | (g_unsent.empty() ? 0 : POLLOUT)), 0});
+        g_polled.push_back(g_channel);
+    }
+    for (const auto& call : g_local) {
+        fds.push_back({call.child.sock, POLLIN, 0});
+        g_polled.push_back(call.child.sock);
+    }
+    return first;
+}
+
+void handle_owner_ops(const std::vector<pollfd>& fds, std::size_t first) {
+    reap_killed_children();
+    for (std::size_t i = 0; i < g_polled.size() && first + i < fds.size(); ++i) {
+        const pollfd& p = fds[first + i];
+        if (p.revents == 0) continue;
+        if (p.fd == g_channel) {
+            if (p.revents & POLLOUT) flush_unsent();
+            if (p.revents & (POLLIN | POLLHUP | POLLERR)) read_channel();
+            continue;
+        }
+        for (auto it = g_local.begin(); it != g_local.end(); ++it) {
+            if (it->child.sock != p.fd) continue;
+            int result = finish_owner_child(it->child);
+            g_answered.push_back({result, std::move(it->done)});
+            g_local.erase(it);
+            break;
+        }
+    }
+    g_polled.clear();
+    const std::int64_t now = now_ms();
+    for (auto it = g_local.begin(); it != g_local.end();) {
+        if (now < it->child.deadline_ms) {
+            ++it;
+            continue;
+        }
+        g_answered.push_back({kill_owner_child(it->child), std::move(it->done)});
+        it = g_local.erase(it);
+    }
+    for (const auto& [id, call] : g_calls) {
+        if (now >= call.deadline_ms) {
+            channel_gone("it stopped answering");
+            break;
+        }
+    }
+    // The `done`s may submit more: they go to fresh lists.
+    std::vector<Answered> answered;
+    answered.swap(g_answered);
+    for (auto& a : answered) a.done(a.result);
+}
+
+int owner_ops_timeout_ms() {
+    if (!g_answered.empty()) return 0;
+    std::int64_t deadline = g_unreaped.empty() ? INT64_MAX : now_ms() + kReapEveryMs;
+    for (const auto& call : g_local) deadline = std::min(deadline, call.child.deadline_ms);
+    for (const auto& [id, call] : g_calls) deadline = std::min(deadline, call.deadline_ms);
+    if (deadline == INT64_MAX) return -1;
+    return static_cast<int>(std::clamp<std::int64_t>(deadline - now_ms(), 0, INT32_MAX));
+}
+
+std::size_t reap_owner_children() { return reap_killed_children(); }
+
+std::size_t owner_ops_in_flight() { return g_answered.size() + g_local.size() + g_calls.size(); }
+
+void abandon_owner_ops() {
+    for (auto& call : g_local) kill_owner_child(call.child);
+    g_local.clear();
+    g_calls.clear();
+    g_unsent.clear();
+    g_answered.clear();
+}
+
+namespace {
+// Submits `op` and waits for its answer (the calls that wait, below).
+int run_waiting(const OwnerOp& op) {
+    bool finished = false;
+    int out = -EIO;
+    submit_owner_op(op, [&](int result) {
+        finished = true;
+        out = result;
+    });
+    while (!finished) {
+        std::vector<pollfd> fds;
+        std::size_t first = add_owner_op_pollfds(fds);
+        if (::poll(fds.data(), fds.size(), owner_ops_timeout_ms()) < 0 && errno != EINTR) break;
+        handle_owner_ops(fds, first);
+    }
+    return out;
+}
+}  // namespace
 
 void route_owner_files_through(int channel) { g_channel = channel; }
 
@@ -305,7 +520,7 @@ int open_as_owner(const Owner& owner, const std::string& path, int flags, mode_t
     op.path = path;
     op.flags = flags;
     op.mode = mode;
-    return run_here(op);
+    return run_waiting(op);
 }
 
 int open_partial_as_owner(const Owner& owner, const std::string& path, mode_t mode) {
@@ -326,7 +541,7 @@ int rename_as_owner(const Owner& owner, const std::string& from, const std::stri
     op.owner = owner;
     op.path = from;
     op.to = to;
-    return run_here(op);
+    return run_waiting(op);
 }
 
 int unlink_as_owner(const Owner& owner, const std::string& path) {
@@ -334,7 +549,7 @@ int unlink_as_owner(const Owner& owner, const std::string& path) {
     op.kind = OwnerOpKind::Unlink;
     op.owner = owner;
     op.path = path;
-    return run_here(op);
+    return run_waiting(op);
 }
 
 gid_t primary_gid_of(uid_t uid, gid_t fallback) {

@@ -7,12 +7,12 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
 #include <grp.h>
 #include <linux/capability.h>
-#include <mutex>
 #include <poll.h>
 #include <pwd.h>
 #include <sstream>
@@ -155,9 +155,94 @@ const char* op_name(OwnerOpKind k) {
     return "?";
 }
 
+// One request the owner-rights process runs: its id, what it does, its child.
+struct RunningOp {
+    std::uint32_t id = 0;
+    OwnerOp op;
+    OwnerChild child;
+};
+
+std::int64_t monotonic_ms() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+constexpr int kAgentGone = 1;
+
+// Reads one request into `r` (id and op, checked against `policy`). Returns
+// 0 when it may run, kAgentGone when the agent closed its end (or died), or
+// the -errno to answer (-EINVAL: malformed; -EPERM: against the policy).
+int receive_request(int sock, RunningOp& r, const OwnerPolicy& policy) {
+    constexpr std::size_t max_len = sizeof(OwnerRightsRequest) + 2 * PATH_MAX;
+    std::vector<char> buf(max_len + 1);
+    msghdr msg{};
+    iovec iov{buf.data(), buf.size()};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do {
+        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return kAgentGone;
+    bool has_fds = false;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        has_fds = true;
+        std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int got = -1;
+            std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
+            ::close(got);
+        }
+    }
+    std::string why;
+    if (has_fds || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        why = "it is too long or carries descriptors";
+    else
+        why = decode_owner_request(buf.data(), static_cast<std::size_t>(n), r.op, &r.id);
+    if (!why.empty()) {
+        LOG_WARN("owner-rights: refused a malformed request: %s", why.c_str());
+        return -EINVAL;
+    }
+    OwnerOp& op = r.op;
+    why = check_owner_policy(op, policy);
+    if (!why.empty()) {
+        LOG_WARN("owner-rights: refused to %s %s as %u:%u: %s", op_name(op.kind),
+                 op.path.c_str(), static_cast<unsigned>(op.owner.uid),
+                 static_cast<unsigned>(op.owner.gid), why.c_str());
+        return -EPERM;
+    }
+    return 0;
+}
+
+// Sends the result of the request `id` back to the agent (with the
+// descriptor of an open, which is then closed here), logging what is worth it.
+void answer(int sock, std::uint32_t id, const OwnerOp& op, int result) {
+    if (result == -EPERM && op.confine_to != nullptr)
+        LOG_WARN("owner-rights: refused to %s %s as %u: uid 0 and system accounts get "
+                 "files only under system_job_dirs", op_name(op.kind), op.path.c_str(),
+                 static_cast<unsigned>(op.owner.uid));
+    if (result == -ETIMEDOUT)
+        LOG_WARN("owner-rights: %s %s as %u took more than %d ms; killed", op_name(op.kind),
+                 op.path.c_str(), static_cast<unsigned>(op.owner.uid), owner_op_timeout_ms());
+    LOG_DEBUG("owner-rights: %s %s%s%s as %u:%u: %s", op_name(op.kind), op.path.c_str(),
+              op.to.empty() ? "" : " -> ", op.to.c_str(), static_cast<unsigned>(op.owner.uid),
+              static_cast<unsigned>(op.owner.gid), result >= 0 ? "ok" : std::strerror(-result));
+    if (op.kind == OwnerOpKind::Open && result >= 0) {
+        send_owner_result(sock, id, 0, result);
+        ::close(result);
+    } else {
+        send_owner_result(sock, id, result, -1);
+    }
+}
+
 [[noreturn]] void serve_owner_rights(int sock, pid_t agent, const OwnerPolicy& policy) {
-    // Gone with the agent: the socketpair's EOF below, seen at the latest
-    // when the child of a request is killed at its deadline. The death signal
+    // Gone with the agent: the socketpair's EOF below (its children killed
+    // first), seen as soon as it comes, whatever runs. The death signal
     // covers only an agent that dies before it drops root: the kernel checks
     // it like a kill(2) from the dying agent, which as the account may not
     // signal root (seen: a doptd-owner left behind, its agent gone).
@@ -175,68 +260,47 @@ const char* op_name(OwnerOpKind k) {
         _exit(1);
     }
 
-    constexpr std::size_t max_len = sizeof(OwnerRightsRequest) + 2 * PATH_MAX;
-    std::vector<char> buf(max_len + 1);
+    std::vector<RunningOp> running;
     for (;;) {
-        msghdr msg{};
-        iovec iov{buf.data(), buf.size()};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) _exit(0);  // the agent closed its end, or died
-        bool has_fds = false;
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            has_fds = true;
-            std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (std::size_t i = 0; i < count; ++i) {
-                int got = -1;
-                std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
-                ::close(got);
+        std::vector<pollfd> fds{{sock, POLLIN, 0}};
+        std::int64_t deadline = -1;
+        for (const auto& r : running) {
+            fds.push_back({r.child.sock, POLLIN, 0});
+            if (deadline < 0 || r.child.deadline_ms < deadline) deadline = r.child.deadline_ms;
+        }
+        int timeout = deadline < 0 ? -1 : static_cast<int>(std::max<std::int64_t>(deadline - monotonic_ms(), 0));
+        if (reap_owner_children() > 0 && (timeout < 0 || timeout > 100)) timeout = 100;
+        if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR) _exit(1);
+        // Answers first, then deadlines, then one new request.
+        std::vector<int> ready;
+        for (std::size_t i = 1; i < fds.size(); ++i)
+            if (fds[i].revents != 0) ready.push_back(fds[i].fd);
+        const std::int64_t now = monotonic_ms();
+        for (auto it = running.begin(); it != running.end();) {
+            bool answered = std::find(ready.begin(), ready.end(), it->child.sock) != ready.end();
+            if (!answered && now < it->child.deadline_ms) {
+                ++it;
+                continue;
             }
+            int result = answered ? finish_owner_child(it->child) : kill_owner_child(it->child);
+            answer(sock, it->id, it->op, result);
+            it = running.erase(it);
         }
-        OwnerOp op;
-        std::string why;
-        if (has_fds || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-            why = "it is too long or carries descriptors";
-        else
-            why = decode_owner_request(buf.data(), static_cast<std::size_t>(n), op);
-        if (!why.empty()) {
-            LOG_WARN("owner-rights: refused a malformed request: %s", why.c_str());
-            send_owner_result(sock, -EINVAL, -1);
-            continue;
+        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        RunningOp r;
+        int refused = receive_request(sock, r, policy);
+        if (refused == kAgentGone) {
+            for (auto& gone : running) kill_owner_child(gone.child);
+            _exit(0);
         }
-        why = check_owner_policy(op, policy);
-        if (!why.empty()) {
-            LOG_WARN("owner-rights: refused to %s %s as %u:%u: %s", op_name(op.kind),
-                     op.path.c_str(), static_cast<unsigned>(op.owner.uid),
-                     static_cast<unsigned>(op.owner.gid), why.c_str());
-            send_owner_result(sock, -EPERM, -1);
+        if (refused != 0) {
+            send_owner_result(sock, r.id, refused, -1);
             continue;
         }
         // Groups are looked up here, before the fork: NSS is not for a child.
-        int result = run_forked_as_owner(op, groups_of(op.owner), owner_op_timeout_ms());
-        if (result == -EPERM && op.confine_to != nullptr)
-            LOG_WARN("owner-rights: refused to %s %s as %u: uid 0 and system accounts get "
-                     "files only under system_job_dirs", op_name(op.kind), op.path.c_str(),
-                     static_cast<unsigned>(op.owner.uid));
-        if (result == -ETIMEDOUT)
-            LOG_WARN("owner-rights: %s %s as %u took more than %d ms; killed", op_name(op.kind),
-                     op.path.c_str(), static_cast<unsigned>(op.owner.uid), owner_op_timeout_ms());
-        LOG_DEBUG("owner-rights: %s %s%s%s as %u:%u: %s", op_name(op.kind), op.path.c_str(),
-                  op.to.empty() ? "" : " -> ", op.to.c_str(),
-                  static_cast<unsigned>(op.owner.uid), static_cast<unsigned>(op.owner.gid),
-                  result >= 0 ? "ok" : std::strerror(-result));
-        if (op.kind == OwnerOpKind::Open && result >= 0) {
-            send_owner_result(sock, 0, result);
-            ::close(result);
-        } else {
-            send_owner_result(sock, result, -1);
-        }
+        int rc = start_owner_child(r.op, groups_of(r.op.owner), owner_op_timeout_ms(), r.child);
+        if (rc != 0) answer(sock, r.id, r.op, rc);
+        else running.push_back(std::move(r));
     }
 }
 
@@ -382,10 +446,11 @@ void separate_privileges(const Config& config, const ServiceAccount& account) {
 
 bool privilege_separated() { return g_separated; }
 
-std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op) {
+std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op, std::uint32_t* id) {
     OwnerRightsRequest h{};
     if (len < sizeof h) return "shorter than its header";
     std::memcpy(&h, data, sizeof h);
+    if (id != nullptr) *id = h.id;  // the refusal of a malformed request carries it too
     if (h.version != kOwnerRightsVersion) return "unknown version " + std::to_string(h.version);
     if (h.path_len == 0 || h.path_len >= PATH_MAX || h.to_len >= PATH_MAX)
         return "a path length is out of range";
@@ -465,8 +530,8 @@ std::string check_owner_policy(OwnerOp& op, const OwnerPolicy& policy) {
     return "";
 }
 
-int owner_rights_call(int channel, const OwnerOp& op) {
-    if (op.path.size() >= PATH_MAX || op.to.size() >= PATH_MAX) return -ENAMETOOLONG;
+std::string encode_owner_request(const OwnerOp& op, std::uint32_t id) {
+    if (op.path.size() >= PATH_MAX || op.to.size() >= PATH_MAX) return "";
     OwnerRightsRequest h{};
     h.version = kOwnerRightsVersion;
     h.op = static_cast<std::uint32_t>(op.kind);
@@ -476,43 +541,11 @@ int owner_rights_call(int channel, const OwnerOp& op) {
     h.mode = static_cast<std::uint32_t>(op.mode);
     h.path_len = static_cast<std::uint32_t>(op.path.size());
     h.to_len = static_cast<std::uint32_t>(op.to.size());
+    h.id = id;
     std::string msg(reinterpret_cast<const char*>(&h), sizeof h);
     msg += op.path;
     msg += op.to;
-
-    static std::mutex mutex;
-    static bool gone_logged = false;
-    std::lock_guard<std::mutex> lock(mutex);
-    ssize_t n;
-    do {
-        n = ::send(channel, msg.data(), msg.size(), MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    int fd = -1;
-    int result = -EIO;
-    const bool sent = n == static_cast<ssize_t>(msg.size());
-    const char* gone_why = sent ? nullptr : std::strerror(errno);
-    // The owner-rights process answers within its own deadline for the
-    // child; this one only guards against a process that stopped answering
-    // (a late answer would be taken for the next request's).
-    pollfd p{channel, POLLIN, 0};
-    int ready = 0;
-    do {
-        ready = sent ? ::poll(&p, 1, owner_op_timeout_ms() + 5000) : 0;
-    } while (ready < 0 && errno == EINTR);
-    if (sent && ready <= 0) {
-        ::shutdown(channel, SHUT_RDWR);  // it exits; every later call is -EIO
-        gone_why = "it stopped answering";
-    } else if (sent) {
-        result = recv_owner_result(channel, &fd);
-    }
-    if (gone_why != nullptr && !gone_logged) {
-        gone_logged = true;
-        LOG_ERROR("the owner-rights process is gone (%s): no job file can be opened, moved or "
-                  "removed until doptd restarts", gone_why);
-    }
-    if (op.kind == OwnerOpKind::Open && result >= 0) return fd >= 0 ? fd : -EIO;
-    if (fd >= 0) ::close(fd);
-    return result;
+    return msg;
 }
 
 }  // namespace dopt::agent

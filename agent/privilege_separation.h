@@ -11,7 +11,10 @@
 // open, rename or unlink a job's partial file as a given owner. For each
 // request it forks a grandchild that sets the owner's groups, gid and uid and
 // makes the one syscall (open with O_NOFOLLOW | O_CLOEXEC, regular files
-// only); an opened descriptor comes back to the agent over SCM_RIGHTS. It has
+// only); an opened descriptor comes back to the agent over SCM_RIGHTS.
+// Requests run concurrently, one grandchild each, and are answered as they
+// finish (in any order, by id): one owner's grandchild that hangs or is
+// stopped until its deadline (file_op_timeout) delays no other request. It has
 // no other descriptor than its end of the socketpair (and
 // stdin/stdout/stderr), serves only the process that created the pair
 // (SO_PEERCRED), refuses malformed requests, and exits when the agent's end
@@ -25,7 +28,8 @@
 // Wire format (one SOCK_SEQPACKET message each way):
 //   request: OwnerRightsRequest (below), then `path_len` bytes of the path and
 //            `to_len` bytes of the rename target; no NUL terminators.
-//   reply:   an int (>= 0 success, else -errno), with the descriptor attached
+//   reply:   OwnerRightsReply (owner_files.h): the request's id and its result
+//            (>= 0 success, else -errno), with the descriptor attached
 //            (SCM_RIGHTS) for a successful open.
 #pragma once
 
@@ -64,10 +68,9 @@ void separate_privileges(const Config& config, const ServiceAccount& account);
 // the system agent although it no longer runs as root.
 bool privilege_separated();
 
-// The agent's side of one request: sends `op`, waits for the answer.
-// Returns a descriptor (open), 0 or -errno (-EIO: the process is gone).
-// Serialized by a mutex; the descriptor is the caller's.
-int owner_rights_call(int channel, const OwnerOp& op);
+// The request message for `op` with `id` (the agent's side,
+// owner_files.cpp); "" when a path is too long.
+std::string encode_owner_request(const OwnerOp& op, std::uint32_t id);
 
 // The fixed part of a request. Exposed for the tests.
 struct OwnerRightsRequest {
@@ -79,12 +82,15 @@ struct OwnerRightsRequest {
     std::uint32_t mode;     // at most 0777 (open only)
     std::uint32_t path_len; // 1 .. PATH_MAX-1
     std::uint32_t to_len;   // rename: 1 .. PATH_MAX-1; otherwise 0
+    std::uint32_t id;       // echoed in the reply; never 0
 };
-constexpr std::uint32_t kOwnerRightsVersion = 1;
+constexpr std::uint32_t kOwnerRightsVersion = 2;
 
 // Checks and decodes one request message. Returns "" and fills `op`, or
 // says what is wrong with it.
-std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op);
+// `id` (when given) gets the request's id.
+std::string decode_owner_request(const char* data, std::size_t len, OwnerOp& op,
+                                 std::uint32_t* id = nullptr);
 
 // What the owner-rights process lets a (decoded) request do. Fixed at start,
 // from root's config: the agent cannot change it.

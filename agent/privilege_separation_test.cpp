@@ -91,7 +91,7 @@ TEST_CASE("malformed owner-rights requests are refused", "[privsep]") {
     CHECK(decode(good.substr(0, sizeof(OwnerRightsRequest) - 1)) != "");  // short header
     CHECK(decode(good.substr(0, good.size() - 1)) != "");                 // short path
     CHECK(decode(good + "y") != "");                                      // trailing bytes
-    CHECK(decode(request(kOpen, 1000, O_RDWR, 0600, "/tmp/x", "", 2)) != "");  // version
+    CHECK(decode(request(kOpen, 1000, O_RDWR, 0600, "/tmp/x", "", kOwnerRightsVersion + 1)) != "");  // version
     CHECK(decode(request(0, 1000, 0, 0, "/tmp/x")) != "");
     CHECK(decode(request(4, 1000, 0, 0, "/tmp/x")) != "");
     // paths

@@ -127,8 +127,10 @@ struct Agent::Job : TransferSink {
     bool owner_ops_pending() const { return owner_op_running || !owner_queue.empty(); }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
     Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }
-    // The mode of the files the job creates: 0666 less its client's umask.
-    mode_t file_mode() const { return static_cast<mode_t>(0666u & ~rec.umask); }
+    // The mode of the files the job creates: 0666 less its client's umask,
+    // but the owner always keeps read and write (the agent reopens the
+    // partial file as the owner to resume it; 0277 would make it 0400).
+    mode_t file_mode() const { return static_cast<mode_t>((0666u & ~rec.umask) | 0600u); }
     std::uint32_t no_progress_timeout() const {
         return rec.no_progress_timeout ? rec.no_progress_timeout
                                        : agent->config_.no_progress_timeout;

@@ -36,10 +36,10 @@ using ConnId = std::uint64_t;
 
 // Per-uid limits (docs/config.md, [ipc]).
 struct IpcLimits {
-    std::size_t max_connections_per_user = 64;
+    std::size_t max_connections_per_user = 128;  // the defaults of [ipc] (config.h)
     // Reply bytes queued and unread, all of a uid's connections together,
     // past which its backlogged connections are no longer read.
-    std::size_t max_reply_backlog_per_user = 16u << 20;
+    std::size_t max_reply_backlog_per_user = 8u << 20;
 };
 
 class IpcHandler {

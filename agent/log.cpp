@@ -112,14 +112,24 @@ void log(LogLevel level, const char* fmt, ...) {
                           t.tm_min, t.tm_sec, static_cast<int>(tv.tv_usec / 1000),
                           level_tag(level));
     }
+    // The whole message first, then the redaction, then the cut to one
+    // line's length: a cut before the redaction could leave half a secret.
+    std::string text(line, static_cast<size_t>(n));
     va_list ap;
     va_start(ap, fmt);
-    int m = std::vsnprintf(line + n, sizeof line - static_cast<size_t>(n) - 1, fmt, ap);
+    va_list again;
+    va_copy(again, ap);
+    int m = std::vsnprintf(nullptr, 0, fmt, ap);
     va_end(ap);
-    size_t len = static_cast<size_t>(n) + (m < 0 ? 0 : static_cast<size_t>(m));
-    if (len > sizeof line - 2) len = sizeof line - 2;
-    std::string text(line, len);
+    if (m > 0) {
+        std::string message(static_cast<size_t>(m) + 1, '\0');
+        std::vsnprintf(message.data(), message.size(), fmt, again);
+        message.resize(static_cast<size_t>(m));
+        text += message;
+    }
+    va_end(again);
     if (text.find("://") != std::string::npos) text = redact_url_secrets(text);
+    if (text.size() > sizeof line - 2) text.resize(sizeof line - 2);
     text += '\n';
     ssize_t w = ::write(STDERR_FILENO, text.data(), text.size());
     (void)w;

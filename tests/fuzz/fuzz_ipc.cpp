@@ -90,7 +90,7 @@ void feed_agent(const std::uint8_t* data, std::size_t size) {
     static SocketDir where;
     static RequestDecoder decoder;
     static bool quiet = dopt::agent::set_log_level("error");  // oversized frames warn
-    static IpcServer server(where.socket, 0600, &decoder);
+    static IpcServer server(where.socket, 0600, &decoder, dopt::agent::IpcLimits{});
     (void)quiet;
 
     sockaddr_un addr{};

@@ -413,6 +413,16 @@ class SystemAgent(IntegrationTest):
             os.umask(old)
         self.assertEqual(os.stat(root_path).st_mode & 0o7777, 0o600)
 
+    def test_a_umask_that_takes_the_owners_write_right_still_gives_the_file(self):
+        # The agent reopens the partial file as its owner to resume it: the
+        # owner keeps read and write whatever the umask (0277 would give 0400).
+        d = self.folder("daemondir2", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
+                                           umask=0o277)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(os.stat(path).st_mode & 0o7777, 0o600)
+
     # -- a file operation that never ends ----------------------------------------
 
     def test_a_stopped_owner_child_fails_its_job_and_the_agent_keeps_serving(self):

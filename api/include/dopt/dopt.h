@@ -202,7 +202,8 @@ DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count)
 /* Creates a job owned by the caller, persisted before this returns. A new job
  * is SUSPENDED (as in BITS): add files, set properties, then dopt_job_resume.
  * display_name may be NULL. The job keeps the process's umask as it is now
- * (read from /proc/self/status, not changed): its files get 0666 & ~umask.
+ * (read from /proc/self/status, not changed): its files get 0666 & ~umask,
+ * read and write for the owner always.
  * DOPT_E_TOO_LARGE when the caller's user already has as many jobs as the
  * agent allows ([jobs] max_jobs_per_user, named in dopt_last_error; ended
  * jobs count until purged). The caller owns *out (dopt_job_close). */

@@ -114,6 +114,7 @@ private:
     void remove_swarm(Swarm& swarm, bool delete_files);
     void pump_swarm(Swarm& swarm);
     void fetch_origin_pieces(Swarm& swarm);
+    void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
     void handle_alerts();
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);

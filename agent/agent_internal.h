@@ -163,8 +163,8 @@ struct Agent::Swarm {
     // Addresses that owed us data for 2 s since the swarm was attached:
     // disconnected whenever they connect, until the swarm is attached again.
     std::set<std::string> peers_failed;
-    // Addresses whose claims are not honoured (p2p/claims.h), logged once.
-    std::set<std::string> claims_not_honoured;
+    // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
+    std::set<int> claims_held_over;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t peers_slow_since_ms = 0;   // since when peers are too slow (origin_picker.h)

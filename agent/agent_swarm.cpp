@@ -46,7 +46,7 @@
 #include "agent/owner_files.h"
 #include "agent/url.h"
 #include "dopt/dopt.h"
-#include "p2p/claims.h"  // kClaimHoldMs
+#include "p2p/claims.h"  // claim_hold_ms
 #include "p2p/origin_picker.h"
 #include "p2p/session.h"
 
@@ -560,6 +560,23 @@ void Agent::pump_swarm(Swarm& s) {
     fetch_origin_pieces(s);
 }
 
+// Logs the pieces newly held over (p2p/claims.h): claimed by some agent
+// for the whole hold without arriving, so their claims are ignored now and
+// we may fetch them ourselves. One line per new batch, not per piece.
+void Agent::log_claims_held_over(Swarm& s) {
+    std::set<int> held = peers_->claims_held_over(s.handle);
+    std::size_t fresh = 0;
+    int first = -1;
+    for (int piece : held)
+        if (!s.claims_held_over.count(piece) && ++fresh == 1) first = piece;
+    s.claims_held_over = std::move(held);
+    if (fresh == 0) return;
+    LOG_INFO("swarm %s: %zu piece(s) (piece %d first) claimed by peers for %lld s without coming: "
+             "their claims are ignored until a peer has them",
+             s.info_hash.c_str(), fresh, first,
+             static_cast<long long>(p2p::claim_hold_ms(s.meta.piece_length) / 1000));
+}
+
 // Origin-aware scheduling: pieces in flight to the origin, up to [p2p]
 // origin_requests for this agent and swarm_origin_requests for the whole
 // swarm, fetched by the swarm's designated fetchers only, each from its own
@@ -579,12 +596,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     // neither ours nor out-of-range ones; filtered once more here, since
     // every use below indexes by piece).
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
-    for (const auto& address : peers_->claims_not_honoured(s.handle))
-        if (s.claims_not_honoured.insert(address).second)
-            LOG_INFO("swarm %s: a claim from peer %s held %lld s without the piece coming: "
-                     "its claims are not honoured any more",
-                     s.info_hash.c_str(), address.c_str(),
-                     static_cast<long long>(p2p::kClaimHoldMs / 1000));
+    log_claims_held_over(s);
     claims.erase(std::remove_if(claims.begin(), claims.end(),
                                 [&](const p2p::Claim& c) {
                                     return c.claimant == peers_->id() || c.piece < 0 ||

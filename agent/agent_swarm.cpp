@@ -483,7 +483,6 @@ void Agent::attach_swarm(Job& job) {
         s->peer_rate_mark_ms = 0;
     }
     s->users.insert(&job);
-    if (!s->origin_job) s->origin_job = &job;
     if (s->paused) {
         s->handle.resume();
         s->paused = false;
@@ -506,14 +505,12 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
     job.swarm_fd = -1;
     job.swarm = nullptr;
     s->users.erase(&job);
-    if (s->origin_job == &job) {
-        // Its origin's pieces stop with it; the next user fetches from its own.
-        drop_origin_pieces(*s);
-        s->origin_job = s->users.empty() ? nullptr : *s->users.begin();
-        s->origin_hash_failures = 0;
-        s->origin_failures = 0;
-        s->origin_retry_ms = 0;
-    }
+    // The pieces fetched for it stop with it; the other users fetch them
+    // from their own origins.
+    drop_origin_pieces(*s, &job);
+    s->origin_hash_failures.erase(&job);
+    for (auto& [piece, j] : s->origin_piece_job)
+        if (j == &job) j = nullptr;
     if (!s->users.empty() || s->complete) return;
     drop_origin_pieces(*s);
     evict_pending_ = true;  // unfinished content no job is fetching now counts
@@ -587,7 +584,7 @@ void Agent::log_claims_held_over(Swarm& s) {
 // takes everything that is missing.
 void Agent::fetch_origin_pieces(Swarm& s) {
     std::int64_t now = mono_ms();
-    if (!s.origin_job || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
+    if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
     auto n = static_cast<std::size_t>(s.meta.num_pieces);
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
@@ -759,11 +756,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.held_too = stalled || plan.peers_slow;
     in.share_count = plan.share_count;
     in.share_index = plan.share_index;
-    Job& lead = *s.origin_job;
     for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
+        Job& lead = next_origin_job(s);
         auto op = std::make_unique<OriginPiece>();
         op->agent = this;
         op->swarm = &s;
+        op->job = &lead;
         op->piece = piece;
         op->started_ms = now;
         op->data.reserve(s.piece_size(piece));
@@ -823,6 +821,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
                                                    : (3 * s.origin_piece_ms + (now - op.started_ms)) / 4;
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
+        s.origin_piece_job[op.piece] = op.job;
         // overwrite_existing: blocks a peer sent for this piece are replaced,
         // so that a peer's bad block is not blamed on the origin.
         s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data),
@@ -836,12 +835,12 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     if (!outcome.ok && !outcome.transient && !mismatch) {
         // 404, 403, ...: the content is gone from that job's origin; the
         // others go on with theirs.
-        Job& j = *s.origin_job;
+        Job& j = *op.job;
         fail(j, static_cast<int>(outcome.context), outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
-        origin_does_not_match(s, outcome.ok ? "a short piece" : outcome.description);
+        origin_does_not_match(s, *op.job, outcome.ok ? "a short piece" : outcome.description);
         return;
     }
     // Transient: back off; peers may still give the piece meanwhile.
@@ -864,32 +863,44 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     }
 }
 
-// The origin of the swarm's origin job does not serve this content as its
-// metainfo describes it (no range support, another size, pieces failing
+// The origin of `job` (a user of the swarm) does not serve this content as
+// its metainfo describes it (no range support, another size, pieces failing
 // their hashes). Metainfo the job gave makes that the job's error; metainfo
 // found beside the content is simply not used: the file goes over HTTP
 // only. The other users go on, each with its own origin.
-void Agent::origin_does_not_match(Swarm& s, const std::string& why) {
-    Job* j = s.origin_job;
-    if (!j) return;
-    const FileRecord& f = j->file();
+void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
+    if (!s.users.count(&job)) return;
+    const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
-        fail(*j, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
-             f.remote_url + " does not match the job's metainfo: " + why, j->current_file);
+        fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+             f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
-        detach_swarm(*j, false);
-        use_http_only(*j, "the origin's content does not match its metainfo: " + why);
-        start_job(*j);
+        detach_swarm(job, false);
+        use_http_only(job, "the origin's content does not match its metainfo: " + why);
+        start_job(job);
     }
 }
 
-// Stops every origin request of a swarm; their sinks are freed.
-void Agent::drop_origin_pieces(Swarm& s) {
-    for (auto& [piece, op] : s.origin_inflight) {
+// The user the next origin piece is fetched for: each in turn.
+Agent::Job& Agent::next_origin_job(Swarm& s) {
+    auto it = s.users.begin();
+    std::advance(it, static_cast<std::ptrdiff_t>(s.origin_turn++ % s.users.size()));
+    return **it;
+}
+
+// Stops the origin requests of a swarm (only those fetched for `only`,
+// when given); their sinks are freed.
+void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
+    for (auto it = s.origin_inflight.begin(); it != s.origin_inflight.end();) {
+        OriginPiece* op = it->second;
+        if (only && op->job != only) {
+            ++it;
+            continue;
+        }
         fetcher_->stop(op->id);
         op->swarm = nullptr;
+        it = s.origin_inflight.erase(it);
     }
-    s.origin_inflight.clear();
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
                          origin_pieces_.end());
@@ -1083,6 +1094,7 @@ void Agent::handle_alerts() {
             if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
+            s->origin_piece_job.erase(piece);
             if (s->from_origin[static_cast<std::size_t>(piece)]) {
                 for (Job* j : s->users) j->rec.bytes_from_origin += s->piece_size(piece);
             } else {
@@ -1112,8 +1124,11 @@ void Agent::handle_alerts() {
             if (s->from_origin[idx]) {
                 s->from_origin[idx] = false;
                 LOG_WARN("swarm %s: piece %d from the origin failed its hash check", s->info_hash.c_str(), piece);
-                if (++s->origin_hash_failures >= 2) {
-                    origin_does_not_match(*s, "its pieces fail the metainfo's hashes");
+                // Charged to the job it was fetched for (unless it left).
+                Job* j = s->origin_piece_job[piece];
+                s->origin_piece_job.erase(piece);
+                if (j && ++s->origin_hash_failures[j] >= 2) {
+                    origin_does_not_match(*s, *j, "its pieces fail the metainfo's hashes");
                     continue;
                 }
             } else {

@@ -135,14 +135,16 @@ private:
     void remove_swarm(Swarm& swarm, bool delete_files);
     void pump_swarm(Swarm& swarm);
     void fetch_origin_pieces(Swarm& swarm);
+    void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
     void handle_alerts();
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
     bool copy_piece_from_cache(Swarm& swarm, int piece);
     bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);
     void finish_swarm_file(Job& job);
-    void origin_does_not_match(Swarm& swarm, const std::string& why);
-    void drop_origin_pieces(Swarm& swarm);
+    void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
+    void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
+    Job& next_origin_job(Swarm& swarm);
     void fail_swarm_users(Swarm& swarm, int context, std::int64_t code, const std::string& why);
     void evict_cache();
     std::vector<std::string> cache_entries_to_drop() const;

@@ -150,10 +150,11 @@ struct Agent::Swarm {
     std::string info_hash;
     p2p::Metainfo meta;
     lt::torrent_handle handle;
-    // The user whose URL (and headers) origin pieces come from: each job
-    // fetches from its own origin only, never from the URL another job (or
-    // user) registered the content with. nullptr: no user.
-    Job* origin_job = nullptr;
+    // Origin pieces are fetched on behalf of the users in turn (round robin
+    // over `users`), each from that job's own URL with its own headers: never
+    // from the URL another job (or user) registered the content with. This
+    // counts the requests started, to pick the next user.
+    std::size_t origin_turn = 0;
     std::set<Job*> users;                 // jobs whose current file this is
     std::vector<bool> have;               // verified, held by libtorrent
     int have_count = 0;
@@ -181,8 +182,8 @@ struct Agent::Swarm {
     // Addresses that owed us data for 2 s since the swarm was attached:
     // disconnected whenever they connect, until the swarm is attached again.
     std::set<std::string> peers_failed;
-    // Addresses whose claims are not honoured (p2p/claims.h), logged once.
-    std::set<std::string> claims_not_honoured;
+    // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
+    std::set<int> claims_held_over;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
     std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
     std::int64_t peers_slow_since_ms = 0;   // since when peers are too slow (origin_picker.h)
@@ -195,7 +196,10 @@ struct Agent::Swarm {
     std::int64_t origin_piece_ms = 0;     // how long our origin pieces take (average; 0: none yet)
     std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
     std::uint32_t origin_failures = 0;    // in a row, for the backoff
-    int origin_hash_failures = 0;
+    // The job each origin piece not yet verified was fetched for (a piece
+    // failing its hash is charged to it), and its hash failures.
+    std::map<int, Job*> origin_piece_job;
+    std::map<Job*, int> origin_hash_failures;
     std::int64_t next_resume_save_ms = 0;
     std::int64_t next_claim_repeat_ms = 0;
     bool complete = false;
@@ -226,6 +230,7 @@ struct Agent::Swarm {
 struct Agent::OriginPiece : TransferSink {
     Agent* agent = nullptr;
     Swarm* swarm = nullptr;
+    Job* job = nullptr;  // the user it is fetched for, from its URL, with its headers
     int piece = 0;
     TransferId id = 0;
     std::int64_t started_ms = 0;

@@ -46,7 +46,7 @@
 #include "agent/owner_files.h"
 #include "agent/url.h"
 #include "dopt/dopt.h"
-#include "p2p/claims.h"  // kClaimHoldMs
+#include "p2p/claims.h"  // claim_hold_ms
 #include "p2p/origin_picker.h"
 #include "p2p/session.h"
 
@@ -503,7 +503,6 @@ void Agent::join_swarm(Job& job, int fd) {
         s->peer_rate_mark_ms = 0;
     }
     s->users.insert(&job);
-    if (!s->origin_job) s->origin_job = &job;
     if (s->paused) {
         s->handle.resume();
         s->paused = false;
@@ -526,14 +525,12 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
     job.swarm_fd = -1;
     job.swarm = nullptr;
     s->users.erase(&job);
-    if (s->origin_job == &job) {
-        // Its origin's pieces stop with it; the next user fetches from its own.
-        drop_origin_pieces(*s);
-        s->origin_job = s->users.empty() ? nullptr : *s->users.begin();
-        s->origin_hash_failures = 0;
-        s->origin_failures = 0;
-        s->origin_retry_ms = 0;
-    }
+    // The pieces fetched for it stop with it; the other users fetch them
+    // from their own origins.
+    drop_origin_pieces(*s, &job);
+    s->origin_hash_failures.erase(&job);
+    for (auto& [piece, j] : s->origin_piece_job)
+        if (j == &job) j = nullptr;
     if (!s->users.empty() || s->complete) return;
     drop_origin_pieces(*s);
     evict_pending_ = true;  // unfinished content no job is fetching now counts
@@ -580,6 +577,23 @@ void Agent::pump_swarm(Swarm& s) {
     fetch_origin_pieces(s);
 }
 
+// Logs the pieces newly held over (p2p/claims.h): claimed by some agent
+// for the whole hold without arriving, so their claims are ignored now and
+// we may fetch them ourselves. One line per new batch, not per piece.
+void Agent::log_claims_held_over(Swarm& s) {
+    std::set<int> held = peers_->claims_held_over(s.handle);
+    std::size_t fresh = 0;
+    int first = -1;
+    for (int piece : held)
+        if (!s.claims_held_over.count(piece) && ++fresh == 1) first = piece;
+    s.claims_held_over = std::move(held);
+    if (fresh == 0) return;
+    LOG_INFO("swarm %s: %zu piece(s) (piece %d first) claimed by peers for %lld s without coming: "
+             "their claims are ignored until a peer has them",
+             s.info_hash.c_str(), fresh, first,
+             static_cast<long long>(p2p::claim_hold_ms(s.meta.piece_length) / 1000));
+}
+
 // Origin-aware scheduling: pieces in flight to the origin, up to [p2p]
 // origin_requests for this agent and swarm_origin_requests for the whole
 // swarm, fetched by the swarm's designated fetchers only, each from its own
@@ -590,7 +604,7 @@ void Agent::pump_swarm(Swarm& s) {
 // takes everything that is missing.
 void Agent::fetch_origin_pieces(Swarm& s) {
     std::int64_t now = mono_ms();
-    if (!s.origin_job || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
+    if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
     auto n = static_cast<std::size_t>(s.meta.num_pieces);
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
@@ -599,12 +613,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     // neither ours nor out-of-range ones; filtered once more here, since
     // every use below indexes by piece).
     std::vector<p2p::Claim> claims = peers_->claims(s.handle);
-    for (const auto& address : peers_->claims_not_honoured(s.handle))
-        if (s.claims_not_honoured.insert(address).second)
-            LOG_INFO("swarm %s: a claim from peer %s held %lld s without the piece coming: "
-                     "its claims are not honoured any more",
-                     s.info_hash.c_str(), address.c_str(),
-                     static_cast<long long>(p2p::kClaimHoldMs / 1000));
+    log_claims_held_over(s);
     claims.erase(std::remove_if(claims.begin(), claims.end(),
                                 [&](const p2p::Claim& c) {
                                     return c.claimant == peers_->id() || c.piece < 0 ||
@@ -767,11 +776,12 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     in.held_too = stalled || plan.peers_slow;
     in.share_count = plan.share_count;
     in.share_index = plan.share_index;
-    Job& lead = *s.origin_job;
     for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
+        Job& lead = next_origin_job(s);
         auto op = std::make_unique<OriginPiece>();
         op->agent = this;
         op->swarm = &s;
+        op->job = &lead;
         op->piece = piece;
         op->started_ms = now;
         op->data.reserve(s.piece_size(piece));
@@ -831,6 +841,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
                                                    : (3 * s.origin_piece_ms + (now - op.started_ms)) / 4;
         s.origin_failures = 0;
         s.from_origin[static_cast<std::size_t>(op.piece)] = true;
+        s.origin_piece_job[op.piece] = op.job;
         // overwrite_existing: blocks a peer sent for this piece are replaced,
         // so that a peer's bad block is not blamed on the origin.
         s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data),
@@ -844,12 +855,12 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     if (!outcome.ok && !outcome.transient && !mismatch) {
         // 404, 403, ...: the content is gone from that job's origin; the
         // others go on with theirs.
-        Job& j = *s.origin_job;
+        Job& j = *op.job;
         fail(j, static_cast<int>(outcome.context), outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
-        origin_does_not_match(s, outcome.ok ? "a short piece" : outcome.description);
+        origin_does_not_match(s, *op.job, outcome.ok ? "a short piece" : outcome.description);
         return;
     }
     // Transient: back off; peers may still give the piece meanwhile.
@@ -872,32 +883,44 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     }
 }
 
-// The origin of the swarm's origin job does not serve this content as its
-// metainfo describes it (no range support, another size, pieces failing
+// The origin of `job` (a user of the swarm) does not serve this content as
+// its metainfo describes it (no range support, another size, pieces failing
 // their hashes). Metainfo the job gave makes that the job's error; metainfo
 // found beside the content is simply not used: the file goes over HTTP
 // only. The other users go on, each with its own origin.
-void Agent::origin_does_not_match(Swarm& s, const std::string& why) {
-    Job* j = s.origin_job;
-    if (!j) return;
-    const FileRecord& f = j->file();
+void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
+    if (!s.users.count(&job)) return;
+    const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
-        fail(*j, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
-             f.remote_url + " does not match the job's metainfo: " + why, j->current_file);
+        fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+             f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
-        detach_swarm(*j, false);
-        use_http_only(*j, "the origin's content does not match its metainfo: " + why);
-        start_job(*j);
+        detach_swarm(job, false);
+        use_http_only(job, "the origin's content does not match its metainfo: " + why);
+        start_job(job);
     }
 }
 
-// Stops every origin request of a swarm; their sinks are freed.
-void Agent::drop_origin_pieces(Swarm& s) {
-    for (auto& [piece, op] : s.origin_inflight) {
+// The user the next origin piece is fetched for: each in turn.
+Agent::Job& Agent::next_origin_job(Swarm& s) {
+    auto it = s.users.begin();
+    std::advance(it, static_cast<std::ptrdiff_t>(s.origin_turn++ % s.users.size()));
+    return **it;
+}
+
+// Stops the origin requests of a swarm (only those fetched for `only`,
+// when given); their sinks are freed.
+void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
+    for (auto it = s.origin_inflight.begin(); it != s.origin_inflight.end();) {
+        OriginPiece* op = it->second;
+        if (only && op->job != only) {
+            ++it;
+            continue;
+        }
         fetcher_->stop(op->id);
         op->swarm = nullptr;
+        it = s.origin_inflight.erase(it);
     }
-    s.origin_inflight.clear();
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
                          origin_pieces_.end());
@@ -1093,6 +1116,7 @@ void Agent::handle_alerts() {
             if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
             // Counted once, where the verified piece came from (an origin
             // piece that a peer completed first is ignored by libtorrent).
+            s->origin_piece_job.erase(piece);
             if (s->from_origin[static_cast<std::size_t>(piece)]) {
                 for (Job* j : s->users) j->rec.bytes_from_origin += s->piece_size(piece);
             } else {
@@ -1122,8 +1146,11 @@ void Agent::handle_alerts() {
             if (s->from_origin[idx]) {
                 s->from_origin[idx] = false;
                 LOG_WARN("swarm %s: piece %d from the origin failed its hash check", s->info_hash.c_str(), piece);
-                if (++s->origin_hash_failures >= 2) {
-                    origin_does_not_match(*s, "its pieces fail the metainfo's hashes");
+                // Charged to the job it was fetched for (unless it left).
+                Job* j = s->origin_piece_job[piece];
+                s->origin_piece_job.erase(piece);
+                if (j && ++s->origin_hash_failures[j] >= 2) {
+                    origin_does_not_match(*s, *j, "its pieces fail the metainfo's hashes");
                     continue;
                 }
             } else {

@@ -64,28 +64,55 @@ std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, in
     return ClaimMessage{static_cast<int>(piece), get_be(payload.data() + 4, 8)};
 }
 
+std::int64_t claim_hold_ms(std::int64_t piece_length) {
+    const std::int64_t at_rate_ms = std::max<std::int64_t>(piece_length, 0) * 1000 / kClaimHoldRate;
+    return std::max(kClaimMinHoldMs, at_rate_ms);
+}
+
 // ---- ClaimTable ----
 
 ClaimTable::ClaimTable(std::int64_t lifetime_ms, std::int64_t hold_ms, std::size_t per_peer)
     : lifetime_ms_(lifetime_ms), hold_ms_(hold_ms), per_peer_(per_peer) {}
 
+void ClaimTable::set_hold(const lt::info_hash_t& torrent, std::int64_t hold_ms) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    holds_[torrent] = hold_ms;
+}
+
+std::int64_t ClaimTable::hold_of(const lt::info_hash_t& torrent) const {
+    auto it = holds_.find(torrent);
+    return it == holds_.end() ? hold_ms_ : it->second;
+}
+
+bool ClaimTable::is_held_over(const TorrentClaims& t, int piece, std::int64_t hold_ms,
+                              std::int64_t now_ms) {
+    auto it = t.claimed_since.find(piece);
+    return it != t.claimed_since.end() && now_ms >= it->second + hold_ms;
+}
+
 bool ClaimTable::add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
                      const lt::tcp::endpoint& from, std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
     TorrentClaims& t = claims_[torrent];
-    if (t.not_honoured.count(from.address())) return false;
+    const std::int64_t hold = hold_of(torrent);
+    if (is_held_over(t, piece, hold, now_ms)) return false;
     std::size_t from_peer = 0;
     for (auto& e : t.entries) {
         if (e.claim.piece == piece && e.claim.claimant == claimant) {
-            e.claim.expires_ms = std::min(now_ms + lifetime_ms_, e.hold_until_ms);
+            e.claim.expires_ms = now_ms + lifetime_ms_;
             return false;
         }
-        if (e.from == from) ++from_peer;
+        // Live ones only: claims on pieces held over no longer count.
+        if (e.from == from && e.claim.expires_ms > now_ms &&
+            !is_held_over(t, e.claim.piece, hold, now_ms))
+            ++from_peer;
     }
-    if (from_peer >= per_peer_ || t.entries.size() >= kMaxClaimsPerTorrent) return false;
-    const std::int64_t hold_until = now_ms + hold_ms_;
-    t.entries.push_back(Entry{Claim{piece, claimant, std::min(now_ms + lifetime_ms_, hold_until)},
-                              from, hold_until});
+    if (from_peer >= per_peer_ || t.entries.size() >= kMaxClaimsPerTorrent) {
+        if (t.empty()) claims_.erase(torrent);
+        return false;
+    }
+    t.entries.push_back(Entry{Claim{piece, claimant, now_ms + lifetime_ms_}, from});
+    t.claimed_since.emplace(piece, now_ms);  // the first claim starts the hold
     return true;
 }
 
@@ -97,12 +124,14 @@ void ClaimTable::drop_piece(const lt::info_hash_t& torrent, int piece) {
     list.erase(std::remove_if(list.begin(), list.end(),
                               [&](const Entry& e) { return e.claim.piece == piece; }),
                list.end());
+    it->second.claimed_since.erase(piece);
     if (it->second.empty()) claims_.erase(it);
 }
 
 void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
     std::lock_guard<std::mutex> lock(mutex_);
     claims_.erase(torrent);
+    holds_.erase(torrent);
     told_.erase(torrent);
 }
 
@@ -110,14 +139,11 @@ void ClaimTable::expire(std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = claims_.begin(); it != claims_.end();) {
         TorrentClaims& t = it->second;
-        // Still live when its hold came: the piece was never announced.
-        for (const auto& e : t.entries)
-            if (e.claim.expires_ms <= now_ms && e.claim.expires_ms == e.hold_until_ms)
-                t.not_honoured.insert(e.from.address());
+        const std::int64_t hold = hold_of(it->first);
         t.entries.erase(std::remove_if(t.entries.begin(), t.entries.end(),
                                        [&](const Entry& e) {
                                            return e.claim.expires_ms <= now_ms ||
-                                                  t.not_honoured.count(e.from.address()) > 0;
+                                                  is_held_over(t, e.claim.piece, hold, now_ms);
                                        }),
                         t.entries.end());
         it = t.empty() ? claims_.erase(it) : std::next(it);
@@ -129,16 +155,22 @@ std::vector<Claim> ClaimTable::get(const lt::info_hash_t& torrent, std::int64_t 
     std::vector<Claim> out;
     auto it = claims_.find(torrent);
     if (it == claims_.end()) return out;
+    const std::int64_t hold = hold_of(torrent);
     for (const auto& e : it->second.entries)
-        if (e.claim.expires_ms > now_ms && !it->second.not_honoured.count(e.from.address()))
+        if (e.claim.expires_ms > now_ms && !is_held_over(it->second, e.claim.piece, hold, now_ms))
             out.push_back(e.claim);
     return out;
 }
 
-std::set<lt::address> ClaimTable::not_honoured(const lt::info_hash_t& torrent) const {
+std::set<int> ClaimTable::held_over(const lt::info_hash_t& torrent, std::int64_t now_ms) const {
     std::lock_guard<std::mutex> lock(mutex_);
+    std::set<int> out;
     auto it = claims_.find(torrent);
-    return it == claims_.end() ? std::set<lt::address>{} : it->second.not_honoured;
+    if (it == claims_.end()) return out;
+    const std::int64_t hold = hold_of(torrent);
+    for (const auto& [piece, since] : it->second.claimed_since)
+        if (now_ms >= since + hold) out.insert(piece);
+    return out;
 }
 
 void ClaimTable::peer_told_pieces(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
@@ -280,6 +312,11 @@ public:
         prune();
         for (const auto& weak : peers_)
             if (auto peer = weak.lock(); peer && peer.get() != except) peer->send_claim(piece, claimant);
+    }
+
+    // We have the piece now (hash checked): claims on it are moot.
+    void on_piece_pass(lt::piece_index_t piece) override {
+        table_->drop_piece(torrent_, static_cast<int>(piece));
     }
 
     void disconnect(const lt::tcp::endpoint& remote) {

@@ -49,10 +49,16 @@ inline constexpr std::size_t kClaimFrameSize = 6 + kClaimPayloadSize;
 // How long a received claim holds unless a peer announces the piece or the
 // claimant repeats it.
 inline constexpr std::int64_t kClaimLifetimeMs = 20'000;
-// How long a claim holds at most, repeated or not: an agent fetches a piece
-// from the origin in well under this (1 MiB at 100 Mbit/s shared by 8
-// requests: 0.7 s), and a claim is meant to end with the piece announced.
-inline constexpr std::int64_t kClaimHoldMs = 10'000;
+// How long a piece may stay claimed, by anyone, without a peer announcing
+// it: claim_hold_ms(piece_length) = max(kClaimMinHoldMs, the piece's time at
+// kClaimHoldRate), i.e. max(10 s, piece_length / 1 MiB/s): 10 s up to
+// 10 MiB pieces, 16 s for 16 MiB ones. An agent fetches a piece from the
+// origin in well under that (1 MiB at 100 Mbit/s shared by 8 requests:
+// 0.7 s); one that takes longer (a slow WAN link, a rate cap) only gets its
+// piece fetched by another agent too.
+inline constexpr std::int64_t kClaimMinHoldMs = 10'000;
+inline constexpr std::int64_t kClaimHoldRate = 1024 * 1024;  // bytes/s
+std::int64_t claim_hold_ms(std::int64_t piece_length);
 // Live claims one connection may hold by default (SessionSettings sets the
 // agent's swarm_origin_requests: a connection passes on other agents'
 // claims too, and a whole swarm keeps about that many pieces in flight).
@@ -84,40 +90,45 @@ std::optional<ClaimMessage> parse_claim_payload(lt::span<char const> payload, in
 // keep every agent of the swarm from the origin for as long as it likes):
 //  - A connection holds at most `per_peer` live claims; more are ignored.
 //  - A connection's claims end when it closes.
-//  - A claim holds at most `hold_ms` from when it was first heard, repeated
-//    or not. One that reaches it without a peer announcing the piece has
-//    lapsed, and the address it came from is not honoured any more for this
-//    torrent: its claims are dropped, its new ones ignored (and so not
-//    passed on), on any connection, until the torrent leaves the table. A
-//    claim passed on counts against the connection it came through.
+//  - A piece is held for its torrent's hold (claim_hold_ms) from the first
+//    claim on it, whoever claimed it and whatever the claims since: one
+//    still unannounced then is "held over", and every claim on it is
+//    ignored (so not passed on) until a peer announces it or we get it
+//    (drop_piece). Not per claimant address, which a LAN host can change
+//    at will: however many addresses it has, a piece is held back once, for
+//    one hold. An honest agent slower than the hold only has its piece
+//    fetched twice; its other claims keep counting.
+//  A claim passed on counts against the connection it came through.
 class ClaimTable {
 public:
+    // `hold_ms` is the hold of torrents without set_hold().
     explicit ClaimTable(std::int64_t lifetime_ms = kClaimLifetimeMs,
-                        std::int64_t hold_ms = kClaimHoldMs,
+                        std::int64_t hold_ms = kClaimMinHoldMs,
                         std::size_t per_peer = kDefaultClaimsPerPeer);
 
+    // The torrent's hold (claim_hold_ms of its piece length); kept until
+    // drop_torrent.
+    void set_hold(const lt::info_hash_t& torrent, std::int64_t hold_ms);
     // Records (or refreshes) `claimant`'s claim on `piece`, heard from the
-    // connection to `from`, expiring at now_ms + lifetime (never later than
-    // its hold); true when the claim is new (not a refresh). Ignored (false)
-    // when `from`'s address is not honoured, when the connection already
-    // holds per_peer claims, or when the torrent holds
-    // kMaxClaimsPerTorrent claims.
+    // connection to `from`, expiring at now_ms + lifetime; true when the
+    // claim is new (not a refresh). Ignored (false) when the piece is held
+    // over, when the connection already holds per_peer live claims, or when
+    // the torrent holds kMaxClaimsPerTorrent claims.
     bool add(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant,
              const lt::tcp::endpoint& from, std::int64_t now_ms);
-    // Drops every claim on `piece`: a peer has it now, so no agent fetches
-    // it from the origin any more.
+    // Drops every claim on `piece` and its hold: a peer has it now (or we
+    // do), so no agent fetches it from the origin any more.
     void drop_piece(const lt::info_hash_t& torrent, int piece);
     // Drops every claim for a torrent (it was removed), what its peers
-    // told, and which addresses are not honoured.
+    // told, its hold and its pieces held over.
     void drop_torrent(const lt::info_hash_t& torrent);
-    // Drops claims whose expires_ms <= now_ms; claims that reached their
-    // hold make their address not honoured (see above).
+    // Drops claims whose expires_ms <= now_ms and claims on pieces held over.
     void expire(std::int64_t now_ms);
-    // The torrent's claims that have neither expired nor reached their hold
-    // at now_ms, from addresses still honoured, oldest first.
+    // The torrent's claims that have not expired at now_ms, on pieces not
+    // held over, oldest first.
     std::vector<Claim> get(const lt::info_hash_t& torrent, std::int64_t now_ms) const;
-    // The addresses whose claims are not honoured for this torrent.
-    std::set<lt::address> not_honoured(const lt::info_hash_t& torrent) const;
+    // The torrent's pieces held over at now_ms.
+    std::set<int> held_over(const lt::info_hash_t& torrent, std::int64_t now_ms) const;
 
     // The connection to `peer` has told which pieces it holds (a bitfield,
     // have-all, have-none or a first HAVE).
@@ -130,20 +141,27 @@ public:
 private:
     struct Entry {
         Claim claim;
-        lt::tcp::endpoint from;        // the connection it was heard on
-        std::int64_t hold_until_ms = 0;  // first heard + hold_ms
+        lt::tcp::endpoint from;  // the connection it was heard on
     };
     struct TorrentClaims {
         std::vector<Entry> entries;
-        std::set<lt::address> not_honoured;
-        bool empty() const { return entries.empty() && not_honoured.empty(); }
+        // Piece -> when it was first claimed since it was last dropped.
+        // Kept when its claims end (a claimer that reconnects does not
+        // start a new hold); at most one per piece of the torrent.
+        std::map<int, std::int64_t> claimed_since;
+        bool empty() const { return entries.empty() && claimed_since.empty(); }
     };
+    // Callers hold mutex_.
+    std::int64_t hold_of(const lt::info_hash_t& torrent) const;
+    static bool is_held_over(const TorrentClaims& t, int piece, std::int64_t hold_ms,
+                             std::int64_t now_ms);
 
     const std::int64_t lifetime_ms_;
     const std::int64_t hold_ms_;
     const std::size_t per_peer_;
     mutable std::mutex mutex_;
     std::map<lt::info_hash_t, TorrentClaims> claims_;  // guarded by mutex_
+    std::map<lt::info_hash_t, std::int64_t> holds_;    // guarded by mutex_
     std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> told_;  // guarded by mutex_
 };
 

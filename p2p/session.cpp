@@ -310,7 +310,7 @@ struct PeerSession::Impl {
     explicit Impl(const SessionSettings& s)
         : settings(s),
           claim_table(std::make_shared<ClaimTable>(
-              kClaimLifetimeMs, kClaimHoldMs,
+              kClaimLifetimeMs, kClaimMinHoldMs,
               static_cast<std::size_t>(std::max(1, s.claims_per_peer)))) {}
 
     SessionSettings settings;
@@ -416,6 +416,7 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     // (on the network thread) and needs its piece count.
     const lt::info_hash_t ih = info->info_hashes();
     d.claims->expect_torrent(ih, info->num_pieces());
+    d.claim_table->set_hold(ih, claim_hold_ms(info->piece_length()));
     lt::torrent_handle h;
     try {
         h = d.session->add_torrent(std::move(p));
@@ -502,12 +503,9 @@ std::vector<Claim> PeerSession::claims(const lt::torrent_handle& handle) const {
     return impl_->claim_table->get(handle.info_hashes(), monotonic_ms());
 }
 
-std::set<std::string> PeerSession::claims_not_honoured(const lt::torrent_handle& handle) const {
-    std::set<std::string> out;
-    if (!handle.is_valid()) return out;
-    for (const auto& a : impl_->claim_table->not_honoured(handle.info_hashes()))
-        out.insert(a.to_string());
-    return out;
+std::set<int> PeerSession::claims_held_over(const lt::torrent_handle& handle) const {
+    if (!handle.is_valid()) return {};
+    return impl_->claim_table->held_over(handle.info_hashes(), monotonic_ms());
 }
 
 int PeerSession::alert_fd() const { return impl_->alert_fd.fd(); }

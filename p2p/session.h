@@ -102,13 +102,14 @@ public:
     // need a claim to reach late peers send it again.
     void claim(const lt::torrent_handle& handle, int piece);
     // Claims from other agents for this torrent that have not expired
-    // (claims live 20 s unless repeated and 10 s at most, or until a peer
-    // announces the piece; p2p/claims.h has the rules against peers that
-    // claim and never fetch).
+    // (claims live 20 s unless repeated, or until a peer announces the
+    // piece), on pieces not held over (p2p/claims.h has the rules against
+    // peers that claim and never fetch).
     std::vector<Claim> claims(const lt::torrent_handle& handle) const;
-    // The addresses whose claims for this torrent are not honoured any
-    // more: one of their claims held 10 s without the piece announced.
-    std::set<std::string> claims_not_honoured(const lt::torrent_handle& handle) const;
+    // The torrent's pieces held over: claimed for longer than
+    // claim_hold_ms(piece length) without a peer announcing them; their
+    // claims are ignored until one does (or we get the piece).
+    std::set<int> claims_held_over(const lt::torrent_handle& handle) const;
     // This torrent's connections (remote endpoints, as in peer_info::ip)
     // whose peer has told which pieces it holds. Until then a peer's
     // peer_info::pieces is all zeros, whatever it holds. Take this before

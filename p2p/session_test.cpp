@@ -590,8 +590,8 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     const auto claims = b.claims(hb);
     REQUIRE(claims.size() == 1);
     const std::int64_t left = claims[0].expires_ms - dopt::p2p::monotonic_ms();
-    CHECK(left > dopt::p2p::kClaimHoldMs - 5'000);
-    CHECK(left <= dopt::p2p::kClaimHoldMs);  // a claim holds no longer, repeated or not
+    CHECK(left > dopt::p2p::kClaimLifetimeMs - 5'000);
+    CHECK(left <= dopt::p2p::kClaimLifetimeMs);
     CHECK(a.claims(ha).empty());  // a does not hear its own claims
 
     // Out-of-range pieces are not sent (and do not crash anything).
@@ -609,6 +609,10 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     hb.add_piece(lt::piece_index_t(7), piece_bytes(t, 7));
     CHECK(pump.run_until([&] { return a.claims(ha).empty(); }, std::chrono::seconds(10)));
     CHECK(has_claim(b.claims(hb), 5, a.id()));  // unrelated claims stay
+
+    // b gets piece 5 itself: a's claim on it ends at b, HAVE or not.
+    hb.add_piece(lt::piece_index_t(5), piece_bytes(t, 5));
+    CHECK(pump.run_until([&] { return b.claims(hb).empty(); }, std::chrono::seconds(10)));
 
     // Removing the torrent forgets its claims.
     b.remove_torrent(hb, true);
@@ -811,7 +815,6 @@ TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]")
     table.expire(1200);
     CHECK(table.get(t1, 1200).size() == 1);
     CHECK(table.get(t2, 0).empty());  // gone from the table
-    CHECK(table.not_honoured(t2).empty());  // expired unrepeated: nothing held too long
     CHECK(table.add(t1, 3, 78, peer, 1200));  // two claimants of one piece
     CHECK(table.add(t1, 4, 78, peer, 1200));
     table.drop_piece(t1, 5);  // another piece: no effect
@@ -829,14 +832,11 @@ TEST_CASE("the claim table refreshes, expires and caps claims", "[p2p][claims]")
     CHECK(table.get(t1, 0).empty());
 }
 
-TEST_CASE("a peer's claims are capped, end with its connection, and stop counting when "
-          "they hold too long", "[p2p][claims]") {
+TEST_CASE("a peer's claims are capped and end with its connection", "[p2p][claims]") {
     using namespace dopt::p2p;
     ClaimTable table(20'000, 10'000, 8);
     lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
-    lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
     const lt::tcp::endpoint hostile(lt::make_address("10.0.0.66"), 6881);
-    const lt::tcp::endpoint hostile_again(lt::make_address("10.0.0.66"), 40000);
     const lt::tcp::endpoint honest(lt::make_address("10.0.0.2"), 6881);
 
     // At most 8 live claims per connection, whatever the claimant ids.
@@ -845,7 +845,6 @@ TEST_CASE("a peer's claims are capped, end with its connection, and stop countin
     CHECK(table.get(t1, 0).size() == 8);
     CHECK_FALSE(table.add(t1, 30, 5, hostile, 0));
     CHECK(table.add(t1, 30, 5, honest, 0));  // another connection has its own
-    // A claim held is not the connection's to repeat beyond the cap either.
     CHECK_FALSE(table.add(t1, 0, 1000, hostile, 100));  // a refresh: allowed, not new
     CHECK(table.get(t1, 100).size() == 9);
 
@@ -853,44 +852,105 @@ TEST_CASE("a peer's claims are capped, end with its connection, and stop countin
     table.peer_gone(t1, hostile);
     REQUIRE(table.get(t1, 100).size() == 1);
     CHECK(table.get(t1, 100)[0].piece == 30);
-    table.drop_piece(t1, 30);  // the honest claim turned into a piece
+}
 
-    // Repeated every second, a claim still holds 10 s at most.
-    CHECK(table.add(t1, 7, 99, hostile_again, 1000));
-    CHECK(table.add(t1, 8, 98, hostile_again, 1000));
-    CHECK(table.add(t2, 2, 97, hostile_again, 1000));  // another torrent
-    for (std::int64_t now = 2000; now < 11'000; now += 1000) {
-        table.add(t1, 7, 99, hostile_again, now);
-        table.add(t1, 8, 98, hostile_again, now);
-        table.add(t2, 2, 97, hostile_again, now);
+TEST_CASE("the hold scales with the piece length", "[p2p][claims]") {
+    using namespace dopt::p2p;
+    CHECK(claim_hold_ms(256 * 1024) == 10'000);
+    CHECK(claim_hold_ms(10 * 1024 * 1024) == 10'000);
+    CHECK(claim_hold_ms(16 * 1024 * 1024) == 16'000);  // 16 MiB at 1 MiB/s
+    CHECK(claim_hold_ms(0) == 10'000);
+}
+
+TEST_CASE("a piece claimed for the hold without coming is held over, whoever claims it",
+          "[p2p][claims]") {
+    using namespace dopt::p2p;
+    ClaimTable table(20'000, 1000, 8);  // 1 s: the default hold of torrents
+    lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
+    lt::info_hash_t t2(lt::sha1_hash("bbbbbbbbbbbbbbbbbbbb"));
+    table.set_hold(t1, 10'000);
+    auto from = [](int host) {
+        return lt::tcp::endpoint(lt::make_address_v4("10.0.0." + std::to_string(host)), 6881);
+    };
+    const lt::tcp::endpoint honest = from(2);
+
+    // A claimer that takes a new address (and a new connection, a new
+    // claimant id) every second for piece 7, repeating its old claims too.
+    int host = 100;
+    for (std::int64_t now = 0; now < 10'000; now += 1000, ++host) {
+        CHECK(table.add(t1, 7, 500 + static_cast<std::uint64_t>(host), from(host), now));
+        table.add(t1, 7, 500 + static_cast<std::uint64_t>(host - 1), from(host - 1), now);
         table.expire(now);
+        CHECK(has_claim(table.get(t1, now), 7, 500 + static_cast<std::uint64_t>(host)));
     }
-    table.drop_piece(t2, 2);  // this one turned into a piece, on the other torrent
-    CHECK(table.get(t1, 10'999).size() == 2);
-    CHECK(table.get(t1, 11'000).empty());  // for readers at once
-    CHECK(table.not_honoured(t1).empty());
-    table.expire(11'000);
-    // Neither piece was announced: the address is not honoured any more,
-    // from any port, and its new claims are refused (not passed on).
-    const std::set<lt::address> bad{hostile.address()};
-    CHECK(table.not_honoured(t1) == bad);
-    CHECK_FALSE(table.add(t1, 9, 96, hostile_again, 11'000));
-    CHECK_FALSE(table.add(t1, 9, 96, hostile, 11'000));
-    CHECK(table.get(t1, 11'000).empty());
-    CHECK(table.add(t1, 9, 95, honest, 11'000));  // others still are
-    CHECK(table.not_honoured(t2).empty());  // its claim there ended with a piece
-    CHECK(table.add(t2, 3, 97, hostile_again, 11'000));
-    // A claim that ends with its piece announced within 10 s costs nothing.
-    CHECK(table.add(t1, 10, 94, honest, 12'000));
-    table.drop_piece(t1, 10);
-    table.drop_piece(t1, 9);
-    table.expire(30'000);
-    CHECK(table.not_honoured(t1) == bad);
-    CHECK(table.add(t1, 11, 93, honest, 30'000));
-    // Removing the torrent forgets it all.
+    CHECK(table.held_over(t1, 9'999).empty());
+    // 10 s after the first claim on it: held over. No claim on it counts,
+    // from any address, new or old, and none is taken (so none passed on).
+    CHECK(table.held_over(t1, 10'000) == std::set<int>{7});
+    CHECK(table.get(t1, 10'000).empty());
+    CHECK_FALSE(table.add(t1, 7, 999, from(200), 10'000));
+    CHECK_FALSE(table.add(t1, 7, 999, from(201), 10'000));
+    CHECK_FALSE(table.add(t1, 7, 998, honest, 10'000));
+    table.expire(10'000);
+    // Closing every connection and coming back later starts no new hold.
+    for (int h = 100; h <= host; ++h) table.peer_gone(t1, from(h));
+    CHECK_FALSE(table.add(t1, 7, 997, from(250), 60'000));
+    CHECK(table.get(t1, 60'000).empty());
+    // Other pieces and torrents are untouched, and the default hold applies
+    // to a torrent without set_hold.
+    CHECK(table.add(t1, 8, 996, from(250), 60'000));
+    CHECK(table.add(t2, 7, 995, from(250), 60'000));
+    CHECK(table.held_over(t2, 60'999).empty());
+    CHECK(table.held_over(t2, 61'000) == std::set<int>{7});
+
+    // A peer announces piece 7 (or we get it): its hold ends with it, and a
+    // later claim on it counts again, with a hold of its own.
+    table.drop_piece(t1, 7);
+    CHECK(table.held_over(t1, 60'000).empty());
+    CHECK(table.add(t1, 7, 994, from(251), 61'000));
+    CHECK(has_claim(table.get(t1, 61'000), 7, 994));
+    CHECK(table.held_over(t1, 70'999) == std::set<int>{8});  // claimed at 60 s
+    CHECK(table.held_over(t1, 71'000) == std::set<int>{7, 8});
+
+    // Removing the torrent forgets it all, its hold too.
     table.drop_torrent(t1);
-    CHECK(table.not_honoured(t1).empty());
-    CHECK(table.add(t1, 9, 96, hostile, 40'000));
+    CHECK(table.held_over(t1, 100'000).empty());
+    CHECK(table.add(t1, 7, 993, from(251), 100'000));
+    CHECK(table.held_over(t1, 100'999).empty());
+    CHECK(table.held_over(t1, 101'000) == std::set<int>{7});  // the default hold now
+}
+
+TEST_CASE("an honest claimant slower than the hold loses that piece only", "[p2p][claims]") {
+    using namespace dopt::p2p;
+    ClaimTable table(20'000, 16'000, 8);  // 16 MiB pieces
+    lt::info_hash_t t1(lt::sha1_hash("aaaaaaaaaaaaaaaaaaaa"));
+    const lt::tcp::endpoint agent(lt::make_address("10.0.0.2"), 6881);
+    const std::uint64_t id = 42;
+
+    // It claims 8 pieces (a full connection) and repeats them every 250 ms;
+    // pieces 1..7 arrive 2 s apart (its HAVE), but its slow link takes
+    // 20 s for piece 0.
+    for (int piece = 0; piece < 8; ++piece) CHECK(table.add(t1, piece, id, agent, 0));
+    int next = 1;  // the next piece to arrive
+    for (std::int64_t now = 250; now <= 20'000; now += 250) {
+        table.add(t1, 0, id, agent, now);
+        for (int piece = next; piece < 8; ++piece) table.add(t1, piece, id, agent, now);
+        if (now % 2000 == 0 && next < 8) table.drop_piece(t1, next++);
+        if (now == 5000) CHECK(table.add(t1, 20, id, agent, now));  // in the room left
+        if (now >= 5000) table.add(t1, 20, id, agent, now);
+        table.expire(now);
+        // Piece 0 counts until its hold, then no more: another agent may
+        // fetch it too (fetched twice at worst).
+        CHECK(has_claim(table.get(t1, now), 0, id) == (now < 16'000));
+        // Its other claims keep counting all along.
+        if (now >= 5000) CHECK(has_claim(table.get(t1, now), 20, id));
+        if (next < 8) CHECK(has_claim(table.get(t1, now), next, id));
+    }
+    CHECK(table.held_over(t1, 20'000) == std::set<int>{0});
+    // Piece 0 no longer takes one of its 8 places: 20 and 7 new ones fit.
+    for (int piece = 30; piece < 37; ++piece) CHECK(table.add(t1, piece, id, agent, 20'000));
+    CHECK_FALSE(table.add(t1, 37, id, agent, 20'000));
+    CHECK(table.get(t1, 20'000).size() == 8);
 }
 
 TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port",

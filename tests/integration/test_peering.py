@@ -793,6 +793,33 @@ class OriginPerJob(PeeringTest):
         self.assertNotIn("/other/pkg.bin", paths)
         self.assertEqual(self.sent_since(mark, "/pkg.bin"), self.SIZE, paths)
 
+    def test_two_live_jobs_each_fetch_from_their_own_url(self):
+        """Two jobs for the same content (same metainfo, given with each)
+        from two URLs, /slow/pkg.bin and /slow/copy.bin (1 MB/s a
+        connection, so both are live together), share one torrent: origin
+        pieces are fetched for each in turn, from its own URL, and the
+        content comes once in all. Before: every piece came from the URL of
+        the job that attached first while it was live."""
+        size = 16 * MiB
+        self.origin = self.sb.nginx(self.www, slow_rate="1m")
+        sha = self.serve("pkg.bin", size)
+        shutil.copyfile(os.path.join(self.www, "pkg.bin"), os.path.join(self.www, "copy.bin"))
+        meta = os.path.join(self.www, "pkg.bin.torrent")
+        a = self.lone_agent()
+        mark = self.mark()
+        jobs = [a.add(self.url("slow/%s" % name), "-o", self.dest_of(a, name), "--metainfo", meta)
+                for name in ("pkg.bin", "copy.bin")]
+        for j in jobs:
+            a.wait_state(j, "transferred", timeout=60)
+            a.dopt("complete", j, check=True)
+        for name in ("pkg.bin", "copy.bin"):
+            self.assertFileSha(self.dest_of(a, name), sha)
+        sent = {path: self.sent_since(mark, path) for path in ("/slow/pkg.bin", "/slow/copy.bin")}
+        say("origin bytes by URL: %s" % sent)
+        self.assertGreater(sent["/slow/pkg.bin"], 0, sent)
+        self.assertGreater(sent["/slow/copy.bin"], 0, sent)
+        self.assertLessEqual(sum(sent.values()), size + size // 8, sent)
+
 
 class SameLoopbackAddress(PeeringTest):
     def test_two_agents_on_one_address_share_the_content(self):

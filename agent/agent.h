@@ -150,6 +150,7 @@ private:
     std::vector<std::string> cache_entries_to_drop() const;
     std::uint64_t cache_limit() const;
     bool wanted_by_active_job(const std::string& info_hash) const;
+    bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
     void forget_cached_content(const std::string& info_hash);
 
     friend struct Job;

@@ -1276,11 +1276,26 @@ bool Agent::wanted_by_active_job(const std::string& info_hash) const {
     return false;
 }
 
+// True when an unended job's unfinished file has its metainfo only in this
+// entry: the job gave it as bytes. That metainfo is the job's trust root;
+// dropping it would send the file over HTTP with no hash check at all, so
+// such an entry is never evicted as parked content (it still counts).
+bool Agent::holds_metainfo_a_job_gave(const std::string& info_hash) const {
+    for (const auto& [id, job] : jobs_) {
+        if (storage::is_final(job->rec.state)) continue;
+        for (const auto& f : job->rec.files)
+            if (f.info_hash == info_hash && !f.completed && f.metainfo_source == "job" &&
+                f.metainfo_url.empty())
+                return true;
+    }
+    return false;
+}
+
 // Unfinished content about to be dropped: the files of the (suspended or
 // failed) jobs that want it forget it. When such a job runs again, metainfo
 // found beside the content is looked for again, metainfo the job named by
-// URL fetched again; metainfo the job gave as bytes lived in the cache
-// entry, so that file goes over HTTP only.
+// URL fetched again. (Entries holding metainfo a job gave as bytes are not
+// dropped: holds_metainfo_a_job_gave.)
 void Agent::forget_cached_content(const std::string& info_hash) {
     for (auto& [id, job] : jobs_) {
         if (storage::is_final(job->rec.state)) continue;
@@ -1300,7 +1315,7 @@ void Agent::forget_cached_content(const std::string& info_hash) {
 // has been unused longer than max_age:
 //  - complete content no job is using or will need;
 //  - parked content: unfinished content no active job wants (its jobs are
-//    suspended or failed). A user's parked content (by the entry's owner)
+//    suspended or failed), unless it holds metainfo a job gave as bytes. A user's parked content (by the entry's owner)
 //    is also dropped while it is over half the limit: agent-owned disk
 //    outside the user's quota, which they could otherwise fill by
 //    suspending jobs near their end and deleting the partial files.
@@ -1337,7 +1352,7 @@ std::vector<std::string> Agent::cache_entries_to_drop() const {
             // Also content a job will need when it runs again (at start no
             // job is attached yet).
             if (!wanted_by_unfinished_job(ih)) entries.push_back(&e);
-        } else if (!wanted_by_active_job(ih)) {
+        } else if (!wanted_by_active_job(ih) && !holds_metainfo_a_job_gave(ih)) {
             entries.push_back(&e);
             parked_bytes[e.owner_uid] += e.size;
         }

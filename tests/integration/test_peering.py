@@ -401,6 +401,39 @@ class UnfinishedContentCounts(PeeringTest):
         a.dopt("complete", first, check=True)
         self.assertFileSha(self.dest_of(a, "one.bin"), sha["one.bin"])
 
+    def test_parked_content_whose_metainfo_the_job_gave_is_kept(self):
+        """The same two suspended jobs, but each gave its metainfo as bytes
+        (`--metainfo FILE`, none at the origin). That metainfo lives only in
+        the cache entry and is the job's trust root: evicting it would send
+        the file over HTTP with no hash check. So neither entry is evicted
+        (both still count), and the resumed job finishes through the swarm."""
+        self.origin = self.sb.nginx(self.www, slow_rate="256k")
+        sha = {name: self.serve(name, self.SIZE) for name in ("one.bin", "two.bin")}
+        given = {}
+        for name in sha:  # the metainfo leaves the origin: only the job has it
+            given[name] = self.sb.path(name + ".torrent")
+            shutil.move(os.path.join(self.www, name + ".torrent"), given[name])
+        a = self.lone_agent("[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (10 * MiB))
+        jobs = {}
+        for name in sha:
+            jobs[name] = a.add(self.url("slow/" + name), "-o", self.dest_of(a, name),
+                               "--metainfo", given[name])
+            wait_for(lambda: a.status(jobs[name])["bytes_transferred"] > 0, 30,
+                     what="a piece of " + name)
+            a.dopt("suspend", jobs[name], check=True)
+            time.sleep(1.1)
+        # 8 MiB parked, over half the limit: unfinished content of one user
+        # that the jobs did not give metainfo for would be evicted now.
+        a.dopt("cache", "list", check=True)  # a request: the agent has run its eviction
+        self.assertNotIn("evicting", a.log_text())
+        self.assertEqual({e["name"] for e in self.cache(a)}, {"one.bin", "two.bin"})
+        a.dopt("resume", jobs["one.bin"], check=True)
+        a.wait_state(jobs["one.bin"], "transferred", timeout=60)
+        st = a.status(jobs["one.bin"])
+        self.assertEqual(st["mode"], "peer_assisted", st)
+        a.dopt("complete", jobs["one.bin"], check=True)
+        self.assertFileSha(self.dest_of(a, "one.bin"), sha["one.bin"])
+
 
 class AlteredCache(PeeringTest):
     def test_a_cached_copy_altered_on_disk_never_reaches_a_users_file(self):

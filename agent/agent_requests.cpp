@@ -311,7 +311,9 @@ void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, in
         int e = -rc;
         std::string why = e == ENOENT ? "the folder " + dir_of(norm) + " does not exist"
                                       : std::string(std::strerror(e));
-        if (e == EPERM && privilege_separated())
+        const bool system_account =
+            job.rec.owner_uid < read_first_regular_uid("/etc/login.defs");  // root too
+        if (e == EPERM && privilege_separated() && system_account)
             why += " (the system agent writes files of root and of system accounts only under "
                    "system_job_dirs: docs/config.md)";
         return send(add_file_errno_code(e), "cannot write " + norm + ": " + why);

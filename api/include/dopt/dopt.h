@@ -221,9 +221,14 @@ DOPT_EXPORT void dopt_job_close(dopt_job *job);
 DOPT_EXPORT const char *dopt_job_id(const dopt_job *job);
 
 /* Adds a file: url is http:// or https://, local_path absolute and writable
- * by the caller. Allowed while the job is SUSPENDED or QUEUED. Errors:
- * DOPT_E_INVALID_URL, DOPT_E_UNSUPPORTED_SCHEME, DOPT_E_RELATIVE_PATH,
- * DOPT_E_ACCESS, DOPT_E_EXISTS, DOPT_E_INVALID_STATE. */
+ * by the caller. The partial file beside it is created now (O_EXCL) with the
+ * owner's rights; a privilege-separated system agent writes root's and
+ * system accounts' files only under system_job_dirs (else DOPT_E_ACCESS).
+ * A file someone else puts under the partial file's name later fails the
+ * job (local_file, EEXIST). Allowed while the job is SUSPENDED or QUEUED.
+ * Errors: DOPT_E_INVALID_URL, DOPT_E_UNSUPPORTED_SCHEME, DOPT_E_RELATIVE_PATH,
+ * DOPT_E_ACCESS, DOPT_E_EXISTS (the detail names the other job only when it
+ * is the caller's), DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_add_file(dopt_job *job, const char *url, const char *local_path);
 
 /* Expected SHA-256 (64 hex digits) of file number file_index (0-based, in the

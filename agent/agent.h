@@ -57,6 +57,7 @@ private:
     // IPC requests, one handler an op (docs/protocol.md).
     void handle(Request& req);
     void op_create(Request& req);
+    bool purge_oldest_ended_job(uid_t uid);
     // A reply sent at once or later, when an owner operation completes.
     using Reply = std::function<void(const std::string& body)>;
     void answer_later(const Request& req, const std::function<void(Reply)>& start);

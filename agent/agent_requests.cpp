@@ -150,6 +150,26 @@ void Agent::handle(Request& req) {
     if (req.op == "unsubscribe") return op_unsubscribe(req, job);
 }
 
+// Purges `uid`'s ended job (ACKNOWLEDGED or CANCELLED) that ended first, as
+// the hourly purge would after [jobs] retention. False when it has none (or
+// only ones with owner operations in flight, kept for their continuations).
+bool Agent::purge_oldest_ended_job(uid_t uid) {
+    Job* oldest = nullptr;
+    for (auto& [id, job] : jobs_) {
+        const JobRecord& r = job->rec;
+        if (r.owner_uid != uid || !storage::is_final(r.state) || job->owner_ops_pending()) continue;
+        if (!oldest || r.modified < oldest->rec.modified) oldest = job.get();
+    }
+    if (!oldest) return false;
+    const std::string id = oldest->rec.id;
+    store_->delete_job(id);
+    forget_job(*oldest);
+    jobs_.erase(id);
+    LOG_INFO("job %s: purged early to make room for a new job of uid %u", id.c_str(),
+             static_cast<unsigned>(uid));
+    return true;
+}
+
 void Agent::op_create(Request& req) {
     auto job = std::make_unique<Job>();
     job->agent = this;
@@ -167,15 +187,17 @@ void Agent::op_create(Request& req) {
         return;
     }
     // Every job a uid has in the table counts, ended ones too (they take
-    // room until purged): one user cannot fill the state folder's disk.
+    // room until purged): one user cannot fill the state folder's disk. At
+    // the limit the uid's oldest ended job is purged early to make room, so
+    // only unended jobs can fill a user's quota.
     auto owned = std::count_if(jobs_.begin(), jobs_.end(),
                                [&](const auto& j) { return j.second->rec.owner_uid == req.peer.uid; });
+    if (owned >= config_.max_jobs_per_user && purge_oldest_ended_job(req.peer.uid)) --owned;
     if (owned >= config_.max_jobs_per_user) {
         ipc_->send(req.conn, reply(req.seq, DOPT_E_TOO_LARGE,
                                    "uid " + std::to_string(req.peer.uid) + " has " + std::to_string(owned) +
-                                       " jobs, the most [jobs] max_jobs_per_user allows; cancel or "
-                                       "complete some (ended jobs count until purged after "
-                                       "[jobs] retention)").dump());
+                                       " unended jobs, the most [jobs] max_jobs_per_user allows; "
+                                       "cancel or complete some").dump());
         return;
     }
     r.state = JobState::Suspended;

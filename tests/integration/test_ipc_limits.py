@@ -201,8 +201,22 @@ max_jobs_per_user = 60
     def test_a_job_past_max_jobs_per_user_is_refused_and_others_still_create(self):
         c = self.connect()
         c.hello()
+        ids = []
         for i in range(60):
-            self.assertEqual(c.call("create", display_name="j%d" % i)["rc"], 0)
+            r = c.call("create", display_name="j%d" % i)
+            self.assertEqual(r["rc"], 0, r)
+            ids.append(r["job"]["id"])
+        # Ended jobs make room: at the limit the oldest ended one is purged
+        # early, so only unended jobs can fill a user's quota.
+        for job in (ids[7], ids[3]):
+            self.assertEqual(c.call("cancel", job=job)["rc"], 0)
+        for _ in range(2):
+            self.assertEqual(c.call("create", display_name="in an ended job's place")["rc"], 0)
+        left = {j["id"] for j in self.agent.jobs()}
+        self.assertEqual(len(left), 60)
+        self.assertNotIn(ids[7], left)
+        self.assertNotIn(ids[3], left)
+        self.assertIn("purged early to make room", self.agent.log_text())
         r = c.call("create", display_name="one too many")
         self.assertEqual(r["rc"], DOPT_E_TOO_LARGE, r)
         self.assertIn("max_jobs_per_user", r["message"])

@@ -204,9 +204,10 @@ DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count)
  * display_name may be NULL. The job keeps the process's umask as it is now
  * (read from /proc/self/status, not changed): its files get 0666 & ~umask,
  * read and write for the owner always.
- * DOPT_E_TOO_LARGE when the caller's user already has as many jobs as the
- * agent allows ([jobs] max_jobs_per_user, named in dopt_last_error; ended
- * jobs count until purged). The caller owns *out (dopt_job_close). */
+ * DOPT_E_TOO_LARGE when the caller's user already has as many unended jobs
+ * as the agent allows ([jobs] max_jobs_per_user, named in dopt_last_error;
+ * at the limit the user's oldest ended job is purged to make room). The
+ * caller owns *out (dopt_job_close). */
 DOPT_EXPORT int dopt_job_create(dopt_job **out, dopt_client *client,
                                 const char *display_name);
 

@@ -40,6 +40,9 @@ ALL_METHODS = ("curl", "aria2", "dopt")
 # Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
 # baseline of "one client is no slower through the swarm".
 EXTRA_METHODS = ("dopt-http",)
+# With --baseline-build DIR: dopt built in DIR (another commit), run in the
+# same rounds as "dopt" so a change's before and after share one run.
+BASELINE_METHOD = "dopt-base"
 
 ARIA2_HOOK = """#!/bin/sh
 # aria2c --on-bt-download-complete: all pieces are in and verified.
@@ -367,6 +370,14 @@ class Swarm:
     def _run_dopt_http(self, dirs, res):
         self._run_dopt(dirs, res, extra_config="[p2p]\nmetainfo_probe = false\n")
 
+    def _run_dopt_base(self, dirs, res):
+        current = os.environ["DOPT_BUILD_DIR"]
+        os.environ["DOPT_BUILD_DIR"] = self.args.baseline_build
+        try:
+            self._run_dopt(dirs, res)
+        finally:
+            os.environ["DOPT_BUILD_DIR"] = current
+
     def _run_dopt(self, dirs, res, extra_config=""):
         try:
             netns.harness.doptd_path()
@@ -473,7 +484,7 @@ def print_table(rows, n, args, t_min):
     print()
     print("LAN swarm: N=%d clients, %d MiB, origin %s, LAN %s, %d run(s) each; "
           "T_min = %.2f s" % (n, args.size, args.origin_rate, args.lan_rate, args.runs, t_min))
-    hdr = "%-6s %5s  %-22s %-22s %-22s %-22s" % ("method", "ok", "egress/size",
+    hdr = "%-9s %5s  %-22s %-22s %-22s %-22s" % ("method", "ok", "egress/size",
                                                   "first done (s)", "last done (s)",
                                                   "last/T_min")
     print(hdr)
@@ -485,7 +496,7 @@ def print_table(rows, n, args, t_min):
     for r in rows:
         okcol = "%d/%d" % (r["ok"], r["runs"])
         if r["ok"]:
-            print("%-6s %5s  %-22s %-22s %-22s %-22s" % (
+            print("%-9s %5s  %-22s %-22s %-22s %-22s" % (
                 r["method"], okcol, cell(r["egress_ratio"], "%.2f"),
                 cell(r["first_done_s"], "%.1f"), cell(r["last_done_s"], "%.1f"),
                 cell(r["last_over_tmin"], "%.2f")))
@@ -493,7 +504,7 @@ def print_table(rows, n, args, t_min):
                 print("       bytes from peers per client (job status): %.0f%% [%.0f%%-%.0f%%]"
                       % tuple(100 * x for x in r["from_peers"]))
         else:
-            print("%-6s %5s  FAILED" % (r["method"], okcol))
+            print("%-9s %5s  FAILED" % (r["method"], okcol))
         for e in sorted(set(r["errors"])):
             print("       ! %s" % e[:400])
     print("(median [min-max] over the successful runs; egress = bytes on the origin's link "
@@ -626,7 +637,11 @@ def parse_args(argv):
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each method (default 3)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS),
                     help="comma-separated, of curl,aria2,dopt (default all) and dopt-http "
-                         "(dopt without metainfo: its HTTP-only path)")
+                         "(dopt without metainfo: its HTTP-only path) and dopt-base "
+                         "(dopt of --baseline-build)")
+    ap.add_argument("--baseline-build", metavar="DIR",
+                    help="a second dopt build directory (e.g. of the commit before a change), "
+                         "run as method dopt-base in the same rounds as dopt")
     ap.add_argument("--piece-size", type=int, default=1,
                     help="metainfo piece size in MiB, a power of 2 (default 1)")
     ap.add_argument("--results", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
@@ -654,8 +669,12 @@ def parse_args(argv):
         ap.error("--clients: 1..%d" % netns.MAX_HOSTS)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in a.methods:
-        if m not in ALL_METHODS + EXTRA_METHODS:
-            ap.error("unknown method %r (curl, aria2, dopt, dopt-http)" % m)
+        if m not in ALL_METHODS + EXTRA_METHODS + (BASELINE_METHOD,):
+            ap.error("unknown method %r (curl, aria2, dopt, dopt-http, dopt-base)" % m)
+    if (BASELINE_METHOD in a.methods) != bool(a.baseline_build):
+        ap.error("method dopt-base and --baseline-build DIR go together")
+    if a.baseline_build:
+        a.baseline_build = os.path.abspath(a.baseline_build)
     if a.size < 1 or a.runs < 1:
         ap.error("--size and --runs must be positive")
     if a.piece_size < 1 or a.piece_size & (a.piece_size - 1):
@@ -745,7 +764,7 @@ def main(argv):
                         rf.flush()
                         if r["ok"]:
                             busy = r.get("origin_busy_s")
-                            log("lan-swarm: N=%d run %d %-5s egress %.2fx, first %.1f s, "
+                            log("lan-swarm: N=%d run %d %-9s egress %.2fx, first %.1f s, "
                                 "last %.1f s (%.2f x T_min)%s" % (
                                     n, rep + 1, m, r["egress_ratio"], r["first_done_s"],
                                     r["last_done_s"], r["last_over_tmin"],

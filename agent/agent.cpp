@@ -19,8 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/agent_internal.h"
-#include "agent/crash_point.h"
-#include "agent/json_writer.h"
+#include "common/crash_point.h"
+#include "common/hex.h"
+#include "common/json_writer.h"
 #include "agent/log.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
@@ -62,13 +63,8 @@ std::string new_uuid() {
     }
     b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
     b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-    static const char* hex = "0123456789abcdef";
-    std::string s;
-    for (int i = 0; i < 16; ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-        s += hex[b[i] >> 4];
-        s += hex[b[i] & 15];
-    }
+    std::string s = to_hex(b, sizeof b);
+    for (std::size_t at : {8, 13, 18, 23}) s.insert(at, 1, '-');
     return s;
 }
 

@@ -15,6 +15,7 @@
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
 #include "agent/url.h"
+#include "common/hex.h"
 #include "api/protocol/frame.h"
 #include "dopt/dopt.h"
 #include "p2p/metainfo.h"
@@ -408,7 +409,7 @@ void Agent::op_set(Request& req, Job& job) {
         if (sha_index < 0 || static_cast<std::size_t>(sha_index) >= job.rec.files.size())
             return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(sha_index));
         std::transform(sha.begin(), sha.end(), sha.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos)
+        if (!is_hex(sha, 64, /*lowercase_only=*/true))
             return send(DOPT_E_INVALID_ARG, "a SHA-256 is 64 hex digits");
         const FileRecord& f = job.rec.files[static_cast<std::size_t>(sha_index)];
         if (f.completed || (job.current_file == sha_index && job.transfer))

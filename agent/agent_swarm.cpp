@@ -36,12 +36,13 @@
 #include <libtorrent/session.hpp>
 #include <libtorrent/torrent_status.hpp>
 #include <libtorrent/write_resume_data.hpp>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
-#include "agent/crash_point.h"
+#include "common/crash_point.h"
+#include "common/hex.h"
+#include "common/sha256.h"
 #include "agent/log.h"
 #include "agent/owner_files.h"
 #include "agent/url.h"
@@ -94,36 +95,6 @@ std::string metainfo_url_beside(const std::string& url, const std::string& suffi
     std::size_t end = url.find_first_of("?#");
     if (end == std::string::npos) return url + suffix;
     return url.substr(0, end) + suffix + url.substr(end);
-}
-
-// Lowercase hex SHA-256 of a whole file; "" when it cannot be read.
-std::string sha256_of_fd(int fd) {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-    std::vector<char> buf(1 << 20);
-    off_t off = 0;
-    for (;;) {
-        ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            EVP_MD_CTX_free(ctx);
-            return "";
-        }
-        if (n == 0) break;
-        EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(n));
-        off += n;
-    }
-    unsigned char md[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) {
-        out += hex[md[i] >> 4];
-        out += hex[md[i] & 15];
-    }
-    return out;
 }
 
 std::vector<char> to_vector(const std::string& s) { return std::vector<char>(s.begin(), s.end()); }
@@ -356,8 +327,7 @@ void Agent::remove_orphan_cache_folders() {
     std::vector<std::string> orphans;
     while (dirent* ent = ::readdir(d)) {
         std::string name = ent->d_name;
-        bool hash_like = (name.size() == 40 || name.size() == 64) &&
-                         name.find_first_not_of("0123456789abcdef") == std::string::npos;
+        bool hash_like = is_hex(name, 40, /*lowercase_only=*/true) || is_hex(name, 64, /*lowercase_only=*/true);
         if (hash_like && !cache_.count(name)) orphans.push_back(name);
     }
     ::closedir(d);

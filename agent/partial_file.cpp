@@ -6,12 +6,13 @@
 #include <deque>
 #include <fcntl.h>
 #include <mutex>
-#include <openssl/evp.h>
+#include <new>
 #include <thread>
 #include <unistd.h>
 #include <vector>
 
-#include "agent/crash_point.h"
+#include "common/crash_point.h"
+#include "common/sha256.h"
 
 namespace dopt::agent {
 
@@ -27,7 +28,7 @@ constexpr std::uint64_t kWritebackChunk = 16u << 20;
 // are shared with the main loop.
 struct PartialFile::Writer {
     int fd = -1;
-    EVP_MD_CTX* sha = nullptr;            // null: no hashing
+    std::unique_ptr<Sha256> sha;          // null: no hashing
     std::vector<char> current;            // main loop only: filling buffer
 
     std::mutex mu;
@@ -76,7 +77,7 @@ struct PartialFile::Writer {
             done += static_cast<std::size_t>(n);
         }
         DOPT_CRASH_POINT("partial_write");
-        if (sha) EVP_DigestUpdate(sha, buf.data(), buf.size());
+        if (sha) sha->update(buf.data(), buf.size());
         offset += buf.size();
         if (start_writeback && offset - writeback_started >= kWritebackChunk) {
             // Asynchronous: queues the pages for writeback without waiting.
@@ -128,7 +129,6 @@ PartialFile::~PartialFile() {
     }
     writer_->cv.notify_all();
     if (writer_->thread.joinable()) writer_->thread.join();
-    if (writer_->sha) EVP_MD_CTX_free(writer_->sha);
     if (writer_->fd >= 0) ::close(writer_->fd);
 }
 
@@ -144,8 +144,9 @@ std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes
         return nullptr;
     }
     if (want_sha256) {
-        w.sha = EVP_MD_CTX_new();
-        if (!w.sha || EVP_DigestInit_ex(w.sha, EVP_sha256(), nullptr) != 1) {
+        try {
+            w.sha = std::make_unique<Sha256>();
+        } catch (const std::bad_alloc&) {
             *err = -ENOMEM;
             return nullptr;
         }
@@ -160,7 +161,7 @@ std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes
                 *err = n < 0 ? -errno : -EIO;
                 return nullptr;
             }
-            EVP_DigestUpdate(w.sha, buf.data(), static_cast<std::size_t>(n));
+            w.sha->update(buf.data(), static_cast<std::size_t>(n));
             off += static_cast<std::uint64_t>(n);
         }
     }
@@ -194,7 +195,7 @@ int PartialFile::reset() {
     w.offset = w.writeback_started = 0;
     w.error = 0;
     size_ = 0;
-    if (w.sha) EVP_DigestInit_ex(w.sha, EVP_sha256(), nullptr);
+    if (w.sha) w.sha->reset();
     return 0;
 }
 
@@ -208,17 +209,7 @@ int PartialFile::sync() {
 std::string PartialFile::finish_sha256() {
     Writer& w = *writer_;
     w.drain();
-    if (!w.sha) return "";
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(w.sha, md, &len);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-        out += hex[md[i] >> 4];
-        out += hex[md[i] & 15];
-    }
-    return out;
+    return w.sha ? w.sha->finish_hex() : "";
 }
 
 }  // namespace dopt::agent

@@ -1,7 +1,6 @@
 #include "agent/privilege_separation.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <csignal>
@@ -24,6 +23,7 @@
 #include <unistd.h>
 
 #include "agent/log.h"
+#include "common/hex.h"
 
 namespace dopt::agent {
 
@@ -368,8 +368,7 @@ std::string partial_target_name(const std::string& base) {
         return "";
     const std::size_t id_at = base.size() - suffix.size() - id_len;
     if (base[id_at - 1] != '.') return "";
-    for (std::size_t i = id_at; i < id_at + id_len; ++i)
-        if (!std::isxdigit(static_cast<unsigned char>(base[i]))) return "";
+    if (!is_hex(std::string_view(base).substr(id_at, id_len), id_len)) return "";
     std::string name = base.substr(1, id_at - 2);
     return name == "." || name == ".." ? "" : name;
 }

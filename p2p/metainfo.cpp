@@ -16,6 +16,8 @@
 #include <libtorrent/file_storage.hpp>
 #include <libtorrent/info_hash.hpp>
 
+#include "common/hex.h"
+
 namespace lt = libtorrent;
 
 namespace dopt::p2p {
@@ -25,18 +27,6 @@ namespace {
 constexpr int kMiB = 1024 * 1024;
 constexpr int kMinPiece = kMiB;
 constexpr std::uint64_t kTargetPieces = 2048;  // "about 2,000"
-
-std::string hex(const char* data, std::size_t n) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(n * 2);
-    for (std::size_t i = 0; i < n; ++i) {
-        auto c = static_cast<unsigned char>(data[i]);
-        out += digits[c >> 4];
-        out += digits[c & 15];
-    }
-    return out;
-}
 
 std::string plural(long long n, const char* one, const char* many) {
     return std::to_string(n) + " " + (n == 1 ? one : many);
@@ -114,8 +104,8 @@ Metainfo parse_metainfo(std::string_view bytes) {
     ti->set_web_seeds({});
 
     Metainfo m;
-    if (ih.has_v1()) m.info_hash = hex(ih.v1.data(), ih.v1.size());
-    else m.info_hash = hex(ih.v2.data(), ih.v2.size());
+    if (ih.has_v1()) m.info_hash = to_hex(ih.v1.data(), ih.v1.size());
+    else m.info_hash = to_hex(ih.v2.data(), ih.v2.size());
     m.name = std::string(fs.file_name(the_file));
     m.size = static_cast<std::uint64_t>(size);
     m.piece_length = ti->piece_length();

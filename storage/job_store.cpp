@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <unordered_map>
 
-#include "agent/crash_point.h"
+#include "common/crash_point.h"
 
 namespace dopt::storage {
 

@@ -7,6 +7,8 @@
 //   (including an unknown or another user's job); 3 the agent could not be
 //   reached. Messages go to stderr, prefixed "dopt: ".
 #include "dopt/dopt.h"
+#include "common/hex.h"
+#include "common/json_writer.h"
 #include "p2p/metainfo.h"
 
 #include <nlohmann/json.hpp>
@@ -238,12 +240,7 @@ std::string base_name(const std::string& path) {
     return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-bool is_sha256(const std::string& s) {
-    if (s.size() != 64) return false;
-    for (char c : s)
-        if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
-    return true;
-}
+bool is_sha256(const std::string& s) { return dopt::is_hex(s, 64); }
 
 const char* priority_name(dopt_priority p) {
     switch (p) {
@@ -350,82 +347,10 @@ Status job_status(dopt_job* job) {
 
 // ---- JSON (printing only) --------------------------------------------------------
 
-// JsonOut: appends compact JSON text to a string, so `list --json` writes
-// 10,000 jobs without a tree per job. The caller keeps the structure valid
-// (begin/end pairs, key before value). Strings are escaped as nlohmann's
-// dump() escapes them (short escapes for \b \f \n \r \t, \u00xx for other
-// control characters, UTF-8 as is); libdopt hands out valid UTF-8 only.
-class JsonOut {
-public:
-    explicit JsonOut(std::string& out) : out_(out) {}
-
-    JsonOut& begin_object() { return open('{'); }
-    JsonOut& end_object() { return close('}'); }
-    JsonOut& begin_array() { return open('['); }
-    JsonOut& end_array() { return close(']'); }
-    JsonOut& key(const char* k) {
-        comma();
-        string(k);
-        out_ += ':';
-        after_key_ = true;
-        return *this;
-    }
-    JsonOut& value(const char* v) { comma(); string(v); return *this; }
-    JsonOut& value(std::int64_t v) { comma(); number(v); return *this; }
-    JsonOut& value(std::uint64_t v) { comma(); number(v); return *this; }
-    // A byte count: -1 for UINT64_MAX (unknown), as docs/protocol.md has it.
-    JsonOut& bytes(std::uint64_t v) { return v == UINT64_MAX ? value(std::int64_t{-1}) : value(v); }
-    JsonOut& null() { comma(); out_ += "null"; return *this; }
-
-private:
-    JsonOut& open(char c) { comma(); out_ += c; first_ = true; return *this; }
-    JsonOut& close(char c) { out_ += c; first_ = false; return *this; }
-    void comma() {
-        if (after_key_) after_key_ = false;
-        else if (!first_) out_ += ',';
-        first_ = false;
-    }
-    template <typename T>
-    void number(T v) {
-        char buf[24];
-        auto r = std::to_chars(buf, buf + sizeof buf, v);
-        out_.append(buf, r.ptr);
-    }
-    void string(const char* s) {
-        static const char hex[] = "0123456789abcdef";
-        out_ += '"';
-        const char* run = s;  // start of the bytes not yet copied
-        for (const char* p = s;; ++p) {
-            auto c = static_cast<unsigned char>(*p);
-            if (c >= 0x20 && c != '"' && c != '\\') continue;
-            out_.append(run, p);
-            run = p + 1;
-            if (c == 0) break;
-            out_ += '\\';
-            switch (c) {
-                case '"': out_ += '"'; break;
-                case '\\': out_ += '\\'; break;
-                case '\b': out_ += 'b'; break;
-                case '\f': out_ += 'f'; break;
-                case '\n': out_ += 'n'; break;
-                case '\r': out_ += 'r'; break;
-                case '\t': out_ += 't'; break;
-                default:
-                    out_ += "u00";
-                    out_ += hex[c >> 4];
-                    out_ += hex[c & 15];
-            }
-        }
-        out_ += '"';
-    }
-
-    std::string& out_;
-    bool first_ = true;
-    bool after_key_ = false;
-};
+using dopt::JsonWriter;  // compact JSON text, one job at a time (common/json_writer.h)
 
 // metainfo: where a job's file got its piece hashes (nullptr: not a job's file).
-void write_file(JsonOut& w, const dopt_file_info& f, const char* metainfo = nullptr) {
+void write_file(JsonWriter& w, const dopt_file_info& f, const char* metainfo = nullptr) {
     w.begin_object();
     w.key("local_name").value(f.local_name);
     w.key("remote_name").value(f.remote_name);
@@ -435,7 +360,7 @@ void write_file(JsonOut& w, const dopt_file_info& f, const char* metainfo = null
     w.end_object();
 }
 
-void write_error(JsonOut& w, const dopt_error* e) {
+void write_error(JsonWriter& w, const dopt_error* e) {
     if (!e) {
         w.null();
         return;
@@ -459,7 +384,7 @@ void write_job(std::string& out, const dopt_job_status* s) {
     dopt_job_status_progress(s, &p);
     dopt_times t{};
     dopt_job_status_times(s, &t);
-    JsonOut w(out);
+    JsonWriter w(out);
     w.begin_object();
     w.key("id").value(dopt_job_status_id(s));
     w.key("display_name").value(dopt_job_status_display_name(s));

@@ -1,6 +1,7 @@
 // dopt_job_* and dopt_client_list_jobs: each call is one request of
 // docs/protocol.md on the job's client.
 #include "api/libdopt/internal.h"
+#include "common/hex.h"
 
 #include <cctype>
 #include <cstdio>
@@ -56,12 +57,7 @@ long own_umask() {
     return mask;
 }
 
-bool is_sha256_hex(const char* s) {
-    std::size_t n = 0;
-    for (; s[n]; ++n)
-        if (!std::isxdigit(static_cast<unsigned char>(s[n]))) return false;
-    return n == 64;
-}
+bool is_sha256_hex(const char* s) { return dopt::is_hex(s, 64); }
 
 std::string base64_encode(const unsigned char* p, std::size_t n) {
     static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

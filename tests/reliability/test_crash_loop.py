@@ -1,5 +1,5 @@
 """Crash loop (issue 5, part 1): doptd is killed with SIGKILL again and again
--- at random moments and at the named crash points of agent/crash_point.h --
+-- at random moments and at the named crash points of common/crash_point.h --
 while it runs a mix of HTTP-only and peer-assisted jobs, and is restarted on
 the same state_dir each time. At the end nothing is lost or wrong.
 
@@ -61,7 +61,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import harness  # noqa: E402
 from harness import MiB  # noqa: E402
 
-# The points of agent/crash_point.cpp (kCrashPointNames), in the order the
+# The points of common/crash_point.cpp (kCrashPointNames), in the order the
 # loop takes them, each with the range of visits the loop picks from: a
 # point reached often (a write per MiB) dies at a later visit, so that the
 # crash lands mid-transfer rather than at its first byte.
@@ -113,7 +113,7 @@ def publish(path, web_seed):
 def crash_points_compiled_in():
     """Whether doptd has crash points: with DOPT_CRASH_AT set, such a doptd
     says "crash point armed" on stderr at start, before it handles even
-    --version (agent/crash_point.h). Every name of CRASH_POINTS must then be
+    --version (common/crash_point.h). Every name of CRASH_POINTS must then be
     one it knows."""
     def probe(name):
         env = harness.clean_env()

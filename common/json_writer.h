@@ -1,15 +1,17 @@
 // JsonWriter: appends JSON text to a string, for the replies the agent sends
-// most (job objects, thousands per `list` page) without building a tree.
+// most (job objects, thousands per `list` page) and the CLI's `--json`
+// (10,000 jobs) without building a tree.
 // The caller keeps the structure valid (begin/end pairs, key before value);
-// strings are escaped per RFC 8259 and must be UTF-8 (every string the agent
-// holds came through a JSON request or from the agent itself).
+// strings are escaped as nlohmann's dump() escapes them (\b \f \n \r \t,
+// else \u00xx) and must be UTF-8 (every string the agent holds came through
+// a JSON request or from the agent itself; libdopt hands out UTF-8 only).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-namespace dopt::agent {
+namespace dopt {
 
 class JsonWriter {
 public:
@@ -34,6 +36,8 @@ public:
     JsonWriter& value(std::uint64_t v) { comma(); out_ += std::to_string(v); return *this; }
     JsonWriter& value(std::uint32_t v) { return value(std::uint64_t{v}); }
     JsonWriter& value(int v) { return value(std::int64_t{v}); }
+    // A byte count: -1 for UINT64_MAX (unknown), as docs/protocol.md has it.
+    JsonWriter& bytes(std::uint64_t v) { return v == UINT64_MAX ? value(std::int64_t{-1}) : value(v); }
     JsonWriter& null() { comma(); out_ += "null"; return *this; }
     // Already-serialized JSON, inserted as one value.
     JsonWriter& raw(std::string_view json) { comma(); out_ += json; return *this; }
@@ -57,6 +61,8 @@ private:
             if (c == '"' || c == '\\') {
                 out_ += '\\';
                 out_ += ch;
+            } else if (const char* e = short_escape(c)) {
+                out_ += e;
             } else if (c < 0x20) {
                 out_ += "\\u00";
                 out_ += hex[c >> 4];
@@ -67,10 +73,20 @@ private:
         }
         out_ += '"';
     }
+    static const char* short_escape(unsigned char c) {
+        switch (c) {
+            case '\b': return "\\b";
+            case '\f': return "\\f";
+            case '\n': return "\\n";
+            case '\r': return "\\r";
+            case '\t': return "\\t";
+            default: return nullptr;
+        }
+    }
 
     std::string& out_;
     bool first_ = true;
     bool after_key_ = false;
 };
 
-}  // namespace dopt::agent
+}  // namespace dopt

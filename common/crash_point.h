@@ -15,8 +15,7 @@
 // nothing, crash_point.cpp to nothing, and DOPT_CRASH_AT is ignored.
 //
 // The points are called from agent/ and storage/ alike: crash_point.cpp is
-// linked into dopt_storage (see agent/CMakeLists.txt) so that every program
-// with a point has it, and it uses nothing but libc.
+// in dopt_common, below both, and uses nothing but libc.
 #pragma once
 
 #if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS

@@ -1,7 +1,7 @@
 // The named crash points of crash_point.h. Compiled to nothing unless the
-// build has DOPT_CRASH_POINTS; libc only (dopt_storage links it too, without
+// build has DOPT_CRASH_POINTS; libc only (storage/ has points too, without
 // the agent's logging), and writes its two kinds of line with write(2).
-#include "agent/crash_point.h"
+#include "common/crash_point.h"
 
 #if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS
 

@@ -28,7 +28,7 @@
 #include "agent/partial_file.h"
 #include "agent/privilege_separation.h"
 #include "agent/url.h"
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include "dopt/dopt.h"
 #include "p2p/session.h"
 #include "storage/job_store.h"

@@ -10,7 +10,7 @@
 #include "agent/agent_internal.h"
 #include "agent/log.h"
 #include "agent/url.h"
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include "dopt/dopt.h"
 
 namespace dopt::agent {

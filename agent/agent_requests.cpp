@@ -16,7 +16,7 @@
 #include "agent/privilege_separation.h"
 #include "agent/url.h"
 #include "common/hex.h"
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include "dopt/dopt.h"
 #include "p2p/metainfo.h"
 #include "p2p/session.h"

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "agent/log.h"
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include "dopt/dopt.h"
 
 namespace dopt::agent {

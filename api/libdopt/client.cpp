@@ -2,7 +2,7 @@
 // the request/reply exchange of docs/protocol.md.
 #include "api/libdopt/internal.h"
 
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 
 #include <cerrno>
 #include <cstdlib>

@@ -26,7 +26,7 @@
 // registration that handle made.
 #include "api/libdopt/internal.h"
 
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 
 #include <atomic>
 #include <cerrno>

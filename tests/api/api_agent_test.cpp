@@ -3,7 +3,7 @@
 // move, a tiny HTTP/1.1 origin on 127.0.0.1. Nothing leaves the machine.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include "agent_fixture.h"
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 
 #include <nlohmann/json.hpp>
 

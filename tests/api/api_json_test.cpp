@@ -6,7 +6,7 @@
 // that sends reply text verbatim (no agent, no network).
 #include "dopt/dopt.h"
 
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

@@ -3,7 +3,7 @@
 // listeners on a Unix socket in a private temporary directory.
 #include "dopt/dopt.h"
 
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "api/protocol/frame.h"
+#include "protocol/frame.h"
 
 #include <cerrno>
 #include <sys/socket.h>

@@ -104,8 +104,8 @@ Metainfo parse_metainfo(std::string_view bytes) {
     ti->set_web_seeds({});
 
     Metainfo m;
-    if (ih.has_v1()) m.info_hash = to_hex(ih.v1.data(), ih.v1.size());
-    else m.info_hash = to_hex(ih.v2.data(), ih.v2.size());
+    if (ih.has_v2()) m.info_hash_v2 = to_hex(ih.v2.data(), ih.v2.size());
+    m.info_hash = ih.has_v1() ? to_hex(ih.v1.data(), ih.v1.size()) : m.info_hash_v2;
     m.name = std::string(fs.file_name(the_file));
     m.size = static_cast<std::uint64_t>(size);
     m.piece_length = ti->piece_length();
@@ -114,7 +114,13 @@ Metainfo parse_metainfo(std::string_view bytes) {
     return m;
 }
 
-Metainfo load_metainfo_file(const std::string& path) {
+MetainfoSummary summarize_metainfo(std::string_view bytes) { return parse_metainfo(bytes); }
+
+namespace {
+
+// Reads the metainfo file at `path` into `bytes` and parses it. Throws
+// MetainfoError naming the path.
+Metainfo read_and_parse(const std::string& path, std::string& bytes) {
     std::FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
     struct stat sb;
@@ -127,7 +133,6 @@ Metainfo load_metainfo_file(const std::string& path) {
         std::fclose(f);
         throw MetainfoError("cannot read " + path + ": it is a folder");
     }
-    std::string bytes;
     char buf[65536];
     for (;;) {
         std::size_t n = std::fread(buf, 1, sizeof buf, f);
@@ -148,6 +153,19 @@ Metainfo load_metainfo_file(const std::string& path) {
     } catch (const MetainfoError& e) {
         throw MetainfoError(path + ": " + e.what());
     }
+}
+
+}  // namespace
+
+Metainfo load_metainfo_file(const std::string& path) {
+    std::string bytes;
+    return read_and_parse(path, bytes);
+}
+
+std::string read_metainfo_file(const std::string& path) {
+    std::string bytes;
+    read_and_parse(path, bytes);
+    return bytes;
 }
 
 int choose_piece_size(std::uint64_t size) {

@@ -127,6 +127,16 @@ TEST_CASE("make_metainfo -> parse_metainfo: hybrid, stripped, sizes right", "[me
         Metainfo f = load_metainfo_file(dir.file("payload.bin.torrent"));
         CHECK(f.info_hash == m.info_hash);
         CHECK(f.size == size);
+        CHECK(dopt::p2p::read_metainfo_file(dir.file("payload.bin.torrent")) == bytes);
+    }
+    SECTION("hybrid: both info-hashes, as plain values without libtorrent") {
+        dopt::p2p::MetainfoSummary s = dopt::p2p::summarize_metainfo(bytes);
+        CHECK(s.info_hash == m.info_hash);  // the v1 hash
+        CHECK(s.info_hash_v2.size() == 64);
+        CHECK(s.info_hash_v2.find_first_not_of("0123456789abcdef") == std::string::npos);
+        CHECK(s.name == "payload.bin");
+        CHECK(s.size == size);
+        CHECK(s.num_pieces == 4);
     }
 }
 
@@ -177,6 +187,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
         CHECK(m.info->info_hashes().has_v1());
         CHECK_FALSE(m.info->info_hashes().has_v2());
         CHECK(m.info_hash.size() == 40);
+        CHECK(m.info_hash_v2.empty());
         CHECK(m.size == size);
         CHECK(m.piece_length == 256 * 1024);
         CHECK(m.num_pieces == 9);
@@ -190,6 +201,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
         CHECK(m.info->info_hashes().has_v2());
         CHECK(m.info_hash.size() == 64);
         CHECK(m.info_hash.find_first_not_of("0123456789abcdef") == std::string::npos);
+        CHECK(m.info_hash_v2 == m.info_hash);
         CHECK(m.size == size);
         CHECK(m.num_pieces == 9);
         CHECK(m.info->web_seeds().empty());
@@ -269,6 +281,8 @@ TEST_CASE("load_metainfo_file names the path", "[metainfo]") {
     CHECK_THROWS_WITH(load_metainfo_file(dir.file("junk.torrent")),
                       Catch::Contains("junk.torrent") && Catch::Contains("not a .torrent file"));
     CHECK_THROWS_WITH(load_metainfo_file(dir.path), Catch::Contains("folder"));
+    CHECK_THROWS_WITH(dopt::p2p::read_metainfo_file(dir.file("junk.torrent")),
+                      Catch::Contains("junk.torrent") && Catch::Contains("not a .torrent file"));
 }
 
 TEST_CASE("choose_piece_size", "[metainfo]") {

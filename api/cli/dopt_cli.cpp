@@ -1,5 +1,6 @@
 // dopt — the command-line client of doptd, built on libdopt; `publish` alone
-// uses p2p/metainfo (libtorrent) and needs no agent.
+// uses p2p/metainfo_summary.h (libtorrent linked, never included) and needs
+// no agent.
 //
 // Its interface (commands, --json field names, exit codes) is fixed by
 // DESIGN.md "Interfaces other tools rely on". Exit codes:
@@ -9,7 +10,7 @@
 #include "dopt/dopt.h"
 #include "common/hex.h"
 #include "common/json_writer.h"
-#include "p2p/metainfo.h"
+#include "p2p/metainfo_summary.h"
 
 #include <nlohmann/json.hpp>
 
@@ -23,8 +24,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -487,10 +486,7 @@ JobSpec make_spec(const Options& o, dopt_priority default_priority) {
             // A local file: read here, with the caller's rights, and checked
             // before any job is made.
             try {
-                std::string path = absolute_path(m);
-                dopt::p2p::load_metainfo_file(path);
-                std::ifstream in(path, std::ios::binary);
-                spec.metainfo_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+                spec.metainfo_bytes = dopt::p2p::read_metainfo_file(absolute_path(m));
             } catch (const dopt::p2p::MetainfoError& e) {
                 exit_with(kExitUsage, std::string("--metainfo: ") + e.what());
             }
@@ -917,29 +913,21 @@ int cmd_publish(const Options& o) {
     }
 
     std::string bytes;
-    dopt::p2p::Metainfo m;
+    dopt::p2p::MetainfoSummary m;
     try {
         bytes = dopt::p2p::make_metainfo(file, web_seed);
-        m = dopt::p2p::parse_metainfo(bytes);
+        m = dopt::p2p::summarize_metainfo(bytes);
     } catch (const dopt::p2p::MetainfoError& e) {
         exit_with(kExitUsage, e.what());
     }
     write_file_atomically(out, bytes);
 
-    const auto& ih = m.info->info_hashes();
     std::printf("metainfo:     %s (%zu bytes)\n", out.c_str(), bytes.size());
     std::printf("name:         %s\n", m.name.c_str());
     std::printf("size:         %llu bytes\n", static_cast<unsigned long long>(m.size));
     std::printf("info-hash:    %s\n", m.info_hash.c_str());
-    if (ih.has_v1() && ih.has_v2()) {
-        std::string v2;
-        for (std::uint8_t c : ih.v2) {
-            char b[3];
-            std::snprintf(b, sizeof b, "%02x", c);
-            v2 += b;
-        }
-        std::printf("info-hash v2: %s\n", v2.c_str());
-    }
+    if (!m.info_hash_v2.empty() && m.info_hash_v2 != m.info_hash)  // hybrid: info_hash is v1
+        std::printf("info-hash v2: %s\n", m.info_hash_v2.c_str());
     std::printf("pieces:       %d of %d bytes (%s)\n", m.num_pieces, m.piece_length,
                 human_bytes(static_cast<std::uint64_t>(m.piece_length)).c_str());
     std::printf("web seed:     %s\n", web_seed.empty() ? "(none)" : web_seed.c_str());

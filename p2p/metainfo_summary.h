@@ -1,0 +1,55 @@
+// Metainfo as plain values, for code that must not see libtorrent: the CLI's
+// `dopt publish` and `dopt get --metainfo FILE` (nothing under api/ includes
+// a libtorrent header). metainfo.h, which includes this header, has the
+// rules a metainfo must meet and the libtorrent side; both are defined in
+// metainfo.cpp.
+//
+// Contract: make_metainfo() writes hybrid (v1 + v2) metainfo for one file,
+// with the given web seed, and a piece size chosen for the file (1 MiB or
+// larger).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace dopt::p2p {
+
+class MetainfoError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// What a metainfo says of its one file.
+struct MetainfoSummary {
+    std::string info_hash;      // lowercase hex: the v1 hash, else the v2 hash (64 digits)
+    std::string info_hash_v2;   // lowercase hex (64 digits) when it has v2 hashes, else ""
+    std::string name;           // the file's name in the metainfo
+    std::uint64_t size = 0;     // the file's size in bytes
+    int piece_length = 0;
+    int num_pieces = 0;
+};
+
+// Largest metainfo accepted (from a job or an origin).
+constexpr std::size_t kMaxMetainfoBytes = 16 * 1024 * 1024;
+// Largest piece accepted: the largest make_metainfo() (`dopt publish`) makes.
+constexpr int kMaxPieceLength = 16 * 1024 * 1024;
+
+// parse_metainfo(bytes) as plain values. Throws MetainfoError.
+MetainfoSummary summarize_metainfo(std::string_view bytes);
+// The bytes of the metainfo file at `path`, once parse_metainfo() accepts
+// them. Throws MetainfoError naming the path.
+std::string read_metainfo_file(const std::string& path);
+
+// The piece size make_metainfo() uses for a file of `size` bytes: a power of
+// two, at least 1 MiB, aiming at no more than about 2,000 pieces, at most
+// kMaxPieceLength.
+int choose_piece_size(std::uint64_t size);
+
+// Hybrid v1+v2 metainfo (bencoded) for the file at `path`, hashed now, with
+// `web_seed` as its url-list. Throws MetainfoError (unreadable file, empty
+// file, a folder).
+std::string make_metainfo(const std::string& path, const std::string& web_seed);
+
+}  // namespace dopt::p2p

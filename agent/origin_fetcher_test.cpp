@@ -160,6 +160,23 @@ bool run_until_done(OriginFetcher& fetcher, const RecordingSink& sink) {
     return sink.dones > 0;
 }
 
+// A GET of `url` from byte `offset`.
+TransferRequest get(const std::string& url, std::uint64_t offset = 0) {
+    TransferRequest req;
+    req.url = url;
+    req.offset = offset;
+    return req;
+}
+
+// Runs one transfer on a fresh fetcher until its on_done; what it heard.
+RecordingSink fetch(const TransferRequest& req) {
+    OriginFetcher fetcher(direct());
+    RecordingSink sink;
+    fetcher.start(req, &sink);
+    REQUIRE(run_until_done(fetcher, sink));
+    return sink;
+}
+
 std::string pattern(std::size_t n) {
     std::string s(n, '\0');
     for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 13 % 251);
@@ -173,12 +190,7 @@ TEST_CASE("a 200 answer: its validators and size, its body in order, one on_done
     LoopbackOrigin origin([&](const std::string&) {
         return response("200 OK", "ETag: \"v1\"\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n", file);
     });
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = origin.url("/f.bin");
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(get(origin.url("/f.bin")));
 
     CHECK(sink.outcome.ok);
     CHECK(sink.responses == 1);
@@ -189,7 +201,6 @@ TEST_CASE("a 200 answer: its validators and size, its body in order, one on_done
     CHECK(sink.info.etag == "\"v1\"");
     CHECK(sink.info.last_modified == "Tue, 01 Dec 2026 10:00:00 GMT");
     CHECK(sink.body == file);
-    CHECK(fetcher.idle());
     const std::string head = origin.heads().at(0);
     CHECK(head.rfind("GET /f.bin HTTP/1.1\r\n", 0) == 0);
     CHECK(head.find("Range:") == std::string::npos);  // from byte 0: no range
@@ -201,14 +212,9 @@ TEST_CASE("a resume sends Range and If-Range, and the 206 body belongs at its of
         return response("206 Partial Content", "Content-Range: bytes 1000-4999/5000\r\nETag: \"v1\"\r\n",
                         file.substr(1000));
     });
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = origin.url("/f.bin");
-    req.offset = 1000;
+    TransferRequest req = get(origin.url("/f.bin"), 1000);
     req.if_range = "\"v1\"";
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(req);
 
     const std::string head = origin.heads().at(0);
     CHECK(has_header(head, "Range: bytes=1000-"));
@@ -225,14 +231,9 @@ TEST_CASE("a piece request asks for exactly its bytes", "[origin_fetcher]") {
     LoopbackOrigin origin([&](const std::string&) {
         return response("206 Partial Content", "Content-Range: bytes 10-29/100\r\n", file.substr(10, 20));
     });
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = origin.url("/f.bin");
-    req.offset = 10;
+    TransferRequest req = get(origin.url("/f.bin"), 10);
     req.length = 20;
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(req);
 
     CHECK(has_header(origin.heads().at(0), "Range: bytes=10-29"));
     CHECK(sink.outcome.ok);
@@ -257,12 +258,7 @@ TEST_CASE("HTTP failures are classified: 404 is fatal, 503 transient with its Re
         transient = true;
     }
     LoopbackOrigin origin([&](const std::string&) { return response(status_line, extra, "no\n"); });
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = origin.url("/missing.bin");
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(get(origin.url("/missing.bin")));
 
     CHECK_FALSE(sink.outcome.ok);
     CHECK(sink.outcome.code == status);
@@ -278,12 +274,7 @@ TEST_CASE("a refused connection is a transient transport error", "[origin_fetche
     // A port nothing listens on: bound, then closed.
     std::string url;
     { LoopbackOrigin gone([](const std::string&) { return std::string(); }); url = gone.url("/f"); }
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = url;
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(get(url));
 
     CHECK_FALSE(sink.outcome.ok);
     CHECK(sink.outcome.transient);
@@ -301,14 +292,9 @@ TEST_CASE("the job's headers go to its origin only: a redirect elsewhere carries
     LoopbackOrigin origin([&](const std::string&) {
         return response("302 Found", "Location: " + mirror.url("/mirror/f.bin") + "\r\n", "");
     });
-    OriginFetcher fetcher(direct());
-    RecordingSink sink;
-    TransferRequest req;
-    req.url = origin.url("/f.bin");
-    req.offset = 500;
+    TransferRequest req = get(origin.url("/f.bin"), 500);
     req.headers = {"Authorization: Bearer s3cret"};
-    fetcher.start(req, &sink);
-    REQUIRE(run_until_done(fetcher, sink));
+    RecordingSink sink = fetch(req);
 
     CHECK(sink.outcome.ok);
     CHECK(sink.body == file.substr(500));
@@ -326,8 +312,7 @@ TEST_CASE("stop() ends a transfer at once and its sink hears nothing more", "[or
     LoopbackOrigin origin([&](const std::string&) { return response("200 OK", "", file); });
     OriginFetcher fetcher(direct());
     RecordingSink stopped, other;
-    TransferRequest req;
-    req.url = origin.url("/f.bin");
+    const TransferRequest req = get(origin.url("/f.bin"));
     auto id = fetcher.start(req, &stopped);
     fetcher.stop(id);
     CHECK(fetcher.idle());

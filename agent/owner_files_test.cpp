@@ -38,11 +38,15 @@ const bool g_stop_text_set = ::setenv("DOPT_STOP_OWNER_OP", kStopText, 1) == 0;
 
 bool is_root() { return ::geteuid() == 0; }
 
-// The account `nobody`, as the owner of a job.
-bool nobody(Owner* out) {
+// As root: true with the account nobody in *owner. False, with a
+// warning, when the test cannot run.
+bool acting_for_nobody(Owner* owner) {
     const passwd* pw = ::getpwnam("nobody");
-    if (!pw) return false;
-    *out = Owner{pw->pw_uid, pw->pw_gid};
+    if (!is_root() || !pw) {
+        WARN("skipped: only root acts as another user, and this needs the account nobody");
+        return false;
+    }
+    *owner = Owner{pw->pw_uid, pw->pw_gid};
     return true;
 }
 
@@ -71,10 +75,7 @@ bool run_owner_ops_until(const int& answered, int n) {
 TEST_CASE("as root for another user, a file is created as that user with exactly its mode",
           "[owner_files]") {
     Owner owner;
-    if (!is_root() || !nobody(&owner)) {
-        WARN("skipped: only root acts as another user, and this needs the account nobody");
-        return;
-    }
+    if (!acting_for_nobody(&owner)) return;
     TempDir dir;
     REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
     const std::string folder = dir.file("shared");
@@ -96,10 +97,7 @@ TEST_CASE("as root for another user, a file is created as that user with exactly
 TEST_CASE("the kernel decides as the owner: what the owner may not do is refused and untouched",
           "[owner_files]") {
     Owner owner;
-    if (!is_root() || !nobody(&owner)) {
-        WARN("skipped: only root acts as another user, and this needs the account nobody");
-        return;
-    }
+    if (!acting_for_nobody(&owner)) return;
     TempDir dir;
     REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);  // root's: others read, not write
     const std::string roots_file = dir.file("root.bin");

@@ -327,7 +327,8 @@ void Agent::remove_orphan_cache_folders() {
     std::vector<std::string> orphans;
     while (dirent* ent = ::readdir(d)) {
         std::string name = ent->d_name;
-        bool hash_like = is_hex(name, 40, /*lowercase_only=*/true) || is_hex(name, 64, /*lowercase_only=*/true);
+        bool hash_like = is_hex(name, 40, /*lowercase_only=*/true) ||  // v1
+                         is_hex(name, 64, /*lowercase_only=*/true);    // v2
         if (hash_like && !cache_.count(name)) orphans.push_back(name);
     }
     ::closedir(d);

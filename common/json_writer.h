@@ -56,25 +56,27 @@ private:
     void string(std::string_view s) {
         static const char* hex = "0123456789abcdef";
         out_ += '"';
-        for (char ch : s) {
-            auto c = static_cast<unsigned char>(ch);
-            if (c == '"' || c == '\\') {
-                out_ += '\\';
-                out_ += ch;
-            } else if (const char* e = short_escape(c)) {
+        std::size_t run = 0;  // the first byte not yet copied
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            auto c = static_cast<unsigned char>(s[i]);
+            if (c >= 0x20 && c != '"' && c != '\\') continue;
+            out_.append(s.data() + run, i - run);
+            run = i + 1;
+            if (const char* e = short_escape(c)) {
                 out_ += e;
-            } else if (c < 0x20) {
+            } else {
                 out_ += "\\u00";
                 out_ += hex[c >> 4];
                 out_ += hex[c & 15];
-            } else {
-                out_ += ch;
             }
         }
+        out_.append(s.data() + run, s.size() - run);
         out_ += '"';
     }
     static const char* short_escape(unsigned char c) {
         switch (c) {
+            case '"': return "\\\"";
+            case '\\': return "\\\\";
             case '\b': return "\\b";
             case '\f': return "\\f";
             case '\n': return "\\n";

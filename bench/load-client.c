@@ -12,8 +12,8 @@
  *     it; then resumes every job;
  *  2. until every job is TRANSFERRED (its `transferred` callback arrived) or
  *     in ERROR (its `error` callback arrived), times control requests on the
- *     main connection, one every --interval-ms: dopt_job_get_state and
- *     dopt_job_get_status of a random job, dopt_client_list_jobs (every
+ *     main connection, one every --interval-ms: dopt_job_fetch_state and
+ *     dopt_job_fetch_status of a random job, dopt_client_list_jobs (every
  *     --list-every-th request), dopt_job_suspend + dopt_job_resume of a
  *     random unfinished job (every --suspend-every-th request);
  *  3. completes each transferred job (every --cancel-every-th one is
@@ -219,7 +219,7 @@ static int on_error(dopt_job *job, const dopt_error *error, void *userdata)
     (void)job;
     struct job_slot *slot = userdata;
     fprintf(stderr, "bench_load_client: job %ld failed: %s\n", slot->index,
-            dopt_error_get_description(error));
+            dopt_error_description(error));
     pthread_mutex_lock(&lock);
     callbacks_error++;
     if (slot->errored++ == 0 && slot->transferred == 0) {
@@ -394,17 +394,17 @@ int main(int argc, char **argv)
             }
         } else if (requests % 2) {
             dopt_job_state st;
-            rc = dopt_job_get_state(s->job, &st);
+            rc = dopt_job_fetch_state(&st, s->job);
             record(K_GET_STATE, t0);
             if (rc != DOPT_OK)
-                unexpected_rc("dopt_job_get_state", s->index, rc);
+                unexpected_rc("dopt_job_fetch_state", s->index, rc);
         } else {
             dopt_job_status *st = NULL;
-            rc = dopt_job_get_status(&st, s->job);
+            rc = dopt_job_fetch_status(&st, s->job);
             record(K_STATUS, t0);
             dopt_job_status_free(st);
             if (rc != DOPT_OK)
-                unexpected_rc("dopt_job_get_status", s->index, rc);
+                unexpected_rc("dopt_job_fetch_status", s->index, rc);
         }
         if (o.interval_ms > 0) {
             /* Sleep, but wake early when the last job settles. */
@@ -447,7 +447,7 @@ int main(int argc, char **argv)
             continue;
         }
         dopt_job_state st = DOPT_STATE_QUEUED;
-        rc = dopt_job_get_state(s->job, &st);
+        rc = dopt_job_fetch_state(&st, s->job);
         if (rc != DOPT_OK || st != (cancel ? DOPT_STATE_CANCELLED : DOPT_STATE_ACKNOWLEDGED)) {
             wrong_final_state++;
             fprintf(stderr, "bench_load_client: job %ld is %s after %s (rc %d)\n", i,

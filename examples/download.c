@@ -45,7 +45,7 @@ static void finish(struct outcome *o, int ok) {
 static int on_transferred(dopt_job *job, void *userdata) {
     int rc = dopt_job_complete(job);
     dopt_job_state state = DOPT_STATE_QUEUED;
-    if (rc == DOPT_E_INVALID_STATE && dopt_job_get_state(job, &state) == DOPT_OK &&
+    if (rc == DOPT_E_INVALID_STATE && dopt_job_fetch_state(&state, job) == DOPT_OK &&
         state == DOPT_STATE_ACKNOWLEDGED)
         rc = DOPT_OK;
     if (rc != DOPT_OK)
@@ -60,10 +60,10 @@ static int on_transferred(dopt_job *job, void *userdata) {
 static int on_error(dopt_job *job, const dopt_error *error, void *userdata) {
     (void)job;
     fprintf(stderr, "download: error: context %s, code %" PRId64 "\n",
-            dopt_context_name(dopt_error_get_context(error)), dopt_error_get_code(error));
-    fprintf(stderr, "  %s\n", dopt_error_get_description(error));
+            dopt_context_name(dopt_error_context(error)), dopt_error_code(error));
+    fprintf(stderr, "  %s\n", dopt_error_description(error));
     dopt_file_info file;
-    if (dopt_error_get_file(error, &file) == DOPT_OK) {
+    if (dopt_error_file(&file, error) == DOPT_OK) {
         fprintf(stderr, "  file %s -> %s, %" PRIu64 " bytes transferred", file.remote_name,
                 file.local_name, file.bytes_transferred);
         if (file.bytes_total != UINT64_MAX) fprintf(stderr, " of %" PRIu64, file.bytes_total);

@@ -340,7 +340,7 @@ Job open_job(dopt_client* client, const std::string& id) {
 
 Status job_status(dopt_job* job) {
     dopt_job_status* s = nullptr;
-    check(dopt_job_get_status(&s, job), "cannot read the job's status", dopt_job_id(job));
+    check(dopt_job_fetch_status(&s, job), "cannot read the job's status", dopt_job_id(job));
     return Status(s);
 }
 
@@ -365,13 +365,13 @@ void write_error(JsonWriter& w, const dopt_error* e) {
         return;
     }
     w.begin_object();
-    w.key("context").value(dopt_context_name(dopt_error_get_context(e)));
-    w.key("code").value(dopt_error_get_code(e));
-    w.key("description").value(dopt_error_get_description(e));
-    w.key("protocol").value(dopt_error_get_protocol(e));
+    w.key("context").value(dopt_context_name(dopt_error_context(e)));
+    w.key("code").value(dopt_error_code(e));
+    w.key("description").value(dopt_error_description(e));
+    w.key("protocol").value(dopt_error_protocol(e));
     w.key("file");
     dopt_file_info f{};
-    if (dopt_error_get_file(e, &f) == DOPT_OK) write_file(w, f);
+    if (dopt_error_file(&f, e) == DOPT_OK) write_file(w, f);
     else w.null();
     w.end_object();
 }
@@ -380,9 +380,9 @@ void write_error(JsonWriter& w, const dopt_error* e) {
 // appended to `out`.
 void write_job(std::string& out, const dopt_job_status* s) {
     dopt_progress p{};
-    dopt_job_status_progress(s, &p);
+    dopt_job_status_progress(&p, s);
     dopt_times t{};
-    dopt_job_status_times(s, &t);
+    dopt_job_status_times(&t, s);
     JsonWriter w(out);
     w.begin_object();
     w.key("id").value(dopt_job_status_id(s));
@@ -400,7 +400,7 @@ void write_job(std::string& out, const dopt_job_status* s) {
     w.key("files").begin_array();
     for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
         dopt_file_info f{};
-        if (dopt_job_status_file(s, i, &f) == DOPT_OK) write_file(w, f, dopt_job_status_file_metainfo(s, i));
+        if (dopt_job_status_file(&f, s, i) == DOPT_OK) write_file(w, f, dopt_job_status_file_metainfo(s, i));
     }
     w.end_array();
     w.key("error");
@@ -418,12 +418,12 @@ void print_job_error(const dopt_error* e, const std::string& id) {
         say("job " + id + " failed (the agent recorded no error)");
         return;
     }
-    say("job " + id + " failed: " + dopt_error_get_description(e));
-    std::string proto = dopt_error_get_protocol(e);
-    say("  context " + std::string(dopt_context_name(dopt_error_get_context(e))) + ", code " +
-        std::to_string(dopt_error_get_code(e)) + (proto.empty() ? "" : ", protocol " + proto));
+    say("job " + id + " failed: " + dopt_error_description(e));
+    std::string proto = dopt_error_protocol(e);
+    say("  context " + std::string(dopt_context_name(dopt_error_context(e))) + ", code " +
+        std::to_string(dopt_error_code(e)) + (proto.empty() ? "" : ", protocol " + proto));
     dopt_file_info f{};
-    if (dopt_error_get_file(e, &f) == DOPT_OK)
+    if (dopt_error_file(&f, e) == DOPT_OK)
         say("  file " + std::string(f.local_name) + " from " + f.remote_name + " (" +
             human_bytes(f.bytes_transferred) + " of " + human_bytes(f.bytes_total) + ")");
 }
@@ -436,7 +436,7 @@ int report_failed_job(dopt_job* job, dopt_job_state st) {
         return kExitJobFailed;
     }
     dopt_error* e = nullptr;
-    int rc = dopt_job_get_error(&e, job);
+    int rc = dopt_job_fetch_error(&e, job);
     Error err(e);
     if (rc != DOPT_OK) say("job " + id + " failed; its error could not be read: " + dopt_last_error());
     else print_job_error(err.get(), id);
@@ -583,7 +583,7 @@ struct ProgressBar {
     void draw(dopt_job* job) {
         dopt_job_state st = DOPT_STATE_QUEUED;
         dopt_progress p{};
-        if (dopt_job_get_progress(job, &p) != DOPT_OK || dopt_job_get_state(job, &st) != DOPT_OK) return;
+        if (dopt_job_fetch_progress(&p, job) != DOPT_OK || dopt_job_fetch_state(&st, job) != DOPT_OK) return;
         auto now = Clock::now();
         double dt = std::chrono::duration<double>(now - last_time).count();
         if (dt > 0 && p.bytes_transferred >= last_bytes) {
@@ -623,7 +623,7 @@ dopt_job_state wait_for_end(dopt_job* job, bool tty) {
     std::optional<Clock::time_point> transferred_since;
     for (;;) {
         dopt_job_state st = DOPT_STATE_QUEUED;
-        int rc = dopt_job_wait(job, tty ? 200 : 1000, &st);
+        int rc = dopt_job_wait(&st, job, tty ? 200 : 1000);
         if (rc == DOPT_E_TIMEOUT) {
             if (tty) bar.draw(job);
             continue;
@@ -689,7 +689,7 @@ std::vector<Status> list_jobs(dopt_client* client) {
 std::string job_name(const dopt_job_status* s) {
     std::string name = dopt_job_status_display_name(s);
     dopt_file_info f{};
-    if (name.empty() && dopt_job_status_file(s, 0, &f) == DOPT_OK) name = base_name(f.local_name);
+    if (name.empty() && dopt_job_status_file(&f, s, 0) == DOPT_OK) name = base_name(f.local_name);
     return name;
 }
 
@@ -718,7 +718,7 @@ int cmd_list(const Options& o) {
     std::printf("%-36s  %-15s  %4s  %s\n", "ID", "STATE", "DONE", "NAME");
     for (const auto& s : jobs) {
         dopt_progress p{};
-        dopt_job_status_progress(s.get(), &p);
+        dopt_job_status_progress(&p, s.get());
         int pct = percent(p.bytes_transferred, p.bytes_total);
         std::printf("%-36s  %-15s  %4s  %s\n", dopt_job_status_id(s.get()),
                     dopt_state_name(dopt_job_status_state(s.get())),
@@ -729,9 +729,9 @@ int cmd_list(const Options& o) {
 
 void print_status(const dopt_job_status* s) {
     dopt_progress p{};
-    dopt_job_status_progress(s, &p);
+    dopt_job_status_progress(&p, s);
     dopt_times t{};
-    dopt_job_status_times(s, &t);
+    dopt_job_status_times(&t, s);
     int pct = percent(p.bytes_transferred, p.bytes_total);
     std::printf("id:           %s\n", dopt_job_status_id(s));
     std::printf("name:         %s\n", dopt_job_status_display_name(s));
@@ -748,17 +748,17 @@ void print_status(const dopt_job_status* s) {
     std::printf("transferred:  %s\n", format_time(t.transfer_completed).c_str());
     for (std::size_t i = 0; i < dopt_job_status_file_count(s); ++i) {
         dopt_file_info f{};
-        if (dopt_job_status_file(s, i, &f) != DOPT_OK) continue;
+        if (dopt_job_status_file(&f, s, i) != DOPT_OK) continue;
         std::printf("file %zu:       %s <- %s (%s of %s)\n", i + 1, f.local_name, f.remote_name,
                     human_bytes(f.bytes_transferred).c_str(), human_bytes(f.bytes_total).c_str());
     }
     if (const dopt_error* e = dopt_job_status_error(s)) {
-        std::printf("error:        %s\n", dopt_error_get_description(e));
+        std::printf("error:        %s\n", dopt_error_description(e));
         std::printf("error detail: context %s, code %lld, protocol %s\n",
-                    dopt_context_name(dopt_error_get_context(e)),
-                    static_cast<long long>(dopt_error_get_code(e)), dopt_error_get_protocol(e));
+                    dopt_context_name(dopt_error_context(e)),
+                    static_cast<long long>(dopt_error_code(e)), dopt_error_protocol(e));
         dopt_file_info f{};
-        if (dopt_error_get_file(e, &f) == DOPT_OK)
+        if (dopt_error_file(&f, e) == DOPT_OK)
             std::printf("error file:   %s <- %s\n", f.local_name, f.remote_name);
     }
 }
@@ -790,7 +790,7 @@ int cmd_stats(const Options& o) {
     std::uint64_t origin = 0, peers = 0;
     for (const auto& s : jobs) {
         dopt_progress p{};
-        dopt_job_status_progress(s.get(), &p);
+        dopt_job_status_progress(&p, s.get());
         origin += p.bytes_from_origin;
         peers += p.bytes_from_peers;
         ++by_state[dopt_state_name(dopt_job_status_state(s.get()))];
@@ -799,7 +799,7 @@ int cmd_stats(const Options& o) {
     // What the agent gave to LAN peers (all users' content: the agent's own figure).
     json agent = json::object();
     char* text = nullptr;
-    if (dopt_peer_stats_json(client.get(), &text) == DOPT_OK) {
+    if (dopt_peer_stats_json(&text, client.get()) == DOPT_OK) {
         agent = json::parse(text);
         dopt_string_free(text);
     }
@@ -839,7 +839,7 @@ int cmd_wait(const Options& o) {
     Job job = open_job(client.get(), o.args[0]);
     dopt_job_state st = DOPT_STATE_QUEUED;
     int rc;
-    while ((rc = dopt_job_wait(job.get(), -1, &st)) == DOPT_E_TIMEOUT ||
+    while ((rc = dopt_job_wait(&st, job.get(), -1)) == DOPT_E_TIMEOUT ||
            (rc == DOPT_E_DISCONNECTED && ride_out_restart())) {
     }
     check(rc, "waiting for job " + o.args[0] + " failed", o.args[0]);
@@ -944,12 +944,12 @@ int cmd_cache(const Options& o) {
     Client client = connect(o);
     if (o.args[0] == "clear") {
         std::uint64_t bytes = 0;
-        check(dopt_cache_clear(client.get(), &bytes), "cannot clear the peer cache");
+        check(dopt_cache_clear(&bytes, client.get()), "cannot clear the peer cache");
         std::printf("removed %s from the peer cache\n", human_bytes(bytes).c_str());
         return kExitOk;
     }
     char* text = nullptr;
-    check(dopt_cache_list_json(client.get(), &text), "cannot list the peer cache");
+    check(dopt_cache_list_json(&text, client.get()), "cannot list the peer cache");
     json entries = json::parse(text);
     dopt_string_free(text);
     if (o.json) {

@@ -51,7 +51,7 @@ struct dopt_job {
 };
 
 struct dopt_error {
-    dopt_error_context context = DOPT_CONTEXT_NONE;
+    dopt_context context = DOPT_CONTEXT_NONE;
     std::int64_t code = 0;
     std::string description;
     std::string protocol;

@@ -292,7 +292,7 @@ static char* c_string(const std::string& s) {
     return out;
 }
 
-int dopt_cache_list_json(dopt_client* client, char** json_out) {
+int dopt_cache_list_json(char** json_out, dopt_client* client) {
     if (json_out) *json_out = nullptr;
     return guarded([&]() -> int {
         DOPT_REQUIRE(client && json_out, "dopt_cache_list_json");
@@ -305,7 +305,7 @@ int dopt_cache_list_json(dopt_client* client, char** json_out) {
     });
 }
 
-int dopt_cache_clear(dopt_client* client, uint64_t* bytes_removed) {
+int dopt_cache_clear(uint64_t* bytes_removed, dopt_client* client) {
     if (bytes_removed) *bytes_removed = 0;
     return guarded([&]() -> int {
         DOPT_REQUIRE(client, "dopt_cache_clear");
@@ -317,7 +317,7 @@ int dopt_cache_clear(dopt_client* client, uint64_t* bytes_removed) {
     });
 }
 
-int dopt_peer_stats_json(dopt_client* client, char** json_out) {
+int dopt_peer_stats_json(char** json_out, dopt_client* client) {
     if (json_out) *json_out = nullptr;
     return guarded([&]() -> int {
         DOPT_REQUIRE(client && json_out, "dopt_peer_stats_json");
@@ -419,7 +419,7 @@ int dopt_job_complete(dopt_job* job) {
     });
 }
 
-int dopt_job_wait(dopt_job* job, int timeout_ms, dopt_job_state* state_out) {
+int dopt_job_wait(dopt_job_state* state_out, dopt_job* job, int timeout_ms) {
     return guarded([&]() -> int {
         DOPT_REQUIRE(job, "dopt_job_wait");
         if (timeout_ms < -1)
@@ -433,9 +433,9 @@ int dopt_job_wait(dopt_job* job, int timeout_ms, dopt_job_state* state_out) {
     });
 }
 
-int dopt_job_get_state(dopt_job* job, dopt_job_state* out) {
+int dopt_job_fetch_state(dopt_job_state* out, dopt_job* job) {
     return guarded([&]() -> int {
-        DOPT_REQUIRE(job && out, "dopt_job_get_state");
+        DOPT_REQUIRE(job && out, "dopt_job_fetch_state");
         std::unique_ptr<dopt_job_status> s;
         int rc = fetch_status(job, &s);
         if (rc == DOPT_OK) *out = s->state;
@@ -443,10 +443,10 @@ int dopt_job_get_state(dopt_job* job, dopt_job_state* out) {
     });
 }
 
-int dopt_job_get_progress(dopt_job* job, dopt_progress* out) {
+int dopt_job_fetch_progress(dopt_progress* out, dopt_job* job) {
     if (out) *out = dopt_progress{};
     return guarded([&]() -> int {
-        DOPT_REQUIRE(job && out, "dopt_job_get_progress");
+        DOPT_REQUIRE(job && out, "dopt_job_fetch_progress");
         std::unique_ptr<dopt_job_status> s;
         int rc = fetch_status(job, &s);
         if (rc == DOPT_OK) *out = s->progress;
@@ -454,10 +454,10 @@ int dopt_job_get_progress(dopt_job* job, dopt_progress* out) {
     });
 }
 
-int dopt_job_get_times(dopt_job* job, dopt_times* out) {
+int dopt_job_fetch_times(dopt_times* out, dopt_job* job) {
     if (out) *out = dopt_times{};
     return guarded([&]() -> int {
-        DOPT_REQUIRE(job && out, "dopt_job_get_times");
+        DOPT_REQUIRE(job && out, "dopt_job_fetch_times");
         std::unique_ptr<dopt_job_status> s;
         int rc = fetch_status(job, &s);
         if (rc == DOPT_OK) *out = s->times;
@@ -465,10 +465,10 @@ int dopt_job_get_times(dopt_job* job, dopt_times* out) {
     });
 }
 
-int dopt_job_get_error(dopt_error** out, dopt_job* job) {
+int dopt_job_fetch_error(dopt_error** out, dopt_job* job) {
     if (out) *out = nullptr;
     return guarded([&]() -> int {
-        DOPT_REQUIRE(out && job, "dopt_job_get_error");
+        DOPT_REQUIRE(out && job, "dopt_job_fetch_error");
         std::unique_ptr<dopt_job_status> s;
         int rc = fetch_status(job, &s);
         if (rc == DOPT_OK) *out = s->error.release();
@@ -476,10 +476,10 @@ int dopt_job_get_error(dopt_error** out, dopt_job* job) {
     });
 }
 
-int dopt_job_get_status(dopt_job_status** out, dopt_job* job) {
+int dopt_job_fetch_status(dopt_job_status** out, dopt_job* job) {
     if (out) *out = nullptr;
     return guarded([&]() -> int {
-        DOPT_REQUIRE(out && job, "dopt_job_get_status");
+        DOPT_REQUIRE(out && job, "dopt_job_fetch_status");
         std::unique_ptr<dopt_job_status> s;
         int rc = fetch_status(job, &s);
         if (rc == DOPT_OK) *out = s.release();

@@ -392,9 +392,9 @@ std::uint64_t read_count(JsonReader& r, const char* what) {
     return static_cast<std::uint64_t>(v);
 }
 
-dopt_error_context parse_context(std::string_view name) {
+dopt_context parse_context(std::string_view name) {
     for (std::size_t i = 0; i < std::size(kContextNames); ++i)
-        if (name == kContextNames[i]) return static_cast<dopt_error_context>(i);
+        if (name == kContextNames[i]) return static_cast<dopt_context>(i);
     return DOPT_CONTEXT_NONE;  // a context from a newer agent
 }
 
@@ -632,13 +632,13 @@ uint32_t dopt_job_status_owner_uid(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_owner_uid") ? 0 : s->owner_uid;
 }
 
-void dopt_job_status_progress(const dopt_job_status* s, dopt_progress* out) {
+void dopt_job_status_progress(dopt_progress* out, const dopt_job_status* s) {
     if (null_arg(out, "dopt_job_status_progress")) return;
     *out = dopt_progress{};
     if (!null_arg(s, "dopt_job_status_progress")) *out = s->progress;
 }
 
-void dopt_job_status_times(const dopt_job_status* s, dopt_times* out) {
+void dopt_job_status_times(dopt_times* out, const dopt_job_status* s) {
     if (null_arg(out, "dopt_job_status_times")) return;
     *out = dopt_times{};
     if (!null_arg(s, "dopt_job_status_times")) *out = s->times;
@@ -652,7 +652,7 @@ size_t dopt_job_status_file_count(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_file_count") ? 0 : s->files.size();
 }
 
-int dopt_job_status_file(const dopt_job_status* s, size_t index, dopt_file_info* out) {
+int dopt_job_status_file(dopt_file_info* out, const dopt_job_status* s, size_t index) {
     return guarded([&]() -> int {
         if (out) *out = dopt_file_info{};
         if (!s || !out) return fail(DOPT_E_INVALID_ARG, "dopt_job_status_file: NULL argument");
@@ -675,30 +675,30 @@ const dopt_error* dopt_job_status_error(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_error") ? nullptr : s->error.get();
 }
 
-dopt_error_context dopt_error_get_context(const dopt_error* e) {
-    return null_arg(e, "dopt_error_get_context") ? DOPT_CONTEXT_NONE : e->context;
+dopt_context dopt_error_context(const dopt_error* e) {
+    return null_arg(e, "dopt_error_context") ? DOPT_CONTEXT_NONE : e->context;
 }
 
-int64_t dopt_error_get_code(const dopt_error* e) {
-    return null_arg(e, "dopt_error_get_code") ? 0 : e->code;
+int64_t dopt_error_code(const dopt_error* e) {
+    return null_arg(e, "dopt_error_code") ? 0 : e->code;
 }
 
-const char* dopt_error_get_description(const dopt_error* e) {
-    return null_arg(e, "dopt_error_get_description") ? "" : e->description.c_str();
+const char* dopt_error_description(const dopt_error* e) {
+    return null_arg(e, "dopt_error_description") ? "" : e->description.c_str();
 }
 
-const char* dopt_error_get_protocol(const dopt_error* e) {
-    return null_arg(e, "dopt_error_get_protocol") ? "" : e->protocol.c_str();
+const char* dopt_error_protocol(const dopt_error* e) {
+    return null_arg(e, "dopt_error_protocol") ? "" : e->protocol.c_str();
 }
 
-int64_t dopt_error_get_time(const dopt_error* e) {
-    return null_arg(e, "dopt_error_get_time") ? 0 : e->time;
+int64_t dopt_error_time(const dopt_error* e) {
+    return null_arg(e, "dopt_error_time") ? 0 : e->time;
 }
 
-int dopt_error_get_file(const dopt_error* e, dopt_file_info* out) {
+int dopt_error_file(dopt_file_info* out, const dopt_error* e) {
     return guarded([&]() -> int {
         if (out) *out = dopt_file_info{};
-        if (!e || !out) return fail(DOPT_E_INVALID_ARG, "dopt_error_get_file: NULL argument");
+        if (!e || !out) return fail(DOPT_E_INVALID_ARG, "dopt_error_file: NULL argument");
         if (!e->has_file) return fail(DOPT_E_NOT_FOUND, "the error concerns no file");
         fill_file_info(out, e->local_name, e->remote_name, e->bytes_total, e->bytes_transferred);
         return DOPT_OK;

@@ -78,7 +78,7 @@ const char* dopt_state_name(dopt_job_state state) {
     }
 }
 
-const char* dopt_context_name(dopt_error_context context) {
+const char* dopt_context_name(dopt_context context) {
     switch (static_cast<int>(context)) {
         case DOPT_CONTEXT_NONE: return "none";
         case DOPT_CONTEXT_LOCAL_FILE: return "local_file";

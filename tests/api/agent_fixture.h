@@ -542,7 +542,7 @@ struct AgentFixture {
 
     static dopt_job_state state_of(dopt_job* job) {
         dopt_job_state s = DOPT_STATE_QUEUED;
-        int rc = dopt_job_get_state(job, &s);
+        int rc = dopt_job_fetch_state(&s, job);
         INFO(dopt_last_error());
         REQUIRE(rc == DOPT_OK);
         return s;
@@ -550,7 +550,7 @@ struct AgentFixture {
 
     static Status status_of(dopt_job* job) {
         dopt_job_status* s = nullptr;
-        int rc = dopt_job_get_status(&s, job);
+        int rc = dopt_job_fetch_status(&s, job);
         INFO(dopt_last_error());
         REQUIRE(rc == DOPT_OK);
         return Status(s);
@@ -559,7 +559,7 @@ struct AgentFixture {
     // Waits (bounded) for a waitable state and returns it.
     static dopt_job_state wait_for(dopt_job* job, int timeout_ms = 30000) {
         dopt_job_state s = DOPT_STATE_QUEUED;
-        int rc = dopt_job_wait(job, timeout_ms, &s);
+        int rc = dopt_job_wait(&s, job, timeout_ms);
         INFO(dopt_last_error());
         REQUIRE(rc == DOPT_OK);
         return s;

@@ -136,7 +136,7 @@ TEST_CASE("empty and huge strings get their documented codes", "[abuse]") {
     REQUIRE_RC(dopt_job_set_priority(j, static_cast<dopt_priority>(99)), DOPT_E_INVALID_ARG);
     REQUIRE_RC(dopt_job_set_priority(j, static_cast<dopt_priority>(-1)), DOPT_E_INVALID_ARG);
     dopt_job_state st;
-    REQUIRE_RC(dopt_job_wait(j, -2, &st), DOPT_E_INVALID_ARG);
+    REQUIRE_RC(dopt_job_wait(&st, j, -2), DOPT_E_INVALID_ARG);
 
     // The job, after all that, is intact and works.
     REQUIRE_RC(dopt_job_resume(j), DOPT_OK);
@@ -166,7 +166,7 @@ TEST_CASE("a URL just under the frame limit does not make the job unreadable", "
     CHECK(rc == DOPT_E_TOO_LARGE);
     CHECK(added >= 30);
     dopt_job_state st;
-    REQUIRE_RC(dopt_job_get_state(job.get(), &st), DOPT_OK);
+    REQUIRE_RC(dopt_job_fetch_state(&st, job.get()), DOPT_OK);
     StatusList list;
     REQUIRE_RC(dopt_client_list_jobs(&list.items, &list.count, f.client.get()), DOPT_OK);
     REQUIRE_RC(dopt_job_cancel(job.get()), DOPT_OK);
@@ -396,12 +396,12 @@ TEST_CASE("8 threads x 200 calls on one client and the same jobs", "[abuse][thre
                     case Resume: rc = dopt_job_resume(j); break;
                     case GetState: {
                         dopt_job_state s;
-                        rc = dopt_job_get_state(j, &s);
+                        rc = dopt_job_fetch_state(&s, j);
                         break;
                     }
                     case GetStatus: {
                         dopt_job_status* s = nullptr;
-                        rc = dopt_job_get_status(&s, j);
+                        rc = dopt_job_fetch_status(&s, j);
                         if (rc == DOPT_OK && std::string(dopt_job_status_id(s)) != dopt_job_id(j))
                             rc = 1;  // someone else's reply: a surprise
                         dopt_job_status_free(s);

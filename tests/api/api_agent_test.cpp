@@ -101,14 +101,14 @@ TEST_CASE("A job downloads a file through the C API and lands only on complete")
     REQUIRE(dopt_job_resume(job.get()) == DOPT_OK);
 
     dopt_job_state st = DOPT_STATE_QUEUED;
-    int rc = dopt_job_wait(job.get(), -1, &st);
+    int rc = dopt_job_wait(&st, job.get(), -1);
     INFO(dopt_last_error());
     REQUIRE(rc == DOPT_OK);
     REQUIRE(st == DOPT_STATE_TRANSFERRED);
     CHECK_FALSE(file_exists(dest));  // never before Complete
 
     dopt_progress p{};
-    REQUIRE(dopt_job_get_progress(job.get(), &p) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_progress(&p, job.get()) == DOPT_OK);
     CHECK(p.bytes_total == body.size());
     CHECK(p.bytes_transferred == body.size());
     CHECK(p.files_total == 1);
@@ -122,7 +122,7 @@ TEST_CASE("A job downloads a file through the C API and lands only on complete")
     CHECK(partial_files(f.files).empty());
 
     dopt_times t{};
-    REQUIRE(dopt_job_get_times(job.get(), &t) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_times(&t, job.get()) == DOPT_OK);
     CHECK(t.created > 0);
     CHECK(t.created <= t.modified);
     CHECK(t.transfer_completed > 0);
@@ -134,7 +134,7 @@ TEST_CASE("A job downloads a file through the C API and lands only on complete")
     CHECK(std::string(dopt_job_status_mode(s.get())) == "http_only");
     REQUIRE(dopt_job_status_file_count(s.get()) == 1);
     dopt_file_info fi{};
-    REQUIRE(dopt_job_status_file(s.get(), 0, &fi) == DOPT_OK);
+    REQUIRE(dopt_job_status_file(&fi, s.get(), 0) == DOPT_OK);
     CHECK(std::string(fi.local_name) == dest);
     CHECK(std::string(fi.remote_name) == origin.url("/file.bin"));
     CHECK(fi.bytes_total == body.size());
@@ -318,7 +318,7 @@ TEST_CASE("403 from the origin is a fatal REMOTE_FILE error with a readable erro
 
     REQUIRE(AgentFixture::wait_for(job.get()) == DOPT_STATE_ERROR);
     dopt_error* raw = nullptr;
-    REQUIRE(dopt_job_get_error(&raw, job.get()) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_error(&raw, job.get()) == DOPT_OK);
     REQUIRE(raw != nullptr);
     Error err(raw);
 
@@ -346,20 +346,20 @@ TEST_CASE("403 from the origin is a fatal REMOTE_FILE error with a readable erro
 
     for (const dopt_error* e : {static_cast<const dopt_error*>(err.get()),
                                 static_cast<const dopt_error*>(copy.get())}) {
-        CHECK(dopt_error_get_context(e) == DOPT_CONTEXT_REMOTE_FILE);
-        CHECK(dopt_error_get_code(e) == 403);
-        CHECK(std::string(dopt_error_get_protocol(e)) == "http");
-        std::string desc = dopt_error_get_description(e);
+        CHECK(dopt_error_context(e) == DOPT_CONTEXT_REMOTE_FILE);
+        CHECK(dopt_error_code(e) == 403);
+        CHECK(std::string(dopt_error_protocol(e)) == "http");
+        std::string desc = dopt_error_description(e);
         INFO(desc);
         CHECK(desc.find(url) != std::string::npos);
-        CHECK(dopt_error_get_time(e) > 0);
+        CHECK(dopt_error_time(e) > 0);
         dopt_file_info fi{};
-        REQUIRE(dopt_error_get_file(e, &fi) == DOPT_OK);
+        REQUIRE(dopt_error_file(&fi, e) == DOPT_OK);
         CHECK(std::string(fi.local_name) == dest);
         CHECK(std::string(fi.remote_name) == url);
         CHECK(fi.bytes_transferred == 0);
     }
-    CHECK(std::string(dopt_context_name(dopt_error_get_context(err.get()))) == "remote_file");
+    CHECK(std::string(dopt_context_name(dopt_error_context(err.get()))) == "remote_file");
 }
 
 TEST_CASE("Complete from ERROR keeps only the files fully transferred") {
@@ -378,18 +378,18 @@ TEST_CASE("Complete from ERROR keeps only the files fully transferred") {
     REQUIRE(AgentFixture::wait_for(job.get()) == DOPT_STATE_ERROR);
 
     dopt_error* raw = nullptr;
-    REQUIRE(dopt_job_get_error(&raw, job.get()) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_error(&raw, job.get()) == DOPT_OK);
     REQUIRE(raw != nullptr);
     Error err(raw);
-    CHECK(dopt_error_get_code(err.get()) == 403);
+    CHECK(dopt_error_code(err.get()) == 403);
     dopt_file_info fi{};
-    REQUIRE(dopt_error_get_file(err.get(), &fi) == DOPT_OK);
+    REQUIRE(dopt_error_file(&fi, err.get()) == DOPT_OK);
     CHECK(std::string(fi.remote_name) == origin.url("/denied.bin"));
     CHECK(std::string(fi.local_name) == dest1);
     CHECK_FALSE(file_exists(dest0));
 
     dopt_progress p{};
-    REQUIRE(dopt_job_get_progress(job.get(), &p) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_progress(&p, job.get()) == DOPT_OK);
     CHECK(p.files_total == 2);
     CHECK(p.files_transferred == 1);
 
@@ -412,7 +412,7 @@ TEST_CASE("Cancel during a transfer removes the partial data") {
     dopt_progress p{};
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
     while (p.bytes_transferred == 0 && std::chrono::steady_clock::now() < deadline) {
-        REQUIRE(dopt_job_get_progress(job.get(), &p) == DOPT_OK);
+        REQUIRE(dopt_job_fetch_progress(&p, job.get()) == DOPT_OK);
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     REQUIRE(p.bytes_transferred > 0);
@@ -457,7 +457,7 @@ TEST_CASE("Listing follows the agent's pages: 2500 jobs each once oldest first")
         const dopt_job_status* s = list.items[i];
         seen.insert(dopt_job_status_id(s));
         dopt_times t{};
-        dopt_job_status_times(s, &t);
+        dopt_job_status_times(&t, s);
         if (t.created < last_created) ordered = false;
         last_created = t.created;
         CHECK(dopt_job_status_state(s) == DOPT_STATE_SUSPENDED);
@@ -498,12 +498,12 @@ TEST_CASE("Jobs survive kill -9 of the agent") {
     const std::string id_a = dopt_job_id(a.get()), id_b = dopt_job_id(b.get());
     Status before = AgentFixture::status_of(a.get());
     dopt_times times_b{};
-    REQUIRE(dopt_job_get_times(b.get(), &times_b) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_times(&times_b, b.get()) == DOPT_OK);
 
     f.agent.kill9();
     // The old connection is gone, and says so.
     dopt_job_state st;
-    CHECK(dopt_job_get_state(a.get(), &st) == DOPT_E_DISCONNECTED);
+    CHECK(dopt_job_fetch_state(&st, a.get()) == DOPT_E_DISCONNECTED);
     a.reset();
     b.reset();
     f.client.reset();
@@ -517,19 +517,19 @@ TEST_CASE("Jobs survive kill -9 of the agent") {
     CHECK(dopt_job_status_priority(after.get()) == DOPT_PRIORITY_HIGH);
     CHECK(dopt_job_status_owner_uid(after.get()) == dopt_job_status_owner_uid(before.get()));
     dopt_times t0{}, t1{};
-    dopt_job_status_times(before.get(), &t0);
-    dopt_job_status_times(after.get(), &t1);
+    dopt_job_status_times(&t0, before.get());
+    dopt_job_status_times(&t1, after.get());
     CHECK(t1.created == t0.created);
     REQUIRE(dopt_job_status_file_count(after.get()) == 1);
     dopt_file_info fi{};
-    REQUIRE(dopt_job_status_file(after.get(), 0, &fi) == DOPT_OK);
+    REQUIRE(dopt_job_status_file(&fi, after.get(), 0) == DOPT_OK);
     CHECK(std::string(fi.local_name) == dest_a);
     CHECK(std::string(fi.remote_name) == origin.url("/ok.bin"));
 
     Job b2 = f.open_job(id_b);
     CHECK(AgentFixture::state_of(b2.get()) == DOPT_STATE_TRANSFERRED);
     dopt_times tb{};
-    REQUIRE(dopt_job_get_times(b2.get(), &tb) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_times(&tb, b2.get()) == DOPT_OK);
     CHECK(tb.transfer_completed == times_b.transfer_completed);
     REQUIRE(dopt_job_complete(b2.get()) == DOPT_OK);
     CHECK(read_file(dest_b) == body);
@@ -650,7 +650,7 @@ TEST_CASE("Eight threads share one client") {
                     continue;
                 }
                 dopt_job_status* s = nullptr;
-                if (dopt_job_get_status(&s, j) != DOPT_OK) {
+                if (dopt_job_fetch_status(&s, j) != DOPT_OK) {
                     r.failures.push_back("status " + name + ": " + dopt_last_error());
                 } else {
                     if (std::string(dopt_job_status_id(s)) != dopt_job_id(j) ||

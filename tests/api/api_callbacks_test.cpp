@@ -24,7 +24,7 @@ namespace {
 // notify_all when it was declared after).
 struct Recorder {
     struct SeenError {
-        dopt_error_context context = DOPT_CONTEXT_NONE;
+        dopt_context context = DOPT_CONTEXT_NONE;
         std::int64_t code = 0;
         std::string description, local_name, remote_name;
         bool has_file = false;
@@ -56,11 +56,11 @@ struct Recorder {
         auto* r = static_cast<Recorder*>(ud);
         r->inside++;
         SeenError s;
-        s.context = dopt_error_get_context(e);
-        s.code = dopt_error_get_code(e);
-        s.description = dopt_error_get_description(e);
+        s.context = dopt_error_context(e);
+        s.code = dopt_error_code(e);
+        s.description = dopt_error_description(e);
         dopt_file_info f{};
-        if (dopt_error_get_file(e, &f) == DOPT_OK) {
+        if (dopt_error_file(&f, e) == DOPT_OK) {
             s.has_file = true;
             s.local_name = f.local_name;
             s.remote_name = f.remote_name;
@@ -364,7 +364,7 @@ TEST_CASE("An application that exits before acknowledging gets the error when it
         fd = report[1];
         dopt_callbacks cb = DOPT_CALLBACKS_INIT;
         cb.error = [](dopt_job*, const dopt_error* e, void*) -> int {
-            char code = dopt_error_get_code(e) == 403 ? 'E' : 'X';
+            char code = dopt_error_code(e) == 403 ? 'E' : 'X';
             (void)!::write(fd, &code, 1);
             return DOPT_E_INTERNAL;
         };
@@ -482,7 +482,7 @@ TEST_CASE("A callback may call dopt functions on its own job") {
     Job job = f.job_for("/c.bin", "c.bin");
     r.on_transferred = [&](dopt_job* j) {
         dopt_job_state s = DOPT_STATE_QUEUED;
-        state_rc = dopt_job_get_state(j, &s);
+        state_rc = dopt_job_fetch_state(&s, j);
         state = s;
         complete_rc = dopt_job_complete(j);
         unregister_rc = dopt_job_set_callbacks(j, nullptr, nullptr);

@@ -182,8 +182,8 @@ TEST_CASE("state and context names are the --json names") {
     const char* contexts[] = {"none", "local_file", "remote_file", "transport",
                               "peer", "agent",      "integrity"};
     for (int i = 0; i <= DOPT_CONTEXT_INTEGRITY; ++i)
-        CHECK(std::string(dopt_context_name(static_cast<dopt_error_context>(i))) == contexts[i]);
-    CHECK(std::string(dopt_context_name(static_cast<dopt_error_context>(7))) == "unknown");
+        CHECK(std::string(dopt_context_name(static_cast<dopt_context>(i))) == contexts[i]);
+    CHECK(std::string(dopt_context_name(static_cast<dopt_context>(7))) == "unknown");
 }
 
 TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does not crash") {
@@ -220,19 +220,19 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(dopt_job_suspend(nullptr) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_cancel(nullptr) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_complete(nullptr) == DOPT_E_INVALID_ARG);
-    CHECK(dopt_job_wait(nullptr, 0, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_wait(nullptr, nullptr, 0) == DOPT_E_INVALID_ARG);
 
     dopt_job_state state;
     dopt_progress progress;
     dopt_times times;
-    CHECK(dopt_job_get_state(nullptr, &state) == DOPT_E_INVALID_ARG);
-    CHECK(dopt_job_get_progress(nullptr, &progress) == DOPT_E_INVALID_ARG);
-    CHECK(dopt_job_get_times(nullptr, &times) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_fetch_state(&state, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_fetch_progress(&progress, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_fetch_times(&times, nullptr) == DOPT_E_INVALID_ARG);
     dopt_error* err = reinterpret_cast<dopt_error*>(0x1);
-    CHECK(dopt_job_get_error(&err, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_fetch_error(&err, nullptr) == DOPT_E_INVALID_ARG);
     CHECK(err == nullptr);
     dopt_job_status* status = reinterpret_cast<dopt_job_status*>(0x1);
-    CHECK(dopt_job_get_status(&status, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_fetch_status(&status, nullptr) == DOPT_E_INVALID_ARG);
     CHECK(status == nullptr);
 
     CHECK(std::string(dopt_job_status_id(nullptr)).empty());
@@ -242,21 +242,21 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(dopt_job_status_owner_uid(nullptr) == 0);
     (void)dopt_job_status_state(nullptr);
     (void)dopt_job_status_priority(nullptr);
-    dopt_job_status_progress(nullptr, &progress);
+    dopt_job_status_progress(&progress, nullptr);
     CHECK(progress.bytes_transferred == 0);
     dopt_job_status_progress(nullptr, nullptr);
-    dopt_job_status_times(nullptr, &times);
+    dopt_job_status_times(&times, nullptr);
     dopt_job_status_times(nullptr, nullptr);
     dopt_file_info file;
-    CHECK(dopt_job_status_file(nullptr, 0, &file) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_status_file(&file, nullptr, 0) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_status_error(nullptr) == nullptr);
 
-    CHECK(dopt_error_get_context(nullptr) == DOPT_CONTEXT_NONE);
-    CHECK(dopt_error_get_code(nullptr) == 0);
-    CHECK(std::string(dopt_error_get_description(nullptr)).empty());
-    CHECK(std::string(dopt_error_get_protocol(nullptr)).empty());
-    CHECK(dopt_error_get_time(nullptr) == 0);
-    CHECK(dopt_error_get_file(nullptr, &file) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_error_context(nullptr) == DOPT_CONTEXT_NONE);
+    CHECK(dopt_error_code(nullptr) == 0);
+    CHECK(std::string(dopt_error_description(nullptr)).empty());
+    CHECK(std::string(dopt_error_protocol(nullptr)).empty());
+    CHECK(dopt_error_time(nullptr) == 0);
+    CHECK(dopt_error_file(&file, nullptr) == DOPT_E_INVALID_ARG);
     err = reinterpret_cast<dopt_error*>(0x1);
     CHECK(dopt_error_copy(&err, nullptr) == DOPT_E_INVALID_ARG);
     CHECK(err == nullptr);
@@ -344,40 +344,40 @@ TEST_CASE("a status snapshot parses the job object and bytes_total -1 is UINT64_
     });
     CHECK(std::string(dopt_job_id(c.job)) == "7d0c3e0e-1b9e-4f5c-9d0b-2f3c8a6e4b11");
     dopt_job_status* s = nullptr;
-    REQUIRE(dopt_job_get_status(&s, c.job) == DOPT_OK);
+    REQUIRE(dopt_job_fetch_status(&s, c.job) == DOPT_OK);
     CHECK(dopt_job_status_state(s) == DOPT_STATE_ERROR);
     CHECK(dopt_job_status_priority(s) == DOPT_PRIORITY_HIGH);
     CHECK(dopt_job_status_owner_uid(s) == 1000);
     CHECK(std::string(dopt_job_status_display_name(s)) == "big.iso");
     CHECK(std::string(dopt_job_status_mode(s)) == "http_only");
     dopt_progress p{};
-    dopt_job_status_progress(s, &p);
+    dopt_job_status_progress(&p, s);
     CHECK(p.bytes_total == UINT64_MAX);
     CHECK(p.bytes_transferred == 512);
     CHECK(p.bytes_from_peers == 12);
     CHECK(p.bytes_from_origin == 500);
     CHECK(p.files_total == 1);
     dopt_times t{};
-    dopt_job_status_times(s, &t);
+    dopt_job_status_times(&t, s);
     CHECK(t.created == 1795000000);
     REQUIRE(dopt_job_status_file_count(s) == 1);
     dopt_file_info f{};
-    REQUIRE(dopt_job_status_file(s, 0, &f) == DOPT_OK);
+    REQUIRE(dopt_job_status_file(&f, s, 0) == DOPT_OK);
     CHECK(std::string(f.local_name) == "/home/ann/big.iso");
     CHECK(f.bytes_total == UINT64_MAX);
-    CHECK(dopt_job_status_file(s, 1, &f) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_status_file(&f, s, 1) == DOPT_E_INVALID_ARG);
 
     const dopt_error* e = dopt_job_status_error(s);
     REQUIRE(e != nullptr);
     dopt_error* copy = nullptr;
     REQUIRE(dopt_error_copy(&copy, e) == DOPT_OK);
     dopt_job_status_free(s);  // the copy owns its strings
-    CHECK(dopt_error_get_context(copy) == DOPT_CONTEXT_REMOTE_FILE);
-    CHECK(dopt_error_get_code(copy) == 403);
-    CHECK(std::string(dopt_error_get_description(copy)) == "403 Forbidden from https://host/big.iso");
-    CHECK(std::string(dopt_error_get_protocol(copy)) == "https");
-    CHECK(dopt_error_get_time(copy) == 1795000100);
-    REQUIRE(dopt_error_get_file(copy, &f) == DOPT_OK);
+    CHECK(dopt_error_context(copy) == DOPT_CONTEXT_REMOTE_FILE);
+    CHECK(dopt_error_code(copy) == 403);
+    CHECK(std::string(dopt_error_description(copy)) == "403 Forbidden from https://host/big.iso");
+    CHECK(std::string(dopt_error_protocol(copy)) == "https");
+    CHECK(dopt_error_time(copy) == 1795000100);
+    REQUIRE(dopt_error_file(&f, copy) == DOPT_OK);
     CHECK(std::string(f.remote_name) == "https://host/big.iso");
     CHECK(f.bytes_total == 4096);
     dopt_error_free(copy);
@@ -422,7 +422,7 @@ TEST_CASE("wait's timeout still gives the job's state") {
         return nullptr;
     });
     dopt_job_state st = DOPT_STATE_QUEUED;
-    CHECK(dopt_job_wait(c.job, 50, &st) == DOPT_E_TIMEOUT);
+    CHECK(dopt_job_wait(&st, c.job, 50) == DOPT_E_TIMEOUT);
     CHECK(st == DOPT_STATE_TRANSFERRING);
 }
 
@@ -431,6 +431,6 @@ TEST_CASE("the agent closing the connection is DOPT_E_DISCONNECTED and a silent 
     // (this one serves a single connection) keeps the client disconnected.
     Connected c([](const json&) -> json { return nullptr; });
     dopt_job_state st;
-    CHECK(dopt_job_get_state(c.job, &st) == DOPT_E_DISCONNECTED);
+    CHECK(dopt_job_fetch_state(&st, c.job) == DOPT_E_DISCONNECTED);
     CHECK(dopt_job_resume(c.job) == DOPT_E_DISCONNECTED);
 }

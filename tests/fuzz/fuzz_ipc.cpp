@@ -129,8 +129,8 @@ void feed_client(const std::uint8_t* data, std::size_t size) {
         for (std::size_t i = 0; i < count; ++i) {
             dopt_file_info info;
             for (std::size_t f = 0; f < dopt_job_status_file_count(list[i]); ++f)
-                (void)dopt_job_status_file(list[i], f, &info);
-            if (const dopt_error* e = dopt_job_status_error(list[i])) (void)dopt_error_get_file(e, &info);
+                (void)dopt_job_status_file(&info, list[i], f);
+            if (const dopt_error* e = dopt_job_status_error(list[i])) (void)dopt_error_file(&info, e);
         }
         dopt_job_status_list_free(list, count);
     }
@@ -138,17 +138,17 @@ void feed_client(const std::uint8_t* data, std::size_t size) {
     dopt_job* job = nullptr;
     if (dopt_job_open(&job, client, "7d0c3e0e-1b9e-4f5c-9d0b-2f3c8a6e4b11") == DOPT_OK) {
         dopt_job_status* status = nullptr;
-        if (dopt_job_get_status(&status, job) == DOPT_OK) dopt_job_status_free(status);
+        if (dopt_job_fetch_status(&status, job) == DOPT_OK) dopt_job_status_free(status);
         dopt_job_state state;
-        (void)dopt_job_wait(job, 0, &state);
+        (void)dopt_job_wait(&state, job, 0);
         dopt_job_close(job);
     }
 
     char* text = nullptr;
-    if (dopt_cache_list_json(client, &text) == DOPT_OK) dopt_string_free(text);
-    if (dopt_peer_stats_json(client, &text) == DOPT_OK) dopt_string_free(text);
+    if (dopt_cache_list_json(&text, client) == DOPT_OK) dopt_string_free(text);
+    if (dopt_peer_stats_json(&text, client) == DOPT_OK) dopt_string_free(text);
     std::uint64_t bytes = 0;
-    (void)dopt_cache_clear(client, &bytes);
+    (void)dopt_cache_clear(&bytes, client);
 
     dopt_client_close(client);  // closes sv[0]
     ::close(sv[1]);

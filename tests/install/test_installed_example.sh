@@ -60,10 +60,10 @@ for f in "$prefix/bin/doptd" "$prefix/bin/dopt" "$prefix/include/dopt/dopt.h" \
 done
 
 step "libdopt exports only dopt_* symbols"
-# Type A is the version node of the linker script (DOPT_0), not a symbol.
+# Type A lines are the version nodes of the linker script (DOPT_0.1...), not symbols.
 extra="$(nm -D --defined-only "$so" | awk '$2 != "A" && $3 !~ /^dopt_/')"
 [ -z "$extra" ] || fail "libdopt.so exports more than dopt_*: $extra"
-nm -D --defined-only "$so" | grep -Eq ' T dopt_client_open(@@DOPT_0)?$' || fail "dopt_client_open not exported"
+nm -D --defined-only "$so" | grep -Eq ' T dopt_client_open(@@DOPT_0\.1)?$' || fail "dopt_client_open not exported"
 
 # ---- build the example two ways ------------------------------------------------
 step "build examples/download.c with pkg-config"

@@ -12,8 +12,21 @@
  *    failure. Codes are only ever appended, never renumbered or removed.
  *    dopt_strerror(code) gives a fixed text; dopt_last_error() gives the
  *    detail of the last failure on the calling thread.
- *  - Out-parameters come first. On failure an out-pointer is set to NULL (or
- *    left zeroed) so nothing leaks.
+ *  - Out-parameters come first, then the object the function acts on, then
+ *    its inputs: dopt_job_fetch_state(&state, job). On failure an out-pointer
+ *    is set to NULL (or zeroed) so nothing leaks.
+ *  - Names say what a function costs. dopt_<object>_fetch_* and the other
+ *    verbs taking a dopt_client or dopt_job (create, open, add, set, resume,
+ *    wait, list, clear...) ask the agent: one round trip over the socket, can
+ *    fail, return int. dopt_<object>_<field> (dopt_job_status_state,
+ *    dopt_error_code) only reads a field of an object already in memory and
+ *    never blocks; given a NULL object it returns 0, NULL or "" (zeroes an
+ *    out-struct) and says so in dopt_last_error.
+ *  - Each function's comment is its contract, in this order: what it does,
+ *    its parameters, what it returns or fills in, who owns what, the errors
+ *    it can return besides DOPT_E_INVALID_ARG (a NULL object or out-pointer),
+ *    DOPT_E_NOMEM, DOPT_E_CONNECT, DOPT_E_DISCONNECTED, DOPT_E_PROTOCOL and
+ *    DOPT_E_INTERNAL, which every round trip can return.
  *  - Threading: a dopt_client and the jobs opened through it may be used from
  *    several threads; calls on one client are serialized internally. Status
  *    snapshots and error objects are plain values: read them from any thread,
@@ -41,9 +54,9 @@ extern "C" {
 #endif
 
 #define DOPT_VERSION_MAJOR 0
-#define DOPT_VERSION_MINOR 1
+#define DOPT_VERSION_MINOR 2
 #define DOPT_VERSION_PATCH 0
-#define DOPT_VERSION_STRING "0.1.0"
+#define DOPT_VERSION_STRING "0.2.0"
 
 /* Result codes. New codes are added last; none is ever removed. */
 enum dopt_result {
@@ -95,8 +108,8 @@ typedef enum dopt_priority {
     DOPT_PRIORITY_LOW = 3
 } dopt_priority;
 
-/* Where a fatal error came from (IBackgroundCopyError's context). */
-typedef enum dopt_error_context {
+/* Where an error came from (IBackgroundCopyError's context). */
+typedef enum dopt_context {
     DOPT_CONTEXT_NONE = 0,
     DOPT_CONTEXT_LOCAL_FILE = 1,
     DOPT_CONTEXT_REMOTE_FILE = 2,
@@ -104,7 +117,7 @@ typedef enum dopt_error_context {
     DOPT_CONTEXT_PEER = 4,
     DOPT_CONTEXT_AGENT = 5,
     DOPT_CONTEXT_INTEGRITY = 6
-} dopt_error_context;
+} dopt_context;
 
 typedef struct dopt_client dopt_client;
 typedef struct dopt_job dopt_job;
@@ -138,174 +151,252 @@ typedef struct dopt_times {
 
 /* ---- library ------------------------------------------------------------ */
 
-/* Version of the library, e.g. "0.1.0". Static storage; any thread. */
+/* The library's version, e.g. "0.2.0" (DOPT_VERSION_STRING of the build).
+ * Static storage; any thread. */
 DOPT_EXPORT const char *dopt_version(void);
 
-/* Fixed English text for a result code; never NULL; any thread. */
+/* Fixed English text for a result code ("unknown error code" for a code not in
+ * enum dopt_result). Never NULL; static storage; any thread. */
 DOPT_EXPORT const char *dopt_strerror(int code);
 
-/* Detail of the last failure on the calling thread (thread-local, never NULL,
- * "" when there is none). Valid until the next dopt_* call on this thread
- * that can fail (accessors of snapshots and errors leave it alone). */
+/* Detail of the last failure on the calling thread: thread-local, never
+ * NULL, "" when there is none. Valid until the next call on this thread
+ * that can fail (field reads leave it alone). */
 DOPT_EXPORT const char *dopt_last_error(void);
 
-/* Name of a state as the CLI's --json prints it ("queued", "transient_error",
- * ...); "unknown" for a value out of range. Static storage. */
+/* Name of a state as the protocol and `dopt status --json` spell it
+ * ("queued", "transient_error", ...); "unknown" for a value out of range.
+ * Static storage. */
 DOPT_EXPORT const char *dopt_state_name(dopt_job_state state);
 
-/* Name of an error context ("none", "local_file", "remote_file", ...). */
-DOPT_EXPORT const char *dopt_context_name(dopt_error_context context);
+/* Name of an error context ("none", "local_file", "remote_file",
+ * "transport", "peer", "agent", "integrity"); "unknown" out of range.
+ * Static storage. */
+DOPT_EXPORT const char *dopt_context_name(dopt_context context);
+
+/* Frees a string the library allocated (dopt_cache_list_json,
+ * dopt_peer_stats_json). NULL: no-op. */
+DOPT_EXPORT void dopt_string_free(char *s);
 
 /* ---- client ------------------------------------------------------------- */
 
 /* Connects to the agent at once and agrees on the protocol version.
- * socket_path NULL: $DOPT_SOCKET, then the per-user socket
- * ($XDG_RUNTIME_DIR/dopt/doptd.sock), then the system socket
- * (/run/dopt/doptd.sock). When no agent answers, returns DOPT_E_CONNECT (or
- * DOPT_E_VERSION on a protocol mismatch) and sets *out to NULL; also
- * DOPT_E_CONNECT when the caller's user already has as many connections open
- * as the agent allows ([ipc] max_connections_per_user, named in
- * dopt_last_error). The caller owns *out and releases it with
- * dopt_client_close. */
+ *  out:         gets the client; the caller owns it (dopt_client_close).
+ *  socket_path: NULL tries $DOPT_SOCKET, then the per-user socket
+ *               ($XDG_RUNTIME_DIR/dopt/doptd.sock), then the system socket
+ *               (/run/dopt/doptd.sock).
+ * Errors: DOPT_E_CONNECT (no agent answers, or the caller's user already has
+ * as many connections open as [ipc] max_connections_per_user allows, named
+ * in dopt_last_error), DOPT_E_VERSION (protocol mismatch). *out is NULL then.
+ * Reconnection: a call that finds the connection lost (the agent stopped or
+ * restarted) returns DOPT_E_DISCONNECTED and is not repeated; the client
+ * connects again to the same socket on its next call, so an application
+ * rides out an agent restart by retrying. */
 DOPT_EXPORT int dopt_client_open(dopt_client **out, const char *socket_path);
 
-/* A call that finds the connection lost (the agent stopped or restarted)
- * returns DOPT_E_DISCONNECTED and is not repeated; the client connects again
- * to the same socket on its next call, so an application can ride out an
- * agent restart by retrying. */
-
-/* Disconnects and frees the client. Jobs go on in the agent. Job handles
- * opened through this client must be closed before it. NULL: no-op. */
+/* Disconnects and frees the client; its jobs go on in the agent. Every job
+ * handle opened through it must be closed first. NULL: no-op. */
 DOPT_EXPORT void dopt_client_close(dopt_client *client);
 
 /* Status snapshots of every job the caller owns (root: every job), oldest
- * first. The caller owns the array and frees it with dopt_job_status_list_free. */
-/* The peer cache (docs/api.md, "Peering"). dopt_cache_list_json: the
- * entries the caller may see (their own; root: all) as a JSON array of
- * objects {info_hash, name, size, origin_url, owner_uid, complete, seeding,
- * in_use, last_used}; *json_out is freed with dopt_string_free.
- * dopt_cache_clear: removes the caller's entries that no unfinished job
- * needs; *bytes_removed (may be NULL) gets their size.
- * dopt_peer_stats_json: {peering, bytes_to_peers, torrents, connected_peers,
- * listen_port} of the agent, freed with dopt_string_free. */
-DOPT_EXPORT int dopt_cache_list_json(dopt_client *client, char **json_out);
-DOPT_EXPORT int dopt_cache_clear(dopt_client *client, uint64_t *bytes_removed);
-DOPT_EXPORT int dopt_peer_stats_json(dopt_client *client, char **json_out);
-DOPT_EXPORT void dopt_string_free(char *s);
-
+ * first.
+ *  out:   gets an array of *count snapshots; the caller owns it and frees it
+ *         with dopt_job_status_list_free (not the snapshots one by one).
+ *  count: gets the number of snapshots (0 with *out NULL when none). */
 DOPT_EXPORT int dopt_client_list_jobs(dopt_job_status ***out, size_t *count,
                                       dopt_client *client);
+
+/* Frees an array from dopt_client_list_jobs and its count snapshots.
+ * NULL: no-op. */
 DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count);
 
-/* ---- jobs --------------------------------------------------------------- */
+/* ---- peer cache and peering (docs/api.md, "Peering") --------------------- */
 
-/* Creates a job owned by the caller, persisted before this returns. A new job
- * is SUSPENDED (as in BITS): add files, set properties, then dopt_job_resume.
- * display_name may be NULL. The job keeps the process's umask as it is now
- * (read from /proc/self/status, not changed): its files get 0666 & ~umask,
- * read and write for the owner always.
- * DOPT_E_TOO_LARGE when the caller's user already has as many unended jobs
- * as the agent allows ([jobs] max_jobs_per_user, named in dopt_last_error;
- * at the limit the user's oldest ended job is purged to make room). The
- * caller owns *out (dopt_job_close). */
+/* The results of dopt_cache_list_json and dopt_peer_stats_json are JSON
+ * documents whose schema is a versioned contract: version
+ * DOPT_CACHE_JSON_VERSION of it is below. Members are only ever added (a
+ * reader ignores members it does not know); a member is never removed,
+ * renamed or given another type without a new major version of the library.
+ *
+ * dopt_cache_list_json, version 1: an array of objects
+ *   {"info_hash": hex string (40 or 64 digits), "name": string,
+ *    "size": integer (bytes), "origin_url": string (no credentials or query),
+ *    "owner_uid": integer, "complete": bool, "seeding": bool,
+ *    "in_use": bool, "last_used": integer (unix time)}
+ * dopt_peer_stats_json, version 1: an object
+ *   {"peering": bool, "bytes_to_peers": integer, "torrents": integer,
+ *    "connected_peers": integer, "listen_port": integer (0 when off)} */
+#define DOPT_CACHE_JSON_VERSION 1
+
+/* The peer cache entries the caller may see (their own; root: all).
+ *  json_out: gets the JSON array above; the caller owns it
+ *            (dopt_string_free). */
+DOPT_EXPORT int dopt_cache_list_json(char **json_out, dopt_client *client);
+
+/* Removes the caller's cache entries that no unfinished job needs.
+ *  bytes_removed: may be NULL; gets the total size of what was removed. */
+DOPT_EXPORT int dopt_cache_clear(uint64_t *bytes_removed, dopt_client *client);
+
+/* The agent's peering figures.
+ *  json_out: gets the JSON object above; the caller owns it
+ *            (dopt_string_free). */
+DOPT_EXPORT int dopt_peer_stats_json(char **json_out, dopt_client *client);
+
+/* ---- job handles -------------------------------------------------------- */
+
+/* Creates a job owned by the caller, persisted before this returns. A new
+ * job is SUSPENDED (as in BITS): add files, set properties, then
+ * dopt_job_resume. The job keeps the process's umask as it is now (read from
+ * /proc/self/status, not changed): its files get 0666 & ~umask, read and
+ * write for the owner always.
+ *  out:          gets the handle; the caller owns it (dopt_job_close).
+ *  display_name: may be NULL.
+ * Errors: DOPT_E_TOO_LARGE when the caller's user already has as many
+ * unended jobs as [jobs] max_jobs_per_user allows (named in dopt_last_error;
+ * at the limit the user's oldest ended job is purged to make room). */
 DOPT_EXPORT int dopt_job_create(dopt_job **out, dopt_client *client,
                                 const char *display_name);
 
-/* Opens an existing job by its id (a UUID string). Another user's job gives
- * DOPT_E_NOT_FOUND. The caller owns *out (dopt_job_close). */
+/* Opens an existing job.
+ *  out:    gets the handle; the caller owns it (dopt_job_close).
+ *  job_id: the job's UUID string.
+ * Errors: DOPT_E_NOT_FOUND (no such job, or another user's). */
 DOPT_EXPORT int dopt_job_open(dopt_job **out, dopt_client *client, const char *job_id);
 
-/* Releases the handle; the job itself goes on. NULL: no-op. */
+/* Releases the handle (and its callbacks, see dopt_job_set_callbacks); the
+ * job itself goes on. NULL: no-op. */
 DOPT_EXPORT void dopt_job_close(dopt_job *job);
 
-/* The job's id; owned by the handle. */
+/* The job's id (a UUID string), owned by the handle. Field read. */
 DOPT_EXPORT const char *dopt_job_id(const dopt_job *job);
 
-/* Adds a file: url is http:// or https://, local_path absolute and writable
- * by the caller. The partial file beside it is created now (O_EXCL) with the
- * owner's rights; a privilege-separated system agent writes root's and
- * system accounts' files only under system_job_dirs (else DOPT_E_ACCESS).
- * A file someone else puts under the partial file's name later fails the
- * job (local_file, EEXIST). Allowed while the job is SUSPENDED or QUEUED.
- * Errors: DOPT_E_INVALID_URL, DOPT_E_UNSUPPORTED_SCHEME, DOPT_E_RELATIVE_PATH,
- * DOPT_E_ACCESS, DOPT_E_EXISTS (the detail names the other job only when it
- * is the caller's), DOPT_E_INVALID_STATE. */
+/* ---- job properties (each one round trip, persisted before it returns) --- */
+
+/* Adds a file to the job. Allowed while the job is SUSPENDED or QUEUED.
+ *  url:        http:// or https://.
+ *  local_path: absolute, writable by the caller. The partial file beside it
+ *              is created now (O_EXCL) with the owner's rights; a
+ *              privilege-separated system agent writes root's and system
+ *              accounts' files only under system_job_dirs. A file someone
+ *              else puts under the partial file's name later fails the job
+ *              (local_file, EEXIST).
+ * Errors: DOPT_E_INVALID_URL, DOPT_E_UNSUPPORTED_SCHEME,
+ * DOPT_E_RELATIVE_PATH, DOPT_E_ACCESS, DOPT_E_EXISTS (the detail names the
+ * other job only when it is the caller's), DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_add_file(dopt_job *job, const char *url, const char *local_path);
 
-/* Expected SHA-256 (64 hex digits) of file number file_index (0-based, in the
- * order added); checked as the bytes arrive. DOPT_E_INVALID_ARG for bad hex. */
+/* Sets the expected SHA-256 of a file, checked as the bytes arrive (a
+ * mismatch is an integrity error).
+ *  file_index: 0-based, in the order the files were added.
+ *  sha256_hex: 64 hex digits.
+ * Errors: DOPT_E_INVALID_ARG (bad hex or index), DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
                                          const char *sha256_hex);
 
-/* Metainfo (a .torrent) for file number file_index: the piece hashes that
- * make LAN peers' bytes usable (docs/api.md, "Peering"). Without it the agent
- * looks for metainfo beside the content (URL + ".torrent"), else the file
- * goes over HTTP only; a job with custom headers, or a URL with a user name,
- * password or query string, goes over HTTP only without it.
- *  _metainfo:     the bencoded bytes (at most 700 KiB here), checked now:
- *                 DOPT_E_INVALID_ARG with a description when they are not
- *                 single-file v1, v2 or hybrid metainfo in pieces of at
- *                 most 16 MiB.
- *  _metainfo_url: an http(s) URL the agent fetches when the file starts;
- *                 metainfo there that cannot be used is a fatal job error.
- * Both: DOPT_E_INVALID_STATE once the file is being transferred. */
+/* Gives a file its metainfo (a .torrent): the piece hashes that make LAN
+ * peers' bytes usable. Without it the agent looks for metainfo beside the
+ * content (URL + ".torrent"), else the file goes over HTTP only; a job with
+ * custom headers, or a URL with a user name, password or query string, goes
+ * over HTTP only without it.
+ *  file_index: 0-based, in the order the files were added.
+ *  bytes, length: the bencoded metainfo, at most 700 KiB, checked now.
+ * Errors: DOPT_E_INVALID_ARG with a description when the bytes are not
+ * single-file v1, v2 or hybrid metainfo in pieces of at most 16 MiB;
+ * DOPT_E_INVALID_STATE once the file is being transferred. */
 DOPT_EXPORT int dopt_job_set_file_metainfo(dopt_job *job, size_t file_index,
                                            const void *bytes, size_t length);
+
+/* Like dopt_job_set_file_metainfo, but the agent fetches the metainfo from
+ * url (http or https) when the file starts; metainfo there that cannot be
+ * used is a fatal job error.
+ * Errors: DOPT_E_INVALID_URL, DOPT_E_UNSUPPORTED_SCHEME,
+ * DOPT_E_INVALID_STATE once the file is being transferred. */
 DOPT_EXPORT int dopt_job_set_file_metainfo_url(dopt_job *job, size_t file_index,
                                                const char *url);
 
+/* Sets the job's priority. A running lower-priority job yields to a
+ * runnable higher-priority one; the change applies at once.
+ * Errors: DOPT_E_INVALID_ARG (not a dopt_priority value), DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_set_priority(dopt_job *job, dopt_priority priority);
+
+/* Sets the job's display name (shown by `dopt list`).
+ *  name: UTF-8, at most 1024 bytes; "" clears it.
+ * Errors: DOPT_E_TOO_LARGE (longer), DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_set_display_name(dopt_job *job, const char *name);
 
-/* Seconds without progress after which a transient error becomes fatal
- * (DOPT_E_NO_PROGRESS). 0 restores the agent's default. */
+/* Sets how long a job may go without progress before a transient error
+ * becomes fatal (DOPT_E_NO_PROGRESS).
+ *  seconds: 0 restores the agent's default. */
 DOPT_EXPORT int dopt_job_set_no_progress_timeout(dopt_job *job, uint32_t seconds);
 
-/* Adds an HTTP request header ("Name: value") sent to the origin for every
- * file of the job: only to the scheme, host and port of the file's URL, never
- * to another one a redirect leads to. Headers with CR or LF are
- * DOPT_E_INVALID_ARG. */
+/* Adds an HTTP request header sent to the origin for every file of the job,
+ * only to the scheme, host and port of the file's URL, never to another one
+ * a redirect leads to. Header values are secrets: they reach no log, no
+ * other user and no peer.
+ *  header: "Name: value".
+ * Errors: DOPT_E_INVALID_ARG (CR or LF, no "Name:"), DOPT_E_TOO_LARGE,
+ * DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_add_http_header(dopt_job *job, const char *header);
 
-/* Removes every custom header of the job. */
+/* Removes every custom header of the job. Errors: DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_clear_http_headers(dopt_job *job);
 
-/* When on, the agent itself completes the job as soon as it is TRANSFERRED
- * (what `dopt get` does). Off by default. */
+/* When on is nonzero, the agent itself completes the job as soon as it is
+ * TRANSFERRED (what `dopt get` does). Off by default. */
 DOPT_EXPORT int dopt_job_set_auto_complete(dopt_job *job, int on);
 
-/* State changes. Each is persisted before it returns; a request the current
- * state does not allow returns DOPT_E_INVALID_STATE and changes nothing.
- *  resume:   SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled);
- *            a no-op DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job;
- *            DOPT_E_INVALID_STATE for a job without files
- *  suspend:  QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR -> SUSPENDED;
- *            a no-op DOPT_OK on a SUSPENDED job
- *  cancel:   any state but ACKNOWLEDGED/CANCELLED -> CANCELLED, partial files removed
- *  complete: TRANSFERRED -> ACKNOWLEDGED, files renamed to their final names;
- *            ERROR -> ACKNOWLEDGED keeping only the files fully transferred;
- *            DOPT_E_LOCAL_IO (state unchanged) when a rename fails. */
+/* ---- job state changes -------------------------------------------------- */
+
+/* Each change is persisted before it returns; a request the current state
+ * does not allow returns DOPT_E_INVALID_STATE and changes nothing. */
+
+/* SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled); a no-op
+ * DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job.
+ * Errors: DOPT_E_INVALID_STATE (other states, or a job without files). */
 DOPT_EXPORT int dopt_job_resume(dopt_job *job);
+
+/* QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR -> SUSPENDED; a no-op
+ * DOPT_OK on a SUSPENDED job. Errors: DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_suspend(dopt_job *job);
+
+/* Any state but ACKNOWLEDGED or CANCELLED -> CANCELLED; partial files are
+ * removed. Errors: DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_cancel(dopt_job *job);
+
+/* TRANSFERRED -> ACKNOWLEDGED, files renamed to their final names;
+ * ERROR -> ACKNOWLEDGED keeping only the files fully transferred.
+ * Errors: DOPT_E_LOCAL_IO (a rename failed; state unchanged),
+ * DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_complete(dopt_job *job);
 
-/* Blocks until the job is TRANSFERRED, ACKNOWLEDGED, ERROR or CANCELLED (the
- * agent answers the moment it changes; nothing is polled) or timeout_ms
- * passes (DOPT_E_TIMEOUT; -1 waits forever). *state_out (may be NULL) gets the
- * state at return. Do not call on a client used by another thread that needs
- * a quick answer: the wait holds the connection. */
-DOPT_EXPORT int dopt_job_wait(dopt_job *job, int timeout_ms, dopt_job_state *state_out);
+/* Blocks until the job is TRANSFERRED, ACKNOWLEDGED, ERROR or CANCELLED
+ * (the agent answers the moment it changes; nothing is polled).
+ *  state_out:  may be NULL; gets the state at return.
+ *  timeout_ms: -1 waits forever.
+ * The wait holds the client's connection: do not call it on a client
+ * another thread needs a quick answer from.
+ * Errors: DOPT_E_TIMEOUT (the time passed first), DOPT_E_NOT_FOUND. */
+DOPT_EXPORT int dopt_job_wait(dopt_job_state *state_out, dopt_job *job, int timeout_ms);
 
-/* Convenience reads, each one round trip. */
-DOPT_EXPORT int dopt_job_get_state(dopt_job *job, dopt_job_state *out);
-DOPT_EXPORT int dopt_job_get_progress(dopt_job *job, dopt_progress *out);
-DOPT_EXPORT int dopt_job_get_times(dopt_job *job, dopt_times *out);
+/* ---- job reads (each one round trip) ------------------------------------- */
 
-/* The job's last fatal error, or *out = NULL (and DOPT_OK) when it has none.
- * The caller owns *out and frees it with dopt_error_free; it stays readable
- * after the job moves on. */
-DOPT_EXPORT int dopt_job_get_error(dopt_error **out, dopt_job *job);
+/* A consistent snapshot of everything about the job.
+ *  out: gets the snapshot; the caller owns it (dopt_job_status_free).
+ * Errors: DOPT_E_NOT_FOUND. */
+DOPT_EXPORT int dopt_job_fetch_status(dopt_job_status **out, dopt_job *job);
+
+/* The job's state, progress or times now: dopt_job_fetch_status and one
+ * field read, for convenience. Errors: DOPT_E_NOT_FOUND. */
+DOPT_EXPORT int dopt_job_fetch_state(dopt_job_state *out, dopt_job *job);
+DOPT_EXPORT int dopt_job_fetch_progress(dopt_progress *out, dopt_job *job);
+DOPT_EXPORT int dopt_job_fetch_times(dopt_times *out, dopt_job *job);
+
+/* The job's last fatal error.
+ *  out: gets the error, or NULL (with DOPT_OK) when the job has none; the
+ *       caller owns it (dopt_error_free); it stays readable after the job
+ *       moves on.
+ * Errors: DOPT_E_NOT_FOUND. */
+DOPT_EXPORT int dopt_job_fetch_error(dopt_error **out, dopt_job *job);
 
 /* ---- callbacks (IBackgroundCopyCallback) -------------------------------- */
 
@@ -367,48 +458,91 @@ typedef struct dopt_callbacks {
 DOPT_EXPORT int dopt_job_set_callbacks(dopt_job *job, const dopt_callbacks *callbacks,
                                        void *userdata);
 
-/* ---- status snapshots --------------------------------------------------- */
+/* ---- status snapshots (field reads) ------------------------------------ */
 
-/* A consistent snapshot of everything about one job. Caller frees it. */
-DOPT_EXPORT int dopt_job_get_status(dopt_job_status **out, dopt_job *job);
+/* Frees a snapshot from dopt_job_fetch_status. NULL: no-op. */
 DOPT_EXPORT void dopt_job_status_free(dopt_job_status *status);
 
+/* The job's id (UUID string), owned by the snapshot. */
 DOPT_EXPORT const char *dopt_job_status_id(const dopt_job_status *status);
+
+/* The job's display name, owned by the snapshot; "" when it has none. */
 DOPT_EXPORT const char *dopt_job_status_display_name(const dopt_job_status *status);
+
+/* The job's state when the snapshot was taken. */
 DOPT_EXPORT dopt_job_state dopt_job_status_state(const dopt_job_status *status);
+
+/* The job's priority. */
 DOPT_EXPORT dopt_priority dopt_job_status_priority(const dopt_job_status *status);
+
+/* The uid of the job's owner. */
 DOPT_EXPORT uint32_t dopt_job_status_owner_uid(const dopt_job_status *status);
-DOPT_EXPORT void dopt_job_status_progress(const dopt_job_status *status, dopt_progress *out);
-DOPT_EXPORT void dopt_job_status_times(const dopt_job_status *status, dopt_times *out);
-/* How content is found: "http_only" (no metainfo; HTTP from the origin). */
+
+/* Fills *out with the job's progress (zeroed for a NULL status). */
+DOPT_EXPORT void dopt_job_status_progress(dopt_progress *out, const dopt_job_status *status);
+
+/* Fills *out with the job's times (zeroed for a NULL status). */
+DOPT_EXPORT void dopt_job_status_times(dopt_times *out, const dopt_job_status *status);
+
+/* How the job's content is found, owned by the snapshot:
+ *  "peer_assisted": some file goes (or went) through a torrent, so LAN
+ *                   peers may give pieces;
+ *  "http_only":     every file goes from the origin over HTTP only
+ *                   (docs/protocol.md gives the reason the agent reports);
+ *  "pending":       the agent has not looked for metainfo yet;
+ *  "":              the agent did not say. */
 DOPT_EXPORT const char *dopt_job_status_mode(const dopt_job_status *status);
+
+/* The number of files of the job. */
 DOPT_EXPORT size_t dopt_job_status_file_count(const dopt_job_status *status);
-/* DOPT_E_INVALID_ARG when index is out of range. */
-DOPT_EXPORT int dopt_job_status_file(const dopt_job_status *status, size_t index,
-                                     dopt_file_info *out);
-/* Where file number index got its piece hashes: "job", "origin" (found
- * beside the content), "none" (HTTP only) or "pending"; "" when out of
- * range or the agent did not say. */
+
+/* Fills *out with file number index (0-based, in the order added); its
+ * strings are owned by the snapshot.
+ * Returns DOPT_OK, or DOPT_E_INVALID_ARG when index is out of range (*out
+ * zeroed). */
+DOPT_EXPORT int dopt_job_status_file(dopt_file_info *out, const dopt_job_status *status,
+                                     size_t index);
+
+/* Where file number index got its piece hashes, owned by the snapshot:
+ * "job" (given with the job), "origin" (found beside the content), "none"
+ * (HTTP only) or "pending"; "" when index is out of range or the agent did
+ * not say. */
 DOPT_EXPORT const char *dopt_job_status_file_metainfo(const dopt_job_status *status, size_t index);
-/* The error, owned by the snapshot; NULL when there is none. */
+
+/* The job's fatal error, owned by the snapshot (dopt_error_copy keeps it
+ * longer); NULL when it has none. */
 DOPT_EXPORT const dopt_error *dopt_job_status_error(const dopt_job_status *status);
 
-/* ---- error objects (IBackgroundCopyError) ------------------------------- */
+/* ---- error objects (IBackgroundCopyError; field reads) ------------------ */
 
-DOPT_EXPORT dopt_error_context dopt_error_get_context(const dopt_error *error);
-/* HTTP status (e.g. 403), a positive errno, or a negative DOPT_E_* code. */
-DOPT_EXPORT int64_t dopt_error_get_code(const dopt_error *error);
-/* A sentence a person can act on, naming the URL or path and the cause. */
-DOPT_EXPORT const char *dopt_error_get_description(const dopt_error *error);
-/* "http", "https", "peer", or "" for local errors. */
-DOPT_EXPORT const char *dopt_error_get_protocol(const dopt_error *error);
-/* Unix time the error happened. */
-DOPT_EXPORT int64_t dopt_error_get_time(const dopt_error *error);
-/* The file in progress when the error happened; DOPT_E_NOT_FOUND when the
- * error concerns no file. Strings owned by the error object. */
-DOPT_EXPORT int dopt_error_get_file(const dopt_error *error, dopt_file_info *out);
-/* A copy of an error (e.g. one owned by a snapshot). Caller frees it. */
+/* Where the error came from. */
+DOPT_EXPORT dopt_context dopt_error_context(const dopt_error *error);
+
+/* An HTTP status (e.g. 403), a positive errno, or a negative DOPT_E_* code. */
+DOPT_EXPORT int64_t dopt_error_code(const dopt_error *error);
+
+/* A sentence a person can act on, naming the URL or path and the cause;
+ * owned by the error. */
+DOPT_EXPORT const char *dopt_error_description(const dopt_error *error);
+
+/* "http", "https", "peer", or "" for local errors; owned by the error. */
+DOPT_EXPORT const char *dopt_error_protocol(const dopt_error *error);
+
+/* The unix time the error happened. */
+DOPT_EXPORT int64_t dopt_error_time(const dopt_error *error);
+
+/* Fills *out with the file in progress when the error happened; its strings
+ * are owned by the error.
+ * Returns DOPT_OK, or DOPT_E_NOT_FOUND when the error concerns no file (*out
+ * zeroed). */
+DOPT_EXPORT int dopt_error_file(dopt_file_info *out, const dopt_error *error);
+
+/* Copies an error (e.g. one owned by a snapshot or given to a callback).
+ *  out: gets the copy; the caller owns it (dopt_error_free).
+ * Errors: DOPT_E_NOMEM. */
 DOPT_EXPORT int dopt_error_copy(dopt_error **out, const dopt_error *error);
+
+/* Frees an error from dopt_job_fetch_error or dopt_error_copy. NULL: no-op. */
 DOPT_EXPORT void dopt_error_free(dopt_error *error);
 
 #ifdef __cplusplus

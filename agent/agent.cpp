@@ -252,13 +252,9 @@ std::string Agent::Job::to_json() const {
     w.key("headers").begin_array();
     for (const auto& h : rec.headers) w.value(h);
     w.end_array();
-    w.key("error");
-    if (!rec.error) {
-        w.null();
-    } else {
-        const ErrorRecord& e = *rec.error;
-        w.begin_object()
-            .field("context", storage::context_name(e.context))
+    // The members of an error object, without its braces.
+    auto error_members = [&](const ErrorRecord& e) {
+        w.field("context", storage::context_name(e.context))
             .field("code", e.code)
             .field("description", e.description)
             .field("protocol", e.protocol)
@@ -271,9 +267,23 @@ std::string Agent::Job::to_json() const {
             size("bytes_total", e.bytes_total);
             w.field("bytes_transferred", e.bytes_transferred).end_object();
         }
+    };
+    w.key("error");
+    if (!rec.error) {
+        w.null();
+    } else {
+        w.begin_object();
+        error_members(*rec.error);
         w.end_object();
     }
-    if (rec.state == JobState::TransientError) w.field("transient_error", last_transient);
+    w.key("transient_error");
+    if (rec.state != JobState::TransientError) {
+        w.null();
+    } else {
+        w.begin_object();
+        error_members(last_transient);
+        w.field("next_retry", next_retry_time).end_object();
+    }
     if (!http_only_reason.empty()) w.field("http_only_reason", http_only_reason);
     w.end_object();
     return out;
@@ -371,7 +381,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         partial.reset();
         a.store_->update_file(rec.id, f);
         if (outcome.transient || outcome.code == 416) {
-            a.transient_failure(*this, outcome.description, outcome.retry_after);
+            a.transient_failure(*this, outcome);
         } else if (outcome.context == ErrorContext::LocalFile && outcome.code > 0) {
             // A write that failed (code: errno): say which file and why.
             int err = static_cast<int>(outcome.code);
@@ -391,7 +401,11 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         f.bytes_transferred = partial->size();
         partial.reset();
         a.store_->update_file(rec.id, f);
-        a.transient_failure(*this, why, 0);
+        TransferOutcome short_body;
+        short_body.context = ErrorContext::Transport;
+        short_body.code = DOPT_E_TRANSPORT;
+        short_body.description = why;
+        a.transient_failure(*this, short_body);
         return;
     }
     f.bytes_total = partial->size();
@@ -492,6 +506,9 @@ Agent::Agent(const Config& config) : config_(config) {
             ++resumed;
         } else if (job->rec.state == JobState::TransientError) {
             job->next_retry_ms = now + 1000L * config_.retry_min_delay;
+            job->last_transient = error_record(*job, ErrorContext::Agent, 0,
+                                               "the agent restarted while the job waited to retry", -1);
+            job->next_retry_time = job->last_transient.time + config_.retry_min_delay;
         } else if (job->rec.state == JobState::Transferred && job->rec.auto_complete) {
             auto_complete(*job);  // the agent stopped before (or while) it delivered
         }
@@ -678,10 +695,10 @@ bool Agent::change_state(Job& job, int to_int) {
     return true;
 }
 
-void Agent::fail(Job& job, int context, std::int64_t code, const std::string& description,
-                 int file_index) {
+ErrorRecord Agent::error_record(const Job& job, ErrorContext context, std::int64_t code,
+                               const std::string& description, int file_index) const {
     ErrorRecord e;
-    e.context = static_cast<ErrorContext>(context);
+    e.context = context;
     e.code = code;
     e.description = description;
     e.time = wall_now();
@@ -694,6 +711,12 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
         e.bytes_total = f.bytes_total;
         e.bytes_transferred = f.bytes_transferred;
     }
+    return e;
+}
+
+void Agent::fail(Job& job, int context, std::int64_t code, const std::string& description,
+                 int file_index) {
+    ErrorRecord e = error_record(job, static_cast<ErrorContext>(context), code, description, file_index);
     if (job.busy()) stop_transfer(job, true);
     std::int64_t note = 0;
     if (!store_->set_state(job.rec.id, JobState::Error, e.time, e, false, DOPT_NOTIFY_ERROR, &note)) {
@@ -713,7 +736,9 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
 
 // Retry later with exponential backoff and jitter, unless the job has made
 // no progress for its no-progress timeout: then it is a fatal error.
-void Agent::transient_failure(Job& job, const std::string& description, long retry_after) {
+void Agent::transient_failure(Job& job, const TransferOutcome& outcome) {
+    const std::string& description = outcome.description;
+    long retry_after = outcome.retry_after;
     std::int64_t now = mono_ms();
     if (now - job.last_progress_ms >= 1000LL * job.no_progress_timeout()) {
         fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
@@ -731,7 +756,8 @@ void Agent::transient_failure(Job& job, const std::string& description, long ret
     delay *= std::uniform_real_distribution<double>(0.75, 1.25)(rng);
     if (retry_after > 0) delay = std::max<double>(delay, std::min<long>(retry_after, 3600));
     job.next_retry_ms = now + static_cast<std::int64_t>(delay * 1000);
-    job.last_transient = description;
+    job.last_transient = error_record(job, outcome.context, outcome.code, description, job.current_file);
+    job.next_retry_time = job.last_transient.time + (job.next_retry_ms - now + 999) / 1000;
     LOG_INFO("job %s: transient error (retry %u in %.1f s): %s", job.rec.id.c_str(),
              job.rec.retry_count, delay, description.c_str());
     if (job.rec.state != JobState::TransientError)

@@ -99,7 +99,14 @@ private:
     void stop_transfer(Job& job, bool checkpoint);
     void fail(Job& job, int context, std::int64_t code, const std::string& description,
               int file_index);
-    void transient_failure(Job& job, const std::string& description, long retry_after);
+    // Records `outcome` (transient) as the job's last transient error and
+    // retries after a backoff, or fails the job when it made no progress
+    // for its no-progress timeout.
+    void transient_failure(Job& job, const TransferOutcome& outcome);
+    // An error record of the job, about file_index (-1: no file).
+    storage::ErrorRecord error_record(const Job& job, storage::ErrorContext context,
+                                      std::int64_t code, const std::string& description,
+                                      int file_index) const;
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
     // one at a time, in the order asked.
     using OwnerStep = std::function<void(Job& job)>;

@@ -99,7 +99,10 @@ struct Agent::Job : TransferSink {
     std::int64_t last_progress_ms = 0;    // for the no-progress timeout
     std::uint64_t bytes_since_progress = 0;  // origin bytes not yet counted as progress
     std::int64_t last_checkpoint_ms = 0;
-    std::string last_transient;           // why the last attempt failed
+    // TRANSIENT_ERROR: why the last attempt failed, and the unix time of
+    // the next one; the job object shows it only in that state.
+    storage::ErrorRecord last_transient;
+    std::int64_t next_retry_time = 0;
 
     // Peering (agent_swarm.cpp). While the current file goes through a
     // torrent, `swarm` is set, transfer is 0 and each verified piece is

@@ -264,7 +264,7 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
             return;
         }
         if (!outcome.ok && outcome.transient) {
-            transient_failure(job, outcome.description, outcome.retry_after);
+            transient_failure(job, outcome);
             return;
         }
         fail(job, static_cast<int>(outcome.ok ? ErrorContext::Integrity : outcome.context),
@@ -845,7 +845,6 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
              op.piece, outcome.description.c_str(), delay);
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) {
-        j->last_transient = outcome.description;
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
             fail(*j, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
                  "no progress for " + std::to_string(j->no_progress_timeout()) +

@@ -359,7 +359,10 @@ void write_file(JsonWriter& w, const dopt_file_info& f, const char* metainfo = n
     w.end_object();
 }
 
-void write_error(JsonWriter& w, const dopt_error* e) {
+// An error object as docs/protocol.md gives it; a transient one also has
+// next_retry.
+enum class ErrorKind { Fatal, Transient };
+void write_error(JsonWriter& w, const dopt_error* e, ErrorKind kind) {
     if (!e) {
         w.null();
         return;
@@ -369,11 +372,23 @@ void write_error(JsonWriter& w, const dopt_error* e) {
     w.key("code").value(dopt_error_code(e));
     w.key("description").value(dopt_error_description(e));
     w.key("protocol").value(dopt_error_protocol(e));
+    w.key("time").value(dopt_error_time(e));
     w.key("file");
     dopt_file_info f{};
     if (dopt_error_file(&f, e) == DOPT_OK) write_file(w, f);
     else w.null();
+    if (kind == ErrorKind::Transient) w.key("next_retry").value(dopt_error_next_retry(e));
     w.end_object();
+}
+
+// "transient_error: could not resolve host: nowhere.invalid; next try in
+// 9 s", or "" when the job does not wait on a transient error.
+std::string transient_summary(const dopt_job_status* s) {
+    const dopt_error* e = dopt_job_status_transient_error(s);
+    if (!e) return "";
+    long long wait = static_cast<long long>(dopt_error_next_retry(e)) - std::time(nullptr);
+    return std::string("transient_error: ") + dopt_error_description(e) + "; next try " +
+           (wait > 0 ? "in " + std::to_string(wait) + " s" : "now");
 }
 
 // The job object of `status --json` and `list --json` (DESIGN.md), compact,
@@ -404,7 +419,9 @@ void write_job(std::string& out, const dopt_job_status* s) {
     }
     w.end_array();
     w.key("error");
-    write_error(w, dopt_job_status_error(s));
+    write_error(w, dopt_job_status_error(s), ErrorKind::Fatal);
+    w.key("transient_error");
+    write_error(w, dopt_job_status_transient_error(s), ErrorKind::Transient);
     w.end_object();
 }
 
@@ -581,9 +598,13 @@ struct ProgressBar {
     double rate = 0;  // bytes/s, smoothed
 
     void draw(dopt_job* job) {
-        dopt_job_state st = DOPT_STATE_QUEUED;
+        dopt_job_status* status = nullptr;
+        if (dopt_job_fetch_status(&status, job) != DOPT_OK) return;
+        Status s(status);
         dopt_progress p{};
-        if (dopt_job_fetch_progress(&p, job) != DOPT_OK || dopt_job_fetch_state(&st, job) != DOPT_OK) return;
+        dopt_job_status_progress(&p, s.get());
+        std::string state = transient_summary(s.get());
+        if (state.empty()) state = dopt_state_name(dopt_job_status_state(s.get()));
         auto now = Clock::now();
         double dt = std::chrono::duration<double>(now - last_time).count();
         if (dt > 0 && p.bytes_transferred >= last_bytes) {
@@ -598,7 +619,7 @@ struct ProgressBar {
         std::fprintf(stderr, "\r[%s] %4s  %s / %s  %s/s  %s\033[K", bar.c_str(),
                      pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(),
                      human_bytes(p.bytes_transferred).c_str(), human_bytes(p.bytes_total).c_str(),
-                     human_bytes(static_cast<std::uint64_t>(rate)).c_str(), dopt_state_name(st));
+                     human_bytes(static_cast<std::uint64_t>(rate)).c_str(), state.c_str());
         std::fflush(stderr);
         g_progress_drawn = 1;
     }
@@ -752,6 +773,8 @@ void print_status(const dopt_job_status* s) {
         std::printf("file %zu:       %s <- %s (%s of %s)\n", i + 1, f.local_name, f.remote_name,
                     human_bytes(f.bytes_transferred).c_str(), human_bytes(f.bytes_total).c_str());
     }
+    std::string transient = transient_summary(s);
+    if (!transient.empty()) std::printf("waiting:      %s\n", transient.c_str());
     if (const dopt_error* e = dopt_job_status_error(s)) {
         std::printf("error:        %s\n", dopt_error_description(e));
         std::printf("error detail: context %s, code %lld, protocol %s\n",

@@ -56,6 +56,7 @@ struct dopt_error {
     std::string description;
     std::string protocol;
     std::int64_t time = 0;
+    std::int64_t next_retry = 0;  // a transient error's next attempt; 0 for a fatal one
     bool has_file = false;
     std::string local_name;
     std::string remote_name;
@@ -81,6 +82,7 @@ struct dopt_job_status {
     dopt_times times{};
     std::vector<File> files;
     std::unique_ptr<dopt_error> error;  // null when the job has no error
+    std::unique_ptr<dopt_error> transient_error;  // null unless TRANSIENT_ERROR
 };
 
 namespace dopt::client {

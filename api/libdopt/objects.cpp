@@ -454,6 +454,8 @@ std::unique_ptr<dopt_error> read_error(JsonReader& r) {
             read_str(r, "protocol", &err->protocol);
         } else if (key == "time") {
             err->time = read_int(r, "time");
+        } else if (key == "next_retry") {
+            err->next_retry = read_int(r, "next_retry");
         } else if (key == "file" && r.peek() == '{') {
             err->has_file = true;
             err->local_name.clear();
@@ -509,6 +511,7 @@ bool read_job_member(JsonReader& r, std::string_view key, dopt_job_status* s,
         case 't':
             if (key == "transfer_completed")
                 return s->times.transfer_completed = read_int(r, "transfer_completed"), true;
+            if (key == "transient_error") return s->transient_error = read_error(r), true;
             break;
         case 'b':
             if (key == "bytes_total")
@@ -675,6 +678,10 @@ const dopt_error* dopt_job_status_error(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_error") ? nullptr : s->error.get();
 }
 
+const dopt_error* dopt_job_status_transient_error(const dopt_job_status* s) {
+    return null_arg(s, "dopt_job_status_transient_error") ? nullptr : s->transient_error.get();
+}
+
 dopt_context dopt_error_context(const dopt_error* e) {
     return null_arg(e, "dopt_error_context") ? DOPT_CONTEXT_NONE : e->context;
 }
@@ -693,6 +700,10 @@ const char* dopt_error_protocol(const dopt_error* e) {
 
 int64_t dopt_error_time(const dopt_error* e) {
     return null_arg(e, "dopt_error_time") ? 0 : e->time;
+}
+
+int64_t dopt_error_next_retry(const dopt_error* e) {
+    return null_arg(e, "dopt_error_next_retry") ? 0 : e->next_retry;
 }
 
 int dopt_error_file(dopt_file_info* out, const dopt_error* e) {

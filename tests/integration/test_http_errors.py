@@ -6,10 +6,14 @@ nginx where it can produce the case, tests/origin/fault_origin.py otherwise."""
 
 import hashlib
 import os
+import pty
+import signal
+import subprocess
 import time
 import unittest
 
-from harness import MiB, IntegrationTest, fault_origin, free_port, make_file, sha256_file
+from harness import (MiB, IntegrationTest, clean_env, dopt_path, fault_origin, free_port,
+                     make_file, sha256_file)
 
 
 class FatalHttpErrors(IntegrationTest):
@@ -206,6 +210,64 @@ class FaultyOrigin(IntegrationTest):
         else:
             self.assertIn(st["state"], ("error", "transient_error", "transferring",
                                         "connecting", "queued", "transferred"))
+
+
+
+class TransientErrorIsShown(IntegrationTest):
+    """A job waiting in TRANSIENT_ERROR says why (issue 17, item 6): the job
+    object's transient_error, `dopt status` and the progress line of
+    `dopt get` name the last failure and the next attempt."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_agent()
+        # Nothing listens there: every attempt is refused at once.
+        self.url = "http://127.0.0.1:%d/nothing.bin" % free_port()
+        self.path = os.path.join(self.dest(), "nothing.bin")
+
+    def test_status_shows_the_refused_connection_and_the_next_retry(self):
+        job_id = self.agent.add(self.url, "-o", self.path)
+        self.agent.dopt("resume", job_id, check=True)
+        st = self.wait_state(job_id, "transient_error", timeout=30)
+        self.assertIsNone(st["error"])
+        t = st["transient_error"]
+        self.assertIsNotNone(t, "status --json: %s" % st)
+        self.assertEqual(t["context"], "transport")
+        self.assertEqual(t["code"], -19)  # DOPT_E_TRANSPORT
+        self.assertEqual(t["protocol"], "http")
+        self.assertIn("127.0.0.1", t["description"])
+        self.assertEqual(t["file"]["remote_name"], self.url)
+        self.assertGreater(t["time"], 0)
+        self.assertGreaterEqual(t["next_retry"], t["time"])
+        _, out, _ = self.agent.dopt("status", job_id, check=True)
+        self.assertIn("waiting:      transient_error: " + t["description"], out)
+        # Leaving the state clears it.
+        self.agent.dopt("suspend", job_id, check=True)
+        st = self.wait_state(job_id, "suspended", timeout=10)
+        self.assertIsNone(st["transient_error"])
+
+    def test_the_progress_line_of_get_names_the_failure(self):
+        leader, follower = pty.openpty()
+        p = subprocess.Popen([dopt_path(), "--socket", self.agent.socket, "get", self.url,
+                              "-o", self.path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=follower, env=clean_env())
+        os.close(follower)
+        text = b""
+        try:
+            deadline = time.monotonic() + 30
+            while b"next try" not in text and time.monotonic() < deadline:
+                try:
+                    text += os.read(leader, 4096)
+                except OSError:
+                    break  # dopt exited: its output is all there is
+        finally:
+            p.send_signal(signal.SIGINT)  # detach; the job goes on in the agent
+            p.wait(timeout=20)
+            os.close(leader)
+        line = text.decode(errors="replace").split("\r")[-1]
+        self.assertIn("transient_error: ", line, "last progress line: %r" % line)
+        self.assertIn("127.0.0.1", line)
+        self.assertIn("next try", line)
 
 
 if __name__ == "__main__":

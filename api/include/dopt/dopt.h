@@ -513,6 +513,13 @@ DOPT_EXPORT const char *dopt_job_status_file_metainfo(const dopt_job_status *sta
  * longer); NULL when it has none. */
 DOPT_EXPORT const dopt_error *dopt_job_status_error(const dopt_job_status *status);
 
+/* Why a job in TRANSIENT_ERROR waits: the failure of its last attempt
+ * (e.g. context TRANSPORT, "could not resolve host"), with
+ * dopt_error_next_retry the time of the next one. Owned by the snapshot;
+ * NULL in every other state (the agent clears it when the job leaves the
+ * state or makes progress). */
+DOPT_EXPORT const dopt_error *dopt_job_status_transient_error(const dopt_job_status *status);
+
 /* ---- error objects (IBackgroundCopyError; field reads) ------------------ */
 
 /* Where the error came from. */
@@ -530,6 +537,10 @@ DOPT_EXPORT const char *dopt_error_protocol(const dopt_error *error);
 
 /* The unix time the error happened. */
 DOPT_EXPORT int64_t dopt_error_time(const dopt_error *error);
+
+/* For a transient error (dopt_job_status_transient_error): the unix time of
+ * the job's next attempt. 0 for a fatal error. */
+DOPT_EXPORT int64_t dopt_error_next_retry(const dopt_error *error);
 
 /* Fills *out with the file in progress when the error happened; its strings
  * are owned by the error.

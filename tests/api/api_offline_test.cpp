@@ -250,12 +250,14 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     dopt_file_info file;
     CHECK(dopt_job_status_file(&file, nullptr, 0) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_status_error(nullptr) == nullptr);
+    CHECK(dopt_job_status_transient_error(nullptr) == nullptr);
 
     CHECK(dopt_error_context(nullptr) == DOPT_CONTEXT_NONE);
     CHECK(dopt_error_code(nullptr) == 0);
     CHECK(std::string(dopt_error_description(nullptr)).empty());
     CHECK(std::string(dopt_error_protocol(nullptr)).empty());
     CHECK(dopt_error_time(nullptr) == 0);
+    CHECK(dopt_error_next_retry(nullptr) == 0);
     CHECK(dopt_error_file(&file, nullptr) == DOPT_E_INVALID_ARG);
     err = reinterpret_cast<dopt_error*>(0x1);
     CHECK(dopt_error_copy(&err, nullptr) == DOPT_E_INVALID_ARG);
@@ -381,6 +383,41 @@ TEST_CASE("a status snapshot parses the job object and bytes_total -1 is UINT64_
     CHECK(std::string(f.remote_name) == "https://host/big.iso");
     CHECK(f.bytes_total == 4096);
     dopt_error_free(copy);
+}
+
+TEST_CASE("a transient_error snapshot says why the job waits and when it tries again") {
+    Connected c([](const json& req) -> json {
+        json job = canned_job("transient_error");
+        job["error"] = nullptr;
+        job["transient_error"] = {{"context", "transport"}, {"code", DOPT_E_TRANSPORT},
+                                  {"description", "cannot connect to 127.0.0.1:9"},
+                                  {"protocol", "http"}, {"time", 1795000100},
+                                  {"file", nullptr}, {"next_retry", 1795000109}};
+        if (req["op"] == "status") return {{"rc", 0}, {"job", job}};
+        return nullptr;
+    });
+    dopt_job_status* s = nullptr;
+    REQUIRE(dopt_job_fetch_status(&s, c.job) == DOPT_OK);
+    CHECK(dopt_job_status_error(s) == nullptr);
+    const dopt_error* e = dopt_job_status_transient_error(s);
+    REQUIRE(e != nullptr);
+    CHECK(dopt_error_context(e) == DOPT_CONTEXT_TRANSPORT);
+    CHECK(dopt_error_code(e) == DOPT_E_TRANSPORT);
+    CHECK(std::string(dopt_error_description(e)) == "cannot connect to 127.0.0.1:9");
+    CHECK(dopt_error_time(e) == 1795000100);
+    CHECK(dopt_error_next_retry(e) == 1795000109);
+    dopt_file_info f{};
+    CHECK(dopt_error_file(&f, e) == DOPT_E_NOT_FOUND);
+    dopt_job_status_free(s);
+
+    Connected fatal([](const json& req) -> json {
+        if (req["op"] == "status") return {{"rc", 0}, {"job", canned_job("error")}};
+        return nullptr;
+    });
+    REQUIRE(dopt_job_fetch_status(&s, fatal.job) == DOPT_OK);
+    CHECK(dopt_job_status_transient_error(s) == nullptr);
+    CHECK(dopt_error_next_retry(dopt_job_status_error(s)) == 0);
+    dopt_job_status_free(s);
 }
 
 TEST_CASE("add_file rejects NULL, empty and relative paths before sending") {

@@ -1,4 +1,4 @@
-// Peering: how a file goes through the LAN swarm (DESIGN.md "Data flow",
+// Peering: how a file goes through the LAN swarm (docs/design.md "Data flow",
 // "Trust", "Where bytes live").
 //
 //  1. Metainfo: the job's own (bytes given with the job, or a URL fetched
@@ -90,7 +90,7 @@ private:
 };
 
 // The URL of the metainfo published beside `url`: its path with `suffix`
-// appended, the query kept (DESIGN.md "Trust").
+// appended, the query kept (docs/design.md "Trust").
 std::string metainfo_url_beside(const std::string& url, const std::string& suffix) {
     std::size_t end = url.find_first_of("?#");
     if (end == std::string::npos) return url + suffix;

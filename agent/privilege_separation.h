@@ -1,5 +1,5 @@
-// Privilege separation of the system-wide agent (DESIGN.md, "Where bytes
-// live, and whose rights write them").
+// Privilege separation of the system-wide agent (docs/design.md, "Where bytes
+// live").
 //
 // A doptd started as root with `user` set splits in two at start, before any
 // thread exists:

@@ -1,4 +1,4 @@
-// Pins the transition table to the BITS/DO contract in DESIGN.md, and the
+// Pins the transition table to the BITS/DO contract in docs/design.md "Job states", and the
 // state and context names to the CLI's --json vocabulary.
 #include "storage/job_state.h"
 

@@ -54,7 +54,7 @@ struct FileRecord {
     std::string last_modified;
     std::string sha256;                  // expected, lowercase hex; "" = none
     bool completed = false;              // whole and verified
-    // Peering (DESIGN.md "Trust"): where this file's metainfo came from:
+    // Peering (docs/design.md "Trust"): where this file's metainfo came from:
     // "" not looked for yet, "job" given with the job, "origin" found beside
     // the content, "none" HTTP only.
     std::string metainfo_source;

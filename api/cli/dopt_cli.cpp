@@ -3,7 +3,7 @@
 // no agent.
 //
 // Its interface (commands, --json field names, exit codes) is fixed by
-// DESIGN.md "Interfaces other tools rely on". Exit codes:
+// docs/design.md "Interfaces other tools rely on". Exit codes:
 //   0 success; 1 the job failed (its error printed); 2 bad usage or input
 //   (including an unknown or another user's job); 3 the agent could not be
 //   reached. Messages go to stderr, prefixed "dopt: ".
@@ -376,7 +376,7 @@ void write_error(JsonWriter& w, const dopt_error* e) {
     w.end_object();
 }
 
-// The job object of `status --json` and `list --json` (DESIGN.md), compact,
+// The job object of `status --json` and `list --json` (docs/design.md), compact,
 // appended to `out`.
 void write_job(std::string& out, const dopt_job_status* s) {
     dopt_progress p{};
@@ -890,7 +890,7 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
 }
 
 // dopt publish FILE [--web-seed URL] [-o OUT]: the metainfo an origin hosts
-// beside FILE (DESIGN.md "Trust"). Needs no agent.
+// beside FILE (docs/design.md "Trust"). Needs no agent.
 int cmd_publish(const Options& o) {
     allow_only(o, {"-o", "--web-seed"});
     expect_args(o, 1, "a file");

@@ -339,11 +339,16 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
     std::int64_t now = mono_ms();
-    // Progress is at least 1 byte/s on average since the last progress: an
-    // origin trickling below that (each transfer ending in a stall) must
-    // not hold off the no-progress timeout forever.
-    bytes_since_progress += len;
-    if (bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
+    // Progress is new bytes of the file, at least 1 byte/s on average since
+    // the last progress: bytes fetched again (a retry from 0) are none, and
+    // an origin trickling below that rate (each transfer ending in a stall)
+    // must not hold off the no-progress timeout forever.
+    if (partial->size() > high_water) {
+        bytes_since_progress += partial->size() - high_water;
+        high_water = partial->size();
+    }
+    if (bytes_since_progress > 0 &&
+        bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
         last_progress_ms = now;
         bytes_since_progress = 0;
     }
@@ -585,7 +590,8 @@ int Agent::next_timeout_ms() const {
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
+        if (job->rec.state == JobState::TransientError)
+            deadline = std::min({deadline, job->next_retry_ms, job->no_progress_deadline_ms()});
     }
     for (const auto& w : waits_) {
         if (w.deadline_ms >= 0) deadline = std::min(deadline, w.deadline_ms);
@@ -715,11 +721,8 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
 // no progress for its no-progress timeout: then it is a fatal error.
 void Agent::transient_failure(Job& job, const std::string& description, long retry_after) {
     std::int64_t now = mono_ms();
-    if (now - job.last_progress_ms >= 1000LL * job.no_progress_timeout()) {
-        fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
-             "no progress for " + std::to_string(job.no_progress_timeout()) +
-                 " s; last failure: " + description,
-             job.current_file >= 0 ? job.current_file : 0);
+    if (now >= job.no_progress_deadline_ms()) {
+        fail_no_progress(job, description);
         return;
     }
     job.rec.retry_count++;
@@ -736,6 +739,14 @@ void Agent::transient_failure(Job& job, const std::string& description, long ret
              job.rec.retry_count, delay, description.c_str());
     if (job.rec.state != JobState::TransientError)
         change_state(job, static_cast<int>(JobState::TransientError));
+}
+
+// The job's no-progress timeout has passed: ERROR, with the last failure.
+void Agent::fail_no_progress(Job& job, const std::string& last_failure) {
+    fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+         "no progress for " + std::to_string(job.no_progress_timeout()) +
+             " s; last failure: " + last_failure,
+         job.current_file >= 0 ? job.current_file : 0);
 }
 
 // Never throws: a job table that cannot be written (its disk full) leaves
@@ -885,6 +896,10 @@ void Agent::start_http_transfer(Job& job, int fd) {
         return;
     }
     f.bytes_transferred = keep;
+    if (job.high_water_file != job.current_file) {
+        job.high_water_file = job.current_file;
+        job.high_water = keep;
+    }
     TransferRequest req;
     req.url = f.remote_url;
     req.offset = keep;
@@ -901,9 +916,10 @@ void Agent::start_http_transfer(Job& job, int fd) {
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
-    for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
-            schedule_needed_ = true;
+    for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->rec.state != JobState::TransientError) continue;
+        if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient);
+        else if (job->next_retry_ms <= now) schedule_needed_ = true;
     }
     if (job_table_failed_) {
         // A state change the job table refused leaves a job CONNECTING or

@@ -321,7 +321,7 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
-    f.bytes_transferred = partial->size();
+    note_partial();
     // Validators are persisted before any byte they vouch for is written.
     agent->store_->update_file(rec.id, f);
     if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
@@ -352,7 +352,9 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
         last_progress_ms = now;
         bytes_since_progress = 0;
     }
-    if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
+    // A flush is recorded at once: what a crash costs is what came after it.
+    if (now - last_checkpoint_ms >= 1000 || partial->durable_size() != f.durable_bytes)
+        agent->checkpoint(*this);
     if (agent->subscriptions_.count(rec.id)) agent->notify_modification(*this, false);
     return 0;
 } catch (const storage::StorageError& e) {
@@ -373,6 +375,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
             held = 0;
         }
         f.bytes_transferred = held;
+        if (partial) f.durable_bytes = partial->durable_size();
         partial.reset();
         a.store_->update_file(rec.id, f);
         if (outcome.transient || outcome.code == 416) {
@@ -393,7 +396,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     if (f.bytes_total != kUnknownSize && partial->size() != f.bytes_total) {
         std::string why = "the origin sent " + std::to_string(partial->size()) + " of " +
                           std::to_string(f.bytes_total) + " bytes of " + f.remote_url;
-        f.bytes_transferred = partial->size();
+        note_partial();
         partial.reset();
         a.store_->update_file(rec.id, f);
         a.transient_failure(*this, why, 0);
@@ -410,8 +413,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
         partial->reset();
+        note_partial();
         partial.reset();
-        f.bytes_transferred = 0;
         f.etag.clear();
         f.last_modified.clear();
         a.store_->update_file(rec.id, f);
@@ -421,6 +424,9 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
                current_file);
         return;
     }
+    // Flushed whole: a restart from here only checks the last byte.
+    note_partial();
+    a.store_->update_file(rec.id, f);
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -755,6 +761,7 @@ void Agent::fail_no_progress(Job& job, const std::string& last_failure) {
 void Agent::checkpoint(Job& job) {
     job.last_checkpoint_ms = mono_ms();
     try {
+        if (job.partial && job.current_file >= 0) job.note_partial();
         if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
         store_->update_job(job.rec);
     } catch (const storage::StorageError& e) {
@@ -772,7 +779,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) detach_swarm(job, !save);
-    if (job.partial && job.current_file >= 0) job.file().bytes_transferred = job.partial->size();
+    if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);
 }
@@ -879,23 +886,32 @@ void Agent::start_http_transfer(Job& job, int fd) {
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest
-    // of this same version" (If-Range); a weak ETag does not qualify.
+    // of this same version" (If-Range); a weak ETag does not qualify. And
+    // only what is sure: every byte this run of the agent wrote (the kernel
+    // holds them), else the prefix flushed before the restart (a power cut
+    // may have left the file longer, its tail zeros).
     bool strong_etag = !f.etag.empty() && f.etag.compare(0, 2, "W/") != 0;
     std::string validator = strong_etag ? f.etag : f.last_modified;
-    std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
+    auto on_disk = static_cast<std::uint64_t>(st.st_size);
+    std::uint64_t sure = job.partials_written.count(job.current_file)
+                             ? on_disk
+                             : std::min(on_disk, f.durable_bytes);
+    std::uint64_t keep = validator.empty() ? 0 : sure;
     if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
     // Whole already (the agent stopped before it recorded so): ask for the
     // last byte again, which checks the version (If-Range) where asking for
     // none would be a 416, taken as "changed".
     if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
-    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), config_.sync_on_complete, &err);
+    job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty(),
+                                     config_.sync_on_complete, &err);
     if (!job.partial) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
              "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
         return;
     }
-    f.bytes_transferred = keep;
+    job.partials_written.insert(job.current_file);
+    job.note_partial();
     if (job.high_water_file != job.current_file) {
         job.high_water_file = job.current_file;
         job.high_water = keep;

@@ -577,9 +577,13 @@ int Agent::run() {
             job_table_failed_ = true;
         }
     }
-    // Graceful stop: every transfer checkpointed, partial files kept; the
-    // jobs are QUEUED again on the next start.
+    // Graceful stop: every partial file flushed and checkpointed, and kept;
+    // the jobs are QUEUED again on the next start and resume where they
+    // stopped.
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->partial && job->partial->sync() != 0)
+            LOG_WARN("job %s: cannot flush its partial file; it resumes from its last flush",
+                     job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
     stop_peering();

@@ -847,6 +847,7 @@ void Agent::auto_complete(Job& job) {
 // Starts (or continues with the next file of) a job; with every file done
 // the job becomes TRANSFERRED (and ACKNOWLEDGED when it auto-completes).
 void Agent::start_job(Job& job) {
+    forget_lost_files(job);
     auto& files = job.rec.files;
     auto next = std::find_if(files.begin(), files.end(), [](const FileRecord& f) { return !f.completed; });
     if (next == files.end()) {
@@ -1126,12 +1127,44 @@ void Agent::deliver_next(Job& job, bool only_completed, int from_state, Delivere
                               f.local_path.c_str());
                      rc = 0;
                  }
+                 if (rc == -ENOENT)
+                     return done(j, ENOENT, "cannot move " + f.partial_path + " to " + f.local_path +
+                                                ": the partial file is gone; resume the job to "
+                                                "fetch it again");
                  if (rc != 0)
                      return done(j, -rc, "cannot move " + f.partial_path + " to " + f.local_path +
                                              ": " + std::strerror(-rc));
                  DOPT_CRASH_POINT("complete_renamed");
                  recorded(j);
              });
+}
+
+// A whole file's bytes are gone when its partial file is (removed, or its
+// folder removed and made again) and it is not at its final path either (a
+// crash between the rename and the job table's commit). Such files are
+// marked not transferred, to be fetched again. Returns how many. A partial
+// file the agent cannot look at (EACCES) counts as there: its rename says
+// what is wrong.
+int Agent::forget_lost_files(Job& job) {
+    int lost = 0;
+    for (FileRecord& f : job.rec.files) {
+        struct stat st {};
+        if (!f.completed || f.partial_path.empty() || ::lstat(f.partial_path.c_str(), &st) == 0 ||
+            errno != ENOENT)
+            continue;
+        if (::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) == f.bytes_total)
+            continue;
+        LOG_WARN("job %s: %s is gone; fetching %s again", job.rec.id.c_str(), f.partial_path.c_str(),
+                 f.remote_url.c_str());
+        f.completed = false;
+        f.bytes_transferred = 0;
+        f.durable_bytes = 0;
+        job.partials_written.erase(f.index);
+        store_->update_file(job.rec.id, f);
+        ++lost;
+    }
+    return lost;
 }
 
 // Removes the job's partial files (cancel, max_job_age), after whatever

@@ -321,7 +321,7 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
-    f.bytes_transferred = partial->size();
+    note_partial();
     // Validators are persisted before any byte they vouch for is written.
     agent->store_->update_file(rec.id, f);
     if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
@@ -339,15 +339,22 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
     std::int64_t now = mono_ms();
-    // Progress is at least 1 byte/s on average since the last progress: an
-    // origin trickling below that (each transfer ending in a stall) must
-    // not hold off the no-progress timeout forever.
-    bytes_since_progress += len;
-    if (bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
+    // Progress is new bytes of the file, at least 1 byte/s on average since
+    // the last progress: bytes fetched again (a retry from 0) are none, and
+    // an origin trickling below that rate (each transfer ending in a stall)
+    // must not hold off the no-progress timeout forever.
+    if (partial->size() > high_water) {
+        bytes_since_progress += partial->size() - high_water;
+        high_water = partial->size();
+    }
+    if (bytes_since_progress > 0 &&
+        bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
         last_progress_ms = now;
         bytes_since_progress = 0;
     }
-    if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
+    // A flush is recorded at once: what a crash costs is what came after it.
+    if (now - last_checkpoint_ms >= 1000 || partial->durable_size() != f.durable_bytes)
+        agent->checkpoint(*this);
     if (agent->subscriptions_.count(rec.id)) agent->notify_modification(*this, false);
     return 0;
 } catch (const storage::StorageError& e) {
@@ -368,6 +375,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
             held = 0;
         }
         f.bytes_transferred = held;
+        if (partial) f.durable_bytes = partial->durable_size();
         partial.reset();
         a.store_->update_file(rec.id, f);
         if (outcome.transient || outcome.code == 416) {
@@ -388,7 +396,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     if (f.bytes_total != kUnknownSize && partial->size() != f.bytes_total) {
         std::string why = "the origin sent " + std::to_string(partial->size()) + " of " +
                           std::to_string(f.bytes_total) + " bytes of " + f.remote_url;
-        f.bytes_transferred = partial->size();
+        note_partial();
         partial.reset();
         a.store_->update_file(rec.id, f);
         a.transient_failure(*this, why, 0);
@@ -405,8 +413,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
         partial->reset();
+        note_partial();
         partial.reset();
-        f.bytes_transferred = 0;
         f.etag.clear();
         f.last_modified.clear();
         a.store_->update_file(rec.id, f);
@@ -416,6 +424,9 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
                current_file);
         return;
     }
+    // Flushed whole: a restart from here only checks the last byte.
+    note_partial();
+    a.store_->update_file(rec.id, f);
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -566,9 +577,13 @@ int Agent::run() {
             job_table_failed_ = true;
         }
     }
-    // Graceful stop: every transfer checkpointed, partial files kept; the
-    // jobs are QUEUED again on the next start.
+    // Graceful stop: every partial file flushed and checkpointed, and kept;
+    // the jobs are QUEUED again on the next start and resume where they
+    // stopped.
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->partial && job->partial->sync() != 0)
+            LOG_WARN("job %s: cannot flush its partial file; it resumes from its last flush",
+                     job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
     stop_peering();
@@ -585,7 +600,8 @@ int Agent::next_timeout_ms() const {
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
+        if (job->rec.state == JobState::TransientError)
+            deadline = std::min({deadline, job->next_retry_ms, job->no_progress_deadline_ms()});
     }
     for (const auto& w : waits_) {
         if (w.deadline_ms >= 0) deadline = std::min(deadline, w.deadline_ms);
@@ -715,11 +731,8 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
 // no progress for its no-progress timeout: then it is a fatal error.
 void Agent::transient_failure(Job& job, const std::string& description, long retry_after) {
     std::int64_t now = mono_ms();
-    if (now - job.last_progress_ms >= 1000LL * job.no_progress_timeout()) {
-        fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
-             "no progress for " + std::to_string(job.no_progress_timeout()) +
-                 " s; last failure: " + description,
-             job.current_file >= 0 ? job.current_file : 0);
+    if (now >= job.no_progress_deadline_ms()) {
+        fail_no_progress(job, description);
         return;
     }
     job.rec.retry_count++;
@@ -738,12 +751,21 @@ void Agent::transient_failure(Job& job, const std::string& description, long ret
         change_state(job, static_cast<int>(JobState::TransientError));
 }
 
+// The job's no-progress timeout has passed: ERROR, with the last failure.
+void Agent::fail_no_progress(Job& job, const std::string& last_failure) {
+    fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+         "no progress for " + std::to_string(job.no_progress_timeout()) +
+             " s; last failure: " + last_failure,
+         job.current_file >= 0 ? job.current_file : 0);
+}
+
 // Never throws: a job table that cannot be written (its disk full) leaves
 // the job running on what it holds in memory; the next checkpoint tries
 // again, and after a crash the job resumes from the last one written.
 void Agent::checkpoint(Job& job) {
     job.last_checkpoint_ms = mono_ms();
     try {
+        if (job.partial && job.current_file >= 0) job.note_partial();
         if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
         store_->update_job(job.rec);
     } catch (const storage::StorageError& e) {
@@ -761,7 +783,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) detach_swarm(job, !save);
-    if (job.partial && job.current_file >= 0) job.file().bytes_transferred = job.partial->size();
+    if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);
 }
@@ -825,6 +847,7 @@ void Agent::auto_complete(Job& job) {
 // Starts (or continues with the next file of) a job; with every file done
 // the job becomes TRANSFERRED (and ACKNOWLEDGED when it auto-completes).
 void Agent::start_job(Job& job) {
+    forget_lost_files(job);
     auto& files = job.rec.files;
     auto next = std::find_if(files.begin(), files.end(), [](const FileRecord& f) { return !f.completed; });
     if (next == files.end()) {
@@ -868,23 +891,36 @@ void Agent::start_http_transfer(Job& job, int fd) {
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest
-    // of this same version" (If-Range); a weak ETag does not qualify.
+    // of this same version" (If-Range); a weak ETag does not qualify. And
+    // only what is sure: every byte this run of the agent wrote (the kernel
+    // holds them), else the prefix flushed before the restart (a power cut
+    // may have left the file longer, its tail zeros).
     bool strong_etag = !f.etag.empty() && f.etag.compare(0, 2, "W/") != 0;
     std::string validator = strong_etag ? f.etag : f.last_modified;
-    std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
+    auto on_disk = static_cast<std::uint64_t>(st.st_size);
+    std::uint64_t sure = job.partials_written.count(job.current_file)
+                             ? on_disk
+                             : std::min(on_disk, f.durable_bytes);
+    std::uint64_t keep = validator.empty() ? 0 : sure;
     if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
     // Whole already (the agent stopped before it recorded so): ask for the
     // last byte again, which checks the version (If-Range) where asking for
     // none would be a 416, taken as "changed".
     if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
-    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), config_.sync_on_complete, &err);
+    job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty(),
+                                     config_.sync_on_complete, &err);
     if (!job.partial) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
              "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
         return;
     }
-    f.bytes_transferred = keep;
+    job.partials_written.insert(job.current_file);
+    job.note_partial();
+    if (job.high_water_file != job.current_file) {
+        job.high_water_file = job.current_file;
+        job.high_water = keep;
+    }
     TransferRequest req;
     req.url = f.remote_url;
     req.offset = keep;
@@ -901,9 +937,10 @@ void Agent::start_http_transfer(Job& job, int fd) {
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
-    for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
-            schedule_needed_ = true;
+    for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->rec.state != JobState::TransientError) continue;
+        if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient);
+        else if (job->next_retry_ms <= now) schedule_needed_ = true;
     }
     if (job_table_failed_) {
         // A state change the job table refused leaves a job CONNECTING or
@@ -1090,12 +1127,44 @@ void Agent::deliver_next(Job& job, bool only_completed, int from_state, Delivere
                               f.local_path.c_str());
                      rc = 0;
                  }
+                 if (rc == -ENOENT)
+                     return done(j, ENOENT, "cannot move " + f.partial_path + " to " + f.local_path +
+                                                ": the partial file is gone; resume the job to "
+                                                "fetch it again");
                  if (rc != 0)
                      return done(j, -rc, "cannot move " + f.partial_path + " to " + f.local_path +
                                              ": " + std::strerror(-rc));
                  DOPT_CRASH_POINT("complete_renamed");
                  recorded(j);
              });
+}
+
+// A whole file's bytes are gone when its partial file is (removed, or its
+// folder removed and made again) and it is not at its final path either (a
+// crash between the rename and the job table's commit). Such files are
+// marked not transferred, to be fetched again. Returns how many. A partial
+// file the agent cannot look at (EACCES) counts as there: its rename says
+// what is wrong.
+int Agent::forget_lost_files(Job& job) {
+    int lost = 0;
+    for (FileRecord& f : job.rec.files) {
+        struct stat st {};
+        if (!f.completed || f.partial_path.empty() || ::lstat(f.partial_path.c_str(), &st) == 0 ||
+            errno != ENOENT)
+            continue;
+        if (::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) == f.bytes_total)
+            continue;
+        LOG_WARN("job %s: %s is gone; fetching %s again", job.rec.id.c_str(), f.partial_path.c_str(),
+                 f.remote_url.c_str());
+        f.completed = false;
+        f.bytes_transferred = 0;
+        f.durable_bytes = 0;
+        job.partials_written.erase(f.index);
+        store_->update_file(job.rec.id, f);
+        ++lost;
+    }
+    return lost;
 }
 
 // Removes the job's partial files (cancel, max_job_age), after whatever

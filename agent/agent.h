@@ -100,6 +100,8 @@ private:
     void fail(Job& job, int context, std::int64_t code, const std::string& description,
               int file_index);
     void transient_failure(Job& job, const std::string& description, long retry_after);
+    void fail_no_progress(Job& job, const std::string& last_failure);
+    int forget_lost_files(Job& job);
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
     // one at a time, in the order asked.
     using OwnerStep = std::function<void(Job& job)>;

@@ -488,7 +488,8 @@ void Agent::op_resume(Request& req, Job& job) {
     } else if (job.rec.files.empty()) {
         rc = DOPT_E_INVALID_STATE;
         msg = "the job has no files";
-    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError) {
+    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError ||
+               (s == JobState::Transferred && !job.delivering && forget_lost_files(job) > 0)) {
         job.rec.retry_count = 0;
         job.last_progress_ms = mono_ms();
         store_->update_job(job.rec);

@@ -461,6 +461,9 @@ void Agent::join_swarm(Job& job, int fd) {
     job.written_count = 0;
     f.bytes_total = s->meta.size;
     f.bytes_transferred = 0;
+    // Pieces land anywhere in the file: no prefix of it is sure.
+    f.durable_bytes = 0;
+    job.partials_written.erase(job.current_file);
     store_->update_file(job.rec.id, f);
     if (s->users.empty()) {
         // Timers and rates from before (the swarm may have been idle for

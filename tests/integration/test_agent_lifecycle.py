@@ -2,6 +2,7 @@
 one agent per state_dir, stale sockets, config errors."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -209,6 +210,63 @@ class Lifecycle(IntegrationTest):
         self.assertIn(self.agent.config + ":", self.agent.log_text())
         self.assertTrue(self.agent.running())
         self.agent.dopt("list", check=0)
+
+
+class LostPartialFiles(IntegrationTest):
+    """A job whose bytes are gone from disk is fetched again on resume, not
+    stuck (issue 17)."""
+
+    def setUp(self):
+        super().setUp()
+        self.nginx = self.sb.nginx(self.www)
+        self.start_agent()
+
+    def partials(self, folder):
+        return [n for n in os.listdir(folder) if n.endswith(".dopt-partial")]
+
+    def test_a_transferred_job_whose_partial_file_was_removed_is_fetched_again_on_resume(self):
+        # Used to: Complete failed on the missing file for ever, and resume
+        # was refused ("transferred cannot be resumed").
+        sha = make_file(os.path.join(self.www, "a.bin"), MiB)
+        folder = self.dest()
+        path = os.path.join(folder, "a.bin")
+        job_id = self.agent.add(self.nginx.url("a.bin"), "-o", path)
+        self.wait_state(job_id, "transferred")
+        for name in self.partials(folder):
+            os.unlink(os.path.join(folder, name))
+        rc, _, err = self.dopt("complete", job_id)
+        self.assertNotEqual(rc, 0, "Complete without the file's bytes succeeded")
+        self.assertIn("gone; resume the job", err)
+        self.assertEqual(self.status(job_id)["state"], "transferred")
+        self.dopt("resume", job_id, check=True)
+        self.wait_state(job_id, "transferred")
+        self.dopt("complete", job_id, check=True)
+        self.assertFileSha(path, sha)
+        self.assertEqual(self.nginx.body_bytes_sent("/a.bin"), 2 * MiB)
+
+    def test_resume_after_the_folder_was_removed_and_made_again_fetches_the_lost_file(self):
+        # b.bin is missing (404: ERROR) while a.bin is whole; the folder,
+        # a.bin's partial file with it, is removed and made again, b.bin
+        # put on the origin, the job resumed. Used to: the resume counted
+        # a.bin as whole, and only its rename was tried again (and failed).
+        sha_a = make_file(os.path.join(self.www, "a.bin"), MiB)
+        folder = self.dest()
+        pa, pb = os.path.join(folder, "a.bin"), os.path.join(folder, "b.bin")
+        job_id = self.agent.add(self.nginx.url("a.bin"), "-o", pa,
+                                self.nginx.url("b.bin"), "-o", pb)
+        st = self.wait_state(job_id, "error")
+        self.assertEqual(st["error"]["code"], 404, st)
+        self.assertTrue([n for n in self.partials(folder) if n.startswith(".a.bin")],
+                        "a.bin's partial file")
+        shutil.rmtree(folder)
+        os.makedirs(folder)
+        sha_b = make_file(os.path.join(self.www, "b.bin"), MiB)
+        self.dopt("resume", job_id, check=True)
+        st = self.wait_state(job_id, ("transferred", "error"))
+        self.assertEqual(st["state"], "transferred", st)
+        self.dopt("complete", job_id, check=True)
+        self.assertFileSha(pa, sha_a)
+        self.assertFileSha(pb, sha_b)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ excluded), so two tests that use different file names never share a counter.
   ?noifrange=1                 on any of the above: If-Range ignored, Range
                                honoured (a broken cache: a 206 of whatever
                                version it holds now, e.g. with /changing/)
+  ?novalidators=1              on any of the above: no ETag and no Last-Modified
+                               (a client cannot resume, it starts over)
   GET /_stats                  JSON: {path: {"requests", "body_bytes", "cuts",
                                "log": [[status, range, if_range, sent], ...],
                                "times": [arrival of each request, seconds
@@ -341,8 +343,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
-        self.send_header("ETag", res.etag)
-        self.send_header("Last-Modified", email.utils.formatdate(res.mtime, usegmt=True))
+        if self.query.get("novalidators") != "1":
+            self.send_header("ETag", res.etag)
+            self.send_header("Last-Modified", email.utils.formatdate(res.mtime, usegmt=True))
         self.send_header("Accept-Ranges", "bytes" if ranges else "none")
         if status == 206:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))

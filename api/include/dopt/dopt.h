@@ -278,7 +278,8 @@ DOPT_EXPORT int dopt_job_set_auto_complete(dopt_job *job, int on);
  * state does not allow returns DOPT_E_INVALID_STATE and changes nothing.
  *  resume:   SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled);
  *            a no-op DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job;
- *            DOPT_E_INVALID_STATE for a job without files
+ *            DOPT_E_INVALID_STATE for a job without files; a file whose
+ *            partial file is gone is fetched again (TRANSFERRED -> QUEUED too)
  *  suspend:  QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR -> SUSPENDED;
  *            a no-op DOPT_OK on a SUSPENDED job
  *  cancel:   any state but ACKNOWLEDGED/CANCELLED -> CANCELLED, partial files removed

@@ -115,6 +115,20 @@ class Lifecycle(IntegrationTest):
                       "the refusal should say the state_dir is locked")
         self.agent.dopt("list", check=0)  # the first one is unharmed
 
+    def test_a_second_agent_on_a_live_agents_socket_refuses_and_leaves_it(self):
+        self.start_agent()
+        second = self.sb.agent(name="agent2", start=False,
+                               extra_toml='socket = "%s"' % self.agent.socket)
+        p = second.spawn()
+        try:
+            rc = p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.fail("a second doptd on a live agent's socket is still running")
+        self.assertEqual(rc, 1, "a doptd that cannot start exits 1")
+        self.assertIn("another doptd is serving " + self.agent.socket, second.log_text())
+        self.assertNotIn("replacing stale socket", second.log_text())
+        self.agent.dopt("list", check=0)  # the first one still answers on its socket
+
     def test_stale_socket_from_kill_9_is_replaced_on_restart(self):
         self.start_agent()
         self.agent.kill9()

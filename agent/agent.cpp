@@ -367,7 +367,10 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     FileRecord& f = file();
     if (!outcome.ok) {
         std::uint64_t held = partial ? partial->size() : 0;
-        if (outcome.code == DOPT_E_REMOTE_CHANGED || (outcome.code == 416 && request_offset > 0)) {
+        // A 416 to a Range (the file shrank or changed) is retried from 0;
+        // one to a request for the whole file never succeeds.
+        bool range_refused = outcome.code == 416 && request_offset > 0;
+        if (outcome.code == DOPT_E_REMOTE_CHANGED || range_refused) {
             // What we hold no longer matches the origin: drop it and retry.
             if (partial) partial->reset();
             f.etag.clear();
@@ -378,7 +381,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         if (partial) f.durable_bytes = partial->durable_size();
         partial.reset();
         a.store_->update_file(rec.id, f);
-        if (outcome.transient || outcome.code == 416) {
+        if (outcome.transient || range_refused) {
             a.transient_failure(*this, outcome.description, outcome.retry_after);
         } else if (outcome.context == ErrorContext::LocalFile && outcome.code > 0) {
             // A write that failed (code: errno): say which file and why.

@@ -146,6 +146,12 @@ void store_option(Options* o, const std::string& opt, const std::string& value) 
     else if (opt == "--web-seed") o->web_seed = value;
 }
 
+bool is_option_name(std::string arg) {
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) arg.resize(eq);
+    arg = canonical(arg);
+    return kValueOptions.count(arg) || kFlagOptions.count(arg);
+}
+
 // Options may come before or after positionals; "--" ends options;
 // "--opt=value" and "--opt value" are both accepted.
 Options parse_args(int argc, char** argv) {
@@ -174,6 +180,9 @@ Options parse_args(int argc, char** argv) {
             if (opt == "--auto-complete") o.auto_complete = true;
         } else if (kValueOptions.count(opt)) {
             if (!inline_value && i + 1 >= argc) usage_error("option " + a + " needs a value");
+            // "-o --name x": the path is missing (--output=--name takes it).
+            if (!inline_value && is_option_name(argv[i + 1]))
+                usage_error("option " + a + " needs a value, not the option " + argv[i + 1]);
             store_option(&o, opt, inline_value ? *inline_value : argv[++i]);
         } else {
             usage_error("unknown option " + a);
@@ -646,7 +655,8 @@ dopt_job_state wait_for_end(dopt_job* job, bool tty) {
 int cmd_get(const Options& o) {
     allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
-    if (o.args.size() > 1) usage_error("'get' takes one URL; use 'dopt add' for several");
+    if (o.args.size() > 1)
+        usage_error("'get' takes one URL, not also '" + o.args[1] + "'; use 'dopt add' for several");
     JobSpec spec = make_spec(o, DOPT_PRIORITY_FOREGROUND);
     spec.auto_complete = true;
     Client client = connect(o);

@@ -80,6 +80,18 @@ class BadInput(unittest.TestCase):
         finally:
             os.chmod(d, 0o755)
 
+    def test_output_option_without_its_path_says_so(self):
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o",
+                                              "--priority", "foreground"))
+        self.assertIn("option -o needs a value, not the option --priority", err)
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o"))
+        self.assertIn("option -o needs a value", err)
+
+    def test_get_with_two_urls_names_the_second(self):
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o",
+                                              self.out("x"), "http://127.0.0.1:1/second"))
+        self.assertIn("'get' takes one URL, not also 'http://127.0.0.1:1/second'", err)
+
     def test_status_of_an_unknown_job_is_exit_2(self):
         self.assertExit(2, self.dopt("status", "00000000-0000-0000-0000-000000000000"))
 

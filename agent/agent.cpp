@@ -141,6 +141,12 @@ std::string normalise_path(const std::string& path) {
     return out;
 }
 
+std::string destination_key(const std::string& path) {
+    struct stat st{};
+    if (::stat(dir_of(path).c_str(), &st) != 0) return path;
+    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + "/" + base_of(path);
+}
+
 bool is_waitable(JobState s) {
     return s == JobState::Transferred || s == JobState::Acknowledged || s == JobState::Error ||
            s == JobState::Cancelled;
@@ -486,7 +492,10 @@ Agent::Agent(const Config& config) : config_(config) {
         job->last_progress_ms = now;
         std::string id = job->rec.id;
         last_seq_ = std::max(last_seq_, job->rec.seq);
-        for (const auto& f : job->rec.files) destinations_.emplace(f.local_path, id);
+        for (const auto& f : job->rec.files) {
+            job->destination_keys.push_back(destination_key(f.local_path));
+            destinations_.emplace(job->destination_keys.back(), id);
+        }
         track_active(*job);
         by_seq_[job->rec.seq] = job.get();
         jobs_[id] = std::move(job);
@@ -667,8 +676,8 @@ void Agent::forget_job(Job& job) {
     by_seq_.erase(job.rec.seq);
     outbox_.erase(job.rec.id);
     subscriptions_.erase(job.rec.id);
-    for (const auto& f : job.rec.files) {
-        for (auto [it, end] = destinations_.equal_range(f.local_path); it != end;) {
+    for (const auto& key : job.destination_keys) {
+        for (auto [it, end] = destinations_.equal_range(key); it != end;) {
             it = it->second == job.rec.id ? destinations_.erase(it) : std::next(it);
         }
     }

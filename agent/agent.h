@@ -66,7 +66,7 @@ private:
                   const Reply& answer);
     void add_file_checked(Job& job, std::int64_t seq, const storage::FileRecord& f, int rc,
                           bool created, const Reply& answer);
-    const Job* destination_holder(const std::string& path) const;
+    const Job* destination_holder(const std::string& key) const;
     void op_set(Request& req, Job& job);
     void op_resume(Request& req, Job& job);
     void op_suspend(Request& req, Job& job);
@@ -170,7 +170,7 @@ private:
     std::map<std::string, std::unique_ptr<Job>> jobs_;
     std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
     std::map<std::int64_t, Job*> by_seq_;  // every job, in creation order
-    std::unordered_multimap<std::string, std::string> destinations_;  // local path -> job id
+    std::unordered_multimap<std::string, std::string> destinations_;  // destination_key -> job id
     std::map<ConnId, bool> hello_done_;
 
     struct PendingWait {

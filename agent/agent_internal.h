@@ -40,6 +40,10 @@ std::string base_of(const std::string& path);
 // Lexically normalises an absolute path; "" when it climbs above "/" or
 // names a folder.
 std::string normalise_path(const std::string& path);
+// What makes two destinations one file: the folder's device and inode and
+// the name, so a folder also reached through a symlink or a bind mount is
+// one folder; the path itself when the folder cannot be looked at.
+std::string destination_key(const std::string& path);
 bool is_waitable(storage::JobState s);  // what `wait` returns at
 bool is_running(storage::JobState s);   // CONNECTING or TRANSFERRING
 std::string scheme_of(const std::string& url);
@@ -108,6 +112,7 @@ struct Agent::Job : TransferSink {
     std::set<int> partials_written;
     std::int64_t last_checkpoint_ms = 0;
     std::string last_transient;           // why the last attempt failed
+    std::vector<std::string> destination_keys;  // its entries in destinations_
 
     // Peering (agent_swarm.cpp). While the current file goes through a
     // torrent, `swarm` is set, transfer is 0 and each verified piece is

@@ -221,10 +221,11 @@ int add_file_errno_code(int e) {
 }
 }  // namespace
 
-// The job that holds `path` as its destination, nullptr when none does.
-// A job in ERROR does not hold its destination: a new job may retry it.
-const Agent::Job* Agent::destination_holder(const std::string& path) const {
-    for (auto [it, end] = destinations_.equal_range(path); it != end; ++it) {
+// The job that holds the destination of `key` (destination_key), nullptr
+// when none does. A job in ERROR does not hold its destination: a new job
+// may retry it.
+const Agent::Job* Agent::destination_holder(const std::string& key) const {
+    for (auto [it, end] = destinations_.equal_range(key); it != end; ++it) {
         auto other = jobs_.find(it->second);
         if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
             other->second->rec.state == JobState::Error)
@@ -353,7 +354,8 @@ void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, in
     if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
         return refuse(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
                                                 storage::state_name(job.rec.state));
-    if (const Job* holder = destination_holder(norm)) {
+    const std::string key = destination_key(norm);
+    if (const Job* holder = destination_holder(key)) {
         // Another user's job id is not the caller's to know.
         std::string whose = holder->rec.owner_uid == job.rec.owner_uid ? "job " + holder->rec.id
                                                                        : "another user's job";
@@ -366,7 +368,8 @@ void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, in
         return refuse(DOPT_E_INTERNAL, e.what());
     }
     job.rec.files.push_back(f);
-    destinations_.emplace(norm, job.rec.id);
+    job.destination_keys.push_back(key);
+    destinations_.emplace(key, job.rec.id);
     send(0, "");
 }
 

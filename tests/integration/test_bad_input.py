@@ -92,6 +92,20 @@ class BadInput(unittest.TestCase):
                                               self.out("x"), "http://127.0.0.1:1/second"))
         self.assertIn("'get' takes one URL, not also 'http://127.0.0.1:1/second'", err)
 
+    def test_one_destination_through_a_symlinked_folder_is_refused(self):
+        real = os.path.dirname(self.out("x"))
+        link = real + "-link"
+        os.symlink(real, link)
+        out, _ = self.assertExit(0, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                              os.path.join(real, "same.bin")))
+        first = out.split()[0]
+        _, err = self.assertExit(2, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                              os.path.join(link, "same.bin")))
+        self.assertIn(os.path.join(link, "same.bin") + " is already the destination of job "
+                      + first, err)
+        self.assertExit(0, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                     os.path.join(link, "other.bin")))
+
     def test_status_of_an_unknown_job_is_exit_2(self):
         self.assertExit(2, self.dopt("status", "00000000-0000-0000-0000-000000000000"))
 

@@ -802,41 +802,52 @@ void Agent::stop_transfer(Job& job, bool save) {
 
 // ---- scheduling -------------------------------------------------------------
 
-// Runs the most urgent jobs: the first max_jobs of the best priority present
-// among runnable jobs; running jobs of a worse priority yield (QUEUED).
+// Runs up to max_jobs jobs, the most urgent first. A waiting job takes a
+// free slot; when none is free, a QUEUED job takes the slot of a running job
+// of a worse priority, which yields (back to QUEUED). A job whose retry is
+// due (TRANSIENT_ERROR) takes only a free slot: it stops no one.
 void Agent::schedule() {
     schedule_needed_ = false;
     std::int64_t now = mono_ms();
-    std::vector<Job*> runnable;
+    std::vector<Job*> running, waiting;
     for (Job* job : active_) {
         JobState s = job->rec.state;
-        if (s == JobState::Queued || is_running(s) ||
-            (s == JobState::TransientError && job->next_retry_ms <= now))
-            runnable.push_back(job);
+        bool due = s == JobState::Queued || (s == JobState::TransientError && job->next_retry_ms <= now);
+        if (is_running(s) || (due && job->busy()))
+            running.push_back(job);
+        else if (due)
+            waiting.push_back(job);
     }
-    if (runnable.empty()) return;
-    std::sort(runnable.begin(), runnable.end(), [](const Job* a, const Job* b) {
+    auto more_urgent = [](const Job* a, const Job* b) {
         if (a->rec.priority != b->rec.priority) return a->rec.priority < b->rec.priority;
-        bool ra = a->busy(), rb = b->busy();
-        if (ra != rb) return ra;
         return a->rec.seq < b->rec.seq;
-    });
-    Priority best = runnable.front()->rec.priority;
-    std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
+    };
+    std::sort(running.begin(), running.end(), more_urgent);
+    std::sort(waiting.begin(), waiting.end(), more_urgent);
+    const std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
+    while (running.size() > slots) {  // max_jobs was lowered
+        yield_slot(*running.back());
+        running.pop_back();
+    }
     std::vector<Job*> to_start;
-    for (std::size_t i = 0; i < runnable.size(); ++i) {
-        Job* job = runnable[i];
-        bool chosen = i < slots && job->rec.priority == best;
-        if (!chosen && (job->busy() || is_running(job->rec.state))) {
-            LOG_INFO("job %s yields to a more urgent job", job->rec.id.c_str());
-            stop_transfer(*job, true);
-            change_state(*job, static_cast<int>(JobState::Queued));
-        } else if (chosen && !job->busy()) {
+    for (Job* job : waiting) {
+        if (running.size() + to_start.size() < slots) {
+            to_start.push_back(job);
+        } else if (job->rec.state == JobState::Queued && !running.empty() &&
+                   running.back()->rec.priority > job->rec.priority) {
+            yield_slot(*running.back());
+            running.pop_back();
             to_start.push_back(job);
         }
     }
     for (Job* job : to_start) start_job(*job);
     schedule_needed_ = false;
+}
+
+void Agent::yield_slot(Job& job) {
+    LOG_INFO("job %s yields to a more urgent job", job.rec.id.c_str());
+    stop_transfer(job, true);
+    change_state(job, static_cast<int>(JobState::Queued));
 }
 
 // Delivers a TRANSFERRED job that completes itself: ACKNOWLEDGED, or ERROR

@@ -93,6 +93,7 @@ private:
     void track_active(Job& job);
     void forget_job(Job& job);
     void schedule();
+    void yield_slot(Job& job);  // stops a running job, back to QUEUED
     void start_job(Job& job);
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);

@@ -8,7 +8,8 @@ import subprocess
 import time
 import unittest
 
-from harness import MiB, IntegrationTest, clean_env, doptd_path, dopt_path, make_file
+from harness import (MiB, IntegrationTest, clean_env, doptd_path, dopt_path, free_port,
+                     make_file, wait_for)
 
 
 class Lifecycle(IntegrationTest):
@@ -101,6 +102,47 @@ class Lifecycle(IntegrationTest):
         for job_id, path, sha in ((high, p_high, sha_high), (low, p_low, sha_low)):
             self.dopt("complete", job_id, check=0)
             self.assertFileSha(path, sha)
+
+    def test_a_retrying_foreground_job_with_free_slots_stops_no_one(self):
+        # max_jobs = 4, two jobs: the foreground one, refused by a closed
+        # port, retries every 1-2 s while the background one runs.
+        sha = make_file(os.path.join(self.www, "bg.bin"), 8 * MiB)
+        self.start_agent()
+        path = os.path.join(self.dest(), "bg.bin")
+        bg = self.agent.add(self.nginx.url("/slow/bg.bin"), "-o", path, "--priority", "low")
+        self.agent.wait_bytes(bg, 256 * 1024, timeout=30)
+        fg = self.agent.add("http://127.0.0.1:%d/fg.bin" % free_port(), "-o",
+                            os.path.join(self.dest(), "fg.bin"), "--priority", "foreground")
+        seen = []
+        self.wait_state(bg, ("transferred", "error"), timeout=60, seen=seen)
+        self.assertEqual(seen[-1], "transferred")
+        self.assertNotIn("queued", seen)
+        self.assertEqual(self.status(fg)["state"], "transient_error")
+        log = self.agent.log_text()
+        self.assertGreaterEqual(log.count("job %s: transient error" % fg), 2,
+                                "the foreground job retried while the other ran")
+        self.assertNotIn("yields to a more urgent job", log)
+        self.dopt("complete", bg, check=0)
+        self.assertFileSha(path, sha)
+
+    def test_a_retry_due_with_every_slot_taken_waits_for_a_free_one(self):
+        # max_jobs = 1: the new foreground job takes the slot once; its
+        # retries wait for the slot instead of stopping the other again.
+        make_file(os.path.join(self.www, "bg.bin"), 8 * MiB)
+        self.start_agent("[jobs]\nmax_jobs = 1\n")
+        bg = self.agent.add(self.nginx.url("/slow/bg.bin"), "-o",
+                            os.path.join(self.dest(), "bg.bin"), "--priority", "low")
+        self.agent.wait_bytes(bg, 256 * 1024, timeout=30)
+        fg = self.agent.add("http://127.0.0.1:%d/fg.bin" % free_port(), "-o",
+                            os.path.join(self.dest(), "fg.bin"), "--priority", "foreground")
+        self.wait_state(bg, ("transferred", "error"), timeout=60)
+        log = self.agent.log_text()
+        while_bg_ran = log[:log.index("job %s: transferring -> transferred" % bg)]
+        self.assertEqual(log.count("job %s yields to a more urgent job" % bg), 1, log)
+        self.assertEqual(while_bg_ran.count("job %s: transient error" % fg), 1,
+                         "a retry started while the slot was taken")
+        wait_for(lambda: self.agent.log_text().count("job %s: transient error" % fg) >= 2,
+                 timeout=10, what="the retry once the slot is free")
 
     def test_a_second_agent_on_the_same_state_dir_refuses_to_start(self):
         self.start_agent()

@@ -86,8 +86,9 @@ typedef enum dopt_job_state {
     DOPT_STATE_CANCELLED = 8
 } dopt_job_state;
 
-/* Priorities, highest first. A running lower-priority job yields to a
- * runnable higher-priority one. */
+/* Priorities, highest first. When all of the agent's max_jobs slots are
+ * taken, a running lower-priority job yields to a QUEUED higher-priority one
+ * (not to one retrying after a transient error). */
 typedef enum dopt_priority {
     DOPT_PRIORITY_FOREGROUND = 0,
     DOPT_PRIORITY_HIGH = 1,

@@ -250,7 +250,9 @@ std::string Agent::Job::to_json() const {
         size("bytes_total", f.bytes_total);
         w.field("bytes_transferred", f.bytes_transferred)
             .field("completed", f.completed)
-            .field("metainfo", f.metainfo_source.empty() ? "pending" : f.metainfo_source);
+            .field("metainfo", !f.metainfo_source.empty() ? f.metainfo_source
+                               : agent->peers_             ? "pending"
+                                                           : "none");
         if (!f.info_hash.empty()) w.field("info_hash", f.info_hash);
         w.end_object();
     }

@@ -295,11 +295,34 @@ std::string human_bytes(std::uint64_t n) {
     return buf;
 }
 
-// Percent done, or -1 when the total is unknown.
-int percent(std::uint64_t done, std::uint64_t total) {
-    if (total == UINT64_MAX) return -1;
-    if (total == 0) return done > 0 ? 100 : 0;
-    return static_cast<int>(done >= total ? 100 : done * 100 / total);
+// Percent done, or -1 when the total is unknown. Files of 0 bytes are
+// done when every file is.
+int percent(const dopt_progress& p) {
+    if (p.bytes_total == UINT64_MAX) return -1;
+    if (p.bytes_total == 0) return p.files_total > 0 && p.files_transferred == p.files_total ? 100 : 0;
+    return static_cast<int>(p.bytes_transferred >= p.bytes_total ? 100 : p.bytes_transferred * 100 / p.bytes_total);
+}
+
+// `text` with its control characters (C0, DEL, and C1 as UTF-8) written as
+// \xHH, so that a name cannot drive the terminal.
+std::string printable(const std::string& text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        auto c = static_cast<unsigned char>(text[i]);
+        auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+        std::size_t n = c < 0x20 || c == 0x7f || c == '\\' ? 1 : c == 0xc2 && next >= 0x80 && next <= 0x9f ? 2 : 0;
+        if (n == 0) {
+            out += text[i];
+            continue;
+        }
+        for (std::size_t k = 0; k < n; ++k) {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(text[i + k]));
+            out += hex;
+        }
+        i += n - 1;
+    }
+    return out;
 }
 
 std::string format_time(std::int64_t t) {
@@ -378,6 +401,7 @@ void write_error(JsonWriter& w, const dopt_error* e) {
     w.key("code").value(dopt_error_get_code(e));
     w.key("description").value(dopt_error_get_description(e));
     w.key("protocol").value(dopt_error_get_protocol(e));
+    w.key("time").value(dopt_error_get_time(e));
     w.key("file");
     dopt_file_info f{};
     if (dopt_error_get_file(e, &f) == DOPT_OK) write_file(w, f);
@@ -601,7 +625,7 @@ struct ProgressBar {
         }
         last_time = now;
         last_bytes = p.bytes_transferred;
-        int pct = percent(p.bytes_transferred, p.bytes_total);
+        int pct = percent(p);
         std::string bar(30, ' ');
         for (int i = 0; pct > 0 && i < pct * 30 / 100; ++i) bar[static_cast<std::size_t>(i)] = '#';
         std::fprintf(stderr, "\r[%s] %4s  %s / %s  %s/s  %s\033[K", bar.c_str(),
@@ -729,10 +753,10 @@ int cmd_list(const Options& o) {
     for (const auto& s : jobs) {
         dopt_progress p{};
         dopt_job_status_progress(s.get(), &p);
-        int pct = percent(p.bytes_transferred, p.bytes_total);
+        int pct = percent(p);
         std::printf("%-36s  %-15s  %4s  %s\n", dopt_job_status_id(s.get()),
                     dopt_state_name(dopt_job_status_state(s.get())),
-                    pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(), job_name(s.get()).c_str());
+                    pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(), printable(job_name(s.get())).c_str());
     }
     return kExitOk;
 }
@@ -742,9 +766,9 @@ void print_status(const dopt_job_status* s) {
     dopt_job_status_progress(s, &p);
     dopt_times t{};
     dopt_job_status_times(s, &t);
-    int pct = percent(p.bytes_transferred, p.bytes_total);
+    int pct = percent(p);
     std::printf("id:           %s\n", dopt_job_status_id(s));
-    std::printf("name:         %s\n", dopt_job_status_display_name(s));
+    std::printf("name:         %s\n", printable(dopt_job_status_display_name(s)).c_str());
     std::printf("state:        %s\n", dopt_state_name(dopt_job_status_state(s)));
     std::printf("priority:     %s\n", priority_name(dopt_job_status_priority(s)));
     std::printf("mode:         %s\n", dopt_job_status_mode(s));

@@ -51,6 +51,7 @@ class FatalHttpErrors(IntegrationTest):
         self.assertEqual(job["state"], "error")
         self.assertEqual(job["error"]["code"], 404)
         self.assertEqual(job["error"]["context"], "remote_file")
+        self.assertAlmostEqual(job["error"]["time"], time.time(), delta=120)
 
     def test_the_log_never_shows_a_urls_password_or_token(self):
         # The journal is readable by more users than the job's owner (adm,

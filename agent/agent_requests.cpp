@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <memory>
 #include <optional>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libtorrent/torrent_status.hpp>
@@ -311,6 +312,11 @@ void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const s
     // the caller may not write says only that.
     if (base_of(f.partial_path).size() > NAME_MAX)
         return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
+    // Found now rather than at the rename after the whole download (a
+    // folder the agent may not look into is found there).
+    struct stat dest{};
+    if (::stat(norm.c_str(), &dest) == 0 && S_ISDIR(dest.st_mode))
+        return send(DOPT_E_INVALID_ARG, norm + " is a folder; the destination must name a file");
     if (acts_as_owner_itself(job.owner()))
         return add_file_checked(job, seq, f, check_writable_folder(dir_of(norm)), false, answer);
     OwnerOp create = owner_op_of(OwnerOpKind::Open, job.owner(), f.partial_path, "",

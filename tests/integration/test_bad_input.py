@@ -106,6 +106,12 @@ class BadInput(unittest.TestCase):
         self.assertExit(0, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
                                      os.path.join(link, "other.bin")))
 
+    def test_an_existing_folder_as_destination_is_refused_at_once(self):
+        folder = os.path.dirname(self.out("x"))
+        _, err = self.assertExit(2, self.dopt("add", self.nginx.url("/ok.bin"), "-o", folder))
+        self.assertIn(folder + " is a folder; the destination must name a file", err)
+        self.assertEqual(os.listdir(folder), [], "nothing is left of the refused job")
+
     def test_status_of_an_unknown_job_is_exit_2(self):
         self.assertExit(2, self.dopt("status", "00000000-0000-0000-0000-000000000000"))
 

@@ -301,7 +301,7 @@ void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const s
     f.index = static_cast<int>(job.rec.files.size());
     f.remote_url = url;
     f.local_path = norm;
-    f.partial_path = dir_of(norm) + "/." + base_of(norm) + "." + job.rec.id.substr(0, 8) + ".dopt-partial";
+    f.partial_path = dir_of(norm) + "/" + partial_file_name(base_of(norm), job.rec.id.substr(0, 8));
     // Can the owner write there? An agent that runs as the owner asks the
     // kernel about the folder (cheap: no file is made until the transfer
     // starts). Otherwise the partial file is created now with the owner's
@@ -310,7 +310,7 @@ void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const s
     // early answer for the client, not the permission decision. It comes
     // before the look for another job with that destination, so that a path
     // the caller may not write says only that.
-    if (base_of(f.partial_path).size() > NAME_MAX)
+    if (base_of(norm).size() > NAME_MAX)
         return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
     // Found now rather than at the rename after the whole download (a
     // folder the agent may not look into is found there).

@@ -54,6 +54,16 @@ class HttpJobs(IntegrationTest):
             for raw in ("\x1b", "\x07", "\u009b"):
                 self.assertNotIn(raw, out)
 
+    def test_a_240_byte_file_name_is_fetched_through_a_shortened_partial_name(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        dest = self.dest()
+        name = "n" * 240
+        rc, _, err = self.dopt("get", self.nginx.url("/f.bin"), "-o", os.path.join(dest, name),
+                               timeout=60)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(os.path.join(dest, name), sha)
+        self.assertEqual(os.listdir(dest), [name])
+
     def test_get_with_the_right_sha256_succeeds(self):
         sha = make_file(os.path.join(self.www, "f.bin"), 3 * MiB)
         path = os.path.join(self.dest(), "f.bin")

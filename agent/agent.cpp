@@ -374,7 +374,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     Agent& a = *agent;
     FileRecord& f = file();
     if (!outcome.ok) {
-        std::uint64_t held = partial ? partial->size() : 0;
+        std::uint64_t held = partial ? partial->written() : 0;
         // A 416 to a Range (the file shrank or changed) is retried from 0;
         // one to a request for the whole file never succeeds.
         bool range_refused = outcome.code == 416 && request_offset > 0;

@@ -222,6 +222,12 @@ std::uint64_t PartialFile::durable_size() const { return writer_->durable_offset
 
 int PartialFile::flush() { return writer_->drain(); }
 
+std::uint64_t PartialFile::written() {
+    writer_->drain();
+    std::lock_guard<std::mutex> lock(writer_->mu);  // the writer is idle: drain() returned
+    return writer_->offset;
+}
+
 int PartialFile::sync() {
     if (int e = writer_->drain()) return e;
     if (::fdatasync(writer_->fd) != 0) return -errno;

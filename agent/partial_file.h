@@ -46,6 +46,9 @@ public:
 
     // Bytes accepted so far (written or queued).
     std::uint64_t size() const { return size_; }
+    // Bytes in the file once what is queued is written: size() less what a
+    // failed write (ENOSPC) lost. Waits for the queued writes.
+    std::uint64_t written();
     // The prefix known to be on stable storage (flushed by fdatasync).
     std::uint64_t durable_size() const;
 

@@ -141,6 +141,12 @@ std::string normalise_path(const std::string& path) {
     return out;
 }
 
+std::string destination_key(const std::string& path) {
+    struct stat st{};
+    if (::stat(dir_of(path).c_str(), &st) != 0) return path;
+    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + "/" + base_of(path);
+}
+
 bool is_waitable(JobState s) {
     return s == JobState::Transferred || s == JobState::Acknowledged || s == JobState::Error ||
            s == JobState::Cancelled;
@@ -244,7 +250,9 @@ std::string Agent::Job::to_json() const {
         size("bytes_total", f.bytes_total);
         w.field("bytes_transferred", f.bytes_transferred)
             .field("completed", f.completed)
-            .field("metainfo", f.metainfo_source.empty() ? "pending" : f.metainfo_source);
+            .field("metainfo", !f.metainfo_source.empty() ? f.metainfo_source
+                               : agent->peers_             ? "pending"
+                                                           : "none");
         if (!f.info_hash.empty()) w.field("info_hash", f.info_hash);
         w.end_object();
     }
@@ -331,7 +339,7 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
-    f.bytes_transferred = partial->size();
+    note_partial();
     // Validators are persisted before any byte they vouch for is written.
     agent->store_->update_file(rec.id, f);
     if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
@@ -349,15 +357,22 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
     std::int64_t now = mono_ms();
-    // Progress is at least 1 byte/s on average since the last progress: an
-    // origin trickling below that (each transfer ending in a stall) must
-    // not hold off the no-progress timeout forever.
-    bytes_since_progress += len;
-    if (bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
+    // Progress is new bytes of the file, at least 1 byte/s on average since
+    // the last progress: bytes fetched again (a retry from 0) are none, and
+    // an origin trickling below that rate (each transfer ending in a stall)
+    // must not hold off the no-progress timeout forever.
+    if (partial->size() > high_water) {
+        bytes_since_progress += partial->size() - high_water;
+        high_water = partial->size();
+    }
+    if (bytes_since_progress > 0 &&
+        bytes_since_progress * 1000 >= static_cast<std::uint64_t>(std::max<std::int64_t>(now - last_progress_ms, 0))) {
         last_progress_ms = now;
         bytes_since_progress = 0;
     }
-    if (now - last_checkpoint_ms >= 1000) agent->checkpoint(*this);
+    // A flush is recorded at once: what a crash costs is what came after it.
+    if (now - last_checkpoint_ms >= 1000 || partial->durable_size() != f.durable_bytes)
+        agent->checkpoint(*this);
     if (agent->subscriptions_.count(rec.id)) agent->notify_modification(*this, false);
     return 0;
 } catch (const storage::StorageError& e) {
@@ -369,8 +384,11 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     Agent& a = *agent;
     FileRecord& f = file();
     if (!outcome.ok) {
-        std::uint64_t held = partial ? partial->size() : 0;
-        if (outcome.code == DOPT_E_REMOTE_CHANGED || (outcome.code == 416 && request_offset > 0)) {
+        std::uint64_t held = partial ? partial->written() : 0;
+        // A 416 to a Range (the file shrank or changed) is retried from 0;
+        // one to a request for the whole file never succeeds.
+        bool range_refused = outcome.code == 416 && request_offset > 0;
+        if (outcome.code == DOPT_E_REMOTE_CHANGED || range_refused) {
             // What we hold no longer matches the origin: drop it and retry.
             if (partial) partial->reset();
             f.etag.clear();
@@ -378,9 +396,10 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
             held = 0;
         }
         f.bytes_transferred = held;
+        if (partial) f.durable_bytes = partial->durable_size();
         partial.reset();
         a.store_->update_file(rec.id, f);
-        if (outcome.transient || outcome.code == 416) {
+        if (outcome.transient || range_refused) {
             a.transient_failure(*this, outcome);
         } else if (outcome.context == ErrorContext::LocalFile && outcome.code > 0) {
             // A write that failed (code: errno): say which file and why.
@@ -398,7 +417,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     if (f.bytes_total != kUnknownSize && partial->size() != f.bytes_total) {
         std::string why = "the origin sent " + std::to_string(partial->size()) + " of " +
                           std::to_string(f.bytes_total) + " bytes of " + f.remote_url;
-        f.bytes_transferred = partial->size();
+        note_partial();
         partial.reset();
         a.store_->update_file(rec.id, f);
         TransferOutcome short_body;
@@ -419,8 +438,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
         partial->reset();
+        note_partial();
         partial.reset();
-        f.bytes_transferred = 0;
         f.etag.clear();
         f.last_modified.clear();
         a.store_->update_file(rec.id, f);
@@ -430,6 +449,9 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
                current_file);
         return;
     }
+    // Flushed whole: a restart from here only checks the last byte.
+    note_partial();
+    a.store_->update_file(rec.id, f);
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -486,7 +508,10 @@ Agent::Agent(const Config& config) : config_(config) {
         job->last_progress_ms = now;
         std::string id = job->rec.id;
         last_seq_ = std::max(last_seq_, job->rec.seq);
-        for (const auto& f : job->rec.files) destinations_.emplace(f.local_path, id);
+        for (const auto& f : job->rec.files) {
+            job->destination_keys.push_back(destination_key(f.local_path));
+            destinations_.emplace(job->destination_keys.back(), id);
+        }
         track_active(*job);
         by_seq_[job->rec.seq] = job.get();
         jobs_[id] = std::move(job);
@@ -583,9 +608,13 @@ int Agent::run() {
             job_table_failed_ = true;
         }
     }
-    // Graceful stop: every transfer checkpointed, partial files kept; the
-    // jobs are QUEUED again on the next start.
+    // Graceful stop: every partial file flushed and checkpointed, and kept;
+    // the jobs are QUEUED again on the next start and resume where they
+    // stopped.
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->partial && job->partial->sync() != 0)
+            LOG_WARN("job %s: cannot flush its partial file; it resumes from its last flush",
+                     job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
     stop_peering();
@@ -602,7 +631,8 @@ int Agent::next_timeout_ms() const {
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError) deadline = std::min(deadline, job->next_retry_ms);
+        if (job->rec.state == JobState::TransientError)
+            deadline = std::min({deadline, job->next_retry_ms, job->no_progress_deadline_ms()});
     }
     for (const auto& w : waits_) {
         if (w.deadline_ms >= 0) deadline = std::min(deadline, w.deadline_ms);
@@ -665,8 +695,8 @@ void Agent::forget_job(Job& job) {
     by_seq_.erase(job.rec.seq);
     outbox_.erase(job.rec.id);
     subscriptions_.erase(job.rec.id);
-    for (const auto& f : job.rec.files) {
-        for (auto [it, end] = destinations_.equal_range(f.local_path); it != end;) {
+    for (const auto& key : job.destination_keys) {
+        for (auto [it, end] = destinations_.equal_range(key); it != end;) {
             it = it->second == job.rec.id ? destinations_.erase(it) : std::next(it);
         }
     }
@@ -740,11 +770,8 @@ void Agent::transient_failure(Job& job, const TransferOutcome& outcome) {
     const std::string& description = outcome.description;
     long retry_after = outcome.retry_after;
     std::int64_t now = mono_ms();
-    if (now - job.last_progress_ms >= 1000LL * job.no_progress_timeout()) {
-        fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
-             "no progress for " + std::to_string(job.no_progress_timeout()) +
-                 " s; last failure: " + description,
-             job.current_file >= 0 ? job.current_file : 0);
+    if (now >= job.no_progress_deadline_ms()) {
+        fail_no_progress(job, description);
         return;
     }
     job.rec.retry_count++;
@@ -764,12 +791,21 @@ void Agent::transient_failure(Job& job, const TransferOutcome& outcome) {
         change_state(job, static_cast<int>(JobState::TransientError));
 }
 
+// The job's no-progress timeout has passed: ERROR, with the last failure.
+void Agent::fail_no_progress(Job& job, const std::string& last_failure) {
+    fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+         "no progress for " + std::to_string(job.no_progress_timeout()) +
+             " s; last failure: " + last_failure,
+         job.current_file >= 0 ? job.current_file : 0);
+}
+
 // Never throws: a job table that cannot be written (its disk full) leaves
 // the job running on what it holds in memory; the next checkpoint tries
 // again, and after a crash the job resumes from the last one written.
 void Agent::checkpoint(Job& job) {
     job.last_checkpoint_ms = mono_ms();
     try {
+        if (job.partial && job.current_file >= 0) job.note_partial();
         if (job.current_file >= 0) store_->update_file(job.rec.id, job.file());
         store_->update_job(job.rec);
     } catch (const storage::StorageError& e) {
@@ -787,48 +823,59 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) detach_swarm(job, !save);
-    if (job.partial && job.current_file >= 0) job.file().bytes_transferred = job.partial->size();
+    if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);
 }
 
 // ---- scheduling -------------------------------------------------------------
 
-// Runs the most urgent jobs: the first max_jobs of the best priority present
-// among runnable jobs; running jobs of a worse priority yield (QUEUED).
+// Runs up to max_jobs jobs, the most urgent first. A waiting job takes a
+// free slot; when none is free, a QUEUED job takes the slot of a running job
+// of a worse priority, which yields (back to QUEUED). A job whose retry is
+// due (TRANSIENT_ERROR) takes only a free slot: it stops no one.
 void Agent::schedule() {
     schedule_needed_ = false;
     std::int64_t now = mono_ms();
-    std::vector<Job*> runnable;
+    std::vector<Job*> running, waiting;
     for (Job* job : active_) {
         JobState s = job->rec.state;
-        if (s == JobState::Queued || is_running(s) ||
-            (s == JobState::TransientError && job->next_retry_ms <= now))
-            runnable.push_back(job);
+        bool due = s == JobState::Queued || (s == JobState::TransientError && job->next_retry_ms <= now);
+        if (is_running(s) || (due && job->busy()))
+            running.push_back(job);
+        else if (due)
+            waiting.push_back(job);
     }
-    if (runnable.empty()) return;
-    std::sort(runnable.begin(), runnable.end(), [](const Job* a, const Job* b) {
+    auto more_urgent = [](const Job* a, const Job* b) {
         if (a->rec.priority != b->rec.priority) return a->rec.priority < b->rec.priority;
-        bool ra = a->busy(), rb = b->busy();
-        if (ra != rb) return ra;
         return a->rec.seq < b->rec.seq;
-    });
-    Priority best = runnable.front()->rec.priority;
-    std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
+    };
+    std::sort(running.begin(), running.end(), more_urgent);
+    std::sort(waiting.begin(), waiting.end(), more_urgent);
+    const std::size_t slots = static_cast<std::size_t>(config_.max_jobs);
+    while (running.size() > slots) {  // max_jobs was lowered
+        yield_slot(*running.back());
+        running.pop_back();
+    }
     std::vector<Job*> to_start;
-    for (std::size_t i = 0; i < runnable.size(); ++i) {
-        Job* job = runnable[i];
-        bool chosen = i < slots && job->rec.priority == best;
-        if (!chosen && (job->busy() || is_running(job->rec.state))) {
-            LOG_INFO("job %s yields to a more urgent job", job->rec.id.c_str());
-            stop_transfer(*job, true);
-            change_state(*job, static_cast<int>(JobState::Queued));
-        } else if (chosen && !job->busy()) {
+    for (Job* job : waiting) {
+        if (running.size() + to_start.size() < slots) {
+            to_start.push_back(job);
+        } else if (job->rec.state == JobState::Queued && !running.empty() &&
+                   running.back()->rec.priority > job->rec.priority) {
+            yield_slot(*running.back());
+            running.pop_back();
             to_start.push_back(job);
         }
     }
     for (Job* job : to_start) start_job(*job);
     schedule_needed_ = false;
+}
+
+void Agent::yield_slot(Job& job) {
+    LOG_INFO("job %s yields to a more urgent job", job.rec.id.c_str());
+    stop_transfer(job, true);
+    change_state(job, static_cast<int>(JobState::Queued));
 }
 
 // Delivers a TRANSFERRED job that completes itself: ACKNOWLEDGED, or ERROR
@@ -851,6 +898,7 @@ void Agent::auto_complete(Job& job) {
 // Starts (or continues with the next file of) a job; with every file done
 // the job becomes TRANSFERRED (and ACKNOWLEDGED when it auto-completes).
 void Agent::start_job(Job& job) {
+    forget_lost_files(job);
     auto& files = job.rec.files;
     auto next = std::find_if(files.begin(), files.end(), [](const FileRecord& f) { return !f.completed; });
     if (next == files.end()) {
@@ -894,23 +942,36 @@ void Agent::start_http_transfer(Job& job, int fd) {
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest
-    // of this same version" (If-Range); a weak ETag does not qualify.
+    // of this same version" (If-Range); a weak ETag does not qualify. And
+    // only what is sure: every byte this run of the agent wrote (the kernel
+    // holds them), else the prefix flushed before the restart (a power cut
+    // may have left the file longer, its tail zeros).
     bool strong_etag = !f.etag.empty() && f.etag.compare(0, 2, "W/") != 0;
     std::string validator = strong_etag ? f.etag : f.last_modified;
-    std::uint64_t keep = validator.empty() ? 0 : static_cast<std::uint64_t>(st.st_size);
+    auto on_disk = static_cast<std::uint64_t>(st.st_size);
+    std::uint64_t sure = job.partials_written.count(job.current_file)
+                             ? on_disk
+                             : std::min(on_disk, f.durable_bytes);
+    std::uint64_t keep = validator.empty() ? 0 : sure;
     if (f.bytes_total != kUnknownSize && keep > f.bytes_total) keep = 0;
     // Whole already (the agent stopped before it recorded so): ask for the
     // last byte again, which checks the version (If-Range) where asking for
     // none would be a 416, taken as "changed".
     if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
-    job.partial = PartialFile::adopt(fd, keep, !f.sha256.empty(), config_.sync_on_complete, &err);
+    job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty(),
+                                     config_.sync_on_complete, &err);
     if (!job.partial) {
         fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
              "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
         return;
     }
-    f.bytes_transferred = keep;
+    job.partials_written.insert(job.current_file);
+    job.note_partial();
+    if (job.high_water_file != job.current_file) {
+        job.high_water_file = job.current_file;
+        job.high_water = keep;
+    }
     TransferRequest req;
     req.url = f.remote_url;
     req.offset = keep;
@@ -927,9 +988,10 @@ void Agent::start_http_transfer(Job& job, int fd) {
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
-    for (const Job* job : active_) {
-        if (job->rec.state == JobState::TransientError && job->next_retry_ms <= now)
-            schedule_needed_ = true;
+    for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
+        if (job->rec.state != JobState::TransientError) continue;
+        if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient.description);
+        else if (job->next_retry_ms <= now) schedule_needed_ = true;
     }
     if (job_table_failed_) {
         // A state change the job table refused leaves a job CONNECTING or
@@ -1116,12 +1178,44 @@ void Agent::deliver_next(Job& job, bool only_completed, int from_state, Delivere
                               f.local_path.c_str());
                      rc = 0;
                  }
+                 if (rc == -ENOENT)
+                     return done(j, ENOENT, "cannot move " + f.partial_path + " to " + f.local_path +
+                                                ": the partial file is gone; resume the job to "
+                                                "fetch it again");
                  if (rc != 0)
                      return done(j, -rc, "cannot move " + f.partial_path + " to " + f.local_path +
                                              ": " + std::strerror(-rc));
                  DOPT_CRASH_POINT("complete_renamed");
                  recorded(j);
              });
+}
+
+// A whole file's bytes are gone when its partial file is (removed, or its
+// folder removed and made again) and it is not at its final path either (a
+// crash between the rename and the job table's commit). Such files are
+// marked not transferred, to be fetched again. Returns how many. A partial
+// file the agent cannot look at (EACCES) counts as there: its rename says
+// what is wrong.
+int Agent::forget_lost_files(Job& job) {
+    int lost = 0;
+    for (FileRecord& f : job.rec.files) {
+        struct stat st {};
+        if (!f.completed || f.partial_path.empty() || ::lstat(f.partial_path.c_str(), &st) == 0 ||
+            errno != ENOENT)
+            continue;
+        if (::lstat(f.local_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) == f.bytes_total)
+            continue;
+        LOG_WARN("job %s: %s is gone; fetching %s again", job.rec.id.c_str(), f.partial_path.c_str(),
+                 f.remote_url.c_str());
+        f.completed = false;
+        f.bytes_transferred = 0;
+        f.durable_bytes = 0;
+        job.partials_written.erase(f.index);
+        store_->update_file(job.rec.id, f);
+        ++lost;
+    }
+    return lost;
 }
 
 // Removes the job's partial files (cancel, max_job_age), after whatever

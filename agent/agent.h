@@ -66,7 +66,7 @@ private:
                   const Reply& answer);
     void add_file_checked(Job& job, std::int64_t seq, const storage::FileRecord& f, int rc,
                           bool created, const Reply& answer);
-    const Job* destination_holder(const std::string& path) const;
+    const Job* destination_holder(const std::string& key) const;
     void op_set(Request& req, Job& job);
     void op_resume(Request& req, Job& job);
     void op_suspend(Request& req, Job& job);
@@ -93,6 +93,7 @@ private:
     void track_active(Job& job);
     void forget_job(Job& job);
     void schedule();
+    void yield_slot(Job& job);  // stops a running job, back to QUEUED
     void start_job(Job& job);
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
@@ -107,6 +108,8 @@ private:
     storage::ErrorRecord error_record(const Job& job, storage::ErrorContext context,
                                       std::int64_t code, const std::string& description,
                                       int file_index) const;
+    void fail_no_progress(Job& job, const std::string& last_failure);
+    int forget_lost_files(Job& job);
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
     // one at a time, in the order asked.
     using OwnerStep = std::function<void(Job& job)>;
@@ -175,7 +178,7 @@ private:
     std::map<std::string, std::unique_ptr<Job>> jobs_;
     std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
     std::map<std::int64_t, Job*> by_seq_;  // every job, in creation order
-    std::unordered_multimap<std::string, std::string> destinations_;  // local path -> job id
+    std::unordered_multimap<std::string, std::string> destinations_;  // destination_key -> job id
     std::map<ConnId, bool> hello_done_;
 
     struct PendingWait {

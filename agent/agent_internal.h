@@ -40,6 +40,10 @@ std::string base_of(const std::string& path);
 // Lexically normalises an absolute path; "" when it climbs above "/" or
 // names a folder.
 std::string normalise_path(const std::string& path);
+// What makes two destinations one file: the folder's device and inode and
+// the name, so a folder also reached through a symlink or a bind mount is
+// one folder; the path itself when the folder cannot be looked at.
+std::string destination_key(const std::string& path);
 bool is_waitable(storage::JobState s);  // what `wait` returns at
 bool is_running(storage::JobState s);   // CONNECTING or TRANSFERRING
 std::string scheme_of(const std::string& url);
@@ -97,12 +101,21 @@ struct Agent::Job : TransferSink {
     std::uint64_t request_offset = 0;
     std::int64_t next_retry_ms = 0;       // TRANSIENT_ERROR: when to try again
     std::int64_t last_progress_ms = 0;    // for the no-progress timeout
-    std::uint64_t bytes_since_progress = 0;  // origin bytes not yet counted as progress
+    std::uint64_t bytes_since_progress = 0;  // new bytes not yet counted as progress
+    // The furthest the current file's partial file has reached in this run:
+    // only bytes beyond it are new (progress).
+    std::uint64_t high_water = 0;
+    int high_water_file = -1;             // the file high_water is of
+    // Files whose partial file this run of the agent wrote over HTTP: its
+    // size is trusted (the kernel holds every byte written); the others'
+    // only up to their durable_bytes.
+    std::set<int> partials_written;
     std::int64_t last_checkpoint_ms = 0;
     // TRANSIENT_ERROR: why the last attempt failed, and the unix time of
     // the next one; the job object shows it only in that state.
     storage::ErrorRecord last_transient;
     std::int64_t next_retry_time = 0;
+    std::vector<std::string> destination_keys;  // its entries in destinations_
 
     // Peering (agent_swarm.cpp). While the current file goes through a
     // torrent, `swarm` is set, transfer is 0 and each verified piece is
@@ -126,6 +139,12 @@ struct Agent::Job : TransferSink {
     bool delivering = false;  // auto_complete moves the files into place
 
     storage::FileRecord& file() { return rec.files[static_cast<std::size_t>(current_file)]; }
+    // The current file's row follows its partial file: the bytes it holds
+    // and the prefix flushed.
+    void note_partial() {
+        file().bytes_transferred = partial->size();
+        file().durable_bytes = partial->durable_size();
+    }
     bool busy() const { return transfer != 0 || swarm != nullptr || opening; }
     bool owner_ops_pending() const { return owner_op_running || !owner_queue.empty(); }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
@@ -137,6 +156,12 @@ struct Agent::Job : TransferSink {
     std::uint32_t no_progress_timeout() const {
         return rec.no_progress_timeout ? rec.no_progress_timeout
                                        : agent->config_.no_progress_timeout;
+    }
+
+    // When the no-progress timeout ends the job (mono_ms), unless it
+    // progresses before.
+    std::int64_t no_progress_deadline_ms() const {
+        return last_progress_ms + 1000LL * no_progress_timeout();
     }
 
     int on_response(const ResponseInfo& info) override;

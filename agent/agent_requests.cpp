@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <memory>
 #include <optional>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libtorrent/torrent_status.hpp>
@@ -221,10 +222,11 @@ int add_file_errno_code(int e) {
 }
 }  // namespace
 
-// The job that holds `path` as its destination, nullptr when none does.
-// A job in ERROR does not hold its destination: a new job may retry it.
-const Agent::Job* Agent::destination_holder(const std::string& path) const {
-    for (auto [it, end] = destinations_.equal_range(path); it != end; ++it) {
+// The job that holds the destination of `key` (destination_key), nullptr
+// when none does. A job in ERROR does not hold its destination: a new job
+// may retry it.
+const Agent::Job* Agent::destination_holder(const std::string& key) const {
+    for (auto [it, end] = destinations_.equal_range(key); it != end; ++it) {
         auto other = jobs_.find(it->second);
         if (other == jobs_.end() || storage::is_final(other->second->rec.state) ||
             other->second->rec.state == JobState::Error)
@@ -299,7 +301,7 @@ void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const s
     f.index = static_cast<int>(job.rec.files.size());
     f.remote_url = url;
     f.local_path = norm;
-    f.partial_path = dir_of(norm) + "/." + base_of(norm) + "." + job.rec.id.substr(0, 8) + ".dopt-partial";
+    f.partial_path = dir_of(norm) + "/" + partial_file_name(base_of(norm), job.rec.id.substr(0, 8));
     // Can the owner write there? An agent that runs as the owner asks the
     // kernel about the folder (cheap: no file is made until the transfer
     // starts). Otherwise the partial file is created now with the owner's
@@ -308,8 +310,13 @@ void Agent::add_file(Job& job, std::int64_t seq, const std::string& url, const s
     // early answer for the client, not the permission decision. It comes
     // before the look for another job with that destination, so that a path
     // the caller may not write says only that.
-    if (base_of(f.partial_path).size() > NAME_MAX)
+    if (base_of(norm).size() > NAME_MAX)
         return send(DOPT_E_INVALID_ARG, "the file name of " + norm + " is too long");
+    // Found now rather than at the rename after the whole download (a
+    // folder the agent may not look into is found there).
+    struct stat dest{};
+    if (::stat(norm.c_str(), &dest) == 0 && S_ISDIR(dest.st_mode))
+        return send(DOPT_E_INVALID_ARG, norm + " is a folder; the destination must name a file");
     if (acts_as_owner_itself(job.owner()))
         return add_file_checked(job, seq, f, check_writable_folder(dir_of(norm)), false, answer);
     OwnerOp create = owner_op_of(OwnerOpKind::Open, job.owner(), f.partial_path, "",
@@ -353,7 +360,8 @@ void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, in
     if (job.rec.state != JobState::Suspended && job.rec.state != JobState::Queued)
         return refuse(DOPT_E_INVALID_STATE, std::string("files can be added only to a suspended or queued job; this one is ") +
                                                 storage::state_name(job.rec.state));
-    if (const Job* holder = destination_holder(norm)) {
+    const std::string key = destination_key(norm);
+    if (const Job* holder = destination_holder(key)) {
         // Another user's job id is not the caller's to know.
         std::string whose = holder->rec.owner_uid == job.rec.owner_uid ? "job " + holder->rec.id
                                                                        : "another user's job";
@@ -366,7 +374,8 @@ void Agent::add_file_checked(Job& job, std::int64_t seq, const FileRecord& f, in
         return refuse(DOPT_E_INTERNAL, e.what());
     }
     job.rec.files.push_back(f);
-    destinations_.emplace(norm, job.rec.id);
+    job.destination_keys.push_back(key);
+    destinations_.emplace(key, job.rec.id);
     send(0, "");
 }
 
@@ -488,7 +497,8 @@ void Agent::op_resume(Request& req, Job& job) {
     } else if (job.rec.files.empty()) {
         rc = DOPT_E_INVALID_STATE;
         msg = "the job has no files";
-    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError) {
+    } else if (s == JobState::Suspended || s == JobState::Error || s == JobState::TransientError ||
+               (s == JobState::Transferred && !job.delivering && forget_lost_files(job) > 0)) {
         job.rec.retry_count = 0;
         job.last_progress_ms = mono_ms();
         store_->update_job(job.rec);

@@ -1,4 +1,4 @@
-// Peering: how a file goes through the LAN swarm (DESIGN.md "Data flow",
+// Peering: how a file goes through the LAN swarm (docs/design.md "Data flow",
 // "Trust", "Where bytes live").
 //
 //  1. Metainfo: the job's own (bytes given with the job, or a URL fetched
@@ -90,7 +90,7 @@ private:
 };
 
 // The URL of the metainfo published beside `url`: its path with `suffix`
-// appended, the query kept (DESIGN.md "Trust").
+// appended, the query kept (docs/design.md "Trust").
 std::string metainfo_url_beside(const std::string& url, const std::string& suffix) {
     std::size_t end = url.find_first_of("?#");
     if (end == std::string::npos) return url + suffix;
@@ -461,6 +461,9 @@ void Agent::join_swarm(Job& job, int fd) {
     job.written_count = 0;
     f.bytes_total = s->meta.size;
     f.bytes_transferred = 0;
+    // Pieces land anywhere in the file: no prefix of it is sure.
+    f.durable_bytes = 0;
+    job.partials_written.erase(job.current_file);
     store_->update_file(job.rec.id, f);
     if (s->users.empty()) {
         // Timers and rates from before (the swarm may have been idle for
@@ -845,6 +848,8 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
              op.piece, outcome.description.c_str(), delay);
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) {
+        j->last_transient = error_record(*j, outcome.context, outcome.code, outcome.description,
+                                         j->current_file);
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
             fail(*j, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
                  "no progress for " + std::to_string(j->no_progress_timeout()) +

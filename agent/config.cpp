@@ -383,7 +383,7 @@ private:
                            "to 65535, not \"" + s + "\"");
         }
         if (unspecified) {
-            // Peers are accepted only on chosen LAN addresses (DESIGN.md).
+            // Peers are accepted only on chosen LAN addresses (docs/design.md "Safety defaults").
             fail(n, name + " must be a specific LAN address, not \"" + s + "\"");
         }
         return s;

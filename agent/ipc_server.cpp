@@ -19,6 +19,17 @@ namespace {
 constexpr std::size_t kMaxConnections = 1024;  // all uids together
 // A client that reads none of its replies is dropped past this backlog.
 constexpr std::size_t kMaxOutput = 64u << 20;
+// True unless a connect to addr is refused: a socket file nobody listens on
+// is stale, anything else (a listener, even one with a full backlog, or a
+// socket we may not connect to) belongs to someone and is left alone.
+bool socket_answers(const sockaddr_un& addr) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    int e = errno;
+    ::close(fd);
+    return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
+}
 }  // namespace
 
 IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler, IpcLimits limits)
@@ -34,6 +45,9 @@ IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler, 
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             throw std::runtime_error(path + " exists and is not a socket; not replacing it");
+        if (socket_answers(addr))
+            throw std::runtime_error("another doptd is serving " + path +
+                                     "; not replacing its socket (stop it first or set another socket)");
         LOG_INFO("replacing stale socket %s", path.c_str());
         ::unlink(path.c_str());
     }

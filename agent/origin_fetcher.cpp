@@ -29,6 +29,7 @@ struct OriginFetcher::Transfer {
     long retry_after = 0;
     bool response_delivered = false;     // on_response called for the final one
     int abort_code = 0;                  // from a sink: why we aborted
+    std::string refused_redirect;        // why a redirect was not followed
     char error_buffer[CURL_ERROR_SIZE] = {};
 };
 
@@ -214,6 +215,7 @@ std::string describe_http_status(long status) {
     switch (status) {
     case 400: return "400 Bad Request";
     case 401: return "401 Unauthorized";
+    case 204: return "204 No Content";
     case 403: return "403 Forbidden";
     case 404: return "404 Not Found";
     case 408: return "408 Request Timeout";
@@ -341,10 +343,15 @@ bool OriginFetcher::follow_redirect(Transfer& t, int& curl_code) {
         return false;
     }
     bool from_https = origin_of(t.url).scheme == "https";
-    if ((to.scheme != "http" && to.scheme != "https") || (from_https && to.scheme != "https")) {
+    if (to.scheme != "http" && to.scheme != "https") {
         curl_code = CURLE_UNSUPPORTED_PROTOCOL;
-        std::snprintf(t.error_buffer, CURL_ERROR_SIZE, "a redirect from %s to %s",
-                      from_https ? "https" : "http", to.scheme.c_str());
+        t.refused_redirect = t.request.url + " redirected to a URL of scheme " + to.scheme +
+                             " (only http and https are fetched)";
+        return false;
+    }
+    if (from_https && to.scheme != "https") {
+        curl_code = CURLE_UNSUPPORTED_PROTOCOL;
+        t.refused_redirect = t.request.url + " redirected from https to http (no https to http downgrade)";
         return false;
     }
     if (t.redirects >= kMaxRedirects) {
@@ -406,12 +413,15 @@ void OriginFetcher::finish(Transfer& t, int curl_code) {
                                     " with an unexpected range or another version of the file; restarting"
                               : std::string("writing the data of ") + url + " failed: " +
                                     std::strerror(-t.abort_code);
-    } else if (!out.ok && status >= 300 && (code == CURLE_OK || code == CURLE_WRITE_ERROR)) {
+    } else if (!out.ok && status >= 200 && (code == CURLE_OK || code == CURLE_WRITE_ERROR)) {
+        // Any final status but 200 and 206 (a 204 too: it has no file).
         out.code = status;
         out.transient = is_transient_status(status);
         out.context = ErrorContext::RemoteFile;
         out.retry_after = t.retry_after;
         out.description = "the origin answered " + describe_http_status(status) + " for " + url;
+        if (status == 416 && t.request.offset == 0 && t.request.length == 0)
+            out.description += " to a request for the whole file";
     } else if (!out.ok) {
         out.code = DOPT_E_TRANSPORT;
         out.context = ErrorContext::Transport;
@@ -426,10 +436,25 @@ void OriginFetcher::finish(Transfer& t, int curl_code) {
             out.description = "the TLS certificate of " + url + " was refused: " + detail;
             break;
         case CURLE_UNSUPPORTED_PROTOCOL:
+            // A redirect we refused, or a reply that is not HTTP/1.x or 2.
             out.transient = false;
             out.context = ErrorContext::RemoteFile;
-            out.code = DOPT_E_UNSUPPORTED_SCHEME;
-            out.description = url + " redirected to a scheme that is not allowed (no https to http downgrade): " + detail;
+            out.code = t.refused_redirect.empty() ? DOPT_E_HTTP : DOPT_E_UNSUPPORTED_SCHEME;
+            out.description = t.refused_redirect.empty()
+                                  ? "the server of " + url + " did not answer in HTTP: " + detail
+                                  : t.refused_redirect;
+            break;
+        case CURLE_OUT_OF_MEMORY:
+            // libcurl's word for a header line over its limit (100 KiB).
+            if (t.response.status == 0 || t.response_delivered) {
+                out.description = "fetching " + url + " failed: " + detail;
+                break;
+            }
+            out.transient = false;
+            out.context = ErrorContext::RemoteFile;
+            out.code = DOPT_E_HTTP;
+            out.description = "the origin's response to " + url +
+                              " has a header too large to read (over 100 KiB)";
             break;
         case CURLE_TOO_MANY_REDIRECTS:
             out.transient = false;

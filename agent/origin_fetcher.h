@@ -61,7 +61,7 @@ struct ResponseInfo {
 };
 
 // How a transfer ended. When `ok` is false the rest classifies the failure
-// along DESIGN.md's rules.
+// along the rules of docs/design.md "Job states".
 struct TransferOutcome {
     bool ok = false;
     bool transient = false;              // retry with backoff

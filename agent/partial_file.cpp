@@ -1,7 +1,9 @@
 #include "agent/partial_file.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <fcntl.h>
@@ -22,6 +24,9 @@ constexpr std::size_t kBufferSize = 1u << 20;
 constexpr std::size_t kMaxQueued = 64;
 // Writeback is started for every this many bytes written.
 constexpr std::uint64_t kWritebackChunk = 16u << 20;
+// A durable file is flushed (fdatasync) when a write comes this long after
+// the last flush: what a crash may cost is about this much of the transfer.
+constexpr std::chrono::milliseconds kFlushInterval{1000};
 }  // namespace
 
 // The writer thread and everything it touches. Fields marked GUARDED_BY(mu)
@@ -38,7 +43,10 @@ struct PartialFile::Writer {
     bool stop = false;                    // GUARDED_BY(mu)
     int error = 0;                        // GUARDED_BY(mu): first -errno, sticky
 
-    bool start_writeback = true;
+    bool durable = true;  // writeback started as it goes, flushed every kFlushInterval
+    // The prefix known flushed. Written by whichever thread writes; read by
+    // the main loop.
+    std::atomic<std::uint64_t> durable_offset{0};
     // No hash and no writeback to start: the main loop writes each full
     // buffer itself. On two cores shared with the origin, a third busy thread
     // costs more than the write it would take over.
@@ -47,6 +55,7 @@ struct PartialFile::Writer {
     // Writer thread only.
     std::uint64_t offset = 0;
     std::uint64_t writeback_started = 0;
+    std::chrono::steady_clock::time_point last_flush = std::chrono::steady_clock::now();
     std::thread thread;
 
     void run() {
@@ -79,11 +88,18 @@ struct PartialFile::Writer {
         DOPT_CRASH_POINT("partial_write");
         if (sha) sha->update(buf.data(), buf.size());
         offset += buf.size();
-        if (start_writeback && offset - writeback_started >= kWritebackChunk) {
+        if (!durable) return 0;
+        if (offset - writeback_started >= kWritebackChunk) {
             // Asynchronous: queues the pages for writeback without waiting.
             ::sync_file_range(fd, static_cast<off_t>(writeback_started),
                               static_cast<off_t>(offset - writeback_started), SYNC_FILE_RANGE_WRITE);
             writeback_started = offset;
+        }
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_flush >= kFlushInterval) {
+            if (::fdatasync(fd) != 0) return -errno;
+            durable_offset.store(offset);
+            last_flush = now;
         }
         return 0;
     }
@@ -132,12 +148,14 @@ PartialFile::~PartialFile() {
     if (writer_->fd >= 0) ::close(writer_->fd);
 }
 
-std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes, bool want_sha256,
-                                                bool start_writeback, int* err) {
+std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes,
+                                                std::uint64_t durable_bytes, bool want_sha256,
+                                                bool durable, int* err) {
     std::unique_ptr<PartialFile> pf(new PartialFile(keep_bytes));
     Writer& w = *pf->writer_;
     w.fd = fd;
-    w.start_writeback = start_writeback;
+    w.durable = durable;
+    w.durable_offset.store(std::min(durable_bytes, keep_bytes));
     w.offset = w.writeback_started = keep_bytes;
     if (::ftruncate(fd, static_cast<off_t>(keep_bytes)) != 0) {
         *err = -errno;
@@ -165,7 +183,7 @@ std::unique_ptr<PartialFile> PartialFile::adopt(int fd, std::uint64_t keep_bytes
             off += static_cast<std::uint64_t>(n);
         }
     }
-    w.write_inline = !want_sha256 && !start_writeback;
+    w.write_inline = !want_sha256 && !durable;
     if (!w.write_inline) w.thread = std::thread([&w] { w.run(); });
     return pf;
 }
@@ -193,17 +211,28 @@ int PartialFile::reset() {
     std::lock_guard<std::mutex> lock(w.mu);  // the writer is idle: drain() returned
     if (::ftruncate(w.fd, 0) != 0) return -errno;
     w.offset = w.writeback_started = 0;
+    w.durable_offset.store(0);
     w.error = 0;
     size_ = 0;
     if (w.sha) w.sha->reset();
     return 0;
 }
 
+std::uint64_t PartialFile::durable_size() const { return writer_->durable_offset.load(); }
+
 int PartialFile::flush() { return writer_->drain(); }
+
+std::uint64_t PartialFile::written() {
+    writer_->drain();
+    std::lock_guard<std::mutex> lock(writer_->mu);  // the writer is idle: drain() returned
+    return writer_->offset;
+}
 
 int PartialFile::sync() {
     if (int e = writer_->drain()) return e;
-    return ::fdatasync(writer_->fd) == 0 ? 0 : -errno;
+    if (::fdatasync(writer_->fd) != 0) return -errno;
+    writer_->durable_offset.store(size_);
+    return 0;
 }
 
 std::string PartialFile::finish_sha256() {

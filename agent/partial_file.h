@@ -13,9 +13,13 @@
 //    thread is internal.
 //  - A write error (ENOSPC for a full disk, EIO, ...) is sticky: the next
 //    append() or sync() returns it.
-//  - Bytes accepted by append() reach the file in order, so after a crash the
-//    file holds a complete prefix of what was appended (its size says how
-//    long).
+//  - Bytes accepted by append() reach the file in order, so after the
+//    agent is killed the file holds a complete prefix of what was appended
+//    (its size says how long).
+//  - After a power cut only durable_size() bytes are sure: the file may be
+//    longer, its tail zeros. With `durable` the file is flushed
+//    (fdatasync) about once a second as it is written, and durable_size()
+//    follows; the caller records it where a restart finds it.
 #pragma once
 
 #include <cstdint>
@@ -28,22 +32,30 @@ class PartialFile {
 public:
     // Takes ownership of `fd` (opened read-write with the owner's rights).
     // The file is truncated to `keep_bytes` (what is trusted of an earlier
-    // run); when `want_sha256` the kept prefix is hashed now. With
-    // `start_writeback` the writer hands written pages to the disk as it goes
-    // (for a file that will be sync()ed: the final flush is then short).
-    // Returns nullptr with -errno in *err on failure.
-    static std::unique_ptr<PartialFile> adopt(int fd, std::uint64_t keep_bytes, bool want_sha256,
-                                              bool start_writeback, int* err);
+    // transfer), of which the first `durable_bytes` are known flushed; when
+    // `want_sha256` the kept prefix is hashed now. With `durable` the
+    // writer hands written pages to the disk as it goes and flushes them
+    // about once a second (for a file that will be sync()ed: the final
+    // flush is then short). Returns nullptr with -errno in *err on failure.
+    static std::unique_ptr<PartialFile> adopt(int fd, std::uint64_t keep_bytes,
+                                              std::uint64_t durable_bytes, bool want_sha256,
+                                              bool durable, int* err);
     ~PartialFile();  // waits for pending writes; closes the file
     PartialFile(const PartialFile&) = delete;
     PartialFile& operator=(const PartialFile&) = delete;
 
     // Bytes accepted so far (written or queued).
     std::uint64_t size() const { return size_; }
+    // Bytes in the file once what is queued is written: size() less what a
+    // failed write (ENOSPC) lost. Waits for the queued writes.
+    std::uint64_t written();
+    // The prefix known to be on stable storage (flushed by fdatasync).
+    std::uint64_t durable_size() const;
 
     // Queues bytes for writing. 0, or -errno of an earlier failed write.
     int append(const char* data, std::size_t len);
-    // Drops everything (the origin sent a different version). 0 or -errno.
+    // Drops everything (the origin sent a different version); nothing is
+    // durable then. 0 or -errno.
     int reset();
     // Writes everything queued and flushes it to stable storage. 0 or -errno.
     int sync();

@@ -1,6 +1,6 @@
 // PartialFile (partial_file.h) on real files: bytes in order in every write
-// mode, the kept prefix of an earlier run, reset, the SHA-256 and a sticky
-// write error.
+// mode, the kept prefix of an earlier run, the flushed prefix, reset, the
+// SHA-256 and a sticky write error.
 #include "agent/partial_file.h"
 
 #include <catch2/catch.hpp>
@@ -39,11 +39,11 @@ std::string sha256_of(const std::string& bytes) {
 }
 
 std::unique_ptr<PartialFile> adopt(const std::string& path, std::uint64_t keep, bool want_sha256,
-                                   bool start_writeback) {
+                                   bool durable, std::uint64_t durable_bytes = 0) {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     REQUIRE(fd >= 0);
     int err = 0;
-    auto pf = PartialFile::adopt(fd, keep, want_sha256, start_writeback, &err);
+    auto pf = PartialFile::adopt(fd, keep, durable_bytes, want_sha256, durable, &err);
     REQUIRE(pf);
     CHECK(err == 0);
     return pf;
@@ -67,12 +67,12 @@ TEST_CASE("appended bytes reach the file in order in every write mode", "[partia
     TempDir dir;
     const std::string path = dir.file("f.partial");
     const std::string bytes = pattern((3u << 20) + 12345);  // buffers of 1 MiB and a tail
-    bool want_sha256 = false, start_writeback = false;
+    bool want_sha256 = false, durable = false;
     SECTION("written by the caller") {}
-    SECTION("written by the writer thread, writeback started") { start_writeback = true; }
+    SECTION("written by the writer thread, flushed as it goes") { durable = true; }
     SECTION("hashed by the writer thread") { want_sha256 = true; }
 
-    auto pf = adopt(path, 0, want_sha256, start_writeback);
+    auto pf = adopt(path, 0, want_sha256, durable);
     REQUIRE(append_in_pieces(*pf, bytes) == 0);
     CHECK(pf->size() == bytes.size());
     REQUIRE(pf->sync() == 0);
@@ -86,7 +86,7 @@ TEST_CASE("adopt keeps the trusted prefix, cuts the rest and hashes from byte 0"
     // An earlier run wrote 10 trusted bytes; what follows them is not trusted.
     write_file(path, "0123456789-untrusted-tail");
 
-    auto pf = adopt(path, 10, /*want_sha256=*/true, /*start_writeback=*/false);
+    auto pf = adopt(path, 10, /*want_sha256=*/true, /*durable=*/false);
     CHECK(pf->size() == 10);
     struct stat st{};
     REQUIRE(::stat(path.c_str(), &st) == 0);
@@ -98,10 +98,31 @@ TEST_CASE("adopt keeps the trusted prefix, cuts the rest and hashes from byte 0"
     CHECK(pf->finish_sha256() == sha256_of("0123456789abc"));
 }
 
+TEST_CASE("durable_size is the prefix known flushed: kept, synced, none after reset",
+          "[partial_file]") {
+    TempDir dir;
+    const std::string path = dir.file("f.partial");
+    write_file(path, "0123456789");
+    bool durable = false;
+    SECTION("flushes off") {}
+    SECTION("flushed as it goes") { durable = true; }
+
+    // 10 bytes trusted, 4 of them flushed before a restart.
+    auto pf = adopt(path, 10, /*want_sha256=*/false, durable, /*durable_bytes=*/4);
+    CHECK(pf->durable_size() == 4);
+    REQUIRE(pf->append("abc", 3) == 0);
+    REQUIRE(pf->flush() == 0);
+    CHECK(pf->durable_size() == 4);  // written, not flushed
+    REQUIRE(pf->sync() == 0);
+    CHECK(pf->durable_size() == 13);
+    REQUIRE(pf->reset() == 0);
+    CHECK(pf->durable_size() == 0);
+}
+
 TEST_CASE("reset drops every byte and starts the hash over", "[partial_file]") {
     TempDir dir;
     const std::string path = dir.file("f.partial");
-    auto pf = adopt(path, 0, /*want_sha256=*/true, /*start_writeback=*/true);
+    auto pf = adopt(path, 0, /*want_sha256=*/true, /*durable=*/true);
     const std::string old_version = pattern((1u << 20) + 5);
     REQUIRE(pf->append(old_version.data(), old_version.size()) == 0);
     REQUIRE(pf->flush() == 0);
@@ -119,9 +140,9 @@ TEST_CASE("reset drops every byte and starts the hash over", "[partial_file]") {
 TEST_CASE("a write error is sticky: the next append and sync return it", "[partial_file]") {
     TempDir dir;
     const std::string path = dir.file("f.partial");
-    bool start_writeback = false;
+    bool durable = false;
     SECTION("written by the caller") {}
-    SECTION("written by the writer thread") { start_writeback = true; }
+    SECTION("written by the writer thread") { durable = true; }
 
     // A file size limit of 1 MiB makes the second buffer's write fail with
     // EFBIG, as a full disk fails with ENOSPC.
@@ -132,7 +153,7 @@ TEST_CASE("a write error is sticky: the next append and sync return it", "[parti
     small.rlim_cur = 1u << 20;
     REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
 
-    auto pf = adopt(path, 0, /*want_sha256=*/false, start_writeback);
+    auto pf = adopt(path, 0, /*want_sha256=*/false, durable);
     const std::string bytes = pattern(3u << 20);
     int appended = append_in_pieces(*pf, bytes);
     int synced = pf->sync();

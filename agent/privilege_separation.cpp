@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <climits>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -358,9 +359,21 @@ OwnerPolicy owner_policy_of(const Config& config) {
     return p;
 }
 
+constexpr char kPartialSuffix[] = ".dopt-partial";
+
+// 8 hex digits of the FNV-1a hash of `name`: what keeps two long names
+// cut to the same prefix apart.
+std::string name_digest(const std::string& name) {
+    std::uint32_t h = 2166136261u;
+    for (unsigned char c : name) h = (h ^ c) * 16777619u;
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", h);
+    return hex;
+}
+
 // NAME of a partial file name ".NAME.<8 hex digits>.dopt-partial", or "".
 std::string partial_target_name(const std::string& base) {
-    static const std::string suffix = ".dopt-partial";
+    static const std::string suffix = kPartialSuffix;
     constexpr std::size_t id_len = 8;
     const std::size_t fixed = 1 + 1 + id_len + suffix.size();  // ".", ".", id, suffix
     if (base.size() <= fixed || base[0] != '.' ||
@@ -385,6 +398,15 @@ bool gid_of_user(uid_t uid, gid_t gid, uid_t first_regular_uid) {
 }
 
 }  // namespace
+
+std::string partial_file_name(const std::string& name, const std::string& job8) {
+    std::string full = "." + name + "." + job8 + kPartialSuffix;
+    if (full.size() <= NAME_MAX) return full;
+    // Cut NAME, at a UTF-8 character's start, to make room for "~" and its digest.
+    std::size_t keep = NAME_MAX - (full.size() - name.size()) - 9;
+    while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) --keep;
+    return "." + name.substr(0, keep) + "~" + name_digest(name) + "." + job8 + kPartialSuffix;
+}
 
 ServiceAccount lookup_account(const std::string& name) {
     passwd pw{};
@@ -500,7 +522,8 @@ uid_t read_first_regular_uid(const std::string& path) {
 }
 
 std::string check_owner_policy(OwnerOp& op, const OwnerPolicy& policy) {
-    const std::string name = partial_target_name(base_of(op.path));
+    const std::string base = base_of(op.path);
+    const std::string name = partial_target_name(base);
     if (name.empty()) return "not a partial file name (.NAME.<id>.dopt-partial)";
     switch (op.kind) {
     case OwnerOpKind::Open:
@@ -509,9 +532,11 @@ std::string check_owner_policy(OwnerOp& op, const OwnerPolicy& policy) {
         if ((op.mode & ~0666u) != 0) return "a mode beyond 0666";
         break;
     case OwnerOpKind::Rename: {
-        const std::string dir = dir_of(op.path);
-        if (op.to != (dir == "/" ? "" : dir) + "/" + name)
-            return "a rename to another name than " + name + " in the same folder";
+        const std::string to = base_of(op.to);
+        const std::string job8 = base.substr(base.size() - std::strlen(kPartialSuffix) - 8, 8);
+        if (op.to.empty() || op.to[0] != '/' || dir_of(op.to) != dir_of(op.path) || to == "." ||
+            to == ".." || partial_file_name(to, job8) != base)
+            return "a rename to another name than the partial file's in the same folder";
         break;
     }
     case OwnerOpKind::Unlink: break;

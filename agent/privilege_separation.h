@@ -1,5 +1,5 @@
-// Privilege separation of the system-wide agent (DESIGN.md, "Where bytes
-// live, and whose rights write them").
+// Privilege separation of the system-wide agent (docs/design.md, "Where bytes
+// live").
 //
 // A doptd started as root with `user` set splits in two at start, before any
 // thread exists:
@@ -102,13 +102,21 @@ struct OwnerPolicy {
     std::vector<std::string> system_job_dirs;
 };
 
+// The partial file's name for a destination named `name` (no folder) of
+// the job whose id starts with `job8`: ".NAME.<job8>.dopt-partial", or when
+// that is longer than NAME_MAX, NAME cut (at a UTF-8 character's start)
+// and followed by "~<8 hex digits of a digest of NAME>" to fit: unique per
+// name, and still starting with it.
+std::string partial_file_name(const std::string& name, const std::string& job8);
+
 // UID_MIN from the login.defs file `path`; 1000 when it says nothing usable.
 uid_t read_first_regular_uid(const std::string& path);
 
 // Checks a decoded request against `policy`. Returns "" when the
 // owner-rights process may run it, or why not:
 // - the path's last component is a partial file name, ".NAME.<8 hex
-//   digits>.dopt-partial"; a rename moves it to NAME in the same folder;
+//   digits>.dopt-partial"; a rename moves it to the name in the same folder
+//   it is the partial file of (partial_file_name);
 // - open either creates (O_RDWR | O_CREAT | O_EXCL, mode within 0666) or
 //   reopens (O_RDWR);
 // - the gid is one of the uid's groups in the user database (a uid the

@@ -23,6 +23,7 @@
 using dopt::agent::decode_owner_request;
 using dopt::agent::kOwnerRightsVersion;
 using dopt::agent::check_owner_policy;
+using dopt::agent::partial_file_name;
 using dopt::agent::Config;
 using dopt::agent::open_as_owner;
 using dopt::agent::open_partial_as_owner;
@@ -274,6 +275,25 @@ TEST_CASE("the owner-rights policy admits only partial files and their delivery"
     CHECK(check(OwnerOpKind::Open, 4242, 4242, partial, "", O_RDWR | O_TRUNC) != "");
     CHECK(check(OwnerOpKind::Open, 4242, 4242, partial, "", O_WRONLY) != "");
     CHECK(check(OwnerOpKind::Open, 4242, 4242, partial, "", kCreate, 0755) != "");
+    // A name too long for ".NAME.<id>.dopt-partial": cut and digested, and
+    // delivered onto that name only.
+    const std::string long_name(240, 'n');
+    const std::string cut = partial_file_name(long_name, "0123abcd");
+    CHECK(cut == "." + std::string(223, 'n') + "~" + cut.substr(225, 8) + ".0123abcd.dopt-partial");
+    CHECK(cut.size() == NAME_MAX);
+    CHECK(partial_file_name(long_name + "x", "0123abcd") != cut);
+    CHECK(partial_file_name("f.iso", "0123abcd") == ".f.iso.0123abcd.dopt-partial");
+    CHECK(check(OwnerOpKind::Open, 4242, 4242, "/home/a/" + cut, "", kCreate, 0640) == "");
+    CHECK(check(OwnerOpKind::Rename, 4242, 4242, "/home/a/" + cut, "/home/a/" + long_name) == "");
+    CHECK(check(OwnerOpKind::Rename, 4242, 4242, "/home/a/" + cut, "/home/a/" + long_name + "x") != "");
+    CHECK(check(OwnerOpKind::Rename, 4242, 4242, "/home/a/" + cut, "/home/a/" + std::string(223, 'n')) != "");
+    CHECK(check(OwnerOpKind::Rename, 4242, 4242, "/home/a/" + cut, "/etc/" + long_name) != "");
+    // A cut never splits a UTF-8 character.
+    std::string accents;
+    for (int i = 0; i < 120; ++i) accents += "\xc3\xa9";
+    const std::string cut_utf8 = partial_file_name(accents, "0123abcd");
+    CHECK(cut_utf8.size() == NAME_MAX - 1);
+    CHECK(cut_utf8.substr(0, 224) == "." + accents.substr(0, 222) + "~");
     // A gid the user database does not give the uid (root's group).
     CHECK(check(OwnerOpKind::Open, 4242, 0, partial, "", O_RDWR) != "");
     // Root and system accounts: confined to system_job_dirs, or refused.

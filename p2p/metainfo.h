@@ -1,4 +1,4 @@
-// Metainfo: reading, checking and publishing .torrent files (DESIGN.md
+// Metainfo: reading, checking and publishing .torrent files (docs/design.md
 // "Trust"). Piece hashes from metainfo are what make LAN peers' bytes usable.
 //
 // Contract:

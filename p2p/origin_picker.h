@@ -56,8 +56,8 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 // ---- how many origin requests to start now ----
 //
 // The rules (agent/agent_swarm.cpp gathers the inputs and then picks the
-// pieces with pick_origin_pieces; docs/performance.md says what each rule
-// bought, measured):
+// pieces with pick_origin_pieces; docs/performance.md, "What the figures
+// rest on", and the commits that made each rule say what it bought):
 //  - A peer counts (below, and in the pieces peers hold) once it has told
 //    its pieces, and as long as it is not failing: it has not owed us
 //    data (kept us choked, or left our requests unanswered, while we want

@@ -1,5 +1,5 @@
 // PeerSession: the libtorrent session with dopt's safety defaults. See
-// session.h for the contract and DESIGN.md "Safety defaults" for why.
+// session.h for the contract and docs/design.md "Safety defaults" for why.
 #include "p2p/session.h"
 
 #include <arpa/inet.h>

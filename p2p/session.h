@@ -1,5 +1,5 @@
 // PeerSession: doptd's one libtorrent session, built with dopt's safety
-// defaults (DESIGN.md "Safety defaults") and the "claims" extension that lets
+// defaults (docs/design.md "Safety defaults") and the "claims" extension that lets
 // agents on one LAN tell each other which pieces they fetch from the origin.
 //
 // Contract:

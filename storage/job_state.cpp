@@ -57,7 +57,8 @@ constexpr std::array<Exits, kStateCount> kTransitions = {{
                                S::Cancelled)},
     // Acknowledged: the client (or auto-complete) completed the job.
     // Error: the agent's own Complete (auto-complete) could not deliver.
-    {S::Transferred, any_of(S::Acknowledged, S::Cancelled, S::Error)},
+    // Queued: resume of a job whose bytes are gone (a partial file removed).
+    {S::Transferred, any_of(S::Acknowledged, S::Cancelled, S::Error, S::Queued)},
     {S::Acknowledged, 0},
     {S::Cancelled, 0},
 }};

@@ -1,4 +1,4 @@
-// Pins the transition table to the BITS/DO contract in DESIGN.md, and the
+// Pins the transition table to the BITS/DO contract in docs/design.md "Job states", and the
 // state and context names to the CLI's --json vocabulary.
 #include "storage/job_state.h"
 
@@ -43,7 +43,7 @@ const std::set<std::pair<JobState, JobState>> kLegal = {
     {S::Suspended, S::Cancelled},       {S::Error, S::Queued},
     {S::Error, S::Cancelled},           {S::Error, S::Acknowledged},
     {S::Transferred, S::Acknowledged},  {S::Transferred, S::Cancelled},
-    {S::Transferred, S::Error},
+    {S::Transferred, S::Error},         {S::Transferred, S::Queued},
 };
 
 }  // namespace
@@ -63,7 +63,7 @@ TEST_CASE("representative illegal transitions are refused", "[job_state]") {
     CHECK_FALSE(transition_allowed(S::Queued, S::Transferred));
     CHECK_FALSE(transition_allowed(S::Suspended, S::Transferring));  // resume goes via Queued
     CHECK_FALSE(transition_allowed(S::Suspended, S::Acknowledged));
-    CHECK_FALSE(transition_allowed(S::Transferred, S::Queued));      // done is done
+    CHECK_FALSE(transition_allowed(S::Transferred, S::Transferring));  // refetch goes via Queued
     CHECK_FALSE(transition_allowed(S::Error, S::Transferring));
     CHECK_FALSE(transition_allowed(S::TransientError, S::Transferred));
     CHECK_FALSE(transition_allowed(S::Queued, S::Acknowledged));

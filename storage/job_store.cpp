@@ -139,8 +139,15 @@ constexpr const char* kSchemaV5 = R"sql(
 ALTER TABLE jobs ADD COLUMN umask INTEGER NOT NULL DEFAULT 18;
 )sql";
 
-constexpr std::array<const char*, 5> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                                    kSchemaV5};
+// v6: how much of each partial file was flushed to stable storage: a resume
+// trusts that prefix only. Rows from before were never flushed mid-transfer:
+// 0, their unfinished files are fetched again from the start.
+constexpr const char* kSchemaV6 = R"sql(
+ALTER TABLE files ADD COLUMN durable_bytes INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+constexpr std::array<const char*, 6> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                                    kSchemaV5, kSchemaV6};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -396,7 +403,7 @@ void migrate(sqlite3* db, const std::string& path) {
 #define DOPT_FILE_COLUMNS                                                       \
     "job_id, idx, remote_url, local_path, partial_path, bytes_total, "         \
     "bytes_transferred, etag, last_modified, sha256, completed, metainfo_source, " \
-    "metainfo_url, info_hash"
+    "metainfo_url, info_hash, durable_bytes"
 #define DOPT_ERROR_COLUMNS                                                      \
     "job_id, context, code, description, protocol, time, file_index, "         \
     "local_name, remote_name, bytes_total, bytes_transferred"
@@ -450,6 +457,7 @@ FileRecord read_file(const Query& row) {
     file.metainfo_source = row.text(11);
     file.metainfo_url = row.text(12);
     file.info_hash = row.text(13);
+    file.durable_bytes = static_cast<std::uint64_t>(row.integer(14));
     return file;
 }
 
@@ -480,7 +488,7 @@ struct JobStore::Statements {
           insert_header(db, "INSERT INTO job_headers (" DOPT_HEADER_COLUMNS ") VALUES (?, ?, ?)"),
           delete_headers(db, "DELETE FROM job_headers WHERE job_id = ?"),
           insert_file(db, "INSERT INTO files (" DOPT_FILE_COLUMNS ") "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           replace_error(db, "INSERT OR REPLACE INTO errors (" DOPT_ERROR_COLUMNS ") "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           delete_error(db, "DELETE FROM errors WHERE job_id = ?"),
@@ -505,7 +513,8 @@ struct JobStore::Statements {
                            "ELSE transfer_completed END WHERE id = ?3"),
           update_file(db, "UPDATE files SET bytes_total = ?, bytes_transferred = ?, "
                           "etag = ?, last_modified = ?, sha256 = ?, completed = ?, "
-                          "metainfo_source = ?, metainfo_url = ?, info_hash = ?, partial_path = ? "
+                          "metainfo_source = ?, metainfo_url = ?, info_hash = ?, partial_path = ?, "
+                          "durable_bytes = ? "
                           "WHERE job_id = ? AND idx = ?"),
           delete_job(db, "DELETE FROM jobs WHERE id = ?"),
           purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?"),
@@ -555,7 +564,8 @@ void bind_file(Query& query, const std::string& job_id, const FileRecord& file) 
         .bind(std::int64_t{file.completed})
         .bind(file.metainfo_source)
         .bind(file.metainfo_url)
-        .bind(file.info_hash);
+        .bind(file.info_hash)
+        .bind(static_cast<std::int64_t>(file.durable_bytes));
 }
 
 void bind_error(Query& query, const std::string& job_id, const ErrorRecord& error) {
@@ -828,6 +838,7 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
                             .bind(file.metainfo_url)
                             .bind(file.info_hash)
                             .bind(file.partial_path)
+                            .bind(static_cast<std::int64_t>(file.durable_bytes))
                             .bind(job_id)
                             .bind(std::int64_t{file.index})
                             .run();

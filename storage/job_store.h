@@ -50,11 +50,15 @@ struct FileRecord {
     std::string partial_path;            // hidden partial file beside it
     std::uint64_t bytes_total = kUnknownSize;
     std::uint64_t bytes_transferred = 0;
+    // The prefix of the partial file flushed to stable storage (fdatasync)
+    // before this was recorded: all that a resume after a restart trusts (a
+    // power cut may leave the file longer, its tail zeros).
+    std::uint64_t durable_bytes = 0;
     std::string etag;                    // validators of the bytes we hold
     std::string last_modified;
     std::string sha256;                  // expected, lowercase hex; "" = none
     bool completed = false;              // whole and verified
-    // Peering (DESIGN.md "Trust"): where this file's metainfo came from:
+    // Peering (docs/design.md "Trust"): where this file's metainfo came from:
     // "" not looked for yet, "job" given with the job, "origin" found beside
     // the content, "none" HTTP only.
     std::string metainfo_source;
@@ -156,7 +160,7 @@ public:
                    std::int64_t* notification_id = nullptr);
 
     void add_file(const std::string& job_id, const FileRecord& file);
-    // Size, progress, validators, sha256, completed flag and partial path
+    // Size, progress, durable prefix, validators, sha256, completed flag and partial path
     // ("" once delivered or removed) of one file.
     // With `notify_kind` not 0, adds an outbox notification for this file in
     // the same transaction and returns its id (else 0).

@@ -131,6 +131,7 @@ void check_same_file(const FileRecord& a, const FileRecord& b) {
     CHECK(a.partial_path == b.partial_path);
     CHECK(a.bytes_total == b.bytes_total);
     CHECK(a.bytes_transferred == b.bytes_transferred);
+    CHECK(a.durable_bytes == b.durable_bytes);
     CHECK(a.etag == b.etag);
     CHECK(a.last_modified == b.last_modified);
     CHECK(a.sha256 == b.sha256);
@@ -414,7 +415,8 @@ TEST_CASE("set_state replaces the error record, and clear_error removes it", "[j
     CHECK_FALSE(store->load_job(uuid(1))->error.has_value());
 }
 
-TEST_CASE("update_file stores size, progress, validators and completion", "[job_store]") {
+TEST_CASE("update_file stores size, progress, durable prefix, validators and completion",
+          "[job_store]") {
     TempDir dir;
     auto store = JobStore::open(dir.file("jobs.db"));
     const JobRecord job = make_job(uuid(1));
@@ -423,6 +425,7 @@ TEST_CASE("update_file stores size, progress, validators and completion", "[job_
     FileRecord file = job.files[0];
     file.bytes_total = 1 << 20;
     file.bytes_transferred = 4096;
+    file.durable_bytes = 2048;
     file.etag = "\"v2\"";
     file.last_modified = "Wed, 15 Nov 2023 00:00:00 GMT";
     file.sha256 = std::string(64, 'f');
@@ -609,6 +612,7 @@ TEST_CASE("a v1 database is migrated to the current schema with its data intact"
     REQUIRE(job->files.size() == 1);
     CHECK(job->files[0].bytes_total == kUnknownSize);
     CHECK(job->files[0].bytes_transferred == 7);
+    CHECK(job->files[0].durable_bytes == 0);  // never flushed mid-transfer: fetched again
     REQUIRE(job->error);
     CHECK(job->error->code == 404);
     CHECK(job->error->file_index == -1);

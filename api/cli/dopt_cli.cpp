@@ -3,7 +3,7 @@
 // no agent.
 //
 // Its interface (commands, --json field names, exit codes) is fixed by
-// DESIGN.md "Interfaces other tools rely on". Exit codes:
+// docs/design.md "Interfaces other tools rely on". Exit codes:
 //   0 success; 1 the job failed (its error printed); 2 bad usage or input
 //   (including an unknown or another user's job); 3 the agent could not be
 //   reached. Messages go to stderr, prefixed "dopt: ".
@@ -146,6 +146,12 @@ void store_option(Options* o, const std::string& opt, const std::string& value) 
     else if (opt == "--web-seed") o->web_seed = value;
 }
 
+bool is_option_name(std::string arg) {
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) arg.resize(eq);
+    arg = canonical(arg);
+    return kValueOptions.count(arg) || kFlagOptions.count(arg);
+}
+
 // Options may come before or after positionals; "--" ends options;
 // "--opt=value" and "--opt value" are both accepted.
 Options parse_args(int argc, char** argv) {
@@ -174,6 +180,9 @@ Options parse_args(int argc, char** argv) {
             if (opt == "--auto-complete") o.auto_complete = true;
         } else if (kValueOptions.count(opt)) {
             if (!inline_value && i + 1 >= argc) usage_error("option " + a + " needs a value");
+            // "-o --name x": the path is missing (--output=--name takes it).
+            if (!inline_value && is_option_name(argv[i + 1]))
+                usage_error("option " + a + " needs a value, not the option " + argv[i + 1]);
             store_option(&o, opt, inline_value ? *inline_value : argv[++i]);
         } else {
             usage_error("unknown option " + a);
@@ -286,11 +295,34 @@ std::string human_bytes(std::uint64_t n) {
     return buf;
 }
 
-// Percent done, or -1 when the total is unknown.
-int percent(std::uint64_t done, std::uint64_t total) {
-    if (total == UINT64_MAX) return -1;
-    if (total == 0) return done > 0 ? 100 : 0;
-    return static_cast<int>(done >= total ? 100 : done * 100 / total);
+// Percent done, or -1 when the total is unknown. Files of 0 bytes are
+// done when every file is.
+int percent(const dopt_progress& p) {
+    if (p.bytes_total == UINT64_MAX) return -1;
+    if (p.bytes_total == 0) return p.files_total > 0 && p.files_transferred == p.files_total ? 100 : 0;
+    return static_cast<int>(p.bytes_transferred >= p.bytes_total ? 100 : p.bytes_transferred * 100 / p.bytes_total);
+}
+
+// `text` with its control characters (C0, DEL, and C1 as UTF-8) written as
+// \xHH, so that a name cannot drive the terminal.
+std::string printable(const std::string& text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        auto c = static_cast<unsigned char>(text[i]);
+        auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+        std::size_t n = c < 0x20 || c == 0x7f || c == '\\' ? 1 : c == 0xc2 && next >= 0x80 && next <= 0x9f ? 2 : 0;
+        if (n == 0) {
+            out += text[i];
+            continue;
+        }
+        for (std::size_t k = 0; k < n; ++k) {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(text[i + k]));
+            out += hex;
+        }
+        i += n - 1;
+    }
+    return out;
 }
 
 std::string format_time(std::int64_t t) {
@@ -391,7 +423,7 @@ std::string transient_summary(const dopt_job_status* s) {
            (wait > 0 ? "in " + std::to_string(wait) + " s" : "now");
 }
 
-// The job object of `status --json` and `list --json` (DESIGN.md), compact,
+// The job object of `status --json` and `list --json` (docs/design.md), compact,
 // appended to `out`.
 void write_job(std::string& out, const dopt_job_status* s) {
     dopt_progress p{};
@@ -613,7 +645,7 @@ struct ProgressBar {
         }
         last_time = now;
         last_bytes = p.bytes_transferred;
-        int pct = percent(p.bytes_transferred, p.bytes_total);
+        int pct = percent(p);
         std::string bar(30, ' ');
         for (int i = 0; pct > 0 && i < pct * 30 / 100; ++i) bar[static_cast<std::size_t>(i)] = '#';
         std::fprintf(stderr, "\r[%s] %4s  %s / %s  %s/s  %s\033[K", bar.c_str(),
@@ -667,7 +699,8 @@ dopt_job_state wait_for_end(dopt_job* job, bool tty) {
 int cmd_get(const Options& o) {
     allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
-    if (o.args.size() > 1) usage_error("'get' takes one URL; use 'dopt add' for several");
+    if (o.args.size() > 1)
+        usage_error("'get' takes one URL, not also '" + o.args[1] + "'; use 'dopt add' for several");
     JobSpec spec = make_spec(o, DOPT_PRIORITY_FOREGROUND);
     spec.auto_complete = true;
     Client client = connect(o);
@@ -740,10 +773,10 @@ int cmd_list(const Options& o) {
     for (const auto& s : jobs) {
         dopt_progress p{};
         dopt_job_status_progress(&p, s.get());
-        int pct = percent(p.bytes_transferred, p.bytes_total);
+        int pct = percent(p);
         std::printf("%-36s  %-15s  %4s  %s\n", dopt_job_status_id(s.get()),
                     dopt_state_name(dopt_job_status_state(s.get())),
-                    pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(), job_name(s.get()).c_str());
+                    pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(), printable(job_name(s.get())).c_str());
     }
     return kExitOk;
 }
@@ -753,9 +786,9 @@ void print_status(const dopt_job_status* s) {
     dopt_job_status_progress(&p, s);
     dopt_times t{};
     dopt_job_status_times(&t, s);
-    int pct = percent(p.bytes_transferred, p.bytes_total);
+    int pct = percent(p);
     std::printf("id:           %s\n", dopt_job_status_id(s));
-    std::printf("name:         %s\n", dopt_job_status_display_name(s));
+    std::printf("name:         %s\n", printable(dopt_job_status_display_name(s)).c_str());
     std::printf("state:        %s\n", dopt_state_name(dopt_job_status_state(s)));
     std::printf("priority:     %s\n", priority_name(dopt_job_status_priority(s)));
     std::printf("mode:         %s\n", dopt_job_status_mode(s));
@@ -913,7 +946,7 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
 }
 
 // dopt publish FILE [--web-seed URL] [-o OUT]: the metainfo an origin hosts
-// beside FILE (DESIGN.md "Trust"). Needs no agent.
+// beside FILE (docs/design.md "Trust"). Needs no agent.
 int cmd_publish(const Options& o) {
     allow_only(o, {"-o", "--web-seed"});
     expect_args(o, 1, "a file");

@@ -2,12 +2,14 @@
 one agent per state_dir, stale sockets, config errors."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 import unittest
 
-from harness import MiB, IntegrationTest, clean_env, doptd_path, dopt_path, make_file
+from harness import (MiB, IntegrationTest, clean_env, doptd_path, dopt_path, free_port,
+                     make_file, wait_for)
 
 
 class Lifecycle(IntegrationTest):
@@ -101,6 +103,47 @@ class Lifecycle(IntegrationTest):
             self.dopt("complete", job_id, check=0)
             self.assertFileSha(path, sha)
 
+    def test_a_retrying_foreground_job_with_free_slots_stops_no_one(self):
+        # max_jobs = 4, two jobs: the foreground one, refused by a closed
+        # port, retries every 1-2 s while the background one runs.
+        sha = make_file(os.path.join(self.www, "bg.bin"), 8 * MiB)
+        self.start_agent()
+        path = os.path.join(self.dest(), "bg.bin")
+        bg = self.agent.add(self.nginx.url("/slow/bg.bin"), "-o", path, "--priority", "low")
+        self.agent.wait_bytes(bg, 256 * 1024, timeout=30)
+        fg = self.agent.add("http://127.0.0.1:%d/fg.bin" % free_port(), "-o",
+                            os.path.join(self.dest(), "fg.bin"), "--priority", "foreground")
+        seen = []
+        self.wait_state(bg, ("transferred", "error"), timeout=60, seen=seen)
+        self.assertEqual(seen[-1], "transferred")
+        self.assertNotIn("queued", seen)
+        self.assertEqual(self.status(fg)["state"], "transient_error")
+        log = self.agent.log_text()
+        self.assertGreaterEqual(log.count("job %s: transient error" % fg), 2,
+                                "the foreground job retried while the other ran")
+        self.assertNotIn("yields to a more urgent job", log)
+        self.dopt("complete", bg, check=0)
+        self.assertFileSha(path, sha)
+
+    def test_a_retry_due_with_every_slot_taken_waits_for_a_free_one(self):
+        # max_jobs = 1: the new foreground job takes the slot once; its
+        # retries wait for the slot instead of stopping the other again.
+        make_file(os.path.join(self.www, "bg.bin"), 8 * MiB)
+        self.start_agent("[jobs]\nmax_jobs = 1\n")
+        bg = self.agent.add(self.nginx.url("/slow/bg.bin"), "-o",
+                            os.path.join(self.dest(), "bg.bin"), "--priority", "low")
+        self.agent.wait_bytes(bg, 256 * 1024, timeout=30)
+        fg = self.agent.add("http://127.0.0.1:%d/fg.bin" % free_port(), "-o",
+                            os.path.join(self.dest(), "fg.bin"), "--priority", "foreground")
+        self.wait_state(bg, ("transferred", "error"), timeout=60)
+        log = self.agent.log_text()
+        while_bg_ran = log[:log.index("job %s: transferring -> transferred" % bg)]
+        self.assertEqual(log.count("job %s yields to a more urgent job" % bg), 1, log)
+        self.assertEqual(while_bg_ran.count("job %s: transient error" % fg), 1,
+                         "a retry started while the slot was taken")
+        wait_for(lambda: self.agent.log_text().count("job %s: transient error" % fg) >= 2,
+                 timeout=10, what="the retry once the slot is free")
+
     def test_a_second_agent_on_the_same_state_dir_refuses_to_start(self):
         self.start_agent()
         second = self.sb.agent(name="agent2", start=False, state_dir=self.agent.state_dir)
@@ -113,6 +156,20 @@ class Lifecycle(IntegrationTest):
         self.assertIn("lock", second.log_text().lower(),
                       "the refusal should say the state_dir is locked")
         self.agent.dopt("list", check=0)  # the first one is unharmed
+
+    def test_a_second_agent_on_a_live_agents_socket_refuses_and_leaves_it(self):
+        self.start_agent()
+        second = self.sb.agent(name="agent2", start=False,
+                               extra_toml='socket = "%s"' % self.agent.socket)
+        p = second.spawn()
+        try:
+            rc = p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.fail("a second doptd on a live agent's socket is still running")
+        self.assertEqual(rc, 1, "a doptd that cannot start exits 1")
+        self.assertIn("another doptd is serving " + self.agent.socket, second.log_text())
+        self.assertNotIn("replacing stale socket", second.log_text())
+        self.agent.dopt("list", check=0)  # the first one still answers on its socket
 
     def test_stale_socket_from_kill_9_is_replaced_on_restart(self):
         self.start_agent()
@@ -209,6 +266,63 @@ class Lifecycle(IntegrationTest):
         self.assertIn(self.agent.config + ":", self.agent.log_text())
         self.assertTrue(self.agent.running())
         self.agent.dopt("list", check=0)
+
+
+class LostPartialFiles(IntegrationTest):
+    """A job whose bytes are gone from disk is fetched again on resume, not
+    stuck (issue 17)."""
+
+    def setUp(self):
+        super().setUp()
+        self.nginx = self.sb.nginx(self.www)
+        self.start_agent()
+
+    def partials(self, folder):
+        return [n for n in os.listdir(folder) if n.endswith(".dopt-partial")]
+
+    def test_a_transferred_job_whose_partial_file_was_removed_is_fetched_again_on_resume(self):
+        # Used to: Complete failed on the missing file for ever, and resume
+        # was refused ("transferred cannot be resumed").
+        sha = make_file(os.path.join(self.www, "a.bin"), MiB)
+        folder = self.dest()
+        path = os.path.join(folder, "a.bin")
+        job_id = self.agent.add(self.nginx.url("a.bin"), "-o", path)
+        self.wait_state(job_id, "transferred")
+        for name in self.partials(folder):
+            os.unlink(os.path.join(folder, name))
+        rc, _, err = self.dopt("complete", job_id)
+        self.assertNotEqual(rc, 0, "Complete without the file's bytes succeeded")
+        self.assertIn("gone; resume the job", err)
+        self.assertEqual(self.status(job_id)["state"], "transferred")
+        self.dopt("resume", job_id, check=True)
+        self.wait_state(job_id, "transferred")
+        self.dopt("complete", job_id, check=True)
+        self.assertFileSha(path, sha)
+        self.assertEqual(self.nginx.body_bytes_sent("/a.bin"), 2 * MiB)
+
+    def test_resume_after_the_folder_was_removed_and_made_again_fetches_the_lost_file(self):
+        # b.bin is missing (404: ERROR) while a.bin is whole; the folder,
+        # a.bin's partial file with it, is removed and made again, b.bin
+        # put on the origin, the job resumed. Used to: the resume counted
+        # a.bin as whole, and only its rename was tried again (and failed).
+        sha_a = make_file(os.path.join(self.www, "a.bin"), MiB)
+        folder = self.dest()
+        pa, pb = os.path.join(folder, "a.bin"), os.path.join(folder, "b.bin")
+        job_id = self.agent.add(self.nginx.url("a.bin"), "-o", pa,
+                                self.nginx.url("b.bin"), "-o", pb)
+        st = self.wait_state(job_id, "error")
+        self.assertEqual(st["error"]["code"], 404, st)
+        self.assertTrue([n for n in self.partials(folder) if n.startswith(".a.bin")],
+                        "a.bin's partial file")
+        shutil.rmtree(folder)
+        os.makedirs(folder)
+        sha_b = make_file(os.path.join(self.www, "b.bin"), MiB)
+        self.dopt("resume", job_id, check=True)
+        st = self.wait_state(job_id, ("transferred", "error"))
+        self.assertEqual(st["state"], "transferred", st)
+        self.dopt("complete", job_id, check=True)
+        self.assertFileSha(pa, sha_a)
+        self.assertFileSha(pb, sha_b)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,38 @@ class BadInput(unittest.TestCase):
         finally:
             os.chmod(d, 0o755)
 
+    def test_output_option_without_its_path_says_so(self):
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o",
+                                              "--priority", "foreground"))
+        self.assertIn("option -o needs a value, not the option --priority", err)
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o"))
+        self.assertIn("option -o needs a value", err)
+
+    def test_get_with_two_urls_names_the_second(self):
+        _, err = self.assertExit(2, self.dopt("get", self.nginx.url("/ok.bin"), "-o",
+                                              self.out("x"), "http://127.0.0.1:1/second"))
+        self.assertIn("'get' takes one URL, not also 'http://127.0.0.1:1/second'", err)
+
+    def test_one_destination_through_a_symlinked_folder_is_refused(self):
+        real = os.path.dirname(self.out("x"))
+        link = real + "-link"
+        os.symlink(real, link)
+        out, _ = self.assertExit(0, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                              os.path.join(real, "same.bin")))
+        first = out.split()[0]
+        _, err = self.assertExit(2, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                              os.path.join(link, "same.bin")))
+        self.assertIn(os.path.join(link, "same.bin") + " is already the destination of job "
+                      + first, err)
+        self.assertExit(0, self.dopt("add", self.nginx.url("/ok.bin"), "-o",
+                                     os.path.join(link, "other.bin")))
+
+    def test_an_existing_folder_as_destination_is_refused_at_once(self):
+        folder = os.path.dirname(self.out("x"))
+        _, err = self.assertExit(2, self.dopt("add", self.nginx.url("/ok.bin"), "-o", folder))
+        self.assertIn(folder + " is a folder; the destination must name a file", err)
+        self.assertEqual(os.listdir(folder), [], "nothing is left of the refused job")
+
     def test_status_of_an_unknown_job_is_exit_2(self):
         self.assertExit(2, self.dopt("status", "00000000-0000-0000-0000-000000000000"))
 

@@ -15,6 +15,9 @@ import unittest
 from harness import (MiB, IntegrationTest, clean_env, dopt_path, fault_origin, free_port,
                      make_file, sha256_file)
 
+DOPT_E_HTTP = -16                # api/include/dopt/dopt.h
+DOPT_E_UNSUPPORTED_SCHEME = -9
+
 
 class FatalHttpErrors(IntegrationTest):
 
@@ -52,6 +55,7 @@ class FatalHttpErrors(IntegrationTest):
         self.assertEqual(job["state"], "error")
         self.assertEqual(job["error"]["code"], 404)
         self.assertEqual(job["error"]["context"], "remote_file")
+        self.assertAlmostEqual(job["error"]["time"], time.time(), delta=120)
 
     def test_the_log_never_shows_a_urls_password_or_token(self):
         # The journal is readable by more users than the job's owner (adm,
@@ -70,6 +74,54 @@ class FatalHttpErrors(IntegrationTest):
         for secret in ("Tok3nValue", "Passw0rdValue", "alice"):
             self.assertNotIn(secret, log)
         self.assertIn("/missing.bin?[redacted]", log)
+
+
+class ResponsesThatNeverSucceed(IntegrationTest):
+    """Fatal at the first answer, with a description naming what happened."""
+
+    def setUp(self):
+        super().setUp()
+        self.origin = self.sb.fault_origin(self.www)
+        self.start_agent()
+        make_file(os.path.join(self.www, "f.bin"), 1000)
+
+    def fails_at_once(self, origin_path, code):
+        """Adds a job for origin_path; returns its error once it fails,
+        having asked the origin once."""
+        job_id = self.agent.add(self.origin.url(origin_path), "-o",
+                                os.path.join(self.dest(), "f.bin"))
+        seen = []
+        st = self.wait_state(job_id, ("error", "transferred"), timeout=15, seen=seen)
+        self.assertEqual(st["state"], "error", st)
+        self.assertNotIn("transient_error", seen)
+        self.assertEqual(self.origin.stats(origin_path.split("?")[0])["requests"], 1)
+        self.assertEqual(st["error"]["code"], code, st["error"])
+        self.assertEqual(st["error"]["context"], "remote_file", st["error"])
+        return st["error"]["description"]
+
+    def test_416_to_a_request_without_range_is_fatal(self):
+        self.assertIn("416 Range Not Satisfiable for %s to a request for the whole file"
+                      % self.origin.url("/status/416/f.bin"),
+                      self.fails_at_once("/status/416/f.bin", 416))
+
+    def test_204_no_content_is_fatal(self):
+        self.assertIn("answered 204 No Content for",
+                      self.fails_at_once("/status/204/f.bin", 204))
+
+    def test_a_reply_that_is_not_http_says_so(self):
+        d = self.fails_at_once("/not-http/f.bin", DOPT_E_HTTP)
+        self.assertIn("did not answer in HTTP", d)
+        self.assertNotIn("redirect", d)
+
+    def test_a_redirect_to_ftp_or_file_names_the_scheme(self):
+        for scheme in ("ftp", "file"):
+            d = self.fails_at_once("/redirect-to/%s/f.bin" % scheme, DOPT_E_UNSUPPORTED_SCHEME)
+            self.assertIn("redirected to a URL of scheme %s (only http and https are fetched)" % scheme, d)
+            self.assertNotIn("downgrade", d)
+
+    def test_a_response_header_over_100_kib_is_fatal_and_named(self):
+        d = self.fails_at_once("/huge-header/204800/f.bin", DOPT_E_HTTP)
+        self.assertIn("header too large", d)
 
 
 class FaultyOrigin(IntegrationTest):

@@ -146,6 +146,7 @@ class HttpFeaturesTest(IntegrationTest):
         e = self.agent.job_for(out)["error"]
         self.assertEqual(e["context"], "remote_file")
         self.assertEqual(e["code"], DOPT_E_UNSUPPORTED_SCHEME)
+        self.assertIn("redirected from https to http (no https to http downgrade)", e["description"])
         self.assertEqual(plain.body_bytes_sent("/f.bin"), 0)
         self.assertFalse(os.path.exists(out))
 

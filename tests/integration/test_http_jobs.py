@@ -29,6 +29,41 @@ class HttpJobs(IntegrationTest):
         self.assertEqual(os.listdir(dest), ["big.bin"],
                          "a partial or temporary file was left beside the result")
 
+    def test_a_finished_empty_file_is_100_percent_with_metainfo_none(self):
+        make_file(os.path.join(self.www, "empty.bin"), 0)
+        path = os.path.join(self.dest(), "empty.bin")
+        self.dopt("get", self.nginx.url("/empty.bin"), "-o", path, check=0, timeout=60)
+        job = self.agent.job_for(path)
+        self.assertEqual(job["state"], "acknowledged")
+        self.assertEqual(job["files"][0]["metainfo"], "none", "peering is off: no metainfo")
+        _, out, _ = self.dopt("list", check=0)
+        line = [l for l in out.splitlines() if l.startswith(job["id"])][0]
+        self.assertIn(" 100% ", line)
+        _, out, _ = self.dopt("status", job["id"], check=0)
+        self.assertIn("0 B of 0 B (100%), 1 of 1 files", out)
+
+    def test_list_and_status_escape_control_characters_of_a_name(self):
+        make_file(os.path.join(self.www, "f.bin"), 1000)
+        name = "evil\x1b]0;title\x07\u009b2Jname"
+        job_id = self.agent.add(self.nginx.url("/f.bin"), "-o",
+                                os.path.join(self.dest(), "f.bin"), "--name", name)
+        self.assertEqual(self.status(job_id)["display_name"], name, "JSON keeps the name")
+        for args in (("list",), ("status", job_id)):
+            _, out, _ = self.dopt(*args, check=0)
+            self.assertIn("evil\\x1b]0;title\\x07\\xc2\\x9b2Jname", out)
+            for raw in ("\x1b", "\x07", "\u009b"):
+                self.assertNotIn(raw, out)
+
+    def test_a_240_byte_file_name_is_fetched_through_a_shortened_partial_name(self):
+        sha = make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        dest = self.dest()
+        name = "n" * 240
+        rc, _, err = self.dopt("get", self.nginx.url("/f.bin"), "-o", os.path.join(dest, name),
+                               timeout=60)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(os.path.join(dest, name), sha)
+        self.assertEqual(os.listdir(dest), [name])
+
     def test_get_with_the_right_sha256_succeeds(self):
         sha = make_file(os.path.join(self.www, "f.bin"), 3 * MiB)
         path = os.path.join(self.dest(), "f.bin")

@@ -55,6 +55,8 @@ excluded), so two tests that use different file names never share a counter.
   ?noifrange=1                 on any of the above: If-Range ignored, Range
                                honoured (a broken cache: a 206 of whatever
                                version it holds now, e.g. with /changing/)
+  ?novalidators=1              on any of the above: no ETag and no Last-Modified
+                               (a client cannot resume, it starts over)
   GET /_stats                  JSON: {path: {"requests", "body_bytes", "cuts",
                                "log": [[status, range, if_range, sent], ...],
                                "times": [arrival of each request, seconds
@@ -182,6 +184,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def simple(self, code, body=b"", extra=()):
         body = body if isinstance(body, bytes) else body.encode()
+        if code in (204, 304):
+            body = b""  # these never have a body
         self.send_response(code)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -266,6 +270,22 @@ class Handler(BaseHTTPRequestHandler):
                 res = Resource(data=content(name, size, "a"), etag='"a"',
                                mtime=1700000000)
                 return self.serve(res, head, cut=k, rst=False, cut_key=("cut", p))
+            if kind == "redirect-to":
+                return self.simple(302, "redirect\n", [
+                    ("Location", "%s://127.0.0.1/%s" % (parts[1], "/".join(parts[2:])))])
+            if kind in ("huge-header", "not-http"):
+                # Recorded first: the client hangs up in the middle.
+                self.st.record(self.path_only, 200 if kind == "huge-header" else 0,
+                               self.headers.get("Range"), None, 0, self.arrival)
+                if kind == "not-http":
+                    self.wfile.write(b"SSH-2.0-not-an-http-server\r\n")
+                    return None
+                self.send_response(200)
+                self.send_header("X-Padding", "a" * int(parts[1]))
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return None
             if kind == "redirect-loop":
                 return self.simple(302, "loop\n", [("Location", p)])
             if kind == "redirect":
@@ -341,8 +361,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
-        self.send_header("ETag", res.etag)
-        self.send_header("Last-Modified", email.utils.formatdate(res.mtime, usegmt=True))
+        if self.query.get("novalidators") != "1":
+            self.send_header("ETag", res.etag)
+            self.send_header("Last-Modified", email.utils.formatdate(res.mtime, usegmt=True))
         self.send_header("Accept-Ranges", "bytes" if ranges else "none")
         if status == 206:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))

@@ -117,6 +117,27 @@ class FaultyOrigins(IntegrationTest):
                   % (code, n, time.monotonic() - t0))
         self.assertAbsentOrIdentical(jobs[500][2], sha)
 
+    def test_the_no_progress_timeout_ends_the_job_between_two_retries(self):
+        # The timeout has a timer of its own: with retries 20 s apart, the
+        # ERROR comes at the timeout, not at the next retry (it used to:
+        # 7.8 s for a 4 s timeout, up to retry_max_delay late).
+        make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        slow = self.sb.agent("[jobs]\nretry_min_delay = 20\nretry_max_delay = 20\n",
+                             name="slow-retries")
+        upath = "/status/503/f.bin"
+        path = os.path.join(self.dest(), "f.bin")
+        timeout = 2
+        t0 = time.monotonic()
+        job = slow.add(self.origin.url(upath), "-o", path, "--no-progress-timeout", str(timeout))
+        st = slow.wait_state(job, FINAL, timeout=30)
+        took = time.monotonic() - t0
+        print("\n  endless 503, retries 20 s apart, timeout %d s: ERROR after %.1f s (%d requests)"
+              % (timeout, took, self.origin.stats(upath)["requests"]))
+        self.assertJobError(st, "transport", DOPT_E_NO_PROGRESS, path, self.origin.url(upath))
+        # The job's own times (whole seconds): created, then modified by the error.
+        self.assertLessEqual(st["modified"] - st["created"], timeout + 2, st)
+        self.assertEqual(self.origin.stats(upath)["requests"], 1, "a retry came before the error")
+
     # -- 429 and Retry-After ------------------------------------------------
 
     def test_429_retry_after_is_waited_out_in_seconds_and_as_a_date(self):
@@ -186,6 +207,30 @@ class FaultyOrigins(IntegrationTest):
         self.assertNotIn("transferred", seen)
         self.assertFalse(os.path.exists(path), "a short file was delivered")
         self.assertAbsentOrIdentical(path, sha)
+
+    def test_bytes_fetched_again_are_no_progress(self):
+        # Content-Length too long and no validator: each retry starts over
+        # at byte 0 and gets the same prefix. Those bytes are not new: the
+        # job ends in ERROR (no progress) at its timeout (it used to retry
+        # for ever, each retry counted as progress).
+        make_file(os.path.join(self.www, "f.bin"), 1 * MiB)
+        upath = "/lie/100000/f.bin"
+        timeout = 3
+        t0 = time.monotonic()
+        job, path = self.add(upath + "?novalidators=1", "f.bin", "--no-progress-timeout",
+                             str(timeout))
+        seen = []
+        st = self.wait_state(job, FINAL, timeout=30, seen=seen)
+        s = self.origin.stats(upath)
+        print("\n  Content-Length +100000, no validator: states %s after %.1f s, %d requests "
+              "from bytes %s" % (seen, time.monotonic() - t0, s["requests"],
+                                 [e[1] for e in s["log"]]))
+        self.assertJobError(st, "transport", DOPT_E_NO_PROGRESS, path,
+                            self.origin.url(upath + "?novalidators=1"))
+        self.assertGreaterEqual(s["requests"], 2, "not retried: a retry fetches the prefix again")
+        self.assertEqual([e[1] for e in s["log"]], [None] * s["requests"], "a Range was asked")
+        self.assertLessEqual(st["modified"] - st["created"], timeout + 2, st)
+        self.assertFalse(os.path.exists(path), "a short file was delivered")
 
     def test_content_length_shorter_than_the_body_never_delivers_the_excess(self):
         # The origin declares 100000 bytes fewer than it sends. HTTP says the

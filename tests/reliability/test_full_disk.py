@@ -119,6 +119,10 @@ class FullDisk(IntegrationTest):
         self.assertIn(os.path.dirname(full_path), st["error"]["description"], st["error"])
         self.assertIn("the disk is full", st["error"]["description"], st["error"])
         self.assertFalse(os.path.exists(full_path), "a partial file at the final path")
+        partial, = [n for n in os.listdir(small) if n.endswith(".dopt-partial")]
+        on_disk = os.path.getsize(os.path.join(small, partial))
+        self.assertLessEqual(st["files"][0]["bytes_transferred"], on_disk, st)
+        self.assertLessEqual(st["error"]["file"]["bytes_transferred"], on_disk, st["error"])
         self.assertIn(agent.status(j_other)["state"],
                       ("queued", "connecting", "transferring", "transferred"),
                       "the other job was not running when the disk filled")

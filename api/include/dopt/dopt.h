@@ -99,8 +99,9 @@ typedef enum dopt_job_state {
     DOPT_STATE_CANCELLED = 8
 } dopt_job_state;
 
-/* Priorities, highest first. A running lower-priority job yields to a
- * runnable higher-priority one. */
+/* Priorities, highest first. When all of the agent's max_jobs slots are
+ * taken, a running lower-priority job yields to a QUEUED higher-priority one
+ * (not to one retrying after a transient error). */
 typedef enum dopt_priority {
     DOPT_PRIORITY_FOREGROUND = 0,
     DOPT_PRIORITY_HIGH = 1,
@@ -314,8 +315,8 @@ DOPT_EXPORT int dopt_job_set_file_metainfo(dopt_job *job, size_t file_index,
 DOPT_EXPORT int dopt_job_set_file_metainfo_url(dopt_job *job, size_t file_index,
                                                const char *url);
 
-/* Sets the job's priority. A running lower-priority job yields to a
- * runnable higher-priority one; the change applies at once.
+/* Sets the job's priority (dopt_priority says how priorities share the
+ * agent's slots); the change applies at once.
  * Errors: DOPT_E_INVALID_ARG (not a dopt_priority value), DOPT_E_NOT_FOUND. */
 DOPT_EXPORT int dopt_job_set_priority(dopt_job *job, dopt_priority priority);
 
@@ -351,7 +352,8 @@ DOPT_EXPORT int dopt_job_set_auto_complete(dopt_job *job, int on);
  * does not allow returns DOPT_E_INVALID_STATE and changes nothing. */
 
 /* SUSPENDED, ERROR, TRANSIENT_ERROR -> QUEUED (runs when scheduled); a no-op
- * DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job.
+ * DOPT_OK on a QUEUED, CONNECTING or TRANSFERRING job. A file whose partial
+ * file is gone is fetched again (then TRANSFERRED -> QUEUED too).
  * Errors: DOPT_E_INVALID_STATE (other states, or a job without files). */
 DOPT_EXPORT int dopt_job_resume(dopt_job *job);
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "dopt/dopt.h"
+#include "tests/support/temp_dir.h"
 
 #if !defined(TWOBLUECUBES_SINGLE_INCLUDE_CATCH_HPP_INCLUDED) && \
     !defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
@@ -98,32 +99,12 @@ struct StatusList {
 
 // ---- files -----------------------------------------------------------------
 
-// A private directory, removed with everything in it.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/dopt-agent-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using dopt::test::read_file;
+using dopt::test::TempDir;
 
 inline bool file_exists(const std::string& path) {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0;
-}
-
-inline std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
 }
 
 // Names in `dir` that end in ".dopt-partial" (the agent's hidden partial files).
@@ -503,12 +484,12 @@ private:
 
 struct AgentFixture {
     TempDir dir;
-    AgentProcess agent{dir.path};
+    AgentProcess agent{dir.path()};
     Client client;
     std::string files;  // a folder for download destinations
 
     AgentFixture() {
-        files = dir.path + "/files";
+        files = dir.path() + "/files";
         REQUIRE(::mkdir(files.c_str(), 0755) == 0);
         agent.start();
         client = open_client();

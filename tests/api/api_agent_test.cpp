@@ -582,7 +582,7 @@ TEST_CASE("Another user can neither see nor touch a job") {
     AgentFixture f;
     // The agent as root makes its socket 0666 and its folders 0755; the
     // test's own temporary folder must be reachable too.
-    REQUIRE(::chmod(f.dir.path.c_str(), 0755) == 0);
+    REQUIRE(::chmod(f.dir.path().c_str(), 0755) == 0);
     Job job = f.create_job(nullptr, "root's");
     const std::string dest = f.files + "/root.bin";
     REQUIRE(dopt_job_add_file(job.get(), "http://127.0.0.1:9/x", dest.c_str()) == DOPT_OK);

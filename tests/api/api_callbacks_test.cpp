@@ -185,7 +185,7 @@ struct CallbackFixture : AgentFixture {
     const std::string small = random_bytes(20000, 7);
 
     CallbackFixture() {
-        docroot = dir.path + "/www";
+        docroot = dir.path() + "/www";
         REQUIRE(::mkdir(docroot.c_str(), 0755) == 0);
         for (const char* name : {"a.bin", "b.bin", "c.bin", "d.bin"})
             write_file(docroot + "/" + name, small);

@@ -271,6 +271,7 @@ class Plan:
         self.orphan = False             # created but `dopt add` never finished: to be cancelled
         self.gone = False               # `dopt add` cut short before the job existed
         self.acked = False              # Complete (or auto-complete) answered: acknowledged
+        self.complete_sent = False      # the test sent Complete: files may be delivered
         self.cancelled = False          # Cancel answered OK
         self.want_cancel = False
         self.error = None               # the job's error object, when it ended in error
@@ -511,6 +512,7 @@ class CrashLoop(unittest.TestCase):
                         continue
                     if p.id not in cls.auto_complete_stuck:
                         cls.auto_complete_stuck.append(p.id)
+                p.complete_sent = True
                 rc, _, err = a.try_dopt("complete", p.id)
                 if rc == 0:
                     p.acked = True
@@ -832,12 +834,15 @@ class CrashLoop(unittest.TestCase):
                     elif harness.sha256_file(f.dest) != f.sha:
                         problems.append("%s: %s differs from the origin" % (p.id, f.dest))
             elif j and j["state"] == "cancelled":
+                may_be_delivered = p.complete_sent or p.auto_complete  # before the cancel
                 for f in p.files:
-                    if os.path.exists(f.dest):  # delivered before it was cancelled
-                        if harness.sha256_file(f.dest) != f.sha:
-                            problems.append("%s: %s differs from the origin" % (p.id, f.dest))
-                    elif os.path.exists(f.dest):
-                        problems.append("%s: cancelled, yet %s exists" % (p.id, f.dest))
+                    if not os.path.exists(f.dest):
+                        continue
+                    if not may_be_delivered:
+                        problems.append("%s: cancelled before any Complete, yet %s exists"
+                                        % (p.id, f.dest))
+                    elif harness.sha256_file(f.dest) != f.sha:
+                        problems.append("%s: %s differs from the origin" % (p.id, f.dest))
         self._fail_if(problems, "delivered files wrong")
 
     def test_no_partial_file_is_left(self):

@@ -101,6 +101,7 @@ struct StatusList {
 
 using dopt::test::read_file;
 using dopt::test::TempDir;
+using dopt::test::write_file;
 
 inline bool file_exists(const std::string& path) {
     struct stat st;

@@ -464,11 +464,18 @@ void check_nothing_after(const std::function<void(Job&)>& stop) {
     set_callbacks(job.get(), r.all(/*percent=*/1, /*seconds=*/1), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return x.modifications.size() >= 5; }));
+    // A second client watches the same job: the progress it keeps seeing
+    // after the stop is what the first would have been called for.
+    Client watcher_client = f.open_client();
+    Recorder watcher;
+    Job watched = f.open_job(dopt_job_id(job.get()), watcher_client.get());
+    set_callbacks(watched.get(), watcher.all(/*percent=*/1, /*seconds=*/1), watcher);
 
     stop(job);
     CHECK(r.inside == 0);
     size_t after = r.modification_count();
-    std::this_thread::sleep_for(1500ms);
+    const size_t watched_at_stop = watcher.modification_count();
+    REQUIRE(watcher.wait_for([&](Recorder& x) { return x.modifications.size() >= watched_at_stop + 5; }));
     CHECK(r.modification_count() == after);
     CHECK(r.inside == 0);
 }

@@ -13,6 +13,7 @@ agent log) when it failed.
 import hashlib
 import json
 import os
+import pwd
 import re
 import select
 import shutil
@@ -62,11 +63,19 @@ def clean_env():
     return env
 
 
-def free_port():
-    """A port nobody listens on right now (bound and released)."""
+def free_port(ip="127.0.0.1"):
+    """A TCP port nobody listens on at `ip` right now (bound and released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+def next_second():
+    """Waits until the wall clock is in a later second than when called: a
+    time the agent records in seconds (a cache entry's last_used) is then
+    later than any it recorded before the call."""
+    start = int(time.time())
+    wait_for(lambda: int(time.time()) > start, 2, interval=0.02, what="the next second")
 
 
 def make_file(path, size, seed=None):
@@ -613,3 +622,23 @@ class IntegrationTest(unittest.TestCase):
     def assertFileSha(self, path, sha, msg=None):
         self.assertTrue(os.path.exists(path), msg or "%s does not exist" % path)
         self.assertEqual(sha256_file(path), sha, msg or "%s differs from the origin" % path)
+
+
+class OtherUsersTest(IntegrationTest):
+    """Base class of tests where other local users meet a root-run agent:
+    self.nobody and self.daemon (passwd entries; daemon is uid 1). Skips
+    with `root_reason` when not root, and when either account is missing.
+    The sandbox folder is 0755, so every user can walk to what is in it."""
+
+    root_reason = "the test runs processes as other users: run it as root"
+
+    def setUp(self):
+        if not IS_ROOT:
+            self.skipTest(self.root_reason)
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+            self.daemon = pwd.getpwnam("daemon")
+        except KeyError:
+            self.skipTest("needs the accounts 'nobody' and 'daemon'")
+        super().setUp()
+        os.chmod(self.sb.dir, 0o755)

@@ -48,7 +48,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,7 +58,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "integration"))
 import harness  # noqa: E402
-from harness import MiB  # noqa: E402
+from harness import MiB, free_port  # noqa: E402
 
 # The points of common/crash_point.cpp (kCrashPointNames), in the order the
 # loop takes them, each with the range of visits the loop picks from: a
@@ -89,12 +88,6 @@ FINAL_TIMEOUT = 180          # seconds for every job to end after the loop
 def say(*args):
     sys.stderr.write("  " + " ".join(str(a) for a in args) + "\n")
     sys.stderr.flush()
-
-
-def free_port(ip):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
 
 
 def p2p_toml(listen, peers, extra=""):

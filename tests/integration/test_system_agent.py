@@ -21,8 +21,8 @@ import time
 import unittest
 from unittest import mock
 
-from harness import (IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, doptd_path, free_port,
-                     make_file, sha256_file, wait_for)
+from harness import (IS_ROOT, MiB, IntegrationTest, OtherUsersTest, clean_env, dopt_path,
+                     doptd_path, free_port, make_file, sha256_file, wait_for)
 
 DAEMON_UID = 1
 
@@ -79,19 +79,12 @@ def gone_or_zombie(pid):
         return True
 
 
-class SystemAgent(IntegrationTest):
+class SystemAgent(OtherUsersTest):
     """doptd as root with user = "nobody"; clients as root and as daemon."""
+    root_reason = "the system agent starts as root: run these tests as root"
 
     def setUp(self):
-        if not IS_ROOT:
-            self.skipTest("the system agent starts as root: run these tests as root")
-        try:
-            self.nobody = pwd.getpwnam("nobody")
-            self.daemon = pwd.getpwnam("daemon")
-        except KeyError:
-            self.skipTest("needs the accounts 'nobody' and 'daemon'")
         super().setUp()
-        os.chmod(self.sb.dir, 0o755)
         self.jobs_dir = self.sb.path("jobs")
         os.mkdir(self.jobs_dir, 0o755)
         self.sha = make_file(os.path.join(self.www, "file.bin"), 3 * MiB, seed=1)

@@ -123,6 +123,20 @@ class SystemAgent(OtherUsersTest):
                            group=self.daemon.pw_gid, extra_groups=[], umask=umask)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
+    def get_as_daemon(self):
+        """daemon's `dopt get` of the origin's /file.bin into a folder of
+        daemon's: asserts the file is the origin's, owned by daemon (uid and
+        group) and alone in its folder. Returns its path."""
+        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(sha256_file(path), self.sha)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
+        self.assertEqual(os.listdir(d), ["file.bin"])
+        return path
+
     def as_daemon(self, code):
         """Runs Python `code` as daemon (to plant files as that user would)."""
         subprocess.run(["python3", "-c", code], check=True, user=DAEMON_UID,
@@ -214,14 +228,7 @@ class SystemAgent(OtherUsersTest):
         self.assertEqual(os.listdir(d), ["file.bin"])
 
     def test_another_users_job_lands_in_its_folder_owned_by_it(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
-        self.assertEqual(sha256_file(path), self.sha)
-        st = os.stat(path)
-        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
-        self.assertEqual(os.listdir(d), ["file.bin"])
+        path = self.get_as_daemon()
         self.agent.job_for(path)  # root sees every user's jobs
 
     def test_another_user_cannot_write_into_etc_or_a_root_folder(self):
@@ -633,14 +640,7 @@ class SystemAgentPeering(SystemAgent):
                          "the root helper holds the peer socket")
 
     def test_a_users_peer_assisted_job_lands_owned_by_it_and_the_cache_by_the_agent(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
-        self.assertEqual(sha256_file(path), self.sha)
-        st = os.stat(path)
-        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
-        self.assertEqual(os.listdir(d), ["file.bin"])
+        path = self.get_as_daemon()
         job = self.agent.job_for(path)
         self.assertEqual(job["mode"], "peer_assisted", job)
         entries = os.listdir(self.agent.cache_dir)

@@ -538,11 +538,17 @@ TEST_CASE("A callback may close its job and its client") {
         c->closed = true;
     };
     REQUIRE(dopt_job_set_callbacks(job.get(), &cb, &ctx) == DOPT_OK);
+    // The fixture's client watches the same job: the progress it keeps
+    // seeing after the close is what the closed client would have been called for.
+    Recorder watcher;
+    Job watched = f.open_job(dopt_job_id(job.get()));
+    set_callbacks(watched.get(), watcher.all(/*percent=*/1, /*seconds=*/1), watcher);
     resume(job.get());
     job.release();  // the callback closes it
     ctx.armed = true;
     for (int i = 0; i < 200 && !ctx.closed; ++i) std::this_thread::sleep_for(50ms);
     REQUIRE(ctx.closed);
-    std::this_thread::sleep_for(1500ms);
+    const size_t watched_at_close = watcher.modification_count();
+    REQUIRE(watcher.wait_for([&](Recorder& x) { return x.modifications.size() >= watched_at_close + 5; }));
     CHECK(ctx.calls == 1);
 }

@@ -434,7 +434,10 @@ TEST_CASE("modification fires on state changes and progress and is throttled") {
     set_callbacks(job.get(), r.all(/*percent=*/50, /*seconds=*/60), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return x.transferred >= 1; }));
-    std::this_thread::sleep_for(500ms);
+    // The change to TRANSFERRED is the job's last modification.
+    REQUIRE(r.wait_for([](Recorder& x) {
+        return !x.modifications.empty() && x.modifications.back() == DOPT_STATE_TRANSFERRED;
+    }));
 
     std::lock_guard<std::mutex> lock(r.mu);
     INFO("modification calls: " << r.modifications.size());

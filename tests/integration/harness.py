@@ -134,6 +134,44 @@ def _no_proxy_opener():
 # ---------------------------------------------------------------------------
 
 
+def nginx_conf(prefix, listen, docroot, log_format, http_extra="", server_extra="",
+               worker_connections=256, keepalive_timeout=30):
+    """The nginx.conf of a test origin: one process in the foreground (stop
+    it with SIGQUIT to flush its logs), pid, logs and temp folders under
+    `prefix`, access log `prefix`/access.log in `log_format`, one server on
+    `listen` (ADDR:PORT) serving `docroot` with ETags, plus `server_extra`
+    (locations) and `http_extra` (http-level directives)."""
+    user = "user root;\n" if IS_ROOT else ""
+    return f"""{user}daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    log_format dopt '{log_format}';
+    access_log {prefix}/access.log dopt;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_timeout {keepalive_timeout};
+    {http_extra}
+    server {{
+        listen {listen};
+        server_name localhost;
+        root {docroot};
+        etag on;
+        location / {{ }}
+        {server_extra}
+    }}
+}}
+"""
+
+
 class Nginx:
     """A real nginx on 127.0.0.1:<free port> serving `docroot`:
     /           static files, etag on
@@ -154,39 +192,14 @@ class Nginx:
         self.port = None
 
     def _conf(self):
-        d = self.dir
-        user = "user root;\n" if IS_ROOT else ""
-        return f"""{user}daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format dopt '$status\\t$body_bytes_sent\\t$http_range\\t$request';
-    access_log {self.access_log} dopt;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_timeout 30;
-    server {{
-        listen 127.0.0.1:{self.port};
-        server_name localhost;
-        root {self.docroot};
-        etag on;
-        location / {{ }}
-        location /slow/ {{
+        return nginx_conf(
+            self.dir, "127.0.0.1:%d" % self.port, self.docroot,
+            log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
+            server_extra=f"""location /slow/ {{
             alias {self.docroot}/;
             limit_rate {self.slow_rate};
         }}
-        location /forbidden/ {{ return 403; }}
-    }}
-}}
-"""
+        location /forbidden/ {{ return 403; }}""")
 
     def start(self):
         for attempt in range(5):

@@ -1,13 +1,14 @@
 # Sourced by bash scripts (bench/lib.sh, scripts/demo) that need a test
 # origin; the Python tests have harness.Nginx (tests/integration/harness.py).
 #
-# start_nginx DIR DOCROOT: nginx on 127.0.0.1 at a free port serving DOCROOT,
+# start_nginx DIR DOCROOT [SERVER_CONF]: nginx on 127.0.0.1 at a free port
+# serving DOCROOT, with SERVER_CONF (locations) added to its server block;
 # its config, logs and temp files under DIR; DIR/logs/access.log has
 # "$request_uri $status $body_bytes_sent" per request. Sets NGINX_PORT and
 # NGINX_PID (stop it with SIGQUIT: it flushes its logs). When nginx does not
 # start, prints its error log to stderr and returns 1.
 start_nginx() {
-    local dir=$1 docroot=$2 port user_line=
+    local dir=$1 docroot=$2 server_conf=${3:-} port user_line=
     mkdir -p "$dir"/{tmp,logs}
     [[ $(id -u) == 0 ]] && user_line='user root;'
     NGINX_PORT= NGINX_PID=
@@ -35,6 +36,7 @@ http {
     server {
         listen 127.0.0.1:$port;
         root $docroot;
+        $server_conf
     }
 }
 EOF

@@ -123,13 +123,15 @@ class SystemAgent(OtherUsersTest):
                            group=self.daemon.pw_gid, extra_groups=[], umask=umask)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
-    def get_as_daemon(self):
-        """daemon's `dopt get` of the origin's /file.bin into a folder of
-        daemon's: asserts the file is the origin's, owned by daemon (uid and
-        group) and alone in its folder. Returns its path."""
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
+    def get_as_daemon(self, folder="daemondir", umask=0o022):
+        """daemon's `dopt get` (with `umask`) of the origin's /file.bin into
+        `folder`, a new folder of daemon's: asserts the file is the origin's,
+        owned by daemon (uid and group) and alone in its folder. Returns its
+        path."""
+        d = self.folder(folder, uid=DAEMON_UID, mode=0o755)
         path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
+                                           umask=umask)
         self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
         self.assertEqual(sha256_file(path), self.sha)
         st = os.stat(path)
@@ -399,11 +401,7 @@ class SystemAgent(OtherUsersTest):
         self.assertFalse(os.path.exists(path))
 
     def test_files_get_the_mode_the_clients_umask_gives(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
-                                           umask=0o027)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        path = self.get_as_daemon(umask=0o027)
         self.assertEqual(os.stat(path).st_mode & 0o7777, 0o640)
         root_path = os.path.join(self.folder("rootdir"), "file.bin")
         old = os.umask(0o077)
@@ -416,11 +414,7 @@ class SystemAgent(OtherUsersTest):
     def test_a_umask_that_takes_the_owners_write_right_still_gives_the_file(self):
         # The agent reopens the partial file as its owner to resume it: the
         # owner keeps read and write whatever the umask (0277 would give 0400).
-        d = self.folder("daemondir2", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
-                                           umask=0o277)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        path = self.get_as_daemon("daemondir2", umask=0o277)
         self.assertEqual(os.stat(path).st_mode & 0o7777, 0o600)
 
     # -- a file operation that never ends ----------------------------------------

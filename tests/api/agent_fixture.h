@@ -360,6 +360,12 @@ public:
         std::lock_guard<std::mutex> lock(mu_);
         return hits_[path];
     }
+    // Requests for `path` whose connection is closed: served to the end, or
+    // cut when the client went away.
+    int requests_ended(const std::string& path) {
+        std::lock_guard<std::mutex> lock(mu_);
+        return ended_[path];
+    }
 
 private:
     void accept_loop() {
@@ -370,8 +376,10 @@ private:
             if (c < 0) continue;
             std::lock_guard<std::mutex> lock(mu_);
             conns_.emplace_back([this, c] {
-                serve(c);
+                const std::string target = serve(c);
                 ::close(c);
+                std::lock_guard<std::mutex> lock(mu_);
+                ended_[target]++;
             });
         }
     }
@@ -399,14 +407,15 @@ private:
         }
     }
 
-    void serve(int c) {
+    // Answers one request on `c`; returns its target ("" when none came).
+    std::string serve(int c) {
         timeval tv{5, 0};
         ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         std::string req;
         char buf[4096];
         while (req.find("\r\n\r\n") == std::string::npos && req.size() < 65536) {
             ssize_t n = ::recv(c, buf, sizeof buf, 0);
-            if (n <= 0) return;
+            if (n <= 0) return "";
             req.append(buf, static_cast<size_t>(n));
         }
         std::istringstream lines(req);
@@ -460,15 +469,16 @@ private:
         std::string head = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\n" +
                            "Content-Length: " + std::to_string(to - from) + "\r\n" +
                            "Connection: close\r\n" + extra + "\r\n";
-        if (!send_all(c, head.data(), head.size())) return;
-        if (method == "HEAD") return;
+        if (!send_all(c, head.data(), head.size())) return target;
+        if (method == "HEAD") return target;
         size_t chunk = route.chunk ? route.chunk : (to - from);
         for (size_t off = from; off < to; off += chunk) {
             size_t n = std::min(chunk, to - off);
-            if (!send_all(c, route.body.data() + off, n)) return;
+            if (!send_all(c, route.body.data() + off, n)) return target;
             if (route.delay_ms > 0 && off + n < to)
                 std::this_thread::sleep_for(std::chrono::milliseconds(route.delay_ms));
         }
+        return target;
     }
 
     int fd_ = -1;
@@ -478,6 +488,7 @@ private:
     std::mutex mu_;
     std::vector<std::thread> conns_;
     std::map<std::string, Route> routes_;
+    std::map<std::string, int> ended_;  // GUARDED_BY(mu_)
     std::map<std::string, int> hits_;
 };
 

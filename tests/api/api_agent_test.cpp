@@ -441,8 +441,13 @@ TEST_CASE("Cancel during a transfer removes the partial data") {
     CHECK(AgentFixture::wait_for(job.get(), 5000) == DOPT_STATE_CANCELLED);
     CHECK(partial_files(f.files).empty());
     CHECK_FALSE(file_exists(dest));
-    // Nothing writes it back later (a transfer still in flight, a checkpoint).
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Nothing writes it back later: once the origin saw the transfer's
+    // connection end, no byte of it is in flight.
+    auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (origin.requests_ended("/slow.bin") < origin.requests("/slow.bin") &&
+           std::chrono::steady_clock::now() < gone)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(origin.requests_ended("/slow.bin") == origin.requests("/slow.bin"));
     CHECK(partial_files(f.files).empty());
     CHECK(AgentFixture::state_of(job.get()) == DOPT_STATE_CANCELLED);
 }

@@ -139,6 +139,18 @@ class SystemAgent(OtherUsersTest):
         self.assertEqual(os.listdir(d), ["file.bin"])
         return path
 
+    def suspended_in(self, folder):
+        """Root's job for the origin's /slow/big.bin into `folder`, suspended
+        once a byte is in. Returns (job id, destination, its one partial
+        file)."""
+        path = os.path.join(folder, "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        self.agent.wait_bytes(job_id, 1)
+        self.agent.dopt("suspend", job_id, check=True)
+        partials = glob.glob(os.path.join(folder, ".big.bin.*.dopt-partial"))
+        self.assertEqual(len(partials), 1, os.listdir(folder))
+        return job_id, path, partials[0]
+
     def as_daemon(self, code):
         """Runs Python `code` as daemon (to plant files as that user would)."""
         subprocess.run(["python3", "-c", code], check=True, user=DAEMON_UID,
@@ -342,20 +354,15 @@ class SystemAgent(OtherUsersTest):
         # Root's rights would let the write through; O_NOFOLLOW must not.
         target, content = self.precious()
         d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
-        self.agent.wait_bytes(job_id, 1)
-        self.agent.dopt("suspend", job_id, check=True)
-        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
-        self.assertEqual(len(partials), 1, os.listdir(d))
-        self.assertEqual(os.stat(partials[0]).st_uid, 0)
+        job_id, path, partial = self.suspended_in(d)
+        self.assertEqual(os.stat(partial).st_uid, 0)
         self.as_daemon("import os; os.unlink(%r); os.symlink(%r, %r)"
-                       % (partials[0], target, partials[0]))
+                       % (partial, target, partial))
         self.agent.dopt("resume", job_id, check=True)
         st = self.agent.wait_state(job_id, ("error",), timeout=30)
         self.assertEqual(st["error"]["context"], "local_file", st)
         self.assert_untouched(target, content)
-        self.assertTrue(os.path.islink(partials[0]))
+        self.assertTrue(os.path.islink(partial))
 
     # -- what the owner-rights process refuses ------------------------------------
 
@@ -384,20 +391,15 @@ class SystemAgent(OtherUsersTest):
         # may put a file of its own under that name. Root must not write it
         # (and deliver it, still that user's, as root's file).
         d = self.folder("shared", uid=0, mode=0o1777)
-        path = os.path.join(d, "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
-        self.agent.wait_bytes(job_id, 1)
-        self.agent.dopt("suspend", job_id, check=True)
-        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
-        self.assertEqual(len(partials), 1, os.listdir(d))
-        os.unlink(partials[0])  # cleaned away (tmpreaper, an administrator)
-        self.as_daemon("open(%r, 'w').write('daemon was here\\n')" % partials[0])
+        job_id, path, partial = self.suspended_in(d)
+        os.unlink(partial)  # cleaned away (tmpreaper, an administrator)
+        self.as_daemon("open(%r, 'w').write('daemon was here\\n')" % partial)
         self.agent.dopt("resume", job_id, check=True)
         st = self.agent.wait_state(job_id, ("error",), timeout=30)
         self.assertEqual(st["error"]["context"], "local_file", st)
-        with open(partials[0]) as f:
+        with open(partial) as f:
             self.assertEqual(f.read(), "daemon was here\n")
-        self.assertEqual(os.stat(partials[0]).st_uid, DAEMON_UID)
+        self.assertEqual(os.stat(partial).st_uid, DAEMON_UID)
         self.assertFalse(os.path.exists(path))
 
     def test_files_get_the_mode_the_clients_umask_gives(self):

@@ -127,6 +127,15 @@ def wait_for(pred, timeout, interval=0.1, what="condition"):
         time.sleep(interval)
 
 
+def _read_text(path):
+    """The text of `path`; "" when it does not exist."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def _no_proxy_opener():
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -244,6 +253,19 @@ class Nginx:
         except FileNotFoundError:
             pass
         return out
+
+    def wait_log_complete(self):
+        """Waits until the access log holds every request that ended before
+        this call. nginx (one worker) logs a request as it ends, in order:
+        once a request made now is in the log, so is any earlier one."""
+        self._marks = getattr(self, "_marks", 0) + 1
+        marker = "/dopt-log-mark-%d" % self._marks
+        try:
+            _no_proxy_opener().open(self.url(marker), timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # 404: logged all the same
+        wait_for(lambda: " %s " % marker in _read_text(self.access_log), 10,
+                 interval=0.02, what="nginx to log " + marker)
 
     def body_bytes_sent(self, path):
         """Sum of $body_bytes_sent of every logged request for `path`

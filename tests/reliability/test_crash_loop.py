@@ -967,7 +967,7 @@ class CompleteAfterACrash(harness.IntegrationTest):
         a.wait_state(job_id, "transferred", timeout=60)
         a.dopt("complete", job_id, check=True)
         self.assertFileSha(dest, sha)
-        time.sleep(0.3)
+        self.nginx.wait_log_complete()
         again = [e for e in self.nginx.log_entries()[mark:] if e[4] == "/" + name]
         say("after the restart: %s" % [(e[0], e[1], e[2]) for e in again])
         self.assertEqual(sum(e[1] for e in again), 0, "bytes fetched again: %s" % again)
@@ -1040,7 +1040,7 @@ class CacheAfterACrash(harness.IntegrationTest):
         a.wait_state(job_id, "transferred", timeout=60)
         a.dopt("complete", job_id, check=True)
         self.assertFileSha(os.path.join(out, "second.bin"), sha)
-        time.sleep(0.3)
+        self.nginx.wait_log_complete()
         again = sum(r["sent"] for r in self.nginx.requests()[mark:] if r["path"] == "/x.bin")
         say("after the restart the origin sent %d bytes of x.bin; the job's mode: %s"
             % (again, a.status(job_id)["mode"]))

@@ -34,6 +34,7 @@
 
 #include "p2p/claims.h"
 #include "p2p/session.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using dopt::p2p::parse_endpoint;
@@ -42,29 +43,7 @@ using dopt::p2p::SessionSettings;
 
 namespace {
 
-// A directory under /tmp, removed with everything in it at scope exit.
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = "/tmp/dopt-p2p-test-XXXXXX";
-        if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    fs::path sub(const std::string& name) const {
-        fs::create_directories(path_ / name);
-        return path_ / name;
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using dopt::test::TempDir;
 
 struct TestTorrent {
     std::shared_ptr<const lt::torrent_info> info;
@@ -127,8 +106,8 @@ SessionSettings with_static_peer(const PeerSession& peer) {
 struct EmptyPair {
     EmptyPair(const TestTorrent& t, const TempDir& dir)
         : a(loopback_settings()), b(with_static_peer(a)),
-          ha(a.add_torrent(t.info, dir.sub("a").string(), {})),
-          hb(b.add_torrent(t.info, dir.sub("b").string(), {})) {}
+          ha(a.add_torrent(t.info, dir.subdir("a"), {})),
+          hb(b.add_torrent(t.info, dir.subdir("b"), {})) {}
     PeerSession a;
     PeerSession b;
     const lt::torrent_handle ha;
@@ -409,14 +388,14 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
     }
     SECTION("LSD as configured (on: only inside a private network namespace)") {
         TempDir tmp;
-        const TestTorrent t = make_torrent(tmp.sub("src"), "l.bin", 300 * 1024, 256 * 1024);
+        const TestTorrent t = make_torrent(tmp.subdir("src"), "l.bin", 300 * 1024, 256 * 1024);
         const int rc = run_in_private_netns([&] {
             SessionSettings s = loopback_settings();
             s.lan_discovery = true;
             PeerSession session(s);
             // add_torrent and tick() announce on LSD; nothing here can
             // reach a real network.
-            const lt::torrent_handle h = session.add_torrent(t.info, tmp.sub("a").string(), {});
+            const lt::torrent_handle h = session.add_torrent(t.info, tmp.subdir("a"), {});
             Pump({&session}).run_until([] { return false; }, std::chrono::milliseconds(1500));
             return h.is_valid() &&
                    session.native().get_settings().get_bool(lt::settings_pack::enable_lsd);
@@ -515,10 +494,10 @@ TEST_CASE("parse_endpoint reads the settings' addr:port forms", "[p2p][session]"
 TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it byte for byte",
           "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "payload.bin", 3 * 1024 * 1024 + 12345,
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "payload.bin", 3 * 1024 * 1024 + 12345,
                                        256 * 1024);
-    const fs::path a_dir = tmp.sub("a");
-    const fs::path b_dir = tmp.sub("b");
+    const fs::path a_dir = tmp.subdir("a");
+    const fs::path b_dir = tmp.subdir("b");
 
     PeerSession a(loopback_settings());
     const lt::torrent_handle ha = a.add_torrent(t.info, a_dir.string(), {});
@@ -574,7 +553,7 @@ TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it by
 TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant has the piece",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
     EmptyPair pair(t, tmp);
     PeerSession& a = pair.a;
     PeerSession& b = pair.b;
@@ -621,7 +600,7 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
 
 TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "d.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "d.bin", 1024 * 1024, 256 * 1024);
     EmptyPair pair(t, tmp);  // its connection stays up until it is closed
     Pump pump({&pair.a, &pair.b});
     REQUIRE(pump.run_until([&] { return peer_infos(pair.ha).size() == 1; },
@@ -639,16 +618,16 @@ TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][se
 TEST_CASE("a claim reaches an agent not connected to the claimant through one that is",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "r.bin", 4 * 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "r.bin", 4 * 1024 * 1024, 256 * 1024);
     // a - b - c: b connects to both, a and c know nobody (no LSD, no PEX).
     PeerSession a(loopback_settings());
     PeerSession c(loopback_settings());
     SessionSettings bs = loopback_settings();
     bs.peers = {address_of(a), address_of(c)};
     PeerSession b(bs);
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
-    const lt::torrent_handle hc = c.add_torrent(t.info, tmp.sub("c").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.subdir("b"), {});
+    const lt::torrent_handle hc = c.add_torrent(t.info, tmp.subdir("c"), {});
     Pump pump({&a, &b, &c});
     REQUIRE(pump.run_until([&] { return ha.status({}).num_peers == 1 && hc.status({}).num_peers == 1; },
                            std::chrono::seconds(20)));
@@ -673,10 +652,10 @@ TEST_CASE("a claim reaches an agent not connected to the claimant through one th
 TEST_CASE("a peer counts as having told its pieces only once it has sent them",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "t.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "t.bin", 1024 * 1024, 256 * 1024);
     const int n = t.info->num_pieces();
     PeerSession a(loopback_settings());
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
     Pump pump({&a});
     REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
 
@@ -709,13 +688,13 @@ TEST_CASE("a peer counts as having told its pieces only once it has sent them",
 
 TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "f.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "f.bin", 1024 * 1024, 256 * 1024);
     SessionSettings as = loopback_settings();
     as.allowed_networks = {"10.99.0.0/16"};
     PeerSession a(as);
     PeerSession b(with_static_peer(a));
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
+    b.add_torrent(t.info, tmp.subdir("b"), {});
 
     bool blocked = false, a_connected = false;
     Pump pump({&a, &b}, [&](std::size_t i, lt::alert* al) {
@@ -737,10 +716,10 @@ TEST_CASE("a hostile peer's malformed claims are ignored and the connection live
     using dopt::p2p::encode_claim_payload;
     using dopt::p2p::kClaimMessageId;
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "h.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "h.bin", 1024 * 1024, 256 * 1024);
     REQUIRE(t.info->info_hashes().has_v1());
     PeerSession a(loopback_settings());
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
     Pump pump({&a});
     REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
 
@@ -956,13 +935,13 @@ TEST_CASE("an honest claimant slower than the hold loses that piece only", "[p2p
 TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port",
           "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "bad.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "bad.bin", 1024 * 1024, 256 * 1024);
     REQUIRE(t.info->info_hashes().has_v1());
     CorruptSeeder seeder(t.info->info_hashes().v1, t.info->num_pieces());
     SessionSettings bs = loopback_settings();
     bs.peers = {seeder.endpoint()};
     PeerSession b(bs);
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.subdir("b"), {});
     const lt::address bad = lt::make_address("127.0.0.2");
     bool banned = false, blocked = false;
     int connects = 0;

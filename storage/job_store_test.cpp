@@ -1,5 +1,6 @@
 // JobStore against real SQLite files in a fresh temporary directory per test.
 #include "storage/job_store.h"
+#include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
@@ -14,26 +15,7 @@ using namespace dopt::storage;
 
 namespace {
 
-// A directory from mkdtemp, removed with its contents when the test ends.
-class TempDir {
-public:
-    TempDir() {
-        char name[] = "/tmp/dopt-storage-test-XXXXXX";
-        if (!mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
-        path_ = name;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using dopt::test::TempDir;
 
 void exec_sql(sqlite3* db, const std::string& sql) {
     char* message = nullptr;

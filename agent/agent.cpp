@@ -534,7 +534,7 @@ int Agent::run() {
         if (schedule_needed_) schedule();
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
-        if (peers_) fds.push_back({peers_->alert_fd(), POLLIN, 0});
+        if (peers_) fds.push_back({peers_->event_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -556,7 +556,7 @@ int Agent::run() {
         try {
             fetcher_->perform();
             handle_owner_ops(fds, owner_first);
-            handle_alerts();
+            handle_peer_events();
             ipc_->handle(fds, ipc_first);
             timers();
             answer_waits();

@@ -26,7 +26,8 @@
 #include "storage/job_store.h"
 
 namespace dopt::p2p {
-class PeerSession;
+class TorrentSession;
+struct TorrentEvent;
 }
 
 namespace dopt::agent {
@@ -138,7 +139,20 @@ private:
     void fetch_origin_pieces(Swarm& swarm);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
-    void handle_alerts();
+    // What the peer session reports (agent_swarm.cpp "peer session events").
+    struct SwarmsToPump {
+        std::set<Swarm*> swarms;
+        bool evict = false;  // the peer cache grew: evict_cache()
+    };
+    void handle_peer_events();
+    Swarm* swarm_of(std::uint64_t torrent);
+    void keep_resume_data(Swarm& swarm, const std::vector<char>& resume_data);
+    void log_peer_event(const p2p::TorrentEvent& event);
+    void on_torrent_event(Swarm& swarm, const p2p::TorrentEvent& event, SwarmsToPump& to_pump);
+    void on_piece_verified(Swarm& swarm, int piece);
+    bool on_piece_hash_failed(Swarm& swarm, int piece);
+    void on_torrent_finished(Swarm& swarm);
+    void swarm_tick(Swarm& swarm, std::int64_t now_ms);
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
     bool copy_piece_from_cache(Swarm& swarm, int piece);
     bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);
@@ -146,7 +160,7 @@ private:
     void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
     void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
     Job& next_origin_job(Swarm& swarm);
-    void fail_swarm_users(Swarm& swarm, int context, std::int64_t code, const std::string& why);
+    void fail_swarm_users(Swarm& swarm, storage::ErrorContext context, std::int64_t code, const std::string& why);
     void evict_cache();
     std::vector<std::string> cache_entries_to_drop() const;
     std::uint64_t cache_limit() const;
@@ -156,7 +170,7 @@ private:
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the
-    // next pass of handle_alerts, not inside the caller's loops.
+    // next pass of handle_peer_events, not inside the caller's loops.
     bool evict_pending_ = false;
     Config config_;
     int lock_fd_ = -1;
@@ -199,7 +213,7 @@ private:
         std::int64_t next_attempt_ms = 0;
     };
     std::map<std::string, std::vector<Outgoing>> outbox_;  // by job id, oldest first
-    std::unique_ptr<p2p::PeerSession> peers_;  // null when peering is off
+    std::unique_ptr<p2p::TorrentSession> peers_;  // null when peering is off
     std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // by info-hash
     std::map<std::string, storage::CacheEntry> cache_;      // the cache index, by info-hash
     std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only

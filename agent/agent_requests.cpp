@@ -9,8 +9,6 @@
 #include <optional>
 #include <unistd.h>
 
-#include <libtorrent/torrent_status.hpp>
-
 #include "agent/agent_internal.h"
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
@@ -418,7 +416,7 @@ void Agent::op_set(Request& req, Job& job) {
     // Metainfo for one file: bencoded bytes (base64, checked now) or a URL
     // fetched when the file starts.
     int meta_index = -1;
-    std::optional<p2p::Metainfo> meta;
+    std::optional<p2p::MetainfoSummary> meta;
     std::string meta_bytes, meta_url;
     if (b.contains("file_metainfo")) {
         const json& m = b["file_metainfo"];
@@ -437,7 +435,7 @@ void Agent::op_set(Request& req, Job& job) {
             if (!base64_decode(m.at("base64").get<std::string>(), meta_bytes))
                 return send(DOPT_E_INVALID_ARG, "the metainfo is not valid base64");
             try {
-                meta = p2p::parse_metainfo(meta_bytes);
+                meta = p2p::summarize_metainfo(meta_bytes);
             } catch (const p2p::MetainfoError& e) {
                 return send(DOPT_E_INVALID_ARG, std::string("unusable metainfo: ") + e.what());
             }
@@ -711,9 +709,8 @@ void Agent::op_peer_stats(Request& req) {
     std::uint64_t up = 0;
     int peers = 0;
     for (const auto& [ih, s] : swarms_) {
-        if (!s->handle.is_valid()) continue;
-        lt::torrent_status st = s->handle.status({});
-        up += static_cast<std::uint64_t>(st.all_time_upload);
+        const p2p::TorrentStatus st = peers_->status(s->torrent, false);
+        up += static_cast<std::uint64_t>(st.uploaded);
         peers += st.num_peers;
     }
     r["bytes_to_peers"] = up;

@@ -28,6 +28,10 @@
 namespace dopt::p2p {
 class TorrentSession;
 struct TorrentEvent;
+struct TorrentPeer;
+struct Claim;
+struct SwarmPeer;
+struct OriginPlanInput;
 }
 
 namespace dopt::agent {
@@ -90,7 +94,7 @@ private:
     void notify_modification(Job& job, bool state_changed);
 
     // Job life.
-    bool change_state(Job& job, int to);
+    bool change_state(Job& job, storage::JobState to);
     void track_active(Job& job);
     void forget_job(Job& job);
     void schedule();
@@ -98,7 +102,7 @@ private:
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
-    void fail(Job& job, int context, std::int64_t code, const std::string& description,
+    void fail(Job& job, storage::ErrorContext context, std::int64_t code, const std::string& description,
               int file_index);
     void transient_failure(Job& job, const std::string& description, long retry_after);
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
@@ -110,8 +114,8 @@ private:
     void run_owner_queue(Job& job);
     void open_partial(Job& job, const std::string& path, OwnerResult then, int round = 0);
     using Delivered = std::function<void(Job& job, int err, const std::string& message)>;
-    void deliver_files(Job& job, bool only_completed, int from_state, Delivered done);
-    void deliver_next(Job& job, bool only_completed, int from_state, Delivered done);
+    void deliver_files(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
+    void deliver_next(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
     void remove_partials(Job& job);
     void checkpoint(Job& job);
     void timers();
@@ -137,6 +141,17 @@ private:
     void remove_swarm(Swarm& swarm, bool delete_files);
     void pump_swarm(Swarm& swarm);
     void fetch_origin_pieces(Swarm& swarm);
+    // The steps of fetch_origin_pieces.
+    struct SwarmView;  // the swarm's peers as one pump sees them (agent_internal.h)
+    std::vector<p2p::Claim> others_claims(Swarm& swarm);
+    void track_peers(Swarm& swarm, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now_ms);
+    void yield_doubly_claimed_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, std::int64_t now_ms);
+    std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
+    p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                           std::int64_t now_ms, SwarmView& view);
+    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                  const std::set<std::string>& failing, bool stalled);
+    void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
     // What the peer session reports (agent_swarm.cpp "peer session events").

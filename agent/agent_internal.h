@@ -21,6 +21,7 @@
 #include "agent/owner_files.h"
 #include "agent/partial_file.h"
 #include "p2p/metainfo_summary.h"
+#include "p2p/origin_picker.h"
 #include "p2p/torrent_session.h"
 #include "storage/job_store.h"
 
@@ -151,6 +152,14 @@ constexpr std::int64_t kSwarmTickMs = 250;
 constexpr std::int64_t kClaimRepeatMs = 250;
 // How often an unfinished torrent's resume data is saved in its cache entry.
 constexpr std::int64_t kResumeSaveIntervalMs = 30000;
+// The window over which the rate peers give us pieces is measured.
+constexpr std::int64_t kPeerRateWindowMs = 2000;
+// A piece another agent also claimed, with a lower claimant id, is left to
+// it when our request for it started less than this long ago (an older
+// request has bytes worth keeping).
+constexpr std::int64_t kYieldClaimedPieceWithinMs = 1000;
+// How long a graceful stop waits for the torrents' resume data.
+constexpr std::int64_t kStopResumeDataWaitMs = 5000;
 // Origin pieces that fail their hash check for one job before its origin is
 // taken as not matching the metainfo (origin_does_not_match).
 constexpr int kOriginHashFailuresToMismatch = 2;
@@ -169,7 +178,7 @@ struct Agent::Swarm {
     std::set<Job*> users;                 // jobs whose current file this is
     std::vector<bool> have;               // verified, held by the peer session
     int have_count = 0;
-    std::vector<bool> reading;            // read_piece() asked, alert pending
+    std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
     std::vector<bool> from_origin;        // fetched by our origin fetcher
     std::vector<bool> verified_now;       // hash-checked by the peer session in this run
     std::map<int, OriginPiece*> origin_inflight;
@@ -236,6 +245,13 @@ struct Agent::Swarm {
     std::uint64_t piece_offset(int piece) const {
         return static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(meta.piece_length);
     }
+};
+
+// A swarm's connected peers as one pump sees them (fetch_origin_pieces).
+struct Agent::SwarmView {
+    std::vector<p2p::TorrentPeer> peers;
+    std::vector<int> peers_with;     // peers that count holding each piece
+    std::set<std::string> failing;   // endpoints of peers that owe us data for too long
 };
 
 // One origin range request for one piece; the bytes go to the peer session.

@@ -490,7 +490,7 @@ void Agent::op_resume(Request& req, Job& job) {
         job.rec.retry_count = 0;
         job.last_progress_ms = mono_ms();
         store_->update_job(job.rec);
-        change_state(job, static_cast<int>(JobState::Queued));
+        change_state(job, JobState::Queued);
     } else {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be resumed";
@@ -505,7 +505,7 @@ void Agent::op_suspend(Request& req, Job& job) {
     if (s == JobState::Suspended) {
     } else if (s == JobState::Queued || is_running(s) || s == JobState::TransientError) {
         stop_transfer(job, true);
-        change_state(job, static_cast<int>(JobState::Suspended));
+        change_state(job, JobState::Suspended);
     } else {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be suspended";
@@ -522,7 +522,7 @@ void Agent::op_cancel(Request& req, Job& job) {
     } else {
         stop_transfer(job, false);
         remove_partials(job);
-        change_state(job, static_cast<int>(JobState::Cancelled));
+        change_state(job, JobState::Cancelled);
     }
     ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
@@ -543,7 +543,7 @@ void Agent::complete(Job& job, std::int64_t seq, const Reply& answer) {
                           storage::state_name(s);
         return answer(with_member(reply(seq, DOPT_E_INVALID_STATE, msg), "job", job.to_json()));
     }
-    deliver_files(job, s == JobState::Error, static_cast<int>(s),
+    deliver_files(job, s == JobState::Error, s,
                   [this, seq, answer](Job& j, int err, const std::string& message) {
                       int rc = 0;
                       std::string msg = message;
@@ -553,7 +553,7 @@ void Agent::complete(Job& job, std::int64_t seq, const Reply& answer) {
                           rc = DOPT_E_LOCAL_IO;
                       } else {
                           try {
-                              change_state(j, static_cast<int>(JobState::Acknowledged));
+                              change_state(j, JobState::Acknowledged);
                           } catch (const storage::StorageError& e) {
                               LOG_ERROR("job table: %s", e.what());
                               rc = DOPT_E_INTERNAL;

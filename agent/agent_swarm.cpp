@@ -4,22 +4,22 @@
 //  1. Metainfo: the job's own (bytes given with the job, or a URL fetched
 //     now), else the origin's beside the content (URL path + ".torrent"),
 //     else none: HTTP only, and the file says so ("metainfo": "none").
-//  2. The torrent joins the PeerSession with its storage in
-//     cache_dir/<info-hash>. LAN peers give pieces through libtorrent; this
-//     agent fetches from the origin only the pieces no connected peer has,
-//     is giving us or was claimed by another agent (p2p/origin_picker.h),
-//     and hands them to libtorrent (add_piece), which checks every piece
-//     against its hash.
-//  3. Each piece libtorrent holds verified is copied into the owner's
+//  2. The torrent joins the peer session (p2p::TorrentSession) with its
+//     storage in cache_dir/<info-hash>. LAN peers give pieces through the
+//     session; this agent fetches from the origin only the pieces no
+//     connected peer has, is giving us or was claimed by another agent
+//     (p2p/origin_picker.h), and hands them to the session (add_piece),
+//     which checks every piece against its hash.
+//  3. Each piece the session holds verified is copied into the owner's
 //     partial file at its offset (copy_file_range from the cached copy when
-//     libtorrent hashed it in this run; else read back with read_piece and
-//     hashed again), so Complete is a rename and the cached copy stays to
-//     seed.
+//     the session hashed it in this run; else read back with read_piece
+//     and hashed again), so Complete is a rename and the cached copy stays
+//     to seed.
 //  4. Complete torrents stay in the session, seeding, within the cache
 //     limits ([cache]); least recently used go first.
 //
-// Everything here runs on the agent's one thread; libtorrent's alerts are
-// drained here too (handle_alerts).
+// Everything here runs on the agent's one thread; the session's events are
+// handled here too (handle_peer_events).
 #include <algorithm>
 #include <cerrno>
 #include <dirent.h>
@@ -161,7 +161,7 @@ void Agent::stop_peering() {
         peers_->save_resume_data(s->torrent);
         ++pending;
     }
-    std::int64_t deadline = mono_ms() + 5000;
+    std::int64_t deadline = mono_ms() + kStopResumeDataWaitMs;
     while (pending > 0 && mono_ms() < deadline) {
         pollfd p{peers_->event_fd(), POLLIN, 0};
         ::poll(&p, 1, 200);
@@ -210,7 +210,7 @@ bool Agent::start_file_with_peers(Job& job) {
         use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
         return false;
     }
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
     TransferRequest req;
     req.url = url;
     req.headers = job.rec.headers;
@@ -251,7 +251,7 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
             transient_failure(job, outcome.description, outcome.retry_after);
             return;
         }
-        fail(job, static_cast<int>(outcome.ok ? ErrorContext::Integrity : outcome.context),
+        fail(job, outcome.ok ? ErrorContext::Integrity : outcome.context,
              outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
              outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
                         : "cannot fetch the job's metainfo: " + outcome.description,
@@ -403,7 +403,7 @@ void Agent::attach_swarm(Job& job) {
     }
     // The job is busy (opening) until its partial file is open; one stopped
     // meanwhile has another epoch, and the descriptor is dropped.
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
     job.opening = true;
     const std::uint64_t epoch = job.epoch;
     open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
@@ -421,7 +421,7 @@ void Agent::attach_swarm(Job& job) {
 void Agent::join_swarm(Job& job, int fd) {
     FileRecord& f = job.file();
     if (fd < 0) {
-        fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
+        fail(job, ErrorContext::LocalFile, -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
         return;
     }
@@ -436,7 +436,7 @@ void Agent::join_swarm(Job& job, int fd) {
     if (::ftruncate(fd, static_cast<off_t>(s->meta.size)) != 0) {
         int err = errno;
         ::close(fd);
-        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+        fail(job, ErrorContext::LocalFile, err,
              "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
@@ -465,8 +465,8 @@ void Agent::join_swarm(Job& job, int fd) {
         s->paused = false;
     }
     job.last_progress_ms = mono_ms();
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
-    change_state(job, static_cast<int>(JobState::Transferring));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    change_state(job, JobState::Transferring);
     LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
              s->info_hash.c_str());
     pump_swarm(*s);
@@ -502,7 +502,7 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
 
 // ---- moving pieces --------------------------------------------------------------
 
-// Looks at what libtorrent holds and schedules the work that follows:
+// Looks at what the session holds and schedules the work that follows:
 // pieces to copy into partial files, pieces to fetch from the origin.
 void Agent::pump_swarm(Swarm& s) {
     if (s.torrent == 0 || s.users.empty()) return;
@@ -554,19 +554,50 @@ void Agent::log_claims_held_over(Swarm& s) {
 // swarm, fetched by the swarm's designated fetchers only, each from its own
 // share of the pieces, chosen among those no connected peer has, is giving
 // us or was claimed by another agent. While the swarm does not deliver
-// (no piece from a peer for 1 s) every agent may fetch; when the peers
-// stall (no piece from them for 4 s while they offer some), the origin
-// takes everything that is missing.
+// every agent may fetch; when the peers stall, the origin takes everything
+// that is missing (p2p/origin_picker.h has the rules and their timings).
 void Agent::fetch_origin_pieces(Swarm& s) {
-    std::int64_t now = mono_ms();
+    const std::int64_t now = mono_ms();
     if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
-    auto n = static_cast<std::size_t>(s.meta.num_pieces);
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
     // either claimed or held, never neither.
-    // Other agents' claims on pieces of this torrent (the table keeps
-    // neither ours nor out-of-range ones; filtered once more here, since
-    // every use below indexes by piece).
+    const std::vector<p2p::Claim> claims = others_claims(s);
+    SwarmView view;
+    view.peers = peers_->peers(s.torrent);
+    track_peers(s, view.peers, now);
+    yield_doubly_claimed_pieces(s, claims, now);
+    const p2p::OriginPlanInput plan_in = origin_plan_input(s, claims, now, view);
+    const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
+    s.peers_offer_since_ms = plan.peers_offer_since_ms;
+    s.peers_slow_since_ms = plan.peers_slow_since_ms;
+    if (plan.want <= 0) return;
+    if (plan.peers_slow)
+        LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
+                  s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
+                  static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
+    const std::vector<bool> busy = busy_pieces(s, claims, view.failing, plan.stalled);
+    p2p::OriginPickInput in;
+    in.have = &s.have;
+    in.busy = &busy;
+    in.peers_with = &view.peers_with;
+    in.order = &s.order;
+    in.held_too = plan.stalled || plan.peers_slow;
+    in.share_count = plan.share_count;
+    in.share_index = plan.share_index;
+    const char* why = plan.stalled ? "peers stalled" : plan.peers_slow ? "peers too slow" : "no peer offers it";
+    for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
+        start_origin_piece(s, piece, now);
+        LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)", s.info_hash.c_str(), piece,
+                  view.peers.size(), view.peers_with[static_cast<std::size_t>(piece)], why);
+    }
+}
+
+// Other agents' claims on pieces of this torrent. The table keeps neither
+// ours nor out-of-range ones; filtered once more here, since every use
+// indexes by piece.
+std::vector<p2p::Claim> Agent::others_claims(Swarm& s) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
     std::vector<p2p::Claim> claims = peers_->claims(s.torrent);
     log_claims_held_over(s);
     claims.erase(std::remove_if(claims.begin(), claims.end(),
@@ -575,15 +606,19 @@ void Agent::fetch_origin_pieces(Swarm& s) {
                                            static_cast<std::size_t>(c.piece) >= n;
                                 }),
                  claims.end());
-    const std::vector<p2p::TorrentPeer> peers = peers_->peers(s.torrent);
-    // Each connected peer: when it was first seen (a peer that has not told
-    // its pieces 2 s after it connected does not count), and since when it
-    // owes us data: we want its pieces and it keeps us choked, or our
-    // requests to it are unanswered. An agent unchokes at once
-    // (p2p/session.cpp) and answers in milliseconds on a LAN; one that has
-    // owed for 2 s counts nowhere (p2p/origin_picker.h) and is disconnected
-    // (below), so a peer that advertises pieces and never delivers cannot
-    // hold the origin back. Payload from it starts the count again.
+    return claims;
+}
+
+// Each connected peer: when it was first seen (a peer that has not told its
+// pieces within p2p::kHandshakeMs of connecting does not count), and since
+// when it owes us data: we want its pieces and it keeps us choked, or our
+// requests to it are unanswered. An agent unchokes at once
+// (p2p/session.cpp) and answers in milliseconds on a LAN; one that has owed
+// for p2p::kPeerOwesTooLongMs counts nowhere (p2p/origin_picker.h) and is
+// disconnected (origin_plan_input), so a peer that advertises pieces and
+// never delivers cannot hold the origin back. Payload from it starts the
+// count again.
+void Agent::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now) {
     std::map<std::string, Swarm::SeenPeer> seen;
     for (const auto& p : peers) {
         auto it = s.peers_seen.find(p.endpoint);
@@ -593,21 +628,23 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         entry.payload = p.payload_received;
         const bool owed = p.interesting && (p.choked_us || p.requests_waiting > 0);
         if (owed) {
-            const bool still = before && before->owes_since_ms != 0 &&
-                               p.payload_received <= before->payload;
+            const bool still = before && before->owes_since_ms != 0 && p.payload_received <= before->payload;
             entry.owes_since_ms = still ? before->owes_since_ms : now;
         }
     }
     s.peers_seen.swap(seen);
-    // Two agents that claimed the same piece at the same moment: the lower
-    // claimant id keeps it, the other drops its request (if it is young:
-    // an older request has bytes worth keeping).
+}
+
+// Two agents that claimed the same piece at the same moment: the lower
+// claimant id keeps it, the other drops its request (if it is young: an
+// older request has bytes worth keeping).
+void Agent::yield_doubly_claimed_pieces(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now) {
     for (const auto& c : claims) {
         auto it = s.origin_inflight.find(c.piece);
         if (it == s.origin_inflight.end() || c.claimant >= peers_->id()) continue;
-        if (now - it->second->started_ms > 1000) continue;
-        LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them",
-                  s.info_hash.c_str(), c.piece);
+        if (now - it->second->started_ms > kYieldClaimedPieceWithinMs) continue;
+        LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them", s.info_hash.c_str(),
+                  c.piece);
         fetcher_->stop(it->second->id);
         it->second->swarm = nullptr;
         s.origin_inflight.erase(it);
@@ -615,17 +652,15 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
                          origin_pieces_.end());
+}
 
-    // How many requests to start, and from which share of the pieces
-    // (p2p/origin_picker.h has the rules).
-    p2p::OriginPlanInput plan_in;
-    plan_in.now_ms = now;
-    plan_in.attached_ms = s.attached_ms;
-    plan_in.last_peer_piece_ms = s.last_peer_piece_ms;
-    plan_in.peers_offer_since_ms = s.peers_offer_since_ms;
-    std::vector<int> peers_with(n, 0);  // connected peers that hold each piece (and deliver)
-    std::set<std::string> failing;  // endpoints of peers that owed us data for 2 s
-    for (const auto& p : peers) {
+// The peers as plan_origin_requests sees them; fills view.peers_with and
+// view.failing, and disconnects the failing peers.
+std::vector<p2p::SwarmPeer> Agent::plan_peers(Swarm& s, std::int64_t now, SwarmView& view) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    view.peers_with.assign(n, 0);
+    std::vector<p2p::SwarmPeer> out;
+    for (const auto& p : view.peers) {
         p2p::SwarmPeer sp;
         sp.address = p.address;
         sp.told = p.told && p.pieces.size() == n;
@@ -633,15 +668,15 @@ void Agent::fetch_origin_pieces(Swarm& s) {
         const Swarm::SeenPeer& seen_peer = s.peers_seen[p.endpoint];
         sp.connected_ms = now - seen_peer.first_seen_ms;
         const std::int64_t owes_since = seen_peer.owes_since_ms;
-        const bool owes_too_long = owes_since != 0 && now - owes_since >= 2000;
+        const bool owes_too_long = owes_since != 0 && now - owes_since >= p2p::kPeerOwesTooLongMs;
         sp.failing = owes_too_long || s.peers_failed.count(sp.address) > 0;
         if (sp.failing) {
             // Disconnected, now and each time it comes back while this
             // swarm is attached: blocks asked of it are asked of no other
-            // peer, and libtorrent gives them to the peers that deliver
+            // peer, and the session gives them to the peers that deliver
             // only at their next message, so a failing peer's connection
             // costs more than its pieces are worth.
-            failing.insert(p.endpoint);
+            view.failing.insert(p.endpoint);
             if (s.peers_failed.insert(sp.address).second)
                 LOG_INFO("swarm %s: peer %s has owed us data for 2 s (kept us choked or left "
                          "our requests unanswered): disconnected, and again whenever it comes "
@@ -653,97 +688,97 @@ void Agent::fetch_origin_pieces(Swarm& s) {
             sp.pieces = static_cast<int>(std::count(p.pieces.begin(), p.pieces.end(), true));
             for (std::size_t i = 0; i < n; ++i) {
                 if (p.pieces[i]) {
-                    ++peers_with[i];
+                    ++view.peers_with[i];
                     if (!s.have[i]) sp.offers = true;
                 }
             }
         }
-        plan_in.peers.push_back(std::move(sp));
+        out.push_back(std::move(sp));
     }
-    plan_in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
-    plan_in.hung_up = s.peers_hung_up;
+    return out;
+}
+
+// What plan_origin_requests needs to know of the swarm now.
+p2p::OriginPlanInput Agent::origin_plan_input(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now,
+                                              SwarmView& view) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    p2p::OriginPlanInput in;
+    in.now_ms = now;
+    in.attached_ms = s.attached_ms;
+    in.last_peer_piece_ms = s.last_peer_piece_ms;
+    in.peers_offer_since_ms = s.peers_offer_since_ms;
+    in.peers = plan_peers(s, now, view);
+    in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
+    in.hung_up = s.peers_hung_up;
     std::set<int> in_swarm;  // pieces in flight in the whole swarm
     for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
     for (const auto& c : claims)
         if (!s.have[static_cast<std::size_t>(c.piece)]) in_swarm.insert(c.piece);
-    plan_in.our_requests = static_cast<int>(s.origin_inflight.size());
-    plan_in.swarm_requests = static_cast<int>(in_swarm.size());
-    plan_in.origin_requests = config_.origin_requests;
-    plan_in.swarm_origin_requests = config_.swarm_origin_requests;
-    plan_in.info_hash = s.info_hash;
-    plan_in.self_address = self_address_;
-    // Peers too slow? The rate peers give us pieces, over windows of 2 s.
-    if (s.peer_rate_mark_ms == 0 || now - s.peer_rate_mark_ms >= 2000) {
+    in.our_requests = static_cast<int>(s.origin_inflight.size());
+    in.swarm_requests = static_cast<int>(in_swarm.size());
+    in.origin_requests = config_.origin_requests;
+    in.swarm_origin_requests = config_.swarm_origin_requests;
+    in.info_hash = s.info_hash;
+    in.self_address = self_address_;
+    // Peers too slow? The rate peers give us pieces, over windows of
+    // kPeerRateWindowMs.
+    if (s.peer_rate_mark_ms == 0 || now - s.peer_rate_mark_ms >= kPeerRateWindowMs) {
         if (s.peer_rate_mark_ms != 0)
             s.peer_rate = (s.peer_piece_bytes - s.peer_rate_mark_bytes) * 1000 / (now - s.peer_rate_mark_ms);
         s.peer_rate_mark_ms = now;
         s.peer_rate_mark_bytes = s.peer_piece_bytes;
     }
-    plan_in.all_in_swarm = true;
-    for (std::size_t i = 0; i < n && plan_in.all_in_swarm; ++i)
-        if (!s.have[i] && peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i)))
-            plan_in.all_in_swarm = false;
-    plan_in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
-    plan_in.peer_rate = s.peer_rate;
-    plan_in.origin_piece_ms = s.origin_piece_ms;
-    plan_in.peers_slow_since_ms = s.peers_slow_since_ms;
-    const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
-    s.peers_offer_since_ms = plan.peers_offer_since_ms;
-    s.peers_slow_since_ms = plan.peers_slow_since_ms;
-    if (plan.want <= 0) return;
-    const bool stalled = plan.stalled;
-    if (plan.peers_slow)
-        LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
-                  s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
-                  static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
+    in.all_in_swarm = true;
+    for (std::size_t i = 0; i < n && in.all_in_swarm; ++i)
+        if (!s.have[i] && view.peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i))) in.all_in_swarm = false;
+    in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
+    in.peer_rate = s.peer_rate;
+    in.origin_piece_ms = s.origin_piece_ms;
+    in.peers_slow_since_ms = s.peers_slow_since_ms;
+    return in;
+}
 
-    // Busy: in flight to the origin, or fetched and handed to libtorrent but
-    // not yet verified (from_origin until a hash failure clears it).
+// Pieces the origin must not be asked for: in flight to the origin, or
+// fetched and handed to the session but not yet verified (from_origin
+// until a hash failure clears it); unless the peers stalled, also those a
+// peer is sending us right now and those other agents claimed. A piece
+// whose blocks came from a peer that left, or are asked of a failing peer
+// (endpoints in `failing`), is not busy: the origin completes it.
+std::vector<bool> Agent::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims,
+                                     const std::set<std::string>& failing, bool stalled) {
     std::vector<bool> busy = s.from_origin;
     for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
-    if (!stalled) {
-        // A piece a peer is sending us right now; one whose blocks came
-        // from a peer that left, or are asked of a failing peer, is not
-        // busy (the origin completes it).
-        for (int piece : peers_->pieces_coming_from_peers(s.torrent, failing))
-            busy[static_cast<std::size_t>(piece)] = true;
-        for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
-    }
-    p2p::OriginPickInput in;
-    in.have = &s.have;
-    in.busy = &busy;
-    in.peers_with = &peers_with;
-    in.order = &s.order;
-    in.held_too = stalled || plan.peers_slow;
-    in.share_count = plan.share_count;
-    in.share_index = plan.share_index;
-    for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
-        Job& lead = next_origin_job(s);
-        auto op = std::make_unique<OriginPiece>();
-        op->agent = this;
-        op->swarm = &s;
-        op->job = &lead;
-        op->piece = piece;
-        op->started_ms = now;
-        op->data.reserve(s.piece_size(piece));
-        TransferRequest req;
-        req.url = lead.file().remote_url;
-        req.headers = lead.rec.headers;
-        req.offset = s.piece_offset(piece);
-        req.length = s.piece_size(piece);
-        // The [http] cap is per file: shared among its piece requests.
-        bool foreground = lead.rec.priority == storage::Priority::Foreground;
-        std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
-        req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
-        if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
-        op->id = fetcher_->start(req, op.get());
-        peers_->claim(s.torrent, piece);
-        LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)",
-                  s.info_hash.c_str(), piece, peers.size(), peers_with[static_cast<std::size_t>(piece)],
-                  stalled ? "peers stalled" : plan.peers_slow ? "peers too slow" : "no peer offers it");
-        s.origin_inflight[piece] = op.get();
-        origin_pieces_.push_back(std::move(op));
-    }
+    if (stalled) return busy;
+    for (int piece : peers_->pieces_coming_from_peers(s.torrent, failing)) busy[static_cast<std::size_t>(piece)] = true;
+    for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
+    return busy;
+}
+
+// One origin range request for `piece`, for the next user in turn, from
+// its own URL with its own headers; the piece is claimed to peers.
+void Agent::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
+    Job& lead = next_origin_job(s);
+    auto op = std::make_unique<OriginPiece>();
+    op->agent = this;
+    op->swarm = &s;
+    op->job = &lead;
+    op->piece = piece;
+    op->started_ms = now;
+    op->data.reserve(s.piece_size(piece));
+    TransferRequest req;
+    req.url = lead.file().remote_url;
+    req.headers = lead.rec.headers;
+    req.offset = s.piece_offset(piece);
+    req.length = s.piece_size(piece);
+    // The [http] cap is per file: shared among its piece requests.
+    bool foreground = lead.rec.priority == storage::Priority::Foreground;
+    std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+    req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
+    if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
+    op->id = fetcher_->start(req, op.get());
+    peers_->claim(s.torrent, piece);
+    s.origin_inflight[piece] = op.get();
+    origin_pieces_.push_back(std::move(op));
 }
 
 int Agent::OriginPiece::on_response(const ResponseInfo& info) {
@@ -796,7 +831,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         // 404, 403, ...: the content is gone from that job's origin; the
         // others go on with theirs.
         Job& j = *op.job;
-        fail(j, static_cast<int>(outcome.context), outcome.code, outcome.description, j.current_file);
+        fail(j, outcome.context, outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
@@ -816,7 +851,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
     for (Job* j : users) {
         j->last_transient = outcome.description;
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
-            fail(*j, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+            fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
                  "no progress for " + std::to_string(j->no_progress_timeout()) +
                      " s; last failure: " + outcome.description,
                  j->current_file);
@@ -832,7 +867,7 @@ void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
     if (!s.users.count(&job)) return;
     const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
-        fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+        fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
              f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
         detach_swarm(job, false);
@@ -868,19 +903,19 @@ void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
 
 void Agent::fail_swarm_users(Swarm& s, ErrorContext context, std::int64_t code, const std::string& why) {
     std::vector<Job*> users(s.users.begin(), s.users.end());
-    for (Job* j : users) fail(*j, static_cast<int>(context), code, why, j->current_file);
+    for (Job* j : users) fail(*j, context, code, why, j->current_file);
 }
 
-// A verified piece, read back from libtorrent: into every partial file
+// A verified piece, read back from the session: into every partial file
 // that lacks it.
 void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
     auto idx = static_cast<std::size_t>(piece);
     s.reading[idx] = false;
-    // libtorrent checked the piece when it arrived, not when it reads it back:
+    // The session checked the piece when it arrived, not when it reads it back:
     // a cached copy altered on disk since would pass unseen. A piece that did
     // not arrive in this run (the cache of an earlier one) is checked again
     // against its v1 hash before it reaches a user's file; a bad one makes
-    // libtorrent recheck the whole cached copy and fetch again what fails.
+    // the session recheck the whole cached copy and fetch again what fails.
     if (!s.verified_now[idx]) {
         if (!peers_->piece_matches_v1_hash(s.torrent, piece, data, len)) {
             LOG_ERROR("swarm %s: piece %d in the peer cache no longer matches its hash; "
@@ -905,7 +940,7 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
     });
 }
 
-// A piece libtorrent hashed in this run, copied from the cached copy into
+// A piece the session hashed in this run, copied from the cached copy into
 // every partial file that lacks it without passing through this process
 // (copy_file_range). True when every one has it; false when some are left
 // for read_piece: a file on another file system, where the kernel refuses
@@ -917,7 +952,7 @@ bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
         std::string path = peers_->content_path(s.torrent);
         s.cache_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         if (s.cache_fd < 0) {
-            // Said once: the pieces are read back through libtorrent instead.
+            // Said once: the pieces are read back through the session instead.
             LOG_WARN("swarm %s: cannot open %s: %s; reading pieces back instead", s.info_hash.c_str(),
                      path.c_str(), std::strerror(errno));
             s.cache_fd = Swarm::kCacheFdFailed;
@@ -966,7 +1001,7 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
         }
         if (err) {
             FileRecord& f = j->file();
-            fail(*j, static_cast<int>(ErrorContext::LocalFile), err,
+            fail(*j, ErrorContext::LocalFile, err,
                  "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
             continue;
         }
@@ -992,7 +1027,7 @@ void Agent::finish_swarm_file(Job& job) {
     int fd = job.swarm_fd;
     if (config_.sync_on_complete && ::fdatasync(fd) != 0) {
         int err = errno;
-        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+        fail(job, ErrorContext::LocalFile, err,
              "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
@@ -1005,7 +1040,7 @@ void Agent::finish_swarm_file(Job& job) {
                      [](Job&, int) {});
             f.bytes_transferred = 0;
             store_->update_file(job.rec.id, f);
-            fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+            fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
                  "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
                      "; the data was discarded",
                  job.current_file);

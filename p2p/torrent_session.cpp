@@ -43,6 +43,7 @@ struct TorrentSession::Impl {
     TorrentId next_id = 1;
     std::map<TorrentId, lt::torrent_handle> handles;
     std::map<TorrentId, std::shared_ptr<const lt::torrent_info>> infos;
+    std::map<TorrentId, std::string> save_paths;
 
     lt::torrent_handle handle(TorrentId t) const {
         auto it = handles.find(t);
@@ -129,6 +130,7 @@ TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::stri
     TorrentId id = impl_->next_id++;
     impl_->handles[id] = h;
     impl_->infos[id] = meta.info;
+    impl_->save_paths[id] = save_path;
     return id;
 }
 
@@ -136,14 +138,14 @@ void TorrentSession::remove_torrent(TorrentId torrent, bool delete_files) {
     lt::torrent_handle h = impl_->handle(torrent);
     impl_->handles.erase(torrent);
     impl_->infos.erase(torrent);
+    impl_->save_paths.erase(torrent);
     if (h.is_valid()) impl_->session.remove_torrent(h, delete_files);
 }
 
 std::string TorrentSession::content_path(TorrentId torrent) const {
     auto it = impl_->infos.find(torrent);
     if (it == impl_->infos.end()) return "";
-    lt::torrent_handle h = impl_->handle(torrent);
-    return it->second->files().file_path(lt::file_index_t{0}, h.status({}).save_path);
+    return it->second->files().file_path(lt::file_index_t{0}, impl_->save_paths.at(torrent));
 }
 
 void TorrentSession::pause(TorrentId torrent) {

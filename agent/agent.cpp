@@ -342,7 +342,7 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     note_partial();
     // Validators are persisted before any byte they vouch for is written.
     agent->store_->update_file(rec.id, f);
-    if (rec.state == JobState::Connecting) agent->change_state(*this, static_cast<int>(JobState::Transferring));
+    if (rec.state == JobState::Connecting) agent->change_state(*this, JobState::Transferring);
     return 0;
 } catch (const storage::StorageError& e) {
     return job_table_failed(rec.id, e);
@@ -404,12 +404,12 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         } else if (outcome.context == ErrorContext::LocalFile && outcome.code > 0) {
             // A write that failed (code: errno): say which file and why.
             int err = static_cast<int>(outcome.code);
-            a.fail(*this, static_cast<int>(outcome.context), outcome.code,
+            a.fail(*this, outcome.context, outcome.code,
                    "cannot write " + f.partial_path + ": " + std::strerror(err) +
                        (err == ENOSPC ? " (the disk is full)" : ""),
                    current_file);
         } else {
-            a.fail(*this, static_cast<int>(outcome.context), outcome.code, outcome.description,
+            a.fail(*this, outcome.context, outcome.code, outcome.description,
                    current_file);
         }
         return;
@@ -431,7 +431,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     int rc = a.config_.sync_on_complete ? partial->sync() : partial->flush();
     if (rc != 0) {
         partial.reset();
-        a.fail(*this, static_cast<int>(ErrorContext::LocalFile), -rc,
+        a.fail(*this, ErrorContext::LocalFile, -rc,
                "cannot write " + f.partial_path + ": " + std::strerror(-rc), current_file);
         return;
     }
@@ -443,7 +443,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
         f.etag.clear();
         f.last_modified.clear();
         a.store_->update_file(rec.id, f);
-        a.fail(*this, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+        a.fail(*this, ErrorContext::Integrity, DOPT_E_INTEGRITY,
                "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
                    "; the data was discarded",
                current_file);
@@ -527,7 +527,7 @@ Agent::Agent(const Config& config) : config_(config) {
     std::size_t resumed = 0;
     for (auto& [id, job] : jobs_) {
         if (is_running(job->rec.state)) {
-            change_state(*job, static_cast<int>(JobState::Queued));
+            change_state(*job, JobState::Queued);
             ++resumed;
         } else if (job->rec.state == JobState::TransientError) {
             job->next_retry_ms = now + 1000L * config_.retry_min_delay;
@@ -576,7 +576,7 @@ int Agent::run() {
         if (schedule_needed_) schedule();
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
-        if (peers_) fds.push_back({peers_->alert_fd(), POLLIN, 0});
+        if (peers_) fds.push_back({peers_->event_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -598,7 +598,7 @@ int Agent::run() {
         try {
             fetcher_->perform();
             handle_owner_ops(fds, owner_first);
-            handle_alerts();
+            handle_peer_events();
             ipc_->handle(fds, ipc_first);
             timers();
             answer_waits();
@@ -704,15 +704,19 @@ void Agent::forget_job(Job& job) {
 
 // Persists `to` and mirrors it in memory. Returns false (changing nothing)
 // when the transition table forbids it.
-bool Agent::change_state(Job& job, int to_int) {
-    auto to = static_cast<JobState>(to_int);
+bool Agent::change_state(Job& job, JobState to) {
     bool clear_error = to == JobState::Queued && job.rec.state == JobState::Error;
     std::int64_t now = wall_now();
-    int notify = to == JobState::Transferred ? DOPT_NOTIFY_TRANSFERRED : 0;
-    std::int64_t note = 0;
-    if (!store_->set_state(job.rec.id, to, now, std::nullopt, clear_error, notify, &note))
+    if (clear_error) {
+        if (!store_->set_state_clearing_error(job.rec.id, to, now)) return false;
+    } else if (to == JobState::Transferred) {
+        std::optional<std::int64_t> note =
+            store_->set_state_notifying(job.rec.id, to, now, DOPT_NOTIFY_TRANSFERRED);
+        if (!note) return false;
+        queue_notification(job.rec.id, *note, DOPT_NOTIFY_TRANSFERRED, -1);
+    } else if (!store_->set_state(job.rec.id, to, now)) {
         return false;
-    if (note) queue_notification(job.rec.id, note, notify, -1);
+    }
     LOG_DEBUG("job %s: %s -> %s", job.rec.id.c_str(), storage::state_name(job.rec.state),
               storage::state_name(to));
     job.rec.state = to;
@@ -744,12 +748,12 @@ ErrorRecord Agent::error_record(const Job& job, ErrorContext context, std::int64
     return e;
 }
 
-void Agent::fail(Job& job, int context, std::int64_t code, const std::string& description,
+void Agent::fail(Job& job, ErrorContext context, std::int64_t code, const std::string& description,
                  int file_index) {
-    ErrorRecord e = error_record(job, static_cast<ErrorContext>(context), code, description, file_index);
+    ErrorRecord e = error_record(job, context, code, description, file_index);
     if (job.busy()) stop_transfer(job, true);
-    std::int64_t note = 0;
-    if (!store_->set_state(job.rec.id, JobState::Error, e.time, e, false, DOPT_NOTIFY_ERROR, &note)) {
+    const std::optional<std::int64_t> note = store_->set_error_notifying(job.rec.id, e, e.time, DOPT_NOTIFY_ERROR);
+    if (!note) {
         LOG_ERROR("job %s: cannot move from %s to error", job.rec.id.c_str(),
                   storage::state_name(job.rec.state));
         return;
@@ -760,7 +764,7 @@ void Agent::fail(Job& job, int context, std::int64_t code, const std::string& de
     job.rec.modified = e.time;
     job.rec.error = e;
     schedule_needed_ = true;
-    queue_notification(job.rec.id, note, DOPT_NOTIFY_ERROR, -1);
+    queue_notification(job.rec.id, *note, DOPT_NOTIFY_ERROR, -1);
     notify_modification(job, true);
 }
 
@@ -788,12 +792,12 @@ void Agent::transient_failure(Job& job, const TransferOutcome& outcome) {
     LOG_INFO("job %s: transient error (retry %u in %.1f s): %s", job.rec.id.c_str(),
              job.rec.retry_count, delay, description.c_str());
     if (job.rec.state != JobState::TransientError)
-        change_state(job, static_cast<int>(JobState::TransientError));
+        change_state(job, JobState::TransientError);
 }
 
 // The job's no-progress timeout has passed: ERROR, with the last failure.
 void Agent::fail_no_progress(Job& job, const std::string& last_failure) {
-    fail(job, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+    fail(job, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
          "no progress for " + std::to_string(job.no_progress_timeout()) +
              " s; last failure: " + last_failure,
          job.current_file >= 0 ? job.current_file : 0);
@@ -875,7 +879,7 @@ void Agent::schedule() {
 void Agent::yield_slot(Job& job) {
     LOG_INFO("job %s yields to a more urgent job", job.rec.id.c_str());
     stop_transfer(job, true);
-    change_state(job, static_cast<int>(JobState::Queued));
+    change_state(job, JobState::Queued);
 }
 
 // Delivers a TRANSFERRED job that completes itself: ACKNOWLEDGED, or ERROR
@@ -884,13 +888,13 @@ void Agent::yield_slot(Job& job) {
 void Agent::auto_complete(Job& job) {
     job.delivering = true;
     after_owner_ops(job, [this](Job& j) {
-        deliver_files(j, false, static_cast<int>(JobState::Transferred),
+        deliver_files(j, false, JobState::Transferred,
                       [this](Job& jj, int err, const std::string& message) {
                           jj.delivering = false;
                           if (err == 0)
-                              change_state(jj, static_cast<int>(JobState::Acknowledged));
+                              change_state(jj, JobState::Acknowledged);
                           else if (jj.rec.state == JobState::Transferred)
-                              fail(jj, static_cast<int>(ErrorContext::LocalFile), err, message, -1);
+                              fail(jj, ErrorContext::LocalFile, err, message, -1);
                       });
     });
 }
@@ -905,15 +909,15 @@ void Agent::start_job(Job& job) {
         job.current_file = -1;
         // Every file was whole already (a crash after the last one): pass
         // through CONNECTING, as the transition table wants.
-        if (!is_running(job.rec.state)) change_state(job, static_cast<int>(JobState::Connecting));
-        change_state(job, static_cast<int>(JobState::Transferred));
+        if (!is_running(job.rec.state)) change_state(job, JobState::Connecting);
+        change_state(job, JobState::Transferred);
         if (job.rec.auto_complete) auto_complete(job);
         return;
     }
     job.current_file = static_cast<int>(next - files.begin());
     FileRecord& f = *next;
     if (start_file_with_peers(job)) return;
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
 
     // The transfer starts once the partial file is open: the job is busy
     // (opening) meanwhile. A job stopped meanwhile (suspend, cancel, yield,
@@ -935,7 +939,7 @@ void Agent::start_job(Job& job) {
 void Agent::start_http_transfer(Job& job, int fd) {
     FileRecord& f = job.file();
     if (fd < 0) {
-        fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
+        fail(job, ErrorContext::LocalFile, -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
         return;
     }
@@ -962,7 +966,7 @@ void Agent::start_http_transfer(Job& job, int fd) {
     job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty(),
                                      config_.sync_on_complete, &err);
     if (!job.partial) {
-        fail(job, static_cast<int>(ErrorContext::LocalFile), -err,
+        fail(job, ErrorContext::LocalFile, -err,
              "cannot prepare " + f.partial_path + ": " + std::strerror(-err), job.current_file);
         return;
     }
@@ -1003,7 +1007,7 @@ void Agent::timers() {
             LOG_WARN("job %s: running with no transfer after a job table failure; queueing it again",
                      job->rec.id.c_str());
             job->partial.reset();
-            if (!change_state(*job, static_cast<int>(JobState::Queued))) job_table_failed_ = true;
+            if (!change_state(*job, JobState::Queued)) job_table_failed_ = true;
         }
     }
     if (now >= next_purge_ms_) {
@@ -1016,7 +1020,7 @@ void Agent::timers() {
                 LOG_INFO("job %s: older than %u s; cancelling", id.c_str(), config_.max_job_age);
                 if (job->busy()) stop_transfer(*job, false);
                 remove_partials(*job);
-                change_state(*job, static_cast<int>(JobState::Cancelled));
+                change_state(*job, JobState::Cancelled);
             }
         }
         int purged = store_->purge_ended(wall - static_cast<std::int64_t>(config_.retention));
@@ -1132,13 +1136,13 @@ void Agent::open_partial(Job& job, const std::string& path, OwnerResult then, in
 // whole are removed instead (Complete from ERROR). The job must be in
 // `from_state` now and before each file: a job cancelled meanwhile stops
 // the delivery (ECANCELED), and its remaining partial files are removed.
-void Agent::deliver_files(Job& job, bool only_completed, int from_state, Delivered done) {
+void Agent::deliver_files(Job& job, bool only_completed, JobState from_state, Delivered done) {
     DOPT_CRASH_POINT("complete_start");
     deliver_next(job, only_completed, from_state, std::move(done));
 }
 
-void Agent::deliver_next(Job& job, bool only_completed, int from_state, Delivered done) {
-    if (job.rec.state != static_cast<JobState>(from_state))
+void Agent::deliver_next(Job& job, bool only_completed, JobState from_state, Delivered done) {
+    if (job.rec.state != from_state)
         return done(job, ECANCELED, std::string("the job became ") + storage::state_name(job.rec.state) +
                                         " before its files were moved into place");
     auto& files = job.rec.files;

@@ -26,7 +26,12 @@
 #include "storage/job_store.h"
 
 namespace dopt::p2p {
-class PeerSession;
+class TorrentSession;
+struct TorrentEvent;
+struct TorrentPeer;
+struct Claim;
+struct SwarmPeer;
+struct OriginPlanInput;
 }
 
 namespace dopt::agent {
@@ -89,7 +94,7 @@ private:
     void notify_modification(Job& job, bool state_changed);
 
     // Job life.
-    bool change_state(Job& job, int to);
+    bool change_state(Job& job, storage::JobState to);
     void track_active(Job& job);
     void forget_job(Job& job);
     void schedule();
@@ -98,7 +103,7 @@ private:
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
-    void fail(Job& job, int context, std::int64_t code, const std::string& description,
+    void fail(Job& job, storage::ErrorContext context, std::int64_t code, const std::string& description,
               int file_index);
     // Records `outcome` (transient) as the job's last transient error and
     // retries after a backoff, or fails the job when it made no progress
@@ -119,8 +124,8 @@ private:
     void run_owner_queue(Job& job);
     void open_partial(Job& job, const std::string& path, OwnerResult then, int round = 0);
     using Delivered = std::function<void(Job& job, int err, const std::string& message)>;
-    void deliver_files(Job& job, bool only_completed, int from_state, Delivered done);
-    void deliver_next(Job& job, bool only_completed, int from_state, Delivered done);
+    void deliver_files(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
+    void deliver_next(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
     void remove_partials(Job& job);
     void checkpoint(Job& job);
     void timers();
@@ -146,9 +151,33 @@ private:
     void remove_swarm(Swarm& swarm, bool delete_files);
     void pump_swarm(Swarm& swarm);
     void fetch_origin_pieces(Swarm& swarm);
+    // The steps of fetch_origin_pieces.
+    struct SwarmView;  // the swarm's peers as one pump sees them (agent_internal.h)
+    std::vector<p2p::Claim> others_claims(Swarm& swarm);
+    void track_peers(Swarm& swarm, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now_ms);
+    void yield_doubly_claimed_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, std::int64_t now_ms);
+    std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
+    p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                           std::int64_t now_ms, SwarmView& view);
+    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                  const std::set<std::string>& failing, bool stalled);
+    void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
-    void handle_alerts();
+    // What the peer session reports (agent_swarm.cpp "peer session events").
+    struct SwarmsToPump {
+        std::set<Swarm*> swarms;
+        bool evict = false;  // the peer cache grew: evict_cache()
+    };
+    void handle_peer_events();
+    Swarm* swarm_of(std::uint64_t torrent);
+    void keep_resume_data(Swarm& swarm, const std::vector<char>& resume_data);
+    void log_peer_event(const p2p::TorrentEvent& event);
+    void on_torrent_event(Swarm& swarm, const p2p::TorrentEvent& event, SwarmsToPump& to_pump);
+    void on_piece_verified(Swarm& swarm, int piece);
+    bool on_piece_hash_failed(Swarm& swarm, int piece);
+    void on_torrent_finished(Swarm& swarm);
+    void swarm_tick(Swarm& swarm, std::int64_t now_ms);
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
     bool copy_piece_from_cache(Swarm& swarm, int piece);
     bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);
@@ -156,7 +185,7 @@ private:
     void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
     void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
     Job& next_origin_job(Swarm& swarm);
-    void fail_swarm_users(Swarm& swarm, int context, std::int64_t code, const std::string& why);
+    void fail_swarm_users(Swarm& swarm, storage::ErrorContext context, std::int64_t code, const std::string& why);
     void evict_cache();
     std::vector<std::string> cache_entries_to_drop() const;
     std::uint64_t cache_limit() const;
@@ -166,7 +195,7 @@ private:
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the
-    // next pass of handle_alerts, not inside the caller's loops.
+    // next pass of handle_peer_events, not inside the caller's loops.
     bool evict_pending_ = false;
     Config config_;
     int lock_fd_ = -1;
@@ -209,7 +238,7 @@ private:
         std::int64_t next_attempt_ms = 0;
     };
     std::map<std::string, std::vector<Outgoing>> outbox_;  // by job id, oldest first
-    std::unique_ptr<p2p::PeerSession> peers_;  // null when peering is off
+    std::unique_ptr<p2p::TorrentSession> peers_;  // null when peering is off
     std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // by info-hash
     std::map<std::string, storage::CacheEntry> cache_;      // the cache index, by info-hash
     std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only

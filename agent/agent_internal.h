@@ -14,15 +14,15 @@
 #include <string>
 #include <vector>
 
-#include <libtorrent/torrent_handle.hpp>
-
 #include <nlohmann/json.hpp>
 
 #include "agent/agent.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
 #include "agent/partial_file.h"
-#include "p2p/metainfo.h"
+#include "p2p/metainfo_summary.h"
+#include "p2p/origin_picker.h"
+#include "p2p/torrent_session.h"
 #include "storage/job_store.h"
 
 namespace dopt::agent {
@@ -172,23 +172,43 @@ struct Agent::Job : TransferSink {
     const char* mode() const;     // "peer_assisted", "http_only" or "pending"
 };
 
-// One torrent in the libtorrent session: content being fetched for jobs, or
+// How often every swarm is pumped, its claims repeated to peers that
+// connected since and the peer session ticked (p2p/session.h tick()).
+constexpr std::int64_t kSwarmTickMs = 250;
+// How often a swarm's claims are sent again to peers connected since: as
+// often as the tick, so a late peer learns of a claim within 250 ms.
+constexpr std::int64_t kClaimRepeatMs = 250;
+// How often an unfinished torrent's resume data is saved in its cache entry.
+constexpr std::int64_t kResumeSaveIntervalMs = 30000;
+// The window over which the rate peers give us pieces is measured.
+constexpr std::int64_t kPeerRateWindowMs = 2000;
+// A piece another agent also claimed, with a lower claimant id, is left to
+// it when our request for it started less than this long ago (an older
+// request has bytes worth keeping).
+constexpr std::int64_t kYieldClaimedPieceWithinMs = 1000;
+// How long a graceful stop waits for the torrents' resume data.
+constexpr std::int64_t kStopResumeDataWaitMs = 5000;
+// Origin pieces that fail their hash check for one job before its origin is
+// taken as not matching the metainfo (origin_does_not_match).
+constexpr int kOriginHashFailuresToMismatch = 2;
+
+// One torrent in the peer session: content being fetched for jobs, or
 // complete and kept in the peer cache to seed.
 struct Agent::Swarm {
     std::string info_hash;
-    p2p::Metainfo meta;
-    lt::torrent_handle handle;
+    p2p::MetainfoSummary meta;
+    p2p::TorrentId torrent = 0;
     // Origin pieces are fetched on behalf of the users in turn (round robin
     // over `users`), each from that job's own URL with its own headers: never
     // from the URL another job (or user) registered the content with. This
     // counts the requests started, to pick the next user.
     std::size_t origin_turn = 0;
     std::set<Job*> users;                 // jobs whose current file this is
-    std::vector<bool> have;               // verified, held by libtorrent
+    std::vector<bool> have;               // verified, held by the peer session
     int have_count = 0;
-    std::vector<bool> reading;            // read_piece() asked, alert pending
+    std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
     std::vector<bool> from_origin;        // fetched by our origin fetcher
-    std::vector<bool> verified_now;       // hash-checked by libtorrent in this run
+    std::vector<bool> verified_now;       // hash-checked by the peer session in this run
     std::map<int, OriginPiece*> origin_inflight;
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came
@@ -206,7 +226,7 @@ struct Agent::Swarm {
         std::int64_t owes_since_ms = 0;
         std::int64_t payload = 0;  // bytes of pieces it had sent us by then
     };
-    std::map<lt::tcp::endpoint, SeenPeer> peers_seen;  // connected peers only
+    std::map<std::string, SeenPeer> peers_seen;  // connected peers (by endpoint) only
     // Addresses that owed us data for 2 s since the swarm was attached:
     // disconnected whenever they connect, until the swarm is attached again.
     std::set<std::string> peers_failed;
@@ -232,7 +252,7 @@ struct Agent::Swarm {
     std::int64_t next_claim_repeat_ms = 0;
     bool complete = false;
     bool paused = false;
-    bool checked = false;                 // libtorrent finished checking the cached copy
+    bool checked = false;                 // the peer session finished checking the cached copy
     // The cached copy, read-only, for copying verified pieces into partial
     // files in the kernel (copy_file_range); -1 until first needed,
     // kCacheFdFailed when it could not be opened.
@@ -247,14 +267,22 @@ struct Agent::Swarm {
     }
 
     std::uint64_t piece_size(int piece) const {
-        return static_cast<std::uint64_t>(meta.info->piece_size(lt::piece_index_t{piece}));
+        if (piece == meta.num_pieces - 1) return meta.size - piece_offset(piece);
+        return static_cast<std::uint64_t>(meta.piece_length);
     }
     std::uint64_t piece_offset(int piece) const {
         return static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(meta.piece_length);
     }
 };
 
-// One origin range request for one piece; the bytes go to libtorrent.
+// A swarm's connected peers as one pump sees them (fetch_origin_pieces).
+struct Agent::SwarmView {
+    std::vector<p2p::TorrentPeer> peers;
+    std::vector<int> peers_with;     // peers that count holding each piece
+    std::set<std::string> failing;   // endpoints of peers that owe us data for too long
+};
+
+// One origin range request for one piece; the bytes go to the peer session.
 struct Agent::OriginPiece : TransferSink {
     Agent* agent = nullptr;
     Swarm* swarm = nullptr;

@@ -10,8 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <libtorrent/torrent_status.hpp>
-
 #include "agent/agent_internal.h"
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
@@ -427,7 +425,7 @@ void Agent::op_set(Request& req, Job& job) {
     // Metainfo for one file: bencoded bytes (base64, checked now) or a URL
     // fetched when the file starts.
     int meta_index = -1;
-    std::optional<p2p::Metainfo> meta;
+    std::optional<p2p::MetainfoSummary> meta;
     std::string meta_bytes, meta_url;
     if (b.contains("file_metainfo")) {
         const json& m = b["file_metainfo"];
@@ -446,7 +444,7 @@ void Agent::op_set(Request& req, Job& job) {
             if (!base64_decode(m.at("base64").get<std::string>(), meta_bytes))
                 return send(DOPT_E_INVALID_ARG, "the metainfo is not valid base64");
             try {
-                meta = p2p::parse_metainfo(meta_bytes);
+                meta = p2p::summarize_metainfo(meta_bytes);
             } catch (const p2p::MetainfoError& e) {
                 return send(DOPT_E_INVALID_ARG, std::string("unusable metainfo: ") + e.what());
             }
@@ -502,7 +500,7 @@ void Agent::op_resume(Request& req, Job& job) {
         job.rec.retry_count = 0;
         job.last_progress_ms = mono_ms();
         store_->update_job(job.rec);
-        change_state(job, static_cast<int>(JobState::Queued));
+        change_state(job, JobState::Queued);
     } else {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be resumed";
@@ -517,7 +515,7 @@ void Agent::op_suspend(Request& req, Job& job) {
     if (s == JobState::Suspended) {
     } else if (s == JobState::Queued || is_running(s) || s == JobState::TransientError) {
         stop_transfer(job, true);
-        change_state(job, static_cast<int>(JobState::Suspended));
+        change_state(job, JobState::Suspended);
     } else {
         rc = DOPT_E_INVALID_STATE;
         msg = std::string("a job that is ") + storage::state_name(s) + " cannot be suspended";
@@ -534,7 +532,7 @@ void Agent::op_cancel(Request& req, Job& job) {
     } else {
         stop_transfer(job, false);
         remove_partials(job);
-        change_state(job, static_cast<int>(JobState::Cancelled));
+        change_state(job, JobState::Cancelled);
     }
     ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
@@ -555,7 +553,7 @@ void Agent::complete(Job& job, std::int64_t seq, const Reply& answer) {
                           storage::state_name(s);
         return answer(with_member(reply(seq, DOPT_E_INVALID_STATE, msg), "job", job.to_json()));
     }
-    deliver_files(job, s == JobState::Error, static_cast<int>(s),
+    deliver_files(job, s == JobState::Error, s,
                   [this, seq, answer](Job& j, int err, const std::string& message) {
                       int rc = 0;
                       std::string msg = message;
@@ -565,7 +563,7 @@ void Agent::complete(Job& job, std::int64_t seq, const Reply& answer) {
                           rc = DOPT_E_LOCAL_IO;
                       } else {
                           try {
-                              change_state(j, static_cast<int>(JobState::Acknowledged));
+                              change_state(j, JobState::Acknowledged);
                           } catch (const storage::StorageError& e) {
                               LOG_ERROR("job table: %s", e.what());
                               rc = DOPT_E_INTERNAL;
@@ -721,9 +719,8 @@ void Agent::op_peer_stats(Request& req) {
     std::uint64_t up = 0;
     int peers = 0;
     for (const auto& [ih, s] : swarms_) {
-        if (!s->handle.is_valid()) continue;
-        lt::torrent_status st = s->handle.status({});
-        up += static_cast<std::uint64_t>(st.all_time_upload);
+        const p2p::TorrentStatus st = peers_->status(s->torrent, false);
+        up += static_cast<std::uint64_t>(st.uploaded);
         peers += st.num_peers;
     }
     r["bytes_to_peers"] = up;

@@ -4,22 +4,22 @@
 //  1. Metainfo: the job's own (bytes given with the job, or a URL fetched
 //     now), else the origin's beside the content (URL path + ".torrent"),
 //     else none: HTTP only, and the file says so ("metainfo": "none").
-//  2. The torrent joins the PeerSession with its storage in
-//     cache_dir/<info-hash>. LAN peers give pieces through libtorrent; this
-//     agent fetches from the origin only the pieces no connected peer has,
-//     is giving us or was claimed by another agent (p2p/origin_picker.h),
-//     and hands them to libtorrent (add_piece), which checks every piece
-//     against its hash.
-//  3. Each piece libtorrent holds verified is copied into the owner's
+//  2. The torrent joins the peer session (p2p::TorrentSession) with its
+//     storage in cache_dir/<info-hash>. LAN peers give pieces through the
+//     session; this agent fetches from the origin only the pieces no
+//     connected peer has, is giving us or was claimed by another agent
+//     (p2p/origin_picker.h), and hands them to the session (add_piece),
+//     which checks every piece against its hash.
+//  3. Each piece the session holds verified is copied into the owner's
 //     partial file at its offset (copy_file_range from the cached copy when
-//     libtorrent hashed it in this run; else read back with read_piece and
-//     hashed again), so Complete is a rename and the cached copy stays to
-//     seed.
+//     the session hashed it in this run; else read back with read_piece
+//     and hashed again), so Complete is a rename and the cached copy stays
+//     to seed.
 //  4. Complete torrents stay in the session, seeding, within the cache
 //     limits ([cache]); least recently used go first.
 //
-// Everything here runs on the agent's one thread; libtorrent's alerts are
-// drained here too (handle_alerts).
+// Everything here runs on the agent's one thread; the session's events are
+// handled here too (handle_peer_events).
 #include <algorithm>
 #include <cerrno>
 #include <dirent.h>
@@ -31,12 +31,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <libtorrent/alert_types.hpp>
-#include <libtorrent/read_resume_data.hpp>
-#include <libtorrent/session.hpp>
-#include <libtorrent/torrent_status.hpp>
-#include <libtorrent/write_resume_data.hpp>
-#include <openssl/sha.h>
 
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
@@ -49,7 +43,7 @@
 #include "dopt/dopt.h"
 #include "p2p/claims.h"  // claim_hold_ms
 #include "p2p/origin_picker.h"
-#include "p2p/session.h"
+#include "p2p/torrent_session.h"
 
 namespace dopt::agent {
 
@@ -122,19 +116,20 @@ void Agent::start_peering() {
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;
     s.claims_per_peer = config_.swarm_origin_requests;
-    peers_ = std::make_unique<p2p::PeerSession>(s);
-    // The addresses alone, written as peer_info::ip writes them (an incoming
-    // connection shows the peer's address, not its listen port). The
-    // PeerSession above has parsed these strings already: they are valid.
-    const lt::tcp::endpoint listen = p2p::parse_endpoint(config_.p2p_listen, "listen", true);
+    peers_ = std::make_unique<p2p::TorrentSession>(s);
+    // The addresses alone, written as the session reports peers' addresses
+    // (an incoming connection shows the peer's address, not its listen
+    // port). The session above has parsed these strings already: they are
+    // valid.
+    const p2p::PeerAddress listen = p2p::parse_peer_address(config_.p2p_listen, "listen", true);
     for (const auto& p : config_.peers) {
-        const lt::tcp::endpoint peer = p2p::parse_endpoint(p, "peers", false);
-        if (peer == listen) continue;  // this agent itself
-        static_peer_ips_.push_back(peer.address().to_string());
+        const p2p::PeerAddress peer = p2p::parse_peer_address(p, "peers", false);
+        if (peer.address == listen.address && peer.port == listen.port) continue;  // this agent itself
+        static_peer_ips_.push_back(peer.address);
     }
     // How peers see this agent, for the designated fetchers; unknown when
     // listening on every address.
-    if (!listen.address().is_unspecified()) self_address_ = listen.address().to_string();
+    if (!listen.unspecified) self_address_ = listen.address;
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
 
@@ -163,29 +158,18 @@ void Agent::stop_peering() {
     if (!peers_) return;
     int pending = 0;
     for (auto& [ih, s] : swarms_) {
-        if (s->handle.is_valid()) {
-            s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
-            ++pending;
-        }
+        peers_->save_resume_data(s->torrent);
+        ++pending;
     }
-    std::int64_t deadline = mono_ms() + 5000;
+    std::int64_t deadline = mono_ms() + kStopResumeDataWaitMs;
     while (pending > 0 && mono_ms() < deadline) {
-        pollfd p{peers_->alert_fd(), POLLIN, 0};
+        pollfd p{peers_->event_fd(), POLLIN, 0};
         ::poll(&p, 1, 200);
-        for (lt::alert* a : peers_->pop_alerts()) {
-            if (auto* r = lt::alert_cast<lt::save_resume_data_alert>(a)) {
-                auto buf = lt::write_resume_data_buf(r->params);
-                for (auto& [key, s] : swarms_) {
-                    if (s->handle == r->handle) {
-                        auto c = cache_.find(key);
-                        if (c != cache_.end()) {
-                            c->second.resume_data.assign(buf.begin(), buf.end());
-                            store_->put_cache_entry(c->second);
-                        }
-                    }
-                }
+        for (p2p::TorrentEvent& e : peers_->take_events()) {
+            if (e.kind == p2p::TorrentEvent::Kind::ResumeData) {
+                if (Swarm* s = swarm_of(e.torrent)) keep_resume_data(*s, e.resume_data);
                 --pending;
-            } else if (lt::alert_cast<lt::save_resume_data_failed_alert>(a)) {
+            } else if (e.kind == p2p::TorrentEvent::Kind::ResumeDataFailed) {
                 --pending;
             }
         }
@@ -226,7 +210,7 @@ bool Agent::start_file_with_peers(Job& job) {
         use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
         return false;
     }
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
     TransferRequest req;
     req.url = url;
     req.headers = job.rec.headers;
@@ -247,10 +231,10 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
     FileRecord& f = job.file();
     bool from_job = !f.metainfo_url.empty();
     std::string parse_error;
-    std::optional<p2p::Metainfo> meta;
+    std::optional<p2p::MetainfoSummary> meta;
     if (outcome.ok) {
         try {
-            meta = p2p::parse_metainfo(bytes);
+            meta = p2p::summarize_metainfo(bytes);
         } catch (const p2p::MetainfoError& e) {
             parse_error = e.what();
         }
@@ -267,7 +251,7 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
             transient_failure(job, outcome);
             return;
         }
-        fail(job, static_cast<int>(outcome.ok ? ErrorContext::Integrity : outcome.context),
+        fail(job, outcome.ok ? ErrorContext::Integrity : outcome.context,
              outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
              outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
                         : "cannot fetch the job's metainfo: " + outcome.description,
@@ -360,9 +344,13 @@ void Agent::drop_unwanted_cache_entry(const std::string& info_hash) {
 Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     auto it = swarms_.find(e.info_hash);
     if (it != swarms_.end()) return it->second.get();
-    p2p::Metainfo meta;
+    p2p::MetainfoSummary meta;
+    p2p::TorrentId torrent = 0;
+    std::string dir = config_.cache_dir + "/" + e.info_hash;
     try {
-        meta = p2p::parse_metainfo(e.metainfo);
+        meta = p2p::summarize_metainfo(e.metainfo);
+        ::mkdir(dir.c_str(), 0700);
+        torrent = peers_->add_torrent(e.metainfo, dir, to_vector(e.resume_data));
     } catch (const p2p::MetainfoError& err) {
         LOG_ERROR("peer cache: entry %s has unusable metainfo (%s); dropping it", e.info_hash.c_str(),
                   err.what());
@@ -372,16 +360,14 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     s->info_hash = e.info_hash;
     s->meta = meta;
     s->complete = e.complete;  // a seed from the cache: never paused
-    std::string dir = config_.cache_dir + "/" + e.info_hash;
-    ::mkdir(dir.c_str(), 0700);
-    s->handle = peers_->add_torrent(meta.info, dir, to_vector(e.resume_data));
+    s->torrent = torrent;
     auto n = static_cast<std::size_t>(meta.num_pieces);
     s->have.assign(n, false);
     s->reading.assign(n, false);
     s->from_origin.assign(n, false);
     s->verified_now.assign(n, false);
     s->order = p2p::random_piece_order(meta.num_pieces);
-    s->next_resume_save_ms = mono_ms() + 30000;
+    s->next_resume_save_ms = mono_ms() + kResumeSaveIntervalMs;
     Swarm* raw = s.get();
     swarms_[e.info_hash] = std::move(s);
     return raw;
@@ -389,7 +375,7 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
 
 void Agent::remove_swarm(Swarm& s, bool delete_files) {
     drop_origin_pieces(s);
-    if (s.handle.is_valid()) peers_->remove_torrent(s.handle, delete_files);
+    peers_->remove_torrent(s.torrent, delete_files);
     std::string ih = s.info_hash;
     swarms_.erase(ih);  // s is gone
     if (delete_files) {
@@ -417,7 +403,7 @@ void Agent::attach_swarm(Job& job) {
     }
     // The job is busy (opening) until its partial file is open; one stopped
     // meanwhile has another epoch, and the descriptor is dropped.
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
     job.opening = true;
     const std::uint64_t epoch = job.epoch;
     open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
@@ -435,7 +421,7 @@ void Agent::attach_swarm(Job& job) {
 void Agent::join_swarm(Job& job, int fd) {
     FileRecord& f = job.file();
     if (fd < 0) {
-        fail(job, static_cast<int>(ErrorContext::LocalFile), -fd,
+        fail(job, ErrorContext::LocalFile, -fd,
              "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
         return;
     }
@@ -450,7 +436,7 @@ void Agent::join_swarm(Job& job, int fd) {
     if (::ftruncate(fd, static_cast<off_t>(s->meta.size)) != 0) {
         int err = errno;
         ::close(fd);
-        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+        fail(job, ErrorContext::LocalFile, err,
              "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
@@ -478,12 +464,12 @@ void Agent::join_swarm(Job& job, int fd) {
     }
     s->users.insert(&job);
     if (s->paused) {
-        s->handle.resume();
+        peers_->resume(s->torrent);
         s->paused = false;
     }
     job.last_progress_ms = mono_ms();
-    if (job.rec.state != JobState::Connecting) change_state(job, static_cast<int>(JobState::Connecting));
-    change_state(job, static_cast<int>(JobState::Transferring));
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    change_state(job, JobState::Transferring);
     LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
              s->info_hash.c_str());
     pump_swarm(*s);
@@ -512,25 +498,23 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
         remove_swarm(*s, true);
         return;
     }
-    s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
-    s->handle.pause();
+    peers_->save_resume_data(s->torrent);
+    peers_->pause(s->torrent);
     s->paused = true;
 }
 
 // ---- moving pieces --------------------------------------------------------------
 
-// Looks at what libtorrent holds and schedules the work that follows:
+// Looks at what the session holds and schedules the work that follows:
 // pieces to copy into partial files, pieces to fetch from the origin.
 void Agent::pump_swarm(Swarm& s) {
-    if (!s.handle.is_valid() || s.users.empty()) return;
-    lt::torrent_status st = s.handle.status(lt::torrent_handle::query_pieces);
-    if (st.state == lt::torrent_status::checking_files ||
-        st.state == lt::torrent_status::checking_resume_data)
-        return;
-    if (st.errc) return;  // reported by an alert
+    if (s.torrent == 0 || s.users.empty()) return;
+    const p2p::TorrentStatus st = peers_->status(s.torrent, true);
+    if (st.checking) return;
+    if (st.error) return;  // reported by an event
     for (int i = 0; i < s.meta.num_pieces; ++i) {
         auto idx = static_cast<std::size_t>(i);
-        if (!s.have[idx] && !st.pieces.empty() && st.pieces.get_bit(lt::piece_index_t{i})) {
+        if (!s.have[idx] && idx < st.pieces.size() && st.pieces[idx]) {
             s.have[idx] = true;
             if (++s.have_count == s.meta.num_pieces) s.complete = true;
         }
@@ -538,15 +522,15 @@ void Agent::pump_swarm(Swarm& s) {
         for (Job* j : s.users) {
             if (!j->written[idx]) {
                 // Hashed in this run: copied from the cached copy in the
-                // kernel. Otherwise read back through libtorrent and hashed
-                // again (write_piece).
+                // kernel. Otherwise read back through the session and
+                // hashed again (write_piece).
                 if (s.verified_now[idx] && copy_piece_from_cache(s, i)) break;
-                s.handle.read_piece(lt::piece_index_t{i});
+                peers_->read_piece(s.torrent, i);
                 s.reading[idx] = true;
                 break;
             }
         }
-        if (!s.handle.is_valid() || s.users.empty()) return;  // the swarm's jobs failed
+        if (s.users.empty()) return;  // the swarm's jobs failed
     }
     fetch_origin_pieces(s);
 }
@@ -555,7 +539,7 @@ void Agent::pump_swarm(Swarm& s) {
 // for the whole hold without arriving, so their claims are ignored now and
 // we may fetch them ourselves. One line per new batch, not per piece.
 void Agent::log_claims_held_over(Swarm& s) {
-    std::set<int> held = peers_->claims_held_over(s.handle);
+    std::set<int> held = peers_->claims_held_over(s.torrent);
     std::size_t fresh = 0;
     int first = -1;
     for (int piece : held)
@@ -573,20 +557,51 @@ void Agent::log_claims_held_over(Swarm& s) {
 // swarm, fetched by the swarm's designated fetchers only, each from its own
 // share of the pieces, chosen among those no connected peer has, is giving
 // us or was claimed by another agent. While the swarm does not deliver
-// (no piece from a peer for 1 s) every agent may fetch; when the peers
-// stall (no piece from them for 4 s while they offer some), the origin
-// takes everything that is missing.
+// every agent may fetch; when the peers stall, the origin takes everything
+// that is missing (p2p/origin_picker.h has the rules and their timings).
 void Agent::fetch_origin_pieces(Swarm& s) {
-    std::int64_t now = mono_ms();
+    const std::int64_t now = mono_ms();
     if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
-    auto n = static_cast<std::size_t>(s.meta.num_pieces);
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
     // either claimed or held, never neither.
-    // Other agents' claims on pieces of this torrent (the table keeps
-    // neither ours nor out-of-range ones; filtered once more here, since
-    // every use below indexes by piece).
-    std::vector<p2p::Claim> claims = peers_->claims(s.handle);
+    const std::vector<p2p::Claim> claims = others_claims(s);
+    SwarmView view;
+    view.peers = peers_->peers(s.torrent);
+    track_peers(s, view.peers, now);
+    yield_doubly_claimed_pieces(s, claims, now);
+    const p2p::OriginPlanInput plan_in = origin_plan_input(s, claims, now, view);
+    const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
+    s.peers_offer_since_ms = plan.peers_offer_since_ms;
+    s.peers_slow_since_ms = plan.peers_slow_since_ms;
+    if (plan.want <= 0) return;
+    if (plan.peers_slow)
+        LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
+                  s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
+                  static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
+    const std::vector<bool> busy = busy_pieces(s, claims, view.failing, plan.stalled);
+    p2p::OriginPickInput in;
+    in.have = &s.have;
+    in.busy = &busy;
+    in.peers_with = &view.peers_with;
+    in.order = &s.order;
+    in.held_too = plan.stalled || plan.peers_slow;
+    in.share_count = plan.share_count;
+    in.share_index = plan.share_index;
+    const char* why = plan.stalled ? "peers stalled" : plan.peers_slow ? "peers too slow" : "no peer offers it";
+    for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
+        start_origin_piece(s, piece, now);
+        LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)", s.info_hash.c_str(), piece,
+                  view.peers.size(), view.peers_with[static_cast<std::size_t>(piece)], why);
+    }
+}
+
+// Other agents' claims on pieces of this torrent. The table keeps neither
+// ours nor out-of-range ones; filtered once more here, since every use
+// indexes by piece.
+std::vector<p2p::Claim> Agent::others_claims(Swarm& s) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    std::vector<p2p::Claim> claims = peers_->claims(s.torrent);
     log_claims_held_over(s);
     claims.erase(std::remove_if(claims.begin(), claims.end(),
                                 [&](const p2p::Claim& c) {
@@ -594,44 +609,45 @@ void Agent::fetch_origin_pieces(Swarm& s) {
                                            static_cast<std::size_t>(c.piece) >= n;
                                 }),
                  claims.end());
-    // Which peers have told their pieces, then the peers: a peer in `told`
-    // has its pieces in `peers` (p2p/session.h).
-    const std::set<lt::tcp::endpoint> told = peers_->peers_that_told(s.handle);
-    std::vector<lt::peer_info> peers;
-    s.handle.get_peer_info(peers);
-    // Each connected peer: when it was first seen (a peer that has not told
-    // its pieces 2 s after it connected does not count), and since when it
-    // owes us data: we want its pieces and it keeps us choked, or our
-    // requests to it are unanswered. An agent unchokes at once
-    // (p2p/session.cpp) and answers in milliseconds on a LAN; one that has
-    // owed for 2 s counts nowhere (p2p/origin_picker.h) and is disconnected
-    // (below), so a peer that advertises pieces and never delivers cannot
-    // hold the origin back. Payload from it starts the count again.
-    std::map<lt::tcp::endpoint, Swarm::SeenPeer> seen;
+    return claims;
+}
+
+// Each connected peer: when it was first seen (a peer that has not told its
+// pieces within p2p::kHandshakeMs of connecting does not count), and since
+// when it owes us data: we want its pieces and it keeps us choked, or our
+// requests to it are unanswered. An agent unchokes at once
+// (p2p/session.cpp) and answers in milliseconds on a LAN; one that has owed
+// for p2p::kPeerOwesTooLongMs counts nowhere (p2p/origin_picker.h) and is
+// disconnected (origin_plan_input), so a peer that advertises pieces and
+// never delivers cannot hold the origin back. Payload from it starts the
+// count again.
+void Agent::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now) {
+    std::map<std::string, Swarm::SeenPeer> seen;
     for (const auto& p : peers) {
-        auto it = s.peers_seen.find(p.ip);
+        auto it = s.peers_seen.find(p.endpoint);
         const Swarm::SeenPeer* before = it == s.peers_seen.end() ? nullptr : &it->second;
-        Swarm::SeenPeer& entry = seen[p.ip];
+        Swarm::SeenPeer& entry = seen[p.endpoint];
         entry.first_seen_ms = before ? before->first_seen_ms : now;
-        entry.payload = p.total_download;
-        const bool owed = (p.flags & lt::peer_info::interesting) &&
-                          ((p.flags & lt::peer_info::remote_choked) || p.download_queue_length > 0);
+        entry.payload = p.payload_received;
+        const bool owed = p.interesting && (p.choked_us || p.requests_waiting > 0);
         if (owed) {
-            const bool still = before && before->owes_since_ms != 0 &&
-                               p.total_download <= before->payload;
+            const bool still = before && before->owes_since_ms != 0 && p.payload_received <= before->payload;
             entry.owes_since_ms = still ? before->owes_since_ms : now;
         }
     }
     s.peers_seen.swap(seen);
-    // Two agents that claimed the same piece at the same moment: the lower
-    // claimant id keeps it, the other drops its request (if it is young:
-    // an older request has bytes worth keeping).
+}
+
+// Two agents that claimed the same piece at the same moment: the lower
+// claimant id keeps it, the other drops its request (if it is young: an
+// older request has bytes worth keeping).
+void Agent::yield_doubly_claimed_pieces(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now) {
     for (const auto& c : claims) {
         auto it = s.origin_inflight.find(c.piece);
         if (it == s.origin_inflight.end() || c.claimant >= peers_->id()) continue;
-        if (now - it->second->started_ms > 1000) continue;
-        LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them",
-                  s.info_hash.c_str(), c.piece);
+        if (now - it->second->started_ms > kYieldClaimedPieceWithinMs) continue;
+        LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them", s.info_hash.c_str(),
+                  c.piece);
         fetcher_->stop(it->second->id);
         it->second->swarm = nullptr;
         s.origin_inflight.erase(it);
@@ -639,144 +655,133 @@ void Agent::fetch_origin_pieces(Swarm& s) {
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
                          origin_pieces_.end());
+}
 
-    // How many requests to start, and from which share of the pieces
-    // (p2p/origin_picker.h has the rules).
-    p2p::OriginPlanInput plan_in;
-    plan_in.now_ms = now;
-    plan_in.attached_ms = s.attached_ms;
-    plan_in.last_peer_piece_ms = s.last_peer_piece_ms;
-    plan_in.peers_offer_since_ms = s.peers_offer_since_ms;
-    std::vector<int> peers_with(n, 0);  // connected peers that hold each piece (and deliver)
-    std::set<lt::tcp::endpoint> failing;  // peers that owed us data for 2 s
-    for (const auto& p : peers) {
+// The peers as plan_origin_requests sees them; fills view.peers_with and
+// view.failing, and disconnects the failing peers.
+std::vector<p2p::SwarmPeer> Agent::plan_peers(Swarm& s, std::int64_t now, SwarmView& view) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    view.peers_with.assign(n, 0);
+    std::vector<p2p::SwarmPeer> out;
+    for (const auto& p : view.peers) {
         p2p::SwarmPeer sp;
-        sp.address = p.ip.address().to_string();
-        // libtorrent sizes p.pieces for the torrent, all zeros, as soon as a
-        // connection starts: only `told` says the bits mean something.
-        sp.told = told.count(p.ip) > 0 && p.pieces.size() == static_cast<int>(n);
-        sp.seed = static_cast<bool>(p.flags & lt::peer_info::seed);
-        const Swarm::SeenPeer& seen_peer = s.peers_seen[p.ip];
+        sp.address = p.address;
+        sp.told = p.told && p.pieces.size() == n;
+        sp.seed = p.seed;
+        const Swarm::SeenPeer& seen_peer = s.peers_seen[p.endpoint];
         sp.connected_ms = now - seen_peer.first_seen_ms;
         const std::int64_t owes_since = seen_peer.owes_since_ms;
-        const bool owes_too_long = owes_since != 0 && now - owes_since >= 2000;
+        const bool owes_too_long = owes_since != 0 && now - owes_since >= p2p::kPeerOwesTooLongMs;
         sp.failing = owes_too_long || s.peers_failed.count(sp.address) > 0;
         if (sp.failing) {
             // Disconnected, now and each time it comes back while this
             // swarm is attached: blocks asked of it are asked of no other
-            // peer, and libtorrent gives them to the peers that deliver
+            // peer, and the session gives them to the peers that deliver
             // only at their next message, so a failing peer's connection
             // costs more than its pieces are worth.
-            failing.insert(p.ip);
+            view.failing.insert(p.endpoint);
             if (s.peers_failed.insert(sp.address).second)
                 LOG_INFO("swarm %s: peer %s has owed us data for 2 s (kept us choked or left "
                          "our requests unanswered): disconnected, and again whenever it comes "
                          "back while this swarm has jobs",
                          s.info_hash.c_str(), sp.address.c_str());
-            peers_->disconnect_peer(s.handle, p.ip);
+            peers_->disconnect_peer(s.torrent, p.endpoint);
         }
         if (sp.told && !sp.failing) {
-            sp.pieces = p.pieces.count();
+            sp.pieces = static_cast<int>(std::count(p.pieces.begin(), p.pieces.end(), true));
             for (std::size_t i = 0; i < n; ++i) {
-                if (p.pieces.get_bit(lt::piece_index_t{static_cast<int>(i)})) {
-                    ++peers_with[i];
+                if (p.pieces[i]) {
+                    ++view.peers_with[i];
                     if (!s.have[i]) sp.offers = true;
                 }
             }
         }
-        plan_in.peers.push_back(std::move(sp));
+        out.push_back(std::move(sp));
     }
-    plan_in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
-    plan_in.hung_up = s.peers_hung_up;
+    return out;
+}
+
+// What plan_origin_requests needs to know of the swarm now.
+p2p::OriginPlanInput Agent::origin_plan_input(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now,
+                                              SwarmView& view) {
+    const auto n = static_cast<std::size_t>(s.meta.num_pieces);
+    p2p::OriginPlanInput in;
+    in.now_ms = now;
+    in.attached_ms = s.attached_ms;
+    in.last_peer_piece_ms = s.last_peer_piece_ms;
+    in.peers_offer_since_ms = s.peers_offer_since_ms;
+    in.peers = plan_peers(s, now, view);
+    in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
+    in.hung_up = s.peers_hung_up;
     std::set<int> in_swarm;  // pieces in flight in the whole swarm
     for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
     for (const auto& c : claims)
         if (!s.have[static_cast<std::size_t>(c.piece)]) in_swarm.insert(c.piece);
-    plan_in.our_requests = static_cast<int>(s.origin_inflight.size());
-    plan_in.swarm_requests = static_cast<int>(in_swarm.size());
-    plan_in.origin_requests = config_.origin_requests;
-    plan_in.swarm_origin_requests = config_.swarm_origin_requests;
-    plan_in.info_hash = s.info_hash;
-    plan_in.self_address = self_address_;
-    // Peers too slow? The rate peers give us pieces, over windows of 2 s.
-    if (s.peer_rate_mark_ms == 0 || now - s.peer_rate_mark_ms >= 2000) {
+    in.our_requests = static_cast<int>(s.origin_inflight.size());
+    in.swarm_requests = static_cast<int>(in_swarm.size());
+    in.origin_requests = config_.origin_requests;
+    in.swarm_origin_requests = config_.swarm_origin_requests;
+    in.info_hash = s.info_hash;
+    in.self_address = self_address_;
+    // Peers too slow? The rate peers give us pieces, over windows of
+    // kPeerRateWindowMs.
+    if (s.peer_rate_mark_ms == 0 || now - s.peer_rate_mark_ms >= kPeerRateWindowMs) {
         if (s.peer_rate_mark_ms != 0)
             s.peer_rate = (s.peer_piece_bytes - s.peer_rate_mark_bytes) * 1000 / (now - s.peer_rate_mark_ms);
         s.peer_rate_mark_ms = now;
         s.peer_rate_mark_bytes = s.peer_piece_bytes;
     }
-    plan_in.all_in_swarm = true;
-    for (std::size_t i = 0; i < n && plan_in.all_in_swarm; ++i)
-        if (!s.have[i] && peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i)))
-            plan_in.all_in_swarm = false;
-    plan_in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
-    plan_in.peer_rate = s.peer_rate;
-    plan_in.origin_piece_ms = s.origin_piece_ms;
-    plan_in.peers_slow_since_ms = s.peers_slow_since_ms;
-    const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
-    s.peers_offer_since_ms = plan.peers_offer_since_ms;
-    s.peers_slow_since_ms = plan.peers_slow_since_ms;
-    if (plan.want <= 0) return;
-    const bool stalled = plan.stalled;
-    if (plan.peers_slow)
-        LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
-                  s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
-                  static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
+    in.all_in_swarm = true;
+    for (std::size_t i = 0; i < n && in.all_in_swarm; ++i)
+        if (!s.have[i] && view.peers_with[i] == 0 && !in_swarm.count(static_cast<int>(i))) in.all_in_swarm = false;
+    in.lack_bytes = static_cast<std::int64_t>(s.meta.num_pieces - s.have_count) * s.meta.piece_length;
+    in.peer_rate = s.peer_rate;
+    in.origin_piece_ms = s.origin_piece_ms;
+    in.peers_slow_since_ms = s.peers_slow_since_ms;
+    return in;
+}
 
-    // Busy: in flight to the origin, or fetched and handed to libtorrent but
-    // not yet verified (from_origin until a hash failure clears it).
+// Pieces the origin must not be asked for: in flight to the origin, or
+// fetched and handed to the session but not yet verified (from_origin
+// until a hash failure clears it); unless the peers stalled, also those a
+// peer is sending us right now and those other agents claimed. A piece
+// whose blocks came from a peer that left, or are asked of a failing peer
+// (endpoints in `failing`), is not busy: the origin completes it.
+std::vector<bool> Agent::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims,
+                                     const std::set<std::string>& failing, bool stalled) {
     std::vector<bool> busy = s.from_origin;
     for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
-    if (!stalled) {
-        std::vector<lt::partial_piece_info> queue;
-        s.handle.get_download_queue(queue);
-        // A piece a peer is sending us right now; one whose blocks came
-        // from a peer that left, or are asked of a failing peer, is not
-        // busy (the origin completes it).
-        auto in_progress = [&](const lt::block_info& b) {
-            return b.state == lt::block_info::writing ||
-                   (b.state == lt::block_info::requested && !failing.count(b.peer()));
-        };
-        for (const auto& q : queue)
-            if (std::any_of(q.blocks, q.blocks + q.blocks_in_piece, in_progress))
-                busy[static_cast<std::size_t>(static_cast<int>(q.piece_index))] = true;
-        for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
-    }
-    p2p::OriginPickInput in;
-    in.have = &s.have;
-    in.busy = &busy;
-    in.peers_with = &peers_with;
-    in.order = &s.order;
-    in.held_too = stalled || plan.peers_slow;
-    in.share_count = plan.share_count;
-    in.share_index = plan.share_index;
-    for (int piece : p2p::pick_origin_pieces(in, plan.want)) {
-        Job& lead = next_origin_job(s);
-        auto op = std::make_unique<OriginPiece>();
-        op->agent = this;
-        op->swarm = &s;
-        op->job = &lead;
-        op->piece = piece;
-        op->started_ms = now;
-        op->data.reserve(s.piece_size(piece));
-        TransferRequest req;
-        req.url = lead.file().remote_url;
-        req.headers = lead.rec.headers;
-        req.offset = s.piece_offset(piece);
-        req.length = s.piece_size(piece);
-        // The [http] cap is per file: shared among its piece requests.
-        bool foreground = lead.rec.priority == storage::Priority::Foreground;
-        std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
-        req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
-        if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
-        op->id = fetcher_->start(req, op.get());
-        peers_->claim(s.handle, piece);
-        LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)",
-                  s.info_hash.c_str(), piece, peers.size(), peers_with[static_cast<std::size_t>(piece)],
-                  stalled ? "peers stalled" : plan.peers_slow ? "peers too slow" : "no peer offers it");
-        s.origin_inflight[piece] = op.get();
-        origin_pieces_.push_back(std::move(op));
-    }
+    if (stalled) return busy;
+    for (int piece : peers_->pieces_coming_from_peers(s.torrent, failing)) busy[static_cast<std::size_t>(piece)] = true;
+    for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
+    return busy;
+}
+
+// One origin range request for `piece`, for the next user in turn, from
+// its own URL with its own headers; the piece is claimed to peers.
+void Agent::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
+    Job& lead = next_origin_job(s);
+    auto op = std::make_unique<OriginPiece>();
+    op->agent = this;
+    op->swarm = &s;
+    op->job = &lead;
+    op->piece = piece;
+    op->started_ms = now;
+    op->data.reserve(s.piece_size(piece));
+    TransferRequest req;
+    req.url = lead.file().remote_url;
+    req.headers = lead.rec.headers;
+    req.offset = s.piece_offset(piece);
+    req.length = s.piece_size(piece);
+    // The [http] cap is per file: shared among its piece requests.
+    bool foreground = lead.rec.priority == storage::Priority::Foreground;
+    std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
+    req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
+    if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
+    op->id = fetcher_->start(req, op.get());
+    peers_->claim(s.torrent, piece);
+    s.origin_inflight[piece] = op.get();
+    origin_pieces_.push_back(std::move(op));
 }
 
 int Agent::OriginPiece::on_response(const ResponseInfo& info) {
@@ -818,8 +823,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         s.origin_piece_job[op.piece] = op.job;
         // overwrite_existing: blocks a peer sent for this piece are replaced,
         // so that a peer's bad block is not blamed on the origin.
-        s.handle.add_piece(lt::piece_index_t{op.piece}, std::move(op.data),
-                           lt::torrent_handle::overwrite_existing);
+        peers_->add_piece(s.torrent, op.piece, std::move(op.data));
         pump_swarm(s);
         return;
     }
@@ -830,7 +834,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         // 404, 403, ...: the content is gone from that job's origin; the
         // others go on with theirs.
         Job& j = *op.job;
-        fail(j, static_cast<int>(outcome.context), outcome.code, outcome.description, j.current_file);
+        fail(j, outcome.context, outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
@@ -851,7 +855,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         j->last_transient = error_record(*j, outcome.context, outcome.code, outcome.description,
                                          j->current_file);
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
-            fail(*j, static_cast<int>(ErrorContext::Transport), DOPT_E_NO_PROGRESS,
+            fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
                  "no progress for " + std::to_string(j->no_progress_timeout()) +
                      " s; last failure: " + outcome.description,
                  j->current_file);
@@ -867,7 +871,7 @@ void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
     if (!s.users.count(&job)) return;
     const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
-        fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+        fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
              f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
         detach_swarm(job, false);
@@ -901,29 +905,26 @@ void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
                          origin_pieces_.end());
 }
 
-void Agent::fail_swarm_users(Swarm& s, int context, std::int64_t code, const std::string& why) {
+void Agent::fail_swarm_users(Swarm& s, ErrorContext context, std::int64_t code, const std::string& why) {
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) fail(*j, context, code, why, j->current_file);
 }
 
-// A verified piece, read back from libtorrent: into every partial file
+// A verified piece, read back from the session: into every partial file
 // that lacks it.
 void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
     auto idx = static_cast<std::size_t>(piece);
     s.reading[idx] = false;
-    // libtorrent checked the piece when it arrived, not when it reads it back:
+    // The session checked the piece when it arrived, not when it reads it back:
     // a cached copy altered on disk since would pass unseen. A piece that did
     // not arrive in this run (the cache of an earlier one) is checked again
     // against its v1 hash before it reaches a user's file; a bad one makes
-    // libtorrent recheck the whole cached copy and fetch again what fails.
-    if (!s.verified_now[idx] && s.meta.info->info_hashes().has_v1()) {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1(reinterpret_cast<const unsigned char*>(data), len, md);
-        lt::sha1_hash expected = s.meta.info->hash_for_piece(lt::piece_index_t{piece});
-        if (std::memcmp(md, expected.data(), SHA_DIGEST_LENGTH) != 0) {
+    // the session recheck the whole cached copy and fetch again what fails.
+    if (!s.verified_now[idx]) {
+        if (!peers_->piece_matches_v1_hash(s.torrent, piece, data, len)) {
             LOG_ERROR("swarm %s: piece %d in the peer cache no longer matches its hash; "
                       "rechecking the cached copy", s.info_hash.c_str(), piece);
-            s.handle.force_recheck();
+            peers_->force_recheck(s.torrent);
             s.checked = false;
             std::fill(s.have.begin(), s.have.end(), false);
             s.have_count = 0;
@@ -943,7 +944,7 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
     });
 }
 
-// A piece libtorrent hashed in this run, copied from the cached copy into
+// A piece the session hashed in this run, copied from the cached copy into
 // every partial file that lacks it without passing through this process
 // (copy_file_range). True when every one has it; false when some are left
 // for read_piece: a file on another file system, where the kernel refuses
@@ -952,11 +953,10 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
 bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
     if (s.cache_fd == Swarm::kCacheFdFailed) return false;
     if (s.cache_fd < 0) {
-        std::string path = s.meta.info->files().file_path(lt::file_index_t{0},
-                                                           config_.cache_dir + "/" + s.info_hash);
+        std::string path = peers_->content_path(s.torrent);
         s.cache_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         if (s.cache_fd < 0) {
-            // Said once: the pieces are read back through libtorrent instead.
+            // Said once: the pieces are read back through the session instead.
             LOG_WARN("swarm %s: cannot open %s: %s; reading pieces back instead", s.info_hash.c_str(),
                      path.c_str(), std::strerror(errno));
             s.cache_fd = Swarm::kCacheFdFailed;
@@ -1005,7 +1005,7 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
         }
         if (err) {
             FileRecord& f = j->file();
-            fail(*j, static_cast<int>(ErrorContext::LocalFile), err,
+            fail(*j, ErrorContext::LocalFile, err,
                  "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
             continue;
         }
@@ -1031,7 +1031,7 @@ void Agent::finish_swarm_file(Job& job) {
     int fd = job.swarm_fd;
     if (config_.sync_on_complete && ::fdatasync(fd) != 0) {
         int err = errno;
-        fail(job, static_cast<int>(ErrorContext::LocalFile), err,
+        fail(job, ErrorContext::LocalFile, err,
              "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
@@ -1044,7 +1044,7 @@ void Agent::finish_swarm_file(Job& job) {
                      [](Job&, int) {});
             f.bytes_transferred = 0;
             store_->update_file(job.rec.id, f);
-            fail(job, static_cast<int>(ErrorContext::Integrity), DOPT_E_INTEGRITY,
+            fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
                  "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
                      "; the data was discarded",
                  job.current_file);
@@ -1070,158 +1070,190 @@ void Agent::finish_swarm_file(Job& job) {
     start_job(job);
 }
 
-// ---- alerts ---------------------------------------------------------------------
+// ---- peer session events --------------------------------------------------------
 
-void Agent::handle_alerts() {
+Agent::Agent::Swarm* Agent::swarm_of(p2p::TorrentId torrent) {
+    for (auto& [ih, s] : swarms_)
+        if (s->torrent == torrent) return s.get();
+    return nullptr;
+}
+
+// The torrent's resume data goes into its cache entry (it spares a full
+// recheck at the next start).
+void Agent::keep_resume_data(Swarm& s, const std::vector<char>& resume_data) {
+    auto c = cache_.find(s.info_hash);
+    if (c == cache_.end()) return;
+    c->second.resume_data.assign(resume_data.begin(), resume_data.end());
+    store_->put_cache_entry(c->second);
+}
+
+// Reacts to what the peer session reports, then pumps the swarms it
+// concerned, and every kSwarmTickMs all of them (swarm_tick).
+void Agent::handle_peer_events() {
     if (!peers_) return;
-    auto swarm_of = [&](const lt::torrent_handle& h) -> Swarm* {
-        for (auto& [ih, s] : swarms_)
-            if (s->handle == h) return s.get();
-        return nullptr;
-    };
-    std::set<Swarm*> to_pump;
-    bool evict_needed = false;
-    for (lt::alert* a : peers_->pop_alerts()) {
-        if (auto* pf = lt::alert_cast<lt::piece_finished_alert>(a)) {
-            Swarm* s = swarm_of(pf->handle);
-            if (!s) continue;
-            int piece = static_cast<int>(pf->piece_index);
-            // Pieces restored while the torrent is checked are announced too;
-            // only those that arrive afterwards were hashed from the wire.
-            if (s->checked) s->verified_now[static_cast<std::size_t>(piece)] = true;
-            // Counted once, where the verified piece came from (an origin
-            // piece that a peer completed first is ignored by libtorrent).
-            s->origin_piece_job.erase(piece);
-            if (s->from_origin[static_cast<std::size_t>(piece)]) {
-                for (Job* j : s->users) j->rec.bytes_from_origin += s->piece_size(piece);
-            } else {
-                s->last_peer_piece_ms = mono_ms();
-                s->peer_piece_bytes += static_cast<std::int64_t>(s->piece_size(piece));
-                for (Job* j : s->users) j->rec.bytes_from_peers += s->piece_size(piece);
-            }
-            to_pump.insert(s);
-        } else if (auto* rp = lt::alert_cast<lt::read_piece_alert>(a)) {
-            Swarm* s = swarm_of(rp->handle);
-            if (!s) continue;
-            if (rp->error) {
-                s->reading[static_cast<std::size_t>(static_cast<int>(rp->piece))] = false;
-                LOG_WARN("swarm %s: cannot read piece %d back: %s", s->info_hash.c_str(),
-                         static_cast<int>(rp->piece), rp->error.message().c_str());
-                fail_swarm_users(*s, static_cast<int>(ErrorContext::LocalFile), DOPT_E_LOCAL_IO,
-                                 "peer cache: cannot read " + s->meta.name + ": " + rp->error.message());
-                continue;
-            }
-            write_piece(*s, static_cast<int>(rp->piece), rp->buffer.get(),
-                        static_cast<std::size_t>(rp->size));
-        } else if (auto* hf = lt::alert_cast<lt::hash_failed_alert>(a)) {
-            Swarm* s = swarm_of(hf->handle);
-            if (!s) continue;
-            int piece = static_cast<int>(hf->piece_index);
-            auto idx = static_cast<std::size_t>(piece);
-            if (s->from_origin[idx]) {
-                s->from_origin[idx] = false;
-                LOG_WARN("swarm %s: piece %d from the origin failed its hash check", s->info_hash.c_str(), piece);
-                // Charged to the job it was fetched for (unless it left).
-                Job* j = s->origin_piece_job[piece];
-                s->origin_piece_job.erase(piece);
-                if (j && ++s->origin_hash_failures[j] >= 2) {
-                    origin_does_not_match(*s, *j, "its pieces fail the metainfo's hashes");
-                    continue;
-                }
-            } else {
-                LOG_WARN("swarm %s: piece %d from a peer failed its hash check; discarded",
-                         s->info_hash.c_str(), piece);
-            }
-            to_pump.insert(s);
-        } else if (auto* tc = lt::alert_cast<lt::torrent_checked_alert>(a)) {
-            // pump_swarm waits out the check: start now, not on the next
-            // tick (up to 250 ms later: one client fetched from the origin
-            // 0.17 s after curl would have in 3 runs of 5).
-            if (Swarm* s = swarm_of(tc->handle)) {
-                s->checked = true;
-                to_pump.insert(s);
-            }
-        } else if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
-            LOG_WARN("banned peer %s (it sent pieces that failed their hash check)",
-                     ban->endpoint.address().to_string().c_str());
-        } else if (auto* blocked = lt::alert_cast<lt::peer_blocked_alert>(a)) {
-            LOG_DEBUG("refused peer %s (outside [p2p] allowed_networks)",
-                      blocked->endpoint.address().to_string().c_str());
-        } else if (auto* fe = lt::alert_cast<lt::file_error_alert>(a)) {
-            Swarm* s = swarm_of(fe->handle);
-            if (!s) continue;
-            std::string why = "peer cache: " + std::string(fe->filename()) + ": " + fe->error.message();
-            LOG_ERROR("swarm %s: %s", s->info_hash.c_str(), why.c_str());
-            fail_swarm_users(*s, static_cast<int>(ErrorContext::LocalFile),
-                             fe->error.value() ? fe->error.value() : DOPT_E_LOCAL_IO, why);
-        } else if (auto* tf = lt::alert_cast<lt::torrent_finished_alert>(a)) {
-            Swarm* s = swarm_of(tf->handle);
-            if (!s) continue;
-            s->complete = true;
-            auto c = cache_.find(s->info_hash);
-            if (c != cache_.end() && !c->second.complete) {
-                c->second.complete = true;
-                store_->put_cache_entry(c->second);
-            }
-            s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
-            to_pump.insert(s);
-            evict_needed = true;
-        } else if (auto* rd = lt::alert_cast<lt::save_resume_data_alert>(a)) {
-            Swarm* s = swarm_of(rd->handle);
-            if (!s) continue;
-            auto c = cache_.find(s->info_hash);
-            if (c == cache_.end()) continue;
-            auto buf = lt::write_resume_data_buf(rd->params);
-            c->second.resume_data.assign(buf.begin(), buf.end());
-            store_->put_cache_entry(c->second);
-        } else if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
-            LOG_DEBUG("peer %s connected", pc->endpoint.address().to_string().c_str());
-        } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {
-            LOG_DEBUG("peer %s disconnected: %s", pd->endpoint.address().to_string().c_str(),
-                      pd->error.message().c_str());
-            if (Swarm* s = swarm_of(pd->handle))
-                s->peers_hung_up.insert(pd->endpoint.address().to_string());
-        } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
-            LOG_ERROR("peering: cannot listen on %s: %s", config_.p2p_listen.c_str(),
-                      lf->error.message().c_str());
-        }
+    SwarmsToPump to_pump;
+    for (const p2p::TorrentEvent& e : peers_->take_events()) {
+        if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
+        else log_peer_event(e);
     }
-    for (Swarm* s : to_pump) {
+    for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it).
         for (auto& [ih, live] : swarms_)
             if (live.get() == s) pump_swarm(*s);
     }
     // A torrent completed (the cache grew), or a job left unfinished content.
-    if (evict_needed || evict_pending_) {
+    if (to_pump.evict || evict_pending_) {
         evict_pending_ = false;
         evict_cache();
     }
-    std::int64_t now = mono_ms();
+    const std::int64_t now = mono_ms();
     if (now >= next_swarm_tick_ms_) {
-        next_swarm_tick_ms_ = now + 250;
+        next_swarm_tick_ms_ = now + kSwarmTickMs;
         peers_->tick();
         std::vector<Swarm*> all;
         for (auto& [ih, s] : swarms_) all.push_back(s.get());
-        for (Swarm* s : all) {
-            pump_swarm(*s);
-            // Claims reach only peers connected when they were sent: repeat
-            // them for peers that came since, for pieces in flight and those
-            // fetched but not yet verified and announced. Every tick: with
-            // a repeat each second, a peer that connected meanwhile fetched
-            // the same piece 0.8 s later (N=16, bench/lan-swarm).
-            if (now >= s->next_claim_repeat_ms && !s->users.empty() && !s->complete) {
-                s->next_claim_repeat_ms = now + 250;
-                for (int i = 0; i < s->meta.num_pieces; ++i) {
-                    auto idx = static_cast<std::size_t>(i);
-                    if (s->origin_inflight.count(i) || (s->from_origin[idx] && !s->have[idx]))
-                        peers_->claim(s->handle, i);
-                }
-            }
-            if (!s->complete && !s->users.empty() && now >= s->next_resume_save_ms) {
-                s->next_resume_save_ms = now + 30000;
-                s->handle.save_resume_data(lt::torrent_handle::save_info_dict);
-            }
+        for (Swarm* s : all) swarm_tick(*s, now);
+    }
+}
+
+// Events about no torrent of ours: logged only.
+void Agent::log_peer_event(const p2p::TorrentEvent& e) {
+    using Kind = p2p::TorrentEvent::Kind;
+    switch (e.kind) {
+    case Kind::PeerBanned:
+        LOG_WARN("banned peer %s (it sent pieces that failed their hash check)", e.peer.c_str());
+        break;
+    case Kind::PeerBlocked:
+        LOG_DEBUG("refused peer %s (outside [p2p] allowed_networks)", e.peer.c_str());
+        break;
+    case Kind::PeerConnected:
+        LOG_DEBUG("peer %s connected", e.peer.c_str());
+        break;
+    case Kind::PeerDisconnected:
+        LOG_DEBUG("peer %s disconnected: %s", e.peer.c_str(), e.message.c_str());
+        break;
+    case Kind::ListenFailed:
+        LOG_ERROR("peering: cannot listen on %s: %s", config_.p2p_listen.c_str(), e.message.c_str());
+        break;
+    default:
+        break;
+    }
+}
+
+void Agent::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump& to_pump) {
+    using Kind = p2p::TorrentEvent::Kind;
+    switch (e.kind) {
+    case Kind::PieceVerified:
+        on_piece_verified(s, e.piece);
+        to_pump.swarms.insert(&s);
+        break;
+    case Kind::PieceRead:
+        write_piece(s, e.piece, e.data.get(), e.size);
+        break;
+    case Kind::PieceReadFailed:
+        s.reading[static_cast<std::size_t>(e.piece)] = false;
+        LOG_WARN("swarm %s: cannot read piece %d back: %s", s.info_hash.c_str(), e.piece, e.message.c_str());
+        fail_swarm_users(s, ErrorContext::LocalFile, DOPT_E_LOCAL_IO,
+                         "peer cache: cannot read " + s.meta.name + ": " + e.message);
+        break;
+    case Kind::PieceHashFailed:
+        if (on_piece_hash_failed(s, e.piece)) to_pump.swarms.insert(&s);
+        break;
+    case Kind::TorrentChecked:
+        // pump_swarm waits out the check: start now, not on the next tick.
+        s.checked = true;
+        to_pump.swarms.insert(&s);
+        break;
+    case Kind::FileError: {
+        const std::string why = "peer cache: " + e.message;
+        LOG_ERROR("swarm %s: %s", s.info_hash.c_str(), why.c_str());
+        fail_swarm_users(s, ErrorContext::LocalFile, e.code ? e.code : DOPT_E_LOCAL_IO, why);
+        break;
+    }
+    case Kind::TorrentFinished:
+        on_torrent_finished(s);
+        to_pump.swarms.insert(&s);
+        to_pump.evict = true;
+        break;
+    case Kind::ResumeData:
+        keep_resume_data(s, e.resume_data);
+        break;
+    case Kind::PeerDisconnected:
+        log_peer_event(e);
+        s.peers_hung_up.insert(e.peer);
+        break;
+    default:
+        log_peer_event(e);
+        break;
+    }
+}
+
+// A piece passed its hash check: counted once, where it came from (an
+// origin piece that a peer completed first is ignored by the session).
+void Agent::on_piece_verified(Swarm& s, int piece) {
+    // Pieces restored while the torrent is checked are reported too; only
+    // those that arrive afterwards were hashed from the wire.
+    if (s.checked) s.verified_now[static_cast<std::size_t>(piece)] = true;
+    s.origin_piece_job.erase(piece);
+    if (s.from_origin[static_cast<std::size_t>(piece)]) {
+        for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
+    } else {
+        s.last_peer_piece_ms = mono_ms();
+        s.peer_piece_bytes += static_cast<std::int64_t>(s.piece_size(piece));
+        for (Job* j : s.users) j->rec.bytes_from_peers += s.piece_size(piece);
+    }
+}
+
+// A piece failed its hash check. One from the origin is charged to the job
+// it was fetched for (unless it left); the second such failure means that
+// origin does not match the metainfo. Returns false when the swarm must not
+// be pumped (origin_does_not_match handled it).
+bool Agent::on_piece_hash_failed(Swarm& s, int piece) {
+    auto idx = static_cast<std::size_t>(piece);
+    if (!s.from_origin[idx]) {
+        LOG_WARN("swarm %s: piece %d from a peer failed its hash check; discarded", s.info_hash.c_str(), piece);
+        return true;
+    }
+    s.from_origin[idx] = false;
+    LOG_WARN("swarm %s: piece %d from the origin failed its hash check", s.info_hash.c_str(), piece);
+    Job* j = s.origin_piece_job[piece];
+    s.origin_piece_job.erase(piece);
+    if (j && ++s.origin_hash_failures[j] >= kOriginHashFailuresToMismatch) {
+        origin_does_not_match(s, *j, "its pieces fail the metainfo's hashes");
+        return false;
+    }
+    return true;
+}
+
+// Every piece verified: the cache entry says complete, and the torrent's
+// resume data is saved.
+void Agent::on_torrent_finished(Swarm& s) {
+    s.complete = true;
+    auto c = cache_.find(s.info_hash);
+    if (c != cache_.end() && !c->second.complete) {
+        c->second.complete = true;
+        store_->put_cache_entry(c->second);
+    }
+    peers_->save_resume_data(s.torrent);
+}
+
+// Each kSwarmTickMs: the swarm is pumped, its claims repeated, its resume
+// data saved now and then.
+void Agent::swarm_tick(Swarm& s, std::int64_t now) {
+    pump_swarm(s);
+    // Claims reach only peers connected when they were sent: repeat them
+    // for peers that came since, for pieces in flight and those fetched but
+    // not yet verified and announced.
+    if (now >= s.next_claim_repeat_ms && !s.users.empty() && !s.complete) {
+        s.next_claim_repeat_ms = now + kClaimRepeatMs;
+        for (int i = 0; i < s.meta.num_pieces; ++i) {
+            auto idx = static_cast<std::size_t>(i);
+            if (s.origin_inflight.count(i) || (s.from_origin[idx] && !s.have[idx])) peers_->claim(s.torrent, i);
         }
+    }
+    if (!s.complete && !s.users.empty() && now >= s.next_resume_save_ms) {
+        s.next_resume_save_ms = now + kResumeSaveIntervalMs;
+        peers_->save_resume_data(s.torrent);
     }
 }
 

@@ -88,8 +88,8 @@ std::string read_whole_file(const std::string& path) {
 
 // "a.b.c.d:port" or "[v6]:port", port 1..65535. On success `unspecified` says
 // whether the address is 0.0.0.0 or ::. (The same form as
-// p2p::parse_endpoint; this file does not use libtorrent, so that
-// tests/fuzz can build it alone.)
+// p2p::parse_endpoint; this file does not link p2p/, so that tests/fuzz can
+// build it alone.)
 bool parse_endpoint(const std::string& s, bool& unspecified) {
     std::string addr;
     std::string port;

@@ -1,5 +1,6 @@
 // Tests for agent/config.cpp: built-in defaults and TOML loading/validation.
 #include "agent/config.h"
+#include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
 
@@ -20,34 +21,7 @@ using dopt::agent::load_config;
 
 namespace {
 
-// A mkdtemp directory, removed with its files at the end of the test.
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/dopt-config-test.XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    const std::string& path() const { return path_; }
-
-    std::string write(const std::string& name, const std::string& text) const {
-        std::string file = path_ + "/" + name;
-        std::ofstream out(file, std::ios::binary);
-        out << text;
-        REQUIRE(out.good());
-        return file;
-    }
-
-private:
-    std::string path_;
-};
+using dopt::test::TempDir;
 
 // What default_config() gives a non-root user under the given environment
 // (nullopt = unset). Runs in a forked child, which drops to "nobody" first

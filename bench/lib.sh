@@ -12,6 +12,7 @@
 # and installs the EXIT trap (bench_cleanup).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/tests/support/nginx.sh"
 BUILD=${DOPT_BUILD_DIR:-$ROOT/build}
 DOPTD=$BUILD/agent/doptd
 DOPT=$BUILD/api/dopt
@@ -98,56 +99,14 @@ machine_info() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start_origin DOCROOT: nginx on 127.0.0.1 at a free port serving DOCROOT.
-# Sets ORIGIN_PORT and ORIGIN_PID; the access log ($TMP/nginx/access.log)
-# has "$request_uri $status $body_bytes_sent" per request.
+# start_origin DOCROOT: nginx on 127.0.0.1 at a free port serving DOCROOT
+# (tests/support/nginx.sh). Sets ORIGIN_PORT and ORIGIN_PID; the access log
+# ($TMP/nginx/logs/access.log) has "$request_uri $status $body_bytes_sent"
+# per request.
 start_origin() {
-    local docroot=$1 dir=$TMP/nginx try port user_line=
-    mkdir -p "$dir"/{tmp,logs}
-    [[ $(id -u) == 0 ]] && user_line='user root;'
-    for try in 1 2 3 4 5 6 7 8; do
-        port=$((20000 + RANDOM % 40000))
-        port_in_use "$port" && continue
-        cat >"$dir/nginx.conf" <<EOF
-$user_line
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 256; }
-http {
-    log_format bytes '\$request_uri \$status \$body_bytes_sent';
-    access_log $dir/logs/access.log bytes;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    server {
-        listen 127.0.0.1:$port;
-        root $docroot;
-    }
-}
-EOF
-        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
-        ORIGIN_PID=$!
-        for _ in $(seq 50); do
-            if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
-                ORIGIN_PORT=$port
-                return 0
-            fi
-            kill -0 "$ORIGIN_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        wait "$ORIGIN_PID" 2>/dev/null || true
-        ORIGIN_PID=
-        grep -q 'in use' "$dir/logs/error.log" 2>/dev/null || break
-    done
-    cat "$dir/logs/error.log" >&2 2>/dev/null || true
-    bench_die "nginx did not start"
+    start_nginx "$TMP/nginx" "$1" || bench_die "nginx did not start"
+    ORIGIN_PORT=$NGINX_PORT
+    ORIGIN_PID=$NGINX_PID
 }
 
 # Bytes the origin sent for URI (sum of $body_bytes_sent), from the access log.

@@ -1,6 +1,7 @@
 // Unit tests of p2p/metainfo: make -> parse round trips (hybrid, v1, v2),
 // what is refused and why, and the piece size table.
 #include "p2p/metainfo.h"
+#include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
 
@@ -32,21 +33,7 @@ namespace {
 constexpr std::uint64_t MiB = 1024 * 1024;
 constexpr std::uint64_t GiB = 1024 * MiB;
 
-// A temporary folder, removed (with what is in it) at the end of the test.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/dopt-metainfo-test-XXXXXX";
-        char* p = ::mkdtemp(tmpl);
-        REQUIRE(p != nullptr);
-        path = p;
-    }
-    ~TempDir() {
-        std::string cmd = "rm -rf '" + path + "'";
-        if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "cannot remove %s\n", path.c_str());
-    }
-    std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using dopt::test::TempDir;
 
 void write_random(const std::string& path, std::size_t size, unsigned seed = 1) {
     std::mt19937 rng(seed);
@@ -155,7 +142,7 @@ TEST_CASE("make_metainfo: a relative path", "[metainfo]") {
     write_random(dir.file("rel.bin"), 100000);
     char old[4096];
     REQUIRE(::getcwd(old, sizeof old) != nullptr);
-    REQUIRE(::chdir(dir.path.c_str()) == 0);
+    REQUIRE(::chdir(dir.path().c_str()) == 0);
     std::string bytes;
     CHECK_NOTHROW(bytes = make_metainfo("rel.bin", ""));
     REQUIRE(::chdir(old) == 0);
@@ -183,7 +170,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
 
     SECTION("v1 only") {
         Metainfo m = parse_metainfo(
-            bencoded(make_with_flags(dir.path, dir.file("f.bin"), lt::create_torrent::v1_only)));
+            bencoded(make_with_flags(dir.path(), dir.file("f.bin"), lt::create_torrent::v1_only)));
         CHECK(m.info->info_hashes().has_v1());
         CHECK_FALSE(m.info->info_hashes().has_v2());
         CHECK(m.info_hash.size() == 40);
@@ -196,7 +183,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
     }
     SECTION("v2 only") {
         Metainfo m = parse_metainfo(
-            bencoded(make_with_flags(dir.path, dir.file("f.bin"), lt::create_torrent::v2_only)));
+            bencoded(make_with_flags(dir.path(), dir.file("f.bin"), lt::create_torrent::v2_only)));
         CHECK_FALSE(m.info->info_hashes().has_v1());
         CHECK(m.info->info_hashes().has_v2());
         CHECK(m.info_hash.size() == 64);
@@ -208,7 +195,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
         CHECK(m.info->trackers().empty());
     }
     SECTION("v2 without its piece layers is refused") {
-        lt::entry e = make_with_flags(dir.path, dir.file("f.bin"), lt::create_torrent::v2_only);
+        lt::entry e = make_with_flags(dir.path(), dir.file("f.bin"), lt::create_torrent::v2_only);
         e.dict().erase("piece layers");
         CHECK_THAT(message_of(bencoded(e)), Catch::Contains("piece layers"));
     }
@@ -220,7 +207,7 @@ TEST_CASE("multi-file metainfo is refused", "[metainfo]") {
     write_random(dir.file("set/one.bin"), 300000, 1);
     write_random(dir.file("set/two.bin"), 200000, 2);
     write_random(dir.file("set/three.bin"), 100000, 3);
-    std::string bytes = bencoded(make_with_flags(dir.path, dir.file("set"), {}));
+    std::string bytes = bencoded(make_with_flags(dir.path(), dir.file("set"), {}));
     std::string msg = message_of(bytes);
     CHECK_THAT(msg, Catch::Contains("describes 3 files") && Catch::Contains("single-file"));
 }
@@ -229,7 +216,7 @@ TEST_CASE("a one-file folder is accepted (pad files do not count)", "[metainfo]"
     TempDir dir;
     REQUIRE(::mkdir(dir.file("set").c_str(), 0755) == 0);
     write_random(dir.file("set/only.bin"), 300000, 1);
-    Metainfo m = parse_metainfo(bencoded(make_with_flags(dir.path, dir.file("set"), {})));
+    Metainfo m = parse_metainfo(bencoded(make_with_flags(dir.path(), dir.file("set"), {})));
     CHECK(m.name == "only.bin");
     CHECK(m.size == 300000);
 }
@@ -259,15 +246,15 @@ TEST_CASE("pieces over 16 MiB are refused, naming the piece length", "[metainfo]
     write_random(dir.file("f.bin"), 3 * MiB, 5);
     for (lt::create_flags_t flags : {lt::create_flags_t{}, lt::create_torrent::v1_only,
                                      lt::create_torrent::v2_only}) {
-        std::string at_most = bencoded(make_with_flags(dir.path, dir.file("f.bin"), flags, static_cast<int>(16 * MiB)));
+        std::string at_most = bencoded(make_with_flags(dir.path(), dir.file("f.bin"), flags, static_cast<int>(16 * MiB)));
         CHECK(parse_metainfo(at_most).piece_length == static_cast<int>(16 * MiB));
-        std::string over = bencoded(make_with_flags(dir.path, dir.file("f.bin"), flags, static_cast<int>(32 * MiB)));
+        std::string over = bencoded(make_with_flags(dir.path(), dir.file("f.bin"), flags, static_cast<int>(32 * MiB)));
         CHECK_THAT(message_of(over), Catch::Contains("piece length is 33554432 bytes") &&
                                          Catch::Contains("at most 16777216"));
     }
     SECTION("load_metainfo_file too") {
         write_text(dir.file("big.torrent"),
-                   bencoded(make_with_flags(dir.path, dir.file("f.bin"), {}, static_cast<int>(64 * MiB))));
+                   bencoded(make_with_flags(dir.path(), dir.file("f.bin"), {}, static_cast<int>(64 * MiB))));
         CHECK_THROWS_WITH(load_metainfo_file(dir.file("big.torrent")),
                           Catch::Contains("big.torrent") && Catch::Contains("67108864"));
     }
@@ -280,7 +267,7 @@ TEST_CASE("load_metainfo_file names the path", "[metainfo]") {
     write_text(dir.file("junk.torrent"), "<html>not found</html>");
     CHECK_THROWS_WITH(load_metainfo_file(dir.file("junk.torrent")),
                       Catch::Contains("junk.torrent") && Catch::Contains("not a .torrent file"));
-    CHECK_THROWS_WITH(load_metainfo_file(dir.path), Catch::Contains("folder"));
+    CHECK_THROWS_WITH(load_metainfo_file(dir.path()), Catch::Contains("folder"));
     CHECK_THROWS_WITH(dopt::p2p::read_metainfo_file(dir.file("junk.torrent")),
                       Catch::Contains("junk.torrent") && Catch::Contains("not a .torrent file"));
 }

@@ -63,22 +63,22 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     bool offer = std::any_of(in.peers.begin(), in.peers.end(),
                              [&](const SwarmPeer& p) { return counts(p) && p.offers; });
     if (offer) out.peers_offer_since_ms = in.peers_offer_since_ms != 0 ? in.peers_offer_since_ms : now;
-    out.stalled = offer && now - std::max(in.last_peer_piece_ms, out.peers_offer_since_ms) > 4000;
+    out.stalled = offer && now - std::max(in.last_peer_piece_ms, out.peers_offer_since_ms) > kStalledMs;
     // Peers too slow: what we lack, at the peers' rate, against one origin
-    // piece (2 s when we have fetched none yet).
-    const std::int64_t origin_ms = in.origin_piece_ms > 0 ? in.origin_piece_ms : 2000;
+    // piece (kFirstOriginPieceMs when we have fetched none yet).
+    const std::int64_t origin_ms = in.origin_piece_ms > 0 ? in.origin_piece_ms : kFirstOriginPieceMs;
     const bool slow = in.all_in_swarm && in.peer_rate >= 0 && in.lack_bytes > 0 &&
                       in.lack_bytes * 1000 > 2 * origin_ms * in.peer_rate;
     if (slow) out.peers_slow_since_ms = in.peers_slow_since_ms != 0 ? in.peers_slow_since_ms : now;
-    out.peers_slow = slow && !out.stalled && now - out.peers_slow_since_ms >= 1000;
+    out.peers_slow = slow && !out.stalled && now - out.peers_slow_since_ms >= kPeersSlowForMs;
 
     const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(), counts));
     int limit = std::clamp((in.swarm_origin_requests + sharing - 1) / sharing, 1,
                            std::max(in.origin_requests, 1));
     const bool handshaking = std::any_of(in.peers.begin(), in.peers.end(), [](const SwarmPeer& p) {
-        return !p.told && p.connected_ms < 2000;
+        return !p.told && p.connected_ms < kHandshakeMs;
     });
-    const bool young = now - in.attached_ms < 1500;
+    const bool young = now - in.attached_ms < kYoungSwarmMs;
     if (handshaking || young) limit = 1;
     if (young && !in.static_peers.empty()) {
         if (handshaking) return out;
@@ -98,13 +98,13 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     }
     if (!out.stalled) {
         const int room = in.swarm_origin_requests - in.swarm_requests;
-        const bool delivering = now - std::max(in.last_peer_piece_ms, in.attached_ms) < 1000;
+        const bool delivering = now - std::max(in.last_peer_piece_ms, in.attached_ms) < kDeliveringMs;
         if (room <= 0 && delivering) return out;
         want = std::min(want, std::max(room, 1));
         if (delivering && !in.self_address.empty()) {
             std::set<std::string> downloading;  // a peer may have two connections
             for (const auto& p : in.peers)
-                if (counts(p) && !p.seed && (p.pieces > 0 || p.connected_ms < 3000))
+                if (counts(p) && !p.seed && (p.pieces > 0 || p.connected_ms < kNewPeerDownloadsMs))
                     downloading.insert(p.address);
             downloading.erase(in.self_address);  // other agents on this address
             std::vector<std::uint64_t> others;

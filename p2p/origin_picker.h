@@ -95,6 +95,27 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 //    that counts, is not a seed, and holds a piece or connected less than
 //    3 s ago.
 
+// The timings of the rules above, in milliseconds.
+// A peer that has owed us data this long is failing: it counts nowhere.
+constexpr std::int64_t kPeerOwesTooLongMs = 2000;
+// A peer connected for less than this that has not told its pieces is in
+// its handshake.
+constexpr std::int64_t kHandshakeMs = 2000;
+// A swarm is young for this long after a job attached to it.
+constexpr std::int64_t kYoungSwarmMs = 1500;
+// Peers that offer pieces we lack and send none for this long have stalled.
+constexpr std::int64_t kStalledMs = 4000;
+// Peers are too slow once they have been so for this long.
+constexpr std::int64_t kPeersSlowForMs = 1000;
+// The time one origin piece is taken to need before any has come.
+constexpr std::int64_t kFirstOriginPieceMs = 2000;
+// The swarm delivers while a piece came from a peer (or a job attached)
+// less than this long ago.
+constexpr std::int64_t kDeliveringMs = 1000;
+// A peer connected less than this long ago counts as downloading (for the
+// designated fetchers) even before it holds a piece.
+constexpr std::int64_t kNewPeerDownloadsMs = 3000;
+
 // One connection of the swarm.
 struct SwarmPeer {
     std::string address;        // the peer's IP address
@@ -102,7 +123,7 @@ struct SwarmPeer {
     int pieces = 0;             // how many pieces it holds (when told)
     bool offers = false;        // it holds a piece we lack (when told)
     bool seed = false;          // it holds every piece
-    bool failing = false;       // it has owed us data for 2 s (see the rules above)
+    bool failing = false;       // it has owed us data for kPeerOwesTooLongMs (the rules above)
     std::int64_t connected_ms = 0;  // how long it has been connected
 };
 

@@ -220,14 +220,14 @@ lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoin
     // Keep connections to peers that have just become seeds: libtorrent
     // closes an "uninteresting upload-only peer" when the peer says it is
     // upload-only before we have seen its last HAVE, and the agent, seeing
-    // no peer with that piece, fetched it from the origin again (up to 6
-    // agents one piece, near the end of a swarm). A LAN swarm is small.
+    // no peer with that piece, would fetch it from the origin again. A LAN
+    // swarm is small.
     pack.set_bool(lt::settings_pack::close_redundant_connections, false);
     // Plaintext handshakes only. BitTorrent's protocol encryption hides
     // traffic from ISPs that throttle it, which buys nothing on a LAN, and
     // each encrypted handshake costs both ends a 768-bit Diffie-Hellman in
-    // boost::multiprecision: at 16 agents (240 connections) that was a fifth
-    // of all CPU time (perf, bench/lan-swarm). Refusing encrypted incoming
+    // boost::multiprecision, a large share of an agent's CPU time in a swarm
+    // of many agents (docs/performance.md). Refusing encrypted incoming
     // handshakes too means a peer cannot make the agent do that work.
     pack.set_int(lt::settings_pack::out_enc_policy, lt::settings_pack::pe_disabled);
     pack.set_int(lt::settings_pack::in_enc_policy, lt::settings_pack::pe_disabled);
@@ -521,9 +521,9 @@ std::vector<lt::alert*> PeerSession::pop_alerts() {
     // A peer banned for sending pieces that failed their hash check is
     // refused from now on (until the session ends), from any port and for
     // every torrent. libtorrent bans only its peer-list entry, which with
-    // allow_multiple_connections_per_ip is the address *and port*: the same
-    // address connecting in again from another port was let back in, asked
-    // for pieces and able to send more bad data.
+    // allow_multiple_connections_per_ip is the address *and port*, which
+    // would let the same address connect again from another port and send
+    // more bad data.
     lt::ip_filter filter;
     bool banned_any = false;
     for (lt::alert* a : d.alerts) {

@@ -33,28 +33,11 @@
 #include <libtorrent/torrent_handle.hpp>
 #include <libtorrent/torrent_info.hpp>
 
+#include "p2p/session_settings.h"
+
 namespace lt = libtorrent;
 
 namespace dopt::p2p {
-
-struct SessionSettings {
-    std::string listen;                          // "addr:port", IPv4 or [IPv6]
-    bool lan_discovery = true;                   // LSD (BEP 14)
-    std::vector<std::string> peers;              // static "addr:port"
-    std::vector<std::string> allowed_networks;   // CIDRs; empty: the listen subnet
-    std::uint64_t upload_rate_limit = 0;         // bytes/s to peers, 0 = unlimited
-    std::uint64_t download_rate_limit = 0;       // bytes/s from peers, 0 = unlimited
-    bool throttle_lan = false;  // apply the two limits to LAN peers too
-                                // (libtorrent exempts them by default)
-    int claims_per_peer = 8;    // live claims one connection may hold (claims.h)
-};
-
-// A claim another agent sent: it is fetching `piece` from the origin.
-struct Claim {
-    int piece = 0;
-    std::uint64_t claimant = 0;  // the sender's session id (lower wins a tie)
-    std::int64_t expires_ms = 0; // CLOCK_MONOTONIC milliseconds
-};
 
 // "addr:port" or "[v6addr]:port", the form of SessionSettings::listen and
 // SessionSettings::peers. Throws std::runtime_error naming `what` and the value

@@ -1,4 +1,4 @@
-// PeerSession and the claims extension, with real libtorrent sessions on
+// PeerSession, TorrentSession and the claims extension, with real libtorrent sessions on
 // 127.0.0.1 (OS-chosen ports, LSD off: never run LSD outside a network
 // namespace). Each test builds its own small torrent with lt::create_torrent.
 #include <arpa/inet.h>
@@ -33,7 +33,10 @@
 #include <libtorrent/write_resume_data.hpp>
 
 #include "p2p/claims.h"
+#include "p2p/metainfo_summary.h"
 #include "p2p/session.h"
+#include "p2p/torrent_session.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using dopt::p2p::parse_endpoint;
@@ -42,29 +45,7 @@ using dopt::p2p::SessionSettings;
 
 namespace {
 
-// A directory under /tmp, removed with everything in it at scope exit.
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = "/tmp/dopt-p2p-test-XXXXXX";
-        if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    fs::path sub(const std::string& name) const {
-        fs::create_directories(path_ / name);
-        return path_ / name;
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using dopt::test::TempDir;
 
 struct TestTorrent {
     std::shared_ptr<const lt::torrent_info> info;
@@ -127,8 +108,8 @@ SessionSettings with_static_peer(const PeerSession& peer) {
 struct EmptyPair {
     EmptyPair(const TestTorrent& t, const TempDir& dir)
         : a(loopback_settings()), b(with_static_peer(a)),
-          ha(a.add_torrent(t.info, dir.sub("a").string(), {})),
-          hb(b.add_torrent(t.info, dir.sub("b").string(), {})) {}
+          ha(a.add_torrent(t.info, dir.subdir("a"), {})),
+          hb(b.add_torrent(t.info, dir.subdir("b"), {})) {}
     PeerSession a;
     PeerSession b;
     const lt::torrent_handle ha;
@@ -409,14 +390,14 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
     }
     SECTION("LSD as configured (on: only inside a private network namespace)") {
         TempDir tmp;
-        const TestTorrent t = make_torrent(tmp.sub("src"), "l.bin", 300 * 1024, 256 * 1024);
+        const TestTorrent t = make_torrent(tmp.subdir("src"), "l.bin", 300 * 1024, 256 * 1024);
         const int rc = run_in_private_netns([&] {
             SessionSettings s = loopback_settings();
             s.lan_discovery = true;
             PeerSession session(s);
             // add_torrent and tick() announce on LSD; nothing here can
             // reach a real network.
-            const lt::torrent_handle h = session.add_torrent(t.info, tmp.sub("a").string(), {});
+            const lt::torrent_handle h = session.add_torrent(t.info, tmp.subdir("a"), {});
             Pump({&session}).run_until([] { return false; }, std::chrono::milliseconds(1500));
             return h.is_valid() &&
                    session.native().get_settings().get_bool(lt::settings_pack::enable_lsd);
@@ -515,10 +496,10 @@ TEST_CASE("parse_endpoint reads the settings' addr:port forms", "[p2p][session]"
 TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it byte for byte",
           "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "payload.bin", 3 * 1024 * 1024 + 12345,
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "payload.bin", 3 * 1024 * 1024 + 12345,
                                        256 * 1024);
-    const fs::path a_dir = tmp.sub("a");
-    const fs::path b_dir = tmp.sub("b");
+    const fs::path a_dir = tmp.subdir("a");
+    const fs::path b_dir = tmp.subdir("b");
 
     PeerSession a(loopback_settings());
     const lt::torrent_handle ha = a.add_torrent(t.info, a_dir.string(), {});
@@ -574,7 +555,7 @@ TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it by
 TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant has the piece",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "c.bin", 4 * 1024 * 1024, 256 * 1024);
     EmptyPair pair(t, tmp);
     PeerSession& a = pair.a;
     PeerSession& b = pair.b;
@@ -621,7 +602,7 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
 
 TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "d.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "d.bin", 1024 * 1024, 256 * 1024);
     EmptyPair pair(t, tmp);  // its connection stays up until it is closed
     Pump pump({&pair.a, &pair.b});
     REQUIRE(pump.run_until([&] { return peer_infos(pair.ha).size() == 1; },
@@ -639,16 +620,16 @@ TEST_CASE("disconnect_peer closes one torrent's connection to a peer", "[p2p][se
 TEST_CASE("a claim reaches an agent not connected to the claimant through one that is",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "r.bin", 4 * 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "r.bin", 4 * 1024 * 1024, 256 * 1024);
     // a - b - c: b connects to both, a and c know nobody (no LSD, no PEX).
     PeerSession a(loopback_settings());
     PeerSession c(loopback_settings());
     SessionSettings bs = loopback_settings();
     bs.peers = {address_of(a), address_of(c)};
     PeerSession b(bs);
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
-    const lt::torrent_handle hc = c.add_torrent(t.info, tmp.sub("c").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.subdir("b"), {});
+    const lt::torrent_handle hc = c.add_torrent(t.info, tmp.subdir("c"), {});
     Pump pump({&a, &b, &c});
     REQUIRE(pump.run_until([&] { return ha.status({}).num_peers == 1 && hc.status({}).num_peers == 1; },
                            std::chrono::seconds(20)));
@@ -673,10 +654,10 @@ TEST_CASE("a claim reaches an agent not connected to the claimant through one th
 TEST_CASE("a peer counts as having told its pieces only once it has sent them",
           "[p2p][claims]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "t.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "t.bin", 1024 * 1024, 256 * 1024);
     const int n = t.info->num_pieces();
     PeerSession a(loopback_settings());
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
     Pump pump({&a});
     REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
 
@@ -709,13 +690,13 @@ TEST_CASE("a peer counts as having told its pieces only once it has sent them",
 
 TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "f.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "f.bin", 1024 * 1024, 256 * 1024);
     SessionSettings as = loopback_settings();
     as.allowed_networks = {"10.99.0.0/16"};
     PeerSession a(as);
     PeerSession b(with_static_peer(a));
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
-    b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
+    b.add_torrent(t.info, tmp.subdir("b"), {});
 
     bool blocked = false, a_connected = false;
     Pump pump({&a, &b}, [&](std::size_t i, lt::alert* al) {
@@ -737,10 +718,10 @@ TEST_CASE("a hostile peer's malformed claims are ignored and the connection live
     using dopt::p2p::encode_claim_payload;
     using dopt::p2p::kClaimMessageId;
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "h.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "h.bin", 1024 * 1024, 256 * 1024);
     REQUIRE(t.info->info_hashes().has_v1());
     PeerSession a(loopback_settings());
-    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.sub("a").string(), {});
+    const lt::torrent_handle ha = a.add_torrent(t.info, tmp.subdir("a"), {});
     Pump pump({&a});
     REQUIRE(pump.run_until([&] { return ready_for_pieces(ha); }));
 
@@ -956,13 +937,13 @@ TEST_CASE("an honest claimant slower than the hold loses that piece only", "[p2p
 TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port",
           "[p2p][session]") {
     TempDir tmp;
-    const TestTorrent t = make_torrent(tmp.sub("src"), "bad.bin", 1024 * 1024, 256 * 1024);
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "bad.bin", 1024 * 1024, 256 * 1024);
     REQUIRE(t.info->info_hashes().has_v1());
     CorruptSeeder seeder(t.info->info_hashes().v1, t.info->num_pieces());
     SessionSettings bs = loopback_settings();
     bs.peers = {seeder.endpoint()};
     PeerSession b(bs);
-    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.sub("b").string(), {});
+    const lt::torrent_handle hb = b.add_torrent(t.info, tmp.subdir("b"), {});
     const lt::address bad = lt::make_address("127.0.0.2");
     bool banned = false, blocked = false;
     int connects = 0;
@@ -989,4 +970,108 @@ TEST_CASE("a peer banned for corrupt pieces is refused afterwards, from any port
     pump.run_until([] { return false; }, std::chrono::milliseconds(500));
     CHECK(connects == connects_before);
     CHECK(hb.status({}).num_peers == 0);
+}
+
+// ---- TorrentSession: the agent's view, in dopt's types ----
+
+namespace {
+
+// Takes events until `done` says so (each event is seen once), or 30 s.
+bool take_until(dopt::p2p::TorrentSession& s, std::vector<dopt::p2p::TorrentEvent>& seen,
+                const std::function<bool(const dopt::p2p::TorrentEvent&)>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+        for (dopt::p2p::TorrentEvent& e : s.take_events()) {
+            const bool stop = done(e);
+            seen.push_back(std::move(e));
+            if (stop) return true;
+        }
+        pollfd p{s.event_fd(), POLLIN, 0};
+        ::poll(&p, 1, 100);
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("TorrentSession reports pieces, hash failures, reads and resume data as events",
+          "[p2p][torrent_session]") {
+    TempDir dir;
+    const std::size_t size = 2 * 1024 * 1024 + 4321;  // 3 pieces of 1 MiB
+    std::vector<char> content(size);
+    std::mt19937_64 rng(7);
+    for (auto& b : content) b = static_cast<char>(rng() & 0xff);
+    const fs::path src = fs::path(dir.path()) / "payload.bin";
+    std::ofstream(src, std::ios::binary).write(content.data(), static_cast<long>(size));
+    const std::string meta = dopt::p2p::make_metainfo(src.string(), "");
+    const auto summary = dopt::p2p::summarize_metainfo(meta);
+    REQUIRE(summary.num_pieces == 3);
+    auto piece = [&](int i) {
+        const auto off = static_cast<std::size_t>(i) * static_cast<std::size_t>(summary.piece_length);
+        const auto len = std::min<std::size_t>(static_cast<std::size_t>(summary.piece_length), size - off);
+        return std::vector<char>(content.begin() + static_cast<long>(off),
+                                 content.begin() + static_cast<long>(off + len));
+    };
+
+    dopt::p2p::SessionSettings settings;
+    settings.listen = "127.0.0.1:0";
+    settings.lan_discovery = false;
+    dopt::p2p::TorrentSession session(settings);
+    const fs::path save = fs::path(dir.path()) / "cache";
+    fs::create_directories(save);
+    const dopt::p2p::TorrentId t = session.add_torrent(meta, save.string(), {});
+    REQUIRE(t != 0);
+    CHECK(session.content_path(t) == (save / "payload.bin").string());
+
+    std::vector<dopt::p2p::TorrentEvent> seen;
+    auto is = [](dopt::p2p::TorrentEvent::Kind k) { return [k](const dopt::p2p::TorrentEvent& e) { return e.kind == k; }; };
+    REQUIRE(take_until(session, seen, is(dopt::p2p::TorrentEvent::Kind::TorrentChecked)));
+    CHECK_FALSE(session.status(t, true).checking);
+
+    // A bad piece is refused, the right one verified.
+    std::vector<char> bad = piece(0);
+    bad[10] ^= 1;
+    CHECK_FALSE(session.piece_matches_v1_hash(t, 0, bad.data(), bad.size()));
+    CHECK(session.piece_matches_v1_hash(t, 0, piece(0).data(), piece(0).size()));
+    session.add_piece(t, 0, bad);
+    REQUIRE(take_until(session, seen, is(dopt::p2p::TorrentEvent::Kind::PieceHashFailed)));
+    CHECK(seen.back().torrent == t);
+    CHECK(seen.back().piece == 0);
+    for (int i = 0; i < 3; ++i) session.add_piece(t, i, piece(i));
+    REQUIRE(take_until(session, seen, is(dopt::p2p::TorrentEvent::Kind::TorrentFinished)));
+    int verified = 0;
+    for (const auto& e : seen)
+        if (e.kind == dopt::p2p::TorrentEvent::Kind::PieceVerified && e.torrent == t) ++verified;
+    CHECK(verified == 3);
+    CHECK(session.status(t, true).pieces == std::vector<bool>{true, true, true});
+
+    session.read_piece(t, 2);
+    REQUIRE(take_until(session, seen, is(dopt::p2p::TorrentEvent::Kind::PieceRead)));
+    const dopt::p2p::TorrentEvent& read = seen.back();
+    CHECK(read.piece == 2);
+    CHECK(std::vector<char>(read.data.get(), read.data.get() + read.size) == piece(2));
+
+    session.save_resume_data(t);
+    REQUIRE(take_until(session, seen, is(dopt::p2p::TorrentEvent::Kind::ResumeData)));
+    CHECK_FALSE(seen.back().resume_data.empty());
+    CHECK(read_file(save / "payload.bin") == content);
+
+    // A removed torrent's id names nothing any more.
+    session.remove_torrent(t, false);
+    CHECK(session.status(t, true).pieces.empty());
+    CHECK(session.peers(t).empty());
+    CHECK(session.content_path(t).empty());
+    session.read_piece(t, 0);  // a no-op
+}
+
+TEST_CASE("parse_peer_address gives the address as peers' addresses are written", "[p2p][torrent_session]") {
+    auto v4 = dopt::p2p::parse_peer_address("10.1.2.3:6881", "peers", false);
+    CHECK(v4.address == "10.1.2.3");
+    CHECK(v4.port == 6881);
+    CHECK_FALSE(v4.unspecified);
+    auto v6 = dopt::p2p::parse_peer_address("[::]:0", "listen", true);
+    CHECK(v6.address == "::");
+    CHECK(v6.unspecified);
+    CHECK_THROWS_WITH(dopt::p2p::parse_peer_address("10.1.2.3", "peers", false),
+                      Catch::Contains("peers") && Catch::Contains("10.1.2.3"));
 }

@@ -752,9 +752,34 @@ void JobStore::update_job(const JobRecord& job) {
 }
 
 // When both `error` and `clear_error` are given, the new error wins.
-bool JobStore::set_state(const std::string& id, JobState to, std::int64_t now,
-                         const std::optional<ErrorRecord>& error, bool clear_error,
-                         int notify_kind, std::int64_t* notification_id) {
+bool JobStore::set_state(const std::string& id, JobState to, std::int64_t now) {
+    return change_state(id, to, now, nullptr, false, 0, nullptr);
+}
+
+bool JobStore::set_state_clearing_error(const std::string& id, JobState to, std::int64_t now) {
+    return change_state(id, to, now, nullptr, true, 0, nullptr);
+}
+
+std::optional<std::int64_t> JobStore::set_state_notifying(const std::string& id, JobState to,
+                                                          std::int64_t now, int notify_kind) {
+    std::int64_t note = 0;
+    if (!change_state(id, to, now, nullptr, false, notify_kind, &note)) return std::nullopt;
+    return note;
+}
+
+bool JobStore::set_error(const std::string& id, const ErrorRecord& error, std::int64_t now) {
+    return change_state(id, JobState::Error, now, &error, false, 0, nullptr);
+}
+
+std::optional<std::int64_t> JobStore::set_error_notifying(const std::string& id, const ErrorRecord& error,
+                                                          std::int64_t now, int notify_kind) {
+    std::int64_t note = 0;
+    if (!change_state(id, JobState::Error, now, &error, false, notify_kind, &note)) return std::nullopt;
+    return note;
+}
+
+bool JobStore::change_state(const std::string& id, JobState to, std::int64_t now, const ErrorRecord* error,
+                            bool clear_error, int notify_kind, std::int64_t* notification_id) {
     Transaction transaction(db_, Transaction::Kind::Write);
     JobState from;
     {

@@ -147,17 +147,26 @@ public:
     // headers, byte counters, modified). State, files and error untouched.
     void update_job(const JobRecord& job);
 
-    // Moves the job from the state stored in the database to `to`, in one
-    // transaction, stamping `modified = now` (and transfer_completed when
-    // `to` is Transferred). When `error` is given it replaces the job's
-    // error record; `clear_error` deletes it. Returns false, changing
-    // nothing, when the job does not exist or the transition is illegal.
-    // When `notify_kind` is not 0, an outbox notification of that kind is
-    // added in the same transaction and its id stored in *notification_id.
-    bool set_state(const std::string& id, JobState to, std::int64_t now,
-                   const std::optional<ErrorRecord>& error = std::nullopt,
-                   bool clear_error = false, int notify_kind = 0,
-                   std::int64_t* notification_id = nullptr);
+    // State changes. Each moves the job from the state stored in the
+    // database to `to`, in one transaction, stamping `modified = now` (and
+    // transfer_completed when `to` is Transferred), and returns false (or
+    // nullopt), changing nothing, when the job does not exist or the
+    // transition is illegal (job_state.h).
+    //
+    // The state alone; the job's error record is untouched.
+    bool set_state(const std::string& id, JobState to, std::int64_t now);
+    // The state, and the job's error record is deleted.
+    bool set_state_clearing_error(const std::string& id, JobState to, std::int64_t now);
+    // The state, and an outbox notification of `notify_kind` (not 0) is
+    // added: its id.
+    std::optional<std::int64_t> set_state_notifying(const std::string& id, JobState to,
+                                                    std::int64_t now, int notify_kind);
+    // To Error, with `error` replacing the job's error record.
+    bool set_error(const std::string& id, const ErrorRecord& error, std::int64_t now);
+    // set_error(), and an outbox notification of `notify_kind` (not 0) is
+    // added: its id.
+    std::optional<std::int64_t> set_error_notifying(const std::string& id, const ErrorRecord& error,
+                                                    std::int64_t now, int notify_kind);
 
     void add_file(const std::string& job_id, const FileRecord& file);
     // Size, progress, durable prefix, validators, sha256, completed flag and partial path
@@ -186,6 +195,11 @@ public:
     sqlite3* handle() { return db_; }    // for tests
 
 private:
+    // The state changes above: `error` (when not null) replaces the error
+    // record, clear_error deletes it, notify_kind (not 0) adds an outbox
+    // notification whose id *notification_id gets.
+    bool change_state(const std::string& id, JobState to, std::int64_t now, const ErrorRecord* error,
+                      bool clear_error, int notify_kind, std::int64_t* notification_id);
     struct Statements;                   // prepared statements, job_store.cpp
 
     explicit JobStore(sqlite3* db);

@@ -1,5 +1,6 @@
 // JobStore against real SQLite files in a fresh temporary directory per test.
 #include "storage/job_store.h"
+#include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
@@ -14,26 +15,7 @@ using namespace dopt::storage;
 
 namespace {
 
-// A directory from mkdtemp, removed with its contents when the test ends.
-class TempDir {
-public:
-    TempDir() {
-        char name[] = "/tmp/dopt-storage-test-XXXXXX";
-        if (!mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
-        path_ = name;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using dopt::test::TempDir;
 
 void exec_sql(sqlite3* db, const std::string& sql) {
     char* message = nullptr;
@@ -354,10 +336,8 @@ TEST_CASE("set_state refuses an illegal transition and changes nothing", "[job_s
     job.error = make_error("old error");
     store->insert_job(job);
 
-    CHECK_FALSE(store->set_state(uuid(1), JobState::Transferring, 1'700'009'999,
-                                 make_error("must not be stored")));
-    CHECK_FALSE(store->set_state(uuid(1), JobState::Suspended, 1'700'009'999, std::nullopt,
-                                 /*clear_error=*/true));
+    CHECK_FALSE(store->set_state(uuid(1), JobState::Transferring, 1'700'009'999));
+    CHECK_FALSE(store->set_state_clearing_error(uuid(1), JobState::Suspended, 1'700'009'999));
     check_same_job(*store->load_job(uuid(1)), job);
 }
 
@@ -397,7 +377,7 @@ TEST_CASE("set_state replaces the error record, and clear_error removes it", "[j
     auto store = JobStore::open(dir.file("jobs.db"));
     store->insert_job(make_job(uuid(1)));
 
-    REQUIRE(store->set_state(uuid(1), JobState::Error, 100, make_error("first")));
+    REQUIRE(store->set_error(uuid(1), make_error("first"), 100));
     check_same_error(*store->load_job(uuid(1))->error, make_error("first"));
 
     REQUIRE(store->set_state(uuid(1), JobState::Queued, 110));
@@ -407,11 +387,11 @@ TEST_CASE("set_state replaces the error record, and clear_error removes it", "[j
     second.context = ErrorContext::Integrity;
     second.file_index = -1;
     second.bytes_total = kUnknownSize;
-    REQUIRE(store->set_state(uuid(1), JobState::Error, 120, second));
+    REQUIRE(store->set_error(uuid(1), second, 120));
     check_same_error(*store->load_job(uuid(1))->error, second);
     CHECK(query_int(store->handle(), "SELECT count(*) FROM errors") == 1);
 
-    REQUIRE(store->set_state(uuid(1), JobState::Queued, 130, std::nullopt, /*clear_error=*/true));
+    REQUIRE(store->set_state_clearing_error(uuid(1), JobState::Queued, 130));
     CHECK_FALSE(store->load_job(uuid(1))->error.has_value());
 }
 
@@ -618,7 +598,7 @@ TEST_CASE("a v1 database is migrated to the current schema with its data intact"
     CHECK(job->error->file_index == -1);
 
     // The migrated database is fully usable.
-    REQUIRE(store->set_state(uuid(1), JobState::Queued, 30, std::nullopt, true));
+    REQUIRE(store->set_state_clearing_error(uuid(1), JobState::Queued, 30));
     auto fresh = make_job(uuid(2));
     fresh.umask = 077;
     store->insert_job(fresh);
@@ -665,7 +645,7 @@ TEST_CASE("jobs survive closing and reopening the store", "[job_store]") {
         auto store = JobStore::open(path);
         store->insert_job(job);
         REQUIRE(store->set_state(job.id, JobState::Connecting, 50));
-        REQUIRE(store->set_state(job.id, JobState::Error, 60, make_error("gone")));
+        REQUIRE(store->set_error(job.id, make_error("gone"), 60));
     }
     auto store = JobStore::open(path);
     job.state = JobState::Error;
@@ -695,24 +675,22 @@ TEST_CASE("a notification is stored in the same transaction as the state change 
     job.files = {make_file(0), make_file(1)};
     store->insert_job(job);
 
-    std::int64_t error_note = 0;
     REQUIRE(store->set_state(job.id, JobState::Connecting, 10));
-    REQUIRE(store->set_state(job.id, JobState::Error, 11, make_error("403"), false, 2, &error_note));
-    CHECK(error_note > 0);
+    const std::optional<std::int64_t> error_note = store->set_error_notifying(job.id, make_error("403"), 11, 2);
+    REQUIRE(error_note.has_value());
+    CHECK(*error_note > 0);
     // An illegal transition adds no notification either.
-    std::int64_t refused = 0;
-    CHECK_FALSE(store->set_state(job.id, JobState::Transferred, 12, std::nullopt, false, 1, &refused));
-    CHECK(refused == 0);
+    CHECK_FALSE(store->set_state_notifying(job.id, JobState::Transferred, 12, 1).has_value());
 
     FileRecord file = make_file(0);
     file.completed = true;
     std::int64_t file_note = store->update_file(job.id, file, 8, 13);
-    CHECK(file_note > error_note);
+    CHECK(file_note > *error_note);
     CHECK(store->update_file(job.id, file) == 0);
 
     auto pending = store->load_notifications();
     REQUIRE(pending.size() == 2);
-    CHECK(pending[0].id == error_note);
+    CHECK(pending[0].id == *error_note);
     CHECK(pending[0].kind == 2);
     CHECK(pending[0].file_index == -1);
     CHECK(pending[1].kind == 8);
@@ -728,8 +706,10 @@ TEST_CASE("notifications survive a reopen and go when acknowledged or when their
         auto store = JobStore::open(dir.file("jobs.db"));
         store->insert_job(make_job(uuid(1)));
         store->insert_job(make_job(uuid(2)));
-        REQUIRE(store->set_state(uuid(1), JobState::Error, 5, make_error("x"), false, 2, &first));
-        REQUIRE(store->set_state(uuid(2), JobState::Error, 5, make_error("y"), false, 2, &second));
+        first = store->set_error_notifying(uuid(1), make_error("x"), 5, 2).value_or(0);
+        second = store->set_error_notifying(uuid(2), make_error("y"), 5, 2).value_or(0);
+        REQUIRE(first > 0);
+        REQUIRE(second > 0);
     }
     auto store = JobStore::open(dir.file("jobs.db"));
     REQUIRE(store->load_notifications().size() == 2);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "dopt/dopt.h"
+#include "tests/support/temp_dir.h"
 
 #if !defined(TWOBLUECUBES_SINGLE_INCLUDE_CATCH_HPP_INCLUDED) && \
     !defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
@@ -98,32 +99,13 @@ struct StatusList {
 
 // ---- files -----------------------------------------------------------------
 
-// A private directory, removed with everything in it.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/dopt-agent-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using dopt::test::read_file;
+using dopt::test::TempDir;
+using dopt::test::write_file;
 
 inline bool file_exists(const std::string& path) {
     struct stat st;
     return ::lstat(path.c_str(), &st) == 0;
-}
-
-inline std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
 }
 
 // Names in `dir` that end in ".dopt-partial" (the agent's hidden partial files).
@@ -378,6 +360,12 @@ public:
         std::lock_guard<std::mutex> lock(mu_);
         return hits_[path];
     }
+    // Requests for `path` whose connection is closed: served to the end, or
+    // cut when the client went away.
+    int requests_ended(const std::string& path) {
+        std::lock_guard<std::mutex> lock(mu_);
+        return ended_[path];
+    }
 
 private:
     void accept_loop() {
@@ -388,8 +376,10 @@ private:
             if (c < 0) continue;
             std::lock_guard<std::mutex> lock(mu_);
             conns_.emplace_back([this, c] {
-                serve(c);
+                const std::string target = serve(c);
                 ::close(c);
+                std::lock_guard<std::mutex> lock(mu_);
+                ended_[target]++;
             });
         }
     }
@@ -417,14 +407,15 @@ private:
         }
     }
 
-    void serve(int c) {
+    // Answers one request on `c`; returns its target ("" when none came).
+    std::string serve(int c) {
         timeval tv{5, 0};
         ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         std::string req;
         char buf[4096];
         while (req.find("\r\n\r\n") == std::string::npos && req.size() < 65536) {
             ssize_t n = ::recv(c, buf, sizeof buf, 0);
-            if (n <= 0) return;
+            if (n <= 0) return "";
             req.append(buf, static_cast<size_t>(n));
         }
         std::istringstream lines(req);
@@ -478,15 +469,16 @@ private:
         std::string head = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\n" +
                            "Content-Length: " + std::to_string(to - from) + "\r\n" +
                            "Connection: close\r\n" + extra + "\r\n";
-        if (!send_all(c, head.data(), head.size())) return;
-        if (method == "HEAD") return;
+        if (!send_all(c, head.data(), head.size())) return target;
+        if (method == "HEAD") return target;
         size_t chunk = route.chunk ? route.chunk : (to - from);
         for (size_t off = from; off < to; off += chunk) {
             size_t n = std::min(chunk, to - off);
-            if (!send_all(c, route.body.data() + off, n)) return;
+            if (!send_all(c, route.body.data() + off, n)) return target;
             if (route.delay_ms > 0 && off + n < to)
                 std::this_thread::sleep_for(std::chrono::milliseconds(route.delay_ms));
         }
+        return target;
     }
 
     int fd_ = -1;
@@ -496,6 +488,7 @@ private:
     std::mutex mu_;
     std::vector<std::thread> conns_;
     std::map<std::string, Route> routes_;
+    std::map<std::string, int> ended_;  // GUARDED_BY(mu_)
     std::map<std::string, int> hits_;
 };
 
@@ -503,12 +496,12 @@ private:
 
 struct AgentFixture {
     TempDir dir;
-    AgentProcess agent{dir.path};
+    AgentProcess agent{dir.path()};
     Client client;
     std::string files;  // a folder for download destinations
 
     AgentFixture() {
-        files = dir.path + "/files";
+        files = dir.path() + "/files";
         REQUIRE(::mkdir(files.c_str(), 0755) == 0);
         agent.start();
         client = open_client();

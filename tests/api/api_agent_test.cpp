@@ -29,6 +29,23 @@ Job start_download(AgentFixture& f, HttpOrigin& origin, const std::string& path,
     return job;
 }
 
+// Waits until the agent's retry delay has passed `retries` times from now:
+// a control job on a route that always answers 503 is retried with the
+// same delays as any job, so once the origin saw its `retries` retries, any
+// job the agent meant to retry would have been retried too.
+void wait_retry_periods(AgentFixture& f, HttpOrigin& origin, int retries) {
+    origin.add("/unavailable.bin", Route{503, ""});
+    const std::string folder = f.files + "/control";  // its files are not the test's
+    REQUIRE(::mkdir(folder.c_str(), 0755) == 0);
+    Job control = start_download(f, origin, "/unavailable.bin", folder + "/unavailable.bin");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (origin.requests("/unavailable.bin") < 1 + retries &&
+           std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(origin.requests("/unavailable.bin") >= 1 + retries);
+    REQUIRE(dopt_job_cancel(control.get()) == DOPT_OK);
+}
+
 // ---- raw protocol helpers (no libdopt) ---------------------------------------
 
 int raw_connect(const std::string& path) {
@@ -336,7 +353,7 @@ TEST_CASE("403 from the origin is a fatal REMOTE_FILE error with a readable erro
     // 403 is not retried: the job stays in ERROR past the retry delays.
     int hits = origin.requests("/forbidden.bin");
     CHECK(hits >= 1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    wait_retry_periods(f, origin, 2);
     CHECK(origin.requests("/forbidden.bin") == hits);
     CHECK(AgentFixture::state_of(job.get()) == DOPT_STATE_ERROR);
 
@@ -424,8 +441,13 @@ TEST_CASE("Cancel during a transfer removes the partial data") {
     CHECK(AgentFixture::wait_for(job.get(), 5000) == DOPT_STATE_CANCELLED);
     CHECK(partial_files(f.files).empty());
     CHECK_FALSE(file_exists(dest));
-    // Nothing writes it back later (a transfer still in flight, a checkpoint).
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Nothing writes it back later: once the origin saw the transfer's
+    // connection end, no byte of it is in flight.
+    auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (origin.requests_ended("/slow.bin") < origin.requests("/slow.bin") &&
+           std::chrono::steady_clock::now() < gone)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(origin.requests_ended("/slow.bin") == origin.requests("/slow.bin"));
     CHECK(partial_files(f.files).empty());
     CHECK(AgentFixture::state_of(job.get()) == DOPT_STATE_CANCELLED);
 }
@@ -582,7 +604,7 @@ TEST_CASE("Another user can neither see nor touch a job") {
     AgentFixture f;
     // The agent as root makes its socket 0666 and its folders 0755; the
     // test's own temporary folder must be reachable too.
-    REQUIRE(::chmod(f.dir.path.c_str(), 0755) == 0);
+    REQUIRE(::chmod(f.dir.path().c_str(), 0755) == 0);
     Job job = f.create_job(nullptr, "root's");
     const std::string dest = f.files + "/root.bin";
     REQUIRE(dopt_job_add_file(job.get(), "http://127.0.0.1:9/x", dest.c_str()) == DOPT_OK);

@@ -140,6 +140,7 @@ struct Recorder {
         std::unique_lock<std::mutex> lock(mu);
         return cv.wait_for(lock, timeout, [&] { return pred(*this); });
     }
+    int error_count_locked() const { return static_cast<int>(errors.size()); }
     int error_count() {
         std::lock_guard<std::mutex> lock(mu);
         return static_cast<int>(errors.size());
@@ -172,12 +173,6 @@ void resume(dopt_job* job) {
     REQUIRE(rc == DOPT_OK);
 }
 
-void write_file(const std::string& path, const std::string& data) {
-    std::ofstream out(path, std::ios::binary);
-    out << data;
-    REQUIRE(out.good());
-}
-
 // An agent, a docroot with a few files and the fault origin serving it.
 struct CallbackFixture : AgentFixture {
     std::string docroot;
@@ -185,7 +180,7 @@ struct CallbackFixture : AgentFixture {
     const std::string small = random_bytes(20000, 7);
 
     CallbackFixture() {
-        docroot = dir.path + "/www";
+        docroot = dir.path() + "/www";
         REQUIRE(::mkdir(docroot.c_str(), 0755) == 0);
         for (const char* name : {"a.bin", "b.bin", "c.bin", "d.bin"})
             write_file(docroot + "/" + name, small);
@@ -198,6 +193,20 @@ struct CallbackFixture : AgentFixture {
         Job job = create_job(on);
         add_file(job.get(), origin->url(path), files + "/" + name);
         return job;
+    }
+
+    // Waits until the agent's notification backoff has run `periods` times
+    // from now (1 s, then 2 s, ...): a control job's error callback fails
+    // `periods` times, and the agent calls it again after each backoff, as
+    // it would any notification it thought undelivered.
+    void wait_callback_backoffs(int periods) {
+        Recorder control;
+        control.fail_first = periods;
+        Job job = job_for("/status/403/a.bin", "control.bin");
+        set_callbacks(job.get(), control.durable_only(), control);
+        resume(job.get());
+        REQUIRE(control.wait_for([&](Recorder& x) { return x.error_count_locked() > periods; },
+                                 40s));
     }
 };
 
@@ -240,7 +249,7 @@ TEST_CASE("A 403 calls error once with REMOTE_FILE 403 and the file in progress"
     resume(job.get());
 
     REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }));
-    std::this_thread::sleep_for(4s);  // a few backoff periods: no second call
+    f.wait_callback_backoffs(2);  // a second call would have come by now
     std::lock_guard<std::mutex> lock(r.mu);
     REQUIRE(r.errors.size() == 1);
     const auto& e = r.errors[0];
@@ -282,7 +291,7 @@ TEST_CASE("Transient 503s then 200 never call error and call transferred once") 
     resume(job.get());
 
     REQUIRE(r.wait_for([](Recorder& x) { return x.transferred >= 1; }, 40s));
-    std::this_thread::sleep_for(2s);
+    f.wait_callback_backoffs(1);  // a second transferred would have come by now
     CHECK(r.transferred_count() == 1);
     CHECK(r.error_count() == 0);
     CHECK(AgentFixture::state_of(job.get()) == DOPT_STATE_TRANSFERRED);
@@ -425,7 +434,10 @@ TEST_CASE("modification fires on state changes and progress and is throttled") {
     set_callbacks(job.get(), r.all(/*percent=*/50, /*seconds=*/60), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return x.transferred >= 1; }));
-    std::this_thread::sleep_for(500ms);
+    // The change to TRANSFERRED is the job's last modification.
+    REQUIRE(r.wait_for([](Recorder& x) {
+        return !x.modifications.empty() && x.modifications.back() == DOPT_STATE_TRANSFERRED;
+    }));
 
     std::lock_guard<std::mutex> lock(r.mu);
     INFO("modification calls: " << r.modifications.size());
@@ -455,11 +467,18 @@ void check_nothing_after(const std::function<void(Job&)>& stop) {
     set_callbacks(job.get(), r.all(/*percent=*/1, /*seconds=*/1), r);
     resume(job.get());
     REQUIRE(r.wait_for([](Recorder& x) { return x.modifications.size() >= 5; }));
+    // A second client watches the same job: the progress it keeps seeing
+    // after the stop is what the first would have been called for.
+    Client watcher_client = f.open_client();
+    Recorder watcher;
+    Job watched = f.open_job(dopt_job_id(job.get()), watcher_client.get());
+    set_callbacks(watched.get(), watcher.all(/*percent=*/1, /*seconds=*/1), watcher);
 
     stop(job);
     CHECK(r.inside == 0);
     size_t after = r.modification_count();
-    std::this_thread::sleep_for(1500ms);
+    const size_t watched_at_stop = watcher.modification_count();
+    REQUIRE(watcher.wait_for([&](Recorder& x) { return x.modifications.size() >= watched_at_stop + 5; }));
     CHECK(r.modification_count() == after);
     CHECK(r.inside == 0);
 }
@@ -522,11 +541,17 @@ TEST_CASE("A callback may close its job and its client") {
         c->closed = true;
     };
     REQUIRE(dopt_job_set_callbacks(job.get(), &cb, &ctx) == DOPT_OK);
+    // The fixture's client watches the same job: the progress it keeps
+    // seeing after the close is what the closed client would have been called for.
+    Recorder watcher;
+    Job watched = f.open_job(dopt_job_id(job.get()));
+    set_callbacks(watched.get(), watcher.all(/*percent=*/1, /*seconds=*/1), watcher);
     resume(job.get());
     job.release();  // the callback closes it
     ctx.armed = true;
     for (int i = 0; i < 200 && !ctx.closed; ++i) std::this_thread::sleep_for(50ms);
     REQUIRE(ctx.closed);
-    std::this_thread::sleep_for(1500ms);
+    const size_t watched_at_close = watcher.modification_count();
+    REQUIRE(watcher.wait_for([&](Recorder& x) { return x.modifications.size() >= watched_at_close + 5; }));
     CHECK(ctx.calls == 1);
 }

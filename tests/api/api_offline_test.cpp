@@ -4,6 +4,7 @@
 #include "dopt/dopt.h"
 
 #include "protocol/frame.h"
+#include "tests/support/temp_dir.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -24,19 +25,7 @@ namespace {
 
 using nlohmann::json;
 
-// A private directory for socket files, removed with what it holds.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/dopt-api-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::string cmd = "rm -rf '" + path + "'";
-        (void)!std::system(cmd.c_str());
-    }
-};
+using dopt::test::TempDir;
 
 bool read_json(int fd, json* out) {
     std::string body;
@@ -56,7 +45,7 @@ void write_json(int fd, const json& j) { (void)dopt::protocol::write_frame(fd, j
 class Listener {
 public:
     explicit Listener(std::function<void(int)> serve) {
-        path_ = dir_.path + "/agent.sock";
+        path_ = dir_.path() + "/agent.sock";
         fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
         REQUIRE(fd_ >= 0);
         sockaddr_un addr{};
@@ -278,7 +267,7 @@ TEST_CASE("closing or freeing NULL is a no-op") {
 TEST_CASE("open on a socket nobody listens on is DOPT_E_CONNECT and *out is NULL") {
     TempDir dir;
     dopt_client* client = reinterpret_cast<dopt_client*>(0x1);
-    CHECK(dopt_client_open(&client, (dir.path + "/none.sock").c_str()) == DOPT_E_CONNECT);
+    CHECK(dopt_client_open(&client, (dir.path() + "/none.sock").c_str()) == DOPT_E_CONNECT);
     CHECK(client == nullptr);
     CHECK(std::string(dopt_last_error()).find("none.sock") != std::string::npos);
 }
@@ -288,8 +277,8 @@ TEST_CASE("open with no path and no agent anywhere is DOPT_E_CONNECT") {
     const char* old_sock = std::getenv("DOPT_SOCKET");
     const char* old_xdg = std::getenv("XDG_RUNTIME_DIR");
     std::string saved_sock = old_sock ? old_sock : "", saved_xdg = old_xdg ? old_xdg : "";
-    ::setenv("DOPT_SOCKET", (dir.path + "/none.sock").c_str(), 1);
-    ::setenv("XDG_RUNTIME_DIR", dir.path.c_str(), 1);
+    ::setenv("DOPT_SOCKET", (dir.path() + "/none.sock").c_str(), 1);
+    ::setenv("XDG_RUNTIME_DIR", dir.path().c_str(), 1);
     dopt_client* client = reinterpret_cast<dopt_client*>(0x1);
     int rc = dopt_client_open(&client, nullptr);
     // /run/dopt/doptd.sock may exist on a machine with a system agent.

@@ -31,7 +31,7 @@ cleanup() {
     rm -rf "$tmp"
   else
     echo "FAILED; kept $tmp" >&2
-    for log in "$tmp/agent/doptd.log" "$tmp/nginx/error.log"; do
+    for log in "$tmp/agent/doptd.log" "$tmp/nginx/logs/error.log"; do
       [ -f "$log" ] && { echo "--- tail of $log" >&2; tail -n 30 "$log" >&2; }
     done
   fi
@@ -95,54 +95,15 @@ cmake --build "$tmp/cmake-build" >>"$tmp/cmake.log" 2>&1 \
   || { cat "$tmp/cmake.log" >&2; fail "building examples/ against $prefix failed"; }
 
 # ---- nginx and the installed doptd on loopback ----------------------------------
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "$SOURCE_DIR/tests/support/nginx.sh"
 
 step "start nginx"
-mkdir -p "$tmp/nginx" "$tmp/www" "$tmp/out"
+mkdir -p "$tmp/www" "$tmp/out"
 head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom >"$tmp/www/file.bin"
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-for attempt in 1 2 3 4 5; do
-  port="$(free_port)"
-  cat >"$tmp/nginx/nginx.conf" <<EOF
-$user
-daemon off;
-master_process off;
-worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log info;
-events { worker_connections 64; }
-http {
-    access_log $tmp/nginx/access.log;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$port;
-        root $tmp/www;
-        location / { }
-        location /forbidden/ { return 403; }
-    }
-}
-EOF
-  /usr/sbin/nginx -p "$tmp/nginx/" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" \
-    </dev/null >>"$tmp/nginx/nginx.out" 2>&1 &
-  nginx_pid=$!
-  for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$nginx_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$nginx_pid" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null || true
-  nginx_pid=""
-done
-[ -n "$nginx_pid" ] || fail "nginx did not start"
+start_nginx "$tmp/nginx" "$tmp/www" 'location /forbidden/ { return 403; }' \
+  || fail "nginx did not start"
+port=$NGINX_PORT
+nginx_pid=$NGINX_PID
 
 step "start the installed doptd"
 mkdir -p "$tmp/agent"

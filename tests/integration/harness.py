@@ -13,6 +13,7 @@ agent log) when it failed.
 import hashlib
 import json
 import os
+import pwd
 import re
 import select
 import shutil
@@ -62,11 +63,19 @@ def clean_env():
     return env
 
 
-def free_port():
-    """A port nobody listens on right now (bound and released)."""
+def free_port(ip="127.0.0.1"):
+    """A TCP port nobody listens on at `ip` right now (bound and released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+def next_second():
+    """Waits until the wall clock is in a later second than when called: a
+    time the agent records in seconds (a cache entry's last_used) is then
+    later than any it recorded before the call."""
+    start = int(time.time())
+    wait_for(lambda: int(time.time()) > start, 2, interval=0.02, what="the next second")
 
 
 def make_file(path, size, seed=None):
@@ -118,11 +127,58 @@ def wait_for(pred, timeout, interval=0.1, what="condition"):
         time.sleep(interval)
 
 
+def _read_text(path):
+    """The text of `path`; "" when it does not exist."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def _no_proxy_opener():
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # ---------------------------------------------------------------------------
+
+
+def nginx_conf(prefix, listen, docroot, log_format, http_extra="", server_extra="",
+               worker_connections=256, keepalive_timeout=30):
+    """The nginx.conf of a test origin: one process in the foreground (stop
+    it with SIGQUIT to flush its logs), pid, logs and temp folders under
+    `prefix`, access log `prefix`/access.log in `log_format`, one server on
+    `listen` (ADDR:PORT) serving `docroot` with ETags, plus `server_extra`
+    (locations) and `http_extra` (http-level directives)."""
+    user = "user root;\n" if IS_ROOT else ""
+    return f"""{user}daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    log_format dopt '{log_format}';
+    access_log {prefix}/access.log dopt;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_timeout {keepalive_timeout};
+    {http_extra}
+    server {{
+        listen {listen};
+        server_name localhost;
+        root {docroot};
+        etag on;
+        location / {{ }}
+        {server_extra}
+    }}
+}}
+"""
 
 
 class Nginx:
@@ -145,39 +201,14 @@ class Nginx:
         self.port = None
 
     def _conf(self):
-        d = self.dir
-        user = "user root;\n" if IS_ROOT else ""
-        return f"""{user}daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format dopt '$status\\t$body_bytes_sent\\t$http_range\\t$request';
-    access_log {self.access_log} dopt;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_timeout 30;
-    server {{
-        listen 127.0.0.1:{self.port};
-        server_name localhost;
-        root {self.docroot};
-        etag on;
-        location / {{ }}
-        location /slow/ {{
+        return nginx_conf(
+            self.dir, "127.0.0.1:%d" % self.port, self.docroot,
+            log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
+            server_extra=f"""location /slow/ {{
             alias {self.docroot}/;
             limit_rate {self.slow_rate};
         }}
-        location /forbidden/ {{ return 403; }}
-    }}
-}}
-"""
+        location /forbidden/ {{ return 403; }}""")
 
     def start(self):
         for attempt in range(5):
@@ -222,6 +253,19 @@ http {{
         except FileNotFoundError:
             pass
         return out
+
+    def wait_log_complete(self):
+        """Waits until the access log holds every request that ended before
+        this call. nginx (one worker) logs a request as it ends, in order:
+        once a request made now is in the log, so is any earlier one."""
+        self._marks = getattr(self, "_marks", 0) + 1
+        marker = "/dopt-log-mark-%d" % self._marks
+        try:
+            _no_proxy_opener().open(self.url(marker), timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # 404: logged all the same
+        wait_for(lambda: " %s " % marker in _read_text(self.access_log), 10,
+                 interval=0.02, what="nginx to log " + marker)
 
     def body_bytes_sent(self, path):
         """Sum of $body_bytes_sent of every logged request for `path`
@@ -613,3 +657,23 @@ class IntegrationTest(unittest.TestCase):
     def assertFileSha(self, path, sha, msg=None):
         self.assertTrue(os.path.exists(path), msg or "%s does not exist" % path)
         self.assertEqual(sha256_file(path), sha, msg or "%s differs from the origin" % path)
+
+
+class OtherUsersTest(IntegrationTest):
+    """Base class of tests where other local users meet a root-run agent:
+    self.nobody and self.daemon (passwd entries; daemon is uid 1). Skips
+    with `root_reason` when not root, and when either account is missing.
+    The sandbox folder is 0755, so every user can walk to what is in it."""
+
+    root_reason = "the test runs processes as other users: run it as root"
+
+    def setUp(self):
+        if not IS_ROOT:
+            self.skipTest(self.root_reason)
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+            self.daemon = pwd.getpwnam("daemon")
+        except KeyError:
+            self.skipTest("needs the accounts 'nobody' and 'daemon'")
+        super().setUp()
+        os.chmod(self.sb.dir, 0o755)

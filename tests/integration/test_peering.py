@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +27,10 @@ import unittest
 
 import bencode
 import harness
-from harness import MiB, wait_for
+from harness import MiB, free_port, next_second, wait_for
 
 A_IP = "127.0.0.1"
 B_IP = "127.0.0.2"
-
-
-def free_port(ip):
-    """A port nobody listens on at `ip` right now (bound and released)."""
-    if ip == "127.0.0.1":
-        return harness.free_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
 
 
 def publish(path, web_seed, out):
@@ -324,7 +314,7 @@ class Eviction(PeeringTest):
         ih1, ih2 = self.hashes["one.bin"], self.hashes["two.bin"]
         a = self.lone_agent("[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (size + MiB))
         self.get(a, self.url("one.bin"), "one.bin")
-        time.sleep(1.1)  # last_used is in seconds: make the order unambiguous
+        next_second()  # last_used is in seconds: make the order unambiguous
         self.get(a, self.url("two.bin"), "two.bin")
         before = sorted(e["info_hash"] for e in self.cache(a))
         say("cache list right after the two downloads: %s (%s)"
@@ -378,17 +368,17 @@ class UnfinishedContentCounts(PeeringTest):
                for name in ("one.bin", "two.bin", "three.bin", "four.bin")}
         a = self.lone_agent("[cache]\nmax_size = %d\nmax_disk_percent = 100\n" % (10 * MiB))
         self.get(a, self.url("three.bin"), "three.bin")
-        time.sleep(1.1)  # last_used is in seconds: make the order unambiguous
+        next_second()  # last_used is in seconds: make the order unambiguous
         self.get(a, self.url("four.bin"), "four.bin")
         self.wait_cache(a, {"three.bin": True, "four.bin": True}, "two complete downloads")
 
-        time.sleep(1.1)
+        next_second()
         first = self.suspend_after_a_piece(a, "one.bin")
         self.wait_cache(a, {"four.bin": True, "one.bin": False}, "one.bin parked")
         self.assertIn("peer cache: evicting %s (three.bin)" % self.hashes["three.bin"],
                       a.log_text())
 
-        time.sleep(1.1)
+        next_second()
         self.suspend_after_a_piece(a, "two.bin")
         self.wait_cache(a, {"four.bin": True, "two.bin": False}, "two.bin parked, over the share")
         self.assertIn("evicting %s (one.bin, unfinished" % self.hashes["one.bin"], a.log_text())
@@ -421,7 +411,7 @@ class UnfinishedContentCounts(PeeringTest):
             wait_for(lambda: a.status(jobs[name])["bytes_transferred"] > 0, 30,
                      what="a piece of " + name)
             a.dopt("suspend", jobs[name], check=True)
-            time.sleep(1.1)
+            next_second()
         # 8 MiB parked, over half the limit: unfinished content of one user
         # that the jobs did not give metainfo for would be evicted now.
         a.dopt("cache", "list", check=True)  # a request: the agent has run its eviction
@@ -859,7 +849,7 @@ class SameLoopbackAddress(PeeringTest):
         size = 8 * MiB
         self.start_origin()
         sha = self.serve("pkg.bin", size)
-        pa, pb = harness.free_port(), harness.free_port()
+        pa, pb = free_port(), free_port()
         a = self.sb.agent(p2p_toml("127.0.0.1:%d" % pa, ["127.0.0.1:%d" % pb]), name="A")
         b = self.sb.agent(p2p_toml("127.0.0.1:%d" % pb, ["127.0.0.1:%d" % pa]), name="B")
         url = self.url("pkg.bin")

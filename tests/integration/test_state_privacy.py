@@ -20,7 +20,7 @@ import os
 import pwd
 import subprocess
 
-from harness import IS_ROOT, Agent, IntegrationTest, clean_env, doptd_path, dopt_path, free_port
+from harness import Agent, OtherUsersTest, clean_env, doptd_path, dopt_path, free_port
 
 SECRET = "X-Api-Key: s3cret-token-4f9a1c"
 
@@ -53,18 +53,11 @@ class AgentAs(Agent):
         return p.returncode, out, err
 
 
-class StatePrivacy(IntegrationTest):
+class StatePrivacy(OtherUsersTest):
+    root_reason = "another user must try to read the agent's files: run as root"
 
     def setUp(self):
-        if not IS_ROOT:
-            self.skipTest("another user must try to read the agent's files: run as root")
-        try:
-            self.nobody = pwd.getpwnam("nobody")
-            self.daemon = pwd.getpwnam("daemon")
-        except KeyError:
-            self.skipTest("needs the accounts 'nobody' and 'daemon'")
         super().setUp()
-        os.chmod(self.sb.dir, 0o755)  # every user may walk to the agent's folders
         # Nothing listens there: the job retries, its secret stays in the table.
         self.url = "http://127.0.0.1:%d/file.bin" % free_port()
 

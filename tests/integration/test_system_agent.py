@@ -21,8 +21,8 @@ import time
 import unittest
 from unittest import mock
 
-from harness import (IS_ROOT, MiB, IntegrationTest, clean_env, dopt_path, doptd_path, free_port,
-                     make_file, sha256_file, wait_for)
+from harness import (IS_ROOT, MiB, IntegrationTest, OtherUsersTest, clean_env, dopt_path,
+                     doptd_path, free_port, make_file, sha256_file, wait_for)
 
 DAEMON_UID = 1
 
@@ -79,19 +79,12 @@ def gone_or_zombie(pid):
         return True
 
 
-class SystemAgent(IntegrationTest):
+class SystemAgent(OtherUsersTest):
     """doptd as root with user = "nobody"; clients as root and as daemon."""
+    root_reason = "the system agent starts as root: run these tests as root"
 
     def setUp(self):
-        if not IS_ROOT:
-            self.skipTest("the system agent starts as root: run these tests as root")
-        try:
-            self.nobody = pwd.getpwnam("nobody")
-            self.daemon = pwd.getpwnam("daemon")
-        except KeyError:
-            self.skipTest("needs the accounts 'nobody' and 'daemon'")
         super().setUp()
-        os.chmod(self.sb.dir, 0o755)
         self.jobs_dir = self.sb.path("jobs")
         os.mkdir(self.jobs_dir, 0o755)
         self.sha = make_file(os.path.join(self.www, "file.bin"), 3 * MiB, seed=1)
@@ -129,6 +122,34 @@ class SystemAgent(IntegrationTest):
                            stdin=subprocess.DEVNULL, cwd="/", user=DAEMON_UID,
                            group=self.daemon.pw_gid, extra_groups=[], umask=umask)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def get_as_daemon(self, folder="daemondir", umask=0o022):
+        """daemon's `dopt get` (with `umask`) of the origin's /file.bin into
+        `folder`, a new folder of daemon's: asserts the file is the origin's,
+        owned by daemon (uid and group) and alone in its folder. Returns its
+        path."""
+        d = self.folder(folder, uid=DAEMON_UID, mode=0o755)
+        path = os.path.join(d, "file.bin")
+        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
+                                           umask=umask)
+        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        self.assertEqual(sha256_file(path), self.sha)
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
+        self.assertEqual(os.listdir(d), ["file.bin"])
+        return path
+
+    def suspended_in(self, folder):
+        """Root's job for the origin's /slow/big.bin into `folder`, suspended
+        once a byte is in. Returns (job id, destination, its one partial
+        file)."""
+        path = os.path.join(folder, "big.bin")
+        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        self.agent.wait_bytes(job_id, 1)
+        self.agent.dopt("suspend", job_id, check=True)
+        partials = glob.glob(os.path.join(folder, ".big.bin.*.dopt-partial"))
+        self.assertEqual(len(partials), 1, os.listdir(folder))
+        return job_id, path, partials[0]
 
     def as_daemon(self, code):
         """Runs Python `code` as daemon (to plant files as that user would)."""
@@ -221,14 +242,7 @@ class SystemAgent(IntegrationTest):
         self.assertEqual(os.listdir(d), ["file.bin"])
 
     def test_another_users_job_lands_in_its_folder_owned_by_it(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
-        self.assertEqual(sha256_file(path), self.sha)
-        st = os.stat(path)
-        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
-        self.assertEqual(os.listdir(d), ["file.bin"])
+        path = self.get_as_daemon()
         self.agent.job_for(path)  # root sees every user's jobs
 
     def test_another_user_cannot_write_into_etc_or_a_root_folder(self):
@@ -340,20 +354,15 @@ class SystemAgent(IntegrationTest):
         # Root's rights would let the write through; O_NOFOLLOW must not.
         target, content = self.precious()
         d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
-        self.agent.wait_bytes(job_id, 1)
-        self.agent.dopt("suspend", job_id, check=True)
-        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
-        self.assertEqual(len(partials), 1, os.listdir(d))
-        self.assertEqual(os.stat(partials[0]).st_uid, 0)
+        job_id, path, partial = self.suspended_in(d)
+        self.assertEqual(os.stat(partial).st_uid, 0)
         self.as_daemon("import os; os.unlink(%r); os.symlink(%r, %r)"
-                       % (partials[0], target, partials[0]))
+                       % (partial, target, partial))
         self.agent.dopt("resume", job_id, check=True)
         st = self.agent.wait_state(job_id, ("error",), timeout=30)
         self.assertEqual(st["error"]["context"], "local_file", st)
         self.assert_untouched(target, content)
-        self.assertTrue(os.path.islink(partials[0]))
+        self.assertTrue(os.path.islink(partial))
 
     # -- what the owner-rights process refuses ------------------------------------
 
@@ -382,28 +391,19 @@ class SystemAgent(IntegrationTest):
         # may put a file of its own under that name. Root must not write it
         # (and deliver it, still that user's, as root's file).
         d = self.folder("shared", uid=0, mode=0o1777)
-        path = os.path.join(d, "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
-        self.agent.wait_bytes(job_id, 1)
-        self.agent.dopt("suspend", job_id, check=True)
-        partials = glob.glob(os.path.join(d, ".big.bin.*.dopt-partial"))
-        self.assertEqual(len(partials), 1, os.listdir(d))
-        os.unlink(partials[0])  # cleaned away (tmpreaper, an administrator)
-        self.as_daemon("open(%r, 'w').write('daemon was here\\n')" % partials[0])
+        job_id, path, partial = self.suspended_in(d)
+        os.unlink(partial)  # cleaned away (tmpreaper, an administrator)
+        self.as_daemon("open(%r, 'w').write('daemon was here\\n')" % partial)
         self.agent.dopt("resume", job_id, check=True)
         st = self.agent.wait_state(job_id, ("error",), timeout=30)
         self.assertEqual(st["error"]["context"], "local_file", st)
-        with open(partials[0]) as f:
+        with open(partial) as f:
             self.assertEqual(f.read(), "daemon was here\n")
-        self.assertEqual(os.stat(partials[0]).st_uid, DAEMON_UID)
+        self.assertEqual(os.stat(partial).st_uid, DAEMON_UID)
         self.assertFalse(os.path.exists(path))
 
     def test_files_get_the_mode_the_clients_umask_gives(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
-                                           umask=0o027)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        path = self.get_as_daemon(umask=0o027)
         self.assertEqual(os.stat(path).st_mode & 0o7777, 0o640)
         root_path = os.path.join(self.folder("rootdir"), "file.bin")
         old = os.umask(0o077)
@@ -416,11 +416,7 @@ class SystemAgent(IntegrationTest):
     def test_a_umask_that_takes_the_owners_write_right_still_gives_the_file(self):
         # The agent reopens the partial file as its owner to resume it: the
         # owner keeps read and write whatever the umask (0277 would give 0400).
-        d = self.folder("daemondir2", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path,
-                                           umask=0o277)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
+        path = self.get_as_daemon("daemondir2", umask=0o277)
         self.assertEqual(os.stat(path).st_mode & 0o7777, 0o600)
 
     # -- a file operation that never ends ----------------------------------------
@@ -640,14 +636,7 @@ class SystemAgentPeering(SystemAgent):
                          "the root helper holds the peer socket")
 
     def test_a_users_peer_assisted_job_lands_owned_by_it_and_the_cache_by_the_agent(self):
-        d = self.folder("daemondir", uid=DAEMON_UID, mode=0o755)
-        path = os.path.join(d, "file.bin")
-        rc, out, err = self.dopt_as_daemon("get", self.nginx.url("/file.bin"), "-o", path)
-        self.assertEqual(rc, 0, "stdout: %s\nstderr: %s" % (out, err))
-        self.assertEqual(sha256_file(path), self.sha)
-        st = os.stat(path)
-        self.assertEqual((st.st_uid, st.st_gid), (DAEMON_UID, self.daemon.pw_gid))
-        self.assertEqual(os.listdir(d), ["file.bin"])
+        path = self.get_as_daemon()
         job = self.agent.job_for(path)
         self.assertEqual(job["mode"], "peer_assisted", job)
         entries = os.listdir(self.agent.cache_dir)

@@ -306,38 +306,13 @@ class Origin:
         self.proc = None
 
     def _conf_text(self):
-        d = self.dir
-        return f"""user root;
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {self.error_log} info;
-events {{ worker_connections 4096; }}
-http {{
-    log_format lan '$remote_addr\\t$status\\t$body_bytes_sent\\t$http_range\\t$request\\t$msec\\t$request_time';
-    access_log {self.access_log} lan;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/octet-stream;
-    types {{ application/x-bittorrent torrent; }}
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 60;
-    keepalive_requests 1000000;
-    server {{
-        listen {self.host.ip}:{self.port};
-        server_name origin;
-        root {self.docroot};
-        etag on;
-        location / {{ }}
-        {self.extra_server_conf}
-    }}
-}}
-"""
+        return harness.nginx_conf(
+            self.dir, "%s:%d" % (self.host.ip, self.port), self.docroot,
+            log_format=(r"$remote_addr\t$status\t$body_bytes_sent\t$http_range\t$request"
+                        r"\t$msec\t$request_time"),
+            http_extra="types { application/x-bittorrent torrent; }\n"
+                       "    tcp_nopush on;\n    keepalive_requests 1000000;",
+            server_extra=self.extra_server_conf, worker_connections=4096, keepalive_timeout=60)
 
     def start(self, timeout=10):
         with open(self.conf, "w") as f:

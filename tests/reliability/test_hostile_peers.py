@@ -36,7 +36,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import harness  # noqa: E402
-import test_peering as peering  # noqa: E402  (helpers only: publish, p2p_toml, free_port)
+import test_peering as peering  # noqa: E402  (helpers only: publish, p2p_toml)
 import hostile_peer as hp  # noqa: E402
 from harness import MiB, wait_for  # noqa: E402
 
@@ -89,7 +89,7 @@ class HostileTest(harness.IntegrationTest):
 
     def new_agent(self, name, peers=(), extra=""):
         """A peering agent on AGENT_IP; .p2p_port is its listen port."""
-        port = peering.free_port(AGENT_IP)
+        port = harness.free_port(AGENT_IP)
         a = self.sb.agent(peering.p2p_toml("%s:%d" % (AGENT_IP, port), list(peers), extra),
                           name=name)
         a.p2p_port = port
@@ -234,7 +234,7 @@ class SwarmTest(HostileTest):
         """Three agents (SWARM_IPS), each a static peer of the others and of
         extra_peers, `dopt get` /slow/<name> at the same moment: the
         seconds until the last is done, and each one's job."""
-        endpoints = ["%s:%d" % (ip, peering.free_port(ip)) for ip in self.SWARM_IPS]
+        endpoints = ["%s:%d" % (ip, harness.free_port(ip)) for ip in self.SWARM_IPS]
         agents = [self.sb.agent(peering.p2p_toml(ep, [e for e in endpoints if e != ep] +
                                                  list(extra_peers)), name="%s%d" % (label, i))
                   for i, ep in enumerate(endpoints)]

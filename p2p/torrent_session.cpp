@@ -1,0 +1,269 @@
+// TorrentSession: PeerSession's torrents and alerts in dopt's types.
+#include "p2p/torrent_session.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/torrent_status.hpp>
+#include <libtorrent/write_resume_data.hpp>
+#include <openssl/sha.h>
+
+#include "p2p/metainfo.h"
+#include "p2p/session.h"
+
+namespace dopt::p2p {
+
+namespace {
+
+std::string endpoint_string(const lt::tcp::endpoint& ep) {
+    const std::string addr = ep.address().to_string();
+    const std::string port = std::to_string(ep.port());
+    return ep.address().is_v6() ? "[" + addr + "]:" + port : addr + ":" + port;
+}
+
+std::vector<bool> to_bools(const lt::typed_bitfield<lt::piece_index_t>& bits) {
+    std::vector<bool> out(static_cast<std::size_t>(bits.size()), false);
+    for (int i = 0; i < bits.size(); ++i) out[static_cast<std::size_t>(i)] = bits.get_bit(lt::piece_index_t{i});
+    return out;
+}
+
+}  // namespace
+
+PeerAddress parse_peer_address(const std::string& value, const char* what, bool allow_port0) {
+    const lt::tcp::endpoint ep = parse_endpoint(value, what, allow_port0);
+    return PeerAddress{ep.address().to_string(), ep.port(), ep.address().is_unspecified()};
+}
+
+struct TorrentSession::Impl {
+    explicit Impl(const SessionSettings& settings) : session(settings) {}
+    PeerSession session;
+    TorrentId next_id = 1;
+    std::map<TorrentId, lt::torrent_handle> handles;
+    std::map<TorrentId, std::shared_ptr<const lt::torrent_info>> infos;
+    std::map<TorrentId, std::string> save_paths;
+
+    lt::torrent_handle handle(TorrentId t) const {
+        auto it = handles.find(t);
+        return it == handles.end() ? lt::torrent_handle{} : it->second;
+    }
+    TorrentId id_of(const lt::torrent_handle& h) const {
+        for (const auto& [id, handle] : handles)
+            if (handle == h) return id;
+        return 0;
+    }
+    bool event_of(lt::alert* a, TorrentEvent& e) const;
+};
+
+// Fills `e` from the alert; false for alerts the agent does not react to
+// (or of a torrent no longer in the session).
+bool TorrentSession::Impl::event_of(lt::alert* a, TorrentEvent& e) const {
+    using K = TorrentEvent::Kind;
+    if (auto* ta = dynamic_cast<lt::torrent_alert*>(a)) e.torrent = id_of(ta->handle);
+    if (auto* pf = lt::alert_cast<lt::piece_finished_alert>(a)) {
+        e.kind = K::PieceVerified;
+        e.piece = static_cast<int>(pf->piece_index);
+    } else if (auto* rp = lt::alert_cast<lt::read_piece_alert>(a)) {
+        e.piece = static_cast<int>(rp->piece);
+        if (rp->error) {
+            e.kind = K::PieceReadFailed;
+            e.message = rp->error.message();
+        } else {
+            e.kind = K::PieceRead;
+            boost::shared_array<char> buffer = rp->buffer;
+            e.data = std::shared_ptr<const char>(buffer.get(), [buffer](const char*) {});
+            e.size = static_cast<std::size_t>(rp->size);
+        }
+    } else if (auto* hf = lt::alert_cast<lt::hash_failed_alert>(a)) {
+        e.kind = K::PieceHashFailed;
+        e.piece = static_cast<int>(hf->piece_index);
+    } else if (lt::alert_cast<lt::torrent_checked_alert>(a)) {
+        e.kind = K::TorrentChecked;
+    } else if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
+        e.kind = K::PeerBanned;
+        e.peer = ban->endpoint.address().to_string();
+    } else if (auto* blocked = lt::alert_cast<lt::peer_blocked_alert>(a)) {
+        e.kind = K::PeerBlocked;
+        e.peer = blocked->endpoint.address().to_string();
+    } else if (auto* fe = lt::alert_cast<lt::file_error_alert>(a)) {
+        e.kind = K::FileError;
+        e.code = fe->error.value();
+        e.message = std::string(fe->filename()) + ": " + fe->error.message();
+    } else if (lt::alert_cast<lt::torrent_finished_alert>(a)) {
+        e.kind = K::TorrentFinished;
+    } else if (auto* rd = lt::alert_cast<lt::save_resume_data_alert>(a)) {
+        e.kind = K::ResumeData;
+        e.resume_data = lt::write_resume_data_buf(rd->params);
+    } else if (lt::alert_cast<lt::save_resume_data_failed_alert>(a)) {
+        e.kind = K::ResumeDataFailed;
+    } else if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
+        e.kind = K::PeerConnected;
+        e.peer = pc->endpoint.address().to_string();
+    } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {
+        e.kind = K::PeerDisconnected;
+        e.peer = pd->endpoint.address().to_string();
+        e.message = pd->error.message();
+    } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
+        e.kind = K::ListenFailed;
+        e.message = lf->error.message();
+    } else {
+        return false;
+    }
+    // Peer and listen events stand alone; the others are about a torrent.
+    const bool of_a_torrent = e.kind != K::PeerBanned && e.kind != K::PeerBlocked && e.kind != K::PeerConnected &&
+                              e.kind != K::PeerDisconnected && e.kind != K::ListenFailed;
+    return e.torrent != 0 || !of_a_torrent;
+}
+
+TorrentSession::TorrentSession(const SessionSettings& settings) : impl_(std::make_unique<Impl>(settings)) {}
+TorrentSession::~TorrentSession() = default;
+
+std::uint64_t TorrentSession::id() const { return impl_->session.id(); }
+int TorrentSession::listen_port() const { return impl_->session.listen_port(); }
+
+TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
+                                      const std::vector<char>& resume_data) {
+    Metainfo meta = parse_metainfo(metainfo);
+    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data);
+    TorrentId id = impl_->next_id++;
+    impl_->handles[id] = h;
+    impl_->infos[id] = meta.info;
+    impl_->save_paths[id] = save_path;
+    return id;
+}
+
+void TorrentSession::remove_torrent(TorrentId torrent, bool delete_files) {
+    lt::torrent_handle h = impl_->handle(torrent);
+    impl_->handles.erase(torrent);
+    impl_->infos.erase(torrent);
+    impl_->save_paths.erase(torrent);
+    if (h.is_valid()) impl_->session.remove_torrent(h, delete_files);
+}
+
+std::string TorrentSession::content_path(TorrentId torrent) const {
+    auto it = impl_->infos.find(torrent);
+    if (it == impl_->infos.end()) return "";
+    return it->second->files().file_path(lt::file_index_t{0}, impl_->save_paths.at(torrent));
+}
+
+void TorrentSession::pause(TorrentId torrent) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) h.pause();
+}
+void TorrentSession::resume(TorrentId torrent) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) h.resume();
+}
+void TorrentSession::save_resume_data(TorrentId torrent) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) h.save_resume_data(lt::torrent_handle::save_info_dict);
+}
+void TorrentSession::force_recheck(TorrentId torrent) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) h.force_recheck();
+}
+void TorrentSession::read_piece(TorrentId torrent, int piece) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) h.read_piece(lt::piece_index_t{piece});
+}
+void TorrentSession::add_piece(TorrentId torrent, int piece, std::vector<char> data) {
+    if (auto h = impl_->handle(torrent); h.is_valid())
+        h.add_piece(lt::piece_index_t{piece}, std::move(data), lt::torrent_handle::overwrite_existing);
+}
+
+bool TorrentSession::piece_matches_v1_hash(TorrentId torrent, int piece, const char* data,
+                                           std::size_t len) const {
+    auto it = impl_->infos.find(torrent);
+    if (it == impl_->infos.end() || !it->second->info_hashes().has_v1()) return true;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(data), len, md);
+    const lt::sha1_hash expected = it->second->hash_for_piece(lt::piece_index_t{piece});
+    return std::memcmp(md, expected.data(), SHA_DIGEST_LENGTH) == 0;
+}
+
+TorrentStatus TorrentSession::status(TorrentId torrent, bool with_pieces) const {
+    TorrentStatus out;
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (!h.is_valid()) return out;
+    lt::torrent_status st = h.status(with_pieces ? lt::torrent_handle::query_pieces : lt::status_flags_t{});
+    out.checking = st.state == lt::torrent_status::checking_files ||
+                   st.state == lt::torrent_status::checking_resume_data;
+    out.error = static_cast<bool>(st.errc);
+    if (with_pieces) out.pieces = to_bools(st.pieces);
+    out.uploaded = st.all_time_upload;
+    out.num_peers = st.num_peers;
+    return out;
+}
+
+std::vector<TorrentPeer> TorrentSession::peers(TorrentId torrent) const {
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (!h.is_valid()) return {};
+    // Who has told its pieces, then the peers: a peer in `told` has its
+    // pieces in the peer_info taken after (p2p/session.h).
+    const std::set<lt::tcp::endpoint> told = impl_->session.peers_that_told(h);
+    std::vector<lt::peer_info> infos;
+    h.get_peer_info(infos);
+    auto it = impl_->infos.find(torrent);
+    const int num_pieces = it == impl_->infos.end() ? 0 : it->second->num_pieces();
+    std::vector<TorrentPeer> out;
+    out.reserve(infos.size());
+    for (const auto& p : infos) {
+        TorrentPeer tp;
+        tp.endpoint = endpoint_string(p.ip);
+        tp.address = p.ip.address().to_string();
+        // libtorrent sizes p.pieces for the torrent, all zeros, as soon as a
+        // connection starts: only `told` says the bits mean something.
+        tp.told = told.count(p.ip) > 0 && p.pieces.size() == num_pieces;
+        tp.seed = static_cast<bool>(p.flags & lt::peer_info::seed);
+        tp.interesting = static_cast<bool>(p.flags & lt::peer_info::interesting);
+        tp.choked_us = static_cast<bool>(p.flags & lt::peer_info::remote_choked);
+        tp.requests_waiting = p.download_queue_length;
+        tp.payload_received = p.total_download;
+        if (tp.told) tp.pieces = to_bools(p.pieces);
+        out.push_back(std::move(tp));
+    }
+    return out;
+}
+
+std::vector<int> TorrentSession::pieces_coming_from_peers(TorrentId torrent,
+                                                          const std::set<std::string>& failing) const {
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (!h.is_valid()) return {};
+    std::vector<lt::partial_piece_info> queue;
+    h.get_download_queue(queue);
+    auto in_progress = [&](const lt::block_info& b) {
+        return b.state == lt::block_info::writing ||
+               (b.state == lt::block_info::requested && !failing.count(endpoint_string(b.peer())));
+    };
+    std::vector<int> out;
+    for (const auto& q : queue)
+        if (std::any_of(q.blocks, q.blocks + q.blocks_in_piece, in_progress))
+            out.push_back(static_cast<int>(q.piece_index));
+    return out;
+}
+
+void TorrentSession::disconnect_peer(TorrentId torrent, const std::string& endpoint) {
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (h.is_valid()) impl_->session.disconnect_peer(h, parse_endpoint(endpoint, "peer", true));
+}
+
+void TorrentSession::claim(TorrentId torrent, int piece) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.claim(h, piece);
+}
+std::vector<Claim> TorrentSession::claims(TorrentId torrent) const {
+    return impl_->session.claims(impl_->handle(torrent));
+}
+std::set<int> TorrentSession::claims_held_over(TorrentId torrent) const {
+    return impl_->session.claims_held_over(impl_->handle(torrent));
+}
+
+void TorrentSession::tick() { impl_->session.tick(); }
+int TorrentSession::event_fd() const { return impl_->session.alert_fd(); }
+
+std::vector<TorrentEvent> TorrentSession::take_events() {
+    std::vector<TorrentEvent> events;
+    for (lt::alert* a : impl_->session.pop_alerts()) {
+        TorrentEvent e;
+        if (impl_->event_of(a, e)) events.push_back(std::move(e));
+    }
+    return events;
+}
+
+}  // namespace dopt::p2p

@@ -1,0 +1,151 @@
+// TorrentSession: the PeerSession (p2p/session.h) as the agent sees it, in
+// dopt's own types. Torrents are named by a TorrentId; libtorrent's alerts
+// come out as TorrentEvents; peers, piece states and claims as plain values.
+// No libtorrent header is included here: only p2p/ includes them.
+//
+// Contract:
+//  - Built and used like PeerSession: one thread (the agent's main loop)
+//    calls every method; event_fd() becomes readable when events wait, and
+//    take_events() returns them (the ones it has drained so far, in order).
+//  - A TorrentId stays valid until remove_torrent(); an id that is not (0,
+//    or removed) makes every call a no-op returning an empty value.
+//  - Events of a torrent removed meanwhile are dropped, never delivered
+//    with a stale id.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "p2p/session_settings.h"
+
+namespace dopt::p2p {
+
+using TorrentId = std::uint64_t;  // 0: no torrent
+
+// What happened in the session, as the agent reacts to it.
+struct TorrentEvent {
+    enum class Kind {
+        PieceVerified,     // `piece` passed its hash check (from a peer, the origin or the cached copy)
+        PieceHashFailed,   // `piece` failed its hash check and was discarded
+        PieceRead,         // read_piece() done: `data`, `size` bytes
+        PieceReadFailed,   // read_piece() failed: `message`
+        TorrentChecked,    // the cached copy is checked: pieces may be added now
+        TorrentFinished,   // every piece verified
+        FileError,         // the cached copy cannot be read or written: `code` (an errno or 0), `message`
+        ResumeData,        // save_resume_data() done: `resume_data`
+        ResumeDataFailed,  // save_resume_data() failed
+        PeerBanned,        // `peer` sent pieces that failed their hash check; refused from now on
+        PeerBlocked,       // `peer` was refused (outside allowed_networks)
+        PeerConnected,     // `peer` connected
+        PeerDisconnected,  // `peer`'s connection for `torrent` ended: `message`
+        ListenFailed,      // the listen socket could not be opened: `message`
+    };
+    Kind kind = Kind::PieceVerified;
+    TorrentId torrent = 0;  // 0 for session-wide events
+    int piece = -1;
+    std::string peer;       // the peer's address (no port)
+    std::string message;
+    int code = 0;
+    std::shared_ptr<const char> data;  // PieceRead: the piece's bytes
+    std::size_t size = 0;
+    std::vector<char> resume_data;
+};
+
+// One address:port as parse_endpoint() reads it (p2p/session.h), in the
+// textual form peers' addresses are reported in.
+struct PeerAddress {
+    std::string address;       // as TorrentEvent::peer and TorrentPeer::address write it
+    int port = 0;
+    bool unspecified = false;  // 0.0.0.0 or ::
+};
+// Throws std::runtime_error naming `what` and the value (parse_endpoint()).
+PeerAddress parse_peer_address(const std::string& value, const char* what, bool allow_port0);
+
+// A torrent's state: while `checking`, its pieces are not known yet.
+struct TorrentStatus {
+    bool checking = false;
+    bool error = false;          // a file error (reported by a FileError event)
+    std::vector<bool> pieces;    // verified pieces (with_pieces only; empty otherwise)
+    std::int64_t uploaded = 0;   // bytes given to peers, all time
+    int num_peers = 0;           // connected peers
+};
+
+// One connected peer of a torrent.
+struct TorrentPeer {
+    std::string endpoint;       // "addr:port" ("[addr]:port" for IPv6): this connection
+    std::string address;        // the address alone
+    bool told = false;          // it has told which pieces it holds: `pieces` means something
+    bool seed = false;
+    bool interesting = false;   // it holds pieces we want
+    bool choked_us = false;     // it keeps us choked
+    int requests_waiting = 0;   // our requests to it not yet answered
+    std::int64_t payload_received = 0;  // bytes of pieces it sent us, all time
+    std::vector<bool> pieces;   // when told: the pieces it holds
+};
+
+class TorrentSession {
+public:
+    // Throws std::runtime_error as PeerSession's constructor does.
+    explicit TorrentSession(const SessionSettings& settings);
+    ~TorrentSession();
+    TorrentSession(const TorrentSession&) = delete;
+    TorrentSession& operator=(const TorrentSession&) = delete;
+
+    std::uint64_t id() const;  // this session's random id, sent with its claims
+    int listen_port() const;
+
+    // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
+    // throws MetainfoError).
+    TorrentId add_torrent(std::string_view metainfo, const std::string& save_path,
+                          const std::vector<char>& resume_data);
+    // Removes a torrent; with delete_files its files in save_path go too.
+    void remove_torrent(TorrentId torrent, bool delete_files);
+    // The path of the torrent's one file under its save_path.
+    std::string content_path(TorrentId torrent) const;
+
+    void pause(TorrentId torrent);
+    void resume(TorrentId torrent);
+    // Asks for a ResumeData (or ResumeDataFailed) event.
+    void save_resume_data(TorrentId torrent);
+    // Hashes the cached copy again; a TorrentChecked event follows.
+    void force_recheck(TorrentId torrent);
+    // Asks for a PieceRead (or PieceReadFailed) event with the piece's bytes.
+    void read_piece(TorrentId torrent, int piece);
+    // Gives the piece's bytes (fetched from the origin) to be hash-checked:
+    // a PieceVerified or PieceHashFailed event follows. Blocks a peer sent
+    // for this piece are replaced, so a peer's bad block is not blamed on
+    // the origin. Dropped while the torrent is checking.
+    void add_piece(TorrentId torrent, int piece, std::vector<char> data);
+    // True when the piece matches its v1 hash in the metainfo, or the
+    // metainfo has none (v2 only).
+    bool piece_matches_v1_hash(TorrentId torrent, int piece, const char* data, std::size_t len) const;
+
+    TorrentStatus status(TorrentId torrent, bool with_pieces) const;
+    // The torrent's connected peers; those with `told` have their pieces.
+    std::vector<TorrentPeer> peers(TorrentId torrent) const;
+    // Pieces a peer is sending us now: a block being written, or requested
+    // of a peer whose endpoint is not in `failing`.
+    std::vector<int> pieces_coming_from_peers(TorrentId torrent, const std::set<std::string>& failing) const;
+    // Closes this torrent's connection to `endpoint` (TorrentPeer::endpoint).
+    void disconnect_peer(TorrentId torrent, const std::string& endpoint);
+
+    // PeerSession::claim(), claims() and claims_held_over() (p2p/claims.h).
+    void claim(TorrentId torrent, int piece);
+    std::vector<Claim> claims(TorrentId torrent) const;
+    std::set<int> claims_held_over(TorrentId torrent) const;
+
+    void tick();  // PeerSession::tick(): once a second or more often
+    int event_fd() const;
+    std::vector<TorrentEvent> take_events();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dopt::p2p

@@ -472,6 +472,18 @@ IpcLimits ipc_limits(const Config& config) {
     l.max_reply_backlog_per_user = static_cast<std::size_t>(config.max_reply_backlog_per_user);
     return l;
 }
+
+// The origin fetcher's settings taken from `config` (proxy, timeouts, connections).
+FetcherSettings fetcher_settings(const Config& config) {
+    FetcherSettings fs;
+    fs.proxy = config.proxy;
+    fs.user_agent = config.user_agent;
+    fs.ca_file = config.ca_file;
+    fs.connect_timeout = static_cast<long>(config.connect_timeout);
+    fs.low_speed_time = static_cast<long>(config.low_speed_time);
+    fs.max_connections = config.max_connections;
+    return fs;
+}
 }  // namespace
 
 Agent::Agent(const Config& config) : config_(config) {
@@ -491,14 +503,7 @@ Agent::Agent(const Config& config) : config_(config) {
                                  " (it holds the lock " + lock_path + ")");
 
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
-    FetcherSettings fs;
-    fs.proxy = config_.proxy;
-    fs.user_agent = config_.user_agent;
-    fs.ca_file = config_.ca_file;
-    fs.connect_timeout = static_cast<long>(config_.connect_timeout);
-    fs.low_speed_time = static_cast<long>(config_.low_speed_time);
-    fs.max_connections = config_.max_connections;
-    fetcher_ = std::make_unique<OriginFetcher>(fs);
+    fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -664,14 +669,7 @@ void Agent::reload_config() {
         fresh.file_op_timeout = config_.file_op_timeout;
         config_ = fresh;
         set_log_level(config_.log_level);
-        FetcherSettings fs;
-        fs.proxy = config_.proxy;
-        fs.user_agent = config_.user_agent;
-        fs.ca_file = config_.ca_file;
-        fs.connect_timeout = static_cast<long>(config_.connect_timeout);
-        fs.low_speed_time = static_cast<long>(config_.low_speed_time);
-        fs.max_connections = config_.max_connections;
-        fetcher_->apply_settings(fs);
+        fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());

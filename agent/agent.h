@@ -32,6 +32,7 @@ struct TorrentPeer;
 struct Claim;
 struct SwarmPeer;
 struct OriginPlanInput;
+struct MetainfoSummary;
 }
 
 namespace dopt::agent {
@@ -140,6 +141,8 @@ private:
     bool start_file_with_peers(Job& job);
     void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
                              std::string bytes);
+    void remember_metainfo(const Job& job, const storage::FileRecord& f,
+                           const p2p::MetainfoSummary& meta, const std::string& bytes);
     void use_http_only(Job& job, const std::string& why);
     void drop_unwanted_cache_entry(const std::string& info_hash);
     bool wanted_by_unfinished_job(const std::string& info_hash, const Job* except = nullptr) const;

@@ -467,17 +467,7 @@ void Agent::op_set(Request& req, Job& job) {
         f.metainfo_url = meta_url;
         f.info_hash.clear();
         if (meta) {
-            storage::CacheEntry& e = cache_[meta->info_hash];
-            if (e.info_hash.empty()) {
-                e.info_hash = meta->info_hash;
-                e.name = meta->name;
-                e.size = meta->size;
-                e.origin_url = f.remote_url;
-                e.owner_uid = job.rec.owner_uid;
-                e.last_used = wall_now();
-                e.metainfo = meta_bytes;
-                store_->put_cache_entry(e);
-            }
+            remember_metainfo(job, f, *meta, meta_bytes);
             f.info_hash = meta->info_hash;
         }
         store_->update_file(job.rec.id, f);

@@ -258,17 +258,7 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
              job.current_file);
         return;
     }
-    CacheEntry& e = cache_[meta->info_hash];
-    if (e.info_hash.empty()) {
-        e.info_hash = meta->info_hash;
-        e.name = meta->name;
-        e.size = meta->size;
-        e.origin_url = f.remote_url;
-        e.owner_uid = job.rec.owner_uid;
-        e.last_used = wall_now();
-        e.metainfo = bytes;
-        store_->put_cache_entry(e);
-    }
+    remember_metainfo(job, f, *meta, bytes);
     f.info_hash = meta->info_hash;
     f.metainfo_source = from_job ? "job" : "origin";
     store_->update_file(job.rec.id, f);
@@ -320,6 +310,23 @@ void Agent::remove_orphan_cache_folders() {
         LOG_INFO("peer cache: removing %s, which has no cache entry", name.c_str());
         remove_tree(config_.cache_dir + "/" + name);
     }
+}
+
+// Keeps the metainfo `bytes` (summarized as `meta`) of job's file `f` in the
+// peer cache: a new entry (stored now) for its info-hash, or the existing one
+// unchanged.
+void Agent::remember_metainfo(const Job& job, const FileRecord& f, const p2p::MetainfoSummary& meta,
+                              const std::string& bytes) {
+    CacheEntry& e = cache_[meta.info_hash];
+    if (!e.info_hash.empty()) return;
+    e.info_hash = meta.info_hash;
+    e.name = meta.name;
+    e.size = meta.size;
+    e.origin_url = f.remote_url;
+    e.owner_uid = job.rec.owner_uid;
+    e.last_used = wall_now();
+    e.metainfo = bytes;
+    store_->put_cache_entry(e);
 }
 
 // Removes an unfinished torrent (its cache entry, files and place in the

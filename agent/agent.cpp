@@ -913,34 +913,36 @@ void Agent::start_job(Job& job) {
         return;
     }
     job.current_file = static_cast<int>(next - files.begin());
-    FileRecord& f = *next;
     if (start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    open_current_partial(job, &Agent::start_http_transfer);
+}
 
-    // The transfer starts once the partial file is open: the job is busy
-    // (opening) meanwhile. A job stopped meanwhile (suspend, cancel, yield,
-    // error) has another epoch then, and the descriptor is dropped.
+// Opens the current file's partial file, the job busy (opening) meanwhile,
+// then `(this->*then)(job, descriptor)`. A job stopped meanwhile (suspend,
+// cancel, yield, error) has another epoch then, and the descriptor is
+// dropped; an open that fails fails the job (LOCAL_FILE).
+void Agent::open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd)) {
     job.opening = true;
     const std::uint64_t epoch = job.epoch;
-    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
+    open_partial(job, job.file().partial_path, [this, epoch, then](Job& j, int fd) {
         if (j.epoch != epoch) {
             if (fd >= 0) ::close(fd);
             return;
         }
         j.opening = false;
-        start_http_transfer(j, fd);
+        if (fd < 0) {
+            fail(j, ErrorContext::LocalFile, -fd,
+                 "cannot open " + j.file().partial_path + ": " + std::strerror(-fd), j.current_file);
+            return;
+        }
+        (this->*then)(j, fd);
     });
 }
 
-// The origin transfer of the current file into its partial file `fd` (or
-// the error that opening it gave).
+// The origin transfer of the current file into its open partial file `fd`.
 void Agent::start_http_transfer(Job& job, int fd) {
     FileRecord& f = job.file();
-    if (fd < 0) {
-        fail(job, ErrorContext::LocalFile, -fd,
-             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
-        return;
-    }
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest

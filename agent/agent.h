@@ -101,6 +101,7 @@ private:
     void schedule();
     void yield_slot(Job& job);  // stops a running job, back to QUEUED
     void start_job(Job& job);
+    void open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd));
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);

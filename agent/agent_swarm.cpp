@@ -408,30 +408,13 @@ void Agent::attach_swarm(Job& job) {
         start_job(job);
         return;
     }
-    // The job is busy (opening) until its partial file is open; one stopped
-    // meanwhile has another epoch, and the descriptor is dropped.
     if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
-    job.opening = true;
-    const std::uint64_t epoch = job.epoch;
-    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
-        if (j.epoch != epoch) {
-            if (fd >= 0) ::close(fd);
-            return;
-        }
-        j.opening = false;
-        join_swarm(j, fd);
-    });
+    open_current_partial(job, &Agent::join_swarm);
 }
 
-// The job's current file joins its torrent, its partial file open as `fd`
-// (or the error that opening it gave).
+// The job's current file joins its torrent, its partial file open as `fd`.
 void Agent::join_swarm(Job& job, int fd) {
     FileRecord& f = job.file();
-    if (fd < 0) {
-        fail(job, ErrorContext::LocalFile, -fd,
-             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
-        return;
-    }
     auto entry = cache_.find(f.info_hash);  // cache_clear may have dropped it meanwhile
     Swarm* s = entry == cache_.end() ? nullptr : add_swarm(entry->second);
     if (!s) {

@@ -35,14 +35,6 @@
 
 namespace dopt::agent {
 
-using storage::ErrorContext;
-using storage::ErrorRecord;
-using storage::FileRecord;
-using storage::JobRecord;
-using storage::JobState;
-using storage::kUnknownSize;
-using storage::Priority;
-
 // ---- helpers shared by agent*.cpp (agent_internal.h) ----------------------
 
 std::int64_t wall_now() { return static_cast<std::int64_t>(::time(nullptr)); }

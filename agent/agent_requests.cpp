@@ -22,13 +22,6 @@
 
 namespace dopt::agent {
 
-using storage::ErrorContext;
-using storage::FileRecord;
-using storage::JobRecord;
-using storage::JobState;
-using storage::Priority;
-using storage::kUnknownSize;
-
 json reply(std::int64_t seq, int rc, const std::string& message) {
     json r = {{"seq", seq}, {"rc", rc}};
     if (rc != 0) r["message"] = message;

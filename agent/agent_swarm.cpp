@@ -47,12 +47,6 @@
 
 namespace dopt::agent {
 
-using storage::CacheEntry;
-using storage::ErrorContext;
-using storage::FileRecord;
-using storage::JobState;
-using storage::kUnknownSize;
-
 namespace {
 
 // A metainfo download: the whole body in memory, at most kMaxMetainfoBytes.

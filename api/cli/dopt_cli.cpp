@@ -747,11 +747,19 @@ std::string job_name(const dopt_job_status* s) {
     return name;
 }
 
-int cmd_list(const Options& o) {
+// For a command that takes only --json and no argument (list, stats): the
+// client, with the status snapshots of every job the caller may see in `jobs`.
+Client connect_and_list(const Options& o, std::vector<Status>& jobs) {
     allow_only(o, {"--json"});
     expect_args(o, 0, "no argument");
     Client client = connect(o);
-    std::vector<Status> jobs = list_jobs(client.get());
+    jobs = list_jobs(client.get());
+    return client;
+}
+
+int cmd_list(const Options& o) {
+    std::vector<Status> jobs;
+    Client client = connect_and_list(o, jobs);
     if (o.json) {
         // One job object a line, written as it is made: no tree, and no
         // more than about 64 KiB of text held at a time.
@@ -836,10 +844,8 @@ int cmd_status(const Options& o) {
 }
 
 int cmd_stats(const Options& o) {
-    allow_only(o, {"--json"});
-    expect_args(o, 0, "no argument");
-    Client client = connect(o);
-    std::vector<Status> jobs = list_jobs(client.get());
+    std::vector<Status> jobs;
+    Client client = connect_and_list(o, jobs);
     std::map<std::string, std::uint64_t> by_state;
     for (int st = DOPT_STATE_QUEUED; st <= DOPT_STATE_CANCELLED; ++st)
         by_state[dopt_state_name(static_cast<dopt_job_state>(st))] = 0;

@@ -196,6 +196,7 @@ private:
     bool wanted_by_active_job(const std::string& info_hash) const;
     bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
     void forget_cached_content(const std::string& info_hash);
+    void remove_cached_content(const std::string& info_hash);  // its torrent, or its entry and folder
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the

@@ -676,16 +676,7 @@ void Agent::op_cache_clear(Request& req) {
         drop.push_back(ih);
         bytes += e.size;
     }
-    for (const auto& ih : drop) {
-        auto s = swarms_.find(ih);
-        if (s != swarms_.end()) {
-            remove_swarm(*s->second, true);
-        } else {
-            cache_.erase(ih);
-            store_->delete_cache_entry(ih);
-            remove_tree(config_.cache_dir + "/" + ih);
-        }
-    }
+    for (const auto& ih : drop) remove_cached_content(ih);
     LOG_INFO("peer cache: uid %u cleared %zu entries (%llu bytes)", req.peer.uid, drop.size(),
              static_cast<unsigned long long>(bytes));
     json r = reply(req.seq, 0);

@@ -1282,6 +1282,20 @@ bool Agent::holds_metainfo_a_job_gave(const std::string& info_hash) const {
     return false;
 }
 
+// Removes the peer cache's content `info_hash`: its torrent with its files
+// when it has one, else its cache entry, row and folder.
+void Agent::remove_cached_content(const std::string& info_hash) {
+    auto s = swarms_.find(info_hash);
+    if (s != swarms_.end()) {
+        remove_swarm(*s->second, true);
+        return;
+    }
+    cache_.erase(info_hash);
+    store_->delete_cache_entry(info_hash);
+    DOPT_CRASH_POINT("cache_row_deleted");
+    remove_tree(config_.cache_dir + "/" + info_hash);
+}
+
 // Unfinished content about to be dropped: the files of the (suspended or
 // failed) jobs that want it forget it. When such a job runs again, metainfo
 // found beside the content is looked for again, metainfo the job named by
@@ -1316,15 +1330,7 @@ void Agent::evict_cache() {
         LOG_INFO("peer cache: evicting %s (%s%s)", ih.c_str(), cache_[ih].name.c_str(),
                  cache_[ih].complete ? "" : ", unfinished, its jobs suspended or failed");
         if (!cache_[ih].complete) forget_cached_content(ih);
-        auto s = swarms_.find(ih);
-        if (s != swarms_.end()) {
-            remove_swarm(*s->second, true);
-        } else {
-            cache_.erase(ih);
-            store_->delete_cache_entry(ih);
-            DOPT_CRASH_POINT("cache_row_deleted");
-            remove_tree(config_.cache_dir + "/" + ih);
-        }
+        remove_cached_content(ih);
     }
 }
 

@@ -370,6 +370,20 @@ Job open_job(dopt_client* client, const std::string& id) {
     return Job(j);
 }
 
+// A client and the job named by a command's one argument; the job closes
+// before the client.
+struct ClientAndJob {
+    Client client;
+    Job job;
+};
+
+ClientAndJob open_named_job(const Options& o) {
+    expect_args(o, 1, "a job id");
+    ClientAndJob opened{connect(o), nullptr};
+    opened.job = open_job(opened.client.get(), o.args[0]);
+    return opened;
+}
+
 Status job_status(dopt_job* job) {
     dopt_job_status* s = nullptr;
     check(dopt_job_fetch_status(&s, job), "cannot read the job's status", dopt_job_id(job));
@@ -829,9 +843,7 @@ void print_status(const dopt_job_status* s) {
 
 int cmd_status(const Options& o) {
     allow_only(o, {"--json"});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     Status s = job_status(job.get());
     if (o.json) {
         std::string text;
@@ -896,9 +908,7 @@ int cmd_stats(const Options& o) {
 
 int cmd_wait(const Options& o) {
     allow_only(o, {});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     dopt_job_state st = DOPT_STATE_QUEUED;
     int rc;
     while ((rc = dopt_job_wait(&st, job.get(), -1)) == DOPT_E_TIMEOUT ||
@@ -911,9 +921,7 @@ int cmd_wait(const Options& o) {
 
 int cmd_change(const Options& o) {
     allow_only(o, {});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     int rc = DOPT_OK;
     if (o.command == "suspend") rc = dopt_job_suspend(job.get());
     else if (o.command == "resume") rc = dopt_job_resume(job.get());

@@ -35,14 +35,6 @@
 
 namespace dopt::agent {
 
-using storage::ErrorContext;
-using storage::ErrorRecord;
-using storage::FileRecord;
-using storage::JobRecord;
-using storage::JobState;
-using storage::kUnknownSize;
-using storage::Priority;
-
 // ---- helpers shared by agent*.cpp (agent_internal.h) ----------------------
 
 std::int64_t wall_now() { return static_cast<std::int64_t>(::time(nullptr)); }
@@ -472,6 +464,18 @@ IpcLimits ipc_limits(const Config& config) {
     l.max_reply_backlog_per_user = static_cast<std::size_t>(config.max_reply_backlog_per_user);
     return l;
 }
+
+// The origin fetcher's settings taken from `config` (proxy, timeouts, connections).
+FetcherSettings fetcher_settings(const Config& config) {
+    FetcherSettings fs;
+    fs.proxy = config.proxy;
+    fs.user_agent = config.user_agent;
+    fs.ca_file = config.ca_file;
+    fs.connect_timeout = static_cast<long>(config.connect_timeout);
+    fs.low_speed_time = static_cast<long>(config.low_speed_time);
+    fs.max_connections = config.max_connections;
+    return fs;
+}
 }  // namespace
 
 Agent::Agent(const Config& config) : config_(config) {
@@ -491,14 +495,7 @@ Agent::Agent(const Config& config) : config_(config) {
                                  " (it holds the lock " + lock_path + ")");
 
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
-    FetcherSettings fs;
-    fs.proxy = config_.proxy;
-    fs.user_agent = config_.user_agent;
-    fs.ca_file = config_.ca_file;
-    fs.connect_timeout = static_cast<long>(config_.connect_timeout);
-    fs.low_speed_time = static_cast<long>(config_.low_speed_time);
-    fs.max_connections = config_.max_connections;
-    fetcher_ = std::make_unique<OriginFetcher>(fs);
+    fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -664,14 +661,7 @@ void Agent::reload_config() {
         fresh.file_op_timeout = config_.file_op_timeout;
         config_ = fresh;
         set_log_level(config_.log_level);
-        FetcherSettings fs;
-        fs.proxy = config_.proxy;
-        fs.user_agent = config_.user_agent;
-        fs.ca_file = config_.ca_file;
-        fs.connect_timeout = static_cast<long>(config_.connect_timeout);
-        fs.low_speed_time = static_cast<long>(config_.low_speed_time);
-        fs.max_connections = config_.max_connections;
-        fetcher_->apply_settings(fs);
+        fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
@@ -915,34 +905,36 @@ void Agent::start_job(Job& job) {
         return;
     }
     job.current_file = static_cast<int>(next - files.begin());
-    FileRecord& f = *next;
     if (start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    open_current_partial(job, &Agent::start_http_transfer);
+}
 
-    // The transfer starts once the partial file is open: the job is busy
-    // (opening) meanwhile. A job stopped meanwhile (suspend, cancel, yield,
-    // error) has another epoch then, and the descriptor is dropped.
+// Opens the current file's partial file, the job busy (opening) meanwhile,
+// then `(this->*then)(job, descriptor)`. A job stopped meanwhile (suspend,
+// cancel, yield, error) has another epoch then, and the descriptor is
+// dropped; an open that fails fails the job (LOCAL_FILE).
+void Agent::open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd)) {
     job.opening = true;
     const std::uint64_t epoch = job.epoch;
-    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
+    open_partial(job, job.file().partial_path, [this, epoch, then](Job& j, int fd) {
         if (j.epoch != epoch) {
             if (fd >= 0) ::close(fd);
             return;
         }
         j.opening = false;
-        start_http_transfer(j, fd);
+        if (fd < 0) {
+            fail(j, ErrorContext::LocalFile, -fd,
+                 "cannot open " + j.file().partial_path + ": " + std::strerror(-fd), j.current_file);
+            return;
+        }
+        (this->*then)(j, fd);
     });
 }
 
-// The origin transfer of the current file into its partial file `fd` (or
-// the error that opening it gave).
+// The origin transfer of the current file into its open partial file `fd`.
 void Agent::start_http_transfer(Job& job, int fd) {
     FileRecord& f = job.file();
-    if (fd < 0) {
-        fail(job, ErrorContext::LocalFile, -fd,
-             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
-        return;
-    }
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest

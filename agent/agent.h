@@ -32,6 +32,7 @@ struct TorrentPeer;
 struct Claim;
 struct SwarmPeer;
 struct OriginPlanInput;
+struct MetainfoSummary;
 }
 
 namespace dopt::agent {
@@ -100,6 +101,7 @@ private:
     void schedule();
     void yield_slot(Job& job);  // stops a running job, back to QUEUED
     void start_job(Job& job);
+    void open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd));
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
@@ -140,6 +142,8 @@ private:
     bool start_file_with_peers(Job& job);
     void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
                              std::string bytes);
+    void remember_metainfo(const Job& job, const storage::FileRecord& f,
+                           const p2p::MetainfoSummary& meta, const std::string& bytes);
     void use_http_only(Job& job, const std::string& why);
     void drop_unwanted_cache_entry(const std::string& info_hash);
     bool wanted_by_unfinished_job(const std::string& info_hash, const Job* except = nullptr) const;
@@ -192,6 +196,7 @@ private:
     bool wanted_by_active_job(const std::string& info_hash) const;
     bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
     void forget_cached_content(const std::string& info_hash);
+    void remove_cached_content(const std::string& info_hash);  // its torrent, or its entry and folder
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the

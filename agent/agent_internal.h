@@ -29,6 +29,16 @@ namespace dopt::agent {
 
 using json = nlohmann::json;
 
+// The job store's names, unqualified in the agent's sources.
+using storage::CacheEntry;
+using storage::ErrorContext;
+using storage::ErrorRecord;
+using storage::FileRecord;
+using storage::JobRecord;
+using storage::JobState;
+using storage::kUnknownSize;
+using storage::Priority;
+
 std::int64_t wall_now();  // unix seconds
 std::int64_t mono_ms();   // CLOCK_MONOTONIC, milliseconds
 std::string new_uuid();   // a version 4 UUID

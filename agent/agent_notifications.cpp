@@ -15,14 +15,6 @@
 
 namespace dopt::agent {
 
-using storage::ErrorContext;
-using storage::FileRecord;
-using storage::JobRecord;
-using storage::JobState;
-using storage::Priority;
-using storage::kUnknownSize;
-
-
 // ---- notifications ----------------------------------------------------------
 
 void Agent::op_subscribe(Request& req, Job& job) {

@@ -22,13 +22,6 @@
 
 namespace dopt::agent {
 
-using storage::ErrorContext;
-using storage::FileRecord;
-using storage::JobRecord;
-using storage::JobState;
-using storage::Priority;
-using storage::kUnknownSize;
-
 json reply(std::int64_t seq, int rc, const std::string& message) {
     json r = {{"seq", seq}, {"rc", rc}};
     if (rc != 0) r["message"] = message;
@@ -467,17 +460,7 @@ void Agent::op_set(Request& req, Job& job) {
         f.metainfo_url = meta_url;
         f.info_hash.clear();
         if (meta) {
-            storage::CacheEntry& e = cache_[meta->info_hash];
-            if (e.info_hash.empty()) {
-                e.info_hash = meta->info_hash;
-                e.name = meta->name;
-                e.size = meta->size;
-                e.origin_url = f.remote_url;
-                e.owner_uid = job.rec.owner_uid;
-                e.last_used = wall_now();
-                e.metainfo = meta_bytes;
-                store_->put_cache_entry(e);
-            }
+            remember_metainfo(job, f, *meta, meta_bytes);
             f.info_hash = meta->info_hash;
         }
         store_->update_file(job.rec.id, f);
@@ -693,16 +676,7 @@ void Agent::op_cache_clear(Request& req) {
         drop.push_back(ih);
         bytes += e.size;
     }
-    for (const auto& ih : drop) {
-        auto s = swarms_.find(ih);
-        if (s != swarms_.end()) {
-            remove_swarm(*s->second, true);
-        } else {
-            cache_.erase(ih);
-            store_->delete_cache_entry(ih);
-            remove_tree(config_.cache_dir + "/" + ih);
-        }
-    }
+    for (const auto& ih : drop) remove_cached_content(ih);
     LOG_INFO("peer cache: uid %u cleared %zu entries (%llu bytes)", req.peer.uid, drop.size(),
              static_cast<unsigned long long>(bytes));
     json r = reply(req.seq, 0);

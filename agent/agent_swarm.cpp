@@ -47,12 +47,6 @@
 
 namespace dopt::agent {
 
-using storage::CacheEntry;
-using storage::ErrorContext;
-using storage::FileRecord;
-using storage::JobState;
-using storage::kUnknownSize;
-
 namespace {
 
 // A metainfo download: the whole body in memory, at most kMaxMetainfoBytes.
@@ -258,17 +252,7 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
              job.current_file);
         return;
     }
-    CacheEntry& e = cache_[meta->info_hash];
-    if (e.info_hash.empty()) {
-        e.info_hash = meta->info_hash;
-        e.name = meta->name;
-        e.size = meta->size;
-        e.origin_url = f.remote_url;
-        e.owner_uid = job.rec.owner_uid;
-        e.last_used = wall_now();
-        e.metainfo = bytes;
-        store_->put_cache_entry(e);
-    }
+    remember_metainfo(job, f, *meta, bytes);
     f.info_hash = meta->info_hash;
     f.metainfo_source = from_job ? "job" : "origin";
     store_->update_file(job.rec.id, f);
@@ -320,6 +304,23 @@ void Agent::remove_orphan_cache_folders() {
         LOG_INFO("peer cache: removing %s, which has no cache entry", name.c_str());
         remove_tree(config_.cache_dir + "/" + name);
     }
+}
+
+// Keeps the metainfo `bytes` (summarized as `meta`) of job's file `f` in the
+// peer cache: a new entry (stored now) for its info-hash, or the existing one
+// unchanged.
+void Agent::remember_metainfo(const Job& job, const FileRecord& f, const p2p::MetainfoSummary& meta,
+                              const std::string& bytes) {
+    CacheEntry& e = cache_[meta.info_hash];
+    if (!e.info_hash.empty()) return;
+    e.info_hash = meta.info_hash;
+    e.name = meta.name;
+    e.size = meta.size;
+    e.origin_url = f.remote_url;
+    e.owner_uid = job.rec.owner_uid;
+    e.last_used = wall_now();
+    e.metainfo = bytes;
+    store_->put_cache_entry(e);
 }
 
 // Removes an unfinished torrent (its cache entry, files and place in the
@@ -401,30 +402,13 @@ void Agent::attach_swarm(Job& job) {
         start_job(job);
         return;
     }
-    // The job is busy (opening) until its partial file is open; one stopped
-    // meanwhile has another epoch, and the descriptor is dropped.
     if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
-    job.opening = true;
-    const std::uint64_t epoch = job.epoch;
-    open_partial(job, f.partial_path, [this, epoch](Job& j, int fd) {
-        if (j.epoch != epoch) {
-            if (fd >= 0) ::close(fd);
-            return;
-        }
-        j.opening = false;
-        join_swarm(j, fd);
-    });
+    open_current_partial(job, &Agent::join_swarm);
 }
 
-// The job's current file joins its torrent, its partial file open as `fd`
-// (or the error that opening it gave).
+// The job's current file joins its torrent, its partial file open as `fd`.
 void Agent::join_swarm(Job& job, int fd) {
     FileRecord& f = job.file();
-    if (fd < 0) {
-        fail(job, ErrorContext::LocalFile, -fd,
-             "cannot open " + f.partial_path + ": " + std::strerror(-fd), job.current_file);
-        return;
-    }
     auto entry = cache_.find(f.info_hash);  // cache_clear may have dropped it meanwhile
     Swarm* s = entry == cache_.end() ? nullptr : add_swarm(entry->second);
     if (!s) {
@@ -1298,6 +1282,20 @@ bool Agent::holds_metainfo_a_job_gave(const std::string& info_hash) const {
     return false;
 }
 
+// Removes the peer cache's content `info_hash`: its torrent with its files
+// when it has one, else its cache entry, row and folder.
+void Agent::remove_cached_content(const std::string& info_hash) {
+    auto s = swarms_.find(info_hash);
+    if (s != swarms_.end()) {
+        remove_swarm(*s->second, true);
+        return;
+    }
+    cache_.erase(info_hash);
+    store_->delete_cache_entry(info_hash);
+    DOPT_CRASH_POINT("cache_row_deleted");
+    remove_tree(config_.cache_dir + "/" + info_hash);
+}
+
 // Unfinished content about to be dropped: the files of the (suspended or
 // failed) jobs that want it forget it. When such a job runs again, metainfo
 // found beside the content is looked for again, metainfo the job named by
@@ -1332,15 +1330,7 @@ void Agent::evict_cache() {
         LOG_INFO("peer cache: evicting %s (%s%s)", ih.c_str(), cache_[ih].name.c_str(),
                  cache_[ih].complete ? "" : ", unfinished, its jobs suspended or failed");
         if (!cache_[ih].complete) forget_cached_content(ih);
-        auto s = swarms_.find(ih);
-        if (s != swarms_.end()) {
-            remove_swarm(*s->second, true);
-        } else {
-            cache_.erase(ih);
-            store_->delete_cache_entry(ih);
-            DOPT_CRASH_POINT("cache_row_deleted");
-            remove_tree(config_.cache_dir + "/" + ih);
-        }
+        remove_cached_content(ih);
     }
 }
 

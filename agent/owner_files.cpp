@@ -198,12 +198,10 @@ bool send_owner_result(int sock, std::uint32_t id, int result, int fd) {
     return n == static_cast<ssize_t>(sizeof reply);
 }
 
-int recv_owner_result(int sock, std::uint32_t* id, int* fd) {
-    *fd = -1;
-    *id = 0;
-    OwnerRightsReply reply{-EIO, 0};
+ssize_t recv_with_descriptors(int sock, void* buf, std::size_t len, int flags, int* msg_flags,
+                              std::vector<int>& fds) {
     msghdr msg{};
-    iovec iov{&reply, sizeof reply};
+    iovec iov{buf, len};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
@@ -211,21 +209,35 @@ int recv_owner_result(int sock, std::uint32_t* id, int* fd) {
     msg.msg_controllen = sizeof control;
     ssize_t n;
     do {
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        n = ::recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -EAGAIN;
-    bool broken = n != static_cast<ssize_t>(sizeof reply) || (msg.msg_flags & MSG_TRUNC);
-    if (n > 0) {
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (std::size_t i = 0; i < count; ++i) {
-                int got = -1;
-                std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
-                if (*fd < 0 && !broken) *fd = got;
-                else ::close(got);
-            }
+    *msg_flags = msg.msg_flags;
+    if (n <= 0) return n;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int got = -1;
+            std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
+            fds.push_back(got);
         }
+    }
+    return n;
+}
+
+int recv_owner_result(int sock, std::uint32_t* id, int* fd) {
+    *fd = -1;
+    *id = 0;
+    OwnerRightsReply reply{-EIO, 0};
+    int msg_flags = 0;
+    std::vector<int> fds;
+    ssize_t n = recv_with_descriptors(sock, &reply, sizeof reply, MSG_CMSG_CLOEXEC | MSG_DONTWAIT,
+                                      &msg_flags, fds);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -EAGAIN;
+    bool broken = n != static_cast<ssize_t>(sizeof reply) || (msg_flags & MSG_TRUNC);
+    for (int got : fds) {
+        if (*fd < 0 && !broken) *fd = got;
+        else ::close(got);
     }
     if (broken) return -EIO;
     *id = reply.id;

@@ -182,5 +182,11 @@ bool send_owner_result(int sock, std::uint32_t id, int result, int fd);
 // Does not wait. Returns the result (-EAGAIN: nothing to read yet; -EIO:
 // the message is broken or the peer gone, *id then 0); *id gets the id, *fd the descriptor, or -1. Extra descriptors are closed.
 int recv_owner_result(int sock, std::uint32_t* id, int* fd);
+// One recvmsg of a message into buf[0, len) on `sock` (retried on EINTR),
+// with room for four descriptors beside it. Returns recvmsg's result (-1
+// with errno set on failure); *msg_flags gets the message's flags and
+// `fds` every descriptor received, which the caller then owns.
+ssize_t recv_with_descriptors(int sock, void* buf, std::size_t len, int flags, int* msg_flags,
+                              std::vector<int>& fds);
 
 }  // namespace dopt::agent

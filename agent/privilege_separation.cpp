@@ -177,31 +177,13 @@ constexpr int kAgentGone = 1;
 int receive_request(int sock, RunningOp& r, const OwnerPolicy& policy) {
     constexpr std::size_t max_len = sizeof(OwnerRightsRequest) + 2 * PATH_MAX;
     std::vector<char> buf(max_len + 1);
-    msghdr msg{};
-    iovec iov{buf.data(), buf.size()};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do {
-        n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    int msg_flags = 0;
+    std::vector<int> fds;
+    ssize_t n = recv_with_descriptors(sock, buf.data(), buf.size(), MSG_CMSG_CLOEXEC, &msg_flags, fds);
     if (n <= 0) return kAgentGone;
-    bool has_fds = false;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        has_fds = true;
-        std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (std::size_t i = 0; i < count; ++i) {
-            int got = -1;
-            std::memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
-            ::close(got);
-        }
-    }
+    for (int got : fds) ::close(got);
     std::string why;
-    if (has_fds || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+    if (!fds.empty() || (msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         why = "it is too long or carries descriptors";
     else
         why = decode_owner_request(buf.data(), static_cast<std::size_t>(n), r.op, &r.id);

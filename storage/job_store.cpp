@@ -550,13 +550,10 @@ struct JobStore::Statements {
 
 namespace {
 
-void bind_file(Query& query, const std::string& job_id, const FileRecord& file) {
-    query.bind(job_id)
-        .bind(std::int64_t{file.index})
-        .bind(file.remote_url)
-        .bind(file.local_path)
-        .bind(file.partial_path)
-        .bind_size(file.bytes_total)
+// Binds the columns of a file's row that follow its transfer, bytes_total
+// to info_hash, in that order: the order both insert and update name them.
+Query& bind_file_progress(Query& query, const FileRecord& file) {
+    return query.bind_size(file.bytes_total)
         .bind(static_cast<std::int64_t>(file.bytes_transferred))
         .bind(file.etag)
         .bind(file.last_modified)
@@ -564,8 +561,16 @@ void bind_file(Query& query, const std::string& job_id, const FileRecord& file) 
         .bind(std::int64_t{file.completed})
         .bind(file.metainfo_source)
         .bind(file.metainfo_url)
-        .bind(file.info_hash)
-        .bind(static_cast<std::int64_t>(file.durable_bytes));
+        .bind(file.info_hash);
+}
+
+void bind_file(Query& query, const std::string& job_id, const FileRecord& file) {
+    query.bind(job_id)
+        .bind(std::int64_t{file.index})
+        .bind(file.remote_url)
+        .bind(file.local_path)
+        .bind(file.partial_path);
+    bind_file_progress(query, file).bind(static_cast<std::int64_t>(file.durable_bytes));
 }
 
 void bind_error(Query& query, const std::string& job_id, const ErrorRecord& error) {
@@ -852,21 +857,16 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
                                    int notify_kind, std::int64_t now) {
     std::optional<Transaction> transaction;
     if (notify_kind != 0) transaction.emplace(db_, Transaction::Kind::Write);
-    const int changed = Query(statements_->update_file, "updating a job's file")
-                            .bind_size(file.bytes_total)
-                            .bind(static_cast<std::int64_t>(file.bytes_transferred))
-                            .bind(file.etag)
-                            .bind(file.last_modified)
-                            .bind(file.sha256)
-                            .bind(std::int64_t{file.completed})
-                            .bind(file.metainfo_source)
-                            .bind(file.metainfo_url)
-                            .bind(file.info_hash)
-                            .bind(file.partial_path)
-                            .bind(static_cast<std::int64_t>(file.durable_bytes))
-                            .bind(job_id)
-                            .bind(std::int64_t{file.index})
-                            .run();
+    int changed = 0;
+    {  // the statement is reset before the notification is written
+        Query query(statements_->update_file, "updating a job's file");
+        changed = bind_file_progress(query, file)
+                      .bind(file.partial_path)
+                      .bind(static_cast<std::int64_t>(file.durable_bytes))
+                      .bind(job_id)
+                      .bind(std::int64_t{file.index})
+                      .run();
+    }
     if (changed == 0) {
         fail("updating file " + std::to_string(file.index) + " of job " + job_id,
              "no such file");

@@ -370,6 +370,20 @@ Job open_job(dopt_client* client, const std::string& id) {
     return Job(j);
 }
 
+// A client and the job named by a command's one argument; the job closes
+// before the client.
+struct ClientAndJob {
+    Client client;
+    Job job;
+};
+
+ClientAndJob open_named_job(const Options& o) {
+    expect_args(o, 1, "a job id");
+    ClientAndJob opened{connect(o), nullptr};
+    opened.job = open_job(opened.client.get(), o.args[0]);
+    return opened;
+}
+
 Status job_status(dopt_job* job) {
     dopt_job_status* s = nullptr;
     check(dopt_job_fetch_status(&s, job), "cannot read the job's status", dopt_job_id(job));
@@ -747,11 +761,19 @@ std::string job_name(const dopt_job_status* s) {
     return name;
 }
 
-int cmd_list(const Options& o) {
+// For a command that takes only --json and no argument (list, stats): the
+// client, with the status snapshots of every job the caller may see in `jobs`.
+Client connect_and_list(const Options& o, std::vector<Status>& jobs) {
     allow_only(o, {"--json"});
     expect_args(o, 0, "no argument");
     Client client = connect(o);
-    std::vector<Status> jobs = list_jobs(client.get());
+    jobs = list_jobs(client.get());
+    return client;
+}
+
+int cmd_list(const Options& o) {
+    std::vector<Status> jobs;
+    Client client = connect_and_list(o, jobs);
     if (o.json) {
         // One job object a line, written as it is made: no tree, and no
         // more than about 64 KiB of text held at a time.
@@ -821,9 +843,7 @@ void print_status(const dopt_job_status* s) {
 
 int cmd_status(const Options& o) {
     allow_only(o, {"--json"});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     Status s = job_status(job.get());
     if (o.json) {
         std::string text;
@@ -836,10 +856,8 @@ int cmd_status(const Options& o) {
 }
 
 int cmd_stats(const Options& o) {
-    allow_only(o, {"--json"});
-    expect_args(o, 0, "no argument");
-    Client client = connect(o);
-    std::vector<Status> jobs = list_jobs(client.get());
+    std::vector<Status> jobs;
+    Client client = connect_and_list(o, jobs);
     std::map<std::string, std::uint64_t> by_state;
     for (int st = DOPT_STATE_QUEUED; st <= DOPT_STATE_CANCELLED; ++st)
         by_state[dopt_state_name(static_cast<dopt_job_state>(st))] = 0;
@@ -890,9 +908,7 @@ int cmd_stats(const Options& o) {
 
 int cmd_wait(const Options& o) {
     allow_only(o, {});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     dopt_job_state st = DOPT_STATE_QUEUED;
     int rc;
     while ((rc = dopt_job_wait(&st, job.get(), -1)) == DOPT_E_TIMEOUT ||
@@ -905,9 +921,7 @@ int cmd_wait(const Options& o) {
 
 int cmd_change(const Options& o) {
     allow_only(o, {});
-    expect_args(o, 1, "a job id");
-    Client client = connect(o);
-    Job job = open_job(client.get(), o.args[0]);
+    auto [client, job] = open_named_job(o);
     int rc = DOPT_OK;
     if (o.command == "suspend") rc = dopt_job_suspend(job.get());
     else if (o.command == "resume") rc = dopt_job_resume(job.get());

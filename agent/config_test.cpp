@@ -1,5 +1,6 @@
 // Tests for agent/config.cpp: built-in defaults and TOML loading/validation.
 #include "agent/config.h"
+#include "tests/support/fd_io.h"
 #include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
@@ -60,11 +61,7 @@ UserDefaults user_defaults(const std::map<std::string, std::optional<std::string
         ::_exit(n == static_cast<ssize_t>(out.size()) ? 0 : 4);
     }
     ::close(fds[1]);
-    std::string text;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-    ::close(fds[0]);
+    const std::string text = dopt::test::read_to_end(fds[0]);
     int status = 0;
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));

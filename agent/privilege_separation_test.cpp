@@ -3,6 +3,7 @@
 // split itself is tested with real processes in
 // tests/integration/test_system_agent.py.
 #include "agent/privilege_separation.h"
+#include "tests/support/fd_io.h"
 
 #include <catch2/catch.hpp>
 
@@ -220,11 +221,7 @@ std::map<std::string, int> as_separated_agent(
         _exit(0);
     }
     ::close(pipe_fds[1]);
-    std::string text;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-    ::close(pipe_fds[0]);
+    const std::string text = dopt::test::read_to_end(pipe_fds[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
     INFO(text);

@@ -4,6 +4,7 @@
 #include "dopt/dopt.h"
 
 #include "protocol/frame.h"
+#include "tests/support/sample_job.h"
 #include "tests/support/temp_dir.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -95,32 +96,9 @@ std::function<void(int)> scripted(std::function<json(const json&)> handler,
 }
 
 json canned_job(const std::string& state) {
-    return {{"id", "7d0c3e0e-1b9e-4f5c-9d0b-2f3c8a6e4b11"},
-            {"display_name", "big.iso"},
-            {"owner_uid", 1000},
-            {"state", state},
-            {"priority", 1},
-            {"mode", "http_only"},
-            {"created", 1795000000},
-            {"modified", 1795000100},
-            {"transfer_completed", 0},
-            {"bytes_total", -1},
-            {"bytes_transferred", 512},
-            {"bytes_from_peers", 12},
-            {"bytes_from_origin", 500},
-            {"files", json::array({{{"local_name", "/home/ann/big.iso"},
-                                    {"remote_name", "https://host/big.iso"},
-                                    {"bytes_total", -1},
-                                    {"bytes_transferred", 512}}})},
-            {"error", {{"context", "remote_file"},
-                       {"code", 403},
-                       {"description", "403 Forbidden from https://host/big.iso"},
-                       {"protocol", "https"},
-                       {"time", 1795000100},
-                       {"file", {{"local_name", "/home/ann/big.iso"},
-                                 {"remote_name", "https://host/big.iso"},
-                                 {"bytes_total", 4096},
-                                 {"bytes_transferred", 512}}}}}};
+    dopt::test::SampleJobText text;
+    text.state = state;
+    return dopt::test::sample_job(text);
 }
 
 // A client connected to a scripted agent whose `create` returns canned_job.

@@ -52,9 +52,27 @@ struct Recorder {
 
     std::atomic<int> inside{0};  // callbacks running right now
 
+    // Counts a running callback in `inside` for its lifetime.
+    struct Running {
+        explicit Running(void* ud) : r(static_cast<Recorder*>(ud)) { r->inside++; }
+        ~Running() { r->inside--; }
+        Recorder* r;
+    };
+
+    // Runs `update` with `mu` held, then wakes every waiter on `cv`; returns
+    // what `update` returns.
+    template <class Update>
+    auto record(Update update) -> decltype(update()) {
+        struct NotifyAfter {
+            std::condition_variable& cv;
+            ~NotifyAfter() { cv.notify_all(); }
+        } notify{cv};
+        std::lock_guard<std::mutex> lock(mu);  // released before the notify
+        return update();
+    }
+
     static int cb_error(dopt_job*, const dopt_error* e, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
+        Running running(ud);
         SeenError s;
         s.context = dopt_error_context(e);
         s.code = dopt_error_code(e);
@@ -65,56 +83,39 @@ struct Recorder {
             s.local_name = f.local_name;
             s.remote_name = f.remote_name;
         }
-        int rc;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
+        Recorder* r = running.r;
+        return r->record([&] {
             r->errors.push_back(s);
             int call = static_cast<int>(r->errors.size());
-            rc = r->error_rc ? r->error_rc(*r, call)
-                             : (call <= r->fail_first ? DOPT_E_INTERNAL : DOPT_OK);
-            r->last_error_rc = rc;
-        }
-        r->cv.notify_all();
-        r->inside--;
-        return rc;
+            r->last_error_rc = r->error_rc ? r->error_rc(*r, call)
+                                           : (call <= r->fail_first ? DOPT_E_INTERNAL : DOPT_OK);
+            return r->last_error_rc;
+        });
     }
 
     static int cb_transferred(dopt_job* job, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
+        Running running(ud);
+        Recorder* r = running.r;
         int rc = r->on_transferred ? r->on_transferred(job) : DOPT_OK;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
-            r->transferred++;
-        }
-        r->cv.notify_all();
-        r->inside--;
+        r->record([&] { r->transferred++; });
         return rc;
     }
 
     static int cb_file(dopt_job*, const dopt_file_info* f, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
+        Running running(ud);
+        Recorder* r = running.r;
+        r->record([&] {
             r->files.push_back(SeenFile{f->local_name, f->remote_name, f->bytes_total,
                                         f->bytes_transferred});
-        }
-        r->cv.notify_all();
-        r->inside--;
+        });
         return DOPT_OK;
     }
 
     static void cb_modification(dopt_job*, const dopt_job_status* s, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
-            r->modifications.push_back(dopt_job_status_state(s));
-        }
-        r->cv.notify_all();
+        Running running(ud);
+        Recorder* r = running.r;
+        r->record([&] { r->modifications.push_back(dopt_job_status_state(s)); });
         if (r->modification_pause.count() > 0) std::this_thread::sleep_for(r->modification_pause);
-        r->inside--;
     }
 
     // Callbacks with every function set; notify_flags 0 (= all that are set).

@@ -7,7 +7,9 @@
 #include "dopt/dopt.h"
 
 #include "protocol/frame.h"
+#include "tests/support/json_frame.h"
 #include "tests/support/sample_job.h"
+#include "tests/support/unix_socket.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -29,13 +31,6 @@
 namespace {
 
 using nlohmann::json;
-
-bool read_request(int fd, json* out) {
-    std::string body;
-    if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) return false;
-    *out = json::parse(body);
-    return true;
-}
 
 void write_body(int fd, const std::string& body) { (void)dopt::protocol::write_frame(fd, body); }
 
@@ -60,13 +55,7 @@ public:
         REQUIRE(::mkdtemp(tmpl) != nullptr);
         dir_ = tmpl;
         path_ = dir_ + "/agent.sock";
-        fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-        REQUIRE(::listen(fd_, 8) == 0);
+        fd_ = dopt::test::listen_unix(path_, 8);
         thread_ = std::thread([this] { serve(); });
     }
     ~RawAgent() {
@@ -90,7 +79,7 @@ private:
             int c = ::accept(fd_, nullptr, nullptr);
             if (c < 0) return;
             json req;
-            while (read_request(c, &req)) {
+            while (dopt::test::read_json_frame(c, &req)) {
                 std::int64_t seq = req.value("seq", std::int64_t{0});
                 if (req["op"] == "hello") {
                     write_body(c, json{{"rc", 0}, {"seq", seq}, {"protocol", 1}, {"agent", "test"}}.dump());

@@ -196,6 +196,18 @@ struct CallbackFixture : AgentFixture {
         return job;
     }
 
+    // Registers for job `id` again, from a new client, and returns the first
+    // error callback the agent delivers (within 20 s).
+    Recorder::SeenError error_on_registering(const std::string& id) {
+        Client client = open_client();
+        Recorder r;
+        Job job = open_job(id, client.get());
+        set_callbacks(job.get(), r.durable_only(), r);
+        REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
+        std::lock_guard<std::mutex> lock(r.mu);
+        return r.errors[0];
+    }
+
     // Waits until the agent's notification backoff has run `periods` times
     // from now (1 s, then 2 s, ...): a control job's error callback fails
     // `periods` times, and the agent calls it again after each backoff, as
@@ -341,13 +353,7 @@ TEST_CASE("An unacknowledged error is delivered again after kill -9 of the agent
     }
     f.client.reset();
     f.agent.start();
-    Client client = f.open_client();
-    Recorder r;
-    Job job = f.open_job(id, client.get());
-    set_callbacks(job.get(), r.durable_only(), r);
-    REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
-    std::lock_guard<std::mutex> lock(r.mu);
-    CHECK(r.errors[0].code == 403);
+    CHECK(f.error_on_registering(id).code == 403);
 }
 
 TEST_CASE("An application that exits before acknowledging gets the error when it registers again") {
@@ -395,14 +401,9 @@ TEST_CASE("An application that exits before acknowledging gets the error when it
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(got == 'E');
 
-    Client client = f.open_client();
-    Recorder r;
-    Job again = f.open_job(id, client.get());
-    set_callbacks(again.get(), r.durable_only(), r);
-    REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
-    std::lock_guard<std::mutex> lock(r.mu);
-    CHECK(r.errors[0].code == 403);
-    CHECK(r.errors[0].context == DOPT_CONTEXT_REMOTE_FILE);
+    const Recorder::SeenError error = f.error_on_registering(id);
+    CHECK(error.code == 403);
+    CHECK(error.context == DOPT_CONTEXT_REMOTE_FILE);
 }
 
 TEST_CASE("Resume after a fixed error completes and calls transferred") {

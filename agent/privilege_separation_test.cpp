@@ -41,15 +41,9 @@ namespace {
 std::string request(std::uint32_t op, std::uint32_t uid, std::int32_t flags, std::uint32_t mode,
                     const std::string& path, const std::string& to = "",
                     std::uint32_t version = kOwnerRightsVersion) {
-    OwnerRightsRequest h{};
-    h.version = version;
-    h.op = op;
-    h.uid = uid;
-    h.gid = uid;
-    h.flags = flags;
-    h.mode = mode;
-    h.path_len = static_cast<std::uint32_t>(path.size());
-    h.to_len = static_cast<std::uint32_t>(to.size());
+    const OwnerRightsRequest h{version, op, uid, /*gid=*/uid, flags, mode,
+                               static_cast<std::uint32_t>(path.size()),
+                               static_cast<std::uint32_t>(to.size()), /*id=*/0};
     return std::string(reinterpret_cast<const char*>(&h), sizeof h) + path + to;
 }
 

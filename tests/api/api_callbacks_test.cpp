@@ -120,14 +120,8 @@ struct Recorder {
 
     // Callbacks with every function set; notify_flags 0 (= all that are set).
     dopt_callbacks all(std::uint32_t percent = 0, std::uint32_t seconds = 0) const {
-        dopt_callbacks cb = DOPT_CALLBACKS_INIT;
-        cb.error = cb_error;
-        cb.transferred = cb_transferred;
-        cb.file_transferred = cb_file;
-        cb.modification = cb_modification;
-        cb.modification_percent = percent;
-        cb.modification_seconds = seconds;
-        return cb;
+        return dopt_callbacks{DOPT_CALLBACKS_VERSION, /*notify_flags=*/0, cb_transferred, cb_error,
+                              cb_modification, cb_file, percent, seconds};
     }
     dopt_callbacks durable_only() const {
         dopt_callbacks cb = all();

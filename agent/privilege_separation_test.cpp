@@ -3,6 +3,7 @@
 // split itself is tested with real processes in
 // tests/integration/test_system_agent.py.
 #include "agent/privilege_separation.h"
+#include "tests/support/fd_io.h"
 
 #include <catch2/catch.hpp>
 
@@ -40,15 +41,9 @@ namespace {
 std::string request(std::uint32_t op, std::uint32_t uid, std::int32_t flags, std::uint32_t mode,
                     const std::string& path, const std::string& to = "",
                     std::uint32_t version = kOwnerRightsVersion) {
-    OwnerRightsRequest h{};
-    h.version = version;
-    h.op = op;
-    h.uid = uid;
-    h.gid = uid;
-    h.flags = flags;
-    h.mode = mode;
-    h.path_len = static_cast<std::uint32_t>(path.size());
-    h.to_len = static_cast<std::uint32_t>(to.size());
+    const OwnerRightsRequest h{version, op, uid, /*gid=*/uid, flags, mode,
+                               static_cast<std::uint32_t>(path.size()),
+                               static_cast<std::uint32_t>(to.size()), /*id=*/0};
     return std::string(reinterpret_cast<const char*>(&h), sizeof h) + path + to;
 }
 
@@ -220,11 +215,7 @@ std::map<std::string, int> as_separated_agent(
         _exit(0);
     }
     ::close(pipe_fds[1]);
-    std::string text;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-    ::close(pipe_fds[0]);
+    const std::string text = dopt::test::read_to_end(pipe_fds[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
     INFO(text);

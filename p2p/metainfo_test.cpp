@@ -167,6 +167,13 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
     TempDir dir;
     const std::size_t size = 2 * MiB + 7;
     write_random(dir.file("f.bin"), size, 7);
+    // What both kinds share: the whole file in 9 pieces, no web seeds, no trackers.
+    const auto check_plain_file = [size](const Metainfo& m) {
+        CHECK(m.size == size);
+        CHECK(m.num_pieces == 9);
+        CHECK(m.info->web_seeds().empty());
+        CHECK(m.info->trackers().empty());
+    };
 
     SECTION("v1 only") {
         Metainfo m = parse_metainfo(
@@ -175,11 +182,8 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
         CHECK_FALSE(m.info->info_hashes().has_v2());
         CHECK(m.info_hash.size() == 40);
         CHECK(m.info_hash_v2.empty());
-        CHECK(m.size == size);
         CHECK(m.piece_length == 256 * 1024);
-        CHECK(m.num_pieces == 9);
-        CHECK(m.info->web_seeds().empty());
-        CHECK(m.info->trackers().empty());
+        check_plain_file(m);
     }
     SECTION("v2 only") {
         Metainfo m = parse_metainfo(
@@ -189,10 +193,7 @@ TEST_CASE("v1-only and v2-only metainfo are accepted", "[metainfo]") {
         CHECK(m.info_hash.size() == 64);
         CHECK(m.info_hash.find_first_not_of("0123456789abcdef") == std::string::npos);
         CHECK(m.info_hash_v2 == m.info_hash);
-        CHECK(m.size == size);
-        CHECK(m.num_pieces == 9);
-        CHECK(m.info->web_seeds().empty());
-        CHECK(m.info->trackers().empty());
+        check_plain_file(m);
     }
     SECTION("v2 without its piece layers is refused") {
         lt::entry e = make_with_flags(dir.path(), dir.file("f.bin"), lt::create_torrent::v2_only);

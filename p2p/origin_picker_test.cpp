@@ -145,6 +145,18 @@ SwarmPeer told_peer(const std::string& address, int pieces, bool offers = false)
     p.connected_ms = 10'000;
     return p;
 }
+
+// A settled swarm with the budget full (8 requests in flight), delivering
+// (a peer's piece 200 ms ago), and one peer, 10.77.0.2, that offers pieces
+// we lack. Our own address is unknown.
+OriginPlanInput swarm_with_offering_peer(int pieces) {
+    OriginPlanInput in = settled_swarm();
+    in.self_address.clear();
+    in.peers = {told_peer("10.77.0.2", pieces, true)};
+    in.last_peer_piece_ms = in.now_ms - 200;
+    in.swarm_requests = 8;
+    return in;
+}
 }  // namespace
 
 TEST_CASE("alone, an agent keeps origin_requests in flight", "[p2p][plan]") {
@@ -227,11 +239,7 @@ TEST_CASE("the swarm's budget holds while the swarm delivers", "[p2p][plan]") {
 }
 
 TEST_CASE("peers that offer pieces and give none for 4 s have stalled", "[p2p][plan]") {
-    OriginPlanInput in = settled_swarm();
-    in.self_address.clear();
-    in.peers = {told_peer("10.77.0.2", 5, true)};
-    in.last_peer_piece_ms = in.now_ms - 200;
-    in.swarm_requests = 8;
+    OriginPlanInput in = swarm_with_offering_peer(5);
     OriginPlan plan = plan_origin_requests(in);
     CHECK(plan.peers_offer_since_ms == in.now_ms);  // the offer starts now
     CHECK_FALSE(plan.stalled);
@@ -286,11 +294,7 @@ TEST_CASE("only the designated fetchers fetch, each from its own share", "[p2p][
 
 TEST_CASE("a peer that owes us data for 2 s counts nowhere", "[p2p][plan]") {
     // It advertises pieces we lack and never delivers (a liar, a choker).
-    OriginPlanInput in = settled_swarm();
-    in.self_address.clear();
-    in.peers = {told_peer("10.77.0.2", 8, true)};
-    in.last_peer_piece_ms = in.now_ms - 200;
-    in.swarm_requests = 8;
+    OriginPlanInput in = swarm_with_offering_peer(8);
     OriginPlan plan = plan_origin_requests(in);
     CHECK(plan.peers_offer_since_ms == in.now_ms);  // it offers: the stall timer runs
     CHECK(plan.want == 0);

@@ -619,6 +619,11 @@ int JobStore::schema_version() {
     return kSchemaVersion;
 }
 
+const char* JobStore::migration_sql(int version) {
+    if (version < 1 || version > kSchemaVersion) return nullptr;
+    return kMigrations[static_cast<std::size_t>(version - 1)];
+}
+
 void JobStore::insert_job(const JobRecord& job) {
     Transaction transaction(db_, Transaction::Kind::Write);
     {

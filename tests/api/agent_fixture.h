@@ -10,6 +10,7 @@
 #pragma once
 
 #include "dopt/dopt.h"
+#include "tests/support/program_path.h"
 #include "tests/support/temp_dir.h"
 
 #if !defined(TWOBLUECUBES_SINGLE_INCLUDE_CATCH_HPP_INCLUDED) && \
@@ -188,14 +189,11 @@ inline std::string sha256_hex(const std::string& data) {
 
 // ---- doptd -----------------------------------------------------------------
 
-inline std::string doptd_path() {
-    if (const char* env = std::getenv("DOPTD"); env && *env) return env;
-#ifdef DOPTD_PATH
-    return DOPTD_PATH;
-#else
-    return "doptd";
+#ifndef DOPTD_PATH
+#define DOPTD_PATH "doptd"
 #endif
-}
+
+inline std::string doptd_path() { return dopt::test::program_path("DOPTD", DOPTD_PATH); }
 
 // One doptd on a state directory of its own. start() may be called again
 // after kill9()/stop() to restart it on the same state.

@@ -52,9 +52,27 @@ struct Recorder {
 
     std::atomic<int> inside{0};  // callbacks running right now
 
+    // Counts a running callback in `inside` for its lifetime.
+    struct Running {
+        explicit Running(void* ud) : r(static_cast<Recorder*>(ud)) { r->inside++; }
+        ~Running() { r->inside--; }
+        Recorder* r;
+    };
+
+    // Runs `update` with `mu` held, then wakes every waiter on `cv`; returns
+    // what `update` returns.
+    template <class Update>
+    auto record(Update update) -> decltype(update()) {
+        struct NotifyAfter {
+            std::condition_variable& cv;
+            ~NotifyAfter() { cv.notify_all(); }
+        } notify{cv};
+        std::lock_guard<std::mutex> lock(mu);  // released before the notify
+        return update();
+    }
+
     static int cb_error(dopt_job*, const dopt_error* e, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
+        Running running(ud);
         SeenError s;
         s.context = dopt_error_context(e);
         s.code = dopt_error_code(e);
@@ -65,68 +83,45 @@ struct Recorder {
             s.local_name = f.local_name;
             s.remote_name = f.remote_name;
         }
-        int rc;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
+        Recorder* r = running.r;
+        return r->record([&] {
             r->errors.push_back(s);
             int call = static_cast<int>(r->errors.size());
-            rc = r->error_rc ? r->error_rc(*r, call)
-                             : (call <= r->fail_first ? DOPT_E_INTERNAL : DOPT_OK);
-            r->last_error_rc = rc;
-        }
-        r->cv.notify_all();
-        r->inside--;
-        return rc;
+            r->last_error_rc = r->error_rc ? r->error_rc(*r, call)
+                                           : (call <= r->fail_first ? DOPT_E_INTERNAL : DOPT_OK);
+            return r->last_error_rc;
+        });
     }
 
     static int cb_transferred(dopt_job* job, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
+        Running running(ud);
+        Recorder* r = running.r;
         int rc = r->on_transferred ? r->on_transferred(job) : DOPT_OK;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
-            r->transferred++;
-        }
-        r->cv.notify_all();
-        r->inside--;
+        r->record([&] { r->transferred++; });
         return rc;
     }
 
     static int cb_file(dopt_job*, const dopt_file_info* f, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
+        Running running(ud);
+        Recorder* r = running.r;
+        r->record([&] {
             r->files.push_back(SeenFile{f->local_name, f->remote_name, f->bytes_total,
                                         f->bytes_transferred});
-        }
-        r->cv.notify_all();
-        r->inside--;
+        });
         return DOPT_OK;
     }
 
     static void cb_modification(dopt_job*, const dopt_job_status* s, void* ud) {
-        auto* r = static_cast<Recorder*>(ud);
-        r->inside++;
-        {
-            std::lock_guard<std::mutex> lock(r->mu);
-            r->modifications.push_back(dopt_job_status_state(s));
-        }
-        r->cv.notify_all();
+        Running running(ud);
+        Recorder* r = running.r;
+        r->record([&] { r->modifications.push_back(dopt_job_status_state(s)); });
         if (r->modification_pause.count() > 0) std::this_thread::sleep_for(r->modification_pause);
-        r->inside--;
     }
 
     // Callbacks with every function set; notify_flags 0 (= all that are set).
     dopt_callbacks all(std::uint32_t percent = 0, std::uint32_t seconds = 0) const {
-        dopt_callbacks cb = DOPT_CALLBACKS_INIT;
-        cb.error = cb_error;
-        cb.transferred = cb_transferred;
-        cb.file_transferred = cb_file;
-        cb.modification = cb_modification;
-        cb.modification_percent = percent;
-        cb.modification_seconds = seconds;
-        return cb;
+        return dopt_callbacks{DOPT_CALLBACKS_VERSION, /*notify_flags=*/0, cb_transferred, cb_error,
+                              cb_modification, cb_file, percent, seconds};
     }
     dopt_callbacks durable_only() const {
         dopt_callbacks cb = all();
@@ -193,6 +188,18 @@ struct CallbackFixture : AgentFixture {
         Job job = create_job(on);
         add_file(job.get(), origin->url(path), files + "/" + name);
         return job;
+    }
+
+    // Registers for job `id` again, from a new client, and returns the first
+    // error callback the agent delivers (within 20 s).
+    Recorder::SeenError error_on_registering(const std::string& id) {
+        Client client = open_client();
+        Recorder r;
+        Job job = open_job(id, client.get());
+        set_callbacks(job.get(), r.durable_only(), r);
+        REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
+        std::lock_guard<std::mutex> lock(r.mu);
+        return r.errors[0];
     }
 
     // Waits until the agent's notification backoff has run `periods` times
@@ -340,13 +347,7 @@ TEST_CASE("An unacknowledged error is delivered again after kill -9 of the agent
     }
     f.client.reset();
     f.agent.start();
-    Client client = f.open_client();
-    Recorder r;
-    Job job = f.open_job(id, client.get());
-    set_callbacks(job.get(), r.durable_only(), r);
-    REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
-    std::lock_guard<std::mutex> lock(r.mu);
-    CHECK(r.errors[0].code == 403);
+    CHECK(f.error_on_registering(id).code == 403);
 }
 
 TEST_CASE("An application that exits before acknowledging gets the error when it registers again") {
@@ -394,14 +395,9 @@ TEST_CASE("An application that exits before acknowledging gets the error when it
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(got == 'E');
 
-    Client client = f.open_client();
-    Recorder r;
-    Job again = f.open_job(id, client.get());
-    set_callbacks(again.get(), r.durable_only(), r);
-    REQUIRE(r.wait_for([](Recorder& x) { return !x.errors.empty(); }, 20s));
-    std::lock_guard<std::mutex> lock(r.mu);
-    CHECK(r.errors[0].code == 403);
-    CHECK(r.errors[0].context == DOPT_CONTEXT_REMOTE_FILE);
+    const Recorder::SeenError error = f.error_on_registering(id);
+    CHECK(error.code == 403);
+    CHECK(error.context == DOPT_CONTEXT_REMOTE_FILE);
 }
 
 TEST_CASE("Resume after a fixed error completes and calls transferred") {

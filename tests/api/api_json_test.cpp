@@ -7,6 +7,9 @@
 #include "dopt/dopt.h"
 
 #include "protocol/frame.h"
+#include "tests/support/json_frame.h"
+#include "tests/support/sample_job.h"
+#include "tests/support/unix_socket.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -28,13 +31,6 @@
 namespace {
 
 using nlohmann::json;
-
-bool read_request(int fd, json* out) {
-    std::string body;
-    if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) return false;
-    *out = json::parse(body);
-    return true;
-}
 
 void write_body(int fd, const std::string& body) { (void)dopt::protocol::write_frame(fd, body); }
 
@@ -59,13 +55,7 @@ public:
         REQUIRE(::mkdtemp(tmpl) != nullptr);
         dir_ = tmpl;
         path_ = dir_ + "/agent.sock";
-        fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-        REQUIRE(::listen(fd_, 8) == 0);
+        fd_ = dopt::test::listen_unix(path_, 8);
         thread_ = std::thread([this] { serve(); });
     }
     ~RawAgent() {
@@ -89,7 +79,7 @@ private:
             int c = ::accept(fd_, nullptr, nullptr);
             if (c < 0) return;
             json req;
-            while (read_request(c, &req)) {
+            while (dopt::test::read_json_frame(c, &req)) {
                 std::int64_t seq = req.value("seq", std::int64_t{0});
                 if (req["op"] == "hello") {
                     write_body(c, json{{"rc", 0}, {"seq", seq}, {"protocol", 1}, {"agent", "test"}}.dump());
@@ -119,35 +109,17 @@ const std::string kBackslash = "C:\\dir\\file";
 const std::string kControl = std::string("tab\there\nnew\rret\bbs\fff\x01\x1f end");
 const std::string kUtf8 = "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80 \xE2\x82\xAC";
 
-// A job object as the agent writes it, with the given strings.
+// A job object as the agent writes it, with the given strings; its file
+// is 4096 bytes, all transferred, and the error's file size is unknown
+// (-1) with 7 bytes transferred.
 json job_json(const std::string& id, const std::string& name, const std::string& local,
               const std::string& remote, const std::string& description) {
-    return {{"id", id},
-            {"display_name", name},
-            {"owner_uid", 1000},
-            {"state", "error"},
-            {"priority", 1},
-            {"mode", "http_only"},
-            {"created", 1795000000},
-            {"modified", 1795000100},
-            {"transfer_completed", 0},
-            {"bytes_total", -1},
-            {"bytes_transferred", 512},
-            {"bytes_from_peers", 12},
-            {"bytes_from_origin", 500},
-            {"files", json::array({{{"local_name", local},
-                                    {"remote_name", remote},
-                                    {"bytes_total", 4096},
-                                    {"bytes_transferred", 4096}}})},
-            {"error", {{"context", "remote_file"},
-                       {"code", 403},
-                       {"description", description},
-                       {"protocol", "https"},
-                       {"time", 1795000100},
-                       {"file", {{"local_name", local},
-                                 {"remote_name", remote},
-                                 {"bytes_total", -1},
-                                 {"bytes_transferred", 7}}}}}};
+    json job = dopt::test::sample_job({id, name, "error", local, remote, description});
+    job["files"][0]["bytes_total"] = 4096;
+    job["files"][0]["bytes_transferred"] = 4096;
+    job["error"]["file"]["bytes_total"] = -1;
+    job["error"]["file"]["bytes_transferred"] = 7;
+    return job;
 }
 
 json weird_job() {

@@ -4,7 +4,10 @@
 #include "dopt/dopt.h"
 
 #include "protocol/frame.h"
+#include "tests/support/json_frame.h"
+#include "tests/support/sample_job.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/unix_socket.h"
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -27,13 +30,6 @@ using nlohmann::json;
 
 using dopt::test::TempDir;
 
-bool read_json(int fd, json* out) {
-    std::string body;
-    if (dopt::protocol::read_frame(fd, body) != dopt::protocol::FrameResult::Ok) return false;
-    *out = json::parse(body);
-    return true;
-}
-
 void write_raw(int fd, const std::string& bytes) {
     (void)!::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
 }
@@ -46,13 +42,7 @@ class Listener {
 public:
     explicit Listener(std::function<void(int)> serve) {
         path_ = dir_.path() + "/agent.sock";
-        fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-        REQUIRE(::listen(fd_, 1) == 0);
+        fd_ = dopt::test::listen_unix(path_, 1);
         thread_ = std::thread([this, serve] {
             int c = ::accept(fd_, nullptr, nullptr);
             if (c < 0) return;
@@ -81,7 +71,7 @@ std::function<void(int)> scripted(std::function<json(const json&)> handler,
                                   bool handler_says_hello = false) {
     return [handler, handler_says_hello](int fd) {
         json req;
-        while (read_json(fd, &req)) {
+        while (dopt::test::read_json_frame(fd, &req)) {
             json reply;
             if (req["op"] == "hello" && !handler_says_hello)
                 reply = {{"rc", 0}, {"protocol", 1}, {"agent", "test"}, {"uid", 1000}};
@@ -95,32 +85,9 @@ std::function<void(int)> scripted(std::function<json(const json&)> handler,
 }
 
 json canned_job(const std::string& state) {
-    return {{"id", "7d0c3e0e-1b9e-4f5c-9d0b-2f3c8a6e4b11"},
-            {"display_name", "big.iso"},
-            {"owner_uid", 1000},
-            {"state", state},
-            {"priority", 1},
-            {"mode", "http_only"},
-            {"created", 1795000000},
-            {"modified", 1795000100},
-            {"transfer_completed", 0},
-            {"bytes_total", -1},
-            {"bytes_transferred", 512},
-            {"bytes_from_peers", 12},
-            {"bytes_from_origin", 500},
-            {"files", json::array({{{"local_name", "/home/ann/big.iso"},
-                                    {"remote_name", "https://host/big.iso"},
-                                    {"bytes_total", -1},
-                                    {"bytes_transferred", 512}}})},
-            {"error", {{"context", "remote_file"},
-                       {"code", 403},
-                       {"description", "403 Forbidden from https://host/big.iso"},
-                       {"protocol", "https"},
-                       {"time", 1795000100},
-                       {"file", {{"local_name", "/home/ann/big.iso"},
-                                 {"remote_name", "https://host/big.iso"},
-                                 {"bytes_total", 4096},
-                                 {"bytes_transferred", 512}}}}}};
+    dopt::test::SampleJobText text;
+    text.state = state;
+    return dopt::test::sample_job(text);
 }
 
 // A client connected to a scripted agent whose `create` returns canned_job.
@@ -318,7 +285,7 @@ TEST_CASE("an agent answering hello with protocol 99 and rc 0 is DOPT_E_VERSION"
 TEST_CASE("an oversized frame header from the agent is an error, not a crash") {
     Listener agent([](int fd) {
         json hello;
-        if (!read_json(fd, &hello)) return;
+        if (!dopt::test::read_json_frame(fd, &hello)) return;
         write_raw(fd, std::string("\xff\xff\xff\xff", 4));
     });
     dopt_client* client = reinterpret_cast<dopt_client*>(0x1);

@@ -3,6 +3,8 @@
 // stopped with the object. Behaviours by path: tests/origin/README.md.
 #pragma once
 
+#include "tests/support/program_path.h"
+
 #include <catch2/catch.hpp>
 
 #include <cerrno>
@@ -18,13 +20,12 @@
 
 namespace dopt_test {
 
-inline std::string fault_origin_script() {
-    if (const char* env = std::getenv("DOPT_FAULT_ORIGIN"); env && *env) return env;
-#ifdef DOPT_FAULT_ORIGIN
-    return DOPT_FAULT_ORIGIN;
-#else
-    return "tests/origin/fault_origin.py";
+#ifndef DOPT_FAULT_ORIGIN
+#define DOPT_FAULT_ORIGIN "tests/origin/fault_origin.py"
 #endif
+
+inline std::string fault_origin_script() {
+    return dopt::test::program_path("DOPT_FAULT_ORIGIN", DOPT_FAULT_ORIGIN);
 }
 
 class FaultOrigin {

@@ -18,12 +18,17 @@ class Lifecycle(IntegrationTest):
         super().setUp()
         self.nginx = self.sb.nginx(self.www, slow_rate="2m")
 
-    def test_kill_9_mid_transfer_then_restart_finishes_with_little_refetched(self):
-        size = 32 * MiB
+    def start_with_slow_job(self, size):
+        """Starts the agent with a job for big.bin, `size` bytes that nginx
+        serves at 2 MiB/s; returns (job id, local path, the file's sha256)."""
         sha = make_file(os.path.join(self.www, "big.bin"), size)
         self.start_agent()
         path = os.path.join(self.dest(), "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        return self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path), path, sha
+
+    def test_kill_9_mid_transfer_then_restart_finishes_with_little_refetched(self):
+        size = 32 * MiB
+        job_id, path, sha = self.start_with_slow_job(size)
         st = self.agent.wait_bytes(job_id, int(size * 0.3), timeout=60)
         self.assertLess(st["bytes_transferred"], size * 0.6, "too fast to kill mid-transfer")
         self.agent.kill9()
@@ -44,10 +49,7 @@ class Lifecycle(IntegrationTest):
 
     def test_sigterm_exits_0_quickly_and_the_job_finishes_after_restart(self):
         size = 32 * MiB
-        sha = make_file(os.path.join(self.www, "big.bin"), size)
-        self.start_agent()
-        path = os.path.join(self.dest(), "big.bin")
-        job_id = self.agent.add(self.nginx.url("/slow/big.bin"), "-o", path)
+        job_id, path, sha = self.start_with_slow_job(size)
         self.agent.wait_bytes(job_id, 2 * MiB, timeout=60)
         t0 = time.monotonic()
         rc = self.agent.terminate(timeout=10)

@@ -76,13 +76,20 @@ class FatalHttpErrors(IntegrationTest):
         self.assertIn("/missing.bin?[redacted]", log)
 
 
-class ResponsesThatNeverSucceed(IntegrationTest):
-    """Fatal at the first answer, with a description naming what happened."""
+class FaultOriginTest(IntegrationTest):
+    """A fault origin (tests/origin/fault_origin.py) and a running agent."""
 
     def setUp(self):
         super().setUp()
         self.origin = self.sb.fault_origin(self.www)
         self.start_agent()
+
+
+class ResponsesThatNeverSucceed(FaultOriginTest):
+    """Fatal at the first answer, with a description naming what happened."""
+
+    def setUp(self):
+        super().setUp()
         make_file(os.path.join(self.www, "f.bin"), 1000)
 
     def fails_at_once(self, origin_path, code):
@@ -124,12 +131,7 @@ class ResponsesThatNeverSucceed(IntegrationTest):
         self.assertIn("header too large", d)
 
 
-class FaultyOrigin(IntegrationTest):
-
-    def setUp(self):
-        super().setUp()
-        self.origin = self.sb.fault_origin(self.www)
-        self.start_agent()
+class FaultyOrigin(FaultOriginTest):
 
     def add_and_finish(self, url, path, timeout=90, seen=None):
         """add, poll to transferred (collecting states), complete; returns the

@@ -106,6 +106,21 @@ class PeeringTest(harness.IntegrationTest):
         b = self.sb.agent(p2p_toml(b_addr, [a_addr], extra), name="B", start=start_b)
         return a, b
 
+    def assert_metainfo_url_refused(self, a, dest, torrent, why):
+        """`dopt get` of app.bin with --metainfo at the origin's `torrent`
+        exits 1, its job fails (context integrity, `why` in the
+        description), and the content is never fetched. Returns the stderr."""
+        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
+                              "--metainfo", self.url(torrent))
+        self.assertEqual(rc, 1, (out, err))
+        st = a.status(a.job_for(dest)["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "integrity", st)
+        self.assertIn(why, st["error"]["description"])
+        self.assertFalse(os.path.exists(dest))
+        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
+        return err
+
     def lone_agent(self, extra=""):
         """One peering agent with no peers."""
         return self.sb.agent(p2p_toml("%s:%d" % (A_IP, free_port(A_IP)), [], extra), name="A")
@@ -557,17 +572,8 @@ class JobMetainfo(PeeringTest):
             f.write(os.urandom(700))
         a = self.lone_agent()
         dest = self.dest_of(a, "app.bin")
-        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
-                              "--metainfo", self.url("garbage.torrent"))
-        self.assertEqual(rc, 1, (out, err))
+        err = self.assert_metainfo_url_refused(a, dest, "garbage.torrent", "garbage.torrent")
         self.assertIn("garbage.torrent", err)
-        job = a.job_for(dest)
-        st = a.status(job["id"])
-        self.assertEqual(st["state"], "error", st)
-        self.assertEqual(st["error"]["context"], "integrity", st)
-        self.assertIn("garbage.torrent", st["error"]["description"])
-        self.assertFalse(os.path.exists(dest))
-        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
 
     def test_missing_metainfo_url_is_a_remote_file_error(self):
         self.start_origin()
@@ -720,15 +726,7 @@ class PiecesOver16MiB(PeeringTest):
         self.assertEqual(a.jobs(), [])
         self.assertEqual(self.origin.log_entries(), [], "the origin was asked for something")
 
-        rc, out, err = a.dopt("get", self.url("app.bin"), "-o", dest,
-                              "--metainfo", self.url("big.torrent"))
-        self.assertEqual(rc, 1, (out, err))
-        st = a.status(a.job_for(dest)["id"])
-        self.assertEqual(st["state"], "error", st)
-        self.assertEqual(st["error"]["context"], "integrity", st)
-        self.assertIn("piece length is 33554432 bytes", st["error"]["description"])
-        self.assertFalse(os.path.exists(dest))
-        self.assertEqual(self.origin.body_bytes_sent("/app.bin"), 0)
+        self.assert_metainfo_url_refused(a, dest, "big.torrent", "piece length is 33554432 bytes")
 
 
 class CustomHeaders(PeeringTest):

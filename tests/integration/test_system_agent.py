@@ -532,12 +532,19 @@ class SystemAgentStart(IntegrationTest):
         super().setUp()
         os.chmod(self.sb.dir, 0o755)
 
-    def test_an_unknown_user_stops_the_agent_with_exit_1_naming_it(self):
-        a = self.sb.agent('user = "no-such-dopt-user"', start=False)
+    def refused_start(self, config, message):
+        """Runs an agent with `config`, which must exit 1 within 10 s with
+        `message` in its log; returns the agent."""
+        a = self.sb.agent(config, start=False)
         proc = a.spawn()
         proc.wait(10)
         self.assertEqual(proc.returncode, 1, a.log_text())
-        self.assertIn("user 'no-such-dopt-user' does not exist", a.log_text())
+        self.assertIn(message, a.log_text())
+        return a
+
+    def test_an_unknown_user_stops_the_agent_with_exit_1_naming_it(self):
+        a = self.refused_start('user = "no-such-dopt-user"',
+                               "user 'no-such-dopt-user' does not exist")
         self.assertFalse(os.path.exists(a.socket))
 
     def test_root_without_user_runs_as_root_and_warns_once(self):
@@ -575,11 +582,7 @@ class SystemAgentStart(IntegrationTest):
     def test_a_socket_folder_shared_with_other_files_is_not_handed_over(self):
         # The harness puts the socket beside the config and the log: the agent
         # must refuse to chown such a folder rather than take it.
-        a = self.sb.agent('user = "nobody"', start=False)
-        proc = a.spawn()
-        proc.wait(10)
-        self.assertEqual(proc.returncode, 1, a.log_text())
-        self.assertIn("folder of its own", a.log_text())
+        a = self.refused_start('user = "nobody"', "folder of its own")
         self.assertEqual(os.stat(a.dir).st_uid, 0)
 
 

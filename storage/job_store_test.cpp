@@ -1,5 +1,6 @@
 // JobStore against real SQLite files in a fresh temporary directory per test.
 #include "storage/job_store.h"
+#include "common/sha256.h"
 #include "tests/support/temp_dir.h"
 
 #include <catch2/catch.hpp>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -496,6 +498,32 @@ TEST_CASE("the database runs in WAL mode with foreign keys, a busy timeout and "
     CHECK(query_int(db, "PRAGMA busy_timeout") == 5000);
     CHECK(query_int(db, "PRAGMA synchronous") == 1);  // NORMAL
     CHECK(query_int(db, "PRAGMA user_version") == JobStore::schema_version());
+}
+
+// A shipped migration is never edited: databases in the field already ran it.
+// Each one's SHA-256 is recorded here when it ships; a new migration adds a
+// line, and a changed hash means a shipped one was edited in place.
+TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
+    const char* const shipped[] = {
+        "d8a2a915404d8322c636377e34d8075571a32cb345fce05622a2a64b5cf32897",
+        "81a9796e483a3e99c18f655b993757d2276454500cef57544ebd0a59b33d5faf",
+        "183f5af6aac7e960a1b819c528faf033b91458fb74e914839450a43ce6796e3c",
+        "44d94c0d90fe56816b5edbb518f96c54a4fbf12ec6e41e5d19bed7d4337fe4f0",
+        "61314c91073591a662e8f93d42570abdc6b773ae897b11a04c3da11a8d6b23af",
+        "faf1f88dd47405727dc6e37be7f4aeb5411640d40fbad413095a9c7403fc4548",
+    };
+    const int count = static_cast<int>(sizeof shipped / sizeof shipped[0]);
+    REQUIRE(JobStore::schema_version() == count);
+    for (int v = 1; v <= count; ++v) {
+        INFO("migration " << v);
+        const char* sql = JobStore::migration_sql(v);
+        REQUIRE(sql != nullptr);
+        dopt::Sha256 hash;
+        hash.update(sql, std::strlen(sql));
+        CHECK(hash.finish_hex() == shipped[v - 1]);
+    }
+    CHECK(JobStore::migration_sql(0) == nullptr);
+    CHECK(JobStore::migration_sql(count + 1) == nullptr);
 }
 
 TEST_CASE("a v1 database is migrated to the current schema with its data intact",

@@ -1215,9 +1215,10 @@ int Agent::forget_lost_files(Job& job) {
 }
 
 // Removes the job's partial files (cancel, max_job_age), after whatever
-// owner operation of the job is in flight. Failures are logged only.
-void Agent::remove_partials(Job& job) {
-    after_owner_ops(job, [this](Job& j) {
+// owner operation of the job is in flight, then runs `then` (if any) once
+// every unlink has completed. Failures are logged only.
+void Agent::remove_partials(Job& job, OwnerStep then) {
+    after_owner_ops(job, [this, then](Job& j) {
         for (const auto& f : j.rec.files) {
             if (f.partial_path.empty()) continue;
             owner_op(j, owner_op_of(OwnerOpKind::Unlink, j.owner(), f.partial_path),
@@ -1227,6 +1228,7 @@ void Agent::remove_partials(Job& job) {
                                       std::strerror(-rc));
                      });
         }
+        if (then) after_owner_ops(j, then);
     });
 }
 

@@ -128,7 +128,7 @@ private:
     using Delivered = std::function<void(Job& job, int err, const std::string& message)>;
     void deliver_files(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
     void deliver_next(Job& job, bool only_completed, storage::JobState from_state, Delivered done);
-    void remove_partials(Job& job);
+    void remove_partials(Job& job, OwnerStep then = nullptr);
     void checkpoint(Job& job);
     void timers();
     void answer_waits();

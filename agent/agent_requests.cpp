@@ -506,18 +506,23 @@ void Agent::op_suspend(Request& req, Job& job) {
     ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
 }
 
+// cancel: the job is CANCELLED at once; the reply comes when its partial
+// files are removed (with the owner's rights, after its owner operations in
+// flight), so a client that got DOPT_OK finds them gone.
 void Agent::op_cancel(Request& req, Job& job) {
-    int rc = 0;
-    std::string msg;
     if (storage::is_final(job.rec.state)) {
-        rc = DOPT_E_INVALID_STATE;
-        msg = std::string("the job is already ") + storage::state_name(job.rec.state);
-    } else {
-        stop_transfer(job, false);
-        remove_partials(job);
-        change_state(job, JobState::Cancelled);
+        std::string msg = std::string("the job is already ") + storage::state_name(job.rec.state);
+        ipc_->send(req.conn, with_member(reply(req.seq, DOPT_E_INVALID_STATE, msg), "job", job.to_json()));
+        return;
     }
-    ipc_->send(req.conn, with_member(reply(req.seq, rc, msg), "job", job.to_json()));
+    stop_transfer(job, false);
+    change_state(job, JobState::Cancelled);
+    const std::int64_t seq = req.seq;
+    answer_later(req, [&](const Reply& answer) {
+        remove_partials(job, [this, seq, answer](Job& j) {
+            answer(with_member(reply(seq, 0, ""), "job", j.to_json()));
+        });
+    });
 }
 
 // complete: the files are moved into place with the owner's rights, after

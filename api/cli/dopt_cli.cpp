@@ -451,6 +451,8 @@ void write_job(std::string& out, const dopt_job_status* s) {
     w.key("state").value(dopt_state_name(dopt_job_status_state(s)));
     w.key("priority").value(priority_name(dopt_job_status_priority(s)));
     w.key("mode").value(dopt_job_status_mode(s));
+    if (*dopt_job_status_http_only_reason(s) != '\0')
+        w.key("http_only_reason").value(dopt_job_status_http_only_reason(s));
     w.key("created").value(t.created);
     w.key("modified").value(t.modified);
     w.key("transfer_completed").value(t.transfer_completed);

@@ -78,6 +78,7 @@ struct dopt_job_status {
     dopt_priority priority = DOPT_PRIORITY_NORMAL;
     std::uint32_t owner_uid = 0;
     std::string mode;
+    std::string http_only_reason;  // "" when the agent gave none
     dopt_progress progress{};
     dopt_times times{};
     std::vector<File> files;

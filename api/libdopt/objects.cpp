@@ -501,6 +501,9 @@ bool read_job_member(JsonReader& r, std::string_view key, dopt_job_status* s,
             if (key == "owner_uid")
                 return s->owner_uid = static_cast<std::uint32_t>(read_int(r, "owner_uid")), true;
             break;
+        case 'h':
+            if (key == "http_only_reason") return read_str(r, "http_only_reason", &s->http_only_reason), true;
+            break;
         case 'm':
             if (key == "mode") return read_str(r, "mode", &s->mode), true;
             if (key == "modified") return s->times.modified = read_int(r, "modified"), true;
@@ -649,6 +652,10 @@ void dopt_job_status_times(dopt_times* out, const dopt_job_status* s) {
 
 const char* dopt_job_status_mode(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_mode") ? "" : s->mode.c_str();
+}
+
+const char* dopt_job_status_http_only_reason(const dopt_job_status* s) {
+    return null_arg(s, "dopt_job_status_http_only_reason") ? "" : s->http_only_reason.c_str();
 }
 
 size_t dopt_job_status_file_count(const dopt_job_status* s) {

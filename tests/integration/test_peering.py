@@ -771,6 +771,19 @@ class CustomHeaders(PeeringTest):
         self.assertFileSha(dest, sha)
         self.assertEqual(job["mode"], "peer_assisted", job)
 
+    def test_status_json_says_why_a_job_goes_http_only(self):
+        """`dopt status --json` gives the agent's http_only_reason (before:
+        libdopt had no accessor and the CLI dropped it)."""
+        self.start_origin()
+        sha = self.serve("private.bin", self.SIZE)
+        a = self.lone_agent()
+        dest, job = self.get(a, self.url("private.bin?token=s3cret"), "private.bin")
+        self.assertFileSha(dest, sha)
+        st = a.status(job["id"])
+        self.assertEqual(st["mode"], "http_only", st)
+        self.assertEqual(st.get("http_only_reason"),
+                         "the URL has a user name, password or query string", st)
+
     def test_headers_with_job_metainfo_go_through_the_swarm(self):
         """...unless the job gives metainfo itself."""
         self.start_origin()

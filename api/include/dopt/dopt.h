@@ -495,6 +495,11 @@ DOPT_EXPORT void dopt_job_status_times(dopt_times *out, const dopt_job_status *s
  *  "":              the agent did not say. */
 DOPT_EXPORT const char *dopt_job_status_mode(const dopt_job_status *status);
 
+/* Why the job's files go over HTTP only (e.g. "the URL has a user name,
+ * password or query string"), owned by the snapshot; "" when the agent gave
+ * no reason. */
+DOPT_EXPORT const char *dopt_job_status_http_only_reason(const dopt_job_status *status);
+
 /* The number of files of the job. */
 DOPT_EXPORT size_t dopt_job_status_file_count(const dopt_job_status *status);
 

@@ -140,6 +140,11 @@ class PowerCutTails:
     def apply(db_path, rng):
         con = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10)
         try:
+            # An agent killed before its first migration committed left a
+            # jobs.db without tables: no partial file to cut then.
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'files'").fetchone():
+                return {"cut": 0, "padded": 0}
             rows = con.execute("SELECT partial_path, durable_bytes FROM files "
                                "WHERE completed = 0 AND partial_path != ''").fetchall()
         finally:

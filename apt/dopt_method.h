@@ -1,0 +1,69 @@
+// The apt acquire method dopt+http / dopt+https: apt's messages on stdin and
+// stdout, one dopt job for each file apt asks for (README.md).
+#pragma once
+
+#include "apt/acquire_request.h"
+#include "apt/method_message.h"
+
+#include <dopt/dopt.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dopt::apt {
+
+class DoptMethod {
+public:
+    // `method` is the name apt started the method by ("dopt+http" or
+    // "dopt+https"); apt's messages come on `in_fd`, answers go to `out_fd`.
+    DoptMethod(std::string method, int in_fd, int out_fd);
+    ~DoptMethod();
+    DoptMethod(const DoptMethod&) = delete;
+    DoptMethod& operator=(const DoptMethod&) = delete;
+
+    // Serves apt until its end of stdin, SIGINT or SIGTERM; then cancels
+    // the jobs not yet done (their partial files go with them). Returns the
+    // exit status: 0, or 100 after a message apt should never send.
+    int run();
+
+private:
+    // A file in progress: its request, its job, and what apt was told.
+    struct Fetch {
+        AcquireRequest request;
+        dopt_job* job = nullptr;
+        bool started = false;  // `200 URI Start` sent
+    };
+    enum class Outcome { Running, Finished };
+
+    bool handle(const MethodMessage& message);
+    void configure(const MethodMessage& message);
+    void acquire(const MethodMessage& message);
+    bool connect_agent(std::string& why_not);
+    int start_job(Fetch& fetch, std::string& error);
+    int add_file_replacing_stale_job(dopt_job* job, const AcquireRequest& r);
+    Outcome check(Fetch& fetch);
+    Outcome on_transferred(Fetch& fetch);
+    Outcome on_error(Fetch& fetch, const dopt_error* error);
+    void check_all();
+    void fail(const AcquireRequest& r, const std::string& message, const std::string& reason = "",
+              bool transient = false);
+    void fall_back_to_apt(const AcquireRequest& r, const std::string& why);
+    void end_job(Fetch& fetch, bool cancel);
+    void send(const std::string& header, const std::vector<std::pair<std::string, std::string>>& fields);
+
+    std::string method_;
+    int in_fd_;
+    int out_fd_;
+    int wake_[2] = {-1, -1};  // callbacks and signals write a byte, the loop reads it
+    std::string socket_path_;  // Acquire::dopt::Socket; "" for libdopt's default
+    std::string sandbox_user_ = "_apt";  // APT::Sandbox::User
+    unsigned no_progress_timeout_ = 120;  // Acquire::dopt::Timeout, seconds
+    bool fall_back_ = true;               // Acquire::dopt::Fallback
+    dopt_client* client_ = nullptr;
+    std::map<int, Fetch> fetches_;  // by arrival order
+    int next_fetch_ = 0;
+};
+
+}  // namespace dopt::apt

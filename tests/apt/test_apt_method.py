@@ -1,0 +1,239 @@
+"""Stock apt-get through the acquire method dopt+http (apt/README.md).
+
+A flat repository made here (two small .deb built with dpkg-deb, Packages
+from dpkg-scanpackages, a Release with their SHA-256), served by nginx on
+127.0.0.1 and named in a sources.list line
+
+    deb [trusted=yes] dopt+http://127.0.0.1:PORT/ ./
+
+apt-get update, then apt-get install --download-only, fetch through the
+method from this build (apt/dopt+http, in a methods folder of the test's
+own beside links to apt's stock methods) and a real doptd on loopback, as
+`_apt`, apt's sandbox user:
+
+    apt-get (root) -> dopt+http (drops to _apt) --libdopt--> doptd (root) -> nginx
+
+Every apt folder is the test's (APT_CONFIG names Dir::Etc, `-o Dir::...`
+the rest): the machine's apt configuration and state are never read or
+touched. Needs root (apt's sandbox, `install`), apt-get, dpkg-deb and
+dpkg-scanpackages (dpkg-dev, in scripts/setup-deps); skips otherwise.
+"""
+
+import email.utils
+import gzip
+import json
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+from harness import (IS_ROOT, IntegrationTest, Nginx, build_dir, clean_env,  # noqa: E402
+                     dopt_path, make_file, nginx_conf, sha256_file)
+
+STOCK_METHODS = "/usr/lib/apt/methods"
+PACKAGES = {"dopt-test-a": 300 * 1024, "dopt-test-b": 700 * 1024}  # payload bytes
+
+
+def method_path():
+    return os.path.join(build_dir(), "apt", "dopt+http")
+
+
+def build_deb(workdir, name, payload_size, seed):
+    """A .deb of `name` 1.0, architecture all, holding a file of
+    `payload_size` random bytes; returns its path."""
+    root = os.path.join(workdir, name)
+    os.makedirs(os.path.join(root, "DEBIAN"))
+    os.makedirs(os.path.join(root, "usr", "share", name))
+    make_file(os.path.join(root, "usr", "share", name, "payload"), payload_size, seed=seed)
+    with open(os.path.join(root, "DEBIAN", "control"), "w") as f:
+        f.write("Package: %s\nVersion: 1.0\nArchitecture: all\n"
+                "Maintainer: dopt tests <dopt@example.invalid>\n"
+                "Description: a package of dopt's apt test\n" % name)
+    deb = os.path.join(workdir, "%s_1.0_all.deb" % name)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", root, deb],
+                   check=True, capture_output=True)
+    return deb
+
+
+def make_flat_repo(www, debs):
+    """pool/*.deb, Packages, Packages.gz and a Release naming their SHA-256
+    in `www` (apt's "flat repository" layout)."""
+    pool = os.path.join(www, "pool")
+    os.makedirs(pool)
+    for deb in debs:
+        shutil.copy(deb, pool)
+    packages = subprocess.run(["dpkg-scanpackages", "-m", "pool", "/dev/null"], cwd=www,
+                              check=True, capture_output=True).stdout
+    with open(os.path.join(www, "Packages"), "wb") as f:
+        f.write(packages)
+    with gzip.open(os.path.join(www, "Packages.gz"), "wb") as f:
+        f.write(packages)
+    lines = ["Origin: dopt-test", "Label: dopt-test",
+             "Date: " + email.utils.formatdate(time.time() - 3600, usegmt=True), "SHA256:"]
+    for name in ("Packages", "Packages.gz"):
+        path = os.path.join(www, name)
+        lines.append(" %s %d %s" % (sha256_file(path), os.path.getsize(path), name))
+    with open(os.path.join(www, "Release"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class RepoNginx(Nginx):
+    """The test's nginx, answering If-Modified-Since with 304 when the file
+    is not newer than the date asked about (nginx's default compares the
+    dates for equality: apt/README.md, "Index files")."""
+
+    def _conf(self):
+        return nginx_conf(self.dir, "127.0.0.1:%d" % self.port, self.docroot,
+                          log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
+                          http_extra="if_modified_since before;")
+
+
+class AptThroughDopt(IntegrationTest):
+
+    def setUp(self):
+        if not IS_ROOT:
+            self.skipTest("apt-get install and apt's sandbox user need root: run as root")
+        for tool in ("apt-get", "dpkg-deb", "dpkg-scanpackages"):
+            if shutil.which(tool) is None:
+                self.skipTest("needs %s (scripts/setup-deps installs it)" % tool)
+        try:
+            self.apt_user = pwd.getpwnam("_apt")
+        except KeyError:
+            self.skipTest("needs apt's sandbox account _apt")
+        super().setUp()
+        os.chmod(self.sb.dir, 0o755)  # _apt walks to apt's partial folders and the socket
+        if not os.access(method_path(), os.X_OK):
+            self.fail("missing %s (build the target dopt_apt_method)" % method_path())
+        debs = [build_deb(self.sb.path(), name, size, seed=i)
+                for i, (name, size) in enumerate(sorted(PACKAGES.items()))]
+        self.debs = {os.path.basename(d): d for d in debs}
+        make_flat_repo(self.www, debs)
+        self.nginx = RepoNginx(self.sb.path("nginx"), self.www)
+        self.sb.children.append(self.nginx)
+        self.nginx.start()
+        self.apt_root = self.sb.path("apt")
+        self.make_apt_tree()
+
+    def make_apt_tree(self):
+        """apt's folders under apt/, and the methods folder: every stock
+        method (the `http` one too, for the agent-down case) and
+        dopt+http, dopt+https from this build."""
+        r = self.apt_root
+        for d in ("etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d",
+                  "state", "cache", "log", "methods"):
+            os.makedirs(os.path.join(r, d))
+        open(os.path.join(r, "state", "status"), "w").close()
+        with open(os.path.join(r, "etc", "sources.list"), "w") as f:
+            f.write("deb [trusted=yes] dopt+%s ./\n" % self.nginx.url("/"))
+        with open(os.path.join(r, "apt.conf"), "w") as f:
+            f.write('Dir::Etc "%s/etc/";\n' % r)
+        for m in os.listdir(STOCK_METHODS):
+            os.symlink(os.path.join(STOCK_METHODS, m), os.path.join(r, "methods", m))
+        for m in ("dopt+http", "dopt+https"):
+            os.symlink(method_path(), os.path.join(r, "methods", m))
+
+    def apt(self, *args, socket_path=None, extra=()):
+        """apt-get -q ARGS with the test's folders and Acquire::dopt::Socket
+        (the agent's socket unless `socket_path`); returns (exit code,
+        stdout + stderr)."""
+        r = self.apt_root
+        opts = ["-o", "Dir::State=%s/state" % r, "-o", "Dir::State::status=%s/state/status" % r,
+                "-o", "Dir::Cache=%s/cache" % r, "-o", "Dir::Log=%s/log" % r,
+                "-o", "Dir::Bin::Methods=%s/methods" % r,
+                "-o", "Acquire::Languages=none",
+                "-o", "Acquire::dopt::Socket=%s" % (socket_path or self.agent.socket)]
+        for e in extra:
+            opts += ["-o", e]
+        env = clean_env()
+        env["APT_CONFIG"] = os.path.join(r, "apt.conf")
+        p = subprocess.run(["apt-get", "-q"] + opts + list(args), capture_output=True,
+                           env=env, timeout=120, stdin=subprocess.DEVNULL, cwd=r)
+        return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+    def archives(self):
+        return os.path.join(self.apt_root, "cache", "archives")
+
+    def assert_debs_identical(self):
+        for name, origin in self.debs.items():
+            got = os.path.join(self.archives(), name)
+            self.assertFileSha(got, sha256_file(origin))
+
+    def test_update_and_install_download_only_fetch_every_file_through_the_agent(self):
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES))
+        self.assertEqual(rc, 0, out)
+        self.assert_debs_identical()
+        # The agent fetched them in jobs of _apt's (the method's user, as
+        # whom the agent writes apt's partial folder): _apt sees them.
+        p = subprocess.run([dopt_path(), "--socket", self.agent.socket, "list", "--json"],
+                           capture_output=True, env=clean_env(), timeout=30, cwd="/",
+                           user=self.apt_user.pw_uid, group=self.apt_user.pw_gid, extra_groups=[])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        jobs = {j["files"][0]["local_name"]: j for j in json.loads(p.stdout)}
+        for name in self.debs:
+            job = jobs[os.path.join(self.archives(), "partial", name)]
+            self.assertEqual(job["state"], "acknowledged", job)
+            self.assertEqual(job["display_name"], "apt " + name)
+            self.assertEqual(job["files"][0]["remote_name"], self.nginx.url("/pool/" + name))
+        # Nothing of the agent is left in apt's folders.
+        self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])
+
+    def test_a_second_update_is_an_if_modified_since_hit(self):
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        self.nginx.wait_log_complete()
+        self.assertIn((200, "/Release"), [(e[0], e[4]) for e in self.nginx.log_entries()])
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"Hit:\d+ dopt\+http://127\.0\.0\.1:\d+ \./ Release")
+        self.nginx.wait_log_complete()
+        releases = [e[0] for e in self.nginx.log_entries() if e[4] == "/Release"]
+        self.assertEqual(releases, [200, 304])
+
+    def test_a_missing_file_fails_with_the_jobs_description(self):
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        os.unlink(os.path.join(self.www, "pool", "dopt-test-b_1.0_all.deb"))
+        rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES))
+        self.assertEqual(rc, 100, out)
+        self.assertRegex(out, r"Failed to fetch dopt\+http://127\.0\.0\.1:\d+/pool/"
+                              r"dopt-test-b_1\.0_all\.deb +the origin answered 404")
+        self.assertFalse(os.path.exists(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb")))
+        # apt removed its partial folder's leftovers; the agent left none.
+        self.assertEqual([f for f in os.listdir(os.path.join(self.archives(), "partial"))
+                          if f.endswith(".dopt-partial")], [])
+
+    def test_with_no_agent_apt_fetches_with_its_own_http_after_a_warning(self):
+        nowhere = self.sb.path("no-agent.sock")
+        rc, out = self.apt("update", socket_path=nowhere)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("the dopt agent at %s does not answer" % nowhere, out)
+        rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES),
+                           socket_path=nowhere)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("apt fetches %s itself" % self.nginx.url("/pool/dopt-test-a_1.0_all.deb"), out)
+        self.assert_debs_identical()
+
+    def test_with_no_agent_and_fallback_off_the_file_fails_saying_so(self):
+        nowhere = self.sb.path("no-agent.sock")
+        rc, out = self.apt("update", "--error-on=any", socket_path=nowhere,
+                           extra=["Acquire::dopt::Fallback=false"])
+        self.assertEqual(rc, 100, out)
+        self.assertIn("the dopt agent at %s does not answer" % nowhere, out)
+        self.assertIn("Acquire::dopt::Fallback is off", out)
+        self.nginx.wait_log_complete()
+        self.assertEqual([e for e in self.nginx.log_entries() if "mark" not in e[4]], [])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -374,11 +374,11 @@ DoptMethod::Outcome DoptMethod::on_error(Fetch& fetch, const dopt_error* error) 
                               {"IMS-Hit", "true"}});
         return Outcome::Finished;
     }
+    // No FailReason for an integrity error: apt would print its own "Hash
+    // Sum mismatch" instead of the agent's sentence naming both hashes.
     std::string reason;
     if (context == DOPT_CONTEXT_REMOTE_FILE && code >= 100 && code <= 599)
         reason = "HttpError" + std::to_string(code);
-    else if (context == DOPT_CONTEXT_INTEGRITY)
-        reason = "HashSumMismatch";
     if (description.empty()) description = "dopt could not fetch " + r.uri;
     fail(r, description, reason, code == DOPT_E_NO_PROGRESS);
     return Outcome::Finished;

@@ -186,6 +186,27 @@ class AptThroughDopt(IntegrationTest):
         # Nothing of the agent is left in apt's folders.
         self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])
 
+    def test_the_privilege_separated_system_agent_writes_apts_partial_folders(self):
+        # As README.md says: apt's partial folders in system_job_dirs, since
+        # _apt is a system account.
+        partials = [os.path.join(self.apt_root, "state", "lists", "partial"),
+                    os.path.join(self.archives(), "partial")]
+        for d in partials:
+            os.makedirs(d)
+        socket_path = self.sb.path("agent", "run", "doptd.sock")
+        self.agent = self.sb.agent('user = "nobody"\nsocket = "%s"\nsystem_job_dirs = [%s]\n'
+                                   % (socket_path, ", ".join('"%s"' % d for d in partials)),
+                                   start=False)
+        self.agent.socket = socket_path
+        self.agent.start()
+        self.assertIn("privilege-separated", self.agent.log_text())
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES))
+        self.assertEqual(rc, 0, out)
+        self.assert_debs_identical()
+        self.assertNotIn("owner-rights: refused", self.agent.log_text())
+
     def test_a_second_update_is_an_if_modified_since_hit(self):
         self.start_agent()
         rc, out = self.apt("update")
@@ -212,6 +233,32 @@ class AptThroughDopt(IntegrationTest):
         # apt removed its partial folder's leftovers; the agent left none.
         self.assertEqual([f for f in os.listdir(os.path.join(self.archives(), "partial"))
                           if f.endswith(".dopt-partial")], [])
+
+    def test_a_deb_that_does_not_match_packages_fails_in_the_agent(self):
+        # The job carries Packages' SHA-256: the agent refuses the bytes
+        # before delivery, and apt hears why.
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        deb = os.path.join(self.www, "pool", "dopt-test-a_1.0_all.deb")
+        size = os.path.getsize(deb)
+        make_file(deb, size, seed=99)  # same size, other bytes
+        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-a")
+        self.assertEqual(rc, 100, out)
+        self.assertRegex(out, r"Failed to fetch dopt\+http://\S+/pool/dopt-test-a_1\.0_all\.deb"
+                              r" +.*SHA-256")
+        self.assertFalse(os.path.exists(os.path.join(self.archives(), "dopt-test-a_1.0_all.deb")))
+
+    def test_a_deb_larger_than_packages_says_fails_as_too_large(self):
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        deb = os.path.join(self.www, "pool", "dopt-test-b_1.0_all.deb")
+        size = os.path.getsize(deb)
+        make_file(deb, size + 4096, seed=98)
+        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-b")
+        self.assertEqual(rc, 100, out)
+        self.assertIn("is %d bytes, more than apt accepts (%d)" % (size + 4096, size), out)
 
     def test_with_no_agent_apt_fetches_with_its_own_http_after_a_warning(self):
         nowhere = self.sb.path("no-agent.sock")

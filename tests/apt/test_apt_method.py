@@ -34,7 +34,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 from harness import (IS_ROOT, IntegrationTest, Nginx, build_dir, clean_env,  # noqa: E402
-                     dopt_path, make_file, nginx_conf, sha256_file)
+                     dopt_path, make_file, nginx_conf, sha256_file, wait_for)
 
 STOCK_METHODS = "/usr/lib/apt/methods"
 PACKAGES = {"dopt-test-a": 300 * 1024, "dopt-test-b": 700 * 1024}  # payload bytes
@@ -86,12 +86,15 @@ def make_flat_repo(www, debs):
 class RepoNginx(Nginx):
     """The test's nginx, answering If-Modified-Since with 304 when the file
     is not newer than the date asked about (nginx's default compares the
-    dates for equality: apt/README.md, "Index files")."""
+    dates for equality: apt/README.md, "Index files"). /slow/ serves the
+    same files at 512 KiB/s a connection."""
 
     def _conf(self):
         return nginx_conf(self.dir, "127.0.0.1:%d" % self.port, self.docroot,
                           log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
-                          http_extra="if_modified_since before;")
+                          http_extra="if_modified_since before;",
+                          server_extra="location /slow/ { alias %s/; limit_rate 512k; }"
+                                       % self.docroot)
 
 
 class AptThroughDopt(IntegrationTest):
@@ -120,6 +123,11 @@ class AptThroughDopt(IntegrationTest):
         self.apt_root = self.sb.path("apt")
         self.make_apt_tree()
 
+    def use_origin_path(self, path):
+        """The sources.list line names the repository at `path` ("/slow/")."""
+        with open(os.path.join(self.apt_root, "etc", "sources.list"), "w") as f:
+            f.write("deb [trusted=yes] dopt+%s ./\n" % self.nginx.url(path))
+
     def make_apt_tree(self):
         """apt's folders under apt/, and the methods folder: every stock
         method (the `http` one too, for the agent-down case) and
@@ -129,8 +137,7 @@ class AptThroughDopt(IntegrationTest):
                   "state", "cache", "log", "methods"):
             os.makedirs(os.path.join(r, d))
         open(os.path.join(r, "state", "status"), "w").close()
-        with open(os.path.join(r, "etc", "sources.list"), "w") as f:
-            f.write("deb [trusted=yes] dopt+%s ./\n" % self.nginx.url("/"))
+        self.use_origin_path("/")
         with open(os.path.join(r, "apt.conf"), "w") as f:
             f.write('Dir::Etc "%s/etc/";\n' % r)
         for m in os.listdir(STOCK_METHODS):
@@ -138,10 +145,9 @@ class AptThroughDopt(IntegrationTest):
         for m in ("dopt+http", "dopt+https"):
             os.symlink(method_path(), os.path.join(r, "methods", m))
 
-    def apt(self, *args, socket_path=None, extra=()):
+    def apt_command(self, *args, socket_path=None, extra=()):
         """apt-get -q ARGS with the test's folders and Acquire::dopt::Socket
-        (the agent's socket unless `socket_path`); returns (exit code,
-        stdout + stderr)."""
+        (the agent's socket unless `socket_path`): (argv, environment)."""
         r = self.apt_root
         opts = ["-o", "Dir::State=%s/state" % r, "-o", "Dir::State::status=%s/state/status" % r,
                 "-o", "Dir::Cache=%s/cache" % r, "-o", "Dir::Log=%s/log" % r,
@@ -152,8 +158,13 @@ class AptThroughDopt(IntegrationTest):
             opts += ["-o", e]
         env = clean_env()
         env["APT_CONFIG"] = os.path.join(r, "apt.conf")
-        p = subprocess.run(["apt-get", "-q"] + opts + list(args), capture_output=True,
-                           env=env, timeout=120, stdin=subprocess.DEVNULL, cwd=r)
+        return ["apt-get", "-q"] + opts + list(args), env
+
+    def apt(self, *args, **kw):
+        """Runs apt_command(ARGS); returns (exit code, stdout + stderr)."""
+        argv, env = self.apt_command(*args, **kw)
+        p = subprocess.run(argv, capture_output=True, env=env, timeout=120,
+                           stdin=subprocess.DEVNULL, cwd=self.apt_root)
         return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
     def archives(self):
@@ -270,6 +281,30 @@ class AptThroughDopt(IntegrationTest):
         self.assertEqual(rc, 0, out)
         self.assertIn("apt fetches %s itself" % self.nginx.url("/pool/dopt-test-a_1.0_all.deb"), out)
         self.assert_debs_identical()
+
+    def test_an_agent_killed_mid_transfer_leaves_the_file_to_apts_http(self):
+        self.start_agent()
+        self.use_origin_path("/slow/")
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        argv, env = self.apt_command("install", "--download-only", "-y", "dopt-test-b")
+        apt = subprocess.Popen(argv, env=env, cwd=self.apt_root, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: any(j["bytes_transferred"] > 0 and j["state"] == "transferring"
+                                 for j in self.agent.jobs()
+                                 if j["display_name"] == "apt dopt-test-b_1.0_all.deb"),
+                     30, what="the agent to be fetching dopt-test-b")
+            self.agent.kill9()
+            out = apt.communicate(timeout=60)[0].decode(errors="replace")
+        finally:
+            if apt.poll() is None:
+                apt.kill()
+                apt.wait()
+        self.assertEqual(apt.returncode, 0, out)
+        self.assertIn("the dopt agent stopped answering", out)
+        self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),
+                           sha256_file(self.debs["dopt-test-b_1.0_all.deb"]))
 
     def test_with_no_agent_and_fallback_off_the_file_fails_saying_so(self):
         nowhere = self.sb.path("no-agent.sock")

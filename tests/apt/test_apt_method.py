@@ -245,30 +245,30 @@ class AptThroughDopt(IntegrationTest):
         self.assertEqual([f for f in os.listdir(os.path.join(self.archives(), "partial"))
                           if f.endswith(".dopt-partial")], [])
 
+    def install_after_the_origin_changed(self, package, grow, seed):
+        """After `update`, the origin's .deb of `package` becomes `grow`
+        bytes longer with other bytes; then `install --download-only` of it
+        must fail. Returns (apt's output, the size Packages gives)."""
+        self.start_agent()
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        name = "%s_1.0_all.deb" % package
+        size = os.path.getsize(self.debs[name])
+        make_file(os.path.join(self.www, "pool", name), size + grow, seed=seed)
+        rc, out = self.apt("install", "--download-only", "-y", package)
+        self.assertEqual(rc, 100, out)
+        self.assertFalse(os.path.exists(os.path.join(self.archives(), name)))
+        return out, size
+
     def test_a_deb_that_does_not_match_packages_fails_in_the_agent(self):
         # The job carries Packages' SHA-256: the agent refuses the bytes
         # before delivery, and apt hears why.
-        self.start_agent()
-        rc, out = self.apt("update")
-        self.assertEqual(rc, 0, out)
-        deb = os.path.join(self.www, "pool", "dopt-test-a_1.0_all.deb")
-        size = os.path.getsize(deb)
-        make_file(deb, size, seed=99)  # same size, other bytes
-        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-a")
-        self.assertEqual(rc, 100, out)
+        out, _ = self.install_after_the_origin_changed("dopt-test-a", 0, seed=99)
         self.assertRegex(out, r"Failed to fetch dopt\+http://\S+/pool/dopt-test-a_1\.0_all\.deb"
                               r" +.*SHA-256")
-        self.assertFalse(os.path.exists(os.path.join(self.archives(), "dopt-test-a_1.0_all.deb")))
 
     def test_a_deb_larger_than_packages_says_fails_as_too_large(self):
-        self.start_agent()
-        rc, out = self.apt("update")
-        self.assertEqual(rc, 0, out)
-        deb = os.path.join(self.www, "pool", "dopt-test-b_1.0_all.deb")
-        size = os.path.getsize(deb)
-        make_file(deb, size + 4096, seed=98)
-        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-b")
-        self.assertEqual(rc, 100, out)
+        out, size = self.install_after_the_origin_changed("dopt-test-b", 4096, seed=98)
         self.assertIn("is %d bytes, more than apt accepts (%d)" % (size + 4096, size), out)
 
     def test_with_no_agent_apt_fetches_with_its_own_http_after_a_warning(self):

@@ -13,88 +13,25 @@ own beside links to apt's stock methods) and a real doptd on loopback, as
 
     apt-get (root) -> dopt+http (drops to _apt) --libdopt--> doptd (root) -> nginx
 
-Every apt folder is the test's (APT_CONFIG names Dir::Etc, `-o Dir::...`
+Every apt folder is the test's (apt_repo.AptTree: APT_CONFIG names Dir::Etc, `-o Dir::...`
 the rest): the machine's apt configuration and state are never read or
 touched. Needs root (apt's sandbox, `install`), apt-get, dpkg-deb and
 dpkg-scanpackages (dpkg-dev, in scripts/setup-deps); skips otherwise.
 """
 
-import email.utils
-import gzip
 import json
-import hashlib
 import os
 import pwd
 import shutil
 import subprocess
-import sys
-import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-from harness import (IS_ROOT, IntegrationTest, Nginx, build_dir, clean_env,  # noqa: E402
-                     dopt_path, make_file, nginx_conf, sha256_file, wait_for)
+from apt_repo import (TOOLS, AptTree, RepoNginx, build_deb, make_flat_repo,  # noqa: E402
+                      method_path)
+from harness import (IS_ROOT, IntegrationTest, clean_env, dopt_path, make_file,  # noqa: E402
+                     sha256_file, wait_for)
 
-STOCK_METHODS = "/usr/lib/apt/methods"
 PACKAGES = {"dopt-test-a": 300 * 1024, "dopt-test-b": 700 * 1024}  # payload bytes
-
-
-def method_path():
-    return os.path.join(build_dir(), "apt", "dopt+http")
-
-
-def build_deb(workdir, name, payload_size, seed):
-    """A .deb of `name` 1.0, architecture all, holding a file of
-    `payload_size` random bytes; returns its path."""
-    root = os.path.join(workdir, name)
-    os.makedirs(os.path.join(root, "DEBIAN"))
-    os.makedirs(os.path.join(root, "usr", "share", name))
-    make_file(os.path.join(root, "usr", "share", name, "payload"), payload_size, seed=seed)
-    with open(os.path.join(root, "DEBIAN", "control"), "w") as f:
-        f.write("Package: %s\nVersion: 1.0\nArchitecture: all\n"
-                "Maintainer: dopt tests <dopt@example.invalid>\n"
-                "Description: a package of dopt's apt test\n" % name)
-    deb = os.path.join(workdir, "%s_1.0_all.deb" % name)
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", root, deb],
-                   check=True, capture_output=True)
-    return deb
-
-
-def make_flat_repo(www, debs):
-    """pool/*.deb, Packages, Packages.gz and a Release naming their SHA-256
-    in `www` (apt's "flat repository" layout)."""
-    pool = os.path.join(www, "pool")
-    os.makedirs(pool)
-    for deb in debs:
-        shutil.copy(deb, pool)
-    packages = subprocess.run(["dpkg-scanpackages", "-m", "pool", "/dev/null"], cwd=www,
-                              check=True, capture_output=True).stdout
-    with open(os.path.join(www, "Packages"), "wb") as f:
-        f.write(packages)
-    with gzip.open(os.path.join(www, "Packages.gz"), "wb") as f:
-        f.write(packages)
-    lines = ["Origin: dopt-test", "Label: dopt-test",
-             "Date: " + email.utils.formatdate(time.time() - 3600, usegmt=True), "SHA256:"]
-    for name in ("Packages", "Packages.gz"):
-        path = os.path.join(www, name)
-        lines.append(" %s %d %s" % (sha256_file(path), os.path.getsize(path), name))
-    with open(os.path.join(www, "Release"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-class RepoNginx(Nginx):
-    """The test's nginx, answering If-Modified-Since with 304 when the file
-    is not newer than the date asked about (nginx's default compares the
-    dates for equality: apt/README.md, "Index files"). /slow/ serves the
-    same files at 512 KiB/s a connection."""
-
-    def _conf(self):
-        return nginx_conf(self.dir, "127.0.0.1:%d" % self.port, self.docroot,
-                          log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
-                          http_extra="if_modified_since before;",
-                          server_extra="location /slow/ { alias %s/; limit_rate 512k; }"
-                                       % self.docroot)
 
 
 class AptThroughDopt(IntegrationTest):
@@ -102,7 +39,7 @@ class AptThroughDopt(IntegrationTest):
     def setUp(self):
         if not IS_ROOT:
             self.skipTest("apt-get install and apt's sandbox user need root: run as root")
-        for tool in ("apt-get", "dpkg-deb", "dpkg-scanpackages"):
+        for tool in TOOLS:
             if shutil.which(tool) is None:
                 self.skipTest("needs %s (scripts/setup-deps installs it)" % tool)
         try:
@@ -120,55 +57,24 @@ class AptThroughDopt(IntegrationTest):
         self.nginx = RepoNginx(self.sb.path("nginx"), self.www)
         self.sb.children.append(self.nginx)
         self.nginx.start()
-        self.apt_root = self.sb.path("apt")
-        self.make_apt_tree()
+        self.tree = AptTree(self.sb.path("apt"))
+        self.use_origin_path("/")
 
     def use_origin_path(self, path):
         """The sources.list line names the repository at `path` ("/slow/")."""
-        with open(os.path.join(self.apt_root, "etc", "sources.list"), "w") as f:
-            f.write("deb [trusted=yes] dopt+%s ./\n" % self.nginx.url(path))
-
-    def make_apt_tree(self):
-        """apt's folders under apt/, and the methods folder: every stock
-        method (the `http` one too, for the agent-down case) and
-        dopt+http, dopt+https from this build."""
-        r = self.apt_root
-        for d in ("etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d",
-                  "state", "cache", "log", "methods"):
-            os.makedirs(os.path.join(r, d))
-        open(os.path.join(r, "state", "status"), "w").close()
-        self.use_origin_path("/")
-        with open(os.path.join(r, "apt.conf"), "w") as f:
-            f.write('Dir::Etc "%s/etc/";\n' % r)
-        for m in os.listdir(STOCK_METHODS):
-            os.symlink(os.path.join(STOCK_METHODS, m), os.path.join(r, "methods", m))
-        for m in ("dopt+http", "dopt+https"):
-            os.symlink(method_path(), os.path.join(r, "methods", m))
+        self.tree.use_source("dopt+" + self.nginx.url(path))
 
     def apt_command(self, *args, socket_path=None, extra=()):
-        """apt-get -q ARGS with the test's folders and Acquire::dopt::Socket
-        (the agent's socket unless `socket_path`): (argv, environment)."""
-        r = self.apt_root
-        opts = ["-o", "Dir::State=%s/state" % r, "-o", "Dir::State::status=%s/state/status" % r,
-                "-o", "Dir::Cache=%s/cache" % r, "-o", "Dir::Log=%s/log" % r,
-                "-o", "Dir::Bin::Methods=%s/methods" % r,
-                "-o", "Acquire::Languages=none",
-                "-o", "Acquire::dopt::Socket=%s" % (socket_path or self.agent.socket)]
-        for e in extra:
-            opts += ["-o", e]
-        env = clean_env()
-        env["APT_CONFIG"] = os.path.join(r, "apt.conf")
-        return ["apt-get", "-q"] + opts + list(args), env
+        """apt-get ARGS in the test's apt tree, with the agent's socket unless
+        `socket_path`: (argv, environment)."""
+        return self.tree.command(*args, socket_path=socket_path or self.agent.socket, extra=extra)
 
-    def apt(self, *args, **kw):
+    def apt(self, *args, socket_path=None, extra=()):
         """Runs apt_command(ARGS); returns (exit code, stdout + stderr)."""
-        argv, env = self.apt_command(*args, **kw)
-        p = subprocess.run(argv, capture_output=True, env=env, timeout=120,
-                           stdin=subprocess.DEVNULL, cwd=self.apt_root)
-        return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+        return self.tree.run(*args, socket_path=socket_path or self.agent.socket, extra=extra)
 
     def archives(self):
-        return os.path.join(self.apt_root, "cache", "archives")
+        return self.tree.archives
 
     def assert_debs_identical(self):
         for name, origin in self.debs.items():
@@ -200,7 +106,7 @@ class AptThroughDopt(IntegrationTest):
     def test_the_privilege_separated_system_agent_writes_apts_partial_folders(self):
         # As README.md says: apt's partial folders in system_job_dirs, since
         # _apt is a system account.
-        partials = [os.path.join(self.apt_root, "state", "lists", "partial"),
+        partials = [os.path.join(self.tree.root, "state", "lists", "partial"),
                     os.path.join(self.archives(), "partial")]
         for d in partials:
             os.makedirs(d)
@@ -288,7 +194,7 @@ class AptThroughDopt(IntegrationTest):
         rc, out = self.apt("update")
         self.assertEqual(rc, 0, out)
         argv, env = self.apt_command("install", "--download-only", "-y", "dopt-test-b")
-        apt = subprocess.Popen(argv, env=env, cwd=self.apt_root, stdin=subprocess.DEVNULL,
+        apt = subprocess.Popen(argv, env=env, cwd=self.tree.root, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: any(j["bytes_transferred"] > 0 and j["state"] == "transferring"

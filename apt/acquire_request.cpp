@@ -34,24 +34,41 @@ bool looks_like_http_date(const std::string& s) {
 
 }  // namespace
 
+std::string without_user_info(const std::string& uri) {
+    std::size_t start = uri.find("://");
+    if (start == std::string::npos) return uri;
+    start += 3;
+    std::size_t end = uri.find_first_of("/?#", start);
+    std::size_t at = uri.rfind('@', end == std::string::npos ? uri.size() : end);
+    if (at == std::string::npos || at < start) return uri;
+    return uri.substr(0, start) + uri.substr(at + 1);
+}
+
 AcquireRequest read_acquire_request(const MethodMessage& message, const std::string& method) {
     AcquireRequest r;
     r.uri = message.field("URI");
+    r.shown_uri = without_user_info(r.uri);
     r.filename = message.field("Filename");
     const std::string prefix = method + "://";
     if (r.uri.empty()) {
         r.error = "apt sent no URI";
     } else if (r.uri.compare(0, prefix.size(), prefix) != 0 || method.compare(0, 5, "dopt+") != 0) {
-        r.error = "the method " + method + " cannot fetch " + r.uri;
+        r.error = "the method " + method + " cannot fetch " + r.shown_uri;
     } else if (r.filename.empty() || r.filename[0] != '/') {
-        r.error = "apt asked for " + r.uri + " at a path that is not absolute: '" + r.filename + "'";
+        r.error = "apt asked for " + r.shown_uri + " at a path that is not absolute: '" + r.filename + "'";
     } else {
         r.origin_url = r.uri.substr(5);  // without "dopt+"
     }
 
-    for (const auto& kind : known_hash_kinds())
-        if (!message.field("Expected-" + kind).empty()) r.hash_kinds.push_back(kind);
-    if (r.hash_kinds.empty()) r.hash_kinds = {"SHA512", "SHA256"};
+    // The strong hashes apt expects; the weak ones (SHA1, MD5Sum: apt does
+    // not count them as a check) only when apt expects nothing else.
+    std::vector<std::string> weak;
+    for (const auto& kind : known_hash_kinds()) {
+        if (message.field("Expected-" + kind).empty()) continue;
+        (kind == "SHA1" || kind == "MD5Sum" ? weak : r.hash_kinds).push_back(kind);
+    }
+    if (r.hash_kinds.empty()) r.hash_kinds = weak;
+    if (r.hash_kinds.empty()) r.hash_kinds = {"SHA256"};
     std::string sha256 = lowercase(message.field("Expected-SHA256"));
     if (is_hex(sha256, 64)) r.sha256 = sha256;
 

@@ -190,11 +190,10 @@ void DoptMethod::acquire(const MethodMessage& message) {
     fetch.request = std::move(request);
     std::string error;
     int rc = start_job(fetch, error);
-    if (rc == DOPT_E_CONNECT || rc == DOPT_E_DISCONNECTED) {
-        dopt_client_close(client_);
-        client_ = nullptr;
+    // (The client stays open: the other jobs' handles need it, and libdopt
+    // connects again on its next call.)
+    if (rc == DOPT_E_CONNECT || rc == DOPT_E_DISCONNECTED)
         return fall_back_to_apt(fetch.request, "the dopt agent stopped answering: " + error);
-    }
     if (rc != DOPT_OK) return fail(fetch.request, error);
     fetches_.emplace(next_fetch_++, std::move(fetch));
 }
@@ -205,7 +204,7 @@ int DoptMethod::start_job(Fetch& fetch, std::string& error) {
     const AcquireRequest& r = fetch.request;
     int rc = dopt_job_create(&fetch.job, client_, (kJobNamePrefix + basename_of(r.filename)).c_str());
     if (rc != DOPT_OK) {
-        error = "dopt could not create a job for " + r.uri + ": " + dopt_failure(rc);
+        error = "dopt could not create a job for " + r.shown_uri + ": " + dopt_failure(rc);
         return rc;
     }
     const char* step = "add the file";
@@ -235,7 +234,7 @@ int DoptMethod::start_job(Fetch& fetch, std::string& error) {
         rc = dopt_job_resume(fetch.job);
     }
     if (rc != DOPT_OK) {
-        error = std::string("dopt could not ") + step + " for " + r.uri + " -> " + r.filename +
+        error = std::string("dopt could not ") + step + " for " + r.shown_uri + " -> " + r.filename +
                 ": " + dopt_failure(rc);
         end_job(fetch, true);
     }
@@ -292,7 +291,7 @@ DoptMethod::Outcome DoptMethod::check(Fetch& fetch) {
         return Outcome::Finished;
     }
     if (rc != DOPT_OK) {
-        std::string why = "dopt lost the job for " + r.uri + ": " + dopt_failure(rc);
+        std::string why = "dopt lost the job for " + r.shown_uri + ": " + dopt_failure(rc);
         end_job(fetch, true);
         fail(r, why);
         return Outcome::Finished;
@@ -304,7 +303,7 @@ DoptMethod::Outcome DoptMethod::check(Fetch& fetch) {
         if (r.maximum_size != 0 && progress.bytes_total > r.maximum_size) {
             end_job(fetch, true);
             fail(r,
-                 r.uri + " is " + std::to_string(progress.bytes_total) +
+                 r.shown_uri + " is " + std::to_string(progress.bytes_total) +
                      " bytes, more than apt accepts (" + std::to_string(r.maximum_size) + ")",
                  "MaximumSizeExceeded");
             return Outcome::Finished;
@@ -322,7 +321,7 @@ DoptMethod::Outcome DoptMethod::check(Fetch& fetch) {
         return on_error(fetch, dopt_job_status_error(st));
     case DOPT_STATE_CANCELLED:
         end_job(fetch, false);
-        fail(r, "the dopt job fetching " + r.uri + " was cancelled");
+        fail(r, "the dopt job fetching " + r.shown_uri + " was cancelled");
         return Outcome::Finished;
     default:
         return Outcome::Running;  // the agent retries transient errors itself
@@ -333,7 +332,7 @@ DoptMethod::Outcome DoptMethod::on_transferred(Fetch& fetch) {
     const AcquireRequest& r = fetch.request;
     int rc = dopt_job_complete(fetch.job);  // renames the partial file onto r.filename
     if (rc != DOPT_OK && rc != DOPT_E_INVALID_STATE) {
-        std::string why = "dopt could not deliver " + r.uri + " to " + r.filename + ": " + dopt_failure(rc);
+        std::string why = "dopt could not deliver " + r.shown_uri + " to " + r.filename + ": " + dopt_failure(rc);
         end_job(fetch, true);
         fail(r, why);
         return Outcome::Finished;
@@ -347,7 +346,7 @@ DoptMethod::Outcome DoptMethod::on_transferred(Fetch& fetch) {
         return Outcome::Finished;
     }
     if (r.maximum_size != 0 && size > r.maximum_size) {
-        fail(r, r.uri + " is " + std::to_string(size) + " bytes, more than apt accepts (" +
+        fail(r, r.shown_uri + " is " + std::to_string(size) + " bytes, more than apt accepts (" +
                     std::to_string(r.maximum_size) + ")",
              "MaximumSizeExceeded");
         return Outcome::Finished;
@@ -379,7 +378,7 @@ DoptMethod::Outcome DoptMethod::on_error(Fetch& fetch, const dopt_error* error) 
     std::string reason;
     if (context == DOPT_CONTEXT_REMOTE_FILE && code >= 100 && code <= 599)
         reason = "HttpError" + std::to_string(code);
-    if (description.empty()) description = "dopt could not fetch " + r.uri;
+    if (description.empty()) description = "dopt could not fetch " + r.shown_uri;
     fail(r, description, reason, code == DOPT_E_NO_PROGRESS);
     return Outcome::Finished;
 }
@@ -404,7 +403,8 @@ void DoptMethod::fail(const AcquireRequest& r, const std::string& message, const
 // that says why; with Acquire::dopt::Fallback "false" the file fails instead.
 void DoptMethod::fall_back_to_apt(const AcquireRequest& r, const std::string& why) {
     if (!fall_back_) return fail(r, why + " (Acquire::dopt::Fallback is off)");
-    send("104 Warning", {{"URI", r.uri}, {"Message", why + "; apt fetches " + r.origin_url + " itself"}});
+    send("104 Warning", {{"URI", r.uri},
+                         {"Message", why + "; apt fetches " + without_user_info(r.origin_url) + " itself"}});
     send("103 Redirect", {{"URI", r.uri}, {"New-URI", r.origin_url}});
 }
 

@@ -50,13 +50,13 @@ TEST_CASE("a 600 becomes a request for the origin's URL, with apt's hashes and l
     CHECK(r.error.empty());
     CHECK(r.origin_url == "https://h:8080/pool/a%2Bb_1.0~1.deb");
     CHECK(r.sha256 == std::string(64, 'a'));
-    CHECK(r.hash_kinds == std::vector<std::string>{"SHA256", "MD5Sum"});
+    CHECK(r.hash_kinds == std::vector<std::string>{"SHA256"});  // not the weak MD5Sum
     CHECK(r.expected_size == 1234);
     CHECK(r.maximum_size == 1234);  // the expected size wins, as in apt
     CHECK(r.last_modified == "Sun, 06 Dec 2026 15:00:00 GMT");
 }
 
-TEST_CASE("a 600 without hashes asks for SHA512 and SHA256 and takes Maximum-Size as the limit") {
+TEST_CASE("a 600 without hashes asks for SHA256 and takes Maximum-Size as the limit") {
     AcquireRequest r = read_acquire_request(
         parse_message("600 URI Acquire\nURI: dopt+http://h/InRelease\nFilename: /l/InRelease\n"
                       "Maximum-Size: 10000000\nLast-Modified: bad\rdate\n"),
@@ -64,9 +64,22 @@ TEST_CASE("a 600 without hashes asks for SHA512 and SHA256 and takes Maximum-Siz
     CHECK(r.error.empty());
     CHECK(r.origin_url == "http://h/InRelease");
     CHECK(r.sha256.empty());
-    CHECK(r.hash_kinds == std::vector<std::string>{"SHA512", "SHA256"});
+    CHECK(r.hash_kinds == std::vector<std::string>{"SHA256"});
     CHECK(r.maximum_size == 10000000);
     CHECK(r.last_modified.empty());
+}
+
+TEST_CASE("weak hashes are computed only when apt expects no other") {
+    AcquireRequest r = read_acquire_request(
+        parse_message("600 URI Acquire\nURI: dopt+http://h/a\nFilename: /a\n"
+                      "Expected-MD5Sum: 00\nExpected-SHA1: 11\n"),
+        "dopt+http");
+    CHECK(r.hash_kinds == std::vector<std::string>{"SHA1", "MD5Sum"});
+    r = read_acquire_request(
+        parse_message("600 URI Acquire\nURI: dopt+http://h/a\nFilename: /a\n"
+                      "Expected-MD5Sum: 00\nExpected-SHA512: 22\nExpected-SHA256: 33\n"),
+        "dopt+http");
+    CHECK(r.hash_kinds == std::vector<std::string>{"SHA512", "SHA256"});
 }
 
 TEST_CASE("a malformed Expected-SHA256 gives the job no SHA-256, and apt still gets one to check") {
@@ -89,4 +102,15 @@ TEST_CASE("a 600 for another scheme or a relative file is refused with a reason"
               .error.find("not absolute") != std::string::npos);
     CHECK_FALSE(read_acquire_request(parse_message("600 URI Acquire\nFilename: /a\n"), "dopt+http")
                     .error.empty());
+}
+
+TEST_CASE("messages show a URI without its user name and password") {
+    CHECK(without_user_info("dopt+http://ann:secret@h:80/a@b") == "dopt+http://h:80/a@b");
+    CHECK(without_user_info("http://h/a") == "http://h/a");
+    CHECK(without_user_info("http://h/p?x=a@b") == "http://h/p?x=a@b");
+    AcquireRequest r = read_acquire_request(
+        parse_message("600 URI Acquire\nURI: dopt+http://u:p@h/a\nFilename: rel\n"), "dopt+http");
+    CHECK(r.uri == "dopt+http://u:p@h/a");
+    CHECK(r.origin_url.empty());
+    CHECK(r.error.find("u:p") == std::string::npos);
 }

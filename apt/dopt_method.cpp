@@ -6,11 +6,11 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <functional>
 #include <memory>
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
-#include <strings.h>
 #include <unistd.h>
 
 namespace dopt::apt {
@@ -134,8 +134,8 @@ int DoptMethod::run() {
 bool DoptMethod::handle(const MethodMessage& message) {
     switch (message.code) {
     case 601:
-        configure(message);
-        if (std::string failed = drop_privileges(sandbox_user_); !failed.empty()) {
+        read_configuration(message, config_);
+        if (std::string failed = drop_privileges(config_.sandbox_user); !failed.empty()) {
             send("401 General Failure", {{"Message", failed}});
             return false;
         }
@@ -151,32 +151,11 @@ bool DoptMethod::handle(const MethodMessage& message) {
     }
 }
 
-void DoptMethod::configure(const MethodMessage& message) {
-    for (const auto& [name, item] : message.fields) {
-        if (strcasecmp(name.c_str(), "Config-Item") != 0) continue;
-        std::size_t eq = item.find('=');
-        if (eq == std::string::npos) continue;
-        std::string key = dequote(item.substr(0, eq));
-        std::string value = dequote(item.substr(eq + 1));
-        if (strcasecmp(key.c_str(), "Acquire::dopt::Socket") == 0) {
-            socket_path_ = value;
-        } else if (strcasecmp(key.c_str(), "Acquire::dopt::Timeout") == 0) {
-            unsigned long s = std::strtoul(value.c_str(), nullptr, 10);
-            if (s > 0 && s < 86400 * 365) no_progress_timeout_ = static_cast<unsigned>(s);
-        } else if (strcasecmp(key.c_str(), "Acquire::dopt::Fallback") == 0) {
-            fall_back_ = !(value == "false" || value == "no" || value == "0" || value == "off");
-        } else if (strcasecmp(key.c_str(), "APT::Sandbox::User") == 0) {
-            sandbox_user_ = value;
-        }
-    }
-}
-
 bool DoptMethod::connect_agent(std::string& why_not) {
-    int rc = dopt_client_open(&client_, socket_path_.empty() ? nullptr : socket_path_.c_str());
+    const std::string& path = config_.socket_path;
+    int rc = dopt_client_open(&client_, path.empty() ? nullptr : path.c_str());
     if (rc == DOPT_OK) return true;
-    why_not = "the dopt agent " +
-              (socket_path_.empty() ? std::string("(libdopt's default socket)")
-                                    : "at " + socket_path_) +
+    why_not = "the dopt agent " + (path.empty() ? std::string("(libdopt's default socket)") : "at " + path) +
               " does not answer: " + dopt_failure(rc);
     return false;
 }
@@ -198,47 +177,42 @@ void DoptMethod::acquire(const MethodMessage& message) {
     fetches_.emplace(next_fetch_++, std::move(fetch));
 }
 
-// Cancels the job on any failure. Returns DOPT_OK or the failed call's code
-// (with `error` saying which call and why).
+// Makes the job of `fetch` and resumes it, one call a step; a step that
+// fails ends the job (cancelled) and returns its code, with `error` saying
+// which step and why.
 int DoptMethod::start_job(Fetch& fetch, std::string& error) {
     const AcquireRequest& r = fetch.request;
-    int rc = dopt_job_create(&fetch.job, client_, (kJobNamePrefix + basename_of(r.filename)).c_str());
-    if (rc != DOPT_OK) {
-        error = "dopt could not create a job for " + r.shown_uri + ": " + dopt_failure(rc);
-        return rc;
-    }
-    const char* step = "add the file";
-    rc = add_file_replacing_stale_job(fetch.job, r);
-    if (rc == DOPT_OK && !r.sha256.empty()) {
-        step = "set the file's SHA-256";
-        rc = dopt_job_set_file_sha256(fetch.job, 0, r.sha256.c_str());
-    }
-    if (rc == DOPT_OK && !r.last_modified.empty()) {
-        step = "add If-Modified-Since";
-        rc = dopt_job_add_http_header(fetch.job, ("If-Modified-Since: " + r.last_modified).c_str());
-    }
-    if (rc == DOPT_OK) {
-        step = "set the no-progress timeout";
-        rc = dopt_job_set_no_progress_timeout(fetch.job, no_progress_timeout_);
-    }
-    if (rc == DOPT_OK) {
-        step = "register callbacks";
-        dopt_callbacks cb = DOPT_CALLBACKS_INIT;
-        cb.transferred = wake_on_transferred;
-        cb.error = wake_on_error;
-        cb.modification = wake_on_change;
-        rc = dopt_job_set_callbacks(fetch.job, &cb, &wake_[1]);
-    }
-    if (rc == DOPT_OK) {
-        step = "resume the job";
-        rc = dopt_job_resume(fetch.job);
-    }
-    if (rc != DOPT_OK) {
-        error = std::string("dopt could not ") + step + " for " + r.shown_uri + " -> " + r.filename +
+    const std::string name = kJobNamePrefix + basename_of(r.filename);
+    const std::string if_modified_since = "If-Modified-Since: " + r.last_modified;
+    dopt_callbacks callbacks = DOPT_CALLBACKS_INIT;
+    callbacks.transferred = wake_on_transferred;
+    callbacks.error = wake_on_error;
+    callbacks.modification = wake_on_change;
+    const std::pair<const char*, std::function<int()>> steps[] = {
+        {"create a job", [&] { return dopt_job_create(&fetch.job, client_, name.c_str()); }},
+        {"add the file", [&] { return add_file_replacing_stale_job(fetch.job, r); }},
+        {"set the file's SHA-256",
+         [&] { return r.sha256.empty() ? DOPT_OK : dopt_job_set_file_sha256(fetch.job, 0, r.sha256.c_str()); }},
+        {"add If-Modified-Since",
+         [&] {
+             return r.last_modified.empty() ? DOPT_OK
+                                            : dopt_job_add_http_header(fetch.job, if_modified_since.c_str());
+         }},
+        {"set the priority", [&] { return dopt_job_set_priority(fetch.job, config_.priority); }},
+        {"set the no-progress timeout",
+         [&] { return dopt_job_set_no_progress_timeout(fetch.job, config_.no_progress_timeout); }},
+        {"register callbacks", [&] { return dopt_job_set_callbacks(fetch.job, &callbacks, &wake_[1]); }},
+        {"resume the job", [&] { return dopt_job_resume(fetch.job); }},
+    };
+    for (const auto& [what, call] : steps) {
+        int rc = call();
+        if (rc == DOPT_OK) continue;
+        error = std::string("dopt could not ") + what + " for " + r.shown_uri + " -> " + r.filename +
                 ": " + dopt_failure(rc);
         end_job(fetch, true);
+        return rc;
     }
-    return rc;
+    return DOPT_OK;
 }
 
 // A job an earlier run of this method left behind (apt killed before the
@@ -402,7 +376,7 @@ void DoptMethod::fail(const AcquireRequest& r, const std::string& message, const
 // origin's scheme (103 Redirect to the URI without "dopt+"), after a warning
 // that says why; with Acquire::dopt::Fallback "false" the file fails instead.
 void DoptMethod::fall_back_to_apt(const AcquireRequest& r, const std::string& why) {
-    if (!fall_back_) return fail(r, why + " (Acquire::dopt::Fallback is off)");
+    if (!config_.fall_back) return fail(r, why + " (Acquire::dopt::Fallback is off)");
     send("104 Warning", {{"URI", r.uri},
                          {"Message", why + "; apt fetches " + without_user_info(r.origin_url) + " itself"}});
     send("103 Redirect", {{"URI", r.uri}, {"New-URI", r.origin_url}});

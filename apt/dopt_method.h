@@ -3,6 +3,7 @@
 #pragma once
 
 #include "apt/acquire_request.h"
+#include "apt/method_config.h"
 #include "apt/method_message.h"
 
 #include <dopt/dopt.h>
@@ -38,7 +39,6 @@ private:
     enum class Outcome { Running, Finished };
 
     bool handle(const MethodMessage& message);
-    void configure(const MethodMessage& message);
     void acquire(const MethodMessage& message);
     bool connect_agent(std::string& why_not);
     int start_job(Fetch& fetch, std::string& error);
@@ -57,10 +57,7 @@ private:
     int in_fd_;
     int out_fd_;
     int wake_[2] = {-1, -1};  // callbacks and signals write a byte, the loop reads it
-    std::string socket_path_;  // Acquire::dopt::Socket; "" for libdopt's default
-    std::string sandbox_user_ = "_apt";  // APT::Sandbox::User
-    unsigned no_progress_timeout_ = 120;  // Acquire::dopt::Timeout, seconds
-    bool fall_back_ = true;               // Acquire::dopt::Fallback
+    MethodConfig config_;
     dopt_client* client_ = nullptr;
     std::map<int, Fetch> fetches_;  // by arrival order
     int next_fetch_ = 0;

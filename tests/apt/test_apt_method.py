@@ -99,6 +99,7 @@ class AptThroughDopt(IntegrationTest):
             job = jobs[os.path.join(self.archives(), "partial", name)]
             self.assertEqual(job["state"], "acknowledged", job)
             self.assertEqual(job["display_name"], "apt " + name)
+            self.assertEqual(job["priority"], "foreground")  # a person waits on apt
             self.assertEqual(job["files"][0]["remote_name"], self.nginx.url("/pool/" + name))
         # Nothing of the agent is left in apt's folders.
         self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])

@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import unittest
 
@@ -32,6 +33,21 @@ from harness import (IS_ROOT, IntegrationTest, clean_env, dopt_path, make_file, 
                      sha256_file, wait_for)
 
 PACKAGES = {"dopt-test-a": 300 * 1024, "dopt-test-b": 700 * 1024}  # payload bytes
+
+
+def method_processes(apt_pid):
+    """PIDs of the dopt+http methods apt-get `apt_pid` started."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        if comm == "dopt+http" and int(stat[stat.rfind(")") + 2:].split()[1]) == apt_pid:
+            pids.append(int(d))
+    return pids
 
 
 class AptThroughDopt(IntegrationTest):
@@ -189,7 +205,18 @@ class AptThroughDopt(IntegrationTest):
         self.assertIn("apt fetches %s itself" % self.nginx.url("/pool/dopt-test-a_1.0_all.deb"), out)
         self.assert_debs_identical()
 
-    def test_an_agent_killed_mid_transfer_leaves_the_file_to_apts_http(self):
+    @staticmethod
+    def end_process(p):
+        """Kills `p` if it runs, reaps it and closes its output pipe."""
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        p.stdout.close()
+
+    def start_slow_install_of_b(self):
+        """`install --download-only dopt-test-b` from the slow origin, in
+        the background, once the agent is fetching it: (apt-get's Popen,
+        the job's id)."""
         self.start_agent()
         self.use_origin_path("/slow/")
         rc, out = self.apt("update")
@@ -197,17 +224,37 @@ class AptThroughDopt(IntegrationTest):
         argv, env = self.apt_command("install", "--download-only", "-y", "dopt-test-b")
         apt = subprocess.Popen(argv, env=env, cwd=self.tree.root, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: any(j["bytes_transferred"] > 0 and j["state"] == "transferring"
-                                 for j in self.agent.jobs()
-                                 if j["display_name"] == "apt dopt-test-b_1.0_all.deb"),
-                     30, what="the agent to be fetching dopt-test-b")
-            self.agent.kill9()
-            out = apt.communicate(timeout=60)[0].decode(errors="replace")
-        finally:
-            if apt.poll() is None:
-                apt.kill()
-                apt.wait()
+        self.addCleanup(self.end_process, apt)
+        job = wait_for(lambda: [j for j in self.agent.jobs()
+                                if j["display_name"] == "apt dopt-test-b_1.0_all.deb"
+                                and j["state"] == "transferring" and j["bytes_transferred"] > 0],
+                       30, what="the agent to be fetching dopt-test-b")[0]
+        return apt, job["id"]
+
+    def test_apt_killed_mid_transfer_leaves_no_job_behind(self):
+        # The method sees the end of its stdin and cancels its jobs.
+        apt, job_id = self.start_slow_install_of_b()
+        self.end_process(apt)
+        self.agent.wait_state(job_id, "cancelled", timeout=10)
+        self.assertEqual([f for f in os.listdir(os.path.join(self.archives(), "partial"))
+                          if f.endswith(".dopt-partial")], [])
+
+    def test_a_job_a_killed_method_left_is_replaced_on_the_next_run(self):
+        apt, stale_id = self.start_slow_install_of_b()
+        for pid in method_processes(apt.pid):
+            os.kill(pid, signal.SIGKILL)  # the method cannot cancel its job
+        self.end_process(apt)
+        self.assertEqual(self.agent.status(stale_id)["state"], "transferring")
+        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-b")
+        self.assertEqual(rc, 0, out)
+        self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),
+                           sha256_file(self.debs["dopt-test-b_1.0_all.deb"]))
+        self.assertEqual(self.agent.status(stale_id)["state"], "cancelled")
+
+    def test_an_agent_killed_mid_transfer_leaves_the_file_to_apts_http(self):
+        apt, _ = self.start_slow_install_of_b()
+        self.agent.kill9()
+        out = apt.communicate(timeout=60)[0].decode(errors="replace")
         self.assertEqual(apt.returncode, 0, out)
         self.assertIn("the dopt agent stopped answering", out)
         self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),

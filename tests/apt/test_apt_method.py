@@ -25,6 +25,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import unittest
 
 from apt_repo import (TOOLS, AptTree, RepoNginx, build_deb, make_flat_repo,  # noqa: E402
@@ -52,24 +53,36 @@ def method_processes(apt_pid):
 
 class AptThroughDopt(IntegrationTest):
 
-    def setUp(self):
+    @classmethod
+    def setUpClass(cls):
+        """The packages and the repository, made once for every test (each
+        test serves a copy)."""
         if not IS_ROOT:
-            self.skipTest("apt-get install and apt's sandbox user need root: run as root")
+            raise unittest.SkipTest("apt-get install and apt's sandbox user need root: run as root")
         for tool in TOOLS:
             if shutil.which(tool) is None:
-                self.skipTest("needs %s (scripts/setup-deps installs it)" % tool)
+                raise unittest.SkipTest("needs %s (scripts/setup-deps installs it)" % tool)
         try:
-            self.apt_user = pwd.getpwnam("_apt")
+            cls.apt_user = pwd.getpwnam("_apt")
         except KeyError:
-            self.skipTest("needs apt's sandbox account _apt")
+            raise unittest.SkipTest("needs apt's sandbox account _apt")
+        cls.made = tempfile.mkdtemp(prefix="dopt-apt-repo-")
+        debs = [build_deb(cls.made, name, size, seed=i)
+                for i, (name, size) in enumerate(sorted(PACKAGES.items()))]
+        cls.debs = {os.path.basename(d): d for d in debs}
+        make_flat_repo(os.path.join(cls.made, "www"), debs)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.made, ignore_errors=True)
+
+    def setUp(self):
         super().setUp()
         os.chmod(self.sb.dir, 0o755)  # _apt walks to apt's partial folders and the socket
         if not os.access(method_path(), os.X_OK):
             self.fail("missing %s (build the target dopt_apt_method)" % method_path())
-        debs = [build_deb(self.sb.path(), name, size, seed=i)
-                for i, (name, size) in enumerate(sorted(PACKAGES.items()))]
-        self.debs = {os.path.basename(d): d for d in debs}
-        make_flat_repo(self.www, debs)
+        os.rmdir(self.www)
+        shutil.copytree(os.path.join(self.made, "www"), self.www)
         self.nginx = RepoNginx(self.sb.path("nginx"), self.www)
         self.sb.children.append(self.nginx)
         self.nginx.start()

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
-#include <memory>
 #include <grp.h>
+#include <memory>
 #include <poll.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -64,7 +64,8 @@ std::string basename_of(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// "CONTEXT: text" of the last libdopt failure `rc`, for apt's messages.
+// "<dopt_strerror(rc)>: <dopt_last_error()>" of the failed libdopt call
+// that returned `rc`, for apt's messages.
 std::string dopt_failure(int rc) {
     std::string detail = dopt_last_error();
     return std::string(dopt_strerror(rc)) + (detail.empty() ? "" : ": " + detail);

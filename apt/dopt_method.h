@@ -24,9 +24,11 @@ public:
     DoptMethod(const DoptMethod&) = delete;
     DoptMethod& operator=(const DoptMethod&) = delete;
 
-    // Serves apt until its end of stdin, SIGINT or SIGTERM; then cancels
-    // the jobs not yet done (their partial files go with them). Returns the
-    // exit status: 0, or 100 after a message apt should never send.
+    // Serves apt until its end of stdin, SIGINT or SIGTERM; the jobs not
+    // yet done are cancelled when the method is destroyed (their partial
+    // files go with them). Returns the exit status: 0, or 100 after a
+    // `401 General Failure` (a malformed message from apt, or the sandbox
+    // user that could not be taken on).
     int run();
 
 private:
@@ -38,11 +40,16 @@ private:
     };
     enum class Outcome { Running, Finished };
 
+    // One message from apt; false when the method must end (after a 401).
     bool handle(const MethodMessage& message);
+    // A `600 URI Acquire`: a running job in fetches_, or an answer at once
+    // (a failure, or the redirect to apt's own method when no agent answers).
     void acquire(const MethodMessage& message);
     bool connect_agent(std::string& why_not);
     int start_job(Fetch& fetch, std::string& error);
     int add_file_replacing_stale_job(dopt_job* job, const AcquireRequest& r);
+    // Reads the job's status and tells apt what changed; Finished once apt
+    // has its answer (201, 400 or 103) and the job handle is closed.
     Outcome check(Fetch& fetch);
     Outcome on_transferred(Fetch& fetch);
     Outcome on_error(Fetch& fetch, const dopt_error* error);
@@ -50,6 +57,7 @@ private:
     void fail(const AcquireRequest& r, const std::string& message, const std::string& reason = "",
               bool transient = false);
     void fall_back_to_apt(const AcquireRequest& r, const std::string& why);
+    // Closes the job's handle, cancelling the job first when `cancel`.
     void end_job(Fetch& fetch, bool cancel);
     void send(const std::string& header, const std::vector<std::pair<std::string, std::string>>& fields);
 

@@ -30,8 +30,8 @@ import unittest
 
 from apt_repo import (TOOLS, AptTree, RepoNginx, build_deb, make_flat_repo,  # noqa: E402
                       method_path)
-from harness import (IS_ROOT, IntegrationTest, clean_env, dopt_path, make_file,  # noqa: E402
-                     sha256_file, wait_for)
+from harness import (IS_ROOT, IntegrationTest, TlsNginx, clean_env, dopt_path,  # noqa: E402
+                     make_file, sha256_file, wait_for)
 
 PACKAGES = {"dopt-test-a": 300 * 1024, "dopt-test-b": 700 * 1024}  # payload bytes
 
@@ -132,6 +132,20 @@ class AptThroughDopt(IntegrationTest):
             self.assertEqual(job["files"][0]["remote_name"], self.nginx.url("/pool/" + name))
         # Nothing of the agent is left in apt's folders.
         self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])
+
+    def test_dopt_https_fetches_over_https(self):
+        # The same program under its second name: the origin's scheme is https.
+        tls = TlsNginx(self.sb.path("tls"), self.www)
+        self.sb.children.append(tls)
+        tls.start()
+        self.start_agent('[http]\nca_file = "%s"\n' % tls.cert)
+        self.tree.use_source("dopt+" + tls.url("/"))
+        rc, out = self.apt("update")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES))
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"Get:\d+ dopt\+https://127\.0\.0\.1:\d+ \./ dopt-test-a")
+        self.assert_debs_identical()
 
     def test_the_privilege_separated_system_agent_writes_apts_partial_folders(self):
         # As README.md says: apt's partial folders in system_job_dirs, since

@@ -147,6 +147,16 @@ class AptThroughDopt(IntegrationTest):
         self.assertRegex(out, r"Get:\d+ dopt\+https://127\.0\.0\.1:\d+ \./ dopt-test-a")
         self.assert_debs_identical()
 
+    def start_system_agent(self, system_job_dirs):
+        """The privilege-separated agent (user nobody) with `system_job_dirs`."""
+        socket_path = self.sb.path("agent", "run", "doptd.sock")
+        self.agent = self.sb.agent('user = "nobody"\nsocket = "%s"\nsystem_job_dirs = [%s]\n'
+                                   % (socket_path, ", ".join('"%s"' % d for d in system_job_dirs)),
+                                   start=False)
+        self.agent.socket = socket_path
+        self.agent.start()
+        self.assertIn("privilege-separated", self.agent.log_text())
+
     def test_the_privilege_separated_system_agent_writes_apts_partial_folders(self):
         # As README.md says: apt's partial folders in system_job_dirs, since
         # _apt is a system account.
@@ -154,19 +164,20 @@ class AptThroughDopt(IntegrationTest):
                     os.path.join(self.archives(), "partial")]
         for d in partials:
             os.makedirs(d)
-        socket_path = self.sb.path("agent", "run", "doptd.sock")
-        self.agent = self.sb.agent('user = "nobody"\nsocket = "%s"\nsystem_job_dirs = [%s]\n'
-                                   % (socket_path, ", ".join('"%s"' % d for d in partials)),
-                                   start=False)
-        self.agent.socket = socket_path
-        self.agent.start()
-        self.assertIn("privilege-separated", self.agent.log_text())
+        self.start_system_agent(partials)
         rc, out = self.apt("update")
         self.assertEqual(rc, 0, out)
         rc, out = self.apt("install", "--download-only", "-y", *sorted(PACKAGES))
         self.assertEqual(rc, 0, out)
         self.assert_debs_identical()
         self.assertNotIn("owner-rights: refused", self.agent.log_text())
+
+    def test_a_system_agent_without_apts_folders_refuses_naming_system_job_dirs(self):
+        self.start_system_agent([])
+        rc, out = self.apt("update", "--error-on=any")
+        self.assertEqual(rc, 100, out)
+        self.assertRegex(out, r"E: Failed to fetch dopt\+http://\S+ +dopt could not add the file "
+                              r"for .*only under system_job_dirs")
 
     def test_a_second_update_is_an_if_modified_since_hit(self):
         self.start_agent()

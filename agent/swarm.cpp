@@ -131,6 +131,14 @@ void Swarms::start() {
             LOG_WARN("[p2p] enabled but no listen address: peering stays off (HTTP only)");
         return;
     }
+    start_session();
+    remove_orphan_cache_folders();
+    restore_cache();
+    evict_cache();
+}
+
+// The peer session on [p2p] listen, and what this agent knows of its peers.
+void Swarms::start_session() {
     p2p::SessionSettings s;
     s.listen = config_.p2p_listen;
     s.lan_discovery = config_.lan_discovery;
@@ -156,8 +164,11 @@ void Swarms::start() {
     if (!listen.unspecified) self_address_ = listen.address;
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
+}
 
-    remove_orphan_cache_folders();
+// Every complete torrent of the cache index back in the session to seed;
+// the unfinished ones no unfinished job wants are removed.
+void Swarms::restore_cache() {
     for (auto it = cache_.begin(); it != cache_.end();) {
         const CacheEntry& e = it->second;
         if (e.complete) {
@@ -174,7 +185,6 @@ void Swarms::start() {
             ++it;
         }
     }
-    evict_cache();
 }
 
 // Graceful stop: every torrent's resume data saved (waits up to 5 s).
@@ -276,10 +286,10 @@ void Swarms::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long 
             return;
         }
         agent_.fail(job, outcome.ok ? ErrorContext::Integrity : outcome.context,
-             outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
-             outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
-                        : "cannot fetch the job's metainfo: " + outcome.description,
-             job.current_file);
+                    outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
+                    outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
+                               : "cannot fetch the job's metainfo: " + outcome.description,
+                    job.current_file);
         return;
     }
     remember_metainfo(job, f, *meta, bytes);
@@ -451,7 +461,7 @@ void Swarms::join_swarm(Job& job, int fd) {
         int err = errno;
         ::close(fd);
         agent_.fail(job, ErrorContext::LocalFile, err,
-             "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
+                    "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
     job.swarm_fd = fd;
@@ -856,6 +866,15 @@ void Swarms::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcom
         return;
     }
     // Transient: back off; peers may still give the piece meanwhile.
+    back_off_origin(s, op, outcome, now);
+}
+
+// An origin piece failed transiently: the origin is asked again after a
+// backoff (doubling, within [retry_min_delay, retry_max_delay], at least its
+// Retry-After), and a user that made no progress for its no-progress
+// timeout fails.
+void Swarms::back_off_origin(Swarm& s, const OriginPiece& op, const TransferOutcome& outcome,
+                             std::int64_t now) {
     ++s.origin_failures;
     double delay = config_.retry_min_delay;
     for (std::uint32_t i = 1; i < s.origin_failures && delay < config_.retry_max_delay; ++i) delay *= 2;
@@ -867,12 +886,12 @@ void Swarms::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcom
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) {
         j->last_transient = agent_.error_record(*j, outcome.context, outcome.code, outcome.description,
-                                         j->current_file);
+                                                j->current_file);
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
             agent_.fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
-                 "no progress for " + std::to_string(j->no_progress_timeout()) +
-                     " s; last failure: " + outcome.description,
-                 j->current_file);
+                        "no progress for " + std::to_string(j->no_progress_timeout()) +
+                            " s; last failure: " + outcome.description,
+                        j->current_file);
     }
 }
 
@@ -886,7 +905,7 @@ void Swarms::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
     const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
         agent_.fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-             f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
+                    f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
         detach_swarm(job, false);
         use_http_only(job, "the origin's content does not match its metainfo: " + why);
@@ -1020,7 +1039,7 @@ bool Swarms::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, of
         if (err) {
             FileRecord& f = j->file();
             agent_.fail(*j, ErrorContext::LocalFile, err,
-                 "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
+                        "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
             continue;
         }
         DOPT_CRASH_POINT("swarm_piece_write");
@@ -1046,7 +1065,7 @@ void Swarms::finish_swarm_file(Job& job) {
     if (config_.sync_on_complete && ::fdatasync(fd) != 0) {
         int err = errno;
         agent_.fail(job, ErrorContext::LocalFile, err,
-             "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
+                    "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
     if (!f.sha256.empty()) {
@@ -1055,13 +1074,13 @@ void Swarms::finish_swarm_file(Job& job) {
             detach_swarm(job, false);
             // A resume's open comes after it (owner_op's order).
             agent_.owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), f.partial_path),
-                     [](Job&, int) {});
+                            [](Job&, int) {});
             f.bytes_transferred = 0;
             store_.update_file(job.rec.id, f);
             agent_.fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-                 "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
-                     "; the data was discarded",
-                 job.current_file);
+                        "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
+                            "; the data was discarded",
+                        job.current_file);
             return;
         }
     }

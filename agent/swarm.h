@@ -188,6 +188,8 @@ public:
 private:
     friend struct OriginPiece;  // on_origin_piece_done
 
+    void start_session();
+    void restore_cache();
     void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status, std::string bytes);
     void use_http_only(Job& job, const std::string& why);
     void drop_unwanted_cache_entry(const std::string& info_hash);
@@ -215,6 +217,8 @@ private:
     void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
+    void back_off_origin(Swarm& swarm, const OriginPiece& piece, const TransferOutcome& outcome,
+                         std::int64_t now_ms);
     void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
     bool copy_piece_from_cache(Swarm& swarm, int piece);
     bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);

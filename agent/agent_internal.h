@@ -127,7 +127,7 @@ struct Agent::Job : TransferSink {
     std::int64_t next_retry_time = 0;
     std::vector<std::string> destination_keys;  // its entries in destinations_
 
-    // Peering (agent_swarm.cpp). While the current file goes through a
+    // Peering (swarm.cpp). While the current file goes through a
     // torrent, `swarm` is set, transfer is 0 and each verified piece is
     // written into the partial file through `swarm_fd` (owner's rights).
     Swarm* swarm = nullptr;
@@ -180,131 +180,6 @@ struct Agent::Job : TransferSink {
 
     std::string to_json() const;  // the job object, as JSON text
     const char* mode() const;     // "peer_assisted", "http_only" or "pending"
-};
-
-// How often every swarm is pumped, its claims repeated to peers that
-// connected since and the peer session ticked (p2p/session.h tick()).
-constexpr std::int64_t kSwarmTickMs = 250;
-// How often a swarm's claims are sent again to peers connected since: as
-// often as the tick, so a late peer learns of a claim within 250 ms.
-constexpr std::int64_t kClaimRepeatMs = 250;
-// How often an unfinished torrent's resume data is saved in its cache entry.
-constexpr std::int64_t kResumeSaveIntervalMs = 30000;
-// The window over which the rate peers give us pieces is measured.
-constexpr std::int64_t kPeerRateWindowMs = 2000;
-// A piece another agent also claimed, with a lower claimant id, is left to
-// it when our request for it started less than this long ago (an older
-// request has bytes worth keeping).
-constexpr std::int64_t kYieldClaimedPieceWithinMs = 1000;
-// How long a graceful stop waits for the torrents' resume data.
-constexpr std::int64_t kStopResumeDataWaitMs = 5000;
-// Origin pieces that fail their hash check for one job before its origin is
-// taken as not matching the metainfo (origin_does_not_match).
-constexpr int kOriginHashFailuresToMismatch = 2;
-
-// One torrent in the peer session: content being fetched for jobs, or
-// complete and kept in the peer cache to seed.
-struct Agent::Swarm {
-    std::string info_hash;
-    p2p::MetainfoSummary meta;
-    p2p::TorrentId torrent = 0;
-    // Origin pieces are fetched on behalf of the users in turn (round robin
-    // over `users`), each from that job's own URL with its own headers: never
-    // from the URL another job (or user) registered the content with. This
-    // counts the requests started, to pick the next user.
-    std::size_t origin_turn = 0;
-    std::set<Job*> users;                 // jobs whose current file this is
-    std::vector<bool> have;               // verified, held by the peer session
-    int have_count = 0;
-    std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
-    std::vector<bool> from_origin;        // fetched by our origin fetcher
-    std::vector<bool> verified_now;       // hash-checked by the peer session in this run
-    std::map<int, OriginPiece*> origin_inflight;
-    std::vector<int> order;               // this agent's origin piece order
-    std::int64_t attached_ms = 0;         // when the first current user came
-    // Peers (addresses) whose connection for this swarm ended since it was
-    // attached: a peer without this torrent closes the connection at the
-    // handshake, and a duplicate of two simultaneous connections is
-    // dropped. The discovery window does not wait for them.
-    std::set<std::string> peers_hung_up;
-    // What the swarm remembers of each connected peer from one pump to the
-    // next (fetch_origin_pieces).
-    struct SeenPeer {
-        std::int64_t first_seen_ms = 0;
-        // Since when it owes us data (0: it does not): we want its pieces
-        // and it keeps us choked or leaves our requests unanswered.
-        std::int64_t owes_since_ms = 0;
-        std::int64_t payload = 0;  // bytes of pieces it had sent us by then
-    };
-    std::map<std::string, SeenPeer> peers_seen;  // connected peers (by endpoint) only
-    // Addresses that owed us data for 2 s since the swarm was attached:
-    // disconnected whenever they connect, until the swarm is attached again.
-    std::set<std::string> peers_failed;
-    // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
-    std::set<int> claims_held_over;
-    std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
-    std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
-    std::int64_t peers_slow_since_ms = 0;   // since when peers are too slow (origin_picker.h)
-    // The rate peers give us pieces: bytes of pieces verified from peers,
-    // and the rate over the last window of 2 s or more (-1: not measured yet).
-    std::int64_t peer_piece_bytes = 0;
-    std::int64_t peer_rate = -1;
-    std::int64_t peer_rate_mark_ms = 0;
-    std::int64_t peer_rate_mark_bytes = 0;
-    std::int64_t origin_piece_ms = 0;     // how long our origin pieces take (average; 0: none yet)
-    std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
-    std::uint32_t origin_failures = 0;    // in a row, for the backoff
-    // The job each origin piece not yet verified was fetched for (a piece
-    // failing its hash is charged to it), and its hash failures.
-    std::map<int, Job*> origin_piece_job;
-    std::map<Job*, int> origin_hash_failures;
-    std::int64_t next_resume_save_ms = 0;
-    std::int64_t next_claim_repeat_ms = 0;
-    bool complete = false;
-    bool paused = false;
-    bool checked = false;                 // the peer session finished checking the cached copy
-    // The cached copy, read-only, for copying verified pieces into partial
-    // files in the kernel (copy_file_range); -1 until first needed,
-    // kCacheFdFailed when it could not be opened.
-    static constexpr int kCacheFdFailed = -2;
-    int cache_fd = -1;
-
-    Swarm() = default;
-    Swarm(const Swarm&) = delete;
-    Swarm& operator=(const Swarm&) = delete;
-    ~Swarm() {
-        if (cache_fd >= 0) ::close(cache_fd);
-    }
-
-    std::uint64_t piece_size(int piece) const {
-        if (piece == meta.num_pieces - 1) return meta.size - piece_offset(piece);
-        return static_cast<std::uint64_t>(meta.piece_length);
-    }
-    std::uint64_t piece_offset(int piece) const {
-        return static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(meta.piece_length);
-    }
-};
-
-// A swarm's connected peers as one pump sees them (fetch_origin_pieces).
-struct Agent::SwarmView {
-    std::vector<p2p::TorrentPeer> peers;
-    std::vector<int> peers_with;     // peers that count holding each piece
-    std::set<std::string> failing;   // endpoints of peers that owe us data for too long
-};
-
-// One origin range request for one piece; the bytes go to the peer session.
-struct Agent::OriginPiece : TransferSink {
-    Agent* agent = nullptr;
-    Swarm* swarm = nullptr;
-    Job* job = nullptr;  // the user it is fetched for, from its URL, with its headers
-    int piece = 0;
-    TransferId id = 0;
-    std::int64_t started_ms = 0;
-    std::vector<char> data;
-
-    int on_response(const ResponseInfo& info) override;
-    int on_body(const char* data, std::size_t len) override;
-    void on_done(const TransferOutcome& outcome) override;
 };
 
 // One decoded IPC request and who sent it (SO_PEERCRED).

@@ -274,7 +274,10 @@ class TransientErrorIsShown(IntegrationTest):
 
     def setUp(self):
         super().setUp()
-        self.start_agent()
+        # Retries a minute apart: the failure `status --json` read is still
+        # the one `dopt status` shows next (with the harness's 1-2 s, a
+        # retry on a loaded machine came in between and its text differed).
+        self.start_agent("[jobs]\nretry_min_delay = 60\nretry_max_delay = 60\n")
         # Nothing listens there: every attempt is refused at once.
         self.url = "http://127.0.0.1:%d/nothing.bin" % free_port()
         self.path = os.path.join(self.dest(), "nothing.bin")

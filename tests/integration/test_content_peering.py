@@ -9,6 +9,7 @@ in the origin's access log after a mark) are printed on stderr.
 """
 
 import os
+import threading
 import unittest
 
 import harness
@@ -48,6 +49,38 @@ class ContentPeering(PeeringTest):
             self.assertEqual(fa.read(), fb.read())
         self.assertEqual(jb["files"][0]["metainfo"], "peers", jb)
         self.assertFromPeers(jb, self.SIZE, mark, "/app.bin", "by its SHA-256", b)
+
+    def test_two_agents_asking_at_once_fetch_the_file_from_the_origin_about_once(self):
+        """A and B ask for the same SHA-256 at the same moment; neither holds
+        it. The wanter with the lower node id fetches it from the origin and
+        seeds it; the other waits for that copy and takes it from its peer.
+        Both files are byte-identical and the origin sent the file about
+        once (at most 1.10 times)."""
+        self.start_origin()
+        sha = self.serve("push.bin", self.SIZE, torrent=False)
+        a, b = self.pair()
+        url = self.url("push.bin")
+        results = {}
+
+        def get(agent, name):
+            results[name] = self.get(agent, url, "push.bin", "--sha256", sha)
+
+        threads = [threading.Thread(target=get, args=(agent, name))
+                   for agent, name in ((a, "A"), (b, "B"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(sorted(results), ["A", "B"], "a dopt get did not finish")
+        for name, (dest, job) in results.items():
+            self.assertFileSha(dest, sha)
+            say("%s: bytes_from_peers %d, bytes_from_origin %d"
+                % (name, job["bytes_from_peers"], job["bytes_from_origin"]))
+        sent = self.origin.body_bytes_sent("/push.bin")
+        say("the origin sent %d bytes for a file of %d" % (sent, self.SIZE))
+        self.assertLessEqual(sent, 1.10 * self.SIZE)
+        follower = min(results.values(), key=lambda r: r[1]["bytes_from_origin"])[1]
+        self.assertGreaterEqual(follower["bytes_from_peers"], 0.95 * self.SIZE, follower)
 
     def test_without_a_sha256_nothing_is_looked_up_or_seeded(self):
         """The same file fetched without --sha256 goes over HTTP only and

@@ -225,6 +225,9 @@ private:
     // banned when the mapping proves false.
     std::map<std::string, std::set<std::string>> content_announcers_;
     std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
+    std::map<std::string, std::string> content_announced_;  // info-hash -> the SHA-256 announced for it
+    std::uint64_t content_messages_ignored_ = 0;
+    void withdraw_content(const std::string& info_hash);
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the

@@ -109,7 +109,10 @@ void Agent::handle_content_events() {
             on_wanters_changed(e);
             break;
         case Kind::MessageIgnored:
-            LOG_WARN("peer %s: %s; ignored", e.peer.c_str(), e.message.c_str());
+            // A hostile peer may send many: the first few, then one in 1000.
+            if (++content_messages_ignored_ <= 10 || content_messages_ignored_ % 1000 == 0)
+                LOG_WARN("peer %s: %s; ignored (%llu so far)", e.peer.c_str(), e.message.c_str(),
+                         static_cast<unsigned long long>(content_messages_ignored_));
             break;
         }
     }
@@ -285,6 +288,7 @@ bool Agent::seed_into_cache(Job& job, int fd) {
     Swarm* s = add_swarm(e);
     if (!s) return false;
     peers_->announce_content(f.sha256, s->torrent);
+    content_announced_[e.info_hash] = f.sha256;
     LOG_INFO("content %s: seeding it as %s", f.sha256.c_str(), e.info_hash.c_str());
     return true;
 }
@@ -322,6 +326,16 @@ void Agent::content_proven(Job& job, std::uint64_t torrent) {
     const FileRecord& f = job.file();
     if (f.metainfo_source != "peers" || f.sha256.empty()) return;
     peers_->announce_content(f.sha256, torrent);
+    content_announced_[f.info_hash] = f.sha256;
+}
+
+// The torrent `info_hash` leaves the session (eviction, cache clear): the
+// SHA-256 it was announced for is no longer held here.
+void Agent::withdraw_content(const std::string& info_hash) {
+    auto it = content_announced_.find(info_hash);
+    if (it == content_announced_.end()) return;
+    if (peers_) peers_->withdraw_content(it->second);
+    content_announced_.erase(it);
 }
 
 // A mapping proved false: the peers that announced it are banned, and it is

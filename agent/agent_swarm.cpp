@@ -378,6 +378,7 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
 }
 
 void Agent::remove_swarm(Swarm& s, bool delete_files) {
+    withdraw_content(s.info_hash);
     drop_origin_pieces(s);
     peers_->remove_torrent(s.torrent, delete_files);
     std::string ih = s.info_hash;

@@ -326,31 +326,20 @@ private:
 ContentPlugin::ContentPlugin(std::shared_ptr<ContentTable> table) : table_(std::move(table)) {}
 
 void ContentPlugin::expect_rendezvous(const lt::info_hash_t& r, const ContentSha256& x) {
-    std::lock_guard<std::mutex> lock(expected_mutex_);
-    expected_[r] = x;
+    expected_.expect(r, x);
 }
 
-void ContentPlugin::forget_rendezvous(const lt::info_hash_t& r) {
-    std::lock_guard<std::mutex> lock(expected_mutex_);
-    expected_.erase(r);
-}
+void ContentPlugin::forget_rendezvous(const lt::info_hash_t& r) { expected_.forget(r); }
 
 std::shared_ptr<lt::torrent_plugin> ContentPlugin::new_torrent(const lt::torrent_handle& handle,
                                                                lt::client_data_t) {
     // info_hashes() reads an immutable field (no call into the network thread).
     const lt::info_hash_t ih = handle.info_hashes();
-    ContentSha256 x{};
-    {
-        std::lock_guard<std::mutex> lock(expected_mutex_);
-        auto it = expected_.find(ih);
-        if (it == expected_.end()) return nullptr;
-        x = it->second;
-    }
-    for (auto it = torrents_.begin(); it != torrents_.end();)
-        it = it->second.expired() ? torrents_.erase(it) : std::next(it);
-    auto t = std::make_shared<ContentTorrent>(x, table_);
-    torrents_[ih] = t;
-    return t;
+    const std::optional<ContentSha256> x = expected_.find(ih);
+    if (!x) return nullptr;
+    auto plugin = std::make_shared<ContentTorrent>(*x, table_);
+    keep_torrent_plugin(torrents_, ih, plugin);
+    return plugin;
 }
 
 void ContentPlugin::send_state(const lt::info_hash_t& r) {

@@ -39,6 +39,7 @@
 #include <libtorrent/span.hpp>
 #include <libtorrent/torrent_handle.hpp>
 
+#include "p2p/claims.h"            // ExpectedTorrents
 #include "p2p/session_settings.h"  // ContentEvent
 
 namespace dopt::p2p {
@@ -164,8 +165,7 @@ public:
 
 private:
     std::shared_ptr<ContentTable> table_;
-    std::mutex expected_mutex_;
-    std::map<lt::info_hash_t, ContentSha256> expected_;  // guarded by expected_mutex_
+    ExpectedTorrents<ContentSha256> expected_;  // rendezvous torrents and their X
     // Touched only on the network thread.
     std::map<lt::info_hash_t, std::weak_ptr<ContentTorrent>> torrents_;
 };

@@ -172,7 +172,7 @@ void Swarms::restore_cache() {
     for (auto it = cache_.begin(); it != cache_.end();) {
         const CacheEntry& e = it->second;
         if (e.complete) {
-            add_swarm(e);
+            announce_cached_content(e, add_swarm(e));
             ++it;
         } else if (!wanted_by_unfinished_job(e.info_hash)) {
             // A torrent no job wants any more (its job ended while we were down).

@@ -274,6 +274,7 @@ private:
     void content_proven(Job& job, std::uint64_t torrent);
     void drop_content_mapping(const std::string& info_hash, const std::string& why);
     void withdraw_content(const std::string& info_hash);
+    void announce_cached_content(const storage::CacheEntry& entry, Swarm* swarm);
 
     Agent& agent_;
     const Config& config_;

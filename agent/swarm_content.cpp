@@ -287,6 +287,7 @@ bool Swarms::seed_into_cache(Job& job, int fd) {
     e.complete = true;
     e.last_used = wall_now();
     e.metainfo = bytes;
+    e.sha256 = f.sha256;
     store_.put_cache_entry(e);
     cache_[e.info_hash] = e;
     evict_pending_ = true;
@@ -332,6 +333,15 @@ void Swarms::content_proven(Job& job, std::uint64_t torrent) {
     if (f.metainfo_source != "peers" || f.sha256.empty()) return;
     peers_->announce_content(f.sha256, torrent);
     content_announced_[f.info_hash] = f.sha256;
+    if (auto c = cache_.find(f.info_hash); c != cache_.end()) c->second.sha256 = f.sha256;  // stored by the caller
+}
+
+// A complete cached torrent put back in the session at start: seeded under
+// the SHA-256 it was verified against, if any.
+void Swarms::announce_cached_content(const CacheEntry& e, Swarm* s) {
+    if (!s || e.sha256.empty()) return;
+    peers_->announce_content(e.sha256, s->torrent);
+    content_announced_[e.info_hash] = e.sha256;
 }
 
 // The torrent `info_hash` leaves the session (eviction, cache clear): the

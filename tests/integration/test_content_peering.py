@@ -50,6 +50,29 @@ class ContentPeering(PeeringTest):
         self.assertEqual(jb["files"][0]["metainfo"], "peers", jb)
         self.assertFromPeers(jb, self.SIZE, mark, "/app.bin", "by its SHA-256", b)
 
+    def test_a_restarted_agent_still_offers_what_it_holds_by_sha256(self):
+        """A fetches restart.bin with --sha256 and seeds it; A is stopped
+        (SIGTERM) and started again; B, asking for the same SHA-256 then,
+        still finds A and takes >= 95% of the bytes from it."""
+        self.start_origin()
+        sha = self.serve("restart.bin", self.SIZE, torrent=False)
+        a, b = self.pair(start_b=False)
+        url = self.url("restart.bin")
+        self.get(a, url, "restart.bin", "--sha256", sha)
+        entry = harness.wait_for(
+            lambda: next((e for e in self.cache(a) if e["name"] == sha), None), 20,
+            what="A's cache entry named %s" % sha)
+        self.assertEqual(a.terminate(), 0, "doptd A did not exit 0 on SIGTERM")
+        a.start()
+        self.wait_seeding(a, entry["info_hash"])
+
+        b.start()
+        mark = self.mark()
+        db, jb = self.get(b, url, "restart.bin", "--sha256", sha)
+        self.assertFileSha(db, sha)
+        self.assertEqual(jb["files"][0]["metainfo"], "peers", jb)
+        self.assertFromPeers(jb, self.SIZE, mark, "/restart.bin", "after A's restart", b)
+
     def test_two_agents_asking_at_once_fetch_the_file_from_the_origin_about_once(self):
         """A and B ask for the same SHA-256 at the same moment; neither holds
         it. The wanter with the lower node id fetches it from the origin and

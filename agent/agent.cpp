@@ -445,6 +445,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     // Flushed whole: a restart from here only checks the last byte.
     note_partial();
     a.store_->update_file(rec.id, f);
+    a.swarms_->seed_content(*this, partial->fd());
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -817,6 +818,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) swarms_->detach_swarm(job, !save);
+    if (job.current_file >= 0) swarms_->leave_content(job);
     if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);

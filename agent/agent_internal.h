@@ -137,6 +137,11 @@ struct Agent::Job : TransferSink {
     int written_count = 0;
     std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
     std::string http_only_reason;         // why the file goes without peers
+    // Content identity (agent_content.cpp): waiting in a lookup of the
+    // current file's SHA-256; and, once fetched from the origin after one,
+    // to be seeded under it.
+    bool content_waiting = false;
+    bool content_seed = false;
 
     // Owner operations (Agent::owner_op): one of the job's in flight at a
     // time; the steps that wait for it are queued, in the order asked.
@@ -155,7 +160,7 @@ struct Agent::Job : TransferSink {
         file().bytes_transferred = partial->size();
         file().durable_bytes = partial->durable_size();
     }
-    bool busy() const { return transfer != 0 || swarm != nullptr || opening; }
+    bool busy() const { return transfer != 0 || swarm != nullptr || opening || content_waiting; }
     bool owner_ops_pending() const { return owner_op_running || !owner_queue.empty(); }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
     Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }

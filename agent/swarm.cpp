@@ -118,7 +118,7 @@ Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, Ori
 Swarms::~Swarms() = default;
 
 std::int64_t Swarms::tick_deadline_ms() const {
-    return swarms_.empty() ? INT64_MAX : next_swarm_tick_ms_;
+    return swarms_.empty() && content_lookups_.empty() ? INT64_MAX : next_swarm_tick_ms_;
 }
 
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
@@ -172,7 +172,7 @@ void Swarms::restore_cache() {
     for (auto it = cache_.begin(); it != cache_.end();) {
         const CacheEntry& e = it->second;
         if (e.complete) {
-            add_swarm(e);
+            announce_cached_content(e, add_swarm(e));
             ++it;
         } else if (!wanted_by_unfinished_job(e.info_hash)) {
             // A torrent no job wants any more (its job ended while we were down).
@@ -241,6 +241,7 @@ bool Swarms::start_file_with_peers(Job& job) {
     else if (f.metainfo_source.empty() && config_.metainfo_probe)
         url = metainfo_url_beside(f.remote_url, config_.metainfo_suffix);
     if (url.empty()) {
+        if (look_up_content(job)) return true;
         use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
         return false;
     }
@@ -275,7 +276,9 @@ void Swarms::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long 
     }
     if (!meta) {
         if (!from_job) {
-            // No metainfo beside the content (404, an HTML page, garbage): quietly HTTP only.
+            // No metainfo beside the content (404, an HTML page, garbage):
+            // its SHA-256 on the LAN, else quietly HTTP only.
+            if (look_up_content(job)) return;
             use_http_only(job, outcome.ok ? "the origin's metainfo is not usable: " + parse_error
                                           : "no metainfo beside the content");
             agent_.start_job(job);
@@ -415,6 +418,7 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
 }
 
 void Swarms::remove_swarm(Swarm& s, bool delete_files) {
+    withdraw_content(s.info_hash);
     drop_origin_pieces(s);
     peers_->remove_torrent(s.torrent, delete_files);
     std::string ih = s.info_hash;
@@ -907,6 +911,7 @@ void Swarms::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
         agent_.fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
                     f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
+        if (f.metainfo_source == "peers") drop_content_mapping(s.info_hash, "the origin's bytes fail its hashes");
         detach_swarm(job, false);
         use_http_only(job, "the origin's content does not match its metainfo: " + why);
         agent_.start_job(job);
@@ -1070,6 +1075,19 @@ void Swarms::finish_swarm_file(Job& job) {
     }
     if (!f.sha256.empty()) {
         std::string digest = sha256_of_fd(fd);
+        if (digest != f.sha256 && f.metainfo_source == "peers") {
+            // "X is H" was a lie: H goes, its announcers are banned, and
+            // the file comes from the origin.
+            const std::string ih = job.swarm->info_hash;
+            drop_content_mapping(ih, "its bytes are not that SHA-256");
+            detach_swarm(job, false);
+            if (auto s = swarms_.find(ih); s != swarms_.end() && s->second->users.empty())
+                remove_swarm(*s->second, true);
+            f.bytes_transferred = 0;
+            use_http_only(job, "the LAN's copy of SHA-256 " + f.sha256 + " was not it");
+            agent_.start_job(job);
+            return;
+        }
         if (digest != f.sha256) {
             detach_swarm(job, false);
             // A resume's open comes after it (owner_op's order).
@@ -1085,6 +1103,7 @@ void Swarms::finish_swarm_file(Job& job) {
         }
     }
     Swarm* s = job.swarm;
+    content_proven(job, s->torrent);
     auto c = cache_.find(s->info_hash);
     if (c != cache_.end()) {
         c->second.last_used = wall_now();
@@ -1126,9 +1145,11 @@ void Swarms::handle_peer_events() {
     if (!peers_) return;
     SwarmsToPump to_pump;
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
-        if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
+        if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
+        else if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
         else log_peer_event(e);
     }
+    handle_content_events();
     for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it).
         for (auto& [ih, live] : swarms_)
@@ -1146,6 +1167,7 @@ void Swarms::handle_peer_events() {
         std::vector<Swarm*> all;
         for (auto& [ih, s] : swarms_) all.push_back(s.get());
         for (Swarm* s : all) swarm_tick(*s, now);
+        content_tick(now);
     }
 }
 

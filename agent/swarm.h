@@ -177,12 +177,20 @@ public:
     // A cache entry's torrent, or its entry and folder, removed (cache_clear).
     void remove_cached_content(const std::string& info_hash);
 
+    // Content identity (swarm_content.cpp, docs/design.md): the job stops
+    // (its lookup, or its wait to be seeded, ends with it); the job's HTTP
+    // fetch after a lookup is whole and matched its SHA-256 (`fd`: its
+    // partial file): it is copied into the peer cache, seeded and announced.
+    void leave_content(Job& job, bool stay = false);
+    void seed_content(Job& job, int fd);
+
     // What the agent reads (job objects, cache_list, peer_stats, the loop).
     bool peering() const { return peers_ != nullptr; }
     p2p::TorrentSession* session() const { return peers_.get(); }  // null when peering is off
     const std::map<std::string, storage::CacheEntry>& cache() const { return cache_; }
     const std::map<std::string, std::unique_ptr<Swarm>>& torrents() const { return swarms_; }
-    // When handle_peer_events must run next (mono_ms); INT64_MAX with no torrent.
+    // When handle_peer_events must run next (mono_ms); INT64_MAX with no
+    // torrent and no content lookup.
     std::int64_t tick_deadline_ms() const;
 
 private:
@@ -249,6 +257,25 @@ private:
     bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
     void forget_cached_content(const std::string& info_hash);
 
+    // Content identity (swarm_content.cpp): a file with a SHA-256 and no
+    // metainfo looks for LAN holders, and is seeded under its SHA-256 once
+    // fetched from the origin.
+    struct ContentLookup;
+    bool look_up_content(Job& job);
+    bool use_cached_content(Job& job);
+    void handle_content_events();
+    void on_holder_found(const p2p::ContentEvent& event);
+    void on_wanters_changed(const p2p::ContentEvent& event);
+    void on_content_metadata(std::uint64_t torrent);
+    void content_tick(std::int64_t now_ms);
+    void fetch_content_from_origin(const std::string& sha256, const std::string& why);
+    bool seed_into_cache(Job& job, int fd);
+    std::string copy_into_cache(const storage::FileRecord& f, int fd);
+    void content_proven(Job& job, std::uint64_t torrent);
+    void drop_content_mapping(const std::string& info_hash, const std::string& why);
+    void withdraw_content(const std::string& info_hash);
+    void announce_cached_content(const storage::CacheEntry& entry, Swarm* swarm);
+
     Agent& agent_;
     const Config& config_;
     storage::JobStore& store_;
@@ -264,6 +291,27 @@ private:
     // A job left unfinished content (suspend, error): evict_cache() on the
     // next pass of handle_peer_events, not inside the caller's loops.
     bool evict_pending_ = false;
+    std::map<std::string, std::unique_ptr<ContentLookup>> content_lookups_;  // by SHA-256
+    // SHA-256 -> this agent's jobs fetching it from the origin after a
+    // lookup: it stays on the rendezvous as a wanter until one is seeded.
+    std::map<std::string, int> content_origin_fetches_;
+    // Info-hash -> addresses of the peers that said "X is this info-hash":
+    // banned when the mapping proves false.
+    std::map<std::string, std::set<std::string>> content_announcers_;
+    std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
+    std::map<std::string, std::string> content_announced_;  // info-hash -> the SHA-256 announced for it
+    std::uint64_t content_messages_ignored_ = 0;
+};
+
+// A lookup of a SHA-256 on the LAN (swarm_content.cpp): the jobs waiting for
+// it, until when, and the holder's info dictionary being fetched.
+struct Swarms::ContentLookup {
+    std::set<Job*> jobs;
+    std::int64_t deadline_ms = 0;      // the window's end, or the follower's or the metadata's bound
+    bool following = false;            // a wanter with a lower node id fetches from the origin
+    p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
+    std::string info_hash;             // its info-hash
+    std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
 };
 
 }  // namespace dopt::agent

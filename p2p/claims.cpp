@@ -347,31 +347,20 @@ ClaimsPlugin::ClaimsPlugin(std::shared_ptr<ClaimTable> table, std::uint64_t own_
     : table_(std::move(table)), own_id_(own_id) {}
 
 void ClaimsPlugin::expect_torrent(const lt::info_hash_t& torrent, int num_pieces) {
-    std::lock_guard<std::mutex> lock(expected_mutex_);
-    expected_[torrent] = num_pieces;
+    expected_.expect(torrent, num_pieces);
 }
 
-void ClaimsPlugin::forget_expected(const lt::info_hash_t& torrent) {
-    std::lock_guard<std::mutex> lock(expected_mutex_);
-    expected_.erase(torrent);
-}
+void ClaimsPlugin::forget_expected(const lt::info_hash_t& torrent) { expected_.forget(torrent); }
 
 std::shared_ptr<lt::torrent_plugin> ClaimsPlugin::new_torrent(const lt::torrent_handle& handle,
                                                               lt::client_data_t) {
     // info_hashes() reads an immutable field directly (no call into the
     // network thread), so it is safe here.
     const lt::info_hash_t ih = handle.info_hashes();
-    int num_pieces = 0;
-    {
-        std::lock_guard<std::mutex> lock(expected_mutex_);
-        auto it = expected_.find(ih);
-        if (it == expected_.end()) return nullptr;
-        num_pieces = it->second;
-    }
-    for (auto it = torrents_.begin(); it != torrents_.end();)
-        it = it->second.expired() ? torrents_.erase(it) : std::next(it);
-    auto plugin = std::make_shared<ClaimTorrent>(ih, num_pieces, table_, own_id_);
-    torrents_[ih] = plugin;
+    const std::optional<int> num_pieces = expected_.find(ih);
+    if (!num_pieces) return nullptr;
+    auto plugin = std::make_shared<ClaimTorrent>(ih, *num_pieces, table_, own_id_);
+    keep_torrent_plugin(torrents_, ih, plugin);
     return plugin;
 }
 

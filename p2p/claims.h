@@ -165,6 +165,42 @@ private:
     std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> told_;  // guarded by mutex_
 };
 
+// The torrents a session plugin gives a torrent plugin, with what that
+// plugin needs to know of each: announced by the main thread before
+// session::add_torrent, read on the network thread when libtorrent calls
+// new_torrent. Any thread; every member takes the mutex.
+template <class Value>
+class ExpectedTorrents {
+public:
+    void expect(const lt::info_hash_t& torrent, Value value) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        values_[torrent] = std::move(value);
+    }
+    void forget(const lt::info_hash_t& torrent) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        values_.erase(torrent);
+    }
+    std::optional<Value> find(const lt::info_hash_t& torrent) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = values_.find(torrent);
+        return it == values_.end() ? std::nullopt : std::optional<Value>(it->second);
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<lt::info_hash_t, Value> values_;  // guarded by mutex_
+};
+
+// A session plugin's weak references to its torrent plugins (libtorrent
+// owns them): `plugin` is kept for `torrent`, expired ones are dropped.
+template <class Plugin>
+void keep_torrent_plugin(std::map<lt::info_hash_t, std::weak_ptr<Plugin>>& plugins,
+                         const lt::info_hash_t& torrent, const std::shared_ptr<Plugin>& plugin) {
+    for (auto it = plugins.begin(); it != plugins.end();)
+        it = it->second.expired() ? plugins.erase(it) : std::next(it);
+    plugins[torrent] = plugin;
+}
+
 class ClaimTorrent;  // claims.cpp
 
 // The session plugin (put it in session_params.extensions). It gives each
@@ -209,8 +245,7 @@ public:
 private:
     std::shared_ptr<ClaimTable> table_;
     const std::uint64_t own_id_;
-    std::mutex expected_mutex_;
-    std::map<lt::info_hash_t, int> expected_;  // guarded by expected_mutex_
+    ExpectedTorrents<int> expected_;  // their piece counts
     // Touched only on the network thread (new_torrent, send_claim).
     std::map<lt::info_hash_t, std::weak_ptr<ClaimTorrent>> torrents_;
 };

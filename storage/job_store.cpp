@@ -146,8 +146,15 @@ constexpr const char* kSchemaV6 = R"sql(
 ALTER TABLE files ADD COLUMN durable_bytes INTEGER NOT NULL DEFAULT 0;
 )sql";
 
-constexpr std::array<const char*, 6> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                                    kSchemaV5, kSchemaV6};
+// v7: the SHA-256 a cached torrent's content was verified against, when
+// it is seeded under it (content identity): announced again after a
+// restart. Entries from before have none.
+constexpr const char* kSchemaV7 = R"sql(
+ALTER TABLE cache ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+)sql";
+
+constexpr std::array<const char*, 7> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                                    kSchemaV5, kSchemaV6, kSchemaV7};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -409,7 +416,7 @@ void migrate(sqlite3* db, const std::string& path) {
     "local_name, remote_name, bytes_total, bytes_transferred"
 #define DOPT_HEADER_COLUMNS "job_id, idx, header"
 #define DOPT_CACHE_COLUMNS \
-    "info_hash, name, size, origin_url, owner_uid, complete, last_used, metainfo, resume_data"
+    "info_hash, name, size, origin_url, owner_uid, complete, last_used, metainfo, resume_data, sha256"
 
 template <typename Enum>
 Enum enum_from_column(std::int64_t value, int count, const char* what, const std::string& id) {
@@ -524,7 +531,7 @@ struct JobStore::Statements {
                                    "FROM notifications ORDER BY id"),
           delete_notification(db, "DELETE FROM notifications WHERE id = ?"),
           put_cache(db, "INSERT OR REPLACE INTO cache (" DOPT_CACHE_COLUMNS ") "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           select_cache(db, "SELECT " DOPT_CACHE_COLUMNS " FROM cache ORDER BY last_used"),
           delete_cache(db, "DELETE FROM cache WHERE info_hash = ?") {
         static_assert(static_cast<int>(JobState::Acknowledged) == 7 &&
@@ -899,6 +906,7 @@ void JobStore::put_cache_entry(const CacheEntry& e) {
         .bind(e.last_used)
         .bind_blob(e.metainfo)
         .bind_blob(e.resume_data)
+        .bind(e.sha256)
         .run();
 }
 
@@ -916,6 +924,7 @@ std::vector<CacheEntry> JobStore::load_cache() {
         e.last_used = query.integer(6);
         e.metainfo = query.blob(7);
         e.resume_data = query.blob(8);
+        e.sha256 = query.text(9);
         out.push_back(std::move(e));
     }
     return out;

@@ -78,6 +78,9 @@ struct CacheEntry {
     std::int64_t last_used = 0;          // unix seconds; LRU eviction order
     std::string metainfo;                // bencoded
     std::string resume_data;             // bencoded, may be empty
+    // The SHA-256 (lowercase hex) the content was verified against and is
+    // announced under (docs/design.md "Content identity"); "" = none.
+    std::string sha256;
 };
 
 struct ErrorRecord {

@@ -511,6 +511,7 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
         "44d94c0d90fe56816b5edbb518f96c54a4fbf12ec6e41e5d19bed7d4337fe4f0",
         "61314c91073591a662e8f93d42570abdc6b773ae897b11a04c3da11a8d6b23af",
         "faf1f88dd47405727dc6e37be7f4aeb5411640d40fbad413095a9c7403fc4548",
+        "3a783528c2fed2b432f218286f730f3bfb60988eabc6ecfef311ec73d1063270",
     };
     const int count = static_cast<int>(sizeof shipped / sizeof shipped[0]);
     REQUIRE(JobStore::schema_version() == count);
@@ -524,6 +525,25 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
     }
     CHECK(JobStore::migration_sql(0) == nullptr);
     CHECK(JobStore::migration_sql(count + 1) == nullptr);
+}
+
+TEST_CASE("a v6 cache entry is migrated with no SHA-256", "[job_store][migration]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    {
+        RawDatabase raw(path);
+        for (int v = 1; v <= 6; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
+        exec_sql(raw.db, "PRAGMA user_version = 6");
+        exec_sql(raw.db, "INSERT INTO cache (info_hash, name, size, origin_url, owner_uid, complete, "
+                         "last_used, metainfo, resume_data) VALUES ('" + std::string(40, 'a') +
+                             "', 'x', 5, 'http://o/x', 0, 1, 9, x'00', x'');");
+    }
+    auto store = JobStore::open(path);
+    const auto cache = store->load_cache();
+    REQUIRE(cache.size() == 1);
+    CHECK(cache[0].name == "x");
+    CHECK(cache[0].complete);
+    CHECK(cache[0].sha256.empty());
 }
 
 TEST_CASE("a v1 database is migrated to the current schema with its data intact",
@@ -721,6 +741,7 @@ TEST_CASE("peer cache entries and a file's metainfo fields survive a reopen", "[
         e.last_used = 7;
         e.complete = true;
         e.resume_data = blob;
+        e.sha256 = std::string(64, 'c');
         store->put_cache_entry(e);
     }
     auto store = JobStore::open(dir.file("jobs.db"));
@@ -734,6 +755,8 @@ TEST_CASE("peer cache entries and a file's metainfo fields survive a reopen", "[
     CHECK(cache[0].info_hash == std::string(40, 'b'));  // least recently used first
     CHECK(cache[0].complete);
     CHECK(cache[0].resume_data == blob);
+    CHECK(cache[0].sha256 == std::string(64, 'c'));
+    CHECK(cache[1].sha256.empty());
     CHECK(cache[1].metainfo == blob);
     CHECK(cache[1].resume_data.empty());
     CHECK(cache[1].owner_uid == 1000);

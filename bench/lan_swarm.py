@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """bench/lan-swarm: N workstations fetch one file from a shaped origin over a
 LAN in network namespaces, with plain HTTP (curl), BitTorrent with a web
-seed (aria2c) and dopt, side by side. Run through bench/lan-swarm; see
+seed (aria2c) and dopt (with metainfo at the origin, and without it from
+the file's SHA-256), side by side. Run through bench/lan-swarm; see
 bench/README.md ("LAN swarm").
 
 Per run it measures the origin's egress (tx_bytes of its link) over the file
-size, each client's done time from one common start instant, checks every
+size, each client's done time from one common start instant (or, with
+--start staggered, one client after another: each one's own time), checks every
 downloaded file's sha256, and compares the last done time with the lower
 bound of Kumar & Ross (2006) for distributing a file of S bytes from a
 server of upload U to N clients of upload and download C:

@@ -7,7 +7,10 @@
 #include <iterator>
 #include <vector>
 
+#include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <libtorrent/bdecode.hpp>
 #include <libtorrent/bencode.hpp>
@@ -17,6 +20,7 @@
 #include <libtorrent/info_hash.hpp>
 
 #include "common/hex.h"
+#include "common/sha256.h"
 
 namespace lt = libtorrent;
 
@@ -216,6 +220,88 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed) 
     } catch (const std::exception& e) {
         throw MetainfoError("cannot make metainfo for " + path + ": " + e.what());
     }
+}
+
+namespace {
+
+// A private folder holding one symlink, `name`, to the file open at `fd`
+// (through /proc/self/fd: libtorrent hashes the very file we checked, even
+// if the path is replaced meanwhile). Removed with everything in it.
+class HashingLink {
+public:
+    HashingLink(const std::string& near, int fd, const std::string& name) {
+        std::string tmpl = parent_dir(near) + "/.dopt-content-XXXXXX";
+        if (!::mkdtemp(tmpl.data()))
+            throw MetainfoError("cannot make a folder beside " + near + ": " + std::strerror(errno));
+        dir_ = tmpl;
+        link_ = dir_ + "/" + name;
+        if (::symlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), link_.c_str()) != 0) {
+            const int err = errno;
+            ::rmdir(dir_.c_str());
+            throw MetainfoError("cannot link " + near + ": " + std::strerror(err));
+        }
+    }
+    ~HashingLink() {
+        ::unlink(link_.c_str());
+        ::rmdir(dir_.c_str());
+    }
+    HashingLink(const HashingLink&) = delete;
+    HashingLink& operator=(const HashingLink&) = delete;
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+    std::string link_;
+};
+
+// Owns a file descriptor.
+struct Fd {
+    int fd;
+    ~Fd() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+}  // namespace
+
+std::string make_content_metainfo(const std::string& path, const std::string& sha256) {
+    if (!is_hex(sha256, 64)) throw MetainfoError("not a SHA-256 (64 hex digits): " + sha256);
+    std::string name = sha256;
+    for (char& c : name) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+    const Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    struct stat sb;
+    if (file.fd < 0 || ::fstat(file.fd, &sb) != 0)
+        throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0)
+        throw MetainfoError(path + " is not a regular file with content");
+    const std::string actual = sha256_of_fd(file.fd);
+    if (actual.empty()) throw MetainfoError("cannot read " + path);
+    if (actual != name)
+        throw MetainfoError(path + " does not match its SHA-256 (" + name + "; it is " + actual + ")");
+
+    const HashingLink link(path, file.fd, name);
+    try {
+        lt::file_storage fs;
+        fs.add_file(name, sb.st_size);
+        lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(sb.st_size)),
+                              lt::create_torrent::v1_only);
+        ct.set_creation_date(0);
+        lt::error_code ec;
+        lt::set_piece_hashes(ct, link.dir(), ec);
+        if (ec) throw MetainfoError("cannot hash " + path + ": " + ec.message());
+        std::string out;
+        lt::bencode(std::back_inserter(out), ct.generate());
+        return out;
+    } catch (const MetainfoError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw MetainfoError("cannot make metainfo for " + path + ": " + e.what());
+    }
+}
+
+std::string metainfo_of(const lt::torrent_info& info) {
+    const auto section = info.info_section();
+    return "d4:info" + std::string(section.data(), static_cast<std::size_t>(section.size())) + "e";
 }
 
 }  // namespace dopt::p2p

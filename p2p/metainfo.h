@@ -30,5 +30,8 @@ Metainfo parse_metainfo(std::string_view bytes);
 // Reads a whole file, then parse_metainfo(). Throws MetainfoError naming the
 // path when it cannot be read.
 Metainfo load_metainfo_file(const std::string& path);
+// Metainfo holding only the info dictionary of `info` (as taken from peers
+// by BEP 9): the whole metainfo of a v1 torrent.
+std::string metainfo_of(const libtorrent::torrent_info& info);
 
 }  // namespace dopt::p2p

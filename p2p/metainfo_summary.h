@@ -52,4 +52,15 @@ int choose_piece_size(std::uint64_t size);
 // file, a folder).
 std::string make_metainfo(const std::string& path, const std::string& web_seed);
 
+// Deterministic v1 metainfo for the file at `path`, whose SHA-256 must be
+// `sha256` (64 hex digits; checked first): piece size from the file's size
+// alone (choose_piece_size), name = `sha256` in lowercase hex, no creation
+// date, creator, comment, tracker, web seed or file attributes. v1 only:
+// peers pass the info dictionary alone (BEP 9), which for v1 is the whole
+// metainfo (v2's piece layers lie outside it). The same
+// bytes give the same metainfo, so the same info-hash, on every agent
+// (docs/design.md "Content identity"). Throws MetainfoError (unreadable,
+// empty, not a regular file, another SHA-256).
+std::string make_content_metainfo(const std::string& path, const std::string& sha256);
+
 }  // namespace dopt::p2p

@@ -14,12 +14,15 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
 #include <libtorrent/extensions/smart_ban.hpp>
+#include <libtorrent/extensions/ut_metadata.hpp>
 #include <libtorrent/fingerprint.hpp>
 #include <libtorrent/ip_filter.hpp>
 #include <libtorrent/posix_disk_io.hpp>
@@ -30,6 +33,7 @@
 #include <libtorrent/torrent_status.hpp>
 
 #include "p2p/claims.h"
+#include "p2p/content.h"
 
 namespace dopt::p2p {
 
@@ -293,6 +297,35 @@ std::uint64_t random_id() {
     return id;
 }
 
+// What every torrent of the session is added with: storage under save_path
+// only, no tracker, web seed, DHT or PEX; IP filter applied; not paused or
+// auto-managed; LSD only when configured.
+void apply_safe_params(lt::add_torrent_params& p, const std::string& save_path, bool lsd) {
+    p.save_path = save_path;
+    p.storage_mode = lt::storage_mode_sparse;
+    p.trackers.clear();
+    p.tracker_tiers.clear();
+    p.url_seeds.clear();
+    p.http_seeds.clear();
+    p.dht_nodes.clear();
+    p.flags &= ~(lt::torrent_flags::paused | lt::torrent_flags::auto_managed |
+                 lt::torrent_flags::upload_mode | lt::torrent_flags::share_mode |
+                 lt::torrent_flags::seed_mode | lt::torrent_flags::stop_when_ready);
+    p.flags |= lt::torrent_flags::apply_ip_filter | lt::torrent_flags::disable_dht |
+               lt::torrent_flags::disable_pex;
+    if (!lsd) p.flags |= lt::torrent_flags::disable_lsd;
+}
+
+// A rendezvous torrent never has metadata, so libtorrent never opens its
+// storage; should it ever try, nothing can be written under /dev/null.
+constexpr char kRendezvousSavePath[] = "/dev/null";
+
+ContentSha256 content_id(const std::string& sha256) {
+    auto x = parse_sha256_hex(sha256);
+    if (!x) throw std::invalid_argument("not a SHA-256 (64 hex digits): \"" + sha256 + "\"");
+    return *x;
+}
+
 // LSD re-announces after adding a torrent, in ms (libtorrent's own schedule
 // is 0/2/6 s at best; an agent that just added a job wants peers now).
 constexpr std::int64_t kLsdRepeatsMs[] = {1000, 3000, 8000};
@@ -324,12 +357,65 @@ struct PeerSession::Impl {
     EventFd alert_fd;
     std::shared_ptr<ClaimTable> claim_table;
     std::shared_ptr<ClaimsPlugin> claims = std::make_shared<ClaimsPlugin>(claim_table, id);
+    std::shared_ptr<ContentTable> content_table =
+        std::make_shared<ContentTable>(id, [fd = alert_fd.fd()] { wake(fd); });
+    std::shared_ptr<ContentPlugin> content = std::make_shared<ContentPlugin>(content_table);
+    std::map<ContentSha256, lt::torrent_handle> rendezvous;  // by X
+    std::set<lt::info_hash_t> serving_metadata;  // torrents given ut_metadata
     std::unique_ptr<lt::session> session;
+
+    static void wake(int fd) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t n = write(fd, &one, sizeof one);
+    }
 
     void connect_static_peers(const lt::torrent_handle& h) {
         for (const auto& peer : static_peers) h.connect_peer(peer);
     }
+    // Peers now, LSD now and its repeats in tick(), static peers reconnected.
+    void find_peers(const lt::torrent_handle& h) {
+        connect_static_peers(h);
+        if (settings.lan_discovery) h.force_lsd_announce();
+        bool known = false;
+        for (const auto& t : torrents) known = known || t.handle == h;
+        if (!known) torrents.push_back({h, monotonic_ms(), 0});
+    }
+    // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
+    // nothing at all: R is left); R's peers hear it.
+    void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own);
 };
+
+void PeerSession::Impl::set_content_state(const ContentSha256& x,
+                                          std::optional<std::optional<lt::sha1_hash>> own) {
+    auto it = rendezvous.find(x);
+    if (!own) {
+        content_table->clear_own(x);
+        if (it == rendezvous.end()) return;
+        const lt::torrent_handle r = it->second;
+        rendezvous.erase(it);
+        torrents.erase(std::remove_if(torrents.begin(), torrents.end(),
+                                      [&](const Torrent& t) { return t.handle == r; }),
+                       torrents.end());
+        content->forget_rendezvous(r.info_hashes());
+        session->remove_torrent(r);
+        return;
+    }
+    content_table->set_own(x, *own);  // before R's first handshakes
+    if (it != rendezvous.end()) {
+        run_on_network_thread(it->second, [plugin = content, r = it->second.info_hashes()] {
+            plugin->send_state(r);
+        });
+        return;
+    }
+    lt::add_torrent_params p;
+    p.info_hashes = rendezvous_info_hash(x);
+    apply_safe_params(p, kRendezvousSavePath, settings.lan_discovery);
+    p.flags |= lt::torrent_flags::upload_mode;
+    content->expect_rendezvous(p.info_hashes, x);
+    const lt::torrent_handle r = session->add_torrent(std::move(p));
+    rendezvous[x] = r;
+    find_peers(r);
+}
 
 PeerSession::PeerSession(const SessionSettings& settings)
     : impl_(std::make_unique<Impl>(settings)) {
@@ -342,7 +428,7 @@ PeerSession::PeerSession(const SessionSettings& settings)
     if (allowed.empty()) allowed = default_networks(listen.address());
 
     lt::session_params params(make_settings(settings, listen),
-                              {std::make_shared<SmartBanPlugin>(), d.claims});
+                              {std::make_shared<SmartBanPlugin>(), d.claims, d.content});
     params.disk_io_constructor = lt::posix_disk_io_constructor;
     // In the params, so it holds from the first accepted connection on.
     params.ip_filter = build_ip_filter(allowed, d.static_peers);
@@ -363,11 +449,8 @@ PeerSession::PeerSession(const SessionSettings& settings)
     }
     // Runs on libtorrent's thread when the alert queue stops being empty: it
     // must only wake the main loop.
-    const int fd = d.alert_fd.fd();
-    d.session->set_alert_notify([fd] {
-        const std::uint64_t one = 1;
-        [[maybe_unused]] const ssize_t n = write(fd, &one, sizeof one);
-    });
+    d.session->set_alert_notify([fd = d.alert_fd.fd()] { Impl::wake(fd); });
+    d.content_table->set_listen_port(d.session->listen_port());
 }
 
 PeerSession::~PeerSession() {
@@ -398,19 +481,7 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     ti->clear_trackers();
     ti->set_web_seeds({});
     p.ti = std::move(ti);
-    p.save_path = save_path;
-    p.storage_mode = lt::storage_mode_sparse;
-    p.trackers.clear();
-    p.tracker_tiers.clear();
-    p.url_seeds.clear();
-    p.http_seeds.clear();
-    p.dht_nodes.clear();
-    p.flags &= ~(lt::torrent_flags::paused | lt::torrent_flags::auto_managed |
-                 lt::torrent_flags::upload_mode | lt::torrent_flags::share_mode |
-                 lt::torrent_flags::seed_mode | lt::torrent_flags::stop_when_ready);
-    p.flags |= lt::torrent_flags::apply_ip_filter | lt::torrent_flags::disable_dht |
-               lt::torrent_flags::disable_pex;
-    if (!d.settings.lan_discovery) p.flags |= lt::torrent_flags::disable_lsd;
+    apply_safe_params(p, save_path, d.settings.lan_discovery);
 
     // The claims plugin attaches to the torrent inside session::add_torrent
     // (on the network thread) and needs its piece count.
@@ -426,11 +497,71 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     }
     d.claims->forget_expected(ih);
 
-    d.connect_static_peers(h);
-    if (d.settings.lan_discovery) h.force_lsd_announce();
-    bool known = false;
-    for (const auto& t : d.torrents) known = known || t.handle == h;
-    if (!known) d.torrents.push_back({h, monotonic_ms(), 0});
+    d.find_peers(h);
+    return h;
+}
+
+void PeerSession::announce_content(const std::string& sha256, const lt::info_hash_t& torrent) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    if (!torrent.has_v1()) throw std::invalid_argument("announce_content: not a v1 torrent");
+    // Wanters take the info dictionary from us by BEP 9: this torrent (and
+    // no other) serves it, on connections made from now on.
+    if (d.serving_metadata.insert(torrent).second) {
+        lt::torrent_handle h = d.session->find_torrent(torrent.get_best());
+        if (h.is_valid()) h.add_extension(&lt::create_ut_metadata_plugin);
+        else d.serving_metadata.erase(torrent);
+    }
+    d.set_content_state(x, std::optional<lt::sha1_hash>(torrent.v1));
+}
+
+void PeerSession::withdraw_content(const std::string& sha256) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    const auto own = d.content_table->own_state(x);
+    if (own && own->holds) d.set_content_state(x, std::nullopt);
+}
+
+void PeerSession::look_up_content(const std::string& sha256) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    const auto own = d.content_table->own_state(x);
+    if (!own || own->holds) d.set_content_state(x, std::optional<lt::sha1_hash>());
+}
+
+void PeerSession::stop_looking_up(const std::string& sha256) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    const auto own = d.content_table->own_state(x);
+    if (own && !own->holds) d.set_content_state(x, std::nullopt);
+}
+
+std::vector<ContentEvent> PeerSession::take_content_events() {
+    return impl_->content_table->take_events();
+}
+
+std::uint64_t PeerSession::content_messages_ignored() const {
+    return impl_->content_table->ignored_count();
+}
+
+lt::torrent_handle PeerSession::rendezvous_torrent(const std::string& sha256) const {
+    auto it = impl_->rendezvous.find(content_id(sha256));
+    return it == impl_->rendezvous.end() ? lt::torrent_handle{} : it->second;
+}
+
+lt::torrent_handle PeerSession::add_torrent_for_metadata(const lt::sha1_hash& info_hash,
+                                                         const std::string& save_path,
+                                                         const std::string& peer) {
+    Impl& d = *impl_;
+    const lt::tcp::endpoint holder = parse_endpoint(peer, "holder", false);
+    lt::add_torrent_params p;
+    p.info_hashes = lt::info_hash_t(info_hash);
+    apply_safe_params(p, save_path, d.settings.lan_discovery);
+    p.flags |= lt::torrent_flags::upload_mode;
+    p.extensions.push_back(&lt::create_ut_metadata_plugin);
+    const lt::torrent_handle h = d.session->add_torrent(std::move(p));
+    h.connect_peer(holder);
+    d.find_peers(h);
     return h;
 }
 
@@ -438,6 +569,7 @@ void PeerSession::remove_torrent(const lt::torrent_handle& handle, bool delete_f
     Impl& d = *impl_;
     if (!handle.is_valid()) return;
     d.claim_table->drop_torrent(handle.info_hashes());
+    d.serving_metadata.erase(handle.info_hashes());
     d.torrents.erase(std::remove_if(d.torrents.begin(), d.torrents.end(),
                                     [&](const Impl::Torrent& t) { return t.handle == handle; }),
                      d.torrents.end());

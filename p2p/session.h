@@ -4,8 +4,8 @@
 //
 // Contract:
 //  - The constructor builds the session from a complete settings pack and an
-//    explicit plugin list: no DHT, UPnP, NAT-PMP, trackers, ut_pex or
-//    ut_metadata; uTP off; TCP only, listening only on `listen`; LSD as
+//    explicit plugin list: no DHT, UPnP, NAT-PMP, trackers or ut_pex, and
+//    ut_metadata only on the torrents of content identity (below); uTP off; TCP only, listening only on `listen`; LSD as
 //    configured; an IP filter that admits only `allowed_networks` (default:
 //    the subnet of the listen address, from the interface that holds it;
 //    127.0.0.0/8 for a loopback address); POSIX disk I/O (a full disk is an
@@ -104,6 +104,45 @@ public:
     // go back to the piece picker for other peers. A static peer is
     // connected again by tick().
     void disconnect_peer(const lt::torrent_handle& handle, const lt::tcp::endpoint& peer);
+
+    // ---- content identity (p2p/content.h, docs/design.md "Content identity") ----
+    // `sha256` is the file's SHA-256 X as 64 hex digits; anything else throws
+    // std::invalid_argument. Each joins X's rendezvous torrent R (added by
+    // info-hash, no metadata: it never exchanges payload) with the static
+    // peers and LSD, or tells the peers already on it what changed.
+    //
+    // Holder: this agent seeds X as the torrent `torrent` (added with
+    // add_torrent, from metainfo make_content_metainfo() made: v1, else
+    // std::invalid_argument), and tells R's peers "X is torrent". The torrent serves its info dictionary to
+    // peers (BEP 9) from now on. withdraw_content() leaves R (unless this
+    // agent also looks X up, then it becomes a wanter again).
+    void announce_content(const std::string& sha256, const lt::info_hash_t& torrent);
+    void withdraw_content(const std::string& sha256);
+    // Wanter: tells R's peers "I want X" (with this session's id() as node
+    // id), and reports, as ContentEvents, each holder of X (HolderFound,
+    // once per connection and mapping) and each change in the set of other
+    // wanters (WantersChanged), until stop_looking_up(). Announcing X as
+    // held ends looking it up.
+    void look_up_content(const std::string& sha256);
+    void stop_looking_up(const std::string& sha256);
+    // The content events queued so far, in order. alert_fd() becomes
+    // readable when one is queued.
+    std::vector<ContentEvent> take_content_events();
+    // Malformed dopt_content messages and handshake entries ignored so far
+    // (each is also a MessageIgnored event).
+    std::uint64_t content_messages_ignored() const;
+    // X's rendezvous torrent; invalid while this agent neither holds nor
+    // wants X.
+    lt::torrent_handle rendezvous_torrent(const std::string& sha256) const;
+    // Adds torrent `info_hash` without metadata, in upload mode (it fetches
+    // no piece), to take its info dictionary from peers by BEP 9 (libtorrent
+    // checks it against the info-hash); connects `peer` ("addr:port", a
+    // holder) and the static peers. A metadata_received_alert follows; then
+    // metainfo_of() gives the metainfo, and the caller removes this torrent
+    // and adds the metainfo with add_torrent().
+    lt::torrent_handle add_torrent_for_metadata(const lt::sha1_hash& info_hash,
+                                                const std::string& save_path,
+                                                const std::string& peer);
 
     int alert_fd() const;
     std::vector<lt::alert*> pop_alerts();

@@ -20,6 +20,23 @@ struct SessionSettings {
     int claims_per_peer = 8;    // live claims one connection may hold (claims.h)
 };
 
+// What the content extension (p2p/content.h) reports: agents on the LAN
+// that hold or want a file by its SHA-256. Reported only while this agent
+// looks the SHA-256 up (look_up_content), except MessageIgnored.
+struct ContentEvent {
+    enum class Kind {
+        HolderFound,     // `peer` holds `sha256` as `info_hash`: a mapping not verified yet
+        WantersChanged,  // the other agents that want `sha256` now: `wanters` (node ids, sorted)
+        MessageIgnored,  // `peer` sent a malformed dopt_content message: `message` says why
+    };
+    Kind kind = Kind::HolderFound;
+    std::string sha256;        // lowercase hex (64 digits)
+    std::string info_hash;     // HolderFound: the (v1) info-hash, lowercase hex (40 digits)
+    std::string peer;          // "addr:port" where the holder accepts connections; the sender
+    std::vector<std::uint64_t> wanters;
+    std::string message;
+};
+
 // A claim another agent sent: it is fetching `piece` from the origin.
 struct Claim {
     int piece = 0;

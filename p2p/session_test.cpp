@@ -36,12 +36,14 @@
 #include "p2p/metainfo_summary.h"
 #include "p2p/session.h"
 #include "p2p/torrent_session.h"
+#include "p2p/session_test_support.h"
 #include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using dopt::p2p::parse_endpoint;
 using dopt::p2p::PeerSession;
 using dopt::p2p::SessionSettings;
+using namespace dopt::p2p::test_support;
 
 namespace {
 
@@ -80,28 +82,6 @@ std::vector<char> piece_bytes(const TestTorrent& t, int piece) {
                              t.bytes.begin() + static_cast<long>(begin + len));
 }
 
-std::vector<char> read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-SessionSettings loopback_settings() {
-    SessionSettings s;
-    s.listen = "127.0.0.1:0";
-    s.lan_discovery = false;
-    return s;
-}
-
-std::string address_of(const PeerSession& s) {
-    return "127.0.0.1:" + std::to_string(s.listen_port());
-}
-
-SessionSettings with_static_peer(const PeerSession& peer) {
-    SessionSettings s = loopback_settings();
-    s.peers = {address_of(peer)};
-    return s;
-}
-
 // Two sessions on loopback, b with a as its static peer, both with torrent
 // `t` and no pieces at all (so their connection stays up), stored under
 // dir/a and dir/b.
@@ -121,117 +101,6 @@ std::vector<lt::peer_info> peer_infos(const lt::torrent_handle& h) {
     h.get_peer_info(peers);
     return peers;
 }
-
-// Drives sessions the way the agent's main loop does: poll on their
-// alert_fds, pop alerts, tick once a second, until `done` or the timeout.
-class Pump {
-public:
-    using AlertFn = std::function<void(std::size_t session_index, lt::alert*)>;
-
-    explicit Pump(std::vector<PeerSession*> sessions, AlertFn on_alert = {})
-        : sessions_(std::move(sessions)), on_alert_(std::move(on_alert)) {}
-
-    bool run_until(const std::function<bool()>& done,
-                   std::chrono::milliseconds timeout = std::chrono::seconds(30),
-                   const std::function<void()>& every_second = {}) {
-        using clock = std::chrono::steady_clock;
-        const auto deadline = clock::now() + timeout;
-        auto next_tick = clock::now();
-        while (clock::now() < deadline) {
-            std::vector<pollfd> fds;
-            for (auto* s : sessions_) fds.push_back({s->alert_fd(), POLLIN, 0});
-            poll(fds.data(), fds.size(), 100);
-            for (std::size_t i = 0; i < sessions_.size(); ++i)
-                for (lt::alert* a : sessions_[i]->pop_alerts())
-                    if (on_alert_) on_alert_(i, a);
-            if (clock::now() >= next_tick) {
-                for (auto* s : sessions_) s->tick();
-                if (every_second) every_second();
-                next_tick = clock::now() + std::chrono::seconds(1);
-            }
-            if (done()) return true;
-        }
-        return false;
-    }
-
-private:
-    std::vector<PeerSession*> sessions_;
-    AlertFn on_alert_;
-};
-
-bool is_state(const lt::torrent_handle& h, lt::torrent_status::state_t state) {
-    return h.status({}).state == state;
-}
-
-// A torrent ready for add_piece: libtorrent drops pieces added while it is
-// still checking files.
-bool ready_for_pieces(const lt::torrent_handle& h) {
-    const auto state = h.status({}).state;
-    return state == lt::torrent_status::downloading || state == lt::torrent_status::seeding ||
-           state == lt::torrent_status::finished;
-}
-
-// A hand-made BitTorrent peer on a plain TCP socket, for sending what a
-// well-behaved libtorrent never would.
-class RawPeer {
-public:
-    // Connects to 127.0.0.1:port from `from` (a loopback address; nullptr:
-    // whichever the kernel picks).
-    explicit RawPeer(int port, const char* from = nullptr)
-        : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
-        if (fd_ >= 0 && from != nullptr) {
-            sockaddr_in src{};
-            src.sin_family = AF_INET;
-            if (inet_pton(AF_INET, from, &src.sin_addr) != 1 ||
-                bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
-                close(fd_);
-                throw std::runtime_error("RawPeer: cannot bind the source address");
-            }
-        }
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(static_cast<std::uint16_t>(port));
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (fd_ < 0 || connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
-            throw std::runtime_error("RawPeer: cannot connect");
-    }
-    ~RawPeer() { close(fd_); }
-    RawPeer(const RawPeer&) = delete;
-    RawPeer& operator=(const RawPeer&) = delete;
-
-    void send(const std::string& bytes) {
-        std::size_t done = 0;
-        while (done < bytes.size()) {
-            const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-            if (n <= 0) throw std::runtime_error("RawPeer: send failed");
-            done += static_cast<std::size_t>(n);
-        }
-    }
-    // BitTorrent handshake announcing the extension protocol (BEP 10).
-    void handshake(const lt::sha1_hash& info_hash) {
-        std::string h("\x13" "BitTorrent protocol", 20);
-        std::string reserved(8, '\0');
-        reserved[5] = 0x10;
-        h += reserved;
-        h.append(info_hash.data(), info_hash.size());
-        h += "-XX0000-hostilepeer0";
-        send(h);
-    }
-    // A length-prefixed message: <len><type><body>.
-    static std::string message(char type, const std::string& body) {
-        std::string m(4, '\0');
-        const auto len = static_cast<std::uint32_t>(body.size() + 1);
-        for (int i = 0; i < 4; ++i) m[static_cast<std::size_t>(i)] = static_cast<char>(len >> (24 - 8 * i));
-        m += type;
-        return m + body;
-    }
-    static std::string extended(int id, const std::string& payload) {
-        return message(20, std::string(1, static_cast<char>(id)) + payload);
-    }
-
-private:
-    int fd_;
-};
 
 // A peer listening on 127.0.0.2 (its own thread, one connection at a time)
 // that speaks plain BitTorrent, claims every piece, unchokes whoever is

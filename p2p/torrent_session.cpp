@@ -11,18 +11,13 @@
 #include <libtorrent/write_resume_data.hpp>
 #include <openssl/sha.h>
 
+#include "p2p/content.h"
 #include "p2p/metainfo.h"
 #include "p2p/session.h"
 
 namespace dopt::p2p {
 
 namespace {
-
-std::string endpoint_string(const lt::tcp::endpoint& ep) {
-    const std::string addr = ep.address().to_string();
-    const std::string port = std::to_string(ep.port());
-    return ep.address().is_v6() ? "[" + addr + "]:" + port : addr + ":" + port;
-}
 
 std::vector<bool> to_bools(const lt::typed_bitfield<lt::piece_index_t>& bits) {
     std::vector<bool> out(static_cast<std::size_t>(bits.size()), false);
@@ -105,6 +100,8 @@ bool TorrentSession::Impl::event_of(lt::alert* a, TorrentEvent& e) const {
         e.kind = K::PeerDisconnected;
         e.peer = pd->endpoint.address().to_string();
         e.message = pd->error.message();
+    } else if (lt::alert_cast<lt::metadata_received_alert>(a)) {
+        e.kind = K::MetadataReceived;
     } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
         e.kind = K::ListenFailed;
         e.message = lf->error.message();
@@ -252,6 +249,35 @@ std::vector<Claim> TorrentSession::claims(TorrentId torrent) const {
 }
 std::set<int> TorrentSession::claims_held_over(TorrentId torrent) const {
     return impl_->session.claims_held_over(impl_->handle(torrent));
+}
+
+void TorrentSession::announce_content(const std::string& sha256, TorrentId torrent) {
+    if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.announce_content(sha256, h.info_hashes());
+}
+void TorrentSession::withdraw_content(const std::string& sha256) { impl_->session.withdraw_content(sha256); }
+void TorrentSession::look_up_content(const std::string& sha256) { impl_->session.look_up_content(sha256); }
+void TorrentSession::stop_looking_up(const std::string& sha256) { impl_->session.stop_looking_up(sha256); }
+std::vector<ContentEvent> TorrentSession::take_content_events() {
+    return impl_->session.take_content_events();
+}
+
+TorrentId TorrentSession::add_torrent_for_metadata(const std::string& info_hash,
+                                                   const std::string& save_path,
+                                                   const std::string& peer) {
+    const auto ih = parse_info_hash_hex(info_hash);
+    if (!ih) throw std::invalid_argument("not an info-hash: " + info_hash);
+    lt::torrent_handle h = impl_->session.add_torrent_for_metadata(*ih, save_path, peer);
+    TorrentId id = impl_->next_id++;
+    impl_->handles[id] = h;
+    impl_->save_paths[id] = save_path;
+    return id;
+}
+
+std::string TorrentSession::metainfo(TorrentId torrent) const {
+    const lt::torrent_handle h = impl_->handle(torrent);
+    if (!h.is_valid()) return "";
+    const auto info = h.torrent_file();
+    return info && info->is_valid() ? metainfo_of(*info) : "";
 }
 
 void TorrentSession::tick() { impl_->session.tick(); }

@@ -44,6 +44,7 @@ struct TorrentEvent {
         PeerConnected,     // `peer` connected
         PeerDisconnected,  // `peer`'s connection for `torrent` ended: `message`
         ListenFailed,      // the listen socket could not be opened: `message`
+        MetadataReceived,  // a torrent added for metadata has it: metainfo() gives it
     };
     Kind kind = Kind::PieceVerified;
     TorrentId torrent = 0;  // 0 for session-wide events
@@ -138,6 +139,25 @@ public:
     void claim(TorrentId torrent, int piece);
     std::vector<Claim> claims(TorrentId torrent) const;
     std::set<int> claims_held_over(TorrentId torrent) const;
+
+    // Content identity (PeerSession's calls of the same names, p2p/session.h):
+    // `sha256` is 64 hex digits (else std::invalid_argument); the holder's
+    // torrent is named by its id (an unknown id: nothing happens).
+    void announce_content(const std::string& sha256, TorrentId torrent);
+    void withdraw_content(const std::string& sha256);
+    void look_up_content(const std::string& sha256);
+    void stop_looking_up(const std::string& sha256);
+    // Queued content events; event_fd() becomes readable when one is queued.
+    std::vector<ContentEvent> take_content_events();
+    // PeerSession::add_torrent_for_metadata() for a HolderFound event's
+    // info-hash (hex) and peer: a MetadataReceived event follows when a peer
+    // gave the info dictionary that matches it. Throws std::invalid_argument
+    // for a malformed hash or peer.
+    TorrentId add_torrent_for_metadata(const std::string& info_hash, const std::string& save_path,
+                                       const std::string& peer);
+    // The metainfo of a torrent that has its metadata (metainfo_of(),
+    // p2p/metainfo.h), "" otherwise.
+    std::string metainfo(TorrentId torrent) const;
 
     void tick();  // PeerSession::tick(): once a second or more often
     int event_fd() const;

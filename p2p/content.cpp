@@ -1,0 +1,385 @@
+// The dopt_content extension: the rendezvous info-hash, state coding, the
+// content table, and the libtorrent plugins (session -> torrent -> peer).
+// See content.h; the wire format is in docs/protocol.md.
+#include "p2p/content.h"
+
+#include <algorithm>
+#include <utility>
+
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/hasher.hpp>
+#include <libtorrent/peer_connection_handle.hpp>
+
+#include "common/hex.h"
+
+namespace dopt::p2p {
+
+namespace {
+
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+std::string bytes_of(const char* data, std::size_t n) { return std::string(data, n); }
+
+// The 8-byte big-endian form of a node id ("n").
+std::string node_bytes(std::uint64_t node) {
+    std::string out(8, '\0');
+    for (int i = 7; i >= 0; --i, node >>= 8) out[static_cast<std::size_t>(i)] = static_cast<char>(node & 0xff);
+    return out;
+}
+
+std::uint64_t node_from_bytes(lt::string_view s) {
+    std::uint64_t v = 0;
+    for (char c : s) v = (v << 8) | static_cast<unsigned char>(c);
+    return v;
+}
+
+}  // namespace
+
+std::string endpoint_string(const lt::tcp::endpoint& ep) {
+    const std::string addr = ep.address().to_string();
+    const std::string port = std::to_string(ep.port());
+    return ep.address().is_v6() ? "[" + addr + "]:" + port : addr + ":" + port;
+}
+
+namespace {
+
+// `out.size()` bytes from twice as many hex digits (either case).
+template <std::size_t N>
+bool bytes_from_hex(const std::string& hex, std::array<char, N>& out) {
+    if (hex.size() != 2 * N) return false;
+    for (std::size_t i = 0; i < N; ++i) {
+        const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = static_cast<char>(hi * 16 + lo);
+    }
+    return true;
+}
+
+}  // namespace
+
+std::optional<ContentSha256> parse_sha256_hex(const std::string& hex) {
+    ContentSha256 out{};
+    if (!bytes_from_hex(hex, out)) return std::nullopt;
+    return out;
+}
+
+std::optional<lt::sha1_hash> parse_info_hash_hex(const std::string& hex) {
+    std::array<char, 20> bytes{};
+    if (!bytes_from_hex(hex, bytes)) return std::nullopt;
+    return lt::sha1_hash(bytes.data());
+}
+
+lt::info_hash_t rendezvous_info_hash(const ContentSha256& x) {
+    static constexpr char kPrefix[] = "dopt-rendezvous-v1:";
+    lt::hasher h(kPrefix, static_cast<int>(sizeof kPrefix - 1));
+    h.update(x.data(), static_cast<int>(x.size()));
+    return lt::info_hash_t(h.final());
+}
+
+// ---- the state on the wire ----
+
+lt::entry content_state_entry(const ContentState& s) {
+    lt::entry e(lt::entry::dictionary_t);
+    e["x"] = bytes_of(s.x.data(), s.x.size());
+    e["n"] = node_bytes(s.node);
+    e["p"] = s.port;
+    if (s.holds) e["h"] = bytes_of(s.holds->data(), s.holds->size());
+    return e;
+}
+
+std::string encode_content_state(const ContentState& s) {
+    std::string out;
+    lt::bencode(std::back_inserter(out), content_state_entry(s));
+    return out;
+}
+
+std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, const ContentSha256& x) {
+    if (dict.type() != lt::bdecode_node::dict_t) return std::nullopt;
+    const lt::bdecode_node xs = dict.dict_find_string("x");
+    const lt::bdecode_node n = dict.dict_find_string("n");
+    const lt::bdecode_node p = dict.dict_find_int("p");
+    const lt::bdecode_node h = dict.dict_find("h");
+    if (!xs || xs.string_value() != lt::string_view(x.data(), x.size())) return std::nullopt;
+    if (!n || n.string_length() != 8) return std::nullopt;
+    if (!p || p.int_value() < 1 || p.int_value() > 65535) return std::nullopt;
+    ContentState s;
+    s.x = x;
+    s.node = node_from_bytes(n.string_value());
+    s.port = static_cast<int>(p.int_value());
+    if (!h) return s;  // a wanter
+    if (h.type() != lt::bdecode_node::string_t || h.string_length() != 20) return std::nullopt;
+    s.holds = lt::sha1_hash(h.string_ptr());
+    return s;
+}
+
+std::optional<ContentState> parse_content_message(lt::span<char const> payload,
+                                                  const ContentSha256& x) {
+    if (payload.empty() || payload.size() > static_cast<std::ptrdiff_t>(kMaxContentMessageSize))
+        return std::nullopt;
+    lt::error_code ec;
+    const lt::bdecode_node node = lt::bdecode(payload, ec, nullptr, 4, 32);
+    if (ec) return std::nullopt;
+    return parse_content_state(node, x);
+}
+
+// ---- ContentTable ----
+
+ContentTable::ContentTable(std::uint64_t own_node, std::function<void()> notify)
+    : own_node_(own_node), notify_(std::move(notify)) {}
+
+void ContentTable::set_listen_port(int port) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    port_ = port;
+}
+
+bool ContentTable::push(ContentEvent e) {
+    if (events_.size() >= kMaxContentEvents) {
+        ++ignored_count_;
+        return false;
+    }
+    events_.push_back(std::move(e));
+    return true;
+}
+
+bool ContentTable::report_holder(const ContentSha256& x, const lt::tcp::endpoint& conn,
+                                 const PeerState& p) {
+    ContentEvent e;
+    e.kind = ContentEvent::Kind::HolderFound;
+    e.sha256 = to_hex(x.data(), x.size());
+    e.info_hash = to_hex(p.holds->data(), p.holds->size());
+    e.peer = endpoint_string(lt::tcp::endpoint(conn.address(), static_cast<unsigned short>(p.port)));
+    return push(std::move(e));
+}
+
+bool ContentTable::report_wanters(const ContentSha256& x, Content& c, bool always) {
+    std::vector<std::uint64_t> wanters;
+    for (const auto& [conn, p] : c.peers)
+        if (!p.holds) wanters.push_back(p.node);
+    std::sort(wanters.begin(), wanters.end());
+    wanters.erase(std::unique(wanters.begin(), wanters.end()), wanters.end());
+    if (!always && wanters == c.wanters_reported) return false;
+    c.wanters_reported = wanters;
+    ContentEvent e;
+    e.kind = ContentEvent::Kind::WantersChanged;
+    e.sha256 = to_hex(x.data(), x.size());
+    e.wanters = std::move(wanters);
+    return push(std::move(e));
+}
+
+void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h) {
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Content& c = contents_[x];
+        const bool wanted = c.own && !c.own->holds;
+        c.own = ContentState{x, own_node_, port_, h};
+        if (!h && !wanted) {  // starts wanting: what R already knows
+            for (const auto& [conn, p] : c.peers)
+                if (p.holds) queued = report_holder(x, conn, p) || queued;
+            queued = report_wanters(x, c, !c.peers.empty()) || queued;
+        }
+    }
+    if (queued && notify_) notify_();
+}
+
+void ContentTable::clear_own(const ContentSha256& x) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    contents_.erase(x);
+}
+
+std::optional<ContentState> ContentTable::own_state(const ContentSha256& x) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = contents_.find(x);
+    return it == contents_.end() ? std::nullopt : it->second.own;
+}
+
+void ContentTable::peer_said(const ContentSha256& x, const lt::tcp::endpoint& conn,
+                             const ContentState& s) {
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = contents_.find(x);
+        if (it == contents_.end()) return;  // R is being removed
+        Content& c = it->second;
+        PeerState& p = c.peers[conn];
+        const bool new_mapping = s.holds && p.holds != s.holds;
+        p = PeerState{s.node, s.holds, s.port};
+        if (c.own && !c.own->holds) {
+            if (new_mapping) queued = report_holder(x, conn, p);
+            queued = report_wanters(x, c, false) || queued;
+        }
+    }
+    if (queued && notify_) notify_();
+}
+
+void ContentTable::peer_gone(const ContentSha256& x, const lt::tcp::endpoint& conn) {
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = contents_.find(x);
+        if (it == contents_.end() || it->second.peers.erase(conn) == 0) return;
+        Content& c = it->second;
+        if (c.own && !c.own->holds) queued = report_wanters(x, c, false);
+    }
+    if (queued && notify_) notify_();
+}
+
+void ContentTable::ignored(const lt::tcp::endpoint& conn, const std::string& why) {
+    ++ignored_count_;
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ContentEvent e;
+        e.kind = ContentEvent::Kind::MessageIgnored;
+        e.peer = endpoint_string(conn);
+        e.message = why;
+        queued = push(std::move(e));
+    }
+    if (queued && notify_) notify_();
+}
+
+std::vector<ContentEvent> ContentTable::take_events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<ContentEvent> out;
+    out.swap(events_);
+    return out;
+}
+
+// ---- the plugins (network thread only) ----
+
+// One per BitTorrent connection of a rendezvous torrent.
+class ContentPeer : public lt::peer_plugin {
+public:
+    ContentPeer(lt::peer_connection_handle pc, const ContentSha256& x,
+                std::shared_ptr<ContentTable> table)
+        : pc_(std::move(pc)), remote_(pc_.remote()), x_(x), table_(std::move(table)) {}
+    // libtorrent destroys the plugin with its connection.
+    ~ContentPeer() override { table_->peer_gone(x_, remote_); }
+
+    lt::string_view type() const override { return kContentExtensionName; }
+
+    void add_handshake(lt::entry& e) override {
+        e["m"][kContentExtensionName] = kContentMessageId;
+        if (auto own = table_->own_state(x_)) e[kContentExtensionName] = content_state_entry(*own);
+    }
+
+    // A peer without dopt_content is not a dopt agent: it is told nothing.
+    bool on_extension_handshake(const lt::bdecode_node& h) override {
+        const lt::bdecode_node m = h.dict_find_dict("m");
+        const std::int64_t id = m ? m.dict_find_int_value(kContentExtensionName, 0) : 0;
+        if (id > 0 && id <= 255) peer_msg_id_ = static_cast<int>(id);
+        const lt::bdecode_node state = h.dict_find(kContentExtensionName);
+        if (!state) return true;
+        if (auto s = parse_content_state(state, x_)) table_->peer_said(x_, remote_, *s);
+        else table_->ignored(remote_, "malformed dopt_content entry in the extended handshake");
+        return true;
+    }
+
+    // `length` is the whole payload's, `body` what has arrived so far. A
+    // message with our id is always consumed (returning false would make
+    // libtorrent disconnect the peer for an unknown message).
+    bool on_extended(int length, int msg, lt::span<char const> body) override {
+        if (msg != kContentMessageId) return false;
+        if (body.size() < length) return true;  // wait for the rest
+        if (auto s = parse_content_message(body, x_)) table_->peer_said(x_, remote_, *s);
+        else table_->ignored(remote_, "malformed dopt_content message (" +
+                                          std::to_string(length) + " bytes)");
+        return true;
+    }
+
+    void send_state(const std::string& payload) {
+        if (peer_msg_id_ == 0 || !pc_.native_handle() || pc_.is_disconnecting()) return;
+        std::string frame(4, '\0');
+        const auto len = static_cast<std::uint32_t>(payload.size() + 2);
+        for (int i = 0; i < 4; ++i) frame[static_cast<std::size_t>(i)] = static_cast<char>(len >> (24 - 8 * i));
+        frame += static_cast<char>(20);  // BEP 10 "extended"
+        frame += static_cast<char>(peer_msg_id_);
+        frame += payload;
+        pc_.send_buffer(frame.data(), static_cast<int>(frame.size()));
+    }
+
+private:
+    lt::peer_connection_handle pc_;
+    const lt::tcp::endpoint remote_;
+    const ContentSha256 x_;
+    std::shared_ptr<ContentTable> table_;
+    int peer_msg_id_ = 0;  // the peer's id for dopt_content; 0 until its handshake
+};
+
+// One per rendezvous torrent.
+class ContentTorrent : public lt::torrent_plugin {
+public:
+    ContentTorrent(const ContentSha256& x, std::shared_ptr<ContentTable> table)
+        : x_(x), table_(std::move(table)) {}
+
+    std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
+        if (pc.type() != lt::connection_type::bittorrent) return nullptr;
+        prune();
+        auto peer = std::make_shared<ContentPeer>(pc, x_, table_);
+        peers_.push_back(peer);  // libtorrent owns it; we keep a weak reference
+        return peer;
+    }
+
+    void send_state() {
+        const auto own = table_->own_state(x_);
+        if (!own) return;
+        const std::string payload = encode_content_state(*own);
+        prune();
+        for (const auto& weak : peers_)
+            if (auto peer = weak.lock()) peer->send_state(payload);
+    }
+
+private:
+    void prune() {
+        peers_.erase(std::remove_if(peers_.begin(), peers_.end(),
+                                    [](const std::weak_ptr<ContentPeer>& p) { return p.expired(); }),
+                     peers_.end());
+    }
+
+    const ContentSha256 x_;
+    std::shared_ptr<ContentTable> table_;
+    std::vector<std::weak_ptr<ContentPeer>> peers_;
+};
+
+ContentPlugin::ContentPlugin(std::shared_ptr<ContentTable> table) : table_(std::move(table)) {}
+
+void ContentPlugin::expect_rendezvous(const lt::info_hash_t& r, const ContentSha256& x) {
+    std::lock_guard<std::mutex> lock(expected_mutex_);
+    expected_[r] = x;
+}
+
+void ContentPlugin::forget_rendezvous(const lt::info_hash_t& r) {
+    std::lock_guard<std::mutex> lock(expected_mutex_);
+    expected_.erase(r);
+}
+
+std::shared_ptr<lt::torrent_plugin> ContentPlugin::new_torrent(const lt::torrent_handle& handle,
+                                                               lt::client_data_t) {
+    // info_hashes() reads an immutable field (no call into the network thread).
+    const lt::info_hash_t ih = handle.info_hashes();
+    ContentSha256 x{};
+    {
+        std::lock_guard<std::mutex> lock(expected_mutex_);
+        auto it = expected_.find(ih);
+        if (it == expected_.end()) return nullptr;
+        x = it->second;
+    }
+    for (auto it = torrents_.begin(); it != torrents_.end();)
+        it = it->second.expired() ? torrents_.erase(it) : std::next(it);
+    auto t = std::make_shared<ContentTorrent>(x, table_);
+    torrents_[ih] = t;
+    return t;
+}
+
+void ContentPlugin::send_state(const lt::info_hash_t& r) {
+    auto it = torrents_.find(r);
+    if (it == torrents_.end()) return;
+    if (auto t = it->second.lock()) t->send_state();
+}
+
+}  // namespace dopt::p2p

@@ -1,0 +1,173 @@
+// Content identity: peering from a file's SHA-256 X when no metainfo is
+// published (docs/design.md "Content identity"). Agents that hold or want X
+// meet on a rendezvous torrent R whose info-hash is derived from X alone,
+// and tell each other on R's connections, with the BEP 10 extension
+// "dopt_content", "I hold X as info-hash H" or "I want X" (docs/protocol.md
+// has the wire format).
+//
+// R is added by info-hash only and never gets metadata (no ut_metadata on
+// it), so it never exchanges a byte of payload: libtorrent refuses requests
+// for a torrent without metadata, and keeps its connections (a torrent
+// without metadata is never "redundant", and close_redundant_connections is
+// off anyway).
+//
+// Threads:
+//  - ContentTable is shared: the main thread sets what this agent holds or
+//    wants and takes the events; libtorrent's network thread records what
+//    peers say and queues the events. It has its own mutex.
+//  - ContentPlugin and the torrent/peer plugins it creates (content.cpp)
+//    live on the network thread, except the members marked "any thread".
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <libtorrent/bdecode.hpp>
+#include <libtorrent/entry.hpp>
+#include <libtorrent/extensions.hpp>
+#include <libtorrent/info_hash.hpp>
+#include <libtorrent/socket.hpp>
+#include <libtorrent/span.hpp>
+#include <libtorrent/torrent_handle.hpp>
+
+#include "p2p/session_settings.h"  // ContentEvent
+
+namespace dopt::p2p {
+
+// A file's SHA-256, as bytes.
+using ContentSha256 = std::array<char, 32>;
+
+// The extension's name in the BEP 10 handshake ("m" dictionary), and the key
+// of our state in the handshake itself.
+inline constexpr char kContentExtensionName[] = "dopt_content";
+// The id we ask peers to use for dopt_content messages (not one libtorrent
+// handles itself, nor dopt_claim's 17).
+inline constexpr int kContentMessageId = 18;
+// A dopt_content message or handshake entry longer than this is ignored.
+inline constexpr std::size_t kMaxContentMessageSize = 512;
+// Events waiting to be taken; more are dropped (and counted as ignored).
+inline constexpr std::size_t kMaxContentEvents = 4096;
+
+// "addr:port" ("[addr]:port" for IPv6), as events and TorrentPeer name peers.
+std::string endpoint_string(const lt::tcp::endpoint& ep);
+// X from 64 hex digits (either case); nullopt when it is not one.
+std::optional<ContentSha256> parse_sha256_hex(const std::string& hex);
+// A v1 info-hash from 40 hex digits; nullopt when it is not.
+std::optional<lt::sha1_hash> parse_info_hash_hex(const std::string& hex);
+// R's info-hash: the SHA-1 of "dopt-rendezvous-v1:" followed by X's 32
+// bytes (a v1 info-hash; R has no metadata, so nothing else is needed).
+lt::info_hash_t rendezvous_info_hash(const ContentSha256& x);
+
+// What an agent says on R about X: its node id and listen port, and, for a
+// holder, the (v1) info-hash X is seeded as (make_content_metainfo()).
+struct ContentState {
+    ContentSha256 x{};
+    std::uint64_t node = 0;
+    int port = 0;                         // where it accepts connections
+    std::optional<lt::sha1_hash> holds;   // holder: H; wanter: nullopt
+};
+
+// The bencoded state (the payload of a dopt_content message).
+std::string encode_content_state(const ContentState& s);
+// The state as an entry, for the extended handshake.
+lt::entry content_state_entry(const ContentState& s);
+// Reads a state from a bdecoded dictionary. nullopt unless it is exactly
+// as docs/protocol.md says and names `x`. Never throws.
+std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, const ContentSha256& x);
+// The same from a message payload (bencoded), at most kMaxContentMessageSize.
+std::optional<ContentState> parse_content_message(lt::span<char const> payload,
+                                                  const ContentSha256& x);
+
+// What this agent holds and wants, what R's peers said, and the events
+// for the agent. Any thread; every member takes the mutex.
+class ContentTable {
+public:
+    // `notify` (any thread, without the lock held) wakes the main loop when
+    // an event is queued.
+    explicit ContentTable(std::uint64_t own_node, std::function<void()> notify);
+
+    void set_listen_port(int port);
+    // Our state for X: holder of `h`, or wanter (h nullopt). Starting to want
+    // X reports the holders and wanters already known on R.
+    void set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h);
+    void clear_own(const ContentSha256& x);
+    // What we tell R's peers about X; nullopt when we neither hold nor want it.
+    std::optional<ContentState> own_state(const ContentSha256& x) const;
+
+    // Network thread: the connection `conn` on X's R said `s` (handshake or
+    // message). While we want X, a holder gives a ContentHolderFound event
+    // (once per connection and mapping) and a change in the wanters'
+    // node ids a ContentWantersChanged.
+    void peer_said(const ContentSha256& x, const lt::tcp::endpoint& conn, const ContentState& s);
+    // The connection is gone: its wanter (if one) leaves the set.
+    void peer_gone(const ContentSha256& x, const lt::tcp::endpoint& conn);
+    // A malformed dopt_content message or handshake from `conn`.
+    void ignored(const lt::tcp::endpoint& conn, const std::string& why);
+
+    std::vector<ContentEvent> take_events();
+    std::uint64_t ignored_count() const { return ignored_count_; }
+
+private:
+    struct PeerState {
+        std::uint64_t node = 0;
+        std::optional<lt::sha1_hash> holds;
+        int port = 0;
+    };
+    struct Content {
+        std::optional<ContentState> own;
+        std::map<lt::tcp::endpoint, PeerState> peers;  // by R connection
+        std::vector<std::uint64_t> wanters_reported;   // last WantersChanged
+    };
+    // Callers hold mutex_; they return true when they queued an event.
+    bool push(ContentEvent e);
+    bool report_holder(const ContentSha256& x, const lt::tcp::endpoint& conn, const PeerState& p);
+    bool report_wanters(const ContentSha256& x, Content& c, bool always);
+
+    const std::uint64_t own_node_;
+    const std::function<void()> notify_;
+    std::atomic<std::uint64_t> ignored_count_{0};
+    mutable std::mutex mutex_;
+    int port_ = 0;                               // guarded by mutex_
+    std::map<ContentSha256, Content> contents_;  // guarded by mutex_
+    std::vector<ContentEvent> events_;           // guarded by mutex_
+};
+
+class ContentTorrent;  // content.cpp
+
+// The session plugin (in session_params.extensions). Each rendezvous torrent
+// announced with expect_rendezvous() gets a torrent plugin, which gives each
+// BitTorrent connection a peer plugin that sends our state for X in the
+// extended handshake and in later messages, and records the peer's.
+class ContentPlugin : public lt::plugin {
+public:
+    explicit ContentPlugin(std::shared_ptr<ContentTable> table);
+
+    // Any thread, before session::add_torrent of R; kept until forget.
+    void expect_rendezvous(const lt::info_hash_t& r, const ContentSha256& x);
+    void forget_rendezvous(const lt::info_hash_t& r);
+
+    // Network thread (libtorrent calls it).
+    std::shared_ptr<lt::torrent_plugin> new_torrent(const lt::torrent_handle& handle,
+                                                    lt::client_data_t) override;
+    // Network thread only: sends our current state for X to every peer of R
+    // that advertised dopt_content.
+    void send_state(const lt::info_hash_t& r);
+
+private:
+    std::shared_ptr<ContentTable> table_;
+    std::mutex expected_mutex_;
+    std::map<lt::info_hash_t, ContentSha256> expected_;  // guarded by expected_mutex_
+    // Touched only on the network thread.
+    std::map<lt::info_hash_t, std::weak_ptr<ContentTorrent>> torrents_;
+};
+
+}  // namespace dopt::p2p

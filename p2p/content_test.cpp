@@ -1,0 +1,287 @@
+// Content identity (p2p/content.h): deterministic metainfo, and the
+// dopt_content extension between real sessions on 127.0.0.1 with static
+// peers (LSD off), plus a hand-made hostile peer.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/torrent_status.hpp>
+
+#include "common/hex.h"
+#include "common/sha256.h"
+#include "p2p/content.h"
+#include "p2p/metainfo.h"
+#include "p2p/session.h"
+#include "p2p/session_test_support.h"
+#include "tests/support/temp_dir.h"
+
+namespace fs = std::filesystem;
+using namespace dopt::p2p;
+using namespace dopt::p2p::test_support;
+using dopt::test::TempDir;
+
+namespace {
+
+// Writes `size` random bytes to `path`; returns their SHA-256 (hex).
+std::string write_random_file(const fs::path& path, std::size_t size) {
+    std::vector<char> bytes(size);
+    std::mt19937_64 rng(std::random_device{}());
+    for (auto& b : bytes) b = static_cast<char>(rng() & 0xff);
+    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<long>(size));
+    dopt::Sha256 h;
+    h.update(bytes.data(), bytes.size());
+    return h.finish_hex();
+}
+
+// A holder's side: the file as `dir`/<sha256>, its content metainfo.
+struct HeldFile {
+    std::string sha256;
+    Metainfo meta;
+    std::string dir;
+};
+
+HeldFile hold_file(const TempDir& tmp, const std::string& name, std::size_t size) {
+    HeldFile f;
+    f.dir = tmp.subdir(name);
+    const fs::path src = tmp.file(name + ".src");
+    f.sha256 = write_random_file(src, size);
+    fs::copy_file(src, fs::path(f.dir) / f.sha256);
+    f.meta = parse_metainfo(make_content_metainfo(src.string(), f.sha256));
+    return f;
+}
+
+std::vector<ContentEvent> take_kind(std::vector<ContentEvent>& all, PeerSession& s,
+                                    ContentEvent::Kind kind) {
+    for (auto& e : s.take_content_events()) all.push_back(std::move(e));
+    std::vector<ContentEvent> out;
+    for (const auto& e : all)
+        if (e.kind == kind) out.push_back(e);
+    return out;
+}
+
+// The last WantersChanged event `s` reported for `sha256` (nullptr: none yet).
+const ContentEvent* last_wanters(const std::vector<ContentEvent>& events, const std::string& sha256) {
+    const ContentEvent* last = nullptr;
+    for (const auto& e : events)
+        if (e.kind == ContentEvent::Kind::WantersChanged && e.sha256 == sha256) last = &e;
+    return last;
+}
+
+std::string v1_hex(const lt::info_hash_t& ih) { return dopt::to_hex(ih.v1.data(), ih.v1.size()); }
+
+}  // namespace
+
+TEST_CASE("content metainfo: the same bytes give the same info-hash, named by the SHA-256",
+          "[p2p][content]") {
+    TempDir tmp;
+    const std::string sha = write_random_file(tmp.file("one.bin"), 3 * 1024 * 1024 + 777);
+    fs::copy_file(tmp.file("one.bin"), tmp.file("two-with-another-name.bin"));
+    ::chmod(tmp.file("two-with-another-name.bin").c_str(), 0755);
+
+    const std::string a = make_content_metainfo(tmp.file("one.bin"), sha);
+    const std::string b = make_content_metainfo(tmp.file("two-with-another-name.bin"), sha);
+    CHECK(a == b);
+    const Metainfo m = parse_metainfo(a);
+    CHECK(m.name == sha);
+    CHECK(m.piece_length == choose_piece_size(3 * 1024 * 1024 + 777));
+    CHECK(m.info_hash_v2.empty());  // v1: BEP 9 passes the whole metainfo
+    CHECK(a.find("creation date") == std::string::npos);
+    CHECK(a.find("created by") == std::string::npos);
+    CHECK(a.find("url-list") == std::string::npos);
+
+    // Two sessions adding it see one info-hash.
+    PeerSession s1(loopback_settings()), s2(loopback_settings());
+    CHECK(s1.add_torrent(m.info, tmp.subdir("s1"), {}).info_hashes() ==
+          s2.add_torrent(parse_metainfo(b).info, tmp.subdir("s2"), {}).info_hashes());
+    // Nothing of the hashing is left beside the file.
+    for (const auto& entry : fs::directory_iterator(tmp.path()))
+        CHECK(entry.path().filename().string().rfind(".dopt-content-", 0) == std::string::npos);
+}
+
+TEST_CASE("content metainfo is refused for bytes that are not the SHA-256", "[p2p][content]") {
+    TempDir tmp;
+    const std::string sha = write_random_file(tmp.file("f.bin"), 1000);
+    std::string other = sha;
+    other[0] = other[0] == '0' ? '1' : '0';
+    CHECK_THROWS_AS(make_content_metainfo(tmp.file("f.bin"), other), MetainfoError);
+    CHECK_THROWS_AS(make_content_metainfo(tmp.file("f.bin"), "xyz"), MetainfoError);
+    CHECK_THROWS_AS(make_content_metainfo(tmp.file("missing"), sha), MetainfoError);
+    // Upper-case hex names the same content, and the name is lowercase.
+    std::string upper = sha;
+    std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+    CHECK(parse_metainfo(make_content_metainfo(tmp.file("f.bin"), upper)).name == sha);
+}
+
+TEST_CASE("a wanter learns a holder's mapping and takes the info dictionary by BEP 9; "
+          "the rendezvous torrent exchanges no payload",
+          "[p2p][content]") {
+    TempDir tmp;
+    const HeldFile f = hold_file(tmp, "holder", 2 * 1024 * 1024 + 99);
+    PeerSession holder(loopback_settings());
+    const lt::torrent_handle h = holder.add_torrent(f.meta.info, f.dir, {});
+    Pump pump_h({&holder});
+    REQUIRE(pump_h.run_until([&] { return is_state(h, lt::torrent_status::seeding); }));
+    holder.announce_content(f.sha256, h.info_hashes());
+
+    PeerSession wanter(with_static_peer(holder));
+    wanter.look_up_content(f.sha256);
+    Pump pump({&holder, &wanter});
+    std::vector<ContentEvent> events;
+    REQUIRE(pump.run_until([&] {
+        return !take_kind(events, wanter, ContentEvent::Kind::HolderFound).empty();
+    }));
+    const ContentEvent found = take_kind(events, wanter, ContentEvent::Kind::HolderFound).front();
+    CHECK(found.sha256 == f.sha256);
+    CHECK(found.info_hash == v1_hex(h.info_hashes()));
+    CHECK(found.peer == address_of(holder));  // where it listens, whoever connected
+
+    // R: connected, no metadata, no payload either way.
+    for (PeerSession* s : {&holder, &wanter}) {
+        const lt::torrent_status st = s->rendezvous_torrent(f.sha256).status();
+        CHECK_FALSE(st.has_metadata);
+        CHECK(st.num_peers >= 1);
+        CHECK(st.total_payload_download == 0);
+        CHECK(st.total_payload_upload == 0);
+    }
+
+    // The info dictionary from the holder, checked against H by libtorrent.
+    bool got_metadata = false;
+    Pump pump_meta({&holder, &wanter}, [&](std::size_t i, lt::alert* a) {
+        if (i == 1 && lt::alert_cast<lt::metadata_received_alert>(a)) got_metadata = true;
+    });
+    const lt::torrent_handle m = wanter.add_torrent_for_metadata(
+        *parse_info_hash_hex(found.info_hash), tmp.subdir("w"), found.peer);
+    REQUIRE(pump_meta.run_until([&] { return got_metadata; }));
+    const Metainfo taken = parse_metainfo(metainfo_of(*m.torrent_file()));
+    CHECK(taken.info->info_hashes() == h.info_hashes());
+    CHECK(taken.name == f.sha256);
+    CHECK(m.status().total_payload_download == 0);  // upload mode: metadata only
+
+    // Leaving: the rendezvous torrent goes.
+    wanter.stop_looking_up(f.sha256);
+    holder.withdraw_content(f.sha256);
+    CHECK_FALSE(wanter.rendezvous_torrent(f.sha256).is_valid());
+    CHECK_FALSE(holder.rendezvous_torrent(f.sha256).is_valid());
+}
+
+TEST_CASE("wanters see each other's node ids, a leaver drops out, and a mapping announced "
+          "later reaches a connected wanter",
+          "[p2p][content]") {
+    TempDir tmp;
+    const HeldFile f = hold_file(tmp, "a", 1024 * 1024 + 5);
+    PeerSession a(loopback_settings());
+    PeerSession b(with_static_peer(a));
+    PeerSession c(with_static_peer(a));
+    a.look_up_content(f.sha256);
+    b.look_up_content(f.sha256);
+    c.look_up_content(f.sha256);
+    Pump pump({&a, &b, &c});
+    std::vector<ContentEvent> ea, eb, ec;
+    auto wanters_of = [&](std::vector<ContentEvent>& all, PeerSession& s) {
+        take_kind(all, s, ContentEvent::Kind::WantersChanged);
+        const ContentEvent* last = last_wanters(all, f.sha256);
+        return last ? last->wanters : std::vector<std::uint64_t>{};
+    };
+    auto sorted = [](std::vector<std::uint64_t> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    // a is connected to both; b and c only to a.
+    REQUIRE(pump.run_until([&] {
+        return wanters_of(ea, a) == sorted({b.id(), c.id()}) &&
+               wanters_of(eb, b) == std::vector<std::uint64_t>{a.id()};
+    }));
+
+    // c leaves R: a sees it go.
+    c.stop_looking_up(f.sha256);
+    REQUIRE(pump.run_until([&] { return wanters_of(ea, a) == std::vector<std::uint64_t>{b.id()}; }));
+
+    // a fetched the file meanwhile and now holds it: b, already connected,
+    // hears the mapping and no longer counts a as a wanter.
+    const lt::torrent_handle h = a.add_torrent(f.meta.info, f.dir, {});
+    REQUIRE(pump.run_until([&] { return is_state(h, lt::torrent_status::seeding); }));
+    a.announce_content(f.sha256, h.info_hashes());
+    REQUIRE(pump.run_until([&] {
+        return !take_kind(eb, b, ContentEvent::Kind::HolderFound).empty() &&
+               wanters_of(eb, b).empty();
+    }));
+    CHECK(take_kind(eb, b, ContentEvent::Kind::HolderFound).front().info_hash ==
+          v1_hex(h.info_hashes()));
+    // A holder is not told about holders and wanters.
+    CHECK(take_kind(ea, a, ContentEvent::Kind::HolderFound).empty());
+}
+
+TEST_CASE("malformed dopt_content messages are ignored and counted; the connection lives on",
+          "[p2p][content]") {
+    TempDir tmp;
+    const std::string sha = write_random_file(tmp.file("x.bin"), 100);
+    const ContentSha256 x = *parse_sha256_hex(sha);
+    PeerSession a(loopback_settings());
+    a.look_up_content(sha);
+    Pump pump({&a});
+
+    RawPeer peer(a.listen_port());
+    peer.handshake(rendezvous_info_hash(x).v1);
+    ContentState wrong_x{x, 7, 6881, std::nullopt};
+    wrong_x.x[0] = static_cast<char>(wrong_x.x[0] ^ 1);
+    // Our extended handshake: we speak dopt_content (as id 3), with a state
+    // for another SHA-256.
+    peer.send(RawPeer::extended(0, "d1:md12:dopt_contenti3ee12:dopt_content" +
+                                       encode_content_state(wrong_x) + "e"));
+    const int id = kContentMessageId;
+    ContentState holder{x, 9, 6881, lt::sha1_hash("01234567890123456789")};
+    std::string short_h = encode_content_state(holder);
+    short_h.replace(short_h.find("1:h20:"), 6 + 20, "1:h19:0123456789012345678");
+    const std::string bad_messages[] = {
+        "",                                          // empty
+        "not bencode",                               // garbage
+        "d1:xi5ee",                                  // x not a string
+        encode_content_state(wrong_x),               // another SHA-256
+        short_h,                                     // an info-hash of 19 bytes
+        std::string(kMaxContentMessageSize + 1, 'd'),  // too long
+    };
+    for (const auto& m : bad_messages) peer.send(RawPeer::extended(id, m));
+    // Then a good one, split over two writes: it arrives, so the connection
+    // survived everything above.
+    const std::string good = RawPeer::extended(id, encode_content_state(holder));
+    peer.send(good.substr(0, 9));
+    pump.run_until([] { return false; }, std::chrono::milliseconds(200));
+    peer.send(good.substr(9));
+
+    std::vector<ContentEvent> events;
+    REQUIRE(pump.run_until([&] {
+        return !take_kind(events, a, ContentEvent::Kind::HolderFound).empty();
+    }));
+    CHECK(take_kind(events, a, ContentEvent::Kind::HolderFound).front().peer == "127.0.0.1:6881");
+    CHECK(a.content_messages_ignored() == 1 + std::size(bad_messages));
+    CHECK(take_kind(events, a, ContentEvent::Kind::MessageIgnored).size() == 1 + std::size(bad_messages));
+}
+
+TEST_CASE("content states are coded as docs/protocol.md says", "[p2p][content]") {
+    ContentSha256 x{};
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<char>(i);
+    const ContentState wanter{x, 0x0102030405060708ull, 6881, std::nullopt};
+    const std::string coded = encode_content_state(wanter);
+    CHECK(coded == "d1:n8:\x01\x02\x03\x04\x05\x06\x07\x08" "1:pi6881e1:x32:" +
+                       std::string(x.data(), x.size()) + "e");
+    const auto back = parse_content_message({coded.data(), static_cast<long>(coded.size())}, x);
+    REQUIRE(back);
+    CHECK(back->node == wanter.node);
+    CHECK(back->port == 6881);
+    CHECK_FALSE(back->holds);
+    ContentState bad_port = wanter;
+    bad_port.port = 0;
+    const std::string zero = encode_content_state(bad_port);
+    CHECK_FALSE(parse_content_message({zero.data(), static_cast<long>(zero.size())}, x));
+    CHECK(rendezvous_info_hash(x) != rendezvous_info_hash(ContentSha256{}));
+    CHECK_FALSE(parse_sha256_hex("abc"));
+    CHECK_THROWS_AS(PeerSession(loopback_settings()).look_up_content("not-a-sha"), std::invalid_argument);
+}

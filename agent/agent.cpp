@@ -444,6 +444,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     // Flushed whole: a restart from here only checks the last byte.
     note_partial();
     a.store_->update_file(rec.id, f);
+    a.seed_content(*this, partial->fd());
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -624,7 +625,7 @@ int Agent::next_timeout_ms() const {
     std::int64_t now = mono_ms();
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
-    if (!swarms_.empty()) deadline = std::min(deadline, next_swarm_tick_ms_);
+    if (!swarms_.empty() || !content_lookups_.empty()) deadline = std::min(deadline, next_swarm_tick_ms_);
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
@@ -817,6 +818,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) detach_swarm(job, !save);
+    if (job.current_file >= 0) leave_content(job);
     if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);

@@ -28,6 +28,7 @@
 namespace dopt::p2p {
 class TorrentSession;
 struct TorrentEvent;
+struct ContentEvent;
 struct TorrentPeer;
 struct Claim;
 struct SwarmPeer;
@@ -197,6 +198,33 @@ private:
     bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
     void forget_cached_content(const std::string& info_hash);
     void remove_cached_content(const std::string& info_hash);  // its torrent, or its entry and folder
+
+    // Content identity (agent_content.cpp, docs/design.md): a file with a
+    // SHA-256 and no metainfo looks for LAN holders, and is seeded under its
+    // SHA-256 once fetched from the origin.
+    struct ContentLookup;  // agent_internal.h
+    bool look_up_content(Job& job);
+    bool use_cached_content(Job& job);
+    void leave_content(Job& job, bool stay = false);
+    void handle_content_events();
+    void on_holder_found(const p2p::ContentEvent& event);
+    void on_wanters_changed(const p2p::ContentEvent& event);
+    void on_content_metadata(std::uint64_t torrent);
+    void content_tick(std::int64_t now_ms);
+    void fetch_content_from_origin(const std::string& sha256, const std::string& why);
+    void seed_content(Job& job, int fd);
+    bool seed_into_cache(Job& job, int fd);
+    std::string copy_into_cache(const storage::FileRecord& f, int fd);
+    void content_proven(Job& job, std::uint64_t torrent);
+    void drop_content_mapping(const std::string& info_hash, const std::string& why);
+    std::map<std::string, std::unique_ptr<ContentLookup>> content_lookups_;  // by SHA-256
+    // SHA-256 -> this agent's jobs fetching it from the origin after a
+    // lookup: it stays on the rendezvous as a wanter until one is seeded.
+    std::map<std::string, int> content_origin_fetches_;
+    // Info-hash -> addresses of the peers that said "X is this info-hash":
+    // banned when the mapping proves false.
+    std::map<std::string, std::set<std::string>> content_announcers_;
+    std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
 
     friend struct Job;
     // A job left unfinished content (suspend, error): evict_cache() on the

@@ -137,6 +137,11 @@ struct Agent::Job : TransferSink {
     int written_count = 0;
     std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
     std::string http_only_reason;         // why the file goes without peers
+    // Content identity (agent_content.cpp): waiting in a lookup of the
+    // current file's SHA-256; and, once fetched from the origin after one,
+    // to be seeded under it.
+    bool content_waiting = false;
+    bool content_seed = false;
 
     // Owner operations (Agent::owner_op): one of the job's in flight at a
     // time; the steps that wait for it are queued, in the order asked.
@@ -155,7 +160,7 @@ struct Agent::Job : TransferSink {
         file().bytes_transferred = partial->size();
         file().durable_bytes = partial->durable_size();
     }
-    bool busy() const { return transfer != 0 || swarm != nullptr || opening; }
+    bool busy() const { return transfer != 0 || swarm != nullptr || opening || content_waiting; }
     bool owner_ops_pending() const { return owner_op_running || !owner_queue.empty(); }
     bool visible_to(uid_t uid) const { return uid == 0 || uid == rec.owner_uid; }
     Owner owner() const { return Owner{rec.owner_uid, rec.owner_gid}; }
@@ -184,6 +189,18 @@ struct Agent::Job : TransferSink {
 
 // How often every swarm is pumped, its claims repeated to peers that
 // connected since and the peer session ticked (p2p/session.h tick()).
+// A lookup of a SHA-256 on the LAN (agent_content.cpp): the jobs waiting for
+// it, until when, and the holder's info dictionary being fetched.
+struct Agent::ContentLookup {
+    std::set<Job*> jobs;
+    std::int64_t deadline_ms = 0;      // the window's end, or the follower's or the metadata's bound
+    bool following = false;            // a wanter with a lower node id fetches from the origin
+    p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
+    std::string info_hash;             // its info-hash
+    std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
+};
+// How long a holder's info dictionary may take to come.
+constexpr std::int64_t kContentMetadataWaitMs = 10'000;
 constexpr std::int64_t kSwarmTickMs = 250;
 // How often a swarm's claims are sent again to peers connected since: as
 // often as the tick, so a late peer learns of a claim within 250 ms.

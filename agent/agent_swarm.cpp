@@ -201,6 +201,7 @@ bool Agent::start_file_with_peers(Job& job) {
     else if (f.metainfo_source.empty() && config_.metainfo_probe)
         url = metainfo_url_beside(f.remote_url, config_.metainfo_suffix);
     if (url.empty()) {
+        if (look_up_content(job)) return true;
         use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
         return false;
     }
@@ -235,7 +236,9 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
     }
     if (!meta) {
         if (!from_job) {
-            // No metainfo beside the content (404, an HTML page, garbage): quietly HTTP only.
+            // No metainfo beside the content (404, an HTML page, garbage):
+            // its SHA-256 on the LAN, else quietly HTTP only.
+            if (look_up_content(job)) return;
             use_http_only(job, outcome.ok ? "the origin's metainfo is not usable: " + parse_error
                                           : "no metainfo beside the content");
             start_job(job);
@@ -858,6 +861,7 @@ void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
         fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
              f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
+        if (f.metainfo_source == "peers") drop_content_mapping(s.info_hash, "the origin's bytes fail its hashes");
         detach_swarm(job, false);
         use_http_only(job, "the origin's content does not match its metainfo: " + why);
         start_job(job);
@@ -1021,6 +1025,19 @@ void Agent::finish_swarm_file(Job& job) {
     }
     if (!f.sha256.empty()) {
         std::string digest = sha256_of_fd(fd);
+        if (digest != f.sha256 && f.metainfo_source == "peers") {
+            // "X is H" was a lie: H goes, its announcers are banned, and
+            // the file comes from the origin.
+            const std::string ih = job.swarm->info_hash;
+            drop_content_mapping(ih, "its bytes are not that SHA-256");
+            detach_swarm(job, false);
+            if (auto s = swarms_.find(ih); s != swarms_.end() && s->second->users.empty())
+                remove_swarm(*s->second, true);
+            f.bytes_transferred = 0;
+            use_http_only(job, "the LAN's copy of SHA-256 " + f.sha256 + " was not it");
+            start_job(job);
+            return;
+        }
         if (digest != f.sha256) {
             detach_swarm(job, false);
             // A resume's open comes after it (owner_op's order).
@@ -1036,6 +1053,7 @@ void Agent::finish_swarm_file(Job& job) {
         }
     }
     Swarm* s = job.swarm;
+    content_proven(job, s->torrent);
     auto c = cache_.find(s->info_hash);
     if (c != cache_.end()) {
         c->second.last_used = wall_now();
@@ -1077,9 +1095,11 @@ void Agent::handle_peer_events() {
     if (!peers_) return;
     SwarmsToPump to_pump;
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
-        if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
+        if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
+        else if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
         else log_peer_event(e);
     }
+    handle_content_events();
     for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it).
         for (auto& [ih, live] : swarms_)
@@ -1097,6 +1117,7 @@ void Agent::handle_peer_events() {
         std::vector<Swarm*> all;
         for (auto& [ih, s] : swarms_) all.push_back(s.get());
         for (Swarm* s : all) swarm_tick(*s, now);
+        content_tick(now);
     }
 }
 

@@ -249,6 +249,8 @@ private:
             else if (k == "p2p.max_upload_rate") c.max_upload_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
             else if (k == "p2p.max_download_rate") c.max_download_rate = integer<std::uint64_t>(node, k, 0, kMaxRate);
             else if (k == "p2p.throttle_lan") c.throttle_lan = boolean(node, k);
+            else if (k == "p2p.content_lookup_ms") c.content_lookup_ms = integer<int>(node, k, 0, 60'000);
+            else if (k == "p2p.content_follow_ms") c.content_follow_ms = integer<int>(node, k, 0, 3'600'000);
             else unknown(key, k);
         }
     }

@@ -74,6 +74,11 @@ struct Config {
     std::uint64_t max_upload_rate = 0;   // bytes/s to peers, 0 = unlimited
     std::uint64_t max_download_rate = 0; // bytes/s from peers, 0 = unlimited
     bool throttle_lan = false;           // apply the two limits to LAN peers too
+    // Content identity (docs/design.md): how long a job with a SHA-256 and
+    // no metainfo waits for a LAN holder before the origin (0: no lookup),
+    // and how long a follower waits for the leader's copy.
+    int content_lookup_ms = 1000;
+    int content_follow_ms = 120'000;
 
     // [cache] the peer cache in cache_dir
     std::uint64_t cache_max_size = 10ULL << 30;   // bytes

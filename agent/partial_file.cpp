@@ -235,6 +235,8 @@ int PartialFile::sync() {
     return 0;
 }
 
+int PartialFile::fd() const { return writer_->fd; }
+
 std::string PartialFile::finish_sha256() {
     Writer& w = *writer_;
     w.drain();

@@ -64,6 +64,8 @@ public:
     // Lowercase hex SHA-256 of every byte since byte 0; "" when hashing was
     // not requested. Call once, after sync().
     std::string finish_sha256();
+    // The file, for reading it whole after sync() (still owned here).
+    int fd() const;
 
 private:
     struct Writer;

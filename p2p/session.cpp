@@ -640,6 +640,16 @@ std::set<int> PeerSession::claims_held_over(const lt::torrent_handle& handle) co
     return impl_->claim_table->held_over(handle.info_hashes(), monotonic_ms());
 }
 
+bool PeerSession::ban_address(const std::string& address) {
+    lt::error_code ec;
+    const lt::address addr = lt::make_address(address, ec);
+    if (ec) return false;
+    lt::ip_filter filter = impl_->session->get_ip_filter();
+    filter.add_rule(addr, addr, lt::ip_filter::blocked);
+    impl_->session->set_ip_filter(filter);  // closes its connections too
+    return true;
+}
+
 int PeerSession::alert_fd() const { return impl_->alert_fd.fd(); }
 
 std::vector<lt::alert*> PeerSession::pop_alerts() {

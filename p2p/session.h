@@ -144,6 +144,12 @@ public:
                                                 const std::string& save_path,
                                                 const std::string& peer);
 
+    // Refuses `address` (an IP address, no port) from now on, on every port
+    // and torrent, until the session ends, as a peer banned for bad pieces
+    // is; its connections close. False (nothing done) when it is not an
+    // address. For peers that announced a false content mapping.
+    bool ban_address(const std::string& address);
+
     int alert_fd() const;
     std::vector<lt::alert*> pop_alerts();
 

@@ -280,6 +280,8 @@ std::string TorrentSession::metainfo(TorrentId torrent) const {
     return info && info->is_valid() ? metainfo_of(*info) : "";
 }
 
+bool TorrentSession::ban_peer(const std::string& address) { return impl_->session.ban_address(address); }
+
 void TorrentSession::tick() { impl_->session.tick(); }
 int TorrentSession::event_fd() const { return impl_->session.alert_fd(); }
 

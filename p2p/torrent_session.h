@@ -159,6 +159,10 @@ public:
     // p2p/metainfo.h), "" otherwise.
     std::string metainfo(TorrentId torrent) const;
 
+    // PeerSession::ban_address(): `address` (TorrentEvent::peer's form) is
+    // refused from now on.
+    bool ban_peer(const std::string& address);
+
     void tick();  // PeerSession::tick(): once a second or more often
     int event_fd() const;
     std::vector<TorrentEvent> take_events();

@@ -1,0 +1,339 @@
+// Content identity (docs/design.md "Content identity"): a file whose job
+// gives its SHA-256 X and for which no metainfo is found.
+//
+//   start_file_with_peers -> look_up_content: X's holders looked for on the
+//     LAN for [p2p] content_lookup_ms (the job stays CONNECTING)
+//   -> a holder found: its info dictionary by BEP 9 (add_torrent_for_metadata)
+//      -> on_content_metadata: the metainfo joins the peer cache, the job
+//         goes through the swarm as with published metainfo ("peers")
+//   -> none: fetch_content_from_origin: HTTP; on completion seed_content
+//      copies the file into the cache, makes its metainfo, seeds it and
+//      announces X -> H. While other wanters with a lower node id wait too,
+//      this agent follows instead, up to content_follow_ms.
+//   Trust: a file that is not X at the end (finish_swarm_file), or origin
+//   pieces failing H's hashes (origin_does_not_match), drop the mapping and
+//   ban the peers that announced it (drop_content_mapping); the file is
+//   then fetched over HTTP. content_proven announces X -> H once the whole
+//   file matched X.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "agent/agent.h"
+#include "agent/agent_internal.h"
+#include "agent/log.h"
+#include "common/hex.h"
+
+namespace dopt::agent {
+
+using storage::CacheEntry;
+using storage::FileRecord;
+using storage::JobState;
+
+// A complete cache entry made from X here earlier (named by X): the job
+// takes it at once. False when there is none.
+bool Agent::use_cached_content(Job& job) {
+    FileRecord& f = job.file();
+    for (const auto& [ih, e] : cache_) {
+        if (!e.complete || e.name != f.sha256 || false_mappings_.count(ih)) continue;
+        f.info_hash = ih;
+        f.metainfo_source = "peers";
+        store_->update_file(job.rec.id, f);
+        attach_swarm(job);
+        return true;
+    }
+    return false;
+}
+
+// Starts (or joins) the lookup of the current file's SHA-256. False when
+// the file does not qualify: no SHA-256, no peering, lookups off, or
+// smaller than [cache] min_file_size. The caller has ruled out content
+// behind credentials.
+bool Agent::look_up_content(Job& job) {
+    FileRecord& f = job.file();
+    if (!peers_ || f.sha256.empty() || config_.content_lookup_ms <= 0) return false;
+    if (f.bytes_total != kUnknownSize && f.bytes_total < config_.cache_min_file_size) return false;
+    if (use_cached_content(job)) return true;
+    auto& lookup = content_lookups_[f.sha256];
+    if (!lookup) {
+        lookup = std::make_unique<ContentLookup>();
+        lookup->deadline_ms = mono_ms() + config_.content_lookup_ms;
+        peers_->look_up_content(f.sha256);
+        LOG_INFO("content %s: looking for it on the LAN", f.sha256.c_str());
+    }
+    lookup->jobs.insert(&job);
+    job.content_waiting = true;
+    job.content_seed = true;
+    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    return true;
+}
+
+// The job stops (suspend, cancel, error, yield, or its file is seeded):
+// it leaves its lookup, and unless `stay` the rendezvous is left when no
+// job of this agent needs it any more.
+void Agent::leave_content(Job& job, bool stay) {
+    if (!job.content_waiting && !job.content_seed) return;
+    const std::string x = job.file().sha256;
+    auto it = content_lookups_.find(x);
+    if (job.content_waiting && it != content_lookups_.end()) {
+        it->second->jobs.erase(&job);
+        if (it->second->jobs.empty()) {
+            if (it->second->metadata) peers_->remove_torrent(it->second->metadata, false);
+            content_lookups_.erase(it);
+            it = content_lookups_.end();
+        }
+    }
+    auto fetches = content_origin_fetches_.find(x);
+    if (!job.content_waiting && fetches != content_origin_fetches_.end() && --fetches->second <= 0) {
+        content_origin_fetches_.erase(fetches);
+        fetches = content_origin_fetches_.end();
+    }
+    job.content_waiting = false;
+    job.content_seed = false;
+    if (peers_ && !stay && it == content_lookups_.end() && fetches == content_origin_fetches_.end())
+        peers_->stop_looking_up(x);
+}
+
+void Agent::handle_content_events() {
+    using Kind = p2p::ContentEvent::Kind;
+    for (const p2p::ContentEvent& e : peers_->take_content_events()) {
+        switch (e.kind) {
+        case Kind::HolderFound:
+            on_holder_found(e);
+            break;
+        case Kind::WantersChanged:
+            on_wanters_changed(e);
+            break;
+        case Kind::MessageIgnored:
+            LOG_WARN("peer %s: %s; ignored", e.peer.c_str(), e.message.c_str());
+            break;
+        }
+    }
+}
+
+// A peer says it holds X as e.info_hash: unverified until the bytes prove it.
+void Agent::on_holder_found(const p2p::ContentEvent& e) {
+    try {
+        content_announcers_[e.info_hash].insert(p2p::parse_peer_address(e.peer, "holder", false).address);
+    } catch (const std::exception&) {
+        return;
+    }
+    auto it = content_lookups_.find(e.sha256);
+    if (it == content_lookups_.end() || it->second->metadata || false_mappings_.count(e.info_hash))
+        return;
+    ContentLookup& l = *it->second;
+    LOG_INFO("content %s: %s says it holds it as %s", e.sha256.c_str(), e.peer.c_str(),
+             e.info_hash.c_str());
+    try {
+        l.metadata = peers_->add_torrent_for_metadata(e.info_hash, config_.cache_dir, e.peer);
+    } catch (const std::exception& err) {
+        LOG_WARN("content %s: cannot ask %s for its metainfo: %s", e.sha256.c_str(), e.peer.c_str(),
+                 err.what());
+        return;
+    }
+    l.info_hash = e.info_hash;
+    l.deadline_ms = mono_ms() + kContentMetadataWaitMs;
+}
+
+// The simultaneous case: the wanter with the lowest node id fetches from
+// the origin, the others follow; a follower whose leader left stops
+// waiting.
+void Agent::on_wanters_changed(const p2p::ContentEvent& e) {
+    auto it = content_lookups_.find(e.sha256);
+    if (it == content_lookups_.end()) return;
+    ContentLookup& l = *it->second;
+    l.wanters = e.wanters;
+    const bool lower_one = std::any_of(e.wanters.begin(), e.wanters.end(),
+                                       [&](std::uint64_t w) { return w < peers_->id(); });
+    if (l.following && !lower_one && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
+}
+
+// A holder's info dictionary arrived (libtorrent checked it against the
+// info-hash): every job of the lookup goes through the swarm.
+void Agent::on_content_metadata(std::uint64_t torrent) {
+    for (auto it = content_lookups_.begin(); it != content_lookups_.end(); ++it) {
+        ContentLookup& l = *it->second;
+        if (l.metadata != torrent) continue;
+        const std::string x = it->first;
+        const std::string bytes = peers_->metainfo(torrent);
+        peers_->remove_torrent(torrent, false);
+        l.metadata = 0;
+        std::optional<p2p::MetainfoSummary> meta;
+        try {
+            meta = p2p::summarize_metainfo(bytes);
+        } catch (const p2p::MetainfoError&) {
+        }
+        // A holder names the content by X (make_content_metainfo); other
+        // metainfo is not a mapping of X.
+        if (!meta || meta->name != x || meta->info_hash != l.info_hash) {
+            drop_content_mapping(l.info_hash, "its metainfo is not X's");
+            l.deadline_ms = mono_ms();  // to the origin at the next tick
+            return;
+        }
+        const std::set<Job*> jobs = l.jobs;
+        content_lookups_.erase(it);
+        peers_->stop_looking_up(x);
+        for (Job* job : jobs) {
+            job->content_waiting = false;
+            job->content_seed = false;
+            FileRecord& f = job->file();
+            remember_metainfo(*job, f, *meta, bytes);
+            f.info_hash = meta->info_hash;
+            f.metainfo_source = "peers";
+            store_->update_file(job->rec.id, f);
+            LOG_INFO("job %s: %s from LAN peers as %s (by its SHA-256)", job->rec.id.c_str(),
+                     f.remote_url.c_str(), meta->info_hash.c_str());
+            start_job(*job);
+        }
+        return;
+    }
+}
+
+void Agent::content_tick(std::int64_t now) {
+    std::vector<std::string> due;
+    for (auto& [x, l] : content_lookups_)
+        if (now >= l->deadline_ms) due.push_back(x);
+    for (const std::string& x : due) {
+        ContentLookup& l = *content_lookups_.at(x);
+        if (l.metadata) {
+            peers_->remove_torrent(l.metadata, false);
+            l.metadata = 0;
+            fetch_content_from_origin(x, "its holder's metainfo did not come");
+            continue;
+        }
+        const bool lower_one = std::any_of(l.wanters.begin(), l.wanters.end(),
+                                           [&](std::uint64_t w) { return w < peers_->id(); });
+        if (lower_one && !l.following && config_.content_follow_ms > 0) {
+            l.following = true;
+            l.deadline_ms = now + config_.content_follow_ms;
+            LOG_INFO("content %s: another agent fetches it from the origin; waiting for its copy",
+                     x.c_str());
+            continue;
+        }
+        fetch_content_from_origin(x, l.following ? "the agent fetching it gave no copy in time"
+                                                 : "no LAN agent holds it");
+    }
+}
+
+// The lookup ends without a holder: its jobs go to the origin. This agent
+// stays on the rendezvous as a wanter (followers wait for it) until it
+// seeds the file.
+void Agent::fetch_content_from_origin(const std::string& x, const std::string& why) {
+    auto it = content_lookups_.find(x);
+    if (it == content_lookups_.end()) return;
+    const std::set<Job*> jobs = it->second->jobs;
+    content_lookups_.erase(it);
+    for (Job* job : jobs) {
+        job->content_waiting = false;
+        ++content_origin_fetches_[x];
+        use_http_only(*job, "SHA-256 " + x + ": " + why);
+        start_job(*job);
+    }
+}
+
+// The HTTP fetch after a lookup is whole and matched X (`fd`: its partial
+// file): a copy goes into the peer cache, seeded as its deterministic
+// metainfo H, and X -> H is announced.
+void Agent::seed_content(Job& job, int fd) {
+    if (!job.content_seed) return;
+    FileRecord& f = job.file();
+    // Still on the rendezvous (followers wait for us) until announced.
+    leave_content(job, /*stay=*/true);
+    if (!peers_) return;
+    if (!seed_into_cache(job, fd) && !content_lookups_.count(f.sha256) &&
+        !content_origin_fetches_.count(f.sha256))
+        peers_->stop_looking_up(f.sha256);
+}
+
+// seed_content's work; false when the file could not be seeded.
+bool Agent::seed_into_cache(Job& job, int fd) {
+    const FileRecord& f = job.file();
+    if (f.bytes_total < config_.cache_min_file_size) return false;
+    const std::string dir = copy_into_cache(f, fd);
+    if (dir.empty()) return false;
+    std::string bytes;
+    std::optional<p2p::MetainfoSummary> meta;
+    try {
+        bytes = p2p::make_content_metainfo(dir + "/" + f.sha256, f.sha256);
+        meta = p2p::summarize_metainfo(bytes);
+    } catch (const p2p::MetainfoError& e) {
+        LOG_WARN("content %s: cannot make its metainfo: %s", f.sha256.c_str(), e.what());
+        remove_tree(dir);
+        return false;
+    }
+    const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
+    if (cache_.count(meta->info_hash) || ::rename(dir.c_str(), final_dir.c_str()) != 0) {
+        remove_tree(dir);  // already cached (another job), or cannot be placed
+        return false;
+    }
+    CacheEntry e;
+    e.info_hash = meta->info_hash;
+    e.name = meta->name;
+    e.size = meta->size;
+    e.origin_url = f.remote_url;
+    e.owner_uid = job.rec.owner_uid;
+    e.complete = true;
+    e.last_used = wall_now();
+    e.metainfo = bytes;
+    store_->put_cache_entry(e);
+    cache_[e.info_hash] = e;
+    evict_pending_ = true;
+    Swarm* s = add_swarm(e);
+    if (!s) return false;
+    peers_->announce_content(f.sha256, s->torrent);
+    LOG_INFO("content %s: seeding it as %s", f.sha256.c_str(), e.info_hash.c_str());
+    return true;
+}
+
+// Copies the file open at `fd` into a new private folder of cache_dir, as
+// <folder>/<sha256>; returns the folder, "" (logged) when it cannot.
+std::string Agent::copy_into_cache(const FileRecord& f, int fd) {
+    const std::string dir = config_.cache_dir + "/.content-" + f.sha256;
+    remove_tree(dir);  // left by a crash
+    const std::string path = dir + "/" + f.sha256;
+    int out = -1;
+    if (::mkdir(dir.c_str(), 0700) == 0)
+        out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool ok = out >= 0;
+    loff_t in_off = 0;
+    while (ok && static_cast<std::uint64_t>(in_off) < f.bytes_total) {
+        const ssize_t n = ::copy_file_range(fd, &in_off, out, nullptr, f.bytes_total - in_off, 0);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+    }
+    const int err = errno;
+    if (out >= 0) ::close(out);
+    if (!ok) {
+        LOG_WARN("content %s: cannot copy it into the peer cache: %s", f.sha256.c_str(),
+                 std::strerror(err));
+        remove_tree(dir);
+        return "";
+    }
+    return dir;
+}
+
+// The whole file came through the swarm and matched X: the mapping is
+// proven, and this agent holds X now.
+void Agent::content_proven(Job& job, std::uint64_t torrent) {
+    const FileRecord& f = job.file();
+    if (f.metainfo_source != "peers" || f.sha256.empty()) return;
+    peers_->announce_content(f.sha256, torrent);
+}
+
+// A mapping proved false: the peers that announced it are banned, and it is
+// never used again in this run.
+void Agent::drop_content_mapping(const std::string& info_hash, const std::string& why) {
+    false_mappings_.insert(info_hash);
+    for (const std::string& address : content_announcers_[info_hash]) {
+        LOG_WARN("banned peer %s: it announced %s for a SHA-256, but %s", address.c_str(),
+                 info_hash.c_str(), why.c_str());
+        peers_->ban_peer(address);
+    }
+    content_announcers_.erase(info_hash);
+}
+
+}  // namespace dopt::agent

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/agent_internal.h"
+#include "agent/swarm.h"
 #include "common/crash_point.h"
 #include "common/hex.h"
 #include "common/json_writer.h"
@@ -243,7 +244,7 @@ std::string Agent::Job::to_json() const {
         w.field("bytes_transferred", f.bytes_transferred)
             .field("completed", f.completed)
             .field("metainfo", !f.metainfo_source.empty() ? f.metainfo_source
-                               : agent->peers_             ? "pending"
+                               : agent->swarms_->peering() ? "pending"
                                                            : "none");
         if (!f.info_hash.empty()) w.field("info_hash", f.info_hash);
         w.end_object();
@@ -298,7 +299,7 @@ const char* Agent::Job::mode() const {
         if (!f.info_hash.empty()) return "peer_assisted";
         if (f.metainfo_source.empty() && !f.completed) pending = true;
     }
-    return pending && agent->peers_ ? "pending" : "http_only";
+    return pending && agent->swarms_->peering() ? "pending" : "http_only";
 }
 
 namespace {
@@ -444,7 +445,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     // Flushed whole: a restart from here only checks the last byte.
     note_partial();
     a.store_->update_file(rec.id, f);
-    a.seed_content(*this, partial->fd());
+    a.swarms_->seed_content(*this, partial->fd());
     DOPT_CRASH_POINT("file_transferred");
     partial.reset();
     f.completed = true;
@@ -497,6 +498,7 @@ Agent::Agent(const Config& config) : config_(config) {
 
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
     fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
+    swarms_ = std::make_unique<Swarms>(*this, config_, *store_, *fetcher_);
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -536,7 +538,7 @@ Agent::Agent(const Config& config) : config_(config) {
             auto_complete(*job);  // the agent stopped before (or while) it delivered
         }
     }
-    start_peering();
+    swarms_->start();
     ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
                                        ipc_limits(config_));
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
@@ -551,9 +553,7 @@ Agent::~Agent() {
         if (job->swarm_fd >= 0) ::close(job->swarm_fd);
         job->swarm = nullptr;
     }
-    origin_pieces_.clear();
-    swarms_.clear();
-    peers_.reset();
+    swarms_.reset();
     fetcher_.reset();
     store_.reset();
     if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -574,7 +574,7 @@ int Agent::run() {
         if (schedule_needed_) schedule();
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
-        if (peers_) fds.push_back({peers_->event_fd(), POLLIN, 0});
+        if (swarms_->session()) fds.push_back({swarms_->session()->event_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -596,7 +596,7 @@ int Agent::run() {
         try {
             fetcher_->perform();
             handle_owner_ops(fds, owner_first);
-            handle_peer_events();
+            swarms_->handle_peer_events();
             ipc_->handle(fds, ipc_first);
             timers();
             answer_waits();
@@ -615,7 +615,7 @@ int Agent::run() {
                      job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
-    stop_peering();
+    swarms_->stop();
     LOG_INFO("stopped");
     return 0;
 }
@@ -625,7 +625,7 @@ int Agent::next_timeout_ms() const {
     std::int64_t now = mono_ms();
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
-    if (!swarms_.empty() || !content_lookups_.empty()) deadline = std::min(deadline, next_swarm_tick_ms_);
+    deadline = std::min(deadline, swarms_->tick_deadline_ms());
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
@@ -817,8 +817,8 @@ void Agent::stop_transfer(Job& job, bool save) {
     if (job.transfer) fetcher_->stop(job.transfer);
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
-    if (job.swarm) detach_swarm(job, !save);
-    if (job.current_file >= 0) leave_content(job);
+    if (job.swarm) swarms_->detach_swarm(job, !save);
+    if (job.current_file >= 0) swarms_->leave_content(job);
     if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);
@@ -907,16 +907,16 @@ void Agent::start_job(Job& job) {
         return;
     }
     job.current_file = static_cast<int>(next - files.begin());
-    if (start_file_with_peers(job)) return;
+    if (swarms_->start_file_with_peers(job)) return;
     if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
-    open_current_partial(job, &Agent::start_http_transfer);
+    open_current_partial(job, [this](Job& j, int fd) { start_http_transfer(j, fd); });
 }
 
 // Opens the current file's partial file, the job busy (opening) meanwhile,
-// then `(this->*then)(job, descriptor)`. A job stopped meanwhile (suspend,
+// then `then(job, descriptor)`. A job stopped meanwhile (suspend,
 // cancel, yield, error) has another epoch then, and the descriptor is
 // dropped; an open that fails fails the job (LOCAL_FILE).
-void Agent::open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd)) {
+void Agent::open_current_partial(Job& job, std::function<void(Job& job, int fd)> then) {
     job.opening = true;
     const std::uint64_t epoch = job.epoch;
     open_partial(job, job.file().partial_path, [this, epoch, then](Job& j, int fd) {
@@ -930,7 +930,7 @@ void Agent::open_current_partial(Job& job, void (Agent::*then)(Job& job, int fd)
                  "cannot open " + j.file().partial_path + ": " + std::strerror(-fd), j.current_file);
             return;
         }
-        (this->*then)(j, fd);
+        then(j, fd);
     });
 }
 
@@ -1030,7 +1030,7 @@ void Agent::timers() {
             }
             LOG_INFO("purged %d ended jobs", purged);
         }
-        evict_cache();
+        swarms_->evict_cache();
     }
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "agent/agent_internal.h"
+#include "agent/swarm.h"
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
 #include "agent/url.h"
@@ -460,7 +461,7 @@ void Agent::op_set(Request& req, Job& job) {
         f.metainfo_url = meta_url;
         f.info_hash.clear();
         if (meta) {
-            remember_metainfo(job, f, *meta, meta_bytes);
+            swarms_->remember_metainfo(job, f, *meta, meta_bytes);
             f.info_hash = meta->info_hash;
         }
         store_->update_file(job.rec.id, f);
@@ -641,17 +642,18 @@ namespace dopt::agent {
 // The peer cache entries the caller may see: their own (root: all).
 void Agent::op_cache_list(Request& req) {
     json list = json::array();
-    for (const auto& [ih, e] : cache_) {
+    const auto& torrents = swarms_->torrents();
+    for (const auto& [ih, e] : swarms_->cache()) {
         if (req.peer.uid != 0 && e.owner_uid != req.peer.uid) continue;
-        auto s = swarms_.find(ih);
-        bool in_use = s != swarms_.end() && !s->second->users.empty();
+        auto s = torrents.find(ih);
+        bool in_use = s != torrents.end() && !s->second->users.empty();
         list.push_back({{"info_hash", ih},
                         {"name", e.name},
                         {"size", e.size},
                         {"origin_url", e.origin_url},
                         {"owner_uid", e.owner_uid},
                         {"complete", e.complete},
-                        {"seeding", s != swarms_.end() && s->second->complete && peers_ != nullptr},
+                        {"seeding", s != torrents.end() && s->second->complete && swarms_->peering()},
                         {"in_use", in_use},
                         {"last_used", e.last_used}});
     }
@@ -666,7 +668,7 @@ void Agent::op_cache_clear(Request& req) {
     std::vector<std::string> drop;
     std::uint64_t bytes = 0;
     int kept = 0;
-    for (const auto& [ih, e] : cache_) {
+    for (const auto& [ih, e] : swarms_->cache()) {
         if (req.peer.uid != 0 && e.owner_uid != req.peer.uid) continue;
         bool wanted = false;
         for (const auto& [id, job] : jobs_) {
@@ -681,7 +683,7 @@ void Agent::op_cache_clear(Request& req) {
         drop.push_back(ih);
         bytes += e.size;
     }
-    for (const auto& ih : drop) remove_cached_content(ih);
+    for (const auto& ih : drop) swarms_->remove_cached_content(ih);
     LOG_INFO("peer cache: uid %u cleared %zu entries (%llu bytes)", req.peer.uid, drop.size(),
              static_cast<unsigned long long>(bytes));
     json r = reply(req.seq, 0);
@@ -694,18 +696,19 @@ void Agent::op_cache_clear(Request& req) {
 // Session-wide peer figures: what this agent gave to the LAN, its torrents and peers.
 void Agent::op_peer_stats(Request& req) {
     json r = reply(req.seq, 0);
-    r["peering"] = peers_ != nullptr;
+    p2p::TorrentSession* session = swarms_->session();
+    r["peering"] = session != nullptr;
     std::uint64_t up = 0;
     int peers = 0;
-    for (const auto& [ih, s] : swarms_) {
-        const p2p::TorrentStatus st = peers_->status(s->torrent, false);
+    for (const auto& [ih, s] : swarms_->torrents()) {
+        const p2p::TorrentStatus st = session->status(s->torrent, false);
         up += static_cast<std::uint64_t>(st.uploaded);
         peers += st.num_peers;
     }
     r["bytes_to_peers"] = up;
-    r["torrents"] = swarms_.size();
+    r["torrents"] = swarms_->torrents().size();
     r["connected_peers"] = peers;
-    if (peers_) r["listen_port"] = peers_->listen_port();
+    if (session) r["listen_port"] = session->listen_port();
     ipc_->send(req.conn, r.dump());
 }
 

@@ -539,6 +539,8 @@ origin_requests = 8
 swarm_origin_requests = 12
 max_upload_rate = 1000
 throttle_lan = true
+content_lookup_ms = 2500
+content_follow_ms = 0
 [cache]
 max_size = 5000000
 max_disk_percent = 50
@@ -554,6 +556,8 @@ min_file_size = 0
     CHECK(c.swarm_origin_requests == 12);
     CHECK(c.max_upload_rate == 1000);
     CHECK(c.throttle_lan);
+    CHECK(c.content_lookup_ms == 2500);
+    CHECK(c.content_follow_ms == 0);
     CHECK(c.cache_max_size == 5000000);
     CHECK(c.cache_max_disk_percent == 50);
     CHECK(c.cache_max_age == 60);
@@ -563,6 +567,8 @@ min_file_size = 0
                Catch::Contains(":2: p2p.swarm_origin_requests must be an integer from 1 to 64"));
     CHECK_THAT(load_error(dir, "[p2p]\norigin_requests = 0\n"),
                Catch::Contains(":2: p2p.origin_requests must be an integer from 1 to 64"));
+    CHECK_THAT(load_error(dir, "[p2p]\ncontent_lookup_ms = 60001\n"),
+               Catch::Contains(":2: p2p.content_lookup_ms must be an integer from 0 to 60000"));
     CHECK_THAT(load_error(dir, "[p2p]\n\nmetainfo_suffix = \"a?b\"\n"),
                Catch::Contains(":3: p2p.metainfo_suffix must be a non-empty URL path suffix"));
     CHECK_THAT(load_error(dir, "[cache]\nmax_disk_percent = 101\n"),

@@ -20,14 +20,14 @@ namespace {
 // them. Keep in step with agent/README.md "Crash points".
 constexpr const char* kCrashPointNames[] = {
     "partial_write",          // partial_file.cpp: a buffer written, the next not yet
-    "swarm_piece_write",      // agent_swarm.cpp: a verified piece written into a partial file, not counted
+    "swarm_piece_write",      // agent/swarm.cpp: a verified piece written into a partial file, not counted
     "store_mid_commit",       // job_store.cpp set_state: state updated, error/outbox rows and COMMIT not yet
     "store_file_mid_commit",  // job_store.cpp update_file: a file row updated, outbox row and COMMIT not yet
     "file_transferred",       // agent.cpp on_done: a file whole and synced, the job table not told
     "complete_start",         // agent.cpp deliver_files: Complete (or auto-complete) begins, nothing renamed
     "complete_renamed",       // agent.cpp deliver_files: a partial file renamed, its row not updated
     "complete_delivered",     // agent.cpp deliver_files: every file renamed, ACKNOWLEDGED not recorded
-    "cache_row_deleted",      // agent_swarm.cpp: a peer cache row deleted, its folder not yet removed
+    "cache_row_deleted",      // agent/swarm.cpp: a peer cache row deleted, its folder not yet removed
 };
 
 // Written once, before main (static initialization, one thread); read by

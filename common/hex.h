@@ -15,4 +15,8 @@ std::string to_hex(const void* data, std::size_t n);
 // 'A'-'F' (text dopt wrote itself, such as a folder named by info-hash).
 bool is_hex(std::string_view s, std::size_t digits, bool lowercase_only = false);
 
+// The `n` bytes written as 2*n hex digits (either case) in `s`, into `out`;
+// false (out unspecified) when `s` is not exactly that.
+bool from_hex(std::string_view s, void* out, std::size_t n);
+
 }  // namespace dopt

@@ -16,13 +16,6 @@ namespace dopt::p2p {
 
 namespace {
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 std::string bytes_of(const char* data, std::size_t n) { return std::string(data, n); }
 
 // The 8-byte big-endian form of a node id ("n").
@@ -46,32 +39,16 @@ std::string endpoint_string(const lt::tcp::endpoint& ep) {
     return ep.address().is_v6() ? "[" + addr + "]:" + port : addr + ":" + port;
 }
 
-namespace {
-
-// `out.size()` bytes from twice as many hex digits (either case).
-template <std::size_t N>
-bool bytes_from_hex(const std::string& hex, std::array<char, N>& out) {
-    if (hex.size() != 2 * N) return false;
-    for (std::size_t i = 0; i < N; ++i) {
-        const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) return false;
-        out[i] = static_cast<char>(hi * 16 + lo);
-    }
-    return true;
-}
-
-}  // namespace
-
 std::optional<ContentSha256> parse_sha256_hex(const std::string& hex) {
     ContentSha256 out{};
-    if (!bytes_from_hex(hex, out)) return std::nullopt;
+    if (!from_hex(hex, out.data(), out.size())) return std::nullopt;
     return out;
 }
 
 std::optional<lt::sha1_hash> parse_info_hash_hex(const std::string& hex) {
-    std::array<char, 20> bytes{};
-    if (!bytes_from_hex(hex, bytes)) return std::nullopt;
-    return lt::sha1_hash(bytes.data());
+    lt::sha1_hash out;
+    if (!from_hex(hex, out.data(), out.size())) return std::nullopt;
+    return out;
 }
 
 lt::info_hash_t rendezvous_info_hash(const ContentSha256& x) {

@@ -285,3 +285,38 @@ TEST_CASE("content states are coded as docs/protocol.md says", "[p2p][content]")
     CHECK_FALSE(parse_sha256_hex("abc"));
     CHECK_THROWS_AS(PeerSession(loopback_settings()).look_up_content("not-a-sha"), std::invalid_argument);
 }
+
+TEST_CASE("an address banned for a false mapping is refused on the rendezvous", "[p2p][content]") {
+    TempDir tmp;
+    const std::string sha = write_random_file(tmp.file("x.bin"), 100);
+    const ContentSha256 x = *parse_sha256_hex(sha);
+    PeerSession a(loopback_settings());
+    a.look_up_content(sha);
+    CHECK_FALSE(a.ban_address("not an address"));
+    REQUIRE(a.ban_address("127.0.0.2"));
+    Pump pump({&a});
+
+    // The banned address says it holds X first, another address after it:
+    // only the second is heard.
+    auto say_holder = [&](RawPeer& peer, int port) {
+        peer.handshake(rendezvous_info_hash(x).v1);
+        const ContentState holder{x, 1, port, lt::sha1_hash("01234567890123456789")};
+        peer.send(RawPeer::extended(0, "d1:md12:dopt_contenti3ee12:dopt_content" +
+                                           encode_content_state(holder) + "e"));
+    };
+    RawPeer banned(a.listen_port(), "127.0.0.2");
+    try {
+        say_holder(banned, 1111);
+    } catch (const std::runtime_error&) {
+        // refused while sending: as good
+    }
+    RawPeer allowed(a.listen_port(), "127.0.0.3");
+    say_holder(allowed, 3333);
+    std::vector<ContentEvent> events;
+    REQUIRE(pump.run_until([&] {
+        return !take_kind(events, a, ContentEvent::Kind::HolderFound).empty();
+    }));
+    const auto found = take_kind(events, a, ContentEvent::Kind::HolderFound);
+    REQUIRE(found.size() == 1);
+    CHECK(found.front().peer == "127.0.0.3:3333");
+}

@@ -172,6 +172,21 @@ std::string read_metainfo_file(const std::string& path) {
     return bytes;
 }
 
+namespace {
+
+// Hashes the file of `ct` found under `dir` and returns the bencoded
+// metainfo; errors name `path`.
+std::string hash_and_encode(lt::create_torrent& ct, const std::string& dir, const std::string& path) {
+    lt::error_code ec;
+    lt::set_piece_hashes(ct, dir, ec);
+    if (ec) throw MetainfoError("cannot hash " + path + ": " + ec.message());
+    std::string out;
+    lt::bencode(std::back_inserter(out), ct.generate());
+    return out;
+}
+
+}  // namespace
+
 int choose_piece_size(std::uint64_t size) {
     int piece = kMinPiece;
     auto pieces = [size](int p) {
@@ -209,12 +224,7 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed) 
         lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(fs.total_size())));
         ct.set_creator("dopt");
         if (!web_seed.empty()) ct.add_url_seed(web_seed);
-        lt::error_code ec;
-        lt::set_piece_hashes(ct, parent, ec);
-        if (ec) throw MetainfoError("cannot hash " + path + ": " + ec.message());
-        std::string out;
-        lt::bencode(std::back_inserter(out), ct.generate());
-        return out;
+        return hash_and_encode(ct, parent, path);
     } catch (const MetainfoError&) {
         throw;
     } catch (const std::exception& e) {
@@ -286,15 +296,8 @@ std::string make_content_metainfo(const std::string& path, const std::string& sh
         lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(sb.st_size)),
                               lt::create_torrent::v1_only);
         ct.set_creation_date(0);
-        lt::error_code ec;
-        lt::set_piece_hashes(ct, link.dir(), ec);
-        if (ec) throw MetainfoError("cannot hash " + path + ": " + ec.message());
-        std::string out;
-        lt::bencode(std::back_inserter(out), ct.generate());
-        return out;
-    } catch (const MetainfoError&) {
-        throw;
-    } catch (const std::exception& e) {
+        return hash_and_encode(ct, link.dir(), path);
+    } catch (const lt::system_error& e) {
         throw MetainfoError("cannot make metainfo for " + path + ": " + e.what());
     }
 }

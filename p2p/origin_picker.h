@@ -43,7 +43,7 @@ std::vector<int> random_piece_order(int num_pieces);
 // Designated origin fetchers. Of the agents downloading a torrent, the few
 // with the lowest keys fetch from the origin and the rest take everything
 // from them, so the origin serves a few pieces at a time (see
-// agent/agent_swarm.cpp for when the agent ignores this). Each agent works
+// agent/swarm.cpp for when the agent ignores this). Each agent works
 // out its place alone, from the addresses of its connected peers, and they
 // agree without talking: the key depends only on the torrent and the
 // address (FNV-1a, the same on every machine), and a different torrent
@@ -55,7 +55,7 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 
 // ---- how many origin requests to start now ----
 //
-// The rules (agent/agent_swarm.cpp gathers the inputs and then picks the
+// The rules (agent/swarm.cpp gathers the inputs and then picks the
 // pieces with pick_origin_pieces; docs/performance.md, "What the figures
 // rest on", and the commits that made each rule say what it bought):
 //  - A peer counts (below, and in the pieces peers hold) once it has told

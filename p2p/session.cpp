@@ -244,7 +244,7 @@ lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoin
     // Every interested peer is unchoked at once (libtorrent's default
     // unchokes 8 and rotates every 15 s): agents on a LAN cooperate, there
     // is no tit-for-tat to play, and the agent reads a peer that keeps it
-    // choked for 2 s as one that will not deliver (agent/agent_swarm.cpp).
+    // choked for 2 s as one that will not deliver (agent/swarm.cpp).
     pack.set_int(lt::settings_pack::unchoke_slots_limit, -1);
     pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
     pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));

@@ -70,7 +70,7 @@ struct dopt_job_status {
         std::string remote_name;
         std::uint64_t bytes_total = UINT64_MAX;
         std::uint64_t bytes_transferred = 0;
-        std::string metainfo;  // "job", "origin", "none", "pending"
+        std::string metainfo;  // "job", "origin", "peers", "none", "pending"
     };
     std::string id;
     std::string display_name;

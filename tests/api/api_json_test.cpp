@@ -349,6 +349,9 @@ TEST_CASE("list refuses well-formed replies with bad contents as DOPT_E_PROTOCOL
         R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":7,"state":"queued"}]})",
         R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":"x","state":"queued","files":{}}]})",
         R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":"x","state":"queued","error":"x"}]})",
+        R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":"x","state":"queued","transient_error":"x"}]})",
+        R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":"x","state":"queued","transient_error":{"next_retry":"soon"}}]})",
+        R"({"rc":0,"seq":@SEQ@,"jobs":[{"id":"x","state":"queued","http_only_reason":7}]})",
         R"({"rc":0,"seq":@SEQ@,"jobs":[],"more":"yes"})",
         R"({"rc":0,"seq":999999,"jobs":[]})",                                // wrong seq
         R"({"rc":"0","seq":@SEQ@,"jobs":[]})",

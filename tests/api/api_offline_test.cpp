@@ -194,6 +194,7 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(std::string(dopt_job_status_id(nullptr)).empty());
     CHECK(std::string(dopt_job_status_display_name(nullptr)).empty());
     CHECK(std::string(dopt_job_status_mode(nullptr)).empty());
+    CHECK(std::string(dopt_job_status_http_only_reason(nullptr)).empty());
     CHECK(dopt_job_status_file_count(nullptr) == 0);
     CHECK(dopt_job_status_owner_uid(nullptr) == 0);
     (void)dopt_job_status_state(nullptr);

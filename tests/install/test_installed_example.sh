@@ -55,9 +55,13 @@ so="$(find "$prefix" -name libdopt.so -print -quit)"
 [ -n "$so" ] || fail "no libdopt.so under $prefix"
 libdir="$(dirname "$so")"  # lib or lib/<multiarch>, as GNUInstallDirs chose
 for f in "$prefix/bin/doptd" "$prefix/bin/dopt" "$prefix/include/dopt/dopt.h" \
-         "$libdir/pkgconfig/dopt.pc" "$libdir/cmake/dopt/doptConfig.cmake"; do
+         "$libdir/pkgconfig/dopt.pc" "$libdir/cmake/dopt/doptConfig.cmake" \
+         "$prefix/lib/apt/methods/dopt+http"; do
   [ -e "$f" ] || fail "not installed: $f"
 done
+# apt runs the method by its scheme: dopt+https is the same program.
+[ "$(readlink "$prefix/lib/apt/methods/dopt+https")" = "dopt+http" ] \
+  || fail "not installed: $prefix/lib/apt/methods/dopt+https -> dopt+http"
 
 step "libdopt exports only dopt_* symbols"
 # Type A lines are the version nodes of the linker script (DOPT_0.1...), not symbols.

@@ -282,6 +282,34 @@ class Nginx:
                 self.proc.wait()
 
 
+class TlsNginx(Nginx):
+    """nginx serving `docroot` over TLS with a certificate for 127.0.0.1;
+    /down/NAME redirects to `downgrade_to` + NAME (a plain http URL)."""
+
+    def __init__(self, workdir, docroot, downgrade_to=""):
+        super().__init__(workdir, docroot)
+        self.cert = os.path.join(self.dir, "cert.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+        self.downgrade_to = downgrade_to
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", self.key, "-out", self.cert, "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+
+    def _conf(self):
+        conf = super()._conf()
+        conf = conf.replace(f"listen 127.0.0.1:{self.port};",
+                            f"listen 127.0.0.1:{self.port} ssl;\n"
+                            f"        ssl_certificate {self.cert};\n"
+                            f"        ssl_certificate_key {self.key};")
+        return conf.replace("location /forbidden/",
+                            f"location /down/ {{ rewrite ^/down/(.*)$ {self.downgrade_to}$1 redirect; }}\n"
+                            "        location /forbidden/")
+
+    def url(self, path):
+        return "https://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
+
+
 class FaultOrigin:
     """tests/origin/fault_origin.py on 127.0.0.1:<chosen port>."""
 

@@ -82,6 +82,40 @@ class ContentPeering(PeeringTest):
         follower = min(results.values(), key=lambda r: r[1]["bytes_from_origin"])[1]
         self.assertGreaterEqual(follower["bytes_from_peers"], 0.95 * self.SIZE, follower)
 
+    def test_a_follower_whose_leader_leaves_fetches_from_the_origin_itself(self):
+        """A and B ask for one SHA-256 at once from a slow origin (2 MB/s a
+        connection); the follower waits for the leader, whose agent is then
+        killed: the follower sees it leave the rendezvous and fetches the
+        file from the origin itself, long before content_follow_ms (60 s)."""
+        self.start_origin()
+        sha = self.serve("lead.bin", self.SIZE, torrent=False)
+        a, b = self.pair(extra="content_follow_ms = 60000\n")
+        url = self.origin.url("slow/lead.bin")
+        results = {}
+
+        def get(agent, name):
+            try:
+                results[name] = self.get(agent, url, "lead.bin", "--sha256", sha, timeout=15)
+            except Exception as e:  # the leader's agent is killed
+                results[name] = e
+
+        threads = {name: threading.Thread(target=get, args=(agent, name))
+                   for agent, name in ((a, "A"), (b, "B"))}
+        for t in threads.values():
+            t.start()
+        waiting = "another agent fetches it from the origin"
+        follower = harness.wait_for(
+            lambda: next((n for n, ag in (("A", a), ("B", b)) if waiting in ag.log_text()), None),
+            20, what="one agent following the other")
+        leader = a if follower == "B" else b
+        leader.kill9()
+        threads[follower].join(20)
+        dest, job = results[follower]
+        self.assertFileSha(dest, sha)
+        self.assertEqual(job["bytes_from_origin"], self.SIZE, job)
+        say("follower %s fetched it from the origin after its leader left" % follower)
+        threads["A" if follower == "B" else "B"].join(20)
+
     def test_without_a_sha256_nothing_is_looked_up_or_seeded(self):
         """The same file fetched without --sha256 goes over HTTP only and
         leaves nothing in the cache: content identity needs the SHA-256."""

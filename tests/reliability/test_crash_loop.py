@@ -317,7 +317,7 @@ class Plan:
 
 class RefetchBound:
     """What one crash may cost in origin bytes fetched again, from the design
-    (agent/partial_file.cpp, agent/agent_swarm.cpp, docs/hacking.md):
+    (agent/partial_file.cpp, agent/swarm.cpp, docs/hacking.md):
 
     - HTTP-only file: the resume point after a restart is the prefix
       flushed (fdatasync about once a second, kFlushInterval) and recorded
@@ -1047,8 +1047,8 @@ class CacheAfterACrash(harness.IntegrationTest):
         self.nginx.start()
 
     def test_content_a_queued_job_needs_is_not_evicted_at_restart(self):
-        # Found here, fixed (agent/agent_swarm.cpp Agent::evict_cache, called by
-        # start_peering): a torrent counts as in use only while a job is
+        # Found here, fixed (agent/swarm.cpp Swarms::evict_cache, called by
+        # Swarms::start): a torrent counts as in use only while a job is
         # attached to its swarm (Swarm::users), and at start no job is
         # attached yet. A complete cache entry over [cache] max_size is
         # evicted at restart although a resumed job needs it; the job then
@@ -1096,8 +1096,8 @@ class CacheAfterACrash(harness.IntegrationTest):
         self.assertEqual(again, 0, "bytes of x.bin fetched again from the origin")
 
     def test_a_crash_mid_eviction_leaves_no_cache_folder_behind(self):
-        # Found here, fixed (agent/agent_swarm.cpp Agent::remove_swarm and
-        # evict_cache; start_peering): eviction deletes the cache row, then
+        # Found here, fixed (agent/swarm.cpp Swarms::remove_swarm and
+        # evict_cache; Swarms::start): eviction deletes the cache row, then
         # the folder. A crash between the two leaves cache_dir/<info-hash>
         # with no row; nothing at start looks for such folders, so they stay
         # for good (empty when libtorrent's own delete got there first, the

@@ -511,8 +511,8 @@ DOPT_EXPORT int dopt_job_status_file(dopt_file_info *out, const dopt_job_status 
                                      size_t index);
 
 /* Where file number index got its piece hashes, owned by the snapshot:
- * "job" (given with the job), "origin" (found beside the content), "none"
- * (HTTP only) or "pending"; "" when index is out of range or the agent did
+ * "job" (given with the job), "origin" (found beside the content), "peers"
+ * (from LAN peers by the file's SHA-256), "none" (HTTP only) or "pending"; "" when index is out of range or the agent did
  * not say. */
 DOPT_EXPORT const char *dopt_job_status_file_metainfo(const dopt_job_status *status, size_t index);
 

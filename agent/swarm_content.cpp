@@ -23,12 +23,17 @@
 #include <cerrno>
 #include <cstring>
 
-#include "agent/agent.h"
 #include "agent/agent_internal.h"
+#include "agent/swarm.h"
 #include "agent/log.h"
 #include "common/hex.h"
 
 namespace dopt::agent {
+
+namespace {
+// How long a holder's info dictionary may take to come.
+constexpr std::int64_t kContentMetadataWaitMs = 10'000;
+}  // namespace
 
 using storage::CacheEntry;
 using storage::FileRecord;
@@ -36,13 +41,13 @@ using storage::JobState;
 
 // A complete cache entry made from X here earlier (named by X): the job
 // takes it at once. False when there is none.
-bool Agent::use_cached_content(Job& job) {
+bool Swarms::use_cached_content(Job& job) {
     FileRecord& f = job.file();
     for (const auto& [ih, e] : cache_) {
         if (!e.complete || e.name != f.sha256 || false_mappings_.count(ih)) continue;
         f.info_hash = ih;
         f.metainfo_source = "peers";
-        store_->update_file(job.rec.id, f);
+        store_.update_file(job.rec.id, f);
         attach_swarm(job);
         return true;
     }
@@ -53,7 +58,7 @@ bool Agent::use_cached_content(Job& job) {
 // the file does not qualify: no SHA-256, no peering, lookups off, or
 // smaller than [cache] min_file_size. The caller has ruled out content
 // behind credentials.
-bool Agent::look_up_content(Job& job) {
+bool Swarms::look_up_content(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.sha256.empty() || config_.content_lookup_ms <= 0) return false;
     if (f.bytes_total != kUnknownSize && f.bytes_total < config_.cache_min_file_size) return false;
@@ -68,14 +73,14 @@ bool Agent::look_up_content(Job& job) {
     lookup->jobs.insert(&job);
     job.content_waiting = true;
     job.content_seed = true;
-    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    if (job.rec.state != JobState::Connecting) agent_.change_state(job, JobState::Connecting);
     return true;
 }
 
 // The job stops (suspend, cancel, error, yield, or its file is seeded):
 // it leaves its lookup, and unless `stay` the rendezvous is left when no
 // job of this agent needs it any more.
-void Agent::leave_content(Job& job, bool stay) {
+void Swarms::leave_content(Job& job, bool stay) {
     if (!job.content_waiting && !job.content_seed) return;
     const std::string x = job.file().sha256;
     auto it = content_lookups_.find(x);
@@ -98,7 +103,7 @@ void Agent::leave_content(Job& job, bool stay) {
         peers_->stop_looking_up(x);
 }
 
-void Agent::handle_content_events() {
+void Swarms::handle_content_events() {
     using Kind = p2p::ContentEvent::Kind;
     for (const p2p::ContentEvent& e : peers_->take_content_events()) {
         switch (e.kind) {
@@ -109,14 +114,17 @@ void Agent::handle_content_events() {
             on_wanters_changed(e);
             break;
         case Kind::MessageIgnored:
-            LOG_WARN("peer %s: %s; ignored", e.peer.c_str(), e.message.c_str());
+            // A hostile peer may send many: the first few, then one in 1000.
+            if (++content_messages_ignored_ <= 10 || content_messages_ignored_ % 1000 == 0)
+                LOG_WARN("peer %s: %s; ignored (%llu so far)", e.peer.c_str(), e.message.c_str(),
+                         static_cast<unsigned long long>(content_messages_ignored_));
             break;
         }
     }
 }
 
 // A peer says it holds X as e.info_hash: unverified until the bytes prove it.
-void Agent::on_holder_found(const p2p::ContentEvent& e) {
+void Swarms::on_holder_found(const p2p::ContentEvent& e) {
     try {
         content_announcers_[e.info_hash].insert(p2p::parse_peer_address(e.peer, "holder", false).address);
     } catch (const std::exception&) {
@@ -142,7 +150,7 @@ void Agent::on_holder_found(const p2p::ContentEvent& e) {
 // The simultaneous case: the wanter with the lowest node id fetches from
 // the origin, the others follow; a follower whose leader left stops
 // waiting.
-void Agent::on_wanters_changed(const p2p::ContentEvent& e) {
+void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
     auto it = content_lookups_.find(e.sha256);
     if (it == content_lookups_.end()) return;
     ContentLookup& l = *it->second;
@@ -154,7 +162,7 @@ void Agent::on_wanters_changed(const p2p::ContentEvent& e) {
 
 // A holder's info dictionary arrived (libtorrent checked it against the
 // info-hash): every job of the lookup goes through the swarm.
-void Agent::on_content_metadata(std::uint64_t torrent) {
+void Swarms::on_content_metadata(std::uint64_t torrent) {
     for (auto it = content_lookups_.begin(); it != content_lookups_.end(); ++it) {
         ContentLookup& l = *it->second;
         if (l.metadata != torrent) continue;
@@ -184,16 +192,16 @@ void Agent::on_content_metadata(std::uint64_t torrent) {
             remember_metainfo(*job, f, *meta, bytes);
             f.info_hash = meta->info_hash;
             f.metainfo_source = "peers";
-            store_->update_file(job->rec.id, f);
+            store_.update_file(job->rec.id, f);
             LOG_INFO("job %s: %s from LAN peers as %s (by its SHA-256)", job->rec.id.c_str(),
                      f.remote_url.c_str(), meta->info_hash.c_str());
-            start_job(*job);
+            agent_.start_job(*job);
         }
         return;
     }
 }
 
-void Agent::content_tick(std::int64_t now) {
+void Swarms::content_tick(std::int64_t now) {
     std::vector<std::string> due;
     for (auto& [x, l] : content_lookups_)
         if (now >= l->deadline_ms) due.push_back(x);
@@ -222,7 +230,7 @@ void Agent::content_tick(std::int64_t now) {
 // The lookup ends without a holder: its jobs go to the origin. This agent
 // stays on the rendezvous as a wanter (followers wait for it) until it
 // seeds the file.
-void Agent::fetch_content_from_origin(const std::string& x, const std::string& why) {
+void Swarms::fetch_content_from_origin(const std::string& x, const std::string& why) {
     auto it = content_lookups_.find(x);
     if (it == content_lookups_.end()) return;
     const std::set<Job*> jobs = it->second->jobs;
@@ -231,14 +239,14 @@ void Agent::fetch_content_from_origin(const std::string& x, const std::string& w
         job->content_waiting = false;
         ++content_origin_fetches_[x];
         use_http_only(*job, "SHA-256 " + x + ": " + why);
-        start_job(*job);
+        agent_.start_job(*job);
     }
 }
 
 // The HTTP fetch after a lookup is whole and matched X (`fd`: its partial
 // file): a copy goes into the peer cache, seeded as its deterministic
 // metainfo H, and X -> H is announced.
-void Agent::seed_content(Job& job, int fd) {
+void Swarms::seed_content(Job& job, int fd) {
     if (!job.content_seed) return;
     FileRecord& f = job.file();
     // Still on the rendezvous (followers wait for us) until announced.
@@ -250,7 +258,7 @@ void Agent::seed_content(Job& job, int fd) {
 }
 
 // seed_content's work; false when the file could not be seeded.
-bool Agent::seed_into_cache(Job& job, int fd) {
+bool Swarms::seed_into_cache(Job& job, int fd) {
     const FileRecord& f = job.file();
     if (f.bytes_total < config_.cache_min_file_size) return false;
     const std::string dir = copy_into_cache(f, fd);
@@ -279,19 +287,20 @@ bool Agent::seed_into_cache(Job& job, int fd) {
     e.complete = true;
     e.last_used = wall_now();
     e.metainfo = bytes;
-    store_->put_cache_entry(e);
+    store_.put_cache_entry(e);
     cache_[e.info_hash] = e;
     evict_pending_ = true;
     Swarm* s = add_swarm(e);
     if (!s) return false;
     peers_->announce_content(f.sha256, s->torrent);
+    content_announced_[e.info_hash] = f.sha256;
     LOG_INFO("content %s: seeding it as %s", f.sha256.c_str(), e.info_hash.c_str());
     return true;
 }
 
 // Copies the file open at `fd` into a new private folder of cache_dir, as
 // <folder>/<sha256>; returns the folder, "" (logged) when it cannot.
-std::string Agent::copy_into_cache(const FileRecord& f, int fd) {
+std::string Swarms::copy_into_cache(const FileRecord& f, int fd) {
     const std::string dir = config_.cache_dir + "/.content-" + f.sha256;
     remove_tree(dir);  // left by a crash
     const std::string path = dir + "/" + f.sha256;
@@ -318,15 +327,25 @@ std::string Agent::copy_into_cache(const FileRecord& f, int fd) {
 
 // The whole file came through the swarm and matched X: the mapping is
 // proven, and this agent holds X now.
-void Agent::content_proven(Job& job, std::uint64_t torrent) {
+void Swarms::content_proven(Job& job, std::uint64_t torrent) {
     const FileRecord& f = job.file();
     if (f.metainfo_source != "peers" || f.sha256.empty()) return;
     peers_->announce_content(f.sha256, torrent);
+    content_announced_[f.info_hash] = f.sha256;
+}
+
+// The torrent `info_hash` leaves the session (eviction, cache clear): the
+// SHA-256 it was announced for is no longer held here.
+void Swarms::withdraw_content(const std::string& info_hash) {
+    auto it = content_announced_.find(info_hash);
+    if (it == content_announced_.end()) return;
+    if (peers_) peers_->withdraw_content(it->second);
+    content_announced_.erase(it);
 }
 
 // A mapping proved false: the peers that announced it are banned, and it is
 // never used again in this run.
-void Agent::drop_content_mapping(const std::string& info_hash, const std::string& why) {
+void Swarms::drop_content_mapping(const std::string& info_hash, const std::string& why) {
     false_mappings_.insert(info_hash);
     for (const std::string& address : content_announcers_[info_hash]) {
         LOG_WARN("banned peer %s: it announced %s for a SHA-256, but %s", address.c_str(),

@@ -18,8 +18,8 @@
 //  4. Complete torrents stay in the session, seeding, within the cache
 //     limits ([cache]); least recently used go first.
 //
-// Everything here runs on the agent's one thread; the session's events are
-// handled here too (handle_peer_events).
+// The class `Swarms` (swarm.h). Everything here runs on the agent's one
+// thread; the session's events are handled here too (handle_peer_events).
 #include <algorithm>
 #include <cerrno>
 #include <dirent.h>
@@ -34,6 +34,7 @@
 
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
+#include "agent/swarm.h"
 #include "common/crash_point.h"
 #include "common/hex.h"
 #include "common/sha256.h"
@@ -48,6 +49,26 @@
 namespace dopt::agent {
 
 namespace {
+
+// How often every swarm is pumped, its claims repeated to peers that
+// connected since and the peer session ticked (p2p/session.h tick()).
+constexpr std::int64_t kSwarmTickMs = 250;
+// How often a swarm's claims are sent again to peers connected since: as
+// often as the tick, so a late peer learns of a claim within 250 ms.
+constexpr std::int64_t kClaimRepeatMs = 250;
+// How often an unfinished torrent's resume data is saved in its cache entry.
+constexpr std::int64_t kResumeSaveIntervalMs = 30000;
+// The window over which the rate peers give us pieces is measured.
+constexpr std::int64_t kPeerRateWindowMs = 2000;
+// A piece another agent also claimed, with a lower claimant id, is left to
+// it when our request for it started less than this long ago (an older
+// request has bytes worth keeping).
+constexpr std::int64_t kYieldClaimedPieceWithinMs = 1000;
+// How long a graceful stop waits for the torrents' resume data.
+constexpr std::int64_t kStopResumeDataWaitMs = 5000;
+// Origin pieces that fail their hash check for one job before its origin is
+// taken as not matching the metainfo (origin_does_not_match).
+constexpr int kOriginHashFailuresToMismatch = 2;
 
 // A metainfo download: the whole body in memory, at most kMaxMetainfoBytes.
 class MetainfoFetch : public TransferSink {
@@ -91,16 +112,33 @@ std::vector<char> to_vector(const std::string& s) { return std::vector<char>(s.b
 
 // ---- session life -----------------------------------------------------------
 
+Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, OriginFetcher& fetcher)
+    : agent_(agent), config_(config), store_(store), fetcher_(fetcher) {}
+
+Swarms::~Swarms() = default;
+
+std::int64_t Swarms::tick_deadline_ms() const {
+    return swarms_.empty() && content_lookups_.empty() ? INT64_MAX : next_swarm_tick_ms_;
+}
+
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
 // puts every complete torrent of the cache index back in it to seed.
 // Incomplete torrents that no unfinished job needs are removed.
-void Agent::start_peering() {
-    for (auto& e : store_->load_cache()) cache_[e.info_hash] = std::move(e);
+void Swarms::start() {
+    for (auto& e : store_.load_cache()) cache_[e.info_hash] = std::move(e);
     if (!config_.p2p_enabled || config_.p2p_listen.empty()) {
         if (config_.p2p_enabled)
             LOG_WARN("[p2p] enabled but no listen address: peering stays off (HTTP only)");
         return;
     }
+    start_session();
+    remove_orphan_cache_folders();
+    restore_cache();
+    evict_cache();
+}
+
+// The peer session on [p2p] listen, and what this agent knows of its peers.
+void Swarms::start_session() {
     p2p::SessionSettings s;
     s.listen = config_.p2p_listen;
     s.lan_discovery = config_.lan_discovery;
@@ -126,8 +164,11 @@ void Agent::start_peering() {
     if (!listen.unspecified) self_address_ = listen.address;
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
              config_.lan_discovery ? "on" : "off", config_.peers.size());
+}
 
-    remove_orphan_cache_folders();
+// Every complete torrent of the cache index back in the session to seed;
+// the unfinished ones no unfinished job wants are removed.
+void Swarms::restore_cache() {
     for (auto it = cache_.begin(); it != cache_.end();) {
         const CacheEntry& e = it->second;
         if (e.complete) {
@@ -137,18 +178,17 @@ void Agent::start_peering() {
             // A torrent no job wants any more (its job ended while we were down).
             std::string dir = config_.cache_dir + "/" + e.info_hash;
             LOG_INFO("peer cache: dropping unfinished %s (%s)", e.info_hash.c_str(), e.name.c_str());
-            store_->delete_cache_entry(e.info_hash);
+            store_.delete_cache_entry(e.info_hash);
             remove_tree(dir);
             it = cache_.erase(it);
         } else {
             ++it;
         }
     }
-    evict_cache();
 }
 
 // Graceful stop: every torrent's resume data saved (waits up to 5 s).
-void Agent::stop_peering() {
+void Swarms::stop() {
     if (!peers_) return;
     int pending = 0;
     for (auto& [ih, s] : swarms_) {
@@ -176,7 +216,7 @@ void Agent::stop_peering() {
 
 // Decides how the current file goes. Returns true when peering took it (a
 // metainfo fetch or the swarm); false: the caller goes on with HTTP only.
-bool Agent::start_file_with_peers(Job& job) {
+bool Swarms::start_file_with_peers(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.metainfo_source == "none") return false;
     // Content behind credentials (headers, or in the URL) is not shared
@@ -205,7 +245,7 @@ bool Agent::start_file_with_peers(Job& job) {
         use_http_only(job, config_.metainfo_probe ? "no metainfo" : "metainfo probing is off");
         return false;
     }
-    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
+    if (job.rec.state != JobState::Connecting) agent_.change_state(job, JobState::Connecting);
     TransferRequest req;
     req.url = url;
     req.headers = job.rec.headers;
@@ -213,16 +253,16 @@ bool Agent::start_file_with_peers(Job& job) {
         &job, [this](Job& j, const TransferOutcome& o, long status, std::string bytes) {
             on_metainfo_fetched(j, o, status, std::move(bytes));
         });
-    job.transfer = fetcher_->start(req, fetch.get());
+    job.transfer = fetcher_.start(req, fetch.get());
     job.metainfo_fetch = std::move(fetch);
     LOG_DEBUG("job %s: looking for metainfo at %s", job.rec.id.c_str(), url.c_str());
     return true;
 }
 
-void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
+void Swarms::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status,
                                 std::string bytes) {
     job.transfer = 0;
-    retired_sinks_.push_back(std::move(job.metainfo_fetch));
+    agent_.retire_sink(std::move(job.metainfo_fetch));
     FileRecord& f = job.file();
     bool from_job = !f.metainfo_url.empty();
     std::string parse_error;
@@ -241,33 +281,33 @@ void Agent::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long s
             if (look_up_content(job)) return;
             use_http_only(job, outcome.ok ? "the origin's metainfo is not usable: " + parse_error
                                           : "no metainfo beside the content");
-            start_job(job);
+            agent_.start_job(job);
             return;
         }
         if (!outcome.ok && outcome.transient) {
-            transient_failure(job, outcome);
+            agent_.transient_failure(job, outcome);
             return;
         }
-        fail(job, outcome.ok ? ErrorContext::Integrity : outcome.context,
-             outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
-             outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
-                        : "cannot fetch the job's metainfo: " + outcome.description,
-             job.current_file);
+        agent_.fail(job, outcome.ok ? ErrorContext::Integrity : outcome.context,
+                    outcome.ok ? std::int64_t{DOPT_E_INTEGRITY} : (outcome.code ? outcome.code : status),
+                    outcome.ok ? "the job's metainfo " + f.metainfo_url + " is not usable: " + parse_error
+                               : "cannot fetch the job's metainfo: " + outcome.description,
+                    job.current_file);
         return;
     }
     remember_metainfo(job, f, *meta, bytes);
     f.info_hash = meta->info_hash;
     f.metainfo_source = from_job ? "job" : "origin";
-    store_->update_file(job.rec.id, f);
+    store_.update_file(job.rec.id, f);
     LOG_INFO("job %s: metainfo %s for %s (%s, %d pieces of %d KiB)", job.rec.id.c_str(),
              meta->info_hash.c_str(), f.remote_url.c_str(), f.metainfo_source.c_str(),
              meta->num_pieces, meta->piece_length / 1024);
-    start_job(job);
+    agent_.start_job(job);
 }
 
 // The current file goes over HTTP only from now on; `why` is logged and
 // shown in the job object.
-void Agent::use_http_only(Job& job, const std::string& why) {
+void Swarms::use_http_only(Job& job, const std::string& why) {
     FileRecord& f = job.file();
     job.http_only_reason = why;
     if (f.metainfo_source == "none" && f.info_hash.empty()) return;
@@ -275,14 +315,14 @@ void Agent::use_http_only(Job& job, const std::string& why) {
     std::string ih = f.info_hash;
     f.metainfo_source = "none";
     f.info_hash.clear();
-    store_->update_file(job.rec.id, f);
+    store_.update_file(job.rec.id, f);
     if (!ih.empty()) drop_unwanted_cache_entry(ih);
 }
 
 // Whether a job not ended (other than `except`) has a file not yet whole
 // whose content is this torrent.
-bool Agent::wanted_by_unfinished_job(const std::string& info_hash, const Job* except) const {
-    for (const auto& [id, job] : jobs_) {
+bool Swarms::wanted_by_unfinished_job(const std::string& info_hash, const Job* except) const {
+    for (const auto& [id, job] : agent_.jobs()) {
         if (job.get() == except || storage::is_final(job->rec.state)) continue;
         for (const auto& f : job->rec.files)
             if (f.info_hash == info_hash && !f.completed) return true;
@@ -292,7 +332,7 @@ bool Agent::wanted_by_unfinished_job(const std::string& info_hash, const Job* ex
 
 // Folders in cache_dir named like an info-hash with no cache entry: left by
 // a crash between deleting an entry's row and its folder (eviction, clear).
-void Agent::remove_orphan_cache_folders() {
+void Swarms::remove_orphan_cache_folders() {
     DIR* d = ::opendir(config_.cache_dir.c_str());
     if (!d) return;
     std::vector<std::string> orphans;
@@ -312,7 +352,7 @@ void Agent::remove_orphan_cache_folders() {
 // Keeps the metainfo `bytes` (summarized as `meta`) of job's file `f` in the
 // peer cache: a new entry (stored now) for its info-hash, or the existing one
 // unchanged.
-void Agent::remember_metainfo(const Job& job, const FileRecord& f, const p2p::MetainfoSummary& meta,
+void Swarms::remember_metainfo(const Job& job, const FileRecord& f, const p2p::MetainfoSummary& meta,
                               const std::string& bytes) {
     CacheEntry& e = cache_[meta.info_hash];
     if (!e.info_hash.empty()) return;
@@ -323,12 +363,12 @@ void Agent::remember_metainfo(const Job& job, const FileRecord& f, const p2p::Me
     e.owner_uid = job.rec.owner_uid;
     e.last_used = wall_now();
     e.metainfo = bytes;
-    store_->put_cache_entry(e);
+    store_.put_cache_entry(e);
 }
 
 // Removes an unfinished torrent (its cache entry, files and place in the
 // session) that no unfinished job wants any more.
-void Agent::drop_unwanted_cache_entry(const std::string& info_hash) {
+void Swarms::drop_unwanted_cache_entry(const std::string& info_hash) {
     auto c = cache_.find(info_hash);
     if (c == cache_.end() || c->second.complete) return;
     if (wanted_by_unfinished_job(info_hash)) return;
@@ -339,13 +379,13 @@ void Agent::drop_unwanted_cache_entry(const std::string& info_hash) {
         return;
     }
     cache_.erase(c);
-    store_->delete_cache_entry(info_hash);
+    store_.delete_cache_entry(info_hash);
     remove_tree(config_.cache_dir + "/" + info_hash);
 }
 
 // ---- torrents -----------------------------------------------------------------
 
-Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
+Swarm* Swarms::add_swarm(const CacheEntry& e) {
     auto it = swarms_.find(e.info_hash);
     if (it != swarms_.end()) return it->second.get();
     p2p::MetainfoSummary meta;
@@ -377,14 +417,15 @@ Agent::Swarm* Agent::add_swarm(const CacheEntry& e) {
     return raw;
 }
 
-void Agent::remove_swarm(Swarm& s, bool delete_files) {
+void Swarms::remove_swarm(Swarm& s, bool delete_files) {
+    withdraw_content(s.info_hash);
     drop_origin_pieces(s);
     peers_->remove_torrent(s.torrent, delete_files);
     std::string ih = s.info_hash;
     swarms_.erase(ih);  // s is gone
     if (delete_files) {
         cache_.erase(ih);
-        store_->delete_cache_entry(ih);
+        store_.delete_cache_entry(ih);
         DOPT_CRASH_POINT("cache_row_deleted");
         remove_tree(config_.cache_dir + "/" + ih);
     }
@@ -392,39 +433,39 @@ void Agent::remove_swarm(Swarm& s, bool delete_files) {
 
 // The job's current file joins its torrent: the partial file is opened with
 // the owner's rights and receives every verified piece.
-void Agent::attach_swarm(Job& job) {
+void Swarms::attach_swarm(Job& job) {
     FileRecord& f = job.file();
     const CacheEntry& e = cache_.at(f.info_hash);
     if (e.size < config_.cache_min_file_size) {
         use_http_only(job, "smaller than [cache] min_file_size");
-        start_job(job);
+        agent_.start_job(job);
         return;
     }
     if (f.bytes_total != kUnknownSize && f.bytes_total != e.size) {
         use_http_only(job, "the metainfo's size does not match the origin's");
-        start_job(job);
+        agent_.start_job(job);
         return;
     }
-    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
-    open_current_partial(job, &Agent::join_swarm);
+    if (job.rec.state != JobState::Connecting) agent_.change_state(job, JobState::Connecting);
+    agent_.open_current_partial(job, [this](Job& j, int fd) { join_swarm(j, fd); });
 }
 
 // The job's current file joins its torrent, its partial file open as `fd`.
-void Agent::join_swarm(Job& job, int fd) {
+void Swarms::join_swarm(Job& job, int fd) {
     FileRecord& f = job.file();
     auto entry = cache_.find(f.info_hash);  // cache_clear may have dropped it meanwhile
     Swarm* s = entry == cache_.end() ? nullptr : add_swarm(entry->second);
     if (!s) {
         ::close(fd);
         use_http_only(job, entry == cache_.end() ? "the metainfo left the peer cache" : "unusable metainfo");
-        start_job(job);
+        agent_.start_job(job);
         return;
     }
     if (::ftruncate(fd, static_cast<off_t>(s->meta.size)) != 0) {
         int err = errno;
         ::close(fd);
-        fail(job, ErrorContext::LocalFile, err,
-             "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
+        agent_.fail(job, ErrorContext::LocalFile, err,
+                    "cannot size " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
     job.swarm_fd = fd;
@@ -437,7 +478,7 @@ void Agent::join_swarm(Job& job, int fd) {
     // Pieces land anywhere in the file: no prefix of it is sure.
     f.durable_bytes = 0;
     job.partials_written.erase(job.current_file);
-    store_->update_file(job.rec.id, f);
+    store_.update_file(job.rec.id, f);
     if (s->users.empty()) {
         // Timers and rates from before (the swarm may have been idle for
         // hours) say nothing about the peers now.
@@ -455,8 +496,8 @@ void Agent::join_swarm(Job& job, int fd) {
         s->paused = false;
     }
     job.last_progress_ms = mono_ms();
-    if (job.rec.state != JobState::Connecting) change_state(job, JobState::Connecting);
-    change_state(job, JobState::Transferring);
+    if (job.rec.state != JobState::Connecting) agent_.change_state(job, JobState::Connecting);
+    agent_.change_state(job, JobState::Transferring);
     LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
              s->info_hash.c_str());
     pump_swarm(*s);
@@ -465,7 +506,7 @@ void Agent::join_swarm(Job& job, int fd) {
 // The job stops using its torrent (suspend, cancel, error, yield, done).
 // The torrent stays: seeding when complete, paused when no job wants it,
 // removed with its files when the last job that wanted it was cancelled.
-void Agent::detach_swarm(Job& job, bool cancelled) {
+void Swarms::detach_swarm(Job& job, bool cancelled) {
     Swarm* s = job.swarm;
     if (!s) return;
     if (job.swarm_fd >= 0) ::close(job.swarm_fd);
@@ -494,7 +535,7 @@ void Agent::detach_swarm(Job& job, bool cancelled) {
 
 // Looks at what the session holds and schedules the work that follows:
 // pieces to copy into partial files, pieces to fetch from the origin.
-void Agent::pump_swarm(Swarm& s) {
+void Swarms::pump_swarm(Swarm& s) {
     if (s.torrent == 0 || s.users.empty()) return;
     const p2p::TorrentStatus st = peers_->status(s.torrent, true);
     if (st.checking) return;
@@ -525,7 +566,7 @@ void Agent::pump_swarm(Swarm& s) {
 // Logs the pieces newly held over (p2p/claims.h): claimed by some agent
 // for the whole hold without arriving, so their claims are ignored now and
 // we may fetch them ourselves. One line per new batch, not per piece.
-void Agent::log_claims_held_over(Swarm& s) {
+void Swarms::log_claims_held_over(Swarm& s) {
     std::set<int> held = peers_->claims_held_over(s.torrent);
     std::size_t fresh = 0;
     int first = -1;
@@ -546,7 +587,7 @@ void Agent::log_claims_held_over(Swarm& s) {
 // us or was claimed by another agent. While the swarm does not deliver
 // every agent may fetch; when the peers stall, the origin takes everything
 // that is missing (p2p/origin_picker.h has the rules and their timings).
-void Agent::fetch_origin_pieces(Swarm& s) {
+void Swarms::fetch_origin_pieces(Swarm& s) {
     const std::int64_t now = mono_ms();
     if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
     // Claims first, then the peers' bitfields: a claim is dropped when a
@@ -586,7 +627,7 @@ void Agent::fetch_origin_pieces(Swarm& s) {
 // Other agents' claims on pieces of this torrent. The table keeps neither
 // ours nor out-of-range ones; filtered once more here, since every use
 // indexes by piece.
-std::vector<p2p::Claim> Agent::others_claims(Swarm& s) {
+std::vector<p2p::Claim> Swarms::others_claims(Swarm& s) {
     const auto n = static_cast<std::size_t>(s.meta.num_pieces);
     std::vector<p2p::Claim> claims = peers_->claims(s.torrent);
     log_claims_held_over(s);
@@ -608,7 +649,7 @@ std::vector<p2p::Claim> Agent::others_claims(Swarm& s) {
 // disconnected (origin_plan_input), so a peer that advertises pieces and
 // never delivers cannot hold the origin back. Payload from it starts the
 // count again.
-void Agent::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now) {
+void Swarms::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now) {
     std::map<std::string, Swarm::SeenPeer> seen;
     for (const auto& p : peers) {
         auto it = s.peers_seen.find(p.endpoint);
@@ -628,14 +669,14 @@ void Agent::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, st
 // Two agents that claimed the same piece at the same moment: the lower
 // claimant id keeps it, the other drops its request (if it is young: an
 // older request has bytes worth keeping).
-void Agent::yield_doubly_claimed_pieces(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now) {
+void Swarms::yield_doubly_claimed_pieces(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now) {
     for (const auto& c : claims) {
         auto it = s.origin_inflight.find(c.piece);
         if (it == s.origin_inflight.end() || c.claimant >= peers_->id()) continue;
         if (now - it->second->started_ms > kYieldClaimedPieceWithinMs) continue;
         LOG_DEBUG("swarm %s: piece %d claimed by another agent too; leaving it to them", s.info_hash.c_str(),
                   c.piece);
-        fetcher_->stop(it->second->id);
+        fetcher_.stop(it->second->id);
         it->second->swarm = nullptr;
         s.origin_inflight.erase(it);
     }
@@ -646,7 +687,7 @@ void Agent::yield_doubly_claimed_pieces(Swarm& s, const std::vector<p2p::Claim>&
 
 // The peers as plan_origin_requests sees them; fills view.peers_with and
 // view.failing, and disconnects the failing peers.
-std::vector<p2p::SwarmPeer> Agent::plan_peers(Swarm& s, std::int64_t now, SwarmView& view) {
+std::vector<p2p::SwarmPeer> Swarms::plan_peers(Swarm& s, std::int64_t now, SwarmView& view) {
     const auto n = static_cast<std::size_t>(s.meta.num_pieces);
     view.peers_with.assign(n, 0);
     std::vector<p2p::SwarmPeer> out;
@@ -689,7 +730,7 @@ std::vector<p2p::SwarmPeer> Agent::plan_peers(Swarm& s, std::int64_t now, SwarmV
 }
 
 // What plan_origin_requests needs to know of the swarm now.
-p2p::OriginPlanInput Agent::origin_plan_input(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now,
+p2p::OriginPlanInput Swarms::origin_plan_input(Swarm& s, const std::vector<p2p::Claim>& claims, std::int64_t now,
                                               SwarmView& view) {
     const auto n = static_cast<std::size_t>(s.meta.num_pieces);
     p2p::OriginPlanInput in;
@@ -734,7 +775,7 @@ p2p::OriginPlanInput Agent::origin_plan_input(Swarm& s, const std::vector<p2p::C
 // peer is sending us right now and those other agents claimed. A piece
 // whose blocks came from a peer that left, or are asked of a failing peer
 // (endpoints in `failing`), is not busy: the origin completes it.
-std::vector<bool> Agent::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims,
+std::vector<bool> Swarms::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims,
                                      const std::set<std::string>& failing, bool stalled) {
     std::vector<bool> busy = s.from_origin;
     for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
@@ -746,10 +787,10 @@ std::vector<bool> Agent::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& cl
 
 // One origin range request for `piece`, for the next user in turn, from
 // its own URL with its own headers; the piece is claimed to peers.
-void Agent::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
+void Swarms::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
     Job& lead = next_origin_job(s);
     auto op = std::make_unique<OriginPiece>();
-    op->agent = this;
+    op->swarms = this;
     op->swarm = &s;
     op->job = &lead;
     op->piece = piece;
@@ -765,13 +806,13 @@ void Agent::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
     std::uint64_t cap = foreground ? config_.max_rate_foreground : config_.max_rate_background;
     req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
     if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
-    op->id = fetcher_->start(req, op.get());
+    op->id = fetcher_.start(req, op.get());
     peers_->claim(s.torrent, piece);
     s.origin_inflight[piece] = op.get();
     origin_pieces_.push_back(std::move(op));
 }
 
-int Agent::OriginPiece::on_response(const ResponseInfo& info) {
+int OriginPiece::on_response(const ResponseInfo& info) {
     if (!swarm) return DOPT_E_INTERNAL;
     // A 200 means the origin ignored Range: useless for pieces.
     if (info.status != 206 || info.body_offset != swarm->piece_offset(piece)) return DOPT_E_REMOTE_CHANGED;
@@ -779,15 +820,15 @@ int Agent::OriginPiece::on_response(const ResponseInfo& info) {
     return 0;
 }
 
-int Agent::OriginPiece::on_body(const char* bytes, std::size_t len) {
+int OriginPiece::on_body(const char* bytes, std::size_t len) {
     if (!swarm || data.size() + len > swarm->piece_size(piece)) return DOPT_E_REMOTE_CHANGED;
     data.insert(data.end(), bytes, bytes + len);
     return 0;
 }
 
-void Agent::OriginPiece::on_done(const TransferOutcome& outcome) { agent->on_origin_piece_done(*this, outcome); }
+void OriginPiece::on_done(const TransferOutcome& outcome) { swarms->on_origin_piece_done(*this, outcome); }
 
-void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome) {
+void Swarms::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome) {
     Swarm* sp = op.swarm;
     auto owned = std::find_if(origin_pieces_.begin(), origin_pieces_.end(),
                               [&](const auto& p) { return p.get() == &op; });
@@ -821,7 +862,7 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         // 404, 403, ...: the content is gone from that job's origin; the
         // others go on with theirs.
         Job& j = *op.job;
-        fail(j, outcome.context, outcome.code, outcome.description, j.current_file);
+        agent_.fail(j, outcome.context, outcome.code, outcome.description, j.current_file);
         return;
     }
     if (outcome.ok || mismatch) {
@@ -829,6 +870,15 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
         return;
     }
     // Transient: back off; peers may still give the piece meanwhile.
+    back_off_origin(s, op, outcome, now);
+}
+
+// An origin piece failed transiently: the origin is asked again after a
+// backoff (doubling, within [retry_min_delay, retry_max_delay], at least its
+// Retry-After), and a user that made no progress for its no-progress
+// timeout fails.
+void Swarms::back_off_origin(Swarm& s, const OriginPiece& op, const TransferOutcome& outcome,
+                             std::int64_t now) {
     ++s.origin_failures;
     double delay = config_.retry_min_delay;
     for (std::uint32_t i = 1; i < s.origin_failures && delay < config_.retry_max_delay; ++i) delay *= 2;
@@ -839,13 +889,13 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
              op.piece, outcome.description.c_str(), delay);
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) {
-        j->last_transient = error_record(*j, outcome.context, outcome.code, outcome.description,
-                                         j->current_file);
+        j->last_transient = agent_.error_record(*j, outcome.context, outcome.code, outcome.description,
+                                                j->current_file);
         if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
-            fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
-                 "no progress for " + std::to_string(j->no_progress_timeout()) +
-                     " s; last failure: " + outcome.description,
-                 j->current_file);
+            agent_.fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
+                        "no progress for " + std::to_string(j->no_progress_timeout()) +
+                            " s; last failure: " + outcome.description,
+                        j->current_file);
     }
 }
 
@@ -854,22 +904,22 @@ void Agent::on_origin_piece_done(OriginPiece& op, const TransferOutcome& outcome
 // their hashes). Metainfo the job gave makes that the job's error; metainfo
 // found beside the content is simply not used: the file goes over HTTP
 // only. The other users go on, each with its own origin.
-void Agent::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
+void Swarms::origin_does_not_match(Swarm& s, Job& job, const std::string& why) {
     if (!s.users.count(&job)) return;
     const FileRecord& f = job.file();
     if (f.metainfo_source == "job") {
-        fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-             f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
+        agent_.fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
+                    f.remote_url + " does not match the job's metainfo: " + why, job.current_file);
     } else {
         if (f.metainfo_source == "peers") drop_content_mapping(s.info_hash, "the origin's bytes fail its hashes");
         detach_swarm(job, false);
         use_http_only(job, "the origin's content does not match its metainfo: " + why);
-        start_job(job);
+        agent_.start_job(job);
     }
 }
 
 // The user the next origin piece is fetched for: each in turn.
-Agent::Job& Agent::next_origin_job(Swarm& s) {
+Agent::Job& Swarms::next_origin_job(Swarm& s) {
     auto it = s.users.begin();
     std::advance(it, static_cast<std::ptrdiff_t>(s.origin_turn++ % s.users.size()));
     return **it;
@@ -877,14 +927,14 @@ Agent::Job& Agent::next_origin_job(Swarm& s) {
 
 // Stops the origin requests of a swarm (only those fetched for `only`,
 // when given); their sinks are freed.
-void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
+void Swarms::drop_origin_pieces(Swarm& s, const Job* only) {
     for (auto it = s.origin_inflight.begin(); it != s.origin_inflight.end();) {
         OriginPiece* op = it->second;
         if (only && op->job != only) {
             ++it;
             continue;
         }
-        fetcher_->stop(op->id);
+        fetcher_.stop(op->id);
         op->swarm = nullptr;
         it = s.origin_inflight.erase(it);
     }
@@ -893,14 +943,14 @@ void Agent::drop_origin_pieces(Swarm& s, const Job* only) {
                          origin_pieces_.end());
 }
 
-void Agent::fail_swarm_users(Swarm& s, ErrorContext context, std::int64_t code, const std::string& why) {
+void Swarms::fail_swarm_users(Swarm& s, ErrorContext context, std::int64_t code, const std::string& why) {
     std::vector<Job*> users(s.users.begin(), s.users.end());
-    for (Job* j : users) fail(*j, context, code, why, j->current_file);
+    for (Job* j : users) agent_.fail(*j, context, code, why, j->current_file);
 }
 
 // A verified piece, read back from the session: into every partial file
 // that lacks it.
-void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
+void Swarms::write_piece(Swarm& s, int piece, const char* data, std::size_t len) {
     auto idx = static_cast<std::size_t>(piece);
     s.reading[idx] = false;
     // The session checked the piece when it arrived, not when it reads it back:
@@ -938,7 +988,7 @@ void Agent::write_piece(Swarm& s, int piece, const char* data, std::size_t len) 
 // for read_piece: a file on another file system, where the kernel refuses
 // (from then on for that job), or the cached copy cannot be opened
 // (read_piece then reports the error).
-bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
+bool Swarms::copy_piece_from_cache(Swarm& s, int piece) {
     if (s.cache_fd == Swarm::kCacheFdFailed) return false;
     if (s.cache_fd < 0) {
         std::string path = peers_->content_path(s.torrent);
@@ -977,7 +1027,7 @@ bool Agent::copy_piece_from_cache(Swarm& s, int piece) {
 // put(job, offset, length) -> 0, an errno (the job fails), or -1 (not
 // written: left for another way), and finishes the files now whole. True
 // when no file was left without it.
-bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off_t, std::size_t)>& put) {
+bool Swarms::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off_t, std::size_t)>& put) {
     auto idx = static_cast<std::size_t>(piece);
     std::uint64_t off = s.piece_offset(piece);
     std::uint64_t len = s.piece_size(piece);
@@ -993,8 +1043,8 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
         }
         if (err) {
             FileRecord& f = j->file();
-            fail(*j, ErrorContext::LocalFile, err,
-                 "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
+            agent_.fail(*j, ErrorContext::LocalFile, err,
+                        "cannot write " + f.partial_path + ": " + std::strerror(err), j->current_file);
             continue;
         }
         DOPT_CRASH_POINT("swarm_piece_write");
@@ -1004,8 +1054,8 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
         f.bytes_transferred += len;
         std::int64_t now = mono_ms();
         j->last_progress_ms = now;
-        if (now - j->last_checkpoint_ms >= 1000) checkpoint(*j);
-        if (subscriptions_.count(j->rec.id)) notify_modification(*j, false);
+        if (now - j->last_checkpoint_ms >= 1000) agent_.checkpoint(*j);
+        agent_.notify_modification(*j, false);
         if (j->written_count == s.meta.num_pieces) done.push_back(j);
     }
     for (Job* j : done) finish_swarm_file(*j);
@@ -1014,13 +1064,13 @@ bool Agent::deliver_piece(Swarm& s, int piece, const std::function<int(Job&, off
 
 // Every piece is in the partial file: flush it, check the whole-file
 // SHA-256 when one is known, and go on with the job's next file.
-void Agent::finish_swarm_file(Job& job) {
+void Swarms::finish_swarm_file(Job& job) {
     FileRecord& f = job.file();
     int fd = job.swarm_fd;
     if (config_.sync_on_complete && ::fdatasync(fd) != 0) {
         int err = errno;
-        fail(job, ErrorContext::LocalFile, err,
-             "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
+        agent_.fail(job, ErrorContext::LocalFile, err,
+                    "cannot write " + f.partial_path + ": " + std::strerror(err), job.current_file);
         return;
     }
     if (!f.sha256.empty()) {
@@ -1035,20 +1085,20 @@ void Agent::finish_swarm_file(Job& job) {
                 remove_swarm(*s->second, true);
             f.bytes_transferred = 0;
             use_http_only(job, "the LAN's copy of SHA-256 " + f.sha256 + " was not it");
-            start_job(job);
+            agent_.start_job(job);
             return;
         }
         if (digest != f.sha256) {
             detach_swarm(job, false);
             // A resume's open comes after it (owner_op's order).
-            owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), f.partial_path),
-                     [](Job&, int) {});
+            agent_.owner_op(job, owner_op_of(OwnerOpKind::Unlink, job.owner(), f.partial_path),
+                            [](Job&, int) {});
             f.bytes_transferred = 0;
-            store_->update_file(job.rec.id, f);
-            fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-                 "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
-                     "; the data was discarded",
-                 job.current_file);
+            store_.update_file(job.rec.id, f);
+            agent_.fail(job, ErrorContext::Integrity, DOPT_E_INTEGRITY,
+                        "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
+                            "; the data was discarded",
+                        job.current_file);
             return;
         }
     }
@@ -1057,24 +1107,24 @@ void Agent::finish_swarm_file(Job& job) {
     auto c = cache_.find(s->info_hash);
     if (c != cache_.end()) {
         c->second.last_used = wall_now();
-        store_->put_cache_entry(c->second);
+        store_.put_cache_entry(c->second);
     }
     detach_swarm(job, false);
     f.completed = true;
     f.bytes_transferred = f.bytes_total;
-    std::int64_t note = store_->update_file(job.rec.id, f, DOPT_NOTIFY_FILE_TRANSFERRED, wall_now());
-    queue_notification(job.rec.id, note, DOPT_NOTIFY_FILE_TRANSFERRED, job.current_file);
-    store_->update_job(job.rec);
+    std::int64_t note = store_.update_file(job.rec.id, f, DOPT_NOTIFY_FILE_TRANSFERRED, wall_now());
+    agent_.queue_notification(job.rec.id, note, DOPT_NOTIFY_FILE_TRANSFERRED, job.current_file);
+    store_.update_job(job.rec);
     LOG_INFO("job %s: file %d done through the swarm (%llu bytes from peers, %llu from the origin)",
              job.rec.id.c_str(), job.current_file,
              static_cast<unsigned long long>(job.rec.bytes_from_peers),
              static_cast<unsigned long long>(job.rec.bytes_from_origin));
-    start_job(job);
+    agent_.start_job(job);
 }
 
 // ---- peer session events --------------------------------------------------------
 
-Agent::Agent::Swarm* Agent::swarm_of(p2p::TorrentId torrent) {
+Swarm* Swarms::swarm_of(p2p::TorrentId torrent) {
     for (auto& [ih, s] : swarms_)
         if (s->torrent == torrent) return s.get();
     return nullptr;
@@ -1082,16 +1132,16 @@ Agent::Agent::Swarm* Agent::swarm_of(p2p::TorrentId torrent) {
 
 // The torrent's resume data goes into its cache entry (it spares a full
 // recheck at the next start).
-void Agent::keep_resume_data(Swarm& s, const std::vector<char>& resume_data) {
+void Swarms::keep_resume_data(Swarm& s, const std::vector<char>& resume_data) {
     auto c = cache_.find(s.info_hash);
     if (c == cache_.end()) return;
     c->second.resume_data.assign(resume_data.begin(), resume_data.end());
-    store_->put_cache_entry(c->second);
+    store_.put_cache_entry(c->second);
 }
 
 // Reacts to what the peer session reports, then pumps the swarms it
 // concerned, and every kSwarmTickMs all of them (swarm_tick).
-void Agent::handle_peer_events() {
+void Swarms::handle_peer_events() {
     if (!peers_) return;
     SwarmsToPump to_pump;
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
@@ -1124,7 +1174,7 @@ void Agent::handle_peer_events() {
 }
 
 // Events about no torrent of ours: logged only.
-void Agent::log_peer_event(const p2p::TorrentEvent& e) {
+void Swarms::log_peer_event(const p2p::TorrentEvent& e) {
     using Kind = p2p::TorrentEvent::Kind;
     switch (e.kind) {
     case Kind::PeerBanned:
@@ -1147,7 +1197,7 @@ void Agent::log_peer_event(const p2p::TorrentEvent& e) {
     }
 }
 
-void Agent::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump& to_pump) {
+void Swarms::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump& to_pump) {
     using Kind = p2p::TorrentEvent::Kind;
     switch (e.kind) {
     case Kind::PieceVerified:
@@ -1197,7 +1247,7 @@ void Agent::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump&
 
 // A piece passed its hash check: counted once, where it came from (an
 // origin piece that a peer completed first is ignored by the session).
-void Agent::on_piece_verified(Swarm& s, int piece) {
+void Swarms::on_piece_verified(Swarm& s, int piece) {
     // Pieces restored while the torrent is checked are reported too; only
     // those that arrive afterwards were hashed from the wire.
     if (s.checked) s.verified_now[static_cast<std::size_t>(piece)] = true;
@@ -1215,7 +1265,7 @@ void Agent::on_piece_verified(Swarm& s, int piece) {
 // it was fetched for (unless it left); the second such failure means that
 // origin does not match the metainfo. Returns false when the swarm must not
 // be pumped (origin_does_not_match handled it).
-bool Agent::on_piece_hash_failed(Swarm& s, int piece) {
+bool Swarms::on_piece_hash_failed(Swarm& s, int piece) {
     auto idx = static_cast<std::size_t>(piece);
     if (!s.from_origin[idx]) {
         LOG_WARN("swarm %s: piece %d from a peer failed its hash check; discarded", s.info_hash.c_str(), piece);
@@ -1234,19 +1284,19 @@ bool Agent::on_piece_hash_failed(Swarm& s, int piece) {
 
 // Every piece verified: the cache entry says complete, and the torrent's
 // resume data is saved.
-void Agent::on_torrent_finished(Swarm& s) {
+void Swarms::on_torrent_finished(Swarm& s) {
     s.complete = true;
     auto c = cache_.find(s.info_hash);
     if (c != cache_.end() && !c->second.complete) {
         c->second.complete = true;
-        store_->put_cache_entry(c->second);
+        store_.put_cache_entry(c->second);
     }
     peers_->save_resume_data(s.torrent);
 }
 
 // Each kSwarmTickMs: the swarm is pumped, its claims repeated, its resume
 // data saved now and then.
-void Agent::swarm_tick(Swarm& s, std::int64_t now) {
+void Swarms::swarm_tick(Swarm& s, std::int64_t now) {
     pump_swarm(s);
     // Claims reach only peers connected when they were sent: repeat them
     // for peers that came since, for pieces in flight and those fetched but
@@ -1268,7 +1318,7 @@ void Agent::swarm_tick(Swarm& s, std::int64_t now) {
 
 // The peer cache's size limit: [cache] max_size, and max_disk_percent of
 // the file system cache_dir is on.
-std::uint64_t Agent::cache_limit() const {
+std::uint64_t Swarms::cache_limit() const {
     std::uint64_t limit = config_.cache_max_size;
     struct statvfs vfs{};
     if (::statvfs(config_.cache_dir.c_str(), &vfs) == 0) {
@@ -1281,8 +1331,8 @@ std::uint64_t Agent::cache_limit() const {
 // Whether a job in an active state (queued, connecting, transferring,
 // transient error: storage::is_active) has a file not yet whole whose
 // content is this torrent.
-bool Agent::wanted_by_active_job(const std::string& info_hash) const {
-    for (const auto& [id, job] : jobs_) {
+bool Swarms::wanted_by_active_job(const std::string& info_hash) const {
+    for (const auto& [id, job] : agent_.jobs()) {
         if (!storage::is_active(job->rec.state)) continue;
         for (const auto& f : job->rec.files)
             if (f.info_hash == info_hash && !f.completed) return true;
@@ -1294,8 +1344,8 @@ bool Agent::wanted_by_active_job(const std::string& info_hash) const {
 // entry: the job gave it as bytes. That metainfo is the job's trust root;
 // dropping it would send the file over HTTP with no hash check at all, so
 // such an entry is never evicted as parked content (it still counts).
-bool Agent::holds_metainfo_a_job_gave(const std::string& info_hash) const {
-    for (const auto& [id, job] : jobs_) {
+bool Swarms::holds_metainfo_a_job_gave(const std::string& info_hash) const {
+    for (const auto& [id, job] : agent_.jobs()) {
         if (storage::is_final(job->rec.state)) continue;
         for (const auto& f : job->rec.files)
             if (f.info_hash == info_hash && !f.completed && f.metainfo_source == "job" &&
@@ -1307,14 +1357,14 @@ bool Agent::holds_metainfo_a_job_gave(const std::string& info_hash) const {
 
 // Removes the peer cache's content `info_hash`: its torrent with its files
 // when it has one, else its cache entry, row and folder.
-void Agent::remove_cached_content(const std::string& info_hash) {
+void Swarms::remove_cached_content(const std::string& info_hash) {
     auto s = swarms_.find(info_hash);
     if (s != swarms_.end()) {
         remove_swarm(*s->second, true);
         return;
     }
     cache_.erase(info_hash);
-    store_->delete_cache_entry(info_hash);
+    store_.delete_cache_entry(info_hash);
     DOPT_CRASH_POINT("cache_row_deleted");
     remove_tree(config_.cache_dir + "/" + info_hash);
 }
@@ -1324,15 +1374,15 @@ void Agent::remove_cached_content(const std::string& info_hash) {
 // found beside the content is looked for again, metainfo the job named by
 // URL fetched again. (Entries holding metainfo a job gave as bytes are not
 // dropped: holds_metainfo_a_job_gave.)
-void Agent::forget_cached_content(const std::string& info_hash) {
-    for (auto& [id, job] : jobs_) {
+void Swarms::forget_cached_content(const std::string& info_hash) {
+    for (auto& [id, job] : agent_.jobs()) {
         if (storage::is_final(job->rec.state)) continue;
         for (auto& f : job->rec.files) {
             if (f.info_hash != info_hash || f.completed) continue;
             f.info_hash.clear();
             if (f.metainfo_source == "origin") f.metainfo_source.clear();
             else if (f.metainfo_source == "job" && f.metainfo_url.empty()) f.metainfo_source = "none";
-            store_->update_file(job->rec.id, f);
+            store_.update_file(job->rec.id, f);
         }
     }
 }
@@ -1348,7 +1398,7 @@ void Agent::forget_cached_content(const std::string& info_hash) {
 //    outside the user's quota, which they could otherwise fill by
 //    suspending jobs near their end and deleting the partial files.
 // Unfinished content an active job wants is never dropped.
-void Agent::evict_cache() {
+void Swarms::evict_cache() {
     for (const auto& ih : cache_entries_to_drop()) {
         LOG_INFO("peer cache: evicting %s (%s%s)", ih.c_str(), cache_[ih].name.c_str(),
                  cache_[ih].complete ? "" : ", unfinished, its jobs suspended or failed");
@@ -1358,7 +1408,7 @@ void Agent::evict_cache() {
 }
 
 // The entries evict_cache() drops, in that order (the rules above).
-std::vector<std::string> Agent::cache_entries_to_drop() const {
+std::vector<std::string> Swarms::cache_entries_to_drop() const {
     const std::uint64_t limit = cache_limit();
     std::int64_t oldest = wall_now() - static_cast<std::int64_t>(config_.cache_max_age);
     std::vector<const CacheEntry*> entries;  // the ones that may go

@@ -1,0 +1,316 @@
+// Swarms: the peer session and every torrent in it (swarm.cpp), moved out
+// of the Agent. A job's current file goes through a torrent: metainfo
+// discovery (the job's, else the origin's `URL.torrent`, else HTTP only),
+// the torrents (`Swarm`), origin pieces handed to the peer session, verified
+// pieces written into partial files, the session's events and the peer cache
+// with its eviction. Internal to agent/; runs on the agent's one thread.
+//
+// What the swarm asks of the agent goes through the Agent's public section
+// "for the swarm" (agent.h): a job's state changes and failures, starting a
+// job's next step, opening its partial file, owner operations, progress
+// checkpoints and notifications, and the jobs themselves. The job table, the
+// origin fetcher and the config are given by reference at construction.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/config.h"
+#include "agent/origin_fetcher.h"
+#include "p2p/metainfo_summary.h"
+#include "p2p/origin_picker.h"
+#include "p2p/torrent_session.h"
+#include "storage/job_store.h"
+
+namespace dopt::agent {
+
+class Swarms;
+struct OriginPiece;
+
+// One torrent in the peer session: content being fetched for jobs, or
+// complete and kept in the peer cache to seed.
+struct Swarm {
+    using Job = Agent::Job;
+
+    std::string info_hash;
+    p2p::MetainfoSummary meta;
+    p2p::TorrentId torrent = 0;
+    // Origin pieces are fetched on behalf of the users in turn (round robin
+    // over `users`), each from that job's own URL with its own headers: never
+    // from the URL another job (or user) registered the content with. This
+    // counts the requests started, to pick the next user.
+    std::size_t origin_turn = 0;
+    std::set<Job*> users;                 // jobs whose current file this is
+    std::vector<bool> have;               // verified, held by the peer session
+    int have_count = 0;
+    std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
+    std::vector<bool> from_origin;        // fetched by our origin fetcher
+    std::vector<bool> verified_now;       // hash-checked by the peer session in this run
+    std::map<int, OriginPiece*> origin_inflight;
+    std::vector<int> order;               // this agent's origin piece order
+    std::int64_t attached_ms = 0;         // when the first current user came
+    // Peers (addresses) whose connection for this swarm ended since it was
+    // attached: a peer without this torrent closes the connection at the
+    // handshake, and a duplicate of two simultaneous connections is
+    // dropped. The discovery window does not wait for them.
+    std::set<std::string> peers_hung_up;
+    // What the swarm remembers of each connected peer from one pump to the
+    // next (fetch_origin_pieces).
+    struct SeenPeer {
+        std::int64_t first_seen_ms = 0;
+        // Since when it owes us data (0: it does not): we want its pieces
+        // and it keeps us choked or leaves our requests unanswered.
+        std::int64_t owes_since_ms = 0;
+        std::int64_t payload = 0;  // bytes of pieces it had sent us by then
+    };
+    std::map<std::string, SeenPeer> peers_seen;  // connected peers (by endpoint) only
+    // Addresses that owed us data for 2 s since the swarm was attached:
+    // disconnected whenever they connect, until the swarm is attached again.
+    std::set<std::string> peers_failed;
+    // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
+    std::set<int> claims_held_over;
+    std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
+    std::int64_t peers_offer_since_ms = 0;  // since when peers hold pieces we lack (0: they don't)
+    std::int64_t peers_slow_since_ms = 0;   // since when peers are too slow (origin_picker.h)
+    // The rate peers give us pieces: bytes of pieces verified from peers,
+    // and the rate over the last window of 2 s or more (-1: not measured yet).
+    std::int64_t peer_piece_bytes = 0;
+    std::int64_t peer_rate = -1;
+    std::int64_t peer_rate_mark_ms = 0;
+    std::int64_t peer_rate_mark_bytes = 0;
+    std::int64_t origin_piece_ms = 0;     // how long our origin pieces take (average; 0: none yet)
+    std::int64_t origin_retry_ms = 0;     // origin backoff after a transient failure
+    std::uint32_t origin_failures = 0;    // in a row, for the backoff
+    // The job each origin piece not yet verified was fetched for (a piece
+    // failing its hash is charged to it), and its hash failures.
+    std::map<int, Job*> origin_piece_job;
+    std::map<Job*, int> origin_hash_failures;
+    std::int64_t next_resume_save_ms = 0;
+    std::int64_t next_claim_repeat_ms = 0;
+    bool complete = false;
+    bool paused = false;
+    bool checked = false;                 // the peer session finished checking the cached copy
+    // The cached copy, read-only, for copying verified pieces into partial
+    // files in the kernel (copy_file_range); -1 until first needed,
+    // kCacheFdFailed when it could not be opened.
+    static constexpr int kCacheFdFailed = -2;
+    int cache_fd = -1;
+
+    Swarm() = default;
+    Swarm(const Swarm&) = delete;
+    Swarm& operator=(const Swarm&) = delete;
+    ~Swarm() {
+        if (cache_fd >= 0) ::close(cache_fd);
+    }
+
+    std::uint64_t piece_size(int piece) const {
+        if (piece == meta.num_pieces - 1) return meta.size - piece_offset(piece);
+        return static_cast<std::uint64_t>(meta.piece_length);
+    }
+    std::uint64_t piece_offset(int piece) const {
+        return static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(meta.piece_length);
+    }
+};
+
+// A swarm's connected peers as one pump sees them (fetch_origin_pieces).
+struct SwarmView {
+    std::vector<p2p::TorrentPeer> peers;
+    std::vector<int> peers_with;     // peers that count holding each piece
+    std::set<std::string> failing;   // endpoints of peers that owe us data for too long
+};
+
+// One origin range request for one piece; the bytes go to the peer session.
+struct OriginPiece : TransferSink {
+    using Job = Agent::Job;
+
+    Swarms* swarms = nullptr;
+    Swarm* swarm = nullptr;
+    Job* job = nullptr;  // the user it is fetched for, from its URL, with its headers
+    int piece = 0;
+    TransferId id = 0;
+    std::int64_t started_ms = 0;
+    std::vector<char> data;
+
+    int on_response(const ResponseInfo& info) override;
+    int on_body(const char* data, std::size_t len) override;
+    void on_done(const TransferOutcome& outcome) override;
+};
+
+// The peer session, its torrents (by info-hash) and the peer cache index.
+class Swarms {
+public:
+    using Job = Agent::Job;
+
+    // `agent` owns this and outlives it, as do `config` (reloaded in place),
+    // `store` and `fetcher`. Nothing runs until start().
+    Swarms(Agent& agent, const Config& config, storage::JobStore& store, OriginFetcher& fetcher);
+    ~Swarms();
+    Swarms(const Swarms&) = delete;
+    Swarms& operator=(const Swarms&) = delete;
+
+    // Loads the cache index; builds the peer session when [p2p] is enabled
+    // with a listen address and seeds every complete cached torrent.
+    void start();
+    // Graceful stop: every torrent's resume data saved (waits up to 5 s).
+    void stop();
+
+    // What the agent asks of the swarm.
+    // Decides how the job's current file goes: true when peering took it (a
+    // metainfo fetch or the swarm); false: the caller goes on over HTTP only.
+    bool start_file_with_peers(Job& job);
+    // The job stops using its torrent (suspend, cancel, error, yield, done).
+    void detach_swarm(Job& job, bool cancelled);
+    // Metainfo a job gave (bytes) kept in the peer cache.
+    void remember_metainfo(const Job& job, const storage::FileRecord& f,
+                           const p2p::MetainfoSummary& meta, const std::string& bytes);
+    // The peer session's events, every torrent pumped on its tick, eviction.
+    void handle_peer_events();
+    void evict_cache();
+    // A cache entry's torrent, or its entry and folder, removed (cache_clear).
+    void remove_cached_content(const std::string& info_hash);
+
+    // Content identity (swarm_content.cpp, docs/design.md): the job stops
+    // (its lookup, or its wait to be seeded, ends with it); the job's HTTP
+    // fetch after a lookup is whole and matched its SHA-256 (`fd`: its
+    // partial file): it is copied into the peer cache, seeded and announced.
+    void leave_content(Job& job, bool stay = false);
+    void seed_content(Job& job, int fd);
+
+    // What the agent reads (job objects, cache_list, peer_stats, the loop).
+    bool peering() const { return peers_ != nullptr; }
+    p2p::TorrentSession* session() const { return peers_.get(); }  // null when peering is off
+    const std::map<std::string, storage::CacheEntry>& cache() const { return cache_; }
+    const std::map<std::string, std::unique_ptr<Swarm>>& torrents() const { return swarms_; }
+    // When handle_peer_events must run next (mono_ms); INT64_MAX with no
+    // torrent and no content lookup.
+    std::int64_t tick_deadline_ms() const;
+
+private:
+    friend struct OriginPiece;  // on_origin_piece_done
+
+    void start_session();
+    void restore_cache();
+    void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status, std::string bytes);
+    void use_http_only(Job& job, const std::string& why);
+    void drop_unwanted_cache_entry(const std::string& info_hash);
+    bool wanted_by_unfinished_job(const std::string& info_hash, const Job* except = nullptr) const;
+    void remove_orphan_cache_folders();
+
+    // Torrents.
+    void attach_swarm(Job& job);
+    void join_swarm(Job& job, int fd);
+    Swarm* add_swarm(const storage::CacheEntry& entry);
+    void remove_swarm(Swarm& swarm, bool delete_files);
+
+    // Moving pieces: the steps of fetch_origin_pieces, origin pieces,
+    // delivery into partial files.
+    void pump_swarm(Swarm& swarm);
+    void fetch_origin_pieces(Swarm& swarm);
+    std::vector<p2p::Claim> others_claims(Swarm& swarm);
+    void track_peers(Swarm& swarm, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now_ms);
+    void yield_doubly_claimed_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, std::int64_t now_ms);
+    std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
+    p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                           std::int64_t now_ms, SwarmView& view);
+    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims,
+                                  const std::set<std::string>& failing, bool stalled);
+    void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
+    void log_claims_held_over(Swarm& swarm);
+    void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
+    void back_off_origin(Swarm& swarm, const OriginPiece& piece, const TransferOutcome& outcome,
+                         std::int64_t now_ms);
+    void write_piece(Swarm& swarm, int piece, const char* data, std::size_t len);
+    bool copy_piece_from_cache(Swarm& swarm, int piece);
+    bool deliver_piece(Swarm& swarm, int piece, const std::function<int(Job& job, off_t off, std::size_t len)>& put);
+    void finish_swarm_file(Job& job);
+    void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
+    void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
+    Job& next_origin_job(Swarm& swarm);
+    void fail_swarm_users(Swarm& swarm, storage::ErrorContext context, std::int64_t code, const std::string& why);
+
+    // Peer session events (one function an event).
+    struct SwarmsToPump {
+        std::set<Swarm*> swarms;
+        bool evict = false;  // the peer cache grew: evict_cache()
+    };
+    Swarm* swarm_of(std::uint64_t torrent);
+    void keep_resume_data(Swarm& swarm, const std::vector<char>& resume_data);
+    void log_peer_event(const p2p::TorrentEvent& event);
+    void on_torrent_event(Swarm& swarm, const p2p::TorrentEvent& event, SwarmsToPump& to_pump);
+    void on_piece_verified(Swarm& swarm, int piece);
+    bool on_piece_hash_failed(Swarm& swarm, int piece);
+    void on_torrent_finished(Swarm& swarm);
+    void swarm_tick(Swarm& swarm, std::int64_t now_ms);
+
+    // The peer cache.
+    std::vector<std::string> cache_entries_to_drop() const;
+    std::uint64_t cache_limit() const;
+    bool wanted_by_active_job(const std::string& info_hash) const;
+    bool holds_metainfo_a_job_gave(const std::string& info_hash) const;
+    void forget_cached_content(const std::string& info_hash);
+
+    // Content identity (swarm_content.cpp): a file with a SHA-256 and no
+    // metainfo looks for LAN holders, and is seeded under its SHA-256 once
+    // fetched from the origin.
+    struct ContentLookup;
+    bool look_up_content(Job& job);
+    bool use_cached_content(Job& job);
+    void handle_content_events();
+    void on_holder_found(const p2p::ContentEvent& event);
+    void on_wanters_changed(const p2p::ContentEvent& event);
+    void on_content_metadata(std::uint64_t torrent);
+    void content_tick(std::int64_t now_ms);
+    void fetch_content_from_origin(const std::string& sha256, const std::string& why);
+    bool seed_into_cache(Job& job, int fd);
+    std::string copy_into_cache(const storage::FileRecord& f, int fd);
+    void content_proven(Job& job, std::uint64_t torrent);
+    void drop_content_mapping(const std::string& info_hash, const std::string& why);
+    void withdraw_content(const std::string& info_hash);
+
+    Agent& agent_;
+    const Config& config_;
+    storage::JobStore& store_;
+    OriginFetcher& fetcher_;
+    // Destroyed in reverse: origin pieces, torrents, cache index, session.
+    std::unique_ptr<p2p::TorrentSession> peers_;  // null when peering is off
+    std::map<std::string, storage::CacheEntry> cache_;      // the cache index, by info-hash
+    std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // the torrents, by info-hash
+    std::vector<std::unique_ptr<OriginPiece>> origin_pieces_;   // in flight
+    std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only
+    std::string self_address_;  // [p2p] listen's address ("" when unspecified)
+    std::int64_t next_swarm_tick_ms_ = 0;
+    // A job left unfinished content (suspend, error): evict_cache() on the
+    // next pass of handle_peer_events, not inside the caller's loops.
+    bool evict_pending_ = false;
+    std::map<std::string, std::unique_ptr<ContentLookup>> content_lookups_;  // by SHA-256
+    // SHA-256 -> this agent's jobs fetching it from the origin after a
+    // lookup: it stays on the rendezvous as a wanter until one is seeded.
+    std::map<std::string, int> content_origin_fetches_;
+    // Info-hash -> addresses of the peers that said "X is this info-hash":
+    // banned when the mapping proves false.
+    std::map<std::string, std::set<std::string>> content_announcers_;
+    std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
+    std::map<std::string, std::string> content_announced_;  // info-hash -> the SHA-256 announced for it
+    std::uint64_t content_messages_ignored_ = 0;
+};
+
+// A lookup of a SHA-256 on the LAN (swarm_content.cpp): the jobs waiting for
+// it, until when, and the holder's info dictionary being fetched.
+struct Swarms::ContentLookup {
+    std::set<Job*> jobs;
+    std::int64_t deadline_ms = 0;      // the window's end, or the follower's or the metadata's bound
+    bool following = false;            // a wanter with a lower node id fetches from the origin
+    p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
+    std::string info_hash;             // its info-hash
+    std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
+};
+
+}  // namespace dopt::agent

@@ -1151,9 +1151,11 @@ void Swarms::handle_peer_events() {
     }
     handle_content_events();
     for (Swarm* s : to_pump.swarms) {
-        // A swarm may be gone by now (a failure removed it).
-        for (auto& [ih, live] : swarms_)
-            if (live.get() == s) pump_swarm(*s);
+        // A swarm may be gone by now (a failure removed it), and pumping may
+        // remove it (a false "X is H"): look it up, then pump outside the loop.
+        const bool live = std::any_of(swarms_.begin(), swarms_.end(),
+                                      [s](const auto& entry) { return entry.second.get() == s; });
+        if (live) pump_swarm(*s);
     }
     // A torrent completed (the cache grew), or a job left unfinished content.
     if (to_pump.evict || evict_pending_) {

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """bench/lan-swarm: N workstations fetch one file from a shaped origin over a
 LAN in network namespaces, with plain HTTP (curl), BitTorrent with a web
-seed (aria2c) and dopt, side by side. Run through bench/lan-swarm; see
+seed (aria2c) and dopt (with metainfo at the origin, and without it from
+the file's SHA-256), side by side. Run through bench/lan-swarm; see
 bench/README.md ("LAN swarm").
 
 Per run it measures the origin's egress (tx_bytes of its link) over the file
-size, each client's done time from one common start instant, checks every
+size, each client's done time from one common start instant (or, with
+--start staggered, one client after another: each one's own time), checks every
 downloaded file's sha256, and compares the last done time with the lower
 bound of Kumar & Ross (2006) for distributing a file of S bytes from a
 server of upload U to N clients of upload and download C:
@@ -36,13 +38,21 @@ import netns  # noqa: E402
 from netns import MiB  # noqa: E402
 
 FILE_NAME = "swarm.bin"
-ALL_METHODS = ("curl", "aria2", "dopt")
+PLAIN_DIR = "plain"             # docroot/plain/swarm.bin: the same bytes, no metainfo
+# dopt-sha256: dopt where the origin publishes no metainfo, `dopt get
+# --sha256 X` of plain/swarm.bin (peering from the SHA-256).
+ALL_METHODS = ("curl", "aria2", "dopt", "dopt-sha256")
+STARTS = ("together", "staggered")
 # Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
 # baseline of "one client is no slower through the swarm".
 EXTRA_METHODS = ("dopt-http",)
 # With --baseline-build DIR: dopt built in DIR (another commit), run in the
 # same rounds as "dopt" so a change's before and after share one run.
 BASELINE_METHOD = "dopt-base"
+
+# Staggered: how long after its download a dopt client may take to seed
+# its copy before the next client starts anyway (the run then fails).
+HOLD_TIMEOUT = 30
 
 ARIA2_HOOK = """#!/bin/sh
 # aria2c --on-bt-download-complete: all pieces are in and verified.
@@ -60,47 +70,63 @@ class MethodFailed(Exception):
 
 
 class StartGate:
-    """Starts the clients of a run at one instant. Each client runs as
-    `sh -c 'read _ < FIFO; exec ARGV...'`; release() waits until every
-    client is blocked reading the FIFO, then writes one line for each and
-    returns that instant, the run's t0. (Spawning 16 clients one after
-    another takes about 0.5 s on two cores: without the gate the last one
-    started that much after the first, and its lateness counted as its
-    download time.)"""
+    """Starts the clients of a run at one instant (or, staggered, one at a
+    time). Client k (the k-th wrap()) runs as `sh -c 'read _ < FIFO_k;
+    exec ARGV...'`; release() waits until every client is blocked reading
+    its FIFO, then writes a line to each and returns that instant, the
+    run's t0; release_one(k) lets client k alone go. (Spawning 16 clients
+    one after another takes about 0.5 s on two cores: without the gate the
+    last one started that much after the first, and its lateness counted
+    as its download time.)"""
 
     def __init__(self, directory):
-        self.path = os.path.join(directory, "start-gate")
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        os.mkfifo(self.path, 0o600)
-        # Read-write: opening never blocks, and lines written stay in the
-        # pipe for a client that opens it late.
-        self.fd = os.open(self.path, os.O_RDWR)
+        self.directory = directory
+        self.paths = []
+        self.fds = []
 
     def wrap(self, argv):
-        return ["/bin/sh", "-c", 'read _ < "$0"; exec "$@"', self.path] + [str(a) for a in argv]
+        path = os.path.join(self.directory, "start-gate-%d" % len(self.paths))
+        if os.path.exists(path):
+            os.unlink(path)
+        os.mkfifo(path, 0o600)
+        # Read-write: opening never blocks, and a line written stays in the
+        # pipe for a client that opens it late.
+        self.fds.append(os.open(path, os.O_RDWR))
+        self.paths.append(path)
+        return ["/bin/sh", "-c", 'read _ < "$0"; exec "$@"', path] + [str(a) for a in argv]
 
-    def _waiting(self, pid):
+    def _waiting(self, k, pid):
         try:
-            return os.readlink("/proc/%d/fd/0" % pid) == self.path
+            return os.readlink("/proc/%d/fd/0" % pid) == self.paths[k]
         except OSError:
             return False
 
-    def release(self, procs, timeout=30):
+    def wait_ready(self, procs, timeout=30):
+        """Waits until every client is blocked at its FIFO."""
         deadline = time.time() + timeout
-        while not all(self._waiting(p.pid) for p in procs):
+        while not all(self._waiting(k, p.pid) for k, p in enumerate(procs)):
             if any(p.poll() is not None for p in procs):
                 raise MethodFailed("a client exited before the start")
             if time.time() > deadline:
                 raise MethodFailed("clients not at the start gate after %d s" % timeout)
             time.sleep(0.005)
+
+    def release(self, procs):
+        self.wait_ready(procs)
         t0 = time.time()
-        os.write(self.fd, b"\n" * len(procs))
+        for fd in self.fds:
+            os.write(fd, b"\n")
         return t0
 
+    def release_one(self, k):
+        t = time.time()
+        os.write(self.fds[k], b"\n")
+        return t
+
     def close(self):
-        os.close(self.fd)
-        os.unlink(self.path)
+        for fd, path in zip(self.fds, self.paths):
+            os.close(fd)
+            os.unlink(path)
 
 
 # Samples the origin's tx_bytes every 50 ms: "unix_time bytes" lines.
@@ -169,6 +195,11 @@ class Swarm:
             self.path, self.url, piece_length=args.piece_size * MiB)
         log("lan-swarm: metainfo %s made by %s" % (os.path.basename(self.torrent),
                                                   self.metainfo_tool))
+        # The same bytes under plain/, where no metainfo sits beside them:
+        # the no-metainfo case (dopt-sha256) in the same run as the others.
+        os.makedirs(os.path.join(self.lan.docroot, PLAIN_DIR))
+        os.link(self.path, os.path.join(self.lan.docroot, PLAIN_DIR, FILE_NAME))
+        self.plain_url = self.lan.origin_url(PLAIN_DIR + "/" + FILE_NAME)
         self.origin = self.lan.start_origin()
         # Read the file once so every run finds it in the page cache.
         netns.sha256_file(self.path)
@@ -194,7 +225,8 @@ class Swarm:
                "method": method, "run": rep, "clients": self.n, "size_mib": self.args.size,
                "size_bytes": self.size, "origin_rate": self.args.origin_rate,
                "lan_rate": self.args.lan_rate, "piece_mib": self.args.piece_size,
-               "metainfo_tool": self.metainfo_tool, "t_min": round(self.t_min, 3), "ok": False}
+               "metainfo_tool": self.metainfo_tool, "t_min": round(self.t_min, 3),
+               "start": self.args.start, "ok": False}
         dirs = []
         for h in self.lan.hosts:
             d = os.path.join(h.dir, "run-%s-%d" % (method, rep))
@@ -231,9 +263,11 @@ class Swarm:
     def _measure_start(self):
         return {"tx": self.lan.origin_tx_bytes(), "log": self.origin.log_offset()}
 
-    def _finish(self, res, start, t0, done, outputs, egress_at_done):
-        """Fills the common figures of a run in which every client is done."""
+    def _finish(self, res, start, starts, done, outputs, egress_at_done):
+        """Fills the common figures of a run in which every client is done:
+        client i started at starts[i] and was done at done[i]."""
         time.sleep(0.5)  # the last ACKs and FINs
+        t0 = starts[0]
         tx = self.lan.origin_tx_bytes() - start["tx"]
         body = self.origin.body_bytes_sent(since=start["log"])
         by_host = self.origin.bytes_by_host(since=start["log"])
@@ -250,30 +284,64 @@ class Swarm:
             "origin_http_body_bytes": body, "origin_http_ratio": round(body / self.size, 4),
             "origin_bytes_by_host": by_host,
             "done_s": [round(t, 3) for t in times],
-            "first_done_s": round(min(times), 3), "last_done_s": round(max(times), 3),
-            "last_over_tmin": round(max(times) / self.t_min, 3),
+            "first_done_s": round(done[0] - starts[0], 3), "last_done_s": round(max(times), 3),
             "sha256_ok": not bad,
         })
-        busy = self.timeline.busy(t0, start["tx"], egress_at_done, self.size)
-        if None not in busy:
-            res["origin_busy_s"] = [round(t, 3) for t in busy]
+        if self.args.start == "together":
+            res["first_done_s"] = round(min(times), 3)
+            res["last_over_tmin"] = round(max(times) / self.t_min, 3)
+            busy = self.timeline.busy(t0, start["tx"], egress_at_done, self.size)
+            if None not in busy:
+                res["origin_busy_s"] = [round(t, 3) for t in busy]
+        else:
+            durations = [d - s for s, d in zip(starts, done)]
+            later = self.lan.hosts[1:]
+            res.update({
+                "durations_s": [round(t, 3) for t in durations],
+                "later_max_s": round(max(durations[1:], default=0), 3),
+                "later_origin_max": round(max((by_host[h.name] for h in later), default=0)
+                                          / self.size, 4)})
         if bad:
             raise MethodFailed("wrong output: " + ", ".join(bad))
 
-    def _wait_all(self, check_done, t0, what):
-        """Polls check_done(i) -> done timestamp or None (raises
-        MethodFailed on a client failure) until every client is done.
-        Returns (done timestamps, origin egress when the last finished)."""
+    def _go(self, procs, check_done, what, holds=None):
+        """Starts the clients (self.gate) and polls check_done(i) -> done
+        timestamp or None (it raises MethodFailed when a client failed)
+        until every one is done. --start together: all at one instant;
+        staggered: one after another, each started once the one before is
+        done and, when `holds` is given, holds(i) says that client now
+        holds the file for the others. Returns (start timestamps, done
+        timestamps, origin egress counter when the last was done)."""
         done = [None] * self.n
-        deadline = t0 + self.timeout
+        if self.args.start == "together":
+            t0 = self.gate.release(procs)
+            self._wait_done(check_done, range(self.n), done, t0 + self.timeout, what)
+            return [t0] * self.n, done, self.lan.origin_tx_bytes()
+        self.gate.wait_ready(procs)
+        starts = []
+        deadline = time.time() + self.timeout
+        for i in range(self.n):
+            starts.append(self.gate.release_one(i))
+            self._wait_done(check_done, [i], done, deadline, what)
+            if holds and i + 1 < self.n:
+                try:
+                    netns.wait_for(lambda: holds(i), HOLD_TIMEOUT, interval=0.02,
+                                   what="%s holding the file" % self.lan.hosts[i].name)
+                except AssertionError as e:
+                    raise MethodFailed("%s: %s" % (what, e))
+        return starts, done, self.lan.origin_tx_bytes()
+
+    def _wait_done(self, check_done, clients, done, deadline, what):
+        """Fills done[i] for each client i of `clients` by polling
+        check_done(i); MethodFailed at the deadline."""
         while True:
-            for i in range(self.n):
+            for i in clients:
                 if done[i] is None:
                     done[i] = check_done(i)
-            if all(d is not None for d in done):
-                return done, self.lan.origin_tx_bytes()
+            if all(done[i] is not None for i in clients):
+                return
             if time.time() > deadline:
-                late = [self.lan.hosts[i].name for i in range(self.n) if done[i] is None]
+                late = [self.lan.hosts[i].name for i in clients if done[i] is None]
                 raise MethodFailed("%s: not done after %.0f s: %s" % (what, self.timeout,
                                                                      " ".join(late)))
             time.sleep(0.02)
@@ -290,7 +358,6 @@ class Swarm:
         for e in errs:
             e.close()
         start = self._measure_start()
-        t0 = self.gate.release(procs)
         ended = [None] * self.n
 
         def check(i):
@@ -303,13 +370,13 @@ class Swarm:
             return ended[i]
 
         try:
-            done, at_done = self._wait_all(check, t0, "curl")
+            starts, done, at_done = self._go(procs, check, "curl")
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+        self._finish(res, start, starts, done, outputs, at_done - start["tx"])
 
     # -- aria2 ----------------------------------------------------------------
 
@@ -339,7 +406,6 @@ class Swarm:
                 procs.append(self.lan.run(h, self.gate.wrap(argv), stdout=out, stderr=out,
                                           env=env))
         start = self._measure_start()
-        t0 = self.gate.release(procs)
 
         def check(i):
             if os.path.exists(marks[i]):
@@ -352,7 +418,7 @@ class Swarm:
             return None
 
         try:
-            done, at_done = self._wait_all(check, t0, "aria2")
+            starts, done, at_done = self._go(procs, check, "aria2")
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -363,12 +429,16 @@ class Swarm:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-        self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+        self._finish(res, start, starts, done, outputs, at_done - start["tx"])
 
     # -- dopt -----------------------------------------------------------------
 
     def _run_dopt_http(self, dirs, res):
-        self._run_dopt(dirs, res, extra_config="[p2p]\nmetainfo_probe = false\n")
+        self._run_dopt(dirs, res, extra_config="[p2p]\nmetainfo_probe = false\n",
+                       staggered_holds=False)
+
+    def _run_dopt_sha256(self, dirs, res):
+        self._run_dopt(dirs, res, url=self.plain_url, get_args=("--sha256", self.sha))
 
     def _run_dopt_base(self, dirs, res):
         current = os.environ["DOPT_BUILD_DIR"]
@@ -378,7 +448,11 @@ class Swarm:
         finally:
             os.environ["DOPT_BUILD_DIR"] = current
 
-    def _run_dopt(self, dirs, res, extra_config=""):
+    def _run_dopt(self, dirs, res, extra_config="", url=None, get_args=(), staggered_holds=True):
+        """Every workstation's agent runs `dopt get URL GET_ARGS` (default:
+        the URL with metainfo beside it). Staggered, the next client starts
+        once the one before seeds the file from its peer cache (unless not
+        staggered_holds: an agent that goes HTTP only never does)."""
         try:
             netns.harness.doptd_path()
         except unittest.SkipTest as e:
@@ -410,10 +484,10 @@ class Swarm:
                     raise MethodFailed("doptd on %s did not start: %s" % (
                         a.host.name, netns.tail(a.log, 5)))
             outputs = [os.path.join(d, FILE_NAME) for d in dirs]
-            procs = [a.get_async(self.url, out, stderr=subprocess.PIPE, wrap=self.gate.wrap)
+            procs = [a.get_async(url or self.url, out, *get_args, stderr=subprocess.PIPE,
+                                 wrap=self.gate.wrap)
                      for a, out in zip(agents, outputs)]
             start = self._measure_start()
-            t0 = self.gate.release(procs)
             ended = [None] * self.n
 
             def check(i):
@@ -427,13 +501,15 @@ class Swarm:
                 return ended[i]
 
             try:
-                done, at_done = self._wait_all(check, t0, "dopt")
+                starts, done, at_done = self._go(
+                    procs, check, "dopt", holds=(lambda i: seeding(agents[i])) if staggered_holds
+                    else None)
             finally:
                 for p in procs:
                     if p.poll() is None:
                         p.kill()
                         p.wait()
-            self._finish(res, start, t0, done, outputs, at_done - start["tx"])
+            self._finish(res, start, starts, done, outputs, at_done - start["tx"])
             per = []
             for a in agents:
                 try:
@@ -452,6 +528,12 @@ class Swarm:
                     shutil.rmtree(a.dir, ignore_errors=True)
 
 
+def seeding(agent):
+    """True when the agent seeds a complete copy from its peer cache."""
+    rc, out, _ = agent.dopt("cache", "list", "--json", timeout=5)
+    return rc == 0 and any(e["complete"] and e["seeding"] for e in json.loads(out))
+
+
 # ---------------------------------------------------------------------------
 # reporting
 
@@ -460,18 +542,33 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def summarize(results, n, methods):
+# The table's figures (key in a result, heading, format) for each --start.
+# Staggered, "later" are the clients 2..N, each started once the one before
+# was done: the slowest one's time, and the largest share of the file the
+# origin sent one of them (its access log).
+COLUMNS = {
+    "together": (("egress_ratio", "egress/size", "%.2f"), ("first_done_s", "first done (s)", "%.1f"),
+                 ("last_done_s", "last done (s)", "%.1f"), ("last_over_tmin", "last/T_min", "%.2f")),
+    "staggered": (("egress_ratio", "egress/size", "%.2f"), ("first_done_s", "first (s)", "%.1f"),
+                  ("later_max_s", "slowest later (s)", "%.1f"),
+                  ("later_origin_max", "later from origin", "%.3f")),
+}
+
+
+def summarize(results, n, methods, start):
     rows = []
     for m in methods:
-        rs = [r for r in results if r["method"] == m and r["clients"] == n]
+        rs = [r for r in results if r["method"] == m and r["clients"] == n
+              and r.get("start", "together") == start]
         ok = [r for r in rs if r["ok"]]
         row = {"method": m, "clients": n, "runs": len(rs), "ok": len(ok)}
         if ok:
-            for key in ("egress_ratio", "first_done_s", "last_done_s", "last_over_tmin"):
+            for key, _, _ in COLUMNS[start]:
                 xs = [r[key] for r in ok]
                 row[key] = (med(xs), min(xs), max(xs))
+        first = 1 if start == "staggered" else 0   # staggered: the later clients
         shares = [j["bytes_from_peers"] / r["size_bytes"] for r in ok
-                  for j in r.get("dopt_jobs", []) if isinstance(j.get("bytes_from_peers"), int)]
+                  for j in r.get("dopt_jobs", [])[first:] if isinstance(j.get("bytes_from_peers"), int)]
         if shares:
             row["from_peers"] = (med(shares), min(shares), max(shares))
         errs = [r.get("error", "") for r in rs if not r["ok"]]
@@ -481,12 +578,12 @@ def summarize(results, n, methods):
 
 
 def print_table(rows, n, args, t_min):
+    columns = COLUMNS[args.start]
     print()
-    print("LAN swarm: N=%d clients, %d MiB, origin %s, LAN %s, %d run(s) each; "
-          "T_min = %.2f s" % (n, args.size, args.origin_rate, args.lan_rate, args.runs, t_min))
-    hdr = "%-9s %5s  %-22s %-22s %-22s %-22s" % ("method", "ok", "egress/size",
-                                                  "first done (s)", "last done (s)",
-                                                  "last/T_min")
+    print("LAN swarm: N=%d clients %s, %d MiB, origin %s, LAN %s, %d run(s) each; "
+          "T_min = %.2f s" % (n, "at once" if args.start == "together" else "one after another",
+                              args.size, args.origin_rate, args.lan_rate, args.runs, t_min))
+    hdr = "%-11s %5s  " % ("method", "ok") + " ".join("%-22s" % h for _, h, _ in columns)
     print(hdr)
     print("-" * len(hdr))
 
@@ -496,32 +593,39 @@ def print_table(rows, n, args, t_min):
     for r in rows:
         okcol = "%d/%d" % (r["ok"], r["runs"])
         if r["ok"]:
-            print("%-9s %5s  %-22s %-22s %-22s %-22s" % (
-                r["method"], okcol, cell(r["egress_ratio"], "%.2f"),
-                cell(r["first_done_s"], "%.1f"), cell(r["last_done_s"], "%.1f"),
-                cell(r["last_over_tmin"], "%.2f")))
+            print("%-11s %5s  " % (r["method"], okcol) +
+                  " ".join("%-22s" % cell(r[key], fmt) for key, _, fmt in columns))
             if "from_peers" in r:
-                print("       bytes from peers per client (job status): %.0f%% [%.0f%%-%.0f%%]"
-                      % tuple(100 * x for x in r["from_peers"]))
+                print("       bytes from peers per %sclient (job status): %.0f%% [%.0f%%-%.0f%%]"
+                      % (("later " if args.start == "staggered" else "",) +
+                         tuple(100 * x for x in r["from_peers"])))
         else:
-            print("%-9s %5s  FAILED" % (r["method"], okcol))
+            print("%-11s %5s  FAILED" % (r["method"], okcol))
         for e in sorted(set(r["errors"])):
             print("       ! %s" % e[:400])
     print("(median [min-max] over the successful runs; egress = bytes on the origin's link "
           "/ file size)")
     for r in rows:
-        if r["ok"]:
+        if not r["ok"]:
+            print("RESULT lan-swarm clients=%d %smethod=%s FAILED ok=0/%d" % (
+                n, "start=staggered " if args.start == "staggered" else "", r["method"], r["runs"]))
+        elif args.start == "together":
             print("RESULT lan-swarm clients=%d method=%s egress=%.2fx last_done=%.1fs "
                   "last/T_min=%.2f ok=%d/%d" % (n, r["method"], r["egress_ratio"][0],
                                                 r["last_done_s"][0], r["last_over_tmin"][0],
                                                 r["ok"], r["runs"]))
         else:
-            print("RESULT lan-swarm clients=%d method=%s FAILED ok=0/%d" % (n, r["method"],
-                                                                             r["runs"]))
+            print("RESULT lan-swarm clients=%d start=staggered method=%s egress=%.2fx "
+                  "later_from_origin_max=%.1f%% later_max=%.1fs ok=%d/%d" % (
+                      n, r["method"], r["egress_ratio"][0], 100 * r["later_origin_max"][0],
+                      r["later_max_s"][0], r["ok"], r["runs"]))
     sys.stdout.flush()
 
 
 def plot(all_rows, args, path):
+    if args.start != "together":
+        log("lan-swarm: no plot for --start %s (it plots last/T_min)" % args.start)
+        return False
     if not shutil.which("gnuplot"):
         log("lan-swarm: no gnuplot, no plot (scripts/setup-deps installs gnuplot-nox)")
         return False
@@ -608,6 +712,20 @@ unset multiplot
 # ---------------------------------------------------------------------------
 
 
+def run_line(r):
+    """One successful run's figures, for the progress log."""
+    line = "egress %.2fx, first %.1f s, last %.1f s" % (r["egress_ratio"], r["first_done_s"],
+                                                       r["last_done_s"])
+    if "last_over_tmin" in r:
+        line += " (%.2f x T_min)" % r["last_over_tmin"]
+    if "later_max_s" in r:
+        line += "; later: slowest %.1f s, at most %.1f %% from the origin" % (
+            r["later_max_s"], 100 * r["later_origin_max"])
+    if "origin_busy_s" in r:
+        line += "; origin busy %.2f-%.2f s" % tuple(r["origin_busy_s"])
+    return line
+
+
 def machine_info():
     cpu = "unknown CPU"
     try:
@@ -636,9 +754,14 @@ def parse_args(argv):
                     help="each workstation's up and down link, a tc rate (default 1gbit)")
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each method (default 3)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS),
-                    help="comma-separated, of curl,aria2,dopt (default all) and dopt-http "
-                         "(dopt without metainfo: its HTTP-only path) and dopt-base "
-                         "(dopt of --baseline-build)")
+                    help="comma-separated, of curl,aria2,dopt,dopt-sha256 (default all; "
+                         "dopt-sha256: no metainfo at the origin, `dopt get --sha256`) and "
+                         "dopt-http (dopt's HTTP-only path) and dopt-base (dopt of "
+                         "--baseline-build)")
+    ap.add_argument("--start", choices=STARTS, default="together",
+                    help="together: every client at one instant (default); staggered: one "
+                         "after another, each once the one before is done and, for dopt, "
+                         "seeds its copy")
     ap.add_argument("--baseline-build", metavar="DIR",
                     help="a second dopt build directory (e.g. of the commit before a change), "
                          "run as method dopt-base in the same rounds as dopt")
@@ -670,7 +793,8 @@ def parse_args(argv):
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in a.methods:
         if m not in ALL_METHODS + EXTRA_METHODS + (BASELINE_METHOD,):
-            ap.error("unknown method %r (curl, aria2, dopt, dopt-http, dopt-base)" % m)
+            ap.error("unknown method %r (%s)" % (m, ", ".join(
+                ALL_METHODS + EXTRA_METHODS + (BASELINE_METHOD,))))
     if (BASELINE_METHOD in a.methods) != bool(a.baseline_build):
         ap.error("method dopt-base and --baseline-build DIR go together")
     if a.baseline_build:
@@ -697,7 +821,8 @@ def replot(args):
                 continue
             if (r.get("bench") == "lan-swarm" and r.get("clients") in args.clients and
                     r.get("size_mib") == args.size and r.get("origin_rate") == args.origin_rate
-                    and r.get("lan_rate") == args.lan_rate and r.get("method") in args.methods):
+                    and r.get("lan_rate") == args.lan_rate and r.get("method") in args.methods
+                    and r.get("start", "together") == args.start):
                 results.append(r)
     if not results:
         log("lan-swarm: no results in %s match" % args.replot)
@@ -706,7 +831,7 @@ def replot(args):
     for n in args.clients:
         rs = [r for r in results if r["clients"] == n]
         if rs:
-            rows = summarize(rs, n, args.methods)
+            rows = summarize(rs, n, args.methods, args.start)
             args.runs = max(r["ok"] + len(r["errors"]) for r in rows)
             print_table(rows, n, args, rs[0]["t_min"])
             all_rows.extend(rows)
@@ -763,16 +888,11 @@ def main(argv):
                         rf.write(json.dumps(r, sort_keys=True) + "\n")
                         rf.flush()
                         if r["ok"]:
-                            busy = r.get("origin_busy_s")
-                            log("lan-swarm: N=%d run %d %-9s egress %.2fx, first %.1f s, "
-                                "last %.1f s (%.2f x T_min)%s" % (
-                                    n, rep + 1, m, r["egress_ratio"], r["first_done_s"],
-                                    r["last_done_s"], r["last_over_tmin"],
-                                    "; origin busy %.2f-%.2f s" % tuple(busy) if busy else ""))
+                            log("lan-swarm: N=%d run %d %-11s %s" % (n, rep + 1, m, run_line(r)))
                         else:
-                            log("lan-swarm: N=%d run %d %-5s FAILED after %.1f s: %s"
+                            log("lan-swarm: N=%d run %d %-11s FAILED after %.1f s: %s"
                                 % (n, rep + 1, m, time.time() - t, r.get("error")))
-                rows = summarize(results, n, args.methods)
+                rows = summarize(results, n, args.methods, args.start)
                 print_table(rows, n, args, sw.t_min)
                 all_rows.extend(rows)
             finally:

@@ -1,0 +1,176 @@
+"""Acceptance tests of peering from a SHA-256 (issue 14, docs/design.md
+"Peering from a SHA-256"), in network namespaces this test makes and tears
+down (netns.Lan): a real nginx origin that publishes no metainfo, real
+doptd agents on one bridge, `dopt get --sha256 X URL`. Needs root; skips
+otherwise.
+
+Figures are read from the origin's access log (bytes it sent to each
+workstation), its link counter (egress) and the job objects
+(bytes_from_peers); what each test shows is in its docstring.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import netns  # noqa: E402
+import harness  # noqa: E402  (tests/integration, put on sys.path by netns)
+
+MiB = netns.MiB
+NAME = "update.bin"
+
+
+def cache_entries(agent):
+    return json.loads(agent.dopt("cache", "list", "--json", check=True)[1])
+
+
+def seeding_entry(agent):
+    """The agent's complete, seeding peer cache entry, or None."""
+    return next((e for e in cache_entries(agent) if e["complete"] and e["seeding"]), None)
+
+
+def lying_holder_path():
+    return os.path.join(harness.build_dir(), "tests", "lan", "lying_holder")
+
+
+class Sha256PeeringTest(netns.LanTestCase):
+    """A file of `size` random bytes at the origin, no metainfo beside it."""
+
+    lan_hosts = 4
+    size = 16 * MiB
+
+    def setUp(self):
+        super().setUp()
+        self.sha = netns.make_file(os.path.join(self.www, NAME), self.size)
+        self.origin = self.lan.start_origin()
+        self.url = self.origin.url(NAME)
+
+    def dest(self, agent):
+        d = os.path.join(agent.dir, "out")
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, NAME)
+
+    def get(self, agent, timeout=120):
+        """`dopt get --sha256 X URL` on `agent`; checks the result."""
+        rc, out, err = agent.get(self.url, self.dest(agent), "--sha256", self.sha,
+                                 timeout=timeout)
+        self.assertEqual(rc, 0, "dopt get on %s failed: %s %s" % (agent.host.name, out, err))
+        self.assertFileSha(self.dest(agent), self.sha)
+        return agent.job_for(self.dest(agent))
+
+    def get_async(self, agent):
+        return agent.get_async(self.url, self.dest(agent), "--sha256", self.sha)
+
+    def wait_seeding(self, agent):
+        """Waits until `agent` seeds the file from its peer cache (it made
+        the metainfo and announces X -> H); returns the cache entry."""
+        return harness.wait_for(lambda: seeding_entry(agent), 30,
+                                what="%s seeding %s" % (agent.host.name, NAME))
+
+    def assertProbeFoundNone(self):
+        """Every probe for the metainfo beside the content got a 404."""
+        self.assertFalse(os.path.exists(os.path.join(self.www, NAME + ".torrent")))
+        probes = [e.status for e in self.origin.log_entries() if e.path == "/" + NAME + ".torrent"]
+        self.assertEqual(set(probes) - {404}, set(), probes)
+
+
+class OneAfterAnother(Sha256PeeringTest):
+    def test_later_workstations_take_95_percent_from_peers(self):
+        """h1 fetches X from the origin (no holder yet), makes the
+        metainfo, seeds it; h2, h3, h4, one after another, each take at
+        least 95 % of their bytes from peers by the origin's access log and
+        by their job, under the same info-hash as h1's; the agents' stats
+        count those bytes as given to peers."""
+        a1, *later = [self.lan.start_agent(i, peers="all") for i in range(1, self.lan_hosts + 1)]
+        j1 = self.get(a1)
+        self.assertGreaterEqual(j1["bytes_from_origin"], self.size, j1)
+        info_hash = self.wait_seeding(a1)["info_hash"]
+        for a in later:
+            since = self.origin.log_offset()
+            j = self.get(a)
+            sent = self.origin.bytes_by_host("/" + NAME, since=since)[a.host.name]
+            self.assertLessEqual(sent, 0.05 * self.size, "origin sent %s %d bytes" % (a.host.name, sent))
+            self.assertGreaterEqual(j["bytes_from_peers"], 0.95 * self.size, j)
+            self.assertEqual(j["mode"], "peer_assisted", j)
+            self.assertEqual(j["files"][0]["metainfo"], "peers", j)
+            self.assertEqual(self.wait_seeding(a)["info_hash"], info_hash,
+                             "every agent seeds X under the info-hash h1 made")
+        # libtorrent's upload counters lag the transfers by up to a second or so.
+        harness.wait_for(lambda: sum(a.stats()["bytes_to_peers"] for a in [a1] + later)
+                         >= 0.95 * len(later) * self.size, 10,
+                         what="the agents' stats counting what they gave to peers")
+        self.assertProbeFoundNone()
+
+
+class AllAtOnce(Sha256PeeringTest):
+    origin_rate = "100mbit"
+
+    def test_workstations_starting_together_pull_about_one_copy(self):
+        """h1..h4 fetch X at the same moment, no holder yet: one leads
+        (fetches from the origin), the others follow from the swarm. The
+        origin's egress is about one copy; every file is right."""
+        agents = [self.lan.start_agent(i, peers="all") for i in range(1, self.lan_hosts + 1)]
+        before = self.lan.origin_tx_bytes()
+        procs = [(a, self.get_async(a)) for a in agents]
+        for a, p in procs:
+            _, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (a.host.name, err))
+        egress = self.lan.origin_tx_bytes() - before
+        jobs = []
+        for a in agents:
+            self.assertFileSha(self.dest(a), self.sha)
+            jobs.append(a.job_for(self.dest(a)))
+        from_peers = sum(j["bytes_from_peers"] for j in jobs)
+        print("\n%d at once, no metainfo: origin egress %.3f x size, %.2f copies from peers"
+              % (len(agents), egress / self.size, from_peers / self.size), file=sys.stderr)
+        self.assertLessEqual(egress, 1.2 * self.size)
+        self.assertGreaterEqual(from_peers, (len(agents) - 1.2) * self.size, jobs)
+        self.assertProbeFoundNone()
+
+
+class LyingHolder(Sha256PeeringTest):
+    lan_hosts = 2
+
+    def start_liar(self, host):
+        """tests/lan/lying_holder on `host`: it holds a file of the same
+        size as X's but other bytes, and announces "X is H(that file)".
+        Returns (process, H) once it seeds and announces."""
+        exe = lying_holder_path()
+        if not os.access(exe, os.X_OK):
+            self.fail("no %s: build the target lying_holder" % exe)
+        other = os.path.join(host.dir, "other.bin")
+        other_sha = netns.make_file(other, self.size)
+        self.assertNotEqual(other_sha, self.sha)
+        log = open(os.path.join(host.dir, "lying_holder.log"), "wb")
+        self.addCleanup(log.close)
+        p = self.lan.run(host, [exe, "--listen", host.p2p_address, "--sha256", self.sha,
+                                "--file", other, "--dir", os.path.join(host.dir, "liar")],
+                         stdout=subprocess.PIPE, stderr=log, text=True)
+        self.addCleanup(p.stdout.close)
+        line = p.stdout.readline().split()
+        self.assertEqual(line[:1], ["announced"], "lying_holder: %s" % harness.tail(log.name))
+        return p, line[1]
+
+    def test_a_false_mapping_is_dropped_and_its_announcer_banned(self):
+        """h1 runs lying_holder (X is H of other bytes of the same size);
+        h2 fetches X: it gets X's bytes, bans h1 and says so, and the lie
+        cost at most one more copy from the origin."""
+        liar, lie_hash = self.start_liar(self.lan.host(1))
+        a2 = self.lan.start_agent(2, peers="all")
+        self.get(a2, timeout=60)
+        self.assertIn("holds it as %s" % lie_hash, a2.log_text(), "h2 never heard the lie")
+        banned = re.compile(r"bann\w* peer %s\b" % re.escape(self.lan.host(1).ip))
+        harness.wait_for(lambda: banned.search(a2.log_text()), 20, what="h2 banning the liar")
+        sent = self.origin.bytes_by_host("/" + NAME)["h2"]
+        self.assertLessEqual(sent, 2 * self.size, "the lie cost more than one copy")
+        self.assertIsNone(liar.poll(), "lying_holder exited")
+        self.assertProbeFoundNone()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -414,6 +414,7 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     s->next_resume_save_ms = mono_ms() + kResumeSaveIntervalMs;
     Swarm* raw = s.get();
     swarms_[e.info_hash] = std::move(s);
+    connect_holders(*raw);
     return raw;
 }
 
@@ -740,6 +741,7 @@ p2p::OriginPlanInput Swarms::origin_plan_input(Swarm& s, const std::vector<p2p::
     in.peers_offer_since_ms = s.peers_offer_since_ms;
     in.peers = plan_peers(s, now, view);
     in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
+    in.static_peers.insert(in.static_peers.end(), s.holder_ips.begin(), s.holder_ips.end());
     in.hung_up = s.peers_hung_up;
     std::set<int> in_swarm;  // pieces in flight in the whole swarm
     for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);

@@ -49,6 +49,9 @@ struct Swarm {
     // counts the requests started, to pick the next user.
     std::size_t origin_turn = 0;
     std::set<Job*> users;                 // jobs whose current file this is
+    // Addresses of the agents that said they hold this content by its
+    // SHA-256: while the swarm is young they count as static peers do.
+    std::set<std::string> holder_ips;
     std::vector<bool> have;               // verified, held by the peer session
     int have_count = 0;
     std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
@@ -267,6 +270,7 @@ private:
     void on_holder_found(const p2p::ContentEvent& event);
     void on_wanters_changed(const p2p::ContentEvent& event);
     void on_content_metadata(std::uint64_t torrent);
+    void connect_holders(Swarm& s);
     void content_tick(std::int64_t now_ms);
     void fetch_content_from_origin(const std::string& sha256, const std::string& why);
     bool seed_into_cache(Job& job, int fd);
@@ -286,6 +290,9 @@ private:
     std::map<std::string, std::unique_ptr<Swarm>> swarms_;  // the torrents, by info-hash
     std::vector<std::unique_ptr<OriginPiece>> origin_pieces_;   // in flight
     std::vector<std::string> static_peer_ips_;              // [p2p] peers, addresses only
+    // Holders' listen endpoints for a torrent the content lookup found, by
+    // info-hash, until its swarm is added (connect_holders).
+    std::map<std::string, std::set<std::string>> content_holders_;
     std::string self_address_;  // [p2p] listen's address ("" when unspecified)
     std::int64_t next_swarm_tick_ms_ = 0;
     // A job left unfinished content (suspend, error): evict_cache() on the
@@ -311,6 +318,10 @@ struct Swarms::ContentLookup {
     bool following = false;            // a wanter with a lower node id fetches from the origin
     p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
     std::string info_hash;             // its info-hash
+    // Listen endpoints of the agents that said they hold it, by info-hash:
+    // the swarm connects them to the torrent once its metainfo came (LSD
+    // would not answer a second announce of the info-hash so soon).
+    std::map<std::string, std::set<std::string>> holders;
     std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
 };
 

@@ -131,9 +131,10 @@ void Swarms::on_holder_found(const p2p::ContentEvent& e) {
         return;
     }
     auto it = content_lookups_.find(e.sha256);
-    if (it == content_lookups_.end() || it->second->metadata || false_mappings_.count(e.info_hash))
-        return;
+    if (it == content_lookups_.end() || false_mappings_.count(e.info_hash)) return;
     ContentLookup& l = *it->second;
+    l.holders[e.info_hash].insert(e.peer);
+    if (l.metadata) return;
     LOG_INFO("content %s: %s says it holds it as %s", e.sha256.c_str(), e.peer.c_str(),
              e.info_hash.c_str());
     try {
@@ -183,6 +184,7 @@ void Swarms::on_content_metadata(std::uint64_t torrent) {
             return;
         }
         const std::set<Job*> jobs = l.jobs;
+        const std::set<std::string> holders = l.holders[meta->info_hash];
         content_lookups_.erase(it);
         peers_->stop_looking_up(x);
         for (Job* job : jobs) {
@@ -197,8 +199,26 @@ void Swarms::on_content_metadata(std::uint64_t torrent) {
                      f.remote_url.c_str(), meta->info_hash.c_str());
             agent_.start_job(*job);
         }
+        content_holders_[meta->info_hash] = holders;
+        if (auto s = swarms_.find(meta->info_hash); s != swarms_.end()) connect_holders(*s->second);
         return;
     }
+}
+
+// Connects a swarm the content lookup found to the agents that said they
+// hold it (the IP filter still applies), and has the origin wait for them
+// as for static peers while the swarm is young.
+void Swarms::connect_holders(Swarm& s) {
+    auto it = content_holders_.find(s.info_hash);
+    if (it == content_holders_.end()) return;
+    for (const std::string& holder : it->second) {
+        try {
+            s.holder_ips.insert(p2p::parse_peer_address(holder, "holder", false).address);
+            peers_->connect_peer(s.torrent, holder);
+        } catch (const std::exception&) {
+        }
+    }
+    content_holders_.erase(it);
 }
 
 void Swarms::content_tick(std::int64_t now) {

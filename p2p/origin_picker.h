@@ -133,7 +133,7 @@ struct OriginPlanInput {
     std::int64_t last_peer_piece_ms = 0;  // when a piece last came from a peer (0: never)
     std::int64_t peers_offer_since_ms = 0;  // the previous plan's (0 at first)
     std::vector<SwarmPeer> peers;
-    std::vector<std::string> static_peers;  // configured peer addresses
+    std::vector<std::string> static_peers;  // [p2p] peers and holders found by SHA-256 (addresses)
     std::set<std::string> hung_up;          // addresses that hung up on this swarm
     int our_requests = 0;    // ours in flight to the origin
     int swarm_requests = 0;  // pieces in flight in the swarm: ours, and others' claims on pieces we lack

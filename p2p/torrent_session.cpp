@@ -241,6 +241,11 @@ void TorrentSession::disconnect_peer(TorrentId torrent, const std::string& endpo
     if (h.is_valid()) impl_->session.disconnect_peer(h, parse_endpoint(endpoint, "peer", true));
 }
 
+void TorrentSession::connect_peer(TorrentId torrent, const std::string& endpoint) {
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (h.is_valid()) h.connect_peer(parse_endpoint(endpoint, "peer", false));
+}
+
 void TorrentSession::claim(TorrentId torrent, int piece) {
     if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.claim(h, piece);
 }

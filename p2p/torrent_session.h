@@ -134,6 +134,9 @@ public:
     std::vector<int> pieces_coming_from_peers(TorrentId torrent, const std::set<std::string>& failing) const;
     // Closes this torrent's connection to `endpoint` (TorrentPeer::endpoint).
     void disconnect_peer(TorrentId torrent, const std::string& endpoint);
+    // Connects this torrent to the peer listening at `endpoint` ("ip:port";
+    // std::invalid_argument when malformed); the IP filter still applies.
+    void connect_peer(TorrentId torrent, const std::string& endpoint);
 
     // PeerSession::claim(), claims() and claims_held_over() (p2p/claims.h).
     void claim(TorrentId torrent, int piece);

@@ -107,6 +107,21 @@ class OneAfterAnother(Sha256PeeringTest):
         self.assertProbeFoundNone()
 
 
+class FoundByLsd(Sha256PeeringTest):
+    lan_hosts = 2
+
+    def test_a_holder_is_found_by_lsd_alone(self):
+        """No static peers: h2 finds h1, which holds X, on X's rendezvous
+        by LSD within its lookup window, and takes the file from it."""
+        a1, a2 = self.lan.start_agent(1), self.lan.start_agent(2)
+        self.get(a1)
+        self.wait_seeding(a1)
+        since = self.origin.log_offset()
+        j = self.get(a2)
+        self.assertGreaterEqual(j["bytes_from_peers"], 0.95 * self.size, j)
+        self.assertLessEqual(self.origin.bytes_by_host("/" + NAME, since=since)["h2"], 0.05 * self.size)
+
+
 class AllAtOnce(Sha256PeeringTest):
     origin_rate = "100mbit"
 

@@ -47,8 +47,9 @@ STARTS = ("together", "staggered")
 # baseline of "one client is no slower through the swarm".
 EXTRA_METHODS = ("dopt-http",)
 # With --baseline-build DIR: dopt built in DIR (another commit), run in the
-# same rounds as "dopt" so a change's before and after share one run.
-BASELINE_METHOD = "dopt-base"
+# same rounds as "dopt" (and "dopt-sha256") so a change's before and after
+# share one run.
+BASELINE_METHODS = ("dopt-base", "dopt-sha256-base")
 
 # Staggered: how long after its download a dopt client may take to seed
 # its copy before the next client starts anyway (the run then fails).
@@ -441,10 +442,16 @@ class Swarm:
         self._run_dopt(dirs, res, url=self.plain_url, get_args=("--sha256", self.sha))
 
     def _run_dopt_base(self, dirs, res):
+        self._with_baseline_build(self._run_dopt, dirs, res)
+
+    def _run_dopt_sha256_base(self, dirs, res):
+        self._with_baseline_build(self._run_dopt_sha256, dirs, res)
+
+    def _with_baseline_build(self, run, dirs, res):
         current = os.environ["DOPT_BUILD_DIR"]
         os.environ["DOPT_BUILD_DIR"] = self.args.baseline_build
         try:
-            self._run_dopt(dirs, res)
+            run(dirs, res)
         finally:
             os.environ["DOPT_BUILD_DIR"] = current
 
@@ -756,8 +763,8 @@ def parse_args(argv):
     ap.add_argument("--methods", default=",".join(ALL_METHODS),
                     help="comma-separated, of curl,aria2,dopt,dopt-sha256 (default all; "
                          "dopt-sha256: no metainfo at the origin, `dopt get --sha256`) and "
-                         "dopt-http (dopt's HTTP-only path) and dopt-base (dopt of "
-                         "--baseline-build)")
+                         "dopt-http (dopt's HTTP-only path), dopt-base and dopt-sha256-base "
+                         "(dopt and dopt-sha256 of --baseline-build)")
     ap.add_argument("--start", choices=STARTS, default="together",
                     help="together: every client at one instant (default); staggered: one "
                          "after another, each once the one before is done and, for dopt, "
@@ -792,11 +799,11 @@ def parse_args(argv):
         ap.error("--clients: 1..%d" % netns.MAX_HOSTS)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in a.methods:
-        if m not in ALL_METHODS + EXTRA_METHODS + (BASELINE_METHOD,):
+        if m not in ALL_METHODS + EXTRA_METHODS + BASELINE_METHODS:
             ap.error("unknown method %r (%s)" % (m, ", ".join(
-                ALL_METHODS + EXTRA_METHODS + (BASELINE_METHOD,))))
-    if (BASELINE_METHOD in a.methods) != bool(a.baseline_build):
-        ap.error("method dopt-base and --baseline-build DIR go together")
+                ALL_METHODS + EXTRA_METHODS + BASELINE_METHODS)))
+    if any(m in a.methods for m in BASELINE_METHODS) != bool(a.baseline_build):
+        ap.error("methods dopt-base, dopt-sha256-base and --baseline-build DIR go together")
     if a.baseline_build:
         a.baseline_build = os.path.abspath(a.baseline_build)
     if a.size < 1 or a.runs < 1:

@@ -342,10 +342,14 @@ struct SlowSink : RecordingSink {
     }
 };
 
-// The most chunks one perform() gave `sink` until its on_done (or 10 s);
-// `after_first` runs once, after the first perform() that gave any.
-int most_chunks_a_perform(OriginFetcher& fetcher, SlowSink& sink,
+// Fetches `file` from a loopback origin into `sink` until its on_done (or
+// 10 s); returns the most chunks one perform() gave it. `after_first` runs
+// once, after the first perform() that gave any.
+int most_chunks_a_perform(const std::string& file, SlowSink& sink,
                           const std::function<void()>& after_first = nullptr) {
+    LoopbackOrigin origin([&](const std::string&) { return response("200 OK", "", file); });
+    OriginFetcher fetcher(direct());
+    fetcher.start(get(origin.url("/f.bin")), &sink);
     int most = 0;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (sink.dones == 0 && std::chrono::steady_clock::now() < deadline) {
@@ -366,11 +370,8 @@ TEST_CASE("perform() hands the loop back while a fast transfer runs, and the bod
     // libcurl alone would read up to 100 buffers (50 MiB) in one call while
     // the socket has data: the agent's loop would answer nothing meanwhile.
     const std::string file = pattern(8 * 1024 * 1024);
-    LoopbackOrigin origin([&](const std::string&) { return response("200 OK", "", file); });
-    OriginFetcher fetcher(direct());
     SlowSink sink;
-    fetcher.start(get(origin.url("/f.bin")), &sink);
-    int most = most_chunks_a_perform(fetcher, sink);
+    int most = most_chunks_a_perform(file, sink);
     CAPTURE(most, sink.chunks);
 
     REQUIRE(sink.dones == 1);
@@ -383,12 +384,9 @@ TEST_CASE("perform() hands the loop back while a fast transfer runs, and the bod
 TEST_CASE("a sink that refuses the chunk kept at a pause ends its transfer with its error",
           "[origin_fetcher]") {
     const std::string file = pattern(8 * 1024 * 1024);
-    LoopbackOrigin origin([&](const std::string&) { return response("200 OK", "", file); });
-    OriginFetcher fetcher(direct());
     SlowSink sink;
-    fetcher.start(get(origin.url("/f.bin")), &sink);
     // The next chunk is the one libcurl kept when it paused the transfer.
-    most_chunks_a_perform(fetcher, sink, [&] { sink.fail_at = sink.chunks; });
+    most_chunks_a_perform(file, sink, [&] { sink.fail_at = sink.chunks; });
 
     REQUIRE(sink.dones == 1);
     CHECK_FALSE(sink.outcome.ok);

@@ -30,6 +30,8 @@ struct OriginFetcher::Transfer {
     bool response_delivered = false;     // on_response called for the final one
     int abort_code = 0;                  // from a sink: why we aborted
     std::string refused_redirect;        // why a redirect was not followed
+    std::int64_t slice_end_ms = 0;       // of its slice in this perform(); 0 before its first chunk
+    bool paused = false;                 // at the end of its slice, until the next perform()
     char error_buffer[CURL_ERROR_SIZE] = {};
 };
 
@@ -138,6 +140,23 @@ bool deliver_response(OriginFetcher::Transfer* t) {
     return true;
 }
 
+std::int64_t steady_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// True once the transfer has had its slice of this perform() (its first
+// chunk in the call starts it).
+bool slice_spent(OriginFetcher::Transfer& t) {
+    std::int64_t now = steady_ms();
+    if (t.slice_end_ms == 0) {
+        t.slice_end_ms = now + OriginFetcher::kSliceMs;
+        return false;
+    }
+    return now >= t.slice_end_ms;
+}
+
 size_t on_body(char* data, size_t size, size_t nmemb, void* userdata) {
     auto* t = static_cast<OriginFetcher::Transfer*>(userdata);
     size_t len = size * nmemb;
@@ -149,6 +168,11 @@ size_t on_body(char* data, size_t size, size_t nmemb, void* userdata) {
         return t->redirect_body <= kMaxRedirectBody ? len : 0;
     }
     if (!deliver_response(t)) return 0;  // CURLE_WRITE_ERROR ends it
+    if (slice_spent(*t)) {
+        // libcurl keeps this chunk and reads no more until resume_paused().
+        t->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     int rc = t->sink->on_body(data, len);
     if (rc != 0) {
         t->abort_code = rc;
@@ -295,6 +319,7 @@ void OriginFetcher::stop(TransferId id) {
 }
 
 void OriginFetcher::wait(std::vector<pollfd>& extra, int timeout_ms) {
+    if (any_paused()) timeout_ms = 0;
     std::vector<curl_waitfd> fds(extra.size());
     for (size_t i = 0; i < extra.size(); ++i) {
         fds[i].fd = extra[i].fd;
@@ -313,7 +338,33 @@ void OriginFetcher::wait(std::vector<pollfd>& extra, int timeout_ms) {
     }
 }
 
+bool OriginFetcher::any_paused() const {
+    for (const auto& [id, t] : transfers_)
+        if (t->paused) return true;
+    return false;
+}
+
+// Starts every transfer's next slice and resumes those paused at the end of
+// their last one: libcurl hands the chunk it kept to on_body at once, and a
+// sink that refuses it ends its transfer here.
+void OriginFetcher::resume_paused() {
+    std::vector<TransferId> paused;
+    for (auto& [id, t] : transfers_) {
+        t->slice_end_ms = 0;
+        if (t->paused) paused.push_back(id);
+    }
+    for (TransferId id : paused) {
+        auto it = transfers_.find(id);
+        if (it == transfers_.end()) continue;  // stopped by the on_done of one before
+        Transfer& t = *it->second;
+        t.paused = false;
+        CURLcode rc = curl_easy_pause(t.easy, CURLPAUSE_CONT);
+        if (rc != CURLE_OK) finish(t, rc);
+    }
+}
+
 void OriginFetcher::perform() {
+    resume_paused();
     int running = 0;
     curl_multi_perform(static_cast<CURLM*>(multi_), &running);
     int queued = 0;

@@ -20,6 +20,12 @@
 //    whose body passes 64 KiB is not followed.
 //  - Proxies: [http] proxy, else the usual environment variables
 //    (http_proxy, https_proxy, no_proxy), as libcurl reads them.
+//  - perform() hands the caller's loop back within about kSliceMs a
+//    transfer: one whose bytes keep arriving is paused (libcurl keeps the
+//    chunk) once it has had that long in the call, and resumed by the next
+//    call, so that the loop's other work (IPC requests, owner operations)
+//    is served while a fast transfer runs. libcurl alone reads up to 100
+//    buffers in a call while its socket has data.
 #pragma once
 
 #include <cstdint>
@@ -86,6 +92,9 @@ using TransferId = std::uint64_t;
 
 class OriginFetcher {
 public:
+    // How long one transfer may take the bytes it receives in one perform().
+    static constexpr int kSliceMs = 10;
+
     explicit OriginFetcher(const FetcherSettings& settings);
     ~OriginFetcher();
     OriginFetcher(const OriginFetcher&) = delete;
@@ -99,14 +108,18 @@ public:
     bool idle() const { return transfers_.empty(); }
 
     // Waits until a transfer or one of `extra` has something to do, or
-    // timeout_ms passes; fills extra[i].revents. Then call perform().
+    // timeout_ms passes (at once while a transfer is paused at the end of
+    // its slice); fills extra[i].revents. Then call perform().
     void wait(std::vector<pollfd>& extra, int timeout_ms);
-    // Moves every transfer along and calls the sinks.
+    // Resumes the transfers paused at the end of their slice, moves every
+    // transfer along and calls the sinks.
     void perform();
 
     struct Transfer;  // one easy handle and its sink (origin_fetcher.cpp)
 
 private:
+    void resume_paused();
+    bool any_paused() const;
     void finish(Transfer& t, int curl_code);
     bool follow_redirect(Transfer& t, int& curl_code);
     void restart_at(Transfer& t, const std::string& url, bool with_job_headers);

@@ -52,10 +52,11 @@ public:
 
     // For the swarm (swarm.h), which moves a job's current file through a
     // torrent: what it may ask of the agent. A job's state changes only
-    // here (change_state, fail, transient_failure); start_job takes the job
-    // on to its next step; open_current_partial opens the current file's
-    // partial file with the owner's rights, then calls `then` (not when the
-    // job stopped meanwhile); owner_op runs a job's owner operation in order.
+    // here (change_state, fail, transient_failure, fail_no_progress);
+    // start_job takes the job on to its next step; open_current_partial
+    // opens the current file's partial file with the owner's rights, then
+    // calls `then` (not when the job stopped meanwhile); owner_op runs a
+    // job's owner operation in order.
     bool change_state(Job& job, storage::JobState to);
     void fail(Job& job, storage::ErrorContext context, std::int64_t code, const std::string& description,
               int file_index);
@@ -63,6 +64,8 @@ public:
     // retries after a backoff, or fails the job when it made no progress
     // for its no-progress timeout.
     void transient_failure(Job& job, const TransferOutcome& outcome);
+    // Fails the job with DOPT_E_NO_PROGRESS, naming its last failure.
+    void fail_no_progress(Job& job, const std::string& last_failure);
     // An error record of the job, about file_index (-1: no file).
     storage::ErrorRecord error_record(const Job& job, storage::ErrorContext context,
                                       std::int64_t code, const std::string& description,
@@ -120,7 +123,6 @@ private:
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
     void stop_transfer(Job& job, bool checkpoint);
-    void fail_no_progress(Job& job, const std::string& last_failure);
     int forget_lost_files(Job& job);
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
     // one at a time, in the order asked.

@@ -893,11 +893,7 @@ void Swarms::back_off_origin(Swarm& s, const OriginPiece& op, const TransferOutc
     for (Job* j : users) {
         j->last_transient = agent_.error_record(*j, outcome.context, outcome.code, outcome.description,
                                                 j->current_file);
-        if (now - j->last_progress_ms >= 1000LL * j->no_progress_timeout())
-            agent_.fail(*j, ErrorContext::Transport, DOPT_E_NO_PROGRESS,
-                        "no progress for " + std::to_string(j->no_progress_timeout()) +
-                            " s; last failure: " + outcome.description,
-                        j->current_file);
+        if (now >= j->no_progress_deadline_ms()) agent_.fail_no_progress(*j, outcome.description);
     }
 }
 

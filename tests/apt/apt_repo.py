@@ -126,9 +126,16 @@ class AptTree:
         env["APT_CONFIG"] = os.path.join(r, "apt.conf")
         return ["apt-get", "-q"] + opts + list(args), env
 
-    def run(self, *args, **kw):
-        """Runs command(ARGS); returns (exit code, stdout + stderr)."""
+    def run(self, *args, spawn=subprocess.Popen, **kw):
+        """Runs command(ARGS) through spawn(argv, **popen_kwargs) (another
+        namespace's: netns.Lan.run with its host); returns (exit code,
+        stdout + stderr)."""
         argv, env = self.command(*args, **kw)
-        p = subprocess.run(argv, capture_output=True, env=env, timeout=300,
-                           stdin=subprocess.DEVNULL, cwd=self.root)
-        return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+        p = spawn(argv, env=env, stdin=subprocess.DEVNULL, cwd=self.root,
+                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        return p.returncode, out.decode(errors="replace")

@@ -484,6 +484,18 @@ class LanAgent(harness.Agent):
         _, out, _ = self.dopt("stats", "--json", check=True)
         return json.loads(out)
 
+    def seeding_entry(self):
+        """The agent's first complete, seeding peer cache entry (`dopt
+        cache list --json`), or None."""
+        entries = json.loads(self.dopt("cache", "list", "--json", check=True)[1])
+        return next((e for e in entries if e["complete"] and e["seeding"]), None)
+
+    def wait_seeding(self, timeout=30):
+        """Waits until the agent seeds a file from its peer cache; returns
+        its cache entry."""
+        return harness.wait_for(self.seeding_entry, timeout,
+                                what="%s seeding from its peer cache" % self.host.name)
+
 
 class Lan:
     """The namespaces, links and shaping of one LAN; see the module doc.

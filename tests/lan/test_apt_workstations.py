@@ -17,11 +17,10 @@ Needs root (netns, apt's sandbox user), apt-get, dpkg-deb and
 dpkg-scanpackages; skips otherwise.
 """
 
-import json
+import functools
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import unittest
 
@@ -48,12 +47,6 @@ def require_apt():
         raise unittest.SkipTest("needs apt's sandbox account _apt")
 
 
-def seeding_entry(agent):
-    """The agent's complete, seeding peer cache entry, or None."""
-    entries = json.loads(agent.dopt("cache", "list", "--json", check=True)[1])
-    return next((e for e in entries if e["complete"] and e["seeding"]), None)
-
-
 class AptWorkstations(netns.LanTestCase):
     lan_hosts = 4
     payload = 6 * MiB  # the .deb is a little larger: over min_file_size (1 MiB)
@@ -72,15 +65,6 @@ class AptWorkstations(netns.LanTestCase):
         make_flat_repo(self.www, [deb])
         self.origin = self.lan.start_origin()
 
-    def apt(self, host, tree, agent, *args):
-        """apt-get ARGS in `tree`, run inside `host`'s namespace through
-        `agent`; returns (exit code, stdout + stderr)."""
-        argv, env = tree.command(*args, socket_path=agent.socket)
-        p = self.lan.run(host, argv, env=env, cwd=tree.root,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out, _ = p.communicate(timeout=120)
-        return p.returncode, out.decode(errors="replace")
-
     def workstation_fetches(self, host):
         """A doptd and an apt tree on `host`; apt-get update, then install
         --download-only of the package: apt exits 0 and the .deb is the
@@ -89,7 +73,8 @@ class AptWorkstations(netns.LanTestCase):
         tree = AptTree(os.path.join(host.dir, "apt"))
         tree.use_source("dopt+" + self.origin.url("/"))
         for args in (("update",), ("install", "--download-only", "-y", PACKAGE)):
-            rc, out = self.apt(host, tree, agent, *args)
+            rc, out = tree.run(*args, socket_path=agent.socket,
+                               spawn=functools.partial(self.lan.run, host))
             self.assertEqual(rc, 0, "%s: apt-get %s:\n%s" % (host.name, args[0], out))
         self.assertFileSha(os.path.join(tree.archives, DEB), self.deb_sha)
         return agent
@@ -102,8 +87,7 @@ class AptWorkstations(netns.LanTestCase):
         path = "/pool/" + DEB
         for host in self.lan.hosts:
             agent = self.workstation_fetches(host)
-            entry = harness.wait_for(lambda: seeding_entry(agent), 30,
-                                     what="%s seeding the .deb" % host.name)
+            entry = agent.wait_seeding()
             # Metainfo made from the SHA-256 is named by it (design.md).
             self.assertEqual(entry["name"], self.deb_sha, entry)
         sent = self.origin.bytes_by_host(path)

@@ -9,7 +9,6 @@ workstation), its link counter (egress) and the job objects
 (bytes_from_peers); what each test shows is in its docstring.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -23,15 +22,6 @@ import harness  # noqa: E402  (tests/integration, put on sys.path by netns)
 
 MiB = netns.MiB
 NAME = "update.bin"
-
-
-def cache_entries(agent):
-    return json.loads(agent.dopt("cache", "list", "--json", check=True)[1])
-
-
-def seeding_entry(agent):
-    """The agent's complete, seeding peer cache entry, or None."""
-    return next((e for e in cache_entries(agent) if e["complete"] and e["seeding"]), None)
 
 
 def lying_holder_path():
@@ -69,8 +59,7 @@ class Sha256PeeringTest(netns.LanTestCase):
     def wait_seeding(self, agent):
         """Waits until `agent` seeds the file from its peer cache (it made
         the metainfo and announces X -> H); returns the cache entry."""
-        return harness.wait_for(lambda: seeding_entry(agent), 30,
-                                what="%s seeding %s" % (agent.host.name, NAME))
+        return agent.wait_seeding()
 
     def assertProbeFoundNone(self):
         """Every probe for the metainfo beside the content got a 404."""

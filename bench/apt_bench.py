@@ -9,9 +9,17 @@ of the machine's apt state is used) and times `apt-get update` plus
 served by nginx; every .deb is checked byte for byte, and the origin's
 bytes for the .debs are counted from its access log. Methods alternate
 which goes first.
+
+With --workstations N (issue 14's apt goal): per method a LAN of its own
+in network namespaces (tests/lan/netns.py), nginx in the origin namespace
+serving one .deb of --size MiB, and N workstations, one after another,
+each with its own apt tree and, for dopt+http, its own doptd (LSD only);
+each next workstation starts once the one before is done (and, for
+dopt+http, seeds the .deb). Counts how many times the origin sent the .deb.
 """
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -21,6 +29,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "apt"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lan"))
+import netns  # noqa: E402
 from apt_repo import AptTree, RepoNginx, build_deb, make_flat_repo  # noqa: E402
 from harness import Agent, MiB, sha256_file  # noqa: E402
 
@@ -55,14 +65,69 @@ def one_run(tmp, run, method, nginx, agent, debs):
     return seconds, after - before
 
 
+def lan_workstations(tmp, method, n, origin_rate, deb, sha):
+    """One .deb through `method` on n workstations one after another, in a
+    fresh LAN whose origin uploads at `origin_rate` (None: unshaped);
+    returns (copies the origin sent, [seconds per workstation])."""
+    with netns.Lan(hosts=n, origin_rate=origin_rate, workdir=tmp) as lan:
+        os.chmod(lan.dir, 0o755)  # apt's sandbox user _apt walks to its folders and the socket
+        make_flat_repo(lan.docroot, [deb])
+        origin = lan.start_origin()
+        seconds = []
+        for host in lan.hosts:
+            agent = lan.start_agent(host) if method == "dopt+http" else None
+            tree = AptTree(os.path.join(host.dir, "apt"))
+            tree.use_source(("dopt+" if agent else "") + origin.url("/"))
+            t0 = time.monotonic()
+            for args in (("update",), ("install", "--download-only", "-y", "dopt-bench-0")):
+                rc, out = tree.run(*args, socket_path=agent.socket if agent else os.devnull,
+                                   spawn=functools.partial(lan.run, host))
+                if rc != 0:
+                    raise RuntimeError("%s on %s: apt-get %s exited %d:\n%s"
+                                       % (method, host.name, args[0], rc, out))
+            seconds.append(time.monotonic() - t0)
+            if sha256_file(os.path.join(tree.archives, os.path.basename(deb))) != sha:
+                raise RuntimeError("%s on %s: the .deb differs from the origin's"
+                                   % (method, host.name))
+            if agent:
+                agent.wait_seeding()
+        origin.stop()  # flushes its access log
+        sent = origin.body_bytes_sent("/pool/" + os.path.basename(deb))
+        return sent / os.path.getsize(deb), seconds
+
+
+def lan_main(args, tmp):
+    """--workstations N: issue 14's apt goal, origin copies of the .deb."""
+    deb = build_deb(tmp, "dopt-bench-0", args.size * MiB, seed=1000)
+    sha = sha256_file(deb)
+    for method in METHODS:
+        copies, seconds = lan_workstations(tmp, method, args.workstations, args.origin_rate,
+                                            deb, sha)
+        log("apt: %-9s seconds per workstation %s" % (method, " ".join("%.2f" % t for t in seconds)))
+        print("RESULT apt-lan method=%s workstations=%d deb=%dMiB origin_copies=%.3f "
+              "last_workstation=%.2fs goal=%s" % (method, args.workstations, args.size, copies,
+                                                  seconds[-1], "<=1.10" if method != "http" else "none"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--debs", type=int, default=8, help="packages in the repository (8)")
     ap.add_argument("--size", type=int, default=8, help="MiB of payload a package (8)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each method (3)")
+    ap.add_argument("--workstations", type=int, default=0,
+                    help="N > 0: one .deb on N workstations of a LAN in namespaces, one after "
+                         "another (issue 14's apt goal); --debs and --runs are not used")
+    ap.add_argument("--origin-rate", default=None,
+                    help="with --workstations: the origin's upload, a tc rate (unshaped)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="dopt-bench-apt-")
     os.chmod(tmp, 0o755)  # apt's sandbox user _apt walks to its folders and the socket
+    if args.workstations > 0:
+        try:
+            lan_main(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     nginx = agent = None
     try:
         log("apt: building %d packages of %d MiB" % (args.debs, args.size))

@@ -569,6 +569,8 @@ min_file_size = 0
                Catch::Contains(":2: p2p.origin_requests must be an integer from 1 to 64"));
     CHECK_THAT(load_error(dir, "[p2p]\ncontent_lookup_ms = 60001\n"),
                Catch::Contains(":2: p2p.content_lookup_ms must be an integer from 0 to 60000"));
+    CHECK_THAT(load_error(dir, "[p2p]\ncontent_follow_ms = -1\n"),
+               Catch::Contains(":2: p2p.content_follow_ms must be an integer from 0 to 3600000"));
     CHECK_THAT(load_error(dir, "[p2p]\n\nmetainfo_suffix = \"a?b\"\n"),
                Catch::Contains(":3: p2p.metainfo_suffix must be a non-empty URL path suffix"));
     CHECK_THAT(load_error(dir, "[cache]\nmax_disk_percent = 101\n"),

@@ -318,10 +318,10 @@ struct Swarms::ContentLookup {
     bool following = false;            // a wanter with a lower node id fetches from the origin
     p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
     std::string info_hash;             // its info-hash
-    // Listen endpoints of the agents that said they hold it, by info-hash:
+    // Listen endpoints of the agents that said they hold it as info_hash:
     // the swarm connects them to the torrent once its metainfo came (LSD
     // would not answer a second announce of the info-hash so soon).
-    std::map<std::string, std::set<std::string>> holders;
+    std::set<std::string> holders;
     std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
 };
 

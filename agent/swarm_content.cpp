@@ -133,8 +133,10 @@ void Swarms::on_holder_found(const p2p::ContentEvent& e) {
     auto it = content_lookups_.find(e.sha256);
     if (it == content_lookups_.end() || false_mappings_.count(e.info_hash)) return;
     ContentLookup& l = *it->second;
-    l.holders[e.info_hash].insert(e.peer);
-    if (l.metadata) return;
+    if (l.metadata) {
+        if (e.info_hash == l.info_hash) l.holders.insert(e.peer);
+        return;
+    }
     LOG_INFO("content %s: %s says it holds it as %s", e.sha256.c_str(), e.peer.c_str(),
              e.info_hash.c_str());
     try {
@@ -145,6 +147,7 @@ void Swarms::on_holder_found(const p2p::ContentEvent& e) {
         return;
     }
     l.info_hash = e.info_hash;
+    l.holders = {e.peer};
     l.deadline_ms = mono_ms() + kContentMetadataWaitMs;
 }
 
@@ -184,7 +187,7 @@ void Swarms::on_content_metadata(std::uint64_t torrent) {
             return;
         }
         const std::set<Job*> jobs = l.jobs;
-        const std::set<std::string> holders = l.holders[meta->info_hash];
+        const std::set<std::string> holders = l.holders;
         content_lookups_.erase(it);
         peers_->stop_looking_up(x);
         for (Job* job : jobs) {

@@ -71,6 +71,8 @@ public:
                                       std::int64_t code, const std::string& description,
                                       int file_index) const;
     void start_job(Job& job);
+    // Stops whatever moves the job's bytes (checkpoint: save its progress).
+    void stop_transfer(Job& job, bool checkpoint);
     void open_current_partial(Job& job, std::function<void(Job& job, int fd)> then);
     using OwnerResult = std::function<void(Job& job, int result)>;
     void owner_op(Job& job, const OwnerOp& op, OwnerResult then);
@@ -122,7 +124,6 @@ private:
     void yield_slot(Job& job);  // stops a running job, back to QUEUED
     void start_http_transfer(Job& job, int fd);
     void auto_complete(Job& job);
-    void stop_transfer(Job& job, bool checkpoint);
     int forget_lost_files(Job& job);
     // Owner operations of a job (agent.cpp, "files"): off the main loop,
     // one at a time, in the order asked.

@@ -162,8 +162,9 @@ void Swarms::start_session() {
     // How peers see this agent, for the designated fetchers; unknown when
     // listening on every address.
     if (!listen.unspecified) self_address_ = listen.address;
-    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
-             config_.lan_discovery ? "on" : "off", config_.peers.size());
+    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers, node id %016llx)",
+             config_.p2p_listen.c_str(), config_.lan_discovery ? "on" : "off", config_.peers.size(),
+             static_cast<unsigned long long>(peers_->id()));
 }
 
 // Every complete torrent of the cache index back in the session to seed;

@@ -269,6 +269,9 @@ private:
     void handle_content_events();
     void on_holder_found(const p2p::ContentEvent& event);
     void on_wanters_changed(const p2p::ContentEvent& event);
+    static bool any_below(const std::vector<std::uint64_t>& nodes, std::uint64_t node);
+    bool someone_to_follow(const ContentLookup& lookup) const;
+    void yield_origin_fetch(const std::string& sha256);
     void on_content_metadata(std::uint64_t torrent);
     void connect_holders(Swarm& s);
     void content_tick(std::int64_t now_ms);
@@ -315,14 +318,15 @@ private:
 struct Swarms::ContentLookup {
     std::set<Job*> jobs;
     std::int64_t deadline_ms = 0;      // the window's end, or the follower's or the metadata's bound
-    bool following = false;            // a wanter with a lower node id fetches from the origin
+    bool following = false;            // another wanter fetches it from the origin
     p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary
     std::string info_hash;             // its info-hash
     // Listen endpoints of the agents that said they hold it as info_hash:
     // the swarm connects them to the torrent once its metainfo came (LSD
     // would not answer a second announce of the info-hash so soon).
     std::set<std::string> holders;
-    std::vector<std::uint64_t> wanters;  // the other agents that want it (node ids)
+    std::vector<std::uint64_t> wanters;   // the other agents that want it (node ids)
+    std::vector<std::uint64_t> fetchers;  // those of them fetching it from the origin
 };
 
 }  // namespace dopt::agent

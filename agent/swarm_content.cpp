@@ -8,8 +8,10 @@
 //         goes through the swarm as with published metainfo ("peers")
 //   -> none: fetch_content_from_origin: HTTP; on completion seed_content
 //      copies the file into the cache, makes its metainfo, seeds it and
-//      announces X -> H. While other wanters with a lower node id wait too,
-//      this agent follows instead, up to content_follow_ms.
+//      announces X -> H, telling R meanwhile that it fetches X. While another
+//      wanter fetches X, or one with a lower node id waits too, this agent
+//      follows instead, up to content_follow_ms; of two that fetch, the one
+//      with the higher node id stops and follows (yield_origin_fetch).
 //   Trust: a file that is not X at the end (finish_swarm_file), or origin
 //   pieces failing H's hashes (origin_does_not_match), drop the mapping and
 //   ban the peers that announced it (drop_content_mapping); the file is
@@ -153,15 +155,58 @@ void Swarms::on_holder_found(const p2p::ContentEvent& e) {
 
 // The simultaneous case: the wanter with the lowest node id fetches from
 // the origin, the others follow; a follower whose leader left stops
-// waiting.
+// waiting. An agent fetching X from the origin that learns of another one
+// with a lower node id (they did not see each other when their windows
+// ended) stops and follows it.
 void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
     auto it = content_lookups_.find(e.sha256);
-    if (it == content_lookups_.end()) return;
+    if (it == content_lookups_.end()) {
+        if (content_origin_fetches_.count(e.sha256) && any_below(e.fetchers, peers_->id()))
+            yield_origin_fetch(e.sha256);
+        return;
+    }
     ContentLookup& l = *it->second;
     l.wanters = e.wanters;
-    const bool lower_one = std::any_of(e.wanters.begin(), e.wanters.end(),
-                                       [&](std::uint64_t w) { return w < peers_->id(); });
-    if (l.following && !lower_one && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
+    l.fetchers = e.fetchers;
+    if (l.following && !someone_to_follow(l) && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
+}
+
+bool Swarms::any_below(const std::vector<std::uint64_t>& nodes, std::uint64_t node) {
+    return std::any_of(nodes.begin(), nodes.end(), [&](std::uint64_t n) { return n < node; });
+}
+
+// Whether another agent fetches X from the origin, or will (a wanter with
+// a lower node id).
+bool Swarms::someone_to_follow(const ContentLookup& l) const {
+    return !l.fetchers.empty() || any_below(l.wanters, peers_->id());
+}
+
+// This agent's jobs fetching X from the origin stop and wait for the copy
+// of the agent with the lower node id that fetches it too (their partial
+// files stay; the swarm or a later HTTP fetch takes them over).
+void Swarms::yield_origin_fetch(const std::string& x) {
+    if (config_.content_follow_ms <= 0) return;
+    LOG_INFO("content %s: another agent fetches it from the origin too; this one stops and "
+             "waits for its copy", x.c_str());
+    auto& lookup = content_lookups_[x];
+    if (!lookup) lookup = std::make_unique<ContentLookup>();
+    lookup->following = true;
+    lookup->deadline_ms = mono_ms() + config_.content_follow_ms;
+    peers_->look_up_content(x, /*fetching_from_origin=*/false);
+    for (const auto& [id, job] : agent_.jobs()) {
+        if (!job->content_seed || job->content_waiting || job->current_file < 0 ||
+            storage::is_final(job->rec.state) || job->file().sha256 != x)
+            continue;
+        FileRecord& f = job->file();
+        agent_.stop_transfer(*job, true);  // leaves content_origin_fetches_
+        job->http_only_reason.clear();
+        f.metainfo_source.clear();
+        store_.update_file(job->rec.id, f);
+        lookup->jobs.insert(job.get());
+        job->content_waiting = true;
+        job->content_seed = true;
+        if (job->rec.state != JobState::Connecting) agent_.change_state(*job, JobState::Connecting);
+    }
 }
 
 // A holder's info dictionary arrived (libtorrent checked it against the
@@ -236,9 +281,7 @@ void Swarms::content_tick(std::int64_t now) {
             fetch_content_from_origin(x, "its holder's metainfo did not come");
             continue;
         }
-        const bool lower_one = std::any_of(l.wanters.begin(), l.wanters.end(),
-                                           [&](std::uint64_t w) { return w < peers_->id(); });
-        if (lower_one && !l.following && config_.content_follow_ms > 0) {
+        if (someone_to_follow(l) && !l.following && config_.content_follow_ms > 0) {
             l.following = true;
             l.deadline_ms = now + config_.content_follow_ms;
             LOG_INFO("content %s: another agent fetches it from the origin; waiting for its copy",
@@ -264,6 +307,8 @@ void Swarms::fetch_content_from_origin(const std::string& x, const std::string& 
         use_http_only(*job, "SHA-256 " + x + ": " + why);
         agent_.start_job(*job);
     }
+    // Other wanters follow this agent, whatever their node ids.
+    if (content_origin_fetches_.count(x)) peers_->look_up_content(x, /*fetching_from_origin=*/true);
 }
 
 // The HTTP fetch after a lookup is whole and matched X (`fd`: its partial

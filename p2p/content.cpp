@@ -66,6 +66,7 @@ lt::entry content_state_entry(const ContentState& s) {
     e["n"] = node_bytes(s.node);
     e["p"] = s.port;
     if (s.holds) e["h"] = bytes_of(s.holds->data(), s.holds->size());
+    else if (s.fetching) e["f"] = 1;
     return e;
 }
 
@@ -81,6 +82,7 @@ std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, co
     const lt::bdecode_node n = dict.dict_find_string("n");
     const lt::bdecode_node p = dict.dict_find_int("p");
     const lt::bdecode_node h = dict.dict_find("h");
+    const lt::bdecode_node f = dict.dict_find("f");
     if (!xs || xs.string_value() != lt::string_view(x.data(), x.size())) return std::nullopt;
     if (!n || n.string_length() != 8) return std::nullopt;
     if (!p || p.int_value() < 1 || p.int_value() > 65535) return std::nullopt;
@@ -88,6 +90,8 @@ std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, co
     s.x = x;
     s.node = node_from_bytes(n.string_value());
     s.port = static_cast<int>(p.int_value());
+    if (f && (f.type() != lt::bdecode_node::int_t || f.int_value() != 1 || h)) return std::nullopt;
+    s.fetching = static_cast<bool>(f);
     if (!h) return s;  // a wanter
     if (h.type() != lt::bdecode_node::string_t || h.string_length() != 20) return std::nullopt;
     s.holds = lt::sha1_hash(h.string_ptr());
@@ -134,27 +138,34 @@ bool ContentTable::report_holder(const ContentSha256& x, const lt::tcp::endpoint
 }
 
 bool ContentTable::report_wanters(const ContentSha256& x, Content& c, bool always) {
-    std::vector<std::uint64_t> wanters;
-    for (const auto& [conn, p] : c.peers)
-        if (!p.holds) wanters.push_back(p.node);
-    std::sort(wanters.begin(), wanters.end());
-    wanters.erase(std::unique(wanters.begin(), wanters.end()), wanters.end());
-    if (!always && wanters == c.wanters_reported) return false;
+    std::vector<std::uint64_t> wanters, fetchers;
+    for (const auto& [conn, p] : c.peers) {
+        if (p.holds) continue;
+        wanters.push_back(p.node);
+        if (p.fetching) fetchers.push_back(p.node);
+    }
+    for (auto* v : {&wanters, &fetchers}) {
+        std::sort(v->begin(), v->end());
+        v->erase(std::unique(v->begin(), v->end()), v->end());
+    }
+    if (!always && wanters == c.wanters_reported && fetchers == c.fetchers_reported) return false;
     c.wanters_reported = wanters;
+    c.fetchers_reported = fetchers;
     ContentEvent e;
     e.kind = ContentEvent::Kind::WantersChanged;
     e.sha256 = to_hex(x.data(), x.size());
     e.wanters = std::move(wanters);
+    e.fetchers = std::move(fetchers);
     return push(std::move(e));
 }
 
-void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h) {
+void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching) {
     bool queued = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         Content& c = contents_[x];
         const bool wanted = c.own && !c.own->holds;
-        c.own = ContentState{x, own_node_, port_, h};
+        c.own = ContentState{x, own_node_, port_, h, fetching && !h};
         if (!h && !wanted) {  // starts wanting: what R already knows
             for (const auto& [conn, p] : c.peers)
                 if (p.holds) queued = report_holder(x, conn, p) || queued;
@@ -185,7 +196,7 @@ void ContentTable::peer_said(const ContentSha256& x, const lt::tcp::endpoint& co
         Content& c = it->second;
         PeerState& p = c.peers[conn];
         const bool new_mapping = s.holds && p.holds != s.holds;
-        p = PeerState{s.node, s.holds, s.port};
+        p = PeerState{s.node, s.holds, s.port, s.fetching};
         if (c.own && !c.own->holds) {
             if (new_mapping) queued = report_holder(x, conn, p);
             queued = report_wanters(x, c, false) || queued;

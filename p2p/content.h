@@ -69,12 +69,14 @@ std::optional<lt::sha1_hash> parse_info_hash_hex(const std::string& hex);
 lt::info_hash_t rendezvous_info_hash(const ContentSha256& x);
 
 // What an agent says on R about X: its node id and listen port, and, for a
-// holder, the (v1) info-hash X is seeded as (make_content_metainfo()).
+// holder, the (v1) info-hash X is seeded as (make_content_metainfo()); a
+// wanter says whether it is fetching X from the origin.
 struct ContentState {
     ContentSha256 x{};
     std::uint64_t node = 0;
     int port = 0;                         // where it accepts connections
     std::optional<lt::sha1_hash> holds;   // holder: H; wanter: nullopt
+    bool fetching = false;                // wanter only: fetching X from the origin
 };
 
 // The bencoded state (the payload of a dopt_content message).
@@ -97,9 +99,10 @@ public:
     explicit ContentTable(std::uint64_t own_node, std::function<void()> notify);
 
     void set_listen_port(int port);
-    // Our state for X: holder of `h`, or wanter (h nullopt). Starting to want
-    // X reports the holders and wanters already known on R.
-    void set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h);
+    // Our state for X: holder of `h`, or wanter (h nullopt), fetching it
+    // from the origin or not (a holder never is). Starting to want X
+    // reports the holders and wanters already known on R.
+    void set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching = false);
     void clear_own(const ContentSha256& x);
     // What we tell R's peers about X; nullopt when we neither hold nor want it.
     std::optional<ContentState> own_state(const ContentSha256& x) const;
@@ -107,7 +110,8 @@ public:
     // Network thread: the connection `conn` on X's R said `s` (handshake or
     // message). While we want X, a holder gives a ContentHolderFound event
     // (once per connection and mapping) and a change in the wanters'
-    // node ids a ContentWantersChanged.
+    // node ids, or in which of them fetch X from the origin, a
+    // ContentWantersChanged.
     void peer_said(const ContentSha256& x, const lt::tcp::endpoint& conn, const ContentState& s);
     // The connection is gone: its wanter (if one) leaves the set.
     void peer_gone(const ContentSha256& x, const lt::tcp::endpoint& conn);
@@ -122,11 +126,13 @@ private:
         std::uint64_t node = 0;
         std::optional<lt::sha1_hash> holds;
         int port = 0;
+        bool fetching = false;
     };
     struct Content {
         std::optional<ContentState> own;
         std::map<lt::tcp::endpoint, PeerState> peers;  // by R connection
         std::vector<std::uint64_t> wanters_reported;   // last WantersChanged
+        std::vector<std::uint64_t> fetchers_reported;
     };
     // Callers hold mutex_; they return true when they queued an event.
     bool push(ContentEvent e);

@@ -204,6 +204,18 @@ TEST_CASE("wanters see each other's node ids, a leaver drops out, and a mapping 
     c.stop_looking_up(f.sha256);
     REQUIRE(pump.run_until([&] { return wanters_of(ea, a) == std::vector<std::uint64_t>{b.id()}; }));
 
+    // b says it fetches X from the origin, then that it no longer does.
+    auto fetchers_of = [&](std::vector<ContentEvent>& all, PeerSession& s) {
+        take_kind(all, s, ContentEvent::Kind::WantersChanged);
+        const ContentEvent* last = last_wanters(all, f.sha256);
+        return last ? last->fetchers : std::vector<std::uint64_t>{};
+    };
+    b.look_up_content(f.sha256, /*fetching_from_origin=*/true);
+    REQUIRE(pump.run_until([&] { return fetchers_of(ea, a) == std::vector<std::uint64_t>{b.id()}; }));
+    b.look_up_content(f.sha256, false);
+    REQUIRE(pump.run_until([&] { return fetchers_of(ea, a).empty(); }));
+    CHECK(wanters_of(ea, a) == std::vector<std::uint64_t>{b.id()});
+
     // a fetched the file meanwhile and now holds it: b, already connected,
     // hears the mapping and no longer counts a as a wanter.
     const lt::torrent_handle h = a.add_torrent(f.meta.info, f.dir, {});
@@ -281,6 +293,24 @@ TEST_CASE("content states are coded as docs/protocol.md says", "[p2p][content]")
     bad_port.port = 0;
     const std::string zero = encode_content_state(bad_port);
     CHECK_FALSE(parse_content_message({zero.data(), static_cast<long>(zero.size())}, x));
+
+    // A wanter fetching X from the origin adds "f": 1.
+    ContentState fetching = wanter;
+    fetching.fetching = true;
+    const std::string with_f = encode_content_state(fetching);
+    CHECK(with_f == "d1:fi1e1:n8:\x01\x02\x03\x04\x05\x06\x07\x08" "1:pi6881e1:x32:" +
+                        std::string(x.data(), x.size()) + "e");
+    const auto f_back = parse_content_message({with_f.data(), static_cast<long>(with_f.size())}, x);
+    REQUIRE(f_back);
+    CHECK(f_back->fetching);
+    CHECK_FALSE(back->fetching);
+    // "f" other than the integer 1, or beside "h", is malformed.
+    for (const std::string& f : {std::string("i2e"), std::string("1:1")}) {
+        const std::string bad = "d1:f" + f + coded.substr(1);
+        CHECK_FALSE(parse_content_message({bad.data(), static_cast<long>(bad.size())}, x));
+    }
+    const std::string h_and_f = "d1:fi1e1:h20:" + std::string(20, 'h') + coded.substr(1);
+    CHECK_FALSE(parse_content_message({h_and_f.data(), static_cast<long>(h_and_f.size())}, x));
     CHECK(rendezvous_info_hash(x) != rendezvous_info_hash(ContentSha256{}));
     CHECK_FALSE(parse_sha256_hex("abc"));
     CHECK_THROWS_AS(PeerSession(loopback_settings()).look_up_content("not-a-sha"), std::invalid_argument);

@@ -382,11 +382,13 @@ struct PeerSession::Impl {
     }
     // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
     // nothing at all: R is left); R's peers hear it.
-    void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own);
+    void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own,
+                           bool fetching = false);
 };
 
 void PeerSession::Impl::set_content_state(const ContentSha256& x,
-                                          std::optional<std::optional<lt::sha1_hash>> own) {
+                                          std::optional<std::optional<lt::sha1_hash>> own,
+                                          bool fetching) {
     auto it = rendezvous.find(x);
     if (!own) {
         content_table->clear_own(x);
@@ -400,7 +402,7 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
         session->remove_torrent(r);
         return;
     }
-    content_table->set_own(x, *own);  // before R's first handshakes
+    content_table->set_own(x, *own, fetching);  // before R's first handshakes
     if (it != rendezvous.end()) {
         run_on_network_thread(it->second, [plugin = content, r = it->second.info_hashes()] {
             plugin->send_state(r);
@@ -522,11 +524,12 @@ void PeerSession::withdraw_content(const std::string& sha256) {
     if (own && own->holds) d.set_content_state(x, std::nullopt);
 }
 
-void PeerSession::look_up_content(const std::string& sha256) {
+void PeerSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
     Impl& d = *impl_;
     const ContentSha256 x = content_id(sha256);
     const auto own = d.content_table->own_state(x);
-    if (!own || own->holds) d.set_content_state(x, std::optional<lt::sha1_hash>());
+    if (!own || own->holds || own->fetching != fetching_from_origin)
+        d.set_content_state(x, std::optional<lt::sha1_hash>(), fetching_from_origin);
 }
 
 void PeerSession::stop_looking_up(const std::string& sha256) {

@@ -122,8 +122,9 @@ public:
     // id), and reports, as ContentEvents, each holder of X (HolderFound,
     // once per connection and mapping) and each change in the set of other
     // wanters (WantersChanged), until stop_looking_up(). Announcing X as
-    // held ends looking it up.
-    void look_up_content(const std::string& sha256);
+    // held ends looking it up. Called again, it tells R's peers whether this
+    // agent now fetches X from the origin.
+    void look_up_content(const std::string& sha256, bool fetching_from_origin = false);
     void stop_looking_up(const std::string& sha256);
     // The content events queued so far, in order. alert_fd() becomes
     // readable when one is queued.

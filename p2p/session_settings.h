@@ -26,7 +26,8 @@ struct SessionSettings {
 struct ContentEvent {
     enum class Kind {
         HolderFound,     // `peer` holds `sha256` as `info_hash`: a mapping not verified yet
-        WantersChanged,  // the other agents that want `sha256` now: `wanters` (node ids, sorted)
+        WantersChanged,  // the other agents that want `sha256` now: `wanters` (node ids, sorted),
+                         // and those of them fetching it from the origin: `fetchers`
         MessageIgnored,  // `peer` sent a malformed dopt_content message: `message` says why
     };
     Kind kind = Kind::HolderFound;
@@ -34,6 +35,7 @@ struct ContentEvent {
     std::string info_hash;     // HolderFound: the (v1) info-hash, lowercase hex (40 digits)
     std::string peer;          // "addr:port" where the holder accepts connections; the sender
     std::vector<std::uint64_t> wanters;
+    std::vector<std::uint64_t> fetchers;  // a subset of `wanters`
     std::string message;
 };
 

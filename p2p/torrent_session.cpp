@@ -260,7 +260,9 @@ void TorrentSession::announce_content(const std::string& sha256, TorrentId torre
     if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.announce_content(sha256, h.info_hashes());
 }
 void TorrentSession::withdraw_content(const std::string& sha256) { impl_->session.withdraw_content(sha256); }
-void TorrentSession::look_up_content(const std::string& sha256) { impl_->session.look_up_content(sha256); }
+void TorrentSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
+    impl_->session.look_up_content(sha256, fetching_from_origin);
+}
 void TorrentSession::stop_looking_up(const std::string& sha256) { impl_->session.stop_looking_up(sha256); }
 std::vector<ContentEvent> TorrentSession::take_content_events() {
     return impl_->session.take_content_events();

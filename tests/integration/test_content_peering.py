@@ -9,6 +9,7 @@ in the origin's access log after a mark) are printed on stderr.
 """
 
 import os
+import re
 import threading
 import unittest
 
@@ -139,6 +140,60 @@ class ContentPeering(PeeringTest):
         say("follower %s fetched it from the origin after its leader left" % follower)
         threads["A" if follower == "B" else "B"].join(20)
 
+    def test_a_wanter_follows_an_agent_already_fetching_whatever_their_node_ids(self):
+        """The agent with the HIGHER node id asks first (slow origin, 2 MB/s)
+        and, alone, fetches the file from the origin, telling the rendezvous
+        it does; the one with the lower node id asks next: it follows the
+        agent that fetches and takes >= 95% from it; the origin sends the
+        file about once. Before: the lower one saw only a higher wanter,
+        took itself for the leader and fetched the whole file too."""
+        self.start_origin()
+        sha = self.serve("late.bin", self.SIZE, torrent=False)
+        a, b = self.pair()
+        first, second = sorted((a, b), key=node_id, reverse=True)
+        url = self.origin.url("slow/late.bin")
+        mark = self.mark()
+        fetching = start_fetching_alone(self, first, url, "late.bin", sha)
+        dest, job = self.get(second, url, "late.bin", "--sha256", sha)
+        fetching.join(60)
+        self.assertFileSha(dest, sha)
+        self.assertIn("another agent fetches it from the origin; waiting for its copy",
+                      second.log_text())
+        self.assertGreaterEqual(job["bytes_from_peers"], 0.95 * self.SIZE, job)
+        self.assertLessEqual(self.sent_since(mark, "/slow/late.bin"), 1.10 * self.SIZE)
+
+    def test_of_two_agents_fetching_at_once_the_higher_node_id_stops_and_follows(self):
+        """Two agents that did not see each other when their lookup windows
+        ended both fetch the file from the origin (512 KB/s): L (the lower
+        node id; B is its static peer, L is not B's) first, then H with no
+        peer it could reach. Once L's reconnect reaches H, H sees L fetching,
+        stops its own fetch and takes the file from L. Both files are right
+        and the origin sent less than 1.5 times the file. Before: both
+        fetched the whole file (twice the file from the origin)."""
+        self.origin = self.sb.nginx(self.www, slow_rate="512k")
+        size = 4 * MiB
+        sha = self.serve("two.bin", size, torrent=False)
+        h_addr = "%s:%d" % (B_IP, free_port(B_IP))
+        h = self.sb.agent(p2p_toml(h_addr, [], "content_lookup_ms = 1\n"), name="H")
+        low = self.sb.agent(p2p_toml("%s:%d" % (A_IP, free_port(A_IP)), [h_addr]), name="L")
+        for _ in range(20):  # node ids are random at each start: L's must be the lower
+            if node_id(low) < node_id(h):
+                break
+            low.restart()
+        self.assertLess(node_id(low), node_id(h))
+        url = self.origin.url("slow/two.bin")
+        mark = self.mark()
+        fetching = start_fetching_alone(self, low, url, "two.bin", sha)
+        dest, job = self.get(h, url, "two.bin", "--sha256", sha, timeout=60)
+        fetching.join(60)
+        self.assertFileSha(dest, sha)
+        self.assertIn("another agent fetches it from the origin too; this one stops", h.log_text())
+        sent = self.sent_since(mark, "/slow/two.bin")
+        say("H: bytes_from_peers %d; the origin sent %d bytes for a file of %d"
+            % (job["bytes_from_peers"], sent, size))
+        self.assertGreater(job["bytes_from_peers"], 0, job)
+        self.assertLess(sent, 1.5 * size)
+
     def test_without_a_sha256_nothing_is_looked_up_or_seeded(self):
         """The same file fetched without --sha256 goes over HTTP only and
         leaves nothing in the cache: content identity needs the SHA-256."""
@@ -150,6 +205,26 @@ class ContentPeering(PeeringTest):
         self.assertEqual(ja["files"][0]["metainfo"], "none", ja)
         self.assertEqual(self.cache(a), [])
         self.assertNotIn("looking for it on the LAN", a.log_text())
+
+
+def node_id(agent):
+    """The node id the agent's peer session has now (its log's last)."""
+    ids = re.findall(r"node id ([0-9a-f]{16})", agent.log_text())
+    return int(ids[-1], 16)
+
+
+def start_fetching_alone(test, agent, url, name, sha):
+    """`dopt get --sha256` on `agent` in a thread, returned once the agent
+    fetches from the origin (no LAN agent held the file); the thread checks
+    the file."""
+    def get():
+        dest, _ = test.get(agent, url, name, "--sha256", sha)
+        test.assertFileSha(dest, sha)
+    thread = threading.Thread(target=get)
+    thread.start()
+    harness.wait_for(lambda: "no LAN agent holds it" in agent.log_text(), 20,
+                     what="an agent fetching %s from the origin" % name)
+    return thread
 
 
 if __name__ == "__main__":

@@ -183,30 +183,35 @@ bool Swarms::someone_to_follow(const ContentLookup& l) const {
 
 // This agent's jobs fetching X from the origin stop and wait for the copy
 // of the agent with the lower node id that fetches it too (their partial
-// files stay; the swarm or a later HTTP fetch takes them over).
+// files stay; the swarm or a later HTTP fetch takes them over). A job not
+// in an HTTP transfer right now (opening its file, checking it, waiting to
+// retry) goes on.
 void Swarms::yield_origin_fetch(const std::string& x) {
     if (config_.content_follow_ms <= 0) return;
+    std::vector<Job*> fetching;
+    for (const auto& [id, job] : agent_.jobs())
+        if (job->content_seed && !job->content_waiting && job->transfer && job->current_file >= 0 &&
+            !storage::is_final(job->rec.state) && job->file().sha256 == x)
+            fetching.push_back(job.get());
+    if (fetching.empty()) return;
     LOG_INFO("content %s: another agent fetches it from the origin too; this one stops and "
              "waits for its copy", x.c_str());
     auto& lookup = content_lookups_[x];
-    if (!lookup) lookup = std::make_unique<ContentLookup>();
+    lookup = std::make_unique<ContentLookup>();
     lookup->following = true;
     lookup->deadline_ms = mono_ms() + config_.content_follow_ms;
-    peers_->look_up_content(x, /*fetching_from_origin=*/false);
-    for (const auto& [id, job] : agent_.jobs()) {
-        if (!job->content_seed || job->content_waiting || job->current_file < 0 ||
-            storage::is_final(job->rec.state) || job->file().sha256 != x)
-            continue;
-        FileRecord& f = job->file();
+    for (Job* job : fetching) {
         agent_.stop_transfer(*job, true);  // leaves content_origin_fetches_
+        FileRecord& f = job->file();
         job->http_only_reason.clear();
         f.metainfo_source.clear();
         store_.update_file(job->rec.id, f);
-        lookup->jobs.insert(job.get());
+        lookup->jobs.insert(job);
         job->content_waiting = true;
         job->content_seed = true;
         if (job->rec.state != JobState::Connecting) agent_.change_state(*job, JobState::Connecting);
     }
+    peers_->look_up_content(x, /*fetching_from_origin=*/content_origin_fetches_.count(x) > 0);
 }
 
 // A holder's info dictionary arrived (libtorrent checked it against the

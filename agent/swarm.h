@@ -305,6 +305,9 @@ private:
     // SHA-256 -> this agent's jobs fetching it from the origin after a
     // lookup: it stays on the rendezvous as a wanter until one is seeded.
     std::map<std::string, int> content_origin_fetches_;
+    // SHA-256s whose origin fetch yielded to another fetcher (once each,
+    // until seeded: yield_origin_fetch).
+    std::set<std::string> content_yielded_;
     // Info-hash -> addresses of the peers that said "X is this info-hash":
     // banned when the mapping proves false.
     std::map<std::string, std::set<std::string>> content_announcers_;

@@ -184,18 +184,23 @@ bool Swarms::someone_to_follow(const ContentLookup& l) const {
 // This agent's jobs fetching X from the origin stop and wait for the copy
 // of the agent with the lower node id that fetches it too (their partial
 // files stay; the swarm or a later HTTP fetch takes them over). A job not
-// in an HTTP transfer right now (opening its file, checking it, waiting to
-// retry) goes on.
+// opening its partial file for an HTTP transfer or in one (checking the
+// file, seeding it, waiting to retry) goes on. Once per SHA-256 until it
+// is seeded: a LAN host saying it fetches, again and again, can delay the
+// file by content_follow_ms once, as a hostile leader can, never stop it
+// for good.
 void Swarms::yield_origin_fetch(const std::string& x) {
-    if (config_.content_follow_ms <= 0) return;
+    if (config_.content_follow_ms <= 0 || content_yielded_.count(x)) return;
     std::vector<Job*> fetching;
     for (const auto& [id, job] : agent_.jobs())
-        if (job->content_seed && !job->content_waiting && job->transfer && job->current_file >= 0 &&
+        if (job->content_seed && !job->content_waiting && (job->transfer || job->opening) &&
+            job->current_file >= 0 &&
             !storage::is_final(job->rec.state) && job->file().sha256 == x)
             fetching.push_back(job.get());
     if (fetching.empty()) return;
     LOG_INFO("content %s: another agent fetches it from the origin too; this one stops and "
              "waits for its copy", x.c_str());
+    content_yielded_.insert(x);
     auto& lookup = content_lookups_[x];
     lookup = std::make_unique<ContentLookup>();
     lookup->following = true;
@@ -322,6 +327,7 @@ void Swarms::fetch_content_from_origin(const std::string& x, const std::string& 
 void Swarms::seed_content(Job& job, int fd) {
     if (!job.content_seed) return;
     FileRecord& f = job.file();
+    content_yielded_.erase(f.sha256);
     // Still on the rendezvous (followers wait for us) until announced.
     leave_content(job, /*stay=*/true);
     if (!peers_) return;

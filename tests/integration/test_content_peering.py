@@ -8,14 +8,24 @@ Figures (the job objects' bytes_from_peers / bytes_from_origin, body bytes
 in the origin's access log after a mark) are printed on stderr.
 """
 
+import hashlib
 import os
 import re
+import sys
 import threading
+import time
 import unittest
 
+import bencode
 import harness
 from harness import MiB
 from test_peering import A_IP, B_IP, PeeringTest, free_port, p2p_toml, say
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "reliability"))
+import hostile_peer as hp  # noqa: E402
+
+FAKE_IP = "127.0.0.3"  # a LAN host that says it fetches, with node id 0
 
 
 class ContentPeering(PeeringTest):
@@ -194,6 +204,31 @@ class ContentPeering(PeeringTest):
         self.assertGreater(job["bytes_from_peers"], 0, job)
         self.assertLess(sent, 1.5 * size)
 
+    def test_a_host_saying_again_and_again_that_it_fetches_delays_a_fetch_once(self):
+        """A alone fetches a file from a slow origin (256 KB/s). A fake LAN
+        host connects to A's rendezvous saying "I want X and fetch it, node
+        id 0": A stops and follows it. The host leaves, so A fetches again;
+        the host comes back saying the same: A goes on this time and the
+        file is done long before content_follow_ms (60 s). Before: A stopped
+        again and waited the whole 60 s, and so on for as long as the host
+        kept it up."""
+        self.origin = self.sb.nginx(self.www, slow_rate="256k")
+        size = 2 * MiB
+        sha = self.serve("held.bin", size, torrent=False)
+        port = free_port(A_IP)
+        a = self.sb.agent(p2p_toml("%s:%d" % (A_IP, port), ["%s:6881" % FAKE_IP],
+                                   "content_follow_ms = 60000\n"), name="A")
+        fetching = start_fetching_alone(self, a, self.origin.url("slow/held.bin"), "held.bin", sha)
+        yielded = "another agent fetches it from the origin too; this one stops"
+        with say_fetching(sha, (A_IP, port)):
+            harness.wait_for(lambda: yielded in a.log_text(), 10, what="A stopping for the host")
+        harness.wait_for(lambda: a.log_text().count("/slow/held.bin from byte") == 2, 10,
+                         what="A fetching again once the host left")
+        with say_fetching(sha, (A_IP, port)):
+            fetching.join(30)
+        self.assertFalse(fetching.is_alive(), "A's file was held up by the host again")
+        self.assertEqual(a.log_text().count(yielded), 1)
+
     def test_without_a_sha256_nothing_is_looked_up_or_seeded(self):
         """The same file fetched without --sha256 goes over HTTP only and
         leaves nothing in the cache: content identity needs the SHA-256."""
@@ -225,6 +260,36 @@ def start_fetching_alone(test, agent, url, name, sha):
     harness.wait_for(lambda: "no LAN agent holds it" in agent.log_text(), 20,
                      what="an agent fetching %s from the origin" % name)
     return thread
+
+
+class say_fetching:
+    """A fake LAN host on X's rendezvous at `agent` (addr, port), from
+    FAKE_IP, saying in its extended handshake "I want X and am fetching it
+    from the origin" with node id 0; connected once the agent's own
+    handshakes came, closed on exit."""
+
+    def __init__(self, sha, agent):
+        self.sha, self.agent = sha, agent
+
+    def __enter__(self):
+        x = bytes.fromhex(self.sha)
+        r = hashlib.sha1(b"dopt-rendezvous-v1:" + x).digest()
+        self.sock = hp.bind_socket(FAKE_IP)
+        self.sock.connect(self.agent)
+        self.sock.sendall(hp.handshake(r, hp.new_peer_id(), hp.RESERVED_EXTENDED))
+        state = {b"f": 1, b"n": bytes(8), b"p": 6881, b"x": x}
+        ext = bencode.encode({b"m": {b"dopt_content": 18}, b"dopt_content": state})
+        self.sock.sendall(hp.message(hp.EXTENDED, b"\0" + ext))
+        deadline = time.monotonic() + 10
+        if len(hp.recv_exact(self.sock, 68, deadline)) < 68:  # the agent's handshake
+            raise AssertionError("the agent did not answer on the rendezvous")
+        while True:  # until the agent's extended handshake (it has read ours)
+            msg_id, payload = hp.read_message(self.sock, deadline)
+            if msg_id == hp.EXTENDED and payload[:1] == b"\0":
+                return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
 
 
 if __name__ == "__main__":

@@ -1,26 +1,20 @@
 #include "api/cli/remote_name.h"
 
-#include <cctype>
+#include "common/hex.h"
+
+#include <string_view>
 
 namespace dopt::cli {
 
 namespace {
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 // %XX becomes its byte; a '%' not followed by two hex digits stays.
 std::string percent_decode(const std::string& s) {
     std::string out;
     for (std::size_t i = 0; i < s.size(); ++i) {
-        int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
-        int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
-        if (s[i] == '%' && hi >= 0 && lo >= 0) {
-            out += static_cast<char>(hi * 16 + lo);
+        unsigned char byte = 0;
+        if (s[i] == '%' && i + 2 < s.size() && dopt::from_hex(std::string_view(s).substr(i + 1, 2), &byte, 1)) {
+            out += static_cast<char>(byte);
             i += 2;
         } else {
             out += s[i];

@@ -225,9 +225,7 @@ class GivingUp(CliTest):
     def test_get_gives_up_after_300_s_by_default_and_add_keeps_the_agents_default(self):
         path = os.path.join(self.dest(), "default.bin")
         p = self.get_in_background(self.closed_port_url(), "-o", path)
-        job = wait_for(lambda: [j for j in self.agent.jobs()
-                                if j["files"] and j["files"][0]["local_name"] == path], 20,
-                       what="the job of `dopt get`")[0]
+        job = self.started_job(path)
         self.assertEqual(job["no_progress_timeout"], GET_NO_PROGRESS_TIMEOUT)
         p.send_signal(signal.SIGINT)  # detach
         self.assertEqual(p.wait(timeout=20), 130)
@@ -237,12 +235,18 @@ class GivingUp(CliTest):
         # get --no-progress-timeout 0: the agent's default, as for dopt_job_set_no_progress_timeout.
         path0 = os.path.join(self.dest(), "zero.bin")
         p = self.get_in_background(self.closed_port_url(), "-o", path0, "--no-progress-timeout", "0")
-        job = wait_for(lambda: [j for j in self.agent.jobs()
-                                if j["files"] and j["files"][0]["local_name"] == path0], 20,
-                       what="the job of `dopt get --no-progress-timeout 0`")[0]
+        job = self.started_job(path0)
         self.assertEqual(job["no_progress_timeout"], AGENT_NO_PROGRESS_TIMEOUT)
         p.send_signal(signal.SIGINT)
         self.assertEqual(p.wait(timeout=20), 130)
+
+    def started_job(self, path):
+        """The job of a `dopt get` to `path` once it was resumed: every
+        property `get` sets comes before the resume."""
+        def started():
+            return [j for j in self.agent.jobs() if j["files"] and
+                    j["files"][0]["local_name"] == path and j["state"] != "suspended"]
+        return wait_for(started, 20, what="the job of `dopt get -o %s` to start" % path)[0]
 
     # -- dopt set ------------------------------------------------------------------
 

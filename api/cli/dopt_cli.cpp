@@ -344,13 +344,16 @@ using Job = std::unique_ptr<dopt_job, JobCloser>;
 using Status = std::unique_ptr<dopt_job_status, StatusFreer>;
 using Error = std::unique_ptr<dopt_error, ErrorFreer>;
 
-// --socket, else $DOPT_SOCKET, else libdopt's default search.
+// --socket, else $DOPT_SOCKET, else nullptr: libdopt's default search.
+const char* socket_path(const Options& o) {
+    if (o.socket) return o.socket->c_str();
+    if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) return env;
+    return nullptr;
+}
+
 Client connect(const Options& o) {
-    const char* path = nullptr;
-    if (o.socket) path = o.socket->c_str();
-    else if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) path = env;
     dopt_client* c = nullptr;
-    check(dopt_client_open(&c, path), "cannot reach the agent");
+    check(dopt_client_open(&c, socket_path(o)), "cannot reach the agent");
     return Client(c);
 }
 
@@ -1082,11 +1085,8 @@ int cmd_version(const Options& o) {
     allow_only(o, {"--version"});
     expect_args(o, 0, "no argument");
     std::printf("dopt %s (libdopt %s)\n", DOPT_VERSION_STRING, dopt_version());
-    const char* path = o.socket ? o.socket->c_str() : nullptr;
-    if (!path)
-        if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) path = env;
     dopt_client* c = nullptr;
-    if (dopt_client_open(&c, path) == DOPT_OK) {
+    if (dopt_client_open(&c, socket_path(o)) == DOPT_OK) {
         Client client(c);
         const char* agent = dopt_client_agent_version(client.get());
         std::printf("agent: %s\n", *agent ? printable(agent).c_str() : "(did not say its version)");
@@ -1100,8 +1100,9 @@ int cmd_version(const Options& o) {
 // command (and not asked): the overview to stderr, exit 2.
 int cmd_help(const Options& o) {
     bool asked = o.command == "help" || o.seen.count("--help");
-    std::string topic = o.command != "help" ? o.command : !o.args.empty() ? o.args[0] : o.seen.count("--help") ? "help" : "";
     if (o.command == "help" && o.args.size() > 1) usage_error("'help' takes one command");
+    std::string topic = o.command;  // dopt COMMAND --help
+    if (o.command == "help") topic = !o.args.empty() ? o.args[0] : o.seen.count("--help") ? "help" : "";
     if (topic.empty()) {
         std::fputs(kHelp, asked ? stdout : stderr);
         return asked ? kExitOk : kExitUsage;

@@ -125,7 +125,7 @@ struct Options {
 const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
                                              "--header", "--name", "--metainfo", "--socket",
                                              "--web-seed"};
-const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help"};
+const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--prometheus"};
 
 std::string canonical(const std::string& opt) {
     if (opt == "--output") return "-o";
@@ -857,7 +857,20 @@ int cmd_status(const Options& o) {
     return kExitOk;
 }
 
+// The agent's metrics as Prometheus text (docs/metrics.md), as it sends them.
+int print_prometheus(const Options& o) {
+    allow_only(o, {"--prometheus"});
+    expect_args(o, 0, "no argument");
+    Client client = connect(o);
+    char* text = nullptr;
+    check(dopt_metrics_text(&text, client.get()), "cannot read the agent's metrics");
+    std::fputs(text, stdout);
+    dopt_string_free(text);
+    return kExitOk;
+}
+
 int cmd_stats(const Options& o) {
+    if (o.seen.count("--prometheus")) return print_prometheus(o);
     std::vector<Status> jobs;
     Client client = connect_and_list(o, jobs);
     std::map<std::string, std::uint64_t> by_state;
@@ -1060,6 +1073,7 @@ const char kHelp[] =
     "  suspend|resume|cancel|complete ID\n"
     "  stats [--json]         totals over the caller's jobs: bytes from peers and\n"
     "                         from the origin, peer efficiency, bytes given to peers\n"
+    "  stats --prometheus     the agent's metrics in Prometheus text format\n"
     "  cache list [--json]    the caller's content in the agent's peer cache\n"
     "  cache clear            remove it (content a running job needs stays)\n"
     "  publish FILE [--web-seed URL] [-o OUT]\n"

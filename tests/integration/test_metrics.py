@@ -14,19 +14,11 @@ python3-prometheus-client (scripts/setup-deps installs it).
 import json
 import os
 import subprocess
-import sys
 import time
-
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError:
-    # Debian's python3-prometheus-client, for a python3 that is not Debian's
-    # (pyenv): a pure-Python package.
-    sys.path.append("/usr/lib/python3/dist-packages")
-    from prometheus_client.parser import text_string_to_metric_families
 
 import harness
 from harness import MiB, OtherUsersTest, clean_env, dopt_path, make_file, wait_for
+from harness import parse_prometheus as parse
 
 SIZE = 3 * MiB
 STATES = ("queued", "connecting", "transferring", "transient_error", "suspended", "error",
@@ -35,17 +27,6 @@ STATES = ("queued", "connecting", "transferring", "transient_error", "suspended"
 
 def this_month():
     return time.strftime("%Y-%m", time.gmtime())
-
-
-def parse(text):
-    """(families by name, {(sample name, sorted label items): value}) of a
-    Prometheus text; raises when the parser does not accept it."""
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    samples = {}
-    for f in families.values():
-        for s in f.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return families, samples
 
 
 class MetricsTest(harness.IntegrationTest):

@@ -105,7 +105,7 @@ struct CounterFamily {
     const char* what;
 };
 
-constexpr CounterFamily kByteCounters[] = {
+constexpr CounterFamily kCounters[] = {
     {kOriginReceivedBytes, "dopt_origin_received_bytes_total", "dopt_month_origin_received_bytes",
      "Bytes received from origin servers (HTTP)"},
     {kPeerReceivedBytes, "dopt_peer_received_bytes_total", "dopt_month_peer_received_bytes",
@@ -117,13 +117,13 @@ constexpr CounterFamily kByteCounters[] = {
 };
 
 void counters(Exposition& out, const UsageTotals& usage, const OwnerFilter& visible, std::int64_t now) {
-    for (const auto& c : kByteCounters) {
+    for (const auto& c : kCounters) {
         out.family(c.total_name, "counter", (std::string(c.what) + ", since the job table was made.").c_str());
         out.sample(c.total_name, "", usage.sum(c.counter, "", visible));
     }
     const std::string month = month_of(now);
     const std::string last = month_before(month);
-    for (const auto& c : kByteCounters) {
+    for (const auto& c : kCounters) {
         out.family(c.month_name, "gauge",
                    (std::string(c.what) + " in a calendar month (UTC): this month and the one before.").c_str());
         out.sample(c.month_name, "month=\"" + month + "\"", usage.sum(c.counter, month, visible));

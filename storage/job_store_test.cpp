@@ -52,6 +52,15 @@ struct RawDatabase {
     sqlite3* db = nullptr;
 };
 
+// A database at schema `version`, made by the shipped migrations, with the
+// rows `inserts` adds.
+void make_database_at(const std::string& path, int version, const std::string& inserts) {
+    RawDatabase raw(path);
+    for (int v = 1; v <= version; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
+    exec_sql(raw.db, "PRAGMA user_version = " + std::to_string(version));
+    exec_sql(raw.db, inserts);
+}
+
 FileRecord make_file(int index) {
     FileRecord file;
     file.index = index;
@@ -531,14 +540,10 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
 TEST_CASE("a v6 cache entry is migrated with no SHA-256", "[job_store][migration]") {
     TempDir dir;
     const std::string path = dir.file("jobs.db");
-    {
-        RawDatabase raw(path);
-        for (int v = 1; v <= 6; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
-        exec_sql(raw.db, "PRAGMA user_version = 6");
-        exec_sql(raw.db, "INSERT INTO cache (info_hash, name, size, origin_url, owner_uid, complete, "
-                         "last_used, metainfo, resume_data) VALUES ('" + std::string(40, 'a') +
-                             "', 'x', 5, 'http://o/x', 0, 1, 9, x'00', x'');");
-    }
+    make_database_at(path, 6,
+                     "INSERT INTO cache (info_hash, name, size, origin_url, owner_uid, complete, "
+                     "last_used, metainfo, resume_data) VALUES ('" + std::string(40, 'a') +
+                         "', 'x', 5, 'http://o/x', 0, 1, 9, x'00', x'');");
     auto store = JobStore::open(path);
     const auto cache = store->load_cache();
     REQUIRE(cache.size() == 1);
@@ -551,15 +556,11 @@ TEST_CASE("a v7 database gets an empty usage table that adds up and survives reo
           "[job_store][migration]") {
     TempDir dir;
     const std::string path = dir.file("jobs.db");
-    {
-        RawDatabase raw(path);
-        for (int v = 1; v <= 7; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
-        exec_sql(raw.db, "PRAGMA user_version = 7");
-        exec_sql(raw.db, "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
-                         "created, modified, transfer_completed, no_progress_timeout, retry_count, "
-                         "bytes_from_origin, bytes_from_peers) VALUES ('" + uuid(1) +
-                             "', 1000, 100, 'v7 job', 2, 7, 10, 20, 0, 600, 0, 5, 0);");
-    }
+    make_database_at(path, 7,
+                     "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
+                     "created, modified, transfer_completed, no_progress_timeout, retry_count, "
+                     "bytes_from_origin, bytes_from_peers) VALUES ('" + uuid(1) +
+                         "', 1000, 100, 'v7 job', 2, 7, 10, 20, 0, 600, 0, 5, 0);");
     {
         auto store = JobStore::open(path);
         CHECK(store->load_job(uuid(1))->display_name == "v7 job");

@@ -13,6 +13,7 @@ python3-prometheus-client (scripts/setup-deps installs it).
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -119,6 +120,16 @@ class MetricsTest(harness.IntegrationTest):
         wait_for(lambda: "writable by every user" in self.agent.log_text(), 10,
                  what="the agent refusing the folder")
         self.assertEqual(os.listdir(folder), [])
+
+    def test_sighup_starts_the_textfile(self):
+        path = self.sb.path("dopt.prom")
+        self.start_agent()
+        with open(self.agent.config, "a") as f:
+            f.write('[metrics]\ntextfile = "%s"\ninterval = 1\n' % path)
+        self.agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(path), 10, what="the textfile after SIGHUP")
+        _, m = parse(open(path).read())
+        self.assertEqual(m[("dopt_origin_received_bytes_total", ())], 0)
 
     def test_a_bad_textfile_path_stops_the_agent_naming_the_line(self):
         agent = self.sb.agent('[metrics]\ntextfile = "/var/lib/node/dopt.txt"\n', start=False)

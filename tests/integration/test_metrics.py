@@ -50,6 +50,7 @@ class MetricsTest(harness.IntegrationTest):
         self.get()
         failed = self.agent.add(self.origin.url("/missing.bin"), "-o", os.path.join(self.dest(), "m.bin"))
         self.wait_state(failed, {"error"})
+        self.dopt("stats", "--prometheus", "--json", check=2)
         text = self.metrics()
         families, m = parse(text)
         stats = json.loads(self.dopt("stats", "--json", check=True)[1])

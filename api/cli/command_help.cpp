@@ -110,11 +110,13 @@ const CommandHelp kCommands[] = {
      "exit codes: 0 done; 2 bad usage, no such job (or another user's), or a state\n"
      "that does not allow it; 3 the agent could not be reached.\n"},
     {"stats",
-     "usage: dopt stats [--json]\n"
+     "usage: dopt stats [--json | --prometheus]\n"
      "\n"
      "Totals over the caller's jobs: jobs by state, bytes from the origin and from\n"
      "LAN peers, peer efficiency; the agent's bytes given to peers and connected\n"
      "peers.\n"
+     "  --json        the same as a JSON object\n"
+     "  --prometheus  the agent's metrics in Prometheus text format (docs/metrics.md)\n"
      "\n"
      "exit codes: 0; 2 bad usage; 3 the agent could not be reached.\n"},
     {"cache",

@@ -133,7 +133,8 @@ struct Options {
 const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
                                              "--header", "--name", "--metainfo", "--socket",
                                              "--web-seed"};
-const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--version", "-O", "-q"};
+const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--version", "-O", "-q",
+                                            "--prometheus"};
 
 std::string canonical(const std::string& opt) {
     if (opt == "--output") return "-o";
@@ -826,7 +827,20 @@ int cmd_status(const Options& o) {
     return kExitOk;
 }
 
+// The agent's metrics as Prometheus text (docs/metrics.md), as it sends them.
+int print_prometheus(const Options& o) {
+    allow_only(o, {"--prometheus"});
+    expect_args(o, 0, "no argument");
+    Client client = connect(o);
+    char* text = nullptr;
+    check(dopt_metrics_text(&text, client.get()), "cannot read the agent's metrics");
+    std::fputs(text, stdout);
+    dopt_string_free(text);
+    return kExitOk;
+}
+
 int cmd_stats(const Options& o) {
+    if (o.seen.count("--prometheus")) return print_prometheus(o);
     std::vector<Status> jobs;
     Client client = connect_and_list(o, jobs);
     std::map<std::string, std::uint64_t> by_state;
@@ -1051,6 +1065,7 @@ const char kHelp[] =
     "                         change a job after it was made\n"
     "  stats [--json]         totals over the caller's jobs: bytes from peers and\n"
     "                         from the origin, peer efficiency, bytes given to peers\n"
+    "  stats --prometheus     the agent's metrics in Prometheus text format\n"
     "  cache list [--json]    the caller's content in the agent's peer cache\n"
     "  cache clear            remove it (content a running job needs stays)\n"
     "  publish FILE [--web-seed URL] [-o OUT]\n"

@@ -152,7 +152,7 @@ typedef struct dopt_times {
 
 /* ---- library ------------------------------------------------------------ */
 
-/* The library's version, e.g. "0.2.0" (DOPT_VERSION_STRING of the build).
+/* The library's version, e.g. "0.3.0" (DOPT_VERSION_STRING of the build).
  * Static storage; any thread. */
 DOPT_EXPORT const char *dopt_version(void);
 
@@ -176,7 +176,7 @@ DOPT_EXPORT const char *dopt_state_name(dopt_job_state state);
 DOPT_EXPORT const char *dopt_context_name(dopt_context context);
 
 /* Frees a string the library allocated (dopt_cache_list_json,
- * dopt_peer_stats_json). NULL: no-op. */
+ * dopt_peer_stats_json, dopt_metrics_text). NULL: no-op. */
 DOPT_EXPORT void dopt_string_free(char *s);
 
 /* ---- client ------------------------------------------------------------- */
@@ -248,6 +248,16 @@ DOPT_EXPORT int dopt_cache_clear(uint64_t *bytes_removed, dopt_client *client);
  *  json_out: gets the JSON object above; the caller owns it
  *            (dopt_string_free). */
 DOPT_EXPORT int dopt_peer_stats_json(char **json_out, dopt_client *client);
+
+/* The agent's metrics in the Prometheus text exposition format (since 0.3;
+ * every metric is listed in docs/metrics.md): bytes from the origin and
+ * from peers, bytes to peers, origin requests, job errors by context
+ * (counters, kept across restarts), this and last month's totals, jobs by
+ * state, the peer cache and connected peers. Counts of the caller's own
+ * jobs and cache entries (root: everyone's) and the agent's peering; no
+ * job, file, URL or user is named.
+ *  text_out: gets the text; the caller owns it (dopt_string_free). */
+DOPT_EXPORT int dopt_metrics_text(char **text_out, dopt_client *client);
 
 /* ---- job handles -------------------------------------------------------- */
 

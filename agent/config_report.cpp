@@ -2,6 +2,7 @@
 // came from, for `doptd --check-config`. A key added to Config is added here
 // too (config_test.cpp checks that every key a full file sets is listed).
 #include "agent/config.h"
+#include "agent/log.h"
 
 #include <cstdio>
 
@@ -60,7 +61,8 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"jobs.file_op_timeout", number(c.file_op_timeout)},
         {"ipc.max_connections_per_user", number(c.max_connections_per_user)},
         {"ipc.max_reply_backlog_per_user", number(c.max_reply_backlog_per_user)},
-        {"http.proxy", quoted(c.proxy)},
+        // A proxy's password is not printed (the output may go to a log).
+        {"http.proxy", quoted(redact_url_secrets(c.proxy))},
         {"http.user_agent", quoted(c.user_agent)},
         {"http.connect_timeout", number(c.connect_timeout)},
         {"http.low_speed_time", number(c.low_speed_time)},

@@ -31,7 +31,10 @@ p2p::SessionSettings Swarms::session_settings() const {
     p2p::SessionSettings s;
     s.listen = listen_now_;
     s.claims_per_peer = config_.swarm_origin_requests;
-    if (!config_.p2p_enabled || config_.p2p_listen.empty()) return s;
+    if (!config_.p2p_enabled || config_.p2p_listen.empty()) {
+        s.lan_discovery = false;
+        return s;
+    }
     s.lan_discovery = config_.lan_discovery;
     s.peers = config_.peers;
     s.allowed_networks = config_.allowed_networks;

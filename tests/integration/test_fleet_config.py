@@ -61,7 +61,7 @@ class CheckConfig(harness.IntegrationTest):
         state = self.sb.path("state")
         sock = self.sb.path("run", "doptd.sock")
         conf = self.write("doptd.conf", '# fleet\nstate_dir = "%s"\nsocket = "%s"\n[jobs]\nmax_jobs = 3\n'
-                          % (state, sock))
+                          '[http]\nproxy = "http://fleet:s3cret@proxy.lan:3128"\n' % (state, sock))
         rc, out, err = check_config("--config", conf)
         self.assertEqual(rc, 0, err)
         s = settings(out)
@@ -69,6 +69,8 @@ class CheckConfig(harness.IntegrationTest):
         self.assertEqual(s["state_dir"], ('"%s"' % state, conf + ":2"))
         self.assertEqual(s["jobs.max_connections"], ("8", "default"))
         self.assertEqual(s["p2p.enabled"], ("false", "default"))
+        self.assertNotIn("s3cret", out)  # the output may go to a log
+        self.assertEqual(s["http.proxy"][1], conf + ":7")
         for key in ("user", "jobs.retry_max_delay", "ipc.max_reply_backlog_per_user", "http.ca_file",
                     "p2p.allowed_networks", "p2p.content_follow_ms", "cache.min_file_size"):
             self.assertEqual(s[key][1], "default", key)

@@ -709,7 +709,6 @@ void Agent::op_peer_stats(Request& req) {
     r["torrents"] = swarms_->torrents().size();
     r["connected_peers"] = peers;
     if (session) r["listen_port"] = session->listen_port();
-    if (session) r["listen"] = swarms_->listening_on();  // "" while peering is paused
     ipc_->send(req.conn, r.dump());
 }
 

@@ -196,7 +196,7 @@ bool Swarms::start_file_with_peers(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.metainfo_source == "none") return false;
     if (!peers_->listening()) {
-        use_http_only(job, "peering is paused: [p2p] listen has no address now");
+        use_http_only(job, "peering is paused: no [p2p] listen address now");
         return false;
     }
     // Content behind credentials (headers, or in the URL) is not shared

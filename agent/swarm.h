@@ -174,8 +174,6 @@ public:
     // The netlink socket that tells when the interface [p2p] listen names
     // changes, for the agent's poll; -1 when listen is an address.
     int interface_fd() const { return listen_watch_ ? listen_watch_->fd() : -1; }
-    // "addr:port" peers reach this agent at now; "" while peering is paused.
-    const std::string& listening_on() const { return listen_now_; }
 
     // What the agent asks of the swarm.
     // Decides how the job's current file goes: true when peering took it (a

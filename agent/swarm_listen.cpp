@@ -103,11 +103,11 @@ void Swarms::note_static_peers() {
 }
 
 void Swarms::reconfigure() {
-    if (!peers_) {
-        start_peering();
-        return;
-    }
     try {
+        if (!peers_) {
+            start_peering();
+            return;
+        }
         watch_listen_interface();
         listen_now_ = listen_endpoint();
         peers_->reconfigure(session_settings());

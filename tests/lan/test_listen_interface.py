@@ -7,8 +7,12 @@ then reaches it at the new address. Needs root; skips otherwise.
     h1 (agent A, listen = "eth0:7881")   10.77.0.11 -> none -> 10.77.0.51
     h2 (agent B, peers = ["10.77.0.51:7881"])
     origin (nginx)                       10.77.0.1
+
+and, in the second test, A listening on h1's lanx0 (a second veth), which
+has no address at first, then 10.77.9.1.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -75,6 +79,39 @@ class ListenByInterfaceName(netns.LanTestCase):
         self.assertGreaterEqual(job["bytes_from_peers"], 0.95 * size, job)
         self.assertLessEqual(origin.body_bytes_sent("/app.bin", since=since), 0.05 * size)
         self.assertTrue(a.running())
+
+    def test_an_interface_without_an_address_pauses_peering_and_jobs_go_over_http(self):
+        """Listening on an interface that has no address yet (here a second
+        one in h1, a veth whose peer end stays in h1; eth0 keeps its address
+        for HTTP): the agent says so
+        once, a job goes over HTTP only, and the address, once it comes, is
+        listened on."""
+        path = os.path.join(self.www, "small.bin")
+        sha = harness.make_file(path, 2 * MiB)
+        subprocess.run([harness.dopt_path(), "publish", path, "--web-seed",
+                        self.lan.origin_url("small.bin"), "-o", path + ".torrent"],
+                       check=True, capture_output=True, env=netns.child_env())
+        self.lan.start_origin()
+        h1 = self.lan.host(1)
+        self.lan.check_output(h1, ["ip", "link", "add", "lanx0", "type", "veth", "peer", "name", "lanx1"])
+        self.lan.check_output(h1, ["ip", "link", "set", "lanx0", "up"])
+        a = self.lan.start_agent(1, '[p2p]\nlisten = "lanx0:%d"\n' % netns.P2P_PORT,
+                                 lan_discovery=False)
+        self.assertIn("peering paused: interface lanx0 has no address", a.log_text())
+        self.assertEqual(self.listening(h1), [])
+        dest = os.path.join(a.dir, "small.bin")
+        rc, _, err = a.get(self.lan.origin_url("small.bin"), dest)
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(dest, sha)
+        job = a.job_for(dest)
+        self.assertEqual(job["mode"], "http_only", job)
+        self.assertIn("peering is paused", json.dumps(job))
+
+        self.lan.check_output(h1, ["ip", "addr", "add", "10.77.9.1/24", "dev", "lanx0"])
+        harness.wait_for(lambda: "peering on 10.77.9.1:%d (interface lanx0)" % netns.P2P_PORT
+                         in a.log_text(), 10, what="A listening on lanx0's new address")
+        self.assertEqual(self.listening(h1), ["10.77.9.1:%d" % netns.P2P_PORT])
+        self.assertEqual(len(re.findall("peering paused", a.log_text())), 1)
 
 
 if __name__ == "__main__":

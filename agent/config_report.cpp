@@ -2,6 +2,7 @@
 // came from, for `doptd --check-config`. A key added to Config is added here
 // too (config_test.cpp checks that every key a full file sets is listed).
 #include "agent/config.h"
+#include "agent/interface_address.h"
 #include "agent/log.h"
 
 #include <cstdio>
@@ -115,6 +116,12 @@ int check_config(const std::string& path) {
     for (const auto& file : config.drop_ins) std::printf("# then: %s\n", file.c_str());
     for (const auto& s : effective_settings(config))
         std::printf("%s = %s  # %s\n", s.key.c_str(), s.value.c_str(), s.origin.c_str());
+    if (const auto iface = listen_interface(config.p2p_listen)) {
+        const std::string address = interface_address(iface->name);
+        std::printf("# p2p.listen: %s %s\n", iface->name.c_str(),
+                    address.empty() ? "has no address now (peering would be paused)"
+                                    : ("has " + address + " now").c_str());
+    }
     return 0;
 }
 

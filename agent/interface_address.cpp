@@ -46,12 +46,12 @@ bool InterfaceAddressWatch::drain() {
     }
 }
 
-std::string InterfaceAddressWatch::address() const {
+std::string interface_address(const std::string& name) {
     ifaddrs* list = nullptr;
     if (::getifaddrs(&list) != 0) return "";
     std::string v4, v6;
     for (const ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
-        if (ifa->ifa_addr == nullptr || name_ != ifa->ifa_name) continue;
+        if (ifa->ifa_addr == nullptr || name != ifa->ifa_name) continue;
         char text[INET6_ADDRSTRLEN] = {};
         if (ifa->ifa_addr->sa_family == AF_INET && v4.empty()) {
             const auto* in = reinterpret_cast<const sockaddr_in*>(ifa->ifa_addr);

@@ -11,6 +11,12 @@
 
 namespace dopt::agent {
 
+// The address to listen on of interface `name` now, as "a.b.c.d" or
+// "v6addr": its first IPv4 address (the primary one), else its first IPv6
+// address that is not link-local (a link-local address needs a scope that
+// peers' configs cannot name). "" when it has none, or does not exist.
+std::string interface_address(const std::string& name);
+
 class InterfaceAddressWatch {
 public:
     // Throws std::runtime_error when the netlink socket cannot be opened.
@@ -24,12 +30,8 @@ public:
     // Reads every message waiting (never blocks). True when any came, or
     // the kernel dropped some (its queue overflowed): look again.
     bool drain();
-    // The address to listen on now, as "a.b.c.d" or "v6addr": the
-    // interface's first IPv4 address (the primary one), else its first
-    // IPv6 address that is not link-local (a link-local address needs a
-    // scope that peers' configs cannot name). "" when it has none, or the
-    // interface does not exist.
-    std::string address() const;
+    // interface_address(name()).
+    std::string address() const { return interface_address(name_); }
 
 private:
     std::string name_;

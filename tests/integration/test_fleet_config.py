@@ -89,6 +89,16 @@ class CheckConfig(harness.IntegrationTest):
         self.assertEqual(s["jobs.retention"], ("60", early + ":3"))
         self.assertEqual(s["p2p.listen"], ('"eth0:7881"', late + ":3"))
 
+    def test_an_interface_listen_says_which_address_it_has_now(self):
+        conf = self.write("doptd.conf", '[p2p]\nenabled = true\nlisten = "lo:7881"\n')
+        rc, out, err = check_config("--config", conf)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("# p2p.listen: lo has 127.0.0.1 now\n", out)
+        self.write("doptd.conf", '[p2p]\nenabled = true\nlisten = "nosuchif0:7881"\n')
+        rc, out, err = check_config("--config", conf)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("# p2p.listen: nosuchif0 has no address now", out)
+
     def test_a_bad_drop_in_exits_1_naming_its_file_and_line_and_opens_nothing(self):
         state = self.sb.path("state")
         sock = self.sb.path("run", "doptd.sock")

@@ -579,6 +579,7 @@ int Agent::run() {
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
         if (swarms_->session()) fds.push_back({swarms_->session()->event_fd(), POLLIN, 0});
+        if (swarms_->interface_fd() >= 0) fds.push_back({swarms_->interface_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -659,7 +660,8 @@ void Agent::reload_config() {
         std::vector<std::string> warnings;
         Config fresh = load_config(config_.source, warnings);
         for (const auto& w : warnings) LOG_WARN("%s", w.c_str());
-        // Paths and [p2p] need a restart; the rest applies now.
+        // Paths need a restart; the rest applies now ([p2p] to the running
+        // peer session, which keeps its torrents).
         fresh.state_dir = config_.state_dir;
         fresh.cache_dir = config_.cache_dir;
         fresh.socket = config_.socket;
@@ -670,6 +672,7 @@ void Agent::reload_config() {
         set_log_level(config_.log_level);
         fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
+        swarms_->reconfigure();
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {

@@ -349,6 +349,7 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     if (rc != 0) return rc;
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
+    agent->count_usage(*this, kOriginReceivedBytes, len);
     std::int64_t now = mono_ms();
     // Progress is new bytes of the file, at least 1 byte/s on average since
     // the last progress: bytes fetched again (a retry from 0) are none, and
@@ -499,6 +500,7 @@ Agent::Agent(const Config& config) : config_(config) {
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
     fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
     swarms_ = std::make_unique<Swarms>(*this, config_, *store_, *fetcher_);
+    usage_ = std::make_unique<UsageTotals>(store_->load_usage());
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -539,6 +541,8 @@ Agent::Agent(const Config& config) : config_(config) {
         }
     }
     swarms_->start();
+    for (const auto& [ih, s] : swarms_->torrents())  // counted in an earlier run
+        uploaded_seen_[ih] = swarms_->session()->status(s->torrent, false).uploaded;
     ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
                                        ipc_limits(config_));
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
@@ -575,6 +579,7 @@ int Agent::run() {
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
         if (swarms_->session()) fds.push_back({swarms_->session()->event_fd(), POLLIN, 0});
+        if (swarms_->interface_fd() >= 0) fds.push_back({swarms_->interface_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -615,6 +620,7 @@ int Agent::run() {
                      job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
+    metrics_tick(mono_ms(), true);  // the last counts written, the textfile current
     swarms_->stop();
     LOG_INFO("stopped");
     return 0;
@@ -626,6 +632,7 @@ int Agent::next_timeout_ms() const {
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
     deadline = std::min(deadline, swarms_->tick_deadline_ms());
+    deadline = std::min(deadline, metrics_deadline_ms());
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
@@ -653,7 +660,8 @@ void Agent::reload_config() {
         std::vector<std::string> warnings;
         Config fresh = load_config(config_.source, warnings);
         for (const auto& w : warnings) LOG_WARN("%s", w.c_str());
-        // Paths and [p2p] need a restart; the rest applies now.
+        // Paths need a restart; the rest applies now ([p2p] to the running
+        // peer session, which keeps its torrents).
         fresh.state_dir = config_.state_dir;
         fresh.cache_dir = config_.cache_dir;
         fresh.socket = config_.socket;
@@ -664,6 +672,7 @@ void Agent::reload_config() {
         set_log_level(config_.log_level);
         fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
+        swarms_->reconfigure();
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {
@@ -750,6 +759,7 @@ void Agent::fail(Job& job, ErrorContext context, std::int64_t code, const std::s
         return;
     }
     LOG_WARN("job %s: error: %s", job.rec.id.c_str(), description.c_str());
+    count_usage(job, job_errors_counter(context).c_str(), 1);
     job.rec.state = JobState::Error;
     track_active(job);
     job.rec.modified = e.time;
@@ -982,10 +992,12 @@ void Agent::start_http_transfer(Job& job, int fd) {
     LOG_DEBUG("job %s: GET %s from byte %llu", job.rec.id.c_str(), f.remote_url.c_str(),
               static_cast<unsigned long long>(keep));
     job.transfer = fetcher_->start(req, &job);
+    count_usage(job, kOriginRequests, 1);
 }
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
+    metrics_tick(now);
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
         if (job->rec.state != JobState::TransientError) continue;
         if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient.description);

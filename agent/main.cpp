@@ -23,9 +23,11 @@ namespace {
 
 void usage(FILE* out) {
     std::fprintf(out,
-                 "usage: doptd [--config FILE]\n"
+                 "usage: doptd [--config FILE] [--check-config]\n"
                  "  Runs the dopt agent in the foreground. Without --config it uses the\n"
-                 "  built-in defaults (system paths as root, XDG paths for a user).\n"
+                 "  built-in defaults (system paths as root, XDG paths for a user); FILE.d/*.conf\n"
+                 "  are read after FILE.\n"
+                 "  --check-config  print the effective settings (or the errors) and exit 0 (1)\n"
                  "  --version   print the version\n");
 }
 
@@ -61,12 +63,15 @@ void start_as(const dopt::agent::Config& config) {
 
 int main(int argc, char** argv) {
     std::string config_path;
+    bool check_only = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--config" && i + 1 < argc) {
             config_path = argv[++i];
         } else if (a.rfind("--config=", 0) == 0) {
             config_path = a.substr(9);
+        } else if (a == "--check-config") {
+            check_only = true;
         } else if (a == "--version") {
 #if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS
             // A test build: it dies on purpose where DOPT_CRASH_AT says.
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    if (check_only) return dopt::agent::check_config(config_path);
 
     // Signals are taken through a signalfd by the main loop: block them before
     // any thread (curl's resolver) exists so every thread inherits the mask.
@@ -95,6 +101,7 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
+    dopt::agent::set_system_agent_config(::geteuid() == 0);  // reloads check as at start
     dopt::agent::Config config;
     try {
         if (config_path.empty()) {

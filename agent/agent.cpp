@@ -546,6 +546,13 @@ Agent::Agent(const Config& config, int activated_socket) : config_(config) {
         ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
                                            ipc_limits(config_));
     notifier_ = std::make_unique<ServiceNotifier>([this] { return service_status(); });
+    set_job_url_lookup([this](const std::string& id) -> std::string {  // DOPT_URL in the journal
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second->rec.files.empty()) return "";
+        const Job& job = *it->second;
+        std::size_t i = job.current_file < 0 ? 0 : static_cast<std::size_t>(job.current_file);
+        return job.rec.files[std::min(i, job.rec.files.size() - 1)].remote_url;
+    });
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s%s", DOPT_VERSION_STRING,
              jobs_.size(), resumed, config_.socket.c_str(),
              socket_activated_ ? " (passed by systemd)" : "");
@@ -553,6 +560,7 @@ Agent::Agent(const Config& config, int activated_socket) : config_(config) {
 }
 
 Agent::~Agent() {
+    set_job_url_lookup(nullptr);
     ipc_.reset();
     abandon_owner_ops();
     for (auto& [id, job] : jobs_) {

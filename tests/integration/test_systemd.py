@@ -1,16 +1,20 @@
 """doptd under systemd, without systemd as PID 1: what the agent says on
 $NOTIFY_SOCKET (READY=1, STATUS=, WATCHDOG=1, RELOADING=1, STOPPING=1), read
-from a datagram socket the test binds, and socket activation: a listening
+from a datagram socket the test binds; socket activation: a listening
 socket passed as systemd does ($LISTEN_FDS, by systemd-socket-activate or by
 the test holding the socket as a socket unit would), idle exit, and a new
-agent for the next client."""
+agent for the next client; and journal records with their fields, read from
+a socket the test binds where the agent, in a mount namespace of its own,
+finds /run/systemd/journal/socket (no journald runs here)."""
 
 import os
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import unittest
 
@@ -193,6 +197,76 @@ class SocketActivation(IntegrationTest):
         self.assertEqual(client.returncode, 0, err)
         self.assertIn("transferred", out.decode().lower())
         self.assertTrue(second.poll() is None or second.returncode == 0)
+
+
+def journal_record(data):
+    """The fields of one datagram of journald's native protocol: NAME=value
+    lines, or NAME, a newline, a 64-bit little-endian length and the value."""
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            name, value = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            name = line
+            (n,) = struct.unpack("<Q", data[nl + 1:nl + 9])
+            value = data[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        fields[name.decode()] = value.decode(errors="replace")
+    return fields
+
+
+class Journal(IntegrationTest):
+
+    def test_records_carry_the_job_and_its_url_only_without_credentials(self):
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            self.skipTest("needs root and unshare(1): the agent's /run is the test's folder "
+                          "in a mount namespace")
+        nginx = self.sb.nginx(self.www)
+        make_file(os.path.join(self.www, "a.bin"), 64 * 1024)
+        run = self.sb.path("run")
+        os.makedirs(os.path.join(run, "systemd", "journal"))
+        journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(journal.close)
+        journal.bind(os.path.join(run, "systemd", "journal", "socket"))
+        records = []  # read as they come, as journald does: a full queue blocks the sender
+        done = threading.Event()
+        reader = threading.Thread(target=self.read_all, args=(journal, records, done))
+        reader.start()
+        self.addCleanup(reader.join)
+        self.addCleanup(done.set)
+        agent = self.agent = self.sb.agent(start=False)
+        open(agent.log, "ab").close()
+        st = os.stat(agent.log)  # doptd's stderr: the "journal stream"
+        spawn(agent, {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}, argv_prefix=[
+            "unshare", "--mount", "sh", "-c", 'mount --bind "$0" /run && exec "$@"', run])
+        wait_for(lambda: agent.dopt("list")[0] == 0, 10, what="the agent to answer")
+        clean = nginx.url("/a.bin")
+        secret = nginx.url("/a.bin") + "?token=s3cret"
+        ids = {}
+        for url, name in ((clean, "clean.bin"), (secret, "secret.bin")):
+            ids[url] = agent.add(url, "-o", os.path.join(self.dest(), name))
+            agent.dopt("wait", ids[url], check=0, timeout=30)
+        wait_for(lambda: any(r.get("MESSAGE", "").startswith("job %s: file 0 done" % ids[secret])
+                             for r in list(records)), 10,
+                 what="the second job's 'file 0 done' in the journal")
+        for r in list(records):
+            self.assertIn(r.get("PRIORITY"), ("3", "4", "6", "7"), r)
+            self.assertEqual(r.get("SYSLOG_IDENTIFIER"), "doptd", r)
+            self.assertNotIn("s3cret", repr(r))
+        story = [r for r in records if r.get("DOPT_JOB") == ids[clean]]
+        self.assertTrue(story and all(r.get("DOPT_URL") == clean for r in story), story)
+        story = [r for r in records if r.get("DOPT_JOB") == ids[secret]]
+        self.assertTrue(story and all("DOPT_URL" not in r for r in story), story)
+        self.assertNotIn("file 0 done", agent.log_text(), "a record went to stderr as well")
+
+    @staticmethod
+    def read_all(sock, records, done):
+        while not done.is_set():
+            if select.select([sock], [], [], 0.1)[0]:
+                records.append(journal_record(sock.recv(1 << 20)))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import (MiB, IntegrationTest, clean_env, doptd_path, dopt_path, make_file, tail,
-                     wait_for)
+from harness import (MiB, IntegrationTest, OtherUsersTest, clean_env, doptd_path, dopt_path,
+                     make_file, tail, wait_for)
 
 
 class NotifySocket:
@@ -70,6 +70,25 @@ def spawn(agent, env=None, argv_prefix=(), pass_fds=()):
                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                       env=full_env, start_new_session=True, pass_fds=pass_fds)
     return agent.proc
+
+
+def socket_unit(test, path, mode=0o600):
+    """What a socket unit does: a listening socket at `path` that outlives
+    each agent (closed at the end of `test`)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    test.addCleanup(listener.close)
+    listener.bind(path)
+    os.chmod(path, mode)
+    listener.listen(16)
+    return listener
+
+
+def activate(agent, listener):
+    """Starts `agent` with `listener` passed as systemd passes it: fd 3,
+    $LISTEN_FDS=1, $LISTEN_PID the agent's."""
+    fd = listener.fileno()
+    return spawn(agent, argv_prefix=[
+        "sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&%d' % fd], pass_fds=(fd,))
 
 
 class Readiness(IntegrationTest):
@@ -163,19 +182,8 @@ class SocketActivation(IntegrationTest):
         nginx = self.sb.nginx(self.www, slow_rate="2m")
         make_file(os.path.join(self.www, "slow.bin"), 6 * MiB)  # 3 s at 2 MiB/s
         agent = self.agent = self.sb.agent("idle_exit = 1\n", start=False)
-        # What a socket unit does: the listening socket outlives each agent.
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(listener.close)
-        listener.bind(agent.socket)
-        listener.listen(16)
-
-        def activate():
-            fd = listener.fileno()
-            return spawn(agent, argv_prefix=[
-                "sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&%d' % fd],
-                pass_fds=(fd,))
-
-        first = activate()
+        listener = socket_unit(self, agent.socket)
+        first = activate(agent, listener)
         path = os.path.join(self.dest(), "slow.bin")
         job_id = agent.add(nginx.url("/slow/slow.bin"), "-o", path)
         self.assertEqual(first.wait(30), 0, tail(agent.log))
@@ -192,11 +200,37 @@ class SocketActivation(IntegrationTest):
         self.addCleanup(client.kill)
         r, _, _ = select.select([listener], [], [], 10)
         self.assertTrue(r, "the client's connection never reached the listening socket")
-        second = activate()
+        second = activate(agent, listener)
         out, err = client.communicate(timeout=30)
         self.assertEqual(client.returncode, 0, err)
         self.assertIn("transferred", out.decode().lower())
         self.assertTrue(second.poll() is None or second.returncode == 0)
+
+
+class SystemSocketActivation(OtherUsersTest):
+    root_reason = "the system agent starts as root: run this test as root"
+
+    def test_a_privilege_separated_agent_serves_the_socket_root_bound(self):
+        nginx = self.sb.nginx(self.www)
+        sha = make_file(os.path.join(self.www, "a.bin"), 1 * MiB)
+        jobs = self.sb.path("jobs")
+        os.mkdir(jobs, 0o755)
+        run = self.sb.path("agent", "run")
+        os.makedirs(run, 0o755)
+        path = os.path.join(run, "doptd.sock")
+        agent = self.agent = self.sb.agent('user = "nobody"\nsocket = "%s"\nsystem_job_dirs = ["%s"]\n'
+                                           % (path, jobs), start=False)
+        agent.socket = path
+        listener = socket_unit(self, path, 0o666)  # as doptd.socket: root's, 0666
+        activate(agent, listener)
+        self.dopt("get", nginx.url("/a.bin"), "-o", os.path.join(jobs, "a.bin"), check=0)
+        self.assertFileSha(os.path.join(jobs, "a.bin"), sha)
+        with open("/proc/%d/status" % agent.proc.pid) as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        self.assertEqual(int(uid_line.split()[1]), self.nobody.pw_uid)
+        self.assertIn("(passed by systemd)", agent.log_text())
+        self.assertEqual(agent.terminate(), 0)
+        self.assertTrue(os.path.exists(path), "doptd removed the socket systemd owns")
 
 
 def journal_record(data):

@@ -197,6 +197,8 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(std::string(dopt_job_status_http_only_reason(nullptr)).empty());
     CHECK(dopt_job_status_file_count(nullptr) == 0);
     CHECK(dopt_job_status_owner_uid(nullptr) == 0);
+    CHECK(dopt_job_status_no_progress_timeout(nullptr) == 0);
+    CHECK(std::string(dopt_client_agent_version(nullptr)).empty());
     (void)dopt_job_status_state(nullptr);
     (void)dopt_job_status_priority(nullptr);
     dopt_job_status_progress(&progress, nullptr);

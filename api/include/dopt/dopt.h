@@ -54,9 +54,9 @@ extern "C" {
 #endif
 
 #define DOPT_VERSION_MAJOR 0
-#define DOPT_VERSION_MINOR 2
+#define DOPT_VERSION_MINOR 3
 #define DOPT_VERSION_PATCH 0
-#define DOPT_VERSION_STRING "0.2.0"
+#define DOPT_VERSION_STRING "0.3.0"
 
 /* Result codes. New codes are added last; none is ever removed. */
 enum dopt_result {
@@ -198,6 +198,12 @@ DOPT_EXPORT int dopt_client_open(dopt_client **out, const char *socket_path);
 /* Disconnects and frees the client; its jobs go on in the agent. Every job
  * handle opened through it must be closed first. NULL: no-op. */
 DOPT_EXPORT void dopt_client_close(dopt_client *client);
+
+/* The agent's name and version as it gave them when the client connected
+ * (its hello reply), e.g. "doptd 0.3.0"; "" when it gave none. Owned by the
+ * client; a reconnection after an agent restart does not change it. Field
+ * read. Since 0.3. */
+DOPT_EXPORT const char *dopt_client_agent_version(const dopt_client *client);
 
 /* Status snapshots of every job the caller owns (root: every job), oldest
  * first.
@@ -476,6 +482,12 @@ DOPT_EXPORT dopt_job_state dopt_job_status_state(const dopt_job_status *status);
 
 /* The job's priority. */
 DOPT_EXPORT dopt_priority dopt_job_status_priority(const dopt_job_status *status);
+
+/* How long the job may go without progress before a transient error
+ * becomes fatal (DOPT_E_NO_PROGRESS), in seconds: the job's own
+ * (dopt_job_set_no_progress_timeout) or, when it has none, the agent's
+ * [jobs] no_progress_timeout; 0 when the agent did not say. Since 0.3. */
+DOPT_EXPORT uint32_t dopt_job_status_no_progress_timeout(const dopt_job_status *status);
 
 /* The uid of the job's owner. */
 DOPT_EXPORT uint32_t dopt_job_status_owner_uid(const dopt_job_status *status);

@@ -206,6 +206,7 @@ public:
             else if (k == "log_level") c.log_level = log_level(node, k);
             else if (k == "user") c.user = user_name(node, k);
             else if (k == "system_job_dirs") c.system_job_dirs = path_list(node, k);
+            else if (k == "idle_exit") c.idle_exit = seconds(node, k, 0);
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "ipc") read_ipc(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);

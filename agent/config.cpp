@@ -325,6 +325,7 @@ private:
     void read_metrics(const toml::table& t, Config& c) {
         for (auto&& [key, node] : t) {
             const std::string k = "metrics." + std::string(key.str());
+            note(c, k, node);
             if (k == "metrics.textfile") c.metrics_textfile = textfile_path(node, k);
             else if (k == "metrics.interval") c.metrics_interval = integer<std::uint32_t>(node, k, 1, 86400, " (seconds)");
             else unknown(key, k);

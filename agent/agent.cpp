@@ -329,6 +329,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     } else if (info.status == 206 && info.body_offset != partial->size()) {
         return DOPT_E_REMOTE_CHANGED;
     }
+    if (f.expected_size != kUnknownSize && info.total != UINT64_MAX && info.total != f.expected_size)
+        return refuse_size(std::to_string(info.total) + " bytes");
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
@@ -343,6 +345,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
 
 int Agent::Job::on_body(const char* data, std::size_t len) try {
     FileRecord& f = file();
+    if (f.expected_size != kUnknownSize && partial->size() + len > f.expected_size)
+        return refuse_size("more than " + std::to_string(f.expected_size) + " bytes");
     if (f.bytes_total != kUnknownSize && partial->size() + len > f.bytes_total)
         return DOPT_E_REMOTE_CHANGED;  // more bytes than the origin announced
     int rc = partial->append(data, len);
@@ -372,10 +376,33 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     return job_table_failed(rec.id, e);
 }
 
+// A response of another size than the job's expected size: refused before
+// its bytes are kept (`sent`: what the origin sends); on_done fails the job.
+int Agent::Job::refuse_size(const std::string& sent) {
+    const FileRecord& f = file();
+    wrong_size = "the origin sends " + sent + " for " + f.remote_url + ", expected " +
+                 std::to_string(f.expected_size) + "; nothing was kept";
+    return DOPT_E_INTEGRITY;
+}
+
 void Agent::Job::on_done(const TransferOutcome& outcome) {
     transfer = 0;
     Agent& a = *agent;
     FileRecord& f = file();
+    if (!wrong_size.empty()) {
+        const std::string why = std::move(wrong_size);
+        wrong_size.clear();
+        if (partial) {
+            partial->reset();
+            note_partial();
+            partial.reset();
+        }
+        f.etag.clear();
+        f.last_modified.clear();
+        a.store_->update_file(rec.id, f);
+        a.fail(*this, ErrorContext::RemoteFile, DOPT_E_INTEGRITY, why, current_file);
+        return;
+    }
     if (!outcome.ok) {
         std::uint64_t held = partial ? partial->written() : 0;
         // A 416 to a Range (the file shrank or changed) is retried from 0;

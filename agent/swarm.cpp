@@ -236,6 +236,13 @@ bool Swarms::start_file_with_peers(Job& job) {
         attach_swarm(job);
         return true;
     }
+    // A size known to be small (the job's expected size, or the origin's
+    // from an earlier try): no metainfo probe, no content lookup.
+    if (f.metainfo_source != "job" && f.bytes_total != kUnknownSize &&
+        f.bytes_total < config_.cache_min_file_size) {
+        use_http_only(job, "smaller than [cache] min_file_size");
+        return false;
+    }
     std::string url;
     if (!f.metainfo_url.empty()) url = f.metainfo_url;
     else if (f.metainfo_source.empty() && config_.metainfo_probe)

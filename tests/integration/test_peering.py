@@ -499,6 +499,54 @@ class SmallFile(PeeringTest):
         self.assertEqual(self.cache(a), [])
 
 
+class ExpectedSize(PeeringTest):
+    """A job that gives a file's size (--size, dopt_job_set_file_size)."""
+
+    def test_a_small_file_with_a_size_and_a_sha256_skips_the_content_lookup(self):
+        """291 bytes with --sha256 and --size 291, peering on: no content
+        lookup (no "looking for it on the LAN" in the log), no metainfo
+        probe at the origin, HTTP at once, and the job says why."""
+        self.start_origin()
+        sha = self.serve("Packages.gz", 291, torrent=False)
+        a = self.lone_agent()
+        mark = self.mark()
+        dest, job = self.get(a, self.url("Packages.gz"), "Packages.gz", "--sha256", sha,
+                             "--size", "291")
+        self.assertFileSha(dest, sha)
+        st = a.status(job["id"])
+        self.assertEqual(st["http_only_reason"], "smaller than [cache] min_file_size", st)
+        self.assertNotIn("looking for it on the LAN", a.log_text())
+        self.assertEqual([e[4] for e in self.requests_since(mark)], ["/Packages.gz"])
+
+    def test_an_origin_sending_another_size_fails_the_job_at_once(self):
+        """--size 1000 for a 4 KiB file: `dopt get` exits 1, the job's error
+        (remote_file) names both sizes, and nothing reaches the destination."""
+        self.start_origin()
+        self.serve("sized.bin", 4096, torrent=False)
+        a = self.lone_agent()
+        dest = self.dest_of(a, "sized.bin")
+        rc, out, err = a.dopt("get", self.url("sized.bin"), "-o", dest, "--size", "1000")
+        self.assertEqual(rc, 1, (out, err))
+        st = a.status(a.job_for(dest)["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "remote_file", st)
+        self.assertIn("sends 4096 bytes", st["error"]["description"])
+        self.assertIn("expected 1000", st["error"]["description"])
+        self.assertEqual(st["bytes_transferred"], 0, st)
+        self.assertFalse(os.path.exists(dest))
+
+    def test_a_size_that_is_not_a_number_is_a_usage_error(self):
+        a = self.lone_agent()
+        dest = self.dest_of(a, "x.bin")
+        for bad in ("12k", "-1", "", "99999999999999999999"):
+            rc, out, err = a.dopt("get", "http://127.0.0.1:9/x.bin", "-o", dest, "--size", bad)
+            self.assertEqual(rc, 2, (bad, out, err))
+            self.assertIn("--size", err)
+        rc, out, err = a.dopt("get", "http://127.0.0.1:9/x.bin", "-o", dest, "--size", "1", "--size", "2")
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("more --size than files", err)
+
+
 class JobMetainfo(PeeringTest):
     SIZE = 24 * MiB
 

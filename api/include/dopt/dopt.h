@@ -54,9 +54,9 @@ extern "C" {
 #endif
 
 #define DOPT_VERSION_MAJOR 0
-#define DOPT_VERSION_MINOR 2
+#define DOPT_VERSION_MINOR 3
 #define DOPT_VERSION_PATCH 0
-#define DOPT_VERSION_STRING "0.2.0"
+#define DOPT_VERSION_STRING "0.3.0"
 
 /* Result codes. New codes are added last; none is ever removed. */
 enum dopt_result {
@@ -152,7 +152,7 @@ typedef struct dopt_times {
 
 /* ---- library ------------------------------------------------------------ */
 
-/* The library's version, e.g. "0.2.0" (DOPT_VERSION_STRING of the build).
+/* The library's version, e.g. "0.3.0" (DOPT_VERSION_STRING of the build).
  * Static storage; any thread. */
 DOPT_EXPORT const char *dopt_version(void);
 
@@ -293,6 +293,17 @@ DOPT_EXPORT int dopt_job_add_file(dopt_job *job, const char *url, const char *lo
  * Errors: DOPT_E_INVALID_ARG (bad hex or index), DOPT_E_INVALID_STATE. */
 DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
                                          const char *sha256_hex);
+
+/* Sets the expected size of a file, in bytes (since 0.3). The origin must
+ * send exactly this many: another size is a fatal error (context
+ * remote_file, DOPT_E_INTEGRITY) before its bytes are kept. A file known to
+ * be smaller than the agent's [cache] min_file_size goes over HTTP at once,
+ * without looking for LAN peers. Setting it again replaces it.
+ *  file_index: 0-based, in the order the files were added.
+ *  size:       at most INT64_MAX.
+ * Errors: DOPT_E_INVALID_ARG (bad index or size), DOPT_E_INVALID_STATE once
+ * the file is being transferred. */
+DOPT_EXPORT int dopt_job_set_file_size(dopt_job *job, size_t file_index, uint64_t size);
 
 /* Gives a file its metainfo (a .torrent): the piece hashes that make LAN
  * peers' bytes usable. Without it the agent looks for metainfo beside the

@@ -323,7 +323,10 @@ void Swarms::use_http_only(Job& job, const std::string& why) {
     f.metainfo_source = "none";
     f.info_hash.clear();
     store_.update_file(job.rec.id, f);
-    if (!ih.empty()) drop_unwanted_cache_entry(ih);
+    if (!ih.empty()) {
+        forget_holders(ih, job);
+        drop_unwanted_cache_entry(ih);
+    }
 }
 
 // Whether a job not ended (other than `except`) has a file not yet whole

@@ -271,6 +271,7 @@ private:
     void on_wanters_changed(const p2p::ContentEvent& event);
     void on_content_metadata(std::uint64_t torrent);
     void connect_holders(Swarm& s);
+    void forget_holders(const std::string& info_hash, const Job& job);
     void content_tick(std::int64_t now_ms);
     void fetch_content_from_origin(const std::string& sha256, const std::string& why);
     bool seed_into_cache(Job& job, int fd);

@@ -81,6 +81,7 @@ bool Swarms::look_up_content(Job& job) {
 // it leaves its lookup, and unless `stay` the rendezvous is left when no
 // job of this agent needs it any more.
 void Swarms::leave_content(Job& job, bool stay) {
+    forget_holders(job.file().info_hash, job);
     if (!job.content_waiting && !job.content_seed) return;
     const std::string x = job.file().sha256;
     auto it = content_lookups_.find(x);
@@ -222,6 +223,13 @@ void Swarms::connect_holders(Swarm& s) {
         }
     }
     content_holders_.erase(it);
+}
+
+// `job` stops, or goes without peers, maybe before the swarm of
+// `info_hash` was added: the holders kept for it go unless another
+// unfinished job wants that content.
+void Swarms::forget_holders(const std::string& info_hash, const Job& job) {
+    if (!info_hash.empty() && !wanted_by_unfinished_job(info_hash, &job)) content_holders_.erase(info_hash);
 }
 
 void Swarms::content_tick(std::int64_t now) {

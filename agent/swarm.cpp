@@ -118,7 +118,8 @@ Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, Ori
 Swarms::~Swarms() = default;
 
 std::int64_t Swarms::tick_deadline_ms() const {
-    return swarms_.empty() && content_lookups_.empty() ? INT64_MAX : next_swarm_tick_ms_;
+    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() ? INT64_MAX
+                                                                               : next_swarm_tick_ms_;
 }
 
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
@@ -1158,6 +1159,7 @@ void Swarms::handle_peer_events() {
         else log_peer_event(e);
     }
     handle_content_events();
+    collect_cache_copies();
     for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it), and pumping may
         // remove it (a false "X is H"): look it up, then pump outside the loop.

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import unittest
+import unittest.mock
 
 import bencode
 import harness
@@ -545,6 +546,37 @@ class ExpectedSize(PeeringTest):
         rc, out, err = a.dopt("get", "http://127.0.0.1:9/x.bin", "-o", dest, "--size", "1", "--size", "2")
         self.assertEqual(rc, 2, (out, err))
         self.assertIn("more --size than files", err)
+
+
+class CacheCopyOffTheLoop(PeeringTest):
+    """The copy of a fetched file into the peer cache, and its hashing, run
+    on a worker: the agent delivers the file and answers every request
+    while the copy is under way. A test build's DOPT_HOLD_CACHE_COPY=PATH
+    holds the worker until PATH exists (agent/cache_copy.cpp)."""
+
+    def test_the_agent_answers_while_a_copy_into_the_cache_is_held(self):
+        version = subprocess.run([harness.doptd_path(), "--version"], capture_output=True,
+                                 text=True, timeout=10).stdout
+        if "crash points compiled in" not in version:
+            self.skipTest("needs a test build (-DDOPT_CRASH_POINTS=ON) for DOPT_HOLD_CACHE_COPY")
+        self.start_origin()
+        sha = self.serve("big.bin", 2 * MiB, torrent=False)
+        self.serve("other.bin", 4096, torrent=False)
+        release = os.path.join(self.sb.dir, "release-cache-copy")
+        with unittest.mock.patch.dict(os.environ, {"DOPT_HOLD_CACHE_COPY": release}):
+            a = self.lone_agent()
+        # Delivered, though its copy into the cache waits.
+        dest, _ = self.get(a, self.url("big.bin"), "big.bin", "--sha256", sha, timeout=30)
+        self.assertFileSha(dest, sha)
+        wait_for(lambda: "cache copy held until" in a.log_text(), 10, what="the held copy")
+        # Another file comes and goes, and nothing is in the cache yet.
+        self.get(a, self.url("other.bin"), "other.bin", timeout=30)
+        self.assertEqual([e for e in self.cache(a) if e["name"] == sha], [])
+        with open(release, "w"):
+            pass
+        entry = wait_for(lambda: next((e for e in self.cache(a) if e["name"] == sha), None), 20,
+                         what="the cache entry named %s" % sha)
+        self.wait_seeding(a, entry["info_hash"])
 
 
 class JobMetainfo(PeeringTest):

@@ -385,6 +385,21 @@ int Agent::Job::refuse_size(const std::string& sent) {
     return DOPT_E_INTEGRITY;
 }
 
+// The current file's bytes are not the file the job wants: they are
+// discarded and the job fails (DOPT_E_INTEGRITY, in `context`).
+void Agent::Job::discard_file(ErrorContext context, const std::string& why) {
+    FileRecord& f = file();
+    if (partial) {
+        partial->reset();
+        note_partial();
+        partial.reset();
+    }
+    f.etag.clear();
+    f.last_modified.clear();
+    agent->store_->update_file(rec.id, f);
+    agent->fail(*this, context, DOPT_E_INTEGRITY, why, current_file);
+}
+
 void Agent::Job::on_done(const TransferOutcome& outcome) {
     transfer = 0;
     Agent& a = *agent;
@@ -392,15 +407,7 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     if (!wrong_size.empty()) {
         const std::string why = std::move(wrong_size);
         wrong_size.clear();
-        if (partial) {
-            partial->reset();
-            note_partial();
-            partial.reset();
-        }
-        f.etag.clear();
-        f.last_modified.clear();
-        a.store_->update_file(rec.id, f);
-        a.fail(*this, ErrorContext::RemoteFile, DOPT_E_INTEGRITY, why, current_file);
+        discard_file(ErrorContext::RemoteFile, why);
         return;
     }
     if (!outcome.ok) {
@@ -457,16 +464,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     }
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
-        partial->reset();
-        note_partial();
-        partial.reset();
-        f.etag.clear();
-        f.last_modified.clear();
-        a.store_->update_file(rec.id, f);
-        a.fail(*this, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-               "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
-                   "; the data was discarded",
-               current_file);
+        discard_file(ErrorContext::Integrity, "the SHA-256 of " + f.remote_url + " is " + digest +
+                                                  ", expected " + f.sha256 + "; the data was discarded");
         return;
     }
     // Flushed whole: a restart from here only checks the last byte.

@@ -186,6 +186,7 @@ struct Agent::Job : TransferSink {
     int on_body(const char* data, std::size_t len) override;
     void on_done(const TransferOutcome& outcome) override;
     int refuse_size(const std::string& sent);
+    void discard_file(storage::ErrorContext context, const std::string& why);
 
     std::string to_json() const;  // the job object, as JSON text
     const char* mode() const;     // "peer_assisted", "http_only" or "pending"

@@ -328,10 +328,8 @@ TEST_CASE("Illegal state requests return INVALID_STATE and change nothing") {
 TEST_CASE("A file's expected size: a bad index is refused, the last one set counts, another size at the origin is fatal") {
     AgentFixture f;
     HttpOrigin origin;
-    const std::string body = random_bytes(1000, 3);
-    origin.add("/sized.bin", Route{200, body});
+    origin.add("/sized.bin", Route{200, random_bytes(1000, 3)});  // 1000 bytes
     const std::string url = origin.url("/sized.bin");
-
     Job job = f.create_job();
     const std::string dest = f.files + "/sized.bin";
     REQUIRE(dopt_job_add_file(job.get(), url.c_str(), dest.c_str()) == DOPT_OK);

@@ -353,6 +353,7 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     if (rc != 0) return rc;
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
+    agent->count_usage(*this, kOriginReceivedBytes, len);
     std::int64_t now = mono_ms();
     // Progress is new bytes of the file, at least 1 byte/s on average since
     // the last progress: bytes fetched again (a retry from 0) are none, and
@@ -525,6 +526,7 @@ Agent::Agent(const Config& config) : config_(config) {
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
     fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
     swarms_ = std::make_unique<Swarms>(*this, config_, *store_, *fetcher_);
+    usage_ = std::make_unique<UsageTotals>(store_->load_usage());
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -565,6 +567,8 @@ Agent::Agent(const Config& config) : config_(config) {
         }
     }
     swarms_->start();
+    for (const auto& [ih, s] : swarms_->torrents())  // counted in an earlier run
+        uploaded_seen_[ih] = swarms_->session()->status(s->torrent, false).uploaded;
     ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
                                        ipc_limits(config_));
     LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
@@ -641,6 +645,7 @@ int Agent::run() {
                      job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
+    metrics_tick(mono_ms(), true);  // the last counts written, the textfile current
     swarms_->stop();
     LOG_INFO("stopped");
     return 0;
@@ -652,6 +657,7 @@ int Agent::next_timeout_ms() const {
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
     deadline = std::min(deadline, swarms_->tick_deadline_ms());
+    deadline = std::min(deadline, metrics_deadline_ms());
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
     for (const Job* job : active_) {
@@ -776,6 +782,7 @@ void Agent::fail(Job& job, ErrorContext context, std::int64_t code, const std::s
         return;
     }
     LOG_WARN("job %s: error: %s", job.rec.id.c_str(), description.c_str());
+    count_usage(job, job_errors_counter(context).c_str(), 1);
     job.rec.state = JobState::Error;
     track_active(job);
     job.rec.modified = e.time;
@@ -1008,10 +1015,12 @@ void Agent::start_http_transfer(Job& job, int fd) {
     LOG_DEBUG("job %s: GET %s from byte %llu", job.rec.id.c_str(), f.remote_url.c_str(),
               static_cast<unsigned long long>(keep));
     job.transfer = fetcher_->start(req, &job);
+    count_usage(job, kOriginRequests, 1);
 }
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
+    metrics_tick(now);
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
         if (job->rec.state != JobState::TransientError) continue;
         if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient.description);

@@ -21,6 +21,7 @@
 
 #include "agent/config.h"
 #include "agent/ipc_server.h"
+#include "agent/metrics.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
 #include "storage/job_store.h"
@@ -81,6 +82,8 @@ public:
     // Every job, by id; and a transfer sink to free at the loop's top.
     const std::map<std::string, std::unique_ptr<Job>>& jobs() const { return jobs_; }
     void retire_sink(std::unique_ptr<TransferSink> sink) { retired_sinks_.push_back(std::move(sink)); }
+    // Adds n to a usage counter of the job's owner (metrics.h), this month.
+    void count_usage(const Job& job, const char* counter, std::uint64_t n);
 
 private:
     // IPC requests, one handler an op (docs/protocol.md).
@@ -110,6 +113,16 @@ private:
     void op_cache_list(Request& req);
     void op_cache_clear(Request& req);
     void op_peer_stats(Request& req);
+    void op_metrics(Request& req);
+
+    // Metrics (metrics.h, agent_metrics.cpp): bytes given to peers sampled
+    // into the usage totals, the totals written to the job table, the
+    // textfile written, each when due; the gauges one uid may see.
+    void metrics_tick(std::int64_t now, bool all_due = false);
+    std::int64_t metrics_deadline_ms() const;
+    void sample_uploads();
+    MetricsGauges metrics_gauges(uid_t uid) const;
+    std::string metrics_text(uid_t uid);
 
     // Notifications (callbacks): the durable outbox and the modification
     // events of subscribed connections.
@@ -187,6 +200,11 @@ private:
     bool job_table_failed_ = false;  // a StorageError reached the main loop (timers() recovers)
     std::int64_t last_seq_ = 0;      // creation order of the newest job
     bool schedule_needed_ = false;
+    std::unique_ptr<UsageTotals> usage_;
+    std::map<std::string, std::int64_t> uploaded_seen_;  // info-hash -> its upload counted so far
+    std::int64_t next_usage_write_ms_ = 0;
+    std::int64_t next_textfile_ms_ = 0;
+    std::string textfile_error_;  // the last one logged, so each is logged once
 };
 
 }  // namespace dopt::agent

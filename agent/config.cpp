@@ -163,6 +163,7 @@ public:
             else if (k == "http") read_http(table(node, k), c);
             else if (k == "p2p") read_p2p(table(node, k), c);
             else if (k == "cache") read_cache(table(node, k), c);
+            else if (k == "metrics") read_metrics(table(node, k), c);
             else unknown(key, k);
         }
         // Tables iterate in key order; report in file order.
@@ -264,6 +265,26 @@ private:
             else if (k == "cache.min_file_size") c.cache_min_file_size = integer<std::uint64_t>(node, k, 0, kMaxRate, " (bytes)");
             else unknown(key, k);
         }
+    }
+
+    void read_metrics(const toml::table& t, Config& c) {
+        for (auto&& [key, node] : t) {
+            const std::string k = "metrics." + std::string(key.str());
+            if (k == "metrics.textfile") c.metrics_textfile = textfile_path(node, k);
+            else if (k == "metrics.interval") c.metrics_interval = integer<std::uint32_t>(node, k, 1, 86400, " (seconds)");
+            else unknown(key, k);
+        }
+    }
+
+    // node_exporter reads only "*.prom" files of its directory; the file
+    // itself is replaced by rename, so the name must be a file's.
+    std::string textfile_path(const toml::node& n, const std::string& name) const {
+        std::string s = path(n, name, true);
+        const std::string base = s.substr(s.rfind('/') + 1);
+        if (!s.empty() && (base.size() <= 5 || base.compare(base.size() - 5, 5, ".prom") != 0))
+            fail(n, name + " must name a file ending in \".prom\" (node_exporter's textfile collector "
+                           "reads no other), not \"" + s + "\"");
+        return s;
     }
 
     // A suffix appended to a URL's path: printable ASCII, no '?', '#' or space.

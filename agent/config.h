@@ -86,6 +86,10 @@ struct Config {
     std::uint32_t cache_max_age = 3 * 24 * 3600;  // seconds unused before eviction (DO's default)
     std::uint64_t cache_min_file_size = 1 << 20;  // smaller content is not cached
 
+    // [metrics] the Prometheus text (docs/metrics.md) written for
+    // node_exporter's textfile collector: "" = not written.
+    std::string metrics_textfile;        // absolute path ending in ".prom"
+    std::uint32_t metrics_interval = 60; // seconds between writes
     std::string source;                  // file the config came from ("" = defaults)
 };
 

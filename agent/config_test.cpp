@@ -577,3 +577,25 @@ min_file_size = 0
                Catch::Contains(":2: cache.max_disk_percent must be an integer from 0 to 100"));
     CHECK_THAT(load_error(dir, "cache = 3\n"), Catch::Contains(":1: cache must be a table"));
 }
+
+TEST_CASE("[metrics] textfile and interval are read; a path node_exporter would not read is an error "
+          "naming its line", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", "[metrics]\ntextfile = \"/var/lib/node/dopt.prom\"\ninterval = 15\n");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.metrics_textfile == "/var/lib/node/dopt.prom");
+    CHECK(c.metrics_interval == 15);
+    CHECK(default_config().metrics_textfile.empty());
+    CHECK(default_config().metrics_interval == 60);
+
+    CHECK_THAT(load_error(dir, "[metrics]\n\ntextfile = \"dopt.prom\"\n"),
+               Catch::Contains(":3: metrics.textfile must be an absolute path"));
+    CHECK_THAT(load_error(dir, "[metrics]\ntextfile = \"/var/lib/node/dopt.txt\"\n"),
+               Catch::Contains(":2: metrics.textfile must name a file ending in \".prom\""));
+    CHECK_THAT(load_error(dir, "[metrics]\ntextfile = \"/var/lib/node/\"\n"),
+               Catch::Contains(":2: metrics.textfile must name a file ending in \".prom\""));
+    CHECK_THAT(load_error(dir, "[metrics]\ninterval = 0\n"),
+               Catch::Contains(":2: metrics.interval must be an integer from 1 to 86400"));
+}

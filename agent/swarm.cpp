@@ -262,6 +262,7 @@ bool Swarms::start_file_with_peers(Job& job) {
             on_metainfo_fetched(j, o, status, std::move(bytes));
         });
     job.transfer = fetcher_.start(req, fetch.get());
+    agent_.count_usage(job, kOriginRequests, 1);
     job.metainfo_fetch = std::move(fetch);
     LOG_DEBUG("job %s: looking for metainfo at %s", job.rec.id.c_str(), url.c_str());
     return true;
@@ -820,6 +821,7 @@ void Swarms::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
     req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
     if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
     op->id = fetcher_.start(req, op.get());
+    agent_.count_usage(lead, kOriginRequests, 1);
     peers_->claim(s.torrent, piece);
     s.origin_inflight[piece] = op.get();
     origin_pieces_.push_back(std::move(op));
@@ -1264,10 +1266,13 @@ void Swarms::on_piece_verified(Swarm& s, int piece) {
     s.origin_piece_job.erase(piece);
     if (s.from_origin[static_cast<std::size_t>(piece)]) {
         for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
+        // The agent received it once, whatever number of its jobs share it.
+        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kOriginReceivedBytes, s.piece_size(piece));
     } else {
         s.last_peer_piece_ms = mono_ms();
         s.peer_piece_bytes += static_cast<std::int64_t>(s.piece_size(piece));
         for (Job* j : s.users) j->rec.bytes_from_peers += s.piece_size(piece);
+        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kPeerReceivedBytes, s.piece_size(piece));
     }
 }
 

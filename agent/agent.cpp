@@ -329,6 +329,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     } else if (info.status == 206 && info.body_offset != partial->size()) {
         return DOPT_E_REMOTE_CHANGED;
     }
+    if (f.expected_size != kUnknownSize && info.total != UINT64_MAX && info.total != f.expected_size)
+        return refuse_size(std::to_string(info.total) + " bytes");
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
@@ -343,6 +345,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
 
 int Agent::Job::on_body(const char* data, std::size_t len) try {
     FileRecord& f = file();
+    if (f.expected_size != kUnknownSize && partial->size() + len > f.expected_size)
+        return refuse_size("more than " + std::to_string(f.expected_size) + " bytes");
     if (f.bytes_total != kUnknownSize && partial->size() + len > f.bytes_total)
         return DOPT_E_REMOTE_CHANGED;  // more bytes than the origin announced
     int rc = partial->append(data, len);
@@ -373,10 +377,40 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     return job_table_failed(rec.id, e);
 }
 
+// A response of another size than the job's expected size: refused before
+// its bytes are kept (`sent`: what the origin sends); on_done fails the job.
+int Agent::Job::refuse_size(const std::string& sent) {
+    const FileRecord& f = file();
+    wrong_size = "the origin sends " + sent + " for " + f.remote_url + ", expected " +
+                 std::to_string(f.expected_size) + "; nothing was kept";
+    return DOPT_E_INTEGRITY;
+}
+
+// The current file's bytes are not the file the job wants: they are
+// discarded and the job fails (DOPT_E_INTEGRITY, in `context`).
+void Agent::Job::discard_file(ErrorContext context, const std::string& why) {
+    FileRecord& f = file();
+    if (partial) {
+        partial->reset();
+        note_partial();
+        partial.reset();
+    }
+    f.etag.clear();
+    f.last_modified.clear();
+    agent->store_->update_file(rec.id, f);
+    agent->fail(*this, context, DOPT_E_INTEGRITY, why, current_file);
+}
+
 void Agent::Job::on_done(const TransferOutcome& outcome) {
     transfer = 0;
     Agent& a = *agent;
     FileRecord& f = file();
+    if (!wrong_size.empty()) {
+        const std::string why = std::move(wrong_size);
+        wrong_size.clear();
+        discard_file(ErrorContext::RemoteFile, why);
+        return;
+    }
     if (!outcome.ok) {
         std::uint64_t held = partial ? partial->written() : 0;
         // A 416 to a Range (the file shrank or changed) is retried from 0;
@@ -431,16 +465,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     }
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
-        partial->reset();
-        note_partial();
-        partial.reset();
-        f.etag.clear();
-        f.last_modified.clear();
-        a.store_->update_file(rec.id, f);
-        a.fail(*this, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-               "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
-                   "; the data was discarded",
-               current_file);
+        discard_file(ErrorContext::Integrity, "the SHA-256 of " + f.remote_url + " is " + digest +
+                                                  ", expected " + f.sha256 + "; the data was discarded");
         return;
     }
     // Flushed whole: a restart from here only checks the last byte.

@@ -329,6 +329,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     } else if (info.status == 206 && info.body_offset != partial->size()) {
         return DOPT_E_REMOTE_CHANGED;
     }
+    if (f.expected_size != kUnknownSize && info.total != UINT64_MAX && info.total != f.expected_size)
+        return refuse_size(std::to_string(info.total) + " bytes");
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
@@ -343,6 +345,8 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
 
 int Agent::Job::on_body(const char* data, std::size_t len) try {
     FileRecord& f = file();
+    if (f.expected_size != kUnknownSize && partial->size() + len > f.expected_size)
+        return refuse_size("more than " + std::to_string(f.expected_size) + " bytes");
     if (f.bytes_total != kUnknownSize && partial->size() + len > f.bytes_total)
         return DOPT_E_REMOTE_CHANGED;  // more bytes than the origin announced
     int rc = partial->append(data, len);
@@ -373,10 +377,40 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     return job_table_failed(rec.id, e);
 }
 
+// A response of another size than the job's expected size: refused before
+// its bytes are kept (`sent`: what the origin sends); on_done fails the job.
+int Agent::Job::refuse_size(const std::string& sent) {
+    const FileRecord& f = file();
+    wrong_size = "the origin sends " + sent + " for " + f.remote_url + ", expected " +
+                 std::to_string(f.expected_size) + "; nothing was kept";
+    return DOPT_E_INTEGRITY;
+}
+
+// The current file's bytes are not the file the job wants: they are
+// discarded and the job fails (DOPT_E_INTEGRITY, in `context`).
+void Agent::Job::discard_file(ErrorContext context, const std::string& why) {
+    FileRecord& f = file();
+    if (partial) {
+        partial->reset();
+        note_partial();
+        partial.reset();
+    }
+    f.etag.clear();
+    f.last_modified.clear();
+    agent->store_->update_file(rec.id, f);
+    agent->fail(*this, context, DOPT_E_INTEGRITY, why, current_file);
+}
+
 void Agent::Job::on_done(const TransferOutcome& outcome) {
     transfer = 0;
     Agent& a = *agent;
     FileRecord& f = file();
+    if (!wrong_size.empty()) {
+        const std::string why = std::move(wrong_size);
+        wrong_size.clear();
+        discard_file(ErrorContext::RemoteFile, why);
+        return;
+    }
     if (!outcome.ok) {
         std::uint64_t held = partial ? partial->written() : 0;
         // A 416 to a Range (the file shrank or changed) is retried from 0;
@@ -431,16 +465,8 @@ void Agent::Job::on_done(const TransferOutcome& outcome) {
     }
     std::string digest = partial->finish_sha256();
     if (!f.sha256.empty() && digest != f.sha256) {
-        partial->reset();
-        note_partial();
-        partial.reset();
-        f.etag.clear();
-        f.last_modified.clear();
-        a.store_->update_file(rec.id, f);
-        a.fail(*this, ErrorContext::Integrity, DOPT_E_INTEGRITY,
-               "the SHA-256 of " + f.remote_url + " is " + digest + ", expected " + f.sha256 +
-                   "; the data was discarded",
-               current_file);
+        discard_file(ErrorContext::Integrity, "the SHA-256 of " + f.remote_url + " is " + digest +
+                                                  ", expected " + f.sha256 + "; the data was discarded");
         return;
     }
     // Flushed whole: a restart from here only checks the last byte.
@@ -481,7 +507,7 @@ FetcherSettings fetcher_settings(const Config& config) {
 }
 }  // namespace
 
-Agent::Agent(const Config& config) : config_(config) {
+Agent::Agent(const Config& config, int activated_socket) : config_(config) {
     set_log_level(config_.log_level);
     // A privilege-separated agent no longer runs as root but is still the
     // system agent: folders and socket for every user.
@@ -543,14 +569,28 @@ Agent::Agent(const Config& config) : config_(config) {
     swarms_->start();
     for (const auto& [ih, s] : swarms_->torrents())  // counted in an earlier run
         uploaded_seen_[ih] = swarms_->session()->status(s->torrent, false).uploaded;
-    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
-                                       ipc_limits(config_));
-    LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
-             jobs_.size(), resumed, config_.socket.c_str());
+    socket_activated_ = activated_socket >= 0;
+    if (socket_activated_)
+        ipc_ = std::make_unique<IpcServer>(activated_socket, config_.socket, this, ipc_limits(config_));
+    else
+        ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
+                                           ipc_limits(config_));
+    notifier_ = std::make_unique<ServiceNotifier>([this] { return service_status(); });
+    set_job_url_lookup([this](const std::string& id) -> std::string {  // DOPT_URL in the journal
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second->rec.files.empty()) return "";
+        const Job& job = *it->second;
+        std::size_t i = job.current_file < 0 ? 0 : static_cast<std::size_t>(job.current_file);
+        return job.rec.files[std::min(i, job.rec.files.size() - 1)].remote_url;
+    });
+    LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s%s", DOPT_VERSION_STRING,
+             jobs_.size(), resumed, config_.socket.c_str(),
+             socket_activated_ ? " (passed by systemd)" : "");
     schedule_needed_ = true;
 }
 
 Agent::~Agent() {
+    set_job_url_lookup(nullptr);
     ipc_.reset();
     abandon_owner_ops();
     for (auto& [id, job] : jobs_) {
@@ -573,6 +613,7 @@ int Agent::run() {
     signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (signal_fd_ < 0) throw std::runtime_error(std::string("signalfd: ") + std::strerror(errno));
     next_purge_ms_ = mono_ms();
+    notifier_->ready(mono_ms());  // the socket listens: connections queue from here
 
     while (!stopping_) {
         if (schedule_needed_) schedule();
@@ -588,7 +629,9 @@ int Agent::run() {
             signalfd_siginfo si{};
             while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
                 if (si.ssi_signo == SIGHUP) {
+                    notifier_->reloading();
                     reload_config();
+                    notifier_->ready(mono_ms());
                 } else {
                     LOG_INFO("signal %u: stopping", si.ssi_signo);
                     stopping_ = true;
@@ -606,11 +649,14 @@ int Agent::run() {
             timers();
             answer_waits();
             deliver_notifications();
+            notifier_->tick(mono_ms());
+            exit_when_idle(mono_ms());
         } catch (const storage::StorageError& e) {
             LOG_ERROR("job table: %s; carrying on", e.what());
             job_table_failed_ = true;
         }
     }
+    notifier_->stopping();
     // Graceful stop: every partial file flushed and checkpointed, and kept;
     // the jobs are QUEUED again on the next start and resume where they
     // stopped.
@@ -635,6 +681,8 @@ int Agent::next_timeout_ms() const {
     deadline = std::min(deadline, metrics_deadline_ms());
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
+    deadline = std::min(deadline, notifier_->deadline_ms());
+    if (idle_since_ms_ >= 0) deadline = std::min(deadline, idle_since_ms_ + 1000L * config_.idle_exit);
     for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError)
             deadline = std::min({deadline, job->next_retry_ms, job->no_progress_deadline_ms()});
@@ -649,6 +697,49 @@ int Agent::next_timeout_ms() const {
     }
     std::int64_t t = deadline - now;
     return static_cast<int>(std::clamp<std::int64_t>(t, 0, 3600 * 1000));
+}
+
+// ---- systemd ----------------------------------------------------------------
+
+// "2 jobs running, 1 waiting; 3 peers": what `systemctl status` shows.
+std::string Agent::service_status() const {
+    int running = 0;
+    for (const Job* job : active_)
+        if (job->rec.state == JobState::Connecting || job->rec.state == JobState::Transferring)
+            ++running;
+    std::string text = std::to_string(running) + (running == 1 ? " job" : " jobs") + " running, " +
+                       std::to_string(active_.size() - static_cast<std::size_t>(running)) +
+                       " waiting; ";
+    p2p::TorrentSession* session = swarms_->session();
+    if (session == nullptr) return text + "peering off";
+    int peers = 0;
+    for (const auto& [ih, s] : swarms_->torrents()) peers += session->status(s->torrent, false).num_peers;
+    return text + std::to_string(peers) + (peers == 1 ? " peer" : " peers");
+}
+
+// Nothing to do and nobody to answer: no job that is not at rest (QUEUED,
+// CONNECTING, TRANSFERRING, TRANSIENT_ERROR), no client connected (a
+// `wait` or a subscription holds its connection), no owner operation in
+// flight, and no peer session (its cache serves the LAN). Every job is in
+// the job table, so an agent started again picks up where this one left.
+bool Agent::idle() const {
+    return active_.empty() && ipc_->connection_count() == 0 && owner_ops_in_flight() == 0 &&
+           swarms_->session() == nullptr;
+}
+
+// A socket-activated agent exits after `idle_exit` idle seconds; systemd
+// keeps the socket and starts it again for the next client. One that bound
+// its own socket never does: nobody would start it again.
+void Agent::exit_when_idle(std::int64_t now_ms) {
+    if (!socket_activated_ || config_.idle_exit == 0 || !idle()) {
+        idle_since_ms_ = -1;
+        return;
+    }
+    if (idle_since_ms_ < 0) idle_since_ms_ = now_ms;
+    if (now_ms - idle_since_ms_ < 1000L * config_.idle_exit) return;
+    LOG_INFO("idle for %u s: exiting (the socket stays with systemd, which starts doptd for "
+             "the next client)", config_.idle_exit);
+    stopping_ = true;
 }
 
 void Agent::reload_config() {

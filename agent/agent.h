@@ -24,6 +24,7 @@
 #include "agent/metrics.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
+#include "agent/service_manager.h"
 #include "storage/job_store.h"
 
 namespace dopt::agent {
@@ -33,15 +34,20 @@ struct Swarm;
 
 class Agent : public IpcHandler {
 public:
-    // Takes the state lock, opens the job table, binds the socket and loads
-    // every job. Throws std::runtime_error when any of that fails.
-    explicit Agent(const Config& config);
+    // Takes the state lock, opens the job table, binds the socket (or
+    // serves `activated_socket`, a listening socket systemd bound: see
+    // take_activated_socket) and loads every job. Throws
+    // std::runtime_error when any of that fails.
+    explicit Agent(const Config& config, int activated_socket = -1);
     ~Agent() override;
     Agent(const Agent&) = delete;
     Agent& operator=(const Agent&) = delete;
 
     // Runs until SIGTERM or SIGINT (graceful: transfers stopped, progress
-    // persisted, partial files kept). SIGHUP reloads the config file.
+    // persisted, partial files kept), or, socket-activated, until idle for
+    // `idle_exit` seconds (idle()). SIGHUP reloads the config file. Tells
+    // systemd READY=1 once the socket accepts, then STATUS= and watchdog
+    // pings (ServiceNotifier).
     // The caller must have blocked SIGTERM, SIGINT and SIGHUP in every thread.
     int run();
 
@@ -152,6 +158,10 @@ private:
     void answer_waits();
     void reload_config();
     int next_timeout_ms() const;
+    // systemd: the STATUS= text, and idle exit (socket activation only).
+    std::string service_status() const;
+    bool idle() const;
+    void exit_when_idle(std::int64_t now_ms);
 
     friend struct Job;
     Config config_;
@@ -161,6 +171,9 @@ private:
     std::unique_ptr<storage::JobStore> store_;
     std::unique_ptr<OriginFetcher> fetcher_;
     std::unique_ptr<IpcServer> ipc_;
+    std::unique_ptr<ServiceNotifier> notifier_;
+    bool socket_activated_ = false;
+    std::int64_t idle_since_ms_ = -1;  // -1: not idle
     std::map<std::string, std::unique_ptr<Job>> jobs_;
     std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
     std::map<std::int64_t, Job*> by_seq_;  // every job, in creation order

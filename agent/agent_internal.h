@@ -109,6 +109,9 @@ struct Agent::Job : TransferSink {
     int current_file = -1;
     std::unique_ptr<PartialFile> partial;
     std::uint64_t request_offset = 0;
+    // Why the current transfer's response was refused for its size (the
+    // file's expected_size); on_done makes it the job's error.
+    std::string wrong_size;
     std::int64_t next_retry_ms = 0;       // TRANSIENT_ERROR: when to try again
     std::int64_t last_progress_ms = 0;    // for the no-progress timeout
     std::uint64_t bytes_since_progress = 0;  // new bytes not yet counted as progress
@@ -182,6 +185,8 @@ struct Agent::Job : TransferSink {
     int on_response(const ResponseInfo& info) override;
     int on_body(const char* data, std::size_t len) override;
     void on_done(const TransferOutcome& outcome) override;
+    int refuse_size(const std::string& sent);
+    void discard_file(storage::ErrorContext context, const std::string& why);
 
     std::string to_json() const;  // the job object, as JSON text
     const char* mode() const;     // "peer_assisted", "http_only" or "pending"

@@ -417,6 +417,19 @@ void Agent::op_set(Request& req, Job& job) {
         if (f.completed || (job.current_file == sha_index && job.transfer))
             return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
     }
+    // The size of one file, which the origin must match.
+    int size_index = -1;
+    std::uint64_t size = 0;
+    if (b.contains("file_size")) {
+        const json& z = b["file_size"];
+        size_index = static_cast<int>(integer_field(z.at("index"), "index", INT32_MIN, INT32_MAX));
+        size = static_cast<std::uint64_t>(integer_field(z.at("size"), "size", 0, INT64_MAX));
+        if (size_index < 0 || static_cast<std::size_t>(size_index) >= job.rec.files.size())
+            return send(DOPT_E_INVALID_ARG, "no file number " + std::to_string(size_index));
+        const FileRecord& f = job.rec.files[static_cast<std::size_t>(size_index)];
+        if (f.completed || (job.current_file == size_index && job.busy()))
+            return send(DOPT_E_INVALID_STATE, "the file is already being transferred");
+    }
     // Metainfo for one file: bencoded bytes (base64, checked now) or a URL
     // fetched when the file starts.
     int meta_index = -1;
@@ -455,6 +468,12 @@ void Agent::op_set(Request& req, Job& job) {
     if (sha_index >= 0) {
         job.rec.files[static_cast<std::size_t>(sha_index)].sha256 = sha;
         store_->update_file(job.rec.id, job.rec.files[static_cast<std::size_t>(sha_index)]);
+    }
+    if (size_index >= 0) {
+        FileRecord& f = job.rec.files[static_cast<std::size_t>(size_index)];
+        f.expected_size = size;
+        f.bytes_total = size;  // kept over a restart
+        store_->update_file(job.rec.id, f);
     }
     if (meta_index >= 0) {
         FileRecord& f = job.rec.files[static_cast<std::size_t>(meta_index)];

@@ -206,6 +206,7 @@ public:
             else if (k == "log_level") c.log_level = log_level(node, k);
             else if (k == "user") c.user = user_name(node, k);
             else if (k == "system_job_dirs") c.system_job_dirs = path_list(node, k);
+            else if (k == "idle_exit") c.idle_exit = seconds(node, k, 0);
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "ipc") read_ipc(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
@@ -324,6 +325,7 @@ private:
     void read_metrics(const toml::table& t, Config& c) {
         for (auto&& [key, node] : t) {
             const std::string k = "metrics." + std::string(key.str());
+            note(c, k, node);
             if (k == "metrics.textfile") c.metrics_textfile = textfile_path(node, k);
             else if (k == "metrics.interval") c.metrics_interval = integer<std::uint32_t>(node, k, 1, 86400, " (seconds)");
             else unknown(key, k);

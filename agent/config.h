@@ -32,6 +32,11 @@ struct Config {
     // agent writes files of root and of system accounts (uid below UID_MIN);
     // empty: nowhere (docs/config.md, "system_job_dirs").
     std::vector<std::string> system_job_dirs;
+    // Seconds without work after which an agent systemd started through its
+    // socket (doptd.socket) exits; the socket stays and the next client
+    // starts it again. 0 = never. Not used by an agent that bound its own
+    // socket (docs/config.md, "idle_exit").
+    std::uint32_t idle_exit = 600;
 
     // [jobs]
     int max_jobs = 4;                    // jobs transferring at once

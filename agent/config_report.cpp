@@ -49,6 +49,7 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"socket", quoted(c.socket)},
         {"log_level", quoted(c.log_level)},
         {"user", quoted(c.user)},
+        {"idle_exit", number(c.idle_exit)},
         {"system_job_dirs", quoted_list(c.system_job_dirs)},
         {"jobs.max_jobs", number(c.max_jobs)},
         {"jobs.max_jobs_per_user", number(c.max_jobs_per_user)},
@@ -88,6 +89,8 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"cache.max_disk_percent", number(c.cache_max_disk_percent)},
         {"cache.max_age", number(c.cache_max_age)},
         {"cache.min_file_size", number(c.cache_min_file_size)},
+        {"metrics.textfile", quoted(c.metrics_textfile)},
+        {"metrics.interval", number(c.metrics_interval)},
     };
 }
 

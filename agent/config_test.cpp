@@ -520,6 +520,20 @@ TEST_CASE("system_job_dirs and file_op_timeout load, and bad values name their l
     }
 }
 
+TEST_CASE("idle_exit loads in seconds, 0 for never, and bad values name their line", "[config]") {
+    TempDir dir;
+    std::vector<std::string> warnings;
+    CHECK(load_config(dir.write("a.conf", "# none\n"), warnings).idle_exit == 600);
+    CHECK(load_config(dir.write("b.conf", "idle_exit = 0\n"), warnings).idle_exit == 0);
+    CHECK(load_config(dir.write("c.conf", "idle_exit = 30\n"), warnings).idle_exit == 30);
+    CHECK(warnings.empty());
+    const std::string file = dir.path() + "/doptd.conf";
+    for (const char* text : {"\nidle_exit = -1\n", "\nidle_exit = \"600\"\n", "\nidle_exit = 1.5\n"}) {
+        INFO("file:\n" << text);
+        CHECK_THAT(load_error(dir, text), Catch::StartsWith(file + ":2: idle_exit must be"));
+    }
+}
+
 TEST_CASE("the shipped config/doptd.conf runs the agent as user dopt", "[config]") {
     std::filesystem::path shipped =
         std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "doptd.conf";

@@ -1,5 +1,6 @@
 // doptd: the dopt agent. Runs in the foreground (systemd style), logs to
-// stderr. Exit codes: 0 stopped by a signal, 1 could not start or failed,
+// stderr or the journal; under systemd it notifies readiness and may be
+// socket-activated (service_manager.h). Exit codes: 0 stopped by a signal, 1 could not start or failed,
 // 2 bad command line or configuration.
 #include <csignal>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "agent/config.h"
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
+#include "agent/service_manager.h"
 #include "dopt/dopt.h"
 
 namespace {
@@ -120,7 +122,9 @@ int main(int argc, char** argv) {
     // Who runs the network-facing part: decided before curl or any thread
     // exists (fork and the uid switch want a single-threaded process).
     dopt::agent::set_owner_op_timeout_ms(static_cast<int>(config.file_op_timeout) * 1000);
+    int activated_socket = -1;  // doptd.socket's, when systemd started doptd through it
     try {
+        activated_socket = dopt::agent::take_activated_socket(config.socket);
         start_as(config);
     } catch (const std::exception& e) {
         LOG_ERROR("%s", e.what());
@@ -130,7 +134,7 @@ int main(int argc, char** argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = 1;
     try {
-        dopt::agent::Agent agent(config);
+        dopt::agent::Agent agent(config, activated_socket);
         rc = agent.run();
     } catch (const std::exception& e) {
         LOG_ERROR("%s", e.what());

@@ -83,7 +83,9 @@ public:
     // Final response headers. Return 0 to take the body, or a negative
     // DOPT_E_* / -errno to abort (the outcome then carries `abort_outcome`).
     virtual int on_response(const ResponseInfo& info) = 0;
-    // Body bytes in order. 0, or -errno to abort (a local file error).
+    // Body bytes in order. 0, or -errno to abort (a local file error), or
+    // a negative DOPT_E_* (the sink then knows why: the outcome's text is
+    // not meant for the job).
     virtual int on_body(const char* data, std::size_t len) = 0;
     virtual void on_done(const TransferOutcome& outcome) = 0;
 };

@@ -118,7 +118,8 @@ Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, Ori
 Swarms::~Swarms() = default;
 
 std::int64_t Swarms::tick_deadline_ms() const {
-    return swarms_.empty() && content_lookups_.empty() ? INT64_MAX : next_swarm_tick_ms_;
+    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() ? INT64_MAX
+                                                                               : next_swarm_tick_ms_;
 }
 
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
@@ -216,6 +217,13 @@ bool Swarms::start_file_with_peers(Job& job) {
         attach_swarm(job);
         return true;
     }
+    // A size known to be small (the job's expected size, or the origin's
+    // from an earlier try): no metainfo probe, no content lookup.
+    if (f.metainfo_source != "job" && f.bytes_total != kUnknownSize &&
+        f.bytes_total < config_.cache_min_file_size) {
+        use_http_only(job, "smaller than [cache] min_file_size");
+        return false;
+    }
     std::string url;
     if (!f.metainfo_url.empty()) url = f.metainfo_url;
     else if (f.metainfo_source.empty() && config_.metainfo_probe)
@@ -297,7 +305,10 @@ void Swarms::use_http_only(Job& job, const std::string& why) {
     f.metainfo_source = "none";
     f.info_hash.clear();
     store_.update_file(job.rec.id, f);
-    if (!ih.empty()) drop_unwanted_cache_entry(ih);
+    if (!ih.empty()) {
+        forget_holders(ih, job);
+        drop_unwanted_cache_entry(ih);
+    }
 }
 
 // Whether a job not ended (other than `except`) has a file not yet whole
@@ -1131,6 +1142,7 @@ void Swarms::handle_peer_events() {
         else log_peer_event(e);
     }
     handle_content_events();
+    collect_cache_copies();
     for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it), and pumping may
         // remove it (a false "X is H"): look it up, then pump outside the loop.

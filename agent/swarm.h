@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/cache_copy.h"
 #include "agent/config.h"
 #include "agent/interface_address.h"
 #include "agent/origin_fetcher.h"
@@ -291,10 +293,13 @@ private:
     void yield_origin_fetch(const std::string& sha256);
     void on_content_metadata(std::uint64_t torrent);
     void connect_holders(Swarm& s);
+    void forget_holders(const std::string& info_hash, const Job& job);
     void content_tick(std::int64_t now_ms);
     void fetch_content_from_origin(const std::string& sha256, const std::string& why);
-    bool seed_into_cache(Job& job, int fd);
-    std::string copy_into_cache(const storage::FileRecord& f, int fd);
+    struct CacheCopy;
+    void stop_looking_up_unless_wanted(const std::string& sha256);
+    void collect_cache_copies();
+    bool finish_cache_copy(CacheCopy& copy);
     void content_proven(Job& job, std::uint64_t torrent);
     void drop_content_mapping(const std::string& info_hash, const std::string& why);
     void withdraw_content(const std::string& info_hash);
@@ -335,6 +340,18 @@ private:
     std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
     std::map<std::string, std::string> content_announced_;  // info-hash -> the SHA-256 announced for it
     std::uint64_t content_messages_ignored_ = 0;
+    // Files on their way into the peer cache (cache_copy.h), collected on
+    // the loop; destroyed first: each waits for its worker.
+    std::vector<CacheCopy> cache_copies_;
+};
+
+// A verified file being copied into the peer cache by a worker, and what
+// its cache entry takes from its job.
+struct Swarms::CacheCopy {
+    std::string sha256;
+    std::string origin_url;
+    std::uint32_t owner_uid = 0;
+    std::future<CacheCopyResult> result;
 };
 
 // A lookup of a SHA-256 on the LAN (swarm_content.cpp): the jobs waiting for

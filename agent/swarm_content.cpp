@@ -22,12 +22,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
 #include "agent/agent_internal.h"
 #include "agent/swarm.h"
 #include "agent/log.h"
+#include "agent/cache_copy.h"
 #include "common/hex.h"
 
 namespace dopt::agent {
@@ -83,6 +85,7 @@ bool Swarms::look_up_content(Job& job) {
 // it leaves its lookup, and unless `stay` the rendezvous is left when no
 // job of this agent needs it any more.
 void Swarms::leave_content(Job& job, bool stay) {
+    forget_holders(job.file().info_hash, job);
     if (!job.content_waiting && !job.content_seed) return;
     const std::string x = job.file().sha256;
     auto it = content_lookups_.find(x);
@@ -279,6 +282,13 @@ void Swarms::connect_holders(Swarm& s) {
     content_holders_.erase(it);
 }
 
+// `job` stops, or goes without peers, maybe before the swarm of
+// `info_hash` was added: the holders kept for it go unless another
+// unfinished job wants that content.
+void Swarms::forget_holders(const std::string& info_hash, const Job& job) {
+    if (!info_hash.empty() && !wanted_by_unfinished_job(info_hash, &job)) content_holders_.erase(info_hash);
+}
+
 void Swarms::content_tick(std::int64_t now) {
     std::vector<std::string> due;
     for (auto& [x, l] : content_lookups_)
@@ -322,8 +332,9 @@ void Swarms::fetch_content_from_origin(const std::string& x, const std::string& 
 }
 
 // The HTTP fetch after a lookup is whole and matched X (`fd`: its partial
-// file): a copy goes into the peer cache, seeded as its deterministic
-// metainfo H, and X -> H is announced.
+// file): a copy goes into the peer cache on a worker (cache_copy.h); when it
+// is done (finish_cache_copy) it is seeded as its deterministic metainfo H,
+// and X -> H is announced.
 void Swarms::seed_content(Job& job, int fd) {
     if (!job.content_seed) return;
     FileRecord& f = job.file();
@@ -331,78 +342,79 @@ void Swarms::seed_content(Job& job, int fd) {
     // Still on the rendezvous (followers wait for us) until announced.
     leave_content(job, /*stay=*/true);
     if (!peers_) return;
-    if (!seed_into_cache(job, fd) && !content_lookups_.count(f.sha256) &&
-        !content_origin_fetches_.count(f.sha256))
-        peers_->stop_looking_up(f.sha256);
+    const bool copying = std::any_of(cache_copies_.begin(), cache_copies_.end(),
+                                     [&](const CacheCopy& c) { return c.sha256 == f.sha256; });
+    if (f.bytes_total < config_.cache_min_file_size || copying) {
+        stop_looking_up_unless_wanted(f.sha256);
+        return;
+    }
+    LOG_INFO("content %s: copying it into the peer cache", f.sha256.c_str());
+    cache_copies_.push_back(CacheCopy{f.sha256, f.remote_url, job.rec.owner_uid,
+                                      start_cache_copy(fd, f.bytes_total, config_.cache_dir, f.sha256)});
 }
 
-// seed_content's work; false when the file could not be seeded.
-bool Swarms::seed_into_cache(Job& job, int fd) {
-    const FileRecord& f = job.file();
-    if (f.bytes_total < config_.cache_min_file_size) return false;
-    const std::string dir = copy_into_cache(f, fd);
-    if (dir.empty()) return false;
-    std::string bytes;
+// Leaves X's rendezvous unless a job of this agent still looks X up or
+// fetches it, or a copy of it is on its way into the cache.
+void Swarms::stop_looking_up_unless_wanted(const std::string& x) {
+    const bool copying = std::any_of(cache_copies_.begin(), cache_copies_.end(),
+                                     [&](const CacheCopy& c) { return c.sha256 == x; });
+    if (!content_lookups_.count(x) && !content_origin_fetches_.count(x) && !copying)
+        peers_->stop_looking_up(x);
+}
+
+// On the loop: the copies whose worker is done are seeded (or dropped).
+void Swarms::collect_cache_copies() {
+    for (auto it = cache_copies_.begin(); it != cache_copies_.end();) {
+        if (it->result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            ++it;
+            continue;
+        }
+        CacheCopy copy = std::move(*it);
+        it = cache_copies_.erase(it);
+        if (!finish_cache_copy(copy)) stop_looking_up_unless_wanted(copy.sha256);
+    }
+}
+
+// finish_cache_copy's work: false when the file could not be seeded.
+bool Swarms::finish_cache_copy(CacheCopy& copy) {
+    CacheCopyResult r = copy.result.get();
     std::optional<p2p::MetainfoSummary> meta;
-    try {
-        bytes = p2p::make_content_metainfo(dir + "/" + f.sha256, f.sha256);
-        meta = p2p::summarize_metainfo(bytes);
-    } catch (const p2p::MetainfoError& e) {
-        LOG_WARN("content %s: cannot make its metainfo: %s", f.sha256.c_str(), e.what());
-        remove_tree(dir);
+    if (r.error.empty()) {
+        try {
+            meta = p2p::summarize_metainfo(r.metainfo);
+        } catch (const p2p::MetainfoError& e) {
+            r.error = std::string("cannot read its metainfo: ") + e.what();
+            remove_tree(r.dir);
+        }
+    }
+    if (!r.error.empty()) {
+        LOG_WARN("content %s: %s", copy.sha256.c_str(), r.error.c_str());
         return false;
     }
     const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
-    if (cache_.count(meta->info_hash) || ::rename(dir.c_str(), final_dir.c_str()) != 0) {
-        remove_tree(dir);  // already cached (another job), or cannot be placed
+    if (cache_.count(meta->info_hash) || ::rename(r.dir.c_str(), final_dir.c_str()) != 0) {
+        remove_tree(r.dir);  // already cached (another job), or cannot be placed
         return false;
     }
     CacheEntry e;
     e.info_hash = meta->info_hash;
     e.name = meta->name;
     e.size = meta->size;
-    e.origin_url = f.remote_url;
-    e.owner_uid = job.rec.owner_uid;
+    e.origin_url = copy.origin_url;
+    e.owner_uid = copy.owner_uid;
     e.complete = true;
     e.last_used = wall_now();
-    e.metainfo = bytes;
-    e.sha256 = f.sha256;
+    e.metainfo = r.metainfo;
+    e.sha256 = copy.sha256;
     store_.put_cache_entry(e);
     cache_[e.info_hash] = e;
     evict_pending_ = true;
     Swarm* s = add_swarm(e);
     if (!s) return false;
-    peers_->announce_content(f.sha256, s->torrent);
-    content_announced_[e.info_hash] = f.sha256;
-    LOG_INFO("content %s: seeding it as %s", f.sha256.c_str(), e.info_hash.c_str());
+    peers_->announce_content(copy.sha256, s->torrent);
+    content_announced_[e.info_hash] = copy.sha256;
+    LOG_INFO("content %s: seeding it as %s", copy.sha256.c_str(), e.info_hash.c_str());
     return true;
-}
-
-// Copies the file open at `fd` into a new private folder of cache_dir, as
-// <folder>/<sha256>; returns the folder, "" (logged) when it cannot.
-std::string Swarms::copy_into_cache(const FileRecord& f, int fd) {
-    const std::string dir = config_.cache_dir + "/.content-" + f.sha256;
-    remove_tree(dir);  // left by a crash
-    const std::string path = dir + "/" + f.sha256;
-    int out = -1;
-    if (::mkdir(dir.c_str(), 0700) == 0)
-        out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    bool ok = out >= 0;
-    loff_t in_off = 0;
-    while (ok && static_cast<std::uint64_t>(in_off) < f.bytes_total) {
-        const ssize_t n = ::copy_file_range(fd, &in_off, out, nullptr, f.bytes_total - in_off, 0);
-        if (n < 0 && errno == EINTR) continue;
-        ok = n > 0;
-    }
-    const int err = errno;
-    if (out >= 0) ::close(out);
-    if (!ok) {
-        LOG_WARN("content %s: cannot copy it into the peer cache: %s", f.sha256.c_str(),
-                 std::strerror(err));
-        remove_tree(dir);
-        return "";
-    }
-    return dir;
 }
 
 // The whole file came through the swarm and matched X: the mapping is

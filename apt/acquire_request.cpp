@@ -4,15 +4,20 @@
 #include "common/hex.h"
 
 #include <cctype>
+#include <cstdint>
 #include <cstdlib>
 
 namespace dopt::apt {
 
 namespace {
 
-std::uint64_t read_size(const std::string& text) {
-    if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return 0;
-    return std::strtoull(text.c_str(), nullptr, 10);
+// A size in bytes: digits, at most INT64_MAX (what the agent takes); else none.
+std::optional<std::uint64_t> read_size(const std::string& text) {
+    if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    const std::uint64_t size = std::strtoull(text.c_str(), nullptr, 10);
+    if (size > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
+    return size;
 }
 
 std::string lowercase(std::string s) {
@@ -73,7 +78,7 @@ AcquireRequest read_acquire_request(const MethodMessage& message, const std::str
     if (is_hex(sha256, 64)) r.sha256 = sha256;
 
     r.expected_size = read_size(message.field("Expected-Checksum-FileSize"));
-    r.maximum_size = r.expected_size ? r.expected_size : read_size(message.field("Maximum-Size"));
+    r.maximum_size = r.expected_size ? *r.expected_size : read_size(message.field("Maximum-Size")).value_or(0);
     std::string date = message.field("Last-Modified");
     if (looks_like_http_date(date)) r.last_modified = date;
     return r;

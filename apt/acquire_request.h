@@ -4,6 +4,7 @@
 #include "apt/method_message.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,7 @@ struct AcquireRequest {
     std::string filename;    // where apt wants the file (absolute)
     std::string sha256;      // Expected-SHA256 in lowercase hex, or ""
     std::vector<std::string> hash_kinds;  // apt's names of the hashes to compute and report
-    std::uint64_t expected_size = 0;      // Expected-Checksum-FileSize; 0: unknown
+    std::optional<std::uint64_t> expected_size;  // Expected-Checksum-FileSize, passed to the job
     std::uint64_t maximum_size = 0;       // expected_size, else Maximum-Size; 0: no limit
     std::string last_modified;  // the date of apt's copy (RFC 1123), for If-Modified-Since; ""
     std::string error;          // why the request cannot be served; "" when it can

@@ -194,6 +194,9 @@ int DoptMethod::start_job(Fetch& fetch, std::string& error) {
         {"add the file", [&] { return add_file_replacing_stale_job(fetch.job, r); }},
         {"set the file's SHA-256",
          [&] { return r.sha256.empty() ? DOPT_OK : dopt_job_set_file_sha256(fetch.job, 0, r.sha256.c_str()); }},
+        // A small index file then skips the agent's LAN lookup.
+        {"set the file's size",
+         [&] { return r.expected_size ? dopt_job_set_file_size(fetch.job, 0, *r.expected_size) : DOPT_OK; }},
         {"add If-Modified-Since",
          [&] {
              return r.last_modified.empty() ? DOPT_OK

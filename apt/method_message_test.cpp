@@ -51,7 +51,7 @@ TEST_CASE("a 600 becomes a request for the origin's URL, with apt's hashes and l
     CHECK(r.origin_url == "https://h:8080/pool/a%2Bb_1.0~1.deb");
     CHECK(r.sha256 == std::string(64, 'a'));
     CHECK(r.hash_kinds == std::vector<std::string>{"SHA256"});  // not the weak MD5Sum
-    CHECK(r.expected_size == 1234);
+    CHECK(r.expected_size == std::optional<std::uint64_t>(1234));
     CHECK(r.maximum_size == 1234);  // the expected size wins, as in apt
     CHECK(r.last_modified == "Sun, 06 Dec 2026 15:00:00 GMT");
 }
@@ -67,6 +67,24 @@ TEST_CASE("a 600 without hashes asks for SHA256 and takes Maximum-Size as the li
     CHECK(r.hash_kinds == std::vector<std::string>{"SHA256"});
     CHECK(r.maximum_size == 10000000);
     CHECK(r.last_modified.empty());
+}
+
+TEST_CASE("Expected-Checksum-FileSize is the file's size (0 too); a malformed or huge one is none") {
+    auto size_of = [](const std::string& value) {
+        return read_acquire_request(parse_message("600 URI Acquire\nURI: dopt+http://h/a\nFilename: /a\n"
+                                                  "Expected-Checksum-FileSize: " + value + "\n"),
+                                    "dopt+http")
+            .expected_size;
+    };
+    CHECK(size_of("291") == std::optional<std::uint64_t>(291));
+    CHECK(size_of("0") == std::optional<std::uint64_t>(0));  // an empty index is a known size
+    CHECK(size_of("9223372036854775807") == std::optional<std::uint64_t>(INT64_MAX));
+    CHECK_FALSE(size_of("9223372036854775808").has_value());  // more than the agent takes
+    CHECK_FALSE(size_of("12a").has_value());
+    CHECK_FALSE(size_of("-1").has_value());
+    AcquireRequest none = read_acquire_request(
+        parse_message("600 URI Acquire\nURI: dopt+http://h/a\nFilename: /a\n"), "dopt+http");
+    CHECK_FALSE(none.expected_size.has_value());
 }
 
 TEST_CASE("weak hashes are computed only when apt expects no other") {

@@ -13,6 +13,7 @@ struct CommandHelp {
 
 #define DOPT_JOB_OPTIONS                                                                  \
     "  --sha256 HEX                   expected SHA-256; the k-th applies to the k-th file\n" \
+    "  --size BYTES                   expected size; the k-th applies to the k-th file\n"   \
     "  -H, --header \"Name: value\"     HTTP header sent to the origin (repeatable)\n"     \
     "  --name NAME                    the job's display name\n"                            \
     "  --metainfo URL|FILE            the content's metainfo (.torrent); default: the\n"   \

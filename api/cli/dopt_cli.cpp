@@ -121,6 +121,7 @@ struct Options {
     bool quiet = false;        // -q
     std::vector<std::string> outputs;
     std::vector<std::string> sha256s;
+    std::vector<std::string> sizes;
     std::optional<std::string> priority;
     std::optional<std::string> no_progress_timeout;
     std::vector<std::string> headers;
@@ -130,7 +131,7 @@ struct Options {
     std::set<std::string> seen;  // canonical names of the options given
 };
 
-const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
+const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--size", "--priority", "--no-progress-timeout",
                                              "--header", "--name", "--metainfo", "--socket",
                                              "--web-seed"};
 const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--version", "-O", "-q",
@@ -148,6 +149,7 @@ std::string canonical(const std::string& opt) {
 void store_option(Options* o, const std::string& opt, const std::string& value) {
     if (opt == "-o") o->outputs.push_back(value);
     else if (opt == "--sha256") o->sha256s.push_back(value);
+    else if (opt == "--size") o->sizes.push_back(value);
     else if (opt == "--priority") o->priority = value;
     else if (opt == "--no-progress-timeout") o->no_progress_timeout = value;
     else if (opt == "--header") o->headers.push_back(value);
@@ -286,6 +288,15 @@ std::uint32_t parse_seconds(const std::string& s) {
     unsigned long long v = std::stoull(s);
     if (v > UINT32_MAX) usage_error("too many seconds: " + s);
     return static_cast<std::uint32_t>(v);
+}
+
+// A file's size in bytes (--size): digits, at most 2^63 - 1.
+std::uint64_t parse_size(const std::string& s) {
+    if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos)
+        usage_error("--size needs a number of bytes, not '" + s + "'");
+    unsigned long long v = std::stoull(s);
+    if (v > static_cast<unsigned long long>(INT64_MAX)) usage_error("--size too large: " + s);
+    return v;
 }
 
 void check_header(const std::string& h) {
@@ -500,6 +511,7 @@ int report_failed_job(dopt_job* job, dopt_job_state st) {
 struct JobSpec {
     std::vector<std::pair<std::string, std::string>> files;  // url, absolute path
     std::vector<std::string> sha256s;                       // k-th applies to file k
+    std::vector<std::uint64_t> sizes;                       // k-th applies to file k
     dopt_priority priority = DOPT_PRIORITY_NORMAL;
     std::optional<std::uint32_t> no_progress_timeout;
     std::vector<std::string> headers;
@@ -530,6 +542,8 @@ JobSpec make_spec(const Options& o, dopt_priority default_priority) {
     for (const auto& h : o.sha256s)
         if (!is_sha256(h)) usage_error("--sha256 needs 64 hex digits, not '" + h + "'");
     spec.sha256s = o.sha256s;
+    if (o.sizes.size() > o.args.size()) usage_error("more --size than files");
+    for (const auto& z : o.sizes) spec.sizes.push_back(parse_size(z));
     for (const auto& h : o.headers) check_header(h);
     spec.headers = o.headers;
     spec.priority = o.priority ? parse_priority(*o.priority) : default_priority;
@@ -568,6 +582,8 @@ void configure(dopt_job* job, const JobSpec& spec) {
         guard(dopt_job_add_file(job, url.c_str(), path.c_str()), "cannot add " + url + " -> " + path);
     for (std::size_t i = 0; i < spec.sha256s.size(); ++i)
         guard(dopt_job_set_file_sha256(job, i, spec.sha256s[i].c_str()), "cannot set the SHA-256");
+    for (std::size_t i = 0; i < spec.sizes.size(); ++i)
+        guard(dopt_job_set_file_size(job, i, spec.sizes[i]), "cannot set the size");
     guard(dopt_job_set_priority(job, spec.priority), "cannot set the priority");
     if (spec.no_progress_timeout)
         guard(dopt_job_set_no_progress_timeout(job, *spec.no_progress_timeout),
@@ -590,7 +606,7 @@ Job create_job(dopt_client* client, const JobSpec& spec) {
 }
 
 int cmd_add(const Options& o) {
-    allow_only(o, {"-o", "-O", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+    allow_only(o, {"-o", "-O", "--sha256", "--size", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
     JobSpec spec = make_spec(o, DOPT_PRIORITY_NORMAL);
     Client client = connect(o);
@@ -679,7 +695,7 @@ dopt_job_state wait_for_end(dopt_job* job, ProgressMeter& meter) {
 constexpr std::uint32_t kGetNoProgressTimeout = 300;
 
 int cmd_get(const Options& o) {
-    allow_only(o, {"-o", "-O", "-q", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+    allow_only(o, {"-o", "-O", "-q", "--sha256", "--size", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
     if (o.args.size() > 1)
         usage_error("'get' takes one URL, not also '" + o.args[1] + "'; use 'dopt add' for several");
@@ -1080,6 +1096,8 @@ const char kHelp[] =
     "                                 path segment\n"
     "  -q, --quiet                    (get) no progress; errors still go to stderr\n"
     "  --sha256 HEX                   expected SHA-256; the k-th applies to the k-th file\n"
+    "  --size BYTES                   expected size; the k-th applies to the k-th file\n"
+    "                                 (another size at the origin fails the job)\n"
     "  --priority P                   foreground, high, normal, low\n"
     "                                 (get: foreground, add: normal)\n"
     "  --no-progress-timeout SECONDS  fail after this long without progress (get:\n"

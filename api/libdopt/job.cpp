@@ -263,6 +263,15 @@ int dopt_job_set_file_sha256(dopt_job* job, size_t file_index, const char* sha25
     });
 }
 
+int dopt_job_set_file_size(dopt_job* job, size_t file_index, uint64_t size) {
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(job, "dopt_job_set_file_size");
+        if (size > static_cast<uint64_t>(INT64_MAX))
+            return fail(DOPT_E_INVALID_ARG, "dopt_job_set_file_size: size over INT64_MAX: " + std::to_string(size));
+        return set_property(job, "file_size", json{{"index", file_index}, {"size", size}});
+    });
+}
+
 int dopt_job_set_file_metainfo(dopt_job* job, size_t file_index, const void* bytes, size_t length) {
     return guarded([&]() -> int {
         DOPT_REQUIRE(job && bytes, "dopt_job_set_file_metainfo");

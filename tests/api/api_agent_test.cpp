@@ -337,6 +337,44 @@ TEST_CASE("Illegal state requests return INVALID_STATE and change nothing") {
     CHECK(partial_files(f.files).empty());
 }
 
+TEST_CASE("A file's expected size: a bad index is refused, the last one set counts, another size at the origin is fatal") {
+    AgentFixture f;
+    HttpOrigin origin;
+    origin.add("/sized.bin", Route{200, random_bytes(1000, 3)});  // 1000 bytes
+    const std::string url = origin.url("/sized.bin");
+    Job job = f.create_job();
+    const std::string dest = f.files + "/sized.bin";
+    REQUIRE(dopt_job_add_file(job.get(), url.c_str(), dest.c_str()) == DOPT_OK);
+    CHECK(dopt_job_set_file_size(job.get(), 1, 1000) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_set_file_size(job.get(), SIZE_MAX, 1000) == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_set_file_size(job.get(), 0, UINT64_MAX) == DOPT_E_INVALID_ARG);
+    REQUIRE(dopt_job_set_file_size(job.get(), 0, 5) == DOPT_OK);
+    REQUIRE(dopt_job_set_file_size(job.get(), 0, 1000) == DOPT_OK);  // replaces 5
+    dopt_progress p{};
+    REQUIRE(dopt_job_fetch_progress(&p, job.get()) == DOPT_OK);
+    CHECK(p.bytes_total == 1000);  // known before the origin answers
+    REQUIRE(dopt_job_resume(job.get()) == DOPT_OK);
+    REQUIRE(AgentFixture::wait_for(job.get()) == DOPT_STATE_TRANSFERRED);
+
+    // 999 expected, 1000 sent: an error at the response, nothing kept.
+    Job wrong = f.create_job();
+    const std::string wrong_dest = f.files + "/wrong.bin";
+    REQUIRE(dopt_job_add_file(wrong.get(), url.c_str(), wrong_dest.c_str()) == DOPT_OK);
+    REQUIRE(dopt_job_set_file_size(wrong.get(), 0, 999) == DOPT_OK);
+    REQUIRE(dopt_job_resume(wrong.get()) == DOPT_OK);
+    REQUIRE(AgentFixture::wait_for(wrong.get()) == DOPT_STATE_ERROR);
+    dopt_error* raw = nullptr;
+    REQUIRE(dopt_job_fetch_error(&raw, wrong.get()) == DOPT_OK);
+    Error err(raw);
+    CHECK(dopt_error_context(err.get()) == DOPT_CONTEXT_REMOTE_FILE);
+    CHECK(dopt_error_code(err.get()) == DOPT_E_INTEGRITY);
+    const std::string why = dopt_error_description(err.get());
+    CHECK(why.find("1000 bytes") != std::string::npos);
+    CHECK(why.find("expected 999") != std::string::npos);
+    REQUIRE(dopt_job_fetch_progress(&p, wrong.get()) == DOPT_OK);
+    CHECK(p.bytes_transferred == 0);
+}
+
 TEST_CASE("403 from the origin is a fatal REMOTE_FILE error with a readable error object") {
     AgentFixture f;
     HttpOrigin origin;

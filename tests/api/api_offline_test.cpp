@@ -169,6 +169,7 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
 
     CHECK(dopt_job_add_file(nullptr, "http://h/f", "/tmp/f") == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_set_file_sha256(nullptr, 0, "00") == DOPT_E_INVALID_ARG);
+    CHECK(dopt_job_set_file_size(nullptr, 0, 1) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_set_priority(nullptr, DOPT_PRIORITY_LOW) == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_set_display_name(nullptr, "x") == DOPT_E_INVALID_ARG);
     CHECK(dopt_job_set_no_progress_timeout(nullptr, 5) == DOPT_E_INVALID_ARG);

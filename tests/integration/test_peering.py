@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import unittest
+import unittest.mock
 
 import bencode
 import harness
@@ -505,6 +506,85 @@ class SmallFile(PeeringTest):
         a = self.lone_agent()
         self.get(a, self.url("small.bin"), "small.bin")
         self.assertEqual(self.cache(a), [])
+
+
+class ExpectedSize(PeeringTest):
+    """A job that gives a file's size (--size, dopt_job_set_file_size)."""
+
+    def test_a_small_file_with_a_size_and_a_sha256_skips_the_content_lookup(self):
+        """291 bytes with --sha256 and --size 291, peering on: no content
+        lookup (no "looking for it on the LAN" in the log), no metainfo
+        probe at the origin, HTTP at once, and the job says why."""
+        self.start_origin()
+        sha = self.serve("Packages.gz", 291, torrent=False)
+        a = self.lone_agent()
+        mark = self.mark()
+        dest, job = self.get(a, self.url("Packages.gz"), "Packages.gz", "--sha256", sha,
+                             "--size", "291")
+        self.assertFileSha(dest, sha)
+        st = a.status(job["id"])
+        self.assertEqual(st["http_only_reason"], "smaller than [cache] min_file_size", st)
+        self.assertNotIn("looking for it on the LAN", a.log_text())
+        self.assertEqual([e[4] for e in self.requests_since(mark)], ["/Packages.gz"])
+
+    def test_an_origin_sending_another_size_fails_the_job_at_once(self):
+        """--size 1000 for a 4 KiB file: `dopt get` exits 1, the job's error
+        (remote_file) names both sizes, and nothing reaches the destination."""
+        self.start_origin()
+        self.serve("sized.bin", 4096, torrent=False)
+        a = self.lone_agent()
+        dest = self.dest_of(a, "sized.bin")
+        rc, out, err = a.dopt("get", self.url("sized.bin"), "-o", dest, "--size", "1000")
+        self.assertEqual(rc, 1, (out, err))
+        st = a.status(a.job_for(dest)["id"])
+        self.assertEqual(st["state"], "error", st)
+        self.assertEqual(st["error"]["context"], "remote_file", st)
+        self.assertIn("sends 4096 bytes", st["error"]["description"])
+        self.assertIn("expected 1000", st["error"]["description"])
+        self.assertEqual(st["bytes_transferred"], 0, st)
+        self.assertFalse(os.path.exists(dest))
+
+    def test_a_size_that_is_not_a_number_is_a_usage_error(self):
+        a = self.lone_agent()
+        dest = self.dest_of(a, "x.bin")
+        for bad in ("12k", "-1", "", "99999999999999999999"):
+            rc, out, err = a.dopt("get", "http://127.0.0.1:9/x.bin", "-o", dest, "--size", bad)
+            self.assertEqual(rc, 2, (bad, out, err))
+            self.assertIn("--size", err)
+        rc, out, err = a.dopt("get", "http://127.0.0.1:9/x.bin", "-o", dest, "--size", "1", "--size", "2")
+        self.assertEqual(rc, 2, (out, err))
+        self.assertIn("more --size than files", err)
+
+
+class CacheCopyOffTheLoop(PeeringTest):
+    """The copy of a fetched file into the peer cache, and its hashing, run
+    on a worker: the agent delivers the file and answers every request
+    while the copy is under way. A test build's DOPT_HOLD_CACHE_COPY=PATH
+    holds the worker until PATH exists (agent/cache_copy.cpp)."""
+
+    def test_the_agent_answers_while_a_copy_into_the_cache_is_held(self):
+        version = subprocess.run([harness.doptd_path(), "--version"], capture_output=True,
+                                 text=True, timeout=10).stdout
+        if "crash points compiled in" not in version:
+            self.skipTest("needs a test build (-DDOPT_CRASH_POINTS=ON) for DOPT_HOLD_CACHE_COPY")
+        self.start_origin()
+        sha = self.serve("big.bin", 2 * MiB, torrent=False)
+        self.serve("other.bin", 4096, torrent=False)
+        release = os.path.join(self.sb.dir, "release-cache-copy")
+        with unittest.mock.patch.dict(os.environ, {"DOPT_HOLD_CACHE_COPY": release}):
+            a = self.lone_agent()
+        # Delivered, though its copy into the cache waits.
+        dest, _ = self.get(a, self.url("big.bin"), "big.bin", "--sha256", sha, timeout=30)
+        self.assertFileSha(dest, sha)
+        wait_for(lambda: "cache copy held until" in a.log_text(), 10, what="the held copy")
+        # Another file comes and goes, and nothing is in the cache yet.
+        self.get(a, self.url("other.bin"), "other.bin", timeout=30)
+        self.assertEqual([e for e in self.cache(a) if e["name"] == sha], [])
+        with open(release, "w"):
+            pass
+        entry = wait_for(lambda: next((e for e in self.cache(a) if e["name"] == sha), None), 20,
+                         what="the cache entry named %s" % sha)
+        self.wait_seeding(a, entry["info_hash"])
 
 
 class JobMetainfo(PeeringTest):

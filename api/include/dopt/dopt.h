@@ -310,6 +310,17 @@ DOPT_EXPORT int dopt_job_add_file(dopt_job *job, const char *url, const char *lo
 DOPT_EXPORT int dopt_job_set_file_sha256(dopt_job *job, size_t file_index,
                                          const char *sha256_hex);
 
+/* Sets the expected size of a file, in bytes (since 0.3). The origin must
+ * send exactly this many: another size is a fatal error (context
+ * remote_file, DOPT_E_INTEGRITY) before its bytes are kept. A file known to
+ * be smaller than the agent's [cache] min_file_size goes over HTTP at once,
+ * without looking for LAN peers. Setting it again replaces it.
+ *  file_index: 0-based, in the order the files were added.
+ *  size:       at most INT64_MAX.
+ * Errors: DOPT_E_INVALID_ARG (bad index or size), DOPT_E_INVALID_STATE once
+ * the file is being transferred. */
+DOPT_EXPORT int dopt_job_set_file_size(dopt_job *job, size_t file_index, uint64_t size);
+
 /* Gives a file its metainfo (a .torrent): the piece hashes that make LAN
  * peers' bytes usable. Without it the agent looks for metainfo beside the
  * content (URL + ".torrent"), else the file goes over HTTP only; a job with

@@ -67,8 +67,8 @@ def project_version():
         return re.search(r"project\(dopt VERSION ([0-9.]+)", f.read()).group(1)
 
 
-def unit_service_settings(path):
-    """{key: [values]} of the [Service] section of a unit file."""
+def unit_settings(path, wanted):
+    """{key: [values]} of the section `wanted` ("Service") of a unit file."""
     settings, section, pending = {}, None, ""
     with open(path) as f:
         for raw in f:
@@ -81,7 +81,7 @@ def unit_service_settings(path):
                 continue
             if line.startswith("["):
                 section = line.strip("[]")
-            elif section == "Service" and "=" in line:
+            elif section == wanted and "=" in line:
                 key, value = line.split("=", 1)
                 settings.setdefault(key.strip(), []).append(value.strip())
     return settings
@@ -158,9 +158,10 @@ class DebianPackage(unittest.TestCase):
                 self.agent.wait()
 
     def purge_if_installed(self):
-        rc, out = run(["dpkg-query", "-W", "-f=${db:Status-Status} "] + list(PACKAGES),
+        rc, out = run(["dpkg-query", "-W", "-f=${db:Status-Status}\n"] + list(PACKAGES),
                       check=False)
-        if "installed" in out or "config-files" in out or "half" in out or "unpacked" in out:
+        known = [line for line in out.splitlines() if not line.startswith("dpkg-query:")]
+        if any(status not in ("", "not-installed") for status in known):
             run(["apt-get", "purge", "-y", "-q"] + list(PACKAGES), check=False,
                 timeout=300, env=self.env)
 
@@ -246,7 +247,7 @@ class DebianPackage(unittest.TestCase):
                      "/usr/share/man/man1/dopt.1.gz", "/usr/share/man/man5/doptd.conf.5.gz",
                      "/usr/share/man/man8/doptd.8.gz",
                      "/usr/share/bash-completion/completions/dopt",
-                     "/usr/share/doc/dopt/copyright", "/usr/share/doc/dopt/config.md.gz"],
+                     "/usr/share/doc/dopt/copyright", "/usr/share/doc/dopt/config.md"],
             "libdopt0": [libdir + "/libdopt.so.0"],
             "libdopt-dev": ["/usr/include/dopt/dopt.h", libdir + "/libdopt.so",
                             libdir + "/pkgconfig/dopt.pc", libdir + "/cmake/dopt/doptConfig.cmake"],
@@ -295,6 +296,10 @@ class DebianPackage(unittest.TestCase):
                           env=dict(self.env, XDG_RUNTIME_DIR=runtime))
             self.assertEqual(rc, 0, "systemd-analyze %s verify %s:\n%s"
                              % (" ".join(args), " ".join(units), out))
+            for unit in units:
+                for doc in " ".join(unit_settings(unit, "Unit").get("Documentation", [])).split():
+                    if doc.startswith("file:"):
+                        self.assertTrue(os.path.exists(doc[5:]), "%s: %s" % (unit, doc))
 
     def start_agent(self, port):
         """The installed agent, run as doptd.service says, as root."""
@@ -306,7 +311,7 @@ class DebianPackage(unittest.TestCase):
             f.write(harness.merge_toml(shipped, 'system_job_dirs = ["%s"]\nlog_level = "debug"\n'
                                        '[p2p]\nlisten = "127.0.0.1:%d"\nlan_discovery = false\n'
                                        % (root_out, port)))
-        service = unit_service_settings(SYSTEM_UNIT)
+        service = unit_settings(SYSTEM_UNIT, "Service")
         for key, parent in (("RuntimeDirectory", "/run"), ("StateDirectory", "/var/lib"),
                             ("CacheDirectory", "/var/cache")):
             mode = int(service.get(key + "Mode", ["0755"])[-1], 8)

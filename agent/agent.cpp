@@ -349,6 +349,7 @@ int Agent::Job::on_body(const char* data, std::size_t len) try {
     if (rc != 0) return rc;
     f.bytes_transferred = partial->size();
     rec.bytes_from_origin += len;
+    agent->count_usage(*this, kOriginReceivedBytes, len);
     std::int64_t now = mono_ms();
     // Progress is new bytes of the file, at least 1 byte/s on average since
     // the last progress: bytes fetched again (a retry from 0) are none, and
@@ -480,7 +481,7 @@ FetcherSettings fetcher_settings(const Config& config) {
 }
 }  // namespace
 
-Agent::Agent(const Config& config) : config_(config) {
+Agent::Agent(const Config& config, int activated_socket) : config_(config) {
     set_log_level(config_.log_level);
     // A privilege-separated agent no longer runs as root but is still the
     // system agent: folders and socket for every user.
@@ -499,6 +500,7 @@ Agent::Agent(const Config& config) : config_(config) {
     store_ = storage::JobStore::open(config_.state_dir + "/jobs.db");
     fetcher_ = std::make_unique<OriginFetcher>(fetcher_settings(config_));
     swarms_ = std::make_unique<Swarms>(*this, config_, *store_, *fetcher_);
+    usage_ = std::make_unique<UsageTotals>(store_->load_usage());
 
     std::int64_t now = mono_ms();
     for (auto& rec : store_->load_all()) {
@@ -539,14 +541,30 @@ Agent::Agent(const Config& config) : config_(config) {
         }
     }
     swarms_->start();
-    ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
-                                       ipc_limits(config_));
-    LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s", DOPT_VERSION_STRING,
-             jobs_.size(), resumed, config_.socket.c_str());
+    for (const auto& [ih, s] : swarms_->torrents())  // counted in an earlier run
+        uploaded_seen_[ih] = swarms_->session()->status(s->torrent, false).uploaded;
+    socket_activated_ = activated_socket >= 0;
+    if (socket_activated_)
+        ipc_ = std::make_unique<IpcServer>(activated_socket, config_.socket, this, ipc_limits(config_));
+    else
+        ipc_ = std::make_unique<IpcServer>(config_.socket, system_agent ? 0666 : 0600, this,
+                                           ipc_limits(config_));
+    notifier_ = std::make_unique<ServiceNotifier>([this] { return service_status(); });
+    set_job_url_lookup([this](const std::string& id) -> std::string {  // DOPT_URL in the journal
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second->rec.files.empty()) return "";
+        const Job& job = *it->second;
+        std::size_t i = job.current_file < 0 ? 0 : static_cast<std::size_t>(job.current_file);
+        return job.rec.files[std::min(i, job.rec.files.size() - 1)].remote_url;
+    });
+    LOG_INFO("doptd %s: %zu jobs loaded (%zu resumed), socket %s%s", DOPT_VERSION_STRING,
+             jobs_.size(), resumed, config_.socket.c_str(),
+             socket_activated_ ? " (passed by systemd)" : "");
     schedule_needed_ = true;
 }
 
 Agent::~Agent() {
+    set_job_url_lookup(nullptr);
     ipc_.reset();
     abandon_owner_ops();
     for (auto& [id, job] : jobs_) {
@@ -569,12 +587,14 @@ int Agent::run() {
     signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (signal_fd_ < 0) throw std::runtime_error(std::string("signalfd: ") + std::strerror(errno));
     next_purge_ms_ = mono_ms();
+    notifier_->ready(mono_ms());  // the socket listens: connections queue from here
 
     while (!stopping_) {
         if (schedule_needed_) schedule();
         std::vector<pollfd> fds;
         fds.push_back({signal_fd_, POLLIN, 0});
         if (swarms_->session()) fds.push_back({swarms_->session()->event_fd(), POLLIN, 0});
+        if (swarms_->interface_fd() >= 0) fds.push_back({swarms_->interface_fd(), POLLIN, 0});
         std::size_t ipc_first = ipc_->add_pollfds(fds);
         std::size_t owner_first = add_owner_op_pollfds(fds);
         retired_sinks_.clear();
@@ -583,7 +603,9 @@ int Agent::run() {
             signalfd_siginfo si{};
             while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
                 if (si.ssi_signo == SIGHUP) {
+                    notifier_->reloading();
                     reload_config();
+                    notifier_->ready(mono_ms());
                 } else {
                     LOG_INFO("signal %u: stopping", si.ssi_signo);
                     stopping_ = true;
@@ -601,11 +623,14 @@ int Agent::run() {
             timers();
             answer_waits();
             deliver_notifications();
+            notifier_->tick(mono_ms());
+            exit_when_idle(mono_ms());
         } catch (const storage::StorageError& e) {
             LOG_ERROR("job table: %s; carrying on", e.what());
             job_table_failed_ = true;
         }
     }
+    notifier_->stopping();
     // Graceful stop: every partial file flushed and checkpointed, and kept;
     // the jobs are QUEUED again on the next start and resume where they
     // stopped.
@@ -615,6 +640,7 @@ int Agent::run() {
                      job->rec.id.c_str());
         if (job->busy()) stop_transfer(*job, true);
     }
+    metrics_tick(mono_ms(), true);  // the last counts written, the textfile current
     swarms_->stop();
     LOG_INFO("stopped");
     return 0;
@@ -626,8 +652,11 @@ int Agent::next_timeout_ms() const {
     std::int64_t deadline = next_purge_ms_;
     if (!fetcher_->idle()) deadline = std::min(deadline, now + 1000);
     deadline = std::min(deadline, swarms_->tick_deadline_ms());
+    deadline = std::min(deadline, metrics_deadline_ms());
     int owner_ops_ms = owner_ops_timeout_ms();
     if (owner_ops_ms >= 0) deadline = std::min(deadline, now + owner_ops_ms);
+    deadline = std::min(deadline, notifier_->deadline_ms());
+    if (idle_since_ms_ >= 0) deadline = std::min(deadline, idle_since_ms_ + 1000L * config_.idle_exit);
     for (const Job* job : active_) {
         if (job->rec.state == JobState::TransientError)
             deadline = std::min({deadline, job->next_retry_ms, job->no_progress_deadline_ms()});
@@ -644,6 +673,49 @@ int Agent::next_timeout_ms() const {
     return static_cast<int>(std::clamp<std::int64_t>(t, 0, 3600 * 1000));
 }
 
+// ---- systemd ----------------------------------------------------------------
+
+// "2 jobs running, 1 waiting; 3 peers": what `systemctl status` shows.
+std::string Agent::service_status() const {
+    int running = 0;
+    for (const Job* job : active_)
+        if (job->rec.state == JobState::Connecting || job->rec.state == JobState::Transferring)
+            ++running;
+    std::string text = std::to_string(running) + (running == 1 ? " job" : " jobs") + " running, " +
+                       std::to_string(active_.size() - static_cast<std::size_t>(running)) +
+                       " waiting; ";
+    p2p::TorrentSession* session = swarms_->session();
+    if (session == nullptr) return text + "peering off";
+    int peers = 0;
+    for (const auto& [ih, s] : swarms_->torrents()) peers += session->status(s->torrent, false).num_peers;
+    return text + std::to_string(peers) + (peers == 1 ? " peer" : " peers");
+}
+
+// Nothing to do and nobody to answer: no job that is not at rest (QUEUED,
+// CONNECTING, TRANSFERRING, TRANSIENT_ERROR), no client connected (a
+// `wait` or a subscription holds its connection), no owner operation in
+// flight, and no peer session (its cache serves the LAN). Every job is in
+// the job table, so an agent started again picks up where this one left.
+bool Agent::idle() const {
+    return active_.empty() && ipc_->connection_count() == 0 && owner_ops_in_flight() == 0 &&
+           swarms_->session() == nullptr;
+}
+
+// A socket-activated agent exits after `idle_exit` idle seconds; systemd
+// keeps the socket and starts it again for the next client. One that bound
+// its own socket never does: nobody would start it again.
+void Agent::exit_when_idle(std::int64_t now_ms) {
+    if (!socket_activated_ || config_.idle_exit == 0 || !idle()) {
+        idle_since_ms_ = -1;
+        return;
+    }
+    if (idle_since_ms_ < 0) idle_since_ms_ = now_ms;
+    if (now_ms - idle_since_ms_ < 1000L * config_.idle_exit) return;
+    LOG_INFO("idle for %u s: exiting (the socket stays with systemd, which starts doptd for "
+             "the next client)", config_.idle_exit);
+    stopping_ = true;
+}
+
 void Agent::reload_config() {
     if (config_.source.empty()) {
         LOG_INFO("SIGHUP: running on built-in defaults; nothing to reload");
@@ -653,7 +725,8 @@ void Agent::reload_config() {
         std::vector<std::string> warnings;
         Config fresh = load_config(config_.source, warnings);
         for (const auto& w : warnings) LOG_WARN("%s", w.c_str());
-        // Paths and [p2p] need a restart; the rest applies now.
+        // Paths need a restart; the rest applies now ([p2p] to the running
+        // peer session, which keeps its torrents).
         fresh.state_dir = config_.state_dir;
         fresh.cache_dir = config_.cache_dir;
         fresh.socket = config_.socket;
@@ -664,6 +737,7 @@ void Agent::reload_config() {
         set_log_level(config_.log_level);
         fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
+        swarms_->reconfigure();
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {
@@ -750,6 +824,7 @@ void Agent::fail(Job& job, ErrorContext context, std::int64_t code, const std::s
         return;
     }
     LOG_WARN("job %s: error: %s", job.rec.id.c_str(), description.c_str());
+    count_usage(job, job_errors_counter(context).c_str(), 1);
     job.rec.state = JobState::Error;
     track_active(job);
     job.rec.modified = e.time;
@@ -982,10 +1057,12 @@ void Agent::start_http_transfer(Job& job, int fd) {
     LOG_DEBUG("job %s: GET %s from byte %llu", job.rec.id.c_str(), f.remote_url.c_str(),
               static_cast<unsigned long long>(keep));
     job.transfer = fetcher_->start(req, &job);
+    count_usage(job, kOriginRequests, 1);
 }
 
 void Agent::timers() {
     std::int64_t now = mono_ms();
+    metrics_tick(now);
     for (Job* job : std::vector<Job*>(active_.begin(), active_.end())) {
         if (job->rec.state != JobState::TransientError) continue;
         if (now >= job->no_progress_deadline_ms()) fail_no_progress(*job, job->last_transient.description);

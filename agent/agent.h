@@ -21,8 +21,10 @@
 
 #include "agent/config.h"
 #include "agent/ipc_server.h"
+#include "agent/metrics.h"
 #include "agent/origin_fetcher.h"
 #include "agent/owner_files.h"
+#include "agent/service_manager.h"
 #include "storage/job_store.h"
 
 namespace dopt::agent {
@@ -32,15 +34,20 @@ struct Swarm;
 
 class Agent : public IpcHandler {
 public:
-    // Takes the state lock, opens the job table, binds the socket and loads
-    // every job. Throws std::runtime_error when any of that fails.
-    explicit Agent(const Config& config);
+    // Takes the state lock, opens the job table, binds the socket (or
+    // serves `activated_socket`, a listening socket systemd bound: see
+    // take_activated_socket) and loads every job. Throws
+    // std::runtime_error when any of that fails.
+    explicit Agent(const Config& config, int activated_socket = -1);
     ~Agent() override;
     Agent(const Agent&) = delete;
     Agent& operator=(const Agent&) = delete;
 
     // Runs until SIGTERM or SIGINT (graceful: transfers stopped, progress
-    // persisted, partial files kept). SIGHUP reloads the config file.
+    // persisted, partial files kept), or, socket-activated, until idle for
+    // `idle_exit` seconds (idle()). SIGHUP reloads the config file. Tells
+    // systemd READY=1 once the socket accepts, then STATUS= and watchdog
+    // pings (ServiceNotifier).
     // The caller must have blocked SIGTERM, SIGINT and SIGHUP in every thread.
     int run();
 
@@ -81,6 +88,8 @@ public:
     // Every job, by id; and a transfer sink to free at the loop's top.
     const std::map<std::string, std::unique_ptr<Job>>& jobs() const { return jobs_; }
     void retire_sink(std::unique_ptr<TransferSink> sink) { retired_sinks_.push_back(std::move(sink)); }
+    // Adds n to a usage counter of the job's owner (metrics.h), this month.
+    void count_usage(const Job& job, const char* counter, std::uint64_t n);
 
 private:
     // IPC requests, one handler an op (docs/protocol.md).
@@ -110,6 +119,16 @@ private:
     void op_cache_list(Request& req);
     void op_cache_clear(Request& req);
     void op_peer_stats(Request& req);
+    void op_metrics(Request& req);
+
+    // Metrics (metrics.h, agent_metrics.cpp): bytes given to peers sampled
+    // into the usage totals, the totals written to the job table, the
+    // textfile written, each when due; the gauges one uid may see.
+    void metrics_tick(std::int64_t now, bool all_due = false);
+    std::int64_t metrics_deadline_ms() const;
+    void sample_uploads();
+    MetricsGauges metrics_gauges(uid_t uid) const;
+    std::string metrics_text(uid_t uid);
 
     // Notifications (callbacks): the durable outbox and the modification
     // events of subscribed connections.
@@ -138,6 +157,10 @@ private:
     void answer_waits();
     void reload_config();
     int next_timeout_ms() const;
+    // systemd: the STATUS= text, and idle exit (socket activation only).
+    std::string service_status() const;
+    bool idle() const;
+    void exit_when_idle(std::int64_t now_ms);
 
     friend struct Job;
     Config config_;
@@ -147,6 +170,9 @@ private:
     std::unique_ptr<storage::JobStore> store_;
     std::unique_ptr<OriginFetcher> fetcher_;
     std::unique_ptr<IpcServer> ipc_;
+    std::unique_ptr<ServiceNotifier> notifier_;
+    bool socket_activated_ = false;
+    std::int64_t idle_since_ms_ = -1;  // -1: not idle
     std::map<std::string, std::unique_ptr<Job>> jobs_;
     std::set<Job*> active_;  // QUEUED, CONNECTING, TRANSFERRING, TRANSIENT_ERROR
     std::map<std::int64_t, Job*> by_seq_;  // every job, in creation order
@@ -187,6 +213,11 @@ private:
     bool job_table_failed_ = false;  // a StorageError reached the main loop (timers() recovers)
     std::int64_t last_seq_ = 0;      // creation order of the newest job
     bool schedule_needed_ = false;
+    std::unique_ptr<UsageTotals> usage_;
+    std::map<std::string, std::int64_t> uploaded_seen_;  // info-hash -> its upload counted so far
+    std::int64_t next_usage_write_ms_ = 0;
+    std::int64_t next_textfile_ms_ = 0;
+    std::string textfile_error_;  // the last one logged, so each is logged once
 };
 
 }  // namespace dopt::agent

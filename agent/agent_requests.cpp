@@ -111,6 +111,7 @@ void Agent::handle(Request& req) {
     if (req.op == "cache_list") return op_cache_list(req);
     if (req.op == "cache_clear") return op_cache_clear(req);
     if (req.op == "peer_stats") return op_peer_stats(req);
+    if (req.op == "metrics") return op_metrics(req);
 
     static const char* job_ops[] = {"open",     "status", "add_file", "set",         "resume",
                                     "suspend",  "cancel", "complete", "wait",        "subscribe",

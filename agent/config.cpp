@@ -9,9 +9,12 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits>
 #include <pwd.h>
@@ -53,6 +56,27 @@ std::string home_dir() {
     return pw.pw_dir;
 }
 
+// set_system_agent_config(); unset: whether the process is root now.
+int system_agent_config = -1;
+
+// A system agent (root) reads only files and folders root alone can write:
+// owned by root, writable by no one else (group write only for group root).
+// Whoever can write them controls the agent (paths, proxy, CA bundle).
+void check_root_alone_writes(const std::string& path, const struct stat& st) {
+    const bool system_agent = system_agent_config >= 0 ? system_agent_config == 1 : ::geteuid() == 0;
+    if (!system_agent) return;
+    if (st.st_uid != 0) {
+        throw ConfigError(path + ": owned by uid " + std::to_string(st.st_uid) +
+                          ", not root: a system agent reads only files root alone can write");
+    }
+    if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw ConfigError(path + ": writable by others (mode " + mode +
+                          "): a system agent reads only files root alone can write");
+    }
+}
+
 std::string read_whole_file(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw ConfigError(path + ": cannot read: " + errno_text(errno));
@@ -61,6 +85,12 @@ std::string read_whole_file(const std::string& path) {
         int err = errno;
         ::close(fd);
         throw ConfigError(path + ": cannot read: " + errno_text(err));
+    }
+    try {
+        check_root_alone_writes(path, st);
+    } catch (...) {
+        ::close(fd);
+        throw;
     }
     if (!S_ISREG(st.st_mode)) {
         // Refuse a directory, FIFO or device: reading one fails or blocks.
@@ -123,6 +153,23 @@ bool parse_endpoint(const std::string& s, bool& unspecified) {
     return true;
 }
 
+// A network interface name as `[p2p] listen` may give it: letters, digits,
+// '_' and '-', at most 15 bytes (IFNAMSIZ - 1), optionally a VLAN suffix
+// ".N" ("eth0.100"). Host names ("peer.lan") and IPv4-like values
+// ("10.0.0.256") are not interface names.
+bool is_interface_name(const std::string& s) {
+    if (s.empty() || s.size() > 15) return false;
+    const std::size_t dot = s.find('.');
+    const std::string base = s.substr(0, dot);
+    if (base.empty() || base.find_first_not_of("0123456789") == std::string::npos) return false;
+    for (unsigned char ch : base) {
+        if (!std::isalnum(ch) && ch != '_' && ch != '-') return false;
+    }
+    if (dot == std::string::npos) return true;
+    const std::string vlan = s.substr(dot + 1);
+    return !vlan.empty() && vlan.find_first_not_of("0123456789") == std::string::npos;
+}
+
 // "10.0.0.0/8" or "fd00::/8": an address, a slash and a prefix length that
 // fits the family. Host bits may be set ("10.1.2.3/8" means 10.0.0.0/8).
 bool parse_cidr(const std::string& s) {
@@ -152,19 +199,23 @@ public:
     void read(const toml::table& root, Config& c) {
         for (auto&& [key, node] : root) {
             const std::string k(key.str());
+            if (!node.is_table()) note(c, k, node);
             if (k == "state_dir") c.state_dir = path(node, k, false);
             else if (k == "cache_dir") c.cache_dir = path(node, k, false);
             else if (k == "socket") c.socket = socket_path(node, k);
             else if (k == "log_level") c.log_level = log_level(node, k);
             else if (k == "user") c.user = user_name(node, k);
             else if (k == "system_job_dirs") c.system_job_dirs = path_list(node, k);
+            else if (k == "idle_exit") c.idle_exit = seconds(node, k, 0);
             else if (k == "jobs") read_jobs(table(node, k), c);
             else if (k == "ipc") read_ipc(table(node, k), c);
             else if (k == "http") read_http(table(node, k), c);
             else if (k == "p2p") read_p2p(table(node, k), c);
             else if (k == "cache") read_cache(table(node, k), c);
+            else if (k == "metrics") read_metrics(table(node, k), c);
             else unknown(key, k);
         }
+        for (const auto& k : unknown_keys_) c.origins.erase(k);
         // Tables iterate in key order; report in file order.
         std::stable_sort(unknown_.begin(), unknown_.end(),
                          [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -177,6 +228,7 @@ private:
         const toml::node* max_node = nullptr;
         for (auto&& [key, node] : t) {
             const std::string k = "jobs." + std::string(key.str());
+            note(c, k, node);
             if (k == "jobs.max_jobs") c.max_jobs = integer<int>(node, k, 1, 64);
             else if (k == "jobs.max_jobs_per_user") c.max_jobs_per_user = integer<int>(node, k, 1, 1000000);
             else if (k == "jobs.max_connections") c.max_connections = integer<int>(node, k, 1, 256);
@@ -209,6 +261,7 @@ private:
     void read_ipc(const toml::table& t, Config& c) {
         for (auto&& [key, node] : t) {
             const std::string k = "ipc." + std::string(key.str());
+            note(c, k, node);
             if (k == "ipc.max_connections_per_user")
                 c.max_connections_per_user = integer<int>(node, k, 1, 1024);
             else if (k == "ipc.max_reply_backlog_per_user")
@@ -222,6 +275,7 @@ private:
         constexpr std::int64_t max_rate = kMaxRate;
         for (auto&& [key, node] : t) {
             const std::string k = "http." + std::string(key.str());
+            note(c, k, node);
             if (k == "http.proxy") c.proxy = header_safe_string(node, k, true);
             else if (k == "http.user_agent") c.user_agent = header_safe_string(node, k, false);
             else if (k == "http.connect_timeout") c.connect_timeout = seconds(node, k, 1);
@@ -236,6 +290,7 @@ private:
     void read_p2p(const toml::table& t, Config& c) {
         for (auto&& [key, node] : t) {
             const std::string k = "p2p." + std::string(key.str());
+            note(c, k, node);
             if (k == "p2p.enabled") c.p2p_enabled = boolean(node, k);
             else if (k == "p2p.listen") c.p2p_listen = listen_endpoint(node, k);
             else if (k == "p2p.lan_discovery") c.lan_discovery = boolean(node, k);
@@ -258,12 +313,33 @@ private:
     void read_cache(const toml::table& t, Config& c) {
         for (auto&& [key, node] : t) {
             const std::string k = "cache." + std::string(key.str());
+            note(c, k, node);
             if (k == "cache.max_size") c.cache_max_size = integer<std::uint64_t>(node, k, 0, kMaxRate, " (bytes)");
             else if (k == "cache.max_disk_percent") c.cache_max_disk_percent = integer<int>(node, k, 0, 100);
             else if (k == "cache.max_age") c.cache_max_age = seconds(node, k, 0);
             else if (k == "cache.min_file_size") c.cache_min_file_size = integer<std::uint64_t>(node, k, 0, kMaxRate, " (bytes)");
             else unknown(key, k);
         }
+    }
+
+    void read_metrics(const toml::table& t, Config& c) {
+        for (auto&& [key, node] : t) {
+            const std::string k = "metrics." + std::string(key.str());
+            if (k == "metrics.textfile") c.metrics_textfile = textfile_path(node, k);
+            else if (k == "metrics.interval") c.metrics_interval = integer<std::uint32_t>(node, k, 1, 86400, " (seconds)");
+            else unknown(key, k);
+        }
+    }
+
+    // node_exporter reads only "*.prom" files of its directory; the file
+    // itself is replaced by rename, so the name must be a file's.
+    std::string textfile_path(const toml::node& n, const std::string& name) const {
+        std::string s = path(n, name, true);
+        const std::string base = s.substr(s.rfind('/') + 1);
+        if (!s.empty() && (base.size() <= 5 || base.compare(base.size() - 5, 5, ".prom") != 0))
+            fail(n, name + " must name a file ending in \".prom\" (node_exporter's textfile collector "
+                           "reads no other), not \"" + s + "\"");
+        return s;
     }
 
     // A suffix appended to a URL's path: printable ASCII, no '?', '#' or space.
@@ -281,7 +357,13 @@ private:
         throw ConfigError(file_ + ":" + std::to_string(n.source().begin.line) + ": " + what);
     }
 
+    // Key `name` set here (Config::origins); unknown() takes it back.
+    void note(Config& c, const std::string& name, const toml::node& n) const {
+        c.origins[name] = file_ + ":" + std::to_string(n.source().begin.line);
+    }
+
     void unknown(const toml::key& key, const std::string& name) {
+        unknown_keys_.push_back(name);
         const auto line = key.source().begin.line;
         unknown_.emplace_back(line, file_ + ":" + std::to_string(line) + ": unknown key '" +
                                         name + "'");
@@ -379,10 +461,11 @@ private:
     std::string listen_endpoint(const toml::node& n, const std::string& name) const {
         const std::string& s = string(n, name, "a string \"address:port\"");
         if (s.empty()) return s;  // same as unset: no peering
+        if (listen_interface(s)) return s;
         bool unspecified = false;
         if (!parse_endpoint(s, unspecified)) {
-            fail(n, name + " must be \"a.b.c.d:port\" or \"[v6]:port\" with a port from 1 "
-                           "to 65535, not \"" + s + "\"");
+            fail(n, name + " must be \"a.b.c.d:port\", \"[v6]:port\" or \"interface:port\" "
+                           "with a port from 1 to 65535, not \"" + s + "\"");
         }
         if (unspecified) {
             // Peers are accepted only on chosen LAN addresses (docs/design.md "Safety defaults").
@@ -436,6 +519,7 @@ private:
     const std::string& file_;
     std::vector<std::string>& warnings_;
     std::vector<std::pair<toml::source_index, std::string>> unknown_;  // (line, warning)
+    std::vector<std::string> unknown_keys_;
 };
 
 }  // namespace
@@ -460,10 +544,54 @@ Config default_config() {
     return c;
 }
 
-Config load_config(const std::string& path, std::vector<std::string>& warnings) {
+std::optional<ListenInterface> listen_interface(const std::string& listen) {
+    const std::size_t colon = listen.rfind(':');
+    if (colon == std::string::npos || listen[0] == '[') return std::nullopt;
+    const std::string name = listen.substr(0, colon);
+    const std::string port = listen.substr(colon + 1);
+    if (!is_interface_name(name) || port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos) {
+        return std::nullopt;
+    }
+    const int p = std::stoi(port);
+    if (p < 1 || p > 65535) return std::nullopt;
+    return ListenInterface{name, p};
+}
+
+std::string drop_in_dir(const std::string& path) { return path + ".d"; }
+
+void set_system_agent_config(bool on) { system_agent_config = on ? 1 : 0; }
+
+namespace {
+
+// The drop-ins of `path` to read, in order (load_config). No folder: none.
+std::vector<std::string> drop_in_files(const std::string& path) {
+    const std::string dir = drop_in_dir(path);
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        if (errno == ENOENT) return {};
+        throw ConfigError(dir + ": cannot read: " + errno_text(errno));
+    }
+    std::vector<std::string> names;
+    struct stat st;
+    int rc = ::fstat(::dirfd(d), &st);
+    int err = errno;
+    while (const dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        const bool conf = name.size() > 5 && name.compare(name.size() - 5, 5, ".conf") == 0;
+        if (conf && name[0] != '.') names.push_back(name);
+    }
+    ::closedir(d);
+    if (rc != 0) throw ConfigError(dir + ": cannot read: " + errno_text(err));
+    check_root_alone_writes(dir, st);
+    std::sort(names.begin(), names.end());
+    for (auto& n : names) n = dir + "/" + n;
+    return names;
+}
+
+// One file's keys over `c`.
+void read_config_file(const std::string& path, Config& c, std::vector<std::string>& warnings) {
     const std::string text = read_whole_file(path);
-    Config c = default_config();
-    c.source = path;
 #if TOML_EXCEPTIONS
     toml::table root;
     try {
@@ -484,6 +612,18 @@ Config load_config(const std::string& path, std::vector<std::string>& warnings) 
     toml::table root = std::move(parsed).table();
 #endif
     ConfigReader(path, warnings).read(root, c);
+}
+
+}  // namespace
+
+Config load_config(const std::string& path, std::vector<std::string>& warnings) {
+    Config c = default_config();
+    c.source = path;
+    read_config_file(path, c, warnings);
+    for (const std::string& file : drop_in_files(path)) {
+        read_config_file(file, c, warnings);
+        c.drop_ins.push_back(file);
+    }
     return c;
 }
 

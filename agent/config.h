@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,6 +32,11 @@ struct Config {
     // agent writes files of root and of system accounts (uid below UID_MIN);
     // empty: nowhere (docs/config.md, "system_job_dirs").
     std::vector<std::string> system_job_dirs;
+    // Seconds without work after which an agent systemd started through its
+    // socket (doptd.socket) exits; the socket stays and the next client
+    // starts it again. 0 = never. Not used by an agent that bound its own
+    // socket (docs/config.md, "idle_exit").
+    std::uint32_t idle_exit = 600;
 
     // [jobs]
     int max_jobs = 4;                    // jobs transferring at once
@@ -63,7 +70,7 @@ struct Config {
 
     // [p2p]
     bool p2p_enabled = false;            // peering off in the built-in defaults
-    std::string p2p_listen;              // "addr:port"; peering needs it
+    std::string p2p_listen;              // "addr:port" or "interface:port"; peering needs it
     bool lan_discovery = true;
     std::vector<std::string> peers;      // static "addr:port"
     std::vector<std::string> allowed_networks;  // CIDRs; empty = listen subnets
@@ -86,8 +93,26 @@ struct Config {
     std::uint32_t cache_max_age = 3 * 24 * 3600;  // seconds unused before eviction (DO's default)
     std::uint64_t cache_min_file_size = 1 << 20;  // smaller content is not cached
 
+    // [metrics] the Prometheus text (docs/metrics.md) written for
+    // node_exporter's textfile collector: "" = not written.
+    std::string metrics_textfile;        // absolute path ending in ".prom"
+    std::uint32_t metrics_interval = 60; // seconds between writes
     std::string source;                  // file the config came from ("" = defaults)
+    std::vector<std::string> drop_ins;   // then these, in the order read (drop_in_dir)
+    // Where each key a file set was set, last file wins: "jobs.max_jobs" ->
+    // "/etc/dopt/doptd.conf.d/10-fleet.conf:3". A key not here is a default.
+    std::map<std::string, std::string> origins;
 };
+
+// `[p2p] listen` naming a network interface ("eth0:7881", "eth0.100:7881")
+// rather than an address.
+struct ListenInterface {
+    std::string name;
+    int port = 0;
+};
+// The interface and port of a listen value of that form; nullopt for an
+// address form ("a.b.c.d:port", "[v6]:port") or a malformed value.
+std::optional<ListenInterface> listen_interface(const std::string& listen);
 
 // Built-in defaults. As root: /var/lib/dopt, /var/cache/dopt,
 // /run/dopt/doptd.sock. As a user: $XDG_STATE_HOME/dopt (~/.local/state/dopt),
@@ -95,9 +120,40 @@ struct Config {
 // (falls back to state_dir/doptd.sock when XDG_RUNTIME_DIR is unset).
 Config default_config();
 
-// Reads `path` over the defaults. Throws ConfigError naming the file and line
-// for a syntax error, a wrong type or an out-of-range value. Unknown keys are
+// The drop-in folder of config file `path`: "PATH.d"
+// (/etc/dopt/doptd.conf.d for /etc/dopt/doptd.conf).
+std::string drop_in_dir(const std::string& path);
+
+// Whether load_config() checks that root alone can write each file: by
+// default, when the process is root. main() turns it on for good in a
+// system agent, which reloads (SIGHUP) after dropping root.
+void set_system_agent_config(bool on);
+
+// Reads `path` over the defaults, then each drop-in of drop_in_dir(path)
+// whose name ends in ".conf" and does not start with '.', in byte order of
+// the names; a later file's key overrides an earlier one's. No folder: no
+// drop-ins. Throws ConfigError naming the file and line for a syntax error,
+// a wrong type or an out-of-range value, and naming the file for one that
+// cannot be read or, in a system agent (set_system_agent_config), one (or
+// the folder) that is not root's or that others may write. Unknown keys are
 // not errors: each is appended to `warnings` ("file:line: unknown key 'x'").
 Config load_config(const std::string& path, std::vector<std::string>& warnings);
+
+// Every key of the configuration with its value (as TOML writes it) and
+// where it came from ("FILE:LINE" or "default"), in the order of
+// docs/config.md: what `doptd --check-config` prints.
+struct EffectiveSetting {
+    std::string key;     // "jobs.max_jobs"
+    std::string value;   // "4", "\"info\"", "[\"10.0.0.0/8\"]"
+    std::string origin;  // "FILE:LINE" or "default"
+};
+std::vector<EffectiveSetting> effective_settings(const Config& config);
+
+// `doptd --check-config [--config FILE]`: loads `path` (the built-in
+// defaults when empty) and prints to stdout the files read and each
+// effective setting as `key = value  # origin`, warnings to stderr; or the
+// error to stderr. Returns the exit code: 0 usable, 1 not. Opens nothing
+// but the config files.
+int check_config(const std::string& path);
 
 }  // namespace dopt::agent

@@ -13,6 +13,8 @@
 #include <map>
 #include <optional>
 #include <pwd.h>
+#include <set>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -518,6 +520,20 @@ TEST_CASE("system_job_dirs and file_op_timeout load, and bad values name their l
     }
 }
 
+TEST_CASE("idle_exit loads in seconds, 0 for never, and bad values name their line", "[config]") {
+    TempDir dir;
+    std::vector<std::string> warnings;
+    CHECK(load_config(dir.write("a.conf", "# none\n"), warnings).idle_exit == 600);
+    CHECK(load_config(dir.write("b.conf", "idle_exit = 0\n"), warnings).idle_exit == 0);
+    CHECK(load_config(dir.write("c.conf", "idle_exit = 30\n"), warnings).idle_exit == 30);
+    CHECK(warnings.empty());
+    const std::string file = dir.path() + "/doptd.conf";
+    for (const char* text : {"\nidle_exit = -1\n", "\nidle_exit = \"600\"\n", "\nidle_exit = 1.5\n"}) {
+        INFO("file:\n" << text);
+        CHECK_THAT(load_error(dir, text), Catch::StartsWith(file + ":2: idle_exit must be"));
+    }
+}
+
 TEST_CASE("the shipped config/doptd.conf runs the agent as user dopt", "[config]") {
     std::filesystem::path shipped =
         std::filesystem::path(__FILE__).parent_path().parent_path() / "config" / "doptd.conf";
@@ -576,4 +592,171 @@ min_file_size = 0
     CHECK_THAT(load_error(dir, "[cache]\nmax_disk_percent = 101\n"),
                Catch::Contains(":2: cache.max_disk_percent must be an integer from 0 to 100"));
     CHECK_THAT(load_error(dir, "cache = 3\n"), Catch::Contains(":1: cache must be a table"));
+}
+
+TEST_CASE("[metrics] textfile and interval are read; a path node_exporter would not read is an error "
+          "naming its line", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", "[metrics]\ntextfile = \"/var/lib/node/dopt.prom\"\ninterval = 15\n");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.metrics_textfile == "/var/lib/node/dopt.prom");
+    CHECK(c.metrics_interval == 15);
+    CHECK(default_config().metrics_textfile.empty());
+    CHECK(default_config().metrics_interval == 60);
+
+    CHECK_THAT(load_error(dir, "[metrics]\n\ntextfile = \"dopt.prom\"\n"),
+               Catch::Contains(":3: metrics.textfile must be an absolute path"));
+    CHECK_THAT(load_error(dir, "[metrics]\ntextfile = \"/var/lib/node/dopt.txt\"\n"),
+               Catch::Contains(":2: metrics.textfile must name a file ending in \".prom\""));
+    CHECK_THAT(load_error(dir, "[metrics]\ntextfile = \"/var/lib/node/\"\n"),
+               Catch::Contains(":2: metrics.textfile must name a file ending in \".prom\""));
+    CHECK_THAT(load_error(dir, "[metrics]\ninterval = 0\n"),
+               Catch::Contains(":2: metrics.interval must be an integer from 1 to 86400"));
+}
+
+// ---- drop-ins, listen by interface name, effective settings -------------
+
+TEST_CASE("drop-ins are read in name order after the main file, the last one winning",
+          "[config]") {
+    TempDir dir;
+    const std::string file = dir.write("doptd.conf",
+                                       "log_level = \"warn\"\n"  // 1
+                                       "[jobs]\n"                // 2
+                                       "max_jobs = 2\n"          // 3
+                                       "max_connections = 9\n"); // 4
+    std::filesystem::create_directory(dir.path() + "/doptd.conf.d");
+    const std::string d = dir.path() + "/doptd.conf.d/";
+    dir.write("doptd.conf.d/20-late.conf", "[jobs]\n\nmax_jobs = 7\n");
+    dir.write("doptd.conf.d/10-early.conf", "[jobs]\nmax_jobs = 5\n[p2p]\nlisten = \"eth0:7881\"\n");
+    // Not read: another suffix, a hidden file, a package manager's leftover.
+    dir.write("doptd.conf.d/30-ignored.conf.dpkg-old", "[jobs]\nmax_jobs = 60\n");
+    dir.write("doptd.conf.d/.40-hidden.conf", "[jobs]\nmax_jobs = 61\n");
+    dir.write("doptd.conf.d/README", "not toml at all [[[\n");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.max_jobs == 7);
+    CHECK(c.max_connections == 9);
+    CHECK(c.log_level == "warn");
+    CHECK(c.p2p_listen == "eth0:7881");
+    CHECK(c.source == file);
+    CHECK(c.drop_ins == std::vector<std::string>{d + "10-early.conf", d + "20-late.conf"});
+    CHECK(c.origins.at("jobs.max_jobs") == d + "20-late.conf:3");
+    CHECK(c.origins.at("p2p.listen") == d + "10-early.conf:4");
+    CHECK(c.origins.at("jobs.max_connections") == file + ":4");
+    CHECK(c.origins.at("log_level") == file + ":1");
+    CHECK(c.origins.count("jobs.retention") == 0);  // a default
+    CHECK(c.origins.count("jobs") == 0);            // tables are not keys
+}
+
+TEST_CASE("an error in a drop-in names the drop-in and its line", "[config]") {
+    TempDir dir;
+    const std::string file = dir.write("doptd.conf", "[jobs]\nmax_jobs = 2\n");
+    std::filesystem::create_directory(dir.path() + "/doptd.conf.d");
+    const std::string d = dir.path() + "/doptd.conf.d/";
+    dir.write("doptd.conf.d/10-ok.conf", "[http]\nconnect_timeout = 5\n");
+    dir.write("doptd.conf.d/50-bad.conf", "# fleet\n[jobs]\nmax_jobs = 0\n");
+    std::vector<std::string> warnings;
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(d + "50-bad.conf:3: ") &&
+                          Catch::Contains("jobs.max_jobs must be an integer from 1 to 64"));
+    dir.write("doptd.conf.d/50-bad.conf", "[jobs\n");
+    CHECK_THROWS_WITH(load_config(file, warnings), Catch::StartsWith(d + "50-bad.conf:1:"));
+    // A key retry_min_delay set by the main file, a ceiling below it in a drop-in.
+    dir.write("doptd.conf", "[jobs]\nretry_min_delay = 100\n");
+    dir.write("doptd.conf.d/50-bad.conf", "[jobs]\nretry_max_delay = 10\n");
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(d + "50-bad.conf:2: ") &&
+                          Catch::Contains("must not exceed jobs.retry_max_delay"));
+    // Unknown keys of a drop-in warn with its name.
+    dir.write("doptd.conf.d/50-bad.conf", "[jobs]\nmax_jobz = 3\n");
+    warnings.clear();
+    load_config(file, warnings);
+    CHECK(warnings == std::vector<std::string>{d + "50-bad.conf:2: unknown key 'jobs.max_jobz'"});
+}
+
+TEST_CASE("as root, a config file or drop-in others can write is refused", "[config]") {
+    if (::geteuid() != 0) {
+        SUCCEED("needs root: the owner and mode check applies to a system agent only");
+        return;
+    }
+    TempDir dir;
+    const std::string file = dir.write("doptd.conf", "[jobs]\nmax_jobs = 2\n");
+    const std::string folder = dir.path() + "/doptd.conf.d";
+    std::filesystem::create_directory(folder);
+    const std::string dropin = dir.write("doptd.conf.d/10-fleet.conf", "[jobs]\nmax_jobs = 3\n");
+    std::vector<std::string> warnings;
+    REQUIRE(load_config(file, warnings).max_jobs == 3);
+
+    REQUIRE(::chown(dropin.c_str(), 65534, 0) == 0);
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(dropin + ": owned by uid 65534, not root"));
+    REQUIRE(::chown(dropin.c_str(), 0, 0) == 0);
+    REQUIRE(::chmod(dropin.c_str(), 0646) == 0);
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(dropin + ": writable by others (mode 0646)"));
+    REQUIRE(::chmod(dropin.c_str(), 0644) == 0);
+    REQUIRE(::chmod(folder.c_str(), 0777) == 0);
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(folder + ": writable by others (mode 0777)"));
+    REQUIRE(::chmod(folder.c_str(), 0755) == 0);
+    REQUIRE(::chmod(file.c_str(), 0666) == 0);
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(file + ": writable by others (mode 0666)"));
+    REQUIRE(::chmod(file.c_str(), 0644) == 0);
+    // An unreadable drop-in is an error, not skipped: a file the admin meant
+    // to apply never goes missing silently.
+    std::filesystem::remove(dropin);
+    std::filesystem::create_directory(folder + "/20-folder.conf");
+    CHECK_THROWS_WITH(load_config(file, warnings),
+                      Catch::StartsWith(folder + "/20-folder.conf: cannot read: ") &&
+                          Catch::Contains("Is a directory"));
+}
+
+TEST_CASE("listen may name an interface instead of an address", "[config]") {
+    TempDir dir;
+    for (const char* ep : {"eth0:7881", "enp3s0:1", "eth0.100:65535", "veth-a_1:7881",
+                           "wlp0s20f3abcdef:7881"}) {
+        INFO(ep);
+        CHECK(load_error(dir, std::string("[p2p]\nlisten = \"") + ep + "\"\n") == "");
+    }
+    const auto eth0 = dopt::agent::listen_interface("eth0.100:7881");
+    REQUIRE(eth0);
+    CHECK(eth0->name == "eth0.100");
+    CHECK(eth0->port == 7881);
+    CHECK_FALSE(dopt::agent::listen_interface("10.0.0.1:7881"));
+    CHECK_FALSE(dopt::agent::listen_interface("[::1]:7881"));
+    // Too long for IFNAMSIZ, no port, port 0, a host name, a name of digits.
+    for (const char* ep : {"wlp0s20f3abcdefg:7881", "eth0", "eth0:0", "eth0:", "peer.lan:7881",
+                           "eth0.x:7881", "123:7881", "eth 0:7881", "eth0/1:7881"}) {
+        INFO(ep);
+        CHECK_THAT(load_error(dir, std::string("[p2p]\nlisten = \"") + ep + "\"\n"),
+                   Catch::Contains("p2p.listen must be"));
+    }
+}
+
+TEST_CASE("effective settings name every key once, with its value and origin", "[config]") {
+    TempDir dir;
+    // Every key printed, written back as a file: each is a key the reader
+    // knows (no warning), and each then comes from its line of that file.
+    const auto defaults = dopt::agent::effective_settings(default_config());
+    std::string text;
+    std::set<std::string> keys;
+    for (const auto& s : defaults) {
+        CHECK(s.origin == "default");
+        CHECK(keys.insert(s.key).second);
+        text += s.key + " = " + s.value + "\n";
+    }
+    const std::string file = dir.write("doptd.conf", text);
+    std::vector<std::string> warnings;
+    const auto loaded = dopt::agent::effective_settings(load_config(file, warnings));
+    CHECK(warnings.empty());
+    REQUIRE(loaded.size() == defaults.size());
+    for (std::size_t i = 0; i < loaded.size(); ++i) {
+        INFO(loaded[i].key);
+        CHECK(loaded[i].value == defaults[i].value);
+        CHECK(loaded[i].origin == file + ":" + std::to_string(i + 1));
+    }
 }

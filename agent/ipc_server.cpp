@@ -63,11 +63,16 @@ IpcServer::IpcServer(const std::string& path, mode_t mode, IpcHandler* handler, 
         throw std::runtime_error("listen " + path + ": " + std::strerror(errno));
 }
 
+IpcServer::IpcServer(int listening_fd, const std::string& path, IpcHandler* handler,
+                     IpcLimits limits)
+    : path_(path), listen_fd_(listening_fd), unlink_at_end_(false), handler_(handler),
+      limits_(limits) {}
+
 IpcServer::~IpcServer() {
     for (auto& [id, c] : conns_) ::close(c.fd);
     if (listen_fd_ >= 0) {
         ::close(listen_fd_);
-        ::unlink(path_.c_str());
+        if (unlink_at_end_) ::unlink(path_.c_str());
     }
 }
 

@@ -55,6 +55,9 @@ public:
     // the state lock, so no live agent owns it) with permissions `mode`.
     // Throws std::runtime_error naming the path and the cause.
     IpcServer(const std::string& path, mode_t mode, IpcHandler* handler, IpcLimits limits);
+    // Serves `listening_fd`, a socket bound at `path` by someone else
+    // (systemd's socket unit): takes the descriptor, never unlinks `path`.
+    IpcServer(int listening_fd, const std::string& path, IpcHandler* handler, IpcLimits limits);
     ~IpcServer();
     IpcServer(const IpcServer&) = delete;
     IpcServer& operator=(const IpcServer&) = delete;
@@ -103,6 +106,7 @@ private:
 
     std::string path_;
     int listen_fd_ = -1;
+    bool unlink_at_end_ = true;  // false for a socket systemd bound
     IpcHandler* handler_;
     IpcLimits limits_;
     std::map<uid_t, Usage> usage_;

@@ -1,5 +1,6 @@
 #include "agent/log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstdarg>
@@ -8,7 +9,12 @@
 #include <cstring>
 #include <ctime>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
+// CODE_FILE/LINE/FUNC would name this file's sender, not the line that logged.
+#define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 namespace dopt::agent {
@@ -16,11 +22,45 @@ namespace dopt::agent {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 
-// Under systemd (JOURNAL_STREAM set) lines carry a "<N>" priority prefix the
-// journal understands and no timestamp of their own.
+std::function<std::string(const std::string&)> g_job_url;
+
+// True when stderr is the journal's stream: $JOURNAL_STREAM ("DEV:INO",
+// set by systemd) names stderr's device and inode. A child whose stderr
+// was redirected elsewhere inherits the variable but not the stream.
+bool stderr_is_journal() {
+    const char* stream = std::getenv("JOURNAL_STREAM");
+    struct stat st{};
+    if (stream == nullptr || ::fstat(STDERR_FILENO, &st) != 0) return false;
+    unsigned long long dev = 0, ino = 0;
+    if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;
+    return dev == static_cast<unsigned long long>(st.st_dev) &&
+           ino == static_cast<unsigned long long>(st.st_ino);
+}
+
 bool to_journal() {
-    static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+    static const bool journal = stderr_is_journal();
     return journal;
+}
+
+// Sends one record with its fields; false when the journal did not take it.
+bool send_to_journal(LogLevel level, const std::string& message) {
+    std::vector<std::string> fields = journal_fields(level, message);
+    std::vector<iovec> iov;
+    for (auto& f : fields) iov.push_back({f.data(), f.size()});
+    return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) == 0;
+}
+
+// "job <id>: ..." -> id (a job id is a UUID: hex digits and dashes); ""
+// for a record about no job ("job table: ...").
+std::string job_of(const std::string& message) {
+    if (message.rfind("job ", 0) != 0) return "";
+    size_t end = message.find(": ", 4);
+    if (end == std::string::npos || end == 4) return "";
+    std::string id = message.substr(4, end - 4);
+    bool job_id = std::all_of(id.begin(), id.end(), [](char c) {
+        return c == '-' || std::isxdigit(static_cast<unsigned char>(c));
+    });
+    return job_id ? id : "";
 }
 
 const char* level_tag(LogLevel level) {
@@ -85,6 +125,38 @@ std::string redact_url_secrets(const std::string& text) {
     return out;
 }
 
+std::string shareable_url(const std::string& url) {
+    size_t scheme = url.find("://");
+    if (scheme == std::string::npos) return "";
+    std::string name = url.substr(0, scheme);
+    if (strcasecmp(name.c_str(), "http") != 0 && strcasecmp(name.c_str(), "https") != 0) return "";
+    size_t authority_end = url.find('/', scheme + 3);
+    std::string authority = url.substr(scheme + 3, authority_end == std::string::npos
+                                                       ? std::string::npos
+                                                       : authority_end - scheme - 3);
+    if (authority.find('@') != std::string::npos || url.find_first_of("?#") != std::string::npos)
+        return "";
+    for (char c : url)
+        if (std::iscntrl(static_cast<unsigned char>(c)) || c == ' ') return "";
+    return url;
+}
+
+void set_job_url_lookup(std::function<std::string(const std::string& job_id)> lookup) {
+    g_job_url = std::move(lookup);
+}
+
+std::vector<std::string> journal_fields(LogLevel level, const std::string& message) {
+    std::vector<std::string> fields = {"MESSAGE=" + message,
+                                       "PRIORITY=" + std::to_string(syslog_priority(level)),
+                                       "SYSLOG_IDENTIFIER=doptd"};
+    const std::string job = job_of(message);
+    if (job.empty()) return fields;
+    fields.push_back("DOPT_JOB=" + job);
+    const std::string url = g_job_url ? shareable_url(g_job_url(job)) : "";
+    if (!url.empty()) fields.push_back("DOPT_URL=" + url);
+    return fields;
+}
+
 bool set_log_level(const std::string& level) {
     static const char* names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; ++i) {
@@ -100,10 +172,8 @@ bool log_enabled(LogLevel level) { return static_cast<int>(level) <= g_level.loa
 
 void log(LogLevel level, const char* fmt, ...) {
     char line[2048];
-    int n;
-    if (to_journal()) {
-        n = std::snprintf(line, sizeof line, "<%d>", syslog_priority(level));
-    } else {
+    int n = 0;
+    if (!to_journal()) {
         timeval tv{};
         gettimeofday(&tv, nullptr);
         tm t{};
@@ -130,6 +200,10 @@ void log(LogLevel level, const char* fmt, ...) {
     va_end(again);
     if (text.find("://") != std::string::npos) text = redact_url_secrets(text);
     if (text.size() > sizeof line - 2) text.resize(sizeof line - 2);
+    if (to_journal()) {
+        if (send_to_journal(level, text)) return;
+        text = "<" + std::to_string(syslog_priority(level)) + ">" + text;  // the stream then
+    }
     text += '\n';
     ssize_t w = ::write(STDERR_FILENO, text.data(), text.size());
     (void)w;

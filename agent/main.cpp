@@ -1,5 +1,6 @@
 // doptd: the dopt agent. Runs in the foreground (systemd style), logs to
-// stderr. Exit codes: 0 stopped by a signal, 1 could not start or failed,
+// stderr or the journal; under systemd it notifies readiness and may be
+// socket-activated (service_manager.h). Exit codes: 0 stopped by a signal, 1 could not start or failed,
 // 2 bad command line or configuration.
 #include <csignal>
 #include <cstdio>
@@ -17,15 +18,18 @@
 #include "agent/config.h"
 #include "agent/log.h"
 #include "agent/privilege_separation.h"
+#include "agent/service_manager.h"
 #include "dopt/dopt.h"
 
 namespace {
 
 void usage(FILE* out) {
     std::fprintf(out,
-                 "usage: doptd [--config FILE]\n"
+                 "usage: doptd [--config FILE] [--check-config]\n"
                  "  Runs the dopt agent in the foreground. Without --config it uses the\n"
-                 "  built-in defaults (system paths as root, XDG paths for a user).\n"
+                 "  built-in defaults (system paths as root, XDG paths for a user); FILE.d/*.conf\n"
+                 "  are read after FILE.\n"
+                 "  --check-config  print the effective settings (or the errors) and exit 0 (1)\n"
                  "  --version   print the version\n");
 }
 
@@ -61,12 +65,15 @@ void start_as(const dopt::agent::Config& config) {
 
 int main(int argc, char** argv) {
     std::string config_path;
+    bool check_only = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--config" && i + 1 < argc) {
             config_path = argv[++i];
         } else if (a.rfind("--config=", 0) == 0) {
             config_path = a.substr(9);
+        } else if (a == "--check-config") {
+            check_only = true;
         } else if (a == "--version") {
 #if defined(DOPT_CRASH_POINTS) && DOPT_CRASH_POINTS
             // A test build: it dies on purpose where DOPT_CRASH_AT says.
@@ -84,6 +91,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    if (check_only) return dopt::agent::check_config(config_path);
 
     // Signals are taken through a signalfd by the main loop: block them before
     // any thread (curl's resolver) exists so every thread inherits the mask.
@@ -95,6 +103,7 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
+    dopt::agent::set_system_agent_config(::geteuid() == 0);  // reloads check as at start
     dopt::agent::Config config;
     try {
         if (config_path.empty()) {
@@ -113,7 +122,9 @@ int main(int argc, char** argv) {
     // Who runs the network-facing part: decided before curl or any thread
     // exists (fork and the uid switch want a single-threaded process).
     dopt::agent::set_owner_op_timeout_ms(static_cast<int>(config.file_op_timeout) * 1000);
+    int activated_socket = -1;  // doptd.socket's, when systemd started doptd through it
     try {
+        activated_socket = dopt::agent::take_activated_socket(config.socket);
         start_as(config);
     } catch (const std::exception& e) {
         LOG_ERROR("%s", e.what());
@@ -123,7 +134,7 @@ int main(int argc, char** argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = 1;
     try {
-        dopt::agent::Agent agent(config);
+        dopt::agent::Agent agent(config, activated_socket);
         rc = agent.run();
     } catch (const std::exception& e) {
         LOG_ERROR("%s", e.what());

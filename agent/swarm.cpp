@@ -126,6 +126,11 @@ std::int64_t Swarms::tick_deadline_ms() const {
 // Incomplete torrents that no unfinished job needs are removed.
 void Swarms::start() {
     for (auto& e : store_.load_cache()) cache_[e.info_hash] = std::move(e);
+    start_peering();
+}
+
+// The session, when [p2p] asks for one, and the cache put back in it.
+void Swarms::start_peering() {
     if (!config_.p2p_enabled || config_.p2p_listen.empty()) {
         if (config_.p2p_enabled)
             LOG_WARN("[p2p] enabled but no listen address: peering stays off (HTTP only)");
@@ -135,35 +140,6 @@ void Swarms::start() {
     remove_orphan_cache_folders();
     restore_cache();
     evict_cache();
-}
-
-// The peer session on [p2p] listen, and what this agent knows of its peers.
-void Swarms::start_session() {
-    p2p::SessionSettings s;
-    s.listen = config_.p2p_listen;
-    s.lan_discovery = config_.lan_discovery;
-    s.peers = config_.peers;
-    s.allowed_networks = config_.allowed_networks;
-    s.upload_rate_limit = config_.max_upload_rate;
-    s.download_rate_limit = config_.max_download_rate;
-    s.throttle_lan = config_.throttle_lan;
-    s.claims_per_peer = config_.swarm_origin_requests;
-    peers_ = std::make_unique<p2p::TorrentSession>(s);
-    // The addresses alone, written as the session reports peers' addresses
-    // (an incoming connection shows the peer's address, not its listen
-    // port). The session above has parsed these strings already: they are
-    // valid.
-    const p2p::PeerAddress listen = p2p::parse_peer_address(config_.p2p_listen, "listen", true);
-    for (const auto& p : config_.peers) {
-        const p2p::PeerAddress peer = p2p::parse_peer_address(p, "peers", false);
-        if (peer.address == listen.address && peer.port == listen.port) continue;  // this agent itself
-        static_peer_ips_.push_back(peer.address);
-    }
-    // How peers see this agent, for the designated fetchers; unknown when
-    // listening on every address.
-    if (!listen.unspecified) self_address_ = listen.address;
-    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers)", config_.p2p_listen.c_str(),
-             config_.lan_discovery ? "on" : "off", config_.peers.size());
 }
 
 // Every complete torrent of the cache index back in the session to seed;
@@ -219,6 +195,10 @@ void Swarms::stop() {
 bool Swarms::start_file_with_peers(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.metainfo_source == "none") return false;
+    if (!peers_->listening()) {
+        use_http_only(job, "peering is paused: no [p2p] listen address now");
+        return false;
+    }
     // Content behind credentials (headers, or in the URL) is not shared
     // unless the job asks for it (by giving metainfo): nothing is probed
     // for metainfo with them, cached or seeded.
@@ -254,6 +234,7 @@ bool Swarms::start_file_with_peers(Job& job) {
             on_metainfo_fetched(j, o, status, std::move(bytes));
         });
     job.transfer = fetcher_.start(req, fetch.get());
+    agent_.count_usage(job, kOriginRequests, 1);
     job.metainfo_fetch = std::move(fetch);
     LOG_DEBUG("job %s: looking for metainfo at %s", job.rec.id.c_str(), url.c_str());
     return true;
@@ -809,6 +790,7 @@ void Swarms::start_origin_piece(Swarm& s, int piece, std::int64_t now) {
     req.max_recv_rate = cap / static_cast<std::uint64_t>(std::max(1, config_.origin_requests));
     if (cap > 0 && req.max_recv_rate == 0) req.max_recv_rate = 1;
     op->id = fetcher_.start(req, op.get());
+    agent_.count_usage(lead, kOriginRequests, 1);
     peers_->claim(s.torrent, piece);
     s.origin_inflight[piece] = op.get();
     origin_pieces_.push_back(std::move(op));
@@ -1141,6 +1123,7 @@ void Swarms::keep_resume_data(Swarm& s, const std::vector<char>& resume_data) {
 // concerned, and every kSwarmTickMs all of them (swarm_tick).
 void Swarms::handle_peer_events() {
     if (!peers_) return;
+    if (listen_watch_ && listen_watch_->drain()) follow_listen_interface();
     SwarmsToPump to_pump;
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
         if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
@@ -1188,7 +1171,7 @@ void Swarms::log_peer_event(const p2p::TorrentEvent& e) {
         LOG_DEBUG("peer %s disconnected: %s", e.peer.c_str(), e.message.c_str());
         break;
     case Kind::ListenFailed:
-        LOG_ERROR("peering: cannot listen on %s: %s", config_.p2p_listen.c_str(), e.message.c_str());
+        LOG_ERROR("peering: cannot listen on %s: %s", listen_now_.c_str(), e.message.c_str());
         break;
     default:
         break;
@@ -1252,10 +1235,13 @@ void Swarms::on_piece_verified(Swarm& s, int piece) {
     s.origin_piece_job.erase(piece);
     if (s.from_origin[static_cast<std::size_t>(piece)]) {
         for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
+        // The agent received it once, whatever number of its jobs share it.
+        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kOriginReceivedBytes, s.piece_size(piece));
     } else {
         s.last_peer_piece_ms = mono_ms();
         s.peer_piece_bytes += static_cast<std::int64_t>(s.piece_size(piece));
         for (Job* j : s.users) j->rec.bytes_from_peers += s.piece_size(piece);
+        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kPeerReceivedBytes, s.piece_size(piece));
     }
 }
 

@@ -24,6 +24,7 @@
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/interface_address.h"
 #include "agent/origin_fetcher.h"
 #include "p2p/metainfo_summary.h"
 #include "p2p/origin_picker.h"
@@ -164,6 +165,15 @@ public:
     void start();
     // Graceful stop: every torrent's resume data saved (waits up to 5 s).
     void stop();
+    // The config was reloaded (SIGHUP): [p2p] applies to the running
+    // session (swarm_listen.cpp); torrents, swarms and jobs are kept. With
+    // no session yet, one starts when [p2p] now asks for it; with one,
+    // `enabled = false` or no listen pauses peering (listen nowhere, every
+    // peer refused, new files over HTTP) until a reload or restart.
+    void reconfigure();
+    // The netlink socket that tells when the interface [p2p] listen names
+    // changes, for the agent's poll; -1 when listen is an address.
+    int interface_fd() const { return listen_watch_ ? listen_watch_->fd() : -1; }
 
     // What the agent asks of the swarm.
     // Decides how the job's current file goes: true when peering took it (a
@@ -199,7 +209,14 @@ public:
 private:
     friend struct OriginPiece;  // on_origin_piece_done
 
+    // The session and what it listens on (swarm_listen.cpp).
+    void start_peering();
     void start_session();
+    p2p::SessionSettings session_settings() const;
+    std::string listen_endpoint() const;
+    void watch_listen_interface();
+    void follow_listen_interface();
+    void note_static_peers();
     void restore_cache();
     void on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long status, std::string bytes);
     void use_http_only(Job& job, const std::string& why);
@@ -293,7 +310,11 @@ private:
     // Holders' listen endpoints for a torrent the content lookup found, by
     // info-hash, until its swarm is added (connect_holders).
     std::map<std::string, std::set<std::string>> content_holders_;
-    std::string self_address_;  // [p2p] listen's address ("" when unspecified)
+    std::string self_address_;  // [p2p] listen's address ("" when unspecified or none)
+    // [p2p] listen naming an interface: its address followed; listen_now_
+    // the endpoint the session listens on ("" nowhere).
+    std::unique_ptr<InterfaceAddressWatch> listen_watch_;
+    std::string listen_now_;
     std::int64_t next_swarm_tick_ms_ = 0;
     // A job left unfinished content (suspend, error): evict_cache() on the
     // next pass of handle_peer_events, not inside the caller's loops.

@@ -188,29 +188,39 @@ int clamp_rate(std::uint64_t bytes_per_second) {
     return static_cast<int>(std::min<std::uint64_t>(bytes_per_second, INT_MAX));
 }
 
-std::string listen_interfaces_value(const lt::tcp::endpoint& ep) {
-    const std::string port = std::to_string(ep.port());
-    if (ep.address().is_v6()) return "[" + ep.address().to_string() + "]:" + port;
-    return ep.address().to_string() + ":" + port;
+// "" (listen nowhere) without an address.
+std::string listen_interfaces_value(const std::optional<lt::tcp::endpoint>& ep) {
+    if (!ep) return "";
+    const std::string port = std::to_string(ep->port());
+    if (ep->address().is_v6()) return "[" + ep->address().to_string() + "]:" + port;
+    return ep->address().to_string() + ":" + port;
+}
+
+// The settings reconfigure() may change, over `pack`.
+void set_changeable(lt::settings_pack& pack, const SessionSettings& s,
+                    const std::optional<lt::tcp::endpoint>& listen) {
+    pack.set_bool(lt::settings_pack::enable_lsd, s.lan_discovery && listen.has_value());
+    pack.set_str(lt::settings_pack::listen_interfaces, listen_interfaces_value(listen));
+    pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
+    pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));
 }
 
 // The complete settings pack: every setting that could make the session
 // talk to anything beyond the configured LAN is set here explicitly, since
 // libtorrent's own defaults turn DHT, UPnP, NAT-PMP and LSD on.
-lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoint& listen) {
+lt::settings_pack make_settings(const SessionSettings& s, const std::optional<lt::tcp::endpoint>& listen) {
     lt::settings_pack pack;
     pack.set_bool(lt::settings_pack::enable_dht, false);
     pack.set_str(lt::settings_pack::dht_bootstrap_nodes, "");
-    pack.set_bool(lt::settings_pack::enable_lsd, s.lan_discovery);
+    set_changeable(pack, s, listen);
     pack.set_bool(lt::settings_pack::enable_upnp, false);
     pack.set_bool(lt::settings_pack::enable_natpmp, false);
     pack.set_bool(lt::settings_pack::enable_outgoing_utp, false);
     pack.set_bool(lt::settings_pack::enable_incoming_utp, false);
     pack.set_bool(lt::settings_pack::enable_outgoing_tcp, true);
     pack.set_bool(lt::settings_pack::enable_incoming_tcp, true);
-    // Listen on the configured address and port only: no fallback to
-    // another port, no retries on port + 1, ...
-    pack.set_str(lt::settings_pack::listen_interfaces, listen_interfaces_value(listen));
+    // Listen on the configured address and port only (set_changeable): no
+    // fallback to another port, no retries on port + 1, ...
     pack.set_bool(lt::settings_pack::listen_system_port_fallback, false);
     pack.set_int(lt::settings_pack::max_retry_port_bind, 0);
     // There are no trackers (add_torrent strips them); should one slip in,
@@ -246,8 +256,6 @@ lt::settings_pack make_settings(const SessionSettings& s, const lt::tcp::endpoin
     // is no tit-for-tat to play, and the agent reads a peer that keeps it
     // choked for 2 s as one that will not deliver (agent/swarm.cpp).
     pack.set_int(lt::settings_pack::unchoke_slots_limit, -1);
-    pack.set_int(lt::settings_pack::upload_rate_limit, clamp_rate(s.upload_rate_limit));
-    pack.set_int(lt::settings_pack::download_rate_limit, clamp_rate(s.download_rate_limit));
     // error, status (torrent_finished, hash_failed, state changes), storage
     // (read_piece, save_resume_data, file errors), peer (peer_ban,
     // peer_error), connect, piece_progress (piece_finished), ip_block
@@ -347,7 +355,11 @@ struct PeerSession::Impl {
               static_cast<std::size_t>(std::max(1, s.claims_per_peer)))) {}
 
     SessionSettings settings;
+    std::optional<lt::tcp::endpoint> listen;  // none: listening nowhere
     std::vector<lt::tcp::endpoint> static_peers;
+    std::vector<AddressRange> allowed;        // allowed_networks, or their default
+    std::set<lt::address> banned;             // blocked until the session ends
+    lt::ip_filter default_class_filter;       // libtorrent's, for throttle_lan = false
     std::uint64_t id = random_id();
     std::int64_t last_reconnect_ms = 0;
     std::vector<Torrent> torrents;  // the ones add_torrent added
@@ -380,6 +392,17 @@ struct PeerSession::Impl {
         for (const auto& t : torrents) known = known || t.handle == h;
         if (!known) torrents.push_back({h, monotonic_ms(), 0});
     }
+    // `listen`, `static_peers` and `allowed` from `s` (throws naming the
+    // bad value; nothing is changed then).
+    void parse(const SessionSettings& s);
+    // Everything blocked but `allowed`, the static peers; banned addresses
+    // blocked whatever the rest says.
+    lt::ip_filter ip_filter() const {
+        lt::ip_filter filter = build_ip_filter(allowed, static_peers);
+        for (const auto& a : banned) filter.add_rule(a, a, lt::ip_filter::blocked);
+        return filter;
+    }
+    void apply_peer_class_filter();
     // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
     // nothing at all: R is left); R's peers hear it.
     void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own);
@@ -417,36 +440,49 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
     find_peers(r);
 }
 
+void PeerSession::Impl::parse(const SessionSettings& s) {
+    std::optional<lt::tcp::endpoint> new_listen;
+    if (!s.listen.empty()) new_listen = parse_endpoint(s.listen, "listen", true);
+    std::vector<lt::tcp::endpoint> peers;
+    for (const auto& peer : s.peers) peers.push_back(parse_endpoint(peer, "peers", false));
+    std::vector<AddressRange> nets;
+    for (const auto& cidr : s.allowed_networks) nets.push_back(parse_cidr(cidr));
+    // Listening nowhere, with no networks given: no one but the static peers.
+    if (nets.empty() && new_listen) nets = default_networks(new_listen->address());
+    listen = new_listen;
+    static_peers = std::move(peers);
+    allowed = std::move(nets);
+}
+
+void PeerSession::Impl::apply_peer_class_filter() {
+    if (!settings.throttle_lan) {
+        session->set_peer_class_filter(default_class_filter);
+        return;
+    }
+    // libtorrent puts LAN addresses in the "local" peer class, which the
+    // global rate limits do not apply to. Map every address to the global
+    // class only, which is what libtorrent itself does when the old
+    // ignore_limits_on_local_network setting is off.
+    const std::uint32_t global = 1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
+    lt::ip_filter classes;
+    classes.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"), global);
+    classes.add_rule(lt::make_address("::"), lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                     global);
+    session->set_peer_class_filter(classes);
+}
+
 PeerSession::PeerSession(const SessionSettings& settings)
     : impl_(std::make_unique<Impl>(settings)) {
     Impl& d = *impl_;
-    const lt::tcp::endpoint listen = parse_endpoint(settings.listen, "listen", true);
-    for (const auto& peer : settings.peers)
-        d.static_peers.push_back(parse_endpoint(peer, "peers", false));
-    std::vector<AddressRange> allowed;
-    for (const auto& cidr : settings.allowed_networks) allowed.push_back(parse_cidr(cidr));
-    if (allowed.empty()) allowed = default_networks(listen.address());
-
-    lt::session_params params(make_settings(settings, listen),
+    d.parse(settings);
+    lt::session_params params(make_settings(settings, d.listen),
                               {std::make_shared<SmartBanPlugin>(), d.claims, d.content});
     params.disk_io_constructor = lt::posix_disk_io_constructor;
     // In the params, so it holds from the first accepted connection on.
-    params.ip_filter = build_ip_filter(allowed, d.static_peers);
+    params.ip_filter = d.ip_filter();
     d.session = std::make_unique<lt::session>(std::move(params));
-
-    if (settings.throttle_lan) {
-        // libtorrent puts LAN addresses in the "local" peer class, which the
-        // global rate limits do not apply to. Map every address to the
-        // global class only, which is what libtorrent itself does when the
-        // old ignore_limits_on_local_network setting is off.
-        const std::uint32_t global =
-            1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
-        lt::ip_filter classes;
-        classes.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"), global);
-        classes.add_rule(lt::make_address("::"),
-                         lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), global);
-        d.session->set_peer_class_filter(classes);
-    }
+    d.default_class_filter = d.session->get_peer_class_filter();
+    d.apply_peer_class_filter();
     // Runs on libtorrent's thread when the alert queue stops being empty: it
     // must only wake the main loop.
     d.session->set_alert_notify([fd = d.alert_fd.fd()] { Impl::wake(fd); });
@@ -456,6 +492,27 @@ PeerSession::PeerSession(const SessionSettings& settings)
 PeerSession::~PeerSession() {
     if (impl_ && impl_->session) impl_->session->set_alert_notify([] {});
 }
+
+void PeerSession::reconfigure(const SessionSettings& settings) {
+    Impl& d = *impl_;
+    d.parse(settings);  // throws before anything changes
+    d.settings = settings;
+    lt::settings_pack pack;
+    set_changeable(pack, settings, d.listen);
+    d.session->apply_settings(std::move(pack));
+    d.session->set_ip_filter(d.ip_filter());  // closes connections it now refuses
+    d.apply_peer_class_filter();
+    for (const auto& t : d.torrents) {
+        try {
+            if (settings.lan_discovery) t.handle.unset_flags(lt::torrent_flags::disable_lsd);
+            else t.handle.set_flags(lt::torrent_flags::disable_lsd);
+        } catch (const lt::system_error&) {  // removed meanwhile: pruned by tick()
+        }
+    }
+    if (d.listen && d.listen->port() != 0) d.content_table->set_listen_port(d.listen->port());
+}
+
+bool PeerSession::listening() const { return impl_->listen.has_value(); }
 
 std::uint64_t PeerSession::id() const { return impl_->id; }
 
@@ -644,6 +701,7 @@ bool PeerSession::ban_address(const std::string& address) {
     lt::error_code ec;
     const lt::address addr = lt::make_address(address, ec);
     if (ec) return false;
+    impl_->banned.insert(addr);
     lt::ip_filter filter = impl_->session->get_ip_filter();
     filter.add_rule(addr, addr, lt::ip_filter::blocked);
     impl_->session->set_ip_filter(filter);  // closes its connections too
@@ -673,6 +731,7 @@ std::vector<lt::alert*> PeerSession::pop_alerts() {
             if (!banned_any) filter = d.session->get_ip_filter();
             banned_any = true;
             const lt::address addr = ban->endpoint.address();
+            d.banned.insert(addr);
             filter.add_rule(addr, addr, lt::ip_filter::blocked);
         }
     }

@@ -51,6 +51,19 @@ public:
     PeerSession(const PeerSession&) = delete;
     PeerSession& operator=(const PeerSession&) = delete;
 
+    // Applies new settings to the running session: listen ("" = listen
+    // nowhere: no peer reaches this agent, LSD is silent), lan_discovery
+    // (every torrent), peers and allowed_networks (the IP filter is rebuilt
+    // from them; addresses banned so far stay blocked; connections it now
+    // refuses close), the rate limits and throttle_lan. claims_per_peer
+    // keeps its first value. Torrents and connections the new settings
+    // still allow are kept. Throws std::runtime_error as the constructor
+    // does, changing nothing. An empty listen is allowed at construction
+    // too.
+    void reconfigure(const SessionSettings& settings);
+    // False while listen is "".
+    bool listening() const;
+
     // This session's random id, sent with its claims.
     std::uint64_t id() const;
     // The port peers connect to (the configured one, or the one the OS chose

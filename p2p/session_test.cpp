@@ -582,6 +582,65 @@ TEST_CASE("the IP filter refuses a connection from outside allowed_networks", "[
     CHECK(ha.status({}).num_peers == 0);
 }
 
+namespace {
+
+bool blocked_in(PeerSession& s, const char* address) {
+    return (s.native().get_ip_filter().access(lt::make_address(address)) & lt::ip_filter::blocked) != 0;
+}
+
+// True once a TCP connection to 127.0.0.1:port is refused (within 10 s).
+bool stops_accepting(int port) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<std::uint16_t>(port));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        const bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+        ::close(fd);
+        if (!accepted) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("reconfigure applies new networks, limits and listen to a running session, bans kept",
+          "[p2p][session]") {
+    SessionSettings settings = loopback_settings();
+    settings.allowed_networks = {"10.99.0.0/16"};
+    PeerSession a(settings);
+    const int port = a.listen_port();
+    REQUIRE(port > 0);
+    CHECK(a.listening());
+    CHECK(blocked_in(a, "127.0.0.1"));
+    REQUIRE(a.ban_address("127.0.0.5"));
+
+    settings.allowed_networks = {};  // the loopback listen address's default: 127.0.0.0/8
+    settings.upload_rate_limit = 123456;
+    settings.listen = "127.0.0.1:" + std::to_string(port);
+    a.reconfigure(settings);
+    CHECK_FALSE(blocked_in(a, "127.0.0.1"));
+    CHECK(blocked_in(a, "127.0.0.5"));  // banned for bad data: still
+    CHECK(blocked_in(a, "10.99.0.1"));
+    CHECK(a.native().get_settings().get_int(lt::settings_pack::upload_rate_limit) == 123456);
+
+    // A bad value changes nothing.
+    SessionSettings bad = settings;
+    bad.allowed_networks = {"not a network"};
+    CHECK_THROWS_AS(a.reconfigure(bad), std::runtime_error);
+    CHECK_FALSE(blocked_in(a, "127.0.0.1"));
+
+    // No listen address: the socket closes, every peer but static ones refused.
+    settings.listen = "";
+    a.reconfigure(settings);
+    CHECK_FALSE(a.listening());
+    CHECK(blocked_in(a, "127.0.0.1"));
+    CHECK(stops_accepting(port));
+}
+
 TEST_CASE("a hostile peer's malformed claims are ignored and the connection lives on",
           "[p2p][claims]") {
     using dopt::p2p::encode_claim_payload;

@@ -99,6 +99,10 @@ public:
 
     std::uint64_t id() const;  // this session's random id, sent with its claims
     int listen_port() const;
+    // PeerSession::reconfigure() and listening(): new settings on the
+    // running session (listen "" = nowhere), torrents kept.
+    void reconfigure(const SessionSettings& settings);
+    bool listening() const;
 
     // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
     // throws MetainfoError).

@@ -153,8 +153,22 @@ constexpr const char* kSchemaV7 = R"sql(
 ALTER TABLE cache ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
 )sql";
 
-constexpr std::array<const char*, 7> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                                    kSchemaV5, kSchemaV6, kSchemaV7};
+// v8: usage totals per calendar month, owner and counter (bytes from the
+// origin and from peers, bytes to peers, origin requests, errors by
+// context), so the metrics' counters and month totals outlive a restart.
+// Nothing was counted before: no rows.
+constexpr const char* kSchemaV8 = R"sql(
+CREATE TABLE usage (
+    month     TEXT    NOT NULL,
+    owner_uid INTEGER NOT NULL,
+    counter   TEXT    NOT NULL,
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (month, owner_uid, counter)
+) WITHOUT ROWID;
+)sql";
+
+constexpr std::array<const char*, 8> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                                    kSchemaV5, kSchemaV6, kSchemaV7, kSchemaV8};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -533,7 +547,11 @@ struct JobStore::Statements {
           put_cache(db, "INSERT OR REPLACE INTO cache (" DOPT_CACHE_COLUMNS ") "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           select_cache(db, "SELECT " DOPT_CACHE_COLUMNS " FROM cache ORDER BY last_used"),
-          delete_cache(db, "DELETE FROM cache WHERE info_hash = ?") {
+          delete_cache(db, "DELETE FROM cache WHERE info_hash = ?"),
+          add_usage(db, "INSERT INTO usage (month, owner_uid, counter, value) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (month, owner_uid, counter) DO UPDATE SET value = value + excluded.value"),
+          select_usage(db, "SELECT month, owner_uid, counter, value FROM usage "
+                           "ORDER BY month, owner_uid, counter") {
         static_assert(static_cast<int>(JobState::Acknowledged) == 7 &&
                           static_cast<int>(JobState::Cancelled) == 8,
                       "purge_ended's SQL names the ended states by number");
@@ -547,6 +565,7 @@ struct JobStore::Statements {
     PreparedStatement delete_job, purge_ended;
     PreparedStatement insert_notification, select_notifications, delete_notification;
     PreparedStatement put_cache, select_cache, delete_cache;
+    PreparedStatement add_usage, select_usage;
 };
 
 #undef DOPT_JOB_COLUMNS
@@ -932,6 +951,34 @@ std::vector<CacheEntry> JobStore::load_cache() {
 
 void JobStore::delete_cache_entry(const std::string& info_hash) {
     Query(statements_->delete_cache, "removing a peer cache entry").bind(info_hash).run();
+}
+
+void JobStore::add_usage(const std::vector<UsageCount>& counts) {
+    if (counts.empty()) return;
+    Transaction transaction(db_, Transaction::Kind::Write);
+    for (const UsageCount& c : counts) {
+        Query(statements_->add_usage, "adding to the usage totals")
+            .bind(c.month)
+            .bind(c.owner_uid)
+            .bind(c.counter)
+            .bind(static_cast<std::int64_t>(c.value))
+            .run();
+    }
+    transaction.commit();
+}
+
+std::vector<UsageCount> JobStore::load_usage() {
+    std::vector<UsageCount> out;
+    Query query(statements_->select_usage, "loading the usage totals");
+    while (query.next_row()) {
+        UsageCount c;
+        c.month = query.text(0);
+        c.owner_uid = query.integer(1);
+        c.counter = query.text(2);
+        c.value = static_cast<std::uint64_t>(query.integer(3));
+        out.push_back(std::move(c));
+    }
+    return out;
 }
 
 int JobStore::purge_ended(std::int64_t before) {

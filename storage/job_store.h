@@ -128,6 +128,15 @@ struct Notification {
     std::int64_t created = 0;            // unix seconds
 };
 
+// One usage counter of one month (schema v8, `usage`): what the agent's
+// metrics report as totals per calendar month (docs/metrics.md).
+struct UsageCount {
+    std::string month;                   // "YYYY-MM", UTC
+    std::int64_t owner_uid = -1;         // the job owner's; -1: the agent's own (bytes to peers)
+    std::string counter;                 // e.g. "origin_received_bytes"
+    std::uint64_t value = 0;
+};
+
 class JobStore {
 public:
     // Opens (creating if needed) and migrates the database at `path`. The
@@ -193,6 +202,11 @@ public:
     void put_cache_entry(const CacheEntry& entry);
     std::vector<CacheEntry> load_cache();
     void delete_cache_entry(const std::string& info_hash);
+
+    // Usage totals: adds each count to its (month, owner, counter) row in
+    // one transaction; every row, oldest month first.
+    void add_usage(const std::vector<UsageCount>& counts);
+    std::vector<UsageCount> load_usage();
 
     void delete_job(const std::string& id);
     // Deletes ACKNOWLEDGED/CANCELLED jobs modified before `before`; returns

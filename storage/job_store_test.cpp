@@ -52,6 +52,15 @@ struct RawDatabase {
     sqlite3* db = nullptr;
 };
 
+// A database at schema `version`, made by the shipped migrations, with the
+// rows `inserts` adds.
+void make_database_at(const std::string& path, int version, const std::string& inserts) {
+    RawDatabase raw(path);
+    for (int v = 1; v <= version; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
+    exec_sql(raw.db, "PRAGMA user_version = " + std::to_string(version));
+    exec_sql(raw.db, inserts);
+}
+
 FileRecord make_file(int index) {
     FileRecord file;
     file.index = index;
@@ -512,6 +521,7 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
         "61314c91073591a662e8f93d42570abdc6b773ae897b11a04c3da11a8d6b23af",
         "faf1f88dd47405727dc6e37be7f4aeb5411640d40fbad413095a9c7403fc4548",
         "3a783528c2fed2b432f218286f730f3bfb60988eabc6ecfef311ec73d1063270",
+        "ad2e496f40fce51bde8b1078cb6e2b69becf4d73590779f04d0614b4a8a1db84",
     };
     const int count = static_cast<int>(sizeof shipped / sizeof shipped[0]);
     REQUIRE(JobStore::schema_version() == count);
@@ -530,20 +540,46 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
 TEST_CASE("a v6 cache entry is migrated with no SHA-256", "[job_store][migration]") {
     TempDir dir;
     const std::string path = dir.file("jobs.db");
-    {
-        RawDatabase raw(path);
-        for (int v = 1; v <= 6; ++v) exec_sql(raw.db, JobStore::migration_sql(v));
-        exec_sql(raw.db, "PRAGMA user_version = 6");
-        exec_sql(raw.db, "INSERT INTO cache (info_hash, name, size, origin_url, owner_uid, complete, "
-                         "last_used, metainfo, resume_data) VALUES ('" + std::string(40, 'a') +
-                             "', 'x', 5, 'http://o/x', 0, 1, 9, x'00', x'');");
-    }
+    make_database_at(path, 6,
+                     "INSERT INTO cache (info_hash, name, size, origin_url, owner_uid, complete, "
+                     "last_used, metainfo, resume_data) VALUES ('" + std::string(40, 'a') +
+                         "', 'x', 5, 'http://o/x', 0, 1, 9, x'00', x'');");
     auto store = JobStore::open(path);
     const auto cache = store->load_cache();
     REQUIRE(cache.size() == 1);
     CHECK(cache[0].name == "x");
     CHECK(cache[0].complete);
     CHECK(cache[0].sha256.empty());
+}
+
+TEST_CASE("a v7 database gets an empty usage table that adds up and survives reopening",
+          "[job_store][migration]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    make_database_at(path, 7,
+                     "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
+                     "created, modified, transfer_completed, no_progress_timeout, retry_count, "
+                     "bytes_from_origin, bytes_from_peers) VALUES ('" + uuid(1) +
+                         "', 1000, 100, 'v7 job', 2, 7, 10, 20, 0, 600, 0, 5, 0);");
+    {
+        auto store = JobStore::open(path);
+        CHECK(store->load_job(uuid(1))->display_name == "v7 job");
+        CHECK(store->load_usage().empty());
+        store->add_usage({{"2026-11", 1000, "origin_received_bytes", 7},
+                          {"2026-12", 1000, "origin_received_bytes", 5},
+                          {"2026-12", -1, "peer_sent_bytes", 9}});
+        store->add_usage({{"2026-12", 1000, "origin_received_bytes", 6}});
+    }
+    auto store = JobStore::open(path);
+    const auto usage = store->load_usage();
+    REQUIRE(usage.size() == 3);
+    CHECK(usage[0].month == "2026-11");
+    CHECK(usage[0].value == 7);
+    CHECK(usage[1].owner_uid == -1);
+    CHECK(usage[1].counter == "peer_sent_bytes");
+    CHECK(usage[1].value == 9);
+    CHECK(usage[2].owner_uid == 1000);
+    CHECK(usage[2].value == 11);  // 5 + 6: added, not replaced
 }
 
 TEST_CASE("a v1 database is migrated to the current schema with its data intact",

@@ -8,6 +8,10 @@
 //   (including an unknown or another user's job); 3 the agent could not be
 //   reached. Messages go to stderr, prefixed "dopt: ".
 #include "dopt/dopt.h"
+#include "api/cli/cli_text.h"
+#include "api/cli/command_help.h"
+#include "api/cli/progress.h"
+#include "api/cli/remote_name.h"
 #include "common/hex.h"
 #include "common/json_writer.h"
 #include "p2p/metainfo_summary.h"
@@ -37,6 +41,8 @@
 #include <unistd.h>
 
 namespace {
+
+using namespace dopt::cli;  // cli_text.h, command_help.h, progress.h, remote_name.h
 
 // Ordered, so --json prints "id" and "state" first as a person reads them.
 using json = nlohmann::ordered_json;
@@ -111,6 +117,8 @@ struct Options {
     std::optional<std::string> socket;
     bool json = false;
     bool auto_complete = false;
+    bool remote_name = false;  // -O
+    bool quiet = false;        // -q
     std::vector<std::string> outputs;
     std::vector<std::string> sha256s;
     std::optional<std::string> priority;
@@ -125,10 +133,13 @@ struct Options {
 const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--priority", "--no-progress-timeout",
                                              "--header", "--name", "--metainfo", "--socket",
                                              "--web-seed"};
-const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help"};
+const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--version", "-O", "-q",
+                                            "--prometheus"};
 
 std::string canonical(const std::string& opt) {
     if (opt == "--output") return "-o";
+    if (opt == "--remote-name") return "-O";
+    if (opt == "--quiet") return "-q";
     if (opt == "-H") return "--header";
     if (opt == "-h") return "--help";
     return opt;
@@ -178,6 +189,8 @@ Options parse_args(int argc, char** argv) {
             if (inline_value) usage_error("option " + a + " takes no value");
             if (opt == "--json") o.json = true;
             if (opt == "--auto-complete") o.auto_complete = true;
+            if (opt == "-O") o.remote_name = true;
+            if (opt == "-q") o.quiet = true;
         } else if (kValueOptions.count(opt)) {
             if (!inline_value && i + 1 >= argc) usage_error("option " + a + " needs a value");
             // "-o --name x": the path is missing (--output=--name takes it).
@@ -281,28 +294,6 @@ void check_header(const std::string& h) {
         usage_error("not a header \"Name: value\": '" + h + "'");
 }
 
-std::string human_bytes(std::uint64_t n) {
-    if (n == UINT64_MAX) return "?";
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(n);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-    return buf;
-}
-
-// Percent done, or -1 when the total is unknown. Files of 0 bytes are
-// done when every file is.
-int percent(const dopt_progress& p) {
-    if (p.bytes_total == UINT64_MAX) return -1;
-    if (p.bytes_total == 0) return p.files_total > 0 && p.files_transferred == p.files_total ? 100 : 0;
-    return static_cast<int>(p.bytes_transferred >= p.bytes_total ? 100 : p.bytes_transferred * 100 / p.bytes_total);
-}
-
 // `text` with its control characters (C0, DEL, and C1 as UTF-8) written as
 // \xHH, so that a name cannot drive the terminal.
 std::string printable(const std::string& text) {
@@ -354,13 +345,16 @@ using Job = std::unique_ptr<dopt_job, JobCloser>;
 using Status = std::unique_ptr<dopt_job_status, StatusFreer>;
 using Error = std::unique_ptr<dopt_error, ErrorFreer>;
 
-// --socket, else $DOPT_SOCKET, else libdopt's default search.
+// --socket, else $DOPT_SOCKET, else nullptr: libdopt's default search.
+const char* socket_path(const Options& o) {
+    if (o.socket) return o.socket->c_str();
+    if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) return env;
+    return nullptr;
+}
+
 Client connect(const Options& o) {
-    const char* path = nullptr;
-    if (o.socket) path = o.socket->c_str();
-    else if (const char* env = std::getenv("DOPT_SOCKET"); env && *env) path = env;
     dopt_client* c = nullptr;
-    check(dopt_client_open(&c, path), "cannot reach the agent");
+    check(dopt_client_open(&c, socket_path(o)), "cannot reach the agent");
     return Client(c);
 }
 
@@ -427,16 +421,6 @@ void write_error(JsonWriter& w, const dopt_error* e, ErrorKind kind) {
     w.end_object();
 }
 
-// "transient_error: could not resolve host: nowhere.invalid; next try in
-// 9 s", or "" when the job does not wait on a transient error.
-std::string transient_summary(const dopt_job_status* s) {
-    const dopt_error* e = dopt_job_status_transient_error(s);
-    if (!e) return "";
-    long long wait = static_cast<long long>(dopt_error_next_retry(e)) - std::time(nullptr);
-    return std::string("transient_error: ") + dopt_error_description(e) + "; next try " +
-           (wait > 0 ? "in " + std::to_string(wait) + " s" : "now");
-}
-
 // The job object of `status --json` and `list --json` (docs/design.md), compact,
 // appended to `out`.
 void write_job(std::string& out, const dopt_job_status* s) {
@@ -453,6 +437,7 @@ void write_job(std::string& out, const dopt_job_status* s) {
     w.key("mode").value(dopt_job_status_mode(s));
     if (*dopt_job_status_http_only_reason(s) != '\0')
         w.key("http_only_reason").value(dopt_job_status_http_only_reason(s));
+    w.key("no_progress_timeout").value(dopt_job_status_no_progress_timeout(s));
     w.key("created").value(t.created);
     w.key("modified").value(t.modified);
     w.key("transfer_completed").value(t.transfer_completed);
@@ -524,15 +509,24 @@ struct JobSpec {
     std::string metainfo_bytes;     // --metainfo FILE, read by the CLI
 };
 
+// -O: the working directory's file named after the URL's last path segment.
+std::string path_from_url(const std::string& url) {
+    std::string why;
+    std::string name = remote_name(url, &why);
+    if (name.empty()) usage_error("-O cannot name a file after " + printable(url) + ": " + why + "; use -o PATH");
+    return absolute_path(name);
+}
+
 JobSpec make_spec(const Options& o, dopt_priority default_priority) {
     if (o.args.empty()) usage_error("'" + o.command + "' needs a URL");
-    if (o.outputs.size() != o.args.size())
-        usage_error("each URL needs its own -o PATH (" + std::to_string(o.args.size()) + " URLs, " +
+    if (o.remote_name && !o.outputs.empty()) usage_error("-O and -o do not go together");
+    if (!o.remote_name && o.outputs.size() != o.args.size())
+        usage_error("each URL needs its own -o PATH, or -O (" + std::to_string(o.args.size()) + " URLs, " +
                     std::to_string(o.outputs.size()) + " -o)");
     if (o.sha256s.size() > o.args.size()) usage_error("more --sha256 than files");
     JobSpec spec;
     for (std::size_t i = 0; i < o.args.size(); ++i)
-        spec.files.emplace_back(o.args[i], absolute_path(o.outputs[i]));
+        spec.files.emplace_back(o.args[i], o.remote_name ? path_from_url(o.args[i]) : absolute_path(o.outputs[i]));
     for (const auto& h : o.sha256s)
         if (!is_sha256(h)) usage_error("--sha256 needs 64 hex digits, not '" + h + "'");
     spec.sha256s = o.sha256s;
@@ -596,7 +590,7 @@ Job create_job(dopt_client* client, const JobSpec& spec) {
 }
 
 int cmd_add(const Options& o) {
-    allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+    allow_only(o, {"-o", "-O", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
     JobSpec spec = make_spec(o, DOPT_PRIORITY_NORMAL);
     Client client = connect(o);
@@ -610,10 +604,9 @@ int cmd_add(const Options& o) {
 
 // Written once before SIGINT is unblocked; read by the handler.
 char g_detach_message[160] = "dopt: interrupted\n";
-volatile std::sig_atomic_t g_progress_drawn = 0;
 
 void on_sigint(int) {
-    if (g_progress_drawn) (void)!::write(STDERR_FILENO, "\n", 1);
+    if (g_bar_open) (void)!::write(STDERR_FILENO, "\n", 1);
     (void)!::write(STDERR_FILENO, g_detach_message, std::strlen(g_detach_message));
     ::_exit(130);
 }
@@ -640,39 +633,6 @@ void arm_detach(const std::string& id) {
 
 using Clock = std::chrono::steady_clock;
 
-struct ProgressBar {
-    Clock::time_point last_time = Clock::now();
-    std::uint64_t last_bytes = 0;
-    double rate = 0;  // bytes/s, smoothed
-
-    void draw(dopt_job* job) {
-        dopt_job_status* status = nullptr;
-        if (dopt_job_fetch_status(&status, job) != DOPT_OK) return;
-        Status s(status);
-        dopt_progress p{};
-        dopt_job_status_progress(&p, s.get());
-        std::string state = transient_summary(s.get());
-        if (state.empty()) state = dopt_state_name(dopt_job_status_state(s.get()));
-        auto now = Clock::now();
-        double dt = std::chrono::duration<double>(now - last_time).count();
-        if (dt > 0 && p.bytes_transferred >= last_bytes) {
-            double inst = static_cast<double>(p.bytes_transferred - last_bytes) / dt;
-            rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
-        }
-        last_time = now;
-        last_bytes = p.bytes_transferred;
-        int pct = percent(p);
-        std::string bar(30, ' ');
-        for (int i = 0; pct > 0 && i < pct * 30 / 100; ++i) bar[static_cast<std::size_t>(i)] = '#';
-        std::fprintf(stderr, "\r[%s] %4s  %s / %s  %s/s  %s\033[K", bar.c_str(),
-                     pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(),
-                     human_bytes(p.bytes_transferred).c_str(), human_bytes(p.bytes_total).c_str(),
-                     human_bytes(static_cast<std::uint64_t>(rate)).c_str(), state.c_str());
-        std::fflush(stderr);
-        g_progress_drawn = 1;
-    }
-};
-
 // Waits until the job is ACKNOWLEDGED (returns it) or ERROR/CANCELLED.
 // TRANSFERRED means "a moment more": the agent auto-completes the job; if it
 // has not after a while, we complete it ourselves.
@@ -687,20 +647,21 @@ bool ride_out_restart() {
     return true;
 }
 
-dopt_job_state wait_for_end(dopt_job* job, bool tty) {
-    ProgressBar bar;
+dopt_job_state wait_for_end(dopt_job* job, ProgressMeter& meter) {
     std::optional<Clock::time_point> transferred_since;
     for (;;) {
         dopt_job_state st = DOPT_STATE_QUEUED;
-        int rc = dopt_job_wait(&st, job, tty ? 200 : 1000);
+        int rc = dopt_job_wait(&st, job, meter.poll_ms());
         if (rc == DOPT_E_TIMEOUT) {
-            if (tty) bar.draw(job);
+            meter.show(job);
             continue;
         }
+        if (rc == DOPT_E_DISCONNECTED) meter.end();
         if (rc == DOPT_E_DISCONNECTED && ride_out_restart()) continue;
         check(rc, "waiting for the job failed", dopt_job_id(job));
         if (st != DOPT_STATE_TRANSFERRED) {
-            if (tty && g_progress_drawn) bar.draw(job);
+            meter.show(job, /*final=*/true);
+            meter.end();
             return st;
         }
         if (!transferred_since) transferred_since = Clock::now();
@@ -712,29 +673,36 @@ dopt_job_state wait_for_end(dopt_job* job, bool tty) {
     }
 }
 
+// How long a `get` waits without progress before it gives up, unless
+// --no-progress-timeout says otherwise: a person at a terminal waits minutes,
+// not the agent's days (docs/design.md "Interfaces other tools rely on").
+constexpr std::uint32_t kGetNoProgressTimeout = 300;
+
 int cmd_get(const Options& o) {
-    allow_only(o, {"-o", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
+    allow_only(o, {"-o", "-O", "-q", "--sha256", "--priority", "--no-progress-timeout", "--header", "--name",
                    "--metainfo", "--auto-complete"});
     if (o.args.size() > 1)
         usage_error("'get' takes one URL, not also '" + o.args[1] + "'; use 'dopt add' for several");
     JobSpec spec = make_spec(o, DOPT_PRIORITY_FOREGROUND);
     spec.auto_complete = true;
+    if (!spec.no_progress_timeout) spec.no_progress_timeout = kGetNoProgressTimeout;
     Client client = connect(o);
     block_sigint(true);
     Job job = create_job(client.get(), spec);
     std::string id = dopt_job_id(job.get());
     check(dopt_job_resume(job.get()), "cannot start the job", id);
     arm_detach(id);
-    bool tty = ::isatty(STDERR_FILENO) == 1;
+    ProgressMeter meter(o.quiet                         ? ProgressMeter::Style::Quiet
+                        : ::isatty(STDERR_FILENO) == 1 ? ProgressMeter::Style::Bar
+                                                        : ProgressMeter::Style::Lines);
     auto start = Clock::now();
-    dopt_job_state st = wait_for_end(job.get(), tty);
-    if (tty && g_progress_drawn) std::fputc('\n', stderr);
-    g_progress_drawn = 0;
+    dopt_job_state st = wait_for_end(job.get(), meter);
     if (st != DOPT_STATE_ACKNOWLEDGED) return report_failed_job(job.get(), st);
     const std::string& path = spec.files.front().second;
     struct stat sb;
     if (::stat(path.c_str(), &sb) != 0)
         exit_with(kExitJobFailed, "job " + id + " completed but " + path + " is missing");
+    if (o.quiet) return kExitOk;
     double secs = std::chrono::duration<double>(Clock::now() - start).count();
     char line[64];
     std::snprintf(line, sizeof line, " in %.1f s", secs);
@@ -816,6 +784,8 @@ void print_status(const dopt_job_status* s) {
     std::printf("state:        %s\n", dopt_state_name(dopt_job_status_state(s)));
     std::printf("priority:     %s\n", priority_name(dopt_job_status_priority(s)));
     std::printf("mode:         %s\n", dopt_job_status_mode(s));
+    std::printf("gives up:     after %s without progress\n",
+                human_duration(dopt_job_status_no_progress_timeout(s)).c_str());
     std::printf("progress:     %s of %s (%s), %u of %u files\n", human_bytes(p.bytes_transferred).c_str(),
                 human_bytes(p.bytes_total).c_str(), pct < 0 ? "?" : (std::to_string(pct) + "%").c_str(),
                 p.files_transferred, p.files_total);
@@ -857,7 +827,20 @@ int cmd_status(const Options& o) {
     return kExitOk;
 }
 
+// The agent's metrics as Prometheus text (docs/metrics.md), as it sends them.
+int print_prometheus(const Options& o) {
+    allow_only(o, {"--prometheus"});
+    expect_args(o, 0, "no argument");
+    Client client = connect(o);
+    char* text = nullptr;
+    check(dopt_metrics_text(&text, client.get()), "cannot read the agent's metrics");
+    std::fputs(text, stdout);
+    dopt_string_free(text);
+    return kExitOk;
+}
+
 int cmd_stats(const Options& o) {
+    if (o.seen.count("--prometheus")) return print_prometheus(o);
     std::vector<Status> jobs;
     Client client = connect_and_list(o, jobs);
     std::map<std::string, std::uint64_t> by_state;
@@ -930,6 +913,26 @@ int cmd_change(const Options& o) {
     else if (o.command == "cancel") rc = dopt_job_cancel(job.get());
     else rc = dopt_job_complete(job.get());
     check(rc, "cannot " + o.command + " job " + o.args[0], o.args[0]);
+    return kExitOk;
+}
+
+// dopt set ID [--priority P] [--name N] [--no-progress-timeout S]: changes a
+// job after it was made; the agent applies each change to a running job.
+int cmd_set(const Options& o) {
+    allow_only(o, {"--priority", "--name", "--no-progress-timeout"});
+    if (!o.priority && !o.name && !o.no_progress_timeout)
+        usage_error("'set' needs --priority, --name or --no-progress-timeout");
+    std::optional<dopt_priority> priority;
+    if (o.priority) priority = parse_priority(*o.priority);
+    std::optional<std::uint32_t> timeout;
+    if (o.no_progress_timeout) timeout = parse_seconds(*o.no_progress_timeout);
+    auto [client, job] = open_named_job(o);
+    const std::string& id = o.args[0];
+    if (o.name) check(dopt_job_set_display_name(job.get(), o.name->c_str()), "cannot set the name of job " + id, id);
+    if (priority) check(dopt_job_set_priority(job.get(), *priority), "cannot set the priority of job " + id, id);
+    if (timeout)
+        check(dopt_job_set_no_progress_timeout(job.get(), *timeout),
+              "cannot set the no-progress timeout of job " + id, id);
     return kExitOk;
 }
 
@@ -1049,7 +1052,7 @@ const char kHelp[] =
     "usage: dopt [--socket PATH] COMMAND [ARGS] [OPTIONS]\n"
     "\n"
     "commands:\n"
-    "  get URL -o PATH        download one file in the foreground, with progress;\n"
+    "  get URL -o PATH|-O     download one file in the foreground, with progress;\n"
     "                         exit 0 once it is in place (Ctrl-C detaches)\n"
     "  add URL -o PATH [URL -o PATH ...]\n"
     "                         create and start a job, print its id\n"
@@ -1058,22 +1061,29 @@ const char kHelp[] =
     "  wait ID                until transferred/acknowledged (exit 0) or\n"
     "                         error/cancelled (exit 1)\n"
     "  suspend|resume|cancel|complete ID\n"
+    "  set ID [--priority P] [--name NAME] [--no-progress-timeout SECONDS]\n"
+    "                         change a job after it was made\n"
     "  stats [--json]         totals over the caller's jobs: bytes from peers and\n"
     "                         from the origin, peer efficiency, bytes given to peers\n"
+    "  stats --prometheus     the agent's metrics in Prometheus text format\n"
     "  cache list [--json]    the caller's content in the agent's peer cache\n"
     "  cache clear            remove it (content a running job needs stays)\n"
     "  publish FILE [--web-seed URL] [-o OUT]\n"
     "                         write hybrid (v1+v2) metainfo for FILE, for an origin\n"
     "                         to serve beside it (OUT: FILE.torrent by default);\n"
     "                         prints its info-hash and pieces; needs no agent\n"
-    "  version, help\n"
+    "  version (or --version), help [COMMAND] (or COMMAND --help)\n"
     "\n"
     "options of get and add:\n"
     "  -o, --output PATH              destination (relative to the working directory)\n"
+    "  -O, --remote-name              in the working directory, named as the URL's last\n"
+    "                                 path segment\n"
+    "  -q, --quiet                    (get) no progress; errors still go to stderr\n"
     "  --sha256 HEX                   expected SHA-256; the k-th applies to the k-th file\n"
     "  --priority P                   foreground, high, normal, low\n"
     "                                 (get: foreground, add: normal)\n"
-    "  --no-progress-timeout SECONDS  fail after this long without progress\n"
+    "  --no-progress-timeout SECONDS  fail after this long without progress (get:\n"
+    "                                 300; add: the agent's; 0: the agent's)\n"
     "  -H, --header \"Name: value\"     HTTP header sent to the origin (repeatable)\n"
     "  --name NAME                    the job's display name\n"
     "  --metainfo URL|FILE            the content's metainfo (.torrent); default: the\n"
@@ -1084,20 +1094,44 @@ const char kHelp[] =
     "exit codes: 0 success, 1 the job failed, 2 bad usage or input (or no such\n"
     "job), 3 the agent could not be reached.\n";
 
+// The client's versions, and the agent's when one answers: curl --version
+// for a client of an agent. Exit 0 either way.
 int cmd_version(const Options& o) {
-    allow_only(o, {});
+    allow_only(o, {"--version"});
     expect_args(o, 0, "no argument");
     std::printf("dopt %s (libdopt %s)\n", DOPT_VERSION_STRING, dopt_version());
+    dopt_client* c = nullptr;
+    if (dopt_client_open(&c, socket_path(o)) == DOPT_OK) {
+        Client client(c);
+        const char* agent = dopt_client_agent_version(client.get());
+        std::printf("agent: %s\n", *agent ? printable(agent).c_str() : "(did not say its version)");
+    } else {
+        std::printf("agent: none answered (%s)\n", dopt_last_error());
+    }
+    return kExitOk;
+}
+
+// dopt help [COMMAND], dopt [COMMAND] --help: to stdout, exit 0. Without a
+// command (and not asked): the overview to stderr, exit 2.
+int cmd_help(const Options& o) {
+    bool asked = o.command == "help" || o.seen.count("--help");
+    if (o.command == "help" && o.args.size() > 1) usage_error("'help' takes one command");
+    std::string topic = o.command;  // dopt COMMAND --help
+    if (o.command == "help") topic = !o.args.empty() ? o.args[0] : o.seen.count("--help") ? "help" : "";
+    if (topic.empty()) {
+        std::fputs(kHelp, asked ? stdout : stderr);
+        return asked ? kExitOk : kExitUsage;
+    }
+    const char* text = command_help(topic);
+    if (!text) usage_error("unknown command '" + topic + "'");
+    std::fputs(text, stdout);
     return kExitOk;
 }
 
 int run(int argc, char** argv) {
     Options o = parse_args(argc, argv);
-    if (o.command.empty() || o.command == "help" || o.seen.count("--help")) {
-        bool asked = o.command == "help" || o.seen.count("--help");
-        std::fputs(kHelp, asked ? stdout : stderr);
-        return asked ? kExitOk : kExitUsage;
-    }
+    if (o.command.empty() && o.seen.count("--version")) o.command = "version";
+    if (o.command.empty() || o.command == "help" || o.seen.count("--help")) return cmd_help(o);
     const std::string& c = o.command;
     if (c == "get") return cmd_get(o);
     if (c == "add") return cmd_add(o);
@@ -1106,6 +1140,7 @@ int run(int argc, char** argv) {
     if (c == "wait") return cmd_wait(o);
     if (c == "stats") return cmd_stats(o);
     if (c == "suspend" || c == "resume" || c == "cancel" || c == "complete") return cmd_change(o);
+    if (c == "set") return cmd_set(o);
     if (c == "version") return cmd_version(o);
     if (c == "publish") return cmd_publish(o);
     if (c == "cache") return cmd_cache(o);

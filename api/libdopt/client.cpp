@@ -289,6 +289,12 @@ int dopt_client_open(dopt_client** out, const char* socket_path) {
     });
 }
 
+const char* dopt_client_agent_version(const dopt_client* client) {
+    if (client) return client->agent.c_str();
+    set_error("dopt_client_agent_version: NULL argument");
+    return "";
+}
+
 void dopt_client_close(dopt_client* client) {
     if (!client) return;
     stop_dispatcher(client);  // first: no callback runs once this returns

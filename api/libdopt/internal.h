@@ -34,7 +34,7 @@ struct dopt_client {
     bool broken = false;     // GUARDED_BY(mu); stream unusable after an I/O error
     int peer_protocol = 0;   // the agent's protocol version (from hello)
     std::uint32_t uid = 0;   // the caller's uid as the agent saw it
-    std::string agent;       // e.g. "doptd 0.1.0"
+    std::string agent;       // e.g. "doptd 0.3.0"; set by dopt_client_open only
     std::string path;        // the socket path connected to
     // Callbacks (dispatcher.cpp): created on the first registration, stopped
     // by dopt_client_close. Never locked together with `mu`.
@@ -76,6 +76,7 @@ struct dopt_job_status {
     std::string display_name;
     dopt_job_state state = DOPT_STATE_QUEUED;
     dopt_priority priority = DOPT_PRIORITY_NORMAL;
+    std::uint32_t no_progress_timeout = 0;  // seconds; 0 when the agent did not say
     std::uint32_t owner_uid = 0;
     std::string mode;
     std::string http_only_reason;  // "" when the agent gave none

@@ -331,6 +331,20 @@ int dopt_peer_stats_json(char** json_out, dopt_client* client) {
     });
 }
 
+int dopt_metrics_text(char** text_out, dopt_client* client) {
+    if (text_out) *text_out = nullptr;
+    return guarded([&]() -> int {
+        DOPT_REQUIRE(client && text_out, "dopt_metrics_text");
+        json reply;
+        int rc = call(client, json{{"op", "metrics"}}, &reply);
+        if (rc != DOPT_OK) return rc;
+        if (!reply.contains("text") || !reply["text"].is_string())
+            return fail(DOPT_E_PROTOCOL, "the agent's metrics reply has no text");
+        *text_out = c_string(reply["text"].get<std::string>());
+        return DOPT_OK;
+    });
+}
+
 void dopt_string_free(char* s) { std::free(s); }
 
 int dopt_job_set_priority(dopt_job* job, dopt_priority priority) {

@@ -392,6 +392,13 @@ std::uint64_t read_count(JsonReader& r, const char* what) {
     return static_cast<std::uint64_t>(v);
 }
 
+// A duration in seconds, 0 to UINT32_MAX.
+std::uint32_t read_seconds(JsonReader& r, const char* what) {
+    std::int64_t v = read_int(r, what, 0);
+    if (v < 0 || v > UINT32_MAX) throw ProtocolError(std::string(what) + " out of range");
+    return static_cast<std::uint32_t>(v);
+}
+
 dopt_context parse_context(std::string_view name) {
     for (std::size_t i = 0; i < std::size(kContextNames); ++i)
         if (name == kContextNames[i]) return static_cast<dopt_context>(i);
@@ -496,6 +503,10 @@ bool read_job_member(JsonReader& r, std::string_view key, dopt_job_status* s,
                 s->priority = static_cast<dopt_priority>(p);
                 return true;
             }
+            break;
+        case 'n':
+            if (key == "no_progress_timeout")
+                return s->no_progress_timeout = read_seconds(r, "no_progress_timeout"), true;
             break;
         case 'o':
             if (key == "owner_uid")
@@ -632,6 +643,10 @@ dopt_job_state dopt_job_status_state(const dopt_job_status* s) {
 
 dopt_priority dopt_job_status_priority(const dopt_job_status* s) {
     return null_arg(s, "dopt_job_status_priority") ? DOPT_PRIORITY_NORMAL : s->priority;
+}
+
+uint32_t dopt_job_status_no_progress_timeout(const dopt_job_status* s) {
+    return null_arg(s, "dopt_job_status_no_progress_timeout") ? 0 : s->no_progress_timeout;
 }
 
 uint32_t dopt_job_status_owner_uid(const dopt_job_status* s) {

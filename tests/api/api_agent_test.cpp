@@ -158,6 +158,18 @@ TEST_CASE("A job downloads a file through the C API and lands only on complete")
     CHECK(dopt_job_status_error(s.get()) == nullptr);
 }
 
+TEST_CASE("A client names its agent; a status gives the no-progress timeout in force") {
+    AgentFixture f;
+    CHECK(std::string(dopt_client_agent_version(f.client.get())) == "doptd " DOPT_VERSION_STRING);
+    Job job = f.create_job();
+    const std::uint32_t agent_default = 14 * 24 * 3600;  // [jobs] no_progress_timeout, unset
+    CHECK(dopt_job_status_no_progress_timeout(AgentFixture::status_of(job.get()).get()) == agent_default);
+    REQUIRE(dopt_job_set_no_progress_timeout(job.get(), 77) == DOPT_OK);
+    CHECK(dopt_job_status_no_progress_timeout(AgentFixture::status_of(job.get()).get()) == 77);
+    REQUIRE(dopt_job_set_no_progress_timeout(job.get(), 0) == DOPT_OK);  // the agent's again
+    CHECK(dopt_job_status_no_progress_timeout(AgentFixture::status_of(job.get()).get()) == agent_default);
+}
+
 TEST_CASE("Bad input gets its specific code and the agent keeps serving") {
     AgentFixture f;
     HttpOrigin origin;

@@ -155,6 +155,9 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(list == nullptr);
     CHECK(count == 0);
     CHECK(dopt_client_list_jobs(nullptr, &count, nullptr) == DOPT_E_INVALID_ARG);
+    char* metrics = reinterpret_cast<char*>(0x1);
+    CHECK(dopt_metrics_text(&metrics, nullptr) == DOPT_E_INVALID_ARG);
+    CHECK(metrics == nullptr);
 
     dopt_job* job = reinterpret_cast<dopt_job*>(0x1);
     CHECK(dopt_job_create(&job, nullptr, "x") == DOPT_E_INVALID_ARG);
@@ -197,6 +200,8 @@ TEST_CASE("every function rejects NULL handles with DOPT_E_INVALID_ARG and does 
     CHECK(std::string(dopt_job_status_http_only_reason(nullptr)).empty());
     CHECK(dopt_job_status_file_count(nullptr) == 0);
     CHECK(dopt_job_status_owner_uid(nullptr) == 0);
+    CHECK(dopt_job_status_no_progress_timeout(nullptr) == 0);
+    CHECK(std::string(dopt_client_agent_version(nullptr)).empty());
     (void)dopt_job_status_state(nullptr);
     (void)dopt_job_status_priority(nullptr);
     dopt_job_status_progress(&progress, nullptr);

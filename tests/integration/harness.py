@@ -401,6 +401,26 @@ def merge_toml(base, extra):
     return "\n".join(out) + "\n"
 
 
+def parse_prometheus(text):
+    """(families by name, {(sample name, sorted label items): value}) of a
+    Prometheus text, read by python3-prometheus-client's parser (raises
+    when it does not accept the text). Imported here alone: every other
+    test needs the standard library only."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        # Debian's package, for a python3 that is not Debian's (pyenv); it
+        # is pure Python.
+        sys.path.append("/usr/lib/python3/dist-packages")
+        from prometheus_client.parser import text_string_to_metric_families
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {}
+    for f in families.values():
+        for s in f.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return families, samples
+
+
 class Agent:
     """A doptd with all its paths under `workdir`."""
 

@@ -240,6 +240,14 @@ class CacheSurvivesRestart(PeeringTest):
         say("A's stats: bytes_to_peers %d" % stats["bytes_to_peers"])
         bstats = json.loads(b.dopt("stats", "--json", check=True)[1])
         self.assertEqual(bstats["bytes_from_peers"], jb["bytes_from_peers"], bstats)
+        # The metrics count the same bytes (A's torrent was restored: only
+        # what it sent after the restart is new).
+        wait_for(lambda: harness.parse_prometheus(a.dopt("stats", "--prometheus", check=True)[1])[1][
+            ("dopt_peer_sent_bytes_total", ())] == json.loads(a.dopt("stats", "--json", check=True)[1])[
+            "bytes_to_peers"], 10, what="A's dopt_peer_sent_bytes_total equal to its bytes_to_peers")
+        _, bm = harness.parse_prometheus(b.dopt("stats", "--prometheus", check=True)[1])
+        self.assertEqual(bm[("dopt_peer_received_bytes_total", ())], bstats["bytes_from_peers"])
+        self.assertEqual(bm[("dopt_origin_received_bytes_total", ())], bstats["bytes_from_origin"])
 
     def test_after_kill9_and_restart_the_cache_still_serves_correct_bytes(self):
         """The same after kill -9 of A (resume data may be older than the

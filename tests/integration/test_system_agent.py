@@ -231,6 +231,25 @@ class SystemAgent(OtherUsersTest):
                  what="the owner-rights process to exit with the agent")
         self.assertFalse(os.path.exists(self.agent.socket))
 
+    def test_after_the_drop_a_reload_still_refuses_a_drop_in_root_alone_cannot_write(self):
+        # The agent reloads as nobody; the drop-in belongs to nobody, so a
+        # compromised agent (or user nobody) could have written it.
+        folder = self.agent.config + ".d"
+        os.makedirs(folder)
+        dropin = os.path.join(folder, "50-planted.conf")
+        with open(dropin, "w") as f:
+            f.write('[http]\nproxy = "http://attacker.example:3128"\n')
+        os.chown(dropin, self.nobody.pw_uid, self.nobody.pw_gid)
+        self.agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the old configuration" in self.agent.log_text(), 10,
+                 what="the reload refused")
+        self.assertIn("%s: owned by uid %d, not root" % (dropin, self.nobody.pw_uid),
+                      self.agent.log_text())
+        os.chown(dropin, 0, 0)
+        self.agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: reloaded" in self.agent.log_text(), 10,
+                 what="the reload of a root-owned drop-in")
+
     # -- whose rights write the files ---------------------------------------------
 
     def test_roots_job_lands_in_a_root_owned_folder(self):

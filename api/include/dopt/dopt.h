@@ -54,9 +54,9 @@ extern "C" {
 #endif
 
 #define DOPT_VERSION_MAJOR 0
-#define DOPT_VERSION_MINOR 2
+#define DOPT_VERSION_MINOR 3
 #define DOPT_VERSION_PATCH 0
-#define DOPT_VERSION_STRING "0.2.0"
+#define DOPT_VERSION_STRING "0.3.0"
 
 /* Result codes. New codes are added last; none is ever removed. */
 enum dopt_result {
@@ -152,7 +152,7 @@ typedef struct dopt_times {
 
 /* ---- library ------------------------------------------------------------ */
 
-/* The library's version, e.g. "0.2.0" (DOPT_VERSION_STRING of the build).
+/* The library's version, e.g. "0.3.0" (DOPT_VERSION_STRING of the build).
  * Static storage; any thread. */
 DOPT_EXPORT const char *dopt_version(void);
 
@@ -176,7 +176,7 @@ DOPT_EXPORT const char *dopt_state_name(dopt_job_state state);
 DOPT_EXPORT const char *dopt_context_name(dopt_context context);
 
 /* Frees a string the library allocated (dopt_cache_list_json,
- * dopt_peer_stats_json). NULL: no-op. */
+ * dopt_peer_stats_json, dopt_metrics_text). NULL: no-op. */
 DOPT_EXPORT void dopt_string_free(char *s);
 
 /* ---- client ------------------------------------------------------------- */
@@ -198,6 +198,12 @@ DOPT_EXPORT int dopt_client_open(dopt_client **out, const char *socket_path);
 /* Disconnects and frees the client; its jobs go on in the agent. Every job
  * handle opened through it must be closed first. NULL: no-op. */
 DOPT_EXPORT void dopt_client_close(dopt_client *client);
+
+/* The agent's name and version as it gave them when the client connected
+ * (its hello reply), e.g. "doptd 0.3.0"; "" when it gave none. Owned by the
+ * client; a reconnection after an agent restart does not change it. Field
+ * read. Since 0.3. */
+DOPT_EXPORT const char *dopt_client_agent_version(const dopt_client *client);
 
 /* Status snapshots of every job the caller owns (root: every job), oldest
  * first.
@@ -242,6 +248,16 @@ DOPT_EXPORT int dopt_cache_clear(uint64_t *bytes_removed, dopt_client *client);
  *  json_out: gets the JSON object above; the caller owns it
  *            (dopt_string_free). */
 DOPT_EXPORT int dopt_peer_stats_json(char **json_out, dopt_client *client);
+
+/* The agent's metrics in the Prometheus text exposition format (since 0.3;
+ * every metric is listed in docs/metrics.md): bytes from the origin and
+ * from peers, bytes to peers, origin requests, job errors by context
+ * (counters, kept across restarts), this and last month's totals, jobs by
+ * state, the peer cache and connected peers. Counts of the caller's own
+ * jobs and cache entries (root: everyone's) and the agent's peering; no
+ * job, file, URL or user is named.
+ *  text_out: gets the text; the caller owns it (dopt_string_free). */
+DOPT_EXPORT int dopt_metrics_text(char **text_out, dopt_client *client);
 
 /* ---- job handles -------------------------------------------------------- */
 
@@ -476,6 +492,12 @@ DOPT_EXPORT dopt_job_state dopt_job_status_state(const dopt_job_status *status);
 
 /* The job's priority. */
 DOPT_EXPORT dopt_priority dopt_job_status_priority(const dopt_job_status *status);
+
+/* How long the job may go without progress before a transient error
+ * becomes fatal (DOPT_E_NO_PROGRESS), in seconds: the job's own
+ * (dopt_job_set_no_progress_timeout) or, when it has none, the agent's
+ * [jobs] no_progress_timeout; 0 when the agent did not say. Since 0.3. */
+DOPT_EXPORT uint32_t dopt_job_status_no_progress_timeout(const dopt_job_status *status);
 
 /* The uid of the job's owner. */
 DOPT_EXPORT uint32_t dopt_job_status_owner_uid(const dopt_job_status *status);

@@ -97,6 +97,8 @@ class AptTree:
         with open(os.path.join(root, "apt.conf"), "w") as f:
             f.write('Dir::Etc "%s/etc/";\n' % root)
         for m in os.listdir(STOCK_METHODS):
+            if m.startswith("dopt+"):  # an installed dopt package's, not this build's
+                continue
             os.symlink(os.path.join(STOCK_METHODS, m), os.path.join(root, "methods", m))
         for m in ("dopt+http", "dopt+https"):
             os.symlink(method_path(), os.path.join(root, "methods", m))

@@ -672,6 +672,10 @@ class IntegrationTest(unittest.TestCase):
             if not os.access(exe, os.X_OK):
                 self.fail("missing binary %s (build doptd and dopt_cli)" % exe)
         self.sb = Sandbox("dopt-it-%s-" % self._testMethodName[:40])
+        # Runs also when a subclass's setUp fails after starting a child
+        # (tearDown does not then): stops the children, keeps the folder.
+        # After tearDown it finds nothing left to stop.
+        self.addCleanup(self.sb.close, True)
         self.www = self.sb.path("www")
         os.makedirs(self.www)
         self.agent = None

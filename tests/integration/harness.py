@@ -673,15 +673,17 @@ class IntegrationTest(unittest.TestCase):
                 self.fail("missing binary %s (build doptd and dopt_cli)" % exe)
         self.sb = Sandbox("dopt-it-%s-" % self._testMethodName[:40])
         # Runs also when a subclass's setUp fails after starting a child
-        # (tearDown does not then): stops the children, keeps the folder.
-        # After tearDown it finds nothing left to stop.
-        self.addCleanup(self.sb.close, True)
+        # (tearDown does not then): stops the children and keeps the folder.
+        # After tearDown, and the test's own cleanups (an unmount), it
+        # removes what tearDown could not unless the test failed.
+        self.addCleanup(lambda: self.sb.close(keep=getattr(self, "_keep_sandbox", True)))
         self.www = self.sb.path("www")
         os.makedirs(self.www)
         self.agent = None
 
     def tearDown(self):
         failed = test_failed(self)
+        self._keep_sandbox = failed
         self.sb.close(keep=failed)
         if failed:
             sys.stderr.write("\n" + self.sb.report() + "\n")

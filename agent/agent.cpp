@@ -567,8 +567,7 @@ Agent::Agent(const Config& config, int activated_socket) : config_(config) {
         }
     }
     swarms_->start();
-    for (const auto& [ih, s] : swarms_->torrents())  // counted in an earlier run
-        uploaded_seen_[ih] = swarms_->session()->status(s->torrent, false).uploaded;
+    count_uploads_from_now();
     socket_activated_ = activated_socket >= 0;
     if (socket_activated_)
         ipc_ = std::make_unique<IpcServer>(activated_socket, config_.socket, this, ipc_limits(config_));
@@ -763,7 +762,9 @@ void Agent::reload_config() {
         set_log_level(config_.log_level);
         fetcher_->apply_settings(fetcher_settings(config_));
         ipc_->set_limits(ipc_limits(config_));
+        const bool had_session = swarms_->session() != nullptr;
         swarms_->reconfigure();
+        if (!had_session) count_uploads_from_now();  // a session started: torrents restored
         schedule_needed_ = true;
         LOG_INFO("SIGHUP: reloaded %s", config_.source.c_str());
     } catch (const std::exception& e) {

@@ -129,6 +129,7 @@ private:
     void metrics_tick(std::int64_t now, bool all_due = false);
     std::int64_t metrics_deadline_ms() const;
     void sample_uploads();
+    void count_uploads_from_now();
     MetricsGauges metrics_gauges(uid_t uid) const;
     std::string metrics_text(uid_t uid);
 

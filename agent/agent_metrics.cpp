@@ -36,6 +36,17 @@ void Agent::sample_uploads() {
     if (sent) usage_->add(kAgentOwner, kPeerSentBytes, sent, wall_now());
 }
 
+// The torrents a peer session starts with were restored from the peer
+// cache: their all-time upload was counted in an earlier run, so the
+// sampling counts from their figure now (at start, and when a SIGHUP
+// starts a session).
+void Agent::count_uploads_from_now() {
+    p2p::TorrentSession* session = swarms_->session();
+    if (!session) return;
+    for (const auto& [ih, s] : swarms_->torrents())
+        uploaded_seen_[ih] = session->status(s->torrent, false).uploaded;
+}
+
 // Never throws: a job table that cannot be written keeps the counts for the
 // next try.
 void Agent::metrics_tick(std::int64_t now, bool all_due) {

@@ -34,6 +34,19 @@ std::string quoted_list(const std::vector<std::string>& list) {
     return out + "]";
 }
 
+// A proxy setting without its user and password, whatever its scheme
+// ("socks5h://u:p@h:1080") or none ("u:p@h:3128", as curl takes it):
+// everything of the authority before its last '@' is replaced.
+std::string without_proxy_credentials(const std::string& proxy) {
+    const std::size_t scheme = proxy.find("://");
+    const std::size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+    std::size_t end = proxy.find_first_of("/?#", start);
+    if (end == std::string::npos) end = proxy.size();
+    const std::size_t at = proxy.rfind('@', end == 0 ? 0 : end - 1);
+    if (at == std::string::npos || at < start) return proxy;
+    return proxy.substr(0, start) + "[redacted]" + proxy.substr(at);
+}
+
 std::string boolean(bool b) { return b ? "true" : "false"; }
 
 template <typename T>
@@ -64,7 +77,7 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"ipc.max_connections_per_user", number(c.max_connections_per_user)},
         {"ipc.max_reply_backlog_per_user", number(c.max_reply_backlog_per_user)},
         // A proxy's password is not printed (the output may go to a log).
-        {"http.proxy", quoted(redact_url_secrets(c.proxy))},
+        {"http.proxy", quoted(redact_url_secrets(without_proxy_credentials(c.proxy)))},
         {"http.user_agent", quoted(c.user_agent)},
         {"http.connect_timeout", number(c.connect_timeout)},
         {"http.low_speed_time", number(c.low_speed_time)},

@@ -737,6 +737,29 @@ TEST_CASE("listen may name an interface instead of an address", "[config]") {
     }
 }
 
+TEST_CASE("effective settings never show a proxy's user or password, whatever its scheme",
+          "[config]") {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"http://fleet:s3cret@proxy.lan:3128", "\"http://[redacted]@proxy.lan:3128\""},
+        {"socks5h://fleet:s3cret@proxy.lan:1080", "\"socks5h://[redacted]@proxy.lan:1080\""},
+        {"fleet:s3cret@proxy.lan:3128", "\"[redacted]@proxy.lan:3128\""},
+        {"fleet:s3cr@t@proxy.lan:3128/", "\"[redacted]@proxy.lan:3128/\""},
+        {"proxy.lan:3128", "\"proxy.lan:3128\""},
+    };
+    for (const auto& [proxy, shown] : cases) {
+        INFO(proxy);
+        Config c = default_config();
+        c.proxy = proxy;
+        bool found = false;
+        for (const auto& s : dopt::agent::effective_settings(c)) {
+            if (s.key != "http.proxy") continue;
+            CHECK(s.value == shown);
+            found = true;
+        }
+        CHECK(found);
+    }
+}
+
 TEST_CASE("effective settings name every key once, with its value and origin", "[config]") {
     TempDir dir;
     // Every key printed, written back as a file: each is a key the reader

@@ -197,7 +197,9 @@ bool Swarms::start_file_with_peers(Job& job) {
     FileRecord& f = job.file();
     if (!peers_ || f.metainfo_source == "none") return false;
     if (!peers_->listening()) {
-        use_http_only(job, "peering is paused: no [p2p] listen address now");
+        // This transfer only: nothing is stored, so the file's metainfo (the
+        // job's too) and its cache entry stay for the next start with peers.
+        job.http_only_reason = "peering is paused: no [p2p] listen address now";
         return false;
     }
     // Content behind credentials (headers, or in the URL) is not shared

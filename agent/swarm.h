@@ -175,7 +175,7 @@ public:
     void reconfigure();
     // The netlink socket that tells when the interface [p2p] listen names
     // changes, for the agent's poll; -1 when listen is an address.
-    int interface_fd() const { return listen_watch_ ? listen_watch_->fd() : -1; }
+    int interface_fd() const { return peers_ && listen_watch_ ? listen_watch_->fd() : -1; }
 
     // What the agent asks of the swarm.
     // Decides how the job's current file goes: true when peering took it (a

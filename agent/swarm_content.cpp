@@ -304,6 +304,7 @@ void Swarms::content_tick(std::int64_t now) {
         if (someone_to_follow(l) && !l.following && config_.content_follow_ms > 0) {
             l.following = true;
             l.deadline_ms = now + config_.content_follow_ms;
+            content_yielded_.insert(x);  // the one wait yield_origin_fetch allows
             LOG_INFO("content %s: another agent fetches it from the origin; waiting for its copy",
                      x.c_str());
             continue;

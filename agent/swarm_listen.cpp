@@ -14,7 +14,14 @@ namespace dopt::agent {
 void Swarms::start_session() {
     watch_listen_interface();
     listen_now_ = listen_endpoint();
-    peers_ = std::make_unique<p2p::TorrentSession>(session_settings());
+    try {
+        peers_ = std::make_unique<p2p::TorrentSession>(session_settings());
+    } catch (...) {
+        // No session: no one would drain the watch, and its socket, polled
+        // by the loop, would stay readable after the next address change.
+        listen_watch_.reset();
+        throw;
+    }
     note_static_peers();
     if (listen_now_.empty()) {
         LOG_WARN("peering paused: interface %s has no address; files go over HTTP only until it has one",

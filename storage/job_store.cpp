@@ -167,8 +167,16 @@ CREATE TABLE usage (
 ) WITHOUT ROWID;
 )sql";
 
-constexpr std::array<const char*, 8> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                                    kSchemaV5, kSchemaV6, kSchemaV7, kSchemaV8};
+// v9: the size a job gave for a file (dopt_job_set_file_size), so the
+// check that the origin sends exactly that many bytes outlives a restart.
+// NULL: none given (every row from before).
+constexpr const char* kSchemaV9 = R"sql(
+ALTER TABLE files ADD COLUMN expected_size INTEGER;
+)sql";
+
+constexpr std::array<const char*, 9> kMigrations = {kSchemaV1, kSchemaV2, kSchemaV3,
+                                                    kSchemaV4, kSchemaV5, kSchemaV6,
+                                                    kSchemaV7, kSchemaV8, kSchemaV9};
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // ---------------------------------------------------------------------------
@@ -424,7 +432,7 @@ void migrate(sqlite3* db, const std::string& path) {
 #define DOPT_FILE_COLUMNS                                                       \
     "job_id, idx, remote_url, local_path, partial_path, bytes_total, "         \
     "bytes_transferred, etag, last_modified, sha256, completed, metainfo_source, " \
-    "metainfo_url, info_hash, durable_bytes"
+    "metainfo_url, info_hash, durable_bytes, expected_size"
 #define DOPT_ERROR_COLUMNS                                                      \
     "job_id, context, code, description, protocol, time, file_index, "         \
     "local_name, remote_name, bytes_total, bytes_transferred"
@@ -479,6 +487,7 @@ FileRecord read_file(const Query& row) {
     file.metainfo_url = row.text(12);
     file.info_hash = row.text(13);
     file.durable_bytes = static_cast<std::uint64_t>(row.integer(14));
+    file.expected_size = row.size(15);
     return file;
 }
 
@@ -509,7 +518,7 @@ struct JobStore::Statements {
           insert_header(db, "INSERT INTO job_headers (" DOPT_HEADER_COLUMNS ") VALUES (?, ?, ?)"),
           delete_headers(db, "DELETE FROM job_headers WHERE job_id = ?"),
           insert_file(db, "INSERT INTO files (" DOPT_FILE_COLUMNS ") "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           replace_error(db, "INSERT OR REPLACE INTO errors (" DOPT_ERROR_COLUMNS ") "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
           delete_error(db, "DELETE FROM errors WHERE job_id = ?"),
@@ -535,7 +544,7 @@ struct JobStore::Statements {
           update_file(db, "UPDATE files SET bytes_total = ?, bytes_transferred = ?, "
                           "etag = ?, last_modified = ?, sha256 = ?, completed = ?, "
                           "metainfo_source = ?, metainfo_url = ?, info_hash = ?, partial_path = ?, "
-                          "durable_bytes = ? "
+                          "durable_bytes = ?, expected_size = ? "
                           "WHERE job_id = ? AND idx = ?"),
           delete_job(db, "DELETE FROM jobs WHERE id = ?"),
           purge_ended(db, "DELETE FROM jobs WHERE state IN (7, 8) AND modified < ?"),
@@ -596,7 +605,9 @@ void bind_file(Query& query, const std::string& job_id, const FileRecord& file) 
         .bind(file.remote_url)
         .bind(file.local_path)
         .bind(file.partial_path);
-    bind_file_progress(query, file).bind(static_cast<std::int64_t>(file.durable_bytes));
+    bind_file_progress(query, file)
+        .bind(static_cast<std::int64_t>(file.durable_bytes))
+        .bind_size(file.expected_size);
 }
 
 void bind_error(Query& query, const std::string& job_id, const ErrorRecord& error) {
@@ -894,6 +905,7 @@ std::int64_t JobStore::update_file(const std::string& job_id, const FileRecord& 
         changed = bind_file_progress(query, file)
                       .bind(file.partial_path)
                       .bind(static_cast<std::int64_t>(file.durable_bytes))
+                      .bind_size(file.expected_size)
                       .bind(job_id)
                       .bind(std::int64_t{file.index})
                       .run();

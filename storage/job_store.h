@@ -50,8 +50,7 @@ struct FileRecord {
     std::string partial_path;            // hidden partial file beside it
     std::uint64_t bytes_total = kUnknownSize;
     // The size the job gave (dopt_job_set_file_size): the origin must send
-    // exactly this many bytes. Not a column of the job table: bytes_total
-    // carries it over a restart (then the SHA-256, if any, is the check).
+    // exactly this many bytes (column expected_size, NULL: none given).
     std::uint64_t expected_size = kUnknownSize;
     std::uint64_t bytes_transferred = 0;
     // The prefix of the partial file flushed to stable storage (fdatasync)

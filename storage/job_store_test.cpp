@@ -125,6 +125,7 @@ void check_same_file(const FileRecord& a, const FileRecord& b) {
     CHECK(a.bytes_total == b.bytes_total);
     CHECK(a.bytes_transferred == b.bytes_transferred);
     CHECK(a.durable_bytes == b.durable_bytes);
+    CHECK(a.expected_size == b.expected_size);
     CHECK(a.etag == b.etag);
     CHECK(a.last_modified == b.last_modified);
     CHECK(a.sha256 == b.sha256);
@@ -363,6 +364,7 @@ TEST_CASE("update_file stores size, progress, durable prefix, validators and com
     file.bytes_total = 1 << 20;
     file.bytes_transferred = 4096;
     file.durable_bytes = 2048;
+    file.expected_size = 1 << 20;
     file.etag = "\"v2\"";
     file.last_modified = "Wed, 15 Nov 2023 00:00:00 GMT";
     file.sha256 = std::string(64, 'f');
@@ -522,6 +524,7 @@ TEST_CASE("shipped migrations are never edited", "[job_store][migration]") {
         "faf1f88dd47405727dc6e37be7f4aeb5411640d40fbad413095a9c7403fc4548",
         "3a783528c2fed2b432f218286f730f3bfb60988eabc6ecfef311ec73d1063270",
         "ad2e496f40fce51bde8b1078cb6e2b69becf4d73590779f04d0614b4a8a1db84",
+        "78d57385e8e745e9ebbf795f082dc593455c9c7a8a0f0500d40f8e327afec6b5",
     };
     const int count = static_cast<int>(sizeof shipped / sizeof shipped[0]);
     REQUIRE(JobStore::schema_version() == count);
@@ -550,6 +553,24 @@ TEST_CASE("a v6 cache entry is migrated with no SHA-256", "[job_store][migration
     CHECK(cache[0].name == "x");
     CHECK(cache[0].complete);
     CHECK(cache[0].sha256.empty());
+}
+
+TEST_CASE("a v8 file is migrated with no expected size", "[job_store][migration]") {
+    TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    make_database_at(path, 8,
+                     "INSERT INTO jobs (id, owner_uid, owner_gid, display_name, priority, state, "
+                     "created, modified, transfer_completed, no_progress_timeout, retry_count, "
+                     "bytes_from_origin, bytes_from_peers) VALUES ('" + uuid(1) +
+                         "', 1000, 100, 'v8 job', 2, 2, 10, 20, 0, 600, 0, 0, 0);"
+                     "INSERT INTO files (job_id, idx, remote_url, local_path, partial_path, "
+                     "bytes_total) VALUES ('" + uuid(1) + "', 0, 'http://o/x', '/d/x', '/d/.x', 5);");
+    auto store = JobStore::open(path);
+    auto job = store->load_job(uuid(1));
+    REQUIRE(job);
+    REQUIRE(job->files.size() == 1);
+    CHECK(job->files[0].bytes_total == 5);
+    CHECK(job->files[0].expected_size == kUnknownSize);
 }
 
 TEST_CASE("a v7 database gets an empty usage table that adds up and survives reopening",

@@ -106,6 +106,13 @@ class ListenByInterfaceName(netns.LanTestCase):
         job = a.job_for(dest)
         self.assertEqual(job["mode"], "http_only", job)
         self.assertIn("peering is paused", json.dumps(job))
+        # The pause decides this transfer only: metainfo the job gave stays
+        # the file's (it was "none", and its cache entry dropped, for good).
+        dest2 = os.path.join(a.dir, "small2.bin")
+        rc, _, err = a.get(self.lan.origin_url("small.bin"), dest2, "--metainfo", path + ".torrent")
+        self.assertEqual(rc, 0, err)
+        self.assertFileSha(dest2, sha)
+        self.assertEqual(a.job_for(dest2)["files"][0]["metainfo"], "job")
 
         self.lan.check_output(h1, ["ip", "addr", "add", "10.77.9.1/24", "dev", "lanx0"])
         harness.wait_for(lambda: "peering on 10.77.9.1:%d (interface lanx0)" % netns.P2P_PORT

@@ -472,7 +472,7 @@ void Agent::op_set(Request& req, Job& job) {
     if (size_index >= 0) {
         FileRecord& f = job.rec.files[static_cast<std::size_t>(size_index)];
         f.expected_size = size;
-        f.bytes_total = size;  // kept over a restart
+        f.bytes_total = size;  // shown before the origin answers
         store_->update_file(job.rec.id, f);
     }
     if (meta_index >= 0) {

@@ -55,7 +55,6 @@ class OriginDigest(PeeringTest):
         })
         self.sb.children.append(self.origin)
         self.origin.start()
-        self.plain = self.sb.nginx(self.www, name="plain")  # the same files over http
         self.tls = '[http]\nca_file = "%s"\n' % self.origin.cert
 
     def sha(self, name):
@@ -65,24 +64,21 @@ class OriginDigest(PeeringTest):
         return harness.wait_for(lambda: next((e for e in self.cache(agent) if e["name"] == sha), None),
                                 20, what="a cache entry named %s (%s)" % (sha, self.cache(agent)))
 
-    def test_a_file_with_repr_digest_is_seeded_under_it_and_a_peer_takes_it(self):
+    def test_a_file_with_repr_digest_or_digest_is_seeded_under_it_and_a_peer_takes_it(self):
         a, b = self.pair(start_b=False, extra=self.tls)
         url = self.origin.url("repr.bin")
         da, ja = self.get(a, url, "repr.bin")  # no --sha256
         self.assertFileSha(da, self.sha("repr.bin"))
         entry = self.cache_entry_named(a, self.sha("repr.bin"))
+        dl, _ = self.get(a, self.origin.url("legacy.bin"), "legacy.bin")  # RFC 3230 Digest
+        self.assertFileSha(dl, self.sha("legacy.bin"))
+        self.cache_entry_named(a, self.sha("legacy.bin"))
         self.wait_seeding(a, entry["info_hash"])
         b.start()
         mark = self.mark()
         db, jb = self.get(b, url, "repr.bin", "--sha256", self.sha("repr.bin"))
         self.assertFileSha(db, self.sha("repr.bin"))
         self.assertFromPeers(jb, self.SIZE, mark, "/repr.bin", "by the origin's Repr-Digest", b)
-
-    def test_an_rfc3230_digest_counts_too(self):
-        a = self.lone_agent(self.tls)
-        da, _ = self.get(a, self.origin.url("legacy.bin"), "legacy.bin")
-        self.assertFileSha(da, self.sha("legacy.bin"))
-        self.cache_entry_named(a, self.sha("legacy.bin"))
 
     def test_a_file_that_does_not_match_the_digest_fails_as_with_a_wrong_sha256(self):
         a = self.lone_agent(self.tls)
@@ -100,8 +96,9 @@ class OriginDigest(PeeringTest):
         # Each sends a digest these bytes do not match: taken, it would fail
         # the job; not taken, the file arrives and nothing is seeded.
         a = self.lone_agent(self.tls)
+        plain = self.sb.nginx(self.www, name="plain")  # the same files over http
         wrong = self.origin.url("wrong.bin")
-        for name, url, args in (("plain.bin", self.plain.url("plain.bin"), ()),
+        for name, url, args in (("plain.bin", plain.url("plain.bin"), ()),
                                 ("query.bin", wrong + "?token=s3cret", ()),
                                 ("header.bin", wrong, ("-H", "Authorization: Bearer s3cret"))):
             dest, job = self.get(a, url, name, *args)

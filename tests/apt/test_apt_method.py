@@ -229,6 +229,8 @@ class AptThroughDopt(IntegrationTest):
         out, _ = self.install_after_the_origin_changed("dopt-test-a", 0, seed=99)
         self.assertRegex(out, r"Failed to fetch dopt\+http://\S+/pool/dopt-test-a_1\.0_all\.deb"
                               r" +.*SHA-256")
+        # Nothing at apt's path: the method's progress file went before the failure.
+        self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])
 
     def test_a_deb_larger_than_packages_fails_in_the_agent_at_its_response(self):
         # The job carries Packages' size (Expected-Checksum-FileSize): the

@@ -370,8 +370,8 @@ void Agent::Job::take_origin_digest(const ResponseInfo& info) {
     if (!origin_digest_welcome || !f.sha256.empty()) return;
     std::string x = sha256_of_digest_fields(info.repr_digest, info.digest);
     if (x.empty()) return;
-    LOG_INFO("job %s: %s gives the SHA-256 of %s: %s", rec.id.c_str(),
-             info.repr_digest.empty() ? "Digest" : "Repr-Digest", f.remote_url.c_str(), x.c_str());
+    LOG_INFO("job %s: the origin's digest gives the SHA-256 of %s: %s", rec.id.c_str(), f.remote_url.c_str(),
+             x.c_str());
     f.sha256 = x;
     content_seed = true;
 }
@@ -1123,7 +1123,8 @@ void Agent::start_http_transfer(Job& job, int fd) {
     // none would be a 416, taken as "changed".
     if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
-    job.origin_digest_welcome = f.sha256.empty() && origin_digest_may_stand_for_sha256(f, job.rec.headers, swarms_->peering());
+    job.origin_digest_welcome =
+        f.sha256.empty() && origin_digest_may_stand_for_sha256(f, job.rec.headers, swarms_->peering());
     job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty() || job.origin_digest_welcome,
                                      config_.sync_on_complete, &err);
     if (!job.partial) {

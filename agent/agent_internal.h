@@ -150,8 +150,9 @@ struct Agent::Job : TransferSink {
     bool content_waiting = false;
     bool content_seed = false;
     // The current file has no SHA-256 and comes from an origin whose digest
-    // may stand for one (Agent::origin_digest_welcome): its partial file is
-    // hashed, and a digest in the response becomes the file's SHA-256.
+    // may stand for one (origin_digest_may_stand_for_sha256, agent.cpp): its
+    // partial file is hashed, and a digest in the response becomes the
+    // file's SHA-256.
     bool origin_digest_welcome = false;
 
     // Owner operations (Agent::owner_op): one of the job's in flight at a

@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -164,6 +165,53 @@ void remove_tree(const std::string& path) {
         16, FTW_DEPTH | FTW_PHYS);
 }
 
+namespace {
+
+// Whether an origin's digest (Repr-Digest, Digest) may stand for the SHA-256
+// of the job's current file: only with peering on (it is what lets the file
+// be shared), over HTTPS all the way (the agent never follows https to
+// http), and only for a request with no credentials in it (no headers of
+// the job's, nothing in the URL), like any content the agent shares.
+bool origin_digest_may_stand_for_sha256(const FileRecord& f, const std::vector<std::string>& headers,
+                                        bool peering) {
+    return peering && scheme_of(f.remote_url) == "https" && headers.empty() &&
+           !url_may_carry_credentials(f.remote_url);
+}
+
+// The base64 value of the first member named `name` in a digest field:
+// `sha-256=:B64:` (a structured field: lowercase name, value between colons,
+// parameters after ';') or `SHA-256=B64` (RFC 3230: any case). "" if none.
+std::string digest_member(const std::string& field, const char* name, bool structured) {
+    std::size_t start = 0;
+    while (start < field.size()) {
+        std::size_t comma = std::min(field.find(',', start), field.size());
+        std::string member = field.substr(start, comma - start);
+        start = comma + 1;
+        member.erase(0, member.find_first_not_of(" \t"));
+        member.erase(member.find_last_not_of(" \t") + 1);
+        std::size_t eq = member.find('=');
+        if (eq == std::string::npos) continue;
+        std::string key = member.substr(0, eq), value = member.substr(eq + 1);
+        if (structured ? key != name : strcasecmp(key.c_str(), name) != 0) continue;
+        if (!structured) return value;
+        value = value.substr(0, value.find(';'));
+        if (value.size() < 2 || value.front() != ':' || value.back() != ':') return "";
+        return value.substr(1, value.size() - 2);
+    }
+    return "";
+}
+
+}  // namespace
+
+std::string sha256_of_digest_fields(const std::string& repr_digest, const std::string& digest) {
+    for (auto [field, structured] : {std::pair{&repr_digest, true}, std::pair{&digest, false}}) {
+        std::string bytes;
+        if (base64_decode(digest_member(*field, "sha-256", structured), bytes) && bytes.size() == 32)
+            return to_hex(bytes.data(), bytes.size());
+    }
+    return "";
+}
+
 bool base64_decode(const std::string& in, std::string& out) {
     auto value = [](char c) -> int {
         if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -313,6 +361,21 @@ int job_table_failed(const std::string& job_id, const storage::StorageError& e) 
 
 }  // namespace
 
+// An HTTPS origin's digest of the file becomes the file's SHA-256 when the
+// job gave none (origin_digest_may_stand_for_sha256): checked against the
+// bytes at the end as a job's is, persisted with the validators, and the
+// verified file is seeded under it.
+void Agent::Job::take_origin_digest(const ResponseInfo& info) {
+    FileRecord& f = file();
+    if (!origin_digest_welcome || !f.sha256.empty()) return;
+    std::string x = sha256_of_digest_fields(info.repr_digest, info.digest);
+    if (x.empty()) return;
+    LOG_INFO("job %s: the origin's digest gives the SHA-256 of %s: %s", rec.id.c_str(), f.remote_url.c_str(),
+             x.c_str());
+    f.sha256 = x;
+    content_seed = true;
+}
+
 // The final response of a transfer: decide where its body goes.
 // on_response and on_body run inside libcurl's callbacks, which no exception
 // may cross: a job table that cannot be written ends the transfer as a
@@ -334,6 +397,7 @@ int Agent::Job::on_response(const ResponseInfo& info) try {
     f.etag = info.etag;
     f.last_modified = info.last_modified;
     if (info.total != UINT64_MAX) f.bytes_total = info.total;
+    take_origin_digest(info);
     note_partial();
     // Validators are persisted before any byte they vouch for is written.
     agent->store_->update_file(rec.id, f);
@@ -1059,7 +1123,9 @@ void Agent::start_http_transfer(Job& job, int fd) {
     // none would be a 416, taken as "changed".
     if (f.bytes_total != kUnknownSize && keep == f.bytes_total && keep > 0) keep -= 1;
     int err = 0;
-    job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty(),
+    job.origin_digest_welcome =
+        f.sha256.empty() && origin_digest_may_stand_for_sha256(f, job.rec.headers, swarms_->peering());
+    job.partial = PartialFile::adopt(fd, keep, f.durable_bytes, !f.sha256.empty() || job.origin_digest_welcome,
                                      config_.sync_on_complete, &err);
     if (!job.partial) {
         fail(job, ErrorContext::LocalFile, -err,

@@ -61,6 +61,10 @@ std::string scheme_of(const std::string& url);
 void remove_tree(const std::string& path);
 // Standard base64 (RFC 4648, padding required). False on bad input.
 bool base64_decode(const std::string& in, std::string& out);
+// The SHA-256 (lowercase hex) an origin's digest fields give: RFC 9530
+// `Repr-Digest: sha-256=:BASE64:` first, else RFC 3230 `Digest:
+// SHA-256=BASE64`; "" when neither has a well-formed one.
+std::string sha256_of_digest_fields(const std::string& repr_digest, const std::string& digest);
 
 // Reads the envelope of one request body (docs/protocol.md): a JSON object
 // with a string `op` and an integer `seq`. Returns "" with req->body, op and
@@ -145,6 +149,11 @@ struct Agent::Job : TransferSink {
     // to be seeded under it.
     bool content_waiting = false;
     bool content_seed = false;
+    // The current file has no SHA-256 and comes from an origin whose digest
+    // may stand for one (origin_digest_may_stand_for_sha256, agent.cpp): its
+    // partial file is hashed, and a digest in the response becomes the
+    // file's SHA-256.
+    bool origin_digest_welcome = false;
 
     // Owner operations (Agent::owner_op): one of the job's in flight at a
     // time; the steps that wait for it are queued, in the order asked.
@@ -183,6 +192,7 @@ struct Agent::Job : TransferSink {
     }
 
     int on_response(const ResponseInfo& info) override;
+    void take_origin_digest(const ResponseInfo& info);
     int on_body(const char* data, std::size_t len) override;
     void on_done(const TransferOutcome& outcome) override;
     int refuse_size(const std::string& sent);

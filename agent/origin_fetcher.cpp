@@ -94,6 +94,10 @@ size_t on_header(char* data, size_t size, size_t nitems, void* userdata) {
         parse_content_range(v, t->response);
     } else if (header_is(line, "Content-Length", v)) {
         if (t->response.status == 200) t->response.total = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (header_is(line, "Repr-Digest", v)) {
+        t->response.repr_digest += (t->response.repr_digest.empty() ? "" : ", ") + v;
+    } else if (header_is(line, "Digest", v)) {
+        t->response.digest += (t->response.digest.empty() ? "" : ", ") + v;
     } else if (header_is(line, "Retry-After", v)) {
         t->retry_after = parse_retry_after(v);
     }

@@ -64,6 +64,11 @@ struct ResponseInfo {
     std::uint64_t total = UINT64_MAX;    // whole file size, when the origin said
     std::string etag;
     std::string last_modified;
+    // The origin's digest fields of the whole file, as sent (RFC 9530
+    // Repr-Digest, RFC 3230 Digest; repeated lines joined by ", "); "" when
+    // absent. sha256_of_digest_fields (agent_internal.h) reads them.
+    std::string repr_digest;
+    std::string digest;
 };
 
 // How a transfer ended. When `ok` is false the rest classifies the failure

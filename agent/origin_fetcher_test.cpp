@@ -2,6 +2,7 @@
 // loopback socket: what it sends (Range, If-Range, the job's headers), how
 // it reads what comes back and how it classifies failures.
 #include "agent/origin_fetcher.h"
+#include "agent/agent_internal.h"
 
 #include <catch2/catch.hpp>
 
@@ -393,4 +394,23 @@ TEST_CASE("a sink that refuses the chunk kept at a pause ends its transfer with 
     CHECK(sink.outcome.context == ErrorContext::LocalFile);
     CHECK(sink.outcome.code == ENOSPC);
     CHECK(sink.body.size() < file.size());
+}
+
+TEST_CASE("an origin's digest fields give the SHA-256 in them, Repr-Digest first, or none",
+          "[origin_fetcher]") {
+    using dopt::agent::sha256_of_digest_fields;
+    // SHA-256 of "abc", in base64 and hex.
+    const std::string b64 = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
+    const std::string hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    CHECK(sha256_of_digest_fields("sha-256=:" + b64 + ":", "") == hex);
+    CHECK(sha256_of_digest_fields("sha-512=:AAAA:, sha-256=:" + b64 + ":;x=1", "") == hex);
+    CHECK(sha256_of_digest_fields("", "SHA-256=" + b64) == hex);
+    CHECK(sha256_of_digest_fields("", "md5=AAAA, sha-256=" + b64) == hex);
+    CHECK(sha256_of_digest_fields("sha-512=:AAAA:", "SHA-256=" + b64) == hex);  // none of its own
+    CHECK(sha256_of_digest_fields("", "").empty());
+    CHECK(sha256_of_digest_fields("sha-256=" + b64, "").empty());          // not a byte sequence
+    CHECK(sha256_of_digest_fields("SHA-256=:" + b64 + ":", "").empty());   // keys are lowercase
+    CHECK(sha256_of_digest_fields("sha-256=:AAAA:", "").empty());          // not 32 bytes
+    CHECK(sha256_of_digest_fields("sha-256=:not base64!:", "").empty());
+    CHECK(sha256_of_digest_fields("sha-256", "sha-256=").empty());
 }

@@ -289,7 +289,9 @@ DoptMethod::Outcome DoptMethod::check(Fetch& fetch) {
         if (!fetch.started) {
             send("200 URI Start", {{"URI", r.uri}, {"Size", std::to_string(progress.bytes_total)}});
             fetch.started = true;
+            fetch.progress = ProgressFile::create(r.filename);
         }
+        if (fetch.progress) fetch.progress->show(progress.bytes_transferred, progress.bytes_total);
     }
     switch (dopt_job_status_state(st)) {
     case DOPT_STATE_TRANSFERRED:
@@ -362,10 +364,12 @@ DoptMethod::Outcome DoptMethod::on_error(Fetch& fetch, const dopt_error* error) 
 }
 
 void DoptMethod::end_job(Fetch& fetch, bool cancel) {
-    if (fetch.job == nullptr) return;
-    if (cancel) dopt_job_cancel(fetch.job);
-    dopt_job_close(fetch.job);  // no callback of it runs once this returns
-    fetch.job = nullptr;
+    if (fetch.job != nullptr) {
+        if (cancel) dopt_job_cancel(fetch.job);
+        dopt_job_close(fetch.job);  // no callback of it runs once this returns
+        fetch.job = nullptr;
+    }
+    fetch.progress.reset();
 }
 
 void DoptMethod::fail(const AcquireRequest& r, const std::string& message, const std::string& reason,

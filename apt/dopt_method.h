@@ -5,10 +5,12 @@
 #include "apt/acquire_request.h"
 #include "apt/method_config.h"
 #include "apt/method_message.h"
+#include "apt/progress_file.h"
 
 #include <dopt/dopt.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +39,9 @@ private:
         AcquireRequest request;
         dopt_job* job = nullptr;
         bool started = false;  // `200 URI Start` sent
+        // apt's progress bar, from `200 URI Start` until apt has its answer
+        // (progress_file.h); null when Filename held something else.
+        std::unique_ptr<ProgressFile> progress;
     };
     enum class Outcome { Running, Finished };
 
@@ -57,7 +62,9 @@ private:
     void fail(const AcquireRequest& r, const std::string& message, const std::string& reason = "",
               bool transient = false);
     void fall_back_to_apt(const AcquireRequest& r, const std::string& why);
-    // Closes the job's handle, cancelling the job first when `cancel`.
+    // Closes the job's handle, cancelling the job first when `cancel`, and
+    // removes the progress file unless the job delivered over it: called
+    // before any answer to apt.
     void end_job(Fetch& fetch, bool cancel);
     void send(const std::string& header, const std::vector<std::pair<std::string, std::string>>& fields);
 

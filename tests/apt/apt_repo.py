@@ -72,14 +72,15 @@ class RepoNginx(Nginx):
     """nginx answering If-Modified-Since with 304 when the file is not newer
     than the date asked about (nginx's default compares the dates for
     equality: apt/README.md, "Index files"). /slow/ serves the same files
-    at 512 KiB/s a connection."""
+    at 512 KiB/s a connection, /slower/ at 256 KiB/s."""
 
     def _conf(self):
         return nginx_conf(self.dir, "127.0.0.1:%d" % self.port, self.docroot,
                           log_format=r"$status\t$body_bytes_sent\t$http_range\t$request",
                           http_extra="if_modified_since before;",
-                          server_extra="location /slow/ { alias %s/; limit_rate 512k; }"
-                                       % self.docroot)
+                          server_extra="location /slow/ { alias %s/; limit_rate 512k; } "
+                                       "location /slower/ { alias %s/; limit_rate 256k; }"
+                                       % (self.docroot, self.docroot))
 
 
 class AptTree:

@@ -22,10 +22,12 @@ dpkg-scanpackages (dpkg-dev, in scripts/setup-deps); skips otherwise.
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 from apt_repo import (TOOLS, AptTree, RepoNginx, build_deb, make_flat_repo,  # noqa: E402
@@ -227,6 +229,8 @@ class AptThroughDopt(IntegrationTest):
         out, _ = self.install_after_the_origin_changed("dopt-test-a", 0, seed=99)
         self.assertRegex(out, r"Failed to fetch dopt\+http://\S+/pool/dopt-test-a_1\.0_all\.deb"
                               r" +.*SHA-256")
+        # Nothing at apt's path: the method's progress file went before the failure.
+        self.assertEqual(os.listdir(os.path.join(self.archives(), "partial")), [])
 
     def test_a_deb_larger_than_packages_fails_in_the_agent_at_its_response(self):
         # The job carries Packages' size (Expected-Checksum-FileSize): the
@@ -254,15 +258,15 @@ class AptThroughDopt(IntegrationTest):
         p.wait()
         p.stdout.close()
 
-    def start_slow_install_of_b(self):
-        """`install --download-only dopt-test-b` from the slow origin, in
-        the background, once the agent is fetching it: (apt-get's Popen,
-        the job's id)."""
+    def start_slow_install_of_b(self, origin_path="/slow/", extra=()):
+        """`install --download-only dopt-test-b` (apt options `extra`) from
+        the slow origin at `origin_path`, in the background, once the agent
+        is fetching it: (apt-get's Popen, the job's id)."""
         self.start_agent()
-        self.use_origin_path("/slow/")
+        self.use_origin_path(origin_path)
         rc, out = self.apt("update")
         self.assertEqual(rc, 0, out)
-        argv, env = self.apt_command("install", "--download-only", "-y", "dopt-test-b")
+        argv, env = self.apt_command("install", "--download-only", "-y", "dopt-test-b", extra=extra)
         apt = subprocess.Popen(argv, env=env, cwd=self.tree.root, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.addCleanup(self.end_process, apt)
@@ -271,6 +275,61 @@ class AptThroughDopt(IntegrationTest):
                                 and j["state"] == "transferring" and j["bytes_transferred"] > 0],
                        30, what="the agent to be fetching dopt-test-b")[0]
         return apt, job["id"]
+
+    def test_apts_progress_bar_follows_a_deb_while_the_agent_fetches_it(self):
+        # apt counts a file's bytes only by the size of its partial file
+        # (apt/README.md, "apt's progress bar"); Debug::acquire::progress
+        # prints what apt computed at each pulse: "[PERCENT] Bytes: ...",
+        # with PERCENT = 0.8 x bytes% + 0.2 x files%, so while the one .deb
+        # downloads, 0 < PERCENT < 80 only when apt sees bytes arrive.
+        apt, _ = self.start_slow_install_of_b("/slower/", extra=["Debug::acquire::progress=true"])
+        partial = os.path.join(self.archives(), "partial", "dopt-test-b_1.0_all.deb")
+        size = os.path.getsize(self.debs["dopt-test-b_1.0_all.deb"])
+        seen = []  # apt's partial file while smaller than the .deb
+        while apt.poll() is None:
+            try:
+                st = os.lstat(partial)
+            except FileNotFoundError:
+                st = None
+            if st and st.st_size < size:
+                seen.append(st)
+            time.sleep(0.05)
+        out = apt.communicate(timeout=60)[0].decode(errors="replace")
+        self.assertEqual(apt.returncode, 0, out)
+        percents = [float(m) for m in re.findall(r"^\[\s*([0-9.]+)\] Bytes:", out, re.M)]
+        self.assertTrue([p for p in percents if 0 < p < 80], "apt showed no bytes of the .deb: %r" % percents)
+        self.assertTrue(seen)
+        # Dated 1970, so that apt's http never resumes it (the next test).
+        self.assertEqual([st.st_mtime for st in seen if st.st_mtime != 0], [])
+        self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),
+                           sha256_file(self.debs["dopt-test-b_1.0_all.deb"]))
+        self.assertFalse(os.path.exists(partial))
+
+    def test_apts_own_http_fetches_whole_a_deb_over_a_progress_file_a_killed_method_left(self):
+        apt, _ = self.start_slow_install_of_b()
+        partial = os.path.join(self.archives(), "partial", "dopt-test-b_1.0_all.deb")
+        wait_for(lambda: os.path.exists(partial) and os.path.getsize(partial) > 0, 30,
+                 what="the method's progress file")
+        for pid in method_processes(apt.pid):
+            os.kill(pid, signal.SIGKILL)
+        self.end_process(apt)
+        left = os.path.getsize(partial)
+        self.assertGreater(left, 0)
+        # No agent now: the method hands the file to apt's own http, which
+        # resumes partial files.
+        rc, out = self.apt("install", "--download-only", "-y", "dopt-test-b",
+                           socket_path=self.sb.path("no-agent.sock"))
+        self.assertEqual(rc, 0, out)
+        self.assertIn("does not answer", out)
+        self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),
+                           sha256_file(self.debs["dopt-test-b_1.0_all.deb"]))
+        # apt asked for the rest (Range, If-Range: the file's date) and the
+        # origin sent the whole file.
+        self.nginx.wait_log_complete()
+        deb = [e[:3] for e in self.nginx.log_entries() if e[4] == "/slow/pool/dopt-test-b_1.0_all.deb"
+               and e[2] != "-"]
+        self.assertEqual(deb, [(200, os.path.getsize(self.debs["dopt-test-b_1.0_all.deb"]),
+                                "bytes=%d-" % left)])
 
     def test_apt_killed_mid_transfer_leaves_no_job_behind(self):
         # The method sees the end of its stdin and cancels its jobs.

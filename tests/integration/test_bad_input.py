@@ -4,6 +4,7 @@ test sees an agent that has been fed all of the above."""
 
 import json
 import os
+import pwd
 import socket
 import struct
 import sys
@@ -11,6 +12,46 @@ import time
 import unittest
 
 from harness import IS_ROOT, MiB, Sandbox, build_dir, make_file, sha256_file, test_failed
+
+
+def raw_call(path, request):
+    """One request in a frame of its own after `hello` on a new connection
+    to `path` (docs/protocol.md); the reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        replies = []
+        for req in ({"op": "hello", "seq": 1, "protocol": 1}, request):
+            body = json.dumps(req).encode()
+            s.sendall(struct.pack(">I", len(body)) + body)
+            (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+            replies.append(json.loads(s.recv(n, socket.MSG_WAITALL)))
+        return replies[-1]
+
+
+def call_as(user, path, request):
+    """raw_call(path, request) from a child process running as `user` (a
+    passwd entry): the agent sees that user's uid on the socket."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test runner
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.write(w, json.dumps(raw_call(path, request)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise AssertionError("the request as %s failed (status %d)" % (user.pw_name, status))
+    return json.loads(out)
 
 
 class BadInput(unittest.TestCase):
@@ -186,6 +227,75 @@ class BadInput(unittest.TestCase):
         self.assertEqual(r["rc"], -4, r)
         self.assertIn("nests deeper", r["message"])
         self.assertEqual(call({"op": "cancel", "seq": 53, "job": jid})["rc"], 0)
+
+    def job_with_one_file(self, call, name):
+        """A suspended job with the file /ok.bin; its id."""
+        jid = call({"op": "create", "seq": 2, "display_name": name})["job"]["id"]
+        r = call({"op": "add_file", "seq": 3, "job": jid, "url": self.nginx.url("/ok.bin"),
+                  "local_path": self.out("ok.bin")})
+        self.assertEqual(r["rc"], 0, r)
+        return jid
+
+    def test_set_file_size_refuses_bad_members_and_keeps_the_job_as_it_was(self):
+        # docs/protocol.md: `set` ... `file_size` ({`index`, `size`}).
+        call = self.raw_session()
+        jid = self.job_with_one_file(call, "file_size")
+        invalid_arg = -1
+        bad = [  # (file_size, what the message names)
+            (2 * MiB, "bad field"),
+            ([0, 2 * MiB], "bad field"),
+            ({"size": 2 * MiB}, "index"),
+            ({"index": 0}, "size"),
+            ({}, "index"),
+            ({"index": "0", "size": 2 * MiB}, "index must be an integer"),
+            ({"index": None, "size": 2 * MiB}, "index must be an integer"),
+            ({"index": 0.5, "size": 2 * MiB}, "index must be an integer"),
+            ({"index": 0, "size": str(2 * MiB)}, "size must be an integer"),
+            ({"index": 0, "size": True}, "size must be an integer"),
+            ({"index": 0, "size": 2.5}, "size must be an integer"),
+            ({"index": 0, "size": -1}, "size must be an integer"),
+            ({"index": 0, "size": 2 ** 63}, "size must be an integer"),
+            ({"index": 0, "size": 2 ** 64 - 1}, "size must be an integer"),
+            ({"index": 0, "size": 1e300}, "size must be an integer"),
+            ({"index": 1, "size": 2 * MiB}, "no file number 1"),
+            ({"index": -1, "size": 2 * MiB}, "no file number -1"),
+            ({"index": 2 ** 40, "size": 2 * MiB}, "index must be an integer"),
+        ]
+        for seq, (member, named) in enumerate(bad, start=10):
+            # With a good priority beside it: a refused request changes nothing.
+            r = call({"op": "set", "seq": seq, "job": jid, "priority": 3, "file_size": member})
+            self.assertEqual((r["seq"], r["rc"]), (seq, invalid_arg), "%r -> %r" % (member, r))
+            self.assertIn(named, r.get("message", ""), member)
+        job = call({"op": "status", "seq": 40, "job": jid})["job"]
+        self.assertEqual(job["priority"], 2, job)  # normal, as created
+        self.assertEqual(job["files"][0]["bytes_total"], -1, job)
+        # The job still takes a good size and delivers the file.
+        self.assertEqual(call({"op": "set", "seq": 41, "job": jid,
+                               "file_size": {"index": 0, "size": 2 * MiB}})["rc"], 0)
+        self.assertEqual(call({"op": "status", "seq": 42, "job": jid})["job"]["files"][0]["bytes_total"],
+                         2 * MiB)
+        self.assertEqual(call({"op": "resume", "seq": 43, "job": jid})["rc"], 0)
+        self.agent.wait_state(jid, "transferred", timeout=60)
+        self.assertEqual(call({"op": "complete", "seq": 44, "job": jid})["rc"], 0)
+        self.assertEqual(sha256_file(self.out("ok.bin")), self.sha)
+
+    def test_set_file_size_on_another_users_job_is_no_such_job(self):
+        if not IS_ROOT:
+            self.skipTest("another user (nobody) must reach root's agent: run as root")
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("needs the account 'nobody'")
+        call = self.raw_session()
+        jid = self.job_with_one_file(call, "root's file_size")
+        os.chmod(self.sb.dir, 0o755)  # nobody walks to the socket
+        r = call_as(nobody, self.agent.socket, {"op": "set", "seq": 2, "job": jid,
+                                                "file_size": {"index": 0, "size": 1}})
+        self.assertEqual(r["rc"], -6, r)  # DOPT_E_NOT_FOUND, as for a job that does not exist
+        self.assertEqual(r["message"], "no job " + jid)
+        job = call({"op": "status", "seq": 4, "job": jid})["job"]
+        self.assertEqual(job["files"][0]["bytes_total"], -1, job)
+        self.assertEqual(call({"op": "cancel", "seq": 5, "job": jid})["rc"], 0)
 
     def test_requests_sent_just_before_the_client_closes_are_carried_out(self):
         call = self.raw_session()

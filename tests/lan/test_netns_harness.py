@@ -7,8 +7,6 @@ Needs root; skips otherwise. Run: python3 -m unittest -v test_netns_harness
 """
 
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -60,41 +58,6 @@ TCP_CLIENT = r"""
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 print(c.recv(100).decode())
-"""
-
-# Counts the LSD-group datagrams that arrive before a unicast "END" on the
-# same port: the sender's multicast went out before its END, so a
-# multicast datagram that was going to cross the router would be here first.
-MCAST_COUNTER = r"""
-import socket, struct, sys
-group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local)))
-print("READY", flush=True)
-s.settimeout(20)
-n = 0
-while True:
-    data, addr = s.recvfrom(4096)
-    if data == b"END":
-        break
-    n += 1
-print("MULTICAST %d" % n, flush=True)
-"""
-
-# Sends `count` LSD-group datagrams, then "END" to each address given.
-MCAST_THEN_END = r"""
-import socket, sys, time
-group, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-for _ in range(count):
-    s.sendto(b"BT-SEARCH", (group, port))
-    time.sleep(0.02)
-time.sleep(0.2)
-for addr in sys.argv[4:]:
-    s.sendto(b"END", (addr, port))
 """
 
 SIGTERMED_RUN = r"""
@@ -211,72 +174,6 @@ class Multicast(LanTestCase):
             self.assertEqual(p.returncode, 0, "%s got nothing: %s" % (h.name, err))
             self.assertEqual(out.strip(), "GOT %s %s" % (self.lan.hosts[0].ip, msg))
         sender.wait(30)
-
-
-class RoutedSubnets(unittest.TestCase):
-    """Lan(subnets=2): two bridges joined by a router namespace (one Lan
-    for the class: a routed one takes seconds to build on a loaded machine)."""
-
-    @classmethod
-    def setUpClass(cls):
-        netns.require()
-        cls.lan = Lan(hosts=2, subnets=2, origin_rate="100mbit", lan_rate="1gbit")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.lan.teardown()
-
-    def test_http_crosses_the_router_and_lsd_multicast_does_not(self):
-        lan = self.lan
-        self.assertEqual([(h.name, h.ip, h.subnet) for h in lan.hosts],
-                         [("h1", "10.77.0.11", 0), ("h2", "10.77.0.12", 0),
-                          ("h3", "10.77.1.11", 1), ("h4", "10.77.1.12", 1)])
-        make_file(os.path.join(lan.docroot, "f.bin"), 2 * MiB)
-        origin = lan.start_origin()
-        routed0 = lan.routed_bytes()
-        out = os.path.join(lan.dir, "f.h3")
-        lan.check_output(3, ["curl", "-sS", "--fail", "-o", out, lan.origin_url("f.bin")])
-        self.assertEqual(os.path.getsize(out), 2 * MiB)
-        self.assertEqual(origin.bytes_by_client("/f.bin"), {"10.77.1.11": 2 * MiB})
-        self.assertGreater(lan.routed_bytes()[1] - routed0[1], 2 * MiB,
-                           "the file did not cross the router into subnet 1")
-        self.assertEqual(lan.call(1, ["ip", "route", "get", "192.0.2.1"]).returncode, 2,
-                         "a route out of 10.77.0.0/16")
-
-        counters = {}
-        for h in lan.hosts[1:]:
-            p = lan.run(h, [sys.executable, "-c", MCAST_COUNTER, netns.LSD_GROUP,
-                            str(netns.LSD_PORT), h.ip],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            self.assertEqual(p.stdout.readline().strip(), "READY")
-            counters[h.name] = p
-        lan.run(1, [sys.executable, "-c", MCAST_THEN_END, netns.LSD_GROUP, str(netns.LSD_PORT),
-                    "20"] + [h.ip for h in lan.hosts[1:]])
-        got = {name: p.communicate(timeout=30)[0].strip() for name, p in counters.items()}
-        self.assertEqual(got, {"h2": "MULTICAST 20", "h3": "MULTICAST 0", "h4": "MULTICAST 0"})
-
-    def test_opentracker_answers_every_subnet_for_whitelisted_hashes_only(self):
-        tracker = self.lan.start_tracker(["ab" * 20])
-        self.assertEqual(tracker.http_url, "http://10.77.0.2:6969/announce")
-        self.assertEqual(self.lan.tracker_host.subnet, 0)
-
-        def announce(host, info_hash):
-            """The tracker's answer (bytes: compact peers are binary)."""
-            from urllib.parse import quote
-            url = ("%s?info_hash=%s&peer_id=-XX0000-%s&port=7881&uploaded=0"
-                   "&downloaded=0&left=1&compact=1" % (tracker.http_url,
-                                                       quote(bytes.fromhex(info_hash)),
-                                                       host.name.ljust(12, "x")))
-            return subprocess.run(["ip", "netns", "exec", host.ns, "curl", "-sS", "--max-time",
-                                   "5", url], capture_output=True, check=True).stdout
-
-        h1, h3 = self.lan.host(1), self.lan.host(3)
-        self.assertIn(b"peers", announce(h1, "ab" * 20))
-        self.assertIn(socket.inet_aton(h1.ip) + struct.pack(">H", 7881), announce(h3, "ab" * 20))
-        self.assertIn(b"not authorized", announce(h3, "cd" * 20))
-        tracker.allow("cd" * 20)
-        self.assertIn(b"peers", announce(h3, "cd" * 20))
-        tracker.stop()
 
 
 class RoutedTeardown(unittest.TestCase):

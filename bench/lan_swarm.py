@@ -479,7 +479,7 @@ class Swarm:
     def _run_dopt_tracker(self, dirs, res):
         if not self.tracker:
             raise MethodFailed("dopt-tracker needs --subnets (the tracker lives there)")
-        self._run_dopt(dirs, res, peers=(), extra_config=trackers_toml(self.tracker.http_url))
+        self._run_dopt(dirs, res, peers=(), extra_config=trackers_toml(self.tracker.http_url()))
 
     def _run_dopt_tracker_down(self, dirs, res):
         self._run_dopt(dirs, res, peers=(), extra_config=trackers_toml(TRACKER_DOWN_URL))

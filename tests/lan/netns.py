@@ -97,6 +97,21 @@ IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
 TC = "/usr/sbin/tc" if os.path.exists("/usr/sbin/tc") else "tc"
 NGINX = "/usr/sbin/nginx"
 
+# The start of a Python script for a namespace (argv: group port
+# local_address): `s`, a UDP socket bound to the port that has joined the
+# group on that address (20 s receive timeout); prints "READY" once it has.
+MCAST_MEMBER = r"""
+import socket, struct, sys
+group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local)))
+print("READY", flush=True)
+s.settimeout(20)
+"""
+
 make_file = harness.make_file
 sha256_file = harness.sha256_file
 tail = harness.tail
@@ -437,49 +452,24 @@ class Origin:
         return {h.name: by_ip.get(h.ip, 0) for h in self.lan.hosts}
 
 
-class Tracker:
-    """opentracker in a namespace of its own at 10.77.0.2 (subnet 0),
-    HTTP and UDP on `port`; its files (whitelist, output) in <dir>/tracker/.
-    Debian builds opentracker with a whitelist (WANT_ACCESSLIST_WHITE): it
-    answers only for the info-hashes given to allow() and says "not
-    authorized" for any other. It runs as `nobody`, chrooted into its dir."""
+class Tracker(harness.Opentracker):
+    """harness.Opentracker run inside a namespace of its own at 10.77.0.2
+    (subnet 0), HTTP and UDP on `port`; its files in <dir>/tracker/. Only
+    the info-hashes given to allow() are answered ("not authorized" for
+    any other: Debian's build keeps a whitelist)."""
 
     def __init__(self, lan, host, port=TRACKER_PORT):
+        super().__init__(host.dir, ip=host.ip)
         self.lan = lan
         self.host = host
         self.port = port
-        self.dir = host.dir
-        os.chmod(self.dir, 0o755)              # the chroot, read as nobody
-        self.whitelist = os.path.join(self.dir, "whitelist")
-        self.output = os.path.join(self.dir, "opentracker.out")
-        self.allowed = set()
-        self.proc = None
-        self._write_whitelist()
-
-    @property
-    def http_url(self):
-        return "http://%s:%d/announce" % (self.host.ip, self.port)
-
-    @property
-    def udp_url(self):
-        return "udp://%s:%d" % (self.host.ip, self.port)
-
-    def _write_whitelist(self):
-        tmp = self.whitelist + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("".join(h + "\n" for h in sorted(self.allowed)))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.whitelist)
 
     def allow(self, *info_hashes, timeout=10):
-        """Adds info-hashes (40 hex digits or 20 bytes) to the whitelist; a
-        running tracker rereads it (SIGHUP), and this waits until it
-        answers for them."""
-        new = {h.hex() if isinstance(h, bytes) else h.lower() for h in info_hashes}
-        self.allowed |= new
-        self._write_whitelist()
+        """Adds info-hashes (40 hex digits or 20 bytes); a running tracker
+        rereads its whitelist, and this waits until it answers for them."""
+        new = [h.hex() if isinstance(h, bytes) else h.lower() for h in info_hashes]
+        super().allow(new)
         if self.running():
-            self.proc.send_signal(signal.SIGHUP)
             for h in new:
                 wait_for(lambda: self._authorized(h), timeout, interval=0.05,
                          what="opentracker answering for %s" % h)
@@ -489,9 +479,9 @@ class Tracker:
         """The tracker's answer to an announce of the info-hash by a probe
         peer (the tracker's own address, port 1), or None."""
         from urllib.parse import quote
-        url = ("http://%s:%d/announce?info_hash=%s&peer_id=-DT0000-probeprobepr&port=1"
-               "&uploaded=0&downloaded=0&left=0&numwant=0&compact=1&event=%s"
-               % (self.host.ip, self.port, quote(bytes.fromhex(info_hash_hex)), event))
+        url = ("%s?info_hash=%s&peer_id=-DT0000-probeprobepr&port=1&uploaded=0&downloaded=0"
+               "&left=0&numwant=0&compact=1&event=%s"
+               % (self.http_url(), quote(bytes.fromhex(info_hash_hex)), event))
         p = self.lan.call(self.host, ["curl", "-s", "--max-time", "2", url], timeout=10)
         return p.stdout if p.returncode == 0 and p.stdout else None
 
@@ -505,30 +495,22 @@ class Tracker:
         return answer is not None and "failure reason" not in answer
 
     def start(self, timeout=10):
-        with open(self.output, "ab") as out:
-            self.proc = self.lan.run(self.host, [OPENTRACKER, "-i", self.host.ip,
-                                                 "-p", self.port, "-P", self.port,
-                                                 "-d", self.dir, "-w", "whitelist"],
+        with open(self.log, "ab") as out:
+            self.proc = self.lan.run(self.host, [OPENTRACKER, "-i", self.ip, "-p", self.port,
+                                                 "-P", self.port, "-d", self.dir,
+                                                 "-w", os.path.basename(self.whitelist),
+                                                 "-A", self.ip],
                                      stdout=out, stderr=out)
         wait_for(lambda: self.proc.poll() is not None or
                  self._announce("00" * 20, "stopped") is not None, timeout, interval=0.05,
-                 what="opentracker answering on %s" % self.http_url)
+                 what="opentracker answering on %s" % self.http_url())
         if self.proc.poll() is not None:
             raise RuntimeError("opentracker exited with %s:\n%s" % (self.proc.returncode,
-                                                                   tail(self.output)))
+                                                                   tail(self.log)))
         return self
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.running():
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def metainfo_info_hashes(torrent_path):
@@ -992,7 +974,7 @@ class Lan:
                 parts.append("---- origin: tail of %s ----\n%s" % (c.error_log,
                                                                   tail(c.error_log, 20)))
             elif isinstance(c, Tracker):
-                parts.append("---- tracker: tail of %s ----\n%s" % (c.output, tail(c.output, 20)))
+                parts.append("---- tracker: tail of %s ----\n%s" % (c.log, tail(c.log, 20)))
         return "\n".join(parts)
 
 
@@ -1112,7 +1094,7 @@ def _main(argv):
             print("LAN %s: docroot %s, origin %s" % (lan.id, lan.docroot, lan.origin_url()))
             if a.subnets > 1:
                 t = lan.start_tracker()
-                print("tracker %s (whitelist %s; SIGHUP rereads it)" % (t.http_url, t.whitelist))
+                print("tracker %s (whitelist %s; SIGHUP rereads it)" % (t.http_url(), t.whitelist))
             for h in [lan.origin] + lan.hosts + ([lan.tracker_host] if lan.tracker_host else []):
                 print("  %-6s %-12s ip netns exec %s bash" % (h.name, h.ip, h.ns))
             print("Ctrl-C tears it down.")

@@ -15,16 +15,7 @@ import unittest
 import netns
 from netns import MiB, Lan, LanTestCase, make_file, sha256_file
 
-MCAST_RECEIVER = r"""
-import socket, struct, sys
-group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local)))
-print("READY", flush=True)
-s.settimeout(15)
+MCAST_RECEIVER = netns.MCAST_MEMBER + r"""
 while True:
     data, addr = s.recvfrom(4096)
     if addr[0] != local:           # not our own loopback copy

@@ -52,22 +52,6 @@ for addr in sys.argv[4:]:
     s.sendto(b"END", (addr, port))
 """
 
-# A "tracker" that answers every request with bytes that are no bencoding.
-GARBAGE_TRACKER = r"""
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"\x00garbage, not bencoding\xff" * 10
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"""
-
-
 def trackers_toml(*urls):
     return "[p2p]\ntrackers = [%s]\n" % ", ".join('"%s"' % u for u in urls)
 
@@ -211,18 +195,19 @@ class RoutedSubnets(unittest.TestCase):
         answers garbage: h3 fetches from the origin, h4 (same subnet) then
         takes >= 95 % from h3 through LSD, and both files are right."""
         sha = self.content("down.bin")
-        garbage_port = netns.TRACKER_PORT + 1
-        garbage = self.lan.run(self.lan.tracker_host, [sys.executable, "-c", GARBAGE_TRACKER,
-                                                       netns.TRACKER_IP, str(garbage_port)])
-        self.addCleanup(garbage.kill)
-        url = "http://%s:%d/announce" % (netns.TRACKER_IP, garbage_port)
-        harness.wait_for(lambda: self.lan.call(3, ["curl", "-s", "-o", "/dev/null", url]).returncode == 0,
-                         10, what="the garbage tracker answering")
-        broken = trackers_toml("http://%s:%d/announce" % (netns.TRACKER_IP, netns.TRACKER_PORT + 2),
-                               url)
+        # The origin's nginx serves garbage as a "tracker": a 200 whose body
+        # is no bencoding, whatever the query.
+        with open(os.path.join(self.lan.docroot, "garbage-announce"), "wb") as f:
+            f.write(b"\x00garbage, not bencoding\xff" * 10)
+        down = "http://%s:%d/announce" % (netns.TRACKER_IP, netns.TRACKER_PORT + 2)
+        garbage = self.lan.origin_url("garbage-announce")
+        broken = trackers_toml(down, garbage)
         a3 = self.agent(3, broken)
         self.get(a3, "down.bin")
         a3.wait_seeding()
+        for url in (down, garbage):
+            harness.wait_for(lambda: "tracker %s: announce failed" % url in a3.log_text(), 10,
+                             what="h3 saying that %s failed" % url)
         a4 = self.agent(4, broken)
         j4, origin_to_h4 = self.get(a4, "down.bin")
         for a in (a3, a4):

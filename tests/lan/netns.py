@@ -456,7 +456,8 @@ class Tracker(harness.Opentracker):
     """harness.Opentracker run inside a namespace of its own at 10.77.0.2
     (subnet 0), HTTP and UDP on `port`; its files in <dir>/tracker/. Only
     the info-hashes given to allow() are answered ("not authorized" for
-    any other: Debian's build keeps a whitelist)."""
+    any other: Debian's build keeps a whitelist). Its stats page
+    (top_hashes) is out of reach: the root namespace has no route to it."""
 
     def __init__(self, lan, host, port=TRACKER_PORT):
         super().__init__(host.dir, ip=host.ip)

@@ -189,6 +189,57 @@ bool parse_cidr(const std::string& s) {
     return false;
 }
 
+// The parts of a tracker URL "scheme://[userinfo@]host[:port][/path][?query]".
+struct TrackerUrl {
+    std::string scheme;
+    std::string userinfo;  // with its '@'; "" when none
+    std::string host;      // "[v6]" kept in brackets
+    std::string port;      // digits; "" when none
+    std::string rest;      // path (and query, fragment), from the first '/', '?' or '#'
+};
+
+TrackerUrl split_tracker_url(const std::string& url) {
+    TrackerUrl u;
+    const std::size_t sep = url.find("://");
+    if (sep == std::string::npos) return u;
+    u.scheme = url.substr(0, sep);
+    const std::size_t start = sep + 3;
+    std::size_t end = url.find_first_of("/?#", start);
+    if (end == std::string::npos) end = url.size();
+    std::string authority = url.substr(start, end - start);
+    u.rest = url.substr(end);
+    const std::size_t at = authority.rfind('@');
+    if (at != std::string::npos) {
+        u.userinfo = authority.substr(0, at + 1);
+        authority.erase(0, at + 1);
+    }
+    const std::size_t colon = authority.rfind(':');
+    const std::size_t bracket = authority.rfind(']');
+    if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+        u.port = authority.substr(colon + 1);
+        authority.erase(colon);
+    }
+    u.host = authority;
+    return u;
+}
+
+// Why `url` cannot be a tracker ("" when it can): http, https or udp, a
+// host, a port from 1 to 65535 (udp needs one), printable ASCII only.
+std::string tracker_url_problem(const std::string& url) {
+    for (unsigned char ch : url)
+        if (ch <= ' ' || ch >= 0x7f) return "has a space, control or non-ASCII character";
+    const TrackerUrl u = split_tracker_url(url);
+    if (u.scheme != "http" && u.scheme != "https" && u.scheme != "udp")
+        return "is not an http://, https:// or udp:// URL";
+    if (u.host.empty() || u.host == "[]") return "has no host";
+    if (u.port.empty() && u.scheme == "udp") return "has no port (udp trackers have no default)";
+    if (!u.port.empty() && (u.port.size() > 5 || u.port.find_first_not_of("0123456789") != std::string::npos ||
+                            std::stol(u.port) < 1 || std::stol(u.port) > 65535))
+        return "has no port from 1 to 65535";
+    if (url.size() > 2048) return "is longer than 2048 bytes";
+    return "";
+}
+
 // Walks the parsed document, fills a Config and reports problems with the
 // file name and the line of the offending node.
 class ConfigReader {
@@ -296,6 +347,7 @@ private:
             else if (k == "p2p.lan_discovery") c.lan_discovery = boolean(node, k);
             else if (k == "p2p.peers") c.peers = peer_list(node, k);
             else if (k == "p2p.allowed_networks") c.allowed_networks = cidr_list(node, k);
+            else if (k == "p2p.trackers") c.trackers = tracker_list(node, k);
             else if (k == "p2p.metainfo_probe") c.metainfo_probe = boolean(node, k);
             else if (k == "p2p.metainfo_suffix") c.metainfo_suffix = url_suffix(node, k);
             else if (k == "p2p.origin_requests") c.origin_requests = integer<int>(node, k, 1, 64);
@@ -517,6 +569,23 @@ private:
         return out;
     }
 
+    // Announce URLs; an error names the entry redacted (a passkey in it is
+    // a secret: the message may go to a log).
+    std::vector<std::string> tracker_list(const toml::node& n, const std::string& name) const {
+        const std::string what = "tracker URLs (\"http://host:port/announce\", \"udp://host:port\")";
+        std::vector<std::string> out;
+        for (const toml::node& e : array(n, name, what)) {
+            const std::string& s = string(e, name, "an array of " + what);
+            const std::string problem = tracker_url_problem(s);
+            if (!problem.empty())
+                fail(e, name + " entry \"" + redacted_tracker(s) + "\" " + problem);
+            if (out.size() == kMaxTrackers)
+                fail(e, name + " may list at most " + std::to_string(kMaxTrackers) + " trackers");
+            out.push_back(s);
+        }
+        return out;
+    }
+
     const std::string& file_;
     std::vector<std::string>& warnings_;
     std::vector<std::pair<toml::source_index, std::string>> unknown_;  // (line, warning)
@@ -557,6 +626,18 @@ std::optional<ListenInterface> listen_interface(const std::string& listen) {
     const int p = std::stoi(port);
     if (p < 1 || p > 65535) return std::nullopt;
     return ListenInterface{name, p};
+}
+
+std::string redacted_tracker(const std::string& url) {
+    const TrackerUrl u = split_tracker_url(url);
+    if (u.scheme.empty()) return u.userinfo.empty() && url.find_first_of("@?") == std::string::npos
+                                     ? url : "[redacted]";
+    std::string out = u.scheme + "://" + (u.userinfo.empty() ? "" : "[redacted]@") + u.host +
+                      (u.port.empty() ? "" : ":" + u.port);
+    const std::size_t query = u.rest.find_first_of("?#");
+    out += u.rest.substr(0, query);
+    if (query != std::string::npos) out += "?[redacted]";
+    return out;
 }
 
 std::string drop_in_dir(const std::string& path) { return path + ".d"; }

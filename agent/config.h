@@ -74,6 +74,10 @@ struct Config {
     bool lan_discovery = true;
     std::vector<std::string> peers;      // static "addr:port"
     std::vector<std::string> allowed_networks;  // CIDRs; empty = listen subnets
+    // Tracker announce URLs (http, https, udp) every torrent is announced
+    // to; empty: none. A URL's user info or query may hold a passkey
+    // (redacted_tracker()).
+    std::vector<std::string> trackers;
     bool metainfo_probe = true;          // look for URL + metainfo_suffix beside the content
     std::string metainfo_suffix = ".torrent";
     int origin_requests = 4;             // piece requests to the origin at once, per file, this agent
@@ -113,6 +117,12 @@ struct ListenInterface {
 // The interface and port of a listen value of that form; nullopt for an
 // address form ("a.b.c.d:port", "[v6]:port") or a malformed value.
 std::optional<ListenInterface> listen_interface(const std::string& listen);
+
+// At most this many [p2p] trackers.
+inline constexpr std::size_t kMaxTrackers = 8;
+// A tracker URL as logs and --check-config show it: user info and query
+// (where passkeys go) replaced by "[redacted]".
+std::string redacted_tracker(const std::string& url);
 
 // Built-in defaults. As root: /var/lib/dopt, /var/cache/dopt,
 // /run/dopt/doptd.sock. As a user: $XDG_STATE_HOME/dopt (~/.local/state/dopt),

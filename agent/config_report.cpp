@@ -47,6 +47,13 @@ std::string without_proxy_credentials(const std::string& proxy) {
     return proxy.substr(0, start) + "[redacted]" + proxy.substr(at);
 }
 
+// A passkey in a tracker's user info or query is not printed.
+std::vector<std::string> redacted_trackers(const std::vector<std::string>& trackers) {
+    std::vector<std::string> out;
+    for (const auto& t : trackers) out.push_back(redacted_tracker(t));
+    return out;
+}
+
 std::string boolean(bool b) { return b ? "true" : "false"; }
 
 template <typename T>
@@ -89,6 +96,7 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"p2p.lan_discovery", boolean(c.lan_discovery)},
         {"p2p.peers", quoted_list(c.peers)},
         {"p2p.allowed_networks", quoted_list(c.allowed_networks)},
+        {"p2p.trackers", quoted_list(redacted_trackers(c.trackers))},
         {"p2p.metainfo_probe", boolean(c.metainfo_probe)},
         {"p2p.metainfo_suffix", quoted(c.metainfo_suffix)},
         {"p2p.origin_requests", number(c.origin_requests)},

@@ -783,3 +783,69 @@ TEST_CASE("effective settings name every key once, with its value and origin", "
         CHECK(loaded[i].origin == file + ":" + std::to_string(i + 1));
     }
 }
+
+TEST_CASE("trackers load; a bad or extra one is an error naming its line, a passkey redacted",
+          "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", R"([p2p]
+trackers = [
+  "http://tracker.lan:6969/announce",
+  "udp://10.0.0.5:6969",
+  "https://[fd00::5]/announce?passkey=s3cret",
+]
+)");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.trackers == std::vector<std::string>{"http://tracker.lan:6969/announce", "udp://10.0.0.5:6969",
+                                                 "https://[fd00::5]/announce?passkey=s3cret"});
+    CHECK(c.origins.at("p2p.trackers") == file + ":2");
+
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"ftp://tracker.lan/announce", "is not an http://, https:// or udp:// URL"},
+        {"tracker.lan:6969", "is not an http://, https:// or udp:// URL"},
+        {"http:///announce", "has no host"},
+        {"http://u:s3cret@:80/announce", "has no host"},
+        {"udp://tracker.lan/announce", "has no port"},
+        {"http://tracker.lan:0/announce", "has no port from 1 to 65535"},
+        {"http://tracker.lan:99999/announce", "has no port from 1 to 65535"},
+        {"http://tracker.lan/ann ounce", "has a space"},
+    };
+    for (const auto& [url, why] : bad) {
+        INFO(url);
+        const std::string error = load_error(dir, "[p2p]\ntrackers = [\n  \"http://ok.lan/announce\",\n  \"" +
+                                                      url + "\",\n]\n");
+        CHECK_THAT(error, Catch::Contains(":4: p2p.trackers entry") && Catch::Contains(why));
+        CHECK_THAT(error, !Catch::Contains("s3cret"));
+    }
+    CHECK_THAT(load_error(dir, "[p2p]\ntrackers = \"http://t.lan/announce\"\n"),
+               Catch::Contains(":2: p2p.trackers must be an array"));
+    std::string many = "[p2p]\ntrackers = [\n";
+    for (std::size_t i = 0; i <= dopt::agent::kMaxTrackers; ++i)
+        many += "  \"http://t" + std::to_string(i) + ".lan/announce\",\n";
+    CHECK_THAT(load_error(dir, many + "]\n"),
+               Catch::Contains(":" + std::to_string(3 + dopt::agent::kMaxTrackers) +
+                               ": p2p.trackers may list at most 8 trackers"));
+}
+
+TEST_CASE("effective settings never show a tracker's user info or query", "[config]") {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"http://fleet:s3cret@tracker.lan:6969/announce", "http://[redacted]@tracker.lan:6969/announce"},
+        {"https://tracker.lan/announce?passkey=s3cret", "https://tracker.lan/announce?[redacted]"},
+        {"udp://[fd00::5]:6969/announce#s3cret", "udp://[fd00::5]:6969/announce?[redacted]"},
+        {"http://tracker.lan:6969/announce", "http://tracker.lan:6969/announce"},
+    };
+    for (const auto& [url, shown] : cases) {
+        INFO(url);
+        CHECK(dopt::agent::redacted_tracker(url) == shown);
+        Config c = default_config();
+        c.trackers = {url};
+        bool found = false;
+        for (const auto& s : dopt::agent::effective_settings(c)) {
+            if (s.key != "p2p.trackers") continue;
+            CHECK(s.value == "[\"" + shown + "\"]");
+            found = true;
+        }
+        CHECK(found);
+    }
+}

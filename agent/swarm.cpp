@@ -1187,6 +1187,19 @@ void Swarms::log_peer_event(const p2p::TorrentEvent& e) {
     case Kind::ListenFailed:
         LOG_ERROR("peering: cannot listen on %s: %s", listen_now_.c_str(), e.message.c_str());
         break;
+    case Kind::TrackerFailed:
+        // Once per tracker until it answers again: every torrent announces
+        // to it, and it is retried with backoff.
+        if (trackers_failing_.insert(e.tracker).second)
+            LOG_WARN("tracker %s: announce failed: %s; peers only from the others, LSD and static peers "
+                     "until it answers",
+                     redacted_tracker(e.tracker).c_str(), e.message.c_str());
+        break;
+    case Kind::TrackerReplied:
+        if (trackers_failing_.erase(e.tracker) > 0)
+            LOG_INFO("tracker %s answers again", redacted_tracker(e.tracker).c_str());
+        LOG_DEBUG("tracker %s: %d peer(s)", redacted_tracker(e.tracker).c_str(), e.code);
+        break;
     default:
         break;
     }

@@ -323,6 +323,9 @@ private:
     // the endpoint the session listens on ("" nowhere).
     std::unique_ptr<InterfaceAddressWatch> listen_watch_;
     std::string listen_now_;
+    // [p2p] trackers whose last announce failed, warned about once until
+    // one answers again (log_peer_event).
+    std::set<std::string> trackers_failing_;
     std::int64_t next_swarm_tick_ms_ = 0;
     // A job left unfinished content (suspend, error): evict_cache() on the
     // next pass of handle_peer_events, not inside the caller's loops.

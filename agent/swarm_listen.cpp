@@ -28,9 +28,9 @@ void Swarms::start_session() {
                  listen_watch_->name().c_str());
         return;
     }
-    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers, node id %016llx)",
+    LOG_INFO("peering on %s (LAN discovery %s, %zu static peers, %zu trackers, node id %016llx)",
              listen_now_.c_str(), config_.lan_discovery ? "on" : "off", config_.peers.size(),
-             static_cast<unsigned long long>(peers_->id()));
+             config_.trackers.size(), static_cast<unsigned long long>(peers_->id()));
 }
 
 // [p2p] as the session takes it. Paused (no listen endpoint because peering
@@ -46,6 +46,7 @@ p2p::SessionSettings Swarms::session_settings() const {
     s.lan_discovery = config_.lan_discovery;
     s.peers = config_.peers;
     s.allowed_networks = config_.allowed_networks;
+    s.trackers = config_.trackers;
     s.upload_rate_limit = config_.max_upload_rate;
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;
@@ -130,9 +131,10 @@ void Swarms::reconfigure() {
                  : config_.p2p_listen.empty() ? "no [p2p] listen"
                  : "its interface has no address");
     else
-        LOG_INFO("SIGHUP: peering on %s (LAN discovery %s, %zu static peers, %zu allowed networks)",
+        LOG_INFO("SIGHUP: peering on %s (LAN discovery %s, %zu static peers, %zu allowed networks, "
+                 "%zu trackers)",
                  listen_now_.c_str(), config_.lan_discovery ? "on" : "off", config_.peers.size(),
-                 config_.allowed_networks.size());
+                 config_.allowed_networks.size(), config_.trackers.size());
 }
 
 }  // namespace dopt::agent

@@ -14,6 +14,13 @@ server of upload U to N clients of upload and download C:
 
     T_min = max(S/U, S/C, N*S/(U + N*C))
 
+With --subnets K the workstations sit on K routed subnets of --clients
+each (tests/lan/netns.py: a router without multicast routing, the origin
+and opentracker in subnet 0), and the methods are curl, dopt with LSD only
+(dopt-lsd), dopt with LSD and the tracker (dopt-tracker), and dopt with LSD
+and a tracker nobody listens on (dopt-tracker-down); each run also counts
+the bytes that crossed the router.
+
 Python 3 standard library only; the LAN comes from tests/lan/netns.py.
 """
 
@@ -46,6 +53,11 @@ STARTS = ("together", "staggered")
 # Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
 # baseline of "one client is no slower through the swarm".
 EXTRA_METHODS = ("dopt-http",)
+# Routed subnets (--subnets K): dopt without static peers, finding peers by
+# LSD only, by LSD and the tracker, and by LSD and a tracker that is down
+# (a URL where nothing listens: connections refused).
+SUBNET_METHODS = ("curl", "dopt-lsd", "dopt-tracker", "dopt-tracker-down")
+TRACKER_DOWN_URL = "http://%s:%d/announce" % (netns.TRACKER_IP, netns.TRACKER_PORT + 1)
 # With --baseline-build DIR: dopt built in DIR (another commit), run in the
 # same rounds as "dopt" (and "dopt-sha256") so a change's before and after
 # share one run.
@@ -179,15 +191,16 @@ class EgressTimeline:
 
 
 class Swarm:
-    """One LAN of N workstations with the file and its metainfo on the
-    origin; runs one method at a time on it."""
+    """One LAN of N workstations (or --subnets K routed subnets of N each)
+    with the file and its metainfo on the origin; runs one method at a time
+    on it."""
 
     def __init__(self, args, n):
         self.args = args
-        self.n = n
+        self.n = n * args.subnets          # every workstation, all subnets
         self.size = args.size * MiB
         self.lan = netns.Lan(hosts=n, origin_rate=args.origin_rate, lan_rate=args.lan_rate,
-                             workdir=args.work_dir, keep=args.keep)
+                             workdir=args.work_dir, keep=args.keep, subnets=args.subnets)
         self.path = os.path.join(self.lan.docroot, FILE_NAME)
         log("lan-swarm: N=%d: writing %d MiB of random bytes" % (n, args.size))
         self.sha = netns.make_file(self.path, self.size)
@@ -202,13 +215,17 @@ class Swarm:
         os.link(self.path, os.path.join(self.lan.docroot, PLAIN_DIR, FILE_NAME))
         self.plain_url = self.lan.origin_url(PLAIN_DIR + "/" + FILE_NAME)
         self.origin = self.lan.start_origin()
+        self.tracker = None
+        if args.subnets > 1 or "dopt-tracker" in args.methods:
+            self.tracker = self.lan.start_tracker(netns.metainfo_info_hashes(self.torrent))
         # Read the file once so every run finds it in the page cache.
         netns.sha256_file(self.path)
         U = netns.parse_rate(args.origin_rate)
         C = netns.parse_rate(args.lan_rate)
         S = self.size * 8.0
-        self.t_min = max(S / U, S / C, n * S / (U + n * C))
-        self.timeout = args.timeout or (60 + 2.5 * n * S / U)
+        N = self.n
+        self.t_min = max(S / U, S / C, N * S / (U + N * C))
+        self.timeout = args.timeout or (60 + 2.5 * N * S / U)
         self.hook = os.path.join(self.lan.dir, "aria2-done.sh")
         with open(self.hook, "w") as f:
             f.write(ARIA2_HOOK)
@@ -223,11 +240,12 @@ class Swarm:
         """Runs `method` once; returns the result dict (ok False with an
         error when the method failed)."""
         res = {"bench": "lan-swarm", "time": datetime.datetime.now().isoformat(timespec="seconds"),
-               "method": method, "run": rep, "clients": self.n, "size_mib": self.args.size,
+               "method": method, "run": rep, "clients": self.n // self.args.subnets,
+               "workstations": self.n, "size_mib": self.args.size,
                "size_bytes": self.size, "origin_rate": self.args.origin_rate,
                "lan_rate": self.args.lan_rate, "piece_mib": self.args.piece_size,
                "metainfo_tool": self.metainfo_tool, "t_min": round(self.t_min, 3),
-               "start": self.args.start, "ok": False}
+               "start": self.args.start, "subnets": self.args.subnets, "ok": False}
         dirs = []
         for h in self.lan.hosts:
             d = os.path.join(h.dir, "run-%s-%d" % (method, rep))
@@ -262,7 +280,19 @@ class Swarm:
         return res
 
     def _measure_start(self):
-        return {"tx": self.lan.origin_tx_bytes(), "log": self.origin.log_offset()}
+        start = {"tx": self.lan.origin_tx_bytes(), "log": self.origin.log_offset()}
+        if self.lan.router_ns:
+            start["routed"] = sum(self.lan.routed_bytes().values())
+        return start
+
+    def _routed_figures(self, start, by_host):
+        """Routed subnets: what crossed the router over the run, and the
+        part of it that was not the origin's (peers in one subnet serving
+        another), each over the file size."""
+        routed = sum(self.lan.routed_bytes().values()) - start["routed"]
+        origin_routed = sum(by_host[h.name] for h in self.lan.hosts if h.subnet != 0)
+        return {"routed_ratio": round(routed / self.size, 4),
+                "routed_peer_ratio": round(max(0, routed - origin_routed) / self.size, 4)}
 
     def _finish(self, res, start, starts, done, outputs, egress_at_done):
         """Fills the common figures of a run in which every client is done:
@@ -288,6 +318,8 @@ class Swarm:
             "first_done_s": round(done[0] - starts[0], 3), "last_done_s": round(max(times), 3),
             "sha256_ok": not bad,
         })
+        if self.lan.router_ns:
+            res.update(self._routed_figures(start, by_host))
         if self.args.start == "together":
             res["first_done_s"] = round(min(times), 3)
             res["last_over_tmin"] = round(max(times) / self.t_min, 3)
@@ -441,6 +473,17 @@ class Swarm:
     def _run_dopt_sha256(self, dirs, res):
         self._run_dopt(dirs, res, url=self.plain_url, get_args=("--sha256", self.sha))
 
+    def _run_dopt_lsd(self, dirs, res):
+        self._run_dopt(dirs, res, peers=())
+
+    def _run_dopt_tracker(self, dirs, res):
+        if not self.tracker:
+            raise MethodFailed("dopt-tracker needs --subnets (the tracker lives there)")
+        self._run_dopt(dirs, res, peers=(), extra_config=trackers_toml(self.tracker.http_url()))
+
+    def _run_dopt_tracker_down(self, dirs, res):
+        self._run_dopt(dirs, res, peers=(), extra_config=trackers_toml(TRACKER_DOWN_URL))
+
     def _run_dopt_base(self, dirs, res):
         self._with_baseline_build(self._run_dopt, dirs, res)
 
@@ -455,11 +498,14 @@ class Swarm:
         finally:
             os.environ["DOPT_BUILD_DIR"] = current
 
-    def _run_dopt(self, dirs, res, extra_config="", url=None, get_args=(), staggered_holds=True):
+    def _run_dopt(self, dirs, res, extra_config="", url=None, get_args=(), staggered_holds=True,
+                  peers="all"):
         """Every workstation's agent runs `dopt get URL GET_ARGS` (default:
-        the URL with metainfo beside it). Staggered, the next client starts
-        once the one before seeds the file from its peer cache (unless not
-        staggered_holds: an agent that goes HTTP only never does)."""
+        the URL with metainfo beside it), with LSD on and `peers` as its
+        static peers (default every other workstation). Staggered, the next
+        client starts once the one before seeds the file from its peer
+        cache (unless not staggered_holds: an agent that goes HTTP only
+        never does)."""
         try:
             netns.harness.doptd_path()
         except unittest.SkipTest as e:
@@ -476,7 +522,7 @@ class Swarm:
         agents = []
         try:
             for h, d in zip(self.lan.hosts, dirs):
-                a = self.lan.start_agent(h, extra_toml=extra, peers="all",
+                a = self.lan.start_agent(h, extra_toml=extra, peers=peers,
                                          name="agent-" + os.path.basename(d), start=False)
                 agents.append(a)
             for a in agents:
@@ -535,6 +581,10 @@ class Swarm:
                     shutil.rmtree(a.dir, ignore_errors=True)
 
 
+def trackers_toml(*urls):
+    return "[p2p]\ntrackers = [%s]\n" % ", ".join('"%s"' % u for u in urls)
+
+
 def seeding(agent):
     """True when the agent seeds a complete copy from its peer cache."""
     rc, out, _ = agent.dopt("cache", "list", "--json", timeout=5)
@@ -562,15 +612,25 @@ COLUMNS = {
 }
 
 
-def summarize(results, n, methods, start):
+# Routed subnets add what crossed the router over the file size: all of
+# it, and what was not the origin's (peers of one subnet serving another).
+ROUTED_COLUMNS = (("routed_ratio", "routed/size", "%.2f"),
+                  ("routed_peer_ratio", "peers routed/size", "%.2f"))
+
+
+def columns(start, subnets):
+    return COLUMNS[start] + (ROUTED_COLUMNS if subnets > 1 else ())
+
+
+def summarize(results, n, methods, start, subnets=1):
     rows = []
     for m in methods:
         rs = [r for r in results if r["method"] == m and r["clients"] == n
-              and r.get("start", "together") == start]
+              and r.get("start", "together") == start and r.get("subnets", 1) == subnets]
         ok = [r for r in rs if r["ok"]]
         row = {"method": m, "clients": n, "runs": len(rs), "ok": len(ok)}
         if ok:
-            for key, _, _ in COLUMNS[start]:
+            for key, _, _ in columns(start, subnets):
                 xs = [r[key] for r in ok]
                 row[key] = (med(xs), min(xs), max(xs))
         first = 1 if start == "staggered" else 0   # staggered: the later clients
@@ -585,12 +645,15 @@ def summarize(results, n, methods, start):
 
 
 def print_table(rows, n, args, t_min):
-    columns = COLUMNS[args.start]
+    cols = columns(args.start, args.subnets)
+    width = max([11] + [len(r["method"]) for r in rows])
+    where = "N=%d clients" % n if args.subnets == 1 else \
+        "%d routed subnets x %d clients" % (args.subnets, n)
     print()
-    print("LAN swarm: N=%d clients %s, %d MiB, origin %s, LAN %s, %d run(s) each; "
-          "T_min = %.2f s" % (n, "at once" if args.start == "together" else "one after another",
+    print("LAN swarm: %s %s, %d MiB, origin %s, LAN %s, %d run(s) each; "
+          "T_min = %.2f s" % (where, "at once" if args.start == "together" else "one after another",
                               args.size, args.origin_rate, args.lan_rate, args.runs, t_min))
-    hdr = "%-11s %5s  " % ("method", "ok") + " ".join("%-22s" % h for _, h, _ in columns)
+    hdr = "%-*s %5s  " % (width, "method", "ok") + " ".join("%-22s" % h for _, h, _ in cols)
     print(hdr)
     print("-" * len(hdr))
 
@@ -600,31 +663,35 @@ def print_table(rows, n, args, t_min):
     for r in rows:
         okcol = "%d/%d" % (r["ok"], r["runs"])
         if r["ok"]:
-            print("%-11s %5s  " % (r["method"], okcol) +
-                  " ".join("%-22s" % cell(r[key], fmt) for key, _, fmt in columns))
+            print("%-*s %5s  " % (width, r["method"], okcol) +
+                  " ".join("%-22s" % cell(r[key], fmt) for key, _, fmt in cols))
             if "from_peers" in r:
                 print("       bytes from peers per %sclient (job status): %.0f%% [%.0f%%-%.0f%%]"
                       % (("later " if args.start == "staggered" else "",) +
                          tuple(100 * x for x in r["from_peers"])))
         else:
-            print("%-11s %5s  FAILED" % (r["method"], okcol))
+            print("%-*s %5s  FAILED" % (width, r["method"], okcol))
         for e in sorted(set(r["errors"])):
             print("       ! %s" % e[:400])
     print("(median [min-max] over the successful runs; egress = bytes on the origin's link "
           "/ file size)")
+    subnets_field = "subnets=%d " % args.subnets if args.subnets > 1 else ""
     for r in rows:
         if not r["ok"]:
-            print("RESULT lan-swarm clients=%d %smethod=%s FAILED ok=0/%d" % (
-                n, "start=staggered " if args.start == "staggered" else "", r["method"], r["runs"]))
+            print("RESULT lan-swarm clients=%d %s%smethod=%s FAILED ok=0/%d" % (
+                n, subnets_field, "start=staggered " if args.start == "staggered" else "",
+                r["method"], r["runs"]))
         elif args.start == "together":
-            print("RESULT lan-swarm clients=%d method=%s egress=%.2fx last_done=%.1fs "
-                  "last/T_min=%.2f ok=%d/%d" % (n, r["method"], r["egress_ratio"][0],
-                                                r["last_done_s"][0], r["last_over_tmin"][0],
-                                                r["ok"], r["runs"]))
+            routed = " routed=%.2fx peers_routed=%.2fx" % (
+                r["routed_ratio"][0], r["routed_peer_ratio"][0]) if args.subnets > 1 else ""
+            print("RESULT lan-swarm clients=%d %smethod=%s egress=%.2fx last_done=%.1fs "
+                  "last/T_min=%.2f%s ok=%d/%d" % (n, subnets_field, r["method"],
+                                                  r["egress_ratio"][0], r["last_done_s"][0],
+                                                  r["last_over_tmin"][0], routed, r["ok"], r["runs"]))
         else:
-            print("RESULT lan-swarm clients=%d start=staggered method=%s egress=%.2fx "
+            print("RESULT lan-swarm clients=%d %sstart=staggered method=%s egress=%.2fx "
                   "later_from_origin_max=%.1f%% later_max=%.1fs ok=%d/%d" % (
-                      n, r["method"], r["egress_ratio"][0], 100 * r["later_origin_max"][0],
+                      n, subnets_field, r["method"], r["egress_ratio"][0], 100 * r["later_origin_max"][0],
                       r["later_max_s"][0], r["ok"], r["runs"]))
     sys.stdout.flush()
 
@@ -730,6 +797,8 @@ def run_line(r):
             r["later_max_s"], 100 * r["later_origin_max"])
     if "origin_busy_s" in r:
         line += "; origin busy %.2f-%.2f s" % tuple(r["origin_busy_s"])
+    if "routed_ratio" in r:
+        line += "; routed %.2fx (peers %.2fx)" % (r["routed_ratio"], r["routed_peer_ratio"])
     return line
 
 
@@ -760,11 +829,17 @@ def parse_args(argv):
     ap.add_argument("--lan-rate", default="1gbit",
                     help="each workstation's up and down link, a tc rate (default 1gbit)")
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each method (default 3)")
-    ap.add_argument("--methods", default=",".join(ALL_METHODS),
+    ap.add_argument("--methods",
                     help="comma-separated, of curl,aria2,dopt,dopt-sha256 (default all; "
                          "dopt-sha256: no metainfo at the origin, `dopt get --sha256`) and "
                          "dopt-http (dopt's HTTP-only path), dopt-base and dopt-sha256-base "
-                         "(dopt and dopt-sha256 of --baseline-build)")
+                         "(dopt and dopt-sha256 of --baseline-build), dopt-lsd (no static "
+                         "peers), dopt-tracker and dopt-tracker-down (LSD and a tracker, up "
+                         "or down; with --subnets the default is curl,dopt-lsd,dopt-tracker,"
+                         "dopt-tracker-down)")
+    ap.add_argument("--subnets", type=int, default=1, metavar="K",
+                    help="K routed subnets of --clients workstations each, the origin and "
+                         "opentracker in the first (default 1: one LAN)")
     ap.add_argument("--start", choices=STARTS, default="together",
                     help="together: every client at one instant (default); staggered: one "
                          "after another, each once the one before is done and, for dopt, "
@@ -797,11 +872,17 @@ def parse_args(argv):
         ap.error("--clients: integers, comma-separated")
     if not a.clients or any(not 1 <= n <= netns.MAX_HOSTS for n in a.clients):
         ap.error("--clients: 1..%d" % netns.MAX_HOSTS)
+    if not 1 <= a.subnets <= netns.MAX_SUBNETS:
+        ap.error("--subnets: 1..%d" % netns.MAX_SUBNETS)
+    if any(n * a.subnets > netns.MAX_HOSTS for n in a.clients):
+        ap.error("--clients x --subnets: at most %d workstations" % netns.MAX_HOSTS)
+    if a.methods is None:
+        a.methods = ",".join(SUBNET_METHODS if a.subnets > 1 else ALL_METHODS)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    known = list(dict.fromkeys(ALL_METHODS + EXTRA_METHODS + BASELINE_METHODS + SUBNET_METHODS))
     for m in a.methods:
-        if m not in ALL_METHODS + EXTRA_METHODS + BASELINE_METHODS:
-            ap.error("unknown method %r (%s)" % (m, ", ".join(
-                ALL_METHODS + EXTRA_METHODS + BASELINE_METHODS)))
+        if m not in known:
+            ap.error("unknown method %r (%s)" % (m, ", ".join(known)))
     if any(m in a.methods for m in BASELINE_METHODS) != bool(a.baseline_build):
         ap.error("methods dopt-base, dopt-sha256-base and --baseline-build DIR go together")
     if a.baseline_build:
@@ -829,7 +910,8 @@ def replot(args):
             if (r.get("bench") == "lan-swarm" and r.get("clients") in args.clients and
                     r.get("size_mib") == args.size and r.get("origin_rate") == args.origin_rate
                     and r.get("lan_rate") == args.lan_rate and r.get("method") in args.methods
-                    and r.get("start", "together") == args.start):
+                    and r.get("start", "together") == args.start
+                    and r.get("subnets", 1) == args.subnets):
                 results.append(r)
     if not results:
         log("lan-swarm: no results in %s match" % args.replot)
@@ -838,7 +920,7 @@ def replot(args):
     for n in args.clients:
         rs = [r for r in results if r["clients"] == n]
         if rs:
-            rows = summarize(rs, n, args.methods, args.start)
+            rows = summarize(rs, n, args.methods, args.start, args.subnets)
             args.runs = max(r["ok"] + len(r["errors"]) for r in rows)
             print_table(rows, n, args, rs[0]["t_min"])
             all_rows.extend(rows)
@@ -881,8 +963,9 @@ def main(argv):
         for n in args.clients:
             sw = Swarm(args, n)
             try:
-                log("lan-swarm: N=%d, T_min=%.2f s, timeout %.0f s a run"
-                    % (n, sw.t_min, sw.timeout))
+                log("lan-swarm: N=%d%s, T_min=%.2f s, timeout %.0f s a run"
+                    % (n, " in each of %d subnets" % args.subnets if args.subnets > 1 else "",
+                       sw.t_min, sw.timeout))
                 for rep in range(args.runs):
                     # rotate the order so no method always goes first
                     k = rep % len(args.methods)
@@ -899,7 +982,7 @@ def main(argv):
                         else:
                             log("lan-swarm: N=%d run %d %-11s FAILED after %.1f s: %s"
                                 % (n, rep + 1, m, time.time() - t, r.get("error")))
-                rows = summarize(results, n, args.methods, args.start)
+                rows = summarize(results, n, args.methods, args.start, args.subnets)
                 print_table(rows, n, args, sw.t_min)
                 all_rows.extend(rows)
             finally:

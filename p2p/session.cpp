@@ -20,6 +20,7 @@
 #include <utility>
 
 #include <libtorrent/add_torrent_params.hpp>
+#include <libtorrent/announce_entry.hpp>
 #include <libtorrent/alert_types.hpp>
 #include <libtorrent/extensions/smart_ban.hpp>
 #include <libtorrent/extensions/ut_metadata.hpp>
@@ -223,10 +224,15 @@ lt::settings_pack make_settings(const SessionSettings& s, const std::optional<lt
     // fallback to another port, no retries on port + 1, ...
     pack.set_bool(lt::settings_pack::listen_system_port_fallback, false);
     pack.set_int(lt::settings_pack::max_retry_port_bind, 0);
-    // There are no trackers (add_torrent strips them); should one slip in,
-    // announce to as little as possible.
-    pack.set_bool(lt::settings_pack::announce_to_all_trackers, false);
-    pack.set_bool(lt::settings_pack::announce_to_all_tiers, false);
+    // The only trackers are [p2p] trackers (apply_safe_params; those of
+    // metainfo are stripped), each in a tier of its own: every one is
+    // announced to, so agents that use different ones still meet where
+    // their lists overlap. A configured tracker is trusted as the static
+    // peers are: the IP filter (allowed_networks) applies to the peers it
+    // names, not to the tracker itself, which may sit on another subnet.
+    pack.set_bool(lt::settings_pack::announce_to_all_trackers, true);
+    pack.set_bool(lt::settings_pack::announce_to_all_tiers, true);
+    pack.set_bool(lt::settings_pack::apply_ip_filter_to_trackers, false);
     pack.set_str(lt::settings_pack::user_agent, "dopt/0.1");
     pack.set_str(lt::settings_pack::peer_fingerprint, lt::generate_fingerprint("DO", 0, 1, 0, 0));
     // Several agents behind one NAT, or on 127.0.0.1 in tests.
@@ -259,9 +265,9 @@ lt::settings_pack make_settings(const SessionSettings& s, const std::optional<lt
     // error, status (torrent_finished, hash_failed, state changes), storage
     // (read_piece, save_resume_data, file errors), peer (peer_ban,
     // peer_error), connect, piece_progress (piece_finished), ip_block
-    // (peer_blocked), performance_warning.
+    // (peer_blocked), performance_warning, tracker (replies and errors).
     pack.set_int(lt::settings_pack::alert_mask,
-                 lt::alert_category::error | lt::alert_category::status |
+                 lt::alert_category::error | lt::alert_category::status | lt::alert_category::tracker |
                      lt::alert_category::storage | lt::alert_category::peer |
                      lt::alert_category::connect | lt::alert_category::piece_progress |
                      lt::alert_category::ip_block | lt::alert_category::performance_warning);
@@ -305,14 +311,28 @@ std::uint64_t random_id() {
     return id;
 }
 
+// The configured trackers, each in a tier of its own.
+std::vector<lt::announce_entry> tracker_entries(const std::vector<std::string>& trackers) {
+    std::vector<lt::announce_entry> out;
+    for (std::size_t i = 0; i < trackers.size(); ++i) {
+        lt::announce_entry e(trackers[i]);
+        e.tier = static_cast<std::uint8_t>(i);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
 // What every torrent of the session is added with: storage under save_path
-// only, no tracker, web seed, DHT or PEX; IP filter applied; not paused or
-// auto-managed; LSD only when configured.
-void apply_safe_params(lt::add_torrent_params& p, const std::string& save_path, bool lsd) {
+// only, no web seed, DHT or PEX, no tracker but [p2p] trackers; IP filter
+// applied; not paused or auto-managed; LSD only when configured.
+void apply_safe_params(lt::add_torrent_params& p, const std::string& save_path,
+                       const SessionSettings& s) {
+    const bool lsd = s.lan_discovery;
     p.save_path = save_path;
     p.storage_mode = lt::storage_mode_sparse;
-    p.trackers.clear();
+    p.trackers = s.trackers;
     p.tracker_tiers.clear();
+    for (std::size_t i = 0; i < s.trackers.size(); ++i) p.tracker_tiers.push_back(static_cast<int>(i));
     p.url_seeds.clear();
     p.http_seeds.clear();
     p.dht_nodes.clear();
@@ -403,6 +423,18 @@ struct PeerSession::Impl {
         return filter;
     }
     void apply_peer_class_filter();
+    // Every torrent of the session (rendezvous and metadata ones too)
+    // announces to settings.trackers from now on, at once.
+    void replace_trackers() {
+        const std::vector<lt::announce_entry> entries = tracker_entries(settings.trackers);
+        for (const lt::torrent_handle& h : session->get_torrents()) {
+            try {
+                h.replace_trackers(entries);
+                if (!entries.empty()) h.force_reannounce();
+            } catch (const lt::system_error&) {  // removed meanwhile
+            }
+        }
+    }
     // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
     // nothing at all: R is left); R's peers hear it.
     void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own,
@@ -434,7 +466,7 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
     }
     lt::add_torrent_params p;
     p.info_hashes = rendezvous_info_hash(x);
-    apply_safe_params(p, kRendezvousSavePath, settings.lan_discovery);
+    apply_safe_params(p, kRendezvousSavePath, settings);
     p.flags |= lt::torrent_flags::upload_mode;
     content->expect_rendezvous(p.info_hashes, x);
     const lt::torrent_handle r = session->add_torrent(std::move(p));
@@ -498,6 +530,7 @@ PeerSession::~PeerSession() {
 void PeerSession::reconfigure(const SessionSettings& settings) {
     Impl& d = *impl_;
     d.parse(settings);  // throws before anything changes
+    const bool trackers_changed = settings.trackers != d.settings.trackers;
     d.settings = settings;
     lt::settings_pack pack;
     set_changeable(pack, settings, d.listen);
@@ -512,6 +545,7 @@ void PeerSession::reconfigure(const SessionSettings& settings) {
         }
     }
     if (d.listen && d.listen->port() != 0) d.content_table->set_listen_port(d.listen->port());
+    if (trackers_changed) d.replace_trackers();
 }
 
 bool PeerSession::listening() const { return impl_->listen.has_value(); }
@@ -540,7 +574,7 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     ti->clear_trackers();
     ti->set_web_seeds({});
     p.ti = std::move(ti);
-    apply_safe_params(p, save_path, d.settings.lan_discovery);
+    apply_safe_params(p, save_path, d.settings);
 
     // The claims plugin attaches to the torrent inside session::add_torrent
     // (on the network thread) and needs its piece count.
@@ -616,7 +650,7 @@ lt::torrent_handle PeerSession::add_torrent_for_metadata(const lt::sha1_hash& in
     const lt::tcp::endpoint holder = parse_endpoint(peer, "holder", false);
     lt::add_torrent_params p;
     p.info_hashes = lt::info_hash_t(info_hash);
-    apply_safe_params(p, save_path, d.settings.lan_discovery);
+    apply_safe_params(p, save_path, d.settings);
     p.flags |= lt::torrent_flags::upload_mode;
     p.extensions.push_back(&lt::create_ut_metadata_plugin);
     const lt::torrent_handle h = d.session->add_torrent(std::move(p));

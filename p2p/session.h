@@ -4,7 +4,8 @@
 //
 // Contract:
 //  - The constructor builds the session from a complete settings pack and an
-//    explicit plugin list: no DHT, UPnP, NAT-PMP, trackers or ut_pex, and
+//    explicit plugin list: no DHT, UPnP, NAT-PMP or ut_pex, no tracker but
+//    SessionSettings::trackers (every torrent announces to them all), and
 //    ut_metadata only on the torrents of content identity (below); uTP off; TCP only, listening only on `listen`; LSD as
 //    configured; an IP filter that admits only `allowed_networks` (default:
 //    the subnet of the listen address, from the interface that holds it;
@@ -55,7 +56,8 @@ public:
     // nowhere: no peer reaches this agent, LSD is silent), lan_discovery
     // (every torrent), peers and allowed_networks (the IP filter is rebuilt
     // from them; addresses banned so far stay blocked; connections it now
-    // refuses close), the rate limits and throttle_lan. claims_per_peer
+    // refuses close), the rate limits, throttle_lan and trackers (every
+    // torrent announces to the new list at once). claims_per_peer
     // keeps its first value. Torrents and connections the new settings
     // still allow are kept. Throws std::runtime_error as the constructor
     // does, changing nothing. An empty listen is allowed at construction

@@ -18,6 +18,9 @@ struct SessionSettings {
     bool throttle_lan = false;  // apply the two limits to LAN peers too
                                 // (libtorrent exempts them by default)
     int claims_per_peer = 8;    // live claims one connection may hold (claims.h)
+    // Tracker announce URLs ("http[s]://host:port/path", "udp://host:port"),
+    // checked by the caller; every torrent is announced to all of them.
+    std::vector<std::string> trackers;
 };
 
 // What the content extension (p2p/content.h) reports: agents on the LAN

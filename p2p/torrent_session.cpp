@@ -102,15 +102,26 @@ bool TorrentSession::Impl::event_of(lt::alert* a, TorrentEvent& e) const {
         e.message = pd->error.message();
     } else if (lt::alert_cast<lt::metadata_received_alert>(a)) {
         e.kind = K::MetadataReceived;
+    } else if (auto* te = lt::alert_cast<lt::tracker_error_alert>(a)) {
+        e.kind = K::TrackerFailed;
+        e.tracker = te->tracker_url();
+        const std::string reason = te->failure_reason();
+        e.message = reason.empty() ? te->error.message() : reason;
+    } else if (auto* tr = lt::alert_cast<lt::tracker_reply_alert>(a)) {
+        e.kind = K::TrackerReplied;
+        e.tracker = tr->tracker_url();
+        e.code = tr->num_peers;
     } else if (auto* lf = lt::alert_cast<lt::listen_failed_alert>(a)) {
         e.kind = K::ListenFailed;
         e.message = lf->error.message();
     } else {
         return false;
     }
-    // Peer and listen events stand alone; the others are about a torrent.
+    // Peer, listen and tracker events stand alone (a tracker's may be about
+    // a rendezvous torrent, which has no id); the others are about a torrent.
     const bool of_a_torrent = e.kind != K::PeerBanned && e.kind != K::PeerBlocked && e.kind != K::PeerConnected &&
-                              e.kind != K::PeerDisconnected && e.kind != K::ListenFailed;
+                              e.kind != K::PeerDisconnected && e.kind != K::ListenFailed &&
+                              e.kind != K::TrackerFailed && e.kind != K::TrackerReplied;
     return e.torrent != 0 || !of_a_torrent;
 }
 

@@ -45,12 +45,15 @@ struct TorrentEvent {
         PeerDisconnected,  // `peer`'s connection for `torrent` ended: `message`
         ListenFailed,      // the listen socket could not be opened: `message`
         MetadataReceived,  // a torrent added for metadata has it: metainfo() gives it
+        TrackerFailed,     // an announce to `tracker` failed: `message` says why
+        TrackerReplied,    // `tracker` answered an announce, naming `code` peers
     };
     Kind kind = Kind::PieceVerified;
     TorrentId torrent = 0;  // 0 for session-wide events
     int piece = -1;
     std::string peer;       // the peer's address (no port)
     std::string message;
+    std::string tracker;    // Tracker*: the URL as in SessionSettings::trackers (a secret may be in it)
     int code = 0;
     std::shared_ptr<const char> data;  // PieceRead: the piece's bytes
     std::size_t size = 0;

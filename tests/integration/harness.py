@@ -361,6 +361,84 @@ class FaultOrigin:
             self.proc.stdout.close()
 
 
+class Opentracker:
+    """A real opentracker (Debian's package) on 127.0.0.1 (or `ip`) at a
+    free port, HTTP and UDP on the same port. Debian builds it whitelist
+    only: it answers announces of the info-hashes in `hashes` (40 hex
+    digits each) and refuses others; allow() adds some (SIGHUP reloads the
+    list). Chrooted to its folder; `ip` is also its admin address, so
+    top_hashes() may read its stats page."""
+
+    def __init__(self, workdir, hashes=(), ip="127.0.0.1"):
+        self.dir = os.path.realpath(workdir)
+        self.ip = ip
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # it drops to "nobody", which must read the list
+        self.whitelist = os.path.join(self.dir, "whitelist.txt")
+        self.hashes = set()
+        self.log = os.path.join(self.dir, "opentracker.log")
+        self.proc = None
+        self.port = None
+        self._write(hashes)
+
+    def _write(self, hashes):
+        self.hashes |= {h.lower() for h in hashes}
+        with open(self.whitelist, "w") as f:
+            f.write("".join(h + "\n" for h in sorted(self.hashes)))
+        os.chmod(self.whitelist, 0o644)
+
+    def start(self):
+        for attempt in range(5):
+            self.port = free_port(self.ip)
+            out = open(self.log, "ab")
+            self.proc = subprocess.Popen(
+                ["/usr/bin/opentracker", "-i", self.ip, "-p", str(self.port), "-P", str(self.port),
+                 "-d", self.dir, "-w", "whitelist.txt", "-A", self.ip],
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=clean_env(), cwd=self.dir)
+            out.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection((self.ip, self.port), timeout=0.5).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()  # the port was taken (UDP) or it failed: try another
+        raise RuntimeError("opentracker did not start:\n" + tail(self.log))
+
+    def allow(self, hashes):
+        """Adds info-hashes to the whitelist; announces of them are answered
+        once opentracker has reloaded it (soon after the SIGHUP)."""
+        self._write(hashes)
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def http_url(self):
+        return "http://%s:%d/announce" % (self.ip, self.port)
+
+    def udp_url(self):
+        return "udp://%s:%d/announce" % (self.ip, self.port)
+
+    def top_hashes(self):
+        """{info-hash (lower-case hex): peers} of the torrents it tracks,
+        from its stats page (mode top100)."""
+        url = "http://%s:%d/stats?mode=top100&format=txt" % (self.ip, self.port)
+        with _no_proxy_opener().open(url, timeout=10) as r:
+            text = r.read().decode(errors="replace")
+        peers_part = text.split("Top 100 torrents by seeds:")[0]
+        return {m.group(2).lower(): int(m.group(1))
+                for m in re.finditer(r"^\s*(\d+)\s+([0-9A-Fa-f]{40})\s*$", peers_part, re.M)}
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def merge_toml(base, extra):
     """Merges two small TOML texts section by section, so that `extra` may
     say "[jobs]\\nmax_jobs = 1" without defining [jobs] twice. Keys given in
@@ -625,6 +703,11 @@ class Sandbox:
         o = FaultOrigin(self.path(name), docroot)
         self.children.append(o)
         return o.start()
+
+    def opentracker(self, hashes=(), name="tracker", ip="127.0.0.1"):
+        t = Opentracker(self.path(name), hashes, ip)
+        self.children.append(t)
+        return t.start()
 
     def agent(self, extra_toml="", name="agent", start=True, state_dir=None):
         a = Agent(self.path(name), extra_toml, state_dir=state_dir)

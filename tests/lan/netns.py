@@ -12,6 +12,9 @@ Shaping (tc htb on each egress, an optional netem delay under it):
   origin_rate  the origin's upload (egress of its eth0): U in the benchmarks
   lan_rate     each workstation's upload (its eth0) and download (the
                bridge's port towards it): C
+  router_rate  routed subnets: each subnet's link to the router, both ways
+               (the router's veth into the bridge, and the bridge's port
+               towards it); default lan_rate
   delay        added to the egress of every namespace's eth0 (origin and
                workstations), so a round trip between two of them is 2x delay
 
@@ -24,7 +27,17 @@ takes its children along; the namespaces of a run killed that way are
 removed by the next Lan (`cleanup_stale()`: namespaces named dlan-<pid>-...
 whose pid is gone), or by `python3 tests/lan/netns.py --cleanup`.
 
-Needs root, iproute2 (`ip`, `tc`), and for the origin /usr/sbin/nginx.
+Routed subnets (Lan(subnets=K, hosts=M)): K bridges, one per subnet
+10.77.k.0/24, in the bridge namespace, joined by a router namespace (a veth
+into each bridge at 10.77.k.254, ip_forward on, no multicast routing: LSD
+stays in its subnet), M workstations per subnet (10.77.k.11, .12, ...; all
+named h1..hKM in subnet order), the origin in subnet 0, and, when started,
+`opentracker` in a namespace of its own at 10.77.0.2 (Lan.start_tracker).
+Every namespace has a route to 10.77.0.0/16 through its subnet's router
+address, and still none out.
+
+Needs root, iproute2 (`ip`, `tc`), for the origin /usr/sbin/nginx, and for
+a tracker /usr/bin/opentracker.
 Without root or `ip netns`, Lan() raises unittest.SkipTest with the reason.
 
 Typical use (see README.md):
@@ -69,13 +82,35 @@ ORIGIN_IP = SUBNET + ".1"
 FIRST_HOST = 11                 # h1 = 10.77.0.11, h2 = .12, ...
 MAX_HOSTS = 200
 IFNAME = "eth0"                 # the namespace's end of its veth
-BRIDGE = "br0"
+BRIDGE = "br0"                  # the one LAN's bridge (subnet 0's); Lan.bridge(k)
 P2P_PORT = 7881
+# Routed subnets: subnet k is 10.77.k.0/24, its router address 10.77.k.254.
+NETWORK = "10.77.0.0/16"
+ROUTER_HOST = 254
+TRACKER_IP = SUBNET + ".2"
+TRACKER_PORT = 6969
+OPENTRACKER = "/usr/bin/opentracker"
+MAX_SUBNETS = 16
 LSD_GROUP = "239.192.152.143"
 LSD_PORT = 6771
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
 TC = "/usr/sbin/tc" if os.path.exists("/usr/sbin/tc") else "tc"
 NGINX = "/usr/sbin/nginx"
+
+# The start of a Python script for a namespace (argv: group port
+# local_address): `s`, a UDP socket bound to the port that has joined the
+# group on that address (20 s receive timeout); prints "READY" once it has.
+MCAST_MEMBER = r"""
+import socket, struct, sys
+group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local)))
+print("READY", flush=True)
+s.settimeout(20)
+"""
 
 make_file = harness.make_file
 sha256_file = harness.sha256_file
@@ -262,15 +297,17 @@ def _install_handlers():
 
 
 class Host:
-    """One namespace on the LAN: the origin (index 0) or a workstation
-    (index 1..N, named h1..hN)."""
+    """One namespace on the LAN: the origin (index 0), a workstation
+    (index 1..N, named h1..hN) or the tracker (index None). `subnet` is k
+    of 10.77.k.0/24 (0 on a one-LAN Lan)."""
 
-    def __init__(self, lan, index, ns, ip, bridge_port):
+    def __init__(self, lan, index, ns, ip, bridge_port, subnet=0, name=None):
         self.lan = lan
         self.index = index
-        self.name = "origin" if index == 0 else "h%d" % index
+        self.name = name or ("origin" if index == 0 else "h%d" % index)
         self.ns = ns
         self.ip = ip
+        self.subnet = subnet
         self.ifname = IFNAME
         self.bridge_port = bridge_port     # the veth end in the bridge namespace
         self.dir = os.path.join(lan.dir, self.name)
@@ -415,6 +452,82 @@ class Origin:
         return {h.name: by_ip.get(h.ip, 0) for h in self.lan.hosts}
 
 
+class Tracker(harness.Opentracker):
+    """harness.Opentracker run inside a namespace of its own at 10.77.0.2
+    (subnet 0), HTTP and UDP on `port`; its files in <dir>/tracker/. Only
+    the info-hashes given to allow() are answered ("not authorized" for
+    any other: Debian's build keeps a whitelist). Its stats page
+    (top_hashes) is out of reach: the root namespace has no route to it."""
+
+    def __init__(self, lan, host, port=TRACKER_PORT):
+        super().__init__(host.dir, ip=host.ip)
+        self.lan = lan
+        self.host = host
+        self.port = port
+
+    def allow(self, *info_hashes, timeout=10):
+        """Adds info-hashes (40 hex digits or 20 bytes); a running tracker
+        rereads its whitelist, and this waits until it answers for them."""
+        new = [h.hex() if isinstance(h, bytes) else h.lower() for h in info_hashes]
+        super().allow(new)
+        if self.running():
+            for h in new:
+                wait_for(lambda: self._authorized(h), timeout, interval=0.05,
+                         what="opentracker answering for %s" % h)
+        return self
+
+    def _announce(self, info_hash_hex, event):
+        """The tracker's answer to an announce of the info-hash by a probe
+        peer (the tracker's own address, port 1), or None."""
+        from urllib.parse import quote
+        url = ("%s?info_hash=%s&peer_id=-DT0000-probeprobepr&port=1&uploaded=0&downloaded=0"
+               "&left=0&numwant=0&compact=1&event=%s"
+               % (self.http_url(), quote(bytes.fromhex(info_hash_hex)), event))
+        p = self.lan.call(self.host, ["curl", "-s", "--max-time", "2", url], timeout=10)
+        return p.stdout if p.returncode == 0 and p.stdout else None
+
+    def _authorized(self, info_hash_hex):
+        """Whether the tracker answers for the info-hash. opentracker checks
+        its whitelist on a `started` announce only, so this announces the
+        probe peer and takes it back at once (`stopped`); an agent
+        announcing in between may be told of it and finds nothing there."""
+        answer = self._announce(info_hash_hex, "started")
+        self._announce(info_hash_hex, "stopped")
+        return answer is not None and "failure reason" not in answer
+
+    def start(self, timeout=10):
+        with open(self.log, "ab") as out:
+            self.proc = self.lan.run(self.host, [OPENTRACKER, "-i", self.ip, "-p", self.port,
+                                                 "-P", self.port, "-d", self.dir,
+                                                 "-w", os.path.basename(self.whitelist),
+                                                 "-A", self.ip],
+                                     stdout=out, stderr=out)
+        wait_for(lambda: self.proc.poll() is not None or
+                 self._announce("00" * 20, "stopped") is not None, timeout, interval=0.05,
+                 what="opentracker answering on %s" % self.http_url())
+        if self.proc.poll() is not None:
+            raise RuntimeError("opentracker exited with %s:\n%s" % (self.proc.returncode,
+                                                                   tail(self.log)))
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+def metainfo_info_hashes(torrent_path):
+    """The info-hashes a client announces for a metainfo file, in hex: the
+    v1 one (SHA-1 of the info dictionary) and, for v2 and hybrid metainfo,
+    the v2 one truncated to 20 bytes (libtorrent announces both)."""
+    with open(torrent_path, "rb") as f:
+        data = f.read()
+    start, end = bencode.info_span(data)
+    info = data[start:end]
+    hashes = [hashlib.sha1(info).hexdigest()]
+    if bencode.decode(data)[b"info"].get(b"meta version") == 2:
+        hashes.append(hashlib.sha256(info).hexdigest()[:40])
+    return hashes
+
+
 class LanAgent(harness.Agent):
     """A doptd inside a workstation's namespace. Everything of
     harness.Agent works (start, stop, kill9, restart, dopt, add, status,
@@ -501,33 +614,43 @@ class Lan:
     """The namespaces, links and shaping of one LAN; see the module doc.
 
     Lan(hosts=N, origin_rate=None, lan_rate=None, delay=None, ...)
-      hosts         number of workstations (h1..hN at 10.77.0.11..)
+      hosts         number of workstations (h1..hN at 10.77.0.11..); with
+                    subnets, in each subnet (h1..hM in subnet 0 at
+                    10.77.0.11.., hM+1..h2M in subnet 1 at 10.77.1.11.., ...)
       origin_rate   tc rate of the origin's upload, e.g. "100mbit" (None: unshaped)
       lan_rate      tc rate of each workstation's up- and download, e.g. "1gbit"
       delay         e.g. "2ms": netem delay on every namespace's egress
+      subnets       K > 1: K routed subnets (see the module doc); 1: one LAN
+      router_rate   tc rate of each subnet's link to the router, both ways
+                    (default lan_rate)
       workdir       parent of the run's temp dir (default $TMPDIR or /tmp)
       keep          keep the temp dir at teardown (default: $DOPT_LAN_KEEP set)
       ipv6          leave IPv6 on in the namespaces (default off: quieter)
 
     Attributes: id, dir (the temp dir), docroot (dir/www), origin (a Host),
-    hosts ([Host] for h1..hN), bridge_ns, namespaces.
+    hosts ([Host] for h1..hN), subnets, bridge_ns, router_ns (None on one
+    LAN), namespaces.
     """
 
     def __init__(self, hosts=2, origin_rate=None, lan_rate=None, delay=None,
-                 workdir=None, keep=None, ipv6=False):
+                 workdir=None, keep=None, ipv6=False, subnets=1, router_rate=None):
         require()
         global _stale_cleaned
         if not _stale_cleaned:
             _stale_cleaned = True
             cleanup_stale(verbose=True)
-        if not 1 <= hosts <= MAX_HOSTS:
-            raise ValueError("hosts must be 1..%d" % MAX_HOSTS)
+        if not 1 <= subnets <= MAX_SUBNETS:
+            raise ValueError("subnets must be 1..%d" % MAX_SUBNETS)
+        if not 1 <= hosts * subnets <= MAX_HOSTS:
+            raise ValueError("hosts x subnets must be 1..%d" % MAX_HOSTS)
         _install_handlers()
         self.id = "%d-%d" % (os.getpid(), next(_serial))
         self.origin_rate = origin_rate
         self.lan_rate = lan_rate
         self.delay = delay
         self.ipv6 = ipv6
+        self.subnets = subnets
+        self.router_rate = router_rate or lan_rate
         self.keep = bool(os.environ.get("DOPT_LAN_KEEP")) if keep is None else keep
         self.dir = tempfile.mkdtemp(prefix="dopt-lan-%s-" % self.id, dir=workdir)
         self.docroot = os.path.join(self.dir, "www")
@@ -536,9 +659,11 @@ class Lan:
         self._children = []    # objects with stop(): origins, agents
         self._torn = False
         self.bridge_ns = "%s-%s-br" % (PREFIX, self.id)
+        self.router_ns = None
         self.namespaces = []   # made so far, in order (bridge first)
         self.origin = None
         self.hosts = []
+        self.tracker_host = None
         _live.append(self)
         try:
             self._build(hosts)
@@ -562,12 +687,16 @@ class Lan:
     def _build(self, n):
         br = self.bridge_ns
         self._ns_add(br)
-        _sh([IP, "-n", br, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0",
-             "forward_delay", "0", "mcast_snooping", "0"])
-        _sh([IP, "-n", br, "link", "set", BRIDGE, "up"])
+        for k in range(self.subnets):
+            _sh([IP, "-n", br, "link", "add", self.bridge(k), "type", "bridge", "stp_state", "0",
+                 "forward_delay", "0", "mcast_snooping", "0"])
+            _sh([IP, "-n", br, "link", "set", self.bridge(k), "up"])
+        if self.subnets > 1:
+            self._add_router()
         self.origin = self._add_host(0, ORIGIN_IP)
-        for i in range(1, n + 1):
-            self.hosts.append(self._add_host(i, "%s.%d" % (SUBNET, FIRST_HOST + i - 1)))
+        for i in range(1, n * self.subnets + 1):
+            k, j = divmod(i - 1, n)
+            self.hosts.append(self._add_host(i, "10.77.%d.%d" % (k, FIRST_HOST + j), subnet=k))
         # shaping
         if self.origin_rate or self.delay:
             self._shape(self.origin.ns, IFNAME, self.origin_rate, self.delay)
@@ -576,20 +705,58 @@ class Lan:
                 self._shape(h.ns, IFNAME, self.lan_rate, self.delay)          # upload
             if self.lan_rate:
                 self._shape(br, h.bridge_port, self.lan_rate, None)           # download
+        if self.router_ns and self.router_rate:
+            for k in range(self.subnets):
+                self._shape(self.router_ns, self.router_link(k), self.router_rate, None)
+                self._shape(br, "v-" + self.router_link(k), self.router_rate, None)
 
-    def _add_host(self, index, ip):
-        role = "o" if index == 0 else "h%d" % index
+    @staticmethod
+    def bridge(k):
+        """The bridge of subnet k (in the bridge namespace)."""
+        return "br%d" % k
+
+    @staticmethod
+    def router_link(k):
+        """The router's veth into subnet k (in the router namespace); its
+        other end, in bridge k, is "v-" + this."""
+        return "r%d" % k
+
+    @staticmethod
+    def router_ip(k):
+        return "10.77.%d.%d" % (k, ROUTER_HOST)
+
+    def _add_router(self):
+        """The router namespace: a veth into each subnet's bridge at
+        10.77.k.254, IPv4 forwarding on. No multicast routing (no mroute
+        daemon, no mc_forwarding): multicast stays in its subnet."""
+        rt = self.router_ns = "%s-%s-rt" % (PREFIX, self.id)
+        self._ns_add(rt)
+        for k in range(self.subnets):
+            link = self.router_link(k)
+            _sh([IP, "-n", rt, "link", "add", link, "type", "veth",
+                 "peer", "name", "v-" + link, "netns", self.bridge_ns])
+            _sh([IP, "-n", self.bridge_ns, "link", "set", "v-" + link,
+                 "master", self.bridge(k), "up"])
+            _sh([IP, "-n", rt, "addr", "add", "%s/%d" % (self.router_ip(k), PREFIX_LEN),
+                 "dev", link])
+            _sh([IP, "-n", rt, "link", "set", link, "up"])
+        _sh([IP, "netns", "exec", rt, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+
+    def _add_host(self, index, ip, subnet=0, role=None, name=None):
+        role = role or ("o" if index == 0 else "h%d" % index)
         ns = "%s-%s-%s" % (PREFIX, self.id, role)
         port = "v-" + role
         self._ns_add(ns)
         _sh([IP, "-n", self.bridge_ns, "link", "add", port, "type", "veth",
              "peer", "name", IFNAME, "netns", ns])
-        _sh([IP, "-n", self.bridge_ns, "link", "set", port, "master", BRIDGE, "up"])
+        _sh([IP, "-n", self.bridge_ns, "link", "set", port, "master", self.bridge(subnet), "up"])
         _sh([IP, "-n", ns, "addr", "add", "%s/%d" % (ip, PREFIX_LEN), "dev", IFNAME])
         _sh([IP, "-n", ns, "link", "set", IFNAME, "up"])
         # multicast (LSD) goes out of eth0; there is no default route.
         _sh([IP, "-n", ns, "route", "add", "224.0.0.0/4", "dev", IFNAME])
-        return Host(self, index, ns, ip, port)
+        if self.router_ns:
+            _sh([IP, "-n", ns, "route", "add", NETWORK, "via", self.router_ip(subnet)])
+        return Host(self, index, ns, ip, port, subnet, name)
 
     def _shape(self, ns, dev, rate, delay):
         """htb at `rate` (or a very high one when None) on the egress of
@@ -693,6 +860,17 @@ class Lan:
         ARP); the origin's egress."""
         return self.tx_bytes(self.origin)
 
+    def routed_bytes(self):
+        """Routed subnets: {k: bytes the router sent into subnet k} (tx of
+        its veth into bridge k). Their sum is what crossed the router, the
+        origin's bytes to other subnets included."""
+        return {k: self.link_stat(self.router_ns, "tx_bytes", self.router_link(k))
+                for k in range(self.subnets)}
+
+    def subnet_hosts(self, k):
+        """The workstations of subnet k."""
+        return [h for h in self.hosts if h.subnet == k]
+
     # -- servers and agents -------------------------------------------------------
 
     def start_origin(self, docroot=None, port=80, extra_server_conf=""):
@@ -702,15 +880,30 @@ class Lan:
         self._children.append(o)
         return o.start()
 
+    def start_tracker(self, info_hashes=()):
+        """opentracker in the tracker namespace (made on first use, at
+        10.77.0.2 in subnet 0), answering for `info_hashes` (Tracker.allow
+        adds more); returns the started Tracker."""
+        if self.tracker_host is None:
+            self.tracker_host = self._add_host(None, TRACKER_IP, role="t", name="tracker")
+        t = Tracker(self, self.tracker_host)
+        t.allow(*info_hashes)
+        self._children.append(t)
+        return t.start()
+
     def start_agent(self, which, extra_toml="", peers=(), lan_discovery=True, p2p=True,
                     allowed_networks=None, start=True, name="agent"):
         """A LanAgent (doptd) in workstation `which` (1..N, "h1", or a
         Host), its files under <dir>/hN/<name>/. peers: a list of
-        "addr:port", or "all" for every other workstation. start=False
-        only writes the config (call .start() later)."""
+        "addr:port", or "all" for every other workstation. allowed_networks
+        None: the agent's default (its own subnet) on one LAN, every subnet
+        (10.77.0.0/16) on routed subnets. start=False only writes the
+        config (call .start() later)."""
         h = self.host(which)
         if h is self.origin:
             raise ValueError("agents run on workstations, not on the origin")
+        if allowed_networks is None and self.router_ns:
+            allowed_networks = [NETWORK]
         a = LanAgent(self, h, extra_toml, peers, lan_discovery, p2p, allowed_networks,
                      name=name)
         self._children.append(a)
@@ -750,7 +943,7 @@ class Lan:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            for ns in reversed(self.namespaces):  # workstations, origin, bridge
+            for ns in reversed(self.namespaces):  # tracker, workstations, origin, router, bridge
                 _delete_ns(ns)
             self.namespaces = []
             if self.keep:
@@ -781,6 +974,8 @@ class Lan:
             elif isinstance(c, Origin):
                 parts.append("---- origin: tail of %s ----\n%s" % (c.error_log,
                                                                   tail(c.error_log, 20)))
+            elif isinstance(c, Tracker):
+                parts.append("---- tracker: tail of %s ----\n%s" % (c.log, tail(c.log, 20)))
         return "\n".join(parts)
 
 
@@ -884,6 +1079,9 @@ def _main(argv):
     ap.add_argument("--up", type=int, metavar="N",
                     help="make a LAN of N workstations (and an nginx origin serving "
                          "its docroot) and keep it until Ctrl-C")
+    ap.add_argument("--subnets", type=int, default=1,
+                    help="with --up: K routed subnets of N workstations each, and "
+                         "opentracker at %s" % TRACKER_IP)
     ap.add_argument("--origin-rate")
     ap.add_argument("--lan-rate")
     ap.add_argument("--delay")
@@ -892,10 +1090,13 @@ def _main(argv):
         for ns in cleanup_stale():
             print("removed", ns)
     if a.up:
-        with Lan(a.up, a.origin_rate, a.lan_rate, a.delay) as lan:
+        with Lan(a.up, a.origin_rate, a.lan_rate, a.delay, subnets=a.subnets) as lan:
             lan.start_origin()
             print("LAN %s: docroot %s, origin %s" % (lan.id, lan.docroot, lan.origin_url()))
-            for h in [lan.origin] + lan.hosts:
+            if a.subnets > 1:
+                t = lan.start_tracker()
+                print("tracker %s (whitelist %s; SIGHUP rereads it)" % (t.http_url(), t.whitelist))
+            for h in [lan.origin] + lan.hosts + ([lan.tracker_host] if lan.tracker_host else []):
                 print("  %-6s %-12s ip netns exec %s bash" % (h.name, h.ip, h.ns))
             print("Ctrl-C tears it down.")
             try:

@@ -15,16 +15,7 @@ import unittest
 import netns
 from netns import MiB, Lan, LanTestCase, make_file, sha256_file
 
-MCAST_RECEIVER = r"""
-import socket, struct, sys
-group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local)))
-print("READY", flush=True)
-s.settimeout(15)
+MCAST_RECEIVER = netns.MCAST_MEMBER + r"""
 while True:
     data, addr = s.recvfrom(4096)
     if addr[0] != local:           # not our own loopback copy
@@ -174,6 +165,23 @@ class Multicast(LanTestCase):
             self.assertEqual(p.returncode, 0, "%s got nothing: %s" % (h.name, err))
             self.assertEqual(out.strip(), "GOT %s %s" % (self.lan.hosts[0].ip, msg))
         sender.wait(30)
+
+
+class RoutedTeardown(unittest.TestCase):
+    def test_teardown_stops_the_tracker_and_removes_router_and_bridges(self):
+        netns.require()
+        links_before = root_links()
+        lan = Lan(hosts=1, subnets=2)
+        try:
+            tracker = lan.start_tracker()
+            names = list(lan.namespaces)
+            self.assertEqual(len(names), 6)  # bridges, router, origin, h1, h2, tracker
+        finally:
+            lan.teardown()
+        self.assertIsNotNone(tracker.proc.poll())
+        present = netns.list_namespaces()
+        self.assertEqual([ns for ns in names if ns in present], [])
+        self.assertEqual(root_links(), links_before)
 
 
 class Teardown(unittest.TestCase):

@@ -734,6 +734,11 @@ std::set<int> PeerSession::claims_held_over(const lt::torrent_handle& handle) co
     return impl_->claim_table->held_over(handle.info_hashes(), monotonic_ms());
 }
 
+bool PeerSession::is_static_peer(const lt::tcp::endpoint& peer) const {
+    const auto& peers = impl_->static_peers;
+    return std::find(peers.begin(), peers.end(), peer) != peers.end();
+}
+
 bool PeerSession::ban_address(const std::string& address) {
     lt::error_code ec;
     const lt::address addr = lt::make_address(address, ec);

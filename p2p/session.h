@@ -160,6 +160,9 @@ public:
                                                 const std::string& save_path,
                                                 const std::string& peer);
 
+    // Whether `peer` is one of [p2p] peers (address and port).
+    bool is_static_peer(const lt::tcp::endpoint& peer) const;
+
     // Refuses `address` (an IP address, no port) from now on, on every port
     // and torrent, until the session ends, as a peer banned for bad pieces
     // is; its connections close. False (nothing done) when it is not an

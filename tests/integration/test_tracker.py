@@ -10,6 +10,7 @@ in the origin's access log after a mark) are printed on stderr.
 
 import hashlib
 import http.server
+import json
 import os
 import re
 import signal
@@ -76,6 +77,17 @@ class PeersThroughTracker(TrackerTest):
         self.assertFileSha(db, sha)
         self.assertFromPeers(jb, self.SIZE, mark, "/slow/app.bin", "through the tracker", b)
         self.assertIn(ih, tracker.top_hashes())
+        # B knows A from the tracker, A knows B as an incoming peer: in
+        # `dopt stats --json` and in the metrics.
+        stats = lambda agent: json.loads(agent.dopt("stats", "--json", check=True)[1])
+        wait_for(lambda: stats(b)["peers_by_source"]["tracker"] >= 1, 10,
+                 what="B's peers by source: %s" % stats(b))
+        wait_for(lambda: stats(a)["peers_by_source"]["incoming"] >= 1, 10,
+                 what="A's peers by source: %s" % stats(a))
+        say("peers by source: A %s, B %s" % (stats(a)["peers_by_source"], stats(b)["peers_by_source"]))
+        _, samples = harness.parse_prometheus(b.dopt("stats", "--prometheus", check=True)[1])
+        self.assertGreaterEqual(samples[("dopt_connected_peers_by_source", (("source", "tracker"),))], 1)
+        self.assertEqual(samples[("dopt_connected_peers_by_source", (("source", "lsd"),))], 0)
 
     def test_http_tracker(self):
         self._second_agent_takes_from_the_first(lambda t: t.http_url())

@@ -115,6 +115,57 @@ class PeersThroughTracker(TrackerTest):
         self.assertFromPeers(jb, self.SIZE, mark, "/nometa.bin", "by SHA-256 through the tracker", b)
 
 
+def group_hash(group, v1_info_hash):
+    """What an agent of `group` announces for a torrent (p2p::group_info_hash)."""
+    return hashlib.sha1(b"dopt-group-v1:" + group.encode() + bytes.fromhex(v1_info_hash)).hexdigest()
+
+
+class GroupsOnOneTracker(TrackerTest):
+    SIZE = 24 * MiB
+
+    def test_two_groups_on_one_tracker_stay_apart(self):
+        """A and C in group "alpha", B in group "beta", one tracker. A
+        seeds app.bin; C (from a slow origin) connects to A and takes most
+        of it from A; B takes 0 bytes from peers and is the only agent on
+        its group's hash. The tracker holds the two groups' derived
+        hashes, never the torrent's own."""
+        self.origin = self.sb.nginx(self.www, slow_rate="256k")
+        sha = self.serve("app.bin", self.SIZE)
+        ih = self.hashes["app.bin"]
+        alpha, beta = group_hash("alpha", ih), group_hash("beta", ih)
+        tracker = self.sb.opentracker([alpha, beta] + announced_hashes(os.path.join(self.www, "app.bin.torrent")))
+        trackers = [tracker.http_url()]
+        a = self.sb.agent(tracker_toml("%s:%d" % (A_IP, free_port(A_IP)), trackers, 'group = "alpha"\n'),
+                          name="A")
+        self.get(a, self.url("app.bin"), "app.bin")
+        self.wait_seeding(a, ih)
+        c = self.sb.agent(tracker_toml("127.0.0.3:%d" % free_port("127.0.0.3"), trackers, 'group = "alpha"\n'),
+                          name="C")
+        mark = self.mark()
+        dc, jc = self.get(c, self.url("slow/app.bin"), "app.bin")
+        self.assertFileSha(dc, sha)
+        # C meets A later than without a group (its announcer connects
+        # first, then C's torrent): with a fast origin C takes many pieces
+        # from it meanwhile (measured: 0-75% of the file), hence 256 KB/s.
+        say("C in A's group: bytes_from_peers %d, bytes_from_origin %d"
+            % (jc["bytes_from_peers"], jc["bytes_from_origin"]))
+        self.assertGreaterEqual(jc["bytes_from_peers"], 0.5 * self.SIZE, jc)
+
+        b = self.sb.agent(tracker_toml("%s:%d" % (B_IP, free_port(B_IP)), trackers, 'group = "beta"\n'),
+                          name="B")
+        job = b.add(self.url("app.bin"), "-o", self.dest_of(b, "app.bin"))
+        wait_for(lambda: beta in tracker.top_hashes(), 15, what="B announcing its group's hash")
+        b.wait_state(job, ("transferred", "acknowledged"), timeout=60)
+        jb = b.status(job)
+        say("B in another group: bytes_from_peers %d, bytes_from_origin %d"
+            % (jb["bytes_from_peers"], jb["bytes_from_origin"]))
+        self.assertEqual(jb["bytes_from_peers"], 0, jb)
+        hashes = tracker.top_hashes()
+        self.assertEqual(hashes.get(alpha), 2, hashes)
+        self.assertEqual(hashes.get(beta), 1, hashes)
+        self.assertNotIn(ih, hashes)
+
+
 class TrackersOnSighup(TrackerTest):
     def test_sighup_announces_what_the_agent_seeds_to_a_tracker_added_to_the_list(self):
         """A seeds app.bin with no tracker; its config gains one and a

@@ -131,6 +131,9 @@ private:
     void sample_uploads();
     void count_uploads_from_now();
     MetricsGauges metrics_gauges(uid_t uid) const;
+    // Connected peers of every torrent by how they were found, every source
+    // named (zeros included); empty when peering is off.
+    std::map<std::string, std::uint64_t> peers_by_source() const;
     std::string metrics_text(uid_t uid);
 
     // Notifications (callbacks): the durable outbox and the modification

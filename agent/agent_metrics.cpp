@@ -93,7 +93,18 @@ MetricsGauges Agent::metrics_gauges(uid_t uid) const {
     if (session)
         for (const auto& [ih, s] : swarms_->torrents())
             g.connected_peers += static_cast<std::uint64_t>(session->status(s->torrent, false).num_peers);
+    g.peers_by_source = peers_by_source();
     return g;
+}
+
+std::map<std::string, std::uint64_t> Agent::peers_by_source() const {
+    std::map<std::string, std::uint64_t> out;
+    p2p::TorrentSession* session = swarms_->session();
+    if (!session) return out;
+    for (p2p::PeerSource source : p2p::kPeerSources) out[p2p::peer_source_name(source)] = 0;
+    for (const auto& [ih, s] : swarms_->torrents())
+        for (const auto& peer : session->peers(s->torrent)) ++out[p2p::peer_source_name(peer.source)];
+    return out;
 }
 
 // What `uid` may see (root: everything): their own jobs, cache entries and

@@ -728,6 +728,7 @@ void Agent::op_peer_stats(Request& req) {
     r["bytes_to_peers"] = up;
     r["torrents"] = swarms_->torrents().size();
     r["connected_peers"] = peers;
+    r["peers_by_source"] = peers_by_source();
     if (session) r["listen_port"] = session->listen_port();
     ipc_->send(req.conn, r.dump());
 }

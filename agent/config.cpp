@@ -348,6 +348,7 @@ private:
             else if (k == "p2p.peers") c.peers = peer_list(node, k);
             else if (k == "p2p.allowed_networks") c.allowed_networks = cidr_list(node, k);
             else if (k == "p2p.trackers") c.trackers = tracker_list(node, k);
+            else if (k == "p2p.group") c.group = group_key(node, k);
             else if (k == "p2p.metainfo_probe") c.metainfo_probe = boolean(node, k);
             else if (k == "p2p.metainfo_suffix") c.metainfo_suffix = url_suffix(node, k);
             else if (k == "p2p.origin_requests") c.origin_requests = integer<int>(node, k, 1, 64);
@@ -567,6 +568,16 @@ private:
             out.push_back(s);
         }
         return out;
+    }
+
+    // A group key: at most 256 bytes, no control characters ("" = no
+    // group). Never echoed.
+    std::string group_key(const toml::node& n, const std::string& name) const {
+        const std::string& s = string(n, name, "a string (the group key)");
+        bool ok = s.size() <= 256;
+        for (unsigned char ch : s) ok = ok && ch >= 0x20 && ch != 0x7f;
+        if (!ok) fail(n, name + " must be at most 256 bytes without control characters");
+        return s;
     }
 
     // Announce URLs; an error names the entry redacted (a passkey in it is

@@ -78,6 +78,10 @@ struct Config {
     // to; empty: none. A URL's user info or query may hold a passkey
     // (redacted_tracker()).
     std::vector<std::string> trackers;
+    // Group key: torrents are announced to the trackers under a hash derived
+    // from it (p2p::group_info_hash), so other groups never meet this one
+    // there. A secret: never printed. "" = no group.
+    std::string group;
     bool metainfo_probe = true;          // look for URL + metainfo_suffix beside the content
     std::string metainfo_suffix = ".torrent";
     int origin_requests = 4;             // piece requests to the origin at once, per file, this agent

@@ -97,6 +97,7 @@ std::vector<std::pair<const char*, std::string>> values(const Config& c) {
         {"p2p.peers", quoted_list(c.peers)},
         {"p2p.allowed_networks", quoted_list(c.allowed_networks)},
         {"p2p.trackers", quoted_list(redacted_trackers(c.trackers))},
+        {"p2p.group", quoted(c.group.empty() ? "" : "[redacted]")},  // a secret
         {"p2p.metainfo_probe", boolean(c.metainfo_probe)},
         {"p2p.metainfo_suffix", quoted(c.metainfo_suffix)},
         {"p2p.origin_requests", number(c.origin_requests)},

@@ -849,3 +849,18 @@ TEST_CASE("effective settings never show a tracker's user info or query", "[conf
         CHECK(found);
     }
 }
+
+TEST_CASE("a group key loads, is never shown, and a bad one names its line", "[config]") {
+    TempDir dir;
+    std::string file = dir.write("doptd.conf", "[p2p]\ngroup = \"floor-3 s3cret\"\n");
+    std::vector<std::string> warnings;
+    Config c = load_config(file, warnings);
+    CHECK(warnings.empty());
+    CHECK(c.group == "floor-3 s3cret");
+    for (const auto& s : dopt::agent::effective_settings(c))
+        if (s.key == "p2p.group") CHECK(s.value == "\"[redacted]\"");
+    CHECK_THAT(load_error(dir, "[p2p]\n\ngroup = \"a\\nb\"\n"),
+               Catch::Contains(":3: p2p.group must be at most 256 bytes without control"));
+    CHECK_THAT(load_error(dir, "[p2p]\ngroup = \"" + std::string(257, 'k') + "\"\n"),
+               Catch::Contains(":2: p2p.group must be"));
+}

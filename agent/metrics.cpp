@@ -155,6 +155,10 @@ std::string prometheus_text(const UsageTotals& usage, const OwnerFilter& visible
     out.sample("dopt_peering_enabled", "", gauges.peering ? 1 : 0);
     out.family("dopt_connected_peers", "gauge", "LAN peer connections open now, summed over torrents.");
     out.sample("dopt_connected_peers", "", gauges.connected_peers);
+    out.family("dopt_connected_peers_by_source", "gauge",
+               "LAN peer connections open now by how the peer was found (tracker, lsd, static, incoming, other).");
+    for (const auto& [source, n] : gauges.peers_by_source)
+        out.sample("dopt_connected_peers_by_source", "source=\"" + source + "\"", n);
     return out.text();
 }
 

@@ -65,6 +65,7 @@ struct MetricsGauges {
     std::uint64_t cache_entries = 0;
     bool peering = false;
     std::uint64_t connected_peers = 0;
+    std::map<std::string, std::uint64_t> peers_by_source;  // "tracker" -> n; empty: peering off
 };
 
 // The Prometheus text exposition (format 0.0.4) of the counters `visible`

@@ -47,6 +47,7 @@ p2p::SessionSettings Swarms::session_settings() const {
     s.peers = config_.peers;
     s.allowed_networks = config_.allowed_networks;
     s.trackers = config_.trackers;
+    s.group = config_.group;
     s.upload_rate_limit = config_.max_upload_rate;
     s.download_rate_limit = config_.max_download_rate;
     s.throttle_lan = config_.throttle_lan;

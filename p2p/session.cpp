@@ -25,6 +25,7 @@
 #include <libtorrent/extensions/smart_ban.hpp>
 #include <libtorrent/extensions/ut_metadata.hpp>
 #include <libtorrent/fingerprint.hpp>
+#include <libtorrent/hasher.hpp>
 #include <libtorrent/ip_filter.hpp>
 #include <libtorrent/posix_disk_io.hpp>
 #include <libtorrent/read_resume_data.hpp>
@@ -330,9 +331,12 @@ void apply_safe_params(lt::add_torrent_params& p, const std::string& save_path,
     const bool lsd = s.lan_discovery;
     p.save_path = save_path;
     p.storage_mode = lt::storage_mode_sparse;
-    p.trackers = s.trackers;
+    p.trackers.clear();
     p.tracker_tiers.clear();
-    for (std::size_t i = 0; i < s.trackers.size(); ++i) p.tracker_tiers.push_back(static_cast<int>(i));
+    if (s.group.empty()) {  // with a group, the torrent's announcer does it
+        p.trackers = s.trackers;
+        for (std::size_t i = 0; i < s.trackers.size(); ++i) p.tracker_tiers.push_back(static_cast<int>(i));
+    }
     p.url_seeds.clear();
     p.http_seeds.clear();
     p.dht_nodes.clear();
@@ -343,6 +347,19 @@ void apply_safe_params(lt::add_torrent_params& p, const std::string& save_path,
                lt::torrent_flags::disable_pex;
     if (!lsd) p.flags |= lt::torrent_flags::disable_lsd;
 }
+
+}  // namespace
+
+lt::sha1_hash group_info_hash(const std::string& group, const lt::info_hash_t& torrent) {
+    static constexpr char kPrefix[] = "dopt-group-v1:";
+    lt::hasher h(kPrefix, static_cast<int>(sizeof kPrefix - 1));
+    h.update(group.data(), static_cast<int>(group.size()));
+    const lt::sha1_hash id = torrent.has_v1() ? torrent.v1 : lt::sha1_hash(torrent.v2.data());
+    h.update(id.data(), static_cast<int>(id.size()));
+    return h.final();
+}
+
+namespace {
 
 // A rendezvous torrent never has metadata, so libtorrent never opens its
 // storage; should it ever try, nothing can be written under /dev/null.
@@ -394,6 +411,10 @@ struct PeerSession::Impl {
     std::shared_ptr<ContentPlugin> content = std::make_shared<ContentPlugin>(content_table);
     std::map<ContentSha256, lt::torrent_handle> rendezvous;  // by X
     std::set<lt::info_hash_t> serving_metadata;  // torrents given ut_metadata
+    // With a group: torrent -> its announcer G, a torrent added by
+    // group_info_hash alone (no metadata, upload mode, no LSD) that alone
+    // announces to the trackers; tick() connects the torrent to G's peers.
+    std::map<lt::torrent_handle, lt::torrent_handle> announcers;
     std::unique_ptr<lt::session> session;
 
     static void wake(int fd) {
@@ -406,6 +427,7 @@ struct PeerSession::Impl {
     }
     // Peers now, LSD now and its repeats in tick(), static peers reconnected.
     void find_peers(const lt::torrent_handle& h) {
+        add_announcer(h);
         connect_static_peers(h);
         if (settings.lan_discovery) h.force_lsd_announce();
         bool known = false;
@@ -423,14 +445,60 @@ struct PeerSession::Impl {
         return filter;
     }
     void apply_peer_class_filter();
-    // Every torrent of the session (rendezvous and metadata ones too)
-    // announces to settings.trackers from now on, at once.
-    void replace_trackers() {
-        const std::vector<lt::announce_entry> entries = tracker_entries(settings.trackers);
-        for (const lt::torrent_handle& h : session->get_torrents()) {
+    // With a group and trackers: `h`'s announcer, unless it has one.
+    void add_announcer(const lt::torrent_handle& h) {
+        if (settings.group.empty() || settings.trackers.empty() || announcers.count(h)) return;
+        lt::add_torrent_params p;
+        p.info_hashes = lt::info_hash_t(group_info_hash(settings.group, h.info_hashes()));
+        SessionSettings s = settings;
+        s.group.clear();
+        s.lan_discovery = false;
+        apply_safe_params(p, "/dev/null", s);
+        p.flags |= lt::torrent_flags::upload_mode;
+        announcers[h] = session->add_torrent(std::move(p));
+    }
+    void remove_announcer(const lt::torrent_handle& h) {
+        auto it = announcers.find(h);
+        if (it == announcers.end()) return;
+        session->remove_torrent(it->second);
+        announcers.erase(it);
+    }
+    // Each torrent connects to the peers its announcer's trackers named
+    // (their listen endpoints); the handshake on the torrent's own
+    // info-hash then admits only agents that have it.
+    void connect_announced_peers() {
+        std::vector<lt::peer_info> infos;
+        for (const auto& [h, g] : announcers) {
             try {
-                h.replace_trackers(entries);
-                if (!entries.empty()) h.force_reannounce();
+                g.get_peer_info(infos);
+                for (const auto& p : infos)
+                    if (p.source & lt::peer_info::tracker) h.connect_peer(p.ip);
+            } catch (const lt::system_error&) {  // removed meanwhile
+            }
+        }
+    }
+    void connect_announced_peer(const lt::torrent_handle& announcer, const lt::tcp::endpoint& peer) {
+        for (const auto& [h, g] : announcers) {
+            if (g != announcer) continue;
+            try {
+                h.connect_peer(peer);
+            } catch (const lt::system_error&) {  // removed meanwhile
+            }
+        }
+    }
+    // Every torrent of the session (rendezvous and metadata ones too)
+    // announces to settings.trackers (or through its announcer, with a
+    // group) from now on, at once.
+    void replace_trackers() {
+        for (auto& [h, g] : announcers) session->remove_torrent(g);
+        announcers.clear();
+        const std::vector<lt::announce_entry> entries =
+            settings.group.empty() ? tracker_entries(settings.trackers) : std::vector<lt::announce_entry>{};
+        for (const Torrent& t : torrents) {
+            try {
+                t.handle.replace_trackers(entries);
+                if (!entries.empty()) t.handle.force_reannounce();
+                add_announcer(t.handle);
             } catch (const lt::system_error&) {  // removed meanwhile
             }
         }
@@ -454,6 +522,7 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
                                       [&](const Torrent& t) { return t.handle == r; }),
                        torrents.end());
         content->forget_rendezvous(r.info_hashes());
+        remove_announcer(r);
         session->remove_torrent(r);
         return;
     }
@@ -530,7 +599,7 @@ PeerSession::~PeerSession() {
 void PeerSession::reconfigure(const SessionSettings& settings) {
     Impl& d = *impl_;
     d.parse(settings);  // throws before anything changes
-    const bool trackers_changed = settings.trackers != d.settings.trackers;
+    const bool trackers_changed = settings.trackers != d.settings.trackers || settings.group != d.settings.group;
     d.settings = settings;
     lt::settings_pack pack;
     set_changeable(pack, settings, d.listen);
@@ -664,6 +733,7 @@ void PeerSession::remove_torrent(const lt::torrent_handle& handle, bool delete_f
     if (!handle.is_valid()) return;
     d.claim_table->drop_torrent(handle.info_hashes());
     d.serving_metadata.erase(handle.info_hashes());
+    d.remove_announcer(handle);
     d.torrents.erase(std::remove_if(d.torrents.begin(), d.torrents.end(),
                                     [&](const Impl::Torrent& t) { return t.handle == handle; }),
                      d.torrents.end());
@@ -701,6 +771,7 @@ void PeerSession::tick() {
         }
     }
 
+    d.connect_announced_peers();
     d.claim_table->expire(now);
 }
 
@@ -734,6 +805,11 @@ std::set<int> PeerSession::claims_held_over(const lt::torrent_handle& handle) co
     return impl_->claim_table->held_over(handle.info_hashes(), monotonic_ms());
 }
 
+bool PeerSession::is_static_peer(const lt::tcp::endpoint& peer) const {
+    const auto& peers = impl_->static_peers;
+    return std::find(peers.begin(), peers.end(), peer) != peers.end();
+}
+
 bool PeerSession::ban_address(const std::string& address) {
     lt::error_code ec;
     const lt::address addr = lt::make_address(address, ec);
@@ -764,6 +840,13 @@ std::vector<lt::alert*> PeerSession::pop_alerts() {
     lt::ip_filter filter;
     bool banned_any = false;
     for (lt::alert* a : d.alerts) {
+        // An announcer connecting out to a peer its tracker named: the
+        // torrent it announces connects there too, now (tick() catches up
+        // on the ones missed).
+        if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
+            if (pc->direction == lt::peer_connect_alert::direction_t::out) d.connect_announced_peer(pc->handle, pc->endpoint);
+            continue;
+        }
         if (auto* ban = lt::alert_cast<lt::peer_ban_alert>(a)) {
             if (!banned_any) filter = d.session->get_ip_filter();
             banned_any = true;

@@ -45,6 +45,12 @@ namespace dopt::p2p {
 // when it is not one; port 0 only when allow_port0.
 lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, bool allow_port0);
 
+// The info-hash torrent `torrent` is announced to trackers as in `group`:
+// SHA-1("dopt-group-v1:" || group || v1 info-hash) (the v2 hash's first 20
+// bytes for a v2-only torrent). Who lacks the group key cannot tell H from
+// it, nor find the agents of the group that announce it.
+lt::sha1_hash group_info_hash(const std::string& group, const lt::info_hash_t& torrent);
+
 class PeerSession {
 public:
     explicit PeerSession(const SessionSettings& settings);
@@ -159,6 +165,9 @@ public:
     lt::torrent_handle add_torrent_for_metadata(const lt::sha1_hash& info_hash,
                                                 const std::string& save_path,
                                                 const std::string& peer);
+
+    // Whether `peer` is one of [p2p] peers (address and port).
+    bool is_static_peer(const lt::tcp::endpoint& peer) const;
 
     // Refuses `address` (an IP address, no port) from now on, on every port
     // and torrent, until the session ends, as a peer banned for bad pieces

@@ -21,6 +21,10 @@ struct SessionSettings {
     // Tracker announce URLs ("http[s]://host:port/path", "udp://host:port"),
     // checked by the caller; every torrent is announced to all of them.
     std::vector<std::string> trackers;
+    // Non-empty: torrent H is announced to the trackers as the group's
+    // hash of H (group_info_hash), never as H: agents of other groups on the
+    // same tracker never learn this one.
+    std::string group;
 };
 
 // What the content extension (p2p/content.h) reports: agents on the LAN

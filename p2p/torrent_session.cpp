@@ -27,6 +27,17 @@ std::vector<bool> to_bools(const lt::typed_bitfield<lt::piece_index_t>& bits) {
 
 }  // namespace
 
+const char* peer_source_name(PeerSource source) {
+    switch (source) {
+    case PeerSource::Tracker: return "tracker";
+    case PeerSource::Lsd: return "lsd";
+    case PeerSource::Static: return "static";
+    case PeerSource::Incoming: return "incoming";
+    case PeerSource::Other: break;
+    }
+    return "other";
+}
+
 PeerAddress parse_peer_address(const std::string& value, const char* what, bool allow_port0) {
     const lt::tcp::endpoint ep = parse_endpoint(value, what, allow_port0);
     return PeerAddress{ep.address().to_string(), ep.port(), ep.address().is_unspecified()};
@@ -226,6 +237,10 @@ std::vector<TorrentPeer> TorrentSession::peers(TorrentId torrent) const {
         tp.choked_us = static_cast<bool>(p.flags & lt::peer_info::remote_choked);
         tp.requests_waiting = p.download_queue_length;
         tp.payload_received = p.total_download;
+        if (p.source & lt::peer_info::tracker) tp.source = PeerSource::Tracker;
+        else if (p.source & lt::peer_info::lsd) tp.source = PeerSource::Lsd;
+        else if (impl_->session.is_static_peer(p.ip)) tp.source = PeerSource::Static;
+        else if (p.source & lt::peer_info::incoming) tp.source = PeerSource::Incoming;
         if (tp.told) tp.pieces = to_bools(p.pieces);
         out.push_back(std::move(tp));
     }

@@ -79,6 +79,15 @@ struct TorrentStatus {
     int num_peers = 0;           // connected peers
 };
 
+// How this agent came to know a connected peer (libtorrent's peer_info
+// source flags; a peer known several ways counts as the first of these).
+enum class PeerSource { Tracker, Lsd, Static, Incoming, Other };
+// "tracker", "lsd", "static" ([p2p] peers), "incoming" (it connected to
+// us), "other" (a holder a rendezvous torrent named).
+const char* peer_source_name(PeerSource source);
+inline constexpr PeerSource kPeerSources[] = {PeerSource::Tracker, PeerSource::Lsd, PeerSource::Static,
+                                              PeerSource::Incoming, PeerSource::Other};
+
 // One connected peer of a torrent.
 struct TorrentPeer {
     std::string endpoint;       // "addr:port" ("[addr]:port" for IPv6): this connection
@@ -89,6 +98,7 @@ struct TorrentPeer {
     bool choked_us = false;     // it keeps us choked
     int requests_waiting = 0;   // our requests to it not yet answered
     std::int64_t payload_received = 0;  // bytes of pieces it sent us, all time
+    PeerSource source = PeerSource::Other;
     std::vector<bool> pieces;   // when told: the pieces it holds
 };
 

@@ -886,7 +886,8 @@ int cmd_stats(const Options& o) {
                     {"peer_efficiency_percent", eff},
                     {"peering", agent.value("peering", false)},
                     {"bytes_to_peers", agent.value("bytes_to_peers", std::uint64_t{0})},
-                    {"connected_peers", agent.value("connected_peers", 0)}});
+                    {"connected_peers", agent.value("connected_peers", 0)},
+                    {"peers_by_source", agent.value("peers_by_source", json::object())}});
         return kExitOk;
     }
     std::printf("jobs:              %zu\n", jobs.size());
@@ -899,6 +900,8 @@ int cmd_stats(const Options& o) {
         std::uint64_t up = agent.value("bytes_to_peers", std::uint64_t{0});
         std::printf("bytes to peers:    %llu (%s)\n", static_cast<unsigned long long>(up), human_bytes(up).c_str());
         std::printf("connected peers:   %d\n", agent.value("connected_peers", 0));
+        for (const auto& [source, n] : agent.value("peers_by_source", json::object()).items())
+            std::printf("  %-16s %llu\n", (source + ":").c_str(), static_cast<unsigned long long>(n.get<std::uint64_t>()));
     } else {
         std::printf("peering:           off\n");
     }

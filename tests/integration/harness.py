@@ -310,6 +310,17 @@ class TlsNginx(Nginx):
         return "https://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
 
 
+def terminate(proc):
+    """SIGTERM to a child still running, SIGKILL after 5 s; waits for it."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class FaultOrigin:
     """tests/origin/fault_origin.py on 127.0.0.1:<chosen port>."""
 
@@ -350,13 +361,7 @@ class FaultOrigin:
         return s.get(path, {"requests": 0, "body_bytes": 0, "cuts": 0, "log": []})
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 
@@ -430,13 +435,7 @@ class Opentracker:
                 for m in re.finditer(r"^\s*(\d+)\s+([0-9A-Fa-f]{40})\s*$", peers_part, re.M)}
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def merge_toml(base, extra):

@@ -10,6 +10,7 @@ in the origin's access log after a mark) are printed on stderr.
 
 import hashlib
 import http.server
+import json
 import os
 import re
 import signal
@@ -76,6 +77,17 @@ class PeersThroughTracker(TrackerTest):
         self.assertFileSha(db, sha)
         self.assertFromPeers(jb, self.SIZE, mark, "/slow/app.bin", "through the tracker", b)
         self.assertIn(ih, tracker.top_hashes())
+        # B knows A from the tracker, A knows B as an incoming peer: in
+        # `dopt stats --json` and in the metrics.
+        stats = lambda agent: json.loads(agent.dopt("stats", "--json", check=True)[1])
+        wait_for(lambda: stats(b)["peers_by_source"]["tracker"] >= 1, 10,
+                 what="B's peers by source: %s" % stats(b))
+        wait_for(lambda: stats(a)["peers_by_source"]["incoming"] >= 1, 10,
+                 what="A's peers by source: %s" % stats(a))
+        say("peers by source: A %s, B %s" % (stats(a)["peers_by_source"], stats(b)["peers_by_source"]))
+        _, samples = harness.parse_prometheus(b.dopt("stats", "--prometheus", check=True)[1])
+        self.assertGreaterEqual(samples[("dopt_connected_peers_by_source", (("source", "tracker"),))], 1)
+        self.assertEqual(samples[("dopt_connected_peers_by_source", (("source", "lsd"),))], 0)
 
     def test_http_tracker(self):
         self._second_agent_takes_from_the_first(lambda t: t.http_url())
@@ -101,6 +113,57 @@ class PeersThroughTracker(TrackerTest):
         self.assertFileSha(db, sha)
         self.assertEqual(jb["files"][0]["metainfo"], "peers", jb)
         self.assertFromPeers(jb, self.SIZE, mark, "/nometa.bin", "by SHA-256 through the tracker", b)
+
+
+def group_hash(group, v1_info_hash):
+    """What an agent of `group` announces for a torrent (p2p::group_info_hash)."""
+    return hashlib.sha1(b"dopt-group-v1:" + group.encode() + bytes.fromhex(v1_info_hash)).hexdigest()
+
+
+class GroupsOnOneTracker(TrackerTest):
+    SIZE = 24 * MiB
+
+    def test_two_groups_on_one_tracker_stay_apart(self):
+        """A and C in group "alpha", B in group "beta", one tracker. A
+        seeds app.bin; C (from a slow origin) connects to A and takes most
+        of it from A; B takes 0 bytes from peers and is the only agent on
+        its group's hash. The tracker holds the two groups' derived
+        hashes, never the torrent's own."""
+        self.origin = self.sb.nginx(self.www, slow_rate="256k")
+        sha = self.serve("app.bin", self.SIZE)
+        ih = self.hashes["app.bin"]
+        alpha, beta = group_hash("alpha", ih), group_hash("beta", ih)
+        tracker = self.sb.opentracker([alpha, beta] + announced_hashes(os.path.join(self.www, "app.bin.torrent")))
+        trackers = [tracker.http_url()]
+        a = self.sb.agent(tracker_toml("%s:%d" % (A_IP, free_port(A_IP)), trackers, 'group = "alpha"\n'),
+                          name="A")
+        self.get(a, self.url("app.bin"), "app.bin")
+        self.wait_seeding(a, ih)
+        c = self.sb.agent(tracker_toml("127.0.0.3:%d" % free_port("127.0.0.3"), trackers, 'group = "alpha"\n'),
+                          name="C")
+        mark = self.mark()
+        dc, jc = self.get(c, self.url("slow/app.bin"), "app.bin")
+        self.assertFileSha(dc, sha)
+        # C meets A later than without a group (its announcer connects
+        # first, then C's torrent): with a fast origin C takes many pieces
+        # from it meanwhile (measured: 0-75% of the file), hence 256 KB/s.
+        say("C in A's group: bytes_from_peers %d, bytes_from_origin %d"
+            % (jc["bytes_from_peers"], jc["bytes_from_origin"]))
+        self.assertGreaterEqual(jc["bytes_from_peers"], 0.5 * self.SIZE, jc)
+
+        b = self.sb.agent(tracker_toml("%s:%d" % (B_IP, free_port(B_IP)), trackers, 'group = "beta"\n'),
+                          name="B")
+        job = b.add(self.url("app.bin"), "-o", self.dest_of(b, "app.bin"))
+        wait_for(lambda: beta in tracker.top_hashes(), 15, what="B announcing its group's hash")
+        b.wait_state(job, ("transferred", "acknowledged"), timeout=60)
+        jb = b.status(job)
+        say("B in another group: bytes_from_peers %d, bytes_from_origin %d"
+            % (jb["bytes_from_peers"], jb["bytes_from_origin"]))
+        self.assertEqual(jb["bytes_from_peers"], 0, jb)
+        hashes = tracker.top_hashes()
+        self.assertEqual(hashes.get(alpha), 2, hashes)
+        self.assertEqual(hashes.get(beta), 1, hashes)
+        self.assertNotIn(ih, hashes)
 
 
 class TrackersOnSighup(TrackerTest):

@@ -232,7 +232,9 @@ DOPT_EXPORT void dopt_job_status_list_free(dopt_job_status **list, size_t count)
  *    "in_use": bool, "last_used": integer (unix time)}
  * dopt_peer_stats_json, version 1: an object
  *   {"peering": bool, "bytes_to_peers": integer, "torrents": integer,
- *    "connected_peers": integer, "listen_port": integer (0 when off)} */
+ *    "connected_peers": integer, "listen_port": integer (0 when off),
+ *    "peers_by_source": {"tracker"|"lsd"|"static"|"incoming"|"other":
+ *    integer} (connected peers by how they were found; {} when off)} */
 #define DOPT_CACHE_JSON_VERSION 1
 
 /* The peer cache entries the caller may see (their own; root: all).

@@ -946,6 +946,23 @@ void Swarms::drop_origin_pieces(Swarm& s, const Job* only) {
                          origin_pieces_.end());
 }
 
+// Stops the origin request for `piece`, if one is in flight: the piece
+// came from a peer, so the rest of its bytes would cross the origin link
+// for nothing.
+void Swarms::drop_origin_piece(Swarm& s, int piece) {
+    auto it = s.origin_inflight.find(piece);
+    if (it == s.origin_inflight.end()) return;
+    OriginPiece* op = it->second;
+    LOG_DEBUG("swarm %s: piece %d came from a peer; its origin request stopped after %zu bytes",
+              s.info_hash.c_str(), piece, op->data.size());
+    fetcher_.stop(op->id);
+    op->swarm = nullptr;
+    s.origin_inflight.erase(it);
+    origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
+                                        [op](const auto& p) { return p.get() == op; }),
+                         origin_pieces_.end());
+}
+
 void Swarms::fail_swarm_users(Swarm& s, ErrorContext context, std::int64_t code, const std::string& why) {
     std::vector<Job*> users(s.users.begin(), s.users.end());
     for (Job* j : users) agent_.fail(*j, context, code, why, j->current_file);
@@ -1257,6 +1274,7 @@ void Swarms::on_piece_verified(Swarm& s, int piece) {
     // those that arrive afterwards were hashed from the wire.
     if (s.checked) s.verified_now[static_cast<std::size_t>(piece)] = true;
     s.origin_piece_job.erase(piece);
+    drop_origin_piece(s, piece);  // a peer gave it first
     if (s.from_origin[static_cast<std::size_t>(piece)]) {
         for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
         // The agent received it once, whatever number of its jobs share it.
@@ -1294,6 +1312,7 @@ bool Swarms::on_piece_hash_failed(Swarm& s, int piece) {
 // resume data is saved.
 void Swarms::on_torrent_finished(Swarm& s) {
     s.complete = true;
+    drop_origin_pieces(s);  // none is needed now
     auto c = cache_.find(s.info_hash);
     if (c != cache_.end() && !c->second.complete) {
         c->second.complete = true;

@@ -264,6 +264,7 @@ private:
     void finish_swarm_file(Job& job);
     void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
     void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
+    void drop_origin_piece(Swarm& swarm, int piece);
     Job& next_origin_job(Swarm& swarm);
     void fail_swarm_users(Swarm& swarm, storage::ErrorContext context, std::int64_t code, const std::string& why);
 

@@ -255,6 +255,39 @@ class ChokingPeer(HostileTest):
                       "the agent never saw the choke last 2 s: no test")
 
 
+class OriginRequestsOutlived(HostileTest):
+    ORIGIN_RATE = "192k"  # per connection: a piece of 1 MiB takes 5.3 s
+    UNCHOKE_AFTER = ChokingPeer.UNCHOKE_AFTER
+    # 3 or 4 requests stopped after about 1.5 s (384 KiB each): 1.1-1.6 MiB;
+    # 3 MiB or more when they run to their end.
+    WASTE_BOUND = 2.25 * MiB
+
+    def test_an_origin_request_stops_when_a_peer_gives_its_piece(self):
+        """The peer of ChokingPeer, advertising every piece but refusing
+        piece 7: once its choke has lasted 2 s the agent asks the origin for
+        4 pieces, 3 or 4 of which the peer gives 1.5 s later. Their origin
+        requests stop then, while the job still waits for piece 7: what
+        nginx sent beyond the bytes the agent used (bytes_from_origin) is a
+        fraction of those pieces. Before: each ran to its end (3 MiB or
+        more sent for nothing; next to a libtorrent seeder in issue 18 the
+        origin link carried 5.6 MiB for 2-3 MiB used)."""
+        sha, meta, content = self.serve("pkg.bin")
+        late = self.hostile(meta, "late", content=content, unchoke_after=self.UNCHOKE_AFTER,
+                            refuse=(meta.num_pieces - 1,))
+        a = self.new_agent("A", [late.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        self.origin.wait_log_complete()
+        sent = self.origin.body_bytes_sent("/slow/pkg.bin")
+        used = job["bytes_from_origin"]
+        say("origin sent %.2f MiB, the agent used %.2f MiB (from peers %.2f MiB) in %.2f s; peer %s"
+            % (sent / MiB, used / MiB, job["bytes_from_peers"] / MiB, secs, late.summary()))
+        self.assertGreater(late.summary()["pieces_sent"], 0, "the peer gave nothing: no test")
+        self.assertGreater(sent, used, "no origin request was in flight for a piece the peer gave: no test")
+        self.assertLessEqual(sent - used, self.WASTE_BOUND,
+                             "origin requests ran on after a peer gave their pieces")
+
+
 class SwarmTest(HostileTest):
     SWARM_IPS = ("127.0.0.1", "127.0.0.7", "127.0.0.8")
     SWARM_SIZE = 16 * MiB

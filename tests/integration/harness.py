@@ -350,15 +350,22 @@ class FaultOrigin:
         return s.get(path, {"requests": 0, "body_bytes": 0, "cuts": 0, "log": []})
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
+
+
+def terminate(proc, timeout=5):
+    """SIGTERM to a child still running, SIGKILL after `timeout` seconds;
+    reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def merge_toml(base, extra):

@@ -10,12 +10,14 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import unittest
 
 import harness
 import test_peering as peering  # helpers only: p2p_toml
 from harness import MiB, wait_for
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = 8 * MiB
 ORIGIN_RATE = "256k"  # the origin is the slow way: the agent should use the seeder
 
@@ -61,13 +63,7 @@ class Aria2:
         return self
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.terminate(self.proc)
 
 
 @unittest.skipUnless(shutil.which("aria2c"), "aria2c is not installed (scripts/setup-deps)")
@@ -113,6 +109,43 @@ class Aria2Swarm(harness.IntegrationTest):
                       % harness.tail(leecher.log))
         self.assertEqual(rc, 0, harness.tail(leecher.log))
         self.assertFileSha(os.path.join(leech_dir, "pkg.bin"), sha)
+
+
+def stock_libtorrent():
+    """True when Debian's python3-libtorrent imports under /usr/bin/python3."""
+    try:
+        return subprocess.run(["/usr/bin/python3", "-c", "import libtorrent"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@unittest.skipUnless(stock_libtorrent(), "python3-libtorrent is not installed (scripts/setup-deps)")
+class MagnetClient(harness.IntegrationTest):
+    def test_a_magnet_client_gets_the_metadata_and_the_file_from_an_agent(self):
+        """An agent seeds a file it fetched (published hybrid metainfo); a
+        stock libtorrent client given only the v1 info-hash and the agent's
+        address takes the info dictionary from it (BEP 9), then the file.
+        Before: ut_metadata ran only on torrents of content identity, and
+        the client stayed without metadata (issue 18 item 7)."""
+        src = os.path.join(self.www, "pkg.bin")
+        sha = harness.make_file(src, 4 * MiB)
+        origin = self.sb.nginx(self.www)
+        info_hash = peering.publish(src, origin.url("pkg.bin"), src + ".torrent")
+        port = harness.free_port()
+        agent = self.sb.agent(peering.p2p_toml("127.0.0.1:%d" % port))
+        dest = os.path.join(self.dest("out"), "pkg.bin")
+        agent.dopt("get", origin.url("pkg.bin"), "-o", dest, check=True, timeout=60)
+        self.assertFileSha(dest, sha)
+
+        save = self.dest("magnet")
+        p = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "magnet_client.py"), info_hash,
+                            "127.0.0.1:%d" % port, save, "30"],
+                           capture_output=True, text=True, timeout=60, env=harness.clean_env())
+        sys.stderr.write("\n  magnet client: %s" % p.stdout.strip().replace("\n", "; "))
+        self.assertRegex(p.stdout, r"(?m)^metadata [0-9.]+$", p.stderr)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertFileSha(os.path.join(save, "pkg.bin"), sha)
 
 
 if __name__ == "__main__":

@@ -480,6 +480,7 @@ void Swarms::join_swarm(Job& job, int fd) {
         s->attached_ms = mono_ms();
         s->peers_hung_up.clear();
         s->peers_failed.clear();
+        s->peers_choking.clear();
         s->peers_offer_since_ms = 0;
         s->peers_slow_since_ms = 0;
         s->peer_rate = -1;
@@ -636,14 +637,16 @@ std::vector<p2p::Claim> Swarms::others_claims(Swarm& s) {
 }
 
 // Each connected peer: when it was first seen (a peer that has not told its
-// pieces within p2p::kHandshakeMs of connecting does not count), and since
-// when it owes us data: we want its pieces and it keeps us choked, or our
-// requests to it are unanswered. An agent unchokes at once
-// (p2p/session.cpp) and answers in milliseconds on a LAN; one that has owed
-// for p2p::kPeerOwesTooLongMs counts nowhere (p2p/origin_picker.h) and is
-// disconnected (origin_plan_input), so a peer that advertises pieces and
-// never delivers cannot hold the origin back. Payload from it starts the
-// count again.
+// pieces within p2p::kHandshakeMs of connecting does not count), since when
+// it owes us data (we want its pieces and it keeps us choked, or our
+// requests to it are unanswered) and since when it leaves our requests
+// unanswered while it unchokes us. An agent unchokes at once
+// (p2p/session.cpp) and answers in milliseconds on a LAN. A peer that has
+// owed for p2p::kPeerOwesTooLongMs counts nowhere (p2p/origin_picker.h), so
+// a peer that advertises pieces and never delivers cannot hold the origin
+// back; one that has left requests unanswered that long is disconnected
+// too (plan_peers). A choke alone is not: stock clients ration their
+// uploads by choking. Payload from the peer starts both counts again.
 void Swarms::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now) {
     std::map<std::string, Swarm::SeenPeer> seen;
     for (const auto& p : peers) {
@@ -652,11 +655,14 @@ void Swarms::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, s
         Swarm::SeenPeer& entry = seen[p.endpoint];
         entry.first_seen_ms = before ? before->first_seen_ms : now;
         entry.payload = p.payload_received;
-        const bool owed = p.interesting && (p.choked_us || p.requests_waiting > 0);
-        if (owed) {
-            const bool still = before && before->owes_since_ms != 0 && p.payload_received <= before->payload;
-            entry.owes_since_ms = still ? before->owes_since_ms : now;
-        }
+        const bool nothing_since = before && p.payload_received <= before->payload;
+        auto since = [&](bool owing, std::int64_t previous) {
+            if (!owing) return std::int64_t{0};
+            return nothing_since && previous != 0 ? previous : now;
+        };
+        const bool unanswered = p.interesting && !p.choked_us && p.requests_waiting > 0;
+        entry.owes_since_ms = since(unanswered || (p.interesting && p.choked_us), before ? before->owes_since_ms : 0);
+        entry.unanswered_since_ms = since(unanswered, before ? before->unanswered_since_ms : 0);
     }
     s.peers_seen.swap(seen);
 }
@@ -693,22 +699,26 @@ std::vector<p2p::SwarmPeer> Swarms::plan_peers(Swarm& s, std::int64_t now, Swarm
         sp.seed = p.seed;
         const Swarm::SeenPeer& seen_peer = s.peers_seen[p.endpoint];
         sp.connected_ms = now - seen_peer.first_seen_ms;
-        const std::int64_t owes_since = seen_peer.owes_since_ms;
-        const bool owes_too_long = owes_since != 0 && now - owes_since >= p2p::kPeerOwesTooLongMs;
-        sp.failing = owes_too_long || s.peers_failed.count(sp.address) > 0;
-        if (sp.failing) {
+        auto too_long = [now](std::int64_t since) { return since != 0 && now - since >= p2p::kPeerOwesTooLongMs; };
+        const bool unanswering = too_long(seen_peer.unanswered_since_ms) || s.peers_failed.count(sp.address) > 0;
+        sp.failing = unanswering || too_long(seen_peer.owes_since_ms);
+        if (sp.failing) view.failing.insert(p.endpoint);
+        if (unanswering) {
             // Disconnected, now and each time it comes back while this
             // swarm is attached: blocks asked of it are asked of no other
             // peer, and the session gives them to the peers that deliver
             // only at their next message, so a failing peer's connection
             // costs more than its pieces are worth.
-            view.failing.insert(p.endpoint);
             if (s.peers_failed.insert(sp.address).second)
-                LOG_INFO("swarm %s: peer %s has owed us data for 2 s (kept us choked or left "
-                         "our requests unanswered): disconnected, and again whenever it comes "
-                         "back while this swarm has jobs",
+                LOG_INFO("swarm %s: peer %s has owed us data for 2 s (unchoked us and left our "
+                         "requests unanswered): disconnected, and again whenever it comes back "
+                         "while this swarm has jobs",
                          s.info_hash.c_str(), sp.address.c_str());
             peers_->disconnect_peer(s.torrent, p.endpoint);
+        } else if (sp.failing && s.peers_choking.insert(sp.address).second) {
+            LOG_INFO("swarm %s: peer %s has owed us data for 2 s (kept us choked): its pieces "
+                     "count nowhere until it serves us; it stays connected",
+                     s.info_hash.c_str(), sp.address.c_str());
         }
         if (sp.told && !sp.failing) {
             sp.pieces = static_cast<int>(std::count(p.pieces.begin(), p.pieces.end(), true));
@@ -933,6 +943,23 @@ void Swarms::drop_origin_pieces(Swarm& s, const Job* only) {
     }
     origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
                                         [](const auto& op) { return op->swarm == nullptr; }),
+                         origin_pieces_.end());
+}
+
+// Stops the origin request for `piece`, if one is in flight: the piece
+// came from a peer, so the rest of its bytes would cross the origin link
+// for nothing.
+void Swarms::drop_origin_piece(Swarm& s, int piece) {
+    auto it = s.origin_inflight.find(piece);
+    if (it == s.origin_inflight.end()) return;
+    OriginPiece* op = it->second;
+    LOG_DEBUG("swarm %s: piece %d came from a peer; its origin request stopped after %zu bytes",
+              s.info_hash.c_str(), piece, op->data.size());
+    fetcher_.stop(op->id);
+    op->swarm = nullptr;
+    s.origin_inflight.erase(it);
+    origin_pieces_.erase(std::remove_if(origin_pieces_.begin(), origin_pieces_.end(),
+                                        [op](const auto& p) { return p.get() == op; }),
                          origin_pieces_.end());
 }
 
@@ -1260,6 +1287,7 @@ void Swarms::on_piece_verified(Swarm& s, int piece) {
     // those that arrive afterwards were hashed from the wire.
     if (s.checked) s.verified_now[static_cast<std::size_t>(piece)] = true;
     s.origin_piece_job.erase(piece);
+    drop_origin_piece(s, piece);  // a peer gave it first
     if (s.from_origin[static_cast<std::size_t>(piece)]) {
         for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
         // The agent received it once, whatever number of its jobs share it.
@@ -1297,6 +1325,7 @@ bool Swarms::on_piece_hash_failed(Swarm& s, int piece) {
 // resume data is saved.
 void Swarms::on_torrent_finished(Swarm& s) {
     s.complete = true;
+    drop_origin_pieces(s);  // none is needed now
     auto c = cache_.find(s.info_hash);
     if (c != cache_.end() && !c->second.complete) {
         c->second.complete = true;

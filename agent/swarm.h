@@ -73,14 +73,23 @@ struct Swarm {
     struct SeenPeer {
         std::int64_t first_seen_ms = 0;
         // Since when it owes us data (0: it does not): we want its pieces
-        // and it keeps us choked or leaves our requests unanswered.
+        // and it keeps us choked or leaves our requests unanswered. Too
+        // long and its pieces count nowhere.
         std::int64_t owes_since_ms = 0;
+        // Since when it leaves our requests unanswered while it unchokes us
+        // (0: it does not). Too long and it is disconnected: a choke is a
+        // stock client's ordinary rationing (aria2 unchokes 4 peers in 10 s
+        // rounds), unanswered requests are not.
+        std::int64_t unanswered_since_ms = 0;
         std::int64_t payload = 0;  // bytes of pieces it had sent us by then
     };
     std::map<std::string, SeenPeer> peers_seen;  // connected peers (by endpoint) only
-    // Addresses that owed us data for 2 s since the swarm was attached:
-    // disconnected whenever they connect, until the swarm is attached again.
+    // Addresses that left our requests unanswered for 2 s since the swarm
+    // was attached: disconnected whenever they connect, until the swarm is
+    // attached again.
     std::set<std::string> peers_failed;
+    // Addresses that kept us choked for 2 s since then (logged once each).
+    std::set<std::string> peers_choking;
     // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
     std::set<int> claims_held_over;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
@@ -255,6 +264,7 @@ private:
     void finish_swarm_file(Job& job);
     void origin_does_not_match(Swarm& swarm, Job& job, const std::string& why);
     void drop_origin_pieces(Swarm& swarm, const Job* only = nullptr);
+    void drop_origin_piece(Swarm& swarm, int piece);
     Job& next_origin_job(Swarm& swarm);
     void fail_swarm_users(Swarm& swarm, storage::ErrorContext context, std::int64_t code, const std::string& why);
 

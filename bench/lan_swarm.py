@@ -52,7 +52,11 @@ ALL_METHODS = ("curl", "aria2", "dopt", "dopt-sha256")
 STARTS = ("together", "staggered")
 # Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
 # baseline of "one client is no slower through the swarm".
-EXTRA_METHODS = ("dopt-http",)
+EXTRA_METHODS = ("dopt-http", "mixed")
+# mixed: the first half of the workstations run dopt, the others aria2c, at
+# once, on v1 metainfo (V1_DIR/swarm.bin: aria2 1.36 gets the info-hash of
+# hybrid metainfo wrong, its issue 1903).
+V1_DIR = "v1"
 # Routed subnets (--subnets K): dopt without static peers, finding peers by
 # LSD only, by LSD and the tracker, and by LSD and a tracker that is down
 # (a URL where nothing listens: connections refused).
@@ -61,7 +65,7 @@ TRACKER_DOWN_URL = "http://%s:%d/announce" % (netns.TRACKER_IP, netns.TRACKER_PO
 # With --baseline-build DIR: dopt built in DIR (another commit), run in the
 # same rounds as "dopt" (and "dopt-sha256") so a change's before and after
 # share one run.
-BASELINE_METHODS = ("dopt-base", "dopt-sha256-base")
+BASELINE_METHODS = ("dopt-base", "dopt-sha256-base", "mixed-base")
 
 # Staggered: how long after its download a dopt client may take to seed
 # its copy before the next client starts anyway (the run then fails).
@@ -226,6 +230,8 @@ class Swarm:
         N = self.n
         self.t_min = max(S / U, S / C, N * S / (U + N * C))
         self.timeout = args.timeout or (60 + 2.5 * N * S / U)
+        if any(m.startswith("mixed") for m in args.methods):
+            self.v1_url()  # with this build's dopt, before a baseline run
         self.hook = os.path.join(self.lan.dir, "aria2-done.sh")
         with open(self.hook, "w") as f:
             f.write(ARIA2_HOOK)
@@ -417,54 +423,75 @@ class Swarm:
         if not shutil.which("aria2c"):
             raise MethodFailed("aria2c is not installed (scripts/setup-deps installs aria2)")
         outputs = [os.path.join(d, FILE_NAME) for d in dirs]
-        marks = [os.path.join(d, "done") for d in dirs]
-        procs = []
-        for h, d, mark in zip(self.lan.hosts, dirs, marks):
-            env = netns.child_env()
-            env["SWARM_DONE_FILE"] = mark
-            argv = ["aria2c", "--dir=" + d,
-                    "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=true",
-                    "--bt-lpd-interface=" + h.ifname, "--listen-port=6881",
-                    "--disable-ipv6=true",
-                    # keep seeding until we stop it, once every client is done
-                    "--seed-ratio=0.0",
-                    "--file-allocation=none", "--allow-overwrite=true",
-                    "--auto-file-renaming=false", "--bt-save-metadata=false",
-                    "--summary-interval=0", "--console-log-level=warn",
-                    "--log=" + os.path.join(d, "aria2.log"), "--log-level=notice",
-                    "--on-bt-download-complete=" + self.hook,
-                    "--stop-with-process=%d" % os.getpid(),
-                    self.torrent]
-            with open(os.path.join(d, "aria2.out"), "wb") as out:
-                procs.append(self.lan.run(h, self.gate.wrap(argv), stdout=out, stderr=out,
-                                          env=env))
+        procs = [self._start_aria2(h, d, self.torrent) for h, d in zip(self.lan.hosts, dirs)]
         start = self._measure_start()
 
         def check(i):
-            if os.path.exists(marks[i]):
-                with open(marks[i]) as f:
-                    return float(f.read().strip())
-            if procs[i].poll() is not None:
-                raise MethodFailed("aria2c on %s exited with %d before it was done: %s" % (
-                    self.lan.hosts[i].name, procs[i].returncode,
-                    netns.tail(os.path.join(dirs[i], "aria2.out"), 3)))
-            return None
+            return self._aria2_done(i, procs[i], dirs[i])
 
         try:
             starts, done, at_done = self._go(procs, check, "aria2")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_aria2(procs)
         self._finish(res, start, starts, done, outputs, at_done - start["tx"])
 
+    def _start_aria2(self, h, d, torrent):
+        """aria2c on workstation h for `torrent`, into folder d, held at the
+        start gate; it writes d/done when every piece is in."""
+        env = netns.child_env()
+        env["SWARM_DONE_FILE"] = os.path.join(d, "done")
+        argv = ["aria2c", "--dir=" + d,
+                "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=true",
+                "--bt-lpd-interface=" + h.ifname, "--listen-port=6881",
+                "--disable-ipv6=true",
+                # keep seeding until we stop it, once every client is done
+                "--seed-ratio=0.0",
+                "--file-allocation=none", "--allow-overwrite=true",
+                "--auto-file-renaming=false", "--bt-save-metadata=false",
+                "--summary-interval=0", "--console-log-level=warn",
+                "--log=" + os.path.join(d, "aria2.log"), "--log-level=notice",
+                "--on-bt-download-complete=" + self.hook,
+                "--stop-with-process=%d" % os.getpid(),
+                torrent]
+        with open(os.path.join(d, "aria2.out"), "wb") as out:
+            return self.lan.run(h, self.gate.wrap(argv), stdout=out, stderr=out, env=env)
+
+    def _aria2_done(self, i, proc, d):
+        """Workstation i's aria2c: its done timestamp, or None; MethodFailed
+        when it exited first."""
+        mark = os.path.join(d, "done")
+        if os.path.exists(mark):
+            with open(mark) as f:
+                return float(f.read().strip())
+        if proc.poll() is not None:
+            raise MethodFailed("aria2c on %s exited with %d before it was done: %s" % (
+                self.lan.hosts[i].name, proc.returncode, netns.tail(os.path.join(d, "aria2.out"), 3)))
+        return None
+
     # -- dopt -----------------------------------------------------------------
+
+    def _run_mixed(self, dirs, res):
+        if not shutil.which("aria2c"):
+            raise MethodFailed("aria2c is not installed (scripts/setup-deps installs aria2)")
+        self._run_dopt(dirs, res, url=self.v1_url(), aria2_hosts=self.n // 2)
+
+    def _run_mixed_base(self, dirs, res):
+        self._with_baseline_build(self._run_mixed, dirs, res)
+
+    def v1_url(self):
+        """V1_DIR/swarm.bin (the same bytes) with v1 metainfo beside it, made
+        on first use; its URL."""
+        folder = os.path.join(self.lan.docroot, V1_DIR)
+        url = self.lan.origin_url(V1_DIR + "/" + FILE_NAME)
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            os.link(self.path, os.path.join(folder, FILE_NAME))
+            p = subprocess.run([netns.harness.dopt_path(), "publish", "--v1", os.path.join(folder, FILE_NAME),
+                                "--web-seed", url], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, env=netns.child_env())
+            if p.returncode != 0:
+                raise MethodFailed("dopt publish --v1: %s" % p.stderr.strip())
+        return url
 
     def _run_dopt_http(self, dirs, res):
         self._run_dopt(dirs, res, extra_config="[p2p]\nmetainfo_probe = false\n",
@@ -499,13 +526,14 @@ class Swarm:
             os.environ["DOPT_BUILD_DIR"] = current
 
     def _run_dopt(self, dirs, res, extra_config="", url=None, get_args=(), staggered_holds=True,
-                  peers="all"):
+                  peers="all", aria2_hosts=0):
         """Every workstation's agent runs `dopt get URL GET_ARGS` (default:
         the URL with metainfo beside it), with LSD on and `peers` as its
         static peers (default every other workstation). Staggered, the next
         client starts once the one before seeds the file from its peer
         cache (unless not staggered_holds: an agent that goes HTTP only
-        never does)."""
+        never does). The last `aria2_hosts` workstations run aria2c on URL's
+        metainfo instead."""
         try:
             netns.harness.doptd_path()
         except unittest.SkipTest as e:
@@ -520,8 +548,10 @@ class Swarm:
                  '[jobs]\nsync_on_complete = false\n' % self.args.dopt_log_level) + \
             (self.args.dopt_config or "") + extra_config
         agents = []
+        aria2 = []
+        n_dopt = self.n - aria2_hosts
         try:
-            for h, d in zip(self.lan.hosts, dirs):
+            for h, d in zip(self.lan.hosts[:n_dopt], dirs):
                 a = self.lan.start_agent(h, extra_toml=extra, peers=peers,
                                          name="agent-" + os.path.basename(d), start=False)
                 agents.append(a)
@@ -540,10 +570,16 @@ class Swarm:
             procs = [a.get_async(url or self.url, out, *get_args, stderr=subprocess.PIPE,
                                  wrap=self.gate.wrap)
                      for a, out in zip(agents, outputs)]
+            v1_torrent = os.path.join(self.lan.docroot, V1_DIR, FILE_NAME + ".torrent")
+            aria2 = [self._start_aria2(h, d, v1_torrent)
+                     for h, d in zip(self.lan.hosts[n_dopt:], dirs[n_dopt:])]
+            procs += aria2
             start = self._measure_start()
             ended = [None] * self.n
 
             def check(i):
+                if i >= n_dopt:
+                    return self._aria2_done(i, procs[i], dirs[i])
                 if ended[i] is None and procs[i].poll() is not None:
                     ended[i] = time.time()
                     if procs[i].returncode != 0:
@@ -558,10 +594,11 @@ class Swarm:
                     procs, check, "dopt", holds=(lambda i: seeding(agents[i])) if staggered_holds
                     else None)
             finally:
-                for p in procs:
+                for p in procs[:n_dopt]:
                     if p.poll() is None:
                         p.kill()
                         p.wait()
+                stop_aria2(aria2)
             self._finish(res, start, starts, done, outputs, at_done - start["tx"])
             per = []
             for a in agents:
@@ -583,6 +620,19 @@ class Swarm:
 
 def trackers_toml(*urls):
     return "[p2p]\ntrackers = [%s]\n" % ", ".join('"%s"' % u for u in urls)
+
+
+def stop_aria2(procs):
+    """Stops aria2c processes (seeding until stopped)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def seeding(agent):

@@ -197,7 +197,7 @@ int choose_piece_size(std::uint64_t size) {
     return piece;
 }
 
-std::string make_metainfo(const std::string& path, const std::string& web_seed) {
+std::string make_metainfo(const std::string& path, const std::string& web_seed, MetainfoFormat format) {
     if (path.empty()) throw MetainfoError("no file given");
     struct stat sb;
     if (::stat(path.c_str(), &sb) != 0)
@@ -221,7 +221,9 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed) 
             throw MetainfoError("cannot publish " + path + ": expected one file, found " +
                                 std::to_string(fs.num_files()));
         // A file replaced between stat() and here is caught by the hashing.
-        lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(fs.total_size())));
+        lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(fs.total_size())),
+                              format == MetainfoFormat::V1 ? lt::create_torrent::v1_only
+                                                           : lt::create_flags_t{});
         ct.set_creator("dopt");
         if (!web_seed.empty()) ct.add_url_seed(web_seed);
         return hash_and_encode(ct, parent, path);

@@ -5,8 +5,8 @@
 // metainfo.cpp.
 //
 // Contract: make_metainfo() writes hybrid (v1 + v2) metainfo for one file,
-// with the given web seed, and a piece size chosen for the file (1 MiB or
-// larger).
+// or v1 only when asked, with the given web seed, and a piece size chosen
+// for the file (1 MiB or larger).
 #pragma once
 
 #include <cstdint>
@@ -47,10 +47,16 @@ std::string read_metainfo_file(const std::string& path);
 // kMaxPieceLength.
 int choose_piece_size(std::uint64_t size);
 
-// Hybrid v1+v2 metainfo (bencoded) for the file at `path`, hashed now, with
-// `web_seed` as its url-list. Throws MetainfoError (unreadable file, empty
-// file, a folder).
-std::string make_metainfo(const std::string& path, const std::string& web_seed);
+// What make_metainfo() writes: hybrid v1+v2 (the default; v2 clients see
+// per-file hashes), or v1 only (for clients that get the info-hash of
+// hybrid metainfo wrong, such as aria2 before 1.37: its issue 1903).
+enum class MetainfoFormat { Hybrid, V1 };
+
+// Metainfo (bencoded) for the file at `path`, hashed now, with `web_seed`
+// as its url-list. Throws MetainfoError (unreadable file, empty file, a
+// folder).
+std::string make_metainfo(const std::string& path, const std::string& web_seed,
+                          MetainfoFormat format = MetainfoFormat::Hybrid);
 
 // Deterministic v1 metainfo for the file at `path`, whose SHA-256 must be
 // `sha256` (64 hex digits; checked first): piece size from the file's size

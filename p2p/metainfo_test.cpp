@@ -127,6 +127,24 @@ TEST_CASE("make_metainfo -> parse_metainfo: hybrid, stripped, sizes right", "[me
     }
 }
 
+TEST_CASE("make_metainfo V1: v1 only, the same v1 pieces as hybrid", "[metainfo]") {
+    TempDir dir;
+    const std::string path = dir.file("v1.bin");
+    write_random(path, 2 * MiB + 1);
+    const std::string bytes = make_metainfo(path, "", dopt::p2p::MetainfoFormat::V1);
+    Metainfo m = parse_metainfo(bytes);
+    REQUIRE(m.info);
+    CHECK(m.info->info_hashes().has_v1());
+    CHECK_FALSE(m.info->info_hashes().has_v2());
+    CHECK(bytes.find("piece layers") == std::string::npos);
+    CHECK(dopt::p2p::summarize_metainfo(bytes).info_hash_v2.empty());
+    CHECK(m.num_pieces == 3);
+    Metainfo hybrid = parse_metainfo(make_metainfo(path, ""));
+    for (lt::piece_index_t i{0}; i < lt::piece_index_t{3}; ++i)
+        CHECK(m.info->hash_for_piece(i) == hybrid.info->hash_for_piece(i));
+    CHECK(m.info_hash != hybrid.info_hash);  // another info dict
+}
+
 TEST_CASE("make_metainfo without a web seed has no url-list", "[metainfo]") {
     TempDir dir;
     write_random(dir.file("a.bin"), MiB / 2);

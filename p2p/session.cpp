@@ -410,7 +410,6 @@ struct PeerSession::Impl {
         std::make_shared<ContentTable>(id, [fd = alert_fd.fd()] { wake(fd); });
     std::shared_ptr<ContentPlugin> content = std::make_shared<ContentPlugin>(content_table);
     std::map<ContentSha256, lt::torrent_handle> rendezvous;  // by X
-    std::set<lt::info_hash_t> serving_metadata;  // torrents given ut_metadata
     // With a group: torrent -> its announcer G, a torrent added by
     // group_info_hash alone (no metadata, upload mode, no LSD) that alone
     // announces to the trackers; tick() connects the torrent to G's peers.
@@ -644,6 +643,10 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     ti->set_web_seeds({});
     p.ti = std::move(ti);
     apply_safe_params(p, save_path, d.settings);
+    // Its info dictionary to peers that ask by BEP 9 (a stock client given
+    // a magnet link): they know the info-hash, which is what admits a peer
+    // to a torrent's pieces anyway (docs/design.md "Safety defaults").
+    p.extensions.push_back(&lt::create_ut_metadata_plugin);
 
     // The claims plugin attaches to the torrent inside session::add_torrent
     // (on the network thread) and needs its piece count.
@@ -667,13 +670,8 @@ void PeerSession::announce_content(const std::string& sha256, const lt::info_has
     Impl& d = *impl_;
     const ContentSha256 x = content_id(sha256);
     if (!torrent.has_v1()) throw std::invalid_argument("announce_content: not a v1 torrent");
-    // Wanters take the info dictionary from us by BEP 9: this torrent (and
-    // no other) serves it, on connections made from now on.
-    if (d.serving_metadata.insert(torrent).second) {
-        lt::torrent_handle h = d.session->find_torrent(torrent.get_best());
-        if (h.is_valid()) h.add_extension(&lt::create_ut_metadata_plugin);
-        else d.serving_metadata.erase(torrent);
-    }
+    // Wanters take the info dictionary from us by BEP 9, as from every
+    // torrent add_torrent() added.
     d.set_content_state(x, std::optional<lt::sha1_hash>(torrent.v1));
 }
 
@@ -732,7 +730,6 @@ void PeerSession::remove_torrent(const lt::torrent_handle& handle, bool delete_f
     Impl& d = *impl_;
     if (!handle.is_valid()) return;
     d.claim_table->drop_torrent(handle.info_hashes());
-    d.serving_metadata.erase(handle.info_hashes());
     d.remove_announcer(handle);
     d.torrents.erase(std::remove_if(d.torrents.begin(), d.torrents.end(),
                                     [&](const Impl::Torrent& t) { return t.handle == handle; }),

@@ -6,7 +6,8 @@
 //  - The constructor builds the session from a complete settings pack and an
 //    explicit plugin list: no DHT, UPnP, NAT-PMP or ut_pex, no tracker but
 //    SessionSettings::trackers (every torrent announces to them all), and
-//    ut_metadata only on the torrents of content identity (below); uTP off; TCP only, listening only on `listen`; LSD as
+//    ut_metadata (BEP 9: a torrent's info dictionary to a peer that knows its
+//    info-hash, as a magnet client does) on every torrent; uTP off; TCP only, listening only on `listen`; LSD as
 //    configured; an IP filter that admits only `allowed_networks` (default:
 //    the subnet of the listen address, from the interface that holds it;
 //    127.0.0.0/8 for a loopback address); POSIX disk I/O (a full disk is an
@@ -135,7 +136,7 @@ public:
     // Holder: this agent seeds X as the torrent `torrent` (added with
     // add_torrent, from metainfo make_content_metainfo() made: v1, else
     // std::invalid_argument), and tells R's peers "X is torrent". The torrent serves its info dictionary to
-    // peers (BEP 9) from now on. withdraw_content() leaves R (unless this
+    // peers (BEP 9), as every torrent does. withdraw_content() leaves R (unless this
     // agent also looks X up, then it becomes a wanter again).
     void announce_content(const std::string& sha256, const lt::info_hash_t& torrent);
     void withdraw_content(const std::string& sha256);

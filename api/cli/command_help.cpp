@@ -128,7 +128,7 @@ const CommandHelp kCommands[] = {
      "\n"
      "exit codes: 0; 2 bad usage; 3 the agent could not be reached.\n"},
     {"publish",
-     "usage: dopt publish FILE [--web-seed URL] [-o OUT]\n"
+     "usage: dopt publish FILE [--web-seed URL] [--v1] [-o OUT]\n"
      "\n"
      "Writes hybrid (v1+v2) metainfo for FILE, for an origin to serve beside it,\n"
      "and prints its info-hash and pieces. Needs no agent.\n"
@@ -136,6 +136,8 @@ const CommandHelp kCommands[] = {
      "options:\n"
      "  -o, --output OUT   where to write it (default FILE.torrent)\n"
      "  --web-seed URL     the file's URL, written as the metainfo's url-list\n"
+     "  --v1               v1-only metainfo, for stock clients that get hybrid\n"
+     "                     metainfo wrong (aria2 before 1.37)\n"
      "\n"
      "exit codes: 0 written; 1 writing failed; 2 bad usage or input.\n"},
     {"version",

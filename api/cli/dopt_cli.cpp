@@ -119,6 +119,7 @@ struct Options {
     bool auto_complete = false;
     bool remote_name = false;  // -O
     bool quiet = false;        // -q
+    bool v1 = false;           // publish --v1
     std::vector<std::string> outputs;
     std::vector<std::string> sha256s;
     std::vector<std::string> sizes;
@@ -135,7 +136,7 @@ const std::set<std::string> kValueOptions = {"-o",     "--sha256", "--size", "--
                                              "--header", "--name", "--metainfo", "--socket",
                                              "--web-seed"};
 const std::set<std::string> kFlagOptions = {"--json", "--auto-complete", "--help", "--version", "-O", "-q",
-                                            "--prometheus"};
+                                            "--prometheus", "--v1"};
 
 std::string canonical(const std::string& opt) {
     if (opt == "--output") return "-o";
@@ -193,6 +194,7 @@ Options parse_args(int argc, char** argv) {
             if (opt == "--auto-complete") o.auto_complete = true;
             if (opt == "-O") o.remote_name = true;
             if (opt == "-q") o.quiet = true;
+            if (opt == "--v1") o.v1 = true;
         } else if (kValueOptions.count(opt)) {
             if (!inline_value && i + 1 >= argc) usage_error("option " + a + " needs a value");
             // "-o --name x": the path is missing (--output=--name takes it).
@@ -983,10 +985,11 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     }
 }
 
-// dopt publish FILE [--web-seed URL] [-o OUT]: the metainfo an origin hosts
-// beside FILE (docs/design.md "Trust"). Needs no agent.
+// dopt publish FILE [--web-seed URL] [--v1] [-o OUT]: the metainfo an origin
+// hosts beside FILE (docs/design.md "Trust"), hybrid unless --v1. Needs no
+// agent.
 int cmd_publish(const Options& o) {
-    allow_only(o, {"-o", "--web-seed"});
+    allow_only(o, {"-o", "--web-seed", "--v1"});
     expect_args(o, 1, "a file");
     if (o.outputs.size() > 1) usage_error("'publish' takes one -o");
     const std::string& file = o.args[0];
@@ -1009,7 +1012,8 @@ int cmd_publish(const Options& o) {
     std::string bytes;
     dopt::p2p::MetainfoSummary m;
     try {
-        bytes = dopt::p2p::make_metainfo(file, web_seed);
+        bytes = dopt::p2p::make_metainfo(file, web_seed,
+                                         o.v1 ? dopt::p2p::MetainfoFormat::V1 : dopt::p2p::MetainfoFormat::Hybrid);
         m = dopt::p2p::summarize_metainfo(bytes);
     } catch (const dopt::p2p::MetainfoError& e) {
         exit_with(kExitUsage, e.what());
@@ -1087,7 +1091,7 @@ const char kHelp[] =
     "  stats --prometheus     the agent's metrics in Prometheus text format\n"
     "  cache list [--json]    the caller's content in the agent's peer cache\n"
     "  cache clear            remove it (content a running job needs stays)\n"
-    "  publish FILE [--web-seed URL] [-o OUT]\n"
+    "  publish FILE [--web-seed URL] [--v1] [-o OUT]\n"
     "                         write hybrid (v1+v2) metainfo for FILE, for an origin\n"
     "                         to serve beside it (OUT: FILE.torrent by default);\n"
     "                         prints its info-hash and pieces; needs no agent\n"

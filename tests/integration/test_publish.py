@@ -1,6 +1,6 @@
-"""`dopt publish FILE [--web-seed URL] [-o OUT]` writes hybrid (v1+v2)
-metainfo an origin can serve beside FILE; bad input is exit 2. Needs no agent:
-only the dopt binary of the build. The .torrent is read with bencode.py
+"""`dopt publish FILE [--web-seed URL] [--v1] [-o OUT]` writes hybrid (v1+v2)
+metainfo (v1 only with --v1) an origin can serve beside FILE; bad input is
+exit 2. Needs no agent: only the dopt binary of the build. The .torrent is read with bencode.py
 (strict: canonical form, dict keys sorted) and checked: its info-hash, v1
 piece hashes and v2 fields against the file itself."""
 
@@ -98,6 +98,30 @@ class Publish(unittest.TestCase):
         self.assertRegex(out, r"(?m)^pieces:\s+%d of %d bytes" % (npieces, MiB))
         # No temporary file left beside the output.
         self.assertEqual(os.listdir(os.path.dirname(out_path)), ["payload.bin.torrent"])
+
+    def test_v1_writes_v1_only_metainfo(self):
+        """--v1: no v2 fields (aria2 1.36 gets the info-hash of hybrid
+        metainfo wrong); the same v1 pieces, and the info-hash printed is
+        the SHA-1 of this info dict."""
+        size = 2 * MiB + 777
+        src = os.path.join(self.www, "v1.bin")
+        make_file(src, size)
+        out_path = self.sb.path("v1.bin.torrent")
+        url = "http://127.0.0.1:8080/files/v1.bin"
+        out, _ = self.assertExit(0, self.dopt("publish", src, "--v1", "--web-seed", url, "-o", out_path))
+        meta, info_bytes = self.read_torrent(out_path)
+        info = meta[b"info"]
+        for v2_field in (b"meta version", b"file tree"):
+            self.assertNotIn(v2_field, info)
+        self.assertNotIn(b"piece layers", meta)
+        self.assertEqual(info[b"length"], size)
+        self.assertEqual(meta[b"url-list"], url.encode())
+        with open(src, "rb") as f:
+            for k in range(3):
+                want = hashlib.sha1(f.read(MiB)).digest()
+                self.assertEqual(info[b"pieces"][20 * k:20 * k + 20], want, "piece %d" % k)
+        self.assertRegex(out, r"(?m)^info-hash:\s+%s$" % hashlib.sha1(info_bytes).hexdigest())
+        self.assertNotIn("info-hash v2", out)
 
     def test_relative_paths_and_default_output_without_web_seed(self):
         src = os.path.join(self.www, "small.bin")

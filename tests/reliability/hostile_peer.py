@@ -20,6 +20,12 @@ Contents:
         "liar":    a bitfield with every piece; interested -> unchoke;
                    requests never answered;
         "choker":  a bitfield with every piece; never unchokes;
+        "late":    a bitfield with every piece; keeps the agent choked for
+                   `unchoke_after` seconds after it is interested (what a
+                   stock client with its upload slots taken does), then
+                   unchokes it and answers every request with the real
+                   bytes (`content`); a request while choked, or for a
+                   piece in `refuse`, is rejected;
         "staller": the handshake, then nothing at all (what it is sent is
                    read and dropped; the socket stays open);
         "claimer": a dopt agent's extension handshake (BEP 10, dopt_claim),
@@ -213,15 +219,24 @@ class Connection:
         self.ended = None        # "eof", "reset", "stopped", ...
         self.ended_at = None
         self.inbound_to_agent = False  # made by connect_in()
+        self.unchoked_at = None  # late: when it unchoked the agent
 
 
 class HostileListener:
-    MODES = ("corrupt", "poison", "liar", "choker", "staller", "claimer")
+    MODES = ("corrupt", "poison", "liar", "choker", "late", "staller", "claimer")
 
-    def __init__(self, ip, metainfo, mode, port=0, pieces=None):
-        """pieces: the piece indices advertised (None: all of them)."""
+    def __init__(self, ip, metainfo, mode, port=0, pieces=None, content=None, unchoke_after=3.0,
+                 refuse=()):
+        """pieces: the piece indices advertised (None: all of them);
+        content, unchoke_after, refuse: the "late" mode's bytes, choke and
+        pieces it never gives."""
         if mode not in self.MODES:
             raise ValueError("mode %r: one of %s" % (mode, self.MODES))
+        if mode == "late" and content is None:
+            raise ValueError("the late mode serves real bytes: give content")
+        self.content = content
+        self.unchoke_after = unchoke_after
+        self.refuse = set(refuse)
         self.meta = metainfo
         self.mode = mode
         self.bitfield = metainfo.bitfield(pieces)
@@ -413,6 +428,9 @@ class HostileListener:
                         raise Closed("reset")
             return
         self._send(conn, c, message(BITFIELD, self.bitfield))
+        if self.mode == "late":
+            self._serve_late(conn, c)
+            return
         while not self.stopping.is_set():
             msg_id, payload = read_message(conn, far())
             c.messages.append(MESSAGE_NAMES.get(msg_id, str(msg_id)))
@@ -429,6 +447,34 @@ class HostileListener:
                 elif self.mode == "poison":
                     self._send(conn, c, message(REJECT, payload))
                 # liar, choker: never answered
+
+    def _serve_late(self, conn, c):
+        """late: choked for unchoke_after seconds from "interested", then
+        every request answered with the real block."""
+        unchoke_at = None  # when to unchoke; None: not interested yet
+        unchoked = False
+        while not self.stopping.is_set():
+            if unchoke_at is not None and not unchoked and time.monotonic() >= unchoke_at:
+                self._send(conn, c, message(UNCHOKE))
+                c.unchoked_at = time.monotonic()
+                unchoked = True
+            r, _, _ = select.select([conn], [], [], 0.05)
+            if not r:
+                continue
+            msg_id, payload = read_message(conn, time.monotonic() + 3600)
+            c.messages.append(MESSAGE_NAMES.get(msg_id, str(msg_id)))
+            if msg_id == INTERESTED and unchoke_at is None:
+                unchoke_at = time.monotonic() + self.unchoke_after
+            elif msg_id == REQUEST:
+                c.requests += 1
+                index, begin, length = struct.unpack(">III", payload)
+                if not unchoked or index in self.refuse:
+                    self._send(conn, c, message(REJECT, payload))
+                    continue
+                start = index * self.meta.piece_length + begin
+                block = self.content[start:start + length]
+                self._send(conn, c, message(PIECE, struct.pack(">II", index, begin) + block))
+                c.pieces_sent += 1
 
 
 # ---- the connecting peer ----------------------------------------------------------

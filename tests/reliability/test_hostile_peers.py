@@ -60,11 +60,12 @@ def say(*args):
 
 
 class HostileTest(harness.IntegrationTest):
-    """self.origin: nginx over self.www with /slow/ at ORIGIN_RATE."""
+    """self.origin: nginx over self.www with /slow/ at self.ORIGIN_RATE."""
+    ORIGIN_RATE = ORIGIN_RATE
 
     def setUp(self):
         super().setUp()
-        self.origin = self.sb.nginx(self.www, slow_rate=ORIGIN_RATE)
+        self.origin = self.sb.nginx(self.www, slow_rate=self.ORIGIN_RATE)
         self.hostiles = []
 
     def tearDown(self):
@@ -105,8 +106,8 @@ class HostileTest(harness.IntegrationTest):
         agent.dopt("get", self.url(name), "-o", dest, check=True, timeout=timeout)
         return time.monotonic() - t0, dest, agent.job_for(dest)
 
-    def hostile(self, meta, mode, ip=HOSTILE_IP, pieces=None):
-        h = hp.HostileListener(ip, meta, mode, pieces=pieces).start()
+    def hostile(self, meta, mode, ip=HOSTILE_IP, pieces=None, **kw):
+        h = hp.HostileListener(ip, meta, mode, pieces=pieces, **kw).start()
         self.hostiles.append(h)
         return h
 
@@ -205,9 +206,9 @@ class LyingPeers(HostileTest):
     def test_peers_that_advertise_everything_and_never_deliver(self):
         """Two static peers advertise every piece: the "liar" unchokes and
         then ignores every request, the "choker" never unchokes. Each has
-        owed the agent data for 2 s, so the agent disconnects it and takes
-        every piece from the origin; neither is banned (they sent nothing
-        wrong)."""
+        owed the agent data for 2 s, so its pieces count nowhere (the liar
+        is also disconnected) and the agent takes every piece from the
+        origin; neither is banned (they sent nothing wrong)."""
         sha, meta, _ = self.serve("pkg.bin")
         base = self.baseline("pkg.bin", sha)
         liar = self.hostile(meta, "liar")
@@ -224,6 +225,67 @@ class LyingPeers(HostileTest):
         self.assertEqual(job["bytes_from_peers"], 0, job)
         self.assertEqual(job["bytes_from_origin"], SIZE, job)
         self.assertNotIn("banned peer", a.log_text())
+
+
+class ChokingPeer(HostileTest):
+    UNCHOKE_AFTER = 3.5  # seconds: past the 2 s after which a peer that owes us data counts nowhere
+
+    def test_a_peer_that_chokes_us_for_a_while_then_serves_is_kept(self):
+        """A static peer advertises every piece and keeps the agent choked
+        for 3.5 s after it is interested, as a stock client whose upload
+        slots are taken does (aria2: 4 slots, 10 s rounds), then serves
+        the real bytes. Its pieces stop counting after 2 s (the origin
+        starts), but it is not lying: it stays connected and, once it
+        unchokes, gives the agent the file. Before: the agent disconnected
+        it after 2 s and again on every reconnect ("timed out: no
+        request"), and took the whole file from the origin."""
+        sha, meta, content = self.serve("pkg.bin")
+        late = self.hostile(meta, "late", content=content, unchoke_after=self.UNCHOKE_AFTER)
+        a = self.new_agent("A", [late.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        s = late.summary()
+        say("late unchoker: %s; %.2f s, from peers %.1f MiB, from the origin %.1f MiB"
+            % (s, secs, job["bytes_from_peers"] / MiB, job["bytes_from_origin"] / MiB))
+        log = a.log_text()
+        self.assertNotIn("peer %s has owed us data for 2 s (unchoked" % HOSTILE_IP, log)
+        self.assertGreater(s["pieces_sent"], 0, "the choking peer was cut off before it unchoked")
+        self.assertGreater(job["bytes_from_peers"], 0, job)
+        self.assertIn("peer %s has owed us data for 2 s (kept us choked)" % HOSTILE_IP, log,
+                      "the agent never saw the choke last 2 s: no test")
+
+
+class OriginRequestsOutlived(HostileTest):
+    ORIGIN_RATE = "192k"  # per connection: a piece of 1 MiB takes 5.3 s
+    UNCHOKE_AFTER = ChokingPeer.UNCHOKE_AFTER
+    # 3 or 4 requests stopped after about 1.5 s (384 KiB each): 1.1-1.6 MiB;
+    # 3 MiB or more when they run to their end.
+    WASTE_BOUND = 2.25 * MiB
+
+    def test_an_origin_request_stops_when_a_peer_gives_its_piece(self):
+        """The peer of ChokingPeer, advertising every piece but refusing
+        piece 7: once its choke has lasted 2 s the agent asks the origin for
+        4 pieces, 3 or 4 of which the peer gives 1.5 s later. Their origin
+        requests stop then, while the job still waits for piece 7: what
+        nginx sent beyond the bytes the agent used (bytes_from_origin) is a
+        fraction of those pieces. Before: each ran to its end (3 MiB or
+        more sent for nothing; next to a libtorrent seeder in issue 18 the
+        origin link carried 5.6 MiB for 2-3 MiB used)."""
+        sha, meta, content = self.serve("pkg.bin")
+        late = self.hostile(meta, "late", content=content, unchoke_after=self.UNCHOKE_AFTER,
+                            refuse=(meta.num_pieces - 1,))
+        a = self.new_agent("A", [late.endpoint])
+        secs, dest, job = self.timed_get(a, "pkg.bin")
+        self.assertFileSha(dest, sha)
+        self.origin.wait_log_complete()
+        sent = self.origin.body_bytes_sent("/slow/pkg.bin")
+        used = job["bytes_from_origin"]
+        say("origin sent %.2f MiB, the agent used %.2f MiB (from peers %.2f MiB) in %.2f s; peer %s"
+            % (sent / MiB, used / MiB, job["bytes_from_peers"] / MiB, secs, late.summary()))
+        self.assertGreater(late.summary()["pieces_sent"], 0, "the peer gave nothing: no test")
+        self.assertGreater(sent, used, "no origin request was in flight for a piece the peer gave: no test")
+        self.assertLessEqual(sent - used, self.WASTE_BOUND,
+                             "origin requests ran on after a peer gave their pieces")
 
 
 class SwarmTest(HostileTest):

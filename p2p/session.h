@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <libtorrent/alert.hpp>
+#include <libtorrent/pex_flags.hpp>
 #include <libtorrent/socket.hpp>
 #include <libtorrent/torrent_handle.hpp>
 #include <libtorrent/torrent_info.hpp>
@@ -43,6 +44,12 @@ namespace dopt::p2p {
 // SessionSettings::peers. Throws std::runtime_error naming `what` and the value
 // when it is not one; port 0 only when allow_port0.
 lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, bool allow_port0);
+
+// The flags every torrent_handle::connect_peer of the agent passes: without
+// pex_encryption, libtorrent opens the connection in plaintext and tries an
+// encrypted handshake only after a plaintext one failed (out_enc_policy
+// pe_enabled; docs/design.md "Safety defaults").
+constexpr lt::pex_flags_t kPlaintextFirst{};
 
 class PeerSession {
 public:
@@ -72,8 +79,9 @@ public:
 
     // Adds a torrent (not paused, not auto-managed, seeding once complete)
     // with its storage in save_path; `resume_data` (from save_resume_data,
-    // may be empty) spares a full recheck. Connects the static peers to it
-    // and announces it on LSD now and again a few times in the next seconds
+    // may be empty) spares a full recheck. Connects the static peers to it,
+    // and the peers that announced it on LSD in the last 10 minutes
+    // (p2p/lsd_listener.h), and announces it on LSD now and again a few times in the next seconds
     // (tick() does the repeats), not only on libtorrent's 0/2/6 s schedule.
     // Resume data for another torrent, or unreadable, means a fresh start.
     // The session keeps its own copy of `info`. Only torrents added here
@@ -86,7 +94,8 @@ public:
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
 
-    // Once a second: LSD re-announces for young torrents; static peers
+    // Once a second: LSD re-announces for young torrents, and once a
+    // minute for a torrent that lacks pieces and has no peer; static peers
     // reconnected to incomplete torrents that lost them; expired claims
     // dropped.
     void tick();

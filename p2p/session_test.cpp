@@ -254,6 +254,12 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
         CHECK(pack.get_str(lt::settings_pack::user_agent) == "dopt/0.1");
         CHECK(pack.get_bool(lt::settings_pack::allow_multiple_connections_per_ip));
         CHECK(pack.get_int(lt::settings_pack::unchoke_slots_limit) == -1);
+        // Encrypted handshakes accepted (stock clients may require them);
+        // the agent's own connections plaintext first (kPlaintextFirst).
+        CHECK(pack.get_int(lt::settings_pack::in_enc_policy) == lt::settings_pack::pe_enabled);
+        CHECK(pack.get_int(lt::settings_pack::out_enc_policy) == lt::settings_pack::pe_enabled);
+        CHECK(pack.get_int(lt::settings_pack::allowed_enc_level) == lt::settings_pack::pe_both);
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::prefer_rc4));
         CHECK(session.listen_port() > 0);
         CHECK(session.id() != PeerSession(s).id());
     }

@@ -30,22 +30,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lan"))
 import netns  # noqa: E402
 from netns import MiB  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from lan_swarm import SAMPLER  # noqa: E402  (a link's tx_bytes every 50 ms)
 
 STOCK_PEER = os.path.join(ROOT, "tests", "lan", "stock_peer.py")
 SEEDERS = ("libtorrent", "aria2")
 FIRST_BYTES = 16 * 1024   # a block: more than the handshakes and LSD packets
 SEEDER_PORT = 6881
-
-SAMPLER = """
-import sys, time
-stat = open("/sys/class/net/%s/statistics/tx_bytes" % sys.argv[2], "rb", buffering=0)
-out = open(sys.argv[1], "w", buffering=1)
-while True:
-    stat.seek(0)
-    out.write("%.3f %s\\n" % (time.time(), stat.read().decode().strip()))
-    time.sleep(0.01)
-"""
-
 
 def log(msg):
     sys.stderr.write(msg + "\n")

@@ -1,12 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
-#include <net/if.h>
 #include <netinet/in.h>
-#include <sched.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,10 +10,12 @@
 
 #include "common/hex.h"
 #include "p2p/lsd_listener.h"
+#include "p2p/session_test_support.h"
 
 using dopt::p2p::LsdAnnounce;
 using dopt::p2p::LsdListener;
 using dopt::p2p::parse_lsd_announce;
+using dopt::p2p::test_support::run_in_private_netns;
 
 namespace {
 
@@ -33,33 +31,6 @@ lt::sha1_hash hash(const std::string& hex) {
 std::string announce(const std::string& port, const std::string& hashes_lines) {
     return "BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: " + port + "\r\n" + hashes_lines +
            "cookie: 1a2b\r\n\r\n\r\n";
-}
-
-// Runs `check` in a child inside a new network namespace whose loopback is
-// up (nothing there reaches this machine's networks): 0 when it returned
-// true, 1 when false, 77 when no namespace could be made.
-int run_in_private_netns_with_lo(bool (*check)()) {
-    const pid_t pid = fork();
-    if (pid < 0) return 77;
-    if (pid == 0) {
-        if (unshare(CLONE_NEWNET) != 0) _exit(77);
-        const int s = socket(AF_INET, SOCK_DGRAM, 0);
-        ifreq ifr{};
-        std::strcpy(ifr.ifr_name, "lo");
-        if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) _exit(77);
-        ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-        if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) _exit(77);
-        close(s);
-        bool ok = false;
-        try {
-            ok = check();
-        } catch (...) {
-        }
-        _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
-    return WEXITSTATUS(status);
 }
 
 }  // namespace
@@ -105,7 +76,7 @@ TEST_CASE("parse_lsd_announce reads BEP 14 announces and refuses the rest", "[p2
 }
 
 TEST_CASE("LsdListener remembers who announced what, for a while and up to a bound", "[p2p][lsd]") {
-    const int rc = run_in_private_netns_with_lo([] {
+    const int rc = run_in_private_netns([] {
         LsdListener listener(lt::make_address("127.0.0.1"));
         const lt::address peer = lt::make_address("10.1.2.3");
         LsdAnnounce a;
@@ -131,13 +102,13 @@ TEST_CASE("LsdListener remembers who announced what, for a while and up to a bou
         ok = ok && listener.announced(hash(kHashA), 4000).empty() &&
              listener.announced(hash(kHashB), 4000).size() == LsdListener::kMaxEntries;
         return ok;
-    });
+    }, true);
     if (rc == 77) WARN("skipped: cannot create a network namespace");
     else CHECK(rc == 0);
 }
 
 TEST_CASE("LsdListener hears announces sent to its port and ignores other datagrams", "[p2p][lsd]") {
-    const int rc = run_in_private_netns_with_lo([] {
+    const int rc = run_in_private_netns([] {
         LsdListener listener(lt::make_address("127.0.0.1"));
         const int s = socket(AF_INET, SOCK_DGRAM, 0);
         sockaddr_in to{};
@@ -160,7 +131,7 @@ TEST_CASE("LsdListener hears announces sent to its port and ignores other datagr
         const auto peers = listener.announced(hash(kHashA), 5000);
         return ok && peers.size() == 2 && peers[0] == lt::tcp::endpoint(lt::make_address("127.0.0.1"), 6881) &&
                peers[1] == lt::tcp::endpoint(lt::make_address("127.0.0.1"), 6882);
-    });
+    }, true);
     if (rc == 77) WARN("skipped: cannot create a network namespace");
     else CHECK(rc == 0);
 }

@@ -209,26 +209,6 @@ private:
     std::thread thread_;
 };
 
-// Runs `check` in a child process inside a new, empty network namespace
-// (nothing there can reach this machine's networks). Returns 0 when check()
-// returned true, 1 when false, 77 when no namespace could be made.
-int run_in_private_netns(const std::function<bool()>& check) {
-    const pid_t pid = fork();
-    if (pid < 0) return 77;
-    if (pid == 0) {
-        if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) _exit(77);
-        bool ok = false;
-        try {
-            ok = check();
-        } catch (...) {
-        }
-        _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
-    return WEXITSTATUS(status);
-}
-
 bool has_claim(const std::vector<dopt::p2p::Claim>& claims, int piece, std::uint64_t claimant) {
     for (const auto& c : claims)
         if (c.piece == piece && c.claimant == claimant) return true;

@@ -52,12 +52,7 @@ def aria2_argv(host, directory, torrent, log, *extra):
             "--stop-with-process=%d" % os.getpid()] + list(extra) + [torrent]
 
 
-def file_text(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+file_text = harness._read_text
 
 
 class StockPeersTest(unittest.TestCase):

@@ -135,3 +135,25 @@ TEST_CASE("LsdListener hears announces sent to its port and ignores other datagr
     if (rc == 77) WARN("skipped: cannot create a network namespace");
     else CHECK(rc == 0);
 }
+
+TEST_CASE("a session whose LSD listener cannot be made says why and peers on", "[p2p][lsd]") {
+    const int rc = run_in_private_netns([] {
+        // Port 6771 taken without SO_REUSEADDR: neither the listener nor
+        // libtorrent's own LSD socket can have it.
+        const int taken = socket(AF_INET, SOCK_DGRAM, 0);
+        sockaddr_in at{};
+        at.sin_family = AF_INET;
+        at.sin_port = htons(6771);
+        if (bind(taken, reinterpret_cast<const sockaddr*>(&at), sizeof at) != 0) return false;
+        dopt::p2p::SessionSettings s = dopt::p2p::test_support::loopback_settings();
+        s.lan_discovery = true;
+        dopt::p2p::PeerSession session(s);
+        const bool failed = session.lsd_listener_error().find("LSD listener: bind") == 0;
+        close(taken);
+        s.listen = "127.0.0.1:0";
+        session.reconfigure(s);  // the port free again: made
+        return failed && session.listening() && session.lsd_listener_error().empty();
+    }, true);
+    if (rc == 77) WARN("skipped: cannot create a network namespace");
+    else CHECK(rc == 0);
+}

@@ -398,6 +398,7 @@ struct PeerSession::Impl {
     // or the listen address is not IPv4 (or the socket could not be made:
     // then only libtorrent's LSD finds peers).
     std::unique_ptr<LsdListener> lsd_listener;
+    std::string lsd_listener_error;  // why it could not be made ("" otherwise)
 
     static void wake(int fd) {
         const std::uint64_t one = 1;
@@ -488,12 +489,14 @@ void PeerSession::Impl::parse(const SessionSettings& s) {
 
 void PeerSession::Impl::restart_lsd_listener() {
     lsd_listener.reset();
+    lsd_listener_error.clear();
     if (!settings.lan_discovery || !listen || !listen->address().is_v4()) return;
     try {
         lsd_listener = std::make_unique<LsdListener>(listen->address());
-    } catch (const std::runtime_error&) {
+    } catch (const std::runtime_error& e) {
         // Peering works without it: libtorrent's own LSD socket still finds
         // peers that announce after a torrent was added.
+        lsd_listener_error = e.what();
     }
 }
 
@@ -573,6 +576,8 @@ void PeerSession::reconfigure(const SessionSettings& settings) {
 }
 
 bool PeerSession::listening() const { return impl_->listen.has_value(); }
+
+std::string PeerSession::lsd_listener_error() const { return impl_->lsd_listener_error; }
 
 std::uint64_t PeerSession::id() const { return impl_->id; }
 

@@ -70,6 +70,9 @@ public:
     void reconfigure(const SessionSettings& settings);
     // False while listen is "".
     bool listening() const;
+    // Why the LSD listener (p2p/lsd_listener.h) could not be made for the
+    // current settings, or "": peering goes on without it.
+    std::string lsd_listener_error() const;
 
     // This session's random id, sent with its claims.
     std::uint64_t id() const;

@@ -143,6 +143,7 @@ std::uint64_t TorrentSession::id() const { return impl_->session.id(); }
 int TorrentSession::listen_port() const { return impl_->session.listen_port(); }
 void TorrentSession::reconfigure(const SessionSettings& settings) { impl_->session.reconfigure(settings); }
 bool TorrentSession::listening() const { return impl_->session.listening(); }
+std::string TorrentSession::lsd_listener_error() const { return impl_->session.lsd_listener_error(); }
 
 TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
                                       const std::vector<char>& resume_data) {

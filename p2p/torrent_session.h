@@ -107,6 +107,7 @@ public:
     // running session (listen "" = nowhere), torrents kept.
     void reconfigure(const SessionSettings& settings);
     bool listening() const;
+    std::string lsd_listener_error() const;  // PeerSession's
 
     // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
     // throws MetainfoError).

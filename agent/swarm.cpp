@@ -1210,6 +1210,7 @@ void Swarms::log_peer_event(const p2p::TorrentEvent& e) {
         break;
     case Kind::PeerDisconnected:
         LOG_DEBUG("peer %s disconnected: %s", e.peer.c_str(), e.message.c_str());
+        if (e.in_handshake) log_handshake_failure(e);
         break;
     case Kind::ListenFailed:
         LOG_ERROR("peering: cannot listen on %s: %s", listen_now_.c_str(), e.message.c_str());
@@ -1230,6 +1231,23 @@ void Swarms::log_peer_event(const p2p::TorrentEvent& e) {
     default:
         break;
     }
+}
+
+// A connection that ended in its BitTorrent handshake: at info, once per
+// peer address (a client that requires encryption ends every plaintext
+// connection the agent makes to it, and tries again and again).
+void Swarms::log_handshake_failure(const p2p::TorrentEvent& e) {
+    constexpr std::size_t kMaxRemembered = 1024;
+    if (handshake_failures_logged_.size() >= kMaxRemembered || !handshake_failures_logged_.insert(e.peer).second)
+        return;
+    if (e.encryption_refused)
+        LOG_INFO("peer %s: refused its encrypted handshake (%s); logged once a peer", e.peer.c_str(),
+                 e.message.c_str());
+    else
+        LOG_INFO("peer %s: connection ended in the BitTorrent handshake (%s); a client that requires "
+                 "encryption ends the agent's plaintext connections so, and can still connect to it; "
+                 "logged once a peer",
+                 e.peer.c_str(), e.message.c_str());
 }
 
 void Swarms::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump& to_pump) {

@@ -276,6 +276,7 @@ private:
     Swarm* swarm_of(std::uint64_t torrent);
     void keep_resume_data(Swarm& swarm, const std::vector<char>& resume_data);
     void log_peer_event(const p2p::TorrentEvent& event);
+    void log_handshake_failure(const p2p::TorrentEvent& event);
     void on_torrent_event(Swarm& swarm, const p2p::TorrentEvent& event, SwarmsToPump& to_pump);
     void on_piece_verified(Swarm& swarm, int piece);
     bool on_piece_hash_failed(Swarm& swarm, int piece);
@@ -353,6 +354,7 @@ private:
     std::set<std::string> false_mappings_;  // info-hashes proven not to be their X
     std::map<std::string, std::string> content_announced_;  // info-hash -> the SHA-256 announced for it
     std::uint64_t content_messages_ignored_ = 0;
+    std::set<std::string> handshake_failures_logged_;  // peer addresses (log_handshake_failure)
     // Files on their way into the peer cache (cache_copy.h), collected on
     // the loop; destroyed first: each waits for its worker.
     std::vector<CacheCopy> cache_copies_;

@@ -31,6 +31,10 @@ void Swarms::start_session() {
     LOG_INFO("peering on %s (LAN discovery %s, %zu static peers, %zu trackers, node id %016llx)",
              listen_now_.c_str(), config_.lan_discovery ? "on" : "off", config_.peers.size(),
              config_.trackers.size(), static_cast<unsigned long long>(peers_->id()));
+    if (const std::string why = peers_->lsd_listener_error(); !why.empty())
+        LOG_WARN("%s: peers that announced a file on the LAN before this agent wanted it are found only "
+                 "when they announce it again",
+                 why.c_str());
 }
 
 // [p2p] as the session takes it. Paused (no listen endpoint because peering

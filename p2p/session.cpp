@@ -36,6 +36,7 @@
 
 #include "p2p/claims.h"
 #include "p2p/content.h"
+#include "p2p/lsd_listener.h"
 
 namespace dopt::p2p {
 
@@ -244,15 +245,21 @@ lt::settings_pack make_settings(const SessionSettings& s, const std::optional<lt
     // no peer with that piece, would fetch it from the origin again. A LAN
     // swarm is small.
     pack.set_bool(lt::settings_pack::close_redundant_connections, false);
-    // Plaintext handshakes only. BitTorrent's protocol encryption hides
-    // traffic from ISPs that throttle it, which buys nothing on a LAN, and
-    // each encrypted handshake costs both ends a 768-bit Diffie-Hellman in
-    // boost::multiprecision, a large share of an agent's CPU time in a swarm
-    // of many agents (docs/performance.md). Refusing encrypted incoming
-    // handshakes too means a peer cannot make the agent do that work.
-    pack.set_int(lt::settings_pack::out_enc_policy, lt::settings_pack::pe_disabled);
-    pack.set_int(lt::settings_pack::in_enc_policy, lt::settings_pack::pe_disabled);
-    pack.set_int(lt::settings_pack::allowed_enc_level, lt::settings_pack::pe_plaintext);
+    // Encrypted handshakes (BitTorrent's RC4 obfuscation) are accepted from
+    // peers that ask for them: stock clients try them first (a refusal cost
+    // each of their connections a second) and some require them. The
+    // agent's own connections start in plaintext (kPlaintextFirst) and try
+    // encryption only with a peer that ended a plaintext one: between
+    // agents that saves both ends a 768-bit Diffie-Hellman in
+    // boost::multiprecision, a large share of an agent's CPU time in a
+    // swarm of many agents (docs/performance.md), and the obfuscation hides
+    // nothing on a LAN (docs/design.md "Safety defaults"). Inside an
+    // encrypted handshake the payload stays plaintext when the peer offers
+    // that.
+    pack.set_int(lt::settings_pack::out_enc_policy, lt::settings_pack::pe_enabled);
+    pack.set_int(lt::settings_pack::in_enc_policy, lt::settings_pack::pe_enabled);
+    pack.set_int(lt::settings_pack::allowed_enc_level, lt::settings_pack::pe_both);
+    pack.set_bool(lt::settings_pack::prefer_rc4, false);
     // Try a peer again 2 s after a failed or dropped connection (times the
     // number of failures), not 60 s: on a LAN a connection refused at the
     // start, by a peer that had not added the torrent yet, or both of two
@@ -374,7 +381,18 @@ ContentSha256 content_id(const std::string& sha256) {
 // LSD re-announces after adding a torrent, in ms (libtorrent's own schedule
 // is 0/2/6 s at best; an agent that just added a job wants peers now).
 constexpr std::int64_t kLsdRepeatsMs[] = {1000, 3000, 8000};
+// After those, a torrent that lacks pieces and has no peer asks the LAN
+// again this often: BEP 14's "no more than 1 announce per minute" (stock
+// clients announce every 5 minutes).
+constexpr std::int64_t kLsdLonelyEveryMs = 60'000;
 constexpr std::int64_t kReconnectEveryMs = 10'000;
+
+// A torrent that asks the LAN again: it has metadata (not a rendezvous or
+// a metadata lookup), lacks pieces, runs, and knows no peer.
+bool lacks_pieces_alone(const lt::torrent_status& st) {
+    return st.has_metadata && !st.is_seeding && !(st.flags & lt::torrent_flags::paused) &&
+           st.num_peers == 0;
+}
 
 }  // namespace
 
@@ -383,6 +401,7 @@ struct PeerSession::Impl {
         lt::torrent_handle handle;
         std::int64_t added_ms = 0;
         std::size_t lsd_repeats_done = 0;
+        std::int64_t last_lsd_ms = 0;  // when tick() last announced it
     };
 
     explicit Impl(const SessionSettings& s)
@@ -415,6 +434,11 @@ struct PeerSession::Impl {
     // announces to the trackers; tick() connects the torrent to G's peers.
     std::map<lt::torrent_handle, lt::torrent_handle> announcers;
     std::unique_ptr<lt::session> session;
+    // LSD announces heard for torrents not added yet; none while LSD is off
+    // or the listen address is not IPv4 (or the socket could not be made:
+    // then only libtorrent's LSD finds peers).
+    std::unique_ptr<LsdListener> lsd_listener;
+    std::string lsd_listener_error;  // why it could not be made ("" otherwise)
 
     static void wake(int fd) {
         const std::uint64_t one = 1;
@@ -422,12 +446,13 @@ struct PeerSession::Impl {
     }
 
     void connect_static_peers(const lt::torrent_handle& h) {
-        for (const auto& peer : static_peers) h.connect_peer(peer);
+        for (const auto& peer : static_peers) h.connect_peer(peer, {}, kPlaintextFirst);
     }
     // Peers now, LSD now and its repeats in tick(), static peers reconnected.
     void find_peers(const lt::torrent_handle& h) {
         add_announcer(h);
         connect_static_peers(h);
+        connect_lsd_heard(h);
         if (settings.lan_discovery) h.force_lsd_announce();
         bool known = false;
         for (const auto& t : torrents) known = known || t.handle == h;
@@ -436,6 +461,12 @@ struct PeerSession::Impl {
     // `listen`, `static_peers` and `allowed` from `s` (throws naming the
     // bad value; nothing is changed then).
     void parse(const SessionSettings& s);
+    // The LSD listener for the current settings and listen address.
+    void restart_lsd_listener();
+    // Connects to the peers that announced h on LSD before it was added
+    // (libtorrent drops announces of torrents it does not have). The IP
+    // filter applies, as to every peer.
+    void connect_lsd_heard(const lt::torrent_handle& h);
     // Everything blocked but `allowed`, the static peers; banned addresses
     // blocked whatever the rest says.
     lt::ip_filter ip_filter() const {
@@ -471,7 +502,8 @@ struct PeerSession::Impl {
             try {
                 g.get_peer_info(infos);
                 for (const auto& p : infos)
-                    if (p.source & lt::peer_info::tracker) h.connect_peer(p.ip);
+                    if (p.source & lt::peer_info::tracker)
+                        h.connect_peer(p.ip, lt::peer_info::tracker, kPlaintextFirst);
             } catch (const lt::system_error&) {  // removed meanwhile
             }
         }
@@ -480,7 +512,7 @@ struct PeerSession::Impl {
         for (const auto& [h, g] : announcers) {
             if (g != announcer) continue;
             try {
-                h.connect_peer(peer);
+                h.connect_peer(peer, lt::peer_info::tracker, kPlaintextFirst);
             } catch (const lt::system_error&) {  // removed meanwhile
             }
         }
@@ -556,6 +588,34 @@ void PeerSession::Impl::parse(const SessionSettings& s) {
     allowed = std::move(nets);
 }
 
+void PeerSession::Impl::restart_lsd_listener() {
+    lsd_listener.reset();
+    lsd_listener_error.clear();
+    if (!settings.lan_discovery || !listen || !listen->address().is_v4()) return;
+    try {
+        lsd_listener = std::make_unique<LsdListener>(listen->address());
+    } catch (const std::runtime_error& e) {
+        // Peering works without it: libtorrent's own LSD socket still finds
+        // peers that announce after a torrent was added.
+        lsd_listener_error = e.what();
+    }
+}
+
+void PeerSession::Impl::connect_lsd_heard(const lt::torrent_handle& h) {
+    if (!lsd_listener) return;
+    const std::int64_t now = monotonic_ms();
+    lsd_listener->drain(now);
+    const lt::info_hash_t ih = h.info_hashes();
+    std::vector<lt::sha1_hash> announced_as;  // LSD carries v2 info-hashes truncated
+    if (ih.has_v1()) announced_as.push_back(ih.v1);
+    if (ih.has_v2()) announced_as.emplace_back(ih.v2.data());
+    const int own_port = session->listen_port();
+    for (const auto& key : announced_as)
+        for (const auto& peer : lsd_listener->announced(key, now))
+            if (peer.address() != listen->address() || peer.port() != own_port)
+                h.connect_peer(peer, lt::peer_info::lsd, kPlaintextFirst);
+}
+
 void PeerSession::Impl::apply_peer_class_filter() {
     if (!settings.throttle_lan) {
         session->set_peer_class_filter(default_class_filter);
@@ -589,6 +649,7 @@ PeerSession::PeerSession(const SessionSettings& settings)
     // must only wake the main loop.
     d.session->set_alert_notify([fd = d.alert_fd.fd()] { Impl::wake(fd); });
     d.content_table->set_listen_port(d.session->listen_port());
+    d.restart_lsd_listener();
 }
 
 PeerSession::~PeerSession() {
@@ -605,6 +666,7 @@ void PeerSession::reconfigure(const SessionSettings& settings) {
     d.session->apply_settings(std::move(pack));
     d.session->set_ip_filter(d.ip_filter());  // closes connections it now refuses
     d.apply_peer_class_filter();
+    d.restart_lsd_listener();
     for (const auto& t : d.torrents) {
         try {
             if (settings.lan_discovery) t.handle.unset_flags(lt::torrent_flags::disable_lsd);
@@ -617,6 +679,8 @@ void PeerSession::reconfigure(const SessionSettings& settings) {
 }
 
 bool PeerSession::listening() const { return impl_->listen.has_value(); }
+
+std::string PeerSession::lsd_listener_error() const { return impl_->lsd_listener_error; }
 
 std::uint64_t PeerSession::id() const { return impl_->id; }
 
@@ -721,7 +785,7 @@ lt::torrent_handle PeerSession::add_torrent_for_metadata(const lt::sha1_hash& in
     p.flags |= lt::torrent_flags::upload_mode;
     p.extensions.push_back(&lt::create_ut_metadata_plugin);
     const lt::torrent_handle h = d.session->add_torrent(std::move(p));
-    h.connect_peer(holder);
+    h.connect_peer(holder, {}, kPlaintextFirst);
     d.find_peers(h);
     return h;
 }
@@ -747,6 +811,7 @@ void PeerSession::tick() {
     const bool reconnect =
         !d.static_peers.empty() && now - d.last_reconnect_ms >= kReconnectEveryMs;
     if (reconnect) d.last_reconnect_ms = now;
+    if (d.lsd_listener) d.lsd_listener->drain(now);
 
     for (auto& t : d.torrents) {
         // A torrent removed behind our back (through native()) makes handle
@@ -760,6 +825,11 @@ void PeerSession::tick() {
                 while (t.lsd_repeats_done < n &&
                        now - t.added_ms >= kLsdRepeatsMs[t.lsd_repeats_done])
                     ++t.lsd_repeats_done;
+                t.last_lsd_ms = now;
+            } else if (d.settings.lan_discovery && t.lsd_repeats_done == n &&
+                       now - t.last_lsd_ms >= kLsdLonelyEveryMs) {
+                t.last_lsd_ms = now;
+                if (lacks_pieces_alone(t.handle.status({}))) t.handle.force_lsd_announce();
             }
             // status() without extra fields is a cheap round trip to the
             // network thread; connect_peer to a connected peer is a no-op.

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <libtorrent/alert.hpp>
+#include <libtorrent/pex_flags.hpp>
 #include <libtorrent/socket.hpp>
 #include <libtorrent/torrent_handle.hpp>
 #include <libtorrent/torrent_info.hpp>
@@ -52,6 +53,12 @@ lt::tcp::endpoint parse_endpoint(const std::string& value, const char* what, boo
 // it, nor find the agents of the group that announce it.
 lt::sha1_hash group_info_hash(const std::string& group, const lt::info_hash_t& torrent);
 
+// The flags every torrent_handle::connect_peer of the agent passes: without
+// pex_encryption, libtorrent opens the connection in plaintext and tries an
+// encrypted handshake only after a plaintext one failed (out_enc_policy
+// pe_enabled; docs/design.md "Safety defaults").
+constexpr lt::pex_flags_t kPlaintextFirst{};
+
 class PeerSession {
 public:
     explicit PeerSession(const SessionSettings& settings);
@@ -72,6 +79,9 @@ public:
     void reconfigure(const SessionSettings& settings);
     // False while listen is "".
     bool listening() const;
+    // Why the LSD listener (p2p/lsd_listener.h) could not be made for the
+    // current settings, or "": peering goes on without it.
+    std::string lsd_listener_error() const;
 
     // This session's random id, sent with its claims.
     std::uint64_t id() const;
@@ -81,8 +91,9 @@ public:
 
     // Adds a torrent (not paused, not auto-managed, seeding once complete)
     // with its storage in save_path; `resume_data` (from save_resume_data,
-    // may be empty) spares a full recheck. Connects the static peers to it
-    // and announces it on LSD now and again a few times in the next seconds
+    // may be empty) spares a full recheck. Connects the static peers to it,
+    // and the peers that announced it on LSD in the last 10 minutes
+    // (p2p/lsd_listener.h), and announces it on LSD now and again a few times in the next seconds
     // (tick() does the repeats), not only on libtorrent's 0/2/6 s schedule.
     // Resume data for another torrent, or unreadable, means a fresh start.
     // The session keeps its own copy of `info`. Only torrents added here
@@ -95,7 +106,8 @@ public:
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
 
-    // Once a second: LSD re-announces for young torrents; static peers
+    // Once a second: LSD re-announces for young torrents, and once a
+    // minute for a torrent that lacks pieces and has no peer; static peers
     // reconnected to incomplete torrents that lost them; expired claims
     // dropped.
     void tick();

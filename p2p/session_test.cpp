@@ -209,26 +209,6 @@ private:
     std::thread thread_;
 };
 
-// Runs `check` in a child process inside a new, empty network namespace
-// (nothing there can reach this machine's networks). Returns 0 when check()
-// returned true, 1 when false, 77 when no namespace could be made.
-int run_in_private_netns(const std::function<bool()>& check) {
-    const pid_t pid = fork();
-    if (pid < 0) return 77;
-    if (pid == 0) {
-        if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) _exit(77);
-        bool ok = false;
-        try {
-            ok = check();
-        } catch (...) {
-        }
-        _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
-    return WEXITSTATUS(status);
-}
-
 bool has_claim(const std::vector<dopt::p2p::Claim>& claims, int piece, std::uint64_t claimant) {
     for (const auto& c : claims)
         if (c.piece == piece && c.claimant == claimant) return true;
@@ -254,6 +234,12 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
         CHECK(pack.get_str(lt::settings_pack::user_agent) == "dopt/0.1");
         CHECK(pack.get_bool(lt::settings_pack::allow_multiple_connections_per_ip));
         CHECK(pack.get_int(lt::settings_pack::unchoke_slots_limit) == -1);
+        // Encrypted handshakes accepted (stock clients may require them);
+        // the agent's own connections plaintext first (kPlaintextFirst).
+        CHECK(pack.get_int(lt::settings_pack::in_enc_policy) == lt::settings_pack::pe_enabled);
+        CHECK(pack.get_int(lt::settings_pack::out_enc_policy) == lt::settings_pack::pe_enabled);
+        CHECK(pack.get_int(lt::settings_pack::allowed_enc_level) == lt::settings_pack::pe_both);
+        CHECK_FALSE(pack.get_bool(lt::settings_pack::prefer_rc4));
         CHECK(session.listen_port() > 0);
         CHECK(session.id() != PeerSession(s).id());
     }

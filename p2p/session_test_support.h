@@ -4,10 +4,16 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <chrono>
 #include <cstdint>
@@ -27,6 +33,36 @@
 #include "p2p/session.h"
 
 namespace dopt::p2p::test_support {
+
+// Runs `check` in a child process inside a new, empty network namespace
+// (nothing there can reach this machine's networks), its loopback brought
+// up when `loopback_up`. Returns 0 when check() returned true, 1 when
+// false, 77 when no namespace could be made.
+inline int run_in_private_netns(const std::function<bool()>& check, bool loopback_up = false) {
+    const pid_t pid = fork();
+    if (pid < 0) return 77;
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) _exit(77);
+        if (loopback_up) {
+            const int s = socket(AF_INET, SOCK_DGRAM, 0);
+            ifreq ifr{};
+            std::strcpy(ifr.ifr_name, "lo");
+            if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) _exit(77);
+            ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+            if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) _exit(77);
+            close(s);
+        }
+        bool ok = false;
+        try {
+            ok = check();
+        } catch (...) {
+        }
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
+    return WEXITSTATUS(status);
+}
 
 inline std::vector<char> read_file(const std::filesystem::path& p) {
     std::ifstream in(p, std::ios::binary);

@@ -25,6 +25,25 @@ std::vector<bool> to_bools(const lt::typed_bitfield<lt::piece_index_t>& bits) {
     return out;
 }
 
+// libtorrent's errors for an encrypted handshake it would not take (a mode
+// or level the settings refuse, or a malformed one).
+bool is_encryption_refusal(const lt::error_code& ec) {
+    if (ec.category() != lt::libtorrent_category()) return false;
+    switch (ec.value()) {
+    case lt::errors::no_incoming_encrypted:
+    case lt::errors::no_incoming_regular:
+    case lt::errors::unsupported_encryption_mode:
+    case lt::errors::unsupported_encryption_mode_selected:
+    case lt::errors::invalid_encrypt_handshake:
+    case lt::errors::invalid_encryption_constant:
+    case lt::errors::sync_hash_not_found:
+    case lt::errors::invalid_pad_size:
+        return true;
+    default:
+        return false;
+    }
+}
+
 }  // namespace
 
 const char* peer_source_name(PeerSource source) {
@@ -111,6 +130,9 @@ bool TorrentSession::Impl::event_of(lt::alert* a, TorrentEvent& e) const {
         e.kind = K::PeerDisconnected;
         e.peer = pd->endpoint.address().to_string();
         e.message = pd->error.message();
+        // The peer id is known once the peer's handshake has come.
+        e.in_handshake = pd->pid.is_all_zeros();
+        e.encryption_refused = e.in_handshake && is_encryption_refusal(pd->error);
     } else if (lt::alert_cast<lt::metadata_received_alert>(a)) {
         e.kind = K::MetadataReceived;
     } else if (auto* te = lt::alert_cast<lt::tracker_error_alert>(a)) {
@@ -143,6 +165,7 @@ std::uint64_t TorrentSession::id() const { return impl_->session.id(); }
 int TorrentSession::listen_port() const { return impl_->session.listen_port(); }
 void TorrentSession::reconfigure(const SessionSettings& settings) { impl_->session.reconfigure(settings); }
 bool TorrentSession::listening() const { return impl_->session.listening(); }
+std::string TorrentSession::lsd_listener_error() const { return impl_->session.lsd_listener_error(); }
 
 TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
                                       const std::vector<char>& resume_data) {
@@ -271,7 +294,7 @@ void TorrentSession::disconnect_peer(TorrentId torrent, const std::string& endpo
 
 void TorrentSession::connect_peer(TorrentId torrent, const std::string& endpoint) {
     lt::torrent_handle h = impl_->handle(torrent);
-    if (h.is_valid()) h.connect_peer(parse_endpoint(endpoint, "peer", false));
+    if (h.is_valid()) h.connect_peer(parse_endpoint(endpoint, "peer", false), {}, kPlaintextFirst);
 }
 
 void TorrentSession::claim(TorrentId torrent, int piece) {

@@ -42,7 +42,8 @@ struct TorrentEvent {
         PeerBanned,        // `peer` sent pieces that failed their hash check; refused from now on
         PeerBlocked,       // `peer` was refused (outside allowed_networks)
         PeerConnected,     // `peer` connected
-        PeerDisconnected,  // `peer`'s connection for `torrent` ended: `message`
+        PeerDisconnected,  // `peer`'s connection for `torrent` ended: `message`; `in_handshake`
+                           // when it ended before the BitTorrent handshake was done
         ListenFailed,      // the listen socket could not be opened: `message`
         MetadataReceived,  // a torrent added for metadata has it: metainfo() gives it
         TrackerFailed,     // an announce to `tracker` failed: `message` says why
@@ -55,6 +56,9 @@ struct TorrentEvent {
     std::string message;
     std::string tracker;    // Tracker*: the URL as in SessionSettings::trackers (a secret may be in it)
     int code = 0;
+    bool in_handshake = false;         // PeerDisconnected: see there
+    bool encryption_refused = false;   // PeerDisconnected in_handshake: libtorrent refused the
+                                       // peer's protocol encryption (mode or handshake)
     std::shared_ptr<const char> data;  // PieceRead: the piece's bytes
     std::size_t size = 0;
     std::vector<char> resume_data;
@@ -116,6 +120,7 @@ public:
     // running session (listen "" = nowhere), torrents kept.
     void reconfigure(const SessionSettings& settings);
     bool listening() const;
+    std::string lsd_listener_error() const;  // PeerSession's
 
     // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
     // throws MetainfoError).

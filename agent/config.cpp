@@ -646,7 +646,10 @@ std::string redacted_tracker(const std::string& url) {
     std::string out = u.scheme + "://" + (u.userinfo.empty() ? "" : "[redacted]@") + u.host +
                       (u.port.empty() ? "" : ":" + u.port);
     const std::size_t query = u.rest.find_first_of("?#");
-    out += u.rest.substr(0, query);
+    // A path other than the usual ones may hold a passkey
+    // (https://t.example/<passkey>/announce, /announce/<passkey>).
+    const std::string path = u.rest.substr(0, query);
+    out += path.empty() || path == "/" || path == "/announce" ? path : "/[redacted]";
     if (query != std::string::npos) out += "?[redacted]";
     return out;
 }

@@ -828,12 +828,15 @@ trackers = [
                                ": p2p.trackers may list at most 8 trackers"));
 }
 
-TEST_CASE("effective settings never show a tracker's user info or query", "[config]") {
+TEST_CASE("effective settings never show a tracker's user info, query or unusual path", "[config]") {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"http://fleet:s3cret@tracker.lan:6969/announce", "http://[redacted]@tracker.lan:6969/announce"},
         {"https://tracker.lan/announce?passkey=s3cret", "https://tracker.lan/announce?[redacted]"},
         {"udp://[fd00::5]:6969/announce#s3cret", "udp://[fd00::5]:6969/announce?[redacted]"},
         {"http://tracker.lan:6969/announce", "http://tracker.lan:6969/announce"},
+        {"https://t.lan/s3cret/announce", "https://t.lan/[redacted]"},
+        {"https://t.lan/announce/s3cret", "https://t.lan/[redacted]"},
+        {"udp://t.lan:6969", "udp://t.lan:6969"},
     };
     for (const auto& [url, shown] : cases) {
         INFO(url);

@@ -660,7 +660,10 @@ void Swarms::track_peers(Swarm& s, const std::vector<p2p::TorrentPeer>& peers, s
             if (!owing) return std::int64_t{0};
             return nothing_since && previous != 0 ? previous : now;
         };
-        const bool unanswered = p.interesting && !p.choked_us && p.requests_waiting > 0;
+        // Requests left waiting count whether or not it chokes us: a peer
+        // with the fast extension keeps them queued over a choke until it
+        // rejects them, and a choke-unchoke cycle must not reset the count.
+        const bool unanswered = p.interesting && p.requests_waiting > 0;
         entry.owes_since_ms = since(unanswered || (p.interesting && p.choked_us), before ? before->owes_since_ms : 0);
         entry.unanswered_since_ms = since(unanswered, before ? before->unanswered_since_ms : 0);
     }

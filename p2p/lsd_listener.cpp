@@ -114,9 +114,13 @@ LsdListener::LsdListener(const lt::address& interface_address) {
 
 LsdListener::~LsdListener() { close(fd_); }
 
+// At most this many datagrams a call: a LAN host flooding the LSD port
+// costs the agent's loop a bounded time per tick (the kernel drops the rest).
+constexpr int kMaxDatagramsPerDrain = 64;
+
 void LsdListener::drain(std::int64_t now_ms) {
     std::array<char, 1500> buffer;
-    for (;;) {
+    for (int taken = 0; taken < kMaxDatagramsPerDrain; ++taken) {
         sockaddr_in from{};
         socklen_t from_len = sizeof from;
         const ssize_t n = recvfrom(fd_, buffer.data(), buffer.size(), 0, reinterpret_cast<sockaddr*>(&from),

@@ -13,7 +13,8 @@
 //    `interface_address` (any interface for 0.0.0.0), beside libtorrent's
 //    own LSD socket (both set SO_REUSEADDR; each gets every datagram).
 //    Throws std::runtime_error saying what failed.
-//  - drain() reads what is waiting without blocking. A datagram that is
+//  - drain() reads what is waiting without blocking, at most 64 datagrams
+//    a call (a flood costs each tick a bounded time). A datagram that is
 //    not a BT-SEARCH announce with a port and 40-hex-digit info-hashes is
 //    ignored. At most kMaxEntries (info-hash, address:port) pairs are kept,
 //    each for kRememberMs after it was last heard; the oldest goes first.

@@ -13,6 +13,9 @@
 
 #include <catch2/catch.hpp>
 #include <libtorrent/alert_types.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/hasher.hpp>
 #include <libtorrent/torrent_status.hpp>
 
 #include "common/hex.h"
@@ -104,6 +107,38 @@ TEST_CASE("content metainfo: the same bytes give the same info-hash, named by th
     // Nothing of the hashing is left beside the file.
     for (const auto& entry : fs::directory_iterator(tmp.path()))
         CHECK(entry.path().filename().string().rfind(".dopt-content-", 0) == std::string::npos);
+}
+
+TEST_CASE("content metainfo from piece hashes is byte for byte the whole file's",
+          "[p2p][content]") {
+    TempDir tmp;
+    const std::uint64_t size = 3 * 1024 * 1024 + 777;  // 4 pieces, the last short
+    const std::string sha = write_random_file(tmp.file("f.bin"), size);
+    std::ifstream in(tmp.file("f.bin"), std::ios::binary);
+    const auto piece = static_cast<std::size_t>(choose_piece_size(size));
+    std::vector<std::string> hashes;
+    std::vector<char> buf(piece);
+    while (in.read(buf.data(), static_cast<std::streamsize>(piece)) || in.gcount() > 0) {
+        const lt::sha1_hash h = lt::hasher(buf.data(), static_cast<int>(in.gcount())).final();
+        hashes.emplace_back(h.data(), h.size());
+    }
+    REQUIRE(hashes.size() == 4);
+    const std::string whole = make_content_metainfo(tmp.file("f.bin"), sha);
+    CHECK(content_metainfo_from_hashes(size, sha, hashes) == whole);
+    // libtorrent's own hashing of the file gives the same info-hash.
+    lt::file_storage fs;
+    fs.add_file(sha, static_cast<std::int64_t>(size));
+    lt::create_torrent ct(fs, static_cast<int>(piece), lt::create_torrent::v1_only);
+    fs::create_directories(tmp.path() + "/lt");
+    fs::copy_file(tmp.file("f.bin"), tmp.path() + "/lt/" + sha);
+    lt::set_piece_hashes(ct, tmp.path() + "/lt");
+    std::string by_libtorrent;
+    lt::bencode(std::back_inserter(by_libtorrent), ct.generate());
+    CHECK(parse_metainfo(whole).info_hash == parse_metainfo(by_libtorrent).info_hash);
+    // Hashes that do not fit the size are refused.
+    CHECK_THROWS_AS(content_metainfo_from_hashes(size + piece, sha, hashes), MetainfoError);
+    hashes[1].pop_back();
+    CHECK_THROWS_AS(content_metainfo_from_hashes(size, sha, hashes), MetainfoError);
 }
 
 TEST_CASE("content metainfo is refused for bytes that are not the SHA-256", "[p2p][content]") {

@@ -406,12 +406,12 @@ struct PeerSession::Impl {
     // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
     // nothing at all: R is left); R's peers hear it.
     void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own,
-                           bool fetching = false);
+                           bool fetching = false, const std::vector<std::uint64_t>& split = {});
 };
 
 void PeerSession::Impl::set_content_state(const ContentSha256& x,
                                           std::optional<std::optional<lt::sha1_hash>> own,
-                                          bool fetching) {
+                                          bool fetching, const std::vector<std::uint64_t>& split) {
     auto it = rendezvous.find(x);
     if (!own) {
         content_table->clear_own(x);
@@ -425,7 +425,7 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
         session->remove_torrent(r);
         return;
     }
-    content_table->set_own(x, *own, fetching);  // before R's first handshakes
+    content_table->set_own(x, *own, fetching, split);  // before R's first handshakes
     if (it != rendezvous.end()) {
         run_on_network_thread(it->second, [plugin = content, r = it->second.info_hashes()] {
             plugin->send_state(r);
@@ -581,12 +581,26 @@ void PeerSession::withdraw_content(const std::string& sha256) {
     if (own && own->holds) d.set_content_state(x, std::nullopt);
 }
 
-void PeerSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
+void PeerSession::look_up_content(const std::string& sha256, bool fetching_from_origin,
+                                  const std::vector<std::uint64_t>& split) {
     Impl& d = *impl_;
     const ContentSha256 x = content_id(sha256);
     const auto own = d.content_table->own_state(x);
-    if (!own || own->holds || own->fetching != fetching_from_origin)
-        d.set_content_state(x, std::optional<lt::sha1_hash>(), fetching_from_origin);
+    if (split.size() > kMaxSplitNodes) throw std::invalid_argument("look_up_content: split too large");
+    if (!own || own->holds || own->fetching != fetching_from_origin || own->split != split)
+        d.set_content_state(x, std::optional<lt::sha1_hash>(), fetching_from_origin, split);
+}
+
+void PeerSession::send_piece_hash(const std::string& sha256, std::uint64_t size, int piece,
+                                  const std::string& sha1) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    auto it = d.rendezvous.find(x);
+    if (it == d.rendezvous.end() || sha1.size() != 20) return;
+    const std::string payload = encode_piece_hash(ContentPieceHash{x, id(), size, piece, sha1});
+    run_on_network_thread(it->second, [plugin = d.content, r = it->second.info_hashes(), payload] {
+        plugin->send_message(r, payload);
+    });
 }
 
 void PeerSession::stop_looking_up(const std::string& sha256) {

@@ -136,8 +136,13 @@ public:
     // once per connection and mapping) and each change in the set of other
     // wanters (WantersChanged), until stop_looking_up(). Announcing X as
     // held ends looking it up. Called again, it tells R's peers whether this
-    // agent now fetches X from the origin.
-    void look_up_content(const std::string& sha256, bool fetching_from_origin = false);
+    // agent now fetches X from the origin, and, co-fetching, the node ids
+    // it splits that fetch among (`split`, sorted, at most kMaxSplitNodes).
+    void look_up_content(const std::string& sha256, bool fetching_from_origin = false,
+                         const std::vector<std::uint64_t>& split = {});
+    // Co-fetching X: tells R's peers the v1 SHA-1 (20 bytes) of `piece` of
+    // X (a file of `size` bytes) as fetched from the origin.
+    void send_piece_hash(const std::string& sha256, std::uint64_t size, int piece, const std::string& sha1);
     void stop_looking_up(const std::string& sha256);
     // The content events queued so far, in order. alert_fd() becomes
     // readable when one is queued.

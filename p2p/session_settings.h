@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@ struct ContentEvent {
         WantersChanged,  // the other agents that want `sha256` now: `wanters` (node ids, sorted),
                          // and those of them fetching it from the origin: `fetchers`
         MessageIgnored,  // `peer` sent a malformed dopt_content message: `message` says why
+        PieceHash,       // `peer` (node `node`) fetched `piece` of `sha256` (a file of `size`
+                         // bytes) from the origin; its v1 SHA-1 is `piece_sha1` (20 bytes)
     };
     Kind kind = Kind::HolderFound;
     std::string sha256;        // lowercase hex (64 digits)
@@ -36,7 +39,16 @@ struct ContentEvent {
     std::string peer;          // "addr:port" where the holder accepts connections; the sender
     std::vector<std::uint64_t> wanters;
     std::vector<std::uint64_t> fetchers;  // a subset of `wanters`
+    // WantersChanged: each co-fetcher's split (node -> the node ids it
+    // splits the origin fetch among), and where each wanter accepts
+    // connections (node -> "addr:port").
+    std::map<std::uint64_t, std::vector<std::uint64_t>> splits;
+    std::map<std::uint64_t, std::string> endpoints;
     std::string message;
+    std::uint64_t node = 0;     // PieceHash
+    std::uint64_t size = 0;
+    int piece = -1;
+    std::string piece_sha1;
 };
 
 // A claim another agent sent: it is fetching `piece` from the origin.

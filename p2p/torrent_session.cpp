@@ -262,8 +262,13 @@ void TorrentSession::announce_content(const std::string& sha256, TorrentId torre
     if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.announce_content(sha256, h.info_hashes());
 }
 void TorrentSession::withdraw_content(const std::string& sha256) { impl_->session.withdraw_content(sha256); }
-void TorrentSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
-    impl_->session.look_up_content(sha256, fetching_from_origin);
+void TorrentSession::look_up_content(const std::string& sha256, bool fetching_from_origin,
+                                     const std::vector<std::uint64_t>& split) {
+    impl_->session.look_up_content(sha256, fetching_from_origin, split);
+}
+void TorrentSession::send_piece_hash(const std::string& sha256, std::uint64_t size, int piece,
+                                     const std::string& sha1) {
+    impl_->session.send_piece_hash(sha256, size, piece, sha1);
 }
 void TorrentSession::stop_looking_up(const std::string& sha256) { impl_->session.stop_looking_up(sha256); }
 std::vector<ContentEvent> TorrentSession::take_content_events() {

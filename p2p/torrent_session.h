@@ -152,7 +152,9 @@ public:
     // torrent is named by its id (an unknown id: nothing happens).
     void announce_content(const std::string& sha256, TorrentId torrent);
     void withdraw_content(const std::string& sha256);
-    void look_up_content(const std::string& sha256, bool fetching_from_origin = false);
+    void look_up_content(const std::string& sha256, bool fetching_from_origin = false,
+                         const std::vector<std::uint64_t>& split = {});
+    void send_piece_hash(const std::string& sha256, std::uint64_t size, int piece, const std::string& sha1);
     void stop_looking_up(const std::string& sha256);
     // Queued content events; event_fd() becomes readable when one is queued.
     std::vector<ContentEvent> take_content_events();

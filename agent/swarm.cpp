@@ -58,6 +58,9 @@ constexpr std::int64_t kSwarmTickMs = 250;
 constexpr std::int64_t kClaimRepeatMs = 250;
 // How often an unfinished torrent's resume data is saved in its cache entry.
 constexpr std::int64_t kResumeSaveIntervalMs = 30000;
+// How long a co-fetched swarm leaves to the other co-fetchers the pieces
+// they hashed (their torrents are added, checked and connected meanwhile).
+constexpr std::int64_t kCoFetchPromiseMs = 5000;
 // The window over which the rate peers give us pieces is measured.
 constexpr std::int64_t kPeerRateWindowMs = 2000;
 // A piece another agent also claimed, with a lower claimant id, is left to
@@ -118,8 +121,9 @@ Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, Ori
 Swarms::~Swarms() = default;
 
 std::int64_t Swarms::tick_deadline_ms() const {
-    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() ? INT64_MAX
-                                                                               : next_swarm_tick_ms_;
+    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() && cofetches_.empty()
+               ? INT64_MAX
+               : next_swarm_tick_ms_;
 }
 
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
@@ -405,6 +409,16 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     s->from_origin.assign(n, false);
     s->verified_now.assign(n, false);
     s->order = p2p::random_piece_order(meta.num_pieces);
+    // Pieces co-fetched here count as origin bytes when the check finds them.
+    if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end()) {
+        if (co->second.size() == n) {
+            s->from_origin = co->second;
+            s->promised.assign(n, false);
+            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second[i];
+            s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
+        }
+        cofetched_pieces_.erase(co);
+    }
     s->next_resume_save_ms = mono_ms() + kResumeSaveIntervalMs;
     Swarm* raw = s.get();
     swarms_[e.info_hash] = std::move(s);
@@ -776,6 +790,8 @@ std::vector<bool> Swarms::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& c
     std::vector<bool> busy = s.from_origin;
     for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
     if (stalled) return busy;
+    if (mono_ms() < s.promised_until_ms)
+        for (std::size_t i = 0; i < busy.size() && i < s.promised.size(); ++i) busy[i] = busy[i] || s.promised[i];
     for (int piece : peers_->pieces_coming_from_peers(s.torrent, failing)) busy[static_cast<std::size_t>(piece)] = true;
     for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
     return busy;
@@ -1073,6 +1089,9 @@ void Swarms::finish_swarm_file(Job& job) {
             // the file comes from the origin.
             const std::string ih = job.swarm->info_hash;
             drop_content_mapping(ih, "its bytes are not that SHA-256");
+            // Co-fetched metainfo: once the origin's copy is whole, its
+            // true piece hashes unmask who sent false ones (seed_content).
+            job.content_seed = hash_claims_.count(f.sha256) > 0;
             detach_swarm(job, false);
             if (auto s = swarms_.find(ih); s != swarms_.end() && s->second->users.empty())
                 remove_swarm(*s->second, true);
@@ -1165,6 +1184,7 @@ void Swarms::handle_peer_events() {
         for (auto& [ih, s] : swarms_) all.push_back(s.get());
         for (Swarm* s : all) swarm_tick(*s, now);
         content_tick(now);
+        cofetch_tick(now);
     }
 }
 

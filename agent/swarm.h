@@ -170,6 +170,7 @@ struct CoFetchPiece : TransferSink {
     std::uint64_t size = 0;   // the file's, as the co-fetch knows it (0: not yet)
     std::uint64_t total = 0;  // the size the origin said
     TransferId id = 0;
+    std::int64_t started_ms = 0;
     std::vector<char> data;
 
     int on_response(const ResponseInfo& info) override;
@@ -433,6 +434,7 @@ struct Swarms::ContentLookup {
     std::vector<std::uint64_t> wanters;   // the other agents that want it (node ids)
     std::vector<std::uint64_t> fetchers;  // those of them fetching it from the origin
     std::map<std::uint64_t, std::vector<std::uint64_t>> splits;  // co-fetchers' splits
+    std::vector<p2p::ContentEvent> early_hashes;  // co-fetchers' piece hashes, for a co-fetch here
 };
 
 // A co-fetch of SHA-256 X (swarm_cofetch.cpp): the split, this agent's
@@ -457,8 +459,11 @@ struct Swarms::CoFetch {
     std::string dir;                   // the content's folder while co-fetching
     int fd = -1;                       // its file, written piece by piece
     bool probing = false;              // asking the origin for the size
+    std::vector<p2p::ContentEvent> early_hashes;  // hashes that came before the size (replayed)
     std::int64_t started_ms = 0;
     std::int64_t range_done_ms = 0;    // when this agent's pieces were all known (0: not yet)
+    std::int64_t piece_ms = 0;         // how long this agent's origin pieces take (average)
+    std::vector<std::int64_t> range_news_ms;  // per rank: when a hash of its range last came
     std::int64_t retry_ms = 0;         // after a transient origin failure
     std::uint32_t failures = 0;
 };

@@ -39,9 +39,11 @@
 namespace dopt::agent {
 
 namespace {
-// How long the hashes of another agent's range may lag behind this
-// agent's own before it fetches those pieces itself: this plus a quarter
-// of the time its own range took.
+// How long another agent's range may go without news (a hash of one of
+// its pieces), counted from when this agent's own range was done, before
+// this agent fetches its pieces too: this plus twice the time an origin
+// piece takes here (an agent fetches several pieces at once, and may have
+// started a lookup window later).
 constexpr std::int64_t kCoFetchGraceMs = 1000;
 // Piece hashes kept from other agents per SHA-256 until it is proven.
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
@@ -60,6 +62,13 @@ std::string address_of(const std::string& peer) {
 int range_start(int rank, int k, int pieces) {
     return static_cast<int>(static_cast<std::int64_t>(rank) * pieces / k);
 }
+// The rank whose range holds `piece`.
+int rank_of_piece(int piece, int k, int pieces) {
+    int rank = 0;
+    while (rank + 1 < k && piece >= range_start(rank + 1, k, pieces)) ++rank;
+    return rank;
+}
+
 }  // namespace
 
 using storage::FileRecord;
@@ -94,6 +103,7 @@ void Swarms::start_cofetch(const std::string& x, std::vector<std::uint64_t> spli
     co->jobs = it->second->jobs;
     co->split = std::move(split);
     for (std::uint64_t n : it->second->wanters) co->present.insert(n);
+    co->early_hashes = std::move(it->second->early_hashes);
     co->started_ms = mono_ms();
     content_lookups_.erase(it);
     std::uint64_t size = 0;
@@ -130,6 +140,7 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     co.hash_from.assign(n, std::string());
     co.fetched.assign(n, false);
     co.inflight.assign(n, false);
+    co.range_news_ms.assign(static_cast<std::size_t>(k), 0);
     co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
     remove_tree(co.dir);
     ::mkdir(co.dir.c_str(), 0700);
@@ -141,6 +152,13 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     }
     LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.first,
              co.end - 1, co.num_pieces);
+    const std::string x = co.sha256;
+    std::vector<p2p::ContentEvent> early;
+    early.swap(co.early_hashes);
+    for (const p2p::ContentEvent& e : early) {
+        on_piece_hash(e);
+        if (!cofetches_.count(x)) return;  // finished (or ended) meanwhile
+    }
     pump_cofetch(co, mono_ms());
 }
 
@@ -168,14 +186,12 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     for (int p = co.first; p < co.end; ++p)
         if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
-    const std::int64_t grace = kCoFetchGraceMs + (co.range_done_ms - co.started_ms) / 4;
-    const bool lagging = now >= co.range_done_ms + grace;
-    const auto k = static_cast<int>(co.split.size());
+    const std::int64_t grace = kCoFetchGraceMs + 2 * co.piece_ms;
     for (int p = co.num_pieces - 1; p >= 0; --p) {
         if (!idle(p)) continue;
-        int rank = 0;
-        while (rank + 1 < k && p >= range_start(rank + 1, k, co.num_pieces)) ++rank;
-        if (lagging || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
+        const int rank = rank_of_piece(p, static_cast<int>(co.split.size()), co.num_pieces);
+        const std::int64_t news = std::max(co.range_done_ms, co.range_news_ms[static_cast<std::size_t>(rank)]);
+        if (now >= news + grace || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
     }
     return -1;
 }
@@ -195,6 +211,7 @@ void Swarms::start_cofetch_request(CoFetch& co, int piece) {
     tr.url = job.file().remote_url;
     tr.offset = req->offset;
     tr.length = req->length;
+    req->started_ms = mono_ms();
     req->id = fetcher_.start(tr, req.get());
     agent_.count_usage(job, kOriginRequests, 1);
     if (piece >= 0) co.inflight[static_cast<std::size_t>(piece)] = true;
@@ -234,6 +251,8 @@ void Swarms::on_cofetch_piece_done(CoFetchPiece& req, const TransferOutcome& out
             plan_cofetch(co, req.total);
             return;
         }
+        const std::int64_t took = now - req.started_ms;
+        co.piece_ms = co.piece_ms == 0 ? took : (3 * co.piece_ms + took) / 4;
         keep_cofetch_piece(co, req.piece, req.data);
         if (cofetches_.count(req.sha256)) pump_cofetch(co, now);
         return;
@@ -290,8 +309,16 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
 // this agent fetch the piece itself (the origin decides).
 void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     auto it = cofetches_.find(e.sha256);
-    if (it == cofetches_.end() || it->second->size != e.size || e.node == peers_->id()) return;
+    if (it == cofetches_.end()) {  // hashes may come before this agent's window ends
+        auto l = content_lookups_.find(e.sha256);
+        if (l != content_lookups_.end() && l->second->early_hashes.size() < p2p::kMaxContentEvents)
+            l->second->early_hashes.push_back(e);
+        return;
+    }
+    if (e.node == peers_->id()) return;
     CoFetch& co = *it->second;
+    if (co.size == 0 && co.early_hashes.size() < p2p::kMaxContentEvents) co.early_hashes.push_back(e);
+    if (co.size != e.size) return;
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size() || e.piece_sha1.size() != 20) return;
     auto& claims = hash_claims_[co.sha256];
@@ -299,6 +326,7 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
             return c.piece == e.piece;
         })) < kMaxHashClaimsPerPiece)
         claims.push_back(HashClaim{e.piece, e.piece_sha1, e.peer});
+    co.range_news_ms[static_cast<std::size_t>(rank_of_piece(e.piece, static_cast<int>(co.split.size()), co.num_pieces))] = mono_ms();
     if (co.hashes[i].empty()) {
         co.hashes[i] = e.piece_sha1;
         co.hash_from[i] = e.peer;

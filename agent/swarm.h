@@ -453,6 +453,7 @@ struct Swarms::CoFetch {
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
     std::vector<bool> fetched;         // fetched by this agent
     std::vector<bool> inflight;
+    std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
     int known = 0;                     // pieces whose hash is known
     std::set<std::uint64_t> present;   // other wanters on R now (node ids)
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
@@ -463,7 +464,6 @@ struct Swarms::CoFetch {
     std::int64_t started_ms = 0;
     std::int64_t range_done_ms = 0;    // when this agent's pieces were all known (0: not yet)
     std::int64_t piece_ms = 0;         // how long this agent's origin pieces take (average)
-    std::vector<std::int64_t> range_news_ms;  // per rank: when a hash of its range last came
     std::int64_t retry_ms = 0;         // after a transient origin failure
     std::uint32_t failures = 0;
 };

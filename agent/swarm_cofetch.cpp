@@ -39,12 +39,10 @@
 namespace dopt::agent {
 
 namespace {
-// How long another agent's range may go without news (a hash of one of
-// its pieces), counted from when this agent's own range was done, before
-// this agent fetches its pieces too: this plus twice the time an origin
-// piece takes here (an agent fetches several pieces at once, and may have
-// started a lookup window later).
-constexpr std::int64_t kCoFetchGraceMs = 1000;
+// How long another agent's claim on a piece holds (it said it fetches it)
+// before this agent fetches the piece too: this plus twice the time an
+// origin piece takes here.
+constexpr std::int64_t kCoFetchClaimMs = 2000;
 // Piece hashes kept from other agents per SHA-256 until it is proven.
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
 
@@ -62,13 +60,6 @@ std::string address_of(const std::string& peer) {
 int range_start(int rank, int k, int pieces) {
     return static_cast<int>(static_cast<std::int64_t>(rank) * pieces / k);
 }
-// The rank whose range holds `piece`.
-int rank_of_piece(int piece, int k, int pieces) {
-    int rank = 0;
-    while (rank + 1 < k && piece >= range_start(rank + 1, k, pieces)) ++rank;
-    return rank;
-}
-
 }  // namespace
 
 using storage::FileRecord;
@@ -140,7 +131,7 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     co.hash_from.assign(n, std::string());
     co.fetched.assign(n, false);
     co.inflight.assign(n, false);
-    co.range_news_ms.assign(static_cast<std::size_t>(k), 0);
+    co.claimed_ms.assign(n, 0);
     co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
     remove_tree(co.dir);
     ::mkdir(co.dir.c_str(), 0700);
@@ -174,25 +165,22 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
     }
 }
 
-// The next piece to fetch: this agent's range first, in order; then a piece
-// of another range whose agent left R, or whose hashes lag behind this
-// agent's by more than the grace (from the end of the file backwards, as
-// their agents fetch forwards). -1: none now.
+// The next piece to fetch: one whose hash is not known, that no request
+// of this agent fetches and no other agent claimed lately: this agent's
+// range first, in order; then the others' (work stealing), from the end of
+// the file backwards, as their agents fetch forwards. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
+    const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
     auto idle = [&](int p) {
         auto i = static_cast<std::size_t>(p);
-        return co.hashes[i].empty() && !co.inflight[i];
+        return co.hashes[i].empty() && !co.inflight[i] &&
+               (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
     for (int p = co.first; p < co.end; ++p)
         if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
-    const std::int64_t grace = kCoFetchGraceMs + 2 * co.piece_ms;
-    for (int p = co.num_pieces - 1; p >= 0; --p) {
-        if (!idle(p)) continue;
-        const int rank = rank_of_piece(p, static_cast<int>(co.split.size()), co.num_pieces);
-        const std::int64_t news = std::max(co.range_done_ms, co.range_news_ms[static_cast<std::size_t>(rank)]);
-        if (now >= news + grace || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
-    }
+    for (int p = co.num_pieces - 1; p >= 0; --p)
+        if (idle(p)) return p;
     return -1;
 }
 
@@ -214,7 +202,10 @@ void Swarms::start_cofetch_request(CoFetch& co, int piece) {
     req->started_ms = mono_ms();
     req->id = fetcher_.start(tr, req.get());
     agent_.count_usage(job, kOriginRequests, 1);
-    if (piece >= 0) co.inflight[static_cast<std::size_t>(piece)] = true;
+    if (piece >= 0) {
+        co.inflight[static_cast<std::size_t>(piece)] = true;
+        peers_->send_piece_hash(co.sha256, co.size, piece, std::string());  // a claim
+    }
     cofetch_requests_.push_back(std::move(req));
 }
 
@@ -320,13 +311,17 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     if (co.size == 0 && co.early_hashes.size() < p2p::kMaxContentEvents) co.early_hashes.push_back(e);
     if (co.size != e.size) return;
     const auto i = static_cast<std::size_t>(e.piece);
-    if (i >= co.hashes.size() || e.piece_sha1.size() != 20) return;
+    if (i >= co.hashes.size()) return;
+    if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
+        co.claimed_ms[i] = mono_ms();
+        return;
+    }
+    if (e.piece_sha1.size() != 20) return;
     auto& claims = hash_claims_[co.sha256];
     if (static_cast<std::size_t>(std::count_if(claims.begin(), claims.end(), [&](const HashClaim& c) {
             return c.piece == e.piece;
         })) < kMaxHashClaimsPerPiece)
         claims.push_back(HashClaim{e.piece, e.piece_sha1, e.peer});
-    co.range_news_ms[static_cast<std::size_t>(rank_of_piece(e.piece, static_cast<int>(co.split.size()), co.num_pieces))] = mono_ms();
     if (co.hashes[i].empty()) {
         co.hashes[i] = e.piece_sha1;
         co.hash_from[i] = e.peer;

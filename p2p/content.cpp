@@ -130,7 +130,8 @@ std::string encode_piece_hash(const ContentPieceHash& h) {
     e["n"] = node_bytes(h.node);
     e["z"] = static_cast<std::int64_t>(h.size);
     e["i"] = h.piece;
-    e["s"] = h.sha1;
+    if (h.sha1.empty()) e["g"] = 1;
+    else e["s"] = h.sha1;
     std::string out;
     lt::bencode(std::back_inserter(out), e);
     return out;
@@ -142,9 +143,13 @@ std::optional<ContentPieceHash> parse_piece_hash(const lt::bdecode_node& dict, c
     const lt::bdecode_node n = dict.dict_find_string("n");
     const lt::bdecode_node z = dict.dict_find_int("z");
     const lt::bdecode_node i = dict.dict_find_int("i");
-    const lt::bdecode_node sha1 = dict.dict_find_string("s");
+    const lt::bdecode_node sha1 = dict.dict_find("s");
+    const lt::bdecode_node g = dict.dict_find("g");
     if (!xs || xs.string_value() != lt::string_view(x.data(), x.size())) return std::nullopt;
-    if (!n || n.string_length() != 8 || !sha1 || sha1.string_length() != 20) return std::nullopt;
+    if (!n || n.string_length() != 8) return std::nullopt;
+    if (sha1 ? (g || sha1.type() != lt::bdecode_node::string_t || sha1.string_length() != 20)
+             : (!g || g.type() != lt::bdecode_node::int_t || g.int_value() != 1))
+        return std::nullopt;
     // A file of at most 2^50 bytes (1 PiB): pieces stay within an int.
     if (!z || z.int_value() < 1 || z.int_value() > (std::int64_t{1} << 50) || !i || i.int_value() < 0)
         return std::nullopt;
@@ -156,7 +161,7 @@ std::optional<ContentPieceHash> parse_piece_hash(const lt::bdecode_node& dict, c
     h.node = node_from_bytes(n.string_value());
     h.size = size;
     h.piece = static_cast<int>(i.int_value());
-    h.sha1 = std::string(sha1.string_value());
+    if (sha1) h.sha1 = std::string(sha1.string_value());
     return h;
 }
 
@@ -363,7 +368,7 @@ public:
         if (!body.empty() && body.size() <= static_cast<std::ptrdiff_t>(kMaxContentMessageSize)) {
             lt::error_code ec;
             const lt::bdecode_node node = lt::bdecode(body, ec, nullptr, 4, 32);
-            const bool is_hash = !ec && node.type() == lt::bdecode_node::dict_t && node.dict_find("s");
+            const bool is_hash = !ec && node.type() == lt::bdecode_node::dict_t && node.dict_find("i");
             if (is_hash) {
                 if (auto h = parse_piece_hash(node, x_)) table_->peer_sent_hash(remote_, *h);
                 else table_->ignored(remote_, "malformed dopt_content piece hash");

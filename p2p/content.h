@@ -85,13 +85,14 @@ struct ContentState {
 };
 
 // A co-fetcher's v1 SHA-1 of one piece of X it fetched from the origin
-// (pieces of choose_piece_size(size)).
+// (pieces of choose_piece_size(size)); with no SHA-1, a claim: it is
+// fetching that piece from the origin now.
 struct ContentPieceHash {
     ContentSha256 x{};
     std::uint64_t node = 0;
     std::uint64_t size = 0;   // the file's size, which sets the pieces
     int piece = 0;
-    std::string sha1;         // 20 raw bytes
+    std::string sha1;         // 20 raw bytes; empty: a claim
 };
 
 // The bencoded state (the payload of a dopt_content message).
@@ -104,7 +105,7 @@ std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, co
 // The same from a message payload (bencoded), at most kMaxContentMessageSize.
 std::optional<ContentState> parse_content_message(lt::span<char const> payload,
                                                   const ContentSha256& x);
-// A piece hash message (a dictionary with "s"): encoding and reading;
+// A piece message (a dictionary with "i": a hash "s", or a claim "g"): encoding and reading;
 // nullopt unless exactly as docs/protocol.md says. Never throws.
 std::string encode_piece_hash(const ContentPieceHash& h);
 std::optional<ContentPieceHash> parse_piece_hash(const lt::bdecode_node& dict, const ContentSha256& x);

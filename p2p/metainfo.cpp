@@ -280,6 +280,22 @@ std::vector<std::string> v1_piece_hashes(int fd, std::uint64_t size, const std::
 
 }  // namespace
 
+std::string v1_piece_hash(const char* data, std::size_t len) {
+    const lt::sha1_hash h = lt::hasher(data, static_cast<int>(len)).final();
+    return std::string(h.data(), h.size());
+}
+
+std::vector<std::string> v1_piece_hashes_of(std::string_view bytes) {
+    const Metainfo m = parse_metainfo(bytes);
+    if (!m.info->info_hashes().has_v1()) throw MetainfoError("not v1 metainfo");
+    std::vector<std::string> out;
+    for (lt::piece_index_t i : m.info->piece_range()) {
+        const lt::sha1_hash h = m.info->hash_for_piece(i);
+        out.emplace_back(h.data(), h.size());
+    }
+    return out;
+}
+
 std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
                                          const std::vector<std::string>& piece_hashes) {
     const std::string name = content_name(sha256);

@@ -70,6 +70,11 @@ std::string make_content_metainfo(const std::string& path, const std::string& sh
 // identity"): byte for byte what make_content_metainfo() gives for the whole
 // file. `sha256` is not checked against anything here. Throws MetainfoError
 // when the hashes do not fit the size or `sha256` is not 64 hex digits.
+// The v1 SHA-1 of a piece's bytes (20 raw bytes).
+std::string v1_piece_hash(const char* data, std::size_t len);
+// The v1 piece hashes (20 raw bytes each) of v1 metainfo `bytes`. Throws
+// MetainfoError when it is not usable metainfo.
+std::vector<std::string> v1_piece_hashes_of(std::string_view bytes);
 std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
                                          const std::vector<std::string>& piece_hashes);
 

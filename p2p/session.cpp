@@ -596,7 +596,7 @@ void PeerSession::send_piece_hash(const std::string& sha256, std::uint64_t size,
     Impl& d = *impl_;
     const ContentSha256 x = content_id(sha256);
     auto it = d.rendezvous.find(x);
-    if (it == d.rendezvous.end() || sha1.size() != 20) return;
+    if (it == d.rendezvous.end() || (sha1.size() != 20 && !sha1.empty())) return;
     const std::string payload = encode_piece_hash(ContentPieceHash{x, id(), size, piece, sha1});
     run_on_network_thread(it->second, [plugin = d.content, r = it->second.info_hashes(), payload] {
         plugin->send_message(r, payload);

@@ -141,7 +141,8 @@ public:
     void look_up_content(const std::string& sha256, bool fetching_from_origin = false,
                          const std::vector<std::uint64_t>& split = {});
     // Co-fetching X: tells R's peers the v1 SHA-1 (20 bytes) of `piece` of
-    // X (a file of `size` bytes) as fetched from the origin.
+    // X (a file of `size` bytes) as fetched from the origin; with an empty
+    // `sha1`, that this agent is fetching that piece now (a claim).
     void send_piece_hash(const std::string& sha256, std::uint64_t size, int piece, const std::string& sha1);
     void stop_looking_up(const std::string& sha256);
     // The content events queued so far, in order. alert_fd() becomes

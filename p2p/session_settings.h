@@ -31,7 +31,8 @@ struct ContentEvent {
                          // and those of them fetching it from the origin: `fetchers`
         MessageIgnored,  // `peer` sent a malformed dopt_content message: `message` says why
         PieceHash,       // `peer` (node `node`) fetched `piece` of `sha256` (a file of `size`
-                         // bytes) from the origin; its v1 SHA-1 is `piece_sha1` (20 bytes)
+                         // bytes) from the origin; its v1 SHA-1 is `piece_sha1` (20 bytes);
+                         // an empty `piece_sha1`: it is fetching that piece now
     };
     Kind kind = Kind::HolderFound;
     std::string sha256;        // lowercase hex (64 digits)

@@ -418,6 +418,8 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
             s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
         }
         cofetched_pieces_.erase(co);
+        s->cofetchers = std::move(cofetchers_[e.info_hash]);
+        cofetchers_.erase(e.info_hash);
     }
     s->next_resume_save_ms = mono_ms() + kResumeSaveIntervalMs;
     Swarm* raw = s.get();
@@ -1316,6 +1318,17 @@ void Swarms::on_torrent_finished(Swarm& s) {
 // data saved now and then.
 void Swarms::swarm_tick(Swarm& s, std::int64_t now) {
     pump_swarm(s);
+    if (now < s.promised_until_ms && !s.complete) {
+        std::set<std::string> connected;
+        for (const p2p::TorrentPeer& p : peers_->peers(s.torrent)) connected.insert(p.address);
+        for (const std::string& ep : s.cofetchers) {
+            try {
+                if (!connected.count(p2p::parse_peer_address(ep, "co-fetcher", false).address))
+                    peers_->connect_peer(s.torrent, ep);
+            } catch (const std::exception&) {
+            }
+        }
+    }
     // Claims reach only peers connected when they were sent: repeat them
     // for peers that came since, for pieces in flight and those fetched but
     // not yet verified and announced.

@@ -67,6 +67,10 @@ struct Swarm {
     // while their torrents are added, checked and connected.
     std::vector<bool> promised;
     std::int64_t promised_until_ms = 0;
+    // Until then, the co-fetchers (listen endpoints) not connected are
+    // connected again each tick: one that had not added the torrent yet
+    // refused the first connection.
+    std::set<std::string> cofetchers;
     std::map<int, OriginPiece*> origin_inflight;
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came
@@ -396,8 +400,10 @@ private:
     std::map<std::string, std::unique_ptr<CoFetch>> cofetches_;
     std::vector<std::unique_ptr<CoFetchPiece>> cofetch_requests_;
     // Pieces this agent co-fetched from the origin, by the info-hash built:
-    // counted as origin bytes when the swarm's check finds them.
+    // counted as origin bytes when the swarm's check finds them; and the
+    // other co-fetchers' listen endpoints.
     std::map<std::string, std::vector<bool>> cofetched_pieces_;
+    std::map<std::string, std::set<std::string>> cofetchers_;
     // Piece hashes other agents sent for a SHA-256 whose co-fetched
     // metainfo is not proven yet: (piece, hash, sender's address). When
     // the file fails X and comes from the origin, the senders of hashes

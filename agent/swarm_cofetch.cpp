@@ -390,9 +390,9 @@ void Swarms::finish_cofetch(CoFetch& co) {
         remove_tree(co.dir);  // the swarm fetches what this agent had
     else
         cofetched_pieces_[meta->info_hash] = co.fetched;
+    // Every co-fetcher heard of, present or not (one done first has left R).
     std::set<std::string> others;
-    for (const auto& [node, ep] : co.endpoints)
-        if (co.present.count(node)) others.insert(ep);
+    for (const auto& [node, ep] : co.endpoints) others.insert(ep);
     const std::set<Job*> jobs = co.jobs;
     for (auto& req : cofetch_requests_)
         if (req->sha256 == x) {
@@ -402,6 +402,7 @@ void Swarms::finish_cofetch(CoFetch& co) {
     cofetches_.erase(x);
     peers_->stop_looking_up(x);
     content_holders_[meta->info_hash] = others;
+    cofetchers_[meta->info_hash] = others;
     for (Job* job : jobs) {
         job->content_waiting = false;
         job->content_seed = false;

@@ -168,7 +168,8 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
 // The next piece to fetch: one whose hash is not known, that no request
 // of this agent fetches and no other agent claimed lately: this agent's
 // range first, in order; then the others' (work stealing), from the end of
-// the file backwards, as their agents fetch forwards. -1: none now.
+// the file backwards, as their agents fetch forwards, once a claim's time
+// has passed since this agent's range was done. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
     auto idle = [&](int p) {
@@ -179,8 +180,16 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     for (int p = co.first; p < co.end; ++p)
         if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
-    for (int p = co.num_pieces - 1; p >= 0; --p)
-        if (idle(p)) return p;
+    // Another agent may have started later: its range is left to it for
+    // as long as a claim holds, unless it is not on R.
+    const bool waited = now >= co.range_done_ms + claim_ms;
+    const auto k = static_cast<int>(co.split.size());
+    for (int p = co.num_pieces - 1; p >= 0; --p) {
+        if (!idle(p)) continue;
+        int rank = 0;
+        while (rank + 1 < k && p >= range_start(rank + 1, k, co.num_pieces)) ++rank;
+        if (waited || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
+    }
     return -1;
 }
 
@@ -400,12 +409,13 @@ void Swarms::finish_cofetch(CoFetch& co) {
             req->sha256.clear();
         }
     cofetches_.erase(x);
-    peers_->stop_looking_up(x);
+    // This agent stays on R, saying it fetches, until the file matched X and
+    // it announces X -> H (content_proven): late wanters wait for that.
     content_holders_[meta->info_hash] = others;
     cofetchers_[meta->info_hash] = others;
     for (Job* job : jobs) {
         job->content_waiting = false;
-        job->content_seed = false;
+        job->content_seed = true;  // stopping it leaves R (leave_content)
         FileRecord& f = job->file();
         remember_metainfo(*job, f, *meta, bytes);
         f.info_hash = meta->info_hash;

@@ -34,7 +34,6 @@
 #include "agent/log.h"
 #include "agent/swarm.h"
 #include "dopt/dopt.h"
-#include "p2p/content.h"
 
 namespace dopt::agent {
 
@@ -45,6 +44,8 @@ namespace {
 constexpr std::int64_t kCoFetchClaimMs = 2000;
 // Piece hashes kept from other agents per SHA-256 until it is proven.
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
+// Piece messages kept from before this agent's size or split is known.
+constexpr std::size_t kMaxEarlyHashes = 4096;
 
 // The address of "addr:port" (as events name peers), for ban_peer; "" when
 // it is not one.
@@ -311,13 +312,13 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     auto it = cofetches_.find(e.sha256);
     if (it == cofetches_.end()) {  // hashes may come before this agent's window ends
         auto l = content_lookups_.find(e.sha256);
-        if (l != content_lookups_.end() && l->second->early_hashes.size() < p2p::kMaxContentEvents)
+        if (l != content_lookups_.end() && l->second->early_hashes.size() < kMaxEarlyHashes)
             l->second->early_hashes.push_back(e);
         return;
     }
     if (e.node == peers_->id()) return;
     CoFetch& co = *it->second;
-    if (co.size == 0 && co.early_hashes.size() < p2p::kMaxContentEvents) co.early_hashes.push_back(e);
+    if (co.size == 0 && co.early_hashes.size() < kMaxEarlyHashes) co.early_hashes.push_back(e);
     if (co.size != e.size) return;
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size()) return;

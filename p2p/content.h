@@ -55,8 +55,6 @@ inline constexpr char kContentExtensionName[] = "dopt_content";
 inline constexpr int kContentMessageId = 18;
 // A dopt_content message or handshake entry longer than this is ignored.
 inline constexpr std::size_t kMaxContentMessageSize = 512;
-// At most this many node ids in a co-fetcher's split ("c").
-inline constexpr std::size_t kMaxSplitNodes = 32;
 // Events waiting to be taken; more are dropped (and counted as ignored).
 inline constexpr std::size_t kMaxContentEvents = 4096;
 

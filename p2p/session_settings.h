@@ -2,6 +2,7 @@
 // no libtorrent type, shared by p2p/session.h and p2p/torrent_session.h.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -20,6 +21,9 @@ struct SessionSettings {
                                 // (libtorrent exempts them by default)
     int claims_per_peer = 8;    // live claims one connection may hold (claims.h)
 };
+
+// At most this many node ids in a co-fetcher's split ("c", p2p/content.h).
+inline constexpr std::size_t kMaxSplitNodes = 32;
 
 // What the content extension (p2p/content.h) reports: agents on the LAN
 // that hold or want a file by its SHA-256. Reported only while this agent

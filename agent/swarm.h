@@ -164,8 +164,6 @@ struct OriginPiece : TransferSink {
 // One origin range request of a co-fetch (swarm_cofetch.cpp): a piece, or
 // (piece -1) one byte to learn the file's size.
 struct CoFetchPiece : TransferSink {
-    using Job = Agent::Job;
-
     Swarms* swarms = nullptr;
     std::string sha256;       // the co-fetch it belongs to; "" once it is dropped
     int piece = -1;

@@ -63,8 +63,9 @@ struct Swarm {
     std::vector<bool> from_origin;        // fetched by our origin fetcher
     std::vector<bool> verified_now;       // hash-checked by the peer session in this run
     // A swarm a co-fetch made: the pieces other co-fetchers fetched (they
-    // hold them) are not asked of the origin until promised_until_ms,
-    // while their torrents are added, checked and connected.
+    // hold them) are not asked of the origin while the co-fetchers connect
+    // (until promised_until_ms), while peers deliver, or while a connected
+    // peer has them (busy_pieces).
     std::vector<bool> promised;
     std::int64_t promised_until_ms = 0;
     // Until then, the co-fetchers (listen endpoints) not connected are
@@ -273,8 +274,8 @@ private:
     std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
     p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
                                            std::int64_t now_ms, SwarmView& view);
-    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims,
-                                  const std::set<std::string>& failing, bool stalled);
+    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, const SwarmView& view,
+                                  bool stalled, std::int64_t now_ms);
     void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
@@ -397,8 +398,9 @@ private:
     // Co-fetches by SHA-256, and their origin requests in flight.
     std::map<std::string, std::unique_ptr<CoFetch>> cofetches_;
     std::vector<std::unique_ptr<CoFetchPiece>> cofetch_requests_;
-    // Pieces this agent co-fetched from the origin, by the info-hash built:
-    // counted as origin bytes when the swarm's check finds them; and the
+    // Pieces this agent co-fetched from the origin and hashed itself (their
+    // hashes are the metainfo's), by the info-hash built: added to the
+    // torrent as held without a check, and counted as origin bytes; and the
     // other co-fetchers' listen endpoints.
     std::map<std::string, std::vector<bool>> cofetched_pieces_;
     std::map<std::string, std::set<std::string>> cofetchers_;

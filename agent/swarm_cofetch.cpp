@@ -398,8 +398,13 @@ void Swarms::finish_cofetch(CoFetch& co) {
     co.fd = -1;
     if (cache_.count(meta->info_hash) || ::rename(co.dir.c_str(), final_dir.c_str()) != 0)
         remove_tree(co.dir);  // the swarm fetches what this agent had
-    else
-        cofetched_pieces_[meta->info_hash] = co.fetched;
+    else {
+        // Only pieces fetched and hashed here: their hash in the metainfo
+        // is this agent's own (keep_cofetch_piece), never one a peer sent.
+        std::vector<bool> own(co.fetched.size(), false);
+        for (std::size_t i = 0; i < own.size(); ++i) own[i] = co.fetched[i] && co.hash_from[i].empty();
+        cofetched_pieces_[meta->info_hash] = std::move(own);
+    }
     // Every co-fetcher heard of, present or not (one done first has left R).
     std::set<std::string> others;
     for (const auto& [node, ep] : co.endpoints) others.insert(ep);

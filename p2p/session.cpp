@@ -522,17 +522,35 @@ int PeerSession::listen_port() const { return impl_->session->listen_port(); }
 
 lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                             const std::string& save_path,
-                                            const std::vector<char>& resume_data) {
+                                            const std::vector<char>& resume_data,
+                                            const std::vector<bool>& have_pieces) {
     Impl& d = *impl_;
     if (!info) throw std::invalid_argument("add_torrent: no metainfo");
     lt::add_torrent_params p;
+    bool resumed_ok = false;
     if (!resume_data.empty()) {
         lt::error_code ec;
         lt::add_torrent_params resumed =
             lt::read_resume_data({resume_data.data(), static_cast<long>(resume_data.size())}, ec);
         // Resume data for another torrent, or unreadable: start fresh (a
         // full check of what is on disk).
-        if (!ec && resumed.info_hashes == info->info_hashes()) p = std::move(resumed);
+        if (!ec && resumed.info_hashes == info->info_hashes()) {
+            p = std::move(resumed);
+            resumed_ok = true;
+        }
+    }
+    // The caller's own pieces as resume data: with a non-empty have_pieces
+    // libtorrent 2.0 only checks the file's size (verify_resume_data), not
+    // its bytes; with an empty one it checks the whole file.
+    if (!resumed_ok && static_cast<int>(have_pieces.size()) == info->num_pieces()) {
+        bool any = false;
+        p.have_pieces.resize(info->num_pieces(), false);
+        for (int i = 0; i < info->num_pieces(); ++i)
+            if (have_pieces[static_cast<std::size_t>(i)]) {
+                p.have_pieces.set_bit(lt::piece_index_t(i));
+                any = true;
+            }
+        if (!any) p.have_pieces.clear();
     }
     // A private copy: libtorrent may modify the torrent_info it is given,
     // and the caller's may be shared with other sessions or threads.

@@ -80,9 +80,16 @@ public:
     // speak the claims extension (not ones added through native()).
     // Note: libtorrent drops handle.add_piece() calls while the torrent is
     // still checking its files; wait for the downloading state first.
+    // `have_pieces` (empty, or one flag per piece), used only when no
+    // resume data is: the pieces set are taken as held without a check
+    // (libtorrent then checks only that the file is long enough; a file too
+    // short means a full check). The caller must have hashed each such
+    // piece on disk against `info`'s hash itself: libtorrent serves it to
+    // peers as it is.
     lt::torrent_handle add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                    const std::string& save_path,
-                                   const std::vector<char>& resume_data);
+                                   const std::vector<char>& resume_data,
+                                   const std::vector<bool>& have_pieces = {});
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
 

@@ -123,9 +123,10 @@ void TorrentSession::reconfigure(const SessionSettings& settings) { impl_->sessi
 bool TorrentSession::listening() const { return impl_->session.listening(); }
 
 TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
-                                      const std::vector<char>& resume_data) {
+                                      const std::vector<char>& resume_data,
+                                      const std::vector<bool>& have_pieces) {
     Metainfo meta = parse_metainfo(metainfo);
-    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data);
+    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data, have_pieces);
     TorrentId id = impl_->next_id++;
     impl_->handles[id] = h;
     impl_->infos[id] = meta.info;

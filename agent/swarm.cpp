@@ -58,6 +58,13 @@ constexpr std::int64_t kSwarmTickMs = 250;
 constexpr std::int64_t kClaimRepeatMs = 250;
 // How often an unfinished torrent's resume data is saved in its cache entry.
 constexpr std::int64_t kResumeSaveIntervalMs = 30000;
+// How long a co-fetched swarm leaves to the other co-fetchers the pieces
+// they hashed while they connect (their torrents are added meanwhile);
+// after it, only while they hold them connected or peers deliver.
+constexpr std::int64_t kCoFetchPromiseMs = 5000;
+// Peers that gave us a piece within this long deliver: the pieces other
+// co-fetchers hashed stay theirs.
+constexpr std::int64_t kCoFetchDeliveringMs = 2000;
 // The window over which the rate peers give us pieces is measured.
 constexpr std::int64_t kPeerRateWindowMs = 2000;
 // A piece another agent also claimed, with a lower claimant id, is left to
@@ -118,8 +125,9 @@ Swarms::Swarms(Agent& agent, const Config& config, storage::JobStore& store, Ori
 Swarms::~Swarms() = default;
 
 std::int64_t Swarms::tick_deadline_ms() const {
-    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() ? INT64_MAX
-                                                                               : next_swarm_tick_ms_;
+    return swarms_.empty() && content_lookups_.empty() && cache_copies_.empty() && cofetches_.empty()
+               ? INT64_MAX
+               : next_swarm_tick_ms_;
 }
 
 // Builds the PeerSession when [p2p] is enabled with a listen address, and
@@ -385,10 +393,16 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     p2p::MetainfoSummary meta;
     p2p::TorrentId torrent = 0;
     std::string dir = config_.cache_dir + "/" + e.info_hash;
+    // A co-fetch's own pieces (fetched and hashed here, the hashes the
+    // metainfo holds) are added as held without a check of the file.
+    std::vector<bool> own_pieces;
+    if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end() && e.resume_data.empty())
+        own_pieces = co->second;
     try {
         meta = p2p::summarize_metainfo(e.metainfo);
         ::mkdir(dir.c_str(), 0700);
-        torrent = peers_->add_torrent(e.metainfo, dir, to_vector(e.resume_data));
+        if (own_pieces.size() != static_cast<std::size_t>(meta.num_pieces)) own_pieces.clear();
+        torrent = peers_->add_torrent(e.metainfo, dir, to_vector(e.resume_data), own_pieces);
     } catch (const p2p::MetainfoError& err) {
         LOG_ERROR("peer cache: entry %s has unusable metainfo (%s); dropping it", e.info_hash.c_str(),
                   err.what());
@@ -405,6 +419,19 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     s->from_origin.assign(n, false);
     s->verified_now.assign(n, false);
     s->order = p2p::random_piece_order(meta.num_pieces);
+    // Pieces co-fetched here count as origin bytes (held at once, or when
+    // the check finds them).
+    if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end()) {
+        if (co->second.size() == n) {
+            s->from_origin = co->second;
+            s->promised.assign(n, false);
+            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second[i];
+            s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
+        }
+        cofetched_pieces_.erase(co);
+        s->cofetchers = std::move(cofetchers_[e.info_hash]);
+        cofetchers_.erase(e.info_hash);
+    }
     s->next_resume_save_ms = mono_ms() + kResumeSaveIntervalMs;
     Swarm* raw = s.get();
     swarms_[e.info_hash] = std::move(s);
@@ -603,7 +630,7 @@ void Swarms::fetch_origin_pieces(Swarm& s) {
         LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
                   s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
                   static_cast<long long>(plan_in.lack_bytes / 1024), static_cast<long long>(s.origin_piece_ms));
-    const std::vector<bool> busy = busy_pieces(s, claims, view.failing, plan.stalled);
+    const std::vector<bool> busy = busy_pieces(s, claims, view, plan.stalled, now);
     p2p::OriginPickInput in;
     in.have = &s.have;
     in.busy = &busy;
@@ -783,13 +810,24 @@ p2p::OriginPlanInput Swarms::origin_plan_input(Swarm& s, const std::vector<p2p::
 // until a hash failure clears it); unless the peers stalled, also those a
 // peer is sending us right now and those other agents claimed. A piece
 // whose blocks came from a peer that left, or are asked of a failing peer
-// (endpoints in `failing`), is not busy: the origin completes it.
-std::vector<bool> Swarms::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims,
-                                     const std::set<std::string>& failing, bool stalled) {
+// (endpoints in view.failing), is not busy: the origin completes it. In a
+// co-fetched swarm the pieces other co-fetchers hashed (promised) are
+// busy too, unless the peers stalled, while the co-fetchers connect
+// (promised_until_ms), while peers deliver (a piece within
+// kCoFetchDeliveringMs), or while a connected peer has the piece: the
+// origin takes one only when no connected peer has it and the swarm gives
+// nothing.
+std::vector<bool> Swarms::busy_pieces(Swarm& s, const std::vector<p2p::Claim>& claims, const SwarmView& view,
+                                     bool stalled, std::int64_t now) {
     std::vector<bool> busy = s.from_origin;
     for (const auto& [piece, op] : s.origin_inflight) busy[static_cast<std::size_t>(piece)] = true;
     if (stalled) return busy;
-    for (int piece : peers_->pieces_coming_from_peers(s.torrent, failing)) busy[static_cast<std::size_t>(piece)] = true;
+    const bool promise_all = now < s.promised_until_ms ||
+                             (s.last_peer_piece_ms != 0 && now - s.last_peer_piece_ms < kCoFetchDeliveringMs);
+    for (std::size_t i = 0; i < busy.size() && i < s.promised.size(); ++i)
+        if (s.promised[i] && (promise_all || (i < view.peers_with.size() && view.peers_with[i] > 0))) busy[i] = true;
+    for (int piece : peers_->pieces_coming_from_peers(s.torrent, view.failing))
+        busy[static_cast<std::size_t>(piece)] = true;
     for (const auto& c : claims) busy[static_cast<std::size_t>(c.piece)] = true;
     return busy;
 }
@@ -1103,6 +1141,9 @@ void Swarms::finish_swarm_file(Job& job) {
             // the file comes from the origin.
             const std::string ih = job.swarm->info_hash;
             drop_content_mapping(ih, "its bytes are not that SHA-256");
+            // Co-fetched metainfo: once the origin's copy is whole, its
+            // true piece hashes unmask who sent false ones (seed_content).
+            job.content_seed = hash_claims_.count(f.sha256) > 0;
             detach_swarm(job, false);
             if (auto s = swarms_.find(ih); s != swarms_.end() && s->second->users.empty())
                 remove_swarm(*s->second, true);
@@ -1195,6 +1236,7 @@ void Swarms::handle_peer_events() {
         for (auto& [ih, s] : swarms_) all.push_back(s.get());
         for (Swarm* s : all) swarm_tick(*s, now);
         content_tick(now);
+        cofetch_tick(now);
     }
 }
 
@@ -1359,6 +1401,17 @@ void Swarms::on_torrent_finished(Swarm& s) {
 // data saved now and then.
 void Swarms::swarm_tick(Swarm& s, std::int64_t now) {
     pump_swarm(s);
+    if (now < s.promised_until_ms && !s.complete) {
+        std::set<std::string> connected;
+        for (const p2p::TorrentPeer& p : peers_->peers(s.torrent)) connected.insert(p.address);
+        for (const std::string& ep : s.cofetchers) {
+            try {
+                if (!connected.count(p2p::parse_peer_address(ep, "co-fetcher", false).address))
+                    peers_->connect_peer(s.torrent, ep);
+            } catch (const std::exception&) {
+            }
+        }
+    }
     // Claims reach only peers connected when they were sent: repeat them
     // for peers that came since, for pieces in flight and those fetched but
     // not yet verified and announced.

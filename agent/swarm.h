@@ -17,6 +17,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ namespace dopt::agent {
 
 class Swarms;
 struct OriginPiece;
+struct CoFetchPiece;
 
 // One torrent in the peer session: content being fetched for jobs, or
 // complete and kept in the peer cache to seed.
@@ -60,6 +62,16 @@ struct Swarm {
     std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
     std::vector<bool> from_origin;        // fetched by our origin fetcher
     std::vector<bool> verified_now;       // hash-checked by the peer session in this run
+    // A swarm a co-fetch made: the pieces other co-fetchers fetched (they
+    // hold them) are not asked of the origin while the co-fetchers connect
+    // (until promised_until_ms), while peers deliver, or while a connected
+    // peer has them (busy_pieces).
+    std::vector<bool> promised;
+    std::int64_t promised_until_ms = 0;
+    // Until then, the co-fetchers (listen endpoints) not connected are
+    // connected again each tick: one that had not added the torrent yet
+    // refused the first connection.
+    std::set<std::string> cofetchers;
     std::map<int, OriginPiece*> origin_inflight;
     std::vector<int> order;               // this agent's origin piece order
     std::int64_t attached_ms = 0;         // when the first current user came
@@ -159,6 +171,25 @@ struct OriginPiece : TransferSink {
     void on_done(const TransferOutcome& outcome) override;
 };
 
+// One origin range request of a co-fetch (swarm_cofetch.cpp): a piece, or
+// (piece -1) one byte to learn the file's size.
+struct CoFetchPiece : TransferSink {
+    Swarms* swarms = nullptr;
+    std::string sha256;       // the co-fetch it belongs to; "" once it is dropped
+    int piece = -1;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    std::uint64_t size = 0;   // the file's, as the co-fetch knows it (0: not yet)
+    std::uint64_t total = 0;  // the size the origin said
+    TransferId id = 0;
+    std::int64_t started_ms = 0;
+    std::vector<char> data;
+
+    int on_response(const ResponseInfo& info) override;
+    int on_body(const char* data, std::size_t len) override;
+    void on_done(const TransferOutcome& outcome) override;
+};
+
 // The peer session, its torrents (by info-hash) and the peer cache index.
 class Swarms {
 public:
@@ -219,6 +250,7 @@ public:
 
 private:
     friend struct OriginPiece;  // on_origin_piece_done
+    friend struct CoFetchPiece;  // on_cofetch_piece_done
 
     // The session and what it listens on (swarm_listen.cpp).
     void start_peering();
@@ -251,8 +283,8 @@ private:
     std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
     p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
                                            std::int64_t now_ms, SwarmView& view);
-    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims,
-                                  const std::set<std::string>& failing, bool stalled);
+    std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, const SwarmView& view,
+                                  bool stalled, std::int64_t now_ms);
     void start_origin_piece(Swarm& swarm, int piece, std::int64_t now_ms);
     void log_claims_held_over(Swarm& swarm);
     void on_origin_piece_done(OriginPiece& piece, const TransferOutcome& outcome);
@@ -316,6 +348,26 @@ private:
     void withdraw_content(const std::string& info_hash);
     void announce_cached_content(const storage::CacheEntry& entry, Swarm* swarm);
 
+    // Co-fetching (swarm_cofetch.cpp): wanters of X that meet with no
+    // holder split the origin fetch by pieces, exchange the pieces' v1
+    // hashes, build the same metainfo and swarm.
+    struct CoFetch;
+    std::optional<std::vector<std::uint64_t>> cofetch_split(const ContentLookup& lookup) const;
+    void start_cofetch(const std::string& sha256, std::vector<std::uint64_t> split);
+    void plan_cofetch(CoFetch& co, std::uint64_t size);
+    void pump_cofetch(CoFetch& co, std::int64_t now_ms);
+    int next_cofetch_piece(const CoFetch& co, std::int64_t now_ms) const;
+    void start_cofetch_request(CoFetch& co, int piece);
+    void on_cofetch_piece_done(CoFetchPiece& request, const TransferOutcome& outcome);
+    void keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data);
+    void on_piece_hash(const p2p::ContentEvent& event);
+    void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
+    void finish_cofetch(CoFetch& co);
+    void end_cofetch(const std::string& sha256, const std::string& why);
+    void drop_cofetch(CoFetch& co);
+    void cofetch_tick(std::int64_t now_ms);
+    void unmask_false_hashes(const std::string& sha256, const std::string& metainfo);
+
     Agent& agent_;
     const Config& config_;
     storage::JobStore& store_;
@@ -358,6 +410,25 @@ private:
     // Files on their way into the peer cache (cache_copy.h), collected on
     // the loop; destroyed first: each waits for its worker.
     std::vector<CacheCopy> cache_copies_;
+    // Co-fetches by SHA-256, and their origin requests in flight.
+    std::map<std::string, std::unique_ptr<CoFetch>> cofetches_;
+    std::vector<std::unique_ptr<CoFetchPiece>> cofetch_requests_;
+    // Pieces this agent co-fetched from the origin and hashed itself (their
+    // hashes are the metainfo's), by the info-hash built: added to the
+    // torrent as held without a check, and counted as origin bytes; and the
+    // other co-fetchers' listen endpoints.
+    std::map<std::string, std::vector<bool>> cofetched_pieces_;
+    std::map<std::string, std::set<std::string>> cofetchers_;
+    // Piece hashes other agents sent for a SHA-256 whose co-fetched
+    // metainfo is not proven yet: (piece, hash, sender's address). When
+    // the file fails X and comes from the origin, the senders of hashes
+    // the origin's bytes do not match are banned (unmask_false_hashes).
+    struct HashClaim {
+        int piece;
+        std::string sha1;
+        std::string peer;
+    };
+    std::map<std::string, std::vector<HashClaim>> hash_claims_;
 };
 
 // A verified file being copied into the peer cache by a worker, and what
@@ -383,6 +454,39 @@ struct Swarms::ContentLookup {
     std::set<std::string> holders;
     std::vector<std::uint64_t> wanters;   // the other agents that want it (node ids)
     std::vector<std::uint64_t> fetchers;  // those of them fetching it from the origin
+    std::map<std::uint64_t, std::vector<std::uint64_t>> splits;  // co-fetchers' splits
+    std::vector<p2p::ContentEvent> early_hashes;  // co-fetchers' piece hashes, for a co-fetch here
+};
+
+// A co-fetch of SHA-256 X (swarm_cofetch.cpp): the split, this agent's
+// pieces, every piece's hash as it becomes known, and the file the pieces
+// are written into (the future torrent's content in the peer cache).
+struct Swarms::CoFetch {
+    std::string sha256;
+    std::set<Job*> jobs;
+    std::vector<std::uint64_t> split;  // node ids, sorted, this agent's included
+    std::uint64_t size = 0;            // 0 until known
+    int piece_length = 0;
+    int num_pieces = 0;
+    int first = 0;                     // this agent's pieces: [first, end)
+    int end = 0;
+    std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
+    std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
+    std::vector<bool> fetched;         // fetched by this agent
+    std::vector<bool> inflight;
+    std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
+    int known = 0;                     // pieces whose hash is known
+    std::set<std::uint64_t> present;   // other wanters on R now (node ids)
+    std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
+    std::string dir;                   // the content's folder while co-fetching
+    int fd = -1;                       // its file, written piece by piece
+    bool probing = false;              // asking the origin for the size
+    std::vector<p2p::ContentEvent> early_hashes;  // hashes that came before the size (replayed)
+    std::int64_t started_ms = 0;
+    std::int64_t range_done_ms = 0;    // when this agent's pieces were all known (0: not yet)
+    std::int64_t piece_ms = 0;         // how long this agent's origin pieces take (average)
+    std::int64_t retry_ms = 0;         // after a transient origin failure
+    std::uint32_t failures = 0;
 };
 
 }  // namespace dopt::agent

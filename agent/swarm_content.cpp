@@ -88,6 +88,14 @@ void Swarms::leave_content(Job& job, bool stay) {
     forget_holders(job.file().info_hash, job);
     if (!job.content_waiting && !job.content_seed) return;
     const std::string x = job.file().sha256;
+    if (auto co = cofetches_.find(x); job.content_waiting && co != cofetches_.end() && co->second->jobs.erase(&job)) {
+        job.content_waiting = false;
+        job.content_seed = false;
+        if (!co->second->jobs.empty()) return;
+        drop_cofetch(*co->second);
+        if (peers_ && !stay) stop_looking_up_unless_wanted(x);
+        return;
+    }
     auto it = content_lookups_.find(x);
     if (job.content_waiting && it != content_lookups_.end()) {
         it->second->jobs.erase(&job);
@@ -117,6 +125,9 @@ void Swarms::handle_content_events() {
             break;
         case Kind::WantersChanged:
             on_wanters_changed(e);
+            break;
+        case Kind::PieceHash:
+            on_piece_hash(e);
             break;
         case Kind::MessageIgnored:
             // A hostile peer may send many: the first few, then one in 1000.
@@ -162,6 +173,10 @@ void Swarms::on_holder_found(const p2p::ContentEvent& e) {
 // with a lower node id (they did not see each other when their windows
 // ended) stops and follows it.
 void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
+    if (auto co = cofetches_.find(e.sha256); co != cofetches_.end()) {
+        cofetch_wanters_changed(*co->second, e);
+        return;
+    }
     auto it = content_lookups_.find(e.sha256);
     if (it == content_lookups_.end()) {
         if (content_origin_fetches_.count(e.sha256) && any_below(e.fetchers, peers_->id()))
@@ -171,6 +186,7 @@ void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
     ContentLookup& l = *it->second;
     l.wanters = e.wanters;
     l.fetchers = e.fetchers;
+    l.splits = e.splits;
     if (l.following && !someone_to_follow(l) && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
 }
 
@@ -301,6 +317,14 @@ void Swarms::content_tick(std::int64_t now) {
             fetch_content_from_origin(x, "its holder's metainfo did not come");
             continue;
         }
+        // Other wanters and no fetch under way without this agent: the
+        // origin fetch is split between them (swarm_cofetch.cpp).
+        if (!l.following && config_.content_follow_ms > 0) {
+            if (auto split = cofetch_split(l)) {
+                start_cofetch(x, std::move(*split));
+                continue;
+            }
+        }
         if (someone_to_follow(l) && !l.following && config_.content_follow_ms > 0) {
             l.following = true;
             l.deadline_ms = now + config_.content_follow_ms;
@@ -392,6 +416,7 @@ bool Swarms::finish_cache_copy(CacheCopy& copy) {
         LOG_WARN("content %s: %s", copy.sha256.c_str(), r.error.c_str());
         return false;
     }
+    unmask_false_hashes(copy.sha256, r.metainfo);
     const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
     if (cache_.count(meta->info_hash) || ::rename(r.dir.c_str(), final_dir.c_str()) != 0) {
         remove_tree(r.dir);  // already cached (another job), or cannot be placed
@@ -423,6 +448,7 @@ bool Swarms::finish_cache_copy(CacheCopy& copy) {
 void Swarms::content_proven(Job& job, std::uint64_t torrent) {
     const FileRecord& f = job.file();
     if (f.metainfo_source != "peers" || f.sha256.empty()) return;
+    hash_claims_.erase(f.sha256);  // the hashes that made it were true
     peers_->announce_content(f.sha256, torrent);
     content_announced_[f.info_hash] = f.sha256;
     if (auto c = cache_.find(f.info_hash); c != cache_.end()) c->second.sha256 = f.sha256;  // stored by the caller

@@ -11,6 +11,7 @@
 #include <libtorrent/peer_connection_handle.hpp>
 
 #include "common/hex.h"
+#include "p2p/metainfo_summary.h"
 
 namespace dopt::p2p {
 
@@ -67,6 +68,11 @@ lt::entry content_state_entry(const ContentState& s) {
     e["p"] = s.port;
     if (s.holds) e["h"] = bytes_of(s.holds->data(), s.holds->size());
     else if (s.fetching) e["f"] = 1;
+    if (s.fetching && !s.holds && !s.split.empty()) {
+        std::string c;
+        for (std::uint64_t node : s.split) c += node_bytes(node);
+        e["c"] = c;
+    }
     return e;
 }
 
@@ -92,6 +98,16 @@ std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, co
     s.port = static_cast<int>(p.int_value());
     if (f && (f.type() != lt::bdecode_node::int_t || f.int_value() != 1 || h)) return std::nullopt;
     s.fetching = static_cast<bool>(f);
+    if (const lt::bdecode_node c = dict.dict_find("c")) {
+        if (!f || c.type() != lt::bdecode_node::string_t) return std::nullopt;
+        const lt::string_view nodes = c.string_value();
+        if (nodes.empty() || nodes.size() % 8 != 0 || nodes.size() / 8 > kMaxSplitNodes) return std::nullopt;
+        for (std::size_t i = 0; i < nodes.size(); i += 8) s.split.push_back(node_from_bytes(nodes.substr(i, 8)));
+        if (!std::is_sorted(s.split.begin(), s.split.end()) ||
+            std::adjacent_find(s.split.begin(), s.split.end()) != s.split.end() ||
+            !std::binary_search(s.split.begin(), s.split.end(), s.node))
+            return std::nullopt;
+    }
     if (!h) return s;  // a wanter
     if (h.type() != lt::bdecode_node::string_t || h.string_length() != 20) return std::nullopt;
     s.holds = lt::sha1_hash(h.string_ptr());
@@ -106,6 +122,47 @@ std::optional<ContentState> parse_content_message(lt::span<char const> payload,
     const lt::bdecode_node node = lt::bdecode(payload, ec, nullptr, 4, 32);
     if (ec) return std::nullopt;
     return parse_content_state(node, x);
+}
+
+std::string encode_piece_hash(const ContentPieceHash& h) {
+    lt::entry e(lt::entry::dictionary_t);
+    e["x"] = bytes_of(h.x.data(), h.x.size());
+    e["n"] = node_bytes(h.node);
+    e["z"] = static_cast<std::int64_t>(h.size);
+    e["i"] = h.piece;
+    if (h.sha1.empty()) e["g"] = 1;
+    else e["s"] = h.sha1;
+    std::string out;
+    lt::bencode(std::back_inserter(out), e);
+    return out;
+}
+
+std::optional<ContentPieceHash> parse_piece_hash(const lt::bdecode_node& dict, const ContentSha256& x) {
+    if (dict.type() != lt::bdecode_node::dict_t) return std::nullopt;
+    const lt::bdecode_node xs = dict.dict_find_string("x");
+    const lt::bdecode_node n = dict.dict_find_string("n");
+    const lt::bdecode_node z = dict.dict_find_int("z");
+    const lt::bdecode_node i = dict.dict_find_int("i");
+    const lt::bdecode_node sha1 = dict.dict_find("s");
+    const lt::bdecode_node g = dict.dict_find("g");
+    if (!xs || xs.string_value() != lt::string_view(x.data(), x.size())) return std::nullopt;
+    if (!n || n.string_length() != 8) return std::nullopt;
+    if (sha1 ? (g || sha1.type() != lt::bdecode_node::string_t || sha1.string_length() != 20)
+             : (!g || g.type() != lt::bdecode_node::int_t || g.int_value() != 1))
+        return std::nullopt;
+    // A file of at most 2^50 bytes (1 PiB): pieces stay within an int.
+    if (!z || z.int_value() < 1 || z.int_value() > (std::int64_t{1} << 50) || !i || i.int_value() < 0)
+        return std::nullopt;
+    const auto size = static_cast<std::uint64_t>(z.int_value());
+    const auto piece = static_cast<std::uint64_t>(choose_piece_size(size));
+    if (static_cast<std::uint64_t>(i.int_value()) >= size / piece + (size % piece != 0)) return std::nullopt;
+    ContentPieceHash h;
+    h.x = x;
+    h.node = node_from_bytes(n.string_value());
+    h.size = size;
+    h.piece = static_cast<int>(i.int_value());
+    if (sha1) h.sha1 = std::string(sha1.string_value());
+    return h;
 }
 
 // ---- ContentTable ----
@@ -139,33 +196,45 @@ bool ContentTable::report_holder(const ContentSha256& x, const lt::tcp::endpoint
 
 bool ContentTable::report_wanters(const ContentSha256& x, Content& c, bool always) {
     std::vector<std::uint64_t> wanters, fetchers;
+    std::map<std::uint64_t, std::vector<std::uint64_t>> splits;
+    std::map<std::uint64_t, std::string> endpoints;
     for (const auto& [conn, p] : c.peers) {
         if (p.holds) continue;
         wanters.push_back(p.node);
         if (p.fetching) fetchers.push_back(p.node);
+        if (!p.split.empty()) splits[p.node] = p.split;
+        endpoints[p.node] =
+            endpoint_string(lt::tcp::endpoint(conn.address(), static_cast<unsigned short>(p.port)));
     }
     for (auto* v : {&wanters, &fetchers}) {
         std::sort(v->begin(), v->end());
         v->erase(std::unique(v->begin(), v->end()), v->end());
     }
-    if (!always && wanters == c.wanters_reported && fetchers == c.fetchers_reported) return false;
+    if (!always && wanters == c.wanters_reported && fetchers == c.fetchers_reported &&
+        splits == c.splits_reported)
+        return false;
     c.wanters_reported = wanters;
     c.fetchers_reported = fetchers;
+    c.splits_reported = splits;
     ContentEvent e;
     e.kind = ContentEvent::Kind::WantersChanged;
     e.sha256 = to_hex(x.data(), x.size());
     e.wanters = std::move(wanters);
     e.fetchers = std::move(fetchers);
+    e.splits = std::move(splits);
+    e.endpoints = std::move(endpoints);
     return push(std::move(e));
 }
 
-void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching) {
+void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching,
+                           std::vector<std::uint64_t> split) {
     bool queued = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         Content& c = contents_[x];
         const bool wanted = c.own && !c.own->holds;
-        c.own = ContentState{x, own_node_, port_, h, fetching && !h};
+        c.own = ContentState{x, own_node_, port_, h, fetching && !h, fetching && !h ? std::move(split)
+                                                                                   : std::vector<std::uint64_t>{}};
         if (!h && !wanted) {  // starts wanting: what R already knows
             for (const auto& [conn, p] : c.peers)
                 if (p.holds) queued = report_holder(x, conn, p) || queued;
@@ -196,7 +265,7 @@ void ContentTable::peer_said(const ContentSha256& x, const lt::tcp::endpoint& co
         Content& c = it->second;
         PeerState& p = c.peers[conn];
         const bool new_mapping = s.holds && p.holds != s.holds;
-        p = PeerState{s.node, s.holds, s.port, s.fetching};
+        p = PeerState{s.node, s.holds, s.port, s.fetching, s.split};
         if (c.own && !c.own->holds) {
             if (new_mapping) queued = report_holder(x, conn, p);
             queued = report_wanters(x, c, false) || queued;
@@ -213,6 +282,28 @@ void ContentTable::peer_gone(const ContentSha256& x, const lt::tcp::endpoint& co
         if (it == contents_.end() || it->second.peers.erase(conn) == 0) return;
         Content& c = it->second;
         if (c.own && !c.own->holds) queued = report_wanters(x, c, false);
+    }
+    if (queued && notify_) notify_();
+}
+
+void ContentTable::peer_sent_hash(const lt::tcp::endpoint& conn, const ContentPieceHash& h) {
+    bool queued = false;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = contents_.find(h.x);
+        if (it == contents_.end() || !it->second.own || it->second.own->holds) return;
+        auto peer = it->second.peers.find(conn);
+        ContentEvent e;
+        e.kind = ContentEvent::Kind::PieceHash;
+        e.sha256 = to_hex(h.x.data(), h.x.size());
+        e.peer = endpoint_string(peer == it->second.peers.end()
+                                     ? conn
+                                     : lt::tcp::endpoint(conn.address(), static_cast<unsigned short>(peer->second.port)));
+        e.node = h.node;
+        e.size = h.size;
+        e.piece = h.piece;
+        e.piece_sha1 = h.sha1;
+        queued = push(std::move(e));
     }
     if (queued && notify_) notify_();
 }
@@ -274,9 +365,21 @@ public:
     bool on_extended(int length, int msg, lt::span<char const> body) override {
         if (msg != kContentMessageId) return false;
         if (body.size() < length) return true;  // wait for the rest
-        if (auto s = parse_content_message(body, x_)) table_->peer_said(x_, remote_, *s);
-        else table_->ignored(remote_, "malformed dopt_content message (" +
-                                          std::to_string(length) + " bytes)");
+        if (!body.empty() && body.size() <= static_cast<std::ptrdiff_t>(kMaxContentMessageSize)) {
+            lt::error_code ec;
+            const lt::bdecode_node node = lt::bdecode(body, ec, nullptr, 4, 32);
+            const bool is_hash = !ec && node.type() == lt::bdecode_node::dict_t && node.dict_find("i");
+            if (is_hash) {
+                if (auto h = parse_piece_hash(node, x_)) table_->peer_sent_hash(remote_, *h);
+                else table_->ignored(remote_, "malformed dopt_content piece hash");
+                return true;
+            }
+            if (auto s = ec ? std::nullopt : parse_content_state(node, x_)) {
+                table_->peer_said(x_, remote_, *s);
+                return true;
+            }
+        }
+        table_->ignored(remote_, "malformed dopt_content message (" + std::to_string(length) + " bytes)");
         return true;
     }
 
@@ -315,8 +418,10 @@ public:
 
     void send_state() {
         const auto own = table_->own_state(x_);
-        if (!own) return;
-        const std::string payload = encode_content_state(*own);
+        if (own) send_message(encode_content_state(*own));
+    }
+
+    void send_message(const std::string& payload) {
         prune();
         for (const auto& weak : peers_)
             if (auto peer = weak.lock()) peer->send_state(payload);
@@ -357,6 +462,12 @@ void ContentPlugin::send_state(const lt::info_hash_t& r) {
     auto it = torrents_.find(r);
     if (it == torrents_.end()) return;
     if (auto t = it->second.lock()) t->send_state();
+}
+
+void ContentPlugin::send_message(const lt::info_hash_t& r, const std::string& payload) {
+    auto it = torrents_.find(r);
+    if (it == torrents_.end()) return;
+    if (auto t = it->second.lock()) t->send_message(payload);
 }
 
 }  // namespace dopt::p2p

@@ -77,6 +77,20 @@ struct ContentState {
     int port = 0;                         // where it accepts connections
     std::optional<lt::sha1_hash> holds;   // holder: H; wanter: nullopt
     bool fetching = false;                // wanter only: fetching X from the origin
+    // A wanter co-fetching X (fetching only): the node ids, sorted, it
+    // splits the origin fetch among (docs/design.md "Content identity").
+    std::vector<std::uint64_t> split;
+};
+
+// A co-fetcher's v1 SHA-1 of one piece of X it fetched from the origin
+// (pieces of choose_piece_size(size)); with no SHA-1, a claim: it is
+// fetching that piece from the origin now.
+struct ContentPieceHash {
+    ContentSha256 x{};
+    std::uint64_t node = 0;
+    std::uint64_t size = 0;   // the file's size, which sets the pieces
+    int piece = 0;
+    std::string sha1;         // 20 raw bytes; empty: a claim
 };
 
 // The bencoded state (the payload of a dopt_content message).
@@ -89,6 +103,10 @@ std::optional<ContentState> parse_content_state(const lt::bdecode_node& dict, co
 // The same from a message payload (bencoded), at most kMaxContentMessageSize.
 std::optional<ContentState> parse_content_message(lt::span<char const> payload,
                                                   const ContentSha256& x);
+// A piece message (a dictionary with "i": a hash "s", or a claim "g"): encoding and reading;
+// nullopt unless exactly as docs/protocol.md says. Never throws.
+std::string encode_piece_hash(const ContentPieceHash& h);
+std::optional<ContentPieceHash> parse_piece_hash(const lt::bdecode_node& dict, const ContentSha256& x);
 
 // What this agent holds and wants, what R's peers said, and the events
 // for the agent. Any thread; every member takes the mutex.
@@ -102,7 +120,8 @@ public:
     // Our state for X: holder of `h`, or wanter (h nullopt), fetching it
     // from the origin or not (a holder never is). Starting to want X
     // reports the holders and wanters already known on R.
-    void set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching = false);
+    void set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching = false,
+                 std::vector<std::uint64_t> split = {});
     void clear_own(const ContentSha256& x);
     // What we tell R's peers about X; nullopt when we neither hold nor want it.
     std::optional<ContentState> own_state(const ContentSha256& x) const;
@@ -115,6 +134,9 @@ public:
     void peer_said(const ContentSha256& x, const lt::tcp::endpoint& conn, const ContentState& s);
     // The connection is gone: its wanter (if one) leaves the set.
     void peer_gone(const ContentSha256& x, const lt::tcp::endpoint& conn);
+    // Network thread: the connection `conn` sent a piece hash; while we
+    // want X it becomes a PieceHash event.
+    void peer_sent_hash(const lt::tcp::endpoint& conn, const ContentPieceHash& h);
     // A malformed dopt_content message or handshake from `conn`.
     void ignored(const lt::tcp::endpoint& conn, const std::string& why);
 
@@ -127,12 +149,14 @@ private:
         std::optional<lt::sha1_hash> holds;
         int port = 0;
         bool fetching = false;
+        std::vector<std::uint64_t> split;
     };
     struct Content {
         std::optional<ContentState> own;
         std::map<lt::tcp::endpoint, PeerState> peers;  // by R connection
         std::vector<std::uint64_t> wanters_reported;   // last WantersChanged
         std::vector<std::uint64_t> fetchers_reported;
+        std::map<std::uint64_t, std::vector<std::uint64_t>> splits_reported;
     };
     // Callers hold mutex_; they return true when they queued an event.
     bool push(ContentEvent e);
@@ -168,6 +192,9 @@ public:
     // Network thread only: sends our current state for X to every peer of R
     // that advertised dopt_content.
     void send_state(const lt::info_hash_t& r);
+    // Network thread only: sends `payload` (a bencoded dopt_content
+    // message) to every peer of R that advertised dopt_content.
+    void send_message(const lt::info_hash_t& r, const std::string& payload);
 
 private:
     std::shared_ptr<ContentTable> table_;

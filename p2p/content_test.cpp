@@ -13,6 +13,9 @@
 
 #include <catch2/catch.hpp>
 #include <libtorrent/alert_types.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/hasher.hpp>
 #include <libtorrent/torrent_status.hpp>
 
 #include "common/hex.h"
@@ -104,6 +107,38 @@ TEST_CASE("content metainfo: the same bytes give the same info-hash, named by th
     // Nothing of the hashing is left beside the file.
     for (const auto& entry : fs::directory_iterator(tmp.path()))
         CHECK(entry.path().filename().string().rfind(".dopt-content-", 0) == std::string::npos);
+}
+
+TEST_CASE("content metainfo from piece hashes is byte for byte the whole file's",
+          "[p2p][content]") {
+    TempDir tmp;
+    const std::uint64_t size = 3 * 1024 * 1024 + 777;  // 4 pieces, the last short
+    const std::string sha = write_random_file(tmp.file("f.bin"), size);
+    std::ifstream in(tmp.file("f.bin"), std::ios::binary);
+    const auto piece = static_cast<std::size_t>(choose_piece_size(size));
+    std::vector<std::string> hashes;
+    std::vector<char> buf(piece);
+    while (in.read(buf.data(), static_cast<std::streamsize>(piece)) || in.gcount() > 0) {
+        const lt::sha1_hash h = lt::hasher(buf.data(), static_cast<int>(in.gcount())).final();
+        hashes.emplace_back(h.data(), h.size());
+    }
+    REQUIRE(hashes.size() == 4);
+    const std::string whole = make_content_metainfo(tmp.file("f.bin"), sha);
+    CHECK(content_metainfo_from_hashes(size, sha, hashes) == whole);
+    // libtorrent's own hashing of the file gives the same info-hash.
+    lt::file_storage fs;
+    fs.add_file(sha, static_cast<std::int64_t>(size));
+    lt::create_torrent ct(fs, static_cast<int>(piece), lt::create_torrent::v1_only);
+    fs::create_directories(tmp.path() + "/lt");
+    fs::copy_file(tmp.file("f.bin"), tmp.path() + "/lt/" + sha);
+    lt::set_piece_hashes(ct, tmp.path() + "/lt");
+    std::string by_libtorrent;
+    lt::bencode(std::back_inserter(by_libtorrent), ct.generate());
+    CHECK(parse_metainfo(whole).info_hash == parse_metainfo(by_libtorrent).info_hash);
+    // Hashes that do not fit the size are refused.
+    CHECK_THROWS_AS(content_metainfo_from_hashes(size + piece, sha, hashes), MetainfoError);
+    hashes[1].pop_back();
+    CHECK_THROWS_AS(content_metainfo_from_hashes(size, sha, hashes), MetainfoError);
 }
 
 TEST_CASE("content metainfo is refused for bytes that are not the SHA-256", "[p2p][content]") {
@@ -314,6 +349,64 @@ TEST_CASE("content states are coded as docs/protocol.md says", "[p2p][content]")
     CHECK(rendezvous_info_hash(x) != rendezvous_info_hash(ContentSha256{}));
     CHECK_FALSE(parse_sha256_hex("abc"));
     CHECK_THROWS_AS(PeerSession(loopback_settings()).look_up_content("not-a-sha"), std::invalid_argument);
+}
+
+TEST_CASE("co-fetchers' splits and piece messages are coded as docs/protocol.md says",
+          "[p2p][content]") {
+    ContentSha256 x{};
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<char>(i);
+    const std::string xs(x.data(), x.size());
+    auto decode = [](const std::string& s) {
+        lt::error_code ec;
+        return lt::bdecode({s.data(), static_cast<long>(s.size())}, ec);
+    };
+    // A co-fetcher says "c": the split's node ids, 8 bytes each, sorted.
+    ContentState co{x, 2, 6881, std::nullopt, true, {1, 2, 3}};
+    const std::string coded = encode_content_state(co);
+    const std::string ids = std::string("\0\0\0\0\0\0\0\1", 8) + std::string("\0\0\0\0\0\0\0\2", 8) +
+                            std::string("\0\0\0\0\0\0\0\3", 8);
+    CHECK(coded == "d1:c24:" + ids + "1:fi1e1:n8:" + std::string("\0\0\0\0\0\0\0\2", 8) +
+                       "1:pi6881e1:x32:" + xs + "e");
+    const auto back = parse_content_message({coded.data(), static_cast<long>(coded.size())}, x);
+    REQUIRE(back);
+    CHECK(back->split == std::vector<std::uint64_t>{1, 2, 3});
+    // Unsorted, without the sender, not whole ids, or without "f": refused.
+    for (const std::vector<std::uint64_t>& split : {std::vector<std::uint64_t>{3, 2}, {1, 3}}) {
+        ContentState bad = co;
+        bad.split = split;
+        const std::string b = encode_content_state(bad);
+        CHECK_FALSE(parse_content_message({b.data(), static_cast<long>(b.size())}, x));
+    }
+    const std::string short_c = "d1:c7:1234567" + coded.substr(coded.find("1:fi1e"));
+    CHECK_FALSE(parse_content_message({short_c.data(), static_cast<long>(short_c.size())}, x));
+    const std::string no_f = "d1:c8:" + std::string("\0\0\0\0\0\0\0\2", 8) + coded.substr(coded.find("1:n8:"));
+    CHECK_FALSE(parse_content_message({no_f.data(), static_cast<long>(no_f.size())}, x));
+
+    // A piece hash, and a claim.
+    const std::uint64_t size = 3 * 1024 * 1024 + 1;  // 4 pieces of 1 MiB
+    const ContentPieceHash hash{x, 7, size, 3, std::string(20, 's')};
+    const std::string h = encode_piece_hash(hash);
+    CHECK(h == "d1:ii3e1:n8:" + std::string("\0\0\0\0\0\0\0\7", 8) + "1:s20:" + std::string(20, 's') +
+                   "1:x32:" + xs + "1:zi3145729ee");
+    const auto hb = parse_piece_hash(decode(h), x);
+    REQUIRE(hb);
+    CHECK((hb->node == 7 && hb->piece == 3 && hb->size == size && hb->sha1 == hash.sha1));
+    const std::string claim = encode_piece_hash(ContentPieceHash{x, 7, size, 0, ""});
+    CHECK(claim.find("1:gi1e") != std::string::npos);
+    const auto cb = parse_piece_hash(decode(claim), x);
+    REQUIRE(cb);
+    CHECK(cb->sha1.empty());
+    // A piece past the end, a size of 0, a short hash, both or neither of
+    // "s" and "g", another X: refused.
+    for (const ContentPieceHash& bad :
+         {ContentPieceHash{x, 7, size, 4, hash.sha1}, ContentPieceHash{x, 7, 0, 0, hash.sha1},
+          ContentPieceHash{x, 7, size, 0, std::string(19, 's')}})
+        CHECK_FALSE(parse_piece_hash(decode(encode_piece_hash(bad)), x));
+    const std::string both = "d1:gi1e" + h.substr(1);
+    CHECK_FALSE(parse_piece_hash(decode(both), x));
+    const std::string neither = h.substr(0, h.find("1:s20:")) + h.substr(h.find("1:x32:"));
+    CHECK_FALSE(parse_piece_hash(decode(neither), x));
+    CHECK_FALSE(parse_piece_hash(decode(h), ContentSha256{}));
 }
 
 TEST_CASE("an address banned for a false mapping is refused on the rendezvous", "[p2p][content]") {

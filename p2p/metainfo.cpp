@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <iterator>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include <libtorrent/create_torrent.hpp>
 #include <libtorrent/error_code.hpp>
 #include <libtorrent/file_storage.hpp>
+#include <libtorrent/hasher.hpp>
 #include <libtorrent/info_hash.hpp>
 
 #include "common/hex.h"
@@ -236,36 +238,6 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed, 
 
 namespace {
 
-// A private folder holding one symlink, `name`, to the file open at `fd`
-// (through /proc/self/fd: libtorrent hashes the very file we checked, even
-// if the path is replaced meanwhile). Removed with everything in it.
-class HashingLink {
-public:
-    HashingLink(const std::string& near, int fd, const std::string& name) {
-        std::string tmpl = parent_dir(near) + "/.dopt-content-XXXXXX";
-        if (!::mkdtemp(tmpl.data()))
-            throw MetainfoError("cannot make a folder beside " + near + ": " + std::strerror(errno));
-        dir_ = tmpl;
-        link_ = dir_ + "/" + name;
-        if (::symlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), link_.c_str()) != 0) {
-            const int err = errno;
-            ::rmdir(dir_.c_str());
-            throw MetainfoError("cannot link " + near + ": " + std::strerror(err));
-        }
-    }
-    ~HashingLink() {
-        ::unlink(link_.c_str());
-        ::rmdir(dir_.c_str());
-    }
-    HashingLink(const HashingLink&) = delete;
-    HashingLink& operator=(const HashingLink&) = delete;
-    const std::string& dir() const { return dir_; }
-
-private:
-    std::string dir_;
-    std::string link_;
-};
-
 // Owns a file descriptor.
 struct Fd {
     int fd;
@@ -276,10 +248,78 @@ struct Fd {
 
 }  // namespace
 
-std::string make_content_metainfo(const std::string& path, const std::string& sha256) {
+namespace {
+
+// The name of X's content torrent: X in lowercase hex. Throws unless X is
+// 64 hex digits.
+std::string content_name(const std::string& sha256) {
     if (!is_hex(sha256, 64)) throw MetainfoError("not a SHA-256 (64 hex digits): " + sha256);
     std::string name = sha256;
     for (char& c : name) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+    return name;
+}
+
+// The v1 SHA-1 of each piece of the file open at `fd` (`size` bytes).
+std::vector<std::string> v1_piece_hashes(int fd, std::uint64_t size, const std::string& path) {
+    const auto piece = static_cast<std::uint64_t>(choose_piece_size(size));
+    std::vector<std::string> hashes;
+    std::vector<char> buf(static_cast<std::size_t>(piece));
+    for (std::uint64_t off = 0; off < size; off += piece) {
+        const std::size_t len = static_cast<std::size_t>(std::min(piece, size - off));
+        std::size_t got = 0;
+        while (got < len) {
+            ssize_t n = ::pread(fd, buf.data() + got, len - got, static_cast<off_t>(off + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw MetainfoError("cannot read " + path + ": " + std::strerror(errno));
+            if (n == 0) throw MetainfoError("cannot read " + path + ": it became shorter");
+            got += static_cast<std::size_t>(n);
+        }
+        const lt::sha1_hash h = lt::hasher(buf.data(), static_cast<int>(len)).final();
+        hashes.emplace_back(h.data(), h.size());
+    }
+    return hashes;
+}
+
+}  // namespace
+
+std::string v1_piece_hash(const char* data, std::size_t len) {
+    const lt::sha1_hash h = lt::hasher(data, static_cast<int>(len)).final();
+    return std::string(h.data(), h.size());
+}
+
+std::vector<std::string> v1_piece_hashes_of(std::string_view bytes) {
+    const Metainfo m = parse_metainfo(bytes);
+    if (!m.info->info_hashes().has_v1()) throw MetainfoError("not v1 metainfo");
+    std::vector<std::string> out;
+    for (lt::piece_index_t i : m.info->piece_range()) {
+        const lt::sha1_hash h = m.info->hash_for_piece(i);
+        out.emplace_back(h.data(), h.size());
+    }
+    return out;
+}
+
+std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
+                                         const std::vector<std::string>& piece_hashes) {
+    const std::string name = content_name(sha256);
+    const int piece = choose_piece_size(size);
+    const auto up = static_cast<std::uint64_t>(piece);
+    if (size == 0 || piece_hashes.size() != size / up + (size % up != 0))
+        throw MetainfoError("piece hashes do not fit a file of " + std::to_string(size) + " bytes");
+    lt::file_storage fs;
+    fs.add_file(name, static_cast<std::int64_t>(size));
+    lt::create_torrent ct(fs, piece, lt::create_torrent::v1_only);
+    ct.set_creation_date(0);
+    for (std::size_t i = 0; i < piece_hashes.size(); ++i) {
+        if (piece_hashes[i].size() != 20) throw MetainfoError("a piece hash is not 20 bytes");
+        ct.set_hash(lt::piece_index_t(static_cast<int>(i)), lt::sha1_hash(piece_hashes[i].data()));
+    }
+    std::string out;
+    lt::bencode(std::back_inserter(out), ct.generate());
+    return out;
+}
+
+std::string make_content_metainfo(const std::string& path, const std::string& sha256) {
+    const std::string name = content_name(sha256);
     const Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     struct stat sb;
     if (file.fd < 0 || ::fstat(file.fd, &sb) != 0)
@@ -290,18 +330,8 @@ std::string make_content_metainfo(const std::string& path, const std::string& sh
     if (actual.empty()) throw MetainfoError("cannot read " + path);
     if (actual != name)
         throw MetainfoError(path + " does not match its SHA-256 (" + name + "; it is " + actual + ")");
-
-    const HashingLink link(path, file.fd, name);
-    try {
-        lt::file_storage fs;
-        fs.add_file(name, sb.st_size);
-        lt::create_torrent ct(fs, choose_piece_size(static_cast<std::uint64_t>(sb.st_size)),
-                              lt::create_torrent::v1_only);
-        ct.set_creation_date(0);
-        return hash_and_encode(ct, link.dir(), path);
-    } catch (const lt::system_error& e) {
-        throw MetainfoError("cannot make metainfo for " + path + ": " + e.what());
-    }
+    const auto size = static_cast<std::uint64_t>(sb.st_size);
+    return content_metainfo_from_hashes(size, name, v1_piece_hashes(file.fd, size, path));
 }
 
 std::string metainfo_of(const lt::torrent_info& info) {

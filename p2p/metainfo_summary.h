@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace dopt::p2p {
@@ -68,5 +69,19 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed,
 // (docs/design.md "Content identity"). Throws MetainfoError (unreadable,
 // empty, not a regular file, another SHA-256).
 std::string make_content_metainfo(const std::string& path, const std::string& sha256);
+
+// The same metainfo from the file's size and its v1 piece hashes (20 raw
+// bytes each, one per piece of choose_piece_size(size)), as agents that
+// fetched the file's pieces between them build it (docs/design.md "Content
+// identity"): byte for byte what make_content_metainfo() gives for the whole
+// file. `sha256` is not checked against anything here. Throws MetainfoError
+// when the hashes do not fit the size or `sha256` is not 64 hex digits.
+// The v1 SHA-1 of a piece's bytes (20 raw bytes).
+std::string v1_piece_hash(const char* data, std::size_t len);
+// The v1 piece hashes (20 raw bytes each) of v1 metainfo `bytes`. Throws
+// MetainfoError when it is not usable metainfo.
+std::vector<std::string> v1_piece_hashes_of(std::string_view bytes);
+std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
+                                         const std::vector<std::string>& piece_hashes);
 
 }  // namespace dopt::p2p

@@ -537,12 +537,12 @@ struct PeerSession::Impl {
     // Our state for X becomes `own` (a holder's H, a wanter's nullopt, or
     // nothing at all: R is left); R's peers hear it.
     void set_content_state(const ContentSha256& x, std::optional<std::optional<lt::sha1_hash>> own,
-                           bool fetching = false);
+                           bool fetching = false, const std::vector<std::uint64_t>& split = {});
 };
 
 void PeerSession::Impl::set_content_state(const ContentSha256& x,
                                           std::optional<std::optional<lt::sha1_hash>> own,
-                                          bool fetching) {
+                                          bool fetching, const std::vector<std::uint64_t>& split) {
     auto it = rendezvous.find(x);
     if (!own) {
         content_table->clear_own(x);
@@ -557,7 +557,7 @@ void PeerSession::Impl::set_content_state(const ContentSha256& x,
         session->remove_torrent(r);
         return;
     }
-    content_table->set_own(x, *own, fetching);  // before R's first handshakes
+    content_table->set_own(x, *own, fetching, split);  // before R's first handshakes
     if (it != rendezvous.end()) {
         run_on_network_thread(it->second, [plugin = content, r = it->second.info_hashes()] {
             plugin->send_state(r);
@@ -688,17 +688,35 @@ int PeerSession::listen_port() const { return impl_->session->listen_port(); }
 
 lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                             const std::string& save_path,
-                                            const std::vector<char>& resume_data) {
+                                            const std::vector<char>& resume_data,
+                                            const std::vector<bool>& have_pieces) {
     Impl& d = *impl_;
     if (!info) throw std::invalid_argument("add_torrent: no metainfo");
     lt::add_torrent_params p;
+    bool resumed_ok = false;
     if (!resume_data.empty()) {
         lt::error_code ec;
         lt::add_torrent_params resumed =
             lt::read_resume_data({resume_data.data(), static_cast<long>(resume_data.size())}, ec);
         // Resume data for another torrent, or unreadable: start fresh (a
         // full check of what is on disk).
-        if (!ec && resumed.info_hashes == info->info_hashes()) p = std::move(resumed);
+        if (!ec && resumed.info_hashes == info->info_hashes()) {
+            p = std::move(resumed);
+            resumed_ok = true;
+        }
+    }
+    // The caller's own pieces as resume data: with a non-empty have_pieces
+    // libtorrent 2.0 only checks the file's size (verify_resume_data), not
+    // its bytes; with an empty one it checks the whole file.
+    if (!resumed_ok && static_cast<int>(have_pieces.size()) == info->num_pieces()) {
+        bool any = false;
+        p.have_pieces.resize(info->num_pieces(), false);
+        for (int i = 0; i < info->num_pieces(); ++i)
+            if (have_pieces[static_cast<std::size_t>(i)]) {
+                p.have_pieces.set_bit(lt::piece_index_t(i));
+                any = true;
+            }
+        if (!any) p.have_pieces.clear();
     }
     // A private copy: libtorrent may modify the torrent_info it is given,
     // and the caller's may be shared with other sessions or threads.
@@ -746,12 +764,26 @@ void PeerSession::withdraw_content(const std::string& sha256) {
     if (own && own->holds) d.set_content_state(x, std::nullopt);
 }
 
-void PeerSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
+void PeerSession::look_up_content(const std::string& sha256, bool fetching_from_origin,
+                                  const std::vector<std::uint64_t>& split) {
     Impl& d = *impl_;
     const ContentSha256 x = content_id(sha256);
     const auto own = d.content_table->own_state(x);
-    if (!own || own->holds || own->fetching != fetching_from_origin)
-        d.set_content_state(x, std::optional<lt::sha1_hash>(), fetching_from_origin);
+    if (split.size() > kMaxSplitNodes) throw std::invalid_argument("look_up_content: split too large");
+    if (!own || own->holds || own->fetching != fetching_from_origin || own->split != split)
+        d.set_content_state(x, std::optional<lt::sha1_hash>(), fetching_from_origin, split);
+}
+
+void PeerSession::send_piece_hash(const std::string& sha256, std::uint64_t size, int piece,
+                                  const std::string& sha1) {
+    Impl& d = *impl_;
+    const ContentSha256 x = content_id(sha256);
+    auto it = d.rendezvous.find(x);
+    if (it == d.rendezvous.end() || (sha1.size() != 20 && !sha1.empty())) return;
+    const std::string payload = encode_piece_hash(ContentPieceHash{x, id(), size, piece, sha1});
+    run_on_network_thread(it->second, [plugin = d.content, r = it->second.info_hashes(), payload] {
+        plugin->send_message(r, payload);
+    });
 }
 
 void PeerSession::stop_looking_up(const std::string& sha256) {

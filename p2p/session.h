@@ -100,9 +100,16 @@ public:
     // speak the claims extension (not ones added through native()).
     // Note: libtorrent drops handle.add_piece() calls while the torrent is
     // still checking its files; wait for the downloading state first.
+    // `have_pieces` (empty, or one flag per piece), used only when no
+    // resume data is: the pieces set are taken as held without a check
+    // (libtorrent then checks only that the file is long enough; a file too
+    // short means a full check). The caller must have hashed each such
+    // piece on disk against `info`'s hash itself: libtorrent serves it to
+    // peers as it is.
     lt::torrent_handle add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                    const std::string& save_path,
-                                   const std::vector<char>& resume_data);
+                                   const std::vector<char>& resume_data,
+                                   const std::vector<bool>& have_pieces = {});
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
 
@@ -157,8 +164,14 @@ public:
     // once per connection and mapping) and each change in the set of other
     // wanters (WantersChanged), until stop_looking_up(). Announcing X as
     // held ends looking it up. Called again, it tells R's peers whether this
-    // agent now fetches X from the origin.
-    void look_up_content(const std::string& sha256, bool fetching_from_origin = false);
+    // agent now fetches X from the origin, and, co-fetching, the node ids
+    // it splits that fetch among (`split`, sorted, at most kMaxSplitNodes).
+    void look_up_content(const std::string& sha256, bool fetching_from_origin = false,
+                         const std::vector<std::uint64_t>& split = {});
+    // Co-fetching X: tells R's peers the v1 SHA-1 (20 bytes) of `piece` of
+    // X (a file of `size` bytes) as fetched from the origin; with an empty
+    // `sha1`, that this agent is fetching that piece now (a claim).
+    void send_piece_hash(const std::string& sha256, std::uint64_t size, int piece, const std::string& sha1);
     void stop_looking_up(const std::string& sha256);
     // The content events queued so far, in order. alert_fd() becomes
     // readable when one is queued.

@@ -2,7 +2,9 @@
 // no libtorrent type, shared by p2p/session.h and p2p/torrent_session.h.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,9 @@ struct SessionSettings {
     std::string group;
 };
 
+// At most this many node ids in a co-fetcher's split ("c", p2p/content.h).
+inline constexpr std::size_t kMaxSplitNodes = 32;
+
 // What the content extension (p2p/content.h) reports: agents on the LAN
 // that hold or want a file by its SHA-256. Reported only while this agent
 // looks the SHA-256 up (look_up_content), except MessageIgnored.
@@ -36,6 +41,9 @@ struct ContentEvent {
         WantersChanged,  // the other agents that want `sha256` now: `wanters` (node ids, sorted),
                          // and those of them fetching it from the origin: `fetchers`
         MessageIgnored,  // `peer` sent a malformed dopt_content message: `message` says why
+        PieceHash,       // `peer` (node `node`) fetched `piece` of `sha256` (a file of `size`
+                         // bytes) from the origin; its v1 SHA-1 is `piece_sha1` (20 bytes);
+                         // an empty `piece_sha1`: it is fetching that piece now
     };
     Kind kind = Kind::HolderFound;
     std::string sha256;        // lowercase hex (64 digits)
@@ -43,7 +51,16 @@ struct ContentEvent {
     std::string peer;          // "addr:port" where the holder accepts connections; the sender
     std::vector<std::uint64_t> wanters;
     std::vector<std::uint64_t> fetchers;  // a subset of `wanters`
+    // WantersChanged: each co-fetcher's split (node -> the node ids it
+    // splits the origin fetch among), and where each wanter accepts
+    // connections (node -> "addr:port").
+    std::map<std::uint64_t, std::vector<std::uint64_t>> splits;
+    std::map<std::uint64_t, std::string> endpoints;
     std::string message;
+    std::uint64_t node = 0;     // PieceHash
+    std::uint64_t size = 0;
+    int piece = -1;
+    std::string piece_sha1;
 };
 
 // A claim another agent sent: it is fetching `piece` from the origin.

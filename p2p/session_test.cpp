@@ -407,6 +407,54 @@ TEST_CASE("a torrent fed with add_piece seeds, and a static peer downloads it by
     CHECK(read_file(b_dir / "payload.bin") == t.bytes);
 }
 
+TEST_CASE("have_pieces given to add_torrent are taken without a check of the file; a short file is checked",
+          "[p2p][session]") {
+    TempDir tmp;
+    const int piece = 256 * 1024;
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "payload.bin", 4 * piece, piece);
+    // Piece 1 on disk is wrong, the others right; the caller says it holds
+    // 0 and 1 (libtorrent must take that as it is) and not 2 and 3 (a full
+    // check would find them).
+    std::vector<char> disk = t.bytes;
+    std::fill(disk.begin() + piece, disk.begin() + 2 * piece, '\0');
+    const fs::path a_dir = tmp.subdir("a");
+    std::ofstream(a_dir / "payload.bin", std::ios::binary).write(disk.data(), static_cast<long>(disk.size()));
+
+    PeerSession a(loopback_settings());
+    bool checked_files = false;
+    Pump pump({&a}, [&](std::size_t, lt::alert* al) {
+        if (auto* sc = lt::alert_cast<lt::state_changed_alert>(al))
+            checked_files = checked_files || sc->state == lt::torrent_status::checking_files;
+    });
+    const lt::torrent_handle h = a.add_torrent(t.info, a_dir.string(), {}, {true, true, false, false});
+    REQUIRE(pump.run_until([&] { return ready_for_pieces(h); }));
+    CHECK_FALSE(checked_files);
+    const lt::torrent_status st = h.status(lt::torrent_handle::query_pieces);
+    CHECK(st.pieces.get_bit(lt::piece_index_t(0)));
+    CHECK(st.pieces.get_bit(lt::piece_index_t(1)));
+    CHECK_FALSE(st.pieces.get_bit(lt::piece_index_t(2)));
+    CHECK_FALSE(st.pieces.get_bit(lt::piece_index_t(3)));
+
+    // A file shorter than the pieces said held: libtorrent checks it all.
+    bool removed = false;
+    Pump pump_rm({&a}, [&](std::size_t, lt::alert* al) {
+        if (lt::alert_cast<lt::torrent_removed_alert>(al)) removed = true;
+        if (auto* sc = lt::alert_cast<lt::state_changed_alert>(al))
+            checked_files = checked_files || sc->state == lt::torrent_status::checking_files;
+    });
+    a.remove_torrent(h, false);
+    REQUIRE(pump_rm.run_until([&] { return removed; }));
+    fs::resize_file(a_dir / "payload.bin", static_cast<std::uintmax_t>(3 * piece));
+    const lt::torrent_handle h2 = a.add_torrent(t.info, a_dir.string(), {}, {true, true, true, true});
+    REQUIRE(pump_rm.run_until([&] { return ready_for_pieces(h2); }));
+    CHECK(checked_files);
+    const lt::torrent_status st2 = h2.status(lt::torrent_handle::query_pieces);
+    CHECK(st2.pieces.get_bit(lt::piece_index_t(0)));
+    CHECK_FALSE(st2.pieces.get_bit(lt::piece_index_t(1)));
+    CHECK(st2.pieces.get_bit(lt::piece_index_t(2)));
+    CHECK_FALSE(st2.pieces.get_bit(lt::piece_index_t(3)));
+}
+
 TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant has the piece",
           "[p2p][claims]") {
     TempDir tmp;

@@ -168,9 +168,10 @@ bool TorrentSession::listening() const { return impl_->session.listening(); }
 std::string TorrentSession::lsd_listener_error() const { return impl_->session.lsd_listener_error(); }
 
 TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
-                                      const std::vector<char>& resume_data) {
+                                      const std::vector<char>& resume_data,
+                                      const std::vector<bool>& have_pieces) {
     Metainfo meta = parse_metainfo(metainfo);
-    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data);
+    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data, have_pieces);
     TorrentId id = impl_->next_id++;
     impl_->handles[id] = h;
     impl_->infos[id] = meta.info;
@@ -311,8 +312,13 @@ void TorrentSession::announce_content(const std::string& sha256, TorrentId torre
     if (auto h = impl_->handle(torrent); h.is_valid()) impl_->session.announce_content(sha256, h.info_hashes());
 }
 void TorrentSession::withdraw_content(const std::string& sha256) { impl_->session.withdraw_content(sha256); }
-void TorrentSession::look_up_content(const std::string& sha256, bool fetching_from_origin) {
-    impl_->session.look_up_content(sha256, fetching_from_origin);
+void TorrentSession::look_up_content(const std::string& sha256, bool fetching_from_origin,
+                                     const std::vector<std::uint64_t>& split) {
+    impl_->session.look_up_content(sha256, fetching_from_origin, split);
+}
+void TorrentSession::send_piece_hash(const std::string& sha256, std::uint64_t size, int piece,
+                                     const std::string& sha1) {
+    impl_->session.send_piece_hash(sha256, size, piece, sha1);
 }
 void TorrentSession::stop_looking_up(const std::string& sha256) { impl_->session.stop_looking_up(sha256); }
 std::vector<ContentEvent> TorrentSession::take_content_events() {

@@ -123,9 +123,10 @@ public:
     std::string lsd_listener_error() const;  // PeerSession's
 
     // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
-    // throws MetainfoError).
+    // throws MetainfoError); `have_pieces` as there: only pieces the caller
+    // hashed on disk itself against the metainfo.
     TorrentId add_torrent(std::string_view metainfo, const std::string& save_path,
-                          const std::vector<char>& resume_data);
+                          const std::vector<char>& resume_data, const std::vector<bool>& have_pieces = {});
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(TorrentId torrent, bool delete_files);
     // The path of the torrent's one file under its save_path.
@@ -170,7 +171,9 @@ public:
     // torrent is named by its id (an unknown id: nothing happens).
     void announce_content(const std::string& sha256, TorrentId torrent);
     void withdraw_content(const std::string& sha256);
-    void look_up_content(const std::string& sha256, bool fetching_from_origin = false);
+    void look_up_content(const std::string& sha256, bool fetching_from_origin = false,
+                         const std::vector<std::uint64_t>& split = {});
+    void send_piece_hash(const std::string& sha256, std::uint64_t size, int piece, const std::string& sha1);
     void stop_looking_up(const std::string& sha256);
     // Queued content events; event_fd() becomes readable when one is queued.
     std::vector<ContentEvent> take_content_events();

@@ -10,7 +10,13 @@
 // file under its own SHA-256.
 //
 //   lying_holder --listen ADDR:PORT --sha256 X --file PATH --dir DIR
-//                [--peer ADDR:PORT]... [--no-lsd]
+//                [--peer ADDR:PORT]... [--no-lsd] [--cofetch]
+//
+// With --cofetch it is a hostile co-fetcher instead: it wants X on the
+// rendezvous; once honest co-fetchers name it in their split, it sends, for
+// its range of pieces, the hashes of the other file's pieces (false), takes
+// the honest hashes of the rest, builds the metainfo H they all build, and
+// seeds its range from the other file: "lying H" on stdout.
 //
 // DIR is made and holds the seeded copy. Once seeding and announcing, it
 // prints "announced H" on stdout (H: the lowercase hex info-hash), then one
@@ -23,6 +29,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -45,6 +52,7 @@ struct Options {
     std::string sha256;   // X, 64 hex digits
     std::string file;     // the other bytes
     std::string dir;
+    bool cofetch = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -62,6 +70,10 @@ Options parse_options(int argc, char** argv) {
         std::string a = argv[i];
         if (a == "--no-lsd") {
             o.session.lan_discovery = false;
+            continue;
+        }
+        if (a == "--cofetch") {
+            o.cofetch = true;
             continue;
         }
         if (i + 1 >= argc) usage(a + " needs a value");
@@ -146,8 +158,67 @@ const char* event_name(p2p::TorrentEvent::Kind k) {
     }
 }
 
+// The v1 hash of piece `i` of the file at `path` (pieces of `piece` bytes).
+std::string piece_hash_of(const std::string& path, std::uint64_t piece, int i) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error("cannot read " + path);
+    std::vector<char> buf(static_cast<std::size_t>(piece));
+    std::fseek(f, static_cast<long>(piece * static_cast<std::uint64_t>(i)), SEEK_SET);
+    const std::size_t n = std::fread(buf.data(), 1, buf.size(), f);
+    std::fclose(f);
+    return p2p::v1_piece_hash(buf.data(), n);
+}
+
+// --cofetch: see the header. Runs until a signal.
+int run_cofetch(const Options& o, int sigfd) {
+    p2p::TorrentSession session(o.session);
+    const std::uint64_t size = fs::file_size(o.file);
+    const auto piece = static_cast<std::uint64_t>(p2p::choose_piece_size(size));
+    const int pieces = static_cast<int>(size / piece + (size % piece != 0));
+    std::vector<std::string> hashes(static_cast<std::size_t>(pieces));
+    bool lied = false, seeding = false;
+    session.look_up_content(o.sha256);
+    std::printf("wanting\n");
+    std::fflush(stdout);
+    pollfd fds[2] = {{sigfd, POLLIN, 0}, {session.event_fd(), POLLIN, 0}};
+    while (poll(fds, 2, 200) >= 0 && !(fds[0].revents & POLLIN)) {
+        session.tick();
+        session.take_events();
+        for (const p2p::ContentEvent& e : session.take_content_events()) {
+            if (e.kind == p2p::ContentEvent::Kind::PieceHash && e.size == size && e.piece_sha1.size() == 20 &&
+                hashes[static_cast<std::size_t>(e.piece)].empty())
+                hashes[static_cast<std::size_t>(e.piece)] = e.piece_sha1;
+            if (e.kind != p2p::ContentEvent::Kind::WantersChanged || lied) continue;
+            for (const auto& [node, split] : e.splits) {
+                auto me = std::find(split.begin(), split.end(), session.id());
+                if (me == split.end()) continue;
+                const auto k = static_cast<std::int64_t>(split.size());
+                const std::int64_t rank = me - split.begin();
+                session.look_up_content(o.sha256, true, split);
+                for (auto i = static_cast<int>(rank * pieces / k); i < (rank + 1) * pieces / k; ++i) {
+                    hashes[static_cast<std::size_t>(i)] = piece_hash_of(o.file, piece, i);
+                    session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
+                }
+                lied = true;
+                break;
+            }
+        }
+        if (lied && !seeding && std::none_of(hashes.begin(), hashes.end(), [](const std::string& h) { return h.empty(); })) {
+            const std::string metainfo = p2p::content_metainfo_from_hashes(size, o.sha256, hashes);
+            fs::create_directories(o.dir);
+            fs::copy_file(o.file, fs::path(o.dir) / o.sha256, fs::copy_options::overwrite_existing);
+            session.add_torrent(metainfo, o.dir, {});
+            std::printf("lying %s\n", p2p::summarize_metainfo(metainfo).info_hash.c_str());
+            std::fflush(stdout);
+            seeding = true;
+        }
+    }
+    return 0;
+}
+
 int run(const Options& o) {
     int sigfd = signal_fd();
+    if (o.cofetch) return run_cofetch(o, sigfd);
     p2p::TorrentSession session(o.session);
     std::string metainfo = lie_metainfo(o);
     p2p::TorrentId torrent = session.add_torrent(metainfo, o.dir, {});

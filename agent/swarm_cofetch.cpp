@@ -1,0 +1,490 @@
+// Co-fetching (docs/design.md "Content identity", "Simultaneous wanters"):
+// agents that want SHA-256 X at the same moment, none holding it, split the
+// origin fetch by pieces instead of each waiting for one fetcher.
+//
+//   content_tick, window over, other wanters on R -> start_cofetch: the
+//     split (node ids, sorted) is this agent's view of R's wanters, or the
+//     split of a co-fetcher already under way that names this agent
+//   -> plan_cofetch (the size from a job, else one byte from the origin):
+//      pieces of choose_piece_size(size); this agent's range is its rank's
+//      share; each piece fetched (range request) is written into the
+//      content's future cache file, hashed (v1 SHA-1) and sent to R
+//   -> on_piece_hash: the other agents' hashes, as they come
+//   -> every hash known: finish_cofetch builds the metainfo
+//      (content_metainfo_from_hashes: the same bytes on every agent), the
+//      file becomes the torrent's, and the jobs go through the swarm,
+//      connected to the other co-fetchers; the whole file is checked
+//      against X before delivery (finish_swarm_file).
+//   A range whose hashes have not come in a while after this agent's own
+//   were done, or whose agent left R, is fetched here too (from its end
+//   backwards). Trust: a hash that differs from this agent's own fetch of
+//   the piece bans its sender at once; two others that disagree make this
+//   agent fetch the piece itself; a file that fails X drops the mapping and
+//   comes over HTTP, after which the senders of false hashes are found and
+//   banned (unmask_false_hashes).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "agent/agent_internal.h"
+#include "agent/log.h"
+#include "agent/swarm.h"
+#include "dopt/dopt.h"
+
+namespace dopt::agent {
+
+namespace {
+// How long another agent's claim on a piece holds (it said it fetches it)
+// before this agent fetches the piece too: this plus twice the time an
+// origin piece takes here.
+constexpr std::int64_t kCoFetchClaimMs = 2000;
+// Piece hashes kept from other agents per SHA-256 until it is proven.
+constexpr std::size_t kMaxHashClaimsPerPiece = 4;
+// Piece messages kept from before this agent's size or split is known.
+constexpr std::size_t kMaxEarlyHashes = 4096;
+
+// The address of "addr:port" (as events name peers), for ban_peer; "" when
+// it is not one.
+std::string address_of(const std::string& peer) {
+    try {
+        return p2p::parse_peer_address(peer, "peer", false).address;
+    } catch (const std::exception&) {
+        return std::string();
+    }
+}
+
+// The range of pieces of rank `rank` among `k` agents, for `pieces` pieces.
+int range_start(int rank, int k, int pieces) {
+    return static_cast<int>(static_cast<std::int64_t>(rank) * pieces / k);
+}
+}  // namespace
+
+using storage::FileRecord;
+using storage::JobState;
+
+// The split to co-fetch X with at the end of its lookup window; nullopt
+// when this agent does not co-fetch (alone: plain HTTP; another agent
+// already fetching without this one: it follows).
+std::optional<std::vector<std::uint64_t>> Swarms::cofetch_split(const ContentLookup& l) const {
+    const std::uint64_t me = peers_->id();
+    // A co-fetch under way that counts this agent: its split, the lowest
+    // node's when several do.
+    for (const auto& [node, split] : l.splits)
+        if (std::binary_search(split.begin(), split.end(), me)) return split;
+    if (!l.fetchers.empty() || l.wanters.empty()) return std::nullopt;
+    std::vector<std::uint64_t> split = l.wanters;
+    split.push_back(me);
+    std::sort(split.begin(), split.end());
+    split.erase(std::unique(split.begin(), split.end()), split.end());
+    if (split.size() > p2p::kMaxSplitNodes) split.resize(p2p::kMaxSplitNodes);
+    if (!std::binary_search(split.begin(), split.end(), me)) return std::nullopt;
+    return split;
+}
+
+// X's lookup ends in a co-fetch: its jobs wait (CONNECTING) while the
+// pieces are fetched.
+void Swarms::start_cofetch(const std::string& x, std::vector<std::uint64_t> split) {
+    auto it = content_lookups_.find(x);
+    if (it == content_lookups_.end()) return;
+    auto co = std::make_unique<CoFetch>();
+    co->sha256 = x;
+    co->jobs = it->second->jobs;
+    co->split = std::move(split);
+    for (std::uint64_t n : it->second->wanters) co->present.insert(n);
+    co->early_hashes = std::move(it->second->early_hashes);
+    co->started_ms = mono_ms();
+    content_lookups_.erase(it);
+    std::uint64_t size = 0;
+    for (Job* job : co->jobs)
+        if (job->file().bytes_total != kUnknownSize) size = job->file().bytes_total;
+    LOG_INFO("content %s: co-fetching it from the origin with %zu other agents", x.c_str(),
+             co->split.size() - 1);
+    CoFetch& c = *co;
+    cofetches_[x] = std::move(co);
+    peers_->look_up_content(x, /*fetching_from_origin=*/true, c.split);
+    if (size > 0) {
+        plan_cofetch(c, size);
+        return;
+    }
+    c.probing = true;
+    start_cofetch_request(c, -1);
+}
+
+// The size is known: the pieces, this agent's range, and the file they go
+// into (a private folder in the peer cache, named after X until the
+// metainfo exists).
+void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
+    co.size = size;
+    co.piece_length = p2p::choose_piece_size(size);
+    const auto piece = static_cast<std::uint64_t>(co.piece_length);
+    co.num_pieces = static_cast<int>(size / piece + (size % piece != 0));
+    const auto k = static_cast<int>(co.split.size());
+    const auto rank = static_cast<int>(
+        std::lower_bound(co.split.begin(), co.split.end(), peers_->id()) - co.split.begin());
+    co.first = range_start(rank, k, co.num_pieces);
+    co.end = range_start(rank + 1, k, co.num_pieces);
+    const auto n = static_cast<std::size_t>(co.num_pieces);
+    co.hashes.assign(n, std::string());
+    co.hash_from.assign(n, std::string());
+    co.fetched.assign(n, false);
+    co.inflight.assign(n, false);
+    co.claimed_ms.assign(n, 0);
+    co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
+    remove_tree(co.dir);
+    ::mkdir(co.dir.c_str(), 0700);
+    const std::string path = co.dir + "/" + co.sha256;
+    co.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (co.fd < 0 || ::ftruncate(co.fd, static_cast<off_t>(size)) != 0) {
+        end_cofetch(co.sha256, std::string("cannot make ") + path + ": " + std::strerror(errno));
+        return;
+    }
+    LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.first,
+             co.end - 1, co.num_pieces);
+    const std::string x = co.sha256;
+    std::vector<p2p::ContentEvent> early;
+    early.swap(co.early_hashes);
+    for (const p2p::ContentEvent& e : early) {
+        on_piece_hash(e);
+        if (!cofetches_.count(x)) return;  // finished (or ended) meanwhile
+    }
+    pump_cofetch(co, mono_ms());
+}
+
+// Starts origin requests up to [p2p] swarm_origin_requests.
+void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
+    if (co.size == 0 || now < co.retry_ms) return;
+    int running = static_cast<int>(std::count(co.inflight.begin(), co.inflight.end(), true));
+    while (running < std::max(1, config_.origin_requests)) {
+        const int piece = next_cofetch_piece(co, now);
+        if (piece < 0) return;
+        start_cofetch_request(co, piece);
+        ++running;
+    }
+}
+
+// The next piece to fetch: one whose hash is not known, that no request
+// of this agent fetches and no other agent claimed lately: this agent's
+// range first, in order; then the others' (work stealing), from the end of
+// the file backwards, as their agents fetch forwards, once a claim's time
+// has passed since this agent's range was done. -1: none now.
+int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
+    const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
+    auto idle = [&](int p) {
+        auto i = static_cast<std::size_t>(p);
+        return co.hashes[i].empty() && !co.inflight[i] &&
+               (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
+    };
+    for (int p = co.first; p < co.end; ++p)
+        if (idle(p)) return p;
+    if (co.range_done_ms == 0) return -1;
+    // Another agent may have started later: its range is left to it for
+    // as long as a claim holds, unless it is not on R.
+    const bool waited = now >= co.range_done_ms + claim_ms;
+    const auto k = static_cast<int>(co.split.size());
+    for (int p = co.num_pieces - 1; p >= 0; --p) {
+        if (!idle(p)) continue;
+        int rank = 0;
+        while (rank + 1 < k && p >= range_start(rank + 1, k, co.num_pieces)) ++rank;
+        if (waited || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
+    }
+    return -1;
+}
+
+// One range request to the origin, from the URL of one of the co-fetch's
+// jobs (content behind credentials is never co-fetched: no headers).
+void Swarms::start_cofetch_request(CoFetch& co, int piece) {
+    Job& job = **co.jobs.begin();
+    auto req = std::make_unique<CoFetchPiece>();
+    req->swarms = this;
+    req->sha256 = co.sha256;
+    req->piece = piece;
+    req->size = co.size;
+    req->offset = piece < 0 ? 0 : static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(co.piece_length);
+    req->length = piece < 0 ? 1 : std::min<std::uint64_t>(static_cast<std::uint64_t>(co.piece_length), co.size - req->offset);
+    TransferRequest tr;
+    tr.url = job.file().remote_url;
+    tr.offset = req->offset;
+    tr.length = req->length;
+    req->started_ms = mono_ms();
+    req->id = fetcher_.start(tr, req.get());
+    agent_.count_usage(job, kOriginRequests, 1);
+    if (piece >= 0) {
+        co.inflight[static_cast<std::size_t>(piece)] = true;
+        peers_->send_piece_hash(co.sha256, co.size, piece, std::string());  // a claim
+    }
+    cofetch_requests_.push_back(std::move(req));
+}
+
+int CoFetchPiece::on_response(const ResponseInfo& info) {
+    if (info.status != 206 || info.body_offset != offset || info.total == UINT64_MAX) return DOPT_E_REMOTE_CHANGED;
+    if (size != 0 && info.total != size) return DOPT_E_REMOTE_CHANGED;
+    total = info.total;
+    return 0;
+}
+
+int CoFetchPiece::on_body(const char* bytes, std::size_t len) {
+    if (data.size() + len > length) return DOPT_E_REMOTE_CHANGED;
+    data.insert(data.end(), bytes, bytes + len);
+    return 0;
+}
+
+void CoFetchPiece::on_done(const TransferOutcome& outcome) { swarms->on_cofetch_piece_done(*this, outcome); }
+
+void Swarms::on_cofetch_piece_done(CoFetchPiece& req, const TransferOutcome& outcome) {
+    auto owned = std::find_if(cofetch_requests_.begin(), cofetch_requests_.end(),
+                              [&](const auto& r) { return r.get() == &req; });
+    if (owned == cofetch_requests_.end()) return;
+    std::unique_ptr<CoFetchPiece> keep = std::move(*owned);
+    cofetch_requests_.erase(owned);
+    auto it = cofetches_.find(req.sha256);
+    if (req.sha256.empty() || it == cofetches_.end()) return;
+    CoFetch& co = *it->second;
+    const std::int64_t now = mono_ms();
+    if (req.piece >= 0) co.inflight[static_cast<std::size_t>(req.piece)] = false;
+    if (outcome.ok && req.data.size() == req.length) {
+        co.failures = 0;
+        if (req.piece < 0) {
+            co.probing = false;
+            plan_cofetch(co, req.total);
+            return;
+        }
+        const std::int64_t took = now - req.started_ms;
+        co.piece_ms = co.piece_ms == 0 ? took : (3 * co.piece_ms + took) / 4;
+        keep_cofetch_piece(co, req.piece, req.data);
+        if (cofetches_.count(req.sha256)) pump_cofetch(co, now);
+        return;
+    }
+    if (!outcome.ok && outcome.transient && ++co.failures < 5) {
+        co.retry_ms = now + 1000 * co.failures;
+        LOG_INFO("content %s: origin piece %d failed (%s); again in %u s", co.sha256.c_str(), req.piece,
+                 outcome.description.c_str(), co.failures);
+        if (req.piece < 0) start_cofetch_request(co, -1);  // the size is needed first
+        return;
+    }
+    // No ranges, another size, a 404...: the jobs go over HTTP, where
+    // their own errors, if any, are reported.
+    end_cofetch(co.sha256, outcome.ok ? "the origin sent a short piece" : outcome.description);
+}
+
+// A piece of this agent's fetch: into the file, its hash to R's peers. A
+// hash another agent sent for it that differs is a lie: its sender is
+// banned.
+void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data) {
+    const auto i = static_cast<std::size_t>(piece);
+    const off_t off = static_cast<off_t>(piece) * co.piece_length;
+    std::size_t put = 0;
+    while (put < data.size()) {
+        ssize_t n = ::pwrite(co.fd, data.data() + put, data.size() - put, off + static_cast<off_t>(put));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            end_cofetch(co.sha256, std::string("cannot write the co-fetched file: ") + std::strerror(errno));
+            return;
+        }
+        put += static_cast<std::size_t>(n);
+    }
+    const std::string sha1 = p2p::v1_piece_hash(data.data(), data.size());
+    if (!co.hashes[i].empty() && co.hashes[i] != sha1 && !co.hash_from[i].empty()) {
+        LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", co.hash_from[i].c_str(),
+                 piece, co.sha256.c_str());
+        if (const std::string a = address_of(co.hash_from[i]); !a.empty()) peers_->ban_peer(a);
+    }
+    if (co.hashes[i].empty()) ++co.known;
+    co.hashes[i] = sha1;
+    co.hash_from[i].clear();
+    co.fetched[i] = true;
+    peers_->send_piece_hash(co.sha256, co.size, piece, sha1);
+    for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
+    if (co.range_done_ms == 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
+    if (co.known == co.num_pieces) finish_cofetch(co);
+}
+
+// Another agent's hash of a piece of X. Taken when no hash of that piece is
+// known yet; one that contradicts a known one from another agent makes
+// this agent fetch the piece itself (the origin decides).
+void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
+    auto it = cofetches_.find(e.sha256);
+    if (it == cofetches_.end()) {  // hashes may come before this agent's window ends
+        auto l = content_lookups_.find(e.sha256);
+        if (l != content_lookups_.end() && l->second->early_hashes.size() < kMaxEarlyHashes)
+            l->second->early_hashes.push_back(e);
+        return;
+    }
+    if (e.node == peers_->id()) return;
+    CoFetch& co = *it->second;
+    if (co.size == 0 && co.early_hashes.size() < kMaxEarlyHashes) co.early_hashes.push_back(e);
+    if (co.size != e.size) return;
+    const auto i = static_cast<std::size_t>(e.piece);
+    if (i >= co.hashes.size()) return;
+    if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
+        co.claimed_ms[i] = mono_ms();
+        return;
+    }
+    if (e.piece_sha1.size() != 20) return;
+    auto& claims = hash_claims_[co.sha256];
+    if (static_cast<std::size_t>(std::count_if(claims.begin(), claims.end(), [&](const HashClaim& c) {
+            return c.piece == e.piece;
+        })) < kMaxHashClaimsPerPiece)
+        claims.push_back(HashClaim{e.piece, e.piece_sha1, e.peer});
+    if (co.hashes[i].empty()) {
+        co.hashes[i] = e.piece_sha1;
+        co.hash_from[i] = e.peer;
+        ++co.known;
+    } else if (co.hashes[i] != e.piece_sha1) {
+        if (co.hash_from[i].empty()) {  // this agent fetched it: the sender lies
+            LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", e.peer.c_str(),
+                     e.piece, co.sha256.c_str());
+            if (const std::string a = address_of(e.peer); !a.empty()) peers_->ban_peer(a);
+            return;
+        }
+        LOG_WARN("content %s: two agents sent different hashes of piece %d; fetching it here",
+                 co.sha256.c_str(), e.piece);
+        co.hashes[i].clear();
+        co.hash_from[i].clear();
+        --co.known;
+        if (!co.inflight[i]) start_cofetch_request(co, e.piece);
+        return;
+    }
+    if (co.range_done_ms == 0 && co.size > 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
+    if (co.known == co.num_pieces) finish_cofetch(co);
+}
+
+// R's wanters changed: who is still there (a range whose agent left is
+// fetched here), where they accept connections; a newcomer is sent this
+// agent's hashes (it missed them).
+void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
+    std::set<std::uint64_t> now(e.wanters.begin(), e.wanters.end());
+    bool newcomer = false;
+    for (std::uint64_t n : now) newcomer = newcomer || !co.present.count(n);
+    co.present = std::move(now);
+    for (const auto& [node, ep] : e.endpoints) co.endpoints[node] = ep;
+    if (newcomer)
+        for (std::size_t i = 0; i < co.hashes.size(); ++i)
+            if (co.fetched[i]) peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
+    pump_cofetch(co, mono_ms());
+}
+
+// Every piece's hash is known: the metainfo, the same on every agent; the
+// file becomes its torrent's content in the peer cache, and the jobs go
+// through the swarm, connected to the other co-fetchers.
+void Swarms::finish_cofetch(CoFetch& co) {
+    std::string bytes;
+    std::optional<p2p::MetainfoSummary> meta;
+    try {
+        bytes = p2p::content_metainfo_from_hashes(co.size, co.sha256, co.hashes);
+        meta = p2p::summarize_metainfo(bytes);
+    } catch (const p2p::MetainfoError& err) {
+        end_cofetch(co.sha256, std::string("cannot make its metainfo: ") + err.what());
+        return;
+    }
+    const std::string x = co.sha256;
+    if (false_mappings_.count(meta->info_hash)) {
+        end_cofetch(x, "the agents' piece hashes make a mapping already proven false");
+        return;
+    }
+    LOG_INFO("content %s: every piece hashed after %lld ms; swarming as %s", x.c_str(),
+             static_cast<long long>(mono_ms() - co.started_ms), meta->info_hash.c_str());
+    const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
+    ::close(co.fd);
+    co.fd = -1;
+    if (cache_.count(meta->info_hash) || ::rename(co.dir.c_str(), final_dir.c_str()) != 0)
+        remove_tree(co.dir);  // the swarm fetches what this agent had
+    else {
+        // Only pieces fetched and hashed here: their hash in the metainfo
+        // is this agent's own (keep_cofetch_piece), never one a peer sent.
+        std::vector<bool> own(co.fetched.size(), false);
+        for (std::size_t i = 0; i < own.size(); ++i) own[i] = co.fetched[i] && co.hash_from[i].empty();
+        cofetched_pieces_[meta->info_hash] = std::move(own);
+    }
+    // Every co-fetcher heard of, present or not (one done first has left R).
+    std::set<std::string> others;
+    for (const auto& [node, ep] : co.endpoints) others.insert(ep);
+    const std::set<Job*> jobs = co.jobs;
+    for (auto& req : cofetch_requests_)
+        if (req->sha256 == x) {
+            fetcher_.stop(req->id);
+            req->sha256.clear();
+        }
+    cofetches_.erase(x);
+    // This agent stays on R, saying it fetches, until the file matched X and
+    // it announces X -> H (content_proven): late wanters wait for that.
+    content_holders_[meta->info_hash] = others;
+    cofetchers_[meta->info_hash] = others;
+    for (Job* job : jobs) {
+        job->content_waiting = false;
+        job->content_seed = true;  // stopping it leaves R (leave_content)
+        FileRecord& f = job->file();
+        remember_metainfo(*job, f, *meta, bytes);
+        f.info_hash = meta->info_hash;
+        f.metainfo_source = "peers";
+        store_.update_file(job->rec.id, f);
+        agent_.start_job(*job);
+    }
+}
+
+// The co-fetch stops (an origin that serves no ranges, a local error): its
+// jobs go to the origin over HTTP, as with no other wanter.
+void Swarms::end_cofetch(const std::string& x, const std::string& why) {
+    auto it = cofetches_.find(x);
+    if (it == cofetches_.end()) return;
+    LOG_INFO("content %s: co-fetching stops: %s", x.c_str(), why.c_str());
+    const std::set<Job*> jobs = it->second->jobs;
+    drop_cofetch(*it->second);
+    auto& lookup = content_lookups_[x];
+    lookup = std::make_unique<ContentLookup>();
+    lookup->jobs = jobs;
+    fetch_content_from_origin(x, "co-fetching stopped: " + why);
+}
+
+// Forgets a co-fetch: its requests stop, its folder goes.
+void Swarms::drop_cofetch(CoFetch& co) {
+    for (auto& req : cofetch_requests_)
+        if (req->sha256 == co.sha256) {
+            fetcher_.stop(req->id);
+            req->sha256.clear();
+        }
+    if (co.fd >= 0) ::close(co.fd);
+    if (!co.dir.empty()) remove_tree(co.dir);
+    cofetches_.erase(std::string(co.sha256));  // co is gone
+}
+
+void Swarms::cofetch_tick(std::int64_t now) {
+    std::vector<CoFetch*> all;
+    for (auto& [x, co] : cofetches_) all.push_back(co.get());
+    for (CoFetch* co : all) pump_cofetch(*co, now);
+}
+
+// X came from the origin after co-fetched metainfo failed it: the hashes
+// other agents sent are compared with the true ones (`metainfo`, made from
+// the verified file), and each sender of a false one is banned.
+void Swarms::unmask_false_hashes(const std::string& x, const std::string& metainfo) {
+    auto it = hash_claims_.find(x);
+    if (it == hash_claims_.end()) return;
+    std::vector<std::string> truth;
+    try {
+        truth = p2p::v1_piece_hashes_of(metainfo);
+    } catch (const p2p::MetainfoError&) {
+        return;
+    }
+    std::set<std::string> liars;
+    for (const HashClaim& c : it->second)
+        if (static_cast<std::size_t>(c.piece) < truth.size() && truth[static_cast<std::size_t>(c.piece)] != c.sha1)
+            liars.insert(address_of(c.peer));
+    liars.erase(std::string());
+    for (const std::string& address : liars) {
+        LOG_WARN("banned peer %s: it sent false piece hashes of SHA-256 %s", address.c_str(), x.c_str());
+        peers_->ban_peer(address);
+    }
+    hash_claims_.erase(it);
+}
+
+}  // namespace dopt::agent

@@ -558,6 +558,11 @@ void Swarms::detach_swarm(Job& job, bool cancelled) {
 
 // Looks at what the session holds and schedules the work that follows:
 // pieces to copy into partial files, pieces to fetch from the origin.
+bool Swarms::is_live(const Swarm* swarm) const {
+    return std::any_of(swarms_.begin(), swarms_.end(),
+                       [swarm](const auto& entry) { return entry.second.get() == swarm; });
+}
+
 void Swarms::pump_swarm(Swarm& s) {
     if (s.torrent == 0 || s.users.empty()) return;
     const p2p::TorrentStatus st = peers_->status(s.torrent, true);
@@ -575,7 +580,13 @@ void Swarms::pump_swarm(Swarm& s) {
                 // Hashed in this run: copied from the cached copy in the
                 // kernel. Otherwise read back through the session and
                 // hashed again (write_piece).
-                if (s.verified_now[idx] && copy_piece_from_cache(s, i)) break;
+                if (s.verified_now[idx]) {
+                    const bool copied = copy_piece_from_cache(s, i);
+                    // Delivering may have finished or failed the file and
+                    // removed the swarm.
+                    if (!is_live(&s)) return;
+                    if (copied) break;
+                }
                 peers_->read_piece(s.torrent, i);
                 s.reading[idx] = true;
                 break;
@@ -1219,9 +1230,7 @@ void Swarms::handle_peer_events() {
     for (Swarm* s : to_pump.swarms) {
         // A swarm may be gone by now (a failure removed it), and pumping may
         // remove it (a false "X is H"): look it up, then pump outside the loop.
-        const bool live = std::any_of(swarms_.begin(), swarms_.end(),
-                                      [s](const auto& entry) { return entry.second.get() == s; });
-        if (live) pump_swarm(*s);
+        if (is_live(s)) pump_swarm(*s);
     }
     // A torrent completed (the cache grew), or a job left unfinished content.
     if (to_pump.evict || evict_pending_) {

@@ -276,6 +276,9 @@ private:
     // Moving pieces: the steps of fetch_origin_pieces, origin pieces,
     // delivery into partial files.
     void pump_swarm(Swarm& swarm);
+    // Whether `swarm` is still one of swarms_ (a delivery or a failure may
+    // have removed it while a caller held the reference).
+    bool is_live(const Swarm* swarm) const;
     void fetch_origin_pieces(Swarm& swarm);
     std::vector<p2p::Claim> others_claims(Swarm& swarm);
     void track_peers(Swarm& swarm, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now_ms);

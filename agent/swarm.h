@@ -366,7 +366,8 @@ private:
     void on_piece_hash(const p2p::ContentEvent& event);
     void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
     void finish_cofetch(CoFetch& co);
-    void end_cofetch(const std::string& sha256, const std::string& why);
+    // By value: callers pass the co-fetch's own sha256, which ending it frees.
+    void end_cofetch(std::string sha256, const std::string& why);
     void drop_cofetch(CoFetch& co);
     void cofetch_tick(std::int64_t now_ms);
     void unmask_false_hashes(const std::string& sha256, const std::string& metainfo);

@@ -220,7 +220,11 @@ void Swarms::start_cofetch_request(CoFetch& co, int piece) {
 }
 
 int CoFetchPiece::on_response(const ResponseInfo& info) {
-    if (info.status != 206 || info.body_offset != offset || info.total == UINT64_MAX) return DOPT_E_REMOTE_CHANGED;
+    // At most 2^50 bytes, the bound peers' sizes have too (p2p/content.cpp):
+    // the piece count must fit an int.
+    if (info.status != 206 || info.body_offset != offset || info.total == UINT64_MAX ||
+        info.total > (std::uint64_t{1} << 50))
+        return DOPT_E_REMOTE_CHANGED;
     if (size != 0 && info.total != size) return DOPT_E_REMOTE_CHANGED;
     total = info.total;
     return 0;
@@ -323,7 +327,11 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size()) return;
     if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
-        co.claimed_ms[i] = mono_ms();
+        // Only from a co-fetcher of the split, never for this agent's own
+        // range, and once: a renewed claim would hold a piece forever.
+        const bool in_split = std::binary_search(co.split.begin(), co.split.end(), e.node);
+        const bool own = e.piece >= co.first && e.piece < co.end;
+        if (in_split && !own && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
         return;
     }
     if (e.piece_sha1.size() != 20) return;
@@ -343,12 +351,19 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
             if (const std::string a = address_of(e.peer); !a.empty()) peers_->ban_peer(a);
             return;
         }
-        LOG_WARN("content %s: two agents sent different hashes of piece %d; fetching it here",
-                 co.sha256.c_str(), e.piece);
+        if (co.hash_from[i] == e.peer) {  // one sender, two hashes: a liar
+            LOG_WARN("banned peer %s: it sent two hashes of piece %d of SHA-256 %s", e.peer.c_str(), e.piece,
+                     co.sha256.c_str());
+            if (const std::string a = address_of(e.peer); !a.empty()) peers_->ban_peer(a);
+        } else {
+            LOG_WARN("content %s: two agents sent different hashes of piece %d; fetching it here",
+                     co.sha256.c_str(), e.piece);
+        }
         co.hashes[i].clear();
         co.hash_from[i].clear();
         --co.known;
-        if (!co.inflight[i]) start_cofetch_request(co, e.piece);
+        // Fetched here, within origin_requests like any other piece.
+        pump_cofetch(co, mono_ms());
         return;
     }
     if (co.range_done_ms == 0 && co.size > 0 &&
@@ -366,7 +381,8 @@ void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
     bool newcomer = false;
     for (std::uint64_t n : now) newcomer = newcomer || !co.present.count(n);
     co.present = std::move(now);
-    for (const auto& [node, ep] : e.endpoints) co.endpoints[node] = ep;
+    for (const auto& [node, ep] : e.endpoints)  // bounded: the split's nodes only
+        if (std::binary_search(co.split.begin(), co.split.end(), node)) co.endpoints[node] = ep;
     if (newcomer)
         for (std::size_t i = 0; i < co.hashes.size(); ++i)
             if (co.fetched[i]) peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
@@ -433,7 +449,7 @@ void Swarms::finish_cofetch(CoFetch& co) {
 
 // The co-fetch stops (an origin that serves no ranges, a local error): its
 // jobs go to the origin over HTTP, as with no other wanter.
-void Swarms::end_cofetch(const std::string& x, const std::string& why) {
+void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy (drop_cofetch frees co.sha256)
     auto it = cofetches_.find(x);
     if (it == cofetches_.end()) return;
     LOG_INFO("content %s: co-fetching stops: %s", x.c_str(), why.c_str());

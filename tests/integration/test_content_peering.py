@@ -118,6 +118,32 @@ class ContentPeering(PeeringTest):
             self.assertGreater(job["bytes_from_peers"], 0, job)
             self.assertEqual(job["bytes_from_origin"] + job["bytes_from_peers"], self.SIZE, job)
 
+    def test_wanters_at_once_of_an_origin_without_ranges_both_get_the_file(self):
+        """A and B ask for the same SHA-256 at once from an origin that
+        ignores Range (always 200, the whole file): co-fetching, which needs
+        ranges, stops and both jobs go over HTTP. Both files are right.
+        (Before: stopping read the SHA-256 the co-fetch had just freed.)"""
+        self.origin = self.sb.fault_origin(self.www)
+        sha = self.serve("push.bin", self.SIZE, torrent=False)
+        a, b = self.pair()
+        url = self.origin.url("norange/push.bin")
+        results = {}
+
+        def get(agent, name):
+            results[name] = self.get(agent, url, "push.bin", "--sha256", sha)
+
+        threads = [threading.Thread(target=get, args=(agent, name))
+                   for agent, name in ((a, "A"), (b, "B"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(sorted(results), ["A", "B"], "a dopt get did not finish")
+        for name, (dest, job) in results.items():
+            self.assertFileSha(dest, sha)
+        for agent in (a, b):
+            self.assertTrue(agent.running(), agent.log_text()[-2000:])
+
     def test_a_follower_whose_leader_leaves_fetches_from_the_origin_itself(self):
         """A and B ask for one SHA-256 at once from a slow origin (2 MB/s a
         connection) and co-fetch it; one agent is then killed: the other

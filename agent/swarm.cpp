@@ -738,6 +738,7 @@ std::vector<p2p::SwarmPeer> Swarms::plan_peers(Swarm& s, std::int64_t now, Swarm
         sp.address = p.address;
         sp.told = p.told && p.pieces.size() == n;
         sp.seed = p.seed;
+        sp.stock = !p.dopt;
         const Swarm::SeenPeer& seen_peer = s.peers_seen[p.endpoint];
         sp.connected_ms = now - seen_peer.first_seen_ms;
         auto too_long = [now](std::int64_t since) { return since != 0 && now - since >= p2p::kPeerOwesTooLongMs; };

@@ -52,7 +52,8 @@ ALL_METHODS = ("curl", "aria2", "dopt", "dopt-sha256")
 STARTS = ("together", "staggered")
 # Run only when asked: dopt's own HTTP-only path (no metainfo probe), the
 # baseline of "one client is no slower through the swarm".
-EXTRA_METHODS = ("dopt-http", "mixed")
+# mixed-aria2: the control of mixed, its aria2 half alone (the other half idle).
+EXTRA_METHODS = ("dopt-http", "mixed", "mixed-aria2")
 # mixed: the first half of the workstations run dopt, the others aria2c, at
 # once, on v1 metainfo (V1_DIR/swarm.bin: aria2 1.36 gets the info-hash of
 # hybrid metainfo wrong, its issue 1903).
@@ -326,6 +327,11 @@ class Swarm:
         })
         if self.lan.router_ns:
             res.update(self._routed_figures(start, by_host))
+        if res["method"].startswith("mixed") or res["method"] == "aria2":
+            res["origin_overlap"] = origin_overlap(
+                self.origin.log_entries(since=start["log"]), t0, self.size,
+                {h.ip: ("aria2" if res["method"] == "aria2" or i >= self.n // 2 else "dopt")
+                 for i, h in enumerate(self.lan.hosts)})
         if self.args.start == "together":
             res["first_done_s"] = round(min(times), 3)
             res["last_over_tmin"] = round(max(times) / self.t_min, 3)
@@ -475,6 +481,44 @@ class Swarm:
             raise MethodFailed("aria2c is not installed (scripts/setup-deps installs aria2)")
         self._run_dopt(dirs, res, url=self.v1_url(), aria2_hosts=self.n // 2)
 
+    def _run_mixed_aria2(self, dirs, res):
+        """The control of mixed: its aria2 half alone (the last half of the
+        workstations run aria2c on the v1 metainfo, the first half idle).
+        Together only; the figures are of the aria2 clients."""
+        if not shutil.which("aria2c"):
+            raise MethodFailed("aria2c is not installed (scripts/setup-deps installs aria2)")
+        if self.args.start != "together":
+            raise MethodFailed("mixed-aria2 runs with --start together only")
+        half = self.n // 2
+        hosts, dirs = self.lan.hosts[half:], dirs[half:]
+        v1_torrent = os.path.join(self.lan.docroot, V1_DIR, FILE_NAME + ".torrent")
+        procs = [self._start_aria2(h, d, v1_torrent) for h, d in zip(hosts, dirs)]
+        start = self._measure_start()
+        done = [None] * len(procs)
+        try:
+            t0 = self.gate.release(procs)
+            self._wait_done(lambda i: self._aria2_done(half + i, procs[i], dirs[i]),
+                            range(len(procs)), done, t0 + self.timeout, "mixed-aria2")
+        finally:
+            stop_aria2(procs)
+        time.sleep(0.5)
+        tx = self.lan.origin_tx_bytes() - start["tx"]
+        entries = self.origin.log_entries(since=start["log"])
+        times = [d - t0 for d in done]
+        res.update({
+            "egress_bytes": tx, "egress_ratio": round(tx / self.size, 4),
+            "origin_bytes_by_host": self.origin.bytes_by_host(since=start["log"]),
+            "origin_overlap": origin_overlap(entries, t0, self.size,
+                                             {h.ip: "aria2" for h in hosts}),
+            "done_s": [round(t, 3) for t in times], "first_done_s": round(min(times), 3),
+            "last_done_s": round(max(times), 3),
+            "last_over_tmin": round(max(times) / self.t_min, 3)})
+        bad = [h.name for h, d in zip(hosts, dirs)
+               if netns.sha256_file(os.path.join(d, FILE_NAME)) != self.sha]
+        res["sha256_ok"] = not bad
+        if bad:
+            raise MethodFailed("wrong output: " + ", ".join(bad))
+
     def _run_mixed_base(self, dirs, res):
         self._with_baseline_build(self._run_mixed, dirs, res)
 
@@ -616,6 +660,72 @@ class Swarm:
             if not self.args.keep:
                 for a in agents:
                     shutil.rmtree(a.dir, ignore_errors=True)
+
+
+# Blocks of the file the origin overlap is counted in.
+OVERLAP_BLOCK = 64 * 1024
+
+
+def parse_range_start(header):
+    """The first byte of a "bytes=A-" or "bytes=A-B" Range header; 0 without one."""
+    if header.startswith("bytes="):
+        try:
+            return int(header[6:].split("-")[0])
+        except ValueError:
+            pass
+    return 0
+
+
+def origin_overlap(entries, t0, size, group_of):
+    """Who took which bytes of the file from the origin, and when, from
+    nginx's log of one run: group_of maps a client address to "dopt" or
+    "aria2". Each request is taken to have sent its bytes evenly from its
+    start to its end (nginx logs $msec at the end and $request_time), in
+    blocks of OVERLAP_BLOCK. For each group: the bytes it took over the
+    file size ("<g>"), and of them the bytes the origin had already sent
+    to someone ("<g>_again": of which to its own group "<g>_again_own",
+    and when the first copy had been sent at least 1 s earlier,
+    "<g>_again_1s"); "unique": the part of the file the origin sent at
+    all. Also per group the seconds (after t0) of its first and last byte
+    from the origin."""
+    blocks = (size + OVERLAP_BLOCK - 1) // OVERLAP_BLOCK
+    first = [None] * blocks        # (time, group) of the first copy of each block
+    sends = []                     # (time, group, block, bytes)
+    for e in entries:
+        g = group_of.get(e.client)
+        if g is None or e.status not in (200, 206) or e.bytes <= 0:
+            continue
+        begin = parse_range_start(e.range) if e.status == 206 else 0
+        start_t, end_t = e.msec - e.request_time - t0, e.msec - t0
+        pos = begin
+        while pos < begin + e.bytes and pos < size:
+            b = pos // OVERLAP_BLOCK
+            n = min((b + 1) * OVERLAP_BLOCK, begin + e.bytes) - pos
+            t = start_t + (end_t - start_t) * (pos + n - begin) / e.bytes
+            sends.append((t, g, b, n))
+            pos += n
+    sends.sort()
+    out = {}
+    seen = [0] * blocks
+    for t, g, b, n in sends:
+        for k in ("", "_again", "_again_own", "_again_1s"):
+            out.setdefault(g + k, 0)
+        out[g] += n
+        if first[b] is None:
+            first[b] = (t, g)
+        else:
+            out[g + "_again"] += n
+            if first[b][1] == g:
+                out[g + "_again_own"] += n
+            if t - first[b][0] >= 1.0:
+                out[g + "_again_1s"] += n
+        seen[b] = 1
+        span = out.setdefault(g + "_span_s", [t, t])
+        span[0], span[1] = min(span[0], t), max(span[1], t)
+    res = {k: (round(v / size, 4) if isinstance(v, int) else [round(x, 2) for x in v])
+           for k, v in out.items()}
+    res["unique"] = round(sum(seen) * OVERLAP_BLOCK / size, 4)
+    return res
 
 
 def trackers_toml(*urls):

@@ -133,6 +133,7 @@ void ClaimTable::drop_torrent(const lt::info_hash_t& torrent) {
     claims_.erase(torrent);
     holds_.erase(torrent);
     told_.erase(torrent);
+    claimers_.erase(torrent);
 }
 
 void ClaimTable::expire(std::int64_t now_ms) {
@@ -187,16 +188,29 @@ void ClaimTable::peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoi
                    list.end());
         if (c->second.empty()) claims_.erase(c);
     }
-    auto it = told_.find(torrent);
-    if (it == told_.end()) return;
-    it->second.erase(peer);
-    if (it->second.empty()) told_.erase(it);
+    for (auto* sets : {&told_, &claimers_}) {
+        auto it = sets->find(torrent);
+        if (it == sets->end()) continue;
+        it->second.erase(peer);
+        if (it->second.empty()) sets->erase(it);
+    }
 }
 
 std::set<lt::tcp::endpoint> ClaimTable::peers_that_told(const lt::info_hash_t& torrent) const {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = told_.find(torrent);
     return it == told_.end() ? std::set<lt::tcp::endpoint>{} : it->second;
+}
+
+void ClaimTable::peer_speaks_claims(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    claimers_[torrent].insert(peer);
+}
+
+std::set<lt::tcp::endpoint> ClaimTable::peers_that_claim(const lt::info_hash_t& torrent) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = claimers_.find(torrent);
+    return it == claimers_.end() ? std::set<lt::tcp::endpoint>{} : it->second;
 }
 
 // ---- the plugins (network thread only) ----
@@ -225,7 +239,10 @@ public:
     bool on_extension_handshake(const lt::bdecode_node& h) override {
         const lt::bdecode_node m = h.dict_find_dict("m");
         const std::int64_t id = m ? m.dict_find_int_value(kClaimExtensionName, 0) : 0;
-        if (id > 0 && id <= 255) peer_msg_id_ = static_cast<int>(id);
+        if (id > 0 && id <= 255) {
+            if (peer_msg_id_ == 0) table_->peer_speaks_claims(torrent_, remote_);
+            peer_msg_id_ = static_cast<int>(id);
+        }
         return true;
     }
 

@@ -137,6 +137,11 @@ public:
     void peer_gone(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
     // The torrent's connections that have told their pieces.
     std::set<lt::tcp::endpoint> peers_that_told(const lt::info_hash_t& torrent) const;
+    // The connection to `peer` advertised dopt_claim in its extension
+    // handshake: it is a dopt agent, which takes part in the origin plan.
+    void peer_speaks_claims(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
+    // The torrent's connections that advertised dopt_claim.
+    std::set<lt::tcp::endpoint> peers_that_claim(const lt::info_hash_t& torrent) const;
 
 private:
     struct Entry {
@@ -163,6 +168,7 @@ private:
     std::map<lt::info_hash_t, TorrentClaims> claims_;  // guarded by mutex_
     std::map<lt::info_hash_t, std::int64_t> holds_;    // guarded by mutex_
     std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> told_;  // guarded by mutex_
+    std::map<lt::info_hash_t, std::set<lt::tcp::endpoint>> claimers_;  // guarded by mutex_
 };
 
 // The torrents a session plugin gives a torrent plugin, with what that

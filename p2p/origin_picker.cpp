@@ -72,7 +72,10 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     if (slow) out.peers_slow_since_ms = in.peers_slow_since_ms != 0 ? in.peers_slow_since_ms : now;
     out.peers_slow = slow && !out.stalled && now - out.peers_slow_since_ms >= kPeersSlowForMs;
 
-    const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(), counts));
+    // Only agents share the origin plan: a stock client sends no claims and
+    // fetches from its web seeds whatever we leave it.
+    auto shares = [&](const SwarmPeer& p) { return counts(p) && !p.stock; };
+    const int sharing = 1 + static_cast<int>(std::count_if(in.peers.begin(), in.peers.end(), shares));
     int limit = std::clamp((in.swarm_origin_requests + sharing - 1) / sharing, 1,
                            std::max(in.origin_requests, 1));
     const bool handshaking = std::any_of(in.peers.begin(), in.peers.end(), [](const SwarmPeer& p) {
@@ -104,7 +107,7 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
         if (delivering && !in.self_address.empty()) {
             std::set<std::string> downloading;  // a peer may have two connections
             for (const auto& p : in.peers)
-                if (counts(p) && !p.seed && (p.pieces > 0 || p.connected_ms < kNewPeerDownloadsMs))
+                if (shares(p) && !p.seed && (p.pieces > 0 || p.connected_ms < kNewPeerDownloadsMs))
                     downloading.insert(p.address);
             downloading.erase(in.self_address);  // other agents on this address
             std::vector<std::uint64_t> others;

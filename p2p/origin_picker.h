@@ -124,6 +124,9 @@ struct SwarmPeer {
     bool offers = false;        // it holds a piece we lack (when told)
     bool seed = false;          // it holds every piece
     bool failing = false;       // it has owed us data for kPeerOwesTooLongMs (the rules above)
+    // A stock client: it did not advertise dopt_claim, so it sends no
+    // claims and fetches from its web seeds on its own (the rules above).
+    bool stock = false;
     std::int64_t connected_ms = 0;  // how long it has been connected
 };
 

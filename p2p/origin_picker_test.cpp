@@ -292,6 +292,44 @@ TEST_CASE("only the designated fetchers fetch, each from its own share", "[p2p][
     CHECK(plan.share_count == 1);
 }
 
+TEST_CASE("stock clients take no part in the origin plan", "[p2p][plan]") {
+    // Issue 18's mixed swarm: four agents and four aria2 clients, all
+    // downloading. aria2 sends no claims and fetches from its web seed on
+    // its own; shares left to it were fetched late, by three or four of
+    // them at once (docs/performance.md). The agents split every piece
+    // among themselves, and the link's budget among themselves.
+    std::vector<std::string> agents = {"10.77.0.11", "10.77.0.12", "10.77.0.13", "10.77.0.14"};
+    std::set<int> shares;
+    for (const auto& self : agents) {
+        OriginPlanInput in = settled_swarm();
+        in.self_address = self;
+        in.last_peer_piece_ms = in.now_ms - 100;  // delivering
+        for (const auto& a : agents)
+            if (a != self) in.peers.push_back(told_peer(a, 3));
+        for (int i = 15; i <= 18; ++i) {
+            in.peers.push_back(told_peer("10.77.0." + std::to_string(i), 3, true));
+            in.peers.back().stock = true;
+        }
+        const OriginPlan plan = plan_origin_requests(in);
+        CHECK(plan.want == 2);  // 8 / 4 agents (counting the stock clients: 1)
+        CHECK(plan.share_count == 4);  // (counting them: 8, half left to aria2)
+        shares.insert(plan.share_index);
+    }
+    CHECK(shares == std::set<int>{0, 1, 2, 3});
+
+    // A stock client still counts where its pieces do: it offers what we
+    // lack, and when it stops giving for 4 s the swarm has stalled.
+    OriginPlanInput in = swarm_with_offering_peer(5);
+    in.peers[0].stock = true;
+    OriginPlan plan = plan_origin_requests(in);
+    CHECK(plan.want == 0);  // budget full, swarm delivering
+    in.peers_offer_since_ms = plan.peers_offer_since_ms;
+    in.now_ms += 4001;
+    plan = plan_origin_requests(in);
+    CHECK(plan.stalled);
+    CHECK(plan.want == 4);  // alone in the plan: origin_requests
+}
+
 TEST_CASE("a peer that owes us data for 2 s counts nowhere", "[p2p][plan]") {
     // It advertises pieces we lack and never delivers (a liar, a choker).
     OriginPlanInput in = swarm_with_offering_peer(8);

@@ -894,6 +894,11 @@ std::set<lt::tcp::endpoint> PeerSession::peers_that_told(const lt::torrent_handl
     return impl_->claim_table->peers_that_told(handle.info_hashes());
 }
 
+std::set<lt::tcp::endpoint> PeerSession::peers_that_claim(const lt::torrent_handle& handle) const {
+    if (!handle.is_valid()) return {};
+    return impl_->claim_table->peers_that_claim(handle.info_hashes());
+}
+
 std::vector<Claim> PeerSession::claims(const lt::torrent_handle& handle) const {
     if (!handle.is_valid()) return {};
     return impl_->claim_table->get(handle.info_hashes(), monotonic_ms());

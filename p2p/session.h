@@ -140,6 +140,8 @@ public:
     // get_peer_info: a peer in the set has its pieces in the peer_info
     // taken after.
     std::set<lt::tcp::endpoint> peers_that_told(const lt::torrent_handle& handle) const;
+    // The torrent's connections that advertised dopt_claim (dopt agents).
+    std::set<lt::tcp::endpoint> peers_that_claim(const lt::torrent_handle& handle) const;
     // Closes this torrent's connection to `peer` (a remote endpoint, as in
     // peer_info::ip), soon, on libtorrent's thread; its outstanding requests
     // go back to the piece picker for other peers. A static peer is

@@ -477,6 +477,9 @@ TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant 
     CHECK(left > dopt::p2p::kClaimLifetimeMs - 5'000);
     CHECK(left <= dopt::p2p::kClaimLifetimeMs);
     CHECK(a.claims(ha).empty());  // a does not hear its own claims
+    // Each knows the other for a dopt agent (it advertised dopt_claim).
+    CHECK(b.peers_that_claim(hb).size() == 1);
+    CHECK(pump.run_until([&] { return a.peers_that_claim(ha).size() == 1; }, std::chrono::seconds(10)));
 
     // Out-of-range pieces are not sent (and do not crash anything).
     a.claim(ha, t.info->num_pieces());
@@ -585,6 +588,8 @@ TEST_CASE("a peer counts as having told its pieces only once it has sent them",
     REQUIRE(after.size() == 1);
     CHECK(told.count(after[0].ip) == 1);
     CHECK(after[0].pieces.count() == 2);
+    // Without dopt_claim in an extension handshake it is a stock client.
+    CHECK(a.peers_that_claim(ha).empty());
 
     // Gone: no longer in the set.
     peer.reset();

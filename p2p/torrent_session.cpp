@@ -243,6 +243,7 @@ std::vector<TorrentPeer> TorrentSession::peers(TorrentId torrent) const {
     // Who has told its pieces, then the peers: a peer in `told` has its
     // pieces in the peer_info taken after (p2p/session.h).
     const std::set<lt::tcp::endpoint> told = impl_->session.peers_that_told(h);
+    const std::set<lt::tcp::endpoint> claimers = impl_->session.peers_that_claim(h);
     std::vector<lt::peer_info> infos;
     h.get_peer_info(infos);
     auto it = impl_->infos.find(torrent);
@@ -266,6 +267,7 @@ std::vector<TorrentPeer> TorrentSession::peers(TorrentId torrent) const {
         else if (impl_->session.is_static_peer(p.ip)) tp.source = PeerSource::Static;
         else if (p.source & lt::peer_info::incoming) tp.source = PeerSource::Incoming;
         if (tp.told) tp.pieces = to_bools(p.pieces);
+        tp.dopt = claimers.count(p.ip) > 0;
         out.push_back(std::move(tp));
     }
     return out;

@@ -104,6 +104,7 @@ struct TorrentPeer {
     std::int64_t payload_received = 0;  // bytes of pieces it sent us, all time
     PeerSource source = PeerSource::Other;
     std::vector<bool> pieces;   // when told: the pieces it holds
+    bool dopt = false;          // it advertised dopt_claim: a dopt agent, not a stock client
 };
 
 class TorrentSession {

@@ -11,15 +11,16 @@ namespace dopt::apt {
 
 namespace {
 
-// 1970-01-01 00:00:00 UTC, as access and modification time (header).
-const struct timespec kEpoch[2] = {{0, 0}, {0, 0}};
+// The progress file's date, as access and modification time (header):
+// 2038-01-19 03:14:07 UTC and one nanosecond.
+const struct timespec kMark[2] = {{ProgressFile::kMarkSeconds, 1}, {ProgressFile::kMarkSeconds, 1}};
 
 // A progress file an earlier, killed run of the method left at `path`:
-// a regular file of the caller's, one link, dated kEpoch.
+// a regular file of the caller's, one link, dated kMark to the nanosecond.
 bool is_left_progress_file(const std::string& path) {
     struct stat st;
     return lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-           st.st_nlink == 1 && st.st_mtim.tv_sec == 0 && st.st_mtim.tv_nsec == 0;
+           st.st_nlink == 1 && st.st_mtim.tv_sec == ProgressFile::kMarkSeconds && st.st_mtim.tv_nsec == 1;
 }
 
 int create_exclusive(const std::string& path) {
@@ -34,7 +35,7 @@ std::unique_ptr<ProgressFile> ProgressFile::create(const std::string& path) {
         fd = create_exclusive(path);
     if (fd < 0) return nullptr;
     struct stat st;
-    if (futimens(fd, kEpoch) != 0 || fstat(fd, &st) != 0) {
+    if (futimens(fd, kMark) != 0 || fstat(fd, &st) != 0) {
         unlink(path.c_str());
         close(fd);
         return nullptr;
@@ -56,7 +57,7 @@ ProgressFile::~ProgressFile() {
 void ProgressFile::show(std::uint64_t bytes, std::uint64_t total) {
     std::uint64_t size = std::min(bytes, total == 0 ? 0 : total - 1);
     if (size == shown_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) return;
-    futimens(fd_, kEpoch);  // ftruncate dated it now
+    futimens(fd_, kMark);  // ftruncate dated it now
     shown_ = size;
 }
 

@@ -8,9 +8,19 @@
 // part of it:
 // - its size stays below the file's size (apt's http takes a partial file
 //   of the whole size as done when the origin answers 416);
-// - its mtime is 1970-01-01 00:00:00 UTC: apt's http resumes a partial file
-//   only with `If-Range: <its mtime>`, which no origin's Last-Modified of a
-//   later date matches, so the origin sends the whole file again;
+// - its mtime is kMarkSeconds (2038-01-19 03:14:07 UTC) and 1 ns: apt's
+//   http resumes a partial file only with `If-Range: <its mtime, whole
+//   seconds>`, and an origin's Last-Modified is never later than its clock
+//   (RFC 9110 8.8.2.1), so no origin matches it and the origin sends the
+//   whole file again. Not 1970 (mtime 0): origins of reproducible builds
+//   serve Last-Modified: 1970-01-01 00:00:00 (and Nix stores 00:00:01),
+//   whose partial files apt's http dates so. The date is the last second
+//   that 32-bit file system times (ext4's small inodes, XFS without
+//   bigtime) hold. The nanosecond tells a progress file from any file apt
+//   dates (whole seconds, from Last-Modified); a file system that keeps
+//   whole seconds only drops it, and a file left there is not taken over
+//   (no progress bar for that item, nothing lost). Not an xattr: tmpfs
+//   takes user.* xattrs only from Linux 6.6, and a date needs no support;
 // - it is removed on every path but delivery, where the agent's rename
 //   replaces it; only a killed method leaves one, which the next run takes
 //   over.
@@ -26,6 +36,10 @@ namespace dopt::apt {
 
 class ProgressFile {
 public:
+    // The progress file's mtime, in seconds since 1970 (INT32_MAX); its
+    // nanoseconds are 1.
+    static constexpr time_t kMarkSeconds = 2147483647;
+
     // The progress file at `path` (apt's Filename), created as the caller
     // (apt's sandbox user), or null when `path` holds anything but a
     // progress file a killed method left: apt's own partial file, which

@@ -96,13 +96,17 @@ LsdListener::LsdListener(const lt::address& interface_address) {
         if (setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) fail("SO_REUSEADDR");
         // Only the group joined here, on that interface.
         if (setsockopt(fd_, IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof zero) != 0) fail("IP_MULTICAST_ALL");
+        // Bound to the group's address, not INADDR_ANY: a datagram sent to
+        // one of this host's own addresses at port 6771 (unicast, from
+        // anyone who can reach it, not only the LAN's multicast scope) is
+        // not delivered here.
         sockaddr_in bind_to{};
         bind_to.sin_family = AF_INET;
         bind_to.sin_port = htons(kLsdPort);
-        bind_to.sin_addr.s_addr = htonl(INADDR_ANY);
+        inet_pton(AF_INET, kLsdGroup, &bind_to.sin_addr);
         if (bind(fd_, reinterpret_cast<const sockaddr*>(&bind_to), sizeof bind_to) != 0) fail("bind");
         ip_mreq join{};
-        inet_pton(AF_INET, kLsdGroup, &join.imr_multiaddr);
+        join.imr_multiaddr = bind_to.sin_addr;
         const auto bytes = interface_address.to_v4().to_bytes();
         std::memcpy(&join.imr_interface, bytes.data(), bytes.size());
         if (setsockopt(fd_, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof join) != 0) fail("join group");

@@ -12,7 +12,9 @@
 //  - Joins 239.192.152.143:6771 (IPv4 only) on the interface that holds
 //    `interface_address` (any interface for 0.0.0.0), beside libtorrent's
 //    own LSD socket (both set SO_REUSEADDR; each gets every datagram).
-//    Throws std::runtime_error saying what failed.
+//    Bound to the group's address: datagrams to the group only, never
+//    unicast ones to port 6771. Throws std::runtime_error saying what
+//    failed.
 //  - drain() reads what is waiting without blocking, at most 64 datagrams
 //    a call (a flood costs each tick a bounded time). A datagram that is
 //    not a BT-SEARCH announce with a port and 40-hex-digit info-hashes is

@@ -299,8 +299,9 @@ class AptThroughDopt(IntegrationTest):
         percents = [float(m) for m in re.findall(r"^\[\s*([0-9.]+)\] Bytes:", out, re.M)]
         self.assertTrue([p for p in percents if 0 < p < 80], "apt showed no bytes of the .deb: %r" % percents)
         self.assertTrue(seen)
-        # Dated 1970, so that apt's http never resumes it (the next test).
-        self.assertEqual([st.st_mtime for st in seen if st.st_mtime != 0], [])
+        # Dated 2038-01-19 03:14:07 UTC and 1 ns (apt/progress_file.h), so
+        # that apt's http never resumes it (the next test).
+        self.assertEqual([st.st_mtime_ns for st in seen if st.st_mtime_ns != 2147483647 * 10**9 + 1], [])
         self.assertFileSha(os.path.join(self.archives(), "dopt-test-b_1.0_all.deb"),
                            sha256_file(self.debs["dopt-test-b_1.0_all.deb"]))
         self.assertFalse(os.path.exists(partial))

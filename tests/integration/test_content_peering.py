@@ -31,6 +31,25 @@ FAKE_IP = "127.0.0.3"  # a LAN host that says it fetches, with node id 0
 class ContentPeering(PeeringTest):
     SIZE = 6 * MiB
 
+    def get_at_once(self, agents, url, sha):
+        """`dopt get URL --sha256 SHA` on every agent of `agents` ({name:
+        agent}) at the same moment, each from a thread of its own, into the
+        file named as URL's last segment; each must succeed within 120 s.
+        Returns {name: (destination, job object)}."""
+        name = url.rsplit("/", 1)[-1]
+        results = {}
+
+        def get(agent, key):
+            results[key] = self.get(agent, url, name, "--sha256", sha)
+
+        threads = [threading.Thread(target=get, args=(agent, key)) for key, agent in agents.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(sorted(results), sorted(agents), "a dopt get did not finish")
+        return results
+
     def test_a_second_agent_takes_a_file_with_no_metainfo_from_the_first_by_its_sha256(self):
         """A fetches app.bin (no .torrent at the origin) with --sha256 over
         HTTP and then seeds it under that SHA-256; B, asking for the same URL
@@ -94,18 +113,7 @@ class ContentPeering(PeeringTest):
         sha = self.serve("push.bin", self.SIZE, torrent=False)
         a, b = self.pair()
         url = self.url("push.bin")
-        results = {}
-
-        def get(agent, name):
-            results[name] = self.get(agent, url, "push.bin", "--sha256", sha)
-
-        threads = [threading.Thread(target=get, args=(agent, name))
-                   for agent, name in ((a, "A"), (b, "B"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        self.assertEqual(sorted(results), ["A", "B"], "a dopt get did not finish")
+        results = self.get_at_once({"A": a, "B": b}, url, sha)
         for name, (dest, job) in results.items():
             self.assertFileSha(dest, sha)
             say("%s: bytes_from_peers %d, bytes_from_origin %d"
@@ -127,18 +135,7 @@ class ContentPeering(PeeringTest):
         sha = self.serve("push.bin", self.SIZE, torrent=False)
         a, b = self.pair()
         url = self.origin.url("norange/push.bin")
-        results = {}
-
-        def get(agent, name):
-            results[name] = self.get(agent, url, "push.bin", "--sha256", sha)
-
-        threads = [threading.Thread(target=get, args=(agent, name))
-                   for agent, name in ((a, "A"), (b, "B"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        self.assertEqual(sorted(results), ["A", "B"], "a dopt get did not finish")
+        results = self.get_at_once({"A": a, "B": b}, url, sha)
         for name, (dest, job) in results.items():
             self.assertFileSha(dest, sha)
         for agent in (a, b):

@@ -226,7 +226,8 @@ class RoutedSubnets(unittest.TestCase):
         the other subnet fetched it across (about 2 x the file crossed
         through peers, 1 x here: only one agent a subnet, its gateway,
         takes pieces from peers outside). Measured 1.02-1.59 x with the
-        preference, 2.06 x without (and about 2 x by the arithmetic above);
+        preference (11 runs), 1.95-2.26 x without (4 runs; about 2 x by the
+        arithmetic above);
         the bound, 1.7 x, leaves room for the first pieces (before an
         agent sees the others of its subnet it is its own gateway) and for
         TCP's own bytes."""

@@ -623,7 +623,7 @@ void Swarms::log_claims_held_over(Swarm& s) {
 // that is missing (p2p/origin_picker.h has the rules and their timings).
 void Swarms::fetch_origin_pieces(Swarm& s) {
     const std::int64_t now = mono_ms();
-    if (s.users.empty() || s.have_count == s.meta.num_pieces || now < s.origin_retry_ms) return;
+    if (s.users.empty() || s.have_count == s.meta.num_pieces) return;
     // Claims first, then the peers' bitfields: a claim is dropped when a
     // peer announces the piece, so in this order a piece is always seen
     // either claimed or held, never neither.
@@ -636,7 +636,8 @@ void Swarms::fetch_origin_pieces(Swarm& s) {
     const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
     s.peers_offer_since_ms = plan.peers_offer_since_ms;
     s.peers_slow_since_ms = plan.peers_slow_since_ms;
-    if (plan.want <= 0) return;
+    prefer_own_subnet(s, plan_in, plan.stalled);
+    if (plan.want <= 0 || now < s.origin_retry_ms) return;
     if (plan.peers_slow)
         LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
                   s.info_hash.c_str(), static_cast<long long>(plan_in.peer_rate / 1024),
@@ -656,6 +657,21 @@ void Swarms::fetch_origin_pieces(Swarm& s) {
         LOG_DEBUG("swarm %s: piece %d from the origin (%zu peers, %d hold it, %s)", s.info_hash.c_str(), piece,
                   view.peers.size(), view.peers_with[static_cast<std::size_t>(piece)], why);
     }
+}
+
+// Peers of this agent's own subnet first: unless it is its subnet's
+// gateway for the swarm, the agent takes pieces only from peers inside
+// while they deliver (p2p::outside_peers_to_skip has the rule). The
+// session is told only when the set changes.
+void Swarms::prefer_own_subnet(Swarm& s, const p2p::OriginPlanInput& in, bool stalled) {
+    std::set<std::string> skip = p2p::outside_peers_to_skip(in, stalled);
+    if (skip == s.skipping_outside) return;
+    if (skip.empty() != s.skipping_outside.empty())
+        LOG_DEBUG("swarm %s: %s", s.info_hash.c_str(),
+                  skip.empty() ? "pieces from peers outside this subnet too"
+                               : "pieces from peers inside this subnet only (another agent here is its gateway)");
+    peers_->set_no_download(s.torrent, skip);
+    s.skipping_outside = std::move(skip);
 }
 
 // Other agents' claims on pieces of this torrent. The table keeps neither
@@ -736,6 +752,7 @@ std::vector<p2p::SwarmPeer> Swarms::plan_peers(Swarm& s, std::int64_t now, Swarm
     for (const auto& p : view.peers) {
         p2p::SwarmPeer sp;
         sp.address = p.address;
+        sp.inside = peers_->in_own_subnet(p.address);
         sp.told = p.told && p.pieces.size() == n;
         sp.seed = p.seed;
         sp.stock = !p.dopt;
@@ -789,6 +806,8 @@ p2p::OriginPlanInput Swarms::origin_plan_input(Swarm& s, const std::vector<p2p::
     in.static_peers.assign(static_peer_ips_.begin(), static_peer_ips_.end());
     in.static_peers.insert(in.static_peers.end(), s.holder_ips.begin(), s.holder_ips.end());
     in.hung_up = s.peers_hung_up;
+    in.trackers = !config_.trackers.empty() && trackers_failing_.size() < config_.trackers.size();
+    in.tracker_answered = last_tracker_reply_ms_ >= s.attached_ms;
     std::set<int> in_swarm;  // pieces in flight in the whole swarm
     for (const auto& [piece, op] : s.origin_inflight) in_swarm.insert(piece);
     for (const auto& c : claims)
@@ -1222,6 +1241,7 @@ void Swarms::handle_peer_events() {
     if (listen_watch_ && listen_watch_->drain()) follow_listen_interface();
     SwarmsToPump to_pump;
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
+        if (e.kind == p2p::TorrentEvent::Kind::TrackerReplied) last_tracker_reply_ms_ = mono_ms();
         if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
         else if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
         else log_peer_event(e);

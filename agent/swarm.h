@@ -102,6 +102,9 @@ struct Swarm {
     std::set<std::string> peers_failed;
     // Addresses that kept us choked for 2 s since then (logged once each).
     std::set<std::string> peers_choking;
+    // Addresses of peers outside this agent's subnet it takes no pieces
+    // from now (p2p::outside_peers_to_skip), as last given to the session.
+    std::set<std::string> skipping_outside;
     // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
     std::set<int> claims_held_over;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
@@ -284,6 +287,7 @@ private:
     void track_peers(Swarm& swarm, const std::vector<p2p::TorrentPeer>& peers, std::int64_t now_ms);
     void yield_doubly_claimed_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, std::int64_t now_ms);
     std::vector<p2p::SwarmPeer> plan_peers(Swarm& swarm, std::int64_t now_ms, SwarmView& view);
+    void prefer_own_subnet(Swarm& swarm, const p2p::OriginPlanInput& in, bool stalled);
     p2p::OriginPlanInput origin_plan_input(Swarm& swarm, const std::vector<p2p::Claim>& claims,
                                            std::int64_t now_ms, SwarmView& view);
     std::vector<bool> busy_pieces(Swarm& swarm, const std::vector<p2p::Claim>& claims, const SwarmView& view,
@@ -393,6 +397,10 @@ private:
     // [p2p] trackers whose last announce failed, warned about once until
     // one answers again (log_peer_event).
     std::set<std::string> trackers_failing_;
+    // When a tracker last answered an announce (any torrent's: with a group
+    // the answer is for the group's announcer, not the torrent itself);
+    // a young swarm waits for one (p2p::OriginPlanInput::tracker_answered).
+    std::int64_t last_tracker_reply_ms_ = 0;
     std::int64_t next_swarm_tick_ms_ = 0;
     // A job left unfinished content (suspend, error): evict_cache() on the
     // next pass of handle_peer_events, not inside the caller's loops.

@@ -66,7 +66,8 @@ TRACKER_DOWN_URL = "http://%s:%d/announce" % (netns.TRACKER_IP, netns.TRACKER_PO
 # With --baseline-build DIR: dopt built in DIR (another commit), run in the
 # same rounds as "dopt" (and "dopt-sha256") so a change's before and after
 # share one run.
-BASELINE_METHODS = ("dopt-base", "dopt-sha256-base", "mixed-base")
+BASELINE_METHODS = ("dopt-base", "dopt-sha256-base", "mixed-base", "dopt-lsd-base",
+                    "dopt-tracker-base")
 
 # Staggered: how long after its download a dopt client may take to seed
 # its copy before the next client starts anyway (the run then fails).
@@ -558,6 +559,12 @@ class Swarm:
     def _run_dopt_base(self, dirs, res):
         self._with_baseline_build(self._run_dopt, dirs, res)
 
+    def _run_dopt_lsd_base(self, dirs, res):
+        self._with_baseline_build(self._run_dopt_lsd, dirs, res)
+
+    def _run_dopt_tracker_base(self, dirs, res):
+        self._with_baseline_build(self._run_dopt_tracker, dirs, res)
+
     def _run_dopt_sha256_base(self, dirs, res):
         self._with_baseline_build(self._run_dopt_sha256, dirs, res)
 
@@ -993,7 +1000,8 @@ def parse_args(argv):
                     help="comma-separated, of curl,aria2,dopt,dopt-sha256 (default all; "
                          "dopt-sha256: no metainfo at the origin, `dopt get --sha256`) and "
                          "dopt-http (dopt's HTTP-only path), dopt-base and dopt-sha256-base "
-                         "(dopt and dopt-sha256 of --baseline-build), dopt-lsd (no static "
+                         "(dopt and dopt-sha256 of --baseline-build; also dopt-lsd-base and "
+                         "dopt-tracker-base), dopt-lsd (no static "
                          "peers), dopt-tracker and dopt-tracker-down (LSD and a tracker, up "
                          "or down; with --subnets the default is curl,dopt-lsd,dopt-tracker,"
                          "dopt-tracker-down)")
@@ -1044,7 +1052,7 @@ def parse_args(argv):
         if m not in known:
             ap.error("unknown method %r (%s)" % (m, ", ".join(known)))
     if any(m in a.methods for m in BASELINE_METHODS) != bool(a.baseline_build):
-        ap.error("methods dopt-base, dopt-sha256-base and --baseline-build DIR go together")
+        ap.error("methods %s and --baseline-build DIR go together" % ", ".join(BASELINE_METHODS))
     if a.baseline_build:
         a.baseline_build = os.path.abspath(a.baseline_build)
     if a.size < 1 or a.runs < 1:

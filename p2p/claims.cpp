@@ -12,6 +12,7 @@
 #include <libtorrent/entry.hpp>
 #include <libtorrent/error_code.hpp>
 #include <libtorrent/operations.hpp>
+#include <libtorrent/peer_connection.hpp>
 #include <libtorrent/peer_connection_handle.hpp>
 
 namespace dopt::p2p {
@@ -280,6 +281,13 @@ public:
         pc_.disconnect(lt::errors::timed_out_no_request, lt::operation_t::bittorrent);
     }
 
+    // No requests to this peer while `no` (peer_connection::no_download:
+    // libtorrent's piece picker skips such a connection; inline in the
+    // header, so no unexported symbol is needed).
+    void set_no_download(bool no) {
+        if (auto c = pc_.native_handle(); c && !pc_.is_disconnecting()) c->no_download(no);
+    }
+
     void send_claim(int piece, std::uint64_t claimant) {
         if (peer_msg_id_ == 0 || !pc_.native_handle() || pc_.is_disconnecting()) return;
         const auto frame = encode_claim_frame(peer_msg_id_, piece, claimant);
@@ -319,7 +327,15 @@ public:
                                                 weak_from_this());
         // libtorrent owns the peer plugin; we keep weak references only.
         peers_.push_back(peer);
+        if (no_download_.count(pc.remote().address())) peer->set_no_download(true);
         return peer;
+    }
+
+    void set_no_download(const std::set<lt::address>& addresses) {
+        prune();
+        no_download_ = addresses;
+        for (const auto& weak : peers_)
+            if (auto peer = weak.lock()) peer->set_no_download(no_download_.count(peer->remote().address()) > 0);
     }
 
     // To every dopt peer of the torrent but `except` (the one a passed-on
@@ -354,6 +370,7 @@ private:
     std::shared_ptr<ClaimTable> table_;
     const std::uint64_t own_id_;
     std::vector<std::weak_ptr<ClaimPeer>> peers_;
+    std::set<lt::address> no_download_;  // set_no_download's
 };
 
 void ClaimPeer::pass_on(const ClaimMessage& c) {
@@ -385,6 +402,12 @@ void ClaimsPlugin::disconnect_peer(const lt::info_hash_t& torrent, const lt::tcp
     auto it = torrents_.find(torrent);
     if (it == torrents_.end()) return;
     if (auto plugin = it->second.lock()) plugin->disconnect(peer);
+}
+
+void ClaimsPlugin::set_no_download(const lt::info_hash_t& torrent, const std::set<lt::address>& addresses) {
+    auto it = torrents_.find(torrent);
+    if (it == torrents_.end()) return;
+    if (auto plugin = it->second.lock()) plugin->set_no_download(addresses);
 }
 
 void ClaimsPlugin::send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant) {

@@ -247,6 +247,9 @@ public:
     void send_claim(const lt::info_hash_t& torrent, int piece, std::uint64_t claimant);
     // Network thread only: closes the torrent's connection to `peer`.
     void disconnect_peer(const lt::info_hash_t& torrent, const lt::tcp::endpoint& peer);
+    // Network thread only: the torrent sends no requests to connections to
+    // `addresses`, and again to all others (PeerSession::set_no_download).
+    void set_no_download(const lt::info_hash_t& torrent, const std::set<lt::address>& addresses);
 
 private:
     std::shared_ptr<ClaimTable> table_;

@@ -83,8 +83,9 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     });
     const bool young = now - in.attached_ms < kYoungSwarmMs;
     if (handshaking || young) limit = 1;
-    if (young && !in.static_peers.empty()) {
-        if (handshaking) return out;
+    const bool awaiting_tracker = in.trackers && !in.tracker_answered && now - in.attached_ms < kTrackerWaitMs;
+    if (young && (!in.static_peers.empty() || in.trackers)) {
+        if (handshaking || awaiting_tracker) return out;
         std::set<std::string> connected;
         for (const auto& p : in.peers) connected.insert(p.address);
         for (const auto& ip : in.static_peers)
@@ -122,6 +123,33 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in) {
     }
     out.want = want;
     return out;
+}
+
+std::uint64_t subnet_gateway_key(const std::string& info_hash, const std::string& address) {
+    // Salted, so that a torrent's gateways are not simply its first
+    // origin fetchers (the two jobs are spread over different agents).
+    return fetcher_key(info_hash + "/subnet", address);
+}
+
+std::set<std::string> outside_peers_to_skip(const OriginPlanInput& in, bool stalled) {
+    std::set<std::string> outside;
+    if (in.self_address.empty()) return outside;
+    for (const auto& p : in.peers)
+        if (!p.inside) outside.insert(p.address);
+    if (outside.empty() || stalled) return {};
+    if (in.now_ms - std::max(in.last_peer_piece_ms, in.attached_ms) >= kSubnetQuietMs) return {};
+    auto counts = [](const SwarmPeer& p) { return p.told && !p.failing; };
+    std::set<std::string> downloading;  // a peer may have two connections
+    for (const auto& p : in.peers) {
+        if (!p.inside || !counts(p)) continue;
+        if (p.seed) return outside;  // a seed inside gives everything
+        if (p.pieces > 0 || p.connected_ms < kNewPeerDownloadsMs) downloading.insert(p.address);
+    }
+    downloading.erase(in.self_address);
+    std::vector<std::uint64_t> others;
+    for (const auto& ip : downloading) others.push_back(subnet_gateway_key(in.info_hash, ip));
+    if (fetcher_rank(subnet_gateway_key(in.info_hash, in.self_address), others) == 0) return {};
+    return outside;
 }
 
 }  // namespace dopt::p2p

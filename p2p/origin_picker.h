@@ -73,6 +73,11 @@ int fetcher_rank(std::uint64_t self, const std::vector<std::uint64_t>& others);
 //  - Discovery window: while young, with static peers configured, none at
 //    all while a peer is in its handshake or a static peer is neither
 //    connected nor has hung up on this swarm (it may hold every piece).
+//  - Waiting for the trackers: while young, with [p2p] trackers configured
+//    and not all failing, none while a peer is in its handshake, nor until
+//    a tracker has answered since the job attached or kTrackerWaitMs have
+//    passed. Without it every agent of a young swarm took a piece from the
+//    origin before its tracker named any peer.
 //  - Stalled: peers have offered pieces we lack for 4 s and none came. Then
 //    the budget and the designation below do not hold.
 //  - Peers too slow: every piece we lack is in the swarm (a peer that
@@ -103,6 +108,11 @@ constexpr std::int64_t kPeerOwesTooLongMs = 2000;
 constexpr std::int64_t kHandshakeMs = 2000;
 // A swarm is young for this long after a job attached to it.
 constexpr std::int64_t kYoungSwarmMs = 1500;
+// An agent that is not its subnet's gateway takes pieces from peers outside
+// again when no piece came from a peer for this long.
+constexpr std::int64_t kSubnetQuietMs = 3000;
+// The longest a young swarm waits for a tracker's first answer.
+constexpr std::int64_t kTrackerWaitMs = 500;
 // Peers that offer pieces we lack and send none for this long have stalled.
 constexpr std::int64_t kStalledMs = 4000;
 // Peers are too slow once they have been so for this long.
@@ -128,6 +138,7 @@ struct SwarmPeer {
     // claims and fetches from its web seeds on its own (the rules above).
     bool stock = false;
     std::int64_t connected_ms = 0;  // how long it has been connected
+    bool inside = true;         // in this agent's own subnet (PeerSession::in_own_subnet)
 };
 
 struct OriginPlanInput {
@@ -138,6 +149,10 @@ struct OriginPlanInput {
     std::vector<SwarmPeer> peers;
     std::vector<std::string> static_peers;  // [p2p] peers and holders found by SHA-256 (addresses)
     std::set<std::string> hung_up;          // addresses that hung up on this swarm
+    // For "waiting for the trackers": [p2p] trackers are configured and
+    // not all failing; one has answered since the job attached.
+    bool trackers = false;
+    bool tracker_answered = false;
     int our_requests = 0;    // ours in flight to the origin
     int swarm_requests = 0;  // pieces in flight in the swarm: ours, and others' claims on pieces we lack
     int origin_requests = 4;        // [p2p] origin_requests
@@ -163,5 +178,36 @@ struct OriginPlan {
 };
 
 OriginPlan plan_origin_requests(const OriginPlanInput& in);
+
+// ---- peers of this agent's own subnet are preferred ----
+//
+// A byte from a peer outside the agent's subnet crosses a router, whose
+// link all the subnet's hosts share; a byte from a peer inside does not.
+// Taking pieces from any peer that has them made every agent of a subnet
+// fetch each new piece across the router itself (4 subnets x 4 agents:
+// 12.5 copies crossed where 3 must). So, per torrent, one agent of each
+// subnet, its gateway, takes pieces from peers outside; the others take
+// pieces only from peers inside (their connections to outside peers stay
+// up: they still serve them and hear their pieces and claims). Each piece
+// then crosses into a subnet about once.
+//  - The gateway: of the downloading agents inside (this one, and every
+//    connected peer inside that counts, is not a seed, and holds a piece
+//    or connected less than kNewPeerDownloadsMs ago), the one with the
+//    lowest subnet_gateway_key. Every agent of the subnet sees the same
+//    peers inside (LSD and the tracker), so they agree without talking;
+//    an agent alone in its subnet is its gateway.
+//  - An agent with a seed inside (one that counts) needs no peer outside:
+//    none, the gateway included.
+//  - Only while a piece came from a peer (or a job attached) less than
+//    kSubnetQuietMs ago, and the peers have not stalled: a subnet whose
+//    gateway gives nothing takes pieces from every peer again, and the
+//    origin takes over from stalled peers as before. Longer than
+//    kDeliveringMs: a young swarm's first pieces take the origin's time
+//    (and its tracker's) to come; pieces from every peer then would cross
+//    the router as before.
+//  - Nothing is held back when this agent's address is unknown.
+// Returns the addresses (SwarmPeer::address) to take no pieces from now.
+std::uint64_t subnet_gateway_key(const std::string& info_hash, const std::string& address);
+std::set<std::string> outside_peers_to_skip(const OriginPlanInput& in, bool stalled);
 
 }  // namespace dopt::p2p

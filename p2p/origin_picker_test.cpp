@@ -420,3 +420,115 @@ TEST_CASE("pieces peers hold are picked when held_too", "[p2p][picker]") {
     CHECK(p.pick(3).empty());
     CHECK(p.pick(3, true) == std::vector<int>{0, 2});
 }
+
+namespace {
+using dopt::p2p::outside_peers_to_skip;
+using dopt::p2p::subnet_gateway_key;
+
+// A delivering swarm: we (10.77.0.1) and two agents inside our subnet, two
+// outside; nobody is a seed.
+OriginPlanInput swarm_across_subnets() {
+    OriginPlanInput in = settled_swarm();
+    in.last_peer_piece_ms = in.now_ms - 200;
+    in.peers = {told_peer("10.77.0.2", 3), told_peer("10.77.0.3", 5), told_peer("10.78.0.2", 9, true),
+                told_peer("10.78.0.3", 9, true)};
+    in.peers[2].inside = false;
+    in.peers[3].inside = false;
+    return in;
+}
+
+// Whether `self` has the lowest gateway key of `inside` (self included).
+bool is_gateway(const OriginPlanInput& in, const std::string& self, const std::vector<std::string>& inside) {
+    for (const auto& ip : inside)
+        if (subnet_gateway_key(in.info_hash, ip) < subnet_gateway_key(in.info_hash, self)) return false;
+    return true;
+}
+}  // namespace
+
+TEST_CASE("one agent of a subnet, its gateway, takes pieces from peers outside", "[p2p][plan][subnet]") {
+    OriginPlanInput in = swarm_across_subnets();
+    const std::set<std::string> outside{"10.78.0.2", "10.78.0.3"};
+    int gateways = 0;
+    // Each of the three agents inside, seeing the other two: exactly one
+    // takes pieces from outside, the others skip both outside peers.
+    const std::vector<std::string> agents{"10.77.0.1", "10.77.0.2", "10.77.0.3"};
+    for (const auto& self : agents) {
+        OriginPlanInput view = in;
+        view.self_address = self;
+        view.peers.clear();
+        for (const auto& other : agents)
+            if (other != self) view.peers.push_back(told_peer(other, 3));
+        view.peers.push_back(in.peers[2]);
+        view.peers.push_back(in.peers[3]);
+        std::vector<std::string> others(agents);
+        others.erase(std::find(others.begin(), others.end(), self));
+        const std::set<std::string> skip = outside_peers_to_skip(view, false);
+        if (is_gateway(view, self, others)) {
+            ++gateways;
+            CHECK(skip.empty());
+        } else {
+            CHECK(skip == outside);
+        }
+    }
+    CHECK(gateways == 1);
+}
+
+TEST_CASE("peers outside are used again when the swarm stops delivering or stalls", "[p2p][plan][subnet]") {
+    OriginPlanInput in = swarm_across_subnets();
+    // Make 10.77.0.1 no gateway: an inside agent with a lower key.
+    std::string lower;
+    for (int i = 2; i < 250 && lower.empty(); ++i) {
+        const std::string ip = "10.77.0." + std::to_string(i);
+        if (subnet_gateway_key(in.info_hash, ip) < subnet_gateway_key(in.info_hash, in.self_address)) lower = ip;
+    }
+    REQUIRE_FALSE(lower.empty());
+    in.peers[0] = told_peer(lower, 3);
+    CHECK(outside_peers_to_skip(in, false).size() == 2);
+    CHECK(outside_peers_to_skip(in, true).empty());  // stalled
+    in.last_peer_piece_ms = in.now_ms - 1500;         // nothing from a peer for 1.5 s: wait
+    CHECK(outside_peers_to_skip(in, false).size() == 2);
+    in.last_peer_piece_ms = in.now_ms - dopt::p2p::kSubnetQuietMs;  // the gateway gives nothing
+    CHECK(outside_peers_to_skip(in, false).empty());
+    in.attached_ms = in.now_ms - 100;  // a job just attached: delivering
+    CHECK(outside_peers_to_skip(in, false).size() == 2);
+    in.self_address.clear();  // our address unknown: nothing held back
+    CHECK(outside_peers_to_skip(in, false).empty());
+}
+
+TEST_CASE("with a seed inside, no agent takes pieces from outside", "[p2p][plan][subnet]") {
+    OriginPlanInput in = swarm_across_subnets();
+    in.peers[0] = told_peer("10.77.0.2", 9);
+    in.peers[0].seed = true;
+    in.peers.erase(in.peers.begin() + 1);
+    // Alone with a seed inside: we are the gateway of the downloading
+    // agents, yet the seed gives everything.
+    CHECK(outside_peers_to_skip(in, false).size() == 2);
+    in.peers[0].failing = true;  // a seed that does not deliver counts nowhere
+    CHECK(outside_peers_to_skip(in, false).empty());
+}
+
+TEST_CASE("every peer inside: nothing is skipped", "[p2p][plan][subnet]") {
+    OriginPlanInput in = swarm_across_subnets();
+    in.peers[2].inside = true;
+    in.peers[3].inside = true;
+    CHECK(outside_peers_to_skip(in, false).empty());
+}
+
+TEST_CASE("a young swarm waits up to kTrackerWaitMs for a tracker's first answer", "[p2p][plan]") {
+    OriginPlanInput in = settled_swarm();
+    in.attached_ms = in.now_ms - 100;
+    CHECK(plan_origin_requests(in).want == 1);  // young, no tracker: one request at once
+    in.trackers = true;
+    CHECK(plan_origin_requests(in).want == 0);
+    in.attached_ms = in.now_ms - dopt::p2p::kTrackerWaitMs;  // waited long enough
+    CHECK(plan_origin_requests(in).want == 1);
+    in.attached_ms = in.now_ms - 100;
+    in.tracker_answered = true;  // it answered: the peers it named are in their handshake
+    SwarmPeer shaking;
+    shaking.address = "10.77.0.2";
+    shaking.connected_ms = 50;
+    in.peers = {shaking};
+    CHECK(plan_origin_requests(in).want == 0);
+    in.peers[0] = told_peer("10.77.0.2", 0);  // it told: it holds nothing
+    CHECK(plan_origin_requests(in).want == 1);
+}

@@ -414,6 +414,7 @@ struct PeerSession::Impl {
     std::optional<lt::tcp::endpoint> listen;  // none: listening nowhere
     std::vector<lt::tcp::endpoint> static_peers;
     std::vector<AddressRange> allowed;        // allowed_networks, or their default
+    std::vector<AddressRange> own_subnet;     // the listen address's network; empty: unknown
     std::set<lt::address> banned;             // blocked until the session ends
     lt::ip_filter default_class_filter;       // libtorrent's, for throttle_lan = false
     std::uint64_t id = random_id();
@@ -586,6 +587,9 @@ void PeerSession::Impl::parse(const SessionSettings& s) {
     listen = new_listen;
     static_peers = std::move(peers);
     allowed = std::move(nets);
+    own_subnet.clear();
+    if (new_listen && !new_listen->address().is_unspecified())
+        own_subnet = default_networks(new_listen->address());
 }
 
 void PeerSession::Impl::restart_lsd_listener() {
@@ -886,6 +890,22 @@ void PeerSession::disconnect_peer(const lt::torrent_handle& handle, const lt::tc
     if (!handle.is_valid()) return;
     run_on_network_thread(handle, [plugin = d.claims, ih = handle.info_hashes(), peer] {
         plugin->disconnect_peer(ih, peer);
+    });
+}
+
+void PeerSession::set_no_download(const lt::torrent_handle& handle, const std::set<lt::address>& addresses) {
+    Impl& d = *impl_;
+    if (!handle.is_valid()) return;
+    run_on_network_thread(handle, [plugin = d.claims, ih = handle.info_hashes(), addresses] {
+        plugin->set_no_download(ih, addresses);
+    });
+}
+
+bool PeerSession::in_own_subnet(const lt::address& address) const {
+    const auto& nets = impl_->own_subnet;
+    if (nets.empty()) return true;
+    return std::any_of(nets.begin(), nets.end(), [&](const AddressRange& r) {
+        return r.first.is_v4() == address.is_v4() && !(address < r.first) && !(r.last < address);
     });
 }
 

@@ -147,6 +147,20 @@ public:
     // go back to the piece picker for other peers. A static peer is
     // connected again by tick().
     void disconnect_peer(const lt::torrent_handle& handle, const lt::tcp::endpoint& peer);
+    // Takes no pieces, from now on, from this torrent's connections to the
+    // addresses in `addresses` (and no others): they stay connected, we
+    // still serve them and hear their pieces and claims, we only send them
+    // no requests (requests already sent are answered). Soon, on
+    // libtorrent's thread; a connection made later gets the current set.
+    // A peer taken off the set is asked for pieces again at its next HAVE
+    // or unchoke.
+    void set_no_download(const lt::torrent_handle& handle, const std::set<lt::address>& addresses);
+    // Whether `address` is in this agent's own subnet: the network of the
+    // listen address on the interface that holds it (what LSD reaches and
+    // what does not cross a router). True for every address when that is
+    // unknown (listening nowhere, or on an address no interface holds), so
+    // that nothing is then held back.
+    bool in_own_subnet(const lt::address& address) const;
 
     // ---- content identity (p2p/content.h, docs/design.md "Content identity") ----
     // `sha256` is the file's SHA-256 X as 64 hex digits; anything else throws

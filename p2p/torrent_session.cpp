@@ -295,6 +295,25 @@ void TorrentSession::disconnect_peer(TorrentId torrent, const std::string& endpo
     if (h.is_valid()) impl_->session.disconnect_peer(h, parse_endpoint(endpoint, "peer", true));
 }
 
+void TorrentSession::set_no_download(TorrentId torrent, const std::set<std::string>& addresses) {
+    lt::torrent_handle h = impl_->handle(torrent);
+    if (!h.is_valid()) return;
+    std::set<lt::address> parsed;
+    for (const auto& a : addresses) {
+        lt::error_code ec;
+        const lt::address addr = lt::make_address(a, ec);
+        if (ec) throw std::invalid_argument("not an address: " + a);
+        parsed.insert(addr);
+    }
+    impl_->session.set_no_download(h, parsed);
+}
+
+bool TorrentSession::in_own_subnet(const std::string& address) const {
+    lt::error_code ec;
+    const lt::address addr = lt::make_address(address, ec);
+    return !ec && impl_->session.in_own_subnet(addr);
+}
+
 void TorrentSession::connect_peer(TorrentId torrent, const std::string& endpoint) {
     lt::torrent_handle h = impl_->handle(torrent);
     if (h.is_valid()) h.connect_peer(parse_endpoint(endpoint, "peer", false), {}, kPlaintextFirst);

@@ -158,6 +158,11 @@ public:
     std::vector<int> pieces_coming_from_peers(TorrentId torrent, const std::set<std::string>& failing) const;
     // Closes this torrent's connection to `endpoint` (TorrentPeer::endpoint).
     void disconnect_peer(TorrentId torrent, const std::string& endpoint);
+    // PeerSession::set_no_download with addresses as TorrentPeer::address
+    // gives them (std::invalid_argument when malformed).
+    void set_no_download(TorrentId torrent, const std::set<std::string>& addresses);
+    // PeerSession::in_own_subnet; false for a malformed address.
+    bool in_own_subnet(const std::string& address) const;
     // Connects this torrent to the peer listening at `endpoint` ("ip:port";
     // std::invalid_argument when malformed); the IP filter still applies.
     void connect_peer(TorrentId torrent, const std::string& endpoint);

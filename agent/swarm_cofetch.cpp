@@ -17,8 +17,9 @@
 //      against X before delivery (finish_swarm_file).
 //   A range whose hashes have not come in a while after this agent's own
 //   were done, or whose agent left R, is fetched here too (from its end
-//   backwards). Trust: a hash that differs from this agent's own fetch of
-//   the piece bans its sender at once; two others that disagree make this
+//   backwards). Trust (the rules are CoFetchLedger's): this agent fetches
+//   its own range whatever others hash; a hash that differs from this
+//   agent's own fetch of the piece bans its sender at once; two others that disagree make this
 //   agent fetch the piece itself; a file that fails X drops the mapping and
 //   comes over HTTP, after which the senders of false hashes are found and
 //   banned (unmask_false_hashes).
@@ -419,7 +420,8 @@ void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy 
 
 // The other agents' hashes of the co-fetch, kept past it until X is proven
 // (content_proven), or its file came from the origin and unmasked their
-// liars (unmask_false_hashes), or no job wants X any more (leave_content).
+// liars (unmask_false_hashes), or a job cancelled leaves no other job that
+// wants X (leave_content).
 void Swarms::keep_hash_claims(const CoFetch& co) {
     std::vector<CoFetchLedger::Claim> claims = co.ledger.claims();
     if (claims.empty()) hash_claims_.erase(co.sha256);

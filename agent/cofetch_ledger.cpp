@@ -16,6 +16,32 @@ CoFetchLedger::CoFetchLedger(int pieces, int first, int end, std::vector<std::ui
     heard_.assign(n, {});
 }
 
+void CoFetchLedger::replan(int first, int end, std::vector<std::uint64_t> split) {
+    const int old_first = first_, old_end = end_;
+    first_ = std::max(0, std::min(first, num_pieces()));
+    end_ = std::max(first_, std::min(end, num_pieces()));
+    split_ = std::move(split);
+    for (int p = 0; p < num_pieces(); ++p) {
+        const std::size_t i = at(p);
+        if (fetched_[i]) continue;
+        if (in_range(p)) {
+            forget(i);
+            claimed_ms_[i] = 0;
+        } else if (p >= old_first && p < old_end && !disputed_[i] && !heard_[i].empty()) {
+            const std::vector<Heard>& heard = heard_[i];
+            const bool agree = std::all_of(heard.begin(), heard.end(),
+                                           [&](const Heard& h) { return h.sha1 == heard.front().sha1; });
+            if (!agree) {
+                disputed_[i] = true;
+            } else if (!banned_.count(heard.front().sender)) {
+                hash_[i] = heard.front().sha1;
+                from_[i] = heard.front().sender;
+                ++known_;
+            }
+        }
+    }
+}
+
 bool CoFetchLedger::fetched_here_anyway(int piece) const { return in_range(piece) || disputed_[at(piece)]; }
 
 bool CoFetchLedger::range_done() const {

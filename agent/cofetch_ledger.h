@@ -69,6 +69,13 @@ public:
     // The pieces fetched and hashed here (their hash is this agent's own).
     const std::vector<bool>& fetched_pieces() const { return fetched_; }
 
+    // The split changed (views converge: swarm_cofetch.cpp): this agent's
+    // range is [first, end) of `split` now. Hashes others sent for pieces
+    // of the new range are no longer taken (compared once fetched here),
+    // nor claims on them; a piece that left the range takes the hash others
+    // sent for it if they agree, and is disputed if they do not.
+    void replan(int first, int end, std::vector<std::uint64_t> split);
+
     // Another co-fetcher, node `node`, says it fetches `piece` now. True
     // when the claim counts (claimed_ms(piece) is now_ms from now on).
     bool claim(std::uint64_t node, int piece, std::int64_t now_ms);

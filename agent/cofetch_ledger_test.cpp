@@ -125,3 +125,27 @@ TEST_CASE("at most a few senders' hashes are kept per piece; liars are found fro
     CHECK_FALSE(l.hash("10.0.0.8", 0, "short").taken);
     CHECK_FALSE(l.hash("", 0, sha('t')).taken);
 }
+
+TEST_CASE("a new split moves this agent's range: others' hashes of it are dropped, of the old one taken",
+          "[agent][cofetch]") {
+    CoFetchLedger l = ledger();  // range 4..7 of split {10, 20}
+    l.hash("10.0.0.1", 1, sha('b'));  // taken
+    l.hash("10.0.0.1", 5, sha('f'));  // kept to compare
+    l.hash("10.0.0.2", 6, sha('g'));
+    l.hash("10.0.0.3", 6, sha('G'));  // two disagree on 6
+    l.fetched_here(7, sha('h'));
+    CHECK(l.claim(10, 0, 1000));
+    // Now the split is {5, 10, 20}, and this agent fetches pieces 0..2.
+    l.replan(0, 3, {5, 10, 20});
+    CHECK(l.in_range(1));
+    CHECK_FALSE(l.known(1));           // another's hash of the new range: not taken
+    CHECK(l.claimed_ms(0) == 0);       // nor a claim on it
+    CHECK(l.known(5));                 // left the range, the others agree: taken
+    CHECK(l.hashes()[5] == sha('f'));
+    CHECK_FALSE(l.known(6));           // left the range, disputed: fetched here
+    CHECK(l.fetched_here_anyway(6));
+    CHECK(l.known(7));                 // fetched here: stays
+    CHECK(l.known_count() == 2);
+    CHECK_FALSE(l.claim(99, 5, 1000));  // the split is the new one
+    CHECK(l.claim(5, 4, 1000));
+}

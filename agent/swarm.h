@@ -369,6 +369,7 @@ private:
     void ban_cofetcher(const CoFetch& co, const std::string& address, const std::string& why);
     void keep_hash_claims(const CoFetch& co);
     void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
+    bool converge_split(CoFetch& co, const p2p::ContentEvent& event);
     void finish_cofetch(CoFetch& co);
     // By value: callers pass the co-fetch's own sha256, which ending it frees.
     void end_cofetch(std::string sha256, const std::string& why);

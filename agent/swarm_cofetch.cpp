@@ -340,6 +340,7 @@ void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
     bool newcomer = false;
     for (std::uint64_t n : now) newcomer = newcomer || !co.present.count(n);
     co.present = std::move(now);
+    if (converge_split(co, e)) return;  // finished
     for (const auto& [node, ep] : e.endpoints)  // bounded: the split's nodes only
         if (std::binary_search(co.split.begin(), co.split.end(), node)) co.endpoints[node] = ep;
     if (newcomer)
@@ -347,6 +348,37 @@ void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
             if (co.ledger.fetched(i))
                 peers_->send_piece_hash(co.sha256, co.size, i, co.ledger.hashes()[static_cast<std::size_t>(i)]);
     pump_cofetch(co, mono_ms());
+}
+
+// Views converge: co-fetchers whose lookup windows saw different wanters
+// split differently, and as each fetches its own range whatever others
+// hash (CoFetchLedger), each piece of an overlap would come from the origin
+// twice. So a co-fetcher takes the split of the lowest co-fetcher on R
+// that names it, when that one's node id is below its own split's lowest
+// (the rule start_cofetch follows, applied once under way), and says so.
+// True when that finished the co-fetch (co is gone).
+bool Swarms::converge_split(CoFetch& co, const p2p::ContentEvent& e) {
+    const std::uint64_t me = peers_->id();
+    const std::vector<std::uint64_t>* best = nullptr;
+    std::uint64_t best_node = co.split.empty() ? me : co.split.front();
+    for (const auto& [node, split] : e.splits)
+        if (node < best_node && std::binary_search(split.begin(), split.end(), me)) {
+            best = &split;
+            best_node = node;
+        }
+    if (!best || *best == co.split) return false;
+    co.split = *best;
+    LOG_INFO("content %s: co-fetching with the split of %zu agents of a lower node", co.sha256.c_str(),
+             co.split.size());
+    peers_->look_up_content(co.sha256, /*fetching_from_origin=*/true, co.split);
+    if (co.size == 0) return false;  // plan_cofetch takes it
+    const auto k = static_cast<int>(co.split.size());
+    const auto rank = static_cast<int>(std::lower_bound(co.split.begin(), co.split.end(), me) - co.split.begin());
+    co.ledger.replan(range_start(rank, k, co.num_pieces), range_start(rank + 1, k, co.num_pieces), co.split);
+    co.range_done_ms = co.ledger.range_done() ? mono_ms() : 0;
+    if (!co.ledger.all_known()) return false;
+    finish_cofetch(co);
+    return true;
 }
 
 // Every piece's hash is known: the metainfo, the same on every agent; the

@@ -506,6 +506,7 @@ struct Swarms::CoFetch {
     std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
     int known = 0;                     // pieces whose hash is known
     std::set<std::uint64_t> present;   // other wanters on R now (node ids)
+    std::set<std::uint64_t> heard;     // co-fetchers of the split that sent a claim or a hash
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
     std::string dir;                   // the content's folder while co-fetching
     int fd = -1;                       // its file, written piece by piece

@@ -205,8 +205,24 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
         return co.hashes[i].empty() && !co.inflight[i] &&
                (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
+    // The shares of co-fetchers of the split never heard from (no claim,
+    // no hash: not co-fetching, or with another split) once a claim's time
+    // has passed since the start: each such piece goes to one of the ranks
+    // heard from (this one's included), in turn, and is fetched in
+    // segment order with this agent's own share, so that no segment waits
+    // for the end of the fetch.
+    std::vector<int> heard;
+    if (now - co.started_ms >= claim_ms)
+        for (std::size_t r = 0; r < co.split.size(); ++r)
+            if (static_cast<int>(r) == co.rank || co.heard.count(co.split[r])) heard.push_back(static_cast<int>(r));
+    auto mine = [&](int p) {
+        const int owner = cofetch_owner(co, p);
+        if (owner == co.rank) return true;
+        if (heard.empty() || co.heard.count(co.split[static_cast<std::size_t>(owner)])) return false;
+        return heard[static_cast<std::size_t>(p) % heard.size()] == co.rank;
+    };
     for (int p = 0; p < co.num_pieces; ++p)
-        if (cofetch_owner(co, p) == co.rank && idle(p)) return p;
+        if (mine(p) && idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
     // Another agent may have started later: its range is left to it for
     // as long as a claim holds, unless it is not on R.
@@ -341,6 +357,7 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     CoFetch& co = *it->second;
     if (co.size == 0 && co.early_hashes.size() < kMaxEarlyHashes) co.early_hashes.push_back(e);
     if (co.size != e.size) return;
+    if (std::binary_search(co.split.begin(), co.split.end(), e.node)) co.heard.insert(e.node);
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size()) return;
     if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now

@@ -398,11 +398,6 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     std::vector<bool> own_pieces;
     if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end() && e.resume_data.empty())
         own_pieces = co->second;
-    // And those its segments' swarms gave, hashed here against the same hashes.
-    if (auto sw = cofetch_swarmed_pieces_.find(e.info_hash); sw != cofetch_swarmed_pieces_.end()) {
-        if (sw->second.size() == own_pieces.size())
-            for (std::size_t i = 0; i < own_pieces.size(); ++i) own_pieces[i] = own_pieces[i] || sw->second[i];
-    }
     try {
         meta = p2p::summarize_metainfo(e.metainfo);
         ::mkdir(dir.c_str(), 0700);
@@ -430,16 +425,10 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
         if (co->second.size() == n) {
             s->from_origin = co->second;
             s->promised.assign(n, false);
-            const std::vector<bool>& held = own_pieces.size() == n ? own_pieces : co->second;
-            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !held[i];
-            // Held pieces were hashed in this run, from the bytes written
-            // (keep_cofetch_piece, keep_swarmed_piece): copied into the
-            // partial files in the kernel, not read back and hashed again.
-            if (own_pieces.size() == n) s->verified_now = own_pieces;
+            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second[i];
             s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
         }
         cofetched_pieces_.erase(co);
-        cofetch_swarmed_pieces_.erase(e.info_hash);
         s->cofetchers = std::move(cofetchers_[e.info_hash]);
         cofetchers_.erase(e.info_hash);
     }
@@ -590,10 +579,8 @@ void Swarms::pump_swarm(Swarm& s) {
             if (!j->written[idx]) {
                 // Hashed in this run: copied from the cached copy in the
                 // kernel. Otherwise read back through the session and
-                // hashed again (write_piece). Co-fetched pieces, held from
-                // the start, only once the check has reported them (and
-                // on_piece_verified counted their bytes).
-                if (s.verified_now[idx] && s.checked) {
+                // hashed again (write_piece).
+                if (s.verified_now[idx]) {
                     const bool copied = copy_piece_from_cache(s, i);
                     // Delivering may have finished or failed the file and
                     // removed the swarm.
@@ -1236,7 +1223,7 @@ void Swarms::handle_peer_events() {
     for (const p2p::TorrentEvent& e : peers_->take_events()) {
         if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
         else if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
-        else if (!on_cofetch_segment_event(e)) log_peer_event(e);
+        else log_peer_event(e);
     }
     handle_content_events();
     collect_cache_copies();

@@ -365,12 +365,6 @@ private:
     void keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data);
     void on_piece_hash(const p2p::ContentEvent& event);
     void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
-    static int cofetch_owner(const CoFetch& co, int piece);
-    static bool own_share_known(const CoFetch& co);
-    void start_cofetch_segment(CoFetch& co, int segment);
-    bool on_cofetch_segment_event(const p2p::TorrentEvent& event);
-    void keep_swarmed_piece(CoFetch& co, int piece, const char* data, std::size_t size);
-    void drop_cofetch_segments(CoFetch& co);
     void finish_cofetch(CoFetch& co);
     // By value: callers pass the co-fetch's own sha256, which ending it frees.
     void end_cofetch(std::string sha256, const std::string& why);
@@ -428,10 +422,6 @@ private:
     // torrent as held without a check, and counted as origin bytes; and the
     // other co-fetchers' listen endpoints.
     std::map<std::string, std::vector<bool>> cofetched_pieces_;
-    // Pieces of a co-fetch that came from its segments' swarms and were
-    // hashed here against the hashes the metainfo holds, by the info-hash
-    // built: added to the torrent as held too, counted as peer bytes.
-    std::map<std::string, std::vector<bool>> cofetch_swarmed_pieces_;
     std::map<std::string, std::set<std::string>> cofetchers_;
     // Piece hashes other agents sent for a SHA-256 whose co-fetched
     // metainfo is not proven yet: (piece, hash, sender's address). When
@@ -482,23 +472,8 @@ struct Swarms::CoFetch {
     std::uint64_t size = 0;            // 0 until known
     int piece_length = 0;
     int num_pieces = 0;
-    // Segments of segment_pieces pieces (the last may have fewer), fetched
-    // in order: each is split among the ranks as a whole file would be;
-    // this agent's rank is `rank`.
-    int segment_pieces = 0;
-    int rank = 0;
-    // Per segment: its torrent once every hash of it is known (0: not
-    // added), swarmed while later segments come from the origin, and its
-    // folder (beside the content's).
-    struct Segment {
-        p2p::TorrentId torrent = 0;
-        std::string dir;
-        int first = 0;
-        int pieces = 0;
-    };
-    std::vector<Segment> segments;
-    std::vector<bool> swarmed;         // per piece: from a segment's swarm, hashed here, in the file
-    std::vector<bool> reading;         // per piece: read back from its segment's torrent
+    int first = 0;                     // this agent's pieces: [first, end)
+    int end = 0;
     std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
     std::vector<bool> fetched;         // fetched by this agent
@@ -506,7 +481,6 @@ struct Swarms::CoFetch {
     std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
     int known = 0;                     // pieces whose hash is known
     std::set<std::uint64_t> present;   // other wanters on R now (node ids)
-    std::set<std::uint64_t> heard;     // co-fetchers of the split that sent a claim or a hash
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
     std::string dir;                   // the content's folder while co-fetching
     int fd = -1;                       // its file, written piece by piece

@@ -57,30 +57,11 @@ std::string address_of(const std::string& peer) {
     }
 }
 
-// Writes all of `data` at `offset` of `fd`; false (errno set) when it cannot.
-bool write_all(int fd, const char* data, std::size_t size, off_t offset) {
-    std::size_t put = 0;
-    while (put < size) {
-        ssize_t n = ::pwrite(fd, data + put, size - put, offset + static_cast<off_t>(put));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        put += static_cast<std::size_t>(n);
-    }
-    return true;
+// The range of pieces of rank `rank` among `k` agents, for `pieces` pieces.
+int range_start(int rank, int k, int pieces) {
+    return static_cast<int>(static_cast<std::int64_t>(rank) * pieces / k);
 }
 }  // namespace
-
-// The rank whose share piece `p` is (p2p::cofetch_rank_of).
-int Swarms::cofetch_owner(const CoFetch& co, int p) {
-    return p2p::cofetch_rank_of(p, co.num_pieces, static_cast<int>(co.split.size()));
-}
-
-// True when every piece of this agent's share has a hash.
-bool Swarms::own_share_known(const CoFetch& co) {
-    for (int p = 0; p < co.num_pieces; ++p)
-        if (co.hashes[static_cast<std::size_t>(p)].empty() && cofetch_owner(co, p) == co.rank) return false;
-    return true;
-}
 
 using storage::FileRecord;
 using storage::JobState;
@@ -142,18 +123,11 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     const auto piece = static_cast<std::uint64_t>(co.piece_length);
     co.num_pieces = static_cast<int>(size / piece + (size % piece != 0));
     const auto k = static_cast<int>(co.split.size());
-    co.rank = static_cast<int>(std::lower_bound(co.split.begin(), co.split.end(), peers_->id()) -
-                               co.split.begin());
-    co.segment_pieces = p2p::content_segment_pieces(co.num_pieces, k);
-    for (int first = 0; first < co.num_pieces; first += co.segment_pieces) {
-        CoFetch::Segment seg;
-        seg.first = first;
-        seg.pieces = std::min(co.segment_pieces, co.num_pieces - first);
-        co.segments.push_back(seg);
-    }
+    const auto rank = static_cast<int>(
+        std::lower_bound(co.split.begin(), co.split.end(), peers_->id()) - co.split.begin());
+    co.first = range_start(rank, k, co.num_pieces);
+    co.end = range_start(rank + 1, k, co.num_pieces);
     const auto n = static_cast<std::size_t>(co.num_pieces);
-    co.swarmed.assign(n, false);
-    co.reading.assign(n, false);
     co.hashes.assign(n, std::string());
     co.hash_from.assign(n, std::string());
     co.fetched.assign(n, false);
@@ -168,8 +142,8 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
         end_cofetch(co.sha256, std::string("cannot make ") + path + ": " + std::strerror(errno));
         return;
     }
-    LOG_INFO("content %s: fetching share %d of %d of each of %zu segments of %d pieces from the origin",
-             co.sha256.c_str(), co.rank + 1, k, co.segments.size(), co.num_pieces);
+    LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.first,
+             co.end - 1, co.num_pieces);
     const std::string x = co.sha256;
     std::vector<p2p::ContentEvent> early;
     early.swap(co.early_hashes);
@@ -194,10 +168,9 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
 
 // The next piece to fetch: one whose hash is not known, that no request
 // of this agent fetches and no other agent claimed lately: this agent's
-// share of each segment first, in order; then the others' (work stealing),
-// from the end of the file backwards, as their agents fetch forwards, once
-// a claim's time has passed since this agent's share was done. -1: none
-// now.
+// range first, in order; then the others' (work stealing), from the end of
+// the file backwards, as their agents fetch forwards, once a claim's time
+// has passed since this agent's range was done. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
     auto idle = [&](int p) {
@@ -205,31 +178,17 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
         return co.hashes[i].empty() && !co.inflight[i] &&
                (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
-    // The shares of co-fetchers of the split never heard from (no claim,
-    // no hash: not co-fetching, or with another split) once a claim's time
-    // has passed since the start: each such piece goes to one of the ranks
-    // heard from (this one's included), in turn, and is fetched in
-    // segment order with this agent's own share, so that no segment waits
-    // for the end of the fetch.
-    std::vector<int> heard;
-    if (now - co.started_ms >= claim_ms)
-        for (std::size_t r = 0; r < co.split.size(); ++r)
-            if (static_cast<int>(r) == co.rank || co.heard.count(co.split[r])) heard.push_back(static_cast<int>(r));
-    auto mine = [&](int p) {
-        const int owner = cofetch_owner(co, p);
-        if (owner == co.rank) return true;
-        if (heard.empty() || co.heard.count(co.split[static_cast<std::size_t>(owner)])) return false;
-        return heard[static_cast<std::size_t>(p) % heard.size()] == co.rank;
-    };
-    for (int p = 0; p < co.num_pieces; ++p)
-        if (mine(p) && idle(p)) return p;
+    for (int p = co.first; p < co.end; ++p)
+        if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
     // Another agent may have started later: its range is left to it for
     // as long as a claim holds, unless it is not on R.
     const bool waited = now >= co.range_done_ms + claim_ms;
+    const auto k = static_cast<int>(co.split.size());
     for (int p = co.num_pieces - 1; p >= 0; --p) {
         if (!idle(p)) continue;
-        const int rank = cofetch_owner(co, p);
+        int rank = 0;
+        while (rank + 1 < k && p >= range_start(rank + 1, k, co.num_pieces)) ++rank;
         if (waited || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
     }
     return -1;
@@ -321,9 +280,15 @@ void Swarms::on_cofetch_piece_done(CoFetchPiece& req, const TransferOutcome& out
 void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data) {
     const auto i = static_cast<std::size_t>(piece);
     const off_t off = static_cast<off_t>(piece) * co.piece_length;
-    if (!write_all(co.fd, data.data(), data.size(), off)) {
-        end_cofetch(co.sha256, std::string("cannot write the co-fetched file: ") + std::strerror(errno));
-        return;
+    std::size_t put = 0;
+    while (put < data.size()) {
+        ssize_t n = ::pwrite(co.fd, data.data() + put, data.size() - put, off + static_cast<off_t>(put));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            end_cofetch(co.sha256, std::string("cannot write the co-fetched file: ") + std::strerror(errno));
+            return;
+        }
+        put += static_cast<std::size_t>(n);
     }
     const std::string sha1 = p2p::v1_piece_hash(data.data(), data.size());
     if (!co.hashes[i].empty() && co.hashes[i] != sha1 && !co.hash_from[i].empty()) {
@@ -337,9 +302,11 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
     co.fetched[i] = true;
     peers_->send_piece_hash(co.sha256, co.size, piece, sha1);
     for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
-    if (co.range_done_ms == 0 && own_share_known(co)) co.range_done_ms = mono_ms();
+    if (co.range_done_ms == 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
-    else start_cofetch_segment(co, piece / co.segment_pieces);
 }
 
 // Another agent's hash of a piece of X. Taken when no hash of that piece is
@@ -357,14 +324,13 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     CoFetch& co = *it->second;
     if (co.size == 0 && co.early_hashes.size() < kMaxEarlyHashes) co.early_hashes.push_back(e);
     if (co.size != e.size) return;
-    if (std::binary_search(co.split.begin(), co.split.end(), e.node)) co.heard.insert(e.node);
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size()) return;
     if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
         // Only from a co-fetcher of the split, never for this agent's own
         // range, and once: a renewed claim would hold a piece forever.
         const bool in_split = std::binary_search(co.split.begin(), co.split.end(), e.node);
-        const bool own = cofetch_owner(co, e.piece) == co.rank;
+        const bool own = e.piece >= co.first && e.piece < co.end;
         if (in_split && !own && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
         return;
     }
@@ -400,9 +366,11 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
         pump_cofetch(co, mono_ms());
         return;
     }
-    if (co.range_done_ms == 0 && co.size > 0 && own_share_known(co)) co.range_done_ms = mono_ms();
+    if (co.range_done_ms == 0 && co.size > 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
-    else start_cofetch_segment(co, e.piece / co.segment_pieces);
 }
 
 // R's wanters changed: who is still there (a range whose agent left is
@@ -419,133 +387,6 @@ void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
         for (std::size_t i = 0; i < co.hashes.size(); ++i)
             if (co.fetched[i]) peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
     pump_cofetch(co, mono_ms());
-}
-
-// Every hash of segment `segment` is known while later ones are still
-// fetched: its v1 metainfo (content_segment_metainfo: the same on every
-// co-fetcher that knows the same hashes) is added to the peer session with
-// the pieces this agent fetched as held, connected to the other
-// co-fetchers, so the LAN moves it while the origin sends the next. Each
-// piece it gets is read back, hashed here against the co-fetch's hash and
-// written into the content's file (keep_swarmed_piece). Nothing is lost
-// when a segment cannot be added or stalls: H's swarm moves what is left.
-void Swarms::start_cofetch_segment(CoFetch& co, int segment) {
-    if (segment < 0 || static_cast<std::size_t>(segment) >= co.segments.size()) return;
-    CoFetch::Segment& seg = co.segments[static_cast<std::size_t>(segment)];
-    if (seg.torrent != 0 || co.split.size() < 2) return;
-    const auto first = static_cast<std::size_t>(seg.first);
-    const auto n = static_cast<std::size_t>(seg.pieces);
-    for (std::size_t i = first; i < first + n; ++i)
-        if (co.hashes[i].empty()) return;
-    const std::vector<std::string> hashes(co.hashes.begin() + static_cast<std::ptrdiff_t>(first),
-                                          co.hashes.begin() + static_cast<std::ptrdiff_t>(first + n));
-    std::string metainfo;
-    p2p::MetainfoSummary meta;
-    try {
-        metainfo = p2p::content_segment_metainfo(co.size, co.sha256, seg.first, hashes);
-        meta = p2p::summarize_metainfo(metainfo);
-    } catch (const p2p::MetainfoError& err) {
-        LOG_WARN("content %s: segment at piece %d: %s", co.sha256.c_str(), seg.first, err.what());
-        return;
-    }
-    // Its file: this agent's own pieces copied in, held from the start.
-    seg.dir = config_.cache_dir + "/.cofetch-" + co.sha256 + "." + std::to_string(seg.first);
-    remove_tree(seg.dir);
-    ::mkdir(seg.dir.c_str(), 0700);
-    const std::string path = seg.dir + "/" + meta.name;
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && ::ftruncate(fd, static_cast<off_t>(meta.size)) == 0;
-    std::vector<bool> have(n, false);
-    std::vector<char> buf(static_cast<std::size_t>(co.piece_length));
-    for (std::size_t i = 0; ok && i < n; ++i) {
-        if (!co.fetched[first + i]) continue;
-        const auto len = static_cast<std::size_t>(
-            std::min<std::uint64_t>(static_cast<std::uint64_t>(co.piece_length),
-                                    co.size - (first + i) * static_cast<std::uint64_t>(co.piece_length)));
-        const ssize_t got = ::pread(co.fd, buf.data(), len, static_cast<off_t>((first + i) * co.piece_length));
-        ok = got == static_cast<ssize_t>(len) &&
-             write_all(fd, buf.data(), len, static_cast<off_t>(i * static_cast<std::size_t>(co.piece_length)));
-        have[i] = ok;
-    }
-    if (fd >= 0) ::close(fd);
-    if (!ok) {
-        LOG_WARN("content %s: cannot make the file of the segment at piece %d: %s", co.sha256.c_str(),
-                 seg.first, std::strerror(errno));
-        remove_tree(seg.dir);
-        return;
-    }
-    try {
-        seg.torrent = peers_->add_torrent(metainfo, seg.dir, {}, have);
-    } catch (const std::exception& err) {
-        LOG_WARN("content %s: cannot swarm the segment at piece %d: %s", co.sha256.c_str(), seg.first,
-                 err.what());
-        remove_tree(seg.dir);
-        return;
-    }
-    LOG_INFO("content %s: swarming pieces %d..%d as %s", co.sha256.c_str(), seg.first,
-              seg.first + seg.pieces - 1, meta.info_hash.c_str());
-    for (const auto& [node, ep] : co.endpoints) {
-        try {
-            peers_->connect_peer(seg.torrent, ep);
-        } catch (const std::exception&) {
-        }
-    }
-}
-
-// An event of a co-fetch's segment torrent (false: not one). A piece it
-// verified is read back (PieceRead) and kept.
-bool Swarms::on_cofetch_segment_event(const p2p::TorrentEvent& e) {
-    using Kind = p2p::TorrentEvent::Kind;
-    if (e.torrent == 0) return false;
-    for (auto& [x, co] : cofetches_)
-        for (const CoFetch::Segment& seg : co->segments) {
-            if (seg.torrent != e.torrent) continue;
-            if (e.piece < 0 || e.piece >= seg.pieces) {
-                log_peer_event(e);
-                return true;
-            }
-            const int p = seg.first + e.piece;
-            const auto i = static_cast<std::size_t>(p);
-            if (e.kind == Kind::PieceVerified && !co->fetched[i] && !co->swarmed[i] && !co->reading[i]) {
-                co->reading[i] = true;
-                peers_->read_piece(seg.torrent, e.piece);
-            } else if (e.kind == Kind::PieceRead) {
-                co->reading[i] = false;
-                keep_swarmed_piece(*co, p, e.data.get(), e.size);  // may end the co-fetch
-            } else if (e.kind == Kind::PieceReadFailed) {
-                co->reading[i] = false;
-            } else {
-                log_peer_event(e);
-            }
-            return true;
-        }
-    return false;
-}
-
-// A piece a segment's swarm gave: into the content's file when its bytes
-// match the co-fetch's hash of it (hashed here: the piece is then held in
-// H's torrent as one this agent fetched is).
-void Swarms::keep_swarmed_piece(CoFetch& co, int piece, const char* data, std::size_t size) {
-    const auto i = static_cast<std::size_t>(piece);
-    if (co.fetched[i] || co.swarmed[i] || co.hashes[i].empty() || !data ||
-        p2p::v1_piece_hash(data, size) != co.hashes[i])
-        return;
-    if (!write_all(co.fd, data, size, static_cast<off_t>(piece) * co.piece_length)) {
-        end_cofetch(co.sha256, std::string("cannot write the co-fetched file: ") + std::strerror(errno));
-        return;
-    }
-    co.swarmed[i] = true;
-    for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
-}
-
-// The segments' torrents leave the session and their folders go.
-void Swarms::drop_cofetch_segments(CoFetch& co) {
-    for (CoFetch::Segment& seg : co.segments) {
-        if (seg.torrent != 0) peers_->remove_torrent(seg.torrent, false);
-        seg.torrent = 0;
-        if (!seg.dir.empty()) remove_tree(seg.dir);
-        seg.dir.clear();
-    }
 }
 
 // Every piece's hash is known: the metainfo, the same on every agent; the
@@ -566,33 +407,19 @@ void Swarms::finish_cofetch(CoFetch& co) {
         end_cofetch(x, "the agents' piece hashes make a mapping already proven false");
         return;
     }
-    LOG_INFO("content %s: every piece hashed after %lld ms, %lld of %d held (%lld from segments' swarms); "
-             "swarming as %s",
-             x.c_str(), static_cast<long long>(mono_ms() - co.started_ms),
-             static_cast<long long>(std::count(co.fetched.begin(), co.fetched.end(), true) +
-                                    std::count(co.swarmed.begin(), co.swarmed.end(), true)),
-             co.num_pieces, static_cast<long long>(std::count(co.swarmed.begin(), co.swarmed.end(), true)),
-             meta->info_hash.c_str());
+    LOG_INFO("content %s: every piece hashed after %lld ms; swarming as %s", x.c_str(),
+             static_cast<long long>(mono_ms() - co.started_ms), meta->info_hash.c_str());
     const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
-    // What the segments' swarms have not moved yet, H's swarm moves.
-    drop_cofetch_segments(co);
     ::close(co.fd);
     co.fd = -1;
     if (cache_.count(meta->info_hash) || ::rename(co.dir.c_str(), final_dir.c_str()) != 0)
         remove_tree(co.dir);  // the swarm fetches what this agent had
     else {
         // Only pieces fetched and hashed here: their hash in the metainfo
-        // is this agent's own (keep_cofetch_piece), never one a peer sent;
-        // and pieces a segment's swarm gave whose bytes were hashed here
-        // against the metainfo's hash (keep_swarmed_piece).
+        // is this agent's own (keep_cofetch_piece), never one a peer sent.
         std::vector<bool> own(co.fetched.size(), false);
-        std::vector<bool> swarmed(co.fetched.size(), false);
-        for (std::size_t i = 0; i < own.size(); ++i) {
-            own[i] = co.fetched[i] && co.hash_from[i].empty();
-            swarmed[i] = !own[i] && co.swarmed[i] && !co.hashes[i].empty();
-        }
+        for (std::size_t i = 0; i < own.size(); ++i) own[i] = co.fetched[i] && co.hash_from[i].empty();
         cofetched_pieces_[meta->info_hash] = std::move(own);
-        cofetch_swarmed_pieces_[meta->info_hash] = std::move(swarmed);
     }
     // Every co-fetcher heard of, present or not (one done first has left R).
     std::set<std::string> others;
@@ -641,37 +468,15 @@ void Swarms::drop_cofetch(CoFetch& co) {
             fetcher_.stop(req->id);
             req->sha256.clear();
         }
-    drop_cofetch_segments(co);
     if (co.fd >= 0) ::close(co.fd);
     if (!co.dir.empty()) remove_tree(co.dir);
     cofetches_.erase(std::string(co.sha256));  // co is gone
 }
 
-// Each swarm tick: origin requests, and each segment that lacks pieces is
-// connected again to the co-fetchers it is not connected to (one that had
-// not added the segment yet refused the first connection).
 void Swarms::cofetch_tick(std::int64_t now) {
     std::vector<CoFetch*> all;
     for (auto& [x, co] : cofetches_) all.push_back(co.get());
-    for (CoFetch* co : all) {
-        for (const CoFetch::Segment& seg : co->segments) {
-            if (seg.torrent == 0) continue;
-            int held = 0;
-            for (int p = seg.first; p < seg.first + seg.pieces; ++p)
-                held += co->fetched[static_cast<std::size_t>(p)] || co->swarmed[static_cast<std::size_t>(p)];
-            if (held == seg.pieces) continue;
-            std::set<std::string> connected;
-            for (const p2p::TorrentPeer& peer : peers_->peers(seg.torrent)) connected.insert(peer.address);
-            for (const auto& [node, ep] : co->endpoints)
-                if (!connected.count(address_of(ep))) {
-                    try {
-                        peers_->connect_peer(seg.torrent, ep);
-                    } catch (const std::exception&) {
-                    }
-                }
-        }
-        pump_cofetch(*co, now);
-    }
+    for (CoFetch* co : all) pump_cofetch(*co, now);
 }
 
 // X came from the origin after co-fetched metainfo failed it: the hashes

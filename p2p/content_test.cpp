@@ -141,49 +141,6 @@ TEST_CASE("content metainfo from piece hashes is byte for byte the whole file's"
     CHECK_THROWS_AS(content_metainfo_from_hashes(size, sha, hashes), MetainfoError);
 }
 
-TEST_CASE("a content segment's pieces are the whole file's pieces, with their hashes",
-          "[p2p][content]") {
-    TempDir tmp;
-    const std::uint64_t size = 5 * 1024 * 1024 + 777;  // 6 pieces, the last short
-    const std::string sha = write_random_file(tmp.file("f.bin"), size);
-    const auto hashes = v1_piece_hashes_of(make_content_metainfo(tmp.file("f.bin"), sha));
-    REQUIRE(hashes.size() == 6);
-    const auto piece = static_cast<std::uint64_t>(choose_piece_size(size));
-    // Pieces 2..3: a file of two whole pieces, named after X and its first piece.
-    const std::vector<std::string> mid(hashes.begin() + 2, hashes.begin() + 4);
-    const std::string m = content_segment_metainfo(size, sha, 2, mid);
-    CHECK(v1_piece_hashes_of(m) == mid);
-    CHECK(summarize_metainfo(m).size == 2 * piece);
-    CHECK(summarize_metainfo(m).name == sha + ".2");
-    // The same hashes give the same info-hash on every agent.
-    CHECK(summarize_metainfo(m).info_hash == summarize_metainfo(content_segment_metainfo(size, sha, 2, mid)).info_hash);
-    // The last segment ends in the file's short piece.
-    const std::vector<std::string> last(hashes.begin() + 4, hashes.end());
-    CHECK(summarize_metainfo(content_segment_metainfo(size, sha, 4, last)).size == size - 4 * piece);
-    // Pieces past the end do not fit.
-    CHECK_THROWS_AS(content_segment_metainfo(size, sha, 5, mid), MetainfoError);
-    CHECK_THROWS_AS(content_segment_metainfo(size, sha, 6, mid), MetainfoError);
-    CHECK_THROWS_AS(content_segment_metainfo(size, sha, 1, {}), MetainfoError);
-}
-
-TEST_CASE("co-fetchers split each segment in rank order, every rank a share", "[p2p][content]") {
-    // 128 pieces, 8 agents: 16 segments of 8, one piece each per segment.
-    CHECK(content_segment_pieces(128, 8) == 8);
-    for (int p = 0; p < 128; ++p) CHECK(cofetch_rank_of(p, 128, 8) == p % 8);
-    // Few pieces: one segment of at least k pieces; 3 agents over 7 pieces.
-    CHECK(content_segment_pieces(7, 3) == 3);
-    CHECK(cofetch_rank_of(0, 7, 3) == 0);
-    CHECK(cofetch_rank_of(2, 7, 3) == 2);
-    CHECK(cofetch_rank_of(6, 7, 3) == 2);  // the last segment has one piece: the last rank
-    // 2000 pieces, 2 agents: 16 segments of 125, halves of each.
-    CHECK(content_segment_pieces(2000, 2) == 125);
-    CHECK(cofetch_rank_of(61, 2000, 2) == 0);
-    CHECK(cofetch_rank_of(62, 2000, 2) == 1);
-    CHECK(cofetch_rank_of(125, 2000, 2) == 0);
-    // Alone: everything.
-    CHECK(cofetch_rank_of(99, 100, 1) == 0);
-}
-
 TEST_CASE("content metainfo is refused for bytes that are not the SHA-256", "[p2p][content]") {
     TempDir tmp;
     const std::string sha = write_random_file(tmp.file("f.bin"), 1000);

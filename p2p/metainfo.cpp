@@ -298,12 +298,10 @@ std::vector<std::string> v1_piece_hashes_of(std::string_view bytes) {
     return out;
 }
 
-namespace {
-
-// Deterministic v1 metainfo of one file `name` of `size` bytes in pieces of
-// `piece` bytes with these hashes: no date, creator, comment or tracker.
-std::string v1_metainfo_from_hashes(const std::string& name, std::uint64_t size, int piece,
-                                    const std::vector<std::string>& piece_hashes) {
+std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
+                                         const std::vector<std::string>& piece_hashes) {
+    const std::string name = content_name(sha256);
+    const int piece = choose_piece_size(size);
     const auto up = static_cast<std::uint64_t>(piece);
     if (size == 0 || piece_hashes.size() != size / up + (size % up != 0))
         throw MetainfoError("piece hashes do not fit a file of " + std::to_string(size) + " bytes");
@@ -318,48 +316,6 @@ std::string v1_metainfo_from_hashes(const std::string& name, std::uint64_t size,
     std::string out;
     lt::bencode(std::back_inserter(out), ct.generate());
     return out;
-}
-
-}  // namespace
-
-std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
-                                         const std::vector<std::string>& piece_hashes) {
-    return v1_metainfo_from_hashes(content_name(sha256), size, choose_piece_size(size), piece_hashes);
-}
-
-std::string content_segment_metainfo(std::uint64_t size, const std::string& sha256, int first_piece,
-                                     const std::vector<std::string>& piece_hashes) {
-    const std::string name = content_name(sha256);
-    const int piece = choose_piece_size(size);
-    const auto up = static_cast<std::uint64_t>(piece);
-    const std::uint64_t offset = static_cast<std::uint64_t>(first_piece) * up;
-    if (first_piece < 0 || offset >= size || piece_hashes.empty())
-        throw MetainfoError("no such segment of a file of " + std::to_string(size) + " bytes");
-    // As many pieces as hashes: whole ones, but for the file's last.
-    const std::uint64_t length = std::min(size - offset, up * piece_hashes.size());
-    if (length / up + (length % up != 0) != piece_hashes.size())
-        throw MetainfoError("piece hashes do not fit the segment");
-    return v1_metainfo_from_hashes(name + "." + std::to_string(first_piece), length, piece, piece_hashes);
-}
-
-namespace {
-// Segments a co-fetched file is cut into, at most (each at least one piece
-// per co-fetcher): the LAN moves one while the origin sends the next, and
-// only the last one's exchange is left once every hash is known.
-constexpr int kCoFetchSegments = 16;
-}  // namespace
-
-int content_segment_pieces(int pieces, int k) {
-    return std::max({1, k, (pieces + kCoFetchSegments - 1) / kCoFetchSegments});
-}
-
-int cofetch_rank_of(int piece, int pieces, int k) {
-    const int g = content_segment_pieces(pieces, k);
-    const int first = piece / g * g;
-    const auto n = static_cast<std::int64_t>(std::min(g, pieces - first));
-    int rank = 0;  // the last r with r * n / k <= piece - first
-    while (rank + 1 < k && (rank + 1) * n / k <= piece - first) ++rank;
-    return rank;
 }
 
 std::string make_content_metainfo(const std::string& path, const std::string& sha256) {

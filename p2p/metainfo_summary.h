@@ -83,21 +83,5 @@ std::string v1_piece_hash(const char* data, std::size_t len);
 std::vector<std::string> v1_piece_hashes_of(std::string_view bytes);
 std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
                                          const std::vector<std::string>& piece_hashes);
-// Deterministic v1 metainfo of one segment of that file, as co-fetchers
-// swarm a segment whose pieces they hashed while they still fetch the next
-// (docs/design.md "Simultaneous wanters"): the pieces first_piece ..
-// first_piece + piece_hashes.size() - 1 of choose_piece_size(size), as one
-// file named "<sha256>.<first_piece>" of their length, so its piece i is
-// the whole file's piece first_piece + i, with the same hash. Throws
-// MetainfoError when the hashes do not fit (past the end, a short piece
-// not at the file's end, a hash not 20 bytes).
-std::string content_segment_metainfo(std::uint64_t size, const std::string& sha256, int first_piece,
-                                     const std::vector<std::string>& piece_hashes);
-// How `k` co-fetchers split a file of `pieces` pieces (docs/design.md
-// "Simultaneous wanters"): segments of content_segment_pieces() pieces (the
-// last may have fewer), each cut into k ranges in rank order;
-// cofetch_rank_of() is the rank whose range holds `piece`.
-int content_segment_pieces(int pieces, int k);
-int cofetch_rank_of(int piece, int pieces, int k);
 
 }  // namespace dopt::p2p

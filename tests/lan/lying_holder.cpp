@@ -14,10 +14,9 @@
 //
 // With --cofetch it is a hostile co-fetcher instead: it wants X on the
 // rendezvous; once honest co-fetchers name it in their split, it sends, for
-// its share of pieces (p2p::cofetch_rank_of), the hashes of the other
-// file's pieces (false), takes the honest hashes of the rest, builds the
-// metainfo H they all build, and seeds its share from the other file:
-// "lying H" on stdout.
+// its range of pieces, the hashes of the other file's pieces (false), takes
+// the honest hashes of the rest, builds the metainfo H they all build, and
+// seeds its range from the other file: "lying H" on stdout.
 //
 // DIR is made and holds the seeded copy. Once seeding and announcing, it
 // prints "announced H" on stdout (H: the lowercase hex info-hash), then one
@@ -196,8 +195,7 @@ int run_cofetch(const Options& o, int sigfd) {
                 const auto k = static_cast<std::int64_t>(split.size());
                 const std::int64_t rank = me - split.begin();
                 session.look_up_content(o.sha256, true, split);
-                for (int i = 0; i < pieces; ++i) {
-                    if (p2p::cofetch_rank_of(i, pieces, static_cast<int>(k)) != rank) continue;
+                for (auto i = static_cast<int>(rank * pieces / k); i < (rank + 1) * pieces / k; ++i) {
                     hashes[static_cast<std::size_t>(i)] = piece_hash_of(o.file, piece, i);
                     session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
                 }

@@ -984,7 +984,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     job.transfer = 0;
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) swarms_->detach_swarm(job, !save);
-    if (job.current_file >= 0) swarms_->leave_content(job, /*stay=*/false, /*cancelled=*/!save);
+    if (job.current_file >= 0) swarms_->leave_content(job);
     if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);

@@ -26,7 +26,6 @@
 
 #include "agent/agent.h"
 #include "agent/cache_copy.h"
-#include "agent/cofetch_ledger.h"
 #include "agent/config.h"
 #include "agent/interface_address.h"
 #include "agent/origin_fetcher.h"
@@ -240,7 +239,7 @@ public:
     // (its lookup, or its wait to be seeded, ends with it); the job's HTTP
     // fetch after a lookup is whole and matched its SHA-256 (`fd`: its
     // partial file): it is copied into the peer cache, seeded and announced.
-    void leave_content(Job& job, bool stay = false, bool cancelled = false);
+    void leave_content(Job& job, bool stay = false);
     void seed_content(Job& job, int fd);
 
     // What the agent reads (job objects, cache_list, peer_stats, the loop).
@@ -345,7 +344,6 @@ private:
     void on_content_metadata(std::uint64_t torrent);
     void connect_holders(Swarm& s);
     void forget_holders(const std::string& info_hash, const Job& job);
-    bool content_wanted_by_other_job(const std::string& sha256, const Job& job) const;
     void content_tick(std::int64_t now_ms);
     void fetch_content_from_origin(const std::string& sha256, const std::string& why);
     struct CacheCopy;
@@ -370,10 +368,7 @@ private:
     void on_cofetch_piece_done(CoFetchPiece& request, const TransferOutcome& outcome);
     void keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data);
     void on_piece_hash(const p2p::ContentEvent& event);
-    void ban_cofetcher(const CoFetch& co, const std::string& address, const std::string& why);
-    void keep_hash_claims(const CoFetch& co);
     void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
-    bool converge_split(CoFetch& co, const p2p::ContentEvent& event);
     void finish_cofetch(CoFetch& co);
     // By value: callers pass the co-fetch's own sha256, which ending it frees.
     void end_cofetch(std::string sha256, const std::string& why);
@@ -437,10 +432,15 @@ private:
     std::map<std::string, std::vector<bool>> cofetched_pieces_;
     std::map<std::string, std::set<std::string>> cofetchers_;
     // Piece hashes other agents sent for a SHA-256 whose co-fetched
-    // metainfo is not proven yet (keep_hash_claims). When the file fails X
-    // and comes from the origin, the senders of hashes the origin's bytes
-    // do not match are banned (unmask_false_hashes).
-    std::map<std::string, std::vector<CoFetchLedger::Claim>> hash_claims_;
+    // metainfo is not proven yet: (piece, hash, sender's address). When
+    // the file fails X and comes from the origin, the senders of hashes
+    // the origin's bytes do not match are banned (unmask_false_hashes).
+    struct HashClaim {
+        int piece;
+        std::string sha1;
+        std::string peer;
+    };
+    std::map<std::string, std::vector<HashClaim>> hash_claims_;
 };
 
 // A verified file being copied into the peer cache by a worker, and what
@@ -480,10 +480,14 @@ struct Swarms::CoFetch {
     std::uint64_t size = 0;            // 0 until known
     int piece_length = 0;
     int num_pieces = 0;
-    // This agent's range, every piece's hash as it becomes known, claims,
-    // and the trust rules (empty until the size is known).
-    CoFetchLedger ledger;
-    std::vector<bool> inflight;        // per piece: a request of this agent fetches it
+    int first = 0;                     // this agent's pieces: [first, end)
+    int end = 0;
+    std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
+    std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
+    std::vector<bool> fetched;         // fetched by this agent
+    std::vector<bool> inflight;
+    std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
+    int known = 0;                     // pieces whose hash is known
     std::set<std::uint64_t> present;   // other wanters on R now (node ids)
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
     std::string dir;                   // the content's folder while co-fetching

@@ -17,9 +17,8 @@
 //      against X before delivery (finish_swarm_file).
 //   A range whose hashes have not come in a while after this agent's own
 //   were done, or whose agent left R, is fetched here too (from its end
-//   backwards). Trust (the rules are CoFetchLedger's): this agent fetches
-//   its own range whatever others hash; a hash that differs from this
-//   agent's own fetch of the piece bans its sender at once; two others that disagree make this
+//   backwards). Trust: a hash that differs from this agent's own fetch of
+//   the piece bans its sender at once; two others that disagree make this
 //   agent fetch the piece itself; a file that fails X drops the mapping and
 //   comes over HTTP, after which the senders of false hashes are found and
 //   banned (unmask_false_hashes).
@@ -43,6 +42,8 @@ namespace {
 // before this agent fetches the piece too: this plus twice the time an
 // origin piece takes here.
 constexpr std::int64_t kCoFetchClaimMs = 2000;
+// Piece hashes kept from other agents per SHA-256 until it is proven.
+constexpr std::size_t kMaxHashClaimsPerPiece = 4;
 // Piece messages kept from before this agent's size or split is known.
 constexpr std::size_t kMaxEarlyHashes = 4096;
 
@@ -124,9 +125,14 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     const auto k = static_cast<int>(co.split.size());
     const auto rank = static_cast<int>(
         std::lower_bound(co.split.begin(), co.split.end(), peers_->id()) - co.split.begin());
-    co.ledger = CoFetchLedger(co.num_pieces, range_start(rank, k, co.num_pieces),
-                              range_start(rank + 1, k, co.num_pieces), co.split);
-    co.inflight.assign(static_cast<std::size_t>(co.num_pieces), false);
+    co.first = range_start(rank, k, co.num_pieces);
+    co.end = range_start(rank + 1, k, co.num_pieces);
+    const auto n = static_cast<std::size_t>(co.num_pieces);
+    co.hashes.assign(n, std::string());
+    co.hash_from.assign(n, std::string());
+    co.fetched.assign(n, false);
+    co.inflight.assign(n, false);
+    co.claimed_ms.assign(n, 0);
     co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
     remove_tree(co.dir);
     ::mkdir(co.dir.c_str(), 0700);
@@ -136,8 +142,8 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
         end_cofetch(co.sha256, std::string("cannot make ") + path + ": " + std::strerror(errno));
         return;
     }
-    LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.ledger.first(),
-             co.ledger.end() - 1, co.num_pieces);
+    LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.first,
+             co.end - 1, co.num_pieces);
     const std::string x = co.sha256;
     std::vector<p2p::ContentEvent> early;
     early.swap(co.early_hashes);
@@ -162,19 +168,18 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
 
 // The next piece to fetch: one whose hash is not known, that no request
 // of this agent fetches and no other agent claimed lately: this agent's
-// range and disputed pieces first, in order (fetched here whatever others
-// say: CoFetchLedger); then the others' (work stealing), from the end of
+// range first, in order; then the others' (work stealing), from the end of
 // the file backwards, as their agents fetch forwards, once a claim's time
 // has passed since this agent's range was done. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
     auto idle = [&](int p) {
-        const std::int64_t claimed = co.ledger.claimed_ms(p);
-        return !co.ledger.known(p) && !co.inflight[static_cast<std::size_t>(p)] &&
-               (claimed == 0 || now - claimed >= claim_ms);
+        auto i = static_cast<std::size_t>(p);
+        return co.hashes[i].empty() && !co.inflight[i] &&
+               (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
-    for (int p = 0; p < co.num_pieces; ++p)
-        if (co.ledger.fetched_here_anyway(p) && idle(p)) return p;
+    for (int p = co.first; p < co.end; ++p)
+        if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
     // Another agent may have started later: its range is left to it for
     // as long as a claim holds, unless it is not on R.
@@ -273,6 +278,7 @@ void Swarms::on_cofetch_piece_done(CoFetchPiece& req, const TransferOutcome& out
 // hash another agent sent for it that differs is a lie: its sender is
 // banned.
 void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data) {
+    const auto i = static_cast<std::size_t>(piece);
     const off_t off = static_cast<off_t>(piece) * co.piece_length;
     std::size_t put = 0;
     while (put < data.size()) {
@@ -285,24 +291,27 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
         put += static_cast<std::size_t>(n);
     }
     const std::string sha1 = p2p::v1_piece_hash(data.data(), data.size());
-    for (const std::string& liar : co.ledger.fetched_here(piece, sha1))
-        ban_cofetcher(co, liar, "it sent a false hash of piece " + std::to_string(piece));
+    if (!co.hashes[i].empty() && co.hashes[i] != sha1 && !co.hash_from[i].empty()) {
+        LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", co.hash_from[i].c_str(),
+                 piece, co.sha256.c_str());
+        if (const std::string a = address_of(co.hash_from[i]); !a.empty()) peers_->ban_peer(a);
+    }
+    if (co.hashes[i].empty()) ++co.known;
+    co.hashes[i] = sha1;
+    co.hash_from[i].clear();
+    co.fetched[i] = true;
     peers_->send_piece_hash(co.sha256, co.size, piece, sha1);
     for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
-    if (co.range_done_ms == 0 && co.ledger.range_done()) co.range_done_ms = mono_ms();
-    if (co.ledger.all_known()) finish_cofetch(co);
+    if (co.range_done_ms == 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
+    if (co.known == co.num_pieces) finish_cofetch(co);
 }
 
-// A co-fetcher lied (CoFetchLedger said so; it forgot its hashes): banned.
-void Swarms::ban_cofetcher(const CoFetch& co, const std::string& address, const std::string& why) {
-    LOG_WARN("banned peer %s: %s of SHA-256 %s", address.c_str(), why.c_str(), co.sha256.c_str());
-    peers_->ban_peer(address);
-}
-
-// Another agent's hash of a piece of X, or its claim on one: the rules are
-// CoFetchLedger's (one that contradicts another agent's makes this agent
-// fetch the piece itself; one that contradicts this agent's own fetch, or
-// the sender's own earlier hash, bans the sender).
+// Another agent's hash of a piece of X. Taken when no hash of that piece is
+// known yet; one that contradicts a known one from another agent makes
+// this agent fetch the piece itself (the origin decides).
 void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     auto it = cofetches_.find(e.sha256);
     if (it == cofetches_.end()) {  // hashes may come before this agent's window ends
@@ -314,22 +323,54 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     if (e.node == peers_->id()) return;
     CoFetch& co = *it->second;
     if (co.size == 0 && co.early_hashes.size() < kMaxEarlyHashes) co.early_hashes.push_back(e);
-    if (co.size != e.size || e.piece < 0 || e.piece >= co.num_pieces) return;
+    if (co.size != e.size) return;
+    const auto i = static_cast<std::size_t>(e.piece);
+    if (i >= co.hashes.size()) return;
     if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
-        co.ledger.claim(e.node, e.piece, mono_ms());
+        // Only from a co-fetcher of the split, never for this agent's own
+        // range, and once: a renewed claim would hold a piece forever.
+        const bool in_split = std::binary_search(co.split.begin(), co.split.end(), e.node);
+        const bool own = e.piece >= co.first && e.piece < co.end;
+        if (in_split && !own && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
         return;
     }
-    const CoFetchLedger::Verdict v = co.ledger.hash(address_of(e.peer), e.piece, e.piece_sha1);
-    for (const std::string& liar : v.banned) ban_cofetcher(co, liar, v.why);
-    if (v.disputed)
-        LOG_WARN("content %s: two agents sent different hashes of piece %d; fetching it here",
-                 co.sha256.c_str(), e.piece);
-    if (v.disputed || !v.banned.empty()) {
+    if (e.piece_sha1.size() != 20) return;
+    auto& claims = hash_claims_[co.sha256];
+    if (static_cast<std::size_t>(std::count_if(claims.begin(), claims.end(), [&](const HashClaim& c) {
+            return c.piece == e.piece;
+        })) < kMaxHashClaimsPerPiece)
+        claims.push_back(HashClaim{e.piece, e.piece_sha1, e.peer});
+    if (co.hashes[i].empty()) {
+        co.hashes[i] = e.piece_sha1;
+        co.hash_from[i] = e.peer;
+        ++co.known;
+    } else if (co.hashes[i] != e.piece_sha1) {
+        if (co.hash_from[i].empty()) {  // this agent fetched it: the sender lies
+            LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", e.peer.c_str(),
+                     e.piece, co.sha256.c_str());
+            if (const std::string a = address_of(e.peer); !a.empty()) peers_->ban_peer(a);
+            return;
+        }
+        if (co.hash_from[i] == e.peer) {  // one sender, two hashes: a liar
+            LOG_WARN("banned peer %s: it sent two hashes of piece %d of SHA-256 %s", e.peer.c_str(), e.piece,
+                     co.sha256.c_str());
+            if (const std::string a = address_of(e.peer); !a.empty()) peers_->ban_peer(a);
+        } else {
+            LOG_WARN("content %s: two agents sent different hashes of piece %d; fetching it here",
+                     co.sha256.c_str(), e.piece);
+        }
+        co.hashes[i].clear();
+        co.hash_from[i].clear();
+        --co.known;
         // Fetched here, within origin_requests like any other piece.
         pump_cofetch(co, mono_ms());
         return;
     }
-    if (v.taken && co.ledger.all_known()) finish_cofetch(co);
+    if (co.range_done_ms == 0 && co.size > 0 &&
+        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
+                    [](const std::string& h) { return !h.empty(); }))
+        co.range_done_ms = mono_ms();
+    if (co.known == co.num_pieces) finish_cofetch(co);
 }
 
 // R's wanters changed: who is still there (a range whose agent left is
@@ -340,45 +381,12 @@ void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
     bool newcomer = false;
     for (std::uint64_t n : now) newcomer = newcomer || !co.present.count(n);
     co.present = std::move(now);
-    if (converge_split(co, e)) return;  // finished
     for (const auto& [node, ep] : e.endpoints)  // bounded: the split's nodes only
         if (std::binary_search(co.split.begin(), co.split.end(), node)) co.endpoints[node] = ep;
     if (newcomer)
-        for (int i = 0; i < co.ledger.num_pieces(); ++i)
-            if (co.ledger.fetched(i))
-                peers_->send_piece_hash(co.sha256, co.size, i, co.ledger.hashes()[static_cast<std::size_t>(i)]);
+        for (std::size_t i = 0; i < co.hashes.size(); ++i)
+            if (co.fetched[i]) peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
     pump_cofetch(co, mono_ms());
-}
-
-// Views converge: co-fetchers whose lookup windows saw different wanters
-// split differently, and as each fetches its own range whatever others
-// hash (CoFetchLedger), each piece of an overlap would come from the origin
-// twice. So a co-fetcher takes the split of the lowest co-fetcher on R
-// that names it, when that one's node id is below its own split's lowest
-// (the rule start_cofetch follows, applied once under way), and says so.
-// True when that finished the co-fetch (co is gone).
-bool Swarms::converge_split(CoFetch& co, const p2p::ContentEvent& e) {
-    const std::uint64_t me = peers_->id();
-    const std::vector<std::uint64_t>* best = nullptr;
-    std::uint64_t best_node = co.split.empty() ? me : co.split.front();
-    for (const auto& [node, split] : e.splits)
-        if (node < best_node && std::binary_search(split.begin(), split.end(), me)) {
-            best = &split;
-            best_node = node;
-        }
-    if (!best || *best == co.split) return false;
-    co.split = *best;
-    LOG_INFO("content %s: co-fetching with the split of %zu agents of a lower node", co.sha256.c_str(),
-             co.split.size());
-    peers_->look_up_content(co.sha256, /*fetching_from_origin=*/true, co.split);
-    if (co.size == 0) return false;  // plan_cofetch takes it
-    const auto k = static_cast<int>(co.split.size());
-    const auto rank = static_cast<int>(std::lower_bound(co.split.begin(), co.split.end(), me) - co.split.begin());
-    co.ledger.replan(range_start(rank, k, co.num_pieces), range_start(rank + 1, k, co.num_pieces), co.split);
-    co.range_done_ms = co.ledger.range_done() ? mono_ms() : 0;
-    if (!co.ledger.all_known()) return false;
-    finish_cofetch(co);
-    return true;
 }
 
 // Every piece's hash is known: the metainfo, the same on every agent; the
@@ -388,7 +396,7 @@ void Swarms::finish_cofetch(CoFetch& co) {
     std::string bytes;
     std::optional<p2p::MetainfoSummary> meta;
     try {
-        bytes = p2p::content_metainfo_from_hashes(co.size, co.sha256, co.ledger.hashes());
+        bytes = p2p::content_metainfo_from_hashes(co.size, co.sha256, co.hashes);
         meta = p2p::summarize_metainfo(bytes);
     } catch (const p2p::MetainfoError& err) {
         end_cofetch(co.sha256, std::string("cannot make its metainfo: ") + err.what());
@@ -406,9 +414,13 @@ void Swarms::finish_cofetch(CoFetch& co) {
     co.fd = -1;
     if (cache_.count(meta->info_hash) || ::rename(co.dir.c_str(), final_dir.c_str()) != 0)
         remove_tree(co.dir);  // the swarm fetches what this agent had
-    else  // only pieces fetched and hashed here: their hash is this agent's own
-        cofetched_pieces_[meta->info_hash] = co.ledger.fetched_pieces();
-    keep_hash_claims(co);
+    else {
+        // Only pieces fetched and hashed here: their hash in the metainfo
+        // is this agent's own (keep_cofetch_piece), never one a peer sent.
+        std::vector<bool> own(co.fetched.size(), false);
+        for (std::size_t i = 0; i < own.size(); ++i) own[i] = co.fetched[i] && co.hash_from[i].empty();
+        cofetched_pieces_[meta->info_hash] = std::move(own);
+    }
     // Every co-fetcher heard of, present or not (one done first has left R).
     std::set<std::string> others;
     for (const auto& [node, ep] : co.endpoints) others.insert(ep);
@@ -442,7 +454,6 @@ void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy 
     if (it == cofetches_.end()) return;
     LOG_INFO("content %s: co-fetching stops: %s", x.c_str(), why.c_str());
     const std::set<Job*> jobs = it->second->jobs;
-    keep_hash_claims(*it->second);  // the origin's file unmasks liars (seed_content)
     drop_cofetch(*it->second);
     auto& lookup = content_lookups_[x];
     lookup = std::make_unique<ContentLookup>();
@@ -450,18 +461,7 @@ void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy 
     fetch_content_from_origin(x, "co-fetching stopped: " + why);
 }
 
-// The other agents' hashes of the co-fetch, kept past it until X is proven
-// (content_proven), or its file came from the origin and unmasked their
-// liars (unmask_false_hashes), or a job cancelled leaves no other job that
-// wants X (leave_content).
-void Swarms::keep_hash_claims(const CoFetch& co) {
-    std::vector<CoFetchLedger::Claim> claims = co.ledger.claims();
-    if (claims.empty()) hash_claims_.erase(co.sha256);
-    else hash_claims_[co.sha256] = std::move(claims);
-}
-
-// Forgets a co-fetch: its requests stop, its folder goes, and what it heard
-// (its ledger) with it.
+// Forgets a co-fetch: its requests stop, its folder goes.
 void Swarms::drop_cofetch(CoFetch& co) {
     for (auto& req : cofetch_requests_)
         if (req->sha256 == co.sha256) {
@@ -491,7 +491,12 @@ void Swarms::unmask_false_hashes(const std::string& x, const std::string& metain
     } catch (const p2p::MetainfoError&) {
         return;
     }
-    for (const std::string& address : CoFetchLedger::liars(it->second, truth)) {
+    std::set<std::string> liars;
+    for (const HashClaim& c : it->second)
+        if (static_cast<std::size_t>(c.piece) < truth.size() && truth[static_cast<std::size_t>(c.piece)] != c.sha1)
+            liars.insert(address_of(c.peer));
+    liars.erase(std::string());
+    for (const std::string& address : liars) {
         LOG_WARN("banned peer %s: it sent false piece hashes of SHA-256 %s", address.c_str(), x.c_str());
         peers_->ban_peer(address);
     }

@@ -83,14 +83,11 @@ bool Swarms::look_up_content(Job& job) {
 
 // The job stops (suspend, cancel, error, yield, or its file is seeded):
 // it leaves its lookup, and unless `stay` the rendezvous is left when no
-// job of this agent needs it any more. A job `cancelled`: the hashes its
-// co-fetch heard go too unless another job still wants X.
-void Swarms::leave_content(Job& job, bool stay, bool cancelled) {
+// job of this agent needs it any more.
+void Swarms::leave_content(Job& job, bool stay) {
     forget_holders(job.file().info_hash, job);
-    const std::string x = job.file().sha256;
-    if (cancelled && !x.empty() && hash_claims_.count(x) && !content_wanted_by_other_job(x, job))
-        hash_claims_.erase(x);
     if (!job.content_waiting && !job.content_seed) return;
+    const std::string x = job.file().sha256;
     if (auto co = cofetches_.find(x); job.content_waiting && co != cofetches_.end() && co->second->jobs.erase(&job)) {
         job.content_waiting = false;
         job.content_seed = false;
@@ -302,26 +299,10 @@ void Swarms::connect_holders(Swarm& s) {
 }
 
 // `job` stops, or goes without peers, maybe before the swarm of
-// `info_hash` was added: the holders kept for it, and the pieces its
-// co-fetch marks as held (finish_cofetch -> add_swarm), go unless another
-// unfinished job wants that content. (Marks kept for a later add of the
-// same H would mark pieces held from a stale list: its folder may be gone.)
+// `info_hash` was added: the holders kept for it go unless another
+// unfinished job wants that content.
 void Swarms::forget_holders(const std::string& info_hash, const Job& job) {
-    if (info_hash.empty() || wanted_by_unfinished_job(info_hash, &job)) return;
-    content_holders_.erase(info_hash);
-    cofetched_pieces_.erase(info_hash);
-    cofetchers_.erase(info_hash);
-}
-
-// Whether a job not ended, other than `job`, has a file not yet whole with
-// SHA-256 `x`.
-bool Swarms::content_wanted_by_other_job(const std::string& x, const Job& job) const {
-    for (const auto& [id, other] : agent_.jobs()) {
-        if (other.get() == &job || storage::is_final(other->rec.state)) continue;
-        for (const auto& f : other->rec.files)
-            if (f.sha256 == x && !f.completed) return true;
-    }
-    return false;
+    if (!info_hash.empty() && !wanted_by_unfinished_job(info_hash, &job)) content_holders_.erase(info_hash);
 }
 
 void Swarms::content_tick(std::int64_t now) {

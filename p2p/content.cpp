@@ -175,37 +175,10 @@ void ContentTable::set_listen_port(int port) {
     port_ = port;
 }
 
-bool ContentTable::push(ContentEvent e, const lt::address& sender) {
-    using Kind = ContentEvent::Kind;
-    if (e.kind == Kind::WantersChanged) {
-        if (auto at = wanters_event_at_.find(e.sha256); at != wanters_event_at_.end()) {
-            events_[at->second] = std::move(e);  // the newer state is what counts
-            return true;
-        }
-    }
-    const bool full = events_.size() >= kMaxContentEvents ||
-                      (e.kind == Kind::PieceHash && (piece_events_ >= kMaxPieceEvents ||
-                                                     piece_events_of_[sender] >= kMaxPieceEventsPerSender)) ||
-                      (e.kind == Kind::MessageIgnored && ignored_events_ >= kMaxIgnoredEvents) ||
-                      (e.kind == Kind::HolderFound && holder_events_of_[sender] >= kMaxHolderEventsPerSender);
-    if (full) {
-        if (e.kind != Kind::MessageIgnored) ++ignored_count_;  // ignored() counted that one
+bool ContentTable::push(ContentEvent e) {
+    if (events_.size() >= kMaxContentEvents) {
+        ++ignored_count_;
         return false;
-    }
-    switch (e.kind) {
-    case Kind::PieceHash:
-        ++piece_events_;
-        ++piece_events_of_[sender];
-        break;
-    case Kind::MessageIgnored:
-        ++ignored_events_;
-        break;
-    case Kind::HolderFound:
-        ++holder_events_of_[sender];
-        break;
-    case Kind::WantersChanged:
-        wanters_event_at_[e.sha256] = events_.size();
-        break;
     }
     events_.push_back(std::move(e));
     return true;
@@ -218,7 +191,7 @@ bool ContentTable::report_holder(const ContentSha256& x, const lt::tcp::endpoint
     e.sha256 = to_hex(x.data(), x.size());
     e.info_hash = to_hex(p.holds->data(), p.holds->size());
     e.peer = endpoint_string(lt::tcp::endpoint(conn.address(), static_cast<unsigned short>(p.port)));
-    return push(std::move(e), conn.address());
+    return push(std::move(e));
 }
 
 bool ContentTable::report_wanters(const ContentSha256& x, Content& c, bool always) {
@@ -240,18 +213,17 @@ bool ContentTable::report_wanters(const ContentSha256& x, Content& c, bool alway
     if (!always && wanters == c.wanters_reported && fetchers == c.fetchers_reported &&
         splits == c.splits_reported)
         return false;
+    c.wanters_reported = wanters;
+    c.fetchers_reported = fetchers;
+    c.splits_reported = splits;
     ContentEvent e;
     e.kind = ContentEvent::Kind::WantersChanged;
     e.sha256 = to_hex(x.data(), x.size());
-    e.wanters = wanters;
-    e.fetchers = fetchers;
-    e.splits = splits;
+    e.wanters = std::move(wanters);
+    e.fetchers = std::move(fetchers);
+    e.splits = std::move(splits);
     e.endpoints = std::move(endpoints);
-    if (!push(std::move(e))) return false;  // not reported: the next change reports it
-    c.wanters_reported = std::move(wanters);
-    c.fetchers_reported = std::move(fetchers);
-    c.splits_reported = std::move(splits);
-    return true;
+    return push(std::move(e));
 }
 
 void ContentTable::set_own(const ContentSha256& x, std::optional<lt::sha1_hash> h, bool fetching,
@@ -331,7 +303,7 @@ void ContentTable::peer_sent_hash(const lt::tcp::endpoint& conn, const ContentPi
         e.size = h.size;
         e.piece = h.piece;
         e.piece_sha1 = h.sha1;
-        queued = push(std::move(e), conn.address());
+        queued = push(std::move(e));
     }
     if (queued && notify_) notify_();
 }
@@ -345,7 +317,7 @@ void ContentTable::ignored(const lt::tcp::endpoint& conn, const std::string& why
         e.kind = ContentEvent::Kind::MessageIgnored;
         e.peer = endpoint_string(conn);
         e.message = why;
-        queued = push(std::move(e), conn.address());
+        queued = push(std::move(e));
     }
     if (queued && notify_) notify_();
 }
@@ -354,11 +326,6 @@ std::vector<ContentEvent> ContentTable::take_events() {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<ContentEvent> out;
     out.swap(events_);
-    piece_events_ = 0;
-    ignored_events_ = 0;
-    piece_events_of_.clear();
-    holder_events_of_.clear();
-    wanters_event_at_.clear();
     return out;
 }
 

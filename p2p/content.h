@@ -31,7 +31,6 @@
 #include <string>
 #include <vector>
 
-#include <libtorrent/address.hpp>
 #include <libtorrent/bdecode.hpp>
 #include <libtorrent/entry.hpp>
 #include <libtorrent/extensions.hpp>
@@ -58,17 +57,6 @@ inline constexpr int kContentMessageId = 18;
 inline constexpr std::size_t kMaxContentMessageSize = 512;
 // Events waiting to be taken; more are dropped (and counted as ignored).
 inline constexpr std::size_t kMaxContentEvents = 4096;
-// Within that, per kind and per sender (its address), so that neither a
-// flood of piece messages nor one host crowds out the other events
-// (HolderFound, WantersChanged): piece events (hashes and claims) from all
-// senders, and from one (a co-fetcher's whole range, up to about 2,000
-// pieces, fits); MessageIgnored events (each is counted anyway); and
-// HolderFound events of one sender. WantersChanged events are not counted:
-// at most one per SHA-256 waits (a newer one replaces it).
-inline constexpr std::size_t kMaxPieceEvents = 3072;
-inline constexpr std::size_t kMaxPieceEventsPerSender = 2048 + 64;
-inline constexpr std::size_t kMaxIgnoredEvents = 64;
-inline constexpr std::size_t kMaxHolderEventsPerSender = 16;
 
 // "addr:port" ("[addr]:port" for IPv6), as events and TorrentPeer name peers.
 std::string endpoint_string(const lt::tcp::endpoint& ep);
@@ -171,9 +159,7 @@ private:
         std::map<std::uint64_t, std::vector<std::uint64_t>> splits_reported;
     };
     // Callers hold mutex_; they return true when they queued an event.
-    // push() applies the caps above (`sender`: the connection's address);
-    // a WantersChanged replaces one of the same SHA-256 still waiting.
-    bool push(ContentEvent e, const lt::address& sender = lt::address());
+    bool push(ContentEvent e);
     bool report_holder(const ContentSha256& x, const lt::tcp::endpoint& conn, const PeerState& p);
     bool report_wanters(const ContentSha256& x, Content& c, bool always);
 
@@ -184,12 +170,6 @@ private:
     int port_ = 0;                               // guarded by mutex_
     std::map<ContentSha256, Content> contents_;  // guarded by mutex_
     std::vector<ContentEvent> events_;           // guarded by mutex_
-    // What events_ holds, for the caps (guarded by mutex_, reset by take_events).
-    std::size_t piece_events_ = 0;
-    std::size_t ignored_events_ = 0;
-    std::map<lt::address, std::size_t> piece_events_of_;   // by sender
-    std::map<lt::address, std::size_t> holder_events_of_;  // by sender
-    std::map<std::string, std::size_t> wanters_event_at_;  // SHA-256 -> index in events_
 };
 
 class ContentTorrent;  // content.cpp

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -443,107 +442,4 @@ TEST_CASE("an address banned for a false mapping is refused on the rendezvous", 
     const auto found = take_kind(events, a, ContentEvent::Kind::HolderFound);
     REQUIRE(found.size() == 1);
     CHECK(found.front().peer == "127.0.0.3:3333");
-}
-
-namespace {
-
-lt::tcp::endpoint conn_from(std::uint32_t ip, unsigned short port = 40000) {
-    return lt::tcp::endpoint(lt::address_v4(ip), port);
-}
-
-std::size_t count_kind(const std::vector<ContentEvent>& events, ContentEvent::Kind kind,
-                       const std::string& peer_prefix = "") {
-    return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const ContentEvent& e) {
-        return e.kind == kind && e.peer.rfind(peer_prefix, 0) == 0;
-    }));
-}
-
-}  // namespace
-
-TEST_CASE("a flood of piece messages crowds out neither other senders' hashes nor holders and wanters",
-          "[p2p][content]") {
-    ContentSha256 x{};
-    x[0] = 1;
-    ContentTable table(1, nullptr);
-    table.set_own(x, std::nullopt);  // wanting X
-    const std::uint64_t size = 64 * 1024 * 1024;  // 64 pieces of 1 MiB
-    const ContentPieceHash h{x, 9, size, 5, std::string(20, 'h')};
-    // One host (10.0.0.9) floods from two connections; then an honest
-    // co-fetcher's few hashes: all of them are queued.
-    for (int i = 0; i < 6000; ++i) table.peer_sent_hash(conn_from(0x0a000009, i % 2 ? 40000 : 40001), h);
-    for (int i = 0; i < 10; ++i) table.peer_sent_hash(conn_from(0x0a000002), h);
-    std::vector<ContentEvent> events = table.take_events();
-    CHECK(count_kind(events, ContentEvent::Kind::PieceHash, "10.0.0.9:") == kMaxPieceEventsPerSender);
-    CHECK(count_kind(events, ContentEvent::Kind::PieceHash, "10.0.0.2:") == 10);
-
-    // 40 hosts send 100 each; then a holder and a new wanter: both heard.
-    for (std::uint32_t host = 0; host < 40; ++host)
-        for (int i = 0; i < 100; ++i) table.peer_sent_hash(conn_from(0x0a010000 + host), h);
-    const ContentState holder{x, 3, 6881, lt::sha1_hash("01234567890123456789")};
-    table.peer_said(x, conn_from(0x0a000003), holder);
-    table.peer_said(x, conn_from(0x0a000004), ContentState{x, 4, 6881});
-    events = table.take_events();
-    CHECK(count_kind(events, ContentEvent::Kind::PieceHash) == kMaxPieceEvents);
-    CHECK(count_kind(events, ContentEvent::Kind::HolderFound) == 1);
-    const ContentEvent* wanters = last_wanters(events, dopt::to_hex(x.data(), x.size()));
-    REQUIRE(wanters);
-    CHECK(wanters->wanters == std::vector<std::uint64_t>{4});
-    CHECK(table.ignored_count() == 6000 - kMaxPieceEventsPerSender + 4000 - kMaxPieceEvents);
-}
-
-TEST_CASE("a host's flood of malformed messages or holder announcements is capped per kind and sender",
-          "[p2p][content]") {
-    ContentSha256 x{};
-    x[0] = 2;
-    ContentTable table(1, nullptr);
-    table.set_own(x, std::nullopt);
-    for (int i = 0; i < 5000; ++i) table.ignored(conn_from(0x0a000009), "garbage");
-    // One host flips its mapping again and again: each is a new HolderFound.
-    for (int i = 0; i < 5000; ++i) {
-        std::string h(20, 'a');
-        h[0] = static_cast<char>(i % 2);
-        table.peer_said(x, conn_from(0x0a000009), ContentState{x, 9, 6881, lt::sha1_hash(h.data())});
-    }
-    table.peer_said(x, conn_from(0x0a000003), ContentState{x, 3, 6881, lt::sha1_hash("01234567890123456789")});
-    const std::vector<ContentEvent> events = table.take_events();
-    CHECK(count_kind(events, ContentEvent::Kind::MessageIgnored) == kMaxIgnoredEvents);
-    CHECK(count_kind(events, ContentEvent::Kind::HolderFound, "10.0.0.9:") == kMaxHolderEventsPerSender);
-    CHECK(count_kind(events, ContentEvent::Kind::HolderFound, "10.0.0.3:") == 1);
-    CHECK(table.ignored_count() >= 5000);  // each malformed one counted, queued or not
-}
-
-TEST_CASE("a change of the wanters that could not be queued is reported later, not taken as reported",
-          "[p2p][content]") {
-    ContentSha256 x{};
-    x[0] = 3;
-    const std::string xs = dopt::to_hex(x.data(), x.size());
-    ContentTable table(1, nullptr);
-    table.set_own(x, std::nullopt);
-    // 4096 holders, each from its own address, fill the queue.
-    for (std::uint32_t i = 0; i < kMaxContentEvents; ++i) {
-        std::string h(20, 'a');
-        std::memcpy(&h[0], &i, sizeof i);
-        table.peer_said(x, conn_from(0x0b000000 + i), ContentState{x, 100 + i, 6881, lt::sha1_hash(h.data())});
-    }
-    // A wanter comes while it is full: its change cannot be queued...
-    table.peer_said(x, conn_from(0x0a000004), ContentState{x, 4, 6881});
-    std::vector<ContentEvent> events = table.take_events();
-    CHECK(events.size() == kMaxContentEvents);
-    CHECK_FALSE(last_wanters(events, xs));
-    // ...so the next word on R (the same state again) reports it.
-    table.peer_said(x, conn_from(0x0a000004), ContentState{x, 4, 6881});
-    events = table.take_events();
-    const ContentEvent* wanters = last_wanters(events, xs);
-    REQUIRE(wanters);
-    CHECK(wanters->wanters == std::vector<std::uint64_t>{4});
-
-    // Changes while one waits are folded into it: one event, the last state.
-    table.peer_said(x, conn_from(0x0a000005), ContentState{x, 5, 6881});
-    table.peer_said(x, conn_from(0x0a000006), ContentState{x, 6, 6881, std::nullopt, true});
-    events = table.take_events();
-    CHECK(count_kind(events, ContentEvent::Kind::WantersChanged) == 1);
-    wanters = last_wanters(events, xs);
-    REQUIRE(wanters);
-    CHECK(wanters->wanters == std::vector<std::uint64_t>{4, 5, 6});
-    CHECK(wanters->fetchers == std::vector<std::uint64_t>{6});
 }

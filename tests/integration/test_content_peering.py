@@ -263,42 +263,6 @@ class ContentPeering(PeeringTest):
         self.assertFalse(fetching.is_alive(), "A's file was held up by the host again")
         self.assertEqual(a.log_text().count(yielded), 1)
 
-    def test_a_cofetcher_sending_hashes_of_every_piece_cannot_finish_the_cofetch(self):
-        """A fake LAN host (node id 0) wants X on A's rendezvous and sends a
-        false hash of every piece of X at once, of A's range too. A
-        co-fetches with it (A's range: pieces 3..5 of 6): it still fetches
-        its own range from the origin, finds the host's hashes false there,
-        bans it, forgets its other hashes and fetches those pieces too. The
-        file is right and came through the co-fetched metainfo ("peers");
-        the origin sent it about once. Before: A took the hashes of its own
-        range, so the co-fetch "finished" at once on false metainfo, and
-        only the whole file's check caught it (then HTTP: "none")."""
-        self.start_origin()
-        size = 6 * MiB
-        sha = self.serve("lied.bin", size, torrent=False)
-        port = free_port(A_IP)
-        a = self.sb.agent(p2p_toml("%s:%d" % (A_IP, port), ["%s:6881" % FAKE_IP],
-                                   "content_lookup_ms = 3000\n"), name="A")
-        mark = self.mark()
-        result = {}
-        thread = threading.Thread(
-            target=lambda: result.update(got=self.get(a, self.url("lied.bin"), "lied.bin", "--sha256", sha)))
-        thread.start()
-        harness.wait_for(lambda: "looking for it on the LAN" in a.log_text(), 10, what="A's lookup")
-        lies = [piece_message(sha, size, p, b"\xee" * 20) for p in range(6)]
-        with say_fetching(sha, (A_IP, port), fetching=False, messages=lies):
-            thread.join(60)
-        self.assertIn("got", result, "A's dopt get did not finish")
-        dest, job = result["got"]
-        self.assertFileSha(dest, sha)
-        log = a.log_text()
-        self.assertIn("fetching pieces 3..5 of 6", log)
-        self.assertRegex(log, r"banned peer %s: it sent a false hash of piece [345]" % re.escape(FAKE_IP))
-        self.assertEqual(job["files"][0]["metainfo"], "peers", job)
-        sent = self.sent_since(mark, "/lied.bin")
-        say("A: the origin sent %d bytes for a file of %d" % (sent, size))
-        self.assertLessEqual(sent, 1.10 * size)
-
     def test_without_a_sha256_nothing_is_looked_up_or_seeded(self):
         """The same file fetched without --sha256 goes over HTTP only and
         leaves nothing in the cache: content identity needs the SHA-256."""
@@ -310,13 +274,6 @@ class ContentPeering(PeeringTest):
         self.assertEqual(ja["files"][0]["metainfo"], "none", ja)
         self.assertEqual(self.cache(a), [])
         self.assertNotIn("looking for it on the LAN", a.log_text())
-
-
-def piece_message(sha, size, piece, sha1, node=0):
-    """A co-fetcher's dopt_content piece message: the v1 SHA-1 `sha1` of
-    `piece` of X (docs/protocol.md)."""
-    return bencode.encode({b"i": piece, b"n": node.to_bytes(8, "big"), b"s": sha1,
-                           b"x": bytes.fromhex(sha), b"z": size})
 
 
 def node_id(agent):
@@ -342,12 +299,11 @@ def start_fetching_alone(test, agent, url, name, sha):
 class say_fetching:
     """A fake LAN host on X's rendezvous at `agent` (addr, port), from
     FAKE_IP, saying in its extended handshake "I want X and am fetching it
-    from the origin" (with fetching=False: "I want X") with node id 0;
-    connected once the agent's own handshakes came, then it sends
-    `messages` (dopt_content payloads, piece_message()); closed on exit."""
+    from the origin" with node id 0; connected once the agent's own
+    handshakes came, closed on exit."""
 
-    def __init__(self, sha, agent, fetching=True, messages=()):
-        self.sha, self.agent, self.fetching, self.messages = sha, agent, fetching, messages
+    def __init__(self, sha, agent):
+        self.sha, self.agent = sha, agent
 
     def __enter__(self):
         x = bytes.fromhex(self.sha)
@@ -355,9 +311,7 @@ class say_fetching:
         self.sock = hp.bind_socket(FAKE_IP)
         self.sock.connect(self.agent)
         self.sock.sendall(hp.handshake(r, hp.new_peer_id(), hp.RESERVED_EXTENDED))
-        state = {b"n": bytes(8), b"p": 6881, b"x": x}
-        if self.fetching:
-            state[b"f"] = 1
+        state = {b"f": 1, b"n": bytes(8), b"p": 6881, b"x": x}
         ext = bencode.encode({b"m": {b"dopt_content": 18}, b"dopt_content": state})
         self.sock.sendall(hp.message(hp.EXTENDED, b"\0" + ext))
         deadline = time.monotonic() + 10
@@ -366,9 +320,6 @@ class say_fetching:
         while True:  # until the agent's extended handshake (it has read ours)
             msg_id, payload = hp.read_message(self.sock, deadline)
             if msg_id == hp.EXTENDED and payload[:1] == b"\0":
-                their_id = bencode.decode(payload[1:])[b"m"][b"dopt_content"]
-                for m in self.messages:
-                    self.sock.sendall(hp.message(hp.EXTENDED, bytes([their_id]) + m))
                 return self
 
     def __exit__(self, *exc):

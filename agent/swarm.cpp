@@ -67,6 +67,9 @@ constexpr std::int64_t kCoFetchPromiseMs = 5000;
 constexpr std::int64_t kCoFetchDeliveringMs = 2000;
 // The window over which the rate peers give us pieces is measured.
 constexpr std::int64_t kPeerRateWindowMs = 2000;
+// How long peers outside this agent's subnet stay in use once the subnet
+// preference was released (Swarms::prefer_own_subnet).
+constexpr std::int64_t kSubnetReleaseHoldMs = 15000;
 // A piece another agent also claimed, with a lower claimant id, is left to
 // it when our request for it started less than this long ago (an older
 // request has bytes worth keeping).
@@ -636,7 +639,9 @@ void Swarms::fetch_origin_pieces(Swarm& s) {
     const p2p::OriginPlan plan = p2p::plan_origin_requests(plan_in);
     s.peers_offer_since_ms = plan.peers_offer_since_ms;
     s.peers_slow_since_ms = plan.peers_slow_since_ms;
-    prefer_own_subnet(s, plan_in, plan.stalled);
+    // Peers too slow sends the agent to the origin for pieces peers hold:
+    // outside peers are tried first (the router is cheaper than the origin).
+    prefer_own_subnet(s, plan_in, plan.stalled || plan.peers_slow);
     if (plan.want <= 0 || now < s.origin_retry_ms) return;
     if (plan.peers_slow)
         LOG_DEBUG("swarm %s: peers too slow (%lld KiB/s for %lld KiB we lack; origin pieces take %lld ms)",
@@ -663,8 +668,18 @@ void Swarms::fetch_origin_pieces(Swarm& s) {
 // gateway for the swarm, the agent takes pieces only from peers inside
 // while they deliver (p2p::outside_peers_to_skip has the rule). The
 // session is told only when the set changes.
+//
+// Once released (the rule stopped skipping while this agent skipped), the
+// release holds for kSubnetReleaseHoldMs: a host inside that drips a piece
+// now and then (or a slow stock seed) would otherwise switch the skip
+// back on at each piece, and the subnet would crawl at its pace.
 void Swarms::prefer_own_subnet(Swarm& s, const p2p::OriginPlanInput& in, bool stalled) {
-    std::set<std::string> skip = p2p::outside_peers_to_skip(in, stalled);
+    std::set<std::string> skip;
+    if (in.now_ms >= s.subnet_release_until_ms) {
+        skip = p2p::outside_peers_to_skip(in, stalled);
+        if (skip.empty() && !s.skipping_outside.empty())
+            s.subnet_release_until_ms = in.now_ms + kSubnetReleaseHoldMs;
+    }
     if (skip == s.skipping_outside) return;
     if (skip.empty() != s.skipping_outside.empty())
         LOG_DEBUG("swarm %s: %s", s.info_hash.c_str(),

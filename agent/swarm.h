@@ -105,6 +105,8 @@ struct Swarm {
     // Addresses of peers outside this agent's subnet it takes no pieces
     // from now (p2p::outside_peers_to_skip), as last given to the session.
     std::set<std::string> skipping_outside;
+    // Until then the skip stays off (Swarms::prefer_own_subnet).
+    std::int64_t subnet_release_until_ms = 0;
     // Pieces held over (p2p/claims.h) when last looked at: a new one is logged.
     std::set<int> claims_held_over;
     std::int64_t last_peer_piece_ms = 0;  // the last piece a peer gave us
@@ -372,6 +374,7 @@ private:
     void finish_cofetch(CoFetch& co);
     // By value: callers pass the co-fetch's own sha256, which ending it frees.
     void end_cofetch(std::string sha256, const std::string& why);
+    void stop_cofetch_requests(const std::string& x);
     void drop_cofetch(CoFetch& co);
     void cofetch_tick(std::int64_t now_ms);
     void unmask_false_hashes(const std::string& sha256, const std::string& metainfo);

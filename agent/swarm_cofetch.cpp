@@ -425,11 +425,7 @@ void Swarms::finish_cofetch(CoFetch& co) {
     std::set<std::string> others;
     for (const auto& [node, ep] : co.endpoints) others.insert(ep);
     const std::set<Job*> jobs = co.jobs;
-    for (auto& req : cofetch_requests_)
-        if (req->sha256 == x) {
-            fetcher_.stop(req->id);
-            req->sha256.clear();
-        }
+    stop_cofetch_requests(x);
     cofetches_.erase(x);
     // This agent stays on R, saying it fetches, until the file matched X and
     // it announces X -> H (content_proven): late wanters wait for that.
@@ -463,11 +459,7 @@ void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy 
 
 // Forgets a co-fetch: its requests stop, its folder goes.
 void Swarms::drop_cofetch(CoFetch& co) {
-    for (auto& req : cofetch_requests_)
-        if (req->sha256 == co.sha256) {
-            fetcher_.stop(req->id);
-            req->sha256.clear();
-        }
+    stop_cofetch_requests(co.sha256);
     if (co.fd >= 0) ::close(co.fd);
     if (!co.dir.empty()) remove_tree(co.dir);
     cofetches_.erase(std::string(co.sha256));  // co is gone
@@ -501,6 +493,19 @@ void Swarms::unmask_false_hashes(const std::string& x, const std::string& metain
         peers_->ban_peer(address);
     }
     hash_claims_.erase(it);
+}
+
+// Stops the co-fetch requests of SHA-256 x and forgets them: a stopped
+// transfer never calls on_done, so its piece (and its buffer) would
+// otherwise stay in cofetch_requests_ for the agent's life.
+void Swarms::stop_cofetch_requests(const std::string& x) {
+    cofetch_requests_.erase(std::remove_if(cofetch_requests_.begin(), cofetch_requests_.end(),
+                                           [&](const std::unique_ptr<CoFetchPiece>& req) {
+                                               if (req->sha256 != x) return false;
+                                               fetcher_.stop(req->id);
+                                               return true;
+                                           }),
+                            cofetch_requests_.end());
 }
 
 }  // namespace dopt::agent

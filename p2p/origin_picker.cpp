@@ -141,8 +141,11 @@ std::set<std::string> outside_peers_to_skip(const OriginPlanInput& in, bool stal
     auto counts = [](const SwarmPeer& p) { return p.told && !p.failing; };
     std::set<std::string> downloading;  // a peer may have two connections
     for (const auto& p : in.peers) {
-        if (!p.inside || !counts(p)) continue;
-        if (p.seed) return outside;  // a seed inside gives everything
+        // Only agents count: a stock client inside (a seed with an upload
+        // cap, a leecher fetching on its own) is neither the subnet's
+        // source nor its gateway.
+        if (!p.inside || !counts(p) || p.stock) continue;
+        if (p.seed) return outside;  // an agent seeding inside gives everything
         if (p.pieces > 0 || p.connected_ms < kNewPeerDownloadsMs) downloading.insert(p.address);
     }
     downloading.erase(in.self_address);

@@ -532,3 +532,16 @@ TEST_CASE("a young swarm waits up to kTrackerWaitMs for a tracker's first answer
     in.peers[0] = told_peer("10.77.0.2", 0);  // it told: it holds nothing
     CHECK(plan_origin_requests(in).want == 1);
 }
+
+TEST_CASE("stock clients inside are neither the subnet's seed nor its gateway", "[p2p][plan][subnet]") {
+    OriginPlanInput in = swarm_across_subnets();
+    // A stock seed inside (an upload cap, or a host that drips pieces) is
+    // not trusted to give everything, nor is a stock leecher a gateway:
+    // with no other agent inside, this agent takes from outside itself.
+    in.peers[0].seed = true;
+    in.peers[0].stock = true;
+    in.peers[1].stock = true;
+    CHECK(outside_peers_to_skip(in, false).empty());
+    in.peers[0].stock = false;  // an agent seeding inside: nothing from outside
+    CHECK(outside_peers_to_skip(in, false).size() == 2);
+}

@@ -134,11 +134,10 @@ AddressRange parse_cidr(const std::string& value) {
     return range_of(addr, prefix);
 }
 
-// Networks admitted when allowed_networks is empty: the subnet of the
-// listen address on the interface that holds it; 127.0.0.0/8 (or ::1) for a
-// loopback address; for a wildcard address or one no interface holds, the
-// private, link-local and loopback ranges.
-std::vector<AddressRange> default_networks(const lt::address& listen) {
+// The subnet of the listen address on the interface that holds it;
+// 127.0.0.0/8 (or ::1) for a loopback address; none for a wildcard address
+// or one no interface holds.
+std::vector<AddressRange> interface_networks(const lt::address& listen) {
     if (listen.is_loopback()) {
         if (listen.is_v4()) return {parse_cidr("127.0.0.0/8")};
         return {parse_cidr("::1/128")};
@@ -163,9 +162,18 @@ std::vector<AddressRange> default_networks(const lt::address& listen) {
                 }
             }
             freeifaddrs(list);
-            if (!found.empty()) return found;
+            return found;
         }
     }
+    return {};
+}
+
+// Networks admitted when allowed_networks is empty: interface_networks;
+// for a wildcard address or one no interface holds, the private,
+// link-local and loopback ranges.
+std::vector<AddressRange> default_networks(const lt::address& listen) {
+    std::vector<AddressRange> found = interface_networks(listen);
+    if (!found.empty()) return found;
     std::vector<AddressRange> nets;
     for (const char* cidr : {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
                              "127.0.0.0/8", "fe80::/10", "fc00::/7", "::1/128"})
@@ -587,9 +595,9 @@ void PeerSession::Impl::parse(const SessionSettings& s) {
     listen = new_listen;
     static_peers = std::move(peers);
     allowed = std::move(nets);
+    // Unknown (none): in_own_subnet holds every address inside.
     own_subnet.clear();
-    if (new_listen && !new_listen->address().is_unspecified())
-        own_subnet = default_networks(new_listen->address());
+    if (new_listen) own_subnet = interface_networks(new_listen->address());
 }
 
 void PeerSession::Impl::restart_lsd_listener() {

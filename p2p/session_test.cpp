@@ -270,6 +270,18 @@ TEST_CASE("the session is built with the safety defaults and rejects bad setting
         CHECK(f.access(lt::make_address("::1")) == 0);
         CHECK(f.access(lt::make_address("127.0.0.1")) == lt::ip_filter::blocked);
     }
+    SECTION("own subnet: the listen address's network, or every address when it is unknown") {
+        PeerSession session(loopback_settings());
+        CHECK(session.in_own_subnet(lt::make_address("127.0.0.9")));
+        CHECK_FALSE(session.in_own_subnet(lt::make_address("10.1.2.3")));
+        // An address no interface holds (the listen fails): nothing is
+        // held back, whatever the peer's address.
+        SessionSettings s = loopback_settings();
+        s.listen = "192.0.2.1:0";
+        PeerSession nowhere(s);
+        CHECK(nowhere.in_own_subnet(lt::make_address("10.1.2.3")));
+        CHECK(nowhere.in_own_subnet(lt::make_address("198.51.100.7")));
+    }
     SECTION("IP filter: the loopback listen address admits 127.0.0.0/8 only") {
         PeerSession session(loopback_settings());
         const lt::ip_filter f = session.native().get_ip_filter();

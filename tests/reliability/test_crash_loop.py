@@ -1161,7 +1161,15 @@ class PowerCutAfterAKill(harness.IntegrationTest):
             done = agent.status(job_id)["bytes_transferred"]
             return done < size and (isinstance(d, str) or 0 < d < done)
         harness.wait_for(flushed_and_more, 30, what="a flush, then more bytes")
+
+        def logged():
+            return sum(1 for e in nginx.log_entries() if e[4] == "/slow/big.bin")
+        before = logged()
         agent.kill9()
+        # nginx logs the killed request when it sees the connection closed,
+        # which can be after the restart: wait for its line, so that the
+        # log after `mark` holds the restarted agent's requests only.
+        harness.wait_for(lambda: logged() > before, 30, what="nginx logging the killed request")
         partial, = db.execute("SELECT partial_path FROM files").fetchone()
         durable = durable()
         db.close()

@@ -191,15 +191,18 @@ OriginPlan plan_origin_requests(const OriginPlanInput& in);
 // up: they still serve them and hear their pieces and claims). Each piece
 // then crosses into a subnet about once.
 //  - The gateway: of the downloading agents inside (this one, and every
-//    connected peer inside that counts, is not a seed, and holds a piece
+//    connected agent inside that counts, is not a seed, and holds a piece
 //    or connected less than kNewPeerDownloadsMs ago), the one with the
 //    lowest subnet_gateway_key. Every agent of the subnet sees the same
 //    peers inside (LSD and the tracker), so they agree without talking;
 //    an agent alone in its subnet is its gateway.
-//  - An agent with a seed inside (one that counts) needs no peer outside:
-//    none, the gateway included.
+//  - An agent with a seed inside (an agent that counts) needs no peer
+//    outside: none, the gateway included. Stock clients inside count for
+//    neither rule (a stock seed may ration its uploads).
 //  - Only while a piece came from a peer (or a job attached) less than
-//    kSubnetQuietMs ago, and the peers have not stalled: a subnet whose
+//    kSubnetQuietMs ago, and the peers have neither stalled nor are too
+//    slow (the caller passes both as `stalled`; it also keeps a release
+//    for a while, agent/swarm.cpp prefer_own_subnet): a subnet whose
 //    gateway gives nothing takes pieces from every peer again, and the
 //    origin takes over from stalled peers as before. Longer than
 //    kDeliveringMs: a young swarm's first pieces take the origin's time

@@ -949,7 +949,12 @@ class SameLoopbackAddress(PeeringTest):
         self.start_origin()
         sha = self.serve("pkg.bin", size)
         pa, pb = free_port(), free_port()
-        a = self.sb.agent(p2p_toml("127.0.0.1:%d" % pa, ["127.0.0.1:%d" % pb]), name="A")
+        # Only B names A: two agents naming each other connect both ways
+        # at once, and libtorrent may then drop both connections as a
+        # duplicate peer id (seen once under ASan at load: B took the file
+        # from the origin; the agent counting that as a hang-up is noted as
+        # open work in docs/design.md). This test is about one address.
+        a = self.sb.agent(p2p_toml("127.0.0.1:%d" % pa, []), name="A")
         b = self.sb.agent(p2p_toml("127.0.0.1:%d" % pb, ["127.0.0.1:%d" % pa]), name="B")
         url = self.url("pkg.bin")
         self.get(a, url, "pkg.bin")

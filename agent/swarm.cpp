@@ -12,9 +12,9 @@
 //     which checks every piece against its hash.
 //  3. Each piece the session holds verified is copied into the owner's
 //     partial file at its offset (copy_file_range from the cached copy when
-//     the session hashed it in this run; else read back with read_piece
-//     and hashed again), so Complete is a rename and the cached copy stays
-//     to seed.
+//     it was hashed in this run, by the session or by a co-fetch; else read
+//     back with read_piece and hashed again), so Complete is a rename and
+//     the cached copy stays to seed.
 //  4. Complete torrents stay in the session, seeding, within the cache
 //     limits ([cache]); least recently used go first.
 //
@@ -62,6 +62,9 @@ constexpr std::int64_t kResumeSaveIntervalMs = 30000;
 // they hashed while they connect (their torrents are added meanwhile);
 // after it, only while they hold them connected or peers deliver.
 constexpr std::int64_t kCoFetchPromiseMs = 5000;
+// How long a piece the session's status shows held may wait for its
+// PieceVerified event before it is read back instead (pump_swarm).
+constexpr std::int64_t kUnreportedPieceMs = 2000;
 // Peers that gave us a piece within this long deliver: the pieces other
 // co-fetchers hashed stay theirs.
 constexpr std::int64_t kCoFetchDeliveringMs = 2000;
@@ -421,12 +424,15 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     s->reading.assign(n, false);
     s->from_origin.assign(n, false);
     s->verified_now.assign(n, false);
+    s->unreported_since_ms.assign(n, 0);
     s->order = p2p::random_piece_order(meta.num_pieces);
     // Pieces co-fetched here count as origin bytes (held at once, or when
     // the check finds them).
     if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end()) {
         if (co->second.size() == n) {
             s->from_origin = co->second;
+            // Held at once (own_pieces): hashed here as they were fetched.
+            if (own_pieces.size() == n) s->cofetch_hashed = own_pieces;
             s->promised.assign(n, false);
             for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second[i];
             s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
@@ -571,13 +577,21 @@ void Swarms::pump_swarm(Swarm& s) {
     const p2p::TorrentStatus st = peers_->status(s.torrent, true);
     if (st.checking) return;
     if (st.error) return;  // reported by an event
+    const std::int64_t now = mono_ms();
     for (int i = 0; i < s.meta.num_pieces; ++i) {
         auto idx = static_cast<std::size_t>(i);
         if (!s.have[idx] && idx < st.pieces.size() && st.pieces[idx]) {
             s.have[idx] = true;
             if (++s.have_count == s.meta.num_pieces) s.complete = true;
+            if (hashed_in_this_run(s, idx) && !s.verified_now[idx]) s.unreported_since_ms[idx] = now;
         }
         if (!s.have[idx] || s.reading[idx]) continue;
+        // Its PieceVerified event is coming (the status runs ahead of the
+        // events): it is copied then, after its bytes are counted, rather
+        // than read back now; read back only if no event came in time.
+        if (!s.verified_now[idx] && s.unreported_since_ms[idx] != 0 &&
+            now - s.unreported_since_ms[idx] < kUnreportedPieceMs)
+            continue;
         for (Job* j : s.users) {
             if (!j->written[idx]) {
                 // Hashed in this run: copied from the cached copy in the
@@ -592,6 +606,7 @@ void Swarms::pump_swarm(Swarm& s) {
                 }
                 peers_->read_piece(s.torrent, i);
                 s.reading[idx] = true;
+                ++s.pieces_read_back;
                 break;
             }
         }
@@ -1219,6 +1234,7 @@ void Swarms::finish_swarm_file(Job& job) {
     }
     Swarm* s = job.swarm;
     const std::int64_t since_peer_piece_ms = s->last_peer_piece_ms ? check_start_ms - s->last_peer_piece_ms : -1;
+    const int read_back = s->pieces_read_back;
     content_proven(job, s->torrent);
     auto c = cache_.find(s->info_hash);
     if (c != cache_.end()) {
@@ -1232,11 +1248,12 @@ void Swarms::finish_swarm_file(Job& job) {
     agent_.queue_notification(job.rec.id, note, DOPT_NOTIFY_FILE_TRANSFERRED, job.current_file);
     store_.update_job(job.rec);
     LOG_INFO("job %s: file %d done through the swarm (%llu bytes from peers, %llu from the origin; the "
-             "last peer piece %lld ms before the SHA-256 check, which took %lld ms)",
+             "last peer piece %lld ms before the SHA-256 check, which took %lld ms; %d piece(s) read back "
+             "and hashed again)",
              job.rec.id.c_str(), job.current_file,
              static_cast<unsigned long long>(job.rec.bytes_from_peers),
              static_cast<unsigned long long>(job.rec.bytes_from_origin), static_cast<long long>(since_peer_piece_ms),
-             static_cast<long long>(check_ms));
+             static_cast<long long>(check_ms), read_back);
     agent_.start_job(job);
 }
 
@@ -1396,12 +1413,19 @@ void Swarms::on_torrent_event(Swarm& s, const p2p::TorrentEvent& e, SwarmsToPump
     }
 }
 
+// Whether a piece the session holds now was hashed in this run: one that
+// came after the session's check (hashed as it arrived), or one a co-fetch
+// fetched and hashed here (added as held).
+bool Swarms::hashed_in_this_run(const Swarm& s, std::size_t piece) {
+    return s.checked || (piece < s.cofetch_hashed.size() && s.cofetch_hashed[piece]);
+}
+
 // A piece passed its hash check: counted once, where it came from (an
 // origin piece that a peer completed first is ignored by the session).
 void Swarms::on_piece_verified(Swarm& s, int piece) {
     // Pieces restored while the torrent is checked are reported too; only
     // those that arrive afterwards were hashed from the wire.
-    if (s.checked) s.verified_now[static_cast<std::size_t>(piece)] = true;
+    if (hashed_in_this_run(s, static_cast<std::size_t>(piece))) s.verified_now[static_cast<std::size_t>(piece)] = true;
     s.origin_piece_job.erase(piece);
     drop_origin_piece(s, piece);  // a peer gave it first
     if (s.from_origin[static_cast<std::size_t>(piece)]) {

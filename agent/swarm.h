@@ -61,7 +61,17 @@ struct Swarm {
     int have_count = 0;
     std::vector<bool> reading;            // read_piece() asked, PieceRead event pending
     std::vector<bool> from_origin;        // fetched by our origin fetcher
-    std::vector<bool> verified_now;       // hash-checked by the peer session in this run
+    // Hash-checked in this run, its PieceVerified event handled: by the
+    // peer session as the piece arrived, or, for a co-fetch's own pieces
+    // (cofetch_hashed), by this agent as it fetched them
+    // (keep_cofetch_piece). Such a piece is copied into partial files in
+    // the kernel; any other is read back and hashed again (write_piece).
+    std::vector<bool> verified_now;
+    std::vector<bool> cofetch_hashed;
+    // When the session's status first showed a piece held that was hashed
+    // in this run, before its PieceVerified event (0: not so).
+    std::vector<std::int64_t> unreported_since_ms;
+    int pieces_read_back = 0;             // read_piece() asked, for the log
     // A swarm a co-fetch made: the pieces other co-fetchers fetched (they
     // hold them) are not asked of the origin while the co-fetchers connect
     // (until promised_until_ms), while peers deliver, or while a connected
@@ -319,6 +329,7 @@ private:
     void log_peer_event(const p2p::TorrentEvent& event);
     void log_handshake_failure(const p2p::TorrentEvent& event);
     void on_torrent_event(Swarm& swarm, const p2p::TorrentEvent& event, SwarmsToPump& to_pump);
+    static bool hashed_in_this_run(const Swarm& s, std::size_t piece);
     void on_piece_verified(Swarm& swarm, int piece);
     bool on_piece_hash_failed(Swarm& swarm, int piece);
     void on_torrent_finished(Swarm& swarm);

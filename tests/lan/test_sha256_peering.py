@@ -142,6 +142,12 @@ class AllAtOnce(Sha256PeeringTest):
             self.assertGreater(sent.get(a.host.name, 0), 0, "%s fetched nothing from the origin" % a.host.name)
             self.assertGreater(j["bytes_from_origin"], 0, j)
             self.assertEqual(j["files"][0]["metainfo"], "peers", j)
+            # Every piece was hashed in this run (its own as it fetched
+            # them, the others by the session as they came): each is copied
+            # into the partial file in the kernel, none read back and
+            # hashed again.
+            done = re.findall(r"done through the swarm \(.*; (\d+) piece\(s\) read back", a.log_text())
+            self.assertEqual(done, ["0"], "%s: %s" % (a.host.name, done))
         self.assertProbeFoundNone()
 
 

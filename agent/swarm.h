@@ -382,6 +382,8 @@ private:
     void keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>& data);
     void on_piece_hash(const p2p::ContentEvent& event);
     void cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& event);
+    void share_out_cofetch(CoFetch& co);
+    static bool own_pieces_known(const CoFetch& co);
     void finish_cofetch(CoFetch& co);
     // By value: callers pass the co-fetch's own sha256, which ending it frees.
     void end_cofetch(std::string sha256, const std::string& why);
@@ -490,12 +492,15 @@ struct Swarms::ContentLookup {
 struct Swarms::CoFetch {
     std::string sha256;
     std::set<Job*> jobs;
-    std::vector<std::uint64_t> split;  // node ids, sorted, this agent's included
+    // The co-fetchers the origin fetch is shared among (node ids, sorted,
+    // this agent's included, at most p2p::kMaxSplitNodes): the split this
+    // agent started with, grown by every co-fetcher of X seen on R since
+    // (never shrunk: a leaver's pieces are taken by work stealing).
+    std::vector<std::uint64_t> split;
     std::uint64_t size = 0;            // 0 until known
     int piece_length = 0;
     int num_pieces = 0;
-    int first = 0;                     // this agent's pieces: [first, end)
-    int end = 0;
+    std::vector<bool> own;             // per piece: p2p::cofetch_piece_owner(split) is this agent
     std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
     std::vector<bool> fetched;         // fetched by this agent
@@ -509,8 +514,9 @@ struct Swarms::CoFetch {
     bool probing = false;              // asking the origin for the size
     std::vector<p2p::ContentEvent> early_hashes;  // hashes that came before the size (replayed)
     std::int64_t started_ms = 0;
-    std::int64_t range_done_ms = 0;    // when this agent's pieces were all known (0: not yet)
-    std::int64_t piece_ms = 0;         // how long this agent's origin pieces take (average)
+    std::int64_t range_done_ms = 0;    // when this agent's own pieces were all known (0: not yet)
+    std::int64_t piece_ms_max = 0;     // the longest origin piece of this agent's so far
+    std::int64_t member_piece_ms_max = 0;  // the longest claim-to-hash time of a member (capped)
     std::int64_t retry_ms = 0;         // after a transient origin failure
     std::uint32_t failures = 0;
 };

@@ -6,18 +6,20 @@
 //     split (node ids, sorted) is this agent's view of R's wanters, or the
 //     split of a co-fetcher already under way that names this agent
 //   -> plan_cofetch (the size from a job, else one byte from the origin):
-//      pieces of choose_piece_size(size); this agent's range is its rank's
-//      share; each piece fetched (range request) is written into the
-//      content's future cache file, hashed (v1 SHA-1) and sent to R
+//      pieces of choose_piece_size(size); this agent's own pieces are those
+//      p2p::cofetch_piece_owner gives it among the split (spread over the
+//      file; a co-fetcher of X seen on R later joins the split, and only
+//      its pieces move); each piece fetched (range request) is written into
+//      the content's future cache file, hashed (v1 SHA-1) and sent to R
 //   -> on_piece_hash: the other agents' hashes, as they come
 //   -> every hash known: finish_cofetch builds the metainfo
 //      (content_metainfo_from_hashes: the same bytes on every agent), the
 //      file becomes the torrent's, and the jobs go through the swarm,
 //      connected to the other co-fetchers; the whole file is checked
 //      against X before delivery (finish_swarm_file).
-//   A range whose hashes have not come in a while after this agent's own
-//   were done, or whose agent left R, is fetched here too (from its end
-//   backwards). Trust: a hash that differs from this agent's own fetch of
+//   Pieces whose hashes have not come in a while after this agent's own
+//   were done, or whose agent left R, are fetched here too (from the end
+//   of the file backwards). Trust: a hash that differs from this agent's own fetch of
 //   the piece bans its sender at once; two others that disagree make this
 //   agent fetch the piece itself; a file that fails X drops the mapping and
 //   comes over HTTP, after which the senders of false hashes are found and
@@ -33,15 +35,19 @@
 #include "agent/agent_internal.h"
 #include "agent/log.h"
 #include "agent/swarm.h"
+#include "p2p/content.h"
 #include "dopt/dopt.h"
 
 namespace dopt::agent {
 
 namespace {
 // How long another agent's claim on a piece holds (it said it fetches it)
-// before this agent fetches the piece too: this plus twice the time an
-// origin piece takes here.
+// before this agent fetches the piece too: this plus twice the longest
+// origin piece this agent fetched in the co-fetch.
 constexpr std::int64_t kCoFetchClaimMs = 2000;
+// The longest claim-to-hash time of another member that counts for how long
+// claims hold (a host that sends its hashes late cannot stretch it further).
+constexpr std::int64_t kMaxMemberPieceMs = 15000;
 // Piece hashes kept from other agents per SHA-256 until it is proven.
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
 // Piece messages kept from before this agent's size or split is known.
@@ -56,11 +62,6 @@ std::string address_of(const std::string& peer) {
         return std::string();
     }
 }
-
-// The range of pieces of rank `rank` among `k` agents, for `pieces` pieces.
-int range_start(int rank, int k, int pieces) {
-    return static_cast<int>(static_cast<std::int64_t>(rank) * pieces / k);
-}
 }  // namespace
 
 using storage::FileRecord;
@@ -68,15 +69,26 @@ using storage::JobState;
 
 // The split to co-fetch X with at the end of its lookup window; nullopt
 // when this agent does not co-fetch (alone: plain HTTP; another agent
-// already fetching without this one: it follows).
+// fetching the whole file: it follows).
 std::optional<std::vector<std::uint64_t>> Swarms::cofetch_split(const ContentLookup& l) const {
     const std::uint64_t me = peers_->id();
     // A co-fetch under way that counts this agent: its split, the lowest
     // node's when several do.
     for (const auto& [node, split] : l.splits)
         if (std::binary_search(split.begin(), split.end(), me)) return split;
-    if (!l.fetchers.empty() || l.wanters.empty()) return std::nullopt;
-    std::vector<std::uint64_t> split = l.wanters;
+    if (l.wanters.empty()) return std::nullopt;
+    // Whole-file fetchers (fetching, no split) are followed.
+    for (std::uint64_t n : l.fetchers)
+        if (!l.splits.count(n)) return std::nullopt;
+    // Co-fetchers under way that do not name this agent: it joins them
+    // (each adds it to its split when it sees this agent's, and leaves it
+    // its pieces not fetched yet); else its own view of R's wanters.
+    std::vector<std::uint64_t> split;
+    if (l.splits.empty()) {
+        split = l.wanters;
+    } else {
+        for (const auto& [node, s] : l.splits) split.push_back(node);
+    }
     split.push_back(me);
     std::sort(split.begin(), split.end());
     split.erase(std::unique(split.begin(), split.end()), split.end());
@@ -122,12 +134,8 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     co.piece_length = p2p::choose_piece_size(size);
     const auto piece = static_cast<std::uint64_t>(co.piece_length);
     co.num_pieces = static_cast<int>(size / piece + (size % piece != 0));
-    const auto k = static_cast<int>(co.split.size());
-    const auto rank = static_cast<int>(
-        std::lower_bound(co.split.begin(), co.split.end(), peers_->id()) - co.split.begin());
-    co.first = range_start(rank, k, co.num_pieces);
-    co.end = range_start(rank + 1, k, co.num_pieces);
     const auto n = static_cast<std::size_t>(co.num_pieces);
+    share_out_cofetch(co);
     co.hashes.assign(n, std::string());
     co.hash_from.assign(n, std::string());
     co.fetched.assign(n, false);
@@ -142,8 +150,9 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
         end_cofetch(co.sha256, std::string("cannot make ") + path + ": " + std::strerror(errno));
         return;
     }
-    LOG_INFO("content %s: fetching pieces %d..%d of %d from the origin", co.sha256.c_str(), co.first,
-             co.end - 1, co.num_pieces);
+    LOG_INFO("content %s: fetching %d of its %d pieces from the origin (shared among %zu agents)",
+             co.sha256.c_str(), static_cast<int>(std::count(co.own.begin(), co.own.end(), true)),
+             co.num_pieces, co.split.size());
     const std::string x = co.sha256;
     std::vector<p2p::ContentEvent> early;
     early.swap(co.early_hashes);
@@ -154,11 +163,17 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     pump_cofetch(co, mono_ms());
 }
 
-// Starts origin requests up to [p2p] swarm_origin_requests.
+// Starts origin requests: as in a swarm, min(origin_requests,
+// ceil(swarm_origin_requests / k)) for k co-fetchers, so that the split
+// keeps about swarm_origin_requests in flight in all (each agent's
+// origin_requests would share the origin's link among 4·k requests, every
+// piece would take k times as long, and claims would outlive them).
 void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
     if (co.size == 0 || now < co.retry_ms) return;
+    const int k = std::max(1, static_cast<int>(co.split.size()));
+    const int limit = std::max(1, std::min(config_.origin_requests, (config_.swarm_origin_requests + k - 1) / k));
     int running = static_cast<int>(std::count(co.inflight.begin(), co.inflight.end(), true));
-    while (running < std::max(1, config_.origin_requests)) {
+    while (running < limit) {
         const int piece = next_cofetch_piece(co, now);
         if (piece < 0) return;
         start_cofetch_request(co, piece);
@@ -166,30 +181,54 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
     }
 }
 
+// This agent's own pieces among the split (co.own), after the split was
+// set or grew.
+void Swarms::share_out_cofetch(CoFetch& co) {
+    const std::uint64_t me = peers_->id();
+    co.own.assign(static_cast<std::size_t>(co.num_pieces), false);
+    for (int p = 0; p < co.num_pieces; ++p)
+        co.own[static_cast<std::size_t>(p)] = p2p::cofetch_piece_owner(co.split, p) == me;
+}
+
+// Whether every piece of this agent's own has a hash (fetched here, or sent).
+bool Swarms::own_pieces_known(const CoFetch& co) {
+    for (std::size_t i = 0; i < co.own.size(); ++i)
+        if (co.own[i] && co.hashes[i].empty()) return false;
+    return true;
+}
+
 // The next piece to fetch: one whose hash is not known, that no request
-// of this agent fetches and no other agent claimed lately: this agent's
-// range first, in order; then the others' (work stealing), from the end of
-// the file backwards, as their agents fetch forwards, once a claim's time
-// has passed since this agent's range was done. -1: none now.
+// of this agent fetches and no member claimed lately: this agent's own
+// pieces first, in file order; then, once they are all known, the others'
+// (work stealing: shares are uneven, and an agent may start late, stall or
+// leave), from the end of the file backwards, as their owners fetch
+// forwards, those this agent comes next for (cofetch_piece_rank 1) first. A claimed piece is left to its claimer for 2 s plus twice the
+// longest piece time seen (this agent's, or a member's from its claim to
+// its hash: a piece in flight while the origin is shared by many requests
+// takes that long, and stealing it would fetch it twice), unless its owner
+// left R. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
-    const std::int64_t claim_ms = kCoFetchClaimMs + 2 * co.piece_ms;
+    const std::int64_t claim_ms = kCoFetchClaimMs + 2 * std::max(co.piece_ms_max, co.member_piece_ms_max);
     auto idle = [&](int p) {
         auto i = static_cast<std::size_t>(p);
         return co.hashes[i].empty() && !co.inflight[i] &&
                (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
-    for (int p = co.first; p < co.end; ++p)
-        if (idle(p)) return p;
+    for (int p = 0; p < co.num_pieces; ++p)
+        if (co.own[static_cast<std::size_t>(p)] && idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
-    // Another agent may have started later: its range is left to it for
-    // as long as a claim holds, unless it is not on R.
-    const bool waited = now >= co.range_done_ms + claim_ms;
-    const auto k = static_cast<int>(co.split.size());
-    for (int p = co.num_pieces - 1; p >= 0; --p) {
-        if (!idle(p)) continue;
-        int rank = 0;
-        while (rank + 1 < k && p >= range_start(rank + 1, k, co.num_pieces)) ++rank;
-        if (waited || !co.present.count(co.split[static_cast<std::size_t>(rank)])) return p;
+    // The pieces this agent comes next for first (two stealers seldom pick
+    // the same piece), then any.
+    const std::uint64_t me = peers_->id();
+    for (const bool next_only : {true, false}) {
+        for (int p = co.num_pieces - 1; p >= 0; --p) {
+            const auto i = static_cast<std::size_t>(p);
+            if (!co.hashes[i].empty() || co.inflight[i]) continue;
+            if (next_only && p2p::cofetch_piece_rank(co.split, p, me) != 1) continue;
+            if (idle(p)) return p;
+            const std::uint64_t owner = p2p::cofetch_piece_owner(co.split, p);
+            if (owner != me && !co.present.count(owner)) return p;
+        }
     }
     return -1;
 }
@@ -257,7 +296,7 @@ void Swarms::on_cofetch_piece_done(CoFetchPiece& req, const TransferOutcome& out
             return;
         }
         const std::int64_t took = now - req.started_ms;
-        co.piece_ms = co.piece_ms == 0 ? took : (3 * co.piece_ms + took) / 4;
+        co.piece_ms_max = std::max(co.piece_ms_max, took);
         keep_cofetch_piece(co, req.piece, req.data);
         if (cofetches_.count(req.sha256)) pump_cofetch(co, now);
         return;
@@ -302,10 +341,7 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
     co.fetched[i] = true;
     peers_->send_piece_hash(co.sha256, co.size, piece, sha1);
     for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
-    if (co.range_done_ms == 0 &&
-        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
-                    [](const std::string& h) { return !h.empty(); }))
-        co.range_done_ms = mono_ms();
+    if (co.range_done_ms == 0 && own_pieces_known(co)) co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
 }
 
@@ -327,14 +363,19 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
     const auto i = static_cast<std::size_t>(e.piece);
     if (i >= co.hashes.size()) return;
     if (e.piece_sha1.empty()) {  // a claim: it fetches that piece now
-        // Only from a co-fetcher of the split, never for this agent's own
-        // range, and once: a renewed claim would hold a piece forever.
+        // Only from a co-fetcher of the split, and once: a renewed claim
+        // would hold a piece forever. Claims hold this agent's own pieces
+        // too: a piece becomes its own when the split grows, maybe while
+        // the member that owned it before fetches it (a hostile member can
+        // delay each piece once, by a claim's time).
         const bool in_split = std::binary_search(co.split.begin(), co.split.end(), e.node);
-        const bool own = e.piece >= co.first && e.piece < co.end;
-        if (in_split && !own && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
+        if (in_split && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
         return;
     }
     if (e.piece_sha1.size() != 20) return;
+    if (co.claimed_ms[i] != 0 && std::binary_search(co.split.begin(), co.split.end(), e.node))
+        co.member_piece_ms_max =
+            std::max(co.member_piece_ms_max, std::min(kMaxMemberPieceMs, mono_ms() - co.claimed_ms[i]));
     auto& claims = hash_claims_[co.sha256];
     if (static_cast<std::size_t>(std::count_if(claims.begin(), claims.end(), [&](const HashClaim& c) {
             return c.piece == e.piece;
@@ -366,26 +407,44 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
         pump_cofetch(co, mono_ms());
         return;
     }
-    if (co.range_done_ms == 0 && co.size > 0 &&
-        std::all_of(co.hashes.begin() + co.first, co.hashes.begin() + co.end,
-                    [](const std::string& h) { return !h.empty(); }))
-        co.range_done_ms = mono_ms();
+    if (co.range_done_ms == 0 && co.size > 0 && own_pieces_known(co)) co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
 }
 
-// R's wanters changed: who is still there (a range whose agent left is
-// fetched here), where they accept connections; a newcomer is sent this
-// agent's hashes (it missed them).
+// R's wanters changed: who is still there (pieces whose agent left are
+// fetched here), which of them co-fetch X (each joins the split: views
+// that differed at the end of the lookup windows converge, and only the
+// newcomer's pieces move), where they accept connections; a newcomer is
+// sent this agent's hashes and claims (it missed them).
 void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
     std::set<std::uint64_t> now(e.wanters.begin(), e.wanters.end());
     bool newcomer = false;
     for (std::uint64_t n : now) newcomer = newcomer || !co.present.count(n);
     co.present = std::move(now);
+    bool grew = false;
+    for (const auto& [node, split] : e.splits) {  // bounded: kMaxSplitNodes in all
+        if (co.split.size() >= p2p::kMaxSplitNodes) break;
+        if (!co.present.count(node) || std::binary_search(co.split.begin(), co.split.end(), node)) continue;
+        co.split.insert(std::upper_bound(co.split.begin(), co.split.end(), node), node);
+        grew = true;
+    }
+    if (grew) {
+        LOG_INFO("content %s: %zu agents share the origin fetch now", co.sha256.c_str(), co.split.size());
+        peers_->look_up_content(co.sha256, /*fetching_from_origin=*/true, co.split);
+        if (co.size > 0) {
+            share_out_cofetch(co);
+            if (co.range_done_ms == 0 && own_pieces_known(co)) co.range_done_ms = mono_ms();
+        }
+    }
     for (const auto& [node, ep] : e.endpoints)  // bounded: the split's nodes only
         if (std::binary_search(co.split.begin(), co.split.end(), node)) co.endpoints[node] = ep;
     if (newcomer)
-        for (std::size_t i = 0; i < co.hashes.size(); ++i)
-            if (co.fetched[i]) peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
+        for (std::size_t i = 0; i < co.hashes.size(); ++i) {
+            if (co.fetched[i])
+                peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), co.hashes[i]);
+            else if (co.inflight[i])  // its claim too: it may join and own that piece
+                peers_->send_piece_hash(co.sha256, co.size, static_cast<int>(i), std::string());
+        }
     pump_cofetch(co, mono_ms());
 }
 

@@ -124,6 +124,52 @@ std::optional<ContentState> parse_content_message(lt::span<char const> payload,
     return parse_content_state(node, x);
 }
 
+namespace {
+// SplitMix64's finalizer: a fixed bijection of 64 bits that spreads every
+// input bit over the output.
+std::uint64_t mix64(std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+}  // namespace
+
+namespace {
+// A node's score for a piece (docs/protocol.md, `c`).
+std::uint64_t piece_score(std::uint64_t node, int piece) {
+    return mix64(mix64(node) ^ (static_cast<std::uint64_t>(piece) * 0x9e3779b97f4a7c15ULL));
+}
+// Whether a comes before b for a piece: the higher score; ties (never in
+// practice) go to the lower node id, the same on every agent.
+bool comes_before(std::uint64_t a, std::uint64_t score_a, std::uint64_t b, std::uint64_t score_b) {
+    return score_a > score_b || (score_a == score_b && a < b);
+}
+}  // namespace
+
+std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int piece) {
+    std::uint64_t owner = 0;
+    std::uint64_t best = 0;
+    bool any = false;
+    for (std::uint64_t node : nodes) {
+        const std::uint64_t score = piece_score(node, piece);
+        if (!any || comes_before(node, score, owner, best)) {
+            owner = node;
+            best = score;
+            any = true;
+        }
+    }
+    return owner;
+}
+
+std::size_t cofetch_piece_rank(const std::vector<std::uint64_t>& nodes, int piece, std::uint64_t node) {
+    if (std::find(nodes.begin(), nodes.end(), node) == nodes.end()) return nodes.size();
+    const std::uint64_t mine = piece_score(node, piece);
+    std::size_t rank = 0;
+    for (std::uint64_t other : nodes)
+        if (other != node && comes_before(other, piece_score(other, piece), node, mine)) ++rank;
+    return rank;
+}
+
 std::string encode_piece_hash(const ContentPieceHash& h) {
     lt::entry e(lt::entry::dictionary_t);
     e["x"] = bytes_of(h.x.data(), h.x.size());

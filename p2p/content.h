@@ -93,6 +93,21 @@ struct ContentPieceHash {
     std::string sha1;         // 20 raw bytes; empty: a claim
 };
 
+// Which co-fetcher fetches piece `piece` from the origin, among `nodes`
+// (node ids, non-empty): the one with the highest score of (node, piece),
+// a fixed mix of the two (rendezvous hashing). Every agent computes the
+// same owner from the same set; two sets that differ by one node disagree
+// only on the pieces that node wins (about 1/k of them), so co-fetchers
+// whose views of R differ for a moment fetch few pieces twice, and a view
+// that grows moves only the newcomer's pieces. Pieces are spread over the
+// file, so each co-fetcher's pieces come in file order.
+std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int piece);
+// Where `node` comes for piece `piece` in that order (0: it owns it, 1: it
+// is next, ...); nodes.size() when it is not among `nodes`. Work stealing
+// takes the pieces a co-fetcher comes next for first, so that two
+// co-fetchers done with their own pieces seldom steal the same one.
+std::size_t cofetch_piece_rank(const std::vector<std::uint64_t>& nodes, int piece, std::uint64_t node);
+
 // The bencoded state (the payload of a dopt_content message).
 std::string encode_content_state(const ContentState& s);
 // The state as an entry, for the extended handshake.

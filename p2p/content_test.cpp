@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -349,6 +350,65 @@ TEST_CASE("content states are coded as docs/protocol.md says", "[p2p][content]")
     CHECK(rendezvous_info_hash(x) != rendezvous_info_hash(ContentSha256{}));
     CHECK_FALSE(parse_sha256_hex("abc"));
     CHECK_THROWS_AS(PeerSession(loopback_settings()).look_up_content("not-a-sha"), std::invalid_argument);
+}
+
+TEST_CASE("co-fetch pieces are shared out the same way by every view, and a view one node "
+          "larger moves only that node's pieces",
+          "[p2p][content]") {
+    std::mt19937_64 rng(7);
+    std::vector<std::uint64_t> eight;
+    for (int i = 0; i < 8; ++i) eight.push_back(rng());
+    std::sort(eight.begin(), eight.end());
+    const int pieces = 128;
+
+    // Every node gets a fair share (about 16 of 128), each owner is in the set,
+    // and the order of the set does not matter.
+    std::map<std::uint64_t, int> count;
+    std::vector<std::uint64_t> reversed(eight.rbegin(), eight.rend());
+    for (int p = 0; p < pieces; ++p) {
+        const std::uint64_t owner = cofetch_piece_owner(eight, p);
+        CHECK(std::find(eight.begin(), eight.end(), owner) != eight.end());
+        CHECK(cofetch_piece_owner(reversed, p) == owner);
+        ++count[owner];
+    }
+    REQUIRE(count.size() == 8);
+    for (const auto& [node, n] : count) {
+        CHECK(n >= 6);
+        CHECK(n <= 30);
+    }
+
+    // A view without one node: only the pieces that node owns change owner
+    // (with contiguous ranks every range moved and ~half the file was fetched twice).
+    for (std::size_t missing = 0; missing < eight.size(); ++missing) {
+        std::vector<std::uint64_t> seven = eight;
+        seven.erase(seven.begin() + static_cast<std::ptrdiff_t>(missing));
+        int moved = 0;
+        for (int p = 0; p < pieces; ++p) {
+            const std::uint64_t full = cofetch_piece_owner(eight, p);
+            const std::uint64_t part = cofetch_piece_owner(seven, p);
+            if (full == eight[missing]) {
+                ++moved;
+                CHECK(part != full);
+            } else {
+                CHECK(part == full);
+            }
+        }
+        CHECK(moved == count[eight[missing]]);
+    }
+
+    // Ranks: the owner is 0, the others 1..7, once each; a node not in the set k.
+    for (int p = 0; p < pieces; ++p) {
+        std::vector<std::size_t> ranks;
+        for (std::uint64_t n : eight) ranks.push_back(cofetch_piece_rank(eight, p, n));
+        CHECK(cofetch_piece_rank(eight, p, cofetch_piece_owner(eight, p)) == 0);
+        std::sort(ranks.begin(), ranks.end());
+        for (std::size_t r = 0; r < ranks.size(); ++r) CHECK(ranks[r] == r);
+        CHECK(cofetch_piece_rank(eight, p, 12345) == 8);
+    }
+
+    // One node alone owns everything; the empty set owns nothing (0).
+    for (int p = 0; p < 4; ++p) CHECK(cofetch_piece_owner({eight[3]}, p) == eight[3]);
+    CHECK(cofetch_piece_owner({}, 0) == 0);
 }
 
 TEST_CASE("co-fetchers' splits and piece messages are coded as docs/protocol.md says",

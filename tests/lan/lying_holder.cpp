@@ -14,7 +14,7 @@
 //
 // With --cofetch it is a hostile co-fetcher instead: it wants X on the
 // rendezvous; once honest co-fetchers name it in their split, it sends, for
-// its range of pieces, the hashes of the other file's pieces (false), takes
+// its own pieces of that split (p2p::cofetch_piece_owner), the hashes of the other file's pieces (false), takes
 // the honest hashes of the rest, builds the metainfo H they all build, and
 // seeds its range from the other file: "lying H" on stdout.
 //
@@ -39,6 +39,7 @@
 
 #include "common/hex.h"
 #include "common/sha256.h"
+#include "p2p/content.h"
 #include "p2p/metainfo_summary.h"
 #include "p2p/torrent_session.h"
 
@@ -192,10 +193,9 @@ int run_cofetch(const Options& o, int sigfd) {
             for (const auto& [node, split] : e.splits) {
                 auto me = std::find(split.begin(), split.end(), session.id());
                 if (me == split.end()) continue;
-                const auto k = static_cast<std::int64_t>(split.size());
-                const std::int64_t rank = me - split.begin();
                 session.look_up_content(o.sha256, true, split);
-                for (auto i = static_cast<int>(rank * pieces / k); i < (rank + 1) * pieces / k; ++i) {
+                for (int i = 0; i < pieces; ++i) {  // its own pieces, as honest co-fetchers count them
+                    if (p2p::cofetch_piece_owner(split, i) != session.id()) continue;
                     hashes[static_cast<std::size_t>(i)] = piece_hash_of(o.file, piece, i);
                     session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
                 }

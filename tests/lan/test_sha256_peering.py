@@ -151,6 +151,42 @@ class AllAtOnce(Sha256PeeringTest):
         self.assertProbeFoundNone()
 
 
+class LateCoFetcher(Sha256PeeringTest):
+    origin_rate = "20mbit"  # 32 MiB take ~13 s: the co-fetch is still under way when h4 comes
+    size = 32 * MiB
+
+    def test_a_workstation_arriving_during_a_cofetch_joins_it(self):
+        """h1..h3 co-fetch X; h4 asks for it once they have started. Its
+        lookup ends while their co-fetch is under way without it: it joins
+        (the others add it to their split and leave it its share of the
+        pieces not fetched yet) instead of waiting for the whole file, so it
+        fetches part of the file from the origin, and the origin still sends
+        about one copy. (Before, it waited for the others' copy and fetched
+        nothing from the origin.)"""
+        agents = [self.lan.start_agent(i, peers="all") for i in range(1, self.lan_hosts + 1)]
+        before = self.lan.origin_tx_bytes()
+        procs = [(a, self.get_async(a)) for a in agents[:3]]
+        harness.wait_for(lambda: any("co-fetching it from the origin" in a.log_text() for a in agents[:3]),
+                         30, what="h1..h3 co-fetching")
+        procs.append((agents[3], self.get_async(agents[3])))
+        for a, p in procs:
+            _, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (a.host.name, err))
+        egress = self.lan.origin_tx_bytes() - before
+        for a in agents:
+            self.assertFileSha(self.dest(a), self.sha)
+        late = agents[3]
+        sent = self.origin.bytes_by_host("/" + NAME)
+        print("\nlate co-fetcher: origin egress %.3f x size, h4 fetched %.2f MiB from the origin"
+              % (egress / self.size, sent.get("h4", 0) / MiB), file=sys.stderr)
+        self.assertIn("co-fetching it from the origin", late.log_text())
+        self.assertGreater(sent.get("h4", 0), 0, "h4 fetched nothing from the origin: it did not join")
+        self.assertLessEqual(egress, 1.25 * self.size)
+        self.assertEqual(late.job_for(self.dest(late))["files"][0]["metainfo"], "peers")
+        self.assertTrue(any(re.search(r"\d agents share the origin fetch now", a.log_text()) for a in agents[:3]),
+                        "no co-fetcher added h4 to its split")
+
+
 class LyingHolder(Sha256PeeringTest):
     lan_hosts = 2
 

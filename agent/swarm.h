@@ -501,6 +501,7 @@ struct Swarms::CoFetch {
     int piece_length = 0;
     int num_pieces = 0;
     std::vector<bool> own;             // per piece: p2p::cofetch_piece_owner(split) is this agent
+    std::vector<int> own_order;        // those pieces, this agent's highest cofetch_piece_score first
     std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
     std::vector<bool> fetched;         // fetched by this agent
@@ -508,6 +509,7 @@ struct Swarms::CoFetch {
     std::vector<std::int64_t> claimed_ms;  // per piece: when another agent said it fetches it
     int known = 0;                     // pieces whose hash is known
     std::set<std::uint64_t> present;   // other wanters on R now (node ids)
+    std::set<std::uint64_t> fetching_members;  // members of the split that claimed a piece
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
     std::string dir;                   // the content's folder while co-fetching
     int fd = -1;                       // its file, written piece by piece

@@ -186,8 +186,14 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
 void Swarms::share_out_cofetch(CoFetch& co) {
     const std::uint64_t me = peers_->id();
     co.own.assign(static_cast<std::size_t>(co.num_pieces), false);
-    for (int p = 0; p < co.num_pieces; ++p)
+    co.own_order.clear();
+    for (int p = 0; p < co.num_pieces; ++p) {
         co.own[static_cast<std::size_t>(p)] = p2p::cofetch_piece_owner(co.split, p) == me;
+        if (co.own[static_cast<std::size_t>(p)]) co.own_order.push_back(p);
+    }
+    std::sort(co.own_order.begin(), co.own_order.end(), [me](int a, int b) {
+        return p2p::cofetch_piece_score(me, a) > p2p::cofetch_piece_score(me, b);
+    });
 }
 
 // Whether every piece of this agent's own has a hash (fetched here, or sent).
@@ -199,10 +205,11 @@ bool Swarms::own_pieces_known(const CoFetch& co) {
 
 // The next piece to fetch: one whose hash is not known, that no request
 // of this agent fetches and no member claimed lately: this agent's own
-// pieces first, in file order; then, once they are all known, the others'
+// pieces first, its highest scores first (co.own_order); then, once they are all known, the others'
 // (work stealing: shares are uneven, and an agent may start late, stall or
 // leave), from the end of the file backwards, as their owners fetch
-// forwards, those this agent comes next for (cofetch_piece_rank 1) first. A claimed piece is left to its claimer for 2 s plus twice the
+// forwards, those this agent comes next for (cofetch_piece_rank 1) first;
+// a member that has not started fetching keeps its pieces a claim's time. A claimed piece is left to its claimer for 2 s plus twice the
 // longest piece time seen (this agent's, or a member's from its claim to
 // its hash: a piece in flight while the origin is shared by many requests
 // takes that long, and stealing it would fetch it twice), unless its owner
@@ -214,20 +221,22 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
         return co.hashes[i].empty() && !co.inflight[i] &&
                (co.claimed_ms[i] == 0 || now - co.claimed_ms[i] >= claim_ms);
     };
-    for (int p = 0; p < co.num_pieces; ++p)
-        if (co.own[static_cast<std::size_t>(p)] && idle(p)) return p;
+    for (int p : co.own_order)
+        if (idle(p)) return p;
     if (co.range_done_ms == 0) return -1;
     // The pieces this agent comes next for first (two stealers seldom pick
-    // the same piece), then any.
+    // the same piece), then any. A member that has not fetched yet (its
+    // window may end later) keeps its pieces for a claim's time.
     const std::uint64_t me = peers_->id();
+    const bool waited = now >= co.range_done_ms + claim_ms;
     for (const bool next_only : {true, false}) {
         for (int p = co.num_pieces - 1; p >= 0; --p) {
             const auto i = static_cast<std::size_t>(p);
             if (!co.hashes[i].empty() || co.inflight[i]) continue;
             if (next_only && p2p::cofetch_piece_rank(co.split, p, me) != 1) continue;
-            if (idle(p)) return p;
             const std::uint64_t owner = p2p::cofetch_piece_owner(co.split, p);
             if (owner != me && !co.present.count(owner)) return p;
+            if (idle(p) && (owner == me || waited || co.fetching_members.count(owner))) return p;
         }
     }
     return -1;
@@ -369,6 +378,7 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
         // the member that owned it before fetches it (a hostile member can
         // delay each piece once, by a claim's time).
         const bool in_split = std::binary_search(co.split.begin(), co.split.end(), e.node);
+        if (in_split) co.fetching_members.insert(e.node);
         if (in_split && co.claimed_ms[i] == 0) co.claimed_ms[i] = mono_ms();
         return;
     }

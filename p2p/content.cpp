@@ -134,11 +134,12 @@ std::uint64_t mix64(std::uint64_t z) {
 }
 }  // namespace
 
-namespace {
-// A node's score for a piece (docs/protocol.md, `c`).
-std::uint64_t piece_score(std::uint64_t node, int piece) {
+std::uint64_t cofetch_piece_score(std::uint64_t node, int piece) {
     return mix64(mix64(node) ^ (static_cast<std::uint64_t>(piece) * 0x9e3779b97f4a7c15ULL));
 }
+
+namespace {
+std::uint64_t piece_score(std::uint64_t node, int piece) { return cofetch_piece_score(node, piece); }
 // Whether a comes before b for a piece: the higher score; ties (never in
 // practice) go to the lower node id, the same on every agent.
 bool comes_before(std::uint64_t a, std::uint64_t score_a, std::uint64_t b, std::uint64_t score_b) {

@@ -100,8 +100,13 @@ struct ContentPieceHash {
 // only on the pieces that node wins (about 1/k of them), so co-fetchers
 // whose views of R differ for a moment fetch few pieces twice, and a view
 // that grows moves only the newcomer's pieces. Pieces are spread over the
-// file, so each co-fetcher's pieces come in file order.
+// file.
 std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int piece);
+// A node's score for a piece (the owner has the highest). The higher its
+// score, the likelier a node owns the piece in any larger set too, so a
+// co-fetcher fetches its own pieces in that order: while views still
+// differ, the pieces it fetches first are seldom another's.
+std::uint64_t cofetch_piece_score(std::uint64_t node, int piece);
 // Where `node` comes for piece `piece` in that order (0: it owns it, 1: it
 // is next, ...); nodes.size() when it is not among `nodes`. Work stealing
 // takes the pieces a co-fetcher comes next for first, so that two

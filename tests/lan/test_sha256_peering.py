@@ -113,6 +113,11 @@ class FoundByLsd(Sha256PeeringTest):
 
 class AllAtOnce(Sha256PeeringTest):
     origin_rate = "100mbit"
+    # 5.4 s at the origin's rate: two agents whose rendezvous connection
+    # comes up late (one refused while the other adds R, or both dropped as
+    # duplicates, then libtorrent's retry) fetch some of the same pieces
+    # for up to ~1 s; with 16 MiB (1.3 s) that alone could pass 1.10.
+    size = 64 * MiB
 
     def test_workstations_starting_together_pull_about_one_copy(self):
         """h1..h4 fetch X at the same moment, no holder yet: they co-fetch
@@ -152,8 +157,8 @@ class AllAtOnce(Sha256PeeringTest):
 
 
 class LateCoFetcher(Sha256PeeringTest):
-    origin_rate = "20mbit"  # 32 MiB take ~13 s: the co-fetch is still under way when h4 comes
-    size = 32 * MiB
+    origin_rate = "100mbit"  # 64 MiB take ~5.4 s: the co-fetch is still under way when h4 comes
+    size = 64 * MiB
 
     def test_a_workstation_arriving_during_a_cofetch_joins_it(self):
         """h1..h3 co-fetch X; h4 asks for it once they have started. Its
@@ -181,7 +186,7 @@ class LateCoFetcher(Sha256PeeringTest):
               % (egress / self.size, sent.get("h4", 0) / MiB), file=sys.stderr)
         self.assertIn("co-fetching it from the origin", late.log_text())
         self.assertGreater(sent.get("h4", 0), 0, "h4 fetched nothing from the origin: it did not join")
-        self.assertLessEqual(egress, 1.25 * self.size)
+        self.assertLessEqual(egress, 1.10 * self.size)
         self.assertEqual(late.job_for(self.dest(late))["files"][0]["metainfo"], "peers")
         self.assertTrue(any(re.search(r"\d agents share the origin fetch now", a.log_text()) for a in agents[:3]),
                         "no co-fetcher added h4 to its split")

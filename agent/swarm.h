@@ -472,6 +472,7 @@ struct Swarms::CacheCopy {
 // it, until when, and the holder's info dictionary being fetched.
 struct Swarms::ContentLookup {
     std::set<Job*> jobs;
+    std::int64_t started_ms = 0;       // when the lookup began
     std::int64_t deadline_ms = 0;      // the window's end, or the follower's or the metadata's bound
     bool following = false;            // another wanter fetches it from the origin
     p2p::TorrentId metadata = 0;       // the torrent taking the holder's info dictionary

@@ -70,7 +70,8 @@ bool Swarms::look_up_content(Job& job) {
     auto& lookup = content_lookups_[f.sha256];
     if (!lookup) {
         lookup = std::make_unique<ContentLookup>();
-        lookup->deadline_ms = mono_ms() + config_.content_lookup_ms;
+        lookup->started_ms = mono_ms();
+        lookup->deadline_ms = lookup->started_ms + config_.content_lookup_ms;
         peers_->look_up_content(f.sha256);
         LOG_INFO("content %s: looking for it on the LAN", f.sha256.c_str());
     }
@@ -187,6 +188,12 @@ void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
     l.wanters = e.wanters;
     l.fetchers = e.fetchers;
     l.splits = e.splits;
+    // Other wanters and no holder: no one holds X yet, most likely, and
+    // every moment of the window is a moment the origin's link idles; the
+    // window ends at a quarter of its length (views that still differ then
+    // converge once the co-fetch is under way).
+    if (!l.following && !l.metadata && !e.wanters.empty())
+        l.deadline_ms = std::min(l.deadline_ms, l.started_ms + config_.content_lookup_ms / 4);
     if (l.following && !someone_to_follow(l) && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
 }
 

@@ -126,6 +126,30 @@ class ContentPeering(PeeringTest):
             self.assertGreater(job["bytes_from_peers"], 0, job)
             self.assertEqual(job["bytes_from_origin"] + job["bytes_from_peers"], self.SIZE, job)
 
+    def test_wanters_that_see_each_other_end_their_window_early(self):
+        """A and B ask for the same SHA-256 at once with a 4 s lookup window:
+        each sees the other wanter and no holder, so its window ends at a
+        quarter of its length and the co-fetch starts about 1 s after the
+        lookup, not 4 s (the origin's link would idle meanwhile)."""
+        self.start_origin()
+        sha = self.serve("early.bin", self.SIZE, torrent=False)
+        a, b = self.pair(extra="content_lookup_ms = 4000\n")
+        results = self.get_at_once({"A": a, "B": b}, self.url("early.bin"), sha)
+        for name, (dest, job) in results.items():
+            self.assertFileSha(dest, sha)
+
+        def at(line):
+            h, m, sec = line.split()[0].split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+
+        for agent in (a, b):
+            lines = agent.log_text().splitlines()
+            looking = next(at(x) for x in lines if "looking for it on the LAN" in x)
+            cofetch = next((at(x) for x in lines if "co-fetching it from the origin" in x), None)
+            self.assertIsNotNone(cofetch, agent.log_text()[-2000:])
+            say("window ended %.2f s after the lookup began" % (cofetch - looking))
+            self.assertLess(cofetch - looking, 2.5)
+
     def test_wanters_at_once_of_an_origin_without_ranges_both_get_the_file(self):
         """A and B ask for the same SHA-256 at once from an origin that
         ignores Range (always 200, the whole file): co-fetching, which needs

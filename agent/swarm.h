@@ -501,7 +501,8 @@ struct Swarms::CoFetch {
     std::uint64_t size = 0;            // 0 until known
     int piece_length = 0;
     int num_pieces = 0;
-    std::vector<bool> own;             // per piece: p2p::cofetch_piece_owner(split) is this agent
+    std::vector<std::uint64_t> owner;  // per piece: its co-fetcher (p2p::cofetch_owners of the split)
+    std::vector<bool> own;             // per piece: this agent is its owner
     std::vector<int> own_order;        // those pieces, this agent's highest cofetch_piece_score first
     std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)

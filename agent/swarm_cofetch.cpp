@@ -7,7 +7,7 @@
 //     split of a co-fetcher already under way that names this agent
 //   -> plan_cofetch (the size from a job, else one byte from the origin):
 //      pieces of choose_piece_size(size); this agent's own pieces are those
-//      p2p::cofetch_piece_owner gives it among the split (spread over the
+//      p2p::cofetch_owners gives it among the split (spread over the
 //      file; a co-fetcher of X seen on R later joins the split, and only
 //      its pieces move); each piece fetched (range request) is written into
 //      the content's future cache file, hashed (v1 SHA-1) and sent to R
@@ -45,8 +45,9 @@ namespace {
 // before this agent fetches the piece too: this plus twice the longest
 // origin piece this agent fetched in the co-fetch.
 constexpr std::int64_t kCoFetchClaimMs = 2000;
-// The longest claim-to-hash time of another member that counts for how long
-// claims hold (a host that sends its hashes late cannot stretch it further).
+// The longest piece time that counts for how long claims hold (a host that
+// claims every piece and sends its hashes late holds them 2 s + 2 x this
+// at most, once each).
 constexpr std::int64_t kMaxMemberPieceMs = 15000;
 // Piece hashes kept from other agents per SHA-256 until it is proven.
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
@@ -141,6 +142,9 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     co.fetched.assign(n, false);
     co.inflight.assign(n, false);
     co.claimed_ms.assign(n, 0);
+    // No pieces of its own (more agents than pieces): it steals at once,
+    // as an agent whose own pieces are known does.
+    if (own_pieces_known(co)) co.range_done_ms = mono_ms();
     co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
     remove_tree(co.dir);
     ::mkdir(co.dir.c_str(), 0700);
@@ -185,10 +189,11 @@ void Swarms::pump_cofetch(CoFetch& co, std::int64_t now) {
 // set or grew.
 void Swarms::share_out_cofetch(CoFetch& co) {
     const std::uint64_t me = peers_->id();
+    co.owner = p2p::cofetch_owners(co.split, co.num_pieces);
     co.own.assign(static_cast<std::size_t>(co.num_pieces), false);
     co.own_order.clear();
     for (int p = 0; p < co.num_pieces; ++p) {
-        co.own[static_cast<std::size_t>(p)] = p2p::cofetch_piece_owner(co.split, p) == me;
+        co.own[static_cast<std::size_t>(p)] = co.owner[static_cast<std::size_t>(p)] == me;
         if (co.own[static_cast<std::size_t>(p)]) co.own_order.push_back(p);
     }
     std::sort(co.own_order.begin(), co.own_order.end(), [me](int a, int b) {
@@ -215,7 +220,8 @@ bool Swarms::own_pieces_known(const CoFetch& co) {
 // takes that long, and stealing it would fetch it twice), unless its owner
 // left R. -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
-    const std::int64_t claim_ms = kCoFetchClaimMs + 2 * std::max(co.piece_ms_max, co.member_piece_ms_max);
+    const std::int64_t claim_ms =
+        kCoFetchClaimMs + 2 * std::min(kMaxMemberPieceMs, std::max(co.piece_ms_max, co.member_piece_ms_max));
     auto idle = [&](int p) {
         auto i = static_cast<std::size_t>(p);
         return co.hashes[i].empty() && !co.inflight[i] &&
@@ -234,9 +240,10 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
             const auto i = static_cast<std::size_t>(p);
             if (!co.hashes[i].empty() || co.inflight[i]) continue;
             if (next_only && p2p::cofetch_piece_rank(co.split, p, me) != 1) continue;
-            const std::uint64_t owner = p2p::cofetch_piece_owner(co.split, p);
-            if (owner != me && !co.present.count(owner)) return p;
-            if (idle(p) && (owner == me || waited || co.fetching_members.count(owner))) return p;
+            const std::uint64_t owner = co.owner[i];
+            if (idle(p) &&
+                (owner == me || waited || co.fetching_members.count(owner) || !co.present.count(owner)))
+                return p;
         }
     }
     return -1;

@@ -4,6 +4,7 @@
 #include "p2p/content.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include <libtorrent/bencode.hpp>
@@ -160,6 +161,37 @@ std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int p
         }
     }
     return owner;
+}
+
+std::vector<std::uint64_t> cofetch_owners(const std::vector<std::uint64_t>& nodes, int pieces) {
+    std::vector<std::uint64_t> owners;
+    if (nodes.empty() || pieces <= 0) return owners;
+    // Each node gets floor(pieces / k) pieces, and `extra` of them one more.
+    const auto k = static_cast<std::int64_t>(nodes.size());
+    const std::int64_t share = pieces / k;
+    const std::int64_t extra = pieces % k;
+    std::int64_t above = 0;  // nodes that got share + 1
+    std::map<std::uint64_t, std::int64_t> taken;
+    owners.reserve(static_cast<std::size_t>(pieces));
+    for (int p = 0; p < pieces; ++p) {
+        std::uint64_t owner = 0;
+        std::uint64_t best = 0;
+        bool any = false;
+        for (std::uint64_t node : nodes) {
+            const std::int64_t t = taken[node];
+            if (t > share || (t == share && above >= extra)) continue;
+            const std::uint64_t score = piece_score(node, p);
+            if (!any || comes_before(node, score, owner, best)) {
+                owner = node;
+                best = score;
+                any = true;
+            }
+        }
+        // Some node is under its bound: the bounds add up to `pieces`.
+        if (++taken[owner] == share + 1) ++above;
+        owners.push_back(owner);
+    }
+    return owners;
 }
 
 std::size_t cofetch_piece_rank(const std::vector<std::uint64_t>& nodes, int piece, std::uint64_t node) {

@@ -93,14 +93,18 @@ struct ContentPieceHash {
     std::string sha1;         // 20 raw bytes; empty: a claim
 };
 
-// Which co-fetcher fetches piece `piece` from the origin, among `nodes`
-// (node ids, non-empty): the one with the highest score of (node, piece),
-// a fixed mix of the two (rendezvous hashing). Every agent computes the
-// same owner from the same set; two sets that differ by one node disagree
-// only on the pieces that node wins (about 1/k of them), so co-fetchers
-// whose views of R differ for a moment fetch few pieces twice, and a view
-// that grows moves only the newcomer's pieces. Pieces are spread over the
-// file.
+// Which co-fetcher fetches each of `pieces` pieces from the origin, among
+// `nodes` (node ids, non-empty): piece by piece in file order, the node
+// with the highest score of (node, piece) (cofetch_piece_score: rendezvous
+// hashing) that is still under its share: floor(pieces / k) each, and one
+// more for the first pieces % k nodes to reach it. Every agent
+// computes the same owners from the same set; two sets that differ by one
+// node disagree on few pieces more than that node's (plain rendezvous
+// hashing moves only those, but left some node with none or three times
+// another's share), so co-fetchers whose views of R differ for a moment
+// fetch few pieces twice. Empty when `nodes` is.
+std::vector<std::uint64_t> cofetch_owners(const std::vector<std::uint64_t>& nodes, int pieces);
+// The owner of one piece with no share bound (plain rendezvous hashing).
 std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int piece);
 // A node's score for a piece (the owner has the highest). The higher its
 // score, the likelier a node owns the piece in any larger set too, so a

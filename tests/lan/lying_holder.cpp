@@ -14,7 +14,7 @@
 //
 // With --cofetch it is a hostile co-fetcher instead: it wants X on the
 // rendezvous; once honest co-fetchers name it in their split, it sends, for
-// its own pieces of that split (p2p::cofetch_piece_owner), the hashes of the other file's pieces (false), takes
+// its own pieces of that split (p2p::cofetch_owners), the hashes of the other file's pieces (false), takes
 // the honest hashes of the rest, builds the metainfo H they all build, and
 // seeds its range from the other file: "lying H" on stdout.
 //
@@ -194,8 +194,9 @@ int run_cofetch(const Options& o, int sigfd) {
                 auto me = std::find(split.begin(), split.end(), session.id());
                 if (me == split.end()) continue;
                 session.look_up_content(o.sha256, true, split);
+                const std::vector<std::uint64_t> owners = p2p::cofetch_owners(split, pieces);
                 for (int i = 0; i < pieces; ++i) {  // its own pieces, as honest co-fetchers count them
-                    if (p2p::cofetch_piece_owner(split, i) != session.id()) continue;
+                    if (owners[static_cast<std::size_t>(i)] != session.id()) continue;
                     hashes[static_cast<std::size_t>(i)] = piece_hash_of(o.file, piece, i);
                     session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
                 }

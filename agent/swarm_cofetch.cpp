@@ -346,10 +346,17 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
         put += static_cast<std::size_t>(n);
     }
     const std::string sha1 = p2p::v1_piece_hash(data.data(), data.size());
-    if (!co.hashes[i].empty() && co.hashes[i] != sha1 && !co.hash_from[i].empty()) {
-        LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", co.hash_from[i].c_str(),
-                 piece, co.sha256.c_str());
-        if (const std::string a = address_of(co.hash_from[i]); !a.empty()) peers_->ban_peer(a);
+    // Every sender of another hash of this piece lies: the one whose hash
+    // was taken, and those of a dispute that made this agent fetch it.
+    std::set<std::string> liars;
+    if (!co.hashes[i].empty() && co.hashes[i] != sha1 && !co.hash_from[i].empty()) liars.insert(co.hash_from[i]);
+    if (auto hc = hash_claims_.find(co.sha256); hc != hash_claims_.end())
+        for (const HashClaim& c : hc->second)
+            if (c.piece == piece && c.sha1 != sha1) liars.insert(c.peer);
+    for (const std::string& liar : liars) {
+        LOG_WARN("banned peer %s: it sent a false hash of piece %d of SHA-256 %s", liar.c_str(), piece,
+                 co.sha256.c_str());
+        if (const std::string a = address_of(liar); !a.empty()) peers_->ban_peer(a);
     }
     if (co.hashes[i].empty()) ++co.known;
     co.hashes[i] = sha1;

@@ -190,10 +190,12 @@ void Swarms::on_wanters_changed(const p2p::ContentEvent& e) {
     l.splits = e.splits;
     // Other wanters and no holder: no one holds X yet, most likely, and
     // every moment of the window is a moment the origin's link idles; the
-    // window ends at a quarter of its length (views that still differ then
-    // converge once the co-fetch is under way).
-    if (!l.following && !l.metadata && !e.wanters.empty())
-        l.deadline_ms = std::min(l.deadline_ms, l.started_ms + config_.content_lookup_ms / 4);
+    // window ends at a quarter of its length while there are (views that
+    // still differ then converge once the co-fetch is under way), and at
+    // its full length again when they are gone (a wanter whose connection
+    // dropped must not leave this agent alone after a quarter).
+    if (!l.following && !l.metadata)
+        l.deadline_ms = l.started_ms + (e.wanters.empty() ? config_.content_lookup_ms : config_.content_lookup_ms / 4);
     if (l.following && !someone_to_follow(l) && !l.metadata) l.deadline_ms = mono_ms();  // the leader left
 }
 

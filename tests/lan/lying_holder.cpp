@@ -178,6 +178,7 @@ int run_cofetch(const Options& o, int sigfd) {
     const int pieces = static_cast<int>(size / piece + (size % piece != 0));
     std::vector<std::string> hashes(static_cast<std::size_t>(pieces));
     bool lied = false, seeding = false;
+    std::vector<int> lies;  // the pieces it sent false hashes of
     session.look_up_content(o.sha256);
     std::printf("wanting\n");
     std::fflush(stdout);
@@ -189,7 +190,11 @@ int run_cofetch(const Options& o, int sigfd) {
             if (e.kind == p2p::ContentEvent::Kind::PieceHash && e.size == size && e.piece_sha1.size() == 20 &&
                 hashes[static_cast<std::size_t>(e.piece)].empty())
                 hashes[static_cast<std::size_t>(e.piece)] = e.piece_sha1;
-            if (e.kind != p2p::ContentEvent::Kind::WantersChanged || lied) continue;
+            if (e.kind != p2p::ContentEvent::Kind::WantersChanged) continue;
+            if (lied) {  // again for those who came since (honest agents send newcomers their hashes too)
+                for (int i : lies) session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
+                continue;
+            }
             for (const auto& [node, split] : e.splits) {
                 auto me = std::find(split.begin(), split.end(), session.id());
                 if (me == split.end()) continue;
@@ -199,6 +204,7 @@ int run_cofetch(const Options& o, int sigfd) {
                     if (owners[static_cast<std::size_t>(i)] != session.id()) continue;
                     hashes[static_cast<std::size_t>(i)] = piece_hash_of(o.file, piece, i);
                     session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
+                    lies.push_back(i);
                 }
                 lied = true;
                 break;

@@ -149,10 +149,12 @@ class AllAtOnce(Sha256PeeringTest):
             self.assertEqual(j["files"][0]["metainfo"], "peers", j)
             # Every piece was hashed in this run (its own as it fetched
             # them, the others by the session as they came): each is copied
-            # into the partial file in the kernel, none read back and
-            # hashed again.
+            # into the partial file in the kernel, not read back and hashed
+            # again (before: each agent's own ~16 pieces were); a piece
+            # whose event comes over 2 s late on a loaded machine still is.
             done = re.findall(r"done through the swarm \(.*; (\d+) piece\(s\) read back", a.log_text())
-            self.assertEqual(done, ["0"], "%s: %s" % (a.host.name, done))
+            self.assertEqual(len(done), 1, "%s: %s" % (a.host.name, done))
+            self.assertLessEqual(int(done[0]), 3, "%s read back %s pieces" % (a.host.name, done[0]))
         self.assertProbeFoundNone()
 
 

@@ -8,9 +8,10 @@
 //   -> plan_cofetch (the size from a job, else one byte from the origin):
 //      pieces of choose_piece_size(size); this agent's own pieces are those
 //      p2p::cofetch_owners gives it among the split (spread over the
-//      file; a co-fetcher of X seen on R later joins the split, and only
-//      its pieces move); each piece fetched (range request) is written into
-//      the content's future cache file, hashed (v1 SHA-1) and sent to R
+//      file, even shares; a co-fetcher of X seen on R later joins the
+//      split, and few pieces besides its share move); each piece fetched
+//      (range request) is written into the content's future cache file,
+//      hashed (v1 SHA-1) and sent to R
 //   -> on_piece_hash: the other agents' hashes, as they come
 //   -> every hash known: finish_cofetch builds the metainfo
 //      (content_metainfo_from_hashes: the same bytes on every agent), the
@@ -19,11 +20,12 @@
 //      against X before delivery (finish_swarm_file).
 //   Pieces whose hashes have not come in a while after this agent's own
 //   were done, or whose agent left R, are fetched here too (from the end
-//   of the file backwards). Trust: a hash that differs from this agent's own fetch of
-//   the piece bans its sender at once; two others that disagree make this
-//   agent fetch the piece itself; a file that fails X drops the mapping and
-//   comes over HTTP, after which the senders of false hashes are found and
-//   banned (unmask_false_hashes).
+//   of the file backwards). Trust: a hash that differs from this agent's
+//   own fetch of the piece bans its sender at once; two others that
+//   disagree make this agent fetch the piece itself (and ban the one that
+//   lied); a file that fails X drops the mapping and comes over HTTP,
+//   after which the senders of false hashes are found and banned
+//   (unmask_false_hashes).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,7 +45,7 @@ namespace dopt::agent {
 namespace {
 // How long another agent's claim on a piece holds (it said it fetches it)
 // before this agent fetches the piece too: this plus twice the longest
-// origin piece this agent fetched in the co-fetch.
+// piece time seen in the co-fetch (next_cofetch_piece).
 constexpr std::int64_t kCoFetchClaimMs = 2000;
 // The longest piece time that counts for how long claims hold (a host that
 // claims every piece and sends its hashes late holds them 2 s + 2 x this
@@ -209,16 +211,17 @@ bool Swarms::own_pieces_known(const CoFetch& co) {
 }
 
 // The next piece to fetch: one whose hash is not known, that no request
-// of this agent fetches and no member claimed lately: this agent's own
-// pieces first, its highest scores first (co.own_order); then, once they are all known, the others'
-// (work stealing: shares are uneven, and an agent may start late, stall or
-// leave), from the end of the file backwards, as their owners fetch
-// forwards, those this agent comes next for (cofetch_piece_rank 1) first;
-// a member that has not started fetching keeps its pieces a claim's time. A claimed piece is left to its claimer for 2 s plus twice the
-// longest piece time seen (this agent's, or a member's from its claim to
-// its hash: a piece in flight while the origin is shared by many requests
-// takes that long, and stealing it would fetch it twice), unless its owner
-// left R. -1: none now.
+// of this agent fetches and no member claimed lately. This agent's own
+// pieces first, its highest scores first (co.own_order); then, once they
+// are all known, the others' (work stealing: an agent may start late,
+// stall or leave), from the end of the file backwards, as their owners
+// fetch forwards, those this agent comes next for (cofetch_piece_rank 1)
+// first; a member that has not claimed a piece yet keeps its pieces a
+// claim's time. A claimed piece is left to its claimer for 2 s plus twice
+// the longest piece time seen, at most 15 s (this agent's, or a member's
+// from its claim to its hash: a piece in flight while the origin is
+// shared by many requests takes that long, and stealing it would fetch
+// it twice). -1: none now.
 int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     const std::int64_t claim_ms =
         kCoFetchClaimMs + 2 * std::min(kMaxMemberPieceMs, std::max(co.piece_ms_max, co.member_piece_ms_max));
@@ -437,8 +440,8 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
 
 // R's wanters changed: who is still there (pieces whose agent left are
 // fetched here), which of them co-fetch X (each joins the split: views
-// that differed at the end of the lookup windows converge, and only the
-// newcomer's pieces move), where they accept connections; a newcomer is
+// that differed at the end of the lookup windows converge, and few pieces
+// besides the newcomer's share move), where they accept connections; a newcomer is
 // sent this agent's hashes and claims (it missed them).
 void Swarms::cofetch_wanters_changed(CoFetch& co, const p2p::ContentEvent& e) {
     std::set<std::uint64_t> now(e.wanters.begin(), e.wanters.end());

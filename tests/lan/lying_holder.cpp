@@ -16,7 +16,9 @@
 // rendezvous; once honest co-fetchers name it in their split, it sends, for
 // its own pieces of that split (p2p::cofetch_owners), the hashes of the other file's pieces (false), takes
 // the honest hashes of the rest, builds the metainfo H they all build, and
-// seeds its range from the other file: "lying H" on stdout.
+// seeds its range from the other file. On stdout: "lied N" once it sent N
+// false hashes, "lying H" once it seeds (only if it heard every honest
+// hash before it was banned).
 //
 // DIR is made and holds the seeded copy. Once seeding and announcing, it
 // prints "announced H" on stdout (H: the lowercase hex info-hash), then one
@@ -190,11 +192,7 @@ int run_cofetch(const Options& o, int sigfd) {
             if (e.kind == p2p::ContentEvent::Kind::PieceHash && e.size == size && e.piece_sha1.size() == 20 &&
                 hashes[static_cast<std::size_t>(e.piece)].empty())
                 hashes[static_cast<std::size_t>(e.piece)] = e.piece_sha1;
-            if (e.kind != p2p::ContentEvent::Kind::WantersChanged) continue;
-            if (lied) {  // again for those who came since (honest agents send newcomers their hashes too)
-                for (int i : lies) session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
-                continue;
-            }
+            if (e.kind != p2p::ContentEvent::Kind::WantersChanged || lied) continue;
             for (const auto& [node, split] : e.splits) {
                 auto me = std::find(split.begin(), split.end(), session.id());
                 if (me == split.end()) continue;
@@ -207,9 +205,14 @@ int run_cofetch(const Options& o, int sigfd) {
                     lies.push_back(i);
                 }
                 lied = true;
+                std::printf("lied %zu\n", lies.size());  // before it may be banned and hear no more
+                std::fflush(stdout);
                 break;
             }
         }
+        // Its lies again at each turn (200 ms at most), for those connected
+        // since: honest agents send newcomers their hashes too.
+        for (int i : lies) session.send_piece_hash(o.sha256, size, i, hashes[static_cast<std::size_t>(i)]);
         if (lied && !seeding && std::none_of(hashes.begin(), hashes.end(), [](const std::string& h) { return h.empty(); })) {
             const std::string metainfo = p2p::content_metainfo_from_hashes(size, o.sha256, hashes);
             fs::create_directories(o.dir);

@@ -504,6 +504,7 @@ struct Swarms::CoFetch {
     std::vector<std::uint64_t> owner;  // per piece: its co-fetcher (p2p::cofetch_owners of the split)
     std::vector<bool> own;             // per piece: this agent is its owner
     std::vector<int> own_order;        // those pieces, this agent's highest cofetch_piece_score first
+    std::vector<bool> next_for;        // per piece: this agent comes next for it (cofetch_piece_rank 1)
     std::vector<std::string> hashes;   // per piece: 20 bytes, or "" not known yet
     std::vector<std::string> hash_from;  // per piece: who sent it ("" this agent)
     std::vector<bool> fetched;         // fetched by this agent

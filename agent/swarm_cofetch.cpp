@@ -193,10 +193,13 @@ void Swarms::share_out_cofetch(CoFetch& co) {
     const std::uint64_t me = peers_->id();
     co.owner = p2p::cofetch_owners(co.split, co.num_pieces);
     co.own.assign(static_cast<std::size_t>(co.num_pieces), false);
+    co.next_for.assign(static_cast<std::size_t>(co.num_pieces), false);
     co.own_order.clear();
     for (int p = 0; p < co.num_pieces; ++p) {
-        co.own[static_cast<std::size_t>(p)] = co.owner[static_cast<std::size_t>(p)] == me;
-        if (co.own[static_cast<std::size_t>(p)]) co.own_order.push_back(p);
+        const auto i = static_cast<std::size_t>(p);
+        co.own[i] = co.owner[i] == me;
+        co.next_for[i] = p2p::cofetch_piece_rank(co.split, p, me) == 1;
+        if (co.own[i]) co.own_order.push_back(p);
     }
     std::sort(co.own_order.begin(), co.own_order.end(), [me](int a, int b) {
         return p2p::cofetch_piece_score(me, a) > p2p::cofetch_piece_score(me, b);
@@ -242,7 +245,7 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
         for (int p = co.num_pieces - 1; p >= 0; --p) {
             const auto i = static_cast<std::size_t>(p);
             if (!co.hashes[i].empty() || co.inflight[i]) continue;
-            if (next_only && p2p::cofetch_piece_rank(co.split, p, me) != 1) continue;
+            if (next_only && !co.next_for[i]) continue;
             const std::uint64_t owner = co.owner[i];
             if (idle(p) &&
                 (owner == me || waited || co.fetching_members.count(owner) || !co.present.count(owner)))

@@ -133,14 +133,7 @@ std::uint64_t mix64(std::uint64_t z) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
-}  // namespace
 
-std::uint64_t cofetch_piece_score(std::uint64_t node, int piece) {
-    return mix64(mix64(node) ^ (static_cast<std::uint64_t>(piece) * 0x9e3779b97f4a7c15ULL));
-}
-
-namespace {
-std::uint64_t piece_score(std::uint64_t node, int piece) { return cofetch_piece_score(node, piece); }
 // Whether a comes before b for a piece: the higher score; ties (never in
 // practice) go to the lower node id, the same on every agent.
 bool comes_before(std::uint64_t a, std::uint64_t score_a, std::uint64_t b, std::uint64_t score_b) {
@@ -148,12 +141,16 @@ bool comes_before(std::uint64_t a, std::uint64_t score_a, std::uint64_t b, std::
 }
 }  // namespace
 
+std::uint64_t cofetch_piece_score(std::uint64_t node, int piece) {
+    return mix64(mix64(node) ^ (static_cast<std::uint64_t>(piece) * 0x9e3779b97f4a7c15ULL));
+}
+
 std::uint64_t cofetch_piece_owner(const std::vector<std::uint64_t>& nodes, int piece) {
     std::uint64_t owner = 0;
     std::uint64_t best = 0;
     bool any = false;
     for (std::uint64_t node : nodes) {
-        const std::uint64_t score = piece_score(node, piece);
+        const std::uint64_t score = cofetch_piece_score(node, piece);
         if (!any || comes_before(node, score, owner, best)) {
             owner = node;
             best = score;
@@ -180,7 +177,7 @@ std::vector<std::uint64_t> cofetch_owners(const std::vector<std::uint64_t>& node
         for (std::uint64_t node : nodes) {
             const std::int64_t t = taken[node];
             if (t > share || (t == share && above >= extra)) continue;
-            const std::uint64_t score = piece_score(node, p);
+            const std::uint64_t score = cofetch_piece_score(node, p);
             if (!any || comes_before(node, score, owner, best)) {
                 owner = node;
                 best = score;
@@ -196,10 +193,10 @@ std::vector<std::uint64_t> cofetch_owners(const std::vector<std::uint64_t>& node
 
 std::size_t cofetch_piece_rank(const std::vector<std::uint64_t>& nodes, int piece, std::uint64_t node) {
     if (std::find(nodes.begin(), nodes.end(), node) == nodes.end()) return nodes.size();
-    const std::uint64_t mine = piece_score(node, piece);
+    const std::uint64_t mine = cofetch_piece_score(node, piece);
     std::size_t rank = 0;
     for (std::uint64_t other : nodes)
-        if (other != node && comes_before(other, piece_score(other, piece), node, mine)) ++rank;
+        if (other != node && comes_before(other, cofetch_piece_score(other, piece), node, mine)) ++rank;
     return rank;
 }
 

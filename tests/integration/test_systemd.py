@@ -146,6 +146,17 @@ class Readiness(IntegrationTest):
         self.assertEqual(self.agent.proc.wait(10), 0)
 
 
+def connects(path):
+    """True once a connection to the Unix socket at `path` is taken (and
+    closed); False while the path is missing or nothing listens there yet."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
+
+
 class SocketActivation(IntegrationTest):
 
     def test_systemd_socket_activate_starts_the_agent_for_dopt_get(self):
@@ -156,7 +167,8 @@ class SocketActivation(IntegrationTest):
         sha = make_file(os.path.join(self.www, "a.bin"), 1 * MiB)
         agent = self.agent = self.sb.agent(start=False)
         spawn(agent, argv_prefix=[activate, "-l", agent.socket])
-        wait_for(lambda: os.path.exists(agent.socket), 10, what="the socket systemd-socket-activate binds")
+        # The first connection taken starts doptd (see connects).
+        wait_for(lambda: connects(agent.socket), 10, what="the socket systemd-socket-activate listens on")
         path = os.path.join(self.dest(), "a.bin")
         self.dopt("get", nginx.url("/a.bin"), "-o", path, check=0, timeout=30)
         self.assertFileSha(path, sha)
@@ -171,9 +183,9 @@ class SocketActivation(IntegrationTest):
         agent = self.agent = self.sb.agent(start=False)
         other = self.sb.path("other.sock")
         spawn(agent, argv_prefix=[activate, "-l", other])
-        wait_for(lambda: os.path.exists(other), 10, what="the socket systemd-socket-activate binds")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(other)  # starts doptd
+        # systemd-socket-activate binds (the path appears) before it listens:
+        # a connect in between is refused, so try again until one is taken.
+        wait_for(lambda: connects(other), 10, what="the socket systemd-socket-activate listens on")
         self.assertEqual(agent.proc.wait(10), 1, tail(agent.log))
         self.assertIn("is not a listening Unix stream socket at %s" % agent.socket,
                       agent.log_text())

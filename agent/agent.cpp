@@ -985,6 +985,7 @@ void Agent::stop_transfer(Job& job, bool save) {
     if (job.metainfo_fetch) retired_sinks_.push_back(std::move(job.metainfo_fetch));
     if (job.swarm) swarms_->detach_swarm(job, !save);
     if (job.current_file >= 0) swarms_->leave_content(job);
+    job.cofetch_partial.reset();
     if (job.partial && job.current_file >= 0) job.note_partial();
     job.partial.reset();
     if (save) checkpoint(job);
@@ -1082,15 +1083,16 @@ void Agent::start_job(Job& job) {
 // then `then(job, descriptor)`. A job stopped meanwhile (suspend,
 // cancel, yield, error) has another epoch then, and the descriptor is
 // dropped; an open that fails fails the job (LOCAL_FILE).
-void Agent::open_current_partial(Job& job, std::function<void(Job& job, int fd)> then) {
-    job.opening = true;
+void Agent::open_current_partial(Job& job, std::function<void(Job& job, int fd)> then, bool mark_opening) {
+    if (mark_opening) job.opening = true;
     const std::uint64_t epoch = job.epoch;
-    open_partial(job, job.file().partial_path, [this, epoch, then](Job& j, int fd) {
+    open_partial(job, job.file().partial_path, [this, epoch, then, mark_opening](Job& j, int fd) {
         if (j.epoch != epoch) {
             if (fd >= 0) ::close(fd);
             return;
         }
-        j.opening = false;
+        if (mark_opening) j.opening = false;
+        if (fd < 0 && !mark_opening) return then(j, fd);  // the caller's to handle
         if (fd < 0) {
             fail(j, ErrorContext::LocalFile, -fd,
                  "cannot open " + j.file().partial_path + ": " + std::strerror(-fd), j.current_file);
@@ -1103,6 +1105,7 @@ void Agent::open_current_partial(Job& job, std::function<void(Job& job, int fd)>
 // The origin transfer of the current file into its open partial file `fd`.
 void Agent::start_http_transfer(Job& job, int fd) {
     FileRecord& f = job.file();
+    job.cofetch_partial.reset();  // over HTTP after all: the co-fetch's copy is over
     struct stat st{};
     ::fstat(fd, &st);
     // Keep what is on disk only when a validator lets us ask for "the rest

@@ -80,7 +80,11 @@ public:
     void start_job(Job& job);
     // Stops whatever moves the job's bytes (checkpoint: save its progress).
     void stop_transfer(Job& job, bool checkpoint);
-    void open_current_partial(Job& job, std::function<void(Job& job, int fd)> then);
+    // mark_opening false: the job is not marked `opening` meanwhile, and a
+    // failed open is `then`'s to handle (a negative errno as fd), not the
+    // job's failure (a co-fetch's early copy, beside the open that moves
+    // its bytes).
+    void open_current_partial(Job& job, std::function<void(Job& job, int fd)> then, bool mark_opening = true);
     using OwnerResult = std::function<void(Job& job, int result)>;
     void owner_op(Job& job, const OwnerOp& op, OwnerResult then);
     // Progress: the job's row checkpointed, its subscribers told.

@@ -142,6 +142,28 @@ struct Agent::Job : TransferSink {
     bool swarm_copy_refused = false;  // copy_file_range into swarm_fd refused (EXDEV, ...)
     std::vector<bool> written;            // pieces in the partial file
     int written_count = 0;
+    // While the current file is co-fetched (swarm_cofetch.cpp): its partial
+    // file, open with the owner's rights, receives each piece the co-fetch
+    // holds as it comes (cofetch_written: which, in pieces of the
+    // co-fetch's size, the metainfo's); join_swarm takes them as written.
+    // Closed when the job leaves the co-fetch, joins its swarm or stops.
+    struct CoFetchPartial {
+        int fd = -1;
+        std::string sha256;  // the co-fetch's, and the file it is of
+        int file = -1;
+        std::vector<bool> written;
+        CoFetchPartial() = default;
+        CoFetchPartial(const CoFetchPartial&) = delete;
+        CoFetchPartial& operator=(const CoFetchPartial&) = delete;
+        ~CoFetchPartial() { reset(); }
+        void reset() {
+            if (fd >= 0) ::close(fd);
+            fd = -1;
+            sha256.clear();
+            file = -1;
+            written.clear();
+        }
+    } cofetch_partial;
     std::unique_ptr<TransferSink> metainfo_fetch;  // fetching metainfo (job.transfer)
     std::string http_only_reason;         // why the file goes without peers
     // Content identity (agent_content.cpp): waiting in a lookup of the

@@ -315,6 +315,7 @@ void Swarms::on_metainfo_fetched(Job& job, const TransferOutcome& outcome, long 
 void Swarms::use_http_only(Job& job, const std::string& why) {
     FileRecord& f = job.file();
     job.http_only_reason = why;
+    job.cofetch_partial.reset();
     if (f.metainfo_source == "none" && f.info_hash.empty()) return;
     LOG_INFO("job %s: %s over HTTP only: %s", job.rec.id.c_str(), f.remote_url.c_str(), why.c_str());
     std::string ih = f.info_hash;
@@ -339,7 +340,8 @@ bool Swarms::wanted_by_unfinished_job(const std::string& info_hash, const Job* e
 }
 
 // Folders in cache_dir named like an info-hash with no cache entry: left by
-// a crash between deleting an entry's row and its folder (eviction, clear).
+// a crash between deleting an entry's row and its folder (eviction, clear);
+// and co-fetches' folders (".cofetch-*"), which no restart resumes.
 void Swarms::remove_orphan_cache_folders() {
     DIR* d = ::opendir(config_.cache_dir.c_str());
     if (!d) return;
@@ -348,7 +350,7 @@ void Swarms::remove_orphan_cache_folders() {
         std::string name = ent->d_name;
         bool hash_like = is_hex(name, 40, /*lowercase_only=*/true) ||  // v1
                          is_hex(name, 64, /*lowercase_only=*/true);    // v2
-        if (hash_like && !cache_.count(name)) orphans.push_back(name);
+        if ((hash_like && !cache_.count(name)) || name.rfind(".cofetch-", 0) == 0) orphans.push_back(name);
     }
     ::closedir(d);
     for (const auto& name : orphans) {
@@ -399,11 +401,12 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     p2p::MetainfoSummary meta;
     p2p::TorrentId torrent = 0;
     std::string dir = config_.cache_dir + "/" + e.info_hash;
-    // A co-fetch's own pieces (fetched and hashed here, the hashes the
-    // metainfo holds) are added as held without a check of the file.
+    // The pieces a co-fetch left (fetched and hashed here, or brought by its
+    // segment torrents: hashed against the hashes the metainfo holds) are
+    // added as held without a check of the file.
     std::vector<bool> own_pieces;
     if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end() && e.resume_data.empty())
-        own_pieces = co->second;
+        own_pieces = co->second.held;
     try {
         meta = p2p::summarize_metainfo(e.metainfo);
         ::mkdir(dir.c_str(), 0700);
@@ -427,14 +430,14 @@ Swarm* Swarms::add_swarm(const CacheEntry& e) {
     s->unreported_since_ms.assign(n, 0);
     s->order = p2p::random_piece_order(meta.num_pieces);
     // Pieces co-fetched here count as origin bytes (held at once, or when
-    // the check finds them).
+    // the check finds them), those segments brought as peers' bytes.
     if (auto co = cofetched_pieces_.find(e.info_hash); co != cofetched_pieces_.end()) {
-        if (co->second.size() == n) {
-            s->from_origin = co->second;
-            // Held at once (own_pieces): hashed here as they were fetched.
+        if (co->second.held.size() == n && co->second.from_origin.size() == n) {
+            s->from_origin = co->second.from_origin;
+            // Held at once (own_pieces): hashed as they were fetched.
             if (own_pieces.size() == n) s->cofetch_hashed = own_pieces;
             s->promised.assign(n, false);
-            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second[i];
+            for (std::size_t i = 0; i < n; ++i) s->promised[i] = !co->second.held[i];
             s->promised_until_ms = mono_ms() + kCoFetchPromiseMs;
         }
         cofetched_pieces_.erase(co);
@@ -506,6 +509,26 @@ void Swarms::join_swarm(Job& job, int fd) {
     job.written_count = 0;
     f.bytes_total = s->meta.size;
     f.bytes_transferred = 0;
+    // A co-fetch's pieces already in this file's partial file: each was
+    // hashed against the hash this metainfo holds (fetched and hashed
+    // here, or checked by a segment torrent and again once copied), the
+    // file a copy of them. Counted here, where they came from: their
+    // PieceVerified events skip the jobs that have them.
+    const Job::CoFetchPartial& pre = job.cofetch_partial;
+    if (pre.sha256 == f.sha256 && pre.file == job.current_file && pre.written.size() == job.written.size()) {
+        for (std::size_t i = 0; i < job.written.size(); ++i) {
+            if (!pre.written[i]) continue;
+            const std::uint64_t size = s->piece_size(static_cast<int>(i));
+            job.written[i] = true;
+            ++job.written_count;
+            f.bytes_transferred += size;
+            (s->from_origin[i] ? job.rec.bytes_from_origin : job.rec.bytes_from_peers) += size;
+            // The agent received it once: counted for the first job only.
+            if (s->users.empty())
+                agent_.count_usage(job, s->from_origin[i] ? kOriginReceivedBytes : kPeerReceivedBytes, size);
+        }
+    }
+    job.cofetch_partial.reset();
     // Pieces land anywhere in the file: no prefix of it is sure.
     f.durable_bytes = 0;
     job.partials_written.erase(job.current_file);
@@ -530,8 +553,13 @@ void Swarms::join_swarm(Job& job, int fd) {
     job.last_progress_ms = mono_ms();
     if (job.rec.state != JobState::Connecting) agent_.change_state(job, JobState::Connecting);
     agent_.change_state(job, JobState::Transferring);
-    LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
-             s->info_hash.c_str());
+    if (job.written_count > 0)
+        LOG_INFO("job %s: %s through the swarm %s (%d of its %d pieces already in the file from the co-fetch)",
+                 job.rec.id.c_str(), f.remote_url.c_str(), s->info_hash.c_str(), job.written_count,
+                 s->meta.num_pieces);
+    else
+        LOG_INFO("job %s: %s through the swarm %s", job.rec.id.c_str(), f.remote_url.c_str(),
+                 s->info_hash.c_str());
     pump_swarm(*s);
 }
 
@@ -611,6 +639,19 @@ void Swarms::pump_swarm(Swarm& s) {
             }
         }
         if (s.users.empty()) return;  // the swarm's jobs failed
+    }
+    // Files a co-fetch wrote whole (join_swarm): no piece comes to finish
+    // them, so they are finished once the session holds every piece (the
+    // torrent seeds on: a complete swarm is not paused when they leave).
+    if (s.have_count == s.meta.num_pieces) {
+        if (auto c = cache_.find(s.info_hash); c != cache_.end() && !c->second.complete) on_torrent_finished(s);
+        std::vector<Job*> whole;
+        for (Job* j : s.users)
+            if (j->written_count == s.meta.num_pieces) whole.push_back(j);
+        for (Job* j : whole) {
+            finish_swarm_file(*j);
+            if (!is_live(&s) || s.users.empty()) return;
+        }
     }
     fetch_origin_pieces(s);
 }
@@ -1284,6 +1325,7 @@ void Swarms::handle_peer_events() {
         if (e.kind == p2p::TorrentEvent::Kind::TrackerReplied) last_tracker_reply_ms_ = mono_ms();
         if (e.kind == p2p::TorrentEvent::Kind::MetadataReceived) on_content_metadata(e.torrent);
         else if (Swarm* s = swarm_of(e.torrent)) on_torrent_event(*s, e, to_pump);
+        else if (segment_torrents_.count(e.torrent)) on_segment_event(e);
         else log_peer_event(e);
     }
     handle_content_events();
@@ -1428,15 +1470,20 @@ void Swarms::on_piece_verified(Swarm& s, int piece) {
     if (hashed_in_this_run(s, static_cast<std::size_t>(piece))) s.verified_now[static_cast<std::size_t>(piece)] = true;
     s.origin_piece_job.erase(piece);
     drop_origin_piece(s, piece);  // a peer gave it first
+    // Jobs whose partial file a co-fetch already gave the piece counted it
+    // when they joined (join_swarm).
+    std::vector<Job*> counted;
+    for (Job* j : s.users)
+        if (!j->written[static_cast<std::size_t>(piece)]) counted.push_back(j);
     if (s.from_origin[static_cast<std::size_t>(piece)]) {
-        for (Job* j : s.users) j->rec.bytes_from_origin += s.piece_size(piece);
+        for (Job* j : counted) j->rec.bytes_from_origin += s.piece_size(piece);
         // The agent received it once, whatever number of its jobs share it.
-        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kOriginReceivedBytes, s.piece_size(piece));
+        if (!counted.empty()) agent_.count_usage(*counted.front(), kOriginReceivedBytes, s.piece_size(piece));
     } else {
         s.last_peer_piece_ms = mono_ms();
         s.peer_piece_bytes += static_cast<std::int64_t>(s.piece_size(piece));
-        for (Job* j : s.users) j->rec.bytes_from_peers += s.piece_size(piece);
-        if (!s.users.empty()) agent_.count_usage(**s.users.begin(), kPeerReceivedBytes, s.piece_size(piece));
+        for (Job* j : counted) j->rec.bytes_from_peers += s.piece_size(piece);
+        if (!counted.empty()) agent_.count_usage(*counted.front(), kPeerReceivedBytes, s.piece_size(piece));
     }
 }
 

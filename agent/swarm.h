@@ -391,6 +391,13 @@ private:
     void drop_cofetch(CoFetch& co);
     void cofetch_tick(std::int64_t now_ms);
     void unmask_false_hashes(const std::string& sha256, const std::string& metainfo);
+    void start_cofetch_segments(CoFetch& co);
+    void on_segment_event(const p2p::TorrentEvent& event);
+    void drop_cofetch_segment(CoFetch& co, int segment);
+    void give_up_segments(CoFetch& co);
+    void open_cofetch_partial(CoFetch& co, Job& job);
+    void copy_to_cofetch_partials(CoFetch& co, int piece);
+    void connect_segment(CoFetch& co, std::size_t segment, bool only_missing);
 
     Agent& agent_;
     const Config& config_;
@@ -441,12 +448,27 @@ private:
     // Co-fetches by SHA-256, and their origin requests in flight.
     std::map<std::string, std::unique_ptr<CoFetch>> cofetches_;
     std::vector<std::unique_ptr<CoFetchPiece>> cofetch_requests_;
-    // Pieces this agent co-fetched from the origin and hashed itself (their
-    // hashes are the metainfo's), by the info-hash built: added to the
-    // torrent as held without a check, and counted as origin bytes; and the
-    // other co-fetchers' listen endpoints.
-    std::map<std::string, std::vector<bool>> cofetched_pieces_;
+    // The pieces a co-fetch left in its file, by the info-hash built: those
+    // this agent fetched from the origin and hashed itself, and those a
+    // segment torrent brought (hashed by the session against the same
+    // hashes the metainfo holds): added to the torrent as held without a
+    // check; the fetched ones count as origin bytes, the others as peers'.
+    // And the other co-fetchers' listen endpoints.
+    struct CoFetched {
+        std::vector<bool> held;
+        std::vector<bool> from_origin;
+    };
+    std::map<std::string, CoFetched> cofetched_pieces_;
     std::map<std::string, std::set<std::string>> cofetchers_;
+    // A co-fetch's segment torrents (CoFetch::segment_torrent) by torrent:
+    // the SHA-256, the segment, and the folder of its file (one for each
+    // torrent made: a torrent removed may still write into its own).
+    struct Segment {
+        std::string sha256;
+        int segment = 0;
+        std::string dir;
+    };
+    std::map<p2p::TorrentId, Segment> segment_torrents_;
     // Piece hashes other agents sent for a SHA-256 whose co-fetched
     // metainfo is not proven yet: (piece, hash, sender's address). When
     // the file fails X and comes from the origin, the senders of hashes
@@ -516,6 +538,18 @@ struct Swarms::CoFetch {
     std::map<std::uint64_t, std::string> endpoints;  // where they accept connections
     std::string dir;                   // the content's folder while co-fetching
     int fd = -1;                       // its file, written piece by piece
+    // Per piece: its bytes are in that file, fetched here or brought by a
+    // segment torrent (p2p::cofetch_segment_metainfo): segments of
+    // segment_pieces pieces whose hashes are all known are traded with the
+    // other co-fetchers while the rest is being fetched
+    // (start_cofetch_segments).
+    std::vector<bool> held;
+    int segment_pieces = 0;
+    std::vector<p2p::TorrentId> segment_torrent;  // per segment: 0 until added
+    std::vector<std::int64_t> segment_added_ms;   // per segment: when added; 0 once
+                                                  // connected again (connect_segment)
+    std::string segment_dir;           // the segment torrents' files
+    int segments_made = 0;             // torrents made: each one's folder in segment_dir
     bool probing = false;              // asking the origin for the size
     std::vector<p2p::ContentEvent> early_hashes;  // hashes that came before the size (replayed)
     std::int64_t started_ms = 0;

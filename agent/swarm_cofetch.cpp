@@ -55,6 +55,33 @@ constexpr std::int64_t kMaxMemberPieceMs = 15000;
 constexpr std::size_t kMaxHashClaimsPerPiece = 4;
 // Piece messages kept from before this agent's size or split is known.
 constexpr std::size_t kMaxEarlyHashes = 4096;
+// Segments (start_cofetch_segments): at most this many a file, of at least
+// this many pieces; a file of fewer than two segments has none. Each
+// segment torrent connects to every other co-fetcher: with k of them, at
+// most kSegmentConnections / (k - 1) segments (libtorrent's default limit
+// is 200 connections in all).
+constexpr int kMaxSegments = 16;
+constexpr int kMinSegmentPieces = 4;
+constexpr int kSegmentConnections = 112;
+// A segment torrent connects to every other co-fetcher when it is made
+// (one that has not made it yet refuses; it connects when it does), and
+// again this long after to those it is not connected to.
+constexpr std::int64_t kSegmentSecondConnectMs = 500;
+
+// Copies `len` bytes at `in_off` of `in` to `out_off` of `out` in the
+// kernel; false (errno set) when it cannot.
+bool copy_range(int in, off_t in_off, int out, off_t out_off, std::size_t len) {
+    while (len > 0) {
+        const ssize_t n = ::copy_file_range(in, &in_off, out, &out_off, len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n == 0) errno = EIO;  // the source ended early
+            return false;
+        }
+        len -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
 
 // The address of "addr:port" (as events name peers), for ban_peer; "" when
 // it is not one.
@@ -138,7 +165,14 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     const auto piece = static_cast<std::uint64_t>(co.piece_length);
     co.num_pieces = static_cast<int>(size / piece + (size % piece != 0));
     const auto n = static_cast<std::size_t>(co.num_pieces);
+    const int others = std::max(1, static_cast<int>(co.split.size()) - 1);
+    const int max_segments = std::clamp(kSegmentConnections / others, 2, kMaxSegments);
+    co.segment_pieces = std::max(kMinSegmentPieces, (co.num_pieces + max_segments - 1) / max_segments);
+    const int segments = (co.num_pieces + co.segment_pieces - 1) / co.segment_pieces;
+    co.segment_torrent.assign(segments >= 2 ? static_cast<std::size_t>(segments) : 0, 0);
+    co.segment_added_ms.assign(co.segment_torrent.size(), 0);
     share_out_cofetch(co);
+    co.held.assign(n, false);
     co.hashes.assign(n, std::string());
     co.hash_from.assign(n, std::string());
     co.fetched.assign(n, false);
@@ -148,7 +182,9 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
     // as an agent whose own pieces are known does.
     if (own_pieces_known(co)) co.range_done_ms = mono_ms();
     co.dir = config_.cache_dir + "/.cofetch-" + co.sha256;
+    co.segment_dir = config_.cache_dir + "/.cofetch-segments-" + co.sha256;
     remove_tree(co.dir);
+    remove_tree(co.segment_dir);
     ::mkdir(co.dir.c_str(), 0700);
     const std::string path = co.dir + "/" + co.sha256;
     co.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -156,6 +192,7 @@ void Swarms::plan_cofetch(CoFetch& co, std::uint64_t size) {
         end_cofetch(co.sha256, std::string("cannot make ") + path + ": " + std::strerror(errno));
         return;
     }
+    for (Job* job : co.jobs) open_cofetch_partial(co, *job);
     LOG_INFO("content %s: fetching %d of its %d pieces from the origin (shared among %zu agents)",
              co.sha256.c_str(), static_cast<int>(std::count(co.own.begin(), co.own.end(), true)),
              co.num_pieces, co.split.size());
@@ -201,7 +238,12 @@ void Swarms::share_out_cofetch(CoFetch& co) {
         co.next_for[i] = p2p::cofetch_piece_rank(co.split, p, me) == 1;
         if (co.own[i]) co.own_order.push_back(p);
     }
-    std::sort(co.own_order.begin(), co.own_order.end(), [me](int a, int b) {
+    // Segment by segment (the co-fetchers complete the file's segments in
+    // turn, and trade them while the rest comes), within one the highest
+    // scores first (the pieces least likely to move when the split grows).
+    const int per = std::max(1, co.segment_pieces);
+    std::sort(co.own_order.begin(), co.own_order.end(), [me, per](int a, int b) {
+        if (a / per != b / per) return a / per < b / per;
         return p2p::cofetch_piece_score(me, a) > p2p::cofetch_piece_score(me, b);
     });
 }
@@ -215,12 +257,15 @@ bool Swarms::own_pieces_known(const CoFetch& co) {
 
 // The next piece to fetch: one whose hash is not known, that no request
 // of this agent fetches and no member claimed lately. This agent's own
-// pieces first, its highest scores first (co.own_order); then, once they
-// are all known, the others' (work stealing: an agent may start late,
-// stall or leave), from the end of the file backwards, as their owners
-// fetch forwards, those this agent comes next for (cofetch_piece_rank 1)
-// first; a member that has not claimed a piece yet keeps its pieces a
-// claim's time. A claimed piece is left to its claimer for 2 s plus twice
+// pieces first, segment by segment (co.own_order); then, once they are
+// all known, the others' (work stealing: an agent may start late, be
+// slow, stall or leave), segment by segment from the end of the file
+// backwards, as their owners fetch forwards (stealing from the first
+// segments on was no faster and fetched more pieces twice: performance.md),
+// within a segment the piece its owner comes to last (the lowest score:
+// owners fetch their highest first); those this agent comes next for
+// (cofetch_piece_rank 1) first; a member that has not claimed a piece yet
+// keeps its pieces a claim's time. A claimed piece is left to its claimer for 2 s plus twice
 // the longest piece time seen, at most 15 s (this agent's, or a member's
 // from its claim to its hash: a piece in flight while the origin is
 // shared by many requests takes that long, and stealing it would fetch
@@ -241,15 +286,26 @@ int Swarms::next_cofetch_piece(const CoFetch& co, std::int64_t now) const {
     // window may end later) keeps its pieces for a claim's time.
     const std::uint64_t me = peers_->id();
     const bool waited = now >= co.range_done_ms + claim_ms;
+    const int per = std::max(1, co.segment_pieces);
     for (const bool next_only : {true, false}) {
-        for (int p = co.num_pieces - 1; p >= 0; --p) {
-            const auto i = static_cast<std::size_t>(p);
-            if (!co.hashes[i].empty() || co.inflight[i]) continue;
-            if (next_only && !co.next_for[i]) continue;
-            const std::uint64_t owner = co.owner[i];
-            if (idle(p) &&
-                (owner == me || waited || co.fetching_members.count(owner) || !co.present.count(owner)))
-                return p;
+        for (int first = (co.num_pieces - 1) / per * per; first >= 0; first -= per) {
+            int best = -1;
+            std::uint64_t best_score = 0;
+            for (int p = first; p < std::min(co.num_pieces, first + per); ++p) {
+                const auto i = static_cast<std::size_t>(p);
+                if (!co.hashes[i].empty() || co.inflight[i]) continue;
+                if (next_only && !co.next_for[i]) continue;
+                const std::uint64_t owner = co.owner[i];
+                if (!idle(p) ||
+                    !(owner == me || waited || co.fetching_members.count(owner) || !co.present.count(owner)))
+                    continue;
+                const std::uint64_t score = p2p::cofetch_piece_score(owner, p);
+                if (best < 0 || score < best_score) {
+                    best = p;
+                    best_score = score;
+                }
+            }
+            if (best >= 0) return best;
         }
     }
     return -1;
@@ -364,14 +420,23 @@ void Swarms::keep_cofetch_piece(CoFetch& co, int piece, const std::vector<char>&
                  co.sha256.c_str());
         if (const std::string a = address_of(liar); !a.empty()) peers_->ban_peer(a);
     }
+    // A segment made with another hash of this piece is made again.
+    const bool doubted = !co.hashes[i].empty() && co.hashes[i] != sha1;
     if (co.hashes[i].empty()) ++co.known;
     co.hashes[i] = sha1;
     co.hash_from[i].clear();
     co.fetched[i] = true;
+    co.held[i] = true;
+    if (doubted && co.segment_pieces > 0) drop_cofetch_segment(co, piece / co.segment_pieces);
+    // These bytes are the origin's: over any a segment brought.
+    for (Job* job : co.jobs)
+        if (i < job->cofetch_partial.written.size()) job->cofetch_partial.written[i] = false;
+    copy_to_cofetch_partials(co, piece);
     peers_->send_piece_hash(co.sha256, co.size, piece, sha1);
     for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
     if (co.range_done_ms == 0 && own_pieces_known(co)) co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
+    else start_cofetch_segments(co);
 }
 
 // Another agent's hash of a piece of X. Taken when no hash of that piece is
@@ -433,12 +498,16 @@ void Swarms::on_piece_hash(const p2p::ContentEvent& e) {
         co.hashes[i].clear();
         co.hash_from[i].clear();
         --co.known;
+        // Its segment's torrent was made with the hash now in doubt.
+        if (co.segment_pieces > 0 && i / static_cast<std::size_t>(co.segment_pieces) < co.segment_torrent.size())
+            drop_cofetch_segment(co, static_cast<int>(i / static_cast<std::size_t>(co.segment_pieces)));
         // Fetched here, within origin_requests like any other piece.
         pump_cofetch(co, mono_ms());
         return;
     }
     if (co.range_done_ms == 0 && co.size > 0 && own_pieces_known(co)) co.range_done_ms = mono_ms();
     if (co.known == co.num_pieces) finish_cofetch(co);
+    else start_cofetch_segments(co);
 }
 
 // R's wanters changed: who is still there (pieces whose agent left are
@@ -496,20 +565,37 @@ void Swarms::finish_cofetch(CoFetch& co) {
         end_cofetch(x, "the agents' piece hashes make a mapping already proven false");
         return;
     }
-    LOG_INFO("content %s: every piece hashed after %lld ms; swarming as %s", x.c_str(),
-             static_cast<long long>(mono_ms() - co.started_ms), meta->info_hash.c_str());
+    for (std::size_t s = 0; s < co.segment_torrent.size(); ++s)
+        if (co.segment_torrent[s] != 0) {
+            peers_->remove_torrent(co.segment_torrent[s], false);
+            segment_torrents_.erase(co.segment_torrent[s]);
+            co.segment_torrent[s] = 0;
+        }
+    remove_tree(co.segment_dir);  // every segment's folder
+    // Pieces fetched and hashed here (their hash in the metainfo is this
+    // agent's own, keep_cofetch_piece, never one a peer sent), and those a
+    // segment brought (hashed against the hash the metainfo holds: a hash
+    // put in doubt dropped its segment and what it brought).
+    CoFetched left;
+    left.held.assign(co.held.size(), false);
+    left.from_origin.assign(co.held.size(), false);
+    int from_segments = 0;
+    for (std::size_t i = 0; i < co.held.size(); ++i) {
+        left.from_origin[i] = co.fetched[i] && co.hash_from[i].empty();
+        left.held[i] = left.from_origin[i] || (co.held[i] && !co.fetched[i]);
+        from_segments += co.held[i] && !co.fetched[i];
+    }
+    LOG_INFO("content %s: every piece hashed after %lld ms (%d of %d pieces already traded in segments); "
+             "swarming as %s",
+             x.c_str(), static_cast<long long>(mono_ms() - co.started_ms), from_segments, co.num_pieces,
+             meta->info_hash.c_str());
     const std::string final_dir = config_.cache_dir + "/" + meta->info_hash;
     ::close(co.fd);
     co.fd = -1;
     if (cache_.count(meta->info_hash) || ::rename(co.dir.c_str(), final_dir.c_str()) != 0)
         remove_tree(co.dir);  // the swarm fetches what this agent had
-    else {
-        // Only pieces fetched and hashed here: their hash in the metainfo
-        // is this agent's own (keep_cofetch_piece), never one a peer sent.
-        std::vector<bool> own(co.fetched.size(), false);
-        for (std::size_t i = 0; i < own.size(); ++i) own[i] = co.fetched[i] && co.hash_from[i].empty();
-        cofetched_pieces_[meta->info_hash] = std::move(own);
-    }
+    else
+        cofetched_pieces_[meta->info_hash] = std::move(left);
     // Every co-fetcher heard of, present or not (one done first has left R).
     std::set<std::string> others;
     for (const auto& [node, ep] : co.endpoints) others.insert(ep);
@@ -546,18 +632,269 @@ void Swarms::end_cofetch(std::string x, const std::string& why) {  // x: a copy 
     fetch_content_from_origin(x, "co-fetching stopped: " + why);
 }
 
-// Forgets a co-fetch: its requests stop, its folder goes.
+// Forgets a co-fetch: its requests stop, its segments and folders go.
 void Swarms::drop_cofetch(CoFetch& co) {
     stop_cofetch_requests(co.sha256);
+    for (Job* job : co.jobs) job->cofetch_partial.reset();
+    for (std::size_t s = 0; s < co.segment_torrent.size(); ++s) drop_cofetch_segment(co, static_cast<int>(s));
+    if (!co.segment_dir.empty()) remove_tree(co.segment_dir);
     if (co.fd >= 0) ::close(co.fd);
     if (!co.dir.empty()) remove_tree(co.dir);
     cofetches_.erase(std::string(co.sha256));  // co is gone
 }
 
+// Segments (docs/design.md "Content identity"): the pieces of a co-fetch
+// come in segments of segment_pieces (the owners fetch theirs segment by
+// segment, share_out_cofetch). Once every hash of a segment is known, each
+// co-fetcher makes the same torrent of it (p2p::cofetch_segment_metainfo),
+// holding the pieces it has (copied out of the co-fetch's file, added as
+// held: hashed here as they were fetched), connects it to the other
+// co-fetchers, and the session trades the segment's pieces while the rest
+// of the file is still coming from the origin (on_segment_event copies
+// each one it brings into the co-fetch's file). So when the last hash
+// comes, little is left for the whole file's torrent to trade. A segment
+// torrent's pieces are checked against the co-fetchers' hashes, as the
+// whole file's would be; the file is checked against X before delivery.
+void Swarms::start_cofetch_segments(CoFetch& co) {
+    if (co.fd < 0 || co.segment_torrent.empty()) return;
+    const int per = co.segment_pieces;
+    const auto piece_length = static_cast<std::uint64_t>(co.piece_length);
+    for (std::size_t s = 0; s < co.segment_torrent.size(); ++s) {
+        if (co.segment_torrent[s] != 0) continue;
+        const int first = static_cast<int>(s) * per;
+        const int end = std::min(co.num_pieces, first + per);
+        bool known = true;
+        for (int p = first; p < end && known; ++p) known = !co.hashes[static_cast<std::size_t>(p)].empty();
+        if (!known) continue;
+        const std::uint64_t offset = static_cast<std::uint64_t>(first) * piece_length;
+        const std::uint64_t size = std::min(co.size - offset, static_cast<std::uint64_t>(end - first) * piece_length);
+        std::string metainfo;
+        try {
+            metainfo = p2p::cofetch_segment_metainfo(
+                co.sha256, first, co.piece_length, size,
+                std::vector<std::string>(co.hashes.begin() + first, co.hashes.begin() + end));
+        } catch (const p2p::MetainfoError& err) {
+            LOG_WARN("content %s: no segment at piece %d: %s", co.sha256.c_str(), first, err.what());
+            give_up_segments(co);  // the whole file's torrent trades it all
+            return;
+        }
+        // The file holds this agent's pieces before the torrent says so: a
+        // peer asks for them as soon as it connects. A folder for each
+        // torrent made (one removed may still write into its own: libtorrent
+        // removes it on its own thread).
+        const std::string dir = co.segment_dir + "/" + std::to_string(++co.segments_made);
+        ::mkdir(co.segment_dir.c_str(), 0700);
+        ::mkdir(dir.c_str(), 0700);
+        const std::string path = dir + "/" + p2p::cofetch_segment_name(co.sha256, first);
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        bool ok = fd >= 0 && ::ftruncate(fd, static_cast<off_t>(size)) == 0;
+        std::vector<bool> have(static_cast<std::size_t>(end - first), false);
+        for (int p = first; p < end && ok; ++p) {
+            if (!co.held[static_cast<std::size_t>(p)]) continue;
+            const std::uint64_t at = static_cast<std::uint64_t>(p) * piece_length;
+            ok = copy_range(co.fd, static_cast<off_t>(at), fd, static_cast<off_t>(at - offset),
+                            static_cast<std::size_t>(std::min(piece_length, co.size - at)));
+            have[static_cast<std::size_t>(p - first)] = true;
+        }
+        if (!ok) LOG_WARN("content %s: cannot make %s: %s", co.sha256.c_str(), path.c_str(), std::strerror(errno));
+        if (fd >= 0) ::close(fd);
+        if (!ok) {
+            give_up_segments(co);
+            return;
+        }
+        p2p::TorrentId torrent = 0;
+        try {
+            // Its peers are the co-fetchers, connected here
+            // (connect_segment): none found by LSD, trackers or static peers.
+            torrent = peers_->add_torrent(metainfo, dir, {}, have, /*find_peers=*/false);
+        } catch (const std::exception& err) {
+            LOG_WARN("content %s: cannot add the segment at piece %d: %s", co.sha256.c_str(), first, err.what());
+            give_up_segments(co);
+            return;
+        }
+        co.segment_torrent[s] = torrent;
+        segment_torrents_[torrent] = Segment{co.sha256, static_cast<int>(s), dir};
+        co.segment_added_ms[s] = std::max<std::int64_t>(1, mono_ms());
+        LOG_DEBUG("content %s: pieces %d-%d traded in a segment torrent", co.sha256.c_str(), first, end - 1);
+        connect_segment(co, s, /*only_missing=*/false);
+    }
+}
+
+// Connects a segment torrent to the other co-fetchers; with only_missing,
+// to those not connected to it (told apart by address, and by count where
+// agents share one: loopback). Of two connections between two agents,
+// libtorrent keeps one (the same on both sides: by peer id).
+void Swarms::connect_segment(CoFetch& co, std::size_t segment, bool only_missing) {
+    const p2p::TorrentId torrent = co.segment_torrent[segment];
+    const std::uint64_t me = peers_->id();
+    std::map<std::string, int> connected;  // by address
+    std::map<std::string, int> named;      // the co-fetchers' endpoints by address
+    if (only_missing) {
+        for (const p2p::TorrentPeer& peer : peers_->peers(torrent)) ++connected[peer.address];
+        for (const auto& [node, endpoint] : co.endpoints)
+            if (node != me) ++named[address_of(endpoint)];
+    }
+    for (const auto& [node, endpoint] : co.endpoints) {
+        if (node == me) continue;
+        if (only_missing) {
+            const std::string address = address_of(endpoint);
+            if (connected[address] >= named[address]) continue;
+        }
+        try {
+            peers_->connect_peer(torrent, endpoint);
+        } catch (const std::invalid_argument&) {
+        }
+    }
+}
+
+// An event of a segment torrent: a piece it brought goes into the
+// co-fetch's file.
+void Swarms::on_segment_event(const p2p::TorrentEvent& e) {
+    auto seg = segment_torrents_.find(e.torrent);
+    if (seg == segment_torrents_.end()) return;
+    auto it = cofetches_.find(seg->second.sha256);
+    if (it == cofetches_.end()) return;
+    CoFetch& co = *it->second;
+    const int segment = seg->second.segment;
+    using Kind = p2p::TorrentEvent::Kind;
+    if (e.kind == Kind::FileError) {
+        LOG_WARN("content %s: segment %d: %s; no more segments: the whole file's torrent trades what is left",
+                 co.sha256.c_str(), segment, e.message.c_str());
+        give_up_segments(co);
+        return;
+    }
+    if (e.kind == Kind::PeerDisconnected) {  // not a handshake failure to explain: a segment comes and goes
+        LOG_DEBUG("peer %s disconnected from a segment of %s: %s", e.peer.c_str(), co.sha256.c_str(),
+                  e.message.c_str());
+        return;
+    }
+    if (e.kind != Kind::PieceVerified) {
+        log_peer_event(e);
+        return;
+    }
+    const int piece = segment * co.segment_pieces + e.piece;
+    if (e.piece < 0 || e.piece >= co.segment_pieces || piece >= co.num_pieces ||
+        co.held[static_cast<std::size_t>(piece)])
+        return;
+    const auto piece_length = static_cast<std::uint64_t>(co.piece_length);
+    const std::uint64_t at = static_cast<std::uint64_t>(piece) * piece_length;
+    const auto len = static_cast<std::size_t>(std::min(piece_length, co.size - at));
+    const int in = ::open(peers_->content_path(e.torrent).c_str(), O_RDONLY | O_CLOEXEC);
+    bool ok = in >= 0 && copy_range(in, static_cast<off_t>(static_cast<std::uint64_t>(e.piece) * piece_length),
+                                    co.fd, static_cast<off_t>(at), len);
+    if (!ok) LOG_WARN("content %s: cannot copy piece %d out of its segment: %s", co.sha256.c_str(), piece,
+                      std::strerror(errno));
+    if (in >= 0) ::close(in);
+    // Hashed again where it now is: the whole file's torrent takes it as
+    // held without a check (add_torrent's have_pieces), as it does the
+    // pieces fetched here.
+    if (ok) {
+        std::vector<char> bytes(len);
+        std::size_t got = 0;
+        while (got < len) {
+            const ssize_t n = ::pread(co.fd, bytes.data() + got, len - got, static_cast<off_t>(at + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += static_cast<std::size_t>(n);
+        }
+        ok = got == len && p2p::v1_piece_hash(bytes.data(), len) == co.hashes[static_cast<std::size_t>(piece)];
+        if (!ok) LOG_WARN("content %s: piece %d from its segment does not match its hash where it was copied",
+                          co.sha256.c_str(), piece);
+    }
+    if (!ok) return;  // the whole file's torrent brings it
+    co.held[static_cast<std::size_t>(piece)] = true;
+    copy_to_cofetch_partials(co, piece);
+    for (Job* job : co.jobs) job->last_progress_ms = mono_ms();
+}
+
+// The co-fetch's jobs' partial files receive its pieces as they come
+// (Job::cofetch_partial), not all at once when the swarm starts: the copy
+// is spread over the fetch, while the agent mostly waits for the origin.
+void Swarms::open_cofetch_partial(CoFetch& co, Job& job) {
+    const std::string x = co.sha256;
+    agent_.open_current_partial(job, [this, x](Job& j, int fd) {
+        if (fd < 0) return;  // the swarm opens it again and says what fails
+        auto it = cofetches_.find(x);
+        if (it == cofetches_.end() || !it->second->jobs.count(&j) || j.cofetch_partial.fd >= 0 ||
+            ::ftruncate(fd, static_cast<off_t>(it->second->size)) != 0) {
+            ::close(fd);
+            return;
+        }
+        CoFetch& c = *it->second;
+        j.cofetch_partial.fd = fd;
+        j.cofetch_partial.sha256 = j.file().sha256;
+        j.cofetch_partial.file = j.current_file;
+        j.cofetch_partial.written.assign(c.held.size(), false);
+        // Pieces land anywhere in the file: no prefix of it is sure (an
+        // HTTP transfer after all starts from byte 0).
+        FileRecord& f = j.file();
+        f.durable_bytes = 0;
+        j.partials_written.erase(j.current_file);
+        store_.update_file(j.rec.id, f);
+        for (std::size_t p = 0; p < c.held.size(); ++p)
+            if (c.held[p]) copy_to_cofetch_partials(c, static_cast<int>(p));
+    }, /*mark_opening=*/false);
+}
+
+// A piece the co-fetch holds, into each of its jobs' open partial files that
+// lacks it (a job whose file refuses it is left to the swarm).
+void Swarms::copy_to_cofetch_partials(CoFetch& co, int piece) {
+    const auto i = static_cast<std::size_t>(piece);
+    const std::uint64_t at = static_cast<std::uint64_t>(piece) * static_cast<std::uint64_t>(co.piece_length);
+    const auto len = static_cast<std::size_t>(std::min<std::uint64_t>(co.piece_length, co.size - at));
+    for (Job* job : co.jobs) {
+        Job::CoFetchPartial& part = job->cofetch_partial;
+        if (part.fd < 0 || i >= part.written.size() || part.written[i]) continue;
+        if (!copy_range(co.fd, static_cast<off_t>(at), part.fd, static_cast<off_t>(at), len)) {
+            LOG_DEBUG("job %s: piece %d not copied into its partial file yet (%s): the swarm does it",
+                      job->rec.id.c_str(), piece, std::strerror(errno));
+            part.reset();
+            continue;
+        }
+        part.written[i] = true;
+    }
+}
+
+// No segments for this co-fetch (one could not be made): those made go.
+void Swarms::give_up_segments(CoFetch& co) {
+    for (std::size_t s = 0; s < co.segment_torrent.size(); ++s) drop_cofetch_segment(co, static_cast<int>(s));
+    co.segment_torrent.clear();
+    co.segment_added_ms.clear();
+}
+
+// A segment's torrent goes (a hash of it put in doubt, a file error, the
+// co-fetch dropped), and the pieces it brought with it.
+void Swarms::drop_cofetch_segment(CoFetch& co, int segment) {
+    const auto s = static_cast<std::size_t>(segment);
+    if (s >= co.segment_torrent.size() || co.segment_torrent[s] == 0) return;
+    peers_->remove_torrent(co.segment_torrent[s], false);
+    if (auto seg = segment_torrents_.find(co.segment_torrent[s]); seg != segment_torrents_.end()) {
+        remove_tree(seg->second.dir);
+        segment_torrents_.erase(seg);
+    }
+    co.segment_torrent[s] = 0;
+    const int first = segment * co.segment_pieces;
+    for (int p = first; p < std::min(co.num_pieces, first + co.segment_pieces); ++p) {
+        const auto i = static_cast<std::size_t>(p);
+        if (co.fetched[i]) continue;
+        co.held[i] = false;
+        for (Job* job : co.jobs)
+            if (i < job->cofetch_partial.written.size()) job->cofetch_partial.written[i] = false;
+    }
+}
+
 void Swarms::cofetch_tick(std::int64_t now) {
     std::vector<CoFetch*> all;
     for (auto& [x, co] : cofetches_) all.push_back(co.get());
-    for (CoFetch* co : all) pump_cofetch(*co, now);
+    for (CoFetch* co : all) {
+        for (std::size_t s = 0; s < co->segment_torrent.size(); ++s)
+            if (co->segment_torrent[s] != 0 && co->segment_added_ms[s] != 0 &&
+                now - co->segment_added_ms[s] >= kSegmentSecondConnectMs) {
+                co->segment_added_ms[s] = 0;
+                connect_segment(*co, s, /*only_missing=*/true);
+            }
+        pump_cofetch(*co, now);
+    }
 }
 
 // X came from the origin after co-fetched metainfo failed it: the hashes

@@ -92,6 +92,7 @@ void Swarms::leave_content(Job& job, bool stay) {
     if (auto co = cofetches_.find(x); job.content_waiting && co != cofetches_.end() && co->second->jobs.erase(&job)) {
         job.content_waiting = false;
         job.content_seed = false;
+        job.cofetch_partial.reset();
         if (!co->second->jobs.empty()) return;
         drop_cofetch(*co->second);
         if (peers_ && !stay) stop_looking_up_unless_wanted(x);

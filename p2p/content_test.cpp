@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <string>
@@ -140,6 +141,53 @@ TEST_CASE("content metainfo from piece hashes is byte for byte the whole file's"
     CHECK_THROWS_AS(content_metainfo_from_hashes(size + piece, sha, hashes), MetainfoError);
     hashes[1].pop_back();
     CHECK_THROWS_AS(content_metainfo_from_hashes(size, sha, hashes), MetainfoError);
+}
+
+TEST_CASE("a co-fetch segment's metainfo is its pieces of the file, named by X and its first piece",
+          "[p2p][content]") {
+    TempDir tmp;
+    const std::uint64_t size = 3 * 1024 * 1024 + 777;  // 4 pieces, the last short
+    const std::string sha = write_random_file(tmp.file("f.bin"), size);
+    std::ifstream in(tmp.file("f.bin"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const int piece = choose_piece_size(size);
+    const auto up = static_cast<std::size_t>(piece);
+    std::vector<std::string> hashes;
+    for (std::size_t off = 0; off < bytes.size(); off += up) {
+        const lt::sha1_hash h =
+            lt::hasher(bytes.data() + off, static_cast<int>(std::min(up, bytes.size() - off))).final();
+        hashes.emplace_back(h.data(), h.size());
+    }
+    REQUIRE(hashes.size() == 4);
+    // The segment of pieces 2 and 3 (the short last one) is libtorrent's
+    // torrent of those bytes, one file named "<X>.2".
+    const std::vector<std::string> last_two(hashes.begin() + 2, hashes.end());
+    const std::uint64_t seg_size = size - 2 * up;
+    const std::string seg = cofetch_segment_metainfo(sha, 2, piece, seg_size, last_two);
+    CHECK(cofetch_segment_name(sha, 2) == sha + ".2");
+    lt::file_storage fs;
+    fs.add_file(sha + ".2", static_cast<std::int64_t>(seg_size));
+    lt::create_torrent ct(fs, piece, lt::create_torrent::v1_only);
+    fs::create_directories(tmp.path() + "/lt");
+    {
+        std::ofstream out(tmp.path() + "/lt/" + sha + ".2", std::ios::binary);
+        out.write(bytes.data() + 2 * up, static_cast<std::streamsize>(seg_size));
+    }
+    lt::set_piece_hashes(ct, tmp.path() + "/lt");
+    std::string by_libtorrent;
+    lt::bencode(std::back_inserter(by_libtorrent), ct.generate());
+    CHECK(parse_metainfo(seg).info_hash == parse_metainfo(by_libtorrent).info_hash);
+    // Deterministic, and distinct from the whole file's and another segment's.
+    CHECK(cofetch_segment_metainfo(sha, 2, piece, seg_size, last_two) == seg);
+    const std::vector<std::string> first_two(hashes.begin(), hashes.begin() + 2);
+    const std::string other = cofetch_segment_metainfo(sha, 0, piece, 2 * up, first_two);
+    CHECK(parse_metainfo(other).info_hash != parse_metainfo(seg).info_hash);
+    CHECK(parse_metainfo(content_metainfo_from_hashes(size, sha, hashes)).info_hash != parse_metainfo(seg).info_hash);
+    // Hashes that do not fit, a bad piece length or first piece, not a SHA-256: refused.
+    CHECK_THROWS_AS(cofetch_segment_metainfo(sha, 2, piece, seg_size + up, last_two), MetainfoError);
+    CHECK_THROWS_AS(cofetch_segment_metainfo(sha, 2, piece + 1, seg_size, last_two), MetainfoError);
+    CHECK_THROWS_AS(cofetch_segment_metainfo(sha, -1, piece, seg_size, last_two), MetainfoError);
+    CHECK_THROWS_AS(cofetch_segment_metainfo("f00", 2, piece, seg_size, last_two), MetainfoError);
 }
 
 TEST_CASE("content metainfo is refused for bytes that are not the SHA-256", "[p2p][content]") {

@@ -298,12 +298,13 @@ std::vector<std::string> v1_piece_hashes_of(std::string_view bytes) {
     return out;
 }
 
-std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
-                                         const std::vector<std::string>& piece_hashes) {
-    const std::string name = content_name(sha256);
-    const int piece = choose_piece_size(size);
+namespace {
+// A deterministic v1 metainfo: one file `name` of `size` bytes, pieces of
+// `piece` bytes with these hashes, no creation date or anything else.
+std::string v1_metainfo_from_hashes(const std::string& name, std::uint64_t size, int piece,
+                                    const std::vector<std::string>& piece_hashes) {
     const auto up = static_cast<std::uint64_t>(piece);
-    if (size == 0 || piece_hashes.size() != size / up + (size % up != 0))
+    if (size == 0 || piece <= 0 || piece_hashes.size() != size / up + (size % up != 0))
         throw MetainfoError("piece hashes do not fit a file of " + std::to_string(size) + " bytes");
     lt::file_storage fs;
     fs.add_file(name, static_cast<std::int64_t>(size));
@@ -316,6 +317,23 @@ std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& 
     std::string out;
     lt::bencode(std::back_inserter(out), ct.generate());
     return out;
+}
+}  // namespace
+
+std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
+                                         const std::vector<std::string>& piece_hashes) {
+    return v1_metainfo_from_hashes(content_name(sha256), size, choose_piece_size(size), piece_hashes);
+}
+
+std::string cofetch_segment_metainfo(const std::string& sha256, int first_piece, int piece_length,
+                                     std::uint64_t size, const std::vector<std::string>& piece_hashes) {
+    if (first_piece < 0 || piece_length < 16 * 1024 || (piece_length & (piece_length - 1)) != 0)
+        throw MetainfoError("not a segment's first piece and piece length");
+    return v1_metainfo_from_hashes(cofetch_segment_name(sha256, first_piece), size, piece_length, piece_hashes);
+}
+
+std::string cofetch_segment_name(const std::string& sha256, int first_piece) {
+    return content_name(sha256) + "." + std::to_string(first_piece);
 }
 
 std::string make_content_metainfo(const std::string& path, const std::string& sha256) {

@@ -70,18 +70,30 @@ std::string make_metainfo(const std::string& path, const std::string& web_seed,
 // empty, not a regular file, another SHA-256).
 std::string make_content_metainfo(const std::string& path, const std::string& sha256);
 
+// The v1 SHA-1 of a piece's bytes (20 raw bytes).
+std::string v1_piece_hash(const char* data, std::size_t len);
+// The v1 piece hashes (20 raw bytes each) of v1 metainfo `bytes`. Throws
+// MetainfoError when it is not usable metainfo.
+std::vector<std::string> v1_piece_hashes_of(std::string_view bytes);
 // The same metainfo from the file's size and its v1 piece hashes (20 raw
 // bytes each, one per piece of choose_piece_size(size)), as agents that
 // fetched the file's pieces between them build it (docs/design.md "Content
 // identity"): byte for byte what make_content_metainfo() gives for the whole
 // file. `sha256` is not checked against anything here. Throws MetainfoError
 // when the hashes do not fit the size or `sha256` is not 64 hex digits.
-// The v1 SHA-1 of a piece's bytes (20 raw bytes).
-std::string v1_piece_hash(const char* data, std::size_t len);
-// The v1 piece hashes (20 raw bytes each) of v1 metainfo `bytes`. Throws
-// MetainfoError when it is not usable metainfo.
-std::vector<std::string> v1_piece_hashes_of(std::string_view bytes);
 std::string content_metainfo_from_hashes(std::uint64_t size, const std::string& sha256,
                                          const std::vector<std::string>& piece_hashes);
+// The metainfo of one segment of a co-fetch of SHA-256 `sha256`: its pieces
+// [first_piece, first_piece + piece_hashes.size()) of `piece_length` bytes
+// (the file's choose_piece_size; the last one may be shorter), `size` bytes
+// in all, as one file named "<sha256>.<first_piece>"; v1, deterministic as
+// above, so every co-fetcher that knows those hashes makes the same
+// info-hash and they trade the segment's pieces while the rest of the file
+// is still being fetched (docs/design.md "Content identity"). Throws
+// MetainfoError when the hashes do not fit `size` and `piece_length`.
+std::string cofetch_segment_metainfo(const std::string& sha256, int first_piece, int piece_length,
+                                     std::uint64_t size, const std::vector<std::string>& piece_hashes);
+// That segment's file name, "<sha256 in lowercase>.<first_piece>".
+std::string cofetch_segment_name(const std::string& sha256, int first_piece);
 
 }  // namespace dopt::p2p

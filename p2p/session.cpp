@@ -651,6 +651,12 @@ PeerSession::PeerSession(const SessionSettings& settings)
     d.parse(settings);
     lt::session_params params(make_settings(settings, d.listen),
                               {std::make_shared<SmartBanPlugin>(), d.claims, d.content});
+    // POSIX disk I/O writes each block into the file before the piece's
+    // hash is checked, so a verified piece's bytes are in the file when its
+    // event comes: the agent copies them out at once (copy_file_range).
+    // mmap_disk_io may hash a piece from its store buffer before the file
+    // has it: tried (December 7), bench/lan-swarm delivered wrong files
+    // with metainfo (no SHA-256 to catch them) in 3 runs of 3.
     params.disk_io_constructor = lt::posix_disk_io_constructor;
     // In the params, so it holds from the first accepted connection on.
     params.ip_filter = d.ip_filter();
@@ -701,7 +707,7 @@ int PeerSession::listen_port() const { return impl_->session->listen_port(); }
 lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                             const std::string& save_path,
                                             const std::vector<char>& resume_data,
-                                            const std::vector<bool>& have_pieces) {
+                                            const std::vector<bool>& have_pieces, bool find_peers) {
     Impl& d = *impl_;
     if (!info) throw std::invalid_argument("add_torrent: no metainfo");
     lt::add_torrent_params p;
@@ -737,6 +743,11 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     ti->set_web_seeds({});
     p.ti = std::move(ti);
     apply_safe_params(p, save_path, d.settings);
+    if (!find_peers) {
+        p.trackers.clear();
+        p.tracker_tiers.clear();
+        p.flags |= lt::torrent_flags::disable_lsd;
+    }
     // Its info dictionary to peers that ask by BEP 9 (a stock client given
     // a magnet link): they know the info-hash, which is what admits a peer
     // to a torrent's pieces anyway (docs/design.md "Safety defaults").
@@ -756,7 +767,7 @@ lt::torrent_handle PeerSession::add_torrent(std::shared_ptr<const lt::torrent_in
     }
     d.claims->forget_expected(ih);
 
-    d.find_peers(h);
+    if (find_peers) d.find_peers(h);
     return h;
 }
 

@@ -106,10 +106,14 @@ public:
     // short means a full check). The caller must have hashed each such
     // piece on disk against `info`'s hash itself: libtorrent serves it to
     // peers as it is.
+    // With find_peers false the torrent finds no peers of its own: no
+    // tracker, LSD, static peers or peers heard on LSD, now or in tick();
+    // only those the caller connects (connect_peer) and those that connect
+    // to it (a co-fetch's segment torrents, whose peers the caller knows).
     lt::torrent_handle add_torrent(std::shared_ptr<const lt::torrent_info> info,
                                    const std::string& save_path,
                                    const std::vector<char>& resume_data,
-                                   const std::vector<bool>& have_pieces = {});
+                                   const std::vector<bool>& have_pieces = {}, bool find_peers = true);
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(const lt::torrent_handle& handle, bool delete_files);
 

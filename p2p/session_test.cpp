@@ -467,6 +467,38 @@ TEST_CASE("have_pieces given to add_torrent are taken without a check of the fil
     CHECK_FALSE(st2.pieces.get_bit(lt::piece_index_t(3)));
 }
 
+TEST_CASE("a torrent added with find_peers false has no tracker, LSD or static peer: only those it is given",
+          "[p2p][session]") {
+    TempDir tmp;
+    const TestTorrent t = make_torrent(tmp.subdir("src"), "payload.bin", 1024 * 1024, 256 * 1024);
+    const fs::path a_dir = tmp.subdir("a");
+    std::ofstream(a_dir / "payload.bin", std::ios::binary).write(t.bytes.data(), static_cast<long>(t.bytes.size()));
+    PeerSession a(loopback_settings());
+    const lt::torrent_handle ha = a.add_torrent(t.info, a_dir.string(), {}, std::vector<bool>(4, true));
+    // b knows a as a static peer, has LSD on and a tracker (a closed port
+    // on loopback): a torrent it finds peers for would reach a at once.
+    SessionSettings bs = with_static_peer(a);
+    bs.lan_discovery = true;
+    bs.trackers = {"http://127.0.0.1:9/announce"};
+    PeerSession b(bs);
+    bool b_finished = false;
+    Pump pump({&a, &b}, [&](std::size_t i, lt::alert* al) {
+        if (i == 1 && lt::alert_cast<lt::torrent_finished_alert>(al)) b_finished = true;
+    });
+    REQUIRE(pump.run_until([&] { return is_state(ha, lt::torrent_status::seeding); }));
+    const fs::path b_dir = tmp.subdir("b");
+    const lt::torrent_handle hb = b.add_torrent(t.info, b_dir.string(), {}, {}, /*find_peers=*/false);
+    CHECK(hb.trackers().empty());
+    CHECK((hb.flags() & lt::torrent_flags::disable_lsd));
+    // Through two of b's ticks (which reconnect static peers), no peer.
+    CHECK_FALSE(pump.run_until([&] { return !peer_infos(hb).empty(); }, std::chrono::milliseconds(2500)));
+    CHECK_FALSE(b_finished);
+    // Connected by hand, it takes the file from a.
+    hb.connect_peer(lt::tcp::endpoint(lt::make_address("127.0.0.1"), static_cast<std::uint16_t>(a.listen_port())));
+    REQUIRE(pump.run_until([&] { return b_finished; }));
+    CHECK(read_file(b_dir / "payload.bin") == t.bytes);
+}
+
 TEST_CASE("claims reach connected dopt peers, expire, and end when the claimant has the piece",
           "[p2p][claims]") {
     TempDir tmp;

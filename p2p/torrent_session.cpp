@@ -169,9 +169,9 @@ std::string TorrentSession::lsd_listener_error() const { return impl_->session.l
 
 TorrentId TorrentSession::add_torrent(std::string_view metainfo, const std::string& save_path,
                                       const std::vector<char>& resume_data,
-                                      const std::vector<bool>& have_pieces) {
+                                      const std::vector<bool>& have_pieces, bool find_peers) {
     Metainfo meta = parse_metainfo(metainfo);
-    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data, have_pieces);
+    lt::torrent_handle h = impl_->session.add_torrent(meta.info, save_path, resume_data, have_pieces, find_peers);
     TorrentId id = impl_->next_id++;
     impl_->handles[id] = h;
     impl_->infos[id] = meta.info;

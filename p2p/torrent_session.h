@@ -125,9 +125,10 @@ public:
 
     // PeerSession::add_torrent() for metainfo given as bytes (parse_metainfo;
     // throws MetainfoError); `have_pieces` as there: only pieces the caller
-    // hashed on disk itself against the metainfo.
+    // hashed on disk itself against the metainfo; `find_peers` as there.
     TorrentId add_torrent(std::string_view metainfo, const std::string& save_path,
-                          const std::vector<char>& resume_data, const std::vector<bool>& have_pieces = {});
+                          const std::vector<char>& resume_data, const std::vector<bool>& have_pieces = {},
+                          bool find_peers = true);
     // Removes a torrent; with delete_files its files in save_path go too.
     void remove_torrent(TorrentId torrent, bool delete_files);
     // The path of the torrent's one file under its save_path.

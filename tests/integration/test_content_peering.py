@@ -240,9 +240,13 @@ class ContentPeering(PeeringTest):
         h_addr = "%s:%d" % (B_IP, free_port(B_IP))
         h = self.sb.agent(p2p_toml(h_addr, [], "content_lookup_ms = 1\n"), name="H")
         low = self.sb.agent(p2p_toml("%s:%d" % (A_IP, free_port(A_IP)), [h_addr]), name="L")
-        for _ in range(20):  # node ids are random at each start: L's must be the lower
+        # Node ids are random at each start: L's must be the lower. Both
+        # restart, so that each try succeeds half the time (restarting L
+        # alone below an H whose id is near 0 failed 20 tries in a row).
+        for _ in range(40):
             if node_id(low) < node_id(h):
                 break
+            h.restart()
             low.restart()
         self.assertLess(node_id(low), node_id(h))
         url = self.origin.url("slow/two.bin")

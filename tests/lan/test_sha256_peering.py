@@ -126,7 +126,8 @@ class AllAtOnce(Sha256PeeringTest):
         exchange the pieces' hashes, build the same metainfo and swarm).
         The origin's egress is at most 1.10 copies, every workstation took
         part of the file from the origin and most of it from peers, and
-        every file is right."""
+        every file is right. Segments of the file whose hashes are all known
+        are traded while the rest is still being fetched."""
         agents = [self.lan.start_agent(i, peers="all") for i in range(1, self.lan_hosts + 1)]
         before = self.lan.origin_tx_bytes()
         procs = [(a, self.get_async(a)) for a in agents]
@@ -156,6 +157,21 @@ class AllAtOnce(Sha256PeeringTest):
             done = re.findall(r"done through the swarm \(.*; (\d+) piece\(s\) read back", a.log_text())
             self.assertEqual(len(done), 1, "%s: %s" % (a.host.name, done))
             self.assertLessEqual(int(done[0]), 3, "%s read back %s pieces" % (a.host.name, done[0]))
+            # Segments whose hashes were all known were traded while the
+            # rest of the file was still coming from the origin: some of
+            # the others' pieces were here before the last hash came.
+            traded = re.findall(r"every piece hashed after \d+ ms \((\d+) of (\d+) pieces already traded in "
+                                r"segments\)", a.log_text())
+            self.assertEqual(len(traded), 1, "%s: %s" % (a.host.name, traded))
+            print("%s: %s of %s pieces traded in segments" % (a.host.name, traded[0][0], traded[0][1]),
+                  file=sys.stderr)
+            self.assertGreater(int(traded[0][0]), 0, "%s traded no segment" % a.host.name)
+            # The co-fetch wrote the pieces it held into the partial file as
+            # they came: the swarm did not copy them all at its start.
+            early = re.findall(r"through the swarm \w+ \((\d+) of its (\d+) pieces already in the file",
+                               a.log_text())
+            self.assertEqual(len(early), 1, "%s: %s" % (a.host.name, early))
+            self.assertGreaterEqual(int(early[0][0]), int(traded[0][0]), "%s: %s" % (a.host.name, early))
         self.assertProbeFoundNone()
 
 

@@ -253,6 +253,13 @@ class LyingHolder(Sha256PeeringTest):
 class LyingCoFetcher(Sha256PeeringTest):
     lan_hosts = 3
     origin_rate = "100mbit"
+    # Both honest agents must co-fetch with the liar. 64 MiB take ~5 s, so
+    # one that sees the co-fetch late still joins it (16 MiB were done in
+    # 0.7 s: CI saw h2 find no wanter in its 1 s window, fetch alone, then
+    # follow h3, never hearing a false hash); a 4 s window (a quarter of it
+    # once wanters are seen) leaves a late rendezvous connection time.
+    size = 64 * MiB
+    window = "[p2p]\ncontent_lookup_ms = 4000\n"
 
     def test_false_piece_hashes_are_caught_and_their_sender_banned(self):
         """h1 runs lying_holder --cofetch: it wants X, and once h2 and h3
@@ -274,7 +281,7 @@ class LyingCoFetcher(Sha256PeeringTest):
                             stdout=subprocess.PIPE, stderr=log, text=True)
         self.addCleanup(liar.stdout.close)
         self.assertEqual(liar.stdout.readline().split(), ["wanting"], harness.tail(log.name))
-        agents = [self.lan.start_agent(i, peers="all") for i in (2, 3)]
+        agents = [self.lan.start_agent(i, self.window, peers="all") for i in (2, 3)]
         procs = [(a, self.get_async(a)) for a in agents]
         for a, p in procs:
             _, err = p.communicate(timeout=120)

@@ -82,6 +82,22 @@ const ContentEvent* last_wanters(const std::vector<ContentEvent>& events, const 
 
 std::string v1_hex(const lt::info_hash_t& ih) { return dopt::to_hex(ih.v1.data(), ih.v1.size()); }
 
+
+// A file's bytes, and the v1 SHA-1 of each of their pieces of `piece` bytes
+// (libtorrent's hasher: not the code under test).
+std::string read_bytes(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+std::vector<std::string> sha1_of_pieces(const std::string& bytes, std::size_t piece) {
+    std::vector<std::string> hashes;
+    for (std::size_t off = 0; off < bytes.size(); off += piece) {
+        const lt::sha1_hash h =
+            lt::hasher(bytes.data() + off, static_cast<int>(std::min(piece, bytes.size() - off))).final();
+        hashes.emplace_back(h.data(), h.size());
+    }
+    return hashes;
+}
 }  // namespace
 
 TEST_CASE("content metainfo: the same bytes give the same info-hash, named by the SHA-256",
@@ -116,14 +132,8 @@ TEST_CASE("content metainfo from piece hashes is byte for byte the whole file's"
     TempDir tmp;
     const std::uint64_t size = 3 * 1024 * 1024 + 777;  // 4 pieces, the last short
     const std::string sha = write_random_file(tmp.file("f.bin"), size);
-    std::ifstream in(tmp.file("f.bin"), std::ios::binary);
     const auto piece = static_cast<std::size_t>(choose_piece_size(size));
-    std::vector<std::string> hashes;
-    std::vector<char> buf(piece);
-    while (in.read(buf.data(), static_cast<std::streamsize>(piece)) || in.gcount() > 0) {
-        const lt::sha1_hash h = lt::hasher(buf.data(), static_cast<int>(in.gcount())).final();
-        hashes.emplace_back(h.data(), h.size());
-    }
+    std::vector<std::string> hashes = sha1_of_pieces(read_bytes(tmp.file("f.bin")), piece);
     REQUIRE(hashes.size() == 4);
     const std::string whole = make_content_metainfo(tmp.file("f.bin"), sha);
     CHECK(content_metainfo_from_hashes(size, sha, hashes) == whole);
@@ -148,16 +158,10 @@ TEST_CASE("a co-fetch segment's metainfo is its pieces of the file, named by X a
     TempDir tmp;
     const std::uint64_t size = 3 * 1024 * 1024 + 777;  // 4 pieces, the last short
     const std::string sha = write_random_file(tmp.file("f.bin"), size);
-    std::ifstream in(tmp.file("f.bin"), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string bytes = read_bytes(tmp.file("f.bin"));
     const int piece = choose_piece_size(size);
     const auto up = static_cast<std::size_t>(piece);
-    std::vector<std::string> hashes;
-    for (std::size_t off = 0; off < bytes.size(); off += up) {
-        const lt::sha1_hash h =
-            lt::hasher(bytes.data() + off, static_cast<int>(std::min(up, bytes.size() - off))).final();
-        hashes.emplace_back(h.data(), h.size());
-    }
+    const std::vector<std::string> hashes = sha1_of_pieces(bytes, up);
     REQUIRE(hashes.size() == 4);
     // The segment of pieces 2 and 3 (the short last one) is libtorrent's
     // torrent of those bytes, one file named "<X>.2".
